@@ -1,0 +1,255 @@
+//! Commands over NATS request-reply: every command in the registry answers on
+//! `<namespace>.cmd.<command name>` with the same validation, errors and access rules as REST.
+//!
+//! A request's body is the command's JSON input (an empty body means `{}`). The NATS header
+//! `Authorization: Bearer <token>` names the caller; as over HTTP, a present but invalid token is
+//! refused even on public commands. The reply body is `{"ok": true, "output": …}` or
+//! `{"ok": false, "error": <RFC 9457 problem document>}`, and the reply header `Herald-Status`
+//! carries the HTTP status REST would have answered with. Every Herald process joins one queue
+//! group per namespace, so each request is answered by exactly one of them.
+
+use std::{panic::AssertUnwindSafe, sync::Arc, time::Duration};
+
+use async_nats::{Client, ConnectOptions, HeaderMap, Message, Subscriber, client::PublishErrorKind};
+use futures::{FutureExt as _, StreamExt as _};
+use herald_core::{
+    Herald,
+    auth::Caller,
+    broker::BrokerError,
+    error::{ApiError, ErrorCode, Problem},
+};
+use serde::Serialize;
+use serde_json::Value;
+use tokio::{sync::Semaphore, time::Instant};
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+
+use crate::{check_namespace, error::unavailable};
+
+/// The namespace subjects live under unless configured otherwise.
+pub const DEFAULT_NAMESPACE: &str = "herald";
+
+/// How many requests one process runs at once; further requests wait in the subscription.
+pub const MAX_IN_FLIGHT: usize = 64;
+
+/// The reply header carrying the HTTP status of the answer (`200`, `422`, …).
+pub const STATUS_HEADER: &str = "Herald-Status";
+
+/// How long connecting, and confirming the unsubscribe at shutdown, may take.
+const NATS_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The subject a command answers on: `<namespace>.cmd.<command>`.
+pub fn subject(namespace: &str, command: &str) -> String {
+    format!("{namespace}.cmd.{command}")
+}
+
+/// Connects to NATS at `url` and answers every command of `herald` on
+/// `<namespace>.cmd.<command>` until `shutdown` is cancelled; then it unsubscribes, answers what
+/// the server had already routed to it, waits for in-flight requests and flushes their replies.
+///
+/// Fails early, with [`BrokerError::Unavailable`], when NATS cannot be reached or refuses the
+/// subscription; once serving, async-nats reconnects and re-subscribes by itself.
+pub async fn serve(
+    url: &str,
+    namespace: &str,
+    herald: Arc<Herald>,
+    shutdown: CancellationToken,
+) -> Result<(), BrokerError> {
+    check_namespace(namespace)?;
+    let client = ConnectOptions::new()
+        .name(format!("herald commands {namespace}"))
+        .connection_timeout(NATS_TIMEOUT)
+        .reconnect_delay_callback(|attempts| Duration::from_millis((attempts as u64 * 100).min(2_000)))
+        .event_callback(|event| async move { tracing::info!(%event, "NATS command connection event") })
+        .connect(url)
+        .await
+        .map_err(unavailable)?;
+    let subscriber =
+        client.queue_subscribe(subject(namespace, ">"), format!("{namespace}.cmd")).await.map_err(unavailable)?;
+    // The server answers a flush only after it has processed the subscription before it.
+    client.flush().await.map_err(unavailable)?;
+    tracing::info!(namespace, "answering commands over NATS request-reply");
+    let responder = Arc::new(Responder { client: client.clone(), herald, prefix: subject(namespace, "") });
+    run(responder, subscriber, shutdown).await;
+    if let Err(error) = client.flush().await {
+        tracing::warn!(error = %crate::error::chain(&error), "could not flush the last command replies");
+    }
+    Ok(())
+}
+
+/// The subscription loop: one task per request, at most [`MAX_IN_FLIGHT`] at once.
+async fn run(responder: Arc<Responder>, mut subscriber: Subscriber, shutdown: CancellationToken) {
+    let limit = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
+    let tasks = TaskTracker::new();
+    let dispatch = |message: Message| {
+        let (responder, limit, tasks) = (responder.clone(), limit.clone(), tasks.clone());
+        async move {
+            // Waiting here leaves further requests queued in the subscription: back-pressure.
+            let Ok(permit) = limit.acquire_owned().await else { return };
+            tasks.spawn(async move {
+                responder.answer(message).await;
+                drop(permit);
+            });
+        }
+    };
+    loop {
+        let message = tokio::select! {
+            biased;
+            () = shutdown.cancelled() => break,
+            message = subscriber.next() => message,
+        };
+        let Some(message) = message else {
+            tracing::warn!("the NATS command subscription ended");
+            break;
+        };
+        dispatch(message).await;
+    }
+    // Drain: unsubscribe, then answer what the server routed here before it saw the unsubscribe,
+    // rather than leave those requesters to time out.
+    if let Err(error) = subscriber.drain().await {
+        tracing::warn!(error = %error, "could not unsubscribe from NATS commands");
+    }
+    let leftovers = async {
+        while let Some(message) = subscriber.next().await {
+            dispatch(message).await;
+        }
+    };
+    if tokio::time::timeout(NATS_TIMEOUT, leftovers).await.is_err() {
+        tracing::warn!("NATS did not confirm the unsubscribe in time; stopping anyway");
+    }
+    tasks.close();
+    tasks.wait().await;
+    tracing::info!("stopped answering commands over NATS");
+}
+
+/// Answers one request at a time; shared by every request task.
+struct Responder {
+    client: Client,
+    herald: Arc<Herald>,
+    /// `<namespace>.cmd.`, stripped from a subject to get the command name.
+    prefix: String,
+}
+
+/// The reply body.
+#[derive(Serialize)]
+struct Reply {
+    ok: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    output: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<Problem>,
+}
+
+impl Reply {
+    fn new(result: Result<Value, ApiError>, subject: &str) -> Self {
+        match result {
+            Ok(output) => Self { ok: true, output: Some(output), error: None },
+            Err(err) => {
+                Self { ok: false, output: None, error: Some(Problem::from_error(&err, Some(subject.into()), None)) }
+            }
+        }
+    }
+}
+
+impl Responder {
+    async fn answer(&self, message: Message) {
+        let subject = message.subject.as_str();
+        let Some(reply_to) = message.reply.clone() else {
+            tracing::debug!(subject, "ignoring a command request without a reply subject");
+            return;
+        };
+        let started = Instant::now();
+        let command = subject.strip_prefix(&self.prefix).unwrap_or_default();
+        let result = self.call(command, &message).await;
+        let status = match &result {
+            Ok(_) => 200,
+            Err(err) => err.code().status(),
+        };
+        let latency_ms = started.elapsed().as_millis() as u64;
+        match &result {
+            Err(err) if err.is_server_error() => {
+                tracing::error!(subject, status, latency_ms, error = %err.cause_chain(), "NATS command failed");
+            }
+            Err(err) => tracing::info!(subject, status, latency_ms, code = %err.code(), "NATS command refused"),
+            Ok(_) => tracing::info!(subject, status, latency_ms, "NATS command answered"),
+        }
+        let sent = self.send(&reply_to, status, Reply::new(result, subject)).await;
+        if let Err(error) = sent {
+            if error.kind() == PublishErrorKind::MaxPayloadExceeded {
+                // Too big for the server's max_payload: tell the requester rather than let it time out.
+                let err = ApiError::internal(error);
+                tracing::error!(subject, error = %err.cause_chain(), "NATS command reply too large");
+                let fallback = self.send(&reply_to, 500, Reply::new(Err(err), subject)).await;
+                if let Err(error) = fallback {
+                    tracing::warn!(subject, error = %crate::error::chain(&error), "could not send a command reply");
+                }
+            } else {
+                tracing::warn!(subject, error = %crate::error::chain(&error), "could not send a command reply");
+            }
+        }
+    }
+
+    /// Runs the command for the caller the headers name, with the body as input.
+    async fn call(&self, command: &str, message: &Message) -> Result<Value, ApiError> {
+        // The caller first, as REST does: a bad token is refused before the body is looked at.
+        let caller = self.caller(message.headers.as_ref())?;
+        let input = if message.payload.is_empty() {
+            Value::Object(Default::default())
+        } else {
+            serde_json::from_slice(&message.payload)
+                .map_err(|e| ApiError::new(ErrorCode::MalformedRequest, format!("the body is not valid JSON: {e}")))?
+        };
+        AssertUnwindSafe(self.herald.call(caller, command, input))
+            .catch_unwind()
+            .await
+            .unwrap_or_else(|_| Err(ApiError::new(ErrorCode::Internal, "the command panicked")))
+    }
+
+    /// Anonymous without `Authorization`; a user with a valid bearer token; refused otherwise.
+    fn caller(&self, headers: Option<&HeaderMap>) -> Result<Caller, ApiError> {
+        let value = headers.and_then(|headers| {
+            headers
+                .iter()
+                .find(|(name, _)| AsRef::<str>::as_ref(*name).eq_ignore_ascii_case("authorization"))
+                .and_then(|(_, values)| values.first())
+        });
+        let Some(value) = value else { return Ok(Caller::Anonymous) };
+        let token = value
+            .as_str()
+            .strip_prefix("Bearer ")
+            .or_else(|| value.as_str().strip_prefix("bearer "))
+            .map(str::trim)
+            .ok_or_else(|| ApiError::new(ErrorCode::InvalidToken, "expected `Authorization: Bearer <token>`"))?;
+        let svc = &self.herald.services;
+        Ok(Caller::User(svc.tokens.verify(token, svc.clock.now())?))
+    }
+
+    async fn send(
+        &self,
+        reply_to: &async_nats::Subject,
+        status: u16,
+        reply: Reply,
+    ) -> Result<(), async_nats::PublishError> {
+        let body = match serde_json::to_vec(&reply) {
+            Ok(body) => body,
+            // Values and problem documents always serialise; answer something valid regardless.
+            Err(error) => {
+                tracing::error!(error = %error, "could not serialise a command reply");
+                br#"{"ok":false,"error":{"code":"internal","status":500}}"#.to_vec()
+            }
+        };
+        let mut headers = HeaderMap::new();
+        headers.insert(STATUS_HEADER, status.to_string().as_str());
+        self.client.publish_with_headers(reply_to.clone(), headers, body.into()).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subjects_name_the_command_under_the_namespace() {
+        assert_eq!(subject(DEFAULT_NAMESPACE, "auth.register"), "herald.cmd.auth.register");
+        assert_eq!(subject("t_1", "users.me"), "t_1.cmd.users.me");
+    }
+}

@@ -1,0 +1,121 @@
+//! Broker port adapters: [`MemoryBroker`] (in-process, for `herald serve`), [`AmqpBroker`]
+//! (RabbitMQ through lapin) and [`NatsBroker`] (NATS JetStream through async-nats). [`BrokerUrl`]
+//! picks one from a URL, once, at the edge. `docs/brokers.md` says how each maps the port.
+
+mod amqp;
+pub mod commands;
+mod error;
+mod lease;
+mod memory;
+mod nats;
+
+use std::{fmt, str::FromStr, sync::Arc};
+
+use herald_core::broker::{Broker, BrokerError};
+
+pub use amqp::AmqpBroker;
+pub use error::AdapterError;
+pub use memory::MemoryBroker;
+pub use nats::NatsBroker;
+
+/// Which broker to open, parsed from `HERALD_BROKER_URL`.
+#[derive(Clone, PartialEq, Eq)]
+pub enum BrokerUrl {
+    /// `memory://`: the in-process broker; nothing leaves the process.
+    Memory,
+    /// `amqp://…` or `amqps://…`: RabbitMQ, URL passed to lapin as is.
+    Amqp(String),
+    /// `nats://…` (or `tls://…`): NATS with JetStream enabled, URL passed to async-nats as is.
+    Nats(String),
+}
+
+impl FromStr for BrokerUrl {
+    type Err = String;
+
+    fn from_str(url: &str) -> Result<Self, Self::Err> {
+        if url == "memory://" || url == "memory:" {
+            Ok(Self::Memory)
+        } else if url.starts_with("amqp://") || url.starts_with("amqps://") {
+            Ok(Self::Amqp(url.to_owned()))
+        } else if url.starts_with("nats://") || url.starts_with("tls://") {
+            Ok(Self::Nats(url.to_owned()))
+        } else {
+            Err("must be memory://, or start with amqp://, amqps:// or nats://".into())
+        }
+    }
+}
+
+impl fmt::Display for BrokerUrl {
+    /// Shows the URL with any password replaced by `***`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Memory => f.write_str("memory://"),
+            Self::Amqp(url) | Self::Nats(url) => f.write_str(&herald_core::redact::url_password(url)),
+        }
+    }
+}
+
+impl fmt::Debug for BrokerUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+impl BrokerUrl {
+    /// Opens the broker this URL names. `namespace` prefixes every queue, topic, stream and
+    /// subject, so that several deployments (or tests) can share one broker.
+    pub async fn open(&self, namespace: &str) -> Result<Arc<dyn Broker>, BrokerError> {
+        Ok(match self {
+            Self::Memory => Arc::new(MemoryBroker::new()),
+            Self::Amqp(url) => Arc::new(AmqpBroker::connect(url, namespace).await?),
+            Self::Nats(url) => Arc::new(NatsBroker::connect(url, namespace).await?),
+        })
+    }
+}
+
+/// Checks a queue or topic name: dot-separated, non-empty tokens of `[A-Za-z0-9_-]`.
+fn check_name(name: &str) -> Result<(), BrokerError> {
+    let valid = !name.is_empty()
+        && name.split('.').all(|token| {
+            !token.is_empty() && token.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        });
+    if valid { Ok(()) } else { Err(AdapterError::InvalidName(name.to_owned()).into()) }
+}
+
+/// Checks a namespace: one non-empty token of `[A-Za-z0-9_-]`, so it fits every backend's naming.
+fn check_namespace(namespace: &str) -> Result<(), BrokerError> {
+    let valid = !namespace.is_empty()
+        && namespace.len() <= 64
+        && namespace.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if valid { Ok(()) } else { Err(AdapterError::InvalidNamespace(namespace.to_owned()).into()) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_parse_and_redact() {
+        assert_eq!("memory://".parse(), Ok(BrokerUrl::Memory));
+        let amqp: BrokerUrl = "amqp://guest:s3cret@rabbit:5672/%2f".parse().expect("amqp");
+        assert_eq!(amqp.to_string(), "amqp://guest:***@rabbit:5672/%2f");
+        assert_eq!(format!("{amqp:?}"), "amqp://guest:***@rabbit:5672/%2f");
+        assert!(matches!("amqps://h".parse(), Ok(BrokerUrl::Amqp(_))));
+        let nats: BrokerUrl = "nats://tok3n@nats:4222".parse().expect("nats");
+        assert_eq!(nats.to_string(), "nats://***@nats:4222");
+        assert_eq!("nats://127.0.0.1:4222".parse::<BrokerUrl>().expect("nats").to_string(), "nats://127.0.0.1:4222");
+        assert!("redis://x".parse::<BrokerUrl>().is_err());
+    }
+
+    #[test]
+    fn names_are_checked() {
+        assert!(check_name("deliveries.sms").is_ok());
+        assert!(check_name("a-b_c.D9").is_ok());
+        for bad in ["", ".", "a..b", "a.", "a b", "a*", "a>", "a:b"] {
+            assert!(check_name(bad).is_err(), "{bad:?} must be refused");
+        }
+        assert!(check_namespace("t_0190abc").is_ok());
+        assert!(check_namespace("").is_err());
+        assert!(check_namespace("a.b").is_err());
+    }
+}

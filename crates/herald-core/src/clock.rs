@@ -1,0 +1,47 @@
+//! Time, injected: use cases never read the system clock themselves.
+
+use chrono::{DateTime, SubsecRound, Utc};
+
+/// A source of the current time.
+pub trait Clock: Send + Sync + std::fmt::Debug + 'static {
+    /// The current time, truncated to microseconds (what every store keeps).
+    fn now(&self) -> DateTime<Utc>;
+}
+
+/// The system's wall clock.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> DateTime<Utc> {
+        Utc::now().trunc_subsecs(6)
+    }
+}
+
+/// A clock that stands still until told to move: for tests of schedules, retries and deadlines
+/// without sleeping.
+#[derive(Debug)]
+pub struct ManualClock(std::sync::Mutex<DateTime<Utc>>);
+
+impl ManualClock {
+    pub fn new(at: DateTime<Utc>) -> Self {
+        Self(std::sync::Mutex::new(at.trunc_subsecs(6)))
+    }
+
+    /// Sets the time.
+    pub fn set(&self, at: DateTime<Utc>) {
+        *self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = at.trunc_subsecs(6);
+    }
+
+    /// Moves the time forward by `by`.
+    pub fn advance(&self, by: std::time::Duration) {
+        let mut now = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        *now = (*now + chrono::Duration::from_std(by).unwrap_or(chrono::Duration::MAX)).trunc_subsecs(6);
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> DateTime<Utc> {
+        *self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}

@@ -1,0 +1,292 @@
+//! Transport-independent commands: each use case is a named command with typed input and output.
+//!
+//! A command's input schema is derived from its Rust type (the same schema the OpenAPI spec
+//! shows). The [`Registry`] checks the caller's access, validates the raw JSON input against that
+//! schema, deserialises it and runs the command. REST handlers, Socket.io `call` and NATS
+//! request-reply all go through [`Registry::call`], so validation and errors are the same on every
+//! transport.
+
+use std::{any::type_name, borrow::Cow, collections::BTreeMap, fmt};
+
+use async_trait::async_trait;
+use serde::{Serialize, de::DeserializeOwned};
+use serde_json::{Value, json};
+use utoipa::{
+    ToSchema,
+    openapi::{RefOr, Schema},
+};
+
+use crate::{
+    Services,
+    auth::{Caller, Identity},
+    error::{ApiError, ErrorCode, FieldError},
+    user::Role,
+};
+
+/// Who may run a command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Anyone, with or without a token.
+    Public,
+    /// Any authenticated user.
+    User,
+    /// Authenticated users with the `admin` role.
+    Admin,
+}
+
+impl Access {
+    /// Refuses a caller who may not run a command with this access: 401 without identity, 403
+    /// with the wrong role.
+    pub fn check(self, caller: &Caller) -> Result<(), ApiError> {
+        match (self, caller) {
+            (Access::Public, _) => Ok(()),
+            (_, Caller::Anonymous) => Err(ApiError::new(ErrorCode::Unauthorized, "an access token is required")),
+            (Access::User, Caller::User(_)) => Ok(()),
+            (Access::Admin, Caller::User(Identity { role: Role::Admin, .. })) => Ok(()),
+            (Access::Admin, Caller::User(_)) => {
+                Err(ApiError::new(ErrorCode::Forbidden, "this command requires the admin role"))
+            }
+        }
+    }
+}
+
+/// What a command sees of its caller.
+#[derive(Debug, Clone)]
+pub struct Ctx {
+    pub caller: Caller,
+}
+
+impl Ctx {
+    /// The authenticated caller; the registry has already refused anonymous callers of
+    /// non-public commands, so this only fails for a command that declared `Access::Public`.
+    pub fn identity(&self) -> Result<Identity, ApiError> {
+        match &self.caller {
+            Caller::User(identity) => Ok(*identity),
+            Caller::Anonymous => Err(ApiError::new(ErrorCode::Unauthorized, "an access token is required")),
+        }
+    }
+}
+
+/// A use case with a stable name, typed input and output, and an access rule.
+#[async_trait]
+pub trait Command: Send + Sync + 'static {
+    /// Stable dotted name (`auth.register`); the NATS subject and socket `call` use it.
+    const NAME: &'static str;
+    const ACCESS: Access;
+    /// One line for the API documentation.
+    const SUMMARY: &'static str;
+    type Input: DeserializeOwned + ToSchema + Send + 'static;
+    type Output: Serialize + ToSchema + Send + 'static;
+
+    async fn run(&self, svc: &Services, cx: &Ctx, input: Self::Input) -> Result<Self::Output, ApiError>;
+}
+
+/// A named schema with the component schemas it refers to.
+#[derive(Clone)]
+pub struct SchemaDoc {
+    /// Component name the OpenAPI spec files it under.
+    pub name: String,
+    pub schema: RefOr<Schema>,
+    /// Components referenced from `schema`, recursively.
+    pub components: Vec<(String, RefOr<Schema>)>,
+}
+
+impl fmt::Debug for SchemaDoc {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SchemaDoc").field("name", &self.name).finish_non_exhaustive()
+    }
+}
+
+impl SchemaDoc {
+    fn of<T: ToSchema>(fallback: String) -> Self {
+        // Generic types share one `name()` across instantiations; give those the command's name.
+        let name = if type_name::<T>().contains('<') { fallback } else { T::name().into_owned() };
+        let mut components = Vec::new();
+        T::schemas(&mut components);
+        Self { name, schema: T::schema(), components }
+    }
+
+    /// A self-contained JSON Schema document: the schema plus every component it refers to,
+    /// under the same JSON pointers the OpenAPI document uses.
+    pub fn to_json_schema(&self) -> Value {
+        let mut schemas = serde_json::Map::new();
+        for (name, schema) in &self.components {
+            schemas.insert(name.clone(), serde_json::to_value(schema).unwrap_or(Value::Null));
+        }
+        schemas.insert(self.name.clone(), serde_json::to_value(&self.schema).unwrap_or(Value::Null));
+        json!({
+            "$schema": "https://json-schema.org/draft/2020-12/schema",
+            "$ref": format!("#/components/schemas/{}", self.name),
+            "components": { "schemas": schemas },
+        })
+    }
+}
+
+/// A registered command, its types erased to JSON.
+#[async_trait]
+trait DynCommand: Send + Sync {
+    async fn call(&self, svc: &Services, cx: &Ctx, input: Value) -> Result<Value, ApiError>;
+}
+
+struct Typed<C>(C);
+
+#[async_trait]
+impl<C: Command> DynCommand for Typed<C> {
+    async fn call(&self, svc: &Services, cx: &Ctx, input: Value) -> Result<Value, ApiError> {
+        let input: C::Input = serde_path_to_error::deserialize(input).map_err(|err| {
+            let field = err.path().to_string();
+            let field = if field == "." { String::new() } else { field };
+            ApiError::validation(vec![FieldError::new(field, err.inner().to_string())])
+        })?;
+        let output = self.0.run(svc, cx, input).await?;
+        serde_json::to_value(output).map_err(ApiError::internal)
+    }
+}
+
+/// One command as transports and documentation see it.
+pub struct CommandInfo {
+    pub name: &'static str,
+    pub access: Access,
+    pub summary: &'static str,
+    pub input: SchemaDoc,
+    pub output: SchemaDoc,
+    validator: jsonschema::Validator,
+    command: Box<dyn DynCommand>,
+}
+
+impl fmt::Debug for CommandInfo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CommandInfo").field("name", &self.name).field("access", &self.access).finish()
+    }
+}
+
+impl CommandInfo {
+    /// Validates raw input against the command's schema, reporting every failing field.
+    pub fn validate(&self, input: &Value) -> Result<(), ApiError> {
+        let errors: Vec<FieldError> = self.validator.iter_errors(input).flat_map(field_errors).collect();
+        if errors.is_empty() { Ok(()) } else { Err(ApiError::validation(errors)) }
+    }
+}
+
+/// Every command Herald knows, by name.
+#[derive(Debug, Default)]
+pub struct Registry {
+    commands: BTreeMap<&'static str, CommandInfo>,
+}
+
+impl Registry {
+    /// Adds a command. Panics on a duplicate name or an input schema that does not compile:
+    /// both are programming errors caught by the first test that builds the registry.
+    pub fn register<C: Command>(&mut self, command: C) -> &mut Self {
+        let pascal = pascal_case(C::NAME);
+        let input = SchemaDoc::of::<C::Input>(format!("{pascal}Input"));
+        let output = SchemaDoc::of::<C::Output>(format!("{pascal}Output"));
+        let validator = jsonschema::options()
+            .with_draft(jsonschema::Draft::Draft202012)
+            .should_validate_formats(true)
+            .build(&input.to_json_schema())
+            .unwrap_or_else(|err| panic!("input schema of {} does not compile: {err}", C::NAME));
+        let info = CommandInfo {
+            name: C::NAME,
+            access: C::ACCESS,
+            summary: C::SUMMARY,
+            input,
+            output,
+            validator,
+            command: Box::new(Typed(command)),
+        };
+        assert!(self.commands.insert(C::NAME, info).is_none(), "command {} registered twice", C::NAME);
+        self
+    }
+
+    pub fn get(&self, name: &str) -> Option<&CommandInfo> {
+        self.commands.get(name)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &CommandInfo> {
+        self.commands.values()
+    }
+
+    /// Runs a command for a caller: access check, schema validation, typed decoding, the use case.
+    pub async fn call(&self, svc: &Services, caller: Caller, name: &str, input: Value) -> Result<Value, ApiError> {
+        let info =
+            self.get(name).ok_or_else(|| ApiError::new(ErrorCode::NotFound, format!("no command named {name:?}")))?;
+        info.access.check(&caller)?;
+        info.validate(&input)?;
+        info.command.call(svc, &Ctx { caller }, input).await
+    }
+}
+
+fn pascal_case(name: &str) -> String {
+    name.split(['.', '_'])
+        .map(|part| {
+            let mut chars = part.chars();
+            chars.next().map(|c| c.to_ascii_uppercase().to_string() + chars.as_str()).unwrap_or_default()
+        })
+        .collect()
+}
+
+/// Turns one schema violation into field errors, in words that never echo the input's value
+/// (inputs hold passwords).
+fn field_errors(err: jsonschema::ValidationError<'_>) -> Vec<FieldError> {
+    use jsonschema::error::ValidationErrorKind as K;
+    let path = pointer_to_field(err.instance_path().as_str());
+    let at = |child: &str| if path.is_empty() { child.to_owned() } else { format!("{path}.{child}") };
+    let message: Cow<'static, str> = match err.kind() {
+        K::Required { property } => {
+            return vec![FieldError::new(at(property.as_str().unwrap_or_default()), "is required")];
+        }
+        K::AdditionalProperties { unexpected } => {
+            return unexpected.iter().map(|name| FieldError::new(at(name), "is not a known field")).collect();
+        }
+        K::Type { kind } => format!("must be of type {}", type_words(kind)).into(),
+        K::MinLength { limit } => format!("must be at least {limit} characters long").into(),
+        K::MaxLength { limit } => format!("must be at most {limit} characters long").into(),
+        K::Minimum { limit } => format!("must be at least {limit}").into(),
+        K::Maximum { limit } => format!("must be at most {limit}").into(),
+        K::Format { format } => format!("must be a valid {format}").into(),
+        K::Enum { options } => format!("must be one of {options}").into(),
+        K::Pattern { .. } => "does not have the expected form".into(),
+        K::MinItems { limit } => format!("must have at least {limit} items").into(),
+        K::MaxItems { limit } => format!("must have at most {limit} items").into(),
+        other => format!("fails the {:?} rule", other.keyword()).into(),
+    };
+    vec![FieldError::new(path, message)]
+}
+
+fn type_words(kind: &jsonschema::error::TypeKind) -> String {
+    match kind {
+        jsonschema::error::TypeKind::Single(t) => t.to_string(),
+        jsonschema::error::TypeKind::Multiple(ts) => ts.iter().map(|t| t.to_string()).collect::<Vec<_>>().join(" or "),
+    }
+}
+
+/// `/filter/tags/0` -> `filter.tags.0` (with `~1` and `~0` unescaped).
+fn pointer_to_field(pointer: &str) -> String {
+    pointer.split('/').skip(1).map(|seg| seg.replace("~1", "/").replace("~0", "~")).collect::<Vec<_>>().join(".")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_and_pointers_convert() {
+        assert_eq!(pascal_case("auth.register"), "AuthRegister");
+        assert_eq!(pascal_case("users.list_all"), "UsersListAll");
+        assert_eq!(pointer_to_field(""), "");
+        assert_eq!(pointer_to_field("/filter/tags/0"), "filter.tags.0");
+        assert_eq!(pointer_to_field("/a~1b"), "a/b");
+    }
+
+    #[test]
+    fn access_rules() {
+        let user = Caller::User(Identity { user_id: crate::user::UserId::new(), role: Role::User });
+        let admin = Caller::User(Identity { user_id: crate::user::UserId::new(), role: Role::Admin });
+        assert!(Access::Public.check(&Caller::Anonymous).is_ok());
+        assert_eq!(Access::User.check(&Caller::Anonymous).map_err(|e| e.code()), Err(ErrorCode::Unauthorized));
+        assert!(Access::User.check(&user).is_ok());
+        assert_eq!(Access::Admin.check(&user).map_err(|e| e.code()), Err(ErrorCode::Forbidden));
+        assert!(Access::Admin.check(&admin).is_ok());
+    }
+}

@@ -1,0 +1,88 @@
+//! The use cases, as commands. [`registry`] lists every command Herald serves.
+
+pub mod attachments;
+pub mod auth;
+pub mod tasks;
+pub mod users;
+
+use crate::command::Registry;
+
+/// Every command, registered once; transports and the OpenAPI document read this.
+pub fn registry() -> Registry {
+    let mut registry = Registry::default();
+    registry
+        .register(auth::Register)
+        .register(auth::Login)
+        .register(users::Me)
+        .register(users::List)
+        .register(tasks::Create)
+        .register(tasks::Get)
+        .register(tasks::List)
+        .register(tasks::Update)
+        .register(tasks::Delete)
+        .register(attachments::List)
+        .register(attachments::Delete);
+    registry
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::error::ErrorCode;
+
+    fn fields(input: serde_json::Value) -> Vec<(String, String)> {
+        let registry = registry();
+        let info = registry.get("auth.register").expect("registered");
+        match info.validate(&input) {
+            Ok(()) => Vec::new(),
+            Err(err) => {
+                assert_eq!(err.code(), ErrorCode::ValidationFailed);
+                err.field_errors().iter().map(|e| (e.field.clone(), e.message.clone())).collect()
+            }
+        }
+    }
+
+    #[test]
+    fn every_command_schema_compiles() {
+        let names: Vec<_> = registry().iter().map(|c| c.name).collect();
+        assert_eq!(
+            names,
+            [
+                "attachments.delete",
+                "attachments.list",
+                "auth.login",
+                "auth.register",
+                "tasks.create",
+                "tasks.delete",
+                "tasks.get",
+                "tasks.list",
+                "tasks.update",
+                "users.list",
+                "users.me"
+            ]
+        );
+    }
+
+    #[test]
+    fn register_input_is_checked_field_by_field() {
+        let ok = json!({"email": "ada@example.org", "password": "long enough", "name": "Ada"});
+        assert_eq!(fields(ok), vec![]);
+
+        let errs = fields(json!({"email": 5, "extra": true}));
+        assert!(errs.contains(&("email".into(), "must be of type string".into())), "{errs:?}");
+        assert!(errs.contains(&("password".into(), "is required".into())), "{errs:?}");
+        assert!(errs.contains(&("name".into(), "is required".into())), "{errs:?}");
+        assert!(errs.contains(&("extra".into(), "is not a known field".into())), "{errs:?}");
+
+        let errs = fields(json!({"email": "not-an-email", "password": "hunter2", "name": ""}));
+        let names: Vec<_> = errs.iter().map(|(f, _)| f.as_str()).collect();
+        assert_eq!(names.len(), 3, "{errs:?}");
+        assert!(names.contains(&"email") && names.contains(&"password") && names.contains(&"name"), "{errs:?}");
+        assert!(errs.iter().all(|(_, m)| !m.contains("hunter2")), "the password was echoed: {errs:?}");
+
+        assert!(!fields(json!("a string")).is_empty());
+        assert!(!fields(json!(null)).is_empty());
+    }
+}

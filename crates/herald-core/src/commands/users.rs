@@ -1,0 +1,129 @@
+//! `users.me`, `users.list`, and the one way a user is created.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use crate::{
+    Services,
+    auth::PasswordHasher,
+    clock::Clock,
+    command::{Access, Command, Ctx},
+    error::{ApiError, ErrorCode},
+    page::{DEFAULT_LIMIT, Page, decode_cursor},
+    store::{Store, StoreError, USERS_EMAIL_KEY},
+    user::{Email, NewUser, Password, Role, User, UserId, UserName},
+};
+
+/// A user as the API shows it.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[schema(example = json!({"id": "0192f0c1-5c3a-7b8e-9d4f-1a2b3c4d5e6f", "email": "ada@example.org", "name": "Ada Lovelace", "role": "user", "created_at": "2026-11-22T10:00:00Z"}))]
+pub struct UserView {
+    pub id: Uuid,
+    pub email: String,
+    pub name: String,
+    pub role: Role,
+    pub created_at: DateTime<Utc>,
+}
+
+impl From<User> for UserView {
+    fn from(user: User) -> Self {
+        Self {
+            id: user.id.0,
+            email: user.email.into(),
+            name: user.name.into(),
+            role: user.role,
+            created_at: user.created_at,
+        }
+    }
+}
+
+/// An account about to be created.
+#[derive(Debug)]
+pub struct NewAccount {
+    pub email: Email,
+    pub name: UserName,
+    pub password: Password,
+    pub role: Role,
+}
+
+/// Creates a user with a hashed password. Registration and `herald users create` both use it;
+/// it needs only the store, the hasher and the clock.
+pub async fn create_user(
+    store: &dyn Store,
+    passwords: &PasswordHasher,
+    clock: &dyn Clock,
+    account: NewAccount,
+) -> Result<User, ApiError> {
+    let password_hash = passwords.hash(&account.password).await?;
+    let NewAccount { email, name, role, .. } = account;
+    let user = User { id: UserId::new(), email, name, role, created_at: clock.now() };
+    match store.create_user(&NewUser { user: user.clone(), password_hash }).await {
+        Ok(()) => Ok(user),
+        Err(StoreError::Conflict { constraint }) if constraint == USERS_EMAIL_KEY => {
+            Err(ApiError::new(ErrorCode::EmailTaken, "this email address is already registered"))
+        }
+        Err(err) => Err(err.into()),
+    }
+}
+
+/// An input with no fields.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NoInput {}
+
+/// The caller's own account.
+#[derive(Debug)]
+pub struct Me;
+
+#[async_trait]
+impl Command for Me {
+    const NAME: &'static str = "users.me";
+    const ACCESS: Access = Access::User;
+    const SUMMARY: &'static str = "The authenticated user's account";
+    type Input = NoInput;
+    type Output = UserView;
+
+    async fn run(&self, svc: &Services, cx: &Ctx, _input: NoInput) -> Result<UserView, ApiError> {
+        let identity = cx.identity()?;
+        match svc.store.user_by_id(identity.user_id).await? {
+            Some(user) => Ok(user.into()),
+            // A valid token for an account that is gone proves nothing any more.
+            None => Err(ApiError::new(ErrorCode::InvalidToken, "the account of this token no longer exists")),
+        }
+    }
+}
+
+/// Input of `users.list`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ListInput {
+    /// Items per page (default 50).
+    #[schema(minimum = 1, maximum = 200)]
+    pub limit: Option<u32>,
+    /// `next_cursor` of the previous page.
+    #[schema(max_length = 64)]
+    pub cursor: Option<String>,
+}
+
+/// Every account, for administrators.
+#[derive(Debug)]
+pub struct List;
+
+#[async_trait]
+impl Command for List {
+    const NAME: &'static str = "users.list";
+    const ACCESS: Access = Access::Admin;
+    const SUMMARY: &'static str = "List all accounts (admin)";
+    type Input = ListInput;
+    type Output = Page<UserView>;
+
+    async fn run(&self, svc: &Services, _cx: &Ctx, input: ListInput) -> Result<Page<UserView>, ApiError> {
+        let limit = input.limit.unwrap_or(DEFAULT_LIMIT);
+        let after = input.cursor.as_deref().map(decode_cursor).transpose()?.map(UserId);
+        let rows = svc.store.list_users(after, limit + 1).await?;
+        Ok(Page::from_rows(rows, limit, |u| u.id.0, UserView::from))
+    }
+}

@@ -1,0 +1,188 @@
+//! Deliveries: the durable jobs behind every outgoing notification (a campaign message, a calendar
+//! reminder). The store is their truth; the scheduler claims due ones under a lease and senders
+//! report what happened.
+
+use std::{fmt, str::FromStr};
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use uuid::Uuid;
+
+/// A delivery's id (UUIDv7).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct DeliveryId(pub Uuid);
+
+impl DeliveryId {
+    pub fn new() -> Self {
+        Self(Uuid::now_v7())
+    }
+}
+
+impl Default for DeliveryId {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Display for DeliveryId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+macro_rules! string_enum {
+    ($(#[$doc:meta])* $name:ident { $($variant:ident => $text:literal),* $(,)? }) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum $name { $($variant),* }
+
+        impl $name {
+            pub fn as_str(self) -> &'static str {
+                match self { $(Self::$variant => $text),* }
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = String;
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                match s {
+                    $($text => Ok(Self::$variant),)*
+                    other => Err(format!("unknown {} {other:?}", stringify!($name))),
+                }
+            }
+        }
+    };
+}
+
+string_enum!(
+    /// Where a delivery stands. `pending` and `sending` are live; the rest are final.
+    DeliveryStatus {
+        Pending => "pending",
+        Sending => "sending",
+        Sent => "sent",
+        Failed => "failed",
+        Expired => "expired",
+        Cancelled => "cancelled",
+    }
+);
+
+impl DeliveryStatus {
+    /// No further attempt will be made.
+    pub fn is_final(self) -> bool {
+        !matches!(self, Self::Pending | Self::Sending)
+    }
+}
+
+string_enum!(
+    /// How a delivery is carried.
+    Channel {
+        Log => "log",
+        Provider => "provider",
+        Webhook => "webhook",
+        Realtime => "realtime",
+    }
+);
+
+/// A delivery about to be stored. Creation is idempotent on `source_key`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewDelivery {
+    pub id: DeliveryId,
+    /// What produced it, e.g. `campaign.message` or `calendar.reminder`.
+    pub kind: String,
+    /// Unique per source (`mailing:<id>:client:<id>`): storing the same key twice stores one.
+    pub source_key: String,
+    /// Who receives it: a phone number, a user id, a URL, as the channel needs.
+    pub recipient: String,
+    pub channel: Channel,
+    pub payload: Value,
+    /// No attempt before this instant.
+    pub next_attempt_at: DateTime<Utc>,
+    /// No attempt at or after this instant; the delivery expires instead.
+    pub deadline: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// A stored delivery.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Delivery {
+    pub id: DeliveryId,
+    /// A 64-bit number assigned by the store, sent to providers that want a numeric id; the same
+    /// on every retry, so a provider can drop duplicates.
+    pub number: i64,
+    pub kind: String,
+    pub source_key: String,
+    pub recipient: String,
+    pub channel: Channel,
+    pub payload: Value,
+    pub status: DeliveryStatus,
+    pub attempts: u32,
+    pub next_attempt_at: DateTime<Utc>,
+    pub deadline: Option<DateTime<Utc>>,
+    pub last_error: Option<String>,
+    /// While `sending`: when the claim lapses and the rescuer may hand it out again.
+    pub lease_until: Option<DateTime<Utc>>,
+    pub sent_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// What a sender reports for one claimed delivery.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeliveryReport {
+    pub id: DeliveryId,
+    /// The lease the report is for: a report for a lease that was rescued and handed out again
+    /// is ignored, so a slow sender cannot overwrite a newer attempt.
+    pub lease_until: DateTime<Utc>,
+    /// `Pending` (retry at `next_attempt_at`), or a final status.
+    pub status: DeliveryStatus,
+    /// Attempts made so far, this one included.
+    pub attempts: u32,
+    pub next_attempt_at: DateTime<Utc>,
+    pub last_error: Option<String>,
+    pub sent_at: Option<DateTime<Utc>>,
+}
+
+/// The work queue through which the scheduler hands claimed deliveries to senders.
+pub const DELIVERY_QUEUE: &str = "deliveries";
+
+/// A claimed delivery as it travels to a sender: everything needed to send it and to report on
+/// the claim, so a sender reads nothing before calling the channel.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct DeliveryJob {
+    pub id: Uuid,
+    pub number: i64,
+    pub kind: String,
+    pub recipient: String,
+    pub channel: String,
+    pub payload: Value,
+    /// Attempts made before this one.
+    pub attempts: u32,
+    pub deadline: Option<DateTime<Utc>>,
+    /// The claim this job belongs to; reports for an older claim are ignored.
+    pub lease_until: DateTime<Utc>,
+}
+
+impl DeliveryJob {
+    pub fn of(d: &Delivery) -> Option<Self> {
+        Some(Self {
+            id: d.id.0,
+            number: d.number,
+            kind: d.kind.clone(),
+            recipient: d.recipient.clone(),
+            channel: d.channel.as_str().to_owned(),
+            payload: d.payload.clone(),
+            attempts: d.attempts,
+            deadline: d.deadline,
+            lease_until: d.lease_until?,
+        })
+    }
+
+    /// The broker message: its id is unique per claim, so a redelivered copy of one claim is
+    /// dropped where the broker de-duplicates, and a new claim is never mistaken for an old one.
+    pub fn message(&self) -> crate::broker::Message {
+        let claim = format!("{}:{}", self.id, self.lease_until.timestamp_micros());
+        let id = Uuid::new_v5(&Uuid::NAMESPACE_OID, claim.as_bytes());
+        let payload = serde_json::to_vec(self).unwrap_or_default();
+        crate::broker::Message::new(id, payload).with_header("herald-kind", self.kind.clone())
+    }
+}

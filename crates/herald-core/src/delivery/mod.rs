@@ -1,0 +1,23 @@
+//! Delivery policy as pure logic: classifying a channel's answer, the retry schedule, the per-channel circuit
+//! breaker and rate limit. No IO and no clock: the sender passes `now` in and acts on the answers.
+
+pub mod breaker;
+pub mod job;
+pub mod policy;
+pub mod rate;
+
+pub use breaker::{BreakerConfig, BreakerState, CircuitBreaker};
+pub use job::{
+    Channel, DELIVERY_QUEUE, Delivery, DeliveryId, DeliveryJob, DeliveryReport, DeliveryStatus, NewDelivery,
+};
+pub use policy::{Decision, FailReason, Failure, Outcome, RetryPolicy, classify_http, parse_retry_after};
+pub use rate::{InvalidRate, TokenBucket};
+
+use std::time::Duration;
+
+use chrono::{DateTime, TimeDelta, Utc};
+
+/// `at + wait`, saturating at the latest representable instant instead of overflowing.
+fn add_saturating(at: DateTime<Utc>, wait: Duration) -> DateTime<Utc> {
+    TimeDelta::from_std(wait).ok().and_then(|wait| at.checked_add_signed(wait)).unwrap_or(DateTime::<Utc>::MAX_UTC)
+}

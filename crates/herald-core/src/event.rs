@@ -1,0 +1,53 @@
+//! Change events: written to the outbox in the same transaction as the change they describe.
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::user::UserId;
+
+/// An event about to be written to the outbox.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewEvent {
+    /// UUIDv7; also the broker message id, so consumers can drop duplicates.
+    pub id: Uuid,
+    /// Dotted type, e.g. `task.updated`.
+    pub kind: String,
+    /// Where the event goes: `user:<id>` or `room:<id>`.
+    pub channel: String,
+    pub payload: Value,
+    pub created_at: DateTime<Utc>,
+    /// W3C `traceparent` of the request that caused it, when tracing is on.
+    pub trace_context: Option<String>,
+}
+
+impl NewEvent {
+    /// An event for one user's own channel.
+    pub fn for_user(owner: UserId, kind: &str, payload: Value, now: DateTime<Utc>) -> Self {
+        Self {
+            id: Uuid::now_v7(),
+            kind: kind.to_owned(),
+            channel: user_channel(owner),
+            payload,
+            created_at: now,
+            trace_context: None,
+        }
+    }
+}
+
+/// The channel of a user's own events.
+pub fn user_channel(user: UserId) -> String {
+    format!("user:{user}")
+}
+
+/// An event as stored in the outbox, with its position.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutboxEvent {
+    /// Position in the outbox: commit order on SQLite; insertion order on PostgreSQL, which within
+    /// one channel is commit order.
+    pub seq: i64,
+    /// Gap-free position within the event's channel, from 1.
+    pub channel_offset: i64,
+    pub event: NewEvent,
+    pub published_at: Option<DateTime<Utc>>,
+}

@@ -1,0 +1,60 @@
+//! Herald's core: domain types, ports, the error catalogue and the commands. No IO lives here;
+//! adapters implement the ports and transports call the commands.
+
+pub mod auth;
+pub mod broker;
+pub mod clock;
+pub mod command;
+pub mod commands;
+pub mod delivery;
+pub mod error;
+pub mod event;
+pub mod files;
+pub mod metrics;
+pub mod page;
+pub mod redact;
+pub mod schedule;
+pub mod store;
+pub mod task;
+pub mod user;
+pub mod wire;
+
+use std::sync::Arc;
+
+use auth::{Caller, PasswordHasher, TokenIssuer};
+use clock::Clock;
+use command::Registry;
+use error::ApiError;
+use files::Files;
+use serde_json::Value;
+use store::Store;
+
+/// The ports and helpers every command may use.
+#[derive(Debug)]
+pub struct Services {
+    pub store: Arc<dyn Store>,
+    pub broker: Arc<dyn broker::Broker>,
+    pub files: Arc<dyn Files>,
+    pub tokens: TokenIssuer,
+    pub passwords: PasswordHasher,
+    pub clock: Arc<dyn Clock>,
+    pub metrics: Arc<metrics::Metrics>,
+}
+
+/// The application as every transport sees it: its services and its commands.
+#[derive(Debug)]
+pub struct Herald {
+    pub services: Services,
+    pub commands: Registry,
+}
+
+impl Herald {
+    pub fn new(services: Services) -> Self {
+        Self { services, commands: commands::registry() }
+    }
+
+    /// Runs the command `name` for `caller` with raw JSON input. See [`Registry::call`].
+    pub async fn call(&self, caller: Caller, name: &str, input: Value) -> Result<Value, ApiError> {
+        self.commands.call(&self.services, caller, name, input).await
+    }
+}

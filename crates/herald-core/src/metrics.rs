@@ -1,0 +1,187 @@
+//! Prometheus metrics: one registry per process, passed down (no global recorder). Each role
+//! registers the families it updates; `/metrics` encodes them all.
+
+use std::{fmt, sync::atomic::AtomicU64};
+
+use prometheus_client::{
+    encoding::{EncodeLabelSet, text::encode},
+    metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
+    registry::Registry,
+};
+
+/// Labels of an HTTP request.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub method: String,
+    /// The matched route template (`/api/v1/tasks/{id}`), never the raw path.
+    pub route: String,
+    pub status: u16,
+}
+
+/// Labels of a request's route.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct RouteLabels {
+    pub route: String,
+}
+
+/// Labels of a delivery channel.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct ChannelLabels {
+    pub channel: String,
+}
+
+/// Labels of a delivery's outcome on a channel: `sent`, `retry`, `deferred`, `failed`, `expired`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    pub channel: String,
+    pub outcome: String,
+}
+
+/// Labels of a periodic job.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct JobLabels {
+    pub job: String,
+    pub result: String,
+}
+
+/// Every metric Herald exports.
+pub struct Metrics {
+    registry: Registry,
+    pub http_requests: Family<RequestLabels, Counter>,
+    pub http_request_seconds: Family<RouteLabels, Histogram>,
+    pub files_collected: Counter,
+    pub files_collector_errors: Counter,
+    pub relay_published: Counter,
+    pub relay_errors: Counter,
+    pub outbox_lag_seconds: Gauge<f64, AtomicU64>,
+    pub deliveries: Family<OutcomeLabels, Counter>,
+    pub delivery_attempts: Family<ChannelLabels, Counter>,
+    pub delivery_send_seconds: Family<ChannelLabels, Histogram>,
+    pub delivery_breaker_state: Family<ChannelLabels, Gauge>,
+    pub deliveries_due: Gauge,
+    pub deliveries_claimed: Counter,
+    pub deliveries_rescued: Counter,
+    pub scheduler_errors: Counter,
+    pub sender_errors: Counter,
+    pub jobs: Family<JobLabels, Counter>,
+}
+
+impl fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("herald");
+        let http_requests = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "http_requests",
+            "HTTP requests answered, by method, route and status",
+            http_requests.clone(),
+        );
+        let http_request_seconds = Family::<RouteLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new([0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0])
+        });
+        registry.register("http_request_seconds", "HTTP request latency, by route", http_request_seconds.clone());
+        let files_collected = Counter::default();
+        registry.register(
+            "files_collected",
+            "Orphaned attachment files removed by the collector",
+            files_collected.clone(),
+        );
+        let files_collector_errors = Counter::default();
+        registry.register(
+            "files_collector_errors",
+            "Collector passes or removals that failed",
+            files_collector_errors.clone(),
+        );
+        let relay_published = Counter::default();
+        registry.register("relay_published", "Outbox events published to the broker", relay_published.clone());
+        let relay_errors = Counter::default();
+        registry.register("relay_errors", "Relay passes that failed (store or broker)", relay_errors.clone());
+        let outbox_lag_seconds = Gauge::<f64, AtomicU64>::default();
+        registry.register(
+            "outbox_lag_seconds",
+            "Age of the oldest unpublished outbox event (0 when none)",
+            outbox_lag_seconds.clone(),
+        );
+        let deliveries = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "deliveries",
+            "Delivery outcomes by channel: sent, retry, deferred (breaker open, no attempt spent), failed, expired",
+            deliveries.clone(),
+        );
+        let delivery_attempts = Family::<ChannelLabels, Counter>::default();
+        registry.register("delivery_attempts", "Channel calls made, by channel", delivery_attempts.clone());
+        let delivery_send_seconds = Family::<ChannelLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new([0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0])
+        });
+        registry.register("delivery_send_seconds", "Channel call latency, by channel", delivery_send_seconds.clone());
+        let delivery_breaker_state = Family::<ChannelLabels, Gauge>::default();
+        registry.register(
+            "delivery_breaker_state",
+            "Circuit breaker per channel in this sender: 0 closed, 1 open, 2 half-open",
+            delivery_breaker_state.clone(),
+        );
+        let deliveries_due = Gauge::default();
+        registry.register(
+            "deliveries_due",
+            "Pending deliveries whose attempt is due (the queue depth the scheduler sees)",
+            deliveries_due.clone(),
+        );
+        let deliveries_claimed = Counter::default();
+        registry.register(
+            "deliveries_claimed",
+            "Deliveries claimed and queued for senders",
+            deliveries_claimed.clone(),
+        );
+        let deliveries_rescued = Counter::default();
+        registry.register(
+            "deliveries_rescued",
+            "Claims whose lease lapsed (a sender died or stalled), returned to pending",
+            deliveries_rescued.clone(),
+        );
+        let scheduler_errors = Counter::default();
+        registry.register("scheduler_errors", "Scheduler passes that failed", scheduler_errors.clone());
+        let sender_errors = Counter::default();
+        registry.register(
+            "sender_errors",
+            "Sender failures outside a channel call (bad queue message, store or broker error)",
+            sender_errors.clone(),
+        );
+        let jobs = Family::<JobLabels, Counter>::default();
+        registry.register("jobs", "Periodic job runs by job and result (ok, error)", jobs.clone());
+        Self {
+            registry,
+            deliveries,
+            delivery_attempts,
+            delivery_send_seconds,
+            delivery_breaker_state,
+            deliveries_due,
+            deliveries_claimed,
+            deliveries_rescued,
+            scheduler_errors,
+            sender_errors,
+            jobs,
+            http_requests,
+            http_request_seconds,
+            files_collected,
+            files_collector_errors,
+            relay_published,
+            relay_errors,
+            outbox_lag_seconds,
+        }
+    }
+}
+
+impl Metrics {
+    /// The Prometheus text exposition of every metric.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing to a String cannot fail.
+        let _ = encode(&mut out, &self.registry);
+        out
+    }
+}

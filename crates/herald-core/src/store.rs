@@ -1,0 +1,230 @@
+//! The Store port: Herald's durable state. Adapters live in `herald-store` (SQLite, PostgreSQL).
+//!
+//! Contract, for every adapter:
+//! - Every method is atomic: it commits all of its writes or none of them.
+//! - Unique-key violations are reported as [`StoreError::Conflict`] naming the constraint, never
+//!   as `Other`, so use cases can turn them into client errors.
+//! - [`StoreError::Unavailable`] means the backend could not be reached or timed out; the
+//!   operation may be retried. Anything else is [`StoreError::Other`].
+//! - Timestamps round-trip with microsecond precision; ids are UUIDv7 and list orders follow them.
+
+use std::{collections::HashSet, time::Duration};
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+use crate::{
+    delivery::{Delivery, DeliveryId, DeliveryReport, NewDelivery},
+    error::{ApiError, ErrorCode},
+    event::{NewEvent, OutboxEvent},
+    task::{Attachment, AttachmentId, Task, TaskId, TaskStatus},
+    user::{Email, NewUser, User, UserCredentials, UserId},
+};
+
+/// The few errors a store reports; each tells the caller what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("not found")]
+    NotFound,
+    /// A unique constraint refused the write; `constraint` names it (e.g. `users_email_key`).
+    #[error("conflict on {constraint}")]
+    Conflict { constraint: String },
+    /// The backend is unreachable or overloaded; retrying may succeed.
+    #[error("store unavailable")]
+    Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
+    #[error("store error")]
+    Other(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl From<StoreError> for ApiError {
+    fn from(err: StoreError) -> Self {
+        match err {
+            StoreError::NotFound => ApiError::new(ErrorCode::NotFound, "not found"),
+            StoreError::Conflict { ref constraint } => {
+                ApiError::new(ErrorCode::Conflict, format!("conflicts with an existing record ({constraint})"))
+            }
+            StoreError::Unavailable(_) => {
+                ApiError::new(ErrorCode::Unavailable, "the store is unavailable").with_source(err)
+            }
+            StoreError::Other(_) => ApiError::internal(err),
+        }
+    }
+}
+
+/// Herald's durable state: every focused store trait, plus lifecycle. See the module docs for
+/// the contract every adapter keeps.
+#[async_trait]
+pub trait Store: UserStore + TaskStore + OutboxStore + DeliveryStore + Send + Sync + std::fmt::Debug + 'static {
+    /// Apply this backend's pending migrations. Idempotent; safe to run from several processes.
+    async fn migrate(&self) -> Result<(), StoreError>;
+
+    /// A cheap round trip, for readiness probes.
+    async fn ping(&self) -> Result<(), StoreError>;
+
+    /// Releases connections; later calls fail.
+    async fn close(&self);
+}
+
+/// Deliveries: durable jobs, claimed under leases.
+///
+/// A claim moves due `pending` deliveries to `sending` with a lease; concurrent claimers never
+/// get the same delivery (PostgreSQL: `FOR UPDATE SKIP LOCKED`). A lapsed lease is returned to
+/// `pending` by the rescuer. A sender's report applies only while its lease is still the current
+/// one, so a report from a sender whose lease was rescued and handed out again changes nothing.
+#[async_trait]
+pub trait DeliveryStore: Send + Sync {
+    /// Stores deliveries; one whose `source_key` is stored already is skipped. Returns how many
+    /// were new.
+    async fn create_deliveries(&self, deliveries: &[NewDelivery]) -> Result<u64, StoreError>;
+
+    async fn delivery(&self, id: DeliveryId) -> Result<Option<Delivery>, StoreError>;
+
+    /// Claims up to `limit` pending deliveries due at `now`, earliest first, leased until
+    /// `now + lease`.
+    async fn claim_due_deliveries(
+        &self,
+        now: DateTime<Utc>,
+        limit: u32,
+        lease: Duration,
+    ) -> Result<Vec<Delivery>, StoreError>;
+
+    /// Returns `sending` deliveries whose lease lapsed before `now` to `pending`; how many.
+    async fn rescue_expired_leases(&self, now: DateTime<Utc>) -> Result<u64, StoreError>;
+
+    /// Applies senders' reports in one transaction, skipping those whose lease is no longer
+    /// current; returns how many applied.
+    async fn record_deliveries(&self, reports: &[DeliveryReport], now: DateTime<Utc>) -> Result<u64, StoreError>;
+
+    /// Applies one report and writes `events` in the same transaction, only if the claim is still
+    /// current; false (and nothing written) otherwise. A channel that writes to the store (the
+    /// `realtime` channel) delivers exactly once through this.
+    async fn record_delivery_with_events(
+        &self,
+        report: &DeliveryReport,
+        events: &[NewEvent],
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError>;
+
+    /// Which of `claims` (delivery id, lease) are still current: `sending` under that lease. A
+    /// sender checks before calling a channel, so a queue message redelivered after its claim
+    /// was settled or rescued is not sent again.
+    async fn current_claims(&self, claims: &[(DeliveryId, DateTime<Utc>)]) -> Result<HashSet<DeliveryId>, StoreError>;
+
+    /// How many pending deliveries are due at `now`.
+    async fn count_due_deliveries(&self, now: DateTime<Utc>) -> Result<u64, StoreError>;
+}
+
+/// Accounts.
+#[async_trait]
+pub trait UserStore: Send + Sync {
+    /// Stores a new user. A taken email is `Conflict { constraint: "users_email_key" }`.
+    async fn create_user(&self, user: &NewUser) -> Result<(), StoreError>;
+
+    async fn user_by_id(&self, id: UserId) -> Result<Option<User>, StoreError>;
+
+    async fn credentials_by_email(&self, email: &Email) -> Result<Option<UserCredentials>, StoreError>;
+
+    /// Users in id order, starting after `after`, at most `limit`.
+    async fn list_users(&self, after: Option<UserId>, limit: u32) -> Result<Vec<User>, StoreError>;
+}
+
+/// Tasks and attachments. Every write stores its events in the outbox in the same transaction.
+#[async_trait]
+pub trait TaskStore: Send + Sync {
+    /// Stores a new task and its events.
+    async fn create_task(&self, task: &Task, events: &[NewEvent]) -> Result<(), StoreError>;
+
+    /// The task `id` if `owner` owns it.
+    async fn task(&self, owner: UserId, id: TaskId) -> Result<Option<Task>, StoreError>;
+
+    /// `owner`'s tasks in id order after `after`, optionally of one status, at most `limit`.
+    async fn list_tasks(
+        &self,
+        owner: UserId,
+        status: Option<TaskStatus>,
+        after: Option<TaskId>,
+        limit: u32,
+    ) -> Result<Vec<Task>, StoreError>;
+
+    /// Replaces a task whose stored version is still `expected_version`, with its events.
+    /// `NotFound` when it is gone; `Conflict { constraint: TASK_VERSION }` when it changed.
+    async fn update_task(&self, task: &Task, expected_version: i64, events: &[NewEvent]) -> Result<(), StoreError>;
+
+    /// Deletes a task of `owner` and all its attachments, with the events `events` makes from
+    /// them, in one transaction. Returns what was deleted (callers remove the files), or `None`.
+    async fn delete_task(
+        &self,
+        owner: UserId,
+        id: TaskId,
+        events: &DeleteEvents<'_>,
+    ) -> Result<Option<(Task, Vec<Attachment>)>, StoreError>;
+
+    /// Stores an attachment of a task its owner owns, with its events. `NotFound` when the task
+    /// is gone or not the attachment owner's.
+    async fn add_attachment(&self, attachment: &Attachment, events: &[NewEvent]) -> Result<(), StoreError>;
+
+    /// The attachment `id` if `owner` owns it.
+    async fn attachment(&self, owner: UserId, id: AttachmentId) -> Result<Option<Attachment>, StoreError>;
+
+    /// The attachments of a task in id order, or `None` when `owner` has no such task.
+    async fn list_attachments(&self, owner: UserId, task: TaskId) -> Result<Option<Vec<Attachment>>, StoreError>;
+
+    /// Deletes an attachment of `owner` with the events `events` makes from it; returns it.
+    async fn delete_attachment(
+        &self,
+        owner: UserId,
+        id: AttachmentId,
+        events: &AttachmentEvents<'_>,
+    ) -> Result<Option<Attachment>, StoreError>;
+
+    /// Which of `keys` some attachment references.
+    async fn referenced_storage_keys(&self, keys: &[String]) -> Result<HashSet<String>, StoreError>;
+}
+
+/// The transactional outbox, and leases for workers of which only one may be active.
+///
+/// Every event gets a gap-free offset within its channel in the transaction that writes it.
+/// Within a channel, outbox order (`seq`) is commit order.
+#[async_trait]
+pub trait OutboxStore: Send + Sync {
+    /// Unpublished events in `seq` order, at most `limit`, all committed and safe to publish in
+    /// this order: on PostgreSQL only rows written by transactions older than every transaction
+    /// still running (the visibility horizon), so a long transaction that commits late is never
+    /// overtaken by a later one.
+    async fn unpublished_events(&self, limit: u32) -> Result<Vec<OutboxEvent>, StoreError>;
+
+    /// Marks events published.
+    async fn mark_published(&self, seqs: &[i64], at: DateTime<Utc>) -> Result<(), StoreError>;
+
+    /// Deletes up to `limit` events published before `before`; returns how many.
+    async fn prune_published(&self, before: DateTime<Utc>, limit: u32) -> Result<u64, StoreError>;
+
+    /// When the oldest unpublished event was created, if any.
+    async fn oldest_unpublished(&self) -> Result<Option<DateTime<Utc>>, StoreError>;
+
+    /// Waits until events may have been committed, or `timeout`. A wake-up is only a hint
+    /// (coalesced, possibly spurious); callers read the outbox to find out.
+    async fn wait_for_outbox(&self, timeout: Duration);
+
+    /// Takes or renews the lease `name` for `holder` for `ttl`; false while another holder's
+    /// lease is unexpired. Lease time is the store's clock.
+    async fn acquire_lease(&self, name: &str, holder: &str, ttl: Duration) -> Result<bool, StoreError>;
+
+    /// Gives up `holder`'s lease `name`, so another holder need not wait for it to expire.
+    async fn release_lease(&self, name: &str, holder: &str) -> Result<(), StoreError>;
+
+    /// Outbox events after `after_seq`, in `seq` order, at most `limit`.
+    async fn read_outbox(&self, after_seq: i64, limit: u32) -> Result<Vec<OutboxEvent>, StoreError>;
+}
+
+/// Builds the events of a task deletion from the task and the attachments deleted with it.
+pub type DeleteEvents<'a> = dyn Fn(&Task, &[Attachment]) -> Vec<NewEvent> + Sync + 'a;
+
+/// Builds the events of an attachment deletion.
+pub type AttachmentEvents<'a> = dyn Fn(&Attachment) -> Vec<NewEvent> + Sync + 'a;
+
+/// The conflict `update_task` reports when the task changed since it was read.
+pub const TASK_VERSION: &str = "tasks_version";
+
+/// The constraint name both adapters give the unique index on users' emails.
+pub const USERS_EMAIL_KEY: &str = "users_email_key";

@@ -1,0 +1,64 @@
+//! What Herald puts on the broker. Payloads are a serde-tagged, versioned enum: consumers accept
+//! every version they know and refuse the rest loudly, so producers and consumers can be upgraded
+//! one after the other.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::{broker::Message, event::OutboxEvent};
+
+/// The topic every change event is broadcast on (gateways subscribe to it).
+pub const EVENTS_TOPIC: &str = "events";
+
+/// Header carrying the event type, so consumers can route without decoding.
+pub const TYPE_HEADER: &str = "herald-type";
+/// Header carrying the event's channel.
+pub const CHANNEL_HEADER: &str = "herald-channel";
+/// W3C trace context header.
+pub const TRACEPARENT_HEADER: &str = "traceparent";
+
+/// A change event on the wire.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "v")]
+pub enum EventEnvelope {
+    #[serde(rename = "1")]
+    V1 {
+        id: Uuid,
+        #[serde(rename = "type")]
+        kind: String,
+        channel: String,
+        /// Gap-free position within the channel.
+        offset: i64,
+        data: Value,
+        ts: DateTime<Utc>,
+    },
+}
+
+impl EventEnvelope {
+    /// The broker message for an outbox event: its id is the event id, for de-duplication.
+    pub fn message(event: &OutboxEvent) -> Message {
+        let e = &event.event;
+        let envelope = EventEnvelope::V1 {
+            id: e.id,
+            kind: e.kind.clone(),
+            channel: e.channel.clone(),
+            offset: event.channel_offset,
+            data: e.payload.clone(),
+            ts: e.created_at,
+        };
+        let payload = serde_json::to_vec(&envelope).expect("an envelope serialises");
+        let mut message =
+            Message::new(e.id, payload).with_header(TYPE_HEADER, &e.kind).with_header(CHANNEL_HEADER, &e.channel);
+        if let Some(trace) = &e.trace_context {
+            message = message.with_header(TRACEPARENT_HEADER, trace);
+        }
+        message
+    }
+
+    /// Decodes a message's payload.
+    pub fn decode(payload: &[u8]) -> Result<Self, serde_json::Error> {
+        serde_json::from_slice(payload)
+    }
+}

@@ -1,0 +1,139 @@
+//! Herald's HTTP edge: REST adapters over the command registry, problem+json errors, health
+//! probes, the generated OpenAPI document and Swagger UI served from the binary.
+
+pub mod attachments;
+pub mod extract;
+pub mod observe;
+pub mod openapi;
+pub mod problem;
+pub mod rest;
+
+use std::{any::Any, io, sync::Arc, time::Duration};
+
+use axum::{
+    Json, Router,
+    extract::{DefaultBodyLimit, State},
+    http::{HeaderName, HeaderValue, Method, header},
+    middleware,
+    response::{IntoResponse, Response},
+    routing::get,
+};
+use herald_core::{
+    Herald,
+    error::{ApiError, ErrorCode},
+};
+use serde_json::json;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tower_http::{
+    catch_panic::CatchPanicLayer,
+    cors::{AllowOrigin, CorsLayer},
+};
+use utoipa_swagger_ui::SwaggerUi;
+
+use problem::HttpError;
+
+/// What every handler can reach.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    pub herald: Arc<Herald>,
+    /// Largest JSON body accepted, in bytes: a larger declared `Content-Length` is refused unread.
+    pub body_limit: usize,
+}
+
+/// HTTP settings, taken from the configuration by the binary.
+#[derive(Debug, Clone)]
+pub struct HttpOptions {
+    /// Largest request body accepted, in bytes.
+    pub body_limit: usize,
+    /// Origins allowed by CORS; empty turns CORS off, `*` allows any origin.
+    pub cors_origins: Vec<String>,
+    /// How long `/readyz` waits for the store and for the broker.
+    pub ready_timeout: Duration,
+    /// Largest attachment accepted, in bytes.
+    pub max_upload: u64,
+}
+
+/// The whole HTTP application.
+pub fn router(herald: Arc<Herald>, options: &HttpOptions) -> Router {
+    let metrics_registry = herald.services.metrics.clone();
+    let state = AppState { herald, body_limit: options.body_limit };
+    let openapi = openapi::document(&state.herald);
+    let ready_timeout = options.ready_timeout;
+
+    let api = rest::router(&state)
+        .merge(attachments::router(options.max_upload))
+        .route("/healthz", get(|| async { Json(json!({"status": "alive"})) }))
+        .route("/readyz", get(move |state: State<AppState>| ready(state, ready_timeout)))
+        .route("/metrics", get(metrics))
+        .fallback(|| async { HttpError::new(ErrorCode::NotFound, "no such route") })
+        .method_not_allowed_fallback(|| async {
+            HttpError::new(ErrorCode::MethodNotAllowed, "this method is not allowed on this route")
+        })
+        .with_state(state);
+
+    let mut app = Router::new()
+        .merge(SwaggerUi::new("/docs").external_url_unchecked("/openapi.json", openapi))
+        .merge(api)
+        .layer(DefaultBodyLimit::max(options.body_limit))
+        .layer(CatchPanicLayer::custom(on_panic))
+        .layer(middleware::from_fn_with_state(metrics_registry, observe::log_requests));
+    if let Some(cors) = cors_layer(&options.cors_origins) {
+        app = app.layer(cors);
+    }
+    app
+}
+
+/// Serves `app` on `listener` until `shutdown` is cancelled, then drains in-flight requests.
+pub async fn serve(listener: TcpListener, app: Router, shutdown: CancellationToken) -> io::Result<()> {
+    axum::serve(listener, app).with_graceful_shutdown(async move { shutdown.cancelled().await }).await
+}
+
+async fn metrics(State(state): State<AppState>) -> Response {
+    let body = state.herald.services.metrics.encode();
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body).into_response()
+}
+
+async fn ready(State(state): State<AppState>, timeout: Duration) -> Result<Response, HttpError> {
+    let svc = &state.herald.services;
+    match tokio::time::timeout(timeout, svc.store.ping()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(err)) => {
+            return Err(HttpError(
+                ApiError::new(ErrorCode::Unavailable, "the store is not reachable").with_source(err),
+            ));
+        }
+        Err(_) => return Err(HttpError::new(ErrorCode::Unavailable, "the store did not answer in time")),
+    }
+    match tokio::time::timeout(timeout, svc.broker.ping()).await {
+        Ok(Ok(())) => Ok(Json(json!({"status": "ready", "checks": {"store": "ok", "broker": "ok"}})).into_response()),
+        Ok(Err(err)) => {
+            Err(HttpError(ApiError::new(ErrorCode::Unavailable, "the broker is not reachable").with_source(err)))
+        }
+        Err(_) => Err(HttpError::new(ErrorCode::Unavailable, "the broker did not answer in time")),
+    }
+}
+
+fn on_panic(_payload: Box<dyn Any + Send + 'static>) -> Response {
+    // The panic itself is printed by the panic hook; the client learns nothing of it.
+    HttpError::new(ErrorCode::Internal, "").into_response()
+}
+
+fn cors_layer(origins: &[String]) -> Option<CorsLayer> {
+    if origins.is_empty() {
+        return None;
+    }
+    let allow = if origins.iter().any(|o| o == "*") {
+        AllowOrigin::any()
+    } else {
+        AllowOrigin::list(origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()))
+    };
+    Some(
+        CorsLayer::new()
+            .allow_origin(allow)
+            .allow_methods([Method::GET, Method::POST, Method::PUT, Method::PATCH, Method::DELETE])
+            .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE, header::IF_MATCH, observe::REQUEST_ID.clone()])
+            .expose_headers([observe::REQUEST_ID.clone(), header::ETAG, HeaderName::from_static("www-authenticate")])
+            .max_age(Duration::from_secs(600)),
+    )
+}

@@ -1,0 +1,50 @@
+//! Maps driver errors onto the port's few, actionable errors.
+
+use herald_core::store::StoreError;
+
+/// Classifies a sqlx error. `constraint_of` names the unique constraint a violation hit, for
+/// drivers (SQLite) that only report it in the message.
+pub(crate) fn classify(err: sqlx::Error, constraint_of: impl Fn(&str) -> Option<&'static str>) -> StoreError {
+    match &err {
+        sqlx::Error::RowNotFound => StoreError::NotFound,
+        sqlx::Error::Io(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::WorkerCrashed => StoreError::Unavailable(Box::new(err)),
+        sqlx::Error::Database(db) if db.is_unique_violation() => {
+            let constraint = db.constraint().map(str::to_owned).or_else(|| constraint_of(db.message()).map(Into::into));
+            StoreError::Conflict { constraint: constraint.unwrap_or_else(|| "unknown".into()) }
+        }
+        sqlx::Error::Database(db) if is_transient(db.code().as_deref()) => StoreError::Unavailable(Box::new(err)),
+        _ => StoreError::Other(Box::new(err)),
+    }
+}
+
+/// PostgreSQL connection, shutdown and serialisation classes; SQLite BUSY and LOCKED.
+fn is_transient(code: Option<&str>) -> bool {
+    match code {
+        Some(code) => {
+            code.starts_with("08")
+                || code.starts_with("57P")
+                || code == "40001"
+                || code == "40P01"
+                || code == "5"
+                || code == "6"
+        }
+        None => false,
+    }
+}
+
+/// A stored row that no longer satisfies the domain's rules.
+#[derive(Debug, thiserror::Error)]
+#[error("corrupt {what} in store: {reason}")]
+pub(crate) struct Corrupt {
+    pub what: &'static str,
+    pub reason: String,
+}
+
+pub(crate) fn corrupt(what: &'static str, reason: impl ToString) -> StoreError {
+    StoreError::Other(Box::new(Corrupt { what, reason: reason.to_string() }))
+}

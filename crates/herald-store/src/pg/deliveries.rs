@@ -1,0 +1,190 @@
+//! PostgreSQL: deliveries. Claims take due rows with `FOR UPDATE SKIP LOCKED`, so any number of
+//! schedulers claim disjoint batches without waiting on each other.
+
+use std::{collections::HashSet, time::Duration};
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use herald_core::{
+    delivery::{Delivery, DeliveryId, DeliveryReport, DeliveryStatus, NewDelivery},
+    event::NewEvent,
+    store::{DeliveryStore, StoreError},
+};
+use sqlx::{Postgres, Row as _, Transaction, postgres::PgRow, types::Json};
+use uuid::Uuid;
+
+use super::{PgStore, err, outbox::insert_events};
+use crate::rows::{self, DeliveryCols};
+
+fn delivery_row(row: &PgRow) -> Result<Delivery, StoreError> {
+    rows::delivery(DeliveryCols {
+        number: row.try_get("number").map_err(err)?,
+        id: row.try_get("id").map_err(err)?,
+        kind: row.try_get("kind").map_err(err)?,
+        source_key: row.try_get("source_key").map_err(err)?,
+        recipient: row.try_get("recipient").map_err(err)?,
+        channel: row.try_get("channel").map_err(err)?,
+        payload: row.try_get::<Json<serde_json::Value>, _>("payload").map_err(err)?.0,
+        status: row.try_get("status").map_err(err)?,
+        attempts: i64::from(row.try_get::<i32, _>("attempts").map_err(err)?),
+        next_attempt_at: row.try_get("next_attempt_at").map_err(err)?,
+        deadline: row.try_get("deadline").map_err(err)?,
+        last_error: row.try_get("last_error").map_err(err)?,
+        lease_until: row.try_get("lease_until").map_err(err)?,
+        sent_at: row.try_get("sent_at").map_err(err)?,
+        created_at: row.try_get("created_at").map_err(err)?,
+        updated_at: row.try_get("updated_at").map_err(err)?,
+    })
+}
+
+#[async_trait]
+impl DeliveryStore for PgStore {
+    async fn create_deliveries(&self, deliveries: &[NewDelivery]) -> Result<u64, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(err)?;
+        let mut created = 0;
+        for d in deliveries {
+            let done = sqlx::query(
+                "INSERT INTO deliveries (id, kind, source_key, recipient, channel, payload, status, \
+                 next_attempt_at, deadline, created_at, updated_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, 'pending', $7, $8, $9, $9) ON CONFLICT (source_key) DO NOTHING",
+            )
+            .bind(d.id.0)
+            .bind(&d.kind)
+            .bind(&d.source_key)
+            .bind(&d.recipient)
+            .bind(d.channel.as_str())
+            .bind(Json(&d.payload))
+            .bind(d.next_attempt_at)
+            .bind(d.deadline)
+            .bind(d.created_at)
+            .execute(&mut *tx)
+            .await
+            .map_err(err)?;
+            created += done.rows_affected();
+        }
+        tx.commit().await.map_err(err)?;
+        Ok(created)
+    }
+
+    async fn delivery(&self, id: DeliveryId) -> Result<Option<Delivery>, StoreError> {
+        let row = sqlx::query("SELECT * FROM deliveries WHERE id = $1")
+            .bind(id.0)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(err)?;
+        row.as_ref().map(delivery_row).transpose()
+    }
+
+    async fn claim_due_deliveries(
+        &self,
+        now: DateTime<Utc>,
+        limit: u32,
+        lease: Duration,
+    ) -> Result<Vec<Delivery>, StoreError> {
+        let lease_until = now + chrono::Duration::from_std(lease).map_err(|e| StoreError::Other(Box::new(e)))?;
+        let rows = sqlx::query(
+            "WITH due AS (SELECT number FROM deliveries WHERE status = 'pending' AND next_attempt_at <= $1 \
+                          ORDER BY next_attempt_at, number LIMIT $2 FOR UPDATE SKIP LOCKED) \
+             UPDATE deliveries d SET status = 'sending', lease_until = $3, updated_at = $1 \
+             FROM due WHERE d.number = due.number RETURNING d.*",
+        )
+        .bind(now)
+        .bind(i64::from(limit))
+        .bind(lease_until)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(err)?;
+        let mut claimed = rows.iter().map(delivery_row).collect::<Result<Vec<_>, _>>()?;
+        claimed.sort_by_key(|d| (d.next_attempt_at, d.number));
+        Ok(claimed)
+    }
+
+    async fn rescue_expired_leases(&self, now: DateTime<Utc>) -> Result<u64, StoreError> {
+        let done = sqlx::query(
+            "UPDATE deliveries SET status = 'pending', lease_until = NULL, updated_at = $1 \
+             WHERE status = 'sending' AND lease_until < $1",
+        )
+        .bind(now)
+        .execute(&self.pool)
+        .await
+        .map_err(err)?;
+        Ok(done.rows_affected())
+    }
+
+    async fn record_deliveries(&self, reports: &[DeliveryReport], now: DateTime<Utc>) -> Result<u64, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(err)?;
+        let mut applied = 0;
+        for r in reports {
+            applied += apply_report(&mut tx, r, now).await?;
+        }
+        tx.commit().await.map_err(err)?;
+        Ok(applied)
+    }
+
+    async fn record_delivery_with_events(
+        &self,
+        report: &DeliveryReport,
+        events: &[NewEvent],
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(err)?;
+        if apply_report(&mut tx, report, now).await? == 0 {
+            return Ok(false);
+        }
+        insert_events(&mut tx, events).await?;
+        self.commit(tx).await?;
+        Ok(true)
+    }
+
+    async fn current_claims(&self, claims: &[(DeliveryId, DateTime<Utc>)]) -> Result<HashSet<DeliveryId>, StoreError> {
+        let ids: Vec<Uuid> = claims.iter().map(|(id, _)| id.0).collect();
+        let leases: Vec<DateTime<Utc>> = claims.iter().map(|(_, lease)| *lease).collect();
+        let rows: Vec<Uuid> = sqlx::query_scalar(
+            "SELECT d.id FROM deliveries d JOIN UNNEST($1::uuid[], $2::timestamptz[]) AS c (id, lease_until) \
+             ON d.id = c.id AND d.lease_until = c.lease_until WHERE d.status = 'sending'",
+        )
+        .bind(&ids)
+        .bind(&leases)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(err)?;
+        Ok(rows.into_iter().map(DeliveryId).collect())
+    }
+
+    async fn count_due_deliveries(&self, now: DateTime<Utc>) -> Result<u64, StoreError> {
+        let n: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM deliveries WHERE status = 'pending' AND next_attempt_at <= $1")
+                .bind(now)
+                .fetch_one(&self.pool)
+                .await
+                .map_err(err)?;
+        Ok(n.max(0) as u64)
+    }
+}
+
+/// Applies one report if its claim is current; 1 when it did, 0 when the claim was stale.
+async fn apply_report(
+    tx: &mut Transaction<'_, Postgres>,
+    r: &DeliveryReport,
+    now: DateTime<Utc>,
+) -> Result<u64, StoreError> {
+    let lease = (r.status == DeliveryStatus::Sending).then_some(r.lease_until);
+    let done = sqlx::query(
+        "UPDATE deliveries SET status = $1, attempts = $2, next_attempt_at = $3, last_error = $4, \
+         sent_at = $5, lease_until = $6, updated_at = $7 \
+         WHERE id = $8 AND status = 'sending' AND lease_until = $9",
+    )
+    .bind(r.status.as_str())
+    .bind(i32::try_from(r.attempts).unwrap_or(i32::MAX))
+    .bind(r.next_attempt_at)
+    .bind(&r.last_error)
+    .bind(r.sent_at)
+    .bind(lease)
+    .bind(now)
+    .bind(r.id.0)
+    .bind(r.lease_until)
+    .execute(&mut **tx)
+    .await
+    .map_err(err)?;
+    Ok(done.rows_affected())
+}

@@ -1,0 +1,149 @@
+//! [`PgStore`]: the PostgreSQL store, for deployments that outgrow one machine.
+
+mod deliveries;
+mod outbox;
+mod tasks;
+
+use std::{
+    str::FromStr as _,
+    sync::{Arc, atomic::AtomicBool},
+    time::Duration,
+};
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use herald_core::{
+    store::{Store, StoreError, UserStore},
+    user::{Email, NewUser, User, UserCredentials, UserId},
+};
+use sqlx::{
+    Row as _,
+    postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow},
+};
+use uuid::Uuid;
+
+use crate::{error, rows};
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
+/// The PostgreSQL store.
+#[derive(Debug, Clone)]
+pub struct PgStore {
+    pool: PgPool,
+    /// The relay's `LISTEN` connection (one, separate from the store's pool).
+    listener_pool: PgPool,
+    /// A coalesced outbox `NOTIFY` is on its way.
+    notify_pending: Arc<AtomicBool>,
+    /// The relay's `LISTEN` connection, opened on first wait.
+    listener: Arc<tokio::sync::Mutex<Option<sqlx::postgres::PgListener>>>,
+}
+
+impl PgStore {
+    /// Connects to `url` with at most `pool_size` connections.
+    pub async fn connect(url: &str, pool_size: u32) -> Result<Self, StoreError> {
+        let options = PgConnectOptions::from_str(url).map_err(err)?;
+        Self::connect_with(options, pool_size).await
+    }
+
+    /// Connects with prepared options (tests use them to pin a `search_path`).
+    pub async fn connect_with(options: PgConnectOptions, pool_size: u32) -> Result<Self, StoreError> {
+        let options = options.application_name("herald");
+        let pool = PgPoolOptions::new()
+            .max_connections(pool_size.max(1))
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(options.clone())
+            .await
+            .map_err(err)?;
+        // LISTEN holds its connection for good: give it a pool of its own, opened on first use.
+        let listener_pool = PgPoolOptions::new().max_connections(1).connect_lazy_with(options);
+        Ok(Self { pool, listener_pool, notify_pending: Arc::default(), listener: Arc::default() })
+    }
+}
+
+fn err(e: sqlx::Error) -> StoreError {
+    // PostgreSQL names the violated constraint itself.
+    error::classify(e, |_| None)
+}
+
+fn user_row(row: &PgRow) -> Result<User, StoreError> {
+    rows::user(
+        row.try_get::<Uuid, _>("id").map_err(err)?,
+        row.try_get("email").map_err(err)?,
+        row.try_get("name").map_err(err)?,
+        row.try_get("role").map_err(err)?,
+        row.try_get::<DateTime<Utc>, _>("created_at").map_err(err)?,
+    )
+}
+
+#[async_trait]
+impl Store for PgStore {
+    async fn migrate(&self) -> Result<(), StoreError> {
+        // sqlx holds a PostgreSQL advisory lock while migrating, so concurrent starts are safe.
+        MIGRATOR.run(&self.pool).await.map_err(|e| StoreError::Other(Box::new(e)))
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await.map(drop).map_err(err)
+    }
+
+    async fn close(&self) {
+        // The listener returns its connection when dropped; a relay waiting on it is woken by the
+        // pool's close event and lets go of it.
+        let drop_listener = async {
+            self.listener.lock().await.take();
+        };
+        tokio::join!(self.listener_pool.close(), drop_listener);
+        self.pool.close().await;
+    }
+}
+
+#[async_trait]
+impl UserStore for PgStore {
+    async fn create_user(&self, new: &NewUser) -> Result<(), StoreError> {
+        let u = &new.user;
+        sqlx::query(
+            "INSERT INTO users (id, email, name, role, password_hash, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(u.id.0)
+        .bind(u.email.as_str())
+        .bind(u.name.as_str())
+        .bind(u.role.as_str())
+        .bind(&new.password_hash)
+        .bind(u.created_at)
+        .execute(&self.pool)
+        .await
+        .map(drop)
+        .map_err(err)
+    }
+
+    async fn user_by_id(&self, id: UserId) -> Result<Option<User>, StoreError> {
+        let row = sqlx::query("SELECT id, email, name, role, created_at FROM users WHERE id = $1")
+            .bind(id.0)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(err)?;
+        row.as_ref().map(user_row).transpose()
+    }
+
+    async fn credentials_by_email(&self, email: &Email) -> Result<Option<UserCredentials>, StoreError> {
+        let row = sqlx::query("SELECT id, email, name, role, created_at, password_hash FROM users WHERE email = $1")
+            .bind(email.as_str())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(err)?;
+        row.map(|row| {
+            Ok(UserCredentials { user: user_row(&row)?, password_hash: row.try_get("password_hash").map_err(err)? })
+        })
+        .transpose()
+    }
+
+    async fn list_users(&self, after: Option<UserId>, limit: u32) -> Result<Vec<User>, StoreError> {
+        let rows = sqlx::query("SELECT id, email, name, role, created_at FROM users WHERE $1::uuid IS NULL OR id > $1 ORDER BY id LIMIT $2")
+        .bind(after.map(|a| a.0))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(err)?;
+        rows.iter().map(user_row).collect()
+    }
+}

@@ -1,0 +1,208 @@
+//! PostgreSQL: the outbox and leases.
+//!
+//! Order: a writer bumps its channel's row in `channel_offsets` in the same transaction as its
+//! events, so writers of one channel take turns and, within a channel, `seq` order is commit
+//! order. The relay reads the unpublished prefix whose transactions are all below the visibility
+//! horizon (`txid` older than every transaction still running), so no later commit overtakes an
+//! earlier, still-open one.
+//!
+//! Wake-ups: after a commit that wrote events, a coalesced `NOTIFY` is sent from outside the
+//! writer's transaction (a `NOTIFY` inside it would serialise committing writers on the global
+//! notification lock). It carries no payload; the relay reads the table. Polling covers lost ones.
+
+use std::{sync::atomic::Ordering, time::Duration};
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use herald_core::{
+    event::{NewEvent, OutboxEvent},
+    store::{OutboxStore, StoreError},
+};
+use sqlx::{Postgres, Row as _, Transaction, postgres::PgRow, types::Json};
+
+use super::{PgStore, err};
+
+/// The `LISTEN` channel the relay wakes on.
+pub(super) const CHANNEL: &str = "herald_outbox";
+
+/// Writes events with their channel offsets, inside the caller's transaction.
+pub(super) async fn insert_events(tx: &mut Transaction<'_, Postgres>, events: &[NewEvent]) -> Result<(), StoreError> {
+    for e in events {
+        let offset: i64 = sqlx::query_scalar(
+            "INSERT INTO channel_offsets (channel, last_offset) VALUES ($1, 1) \
+             ON CONFLICT (channel) DO UPDATE SET last_offset = channel_offsets.last_offset + 1 RETURNING last_offset",
+        )
+        .bind(&e.channel)
+        .fetch_one(&mut **tx)
+        .await
+        .map_err(err)?;
+        sqlx::query(
+            "INSERT INTO outbox (id, kind, channel, channel_offset, payload, trace_context, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(e.id)
+        .bind(&e.kind)
+        .bind(&e.channel)
+        .bind(offset)
+        .bind(Json(&e.payload))
+        .bind(&e.trace_context)
+        .bind(e.created_at)
+        .execute(&mut **tx)
+        .await
+        .map_err(err)?;
+    }
+    Ok(())
+}
+
+fn outbox_row(row: &PgRow) -> Result<OutboxEvent, StoreError> {
+    Ok(OutboxEvent {
+        seq: row.try_get("seq").map_err(err)?,
+        channel_offset: row.try_get("channel_offset").map_err(err)?,
+        event: NewEvent {
+            id: row.try_get("id").map_err(err)?,
+            kind: row.try_get("kind").map_err(err)?,
+            channel: row.try_get("channel").map_err(err)?,
+            payload: row.try_get::<Json<serde_json::Value>, _>("payload").map_err(err)?.0,
+            created_at: row.try_get("created_at").map_err(err)?,
+            trace_context: row.try_get("trace_context").map_err(err)?,
+        },
+        published_at: row.try_get::<Option<DateTime<Utc>>, _>("published_at").map_err(err)?,
+    })
+}
+
+impl PgStore {
+    /// Commits a write that stored events, then wakes relays.
+    pub(super) async fn commit(&self, tx: Transaction<'_, Postgres>) -> Result<(), StoreError> {
+        tx.commit().await.map_err(err)?;
+        self.wake_relays();
+        Ok(())
+    }
+
+    /// Sends one `NOTIFY` for any number of commits that happen before it goes out. The flag is
+    /// cleared before sending, so a commit after the clear sends (or joins) a later notify.
+    fn wake_relays(&self) {
+        if self.notify_pending.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let pool = self.pool.clone();
+        let pending = self.notify_pending.clone();
+        tokio::spawn(async move {
+            pending.store(false, Ordering::Release);
+            if let Err(e) = sqlx::query("SELECT pg_notify($1, '')").bind(CHANNEL).execute(&pool).await {
+                tracing::debug!(error = %e, "outbox notify failed; relays fall back to polling");
+            }
+        });
+    }
+}
+
+#[async_trait]
+impl OutboxStore for PgStore {
+    /// The unpublished prefix, in `seq` order, up to the first row whose transaction is not yet
+    /// below the horizon. Filtering rows one by one would not do: a writer that took its xid
+    /// before another but the channel lock after it holds the later offset with the smaller xid,
+    /// and could pass the horizon first.
+    async fn unpublished_events(&self, limit: u32) -> Result<Vec<OutboxEvent>, StoreError> {
+        let rows = sqlx::query(
+            "WITH horizon AS (SELECT pg_snapshot_xmin(pg_current_snapshot()) AS xmin), \
+             candidates AS (SELECT * FROM outbox WHERE published_at IS NULL ORDER BY seq LIMIT $1) \
+             SELECT * FROM candidates WHERE seq < COALESCE( \
+                 (SELECT min(c.seq) FROM candidates c, horizon h WHERE c.txid >= h.xmin), \
+                 9223372036854775807) \
+             ORDER BY seq",
+        )
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(err)?;
+        rows.iter().map(outbox_row).collect()
+    }
+
+    async fn mark_published(&self, seqs: &[i64], at: DateTime<Utc>) -> Result<(), StoreError> {
+        sqlx::query("UPDATE outbox SET published_at = $1 WHERE seq = ANY($2)")
+            .bind(at)
+            .bind(seqs)
+            .execute(&self.pool)
+            .await
+            .map(drop)
+            .map_err(err)
+    }
+
+    async fn prune_published(&self, before: DateTime<Utc>, limit: u32) -> Result<u64, StoreError> {
+        let done = sqlx::query(
+            "DELETE FROM outbox WHERE seq IN \
+             (SELECT seq FROM outbox WHERE published_at < $1 ORDER BY seq LIMIT $2)",
+        )
+        .bind(before)
+        .bind(i64::from(limit))
+        .execute(&self.pool)
+        .await
+        .map_err(err)?;
+        Ok(done.rows_affected())
+    }
+
+    async fn oldest_unpublished(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
+        sqlx::query_scalar("SELECT created_at FROM outbox WHERE published_at IS NULL ORDER BY seq LIMIT 1")
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(err)
+    }
+
+    async fn wait_for_outbox(&self, timeout: Duration) {
+        let mut listener = self.listener.lock().await;
+        if listener.is_none() {
+            match sqlx::postgres::PgListener::connect_with(&self.listener_pool).await {
+                Ok(mut new) => match new.listen(CHANNEL).await {
+                    Ok(()) => *listener = Some(new),
+                    Err(e) => tracing::debug!(error = %e, "LISTEN failed; polling"),
+                },
+                Err(e) => tracing::debug!(error = %e, "no LISTEN connection; polling"),
+            }
+        }
+        match listener.as_mut() {
+            Some(l) => {
+                if let Ok(Err(e)) = tokio::time::timeout(timeout, l.recv()).await {
+                    tracing::debug!(error = %e, "LISTEN connection lost; reconnecting next time");
+                    *listener = None;
+                }
+            }
+            None => tokio::time::sleep(timeout).await,
+        }
+    }
+
+    async fn acquire_lease(&self, name: &str, holder: &str, ttl: Duration) -> Result<bool, StoreError> {
+        let ttl = chrono::Duration::from_std(ttl).map_err(|e| StoreError::Other(Box::new(e)))?;
+        // The database's clock decides, so relays on hosts with skewed clocks agree.
+        let done = sqlx::query(
+            "INSERT INTO leases (name, holder, expires_at) VALUES ($1, $2, now() + $3) \
+             ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at \
+             WHERE leases.holder = excluded.holder OR leases.expires_at < now()",
+        )
+        .bind(name)
+        .bind(holder)
+        .bind(ttl)
+        .execute(&self.pool)
+        .await
+        .map_err(err)?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn release_lease(&self, name: &str, holder: &str) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM leases WHERE name = $1 AND holder = $2")
+            .bind(name)
+            .bind(holder)
+            .execute(&self.pool)
+            .await
+            .map(drop)
+            .map_err(err)
+    }
+
+    async fn read_outbox(&self, after_seq: i64, limit: u32) -> Result<Vec<OutboxEvent>, StoreError> {
+        let rows = sqlx::query("SELECT * FROM outbox WHERE seq > $1 ORDER BY seq LIMIT $2")
+            .bind(after_seq)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(err)?;
+        rows.iter().map(outbox_row).collect()
+    }
+}

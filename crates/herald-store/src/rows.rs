@@ -1,0 +1,123 @@
+//! Row-to-domain conversions shared by both adapters.
+
+use chrono::{DateTime, Utc};
+use herald_core::{
+    delivery::{Delivery, DeliveryId},
+    store::StoreError,
+    task::{Attachment, AttachmentId, Description, Task, TaskId, Title},
+    user::{Email, User, UserId, UserName},
+};
+use uuid::Uuid;
+
+use crate::error::corrupt;
+
+pub(crate) fn user(
+    id: Uuid,
+    email: &str,
+    name: &str,
+    role: &str,
+    created_at: DateTime<Utc>,
+) -> Result<User, StoreError> {
+    Ok(User {
+        id: UserId(id),
+        email: Email::parse(email).map_err(|e| corrupt("user email", e))?,
+        name: UserName::parse(name).map_err(|e| corrupt("user name", e))?,
+        role: role.parse().map_err(|e| corrupt("user role", e))?,
+        created_at,
+    })
+}
+
+/// A task row's columns, already decoded to Rust types by the adapter.
+pub(crate) struct TaskCols {
+    pub id: Uuid,
+    pub owner: Uuid,
+    pub title: String,
+    pub description: String,
+    pub status: String,
+    pub due_at: Option<DateTime<Utc>>,
+    pub version: i64,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+pub(crate) fn task(c: TaskCols) -> Result<Task, StoreError> {
+    Ok(Task {
+        id: TaskId(c.id),
+        owner: UserId(c.owner),
+        title: Title::parse(&c.title).map_err(|e| corrupt("task title", e))?,
+        description: Description::parse(&c.description).map_err(|e| corrupt("task description", e))?,
+        status: c.status.parse().map_err(|e| corrupt("task status", e))?,
+        due_at: c.due_at,
+        version: c.version,
+        created_at: c.created_at,
+        updated_at: c.updated_at,
+    })
+}
+
+/// An attachment row's columns.
+pub(crate) struct AttachmentCols {
+    pub id: Uuid,
+    pub task_id: Uuid,
+    pub owner: Uuid,
+    pub file_name: String,
+    pub content_type: String,
+    pub size: i64,
+    pub sha256: String,
+    pub storage_key: String,
+    pub created_at: DateTime<Utc>,
+}
+
+pub(crate) fn attachment(c: AttachmentCols) -> Result<Attachment, StoreError> {
+    Ok(Attachment {
+        id: AttachmentId(c.id),
+        task_id: TaskId(c.task_id),
+        owner: UserId(c.owner),
+        file_name: c.file_name,
+        content_type: c.content_type,
+        size: u64::try_from(c.size).map_err(|e| corrupt("attachment size", e))?,
+        sha256: c.sha256,
+        storage_key: c.storage_key,
+        created_at: c.created_at,
+    })
+}
+
+/// A delivery row's columns.
+pub(crate) struct DeliveryCols {
+    pub number: i64,
+    pub id: Uuid,
+    pub kind: String,
+    pub source_key: String,
+    pub recipient: String,
+    pub channel: String,
+    pub payload: serde_json::Value,
+    pub status: String,
+    pub attempts: i64,
+    pub next_attempt_at: DateTime<Utc>,
+    pub deadline: Option<DateTime<Utc>>,
+    pub last_error: Option<String>,
+    pub lease_until: Option<DateTime<Utc>>,
+    pub sent_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+pub(crate) fn delivery(c: DeliveryCols) -> Result<Delivery, StoreError> {
+    Ok(Delivery {
+        id: DeliveryId(c.id),
+        number: c.number,
+        kind: c.kind,
+        source_key: c.source_key,
+        recipient: c.recipient,
+        channel: c.channel.parse().map_err(|e| corrupt("delivery channel", e))?,
+        payload: c.payload,
+        status: c.status.parse().map_err(|e| corrupt("delivery status", e))?,
+        attempts: u32::try_from(c.attempts).map_err(|e| corrupt("delivery attempts", e))?,
+        next_attempt_at: c.next_attempt_at,
+        deadline: c.deadline,
+        last_error: c.last_error,
+        lease_until: c.lease_until,
+        sent_at: c.sent_at,
+        created_at: c.created_at,
+        updated_at: c.updated_at,
+    })
+}

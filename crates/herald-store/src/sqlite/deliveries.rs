@@ -1,0 +1,200 @@
+//! SQLite: deliveries. One writer at a time makes a claim exclusive without row locks.
+
+use std::{collections::HashSet, time::Duration};
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use herald_core::{
+    delivery::{Delivery, DeliveryId, DeliveryReport, DeliveryStatus, NewDelivery},
+    event::NewEvent,
+    store::{DeliveryStore, StoreError},
+};
+use sqlx::{Row as _, Sqlite, Transaction, sqlite::SqliteRow};
+use uuid::Uuid;
+
+use super::{SqliteStore, err, from_micros, micros, outbox::insert_events};
+use crate::rows::{self, DeliveryCols};
+
+fn opt(row: &SqliteRow, col: &str) -> Result<Option<DateTime<Utc>>, StoreError> {
+    row.try_get::<Option<i64>, _>(col).map_err(err)?.map(from_micros).transpose()
+}
+
+fn delivery_row(row: &SqliteRow) -> Result<Delivery, StoreError> {
+    let payload: String = row.try_get("payload").map_err(err)?;
+    rows::delivery(DeliveryCols {
+        number: row.try_get("number").map_err(err)?,
+        id: row.try_get("id").map_err(err)?,
+        kind: row.try_get("kind").map_err(err)?,
+        source_key: row.try_get("source_key").map_err(err)?,
+        recipient: row.try_get("recipient").map_err(err)?,
+        channel: row.try_get("channel").map_err(err)?,
+        payload: serde_json::from_str(&payload).map_err(|e| crate::error::corrupt("delivery payload", e))?,
+        status: row.try_get("status").map_err(err)?,
+        attempts: row.try_get("attempts").map_err(err)?,
+        next_attempt_at: from_micros(row.try_get("next_attempt_at").map_err(err)?)?,
+        deadline: opt(row, "deadline")?,
+        last_error: row.try_get("last_error").map_err(err)?,
+        lease_until: opt(row, "lease_until")?,
+        sent_at: opt(row, "sent_at")?,
+        created_at: from_micros(row.try_get("created_at").map_err(err)?)?,
+        updated_at: from_micros(row.try_get("updated_at").map_err(err)?)?,
+    })
+}
+
+fn lease_end(now: DateTime<Utc>, lease: Duration) -> Result<DateTime<Utc>, StoreError> {
+    Ok(now + chrono::Duration::from_std(lease).map_err(|e| StoreError::Other(Box::new(e)))?)
+}
+
+#[async_trait]
+impl DeliveryStore for SqliteStore {
+    async fn create_deliveries(&self, deliveries: &[NewDelivery]) -> Result<u64, StoreError> {
+        let mut tx = self.writer.begin().await.map_err(err)?;
+        let mut created = 0;
+        for d in deliveries {
+            let done = sqlx::query(
+                "INSERT INTO deliveries (id, kind, source_key, recipient, channel, payload, status, \
+                 next_attempt_at, deadline, created_at, updated_at) \
+                 VALUES (?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?) ON CONFLICT (source_key) DO NOTHING",
+            )
+            .bind(d.id.0)
+            .bind(&d.kind)
+            .bind(&d.source_key)
+            .bind(&d.recipient)
+            .bind(d.channel.as_str())
+            .bind(d.payload.to_string())
+            .bind(micros(d.next_attempt_at))
+            .bind(d.deadline.map(micros))
+            .bind(micros(d.created_at))
+            .bind(micros(d.created_at))
+            .execute(&mut *tx)
+            .await
+            .map_err(err)?;
+            created += done.rows_affected();
+        }
+        tx.commit().await.map_err(err)?;
+        Ok(created)
+    }
+
+    async fn delivery(&self, id: DeliveryId) -> Result<Option<Delivery>, StoreError> {
+        let row = sqlx::query("SELECT * FROM deliveries WHERE id = ?")
+            .bind(id.0)
+            .fetch_optional(&self.reader)
+            .await
+            .map_err(err)?;
+        row.as_ref().map(delivery_row).transpose()
+    }
+
+    async fn claim_due_deliveries(
+        &self,
+        now: DateTime<Utc>,
+        limit: u32,
+        lease: Duration,
+    ) -> Result<Vec<Delivery>, StoreError> {
+        let rows = sqlx::query(
+            "UPDATE deliveries SET status = 'sending', lease_until = ?1, updated_at = ?2 WHERE number IN \
+             (SELECT number FROM deliveries WHERE status = 'pending' AND next_attempt_at <= ?2 \
+              ORDER BY next_attempt_at, number LIMIT ?3) RETURNING *",
+        )
+        .bind(micros(lease_end(now, lease)?))
+        .bind(micros(now))
+        .bind(i64::from(limit))
+        .fetch_all(&self.writer)
+        .await
+        .map_err(err)?;
+        let mut claimed = rows.iter().map(delivery_row).collect::<Result<Vec<_>, _>>()?;
+        claimed.sort_by_key(|d| (d.next_attempt_at, d.number));
+        Ok(claimed)
+    }
+
+    async fn rescue_expired_leases(&self, now: DateTime<Utc>) -> Result<u64, StoreError> {
+        let done = sqlx::query(
+            "UPDATE deliveries SET status = 'pending', lease_until = NULL, updated_at = ?1 \
+             WHERE status = 'sending' AND lease_until < ?1",
+        )
+        .bind(micros(now))
+        .execute(&self.writer)
+        .await
+        .map_err(err)?;
+        Ok(done.rows_affected())
+    }
+
+    async fn record_deliveries(&self, reports: &[DeliveryReport], now: DateTime<Utc>) -> Result<u64, StoreError> {
+        let mut tx = self.writer.begin().await.map_err(err)?;
+        let mut applied = 0;
+        for r in reports {
+            applied += apply_report(&mut tx, r, now).await?;
+        }
+        tx.commit().await.map_err(err)?;
+        Ok(applied)
+    }
+
+    async fn record_delivery_with_events(
+        &self,
+        report: &DeliveryReport,
+        events: &[NewEvent],
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.writer.begin().await.map_err(err)?;
+        if apply_report(&mut tx, report, now).await? == 0 {
+            return Ok(false);
+        }
+        insert_events(&mut tx, events).await?;
+        self.commit(tx).await?;
+        Ok(true)
+    }
+
+    async fn current_claims(&self, claims: &[(DeliveryId, DateTime<Utc>)]) -> Result<HashSet<DeliveryId>, StoreError> {
+        let mut current = HashSet::new();
+        // One statement per bounded chunk keeps under SQLite's bound-parameter limit.
+        for chunk in claims.chunks(400) {
+            let pairs = vec!["(?, ?)"; chunk.len()].join(", ");
+            let sql = format!(
+                "WITH c (id, lease_until) AS (VALUES {pairs}) SELECT d.id FROM deliveries d JOIN c \
+                 ON d.id = c.id AND d.lease_until = c.lease_until WHERE d.status = 'sending'"
+            );
+            // Only the number of placeholders varies.
+            let mut query = sqlx::query_scalar::<_, Uuid>(sqlx::AssertSqlSafe(sql));
+            for (id, lease) in chunk {
+                query = query.bind(id.0).bind(micros(*lease));
+            }
+            current.extend(query.fetch_all(&self.reader).await.map_err(err)?.into_iter().map(DeliveryId));
+        }
+        Ok(current)
+    }
+
+    async fn count_due_deliveries(&self, now: DateTime<Utc>) -> Result<u64, StoreError> {
+        let n: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM deliveries WHERE status = 'pending' AND next_attempt_at <= ?")
+                .bind(micros(now))
+                .fetch_one(&self.reader)
+                .await
+                .map_err(err)?;
+        Ok(n.max(0) as u64)
+    }
+}
+
+/// Applies one report if its claim is current; 1 when it did, 0 when the claim was stale.
+async fn apply_report(
+    tx: &mut Transaction<'_, Sqlite>,
+    r: &DeliveryReport,
+    now: DateTime<Utc>,
+) -> Result<u64, StoreError> {
+    let lease = (r.status == DeliveryStatus::Sending).then_some(micros(r.lease_until));
+    let done = sqlx::query(
+        "UPDATE deliveries SET status = ?, attempts = ?, next_attempt_at = ?, last_error = ?, sent_at = ?, \
+         lease_until = ?, updated_at = ? WHERE id = ? AND status = 'sending' AND lease_until = ?",
+    )
+    .bind(r.status.as_str())
+    .bind(i64::from(r.attempts))
+    .bind(micros(r.next_attempt_at))
+    .bind(&r.last_error)
+    .bind(r.sent_at.map(micros))
+    .bind(lease)
+    .bind(micros(now))
+    .bind(r.id.0)
+    .bind(micros(r.lease_until))
+    .execute(&mut **tx)
+    .await
+    .map_err(err)?;
+    Ok(done.rows_affected())
+}

@@ -1,0 +1,162 @@
+//! [`SqliteStore`]: the embedded store, one database file.
+//!
+//! SQLite allows one writer at a time. Writes go through a single-connection pool, so writers in
+//! this process queue in order instead of failing with `SQLITE_BUSY`; reads use a pool of
+//! read-only connections, which WAL mode lets run beside the writer.
+
+mod deliveries;
+mod outbox;
+mod tasks;
+
+use std::{path::Path, str::FromStr as _, sync::Arc, time::Duration};
+
+use tokio::sync::Notify;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use herald_core::{
+    store::{Store, StoreError, USERS_EMAIL_KEY, UserStore},
+    user::{Email, NewUser, User, UserCredentials, UserId},
+};
+use sqlx::{
+    Row as _,
+    sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous},
+};
+use uuid::Uuid;
+
+use crate::{error, rows};
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+
+/// The embedded store.
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    writer: SqlitePool,
+    reader: SqlitePool,
+    /// Wakes this process's relay after a commit that wrote events.
+    outbox_signal: Arc<Notify>,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database file at `path`, with up to `readers` read connections.
+    pub async fn open(path: &Path, readers: u32) -> Result<Self, StoreError> {
+        let options = SqliteConnectOptions::from_str("sqlite://")
+            .map_err(err)?
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(5));
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(Duration::from_secs(30))
+            .connect_with(options.clone())
+            .await
+            .map_err(err)?;
+        let reader = SqlitePoolOptions::new()
+            .max_connections(readers.max(1))
+            .acquire_timeout(Duration::from_secs(30))
+            .connect_with(options.read_only(true))
+            .await
+            .map_err(err)?;
+        Ok(Self { writer, reader, outbox_signal: Arc::new(Notify::new()) })
+    }
+
+    /// Commits a write that stored events, and wakes the relay. `notify_one` keeps a permit when
+    /// the relay is busy, so a wake-up between two passes is not lost.
+    async fn commit(&self, tx: sqlx::Transaction<'_, sqlx::Sqlite>) -> Result<(), StoreError> {
+        tx.commit().await.map_err(err)?;
+        self.outbox_signal.notify_one();
+        Ok(())
+    }
+}
+
+fn err(e: sqlx::Error) -> StoreError {
+    error::classify(e, |message| message.contains("users.email").then_some(USERS_EMAIL_KEY))
+}
+
+fn micros(at: DateTime<Utc>) -> i64 {
+    at.timestamp_micros()
+}
+
+fn from_micros(us: i64) -> Result<DateTime<Utc>, StoreError> {
+    DateTime::from_timestamp_micros(us).ok_or_else(|| error::corrupt("timestamp", us))
+}
+
+fn user_row(row: &SqliteRow) -> Result<User, StoreError> {
+    rows::user(
+        row.try_get::<Uuid, _>("id").map_err(err)?,
+        row.try_get("email").map_err(err)?,
+        row.try_get("name").map_err(err)?,
+        row.try_get("role").map_err(err)?,
+        from_micros(row.try_get("created_at").map_err(err)?)?,
+    )
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn migrate(&self) -> Result<(), StoreError> {
+        MIGRATOR.run(&self.writer).await.map_err(|e| StoreError::Other(Box::new(e)))
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.reader).await.map(drop).map_err(err)
+    }
+
+    async fn close(&self) {
+        self.reader.close().await;
+        self.writer.close().await;
+    }
+}
+
+#[async_trait]
+impl UserStore for SqliteStore {
+    async fn create_user(&self, new: &NewUser) -> Result<(), StoreError> {
+        let u = &new.user;
+        sqlx::query("INSERT INTO users (id, email, name, role, password_hash, created_at) VALUES (?, ?, ?, ?, ?, ?)")
+            .bind(u.id.0)
+            .bind(u.email.as_str())
+            .bind(u.name.as_str())
+            .bind(u.role.as_str())
+            .bind(&new.password_hash)
+            .bind(micros(u.created_at))
+            .execute(&self.writer)
+            .await
+            .map(drop)
+            .map_err(err)
+    }
+
+    async fn user_by_id(&self, id: UserId) -> Result<Option<User>, StoreError> {
+        let row = sqlx::query("SELECT id, email, name, role, created_at FROM users WHERE id = ?")
+            .bind(id.0)
+            .fetch_optional(&self.reader)
+            .await
+            .map_err(err)?;
+        row.as_ref().map(user_row).transpose()
+    }
+
+    async fn credentials_by_email(&self, email: &Email) -> Result<Option<UserCredentials>, StoreError> {
+        let row = sqlx::query("SELECT id, email, name, role, created_at, password_hash FROM users WHERE email = ?")
+            .bind(email.as_str())
+            .fetch_optional(&self.reader)
+            .await
+            .map_err(err)?;
+        row.map(|row| {
+            Ok(UserCredentials { user: user_row(&row)?, password_hash: row.try_get("password_hash").map_err(err)? })
+        })
+        .transpose()
+    }
+
+    async fn list_users(&self, after: Option<UserId>, limit: u32) -> Result<Vec<User>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, email, name, role, created_at FROM users WHERE ?1 IS NULL OR id > ?1 ORDER BY id LIMIT ?2",
+        )
+        .bind(after.map(|a| a.0))
+        .bind(i64::from(limit))
+        .fetch_all(&self.reader)
+        .await
+        .map_err(err)?;
+        rows.iter().map(user_row).collect()
+    }
+}

@@ -1,0 +1,152 @@
+//! SQLite: the outbox and leases. One writer at a time makes `seq` commit order, so no visibility
+//! horizon is needed; the relay in this process is woken through a `Notify`.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use herald_core::{
+    event::{NewEvent, OutboxEvent},
+    store::{OutboxStore, StoreError},
+};
+use sqlx::{Row as _, Sqlite, Transaction, sqlite::SqliteRow};
+use uuid::Uuid;
+
+use super::{SqliteStore, err, from_micros, micros};
+
+/// Writes events with their channel offsets, inside the caller's transaction.
+pub(super) async fn insert_events(tx: &mut Transaction<'_, Sqlite>, events: &[NewEvent]) -> Result<(), StoreError> {
+    for e in events {
+        let offset: i64 = sqlx::query_scalar(
+            "INSERT INTO channel_offsets (channel, last_offset) VALUES (?, 1) \
+             ON CONFLICT (channel) DO UPDATE SET last_offset = last_offset + 1 RETURNING last_offset",
+        )
+        .bind(&e.channel)
+        .fetch_one(&mut **tx)
+        .await
+        .map_err(err)?;
+        sqlx::query(
+            "INSERT INTO outbox (id, kind, channel, channel_offset, payload, trace_context, created_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(e.id)
+        .bind(&e.kind)
+        .bind(&e.channel)
+        .bind(offset)
+        .bind(e.payload.to_string())
+        .bind(&e.trace_context)
+        .bind(micros(e.created_at))
+        .execute(&mut **tx)
+        .await
+        .map_err(err)?;
+    }
+    Ok(())
+}
+
+fn outbox_row(row: &SqliteRow) -> Result<OutboxEvent, StoreError> {
+    let payload: String = row.try_get("payload").map_err(err)?;
+    let published: Option<i64> = row.try_get("published_at").map_err(err)?;
+    Ok(OutboxEvent {
+        seq: row.try_get("seq").map_err(err)?,
+        channel_offset: row.try_get("channel_offset").map_err(err)?,
+        event: NewEvent {
+            id: row.try_get::<Uuid, _>("id").map_err(err)?,
+            kind: row.try_get("kind").map_err(err)?,
+            channel: row.try_get("channel").map_err(err)?,
+            payload: serde_json::from_str(&payload).map_err(|e| crate::error::corrupt("outbox payload", e))?,
+            created_at: from_micros(row.try_get("created_at").map_err(err)?)?,
+            trace_context: row.try_get("trace_context").map_err(err)?,
+        },
+        published_at: published.map(from_micros).transpose()?,
+    })
+}
+
+fn seq_list(seqs: &[i64]) -> Result<String, StoreError> {
+    serde_json::to_string(seqs).map_err(|e| StoreError::Other(Box::new(e)))
+}
+
+#[async_trait]
+impl OutboxStore for SqliteStore {
+    async fn unpublished_events(&self, limit: u32) -> Result<Vec<OutboxEvent>, StoreError> {
+        let rows = sqlx::query("SELECT * FROM outbox WHERE published_at IS NULL ORDER BY seq LIMIT ?")
+            .bind(i64::from(limit))
+            .fetch_all(&self.reader)
+            .await
+            .map_err(err)?;
+        rows.iter().map(outbox_row).collect()
+    }
+
+    async fn mark_published(&self, seqs: &[i64], at: DateTime<Utc>) -> Result<(), StoreError> {
+        sqlx::query("UPDATE outbox SET published_at = ? WHERE seq IN (SELECT value FROM json_each(?))")
+            .bind(micros(at))
+            .bind(seq_list(seqs)?)
+            .execute(&self.writer)
+            .await
+            .map(drop)
+            .map_err(err)
+    }
+
+    async fn prune_published(&self, before: DateTime<Utc>, limit: u32) -> Result<u64, StoreError> {
+        let done = sqlx::query(
+            "DELETE FROM outbox WHERE seq IN \
+             (SELECT seq FROM outbox WHERE published_at IS NOT NULL AND published_at < ? ORDER BY seq LIMIT ?)",
+        )
+        .bind(micros(before))
+        .bind(i64::from(limit))
+        .execute(&self.writer)
+        .await
+        .map_err(err)?;
+        Ok(done.rows_affected())
+    }
+
+    async fn oldest_unpublished(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
+        let at: Option<i64> =
+            sqlx::query_scalar("SELECT created_at FROM outbox WHERE published_at IS NULL ORDER BY seq LIMIT 1")
+                .fetch_optional(&self.reader)
+                .await
+                .map_err(err)?;
+        at.map(from_micros).transpose()
+    }
+
+    async fn wait_for_outbox(&self, timeout: Duration) {
+        let _ = tokio::time::timeout(timeout, self.outbox_signal.notified()).await;
+    }
+
+    async fn acquire_lease(&self, name: &str, holder: &str, ttl: Duration) -> Result<bool, StoreError> {
+        let now = Utc::now();
+        let expires = now + chrono::Duration::from_std(ttl).map_err(|e| StoreError::Other(Box::new(e)))?;
+        let done = sqlx::query(
+            "INSERT INTO leases (name, holder, expires_at) VALUES (?1, ?2, ?3) \
+             ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at \
+             WHERE leases.holder = excluded.holder OR leases.expires_at < ?4",
+        )
+        .bind(name)
+        .bind(holder)
+        .bind(micros(expires))
+        .bind(micros(now))
+        .execute(&self.writer)
+        .await
+        .map_err(err)?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn release_lease(&self, name: &str, holder: &str) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM leases WHERE name = ? AND holder = ?")
+            .bind(name)
+            .bind(holder)
+            .execute(&self.writer)
+            .await
+            .map(drop)
+            .map_err(err)
+    }
+
+    async fn read_outbox(&self, after_seq: i64, limit: u32) -> Result<Vec<OutboxEvent>, StoreError> {
+        let rows = sqlx::query("SELECT * FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?")
+            .bind(after_seq)
+            .bind(i64::from(limit))
+            .fetch_all(&self.reader)
+            .await
+            .map_err(err)?;
+        rows.iter().map(outbox_row).collect()
+    }
+}

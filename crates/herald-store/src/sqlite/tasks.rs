@@ -1,0 +1,257 @@
+//! SQLite: tasks, attachments and the outbox. Writes run on the single writer connection, so a
+//! read inside a write transaction sees exactly what the write will change.
+
+use std::collections::HashSet;
+
+use async_trait::async_trait;
+use herald_core::{
+    event::NewEvent,
+    store::{AttachmentEvents, DeleteEvents, StoreError, TASK_VERSION, TaskStore},
+    task::{Attachment, AttachmentId, Task, TaskId, TaskStatus},
+    user::UserId,
+};
+use sqlx::{Row as _, sqlite::SqliteRow};
+
+use super::{SqliteStore, err, from_micros, micros, outbox::insert_events};
+use crate::rows::{self, AttachmentCols, TaskCols};
+
+fn opt_micros(row: &SqliteRow, col: &str) -> Result<Option<chrono::DateTime<chrono::Utc>>, StoreError> {
+    row.try_get::<Option<i64>, _>(col).map_err(err)?.map(from_micros).transpose()
+}
+
+fn task_row(row: &SqliteRow) -> Result<Task, StoreError> {
+    rows::task(TaskCols {
+        id: row.try_get("id").map_err(err)?,
+        owner: row.try_get("owner_id").map_err(err)?,
+        title: row.try_get("title").map_err(err)?,
+        description: row.try_get("description").map_err(err)?,
+        status: row.try_get("status").map_err(err)?,
+        due_at: opt_micros(row, "due_at")?,
+        version: row.try_get("version").map_err(err)?,
+        created_at: from_micros(row.try_get("created_at").map_err(err)?)?,
+        updated_at: from_micros(row.try_get("updated_at").map_err(err)?)?,
+    })
+}
+
+fn attachment_row(row: &SqliteRow) -> Result<Attachment, StoreError> {
+    rows::attachment(AttachmentCols {
+        id: row.try_get("id").map_err(err)?,
+        task_id: row.try_get("task_id").map_err(err)?,
+        owner: row.try_get("owner_id").map_err(err)?,
+        file_name: row.try_get("file_name").map_err(err)?,
+        content_type: row.try_get("content_type").map_err(err)?,
+        size: row.try_get("size").map_err(err)?,
+        sha256: row.try_get("sha256").map_err(err)?,
+        storage_key: row.try_get("storage_key").map_err(err)?,
+        created_at: from_micros(row.try_get("created_at").map_err(err)?)?,
+    })
+}
+
+#[async_trait]
+impl TaskStore for SqliteStore {
+    async fn create_task(&self, t: &Task, events: &[NewEvent]) -> Result<(), StoreError> {
+        let mut tx = self.writer.begin().await.map_err(err)?;
+        sqlx::query(
+            "INSERT INTO tasks (id, owner_id, title, description, status, due_at, version, created_at, updated_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(t.id.0)
+        .bind(t.owner.0)
+        .bind(t.title.as_str())
+        .bind(t.description.as_str())
+        .bind(t.status.as_str())
+        .bind(t.due_at.map(micros))
+        .bind(t.version)
+        .bind(micros(t.created_at))
+        .bind(micros(t.updated_at))
+        .execute(&mut *tx)
+        .await
+        .map_err(err)?;
+        insert_events(&mut tx, events).await?;
+        self.commit(tx).await
+    }
+
+    async fn task(&self, owner: UserId, id: TaskId) -> Result<Option<Task>, StoreError> {
+        let row = sqlx::query("SELECT * FROM tasks WHERE id = ? AND owner_id = ?")
+            .bind(id.0)
+            .bind(owner.0)
+            .fetch_optional(&self.reader)
+            .await
+            .map_err(err)?;
+        row.as_ref().map(task_row).transpose()
+    }
+
+    async fn list_tasks(
+        &self,
+        owner: UserId,
+        status: Option<TaskStatus>,
+        after: Option<TaskId>,
+        limit: u32,
+    ) -> Result<Vec<Task>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT * FROM tasks WHERE owner_id = ?1 AND (?2 IS NULL OR status = ?2) AND (?3 IS NULL OR id > ?3) \
+             ORDER BY id LIMIT ?4",
+        )
+        .bind(owner.0)
+        .bind(status.map(TaskStatus::as_str))
+        .bind(after.map(|a| a.0))
+        .bind(i64::from(limit))
+        .fetch_all(&self.reader)
+        .await
+        .map_err(err)?;
+        rows.iter().map(task_row).collect()
+    }
+
+    async fn update_task(&self, t: &Task, expected: i64, events: &[NewEvent]) -> Result<(), StoreError> {
+        let mut tx = self.writer.begin().await.map_err(err)?;
+        let done = sqlx::query(
+            "UPDATE tasks SET title = ?, description = ?, status = ?, due_at = ?, version = ?, updated_at = ? \
+             WHERE id = ? AND owner_id = ? AND version = ?",
+        )
+        .bind(t.title.as_str())
+        .bind(t.description.as_str())
+        .bind(t.status.as_str())
+        .bind(t.due_at.map(micros))
+        .bind(t.version)
+        .bind(micros(t.updated_at))
+        .bind(t.id.0)
+        .bind(t.owner.0)
+        .bind(expected)
+        .execute(&mut *tx)
+        .await
+        .map_err(err)?;
+        if done.rows_affected() == 0 {
+            let exists = sqlx::query("SELECT 1 FROM tasks WHERE id = ? AND owner_id = ?")
+                .bind(t.id.0)
+                .bind(t.owner.0)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(err)?;
+            return Err(match exists {
+                Some(_) => StoreError::Conflict { constraint: TASK_VERSION.into() },
+                None => StoreError::NotFound,
+            });
+        }
+        insert_events(&mut tx, events).await?;
+        self.commit(tx).await
+    }
+
+    async fn delete_task(
+        &self,
+        owner: UserId,
+        id: TaskId,
+        events: &DeleteEvents<'_>,
+    ) -> Result<Option<(Task, Vec<Attachment>)>, StoreError> {
+        let mut tx = self.writer.begin().await.map_err(err)?;
+        let Some(row) = sqlx::query("SELECT * FROM tasks WHERE id = ? AND owner_id = ?")
+            .bind(id.0)
+            .bind(owner.0)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(err)?
+        else {
+            return Ok(None);
+        };
+        let task = task_row(&row)?;
+        let attachments = sqlx::query("SELECT * FROM attachments WHERE task_id = ? ORDER BY id")
+            .bind(id.0)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(err)?
+            .iter()
+            .map(attachment_row)
+            .collect::<Result<Vec<_>, _>>()?;
+        // Attachments go with the task (ON DELETE CASCADE).
+        sqlx::query("DELETE FROM tasks WHERE id = ?").bind(id.0).execute(&mut *tx).await.map_err(err)?;
+        insert_events(&mut tx, &events(&task, &attachments)).await?;
+        self.commit(tx).await?;
+        Ok(Some((task, attachments)))
+    }
+
+    async fn add_attachment(&self, a: &Attachment, events: &[NewEvent]) -> Result<(), StoreError> {
+        let mut tx = self.writer.begin().await.map_err(err)?;
+        let task = sqlx::query("SELECT 1 FROM tasks WHERE id = ? AND owner_id = ?")
+            .bind(a.task_id.0)
+            .bind(a.owner.0)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(err)?;
+        if task.is_none() {
+            return Err(StoreError::NotFound);
+        }
+        sqlx::query(
+            "INSERT INTO attachments (id, task_id, owner_id, file_name, content_type, size, sha256, storage_key, created_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(a.id.0)
+        .bind(a.task_id.0)
+        .bind(a.owner.0)
+        .bind(&a.file_name)
+        .bind(&a.content_type)
+        .bind(i64::try_from(a.size).map_err(|e| StoreError::Other(Box::new(e)))?)
+        .bind(&a.sha256)
+        .bind(&a.storage_key)
+        .bind(micros(a.created_at))
+        .execute(&mut *tx)
+        .await
+        .map_err(err)?;
+        insert_events(&mut tx, events).await?;
+        self.commit(tx).await
+    }
+
+    async fn attachment(&self, owner: UserId, id: AttachmentId) -> Result<Option<Attachment>, StoreError> {
+        let row = sqlx::query("SELECT * FROM attachments WHERE id = ? AND owner_id = ?")
+            .bind(id.0)
+            .bind(owner.0)
+            .fetch_optional(&self.reader)
+            .await
+            .map_err(err)?;
+        row.as_ref().map(attachment_row).transpose()
+    }
+
+    async fn list_attachments(&self, owner: UserId, task: TaskId) -> Result<Option<Vec<Attachment>>, StoreError> {
+        if self.task(owner, task).await?.is_none() {
+            return Ok(None);
+        }
+        let rows = sqlx::query("SELECT * FROM attachments WHERE task_id = ? AND owner_id = ? ORDER BY id")
+            .bind(task.0)
+            .bind(owner.0)
+            .fetch_all(&self.reader)
+            .await
+            .map_err(err)?;
+        rows.iter().map(attachment_row).collect::<Result<Vec<_>, _>>().map(Some)
+    }
+
+    async fn delete_attachment(
+        &self,
+        owner: UserId,
+        id: AttachmentId,
+        events: &AttachmentEvents<'_>,
+    ) -> Result<Option<Attachment>, StoreError> {
+        let mut tx = self.writer.begin().await.map_err(err)?;
+        let Some(row) = sqlx::query("DELETE FROM attachments WHERE id = ? AND owner_id = ? RETURNING *")
+            .bind(id.0)
+            .bind(owner.0)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(err)?
+        else {
+            return Ok(None);
+        };
+        let attachment = attachment_row(&row)?;
+        insert_events(&mut tx, &events(&attachment)).await?;
+        self.commit(tx).await?;
+        Ok(Some(attachment))
+    }
+
+    async fn referenced_storage_keys(&self, keys: &[String]) -> Result<HashSet<String>, StoreError> {
+        let keys = serde_json::to_string(keys).map_err(|e| StoreError::Other(Box::new(e)))?;
+        let rows =
+            sqlx::query("SELECT storage_key FROM attachments WHERE storage_key IN (SELECT value FROM json_each(?))")
+                .bind(keys)
+                .fetch_all(&self.reader)
+                .await
+                .map_err(err)?;
+        rows.iter().map(|r| r.try_get::<String, _>("storage_key").map_err(err)).collect()
+    }
+}

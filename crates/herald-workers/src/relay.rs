@@ -1,0 +1,175 @@
+//! The relay: committed outbox events → the broker's `events` topic, at least once, in order.
+//!
+//! One pass: hold the relay lease (so that two relays do not both publish in steady state), read
+//! the next unpublished events below the store's visibility horizon, publish them in order with
+//! their event id as the message id, then mark them published. A relay killed between publish and
+//! mark publishes the same events again on restart: consumers drop the duplicates by id, nothing
+//! is lost. Published events are pruned after the retention period.
+
+use std::{sync::Arc, time::Duration};
+
+use chrono::Utc;
+use herald_core::{
+    broker::{Broker, BrokerError},
+    metrics::Metrics,
+    store::{Store, StoreError},
+    wire::{EVENTS_TOPIC, EventEnvelope},
+};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+/// The name of the lease the active relay holds.
+pub const LEASE: &str = "outbox-relay";
+
+/// How a relay behaves.
+#[derive(Debug, Clone)]
+pub struct RelayOptions {
+    /// Most events published per pass.
+    pub batch: u32,
+    /// How long the lease lasts without renewal; a standby takes over after it.
+    pub lease_ttl: Duration,
+    /// Longest wait between passes when no wake-up comes (the polling fallback).
+    pub poll_interval: Duration,
+    /// Published events are deleted after this long.
+    pub retention: Duration,
+}
+
+impl Default for RelayOptions {
+    fn default() -> Self {
+        Self {
+            batch: 500,
+            lease_ttl: Duration::from_secs(10),
+            poll_interval: Duration::from_secs(1),
+            retention: Duration::from_secs(24 * 3600),
+        }
+    }
+}
+
+/// What one pass did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// Another relay holds the lease.
+    Standby,
+    /// Nothing to publish.
+    Idle,
+    /// Published this many events.
+    Published(usize),
+}
+
+/// Why a pass failed. Both kinds are retried by [`Relay::run`].
+#[derive(Debug, thiserror::Error)]
+pub enum RelayError {
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+    #[error("broker: {0}")]
+    Broker(#[from] BrokerError),
+}
+
+/// Moves committed outbox events to the broker.
+#[derive(Debug, Clone)]
+pub struct Relay {
+    store: Arc<dyn Store>,
+    broker: Arc<dyn Broker>,
+    metrics: Arc<Metrics>,
+    options: RelayOptions,
+    /// Unique per relay instance: the lease holder.
+    holder: String,
+}
+
+impl Relay {
+    pub fn new(store: Arc<dyn Store>, broker: Arc<dyn Broker>, metrics: Arc<Metrics>, options: RelayOptions) -> Self {
+        Self { store, broker, metrics, options, holder: Uuid::now_v7().to_string() }
+    }
+
+    /// One pass: publish the next batch if this relay holds the lease.
+    pub async fn tick(&self) -> Result<Step, RelayError> {
+        if !self.store.acquire_lease(LEASE, &self.holder, self.options.lease_ttl).await? {
+            return Ok(Step::Standby);
+        }
+        let events = self.store.unpublished_events(self.options.batch).await?;
+        if events.is_empty() {
+            return Ok(Step::Idle);
+        }
+        let messages = events.iter().map(EventEnvelope::message).collect();
+        self.broker.broadcast_all(EVENTS_TOPIC, messages).await?;
+        let seqs: Vec<i64> = events.iter().map(|e| e.seq).collect();
+        self.store.mark_published(&seqs, Utc::now()).await?;
+        self.metrics.relay_published.inc_by(events.len() as u64);
+        tracing::debug!(count = events.len(), first_seq = seqs[0], "relayed outbox events");
+        Ok(Step::Published(events.len()))
+    }
+
+    /// Deletes events published longer ago than the retention period; returns how many.
+    pub async fn prune(&self) -> Result<u64, StoreError> {
+        let retention = chrono::Duration::from_std(self.options.retention).unwrap_or(chrono::Duration::MAX);
+        let before = Utc::now() - retention;
+        let mut total = 0;
+        loop {
+            let pruned = self.store.prune_published(before, 10_000).await?;
+            total += pruned;
+            if pruned < 10_000 {
+                return Ok(total);
+            }
+        }
+    }
+
+    /// Updates the outbox-lag gauge: the age of the oldest unpublished event.
+    pub async fn measure_lag(&self) -> Result<(), StoreError> {
+        let lag = match self.store.oldest_unpublished().await? {
+            Some(at) => (Utc::now() - at).to_std().unwrap_or_default().as_secs_f64(),
+            None => 0.0,
+        };
+        self.metrics.outbox_lag_seconds.set(lag);
+        Ok(())
+    }
+
+    /// Runs passes until `shutdown`: at once while batches come back full, else after a wake-up
+    /// from the store or the poll interval. Failures are logged, counted and retried.
+    pub async fn run(&self, shutdown: CancellationToken) {
+        let mut backoff = Duration::from_millis(100);
+        let mut last_prune = tokio::time::Instant::now();
+        let mut last_lag = tokio::time::Instant::now() - Duration::from_secs(60);
+        while !shutdown.is_cancelled() {
+            let wait = match self.tick().await {
+                Ok(Step::Published(n)) if n as u32 >= self.options.batch => Duration::ZERO,
+                Ok(Step::Published(_) | Step::Idle) => self.options.poll_interval,
+                Ok(Step::Standby) => self.options.lease_ttl / 2,
+                Err(err) => {
+                    self.metrics.relay_errors.inc();
+                    tracing::warn!(error = %err, retry_in = ?backoff, "relay pass failed");
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    tokio::select! {
+                        () = shutdown.cancelled() => break,
+                        () = tokio::time::sleep(backoff) => {}
+                    }
+                    continue;
+                }
+            };
+            backoff = Duration::from_millis(100);
+            if last_lag.elapsed() >= Duration::from_secs(5) {
+                last_lag = tokio::time::Instant::now();
+                if let Err(err) = self.measure_lag().await {
+                    tracing::debug!(error = %err, "could not measure outbox lag");
+                }
+            }
+            if last_prune.elapsed() >= Duration::from_secs(60) {
+                last_prune = tokio::time::Instant::now();
+                match self.prune().await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::debug!(pruned = n, "pruned published outbox events"),
+                    Err(err) => tracing::warn!(error = %err, "could not prune the outbox"),
+                }
+            }
+            if wait > Duration::ZERO {
+                tokio::select! {
+                    () = shutdown.cancelled() => break,
+                    () = self.store.wait_for_outbox(wait) => {}
+                }
+            }
+        }
+        // Let a standby take over at once rather than after the lease expires.
+        if let Err(err) = self.store.release_lease(LEASE, &self.holder).await {
+            tracing::debug!(error = %err, "could not release the relay lease");
+        }
+    }
+}

@@ -1,0 +1,272 @@
+//! The scheduler: due deliveries → the senders' work queue, lapsed claims → back to pending, and
+//! periodic jobs on their schedules.
+//!
+//! One pass: return the claims whose lease lapsed (their sender died or stalled), then claim due
+//! deliveries in batches under a lease and enqueue each as a [`DeliveryJob`]. Claims are exclusive
+//! in the store (`FOR UPDATE SKIP LOCKED` on PostgreSQL), so any number of schedulers run side by
+//! side without double claims. A batch the broker refuses is handed back at once rather than left
+//! to lapse.
+//!
+//! Periodic jobs run on the scheduler holding the `scheduler-jobs` lease, one at a time; a run
+//! missed while no scheduler was up is not made up (each job's next run is computed from the time
+//! its scheduler took over).
+
+use std::{
+    collections::BTreeMap,
+    sync::{Arc, Mutex, PoisonError},
+    time::Duration,
+};
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use herald_core::{
+    broker::{Broker, BrokerError},
+    clock::Clock,
+    delivery::{DELIVERY_QUEUE, DeliveryJob, DeliveryReport, DeliveryStatus},
+    metrics::{JobLabels, Metrics},
+    schedule::Schedule,
+    store::{Store, StoreError},
+};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+/// The lease the scheduler that runs periodic jobs holds.
+pub const JOBS_LEASE: &str = "scheduler-jobs";
+
+/// A periodic job. Jobs must be idempotent: a run cut short by a crash runs again in full.
+#[async_trait]
+pub trait PeriodicJob: Send + Sync + std::fmt::Debug {
+    /// A stable name for logs, metrics and config (`deliveries.prune`).
+    fn name(&self) -> &str;
+
+    /// One run at `now`; returns a short summary for the log.
+    async fn run(&self, now: DateTime<Utc>) -> Result<String, Box<dyn std::error::Error + Send + Sync>>;
+}
+
+/// How a scheduler behaves.
+#[derive(Debug, Clone)]
+pub struct SchedulerOptions {
+    /// Most deliveries claimed per batch.
+    pub batch: u32,
+    /// How long a claim lasts: longer than a sender needs for one delivery (channel timeout,
+    /// rate-limit wait and report included), short enough that a dead sender's work is soon retried.
+    pub lease: Duration,
+    /// Longest wait between passes when the last one found less than a full batch.
+    pub interval: Duration,
+    /// How long the jobs lease lasts without renewal.
+    pub jobs_lease_ttl: Duration,
+}
+
+impl Default for SchedulerOptions {
+    fn default() -> Self {
+        Self {
+            batch: 500,
+            lease: Duration::from_secs(120),
+            interval: Duration::from_secs(1),
+            jobs_lease_ttl: Duration::from_secs(30),
+        }
+    }
+}
+
+/// What one pass did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Pass {
+    /// Lapsed claims returned to pending.
+    pub rescued: u64,
+    /// Deliveries claimed and enqueued.
+    pub queued: usize,
+    /// Whether the last batch was full (more may be due).
+    pub full: bool,
+}
+
+/// Why a pass failed; retried by [`Scheduler::run`].
+#[derive(Debug, thiserror::Error)]
+pub enum SchedulerError {
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+    #[error("broker: {0}")]
+    Broker(#[from] BrokerError),
+}
+
+struct Scheduled {
+    job: Arc<dyn PeriodicJob>,
+    schedule: Schedule,
+    next: Option<DateTime<Utc>>,
+}
+
+/// Claims due deliveries for senders and runs periodic jobs.
+pub struct Scheduler {
+    store: Arc<dyn Store>,
+    broker: Arc<dyn Broker>,
+    clock: Arc<dyn Clock>,
+    metrics: Arc<Metrics>,
+    options: SchedulerOptions,
+    holder: String,
+    jobs: Mutex<Vec<Scheduled>>,
+}
+
+impl std::fmt::Debug for Scheduler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Scheduler").field("options", &self.options).field("holder", &self.holder).finish()
+    }
+}
+
+impl Scheduler {
+    pub fn new(
+        store: Arc<dyn Store>,
+        broker: Arc<dyn Broker>,
+        clock: Arc<dyn Clock>,
+        metrics: Arc<Metrics>,
+        options: SchedulerOptions,
+    ) -> Self {
+        Self {
+            store,
+            broker,
+            clock,
+            metrics,
+            options,
+            holder: Uuid::now_v7().to_string(),
+            jobs: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Adds a periodic job on `schedule` (`off` leaves it out).
+    pub fn with_job(self, job: Arc<dyn PeriodicJob>, schedule: Schedule) -> Self {
+        let next = schedule.next_after(self.clock.now());
+        self.jobs.lock().unwrap_or_else(PoisonError::into_inner).push(Scheduled { job, schedule, next });
+        self
+    }
+
+    /// The configured jobs and their schedules, for the log at start.
+    pub fn job_schedules(&self) -> BTreeMap<String, String> {
+        let jobs = self.jobs.lock().unwrap_or_else(PoisonError::into_inner);
+        jobs.iter().map(|s| (s.job.name().to_owned(), s.schedule.to_string())).collect()
+    }
+
+    /// One pass: rescue lapsed claims, then claim and enqueue one batch.
+    pub async fn tick(&self) -> Result<Pass, SchedulerError> {
+        let now = self.clock.now();
+        let rescued = self.store.rescue_expired_leases(now).await?;
+        if rescued > 0 {
+            self.metrics.deliveries_rescued.inc_by(rescued);
+            tracing::info!(rescued, "returned lapsed delivery claims to pending");
+        }
+        let claimed = self.store.claim_due_deliveries(now, self.options.batch, self.options.lease).await?;
+        let full = claimed.len() as u32 >= self.options.batch;
+        let jobs: Vec<DeliveryJob> = claimed.iter().filter_map(DeliveryJob::of).collect();
+        if jobs.is_empty() {
+            return Ok(Pass { rescued, queued: 0, full: false });
+        }
+        let messages = jobs.iter().map(DeliveryJob::message).collect();
+        if let Err(err) = self.broker.enqueue_all(DELIVERY_QUEUE, messages).await {
+            self.hand_back(&jobs, now).await;
+            return Err(err.into());
+        }
+        self.metrics.deliveries_claimed.inc_by(jobs.len() as u64);
+        tracing::debug!(count = jobs.len(), "queued due deliveries");
+        Ok(Pass { rescued, queued: jobs.len(), full })
+    }
+
+    /// Returns claims that could not be enqueued to pending, unchanged but for the claim.
+    async fn hand_back(&self, jobs: &[DeliveryJob], now: DateTime<Utc>) {
+        let reports: Vec<DeliveryReport> = jobs
+            .iter()
+            .map(|j| DeliveryReport {
+                id: herald_core::delivery::DeliveryId(j.id),
+                lease_until: j.lease_until,
+                status: DeliveryStatus::Pending,
+                attempts: j.attempts,
+                next_attempt_at: now,
+                last_error: None,
+                sent_at: None,
+            })
+            .collect();
+        if let Err(err) = self.store.record_deliveries(&reports, now).await {
+            tracing::warn!(error = %err, "could not hand back unqueued claims; they return when their lease lapses");
+        }
+    }
+
+    /// Runs the periodic jobs that are due, if this scheduler holds the jobs lease; returns the
+    /// names of the jobs run.
+    pub async fn run_due_jobs(&self) -> Result<Vec<String>, StoreError> {
+        if !self.store.acquire_lease(JOBS_LEASE, &self.holder, self.options.jobs_lease_ttl).await? {
+            return Ok(Vec::new());
+        }
+        let now = self.clock.now();
+        let due: Vec<(usize, Arc<dyn PeriodicJob>)> = {
+            let jobs = self.jobs.lock().unwrap_or_else(PoisonError::into_inner);
+            jobs.iter()
+                .enumerate()
+                .filter(|(_, s)| s.next.is_some_and(|at| at <= now))
+                .map(|(i, s)| (i, s.job.clone()))
+                .collect()
+        };
+        let mut ran = Vec::new();
+        for (index, job) in due {
+            let name = job.name().to_owned();
+            let result = match job.run(now).await {
+                Ok(summary) => {
+                    tracing::info!(job = %name, %summary, "periodic job ran");
+                    "ok"
+                }
+                Err(err) => {
+                    tracing::warn!(job = %name, error = %err, "periodic job failed; it runs again at its next time");
+                    "error"
+                }
+            };
+            self.metrics.jobs.get_or_create(&JobLabels { job: name.clone(), result: result.into() }).inc();
+            let mut jobs = self.jobs.lock().unwrap_or_else(PoisonError::into_inner);
+            let scheduled = &mut jobs[index];
+            scheduled.next = scheduled.schedule.next_after(now);
+            ran.push(name);
+        }
+        Ok(ran)
+    }
+
+    /// Updates the due-deliveries gauge.
+    pub async fn measure_backlog(&self) -> Result<u64, StoreError> {
+        let due = self.store.count_due_deliveries(self.clock.now()).await?;
+        self.metrics.deliveries_due.set(i64::try_from(due).unwrap_or(i64::MAX));
+        Ok(due)
+    }
+
+    /// Runs passes until `shutdown`: at once while batches come back full, else every interval.
+    /// Failures are logged, counted and retried with back-off.
+    pub async fn run(&self, shutdown: CancellationToken) {
+        let mut backoff = Duration::from_millis(100);
+        let mut last_gauge = tokio::time::Instant::now() - Duration::from_secs(60);
+        while !shutdown.is_cancelled() {
+            let wait = match self.tick().await {
+                Ok(pass) if pass.full => Duration::ZERO,
+                Ok(_) => self.options.interval,
+                Err(err) => {
+                    self.metrics.scheduler_errors.inc();
+                    tracing::warn!(error = %err, retry_in = ?backoff, "scheduler pass failed");
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    backoff
+                }
+            };
+            if wait != backoff {
+                backoff = Duration::from_millis(100);
+            }
+            if let Err(err) = self.run_due_jobs().await {
+                tracing::warn!(error = %err, "could not run periodic jobs");
+            }
+            if last_gauge.elapsed() >= Duration::from_secs(5) {
+                last_gauge = tokio::time::Instant::now();
+                if let Err(err) = self.measure_backlog().await {
+                    tracing::debug!(error = %err, "could not count due deliveries");
+                }
+            }
+            if wait > Duration::ZERO {
+                tokio::select! {
+                    () = shutdown.cancelled() => break,
+                    () = tokio::time::sleep(wait) => {}
+                }
+            }
+        }
+        if let Err(err) = self.store.release_lease(JOBS_LEASE, &self.holder).await {
+            tracing::debug!(error = %err, "could not release the jobs lease");
+        }
+    }
+}

@@ -1,0 +1,529 @@
+//! The sender: takes claimed deliveries from the work queue, calls their channel, and records the
+//! outcomes.
+//!
+//! For each queued [`DeliveryJob`]:
+//! 1. a job whose claim is no longer current (already settled, or rescued and handed out again)
+//!    is dropped, so a message the broker redelivers is not sent twice;
+//! 2. past its deadline it expires without an attempt;
+//! 3. while its channel's circuit breaker is open it is deferred to when the breaker lets a probe
+//!    through, without spending an attempt;
+//! 4. the channel's token bucket paces it (a wait that would outlast the claim defers it instead);
+//! 5. the channel is called and the outcome becomes a report through the [`RetryPolicy`].
+//!
+//! Reports are written in batches: whatever finished while the previous write ran goes in the
+//! next one (group commit), and a message is acked only after its report is durable. A sender
+//! killed mid-batch leaves its messages unacked: the broker redelivers them (or their claims lapse
+//! and the scheduler requeues them), and only calls that got no recorded answer are made again.
+//! The `realtime` channel writes the event and the report in one transaction: exactly once.
+//!
+//! The breaker and the rate limit are per sender process: with N senders a provider sees up to N
+//! times the configured rate.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex, PoisonError},
+    time::{Duration, Instant},
+};
+
+use chrono::{DateTime, Utc};
+use herald_core::{
+    broker::{self, Broker, ConsumeOptions},
+    clock::Clock,
+    delivery::{
+        BreakerConfig, BreakerState, Channel, CircuitBreaker, DELIVERY_QUEUE, Decision, DeliveryId, DeliveryJob,
+        DeliveryReport, DeliveryStatus, Failure, Outcome, RetryPolicy, TokenBucket,
+    },
+    event::NewEvent,
+    metrics::{ChannelLabels, Metrics, OutcomeLabels},
+    store::Store,
+};
+use rand::{SeedableRng, rngs::StdRng};
+use tokio::{
+    sync::{Semaphore, mpsc},
+    task::JoinSet,
+};
+use tokio_util::sync::CancellationToken;
+
+use crate::channels::HttpChannels;
+
+/// A per-channel rate limit.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Rate {
+    pub per_second: f64,
+    pub burst: u32,
+}
+
+/// How a sender behaves.
+#[derive(Debug, Clone)]
+pub struct SenderOptions {
+    /// Deliveries in flight at once (also the broker prefetch).
+    pub concurrency: usize,
+    /// A queue message not acked within this is redelivered to another sender.
+    pub ack_deadline: Duration,
+    /// Most reports per store write.
+    pub report_batch: usize,
+    pub policy: RetryPolicy,
+    pub breaker: BreakerConfig,
+    /// Rate limits by channel; channels without one are not limited.
+    pub rates: HashMap<Channel, Rate>,
+    /// Time kept free at the end of a claim for the call itself: a rate-limit wait that would eat
+    /// into it defers the delivery instead.
+    pub call_margin: Duration,
+}
+
+impl Default for SenderOptions {
+    fn default() -> Self {
+        Self {
+            concurrency: 64,
+            ack_deadline: Duration::from_secs(60),
+            report_batch: 500,
+            policy: RetryPolicy::default(),
+            breaker: BreakerConfig::default(),
+            rates: HashMap::new(),
+            call_margin: Duration::from_secs(15),
+        }
+    }
+}
+
+/// What to do with a queue message once handled.
+#[derive(Debug)]
+enum Disposition {
+    /// Record this report, then ack.
+    Report(DeliveryReport),
+    /// Nothing to record (stale, undecodable, or recorded already): ack.
+    Ack,
+    /// Could not tell what to do (the store did not answer): redeliver later.
+    Retry,
+}
+
+struct Guard {
+    breaker: CircuitBreaker,
+    bucket: Option<TokenBucket>,
+}
+
+struct Inner {
+    store: Arc<dyn Store>,
+    broker: Arc<dyn Broker>,
+    clock: Arc<dyn Clock>,
+    metrics: Arc<Metrics>,
+    http: HttpChannels,
+    options: SenderOptions,
+    guards: Mutex<HashMap<Channel, Guard>>,
+    rng: Mutex<StdRng>,
+}
+
+/// Sends claimed deliveries. Cheap to clone.
+#[derive(Clone)]
+pub struct Sender(Arc<Inner>);
+
+impl std::fmt::Debug for Sender {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sender").field("options", &self.0.options).finish_non_exhaustive()
+    }
+}
+
+impl Sender {
+    pub fn new(
+        store: Arc<dyn Store>,
+        broker: Arc<dyn Broker>,
+        clock: Arc<dyn Clock>,
+        metrics: Arc<Metrics>,
+        http: HttpChannels,
+        options: SenderOptions,
+    ) -> Self {
+        Self(Arc::new(Inner {
+            store,
+            broker,
+            clock,
+            metrics,
+            http,
+            options,
+            guards: Mutex::new(HashMap::new()),
+            rng: Mutex::new(StdRng::from_os_rng()),
+        }))
+    }
+
+    /// The breaker state of `channel` in this sender.
+    pub fn breaker_state(&self, channel: Channel) -> BreakerState {
+        let now = self.0.clock.now();
+        self.with_guard(channel, |g| g.breaker.state(now))
+    }
+
+    fn with_guard<T>(&self, channel: Channel, f: impl FnOnce(&mut Guard) -> T) -> T {
+        let mut guards = self.0.guards.lock().unwrap_or_else(PoisonError::into_inner);
+        let guard = guards.entry(channel).or_insert_with(|| Guard {
+            breaker: CircuitBreaker::new(self.0.options.breaker.clone()),
+            bucket: self.0.options.rates.get(&channel).and_then(|r| TokenBucket::new(r.per_second, r.burst).ok()),
+        });
+        f(guard)
+    }
+
+    /// Consumes the delivery queue until `shutdown`, then finishes what is in flight, records it
+    /// and returns. Dropping the future instead (a crash) leaves unacked messages to the broker.
+    pub async fn run(&self, shutdown: CancellationToken) {
+        let mut backoff = Duration::from_millis(100);
+        while !shutdown.is_cancelled() {
+            let options = ConsumeOptions {
+                ack_deadline: self.0.options.ack_deadline,
+                prefetch: u16::try_from(self.0.options.concurrency).unwrap_or(u16::MAX),
+            };
+            let consumer = tokio::select! {
+                () = shutdown.cancelled() => return,
+                consumer = self.0.broker.consume(DELIVERY_QUEUE, options) => consumer,
+            };
+            match consumer {
+                Ok(consumer) => {
+                    backoff = Duration::from_millis(100);
+                    self.consume(consumer, &shutdown).await;
+                }
+                Err(err) => {
+                    self.0.metrics.sender_errors.inc();
+                    tracing::warn!(error = %err, retry_in = ?backoff, "could not consume the delivery queue");
+                    tokio::select! {
+                        () = shutdown.cancelled() => return,
+                        () = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+    }
+
+    async fn consume(&self, mut consumer: Box<dyn broker::QueueConsumer>, shutdown: &CancellationToken) {
+        let (reports, received) = mpsc::unbounded_channel();
+        let mut tasks = JoinSet::new();
+        let reporter = tokio::spawn(self.clone().report(received));
+        // Abort the reporter if this future is dropped (the sender is killed), as the tasks are.
+        let _reporter_guard = AbortOnDrop(reporter.abort_handle());
+        let slots = Arc::new(Semaphore::new(self.0.options.concurrency.max(1)));
+        loop {
+            let Ok(slot) = slots.clone().acquire_owned().await else { break };
+            let next = tokio::select! {
+                () = shutdown.cancelled() => break,
+                next = consumer.next() => next,
+            };
+            match next {
+                Ok(delivery) => {
+                    let sender = self.clone();
+                    let reports = reports.clone();
+                    tasks.spawn(async move {
+                        let disposition = sender.handle(&delivery).await;
+                        // The reporter outlives every task but a killed sender's.
+                        let _ = reports.send((disposition, delivery));
+                        drop(slot);
+                    });
+                }
+                Err(broker::BrokerError::Closed) => break,
+                Err(err) => {
+                    self.0.metrics.sender_errors.inc();
+                    tracing::warn!(error = %err, "the delivery queue failed; the broker client reconnects");
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+            }
+            // Reap finished tasks so the set does not grow.
+            while tasks.try_join_next().is_some() {}
+        }
+        // Graceful stop: let in-flight deliveries finish and their reports be written.
+        while tasks.join_next().await.is_some() {}
+        drop(reports);
+        let _ = reporter.await;
+        drop(consumer);
+    }
+
+    /// Writes reports in batches and acks their messages once written.
+    async fn report(self, mut received: mpsc::UnboundedReceiver<(Disposition, broker::Delivery)>) {
+        let max = self.0.options.report_batch.max(1);
+        while let Some(first) = received.recv().await {
+            let mut batch = vec![first];
+            while batch.len() < max {
+                match received.try_recv() {
+                    Ok(next) => batch.push(next),
+                    Err(_) => break,
+                }
+            }
+            let reports: Vec<DeliveryReport> = batch
+                .iter()
+                .filter_map(|(d, _)| match d {
+                    Disposition::Report(r) => Some(r.clone()),
+                    _ => None,
+                })
+                .collect();
+            let mut backoff = Duration::from_millis(100);
+            while !reports.is_empty() {
+                match self.0.store.record_deliveries(&reports, self.0.clock.now()).await {
+                    Ok(applied) => {
+                        if (applied as usize) < reports.len() {
+                            tracing::debug!(
+                                stale = reports.len() - applied as usize,
+                                "reports for claims that lapsed were ignored"
+                            );
+                        }
+                        break;
+                    }
+                    Err(err) => {
+                        self.0.metrics.sender_errors.inc();
+                        tracing::warn!(error = %err, retry_in = ?backoff, "could not record delivery outcomes");
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(Duration::from_secs(5));
+                    }
+                }
+            }
+            for (disposition, delivery) in batch {
+                let settled = match disposition {
+                    Disposition::Retry => delivery.nack(Some(Duration::from_secs(1))).await,
+                    Disposition::Report(_) | Disposition::Ack => delivery.ack().await,
+                };
+                if let Err(err) = settled {
+                    tracing::debug!(error = %err, "could not settle a queue message; the broker redelivers it");
+                }
+            }
+        }
+    }
+
+    async fn handle(&self, delivery: &broker::Delivery) -> Disposition {
+        let inner = &self.0;
+        let job: DeliveryJob = match serde_json::from_slice(&delivery.message.payload) {
+            Ok(job) => job,
+            Err(err) => {
+                inner.metrics.sender_errors.inc();
+                tracing::warn!(message = %delivery.message.id, error = %err, "dropped an unreadable delivery message");
+                return Disposition::Ack;
+            }
+        };
+        let id = DeliveryId(job.id);
+        match inner.store.current_claims(&[(id, job.lease_until)]).await {
+            Ok(current) if current.contains(&id) => {}
+            Ok(_) => {
+                tracing::debug!(delivery = %id, "skipped a delivery whose claim is settled or superseded");
+                return Disposition::Ack;
+            }
+            Err(err) => {
+                tracing::warn!(delivery = %id, error = %err, "could not check a claim; retrying the message");
+                return Disposition::Retry;
+            }
+        }
+        let now = inner.clock.now();
+        let Ok(channel) = job.channel.parse::<Channel>() else {
+            let reason = format!("unknown channel {:?}", job.channel);
+            return Disposition::Report(self.report_for(&job, "unknown", DeliveryStatus::Failed, now, Some(reason)));
+        };
+        if job.deadline.is_some_and(|deadline| deadline <= now) {
+            let reason = Some("the deadline passed before an attempt".to_owned());
+            return Disposition::Report(self.report_for(&job, channel.as_str(), DeliveryStatus::Expired, now, reason));
+        }
+        if let Some(until) = self.gate(channel, now) {
+            self.count(channel, "deferred");
+            return Disposition::Report(DeliveryReport {
+                id,
+                lease_until: job.lease_until,
+                status: DeliveryStatus::Pending,
+                attempts: job.attempts,
+                next_attempt_at: until,
+                last_error: Some(format!("deferred: the {} circuit is open", channel.as_str())),
+                sent_at: None,
+            });
+        }
+        if let Err(wait) = self.pace(channel, job.lease_until).await {
+            self.count(channel, "deferred");
+            let at = now + chrono::Duration::from_std(wait).unwrap_or(chrono::Duration::MAX);
+            return Disposition::Report(DeliveryReport {
+                id,
+                lease_until: job.lease_until,
+                status: DeliveryStatus::Pending,
+                attempts: job.attempts,
+                next_attempt_at: at,
+                last_error: None,
+                sent_at: None,
+            });
+        }
+        let labels = ChannelLabels { channel: channel.as_str().to_owned() };
+        inner.metrics.delivery_attempts.get_or_create(&labels).inc();
+        let started = Instant::now();
+        let outcome = match channel {
+            Channel::Log => {
+                tracing::info!(
+                    target: "herald::delivery",
+                    delivery = %job.id,
+                    kind = %job.kind,
+                    recipient = %job.recipient,
+                    payload = %job.payload,
+                    attempt = job.attempts + 1,
+                    "delivered"
+                );
+                Ok(())
+            }
+            Channel::Provider => inner.http.provider(&job, now).await,
+            Channel::Webhook => inner.http.webhook(&job, now).await,
+            Channel::Realtime => return self.realtime(&job, now).await,
+        };
+        inner.metrics.delivery_send_seconds.get_or_create(&labels).observe(started.elapsed().as_secs_f64());
+        let after = inner.clock.now();
+        self.record_health(channel, &outcome, after);
+        if let Err(failure) = &outcome {
+            tracing::debug!(delivery = %id, channel = channel.as_str(), error = %failure, "a delivery attempt failed");
+        }
+        Disposition::Report(self.decide(&job, channel, outcome, after))
+    }
+
+    /// Appends the payload to the recipient's `user:` channel and records the delivery, together.
+    async fn realtime(&self, job: &DeliveryJob, now: DateTime<Utc>) -> Disposition {
+        let Ok(user) = job.recipient.parse::<uuid::Uuid>() else {
+            let reason = Some(format!("the recipient {:?} is not a user id", job.recipient));
+            return Disposition::Report(self.report_for(job, "realtime", DeliveryStatus::Failed, now, reason));
+        };
+        let kind = job.payload.get("type").and_then(|t| t.as_str()).unwrap_or(&job.kind).to_owned();
+        let event = NewEvent {
+            // The delivery's id: the event of a delivery is one event, however often it is tried.
+            id: job.id,
+            kind,
+            channel: format!("user:{user}"),
+            payload: job.payload.clone(),
+            created_at: now,
+            trace_context: None,
+        };
+        let report = self.report_for(job, "realtime", DeliveryStatus::Sent, now, None);
+        match self.0.store.record_delivery_with_events(&report, &[event], now).await {
+            Ok(_) => Disposition::Ack,
+            Err(err) => {
+                tracing::warn!(delivery = %job.id, error = %err, "could not append a realtime delivery; retrying");
+                Disposition::Retry
+            }
+        }
+    }
+
+    /// `None` when the channel's breaker lets a call through now, else when to try again.
+    fn gate(&self, channel: Channel, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        self.with_guard(channel, |g| {
+            if g.breaker.allow(now) {
+                return None;
+            }
+            // While a probe is out, look again soon: its answer may close the breaker.
+            let soon = now + chrono::Duration::seconds(1);
+            Some(match g.breaker.state(now) {
+                BreakerState::HalfOpen => soon,
+                _ => g.breaker.open_until(now).unwrap_or(soon),
+            })
+        })
+    }
+
+    /// Waits for the channel's rate limit; `Err(wait)` when the wait would outlast the claim.
+    async fn pace(&self, channel: Channel, lease_until: DateTime<Utc>) -> Result<(), Duration> {
+        loop {
+            let wait = self.with_guard(channel, |g| match &mut g.bucket {
+                None => Ok(()),
+                // Pacing is about real time, whatever clock the store's timestamps come from.
+                Some(bucket) => bucket.take(Utc::now()),
+            });
+            let Err(wait) = wait else { return Ok(()) };
+            let margin = chrono::Duration::from_std(wait + self.0.options.call_margin).unwrap_or(chrono::Duration::MAX);
+            if self.0.clock.now() + margin > lease_until {
+                return Err(wait);
+            }
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    fn record_health(&self, channel: Channel, outcome: &Outcome, now: DateTime<Utc>) {
+        let state = self.with_guard(channel, |g| {
+            g.breaker.record(outcome, now);
+            g.breaker.state(now)
+        });
+        let value = match state {
+            BreakerState::Closed => 0,
+            BreakerState::Open { .. } => 1,
+            BreakerState::HalfOpen => 2,
+        };
+        let labels = ChannelLabels { channel: channel.as_str().to_owned() };
+        let gauge = self.0.metrics.delivery_breaker_state.get_or_create(&labels);
+        if gauge.set(value) != value && value == 1 {
+            tracing::warn!(
+                channel = channel.as_str(),
+                "circuit breaker opened: deliveries on this channel are deferred"
+            );
+        }
+    }
+
+    fn decide(&self, job: &DeliveryJob, channel: Channel, outcome: Outcome, now: DateTime<Utc>) -> DeliveryReport {
+        let attempts = job.attempts + 1;
+        let mut report = DeliveryReport {
+            id: DeliveryId(job.id),
+            lease_until: job.lease_until,
+            status: DeliveryStatus::Sent,
+            attempts,
+            next_attempt_at: now,
+            last_error: None,
+            sent_at: Some(now),
+        };
+        let failure: Failure = match outcome {
+            Ok(()) => {
+                self.count(channel, "sent");
+                return report;
+            }
+            Err(failure) => failure,
+        };
+        report.sent_at = None;
+        let decision = {
+            let mut rng = self.0.rng.lock().unwrap_or_else(PoisonError::into_inner);
+            self.0.options.policy.next_attempt(attempts, &failure, now, job.deadline, &mut *rng)
+        };
+        match decision {
+            Decision::RetryAt(at) => {
+                self.count(channel, "retry");
+                report.status = DeliveryStatus::Pending;
+                report.next_attempt_at = at;
+                report.last_error = Some(failure.to_string());
+            }
+            Decision::Fail(reason) => {
+                self.count(channel, "failed");
+                report.status = DeliveryStatus::Failed;
+                report.last_error = Some(reason.to_string());
+            }
+            Decision::Expire => {
+                self.count(channel, "expired");
+                report.status = DeliveryStatus::Expired;
+                report.last_error = Some(format!("{failure}; the next attempt would fall after the deadline"));
+            }
+        }
+        report
+    }
+
+    /// A final report without a channel call (attempts unchanged).
+    fn report_for(
+        &self,
+        job: &DeliveryJob,
+        channel: &str,
+        status: DeliveryStatus,
+        now: DateTime<Utc>,
+        last_error: Option<String>,
+    ) -> DeliveryReport {
+        let (attempts, sent_at) =
+            if status == DeliveryStatus::Sent { (job.attempts + 1, Some(now)) } else { (job.attempts, None) };
+        self.0
+            .metrics
+            .deliveries
+            .get_or_create(&OutcomeLabels { channel: channel.to_owned(), outcome: status.as_str().to_owned() })
+            .inc();
+        DeliveryReport {
+            id: DeliveryId(job.id),
+            lease_until: job.lease_until,
+            status,
+            attempts,
+            next_attempt_at: now,
+            last_error,
+            sent_at,
+        }
+    }
+
+    fn count(&self, channel: Channel, outcome: &str) {
+        let labels = OutcomeLabels { channel: channel.as_str().to_owned(), outcome: outcome.to_owned() };
+        self.0.metrics.deliveries.get_or_create(&labels).inc();
+    }
+}
+
+struct AbortOnDrop(tokio::task::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}

@@ -1,0 +1,177 @@
+//! Wiring: opens the backends named by the configuration and starts the roles on them.
+
+use std::{net::SocketAddr, sync::Arc};
+
+use anyhow::Context as _;
+use herald_core::{
+    Herald, Services, auth::TokenIssuer, broker::Broker, clock::SystemClock, metrics::Metrics, store::Store,
+};
+use herald_http::HttpOptions;
+use herald_store::{LocalFiles, StoreUrl};
+use herald_workers::{
+    collector::FileCollector,
+    relay::{Relay, RelayOptions},
+};
+use tokio::{net::TcpListener, task::JoinHandle};
+use tokio_util::sync::CancellationToken;
+
+use crate::{config::Config, secret};
+
+/// Creates `dir` (and missing parents) readable by this user only: it holds the database, the
+/// generated secret and uploaded files. An existing directory keeps its permissions.
+pub fn create_private_dir(dir: &std::path::Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::DirBuilderExt as _;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| format!("creating {}", dir.display()))
+}
+
+/// Opens the configured store and applies its migrations.
+pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
+    if let StoreUrl::Sqlite(path) = &config.store_url
+        && let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty())
+    {
+        create_private_dir(parent)?;
+    }
+    let store = config
+        .store_url
+        .open(config.store_pool_size.0)
+        .await
+        .with_context(|| format!("opening the store at {}", config.store_url))?;
+    store.migrate().await.context("applying migrations")?;
+    Ok(store)
+}
+
+/// Opens the configured broker.
+pub async fn open_broker(config: &Config) -> anyhow::Result<Arc<dyn Broker>> {
+    config
+        .broker_url
+        .open(&config.broker_namespace.0)
+        .await
+        .with_context(|| format!("opening the broker at {}", config.broker_url))
+}
+
+/// The outbox relay over the configured store and broker.
+pub fn relay(config: &Config, store: Arc<dyn Store>, broker: Arc<dyn Broker>, metrics: Arc<Metrics>) -> Relay {
+    let options = RelayOptions {
+        batch: config.relay_batch.0,
+        poll_interval: config.relay_poll_interval.0,
+        retention: config.outbox_retention.0,
+        ..RelayOptions::default()
+    };
+    Relay::new(store, broker, metrics, options)
+}
+
+/// Opens the configured file store.
+pub async fn open_files(config: &Config) -> anyhow::Result<Arc<LocalFiles>> {
+    let dir = &config.files_dir.0;
+    create_private_dir(dir)?;
+    let files =
+        LocalFiles::open(dir).await.with_context(|| format!("opening the files directory {}", dir.display()))?;
+    Ok(Arc::new(files))
+}
+
+/// The orphan-file collector over the configured store and files.
+pub fn collector(
+    config: &Config,
+    store: Arc<dyn Store>,
+    files: Arc<LocalFiles>,
+    metrics: Arc<Metrics>,
+) -> FileCollector {
+    FileCollector { store, files, metrics, grace: config.gc_grace.0 }
+}
+
+/// A running Herald and the means to stop it.
+#[derive(Debug)]
+pub struct Running {
+    pub http_addr: SocketAddr,
+    pub herald: Arc<Herald>,
+    shutdown: CancellationToken,
+    server: JoinHandle<std::io::Result<()>>,
+    workers: tokio_util::task::TaskTracker,
+}
+
+impl Running {
+    /// Stops accepting, waits for in-flight requests up to `grace`, then closes the store.
+    pub async fn stop(self, grace: std::time::Duration) -> anyhow::Result<()> {
+        self.shutdown.cancel();
+        let Running { herald, server, workers, .. } = self;
+        workers.close();
+        let drained = tokio::time::timeout(grace, async {
+            let served = server.await;
+            workers.wait().await;
+            served
+        })
+        .await;
+        herald.services.broker.close().await;
+        herald.services.store.close().await;
+        match drained {
+            Ok(joined) => joined.context("server task panicked")?.context("serving HTTP"),
+            Err(_) => {
+                tracing::warn!(?grace, "in-flight requests did not finish in time; stopped anyway");
+                Ok(())
+            }
+        }
+    }
+
+    /// Resolves when the server stops by itself (it only does on an error).
+    pub async fn stopped(&mut self) -> anyhow::Result<()> {
+        (&mut self.server).await.context("server task panicked")?.context("serving HTTP")
+    }
+}
+
+/// Opens the backends and starts serving HTTP on `config.http_addr` (port 0 picks a free one).
+pub async fn start(config: &Config) -> anyhow::Result<Running> {
+    let store = open_store(config).await?;
+    let secret = secret::load_or_generate(config)?;
+    let ttl = chrono::Duration::from_std(config.jwt_ttl.0).context("jwt_ttl is too long")?;
+    let tokens = TokenIssuer::new(&secret, ttl).map_err(|e| anyhow::anyhow!("JWT secret {e}"))?;
+    let files = open_files(config).await?;
+    let broker = open_broker(config).await?;
+    let metrics = Arc::new(Metrics::default());
+    let herald = Arc::new(Herald::new(Services {
+        store: store.clone(),
+        broker: broker.clone(),
+        files: files.clone(),
+        tokens,
+        passwords: Default::default(),
+        clock: Arc::new(SystemClock),
+        metrics: metrics.clone(),
+    }));
+    let options = HttpOptions {
+        body_limit: usize::try_from(config.body_limit.0).unwrap_or(usize::MAX),
+        cors_origins: config.cors_origins.0.clone(),
+        ready_timeout: std::time::Duration::from_secs(2),
+        max_upload: config.max_upload_size.0,
+    };
+    let router = herald_http::router(herald.clone(), &options);
+    let listener = TcpListener::bind(config.http_addr)
+        .await
+        .with_context(|| format!("binding the HTTP server to {}", config.http_addr))?;
+    let http_addr = listener.local_addr()?;
+    let shutdown = CancellationToken::new();
+    let server = tokio::spawn(herald_http::serve(listener, router, shutdown.clone()));
+    let workers = tokio_util::task::TaskTracker::new();
+    if let herald_broker::BrokerUrl::Nats(url) = &config.broker_url {
+        // Commands answer NATS request-reply too: `<namespace>.cmd.<command>`.
+        let (url, namespace, herald, stop) =
+            (url.clone(), config.broker_namespace.0.clone(), herald.clone(), shutdown.clone());
+        workers.spawn(async move {
+            if let Err(err) = herald_broker::commands::serve(&url, &namespace, herald, stop).await {
+                tracing::error!(error = %err, "the NATS command transport stopped");
+            }
+        });
+    }
+    let relay = relay(config, store.clone(), broker, metrics.clone());
+    let stop = shutdown.clone();
+    workers.spawn(async move { relay.run(stop).await });
+    let gc = collector(config, store, files, metrics);
+    workers.spawn(herald_workers::every(config.gc_interval.0, shutdown.clone(), move || {
+        let gc = gc.clone();
+        async move { gc.tick_logged().await }
+    }));
+    tracing::info!(%http_addr, store = %config.store_url, broker = %config.broker_url, "herald is serving");
+    Ok(Running { http_addr, herald, shutdown, server, workers })
+}

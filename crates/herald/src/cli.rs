@@ -1,0 +1,256 @@
+//! The `herald` command line: subcommands and their execution.
+
+use std::{collections::BTreeMap, io::Read as _, path::PathBuf, process::ExitCode};
+
+use anyhow::{Context as _, bail};
+use clap::{Parser, Subcommand};
+use herald_core::{
+    auth::PasswordHasher,
+    clock::SystemClock,
+    commands::users::{NewAccount, create_user},
+    user::{Email, Password, Role, UserName},
+};
+
+use crate::{
+    app,
+    config::{self, Flags, Loaded, SETTINGS},
+    logging,
+};
+
+/// Herald: self-hosted notification and real-time event delivery.
+#[derive(Debug, Parser)]
+#[command(name = "herald", version, propagate_version = true, max_term_width = 110)]
+pub struct Cli {
+    /// TOML file of settings (`setting_name = value`); also HERALD_CONFIG.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    #[command(flatten)]
+    pub flags: Flags,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run Herald in one process: migrations, then the HTTP API until SIGINT or SIGTERM.
+    Serve,
+    /// Run only the outbox relay: committed events to the broker (needs a networked broker).
+    Relay,
+    /// Apply the store's migrations and exit.
+    Migrate,
+    /// Print every setting: name, env var, flag, default and effective value (secrets redacted).
+    Config {
+        /// Only validate: exit 0 when the configuration is usable, 2 naming each bad setting.
+        #[arg(long)]
+        check: bool,
+    },
+    /// Manage accounts.
+    Users {
+        #[command(subcommand)]
+        command: UsersCommand,
+    },
+    /// Measure against the configured backends (use a scratch database: it writes rows).
+    Bench {
+        #[command(subcommand)]
+        command: BenchCommand,
+    },
+    /// Collect garbage once.
+    Gc {
+        #[command(subcommand)]
+        command: GcCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Relay throughput: write N outbox events, then time the relay publishing them to a subscriber.
+    Relay {
+        #[arg(long, default_value_t = 100_000)]
+        events: usize,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum GcCommand {
+    /// Remove attachment files that no attachment references and that are older than the grace period.
+    Files,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UsersCommand {
+    /// Create an account; with --admin, an administrator (the only way to make one).
+    Create {
+        #[arg(long)]
+        email: String,
+        /// The password (8 to 128 characters). Prefer --password-stdin: flags show up in `ps`.
+        #[arg(long, required_unless_present = "password_stdin", conflicts_with = "password_stdin")]
+        password: Option<String>,
+        /// Read the password from the first line of standard input.
+        #[arg(long)]
+        password_stdin: bool,
+        /// Display name; defaults to the part of the email before `@`.
+        #[arg(long)]
+        name: Option<String>,
+        /// Give the account the admin role.
+        #[arg(long)]
+        admin: bool,
+    },
+}
+
+/// Runs the parsed command line.
+pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let env: BTreeMap<String, String> = std::env::vars().collect();
+    let file = cli.config.clone().or_else(|| env.get("HERALD_CONFIG").map(PathBuf::from));
+    let loaded = config::load(file.as_deref(), &env, &cli.flags);
+
+    if let Command::Config { check } = cli.command {
+        return Ok(print_config(loaded, check));
+    }
+    let loaded = match loaded {
+        Ok(loaded) => loaded,
+        Err(err) => {
+            eprint!("{err}");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    let config = loaded.config;
+    logging::init(config.log_format, &config.log_level);
+    for name in &loaded.unknown_env {
+        tracing::warn!(variable = %name, "unknown HERALD_ variable ignored (see `herald config`)");
+    }
+
+    match cli.command {
+        Command::Serve => {
+            let mut running = app::start(&config).await?;
+            tokio::select! {
+                () = shutdown_signal() => tracing::info!("shutting down"),
+                result = running.stopped() => return result.map(|()| ExitCode::FAILURE),
+            }
+            running.stop(config.shutdown_timeout.0).await?;
+            tracing::info!("stopped");
+        }
+        Command::Relay => {
+            if config.broker_url == herald_broker::BrokerUrl::Memory {
+                anyhow::bail!(
+                    "herald relay needs a broker other processes can reach: set HERALD_BROKER_URL to amqp://… or \
+                     nats://… (memory:// only works inside `herald serve`)"
+                );
+            }
+            let store = app::open_store(&config).await?;
+            let broker = app::open_broker(&config).await?;
+            let relay = app::relay(&config, store.clone(), broker.clone(), Default::default());
+            let shutdown = tokio_util::sync::CancellationToken::new();
+            let task = tokio::spawn({
+                let shutdown = shutdown.clone();
+                async move { relay.run(shutdown).await }
+            });
+            tracing::info!(store = %config.store_url, broker = %config.broker_url, "relay running");
+            shutdown_signal().await;
+            shutdown.cancel();
+            task.await.context("relay task")?;
+            broker.close().await;
+            store.close().await;
+            tracing::info!("stopped");
+        }
+        Command::Migrate => {
+            let store = app::open_store(&config).await?;
+            store.close().await;
+            tracing::info!(store = %config.store_url, "migrations applied");
+        }
+        Command::Users { command: UsersCommand::Create { email, password, password_stdin, name, admin } } => {
+            let password = match (password, password_stdin) {
+                (Some(password), _) => password,
+                (None, _) => read_password_line()?,
+            };
+            let email = Email::parse(&email).map_err(|e| anyhow::anyhow!("--email: {e}"))?;
+            let name = name.unwrap_or_else(|| email.as_str().split('@').next().unwrap_or_default().to_owned());
+            let name = UserName::parse(&name).map_err(|e| anyhow::anyhow!("--name: {e}"))?;
+            let password = Password::new_secret(password).map_err(|e| anyhow::anyhow!("--password: {e}"))?;
+            let role = if admin { Role::Admin } else { Role::User };
+            let store = app::open_store(&config).await?;
+            let account = NewAccount { email, name, password, role };
+            let created = create_user(store.as_ref(), &PasswordHasher::default(), &SystemClock, account).await;
+            store.close().await;
+            let user = created
+                .map_err(|e| anyhow::anyhow!("{}", e.public_detail().to_owned() + " (" + e.code().as_str() + ")"))?;
+            println!("created {} {} ({})", user.role.as_str(), user.email, user.id);
+        }
+        Command::Gc { command: GcCommand::Files } => {
+            let store = app::open_store(&config).await?;
+            let files = app::open_files(&config).await?;
+            let collector = app::collector(&config, store.clone(), files, Default::default());
+            let outcome = collector.tick().await.map_err(|e| anyhow::anyhow!("collecting files: {e}"));
+            store.close().await;
+            let outcome = outcome?;
+            println!(
+                "scanned {} files: removed {}, referenced {}, younger than the grace period {}, failed {}",
+                outcome.scanned, outcome.removed, outcome.referenced, outcome.fresh, outcome.failed
+            );
+            if outcome.failed > 0 {
+                return Ok(ExitCode::FAILURE);
+            }
+        }
+        Command::Bench { command: BenchCommand::Relay { events } } => {
+            crate::bench::relay(&config, events).await?.print(&config);
+        }
+        Command::Config { .. } => unreachable!("handled above"),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn read_password_line() -> anyhow::Result<String> {
+    let mut input = String::new();
+    std::io::stdin().take(4096).read_to_string(&mut input).context("reading the password from stdin")?;
+    let line = input.lines().next().unwrap_or_default().to_owned();
+    if line.is_empty() {
+        bail!("--password-stdin: standard input held no password");
+    }
+    Ok(line)
+}
+
+fn print_config(loaded: Result<Loaded, config::ConfigError>, check: bool) -> ExitCode {
+    let loaded = match loaded {
+        Ok(loaded) => loaded,
+        Err(err) => {
+            eprint!("{err}");
+            return ExitCode::from(2);
+        }
+    };
+    for name in &loaded.unknown_env {
+        eprintln!("warning: {name} is not a Herald setting and is ignored");
+    }
+    if check {
+        println!("configuration OK");
+        return ExitCode::SUCCESS;
+    }
+    let mut out = String::new();
+    for s in SETTINGS {
+        let value = loaded.config.display(s.name);
+        let shown = if s.secret && value.is_empty() { "(unset)".to_owned() } else { value };
+        out += &format!("{} = {}    ({})\n", s.name, shown, loaded.sources[s.name]);
+        out += &format!("    env {}, flag --{}, default {:?}\n", s.env, s.flag, s.default);
+        out += &format!("    {}\n", s.doc);
+    }
+    // A closed pipe (`herald config | head`) is not an error worth a panic.
+    let _ = std::io::Write::write_all(&mut std::io::stdout().lock(), out.as_bytes());
+    ExitCode::SUCCESS
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(err) => {
+                tracing::error!(%err, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = terminate => {}
+    }
+}

@@ -1,0 +1,331 @@
+//! Configuration: one typed [`Config`], every setting declared once in [`settings!`] with its env
+//! var, flag, default and doc line.
+//!
+//! Precedence: defaults < TOML file (`--config` / `HERALD_CONFIG`) < `HERALD_*` env < flags. Every
+//! value passes through its type's `FromStr`, whatever its source; all errors are collected and
+//! reported together, each naming its setting. Loading has no side effects.
+
+mod values;
+
+use std::{collections::BTreeMap, fmt, net::SocketAddr, path::PathBuf, str::FromStr};
+
+use herald_broker::BrokerUrl;
+use herald_store::StoreUrl;
+pub use values::*;
+
+/// Where a setting's effective value came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    Default,
+    File,
+    Env,
+    Flag,
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Source::Default => "default",
+            Source::File => "file",
+            Source::Env => "env",
+            Source::Flag => "flag",
+        })
+    }
+}
+
+/// The description of one setting.
+#[derive(Debug, Clone, Copy)]
+pub struct Setting {
+    pub name: &'static str,
+    pub env: &'static str,
+    pub flag: &'static str,
+    /// The default as written; `{data_dir}` stands for the effective data directory.
+    pub default: &'static str,
+    pub doc: &'static str,
+    pub secret: bool,
+}
+
+macro_rules! settings {
+    ($($name:ident: $ty:ty = $default:literal, env $env:literal, flag $flag:literal, secret $secret:literal, doc $doc:literal;)*) => {
+        /// Herald's whole configuration, validated.
+        #[derive(Debug, Clone)]
+        pub struct Config {
+            $(#[doc = $doc] pub $name: $ty,)*
+        }
+
+        /// One flag per setting; every flag may follow any subcommand.
+        #[derive(Debug, Clone, Default, clap::Args)]
+        pub struct Flags {
+            $(#[arg(long = $flag, global = true, value_name = "VALUE", help = $doc, help_heading = "Settings")]
+            pub $name: Option<String>,)*
+        }
+
+        /// Every setting, in declaration order.
+        pub const SETTINGS: &[Setting] = &[
+            $(Setting { name: stringify!($name), env: $env, flag: $flag, default: $default, doc: $doc, secret: $secret },)*
+        ];
+
+        impl Flags {
+            fn get(&self, name: &str) -> Option<&str> {
+                match name {
+                    $(stringify!($name) => self.$name.as_deref(),)*
+                    _ => None,
+                }
+            }
+        }
+
+        impl Config {
+            fn from_raw(raw: &BTreeMap<&'static str, Raw>) -> Result<Self, Vec<SettingError>> {
+                let mut errors = Vec::new();
+                $(let $name = parse::<$ty>(raw, stringify!($name), &mut errors);)*
+                match ($($name,)*) {
+                    ($(Some($name),)*) => Ok(Self { $($name,)* }),
+                    _ => Err(errors),
+                }
+            }
+
+            /// The effective value of a setting as `herald config` prints it (secrets redacted).
+            pub fn display(&self, name: &str) -> String {
+                match name {
+                    $(stringify!($name) => self.$name.to_string(),)*
+                    _ => String::new(),
+                }
+            }
+        }
+    };
+}
+
+settings! {
+    http_addr: SocketAddr = "127.0.0.1:8080", env "HERALD_HTTP_ADDR", flag "http-addr", secret false,
+        doc "Address of the HTTP server: REST API, /docs, /openapi.json, /healthz, /readyz.";
+    data_dir: Dir = "./herald-data", env "HERALD_DATA_DIR", flag "data-dir", secret false,
+        doc "Directory for the SQLite database, uploaded files and generated secrets.";
+    store_url: StoreUrl = "sqlite://{data_dir}/herald.db", env "HERALD_STORE_URL", flag "store-url", secret false,
+        doc "Store backend: sqlite://<file> (embedded) or postgres://user:pass@host/db.";
+    store_pool_size: Count = "10", env "HERALD_STORE_POOL_SIZE", flag "store-pool-size", secret false,
+        doc "Most store connections held open (readers, for SQLite).";
+    files_dir: Dir = "{data_dir}/files", env "HERALD_FILES_DIR", flag "files-dir", secret false,
+        doc "Directory of attachment files.";
+    max_upload_size: ByteSize = "100MiB", env "HERALD_MAX_UPLOAD_SIZE", flag "max-upload-size", secret false,
+        doc "Largest attachment accepted; bigger uploads are refused with 413 and nothing is kept.";
+    gc_interval: Span = "1h", env "HERALD_GC_INTERVAL", flag "gc-interval", secret false,
+        doc "How often the orphan-file collector runs (in serve).";
+    gc_grace: Span = "1h", env "HERALD_GC_GRACE", flag "gc-grace", secret false,
+        doc "A file unreferenced and unwritten for this long is an orphan; protects uploads in flight.";
+    broker_url: BrokerUrl = "memory://", env "HERALD_BROKER_URL", flag "broker-url", secret false,
+        doc "Broker backend: memory:// (in-process, serve only), amqp://user:pass@host/vhost or nats://host:4222.";
+    broker_namespace: Name = "herald", env "HERALD_BROKER_NAMESPACE", flag "broker-namespace", secret false,
+        doc "Prefix of every queue, topic, stream and subject, so deployments can share a broker.";
+    relay_batch: Count = "500", env "HERALD_RELAY_BATCH", flag "relay-batch", secret false,
+        doc "Most outbox events the relay publishes per pass.";
+    relay_poll_interval: Span = "1s", env "HERALD_RELAY_POLL_INTERVAL", flag "relay-poll-interval", secret false,
+        doc "Longest the relay waits between passes when no wake-up comes.";
+    outbox_retention: Span = "24h", env "HERALD_OUTBOX_RETENTION", flag "outbox-retention", secret false,
+        doc "How long published outbox events are kept before they are pruned.";
+    jwt_secret: Optional<Secret> = "", env "HERALD_JWT_SECRET", flag "jwt-secret", secret true,
+        doc "HMAC secret for access tokens (32+ bytes); generated into the data dir when unset.";
+    jwt_ttl: Span = "1h", env "HERALD_JWT_TTL", flag "jwt-ttl", secret false,
+        doc "Lifetime of an access token.";
+    body_limit: ByteSize = "1MiB", env "HERALD_BODY_LIMIT", flag "body-limit", secret false,
+        doc "Largest JSON request body accepted.";
+    cors_origins: Origins = "", env "HERALD_CORS_ORIGINS", flag "cors-origins", secret false,
+        doc "Comma-separated origins allowed by CORS, or *; empty turns CORS off.";
+    log_format: LogFormat = "auto", env "HERALD_LOG_FORMAT", flag "log-format", secret false,
+        doc "Log format on stderr: auto (pretty on a terminal, JSON otherwise), pretty or json.";
+    log_level: LogFilter = "info", env "HERALD_LOG", flag "log", secret false,
+        doc "Log filter in RUST_LOG syntax, e.g. info or info,herald_http=debug.";
+    shutdown_timeout: Span = "30s", env "HERALD_SHUTDOWN_TIMEOUT", flag "shutdown-timeout", secret false,
+        doc "How long a stopping server waits for in-flight requests.";
+}
+
+/// A name of letters, digits, `_` and `-` (1 to 64).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Name(pub String);
+
+impl FromStr for Name {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let valid =
+            (1..=64).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        if valid { Ok(Self(s.to_owned())) } else { Err("must be 1 to 64 letters, digits, _ or -".into()) }
+    }
+}
+
+impl fmt::Display for Name {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A directory path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dir(pub PathBuf);
+
+impl FromStr for Dir {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.is_empty() { Err("must not be empty".into()) } else { Ok(Self(PathBuf::from(s))) }
+    }
+}
+
+impl fmt::Display for Dir {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.display().fmt(f)
+    }
+}
+
+/// A raw, unparsed value and where it came from.
+#[derive(Debug, Clone)]
+struct Raw {
+    value: String,
+    source: Source,
+}
+
+/// A setting that could not be used.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SettingError {
+    /// The setting's name, or `config file` for problems with the file itself.
+    pub setting: String,
+    pub message: String,
+}
+
+impl fmt::Display for SettingError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match SETTINGS.iter().find(|s| s.name == self.setting) {
+            Some(s) => write!(f, "{} ({}, --{}): {}", s.name, s.env, s.flag, self.message),
+            None => write!(f, "{}: {}", self.setting, self.message),
+        }
+    }
+}
+
+/// Everything that was wrong with the configuration.
+#[derive(Debug, Clone)]
+pub struct ConfigError(pub Vec<SettingError>);
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "invalid configuration:")?;
+        for err in &self.0 {
+            writeln!(f, "  - {err}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+fn parse<T: FromStr<Err: fmt::Display>>(
+    raw: &BTreeMap<&'static str, Raw>,
+    name: &str,
+    errors: &mut Vec<SettingError>,
+) -> Option<T> {
+    let raw = &raw[name];
+    match raw.value.parse() {
+        Ok(value) => Some(value),
+        Err(message) => {
+            errors.push(SettingError { setting: name.to_owned(), message: format!("{message} (from {})", raw.source) });
+            None
+        }
+    }
+}
+
+/// A loaded configuration with the source of every value.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    pub config: Config,
+    pub sources: BTreeMap<&'static str, Source>,
+    /// `HERALD_*` variables that name no setting (typos, usually).
+    pub unknown_env: Vec<String>,
+}
+
+/// Loads the configuration. `env` is the process environment (tests pass their own);
+/// `file` is the TOML file named by `--config`, if any.
+pub fn load(
+    file: Option<&std::path::Path>,
+    env: &BTreeMap<String, String>,
+    flags: &Flags,
+) -> Result<Loaded, ConfigError> {
+    let mut errors = Vec::new();
+    let file_values = match file {
+        Some(path) => read_file(path, &mut errors),
+        None => BTreeMap::new(),
+    };
+    let mut raw: BTreeMap<&'static str, Raw> = BTreeMap::new();
+    for s in SETTINGS {
+        let layered = flags
+            .get(s.name)
+            .map(|v| (v.to_owned(), Source::Flag))
+            .or_else(|| env.get(s.env).map(|v| (v.clone(), Source::Env)))
+            .or_else(|| file_values.get(s.name).map(|v| (v.clone(), Source::File)));
+        let (value, source) = layered.unwrap_or_else(|| (s.default.to_owned(), Source::Default));
+        raw.insert(s.name, Raw { value, source });
+    }
+    // Defaults may refer to the effective data directory.
+    let data_dir = raw["data_dir"].value.trim_end_matches('/').to_owned();
+    for r in raw.values_mut().filter(|r| r.source == Source::Default) {
+        r.value = r.value.replace("{data_dir}", &data_dir);
+    }
+    let config = Config::from_raw(&raw).map_err(|mut e| {
+        errors.append(&mut e);
+        ConfigError(errors.clone())
+    })?;
+    if !errors.is_empty() {
+        return Err(ConfigError(errors));
+    }
+    let unknown_env = env
+        .keys()
+        .filter(|k| k.starts_with("HERALD_") && !k.starts_with("HERALD_TEST_") && k.as_str() != "HERALD_CONFIG")
+        .filter(|k| !SETTINGS.iter().any(|s| s.env == k.as_str()))
+        .cloned()
+        .collect();
+    Ok(Loaded { config, sources: raw.iter().map(|(k, r)| (*k, r.source)).collect(), unknown_env })
+}
+
+fn scalar(value: &toml::Value) -> String {
+    match value {
+        toml::Value::String(s) => s.clone(),
+        toml::Value::Integer(i) => i.to_string(),
+        toml::Value::Float(f) => f.to_string(),
+        toml::Value::Boolean(b) => b.to_string(),
+        other => other.type_str().to_owned(),
+    }
+}
+
+/// Reads a TOML file of `setting = value` lines into raw strings.
+fn read_file(path: &std::path::Path, errors: &mut Vec<SettingError>) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    let mut fail = |message: String| errors.push(SettingError { setting: "config file".into(), message });
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) => {
+            fail(format!("cannot read {}: {e}", path.display()));
+            return out;
+        }
+    };
+    let table: toml::Table = match text.parse() {
+        Ok(table) => table,
+        Err(e) => {
+            fail(format!("{} is not valid TOML: {e}", path.display()));
+            return out;
+        }
+    };
+    for (key, value) in table {
+        if !SETTINGS.iter().any(|s| s.name == key) {
+            fail(format!("{}: unknown setting {key:?}", path.display()));
+            continue;
+        }
+        let text = match value {
+            toml::Value::Array(items) => items.iter().map(scalar).collect::<Vec<_>>().join(","),
+            toml::Value::Table(_) | toml::Value::Datetime(_) => {
+                fail(format!("{}: {key} cannot be a {}", path.display(), value.type_str()));
+                continue;
+            }
+            scalar_value => scalar(&scalar_value),
+        };
+        out.insert(key, text);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,106 @@
+use std::{collections::BTreeMap, io::Write as _};
+
+use super::*;
+
+fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+}
+
+#[test]
+fn defaults_alone_are_valid_and_derive_the_store_from_the_data_dir() {
+    let loaded = load(None, &env(&[]), &Flags::default()).expect("defaults load");
+    assert_eq!(loaded.config.http_addr.to_string(), "127.0.0.1:8080");
+    assert_eq!(loaded.config.store_url, StoreUrl::Sqlite("./herald-data/herald.db".into()));
+    assert!(loaded.sources.values().all(|s| *s == Source::Default));
+
+    let loaded = load(None, &env(&[("HERALD_DATA_DIR", "/var/lib/herald/")]), &Flags::default()).expect("load");
+    assert_eq!(loaded.config.store_url, StoreUrl::Sqlite("/var/lib/herald/herald.db".into()));
+}
+
+#[test]
+fn precedence_is_default_file_env_flag() {
+    let mut file = tempfile::NamedTempFile::new().expect("temp file");
+    writeln!(file, "http_addr = \"127.0.0.1:1000\"\njwt_ttl = \"2h\"\nbody_limit = 2048\ncors_origins = [\"https://a.org\", \"https://b.org\"]")
+        .expect("write");
+    let e = env(&[("HERALD_HTTP_ADDR", "127.0.0.1:2000"), ("HERALD_LOG", "debug")]);
+    let flags = Flags { http_addr: Some("127.0.0.1:3000".into()), ..Default::default() };
+
+    let loaded = load(Some(file.path()), &e, &flags).expect("load");
+    let c = &loaded.config;
+    assert_eq!(c.http_addr.port(), 3000);
+    assert_eq!(loaded.sources["http_addr"], Source::Flag);
+    assert_eq!(c.log_level.0, "debug");
+    assert_eq!(loaded.sources["log_level"], Source::Env);
+    assert_eq!(c.jwt_ttl.0.as_secs(), 7200);
+    assert_eq!(loaded.sources["jwt_ttl"], Source::File);
+    assert_eq!(c.body_limit.0, 2048);
+    assert_eq!(c.cors_origins.0, ["https://a.org", "https://b.org"]);
+    assert_eq!(loaded.sources["shutdown_timeout"], Source::Default);
+
+    let loaded = load(Some(file.path()), &e, &Flags::default()).expect("load");
+    assert_eq!(loaded.config.http_addr.port(), 2000);
+}
+
+#[test]
+fn every_bad_setting_is_named_with_its_reason() {
+    let e = env(&[
+        ("HERALD_HTTP_ADDR", "nowhere"),
+        ("HERALD_STORE_URL", "mysql://x"),
+        ("HERALD_JWT_SECRET", "short"),
+        ("HERALD_HTTP_ADRR", "typo is only a warning"),
+    ]);
+    let err = load(None, &e, &Flags::default()).expect_err("invalid");
+    let named: Vec<_> = err.0.iter().map(|e| e.setting.as_str()).collect();
+    assert_eq!(named, ["http_addr", "store_url", "jwt_secret"]);
+    let text = err.to_string();
+    assert!(text.contains("HERALD_JWT_SECRET") && text.contains("at least 32 bytes"), "{text}");
+    assert!(!text.contains("short"), "a secret's value leaked into the error: {text}");
+
+    let ok = load(None, &env(&[("HERALD_HTTP_ADRR", "x")]), &Flags::default()).expect("load");
+    assert_eq!(ok.unknown_env, ["HERALD_HTTP_ADRR"]);
+}
+
+#[test]
+fn bad_files_are_reported() {
+    let mut file = tempfile::NamedTempFile::new().expect("temp file");
+    writeln!(file, "htp_addr = \"x\"\n[section]\nx = 1").expect("write");
+    let err = load(Some(file.path()), &env(&[]), &Flags::default()).expect_err("invalid");
+    let text = err.to_string();
+    assert!(text.contains("unknown setting \"htp_addr\""), "{text}");
+    assert!(text.contains("unknown setting \"section\""), "{text}");
+
+    let err =
+        load(Some(std::path::Path::new("/no/such/herald.toml")), &env(&[]), &Flags::default()).expect_err("missing");
+    assert!(err.to_string().contains("cannot read"), "{err}");
+}
+
+#[test]
+fn secrets_and_passwords_are_redacted_when_displayed() {
+    let secret = "s".repeat(40);
+    let e = env(&[("HERALD_JWT_SECRET", &secret), ("HERALD_STORE_URL", "postgres://app:pw@db/herald")]);
+    let loaded = load(None, &e, &Flags::default()).expect("load");
+    assert_eq!(loaded.config.display("jwt_secret"), "***");
+    assert_eq!(loaded.config.display("store_url"), "postgres://app:***@db/herald");
+    assert!(!format!("{:?}", loaded.config).contains(&secret));
+}
+
+#[test]
+fn every_setting_has_env_flag_and_doc() {
+    for s in SETTINGS {
+        assert!(s.env.starts_with("HERALD_"), "{}", s.name);
+        assert!(!s.flag.is_empty() && !s.doc.is_empty(), "{}", s.name);
+    }
+}
+
+#[test]
+fn the_readme_documents_every_setting_and_error_code() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md")).expect("README.md");
+    for s in SETTINGS {
+        let row = format!("| `{}` | `{}` | `--{}` |", s.name, s.env, s.flag);
+        assert!(readme.contains(&row), "README's configuration table lacks {row}");
+    }
+    for code in herald_core::error::ErrorCode::ALL {
+        let row = format!("| `{}` | {} |", code.as_str(), code.status());
+        assert!(readme.contains(&row), "README's error table lacks {row}");
+    }
+}

@@ -1,0 +1,249 @@
+//! Setting value types: each parses from the one string form used by defaults, files, env and flags.
+
+use std::{fmt, str::FromStr, time::Duration};
+
+/// A secret string. `Debug` and `Display` never show it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// An optional value: the empty string means unset.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Optional<T>(pub Option<T>);
+
+impl<T: FromStr<Err = String>> FromStr for Optional<T> {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.is_empty() { Ok(Self(None)) } else { s.parse().map(|v| Self(Some(v))) }
+    }
+}
+
+impl<T: fmt::Display> fmt::Display for Optional<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.0 {
+            Some(v) => v.fmt(f),
+            None => f.write_str(""),
+        }
+    }
+}
+
+impl FromStr for Secret {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.len() < herald_core::auth::MIN_SECRET_LEN {
+            return Err(format!("must be at least {} bytes long", herald_core::auth::MIN_SECRET_LEN));
+        }
+        Ok(Self(s.to_owned()))
+    }
+}
+
+/// A duration written like `30s`, `15m`, `1h 30m` or `7d`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Span(pub Duration);
+
+impl FromStr for Span {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        humantime::parse_duration(s).map(Self).map_err(|e| format!("not a duration like `30s` or `1h`: {e}"))
+    }
+}
+
+impl fmt::Display for Span {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        humantime::format_duration(self.0).fmt(f)
+    }
+}
+
+/// A size in bytes: `1048576`, `512KiB`, `1MiB`, `2GB`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ByteSize(pub u64);
+
+impl FromStr for ByteSize {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let s = s.trim();
+        let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+        let (digits, unit) = s.split_at(split);
+        let n: u64 = digits.parse().map_err(|_| format!("not a size like `1MiB`: {s:?}"))?;
+        let factor: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+            "" | "b" => 1,
+            "kb" => 1_000,
+            "kib" | "k" => 1 << 10,
+            "mb" => 1_000_000,
+            "mib" | "m" => 1 << 20,
+            "gb" => 1_000_000_000,
+            "gib" | "g" => 1 << 30,
+            other => return Err(format!("unknown size unit {other:?} (use B, KiB, MiB, GiB, KB, MB, GB)")),
+        };
+        n.checked_mul(factor).map(Self).ok_or_else(|| "size too large".into())
+    }
+}
+
+impl fmt::Display for ByteSize {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.0;
+        if n >= 1 << 30 && n.is_multiple_of(1 << 30) {
+            write!(f, "{}GiB", n >> 30)
+        } else if n >= 1 << 20 && n.is_multiple_of(1 << 20) {
+            write!(f, "{}MiB", n >> 20)
+        } else if n >= 1 << 10 && n.is_multiple_of(1 << 10) {
+            write!(f, "{}KiB", n >> 10)
+        } else {
+            write!(f, "{n}B")
+        }
+    }
+}
+
+/// A comma-separated list; empty means none.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct List(pub Vec<String>);
+
+impl FromStr for List {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Self(s.split(',').map(str::trim).filter(|v| !v.is_empty()).map(str::to_owned).collect()))
+    }
+}
+
+impl fmt::Display for List {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0.join(","))
+    }
+}
+
+/// CORS origins: `*` or full origins like `https://app.example.org`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Origins(pub Vec<String>);
+
+impl FromStr for Origins {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let List(items) = s.parse()?;
+        for origin in &items {
+            let valid = origin == "*"
+                || ((origin.starts_with("http://") || origin.starts_with("https://"))
+                    && !origin.trim_start_matches("https://").trim_start_matches("http://").contains('/'));
+            if !valid {
+                return Err(format!("{origin:?} is not an origin like https://app.example.org (no path) or *"));
+            }
+        }
+        Ok(Self(items))
+    }
+}
+
+impl fmt::Display for Origins {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0.join(","))
+    }
+}
+
+/// How logs are written to stderr.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Pretty on a terminal, JSON otherwise.
+    Auto,
+    Pretty,
+    Json,
+}
+
+impl FromStr for LogFormat {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "auto" => Ok(Self::Auto),
+            "pretty" => Ok(Self::Pretty),
+            "json" => Ok(Self::Json),
+            _ => Err("must be one of auto, pretty, json".into()),
+        }
+    }
+}
+
+impl fmt::Display for LogFormat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Auto => "auto",
+            Self::Pretty => "pretty",
+            Self::Json => "json",
+        })
+    }
+}
+
+/// A log filter in `RUST_LOG` syntax, e.g. `info` or `info,herald_http=debug`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogFilter(pub String);
+
+impl FromStr for LogFilter {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        tracing_subscriber::EnvFilter::try_new(s).map_err(|e| format!("not a log filter: {e}"))?;
+        Ok(Self(s.to_owned()))
+    }
+}
+
+impl fmt::Display for LogFilter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A positive count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Count(pub u32);
+
+impl FromStr for Count {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.parse::<u32>() {
+            Ok(n) if n > 0 => Ok(Self(n)),
+            _ => Err("must be a whole number above 0".into()),
+        }
+    }
+}
+
+impl fmt::Display for Count {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_parse_and_print_back() {
+        assert_eq!("1MiB".parse::<ByteSize>(), Ok(ByteSize(1 << 20)));
+        assert_eq!("512 KiB".parse::<ByteSize>(), Ok(ByteSize(512 << 10)));
+        assert_eq!(ByteSize(1 << 20).to_string(), "1MiB");
+        assert!("12parsecs".parse::<ByteSize>().is_err());
+        assert_eq!("1h 30m".parse::<Span>().map(|s| s.0.as_secs()), Ok(5400));
+        assert!("soon".parse::<Span>().is_err());
+        assert_eq!("a, b,,c".parse::<List>().map(|l| l.0.len()), Ok(3));
+        assert!("https://a.org".parse::<Origins>().is_ok());
+        assert!("https://a.org/path".parse::<Origins>().is_err());
+        assert!("a.org".parse::<Origins>().is_err());
+        assert!("0".parse::<Count>().is_err());
+        assert!("short".parse::<Secret>().is_err());
+        assert_eq!(format!("{:?}", "x".repeat(32).parse::<Secret>().expect("secret")), "***");
+        assert_eq!("".parse::<Optional<Secret>>(), Ok(Optional(None)));
+        assert!("info,herald=debug".parse::<LogFilter>().is_ok());
+        assert!("info,=[".parse::<LogFilter>().is_err());
+    }
+}

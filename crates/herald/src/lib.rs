@@ -1,0 +1,9 @@
+//! The `herald` binary's library half: configuration, CLI and the wiring of roles. The test kit
+//! starts the real application through [`app::start`].
+
+pub mod app;
+pub mod bench;
+pub mod cli;
+pub mod config;
+pub mod logging;
+pub mod secret;

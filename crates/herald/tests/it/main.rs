@@ -1,0 +1,266 @@
+//! The `herald` binary as an operator runs it: configuration checks, account creation, and a
+//! served process that stops cleanly on SIGTERM.
+
+use std::{
+    io::{BufRead as _, BufReader},
+    process::{Command, Output, Stdio},
+    time::Duration,
+};
+
+use serde_json::{Value, json};
+
+fn herald(data_dir: &std::path::Path, args: &[&str], env: &[(&str, &str)]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_herald"));
+    cmd.args(args).env_clear().env("HERALD_DATA_DIR", data_dir).env("HERALD_LOG_FORMAT", "json");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd
+}
+
+fn run(cmd: &mut Command) -> Output {
+    cmd.output().expect("run herald")
+}
+
+type Lines = std::io::Lines<BufReader<std::process::ChildStderr>>;
+
+/// Starts `herald serve` on a free port; returns the child, its address, its remaining log lines
+/// and the JSON log lines read until it was serving.
+/// A served herald, killed and reaped when dropped so a failing test leaves no process behind.
+struct Served(Option<std::process::Child>);
+
+impl Served {
+    fn id(&self) -> u32 {
+        self.0.as_ref().map_or(0, std::process::Child::id)
+    }
+
+    fn take(&mut self) -> std::process::Child {
+        self.0.take().expect("child present")
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            child.kill().ok();
+            child.wait().ok();
+        }
+    }
+}
+
+fn serve(data: &std::path::Path, env: &[(&str, &str)]) -> (Served, String, Lines, Vec<Value>) {
+    let mut child = Served(Some(
+        herald(data, &["serve", "--http-addr", "127.0.0.1:0"], env)
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn serve"),
+    ));
+    let stderr = child.0.as_mut().and_then(|c| c.stderr.take()).expect("stderr");
+    let mut lines = BufReader::new(stderr).lines();
+    let mut logs = Vec::new();
+    loop {
+        let line = lines.next().expect("serve exited before listening").expect("read log");
+        let log: Value = serde_json::from_str(&line).unwrap_or_else(|_| panic!("not a JSON log line: {line}"));
+        if log["message"] == "herald is serving" {
+            let addr = log["http_addr"].as_str().expect("http_addr").to_owned();
+            logs.push(log);
+            return (child, addr, lines, logs);
+        }
+        logs.push(log);
+    }
+}
+
+/// Peak resident set size of a process, in KiB.
+fn peak_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    let line = status.lines().find(|l| l.starts_with("VmHWM:")).expect("VmHWM");
+    line.split_whitespace().nth(1).expect("value").parse().expect("number")
+}
+
+#[tokio::test]
+async fn a_large_upload_streams_through_without_growing_the_server() {
+    const MIB: usize = 1 << 20;
+    let size_mib: usize = std::env::var("HERALD_TEST_UPLOAD_MIB").ok().and_then(|v| v.parse().ok()).unwrap_or(256);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (child, addr, _lines, _) = serve(dir.path(), &[("HERALD_MAX_UPLOAD_SIZE", "2GiB")]);
+    let client = reqwest::Client::new();
+    let base = format!("http://{addr}/api/v1");
+    let register = json!({"email": "ada@example.org", "password": "password123", "name": "Ada"});
+    client.post(format!("{base}/auth/register")).json(&register).send().await.expect("register");
+    let creds = json!({"email": "ada@example.org", "password": "password123"});
+    let login: Value =
+        client.post(format!("{base}/auth/login")).json(&creds).send().await.expect("login").json().await.expect("json");
+    let token = login["access_token"].as_str().expect("token").to_owned();
+    let task: Value = client
+        .post(format!("{base}/tasks"))
+        .bearer_auth(&token)
+        .json(&json!({"title": "Big file"}))
+        .send()
+        .await
+        .expect("task")
+        .json()
+        .await
+        .expect("json");
+    let upload = |mib: usize| {
+        let chunks =
+            (0..mib * 16).map(|i| Ok::<_, std::io::Error>(bytes::Bytes::from(vec![(i % 251) as u8; MIB / 16])));
+        let body = reqwest::Body::wrap_stream(futures::stream::iter(chunks));
+        let part = reqwest::multipart::Part::stream_with_length(body, (mib * MIB) as u64).file_name("big.bin");
+        client
+            .post(format!("{base}/tasks/{}/attachments", task["id"].as_str().expect("id")))
+            .bearer_auth(&token)
+            .multipart(reqwest::multipart::Form::new().part("file", part))
+            .send()
+    };
+    // Warm up every code path first, so the baseline includes the buffers any upload needs.
+    assert_eq!(upload(4).await.expect("warm-up").status(), 201);
+    let before = peak_rss_kib(child.id());
+    let resp = upload(size_mib).await.expect("upload");
+    assert_eq!(resp.status(), 201);
+    let stored: Value = resp.json().await.expect("json");
+    assert_eq!(stored["size"].as_u64(), Some((size_mib * MIB) as u64));
+    let grown_mib = (peak_rss_kib(child.id()) - before) as f64 / 1024.0;
+    drop(child);
+    eprintln!("peak RSS grew by {grown_mib:.1} MiB during a {size_mib} MiB upload");
+    assert!(grown_mib < 8.0, "a {size_mib} MiB upload grew the server's peak RSS by {grown_mib:.1} MiB");
+}
+
+#[test]
+fn config_check_names_each_bad_setting_and_exits_non_zero() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let ok = run(herald(dir.path(), &["config", "--check"], &[]).stdin(Stdio::null()));
+    assert!(ok.status.success(), "{ok:?}");
+
+    let bad = run(&mut herald(
+        dir.path(),
+        &["config", "--check", "--body-limit", "lots"],
+        &[("HERALD_HTTP_ADDR", "localhost"), ("HERALD_STORE_URL", "mongodb://x"), ("HERALD_JWT_SECRET", "tiny")],
+    ));
+    assert_eq!(bad.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&bad.stderr);
+    for needle in ["HERALD_HTTP_ADDR", "HERALD_STORE_URL", "HERALD_JWT_SECRET", "--body-limit", "from flag"] {
+        assert!(stderr.contains(needle), "{needle} missing from: {stderr}");
+    }
+    assert!(!stderr.contains("tiny"), "a secret leaked: {stderr}");
+}
+
+#[test]
+fn config_lists_every_setting_with_secrets_redacted() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let secret = "0123456789abcdef0123456789abcdef-very-secret";
+    let out = run(&mut herald(
+        dir.path(),
+        &["config"],
+        &[("HERALD_JWT_SECRET", secret), ("HERALD_STORE_URL", "postgres://app:pw@db/herald")],
+    ));
+    assert!(out.status.success());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    for s in herald::config::SETTINGS {
+        assert!(stdout.contains(&format!("{} = ", s.name)) && stdout.contains(s.env), "{} missing", s.name);
+    }
+    assert!(stdout.contains("jwt_secret = ***    (env)"), "{stdout}");
+    assert!(stdout.contains("postgres://app:***@db/herald"), "{stdout}");
+    assert!(!stdout.contains(secret) && !stdout.contains(":pw@"), "{stdout}");
+}
+
+#[tokio::test]
+async fn an_admin_made_by_the_cli_logs_in_to_a_served_herald_that_stops_on_sigterm() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data = dir.path();
+    let create = |email: &str| {
+        run(&mut herald(data, &["users", "create", "--email", email, "--password", "root-password", "--admin"], &[]))
+    };
+    let made = create("root@example.org");
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    assert!(String::from_utf8_lossy(&made.stdout).contains("created admin root@example.org"));
+    let again = create("ROOT@example.org");
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("email_taken"));
+
+    let (mut served, addr, lines, logs) = serve(data, &[]);
+    assert!(
+        logs.iter().any(|l| l["message"].as_str().is_some_and(|m| m.contains("generated a JWT secret"))),
+        "serve says when it generates the JWT secret"
+    );
+    assert!(data.join("jwt-secret").exists());
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = |p: std::path::PathBuf| std::fs::metadata(p).expect("metadata").permissions().mode() & 0o777;
+    assert_eq!(mode(data.join("jwt-secret")), 0o600, "the secret is readable by its owner only");
+    assert_eq!(mode(data.join("files")), 0o700, "uploaded files are private to the service user");
+
+    let client = reqwest::Client::new();
+    let base = format!("http://{addr}/api/v1");
+    let login: Value = client
+        .post(format!("{base}/auth/login"))
+        .json(&json!({"email": "root@example.org", "password": "root-password"}))
+        .send()
+        .await
+        .expect("login")
+        .json()
+        .await
+        .expect("json");
+    let token = login["access_token"].as_str().expect("token");
+    let users = client.get(format!("{base}/users")).bearer_auth(token).send().await.expect("users");
+    assert_eq!(users.status(), 200, "the CLI-made account is an admin");
+
+    let pid = served.id().to_string();
+    let mut child = served.take();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().expect("kill").success());
+    let status = tokio::task::spawn_blocking(move || {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(status) = child.try_wait().expect("wait") {
+                return Some(status);
+            }
+            if std::time::Instant::now() > deadline {
+                child.kill().ok();
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    })
+    .await
+    .expect("join");
+    assert!(status.expect("serve stops within 10 s of SIGTERM").success());
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    assert!(rest.iter().any(|l| l.contains("\"stopped\"")), "{rest:?}");
+}
+
+#[test]
+fn gc_files_removes_old_orphans_and_nothing_else() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let files = dir.path().join("files");
+    std::fs::create_dir_all(&files).expect("mkdir");
+    std::fs::write(files.join("old"), b"x").expect("write");
+    let old = std::fs::File::options().write(true).open(files.join("old")).expect("open");
+    old.set_modified(std::time::SystemTime::now() - Duration::from_secs(7200)).expect("age");
+    std::fs::write(files.join("new"), b"x").expect("write");
+
+    let out = run(&mut herald(dir.path(), &["gc", "files", "--gc-grace", "1h"], &[]));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("scanned 2 files: removed 1"), "{stdout}");
+    assert!(!files.join("old").exists() && files.join("new").exists());
+}
+
+#[test]
+fn bench_relay_reports_every_event_relayed() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let out = run(&mut herald(dir.path(), &["bench", "relay", "--events", "1000"], &[]));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("events  1000"), "{stdout}");
+    assert!(stdout.contains("relay") && stdout.contains("events/s"), "{stdout}");
+}
+
+#[test]
+fn a_standalone_relay_refuses_the_in_process_broker() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let out = run(&mut herald(dir.path(), &["relay"], &[]));
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("HERALD_BROKER_URL") && stderr.contains("amqp://") && stderr.contains("nats://"),
+        "{stderr}"
+    );
+}
