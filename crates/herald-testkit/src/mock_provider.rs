@@ -279,6 +279,11 @@ impl MockProvider {
         lock(&self.shared.record).received(id)
     }
 
+    /// When each request arrived, in arrival order (to measure the rate a client keeps).
+    pub fn arrivals(&self) -> Vec<std::time::Instant> {
+        lock(&self.shared.record).arrivals()
+    }
+
     /// The ids answered 200 at least once, ascending.
     pub fn accepted_ids(&self) -> Vec<u64> {
         lock(&self.shared.record).accepted_ids()

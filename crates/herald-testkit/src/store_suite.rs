@@ -435,3 +435,51 @@ pub async fn a_retry_report_returns_the_delivery_to_pending_until_its_next_attem
     assert!(store.claim_due_deliveries(t + chrono::Duration::seconds(1), 1, LEASE).await.expect("claim").is_empty());
     assert_eq!(store.claim_due_deliveries(retry_at, 1, LEASE).await.expect("claim").len(), 1);
 }
+
+pub async fn claims_are_checked_counted_and_settled_with_their_events(store: &dyn Store) {
+    let t = now();
+    let batch: Vec<_> = (0..3).map(|i| new_delivery(&format!("claims:{i}"), t)).collect();
+    let later = new_delivery("claims:later", t + chrono::Duration::minutes(5));
+    store.create_deliveries(&batch).await.expect("create");
+    store.create_deliveries(std::slice::from_ref(&later)).await.expect("create");
+    assert_eq!(store.count_due_deliveries(t).await.expect("count"), 3, "the later one is not due");
+
+    let claimed = store.claim_due_deliveries(t, 2, LEASE).await.expect("claim");
+    assert_eq!(store.count_due_deliveries(t).await.expect("count"), 1, "claimed ones are not due");
+    let claims: Vec<_> = claimed.iter().map(|d| (d.id, d.lease_until.expect("leased"))).collect();
+    let stale = (claims[0].0, claims[0].1 - chrono::Duration::seconds(1));
+    let unclaimed = (batch.iter().find(|d| !claims.iter().any(|c| c.0 == d.id)).expect("one left").id, t);
+    let current = store.current_claims(&[claims[0], claims[1], stale, unclaimed]).await.expect("check");
+    assert_eq!(current, claims.iter().map(|c| c.0).collect(), "only the exact current leases");
+
+    // Settling with events: the event is written with the report, and not for a stale claim.
+    let user = UserId::new();
+    let event = |id: uuid::Uuid| event_for(user, id, t);
+    let report = |(id, lease_until): (DeliveryId, chrono::DateTime<Utc>)| DeliveryReport {
+        id,
+        lease_until,
+        status: DeliveryStatus::Sent,
+        attempts: 1,
+        next_attempt_at: t,
+        last_error: None,
+        sent_at: Some(t),
+    };
+    assert!(store.record_delivery_with_events(&report(claims[0]), &[event(claims[0].0.0)], t).await.expect("record"));
+    assert!(
+        !store.record_delivery_with_events(&report(claims[0]), &[event(uuid::Uuid::now_v7())], t).await.expect("again")
+    );
+    assert!(
+        !store.record_delivery_with_events(&report(stale), &[event(uuid::Uuid::now_v7())], t).await.expect("stale")
+    );
+    let events = store.read_outbox(0, 100).await.expect("outbox");
+    assert_eq!(events.len(), 1, "only the current claim wrote its event");
+    assert_eq!(events[0].event.id, claims[0].0.0);
+    assert_eq!(store.delivery(claims[0].0).await.expect("read").expect("present").status, DeliveryStatus::Sent);
+    assert!(store.current_claims(&claims).await.expect("check").contains(&claims[1].0));
+    assert!(!store.current_claims(&claims).await.expect("check").contains(&claims[0].0), "settled");
+}
+
+/// An event for `owner`'s channel with a given id.
+pub fn event_for(owner: UserId, id: uuid::Uuid, at: chrono::DateTime<Utc>) -> NewEvent {
+    NewEvent { id, ..NewEvent::for_user(owner, "test.delivered", serde_json::json!({"ok": true}), at) }
+}

@@ -88,8 +88,11 @@ impl HttpChannels {
             });
         };
         let url = match reqwest::Url::parse(&job.recipient) {
-            Ok(url) if matches!(url.scheme(), "http" | "https") && url.has_host() => url,
-            _ => return Err(Failure::Malformed { reason: format!("{:?} is not an http(s) URL", job.recipient) }),
+            Ok(url) if url.scheme() == "http" && url.has_host() => url,
+            Ok(url) if url.scheme() == "https" => {
+                return Err(Failure::Malformed { reason: "https webhooks are not supported yet".into() });
+            }
+            _ => return Err(Failure::Malformed { reason: format!("{:?} is not an http URL", job.recipient) }),
         };
         let body = serde_json::to_vec(&job.payload).unwrap_or_default();
         let request = self

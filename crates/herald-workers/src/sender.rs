@@ -96,6 +96,9 @@ enum Disposition {
     Retry,
 }
 
+/// A handled message on its way to the reporter, with the concurrency slot it holds.
+type Handled = (Disposition, broker::Delivery, tokio::sync::OwnedSemaphorePermit);
+
 struct Guard {
     breaker: CircuitBreaker,
     bucket: Option<TokenBucket>,
@@ -208,9 +211,10 @@ impl Sender {
                     let reports = reports.clone();
                     tasks.spawn(async move {
                         let disposition = sender.handle(&delivery).await;
-                        // The reporter outlives every task but a killed sender's.
-                        let _ = reports.send((disposition, delivery));
-                        drop(slot);
+                        // The slot is freed once the report is written and the message acked, so
+                        // at most `concurrency` deliveries are ever unrecorded. The reporter
+                        // outlives every task but a killed sender's.
+                        let _ = reports.send((disposition, delivery, slot));
                     });
                 }
                 Err(broker::BrokerError::Closed) => break,
@@ -231,7 +235,7 @@ impl Sender {
     }
 
     /// Writes reports in batches and acks their messages once written.
-    async fn report(self, mut received: mpsc::UnboundedReceiver<(Disposition, broker::Delivery)>) {
+    async fn report(self, mut received: mpsc::UnboundedReceiver<Handled>) {
         let max = self.0.options.report_batch.max(1);
         while let Some(first) = received.recv().await {
             let mut batch = vec![first];
@@ -243,7 +247,7 @@ impl Sender {
             }
             let reports: Vec<DeliveryReport> = batch
                 .iter()
-                .filter_map(|(d, _)| match d {
+                .filter_map(|(d, _, _)| match d {
                     Disposition::Report(r) => Some(r.clone()),
                     _ => None,
                 })
@@ -268,7 +272,7 @@ impl Sender {
                     }
                 }
             }
-            for (disposition, delivery) in batch {
+            for (disposition, delivery, _slot) in batch {
                 let settled = match disposition {
                     Disposition::Retry => delivery.nack(Some(Duration::from_secs(1))).await,
                     Disposition::Report(_) | Disposition::Ack => delivery.ack().await,
@@ -407,20 +411,31 @@ impl Sender {
     }
 
     /// Waits for the channel's rate limit; `Err(wait)` when the wait would outlast the claim.
+    ///
+    /// Each call reserves the next free slot and sleeps until it, so waiters are spaced exactly
+    /// and a late wake-up does not push every later slot back.
     async fn pace(&self, channel: Channel, lease_until: DateTime<Utc>) -> Result<(), Duration> {
-        loop {
-            let wait = self.with_guard(channel, |g| match &mut g.bucket {
-                None => Ok(()),
-                // Pacing is about real time, whatever clock the store's timestamps come from.
-                Some(bucket) => bucket.take(Utc::now()),
-            });
-            let Err(wait) = wait else { return Ok(()) };
-            let margin = chrono::Duration::from_std(wait + self.0.options.call_margin).unwrap_or(chrono::Duration::MAX);
-            if self.0.clock.now() + margin > lease_until {
-                return Err(wait);
-            }
-            tokio::time::sleep(wait).await;
+        // Pacing is about real time, whatever clock the store's timestamps come from.
+        let now = Utc::now();
+        let slot = self.with_guard(channel, |g| {
+            g.bucket.as_mut().map(|bucket| {
+                let at = bucket.next_allowed(now);
+                // A token is there at `next_allowed` by definition; take it for that instant.
+                let _ = bucket.take(at);
+                at
+            })
+        });
+        let Some(at) = slot else { return Ok(()) };
+        let wait = (at - now).to_std().unwrap_or_default();
+        if wait.is_zero() {
+            return Ok(());
         }
+        let margin = chrono::Duration::from_std(wait + self.0.options.call_margin).unwrap_or(chrono::Duration::MAX);
+        if self.0.clock.now() + margin > lease_until {
+            return Err(wait);
+        }
+        tokio::time::sleep(wait).await;
+        Ok(())
     }
 
     fn record_health(&self, channel: Channel, outcome: &Outcome, now: DateTime<Utc>) {

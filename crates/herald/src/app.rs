@@ -1,16 +1,25 @@
 //! Wiring: opens the backends named by the configuration and starts the roles on them.
 
-use std::{net::SocketAddr, sync::Arc};
+use std::{collections::HashMap, net::SocketAddr, sync::Arc};
 
 use anyhow::Context as _;
 use herald_core::{
-    Herald, Services, auth::TokenIssuer, broker::Broker, clock::SystemClock, metrics::Metrics, store::Store,
+    Herald, Services,
+    auth::TokenIssuer,
+    broker::Broker,
+    clock::{Clock, SystemClock},
+    delivery::{BreakerConfig, Channel, RetryPolicy},
+    metrics::Metrics,
+    store::Store,
 };
 use herald_http::HttpOptions;
 use herald_store::{LocalFiles, StoreUrl};
 use herald_workers::{
+    channels::{HttpChannels, ProviderConfig, WebhookConfig},
     collector::FileCollector,
     relay::{Relay, RelayOptions},
+    scheduler::{Scheduler, SchedulerOptions},
+    sender::{Rate, Sender, SenderOptions},
 };
 use tokio::{net::TcpListener, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
@@ -62,6 +71,81 @@ pub fn relay(config: &Config, store: Arc<dyn Store>, broker: Arc<dyn Broker>, me
         ..RelayOptions::default()
     };
     Relay::new(store, broker, metrics, options)
+}
+
+/// The scheduler's settings.
+pub fn scheduler_options(config: &Config) -> SchedulerOptions {
+    SchedulerOptions {
+        batch: config.scheduler_batch.0,
+        lease: config.delivery_lease.0,
+        interval: config.scheduler_interval.0,
+        ..SchedulerOptions::default()
+    }
+}
+
+/// The delivery scheduler over the configured store and broker, with the periodic jobs.
+pub fn scheduler(
+    config: &Config,
+    store: Arc<dyn Store>,
+    broker: Arc<dyn Broker>,
+    clock: Arc<dyn Clock>,
+    metrics: Arc<Metrics>,
+) -> Scheduler {
+    Scheduler::new(store, broker, clock, metrics, scheduler_options(config))
+}
+
+/// The sender's settings.
+pub fn sender_options(config: &Config) -> SenderOptions {
+    let mut rates = HashMap::new();
+    for (channel, rate) in [(Channel::Provider, config.provider_rate), (Channel::Webhook, config.webhook_rate)] {
+        if let Some(per_second) = rate.0 {
+            // Bursts of up to one second's worth: a rate of 0.5/s allows one call, then one per 2 s.
+            rates.insert(channel, Rate { per_second, burst: per_second.floor().max(1.0) as u32 });
+        }
+    }
+    let call_margin = config.provider_timeout.0.max(config.webhook_timeout.0) + std::time::Duration::from_secs(5);
+    SenderOptions {
+        concurrency: config.sender_concurrency.0 as usize,
+        policy: RetryPolicy {
+            max_attempts: config.retry_max_attempts.0,
+            cap: config.retry_cap.0,
+            jitter: config.retry_jitter.0,
+            ..RetryPolicy::default()
+        },
+        breaker: BreakerConfig {
+            failure_threshold: config.breaker_threshold.0,
+            open_for: config.breaker_open.0,
+            ..BreakerConfig::default()
+        },
+        rates,
+        call_margin,
+        ..SenderOptions::default()
+    }
+}
+
+/// The HTTP channels as configured.
+pub fn http_channels(config: &Config) -> HttpChannels {
+    let provider = config.provider_url.0.as_ref().map(|url| ProviderConfig {
+        url: url.0.clone(),
+        token: config.provider_token.0.as_ref().map(|t| t.expose().to_owned()).unwrap_or_default(),
+        timeout: config.provider_timeout.0,
+    });
+    let webhook = WebhookConfig {
+        secret: config.webhook_secret.0.as_ref().map(|s| s.expose().to_owned()),
+        timeout: config.webhook_timeout.0,
+    };
+    HttpChannels::new(provider, webhook)
+}
+
+/// The delivery sender over the configured store, broker and channels.
+pub fn sender(
+    config: &Config,
+    store: Arc<dyn Store>,
+    broker: Arc<dyn Broker>,
+    clock: Arc<dyn Clock>,
+    metrics: Arc<Metrics>,
+) -> Sender {
+    Sender::new(store, broker, clock, metrics, http_channels(config), sender_options(config))
 }
 
 /// Opens the configured file store.
@@ -164,9 +248,16 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
             }
         });
     }
-    let relay = relay(config, store.clone(), broker, metrics.clone());
+    let relay = relay(config, store.clone(), broker.clone(), metrics.clone());
     let stop = shutdown.clone();
     workers.spawn(async move { relay.run(stop).await });
+    let clock = herald.services.clock.clone();
+    let scheduler = scheduler(config, store.clone(), broker.clone(), clock.clone(), metrics.clone());
+    let stop = shutdown.clone();
+    workers.spawn(async move { scheduler.run(stop).await });
+    let sender = sender(config, store.clone(), broker, clock, metrics.clone());
+    let stop = shutdown.clone();
+    workers.spawn(async move { sender.run(stop).await });
     let gc = collector(config, store, files, metrics);
     workers.spawn(herald_workers::every(config.gc_interval.0, shutdown.clone(), move || {
         let gc = gc.clone();

@@ -1,13 +1,16 @@
 //! The `herald` command line: subcommands and their execution.
 
-use std::{collections::BTreeMap, io::Read as _, path::PathBuf, process::ExitCode};
+use std::{collections::BTreeMap, io::Read as _, path::PathBuf, process::ExitCode, sync::Arc};
 
 use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand};
 use herald_core::{
     auth::PasswordHasher,
-    clock::SystemClock,
+    broker::Broker,
+    clock::{Clock, SystemClock},
     commands::users::{NewAccount, create_user},
+    metrics::Metrics,
+    store::Store,
     user::{Email, Password, Role, UserName},
 };
 
@@ -36,6 +39,11 @@ pub enum Command {
     Serve,
     /// Run only the outbox relay: committed events to the broker (needs a networked broker).
     Relay,
+    /// Run only the delivery scheduler: due deliveries to the senders' queue, lapsed claims back
+    /// to pending, periodic jobs (needs a networked broker).
+    Scheduler,
+    /// Run only a delivery sender: queued deliveries to their channels (needs a networked broker).
+    Sender,
     /// Apply the store's migrations and exit.
     Migrate,
     /// Print every setting: name, env var, flag, default and effective value (secrets redacted).
@@ -130,27 +138,25 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             tracing::info!("stopped");
         }
         Command::Relay => {
-            if config.broker_url == herald_broker::BrokerUrl::Memory {
-                anyhow::bail!(
-                    "herald relay needs a broker other processes can reach: set HERALD_BROKER_URL to amqp://… or \
-                     nats://… (memory:// only works inside `herald serve`)"
-                );
-            }
-            let store = app::open_store(&config).await?;
-            let broker = app::open_broker(&config).await?;
-            let relay = app::relay(&config, store.clone(), broker.clone(), Default::default());
-            let shutdown = tokio_util::sync::CancellationToken::new();
-            let task = tokio::spawn({
-                let shutdown = shutdown.clone();
-                async move { relay.run(shutdown).await }
-            });
-            tracing::info!(store = %config.store_url, broker = %config.broker_url, "relay running");
-            shutdown_signal().await;
-            shutdown.cancel();
-            task.await.context("relay task")?;
-            broker.close().await;
-            store.close().await;
-            tracing::info!("stopped");
+            run_role(&config, "relay", |store, broker, _, metrics, stop| {
+                let relay = app::relay(&config, store, broker, metrics);
+                async move { relay.run(stop).await }
+            })
+            .await?;
+        }
+        Command::Scheduler => {
+            run_role(&config, "scheduler", |store, broker, clock, metrics, stop| {
+                let scheduler = app::scheduler(&config, store, broker, clock, metrics);
+                async move { scheduler.run(stop).await }
+            })
+            .await?;
+        }
+        Command::Sender => {
+            run_role(&config, "sender", |store, broker, clock, metrics, stop| {
+                let sender = app::sender(&config, store, broker, clock, metrics);
+                async move { sender.run(stop).await }
+            })
+            .await?;
         }
         Command::Migrate => {
             let store = app::open_store(&config).await?;
@@ -196,6 +202,42 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Config { .. } => unreachable!("handled above"),
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Runs one background role on its own until SIGINT or SIGTERM, then lets it finish its pass.
+async fn run_role<F, Fut>(config: &config::Config, role: &str, make: F) -> anyhow::Result<()>
+where
+    F: FnOnce(
+        Arc<dyn Store>,
+        Arc<dyn Broker>,
+        Arc<dyn Clock>,
+        Arc<Metrics>,
+        tokio_util::sync::CancellationToken,
+    ) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    if config.broker_url == herald_broker::BrokerUrl::Memory {
+        bail!(
+            "herald {role} needs a broker other processes can reach: set HERALD_BROKER_URL to amqp://… or \
+             nats://… (memory:// only works inside `herald serve`)"
+        );
+    }
+    let store = app::open_store(config).await?;
+    let broker = app::open_broker(config).await?;
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let work = make(store.clone(), broker.clone(), Arc::new(SystemClock), Default::default(), shutdown.clone());
+    let task = tokio::spawn(work);
+    tracing::info!(store = %config.store_url, broker = %config.broker_url, "{role} running");
+    shutdown_signal().await;
+    shutdown.cancel();
+    match tokio::time::timeout(config.shutdown_timeout.0, task).await {
+        Ok(joined) => joined.with_context(|| format!("{role} task"))?,
+        Err(_) => tracing::warn!(role, "did not finish its pass in time; stopped anyway"),
+    }
+    broker.close().await;
+    store.close().await;
+    tracing::info!("stopped");
+    Ok(())
 }
 
 fn read_password_line() -> anyhow::Result<String> {

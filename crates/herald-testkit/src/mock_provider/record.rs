@@ -64,11 +64,13 @@ pub(super) struct Record {
     abandoned: u64,
     accepted_total: u64,
     inconsistent_retries: u64,
+    arrivals: Vec<std::time::Instant>,
 }
 
 impl Record {
     pub(super) fn receive(&mut self, id: Option<u64>) {
         self.requests += 1;
+        self.arrivals.push(std::time::Instant::now());
         if let Some(id) = id {
             *self.received.entry(id).or_default() += 1;
         }
@@ -101,6 +103,10 @@ impl Record {
 
     pub(super) fn progress(&self) -> Progress {
         Progress { requests: self.requests, distinct_accepted: self.accepted.len() }
+    }
+
+    pub(super) fn arrivals(&self) -> Vec<std::time::Instant> {
+        self.arrivals.clone()
     }
 
     pub(super) fn received(&self, id: u64) -> u32 {

@@ -32,6 +32,7 @@ macro_rules! api_tests {
 mod api;
 mod broker;
 mod collector;
+mod delivery;
 mod edge;
 mod mock_provider;
 mod nats_commands;

@@ -42,4 +42,5 @@ store_suite! {
     concurrent_claimers_never_share_a_delivery,
     lapsed_leases_are_rescued_and_stale_reports_change_nothing,
     a_retry_report_returns_the_delivery_to_pending_until_its_next_attempt,
+    claims_are_checked_counted_and_settled_with_their_events,
 }

@@ -122,6 +122,38 @@ settings! {
         doc "Longest the relay waits between passes when no wake-up comes.";
     outbox_retention: Span = "24h", env "HERALD_OUTBOX_RETENTION", flag "outbox-retention", secret false,
         doc "How long published outbox events are kept before they are pruned.";
+    scheduler_batch: Count = "500", env "HERALD_SCHEDULER_BATCH", flag "scheduler-batch", secret false,
+        doc "Most due deliveries the scheduler claims per pass.";
+    scheduler_interval: Span = "1s", env "HERALD_SCHEDULER_INTERVAL", flag "scheduler-interval", secret false,
+        doc "Longest wait between scheduler passes (how late a due delivery may be picked up).";
+    delivery_lease: Span = "2m", env "HERALD_DELIVERY_LEASE", flag "delivery-lease", secret false,
+        doc "How long a claimed delivery is a sender's; after it the rescuer hands it out again.";
+    sender_concurrency: Count = "64", env "HERALD_SENDER_CONCURRENCY", flag "sender-concurrency", secret false,
+        doc "Deliveries one sender has in flight at once.";
+    retry_max_attempts: Count = "10", env "HERALD_RETRY_MAX_ATTEMPTS", flag "retry-max-attempts", secret false,
+        doc "Attempts per delivery, the first included, before it fails.";
+    retry_cap: Span = "10m", env "HERALD_RETRY_CAP", flag "retry-cap", secret false,
+        doc "Longest back-off between attempts (they go 1s, 2s, 4s, … up to this).";
+    retry_jitter: Fraction = "0", env "HERALD_RETRY_JITTER", flag "retry-jitter", secret false,
+        doc "Random spread of each back-off (0.1 = ±10%); 0 keeps the schedule exact.";
+    breaker_threshold: Count = "5", env "HERALD_BREAKER_THRESHOLD", flag "breaker-threshold", secret false,
+        doc "Consecutive transient failures that open a channel's circuit breaker.";
+    breaker_open: Span = "30s", env "HERALD_BREAKER_OPEN", flag "breaker-open", secret false,
+        doc "How long an open breaker defers its channel before probing (doubles per failed probe, up to 10m).";
+    provider_url: Optional<HttpUrl> = "", env "HERALD_PROVIDER_URL", flag "provider-url", secret false,
+        doc "Base URL of the SMS provider (POST {url}/v1/send/{id}); provider deliveries fail while unset.";
+    provider_token: Optional<Token> = "", env "HERALD_PROVIDER_TOKEN", flag "provider-token", secret true,
+        doc "Bearer token for the SMS provider.";
+    provider_timeout: Span = "10s", env "HERALD_PROVIDER_TIMEOUT", flag "provider-timeout", secret false,
+        doc "Longest wait for the provider's answer; a timeout is retried.";
+    provider_rate: RateLimit = "unlimited", env "HERALD_PROVIDER_RATE", flag "provider-rate", secret false,
+        doc "Most provider calls per sender: unlimited, <n>/s or <n>/m.";
+    webhook_secret: Optional<Secret> = "", env "HERALD_WEBHOOK_SECRET", flag "webhook-secret", secret true,
+        doc "HMAC-SHA256 key of the Herald-Signature header (32+ bytes); webhook deliveries fail while unset.";
+    webhook_timeout: Span = "10s", env "HERALD_WEBHOOK_TIMEOUT", flag "webhook-timeout", secret false,
+        doc "Longest wait for a webhook receiver's answer; a timeout is retried.";
+    webhook_rate: RateLimit = "unlimited", env "HERALD_WEBHOOK_RATE", flag "webhook-rate", secret false,
+        doc "Most webhook calls per sender: unlimited, <n>/s or <n>/m.";
     jwt_secret: Optional<Secret> = "", env "HERALD_JWT_SECRET", flag "jwt-secret", secret true,
         doc "HMAC secret for access tokens (32+ bytes); generated into the data dir when unset.";
     jwt_ttl: Span = "1h", env "HERALD_JWT_TTL", flag "jwt-ttl", secret false,

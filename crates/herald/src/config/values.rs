@@ -223,9 +223,137 @@ impl fmt::Display for Count {
     }
 }
 
+/// A credential with no length rule (a provider's API token). Never shown.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Token(String);
+
+impl Token {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Token {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+impl fmt::Display for Token {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+impl FromStr for Token {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.chars().any(|c| c.is_control() || c == ' ') {
+            return Err("must not contain spaces or control characters".into());
+        }
+        Ok(Self(s.to_owned()))
+    }
+}
+
+/// An `http://` base URL. (The HTTP channels do not originate TLS yet: `https://` is refused
+/// rather than failing at the first send.)
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpUrl(pub String);
+
+impl FromStr for HttpUrl {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.starts_with("https://") {
+            return Err("https:// is not supported yet: use http:// (through a TLS-originating proxy if needed)".into());
+        }
+        match s.strip_prefix("http://") {
+            Some(rest) if !rest.is_empty() && !rest.starts_with('/') && !s.contains(char::is_whitespace) => {
+                Ok(Self(s.trim_end_matches('/').to_owned()))
+            }
+            _ => Err("must be an http:// URL with a host".into()),
+        }
+    }
+}
+
+impl fmt::Display for HttpUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&herald_core::redact::url_password(&self.0))
+    }
+}
+
+/// A rate limit: `unlimited`, or `<n>/s` or `<n>/m` (bursts of up to one second's worth).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RateLimit(pub Option<f64>);
+
+impl FromStr for RateLimit {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s == "unlimited" {
+            return Ok(Self(None));
+        }
+        let (n, per) = match s.split_once('/') {
+            Some((n, "s")) => (n, 1.0),
+            Some((n, "m")) => (n, 60.0),
+            _ => return Err("must be unlimited, <n>/s or <n>/m".into()),
+        };
+        match n.trim().parse::<f64>() {
+            Ok(n) if n.is_finite() && n > 0.0 => Ok(Self(Some(n / per))),
+            _ => Err("the rate must be a number above 0".into()),
+        }
+    }
+}
+
+impl fmt::Display for RateLimit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            None => f.write_str("unlimited"),
+            Some(per_second) => write!(f, "{per_second}/s"),
+        }
+    }
+}
+
+/// A fraction from 0 to 1.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Fraction(pub f64);
+
+impl FromStr for Fraction {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.parse::<f64>() {
+            Ok(x) if (0.0..=1.0).contains(&x) => Ok(Self(x)),
+            _ => Err("must be a number from 0 to 1".into()),
+        }
+    }
+}
+
+impl fmt::Display for Fraction {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn delivery_values_parse() {
+        assert_eq!("100/s".parse::<RateLimit>(), Ok(RateLimit(Some(100.0))));
+        assert_eq!("30/m".parse::<RateLimit>(), Ok(RateLimit(Some(0.5))));
+        assert_eq!("unlimited".parse::<RateLimit>(), Ok(RateLimit(None)));
+        assert!("0/s".parse::<RateLimit>().is_err());
+        assert!("100".parse::<RateLimit>().is_err());
+        assert_eq!("http://sms.local:8080/".parse::<HttpUrl>(), Ok(HttpUrl("http://sms.local:8080".into())));
+        assert!("ftp://x".parse::<HttpUrl>().is_err());
+        assert!("https://sms.example".parse::<HttpUrl>().is_err());
+        assert!("http://".parse::<HttpUrl>().is_err());
+        assert_eq!(
+            format!("{}", "tok en".parse::<Token>().map(|_| ()).expect_err("a space")),
+            "must not contain spaces or control characters"
+        );
+        assert_eq!("abc".parse::<Token>().expect("token").to_string(), "***");
+        assert!("1.5".parse::<Fraction>().is_err());
+    }
 
     #[test]
     fn values_parse_and_print_back() {

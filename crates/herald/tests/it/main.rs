@@ -254,13 +254,18 @@ fn bench_relay_reports_every_event_relayed() {
 }
 
 #[test]
-fn a_standalone_relay_refuses_the_in_process_broker() {
+fn standalone_background_roles_refuse_the_in_process_broker() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let out = run(&mut herald(dir.path(), &["relay"], &[]));
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stderr.contains("HERALD_BROKER_URL") && stderr.contains("amqp://") && stderr.contains("nats://"),
-        "{stderr}"
-    );
+    for role in ["relay", "scheduler", "sender"] {
+        let out = run(&mut herald(dir.path(), &[role], &[]));
+        assert!(!out.status.success(), "{role}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains(&format!("herald {role} needs"))
+                && stderr.contains("HERALD_BROKER_URL")
+                && stderr.contains("amqp://")
+                && stderr.contains("nats://"),
+            "{role}: {stderr}"
+        );
+    }
 }

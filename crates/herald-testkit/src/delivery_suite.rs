@@ -1,0 +1,578 @@
+//! The delivery pipeline's suite, written once and run over every store and broker: the real
+//! scheduler and sender, the real mock provider over loopback, and a paused clock for every
+//! schedule (retries, deadlines, the breaker), so nothing waits on a sleep.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use axum::{Router, body::Bytes, http::HeaderMap, routing::post};
+use chrono::{DateTime, TimeZone, Utc};
+use herald_core::{
+    broker::Message,
+    clock::{Clock, ManualClock},
+    delivery::{
+        BreakerConfig, Channel, DELIVERY_QUEUE, Delivery, DeliveryId, DeliveryStatus, NewDelivery, RetryPolicy,
+    },
+    metrics::Metrics,
+    store::Store,
+};
+use herald_workers::{
+    channels::{HttpChannels, ProviderConfig, SIGNATURE_HEADER, WebhookConfig, verify},
+    scheduler::{PeriodicJob, Scheduler, SchedulerOptions},
+    sender::{Rate, Sender, SenderOptions},
+};
+use serde_json::json;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::{
+    broker_suite::TestBroker,
+    mock_provider::{Malformed, MockProvider, Reply},
+};
+
+const TOKEN: &str = "provider-token";
+const WEBHOOK_SECRET: &str = "a-webhook-secret-of-at-least-32-bytes";
+
+/// The instant every test's clock starts at.
+fn t0() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 11, 22, 9, 0, 0).unwrap()
+}
+
+fn secs(n: i64) -> chrono::Duration {
+    chrono::Duration::seconds(n)
+}
+
+/// A store, a broker, a paused clock, the mock provider, a scheduler and senders.
+#[derive(Debug)]
+pub struct Pipeline {
+    pub store: Arc<dyn Store>,
+    pub broker: Arc<dyn herald_core::broker::Broker>,
+    pub clock: Arc<ManualClock>,
+    pub metrics: Arc<Metrics>,
+    pub provider: MockProvider,
+    pub scheduler: Scheduler,
+    webhook_secret: Option<String>,
+}
+
+/// A sender running in the background.
+#[derive(Debug)]
+pub struct Running {
+    pub sender: Sender,
+    stop: CancellationToken,
+    task: JoinHandle<()>,
+}
+
+impl Running {
+    /// Stops it gracefully: in-flight deliveries finish and are recorded.
+    pub async fn stop(self) {
+        self.stop.cancel();
+        self.task.await.expect("sender task");
+    }
+
+    /// Kills it: the task is dropped wherever it is, as a crashed process would be.
+    pub async fn kill(self) {
+        self.task.abort();
+        let _ = self.task.await;
+    }
+}
+
+impl Pipeline {
+    pub async fn new(store: Arc<dyn Store>, broker: &TestBroker) -> Self {
+        let clock = Arc::new(ManualClock::new(t0()));
+        let metrics = Arc::new(Metrics::default());
+        let options = SchedulerOptions { batch: 100, lease: Duration::from_secs(120), ..SchedulerOptions::default() };
+        let scheduler = Scheduler::new(store.clone(), broker.broker.clone(), clock.clone(), metrics.clone(), options);
+        Self {
+            store,
+            broker: broker.broker.clone(),
+            clock,
+            metrics,
+            provider: MockProvider::start(TOKEN).await,
+            scheduler,
+            webhook_secret: Some(WEBHOOK_SECRET.to_owned()),
+        }
+    }
+
+    /// Sender options for tests: no jitter, a breaker that only opens when a test wants it.
+    pub fn options() -> SenderOptions {
+        SenderOptions {
+            concurrency: 8,
+            ack_deadline: Duration::from_secs(5),
+            policy: RetryPolicy::default(),
+            breaker: BreakerConfig { failure_threshold: 1000, ..BreakerConfig::default() },
+            ..SenderOptions::default()
+        }
+    }
+
+    pub fn sender(&self, options: SenderOptions) -> Sender {
+        let provider =
+            ProviderConfig { url: self.provider.base_url(), token: TOKEN.into(), timeout: Duration::from_secs(2) };
+        let webhook = WebhookConfig { secret: self.webhook_secret.clone(), timeout: Duration::from_secs(2) };
+        Sender::new(
+            self.store.clone(),
+            self.broker.clone(),
+            self.clock.clone(),
+            self.metrics.clone(),
+            HttpChannels::new(Some(provider), webhook),
+            options,
+        )
+    }
+
+    pub fn spawn(&self, options: SenderOptions) -> Running {
+        let sender = self.sender(options);
+        let stop = CancellationToken::new();
+        let task = tokio::spawn({
+            let (sender, stop) = (sender.clone(), stop.clone());
+            async move { sender.run(stop).await }
+        });
+        Running { sender, stop, task }
+    }
+
+    /// Stores one delivery due now; returns its id.
+    pub async fn create(
+        &self,
+        channel: Channel,
+        recipient: &str,
+        payload: serde_json::Value,
+        deadline: Option<DateTime<Utc>>,
+    ) -> DeliveryId {
+        let id = DeliveryId::new();
+        let delivery = NewDelivery {
+            id,
+            kind: "test.message".into(),
+            source_key: format!("test:{id}"),
+            recipient: recipient.into(),
+            channel,
+            payload,
+            next_attempt_at: self.clock.now(),
+            deadline,
+            created_at: self.clock.now(),
+        };
+        assert_eq!(self.store.create_deliveries(&[delivery]).await.expect("create"), 1);
+        id
+    }
+
+    /// `n` provider deliveries due now.
+    pub async fn sms(&self, n: usize) -> Vec<DeliveryId> {
+        let mut ids = Vec::new();
+        for i in 0..n {
+            ids.push(
+                self.create(Channel::Provider, &format!("7900{i:07}"), json!({"text": format!("hello {i}")}), None)
+                    .await,
+            );
+        }
+        ids
+    }
+
+    pub async fn get(&self, id: DeliveryId) -> Delivery {
+        self.store.delivery(id).await.expect("read").expect("stored")
+    }
+
+    /// Waits until no delivery in `ids` is `sending` (its outcome is recorded); returns them.
+    pub async fn settled(&self, ids: &[DeliveryId]) -> Vec<Delivery> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let mut all = Vec::new();
+            for id in ids {
+                all.push(self.get(*id).await);
+            }
+            if all.iter().all(|d| d.status != DeliveryStatus::Sending) {
+                return all;
+            }
+            let waiting: Vec<_> = all.iter().filter(|d| d.status == DeliveryStatus::Sending).map(|d| d.id).collect();
+            assert!(tokio::time::Instant::now() < deadline, "still sending after 30 s: {waiting:?}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Waits until every delivery in `ids` has `status`.
+    pub async fn all_become(&self, ids: &[DeliveryId], status: DeliveryStatus) -> Vec<Delivery> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let mut all = Vec::new();
+            for id in ids {
+                all.push(self.get(*id).await);
+            }
+            if all.iter().all(|d| d.status == status) {
+                return all;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "not all {}: {:?}",
+                status.as_str(),
+                all.iter().map(|d| d.status.as_str()).collect::<Vec<_>>()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// One scheduler pass; how many deliveries it queued.
+    pub async fn tick(&self) -> usize {
+        self.scheduler.tick().await.expect("scheduler pass").queued
+    }
+
+    pub fn advance(&self, by: chrono::Duration) {
+        self.clock.advance(by.to_std().expect("forward"));
+    }
+
+    pub async fn finish(self) {
+        self.provider.stop().await;
+    }
+}
+
+fn transient(status: u16) -> Reply {
+    Reply::Answer { status, body: Bytes::from_static(b"{}"), headers: Vec::new() }
+}
+
+/// 503, 503, then a 429 asking for 30 s: the waits are 1 s, 2 s, then 30 s (the provider asked
+/// for more than the policy's 4 s), and nothing is claimed a microsecond early.
+pub async fn the_retry_schedule_is_honoured_on_a_paused_clock(store: Arc<dyn Store>, broker: &TestBroker) {
+    let p = Pipeline::new(store, broker).await;
+    let sender = p.spawn(Pipeline::options());
+    let id = p.sms(1).await[0];
+    p.provider.then(transient(503));
+    p.provider.then(transient(503));
+    p.provider.then(Reply::Answer {
+        status: 429,
+        body: Bytes::new(),
+        headers: vec![("Retry-After".into(), "30".into())],
+    });
+
+    let mut expected_at = t0();
+    for (attempt, wait, error) in [(1, 1, "HTTP 503"), (2, 2, "HTTP 503"), (3, 30, "HTTP 429")] {
+        assert_eq!(p.tick().await, 1, "attempt {attempt} is due");
+        let d = &p.settled(&[id]).await[0];
+        assert_eq!((d.status, d.attempts), (DeliveryStatus::Pending, attempt));
+        assert!(d.last_error.as_deref().is_some_and(|e| e.contains(error)), "{:?}", d.last_error);
+        expected_at += secs(wait);
+        assert_eq!(d.next_attempt_at, expected_at, "attempt {attempt} waits {wait}s");
+        p.clock.set(expected_at - chrono::Duration::microseconds(1));
+        assert_eq!(p.tick().await, 0, "not a microsecond early");
+        p.clock.set(expected_at);
+    }
+    assert_eq!(p.tick().await, 1);
+    let d = &p.settled(&[id]).await[0];
+    assert_eq!((d.status, d.attempts, d.sent_at), (DeliveryStatus::Sent, 4, Some(expected_at)));
+    assert_eq!(p.provider.received(d.number as u64), 4);
+    assert_eq!(p.provider.accepted(d.number as u64).map(|a| a.times), Some(1));
+    sender.stop().await;
+    p.finish().await;
+}
+
+/// A 4xx is final at once; a delivery whose next attempt would pass its deadline expires; one
+/// already past it expires without a call; a bad recipient fails without a call.
+pub async fn client_errors_are_final_and_deadlines_expire(store: Arc<dyn Store>, broker: &TestBroker) {
+    let p = Pipeline::new(store, broker).await;
+    let sender = p.spawn(Pipeline::options());
+
+    let rejected = p.sms(1).await[0];
+    p.provider.then(transient(400));
+    p.tick().await;
+    let d = &p.settled(&[rejected]).await[0];
+    assert_eq!((d.status, d.attempts), (DeliveryStatus::Failed, 1));
+    assert!(d.last_error.as_deref().is_some_and(|e| e.contains("HTTP 400")), "{:?}", d.last_error);
+
+    let deadline = t0() + chrono::Duration::milliseconds(2500);
+    let late = p.create(Channel::Provider, "79001234567", json!({"text": "late"}), Some(deadline)).await;
+    p.provider.then(transient(500));
+    p.provider.then(transient(500));
+    p.tick().await;
+    assert_eq!(p.settled(&[late]).await[0].status, DeliveryStatus::Pending, "1 s later is inside the deadline");
+    p.advance(secs(1));
+    p.tick().await;
+    let d = &p.settled(&[late]).await[0];
+    assert_eq!((d.status, d.attempts), (DeliveryStatus::Expired, 2), "2 s more would pass the deadline");
+    assert!(d.last_error.as_deref().is_some_and(|e| e.contains("deadline")), "{:?}", d.last_error);
+
+    let already = p.create(Channel::Provider, "79001234568", json!({"text": "too late"}), Some(p.clock.now())).await;
+    let bad_phone = p.create(Channel::Provider, "+7 900", json!({"text": "x"}), None).await;
+    let no_text = p.create(Channel::Provider, "79001234569", json!({}), None).await;
+    p.tick().await;
+    let [already, bad_phone, no_text] =
+        <[Delivery; 3]>::try_from(p.settled(&[already, bad_phone, no_text]).await).expect("3");
+    assert_eq!((already.status, already.attempts), (DeliveryStatus::Expired, 0));
+    assert_eq!((bad_phone.status, bad_phone.attempts), (DeliveryStatus::Failed, 1), "{:?}", bad_phone.last_error);
+    assert_eq!(no_text.status, DeliveryStatus::Failed, "{:?}", no_text.last_error);
+    for d in [&already, &bad_phone, &no_text] {
+        assert_eq!(p.provider.received(d.number as u64), 0, "no call for {:?}", d.last_error);
+    }
+    sender.stop().await;
+    p.finish().await;
+}
+
+/// During an outage the breaker opens after its threshold; what is due meanwhile is deferred to
+/// the probe without spending attempts; after recovery everything is sent, once.
+pub async fn the_breaker_opens_defers_and_recovers(store: Arc<dyn Store>, broker: &TestBroker) {
+    let p = Pipeline::new(store, broker).await;
+    let mut options = Pipeline::options();
+    options.concurrency = 1;
+    options.breaker =
+        BreakerConfig { failure_threshold: 3, open_for: Duration::from_secs(30), ..BreakerConfig::default() };
+    let sender = p.spawn(options);
+    let ids = p.sms(10).await;
+    p.provider.outage(true);
+
+    assert_eq!(p.tick().await, 10);
+    let all = p.settled(&ids).await;
+    assert_eq!(p.provider.stats().requests, 3, "the breaker opened after 3 failures");
+    let tried: Vec<_> = all.iter().filter(|d| d.attempts == 1).collect();
+    let deferred: Vec<_> = all.iter().filter(|d| d.attempts == 0).collect();
+    assert_eq!((tried.len(), deferred.len()), (3, 7));
+    assert!(all.iter().all(|d| d.status == DeliveryStatus::Pending));
+    assert!(deferred.iter().all(|d| d.next_attempt_at == t0() + secs(30)), "deferred to the probe");
+    assert_eq!(
+        sender.sender.breaker_state(Channel::Provider),
+        herald_core::delivery::BreakerState::Open { until: t0() + secs(30) }
+    );
+    assert!(p.metrics.encode().contains(r#"herald_delivery_breaker_state{channel="provider"} 1"#));
+
+    // The retries fall due while it is still open: deferred again, no attempt spent.
+    p.advance(secs(1));
+    assert_eq!(p.tick().await, 3);
+    let retried = p.settled(&tried.iter().map(|d| d.id).collect::<Vec<_>>()).await;
+    assert!(retried.iter().all(|d| d.attempts == 1 && d.next_attempt_at == t0() + secs(30)));
+    assert_eq!(p.provider.stats().requests, 3);
+
+    // Several minutes of outage in all, then the provider recovers and the probe succeeds.
+    p.provider.outage(false);
+    p.clock.set(t0() + secs(30));
+    assert_eq!(p.tick().await, 10);
+    let all = p.all_become(&ids, DeliveryStatus::Sent).await;
+    assert_eq!(p.provider.stats().distinct_accepted, 10);
+    assert!(p.provider.accepted_messages().iter().all(|a| a.times == 1), "each sent once");
+    assert_eq!(all.iter().map(|d| d.attempts).sum::<u32>(), 13, "3 failed attempts + 10 sends");
+    assert_eq!(sender.sender.breaker_state(Channel::Provider), herald_core::delivery::BreakerState::Closed);
+    sender.stop().await;
+    p.finish().await;
+}
+
+/// A sender killed with requests in flight: its unacked messages go to another sender (or its
+/// claims lapse and are rescued), every delivery is sent, and only requests the provider had not
+/// answered when it died are sent twice.
+pub async fn a_sender_killed_mid_batch_loses_nothing(store: Arc<dyn Store>, broker: &TestBroker) {
+    let p = Pipeline::new(store, broker).await;
+    p.provider.set_latency(Duration::from_millis(200), Duration::ZERO);
+    let mut options = Pipeline::options();
+    options.concurrency = 10;
+    let doomed = p.spawn(options.clone());
+    let ids = p.sms(60).await;
+    assert_eq!(p.tick().await, 60);
+    p.provider.wait_requests(25, Duration::from_secs(20)).await.expect("the first sender is busy");
+    doomed.kill().await;
+
+    let survivor = p.spawn(options);
+    // Claims the dead sender held lapse; the rescuer returns them and the scheduler requeues.
+    p.advance(secs(121));
+    p.tick().await;
+    let all = p.all_become(&ids, DeliveryStatus::Sent).await;
+    let accepted = p.provider.accepted_messages();
+    assert_eq!(accepted.len(), 60, "every delivery reached the provider");
+    let twice: Vec<_> = accepted.iter().filter(|a| a.times > 1).map(|a| a.id).collect();
+    assert!(twice.len() <= 10, "only the killed sender's unrecorded calls (at most its 10 slots) repeat: {twice:?}");
+    assert!(all.iter().all(|d| d.sent_at.is_some()));
+    assert_eq!(p.provider.stats().inconsistent_retries, 0, "a retry is the same message");
+    survivor.stop().await;
+    p.finish().await;
+}
+
+/// 50/s with no burst: the provider sees 50/s, within 5 %.
+pub async fn the_rate_limit_holds_within_five_percent(store: Arc<dyn Store>, broker: &TestBroker) {
+    let p = Pipeline::new(store, broker).await;
+    let mut options = Pipeline::options();
+    options.concurrency = 32;
+    options.rates = HashMap::from([(Channel::Provider, Rate { per_second: 50.0, burst: 1 })]);
+    let sender = p.spawn(options);
+    let ids = p.sms(120).await;
+    assert_eq!(p.tick().await, 100);
+    assert_eq!(p.tick().await, 20);
+    p.all_become(&ids, DeliveryStatus::Sent).await;
+    let arrivals = p.provider.arrivals();
+    assert_eq!(arrivals.len(), 120);
+    let span = arrivals[119].duration_since(arrivals[0]).as_secs_f64();
+    let rate = 119.0 / span;
+    assert!((47.5..=52.5).contains(&rate), "{rate:.2}/s over {span:.3}s");
+    // And no second anywhere holds more than the rate allows.
+    for (i, start) in arrivals.iter().enumerate() {
+        let in_second = arrivals[i..].iter().take_while(|a| a.duration_since(*start) < Duration::from_secs(1)).count();
+        assert!(in_second <= 51, "{in_second} calls within one second");
+    }
+    sender.stop().await;
+    p.finish().await;
+}
+
+/// A provider answer the contract does not describe is a failure, never a crash; a 200 is a
+/// send whatever its body; an unreadable queue message is dropped and counted.
+pub async fn malformed_answers_are_failures_not_crashes(store: Arc<dyn Store>, broker: &TestBroker) {
+    let p = Pipeline::new(store, broker).await;
+    let sender = p.spawn(Pipeline::options());
+    p.broker.enqueue(DELIVERY_QUEUE, Message::new(Uuid::now_v7(), b"\xff not json".to_vec())).await.expect("enqueue");
+
+    for (reply, status, error) in [
+        (Reply::Malformed(Malformed::Teapot), DeliveryStatus::Failed, Some("HTTP 418")),
+        (Reply::Malformed(Malformed::NotJson), DeliveryStatus::Sent, None),
+        (Reply::Malformed(Malformed::Truncated), DeliveryStatus::Sent, None),
+        (Reply::Close, DeliveryStatus::Pending, Some("could not reach")),
+        (
+            Reply::Answer {
+                status: 302,
+                body: Bytes::new(),
+                headers: vec![("Location".into(), "http://127.0.0.1:1/".into())],
+            },
+            DeliveryStatus::Failed,
+            Some("HTTP 302"),
+        ),
+    ] {
+        let id = p.sms(1).await[0];
+        p.provider.then(reply.clone());
+        p.tick().await;
+        let d = &p.settled(&[id]).await[0];
+        assert_eq!(d.status, status, "{reply:?}: {:?}", d.last_error);
+        match error {
+            Some(error) => {
+                assert!(d.last_error.as_deref().is_some_and(|e| e.contains(error)), "{reply:?}: {:?}", d.last_error)
+            }
+            None => assert_eq!(d.last_error, None),
+        }
+    }
+    let fine = p.sms(1).await[0];
+    p.tick().await;
+    assert_eq!(p.settled(&[fine]).await[0].status, DeliveryStatus::Sent, "the sender still works");
+    assert!(p.metrics.encode().contains("herald_sender_errors_total 1"), "{}", p.metrics.encode());
+    sender.stop().await;
+    p.finish().await;
+}
+
+#[derive(Debug, Default, Clone)]
+struct Hooks(Arc<Mutex<Vec<(HeaderMap, Bytes)>>>);
+
+async fn webhook_receiver() -> (String, Hooks, JoinHandle<()>) {
+    let hooks = Hooks::default();
+    let app = Router::new().route(
+        "/hook",
+        post({
+            let hooks = hooks.clone();
+            move |headers: HeaderMap, body: Bytes| async move {
+                hooks.0.lock().expect("hooks").push((headers, body));
+                "ok"
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let url = format!("http://{}/hook", listener.local_addr().expect("addr"));
+    let server = tokio::spawn(async move {
+        axum::serve(listener, app).await.ok();
+    });
+    (url, hooks, server)
+}
+
+/// `log`, `webhook` (signed, verifiable, refused without a secret) and `realtime` (one event on
+/// the user's channel, carrying the delivery's id, however often it is tried).
+pub async fn log_webhook_and_realtime_channels_deliver(store: Arc<dyn Store>, broker: &TestBroker) {
+    let mut p = Pipeline::new(store, broker).await;
+    let sender = p.spawn(Pipeline::options());
+    let (url, hooks, server) = webhook_receiver().await;
+
+    let logged = p.create(Channel::Log, "ops", json!({"note": "hello"}), None).await;
+    let hooked = p.create(Channel::Webhook, &url, json!({"event_id": 7, "title": "Standup"}), None).await;
+    let user = Uuid::now_v7();
+    let live =
+        p.create(Channel::Realtime, &user.to_string(), json!({"type": "reminder", "title": "Standup"}), None).await;
+    let bad_url = p.create(Channel::Webhook, "file:///etc/passwd", json!({}), None).await;
+    p.tick().await;
+    let [logged, hooked, live, bad_url] =
+        <[Delivery; 4]>::try_from(p.settled(&[logged, hooked, live, bad_url]).await).expect("4");
+    assert_eq!((logged.status, logged.attempts), (DeliveryStatus::Sent, 1));
+    assert_eq!((hooked.status, hooked.attempts), (DeliveryStatus::Sent, 1), "{:?}", hooked.last_error);
+    assert_eq!((live.status, live.attempts), (DeliveryStatus::Sent, 1));
+    assert_eq!(bad_url.status, DeliveryStatus::Failed);
+
+    let received = hooks.0.lock().expect("hooks").clone();
+    assert_eq!(received.len(), 1);
+    let (headers, body) = &received[0];
+    assert_eq!(
+        serde_json::from_slice::<serde_json::Value>(body).expect("json"),
+        json!({"event_id": 7, "title": "Standup"})
+    );
+    let signature = headers[SIGNATURE_HEADER].to_str().expect("ascii");
+    // The signature is made with the sender's clock, so check it against that clock.
+    assert!(verify(WEBHOOK_SECRET, signature, body, p.clock.now(), Duration::from_secs(300)), "{signature}");
+    assert!(!verify("another-secret-of-at-least-32-bytes", signature, body, p.clock.now(), Duration::from_secs(300)));
+    assert_eq!(headers["herald-delivery"].to_str().expect("ascii"), hooked.id.to_string());
+
+    let events = p.store.read_outbox(0, 100).await.expect("outbox");
+    let mine: Vec<_> = events.iter().filter(|e| e.event.channel == format!("user:{user}")).collect();
+    assert_eq!(mine.len(), 1);
+    assert_eq!((mine[0].event.id, mine[0].event.kind.as_str()), (live.id.0, "reminder"));
+    assert_eq!(mine[0].event.payload["title"], "Standup");
+    sender.stop().await;
+
+    // Without a secret, webhooks are refused rather than sent unsigned.
+    p.webhook_secret = None;
+    let unsigned_sender = p.spawn(Pipeline::options());
+    let unsigned = p.create(Channel::Webhook, &url, json!({"x": 1}), None).await;
+    p.tick().await;
+    let d = &p.settled(&[unsigned]).await[0];
+    assert_eq!(d.status, DeliveryStatus::Failed);
+    assert!(d.last_error.as_deref().is_some_and(|e| e.contains("HERALD_WEBHOOK_SECRET")), "{:?}", d.last_error);
+    assert_eq!(hooks.0.lock().expect("hooks").len(), 1);
+    unsigned_sender.stop().await;
+    server.abort();
+    p.finish().await;
+}
+
+#[derive(Debug, Default)]
+struct CountingJob(Mutex<Vec<DateTime<Utc>>>);
+
+#[async_trait::async_trait]
+impl PeriodicJob for CountingJob {
+    fn name(&self) -> &str {
+        "test.count"
+    }
+
+    async fn run(&self, now: DateTime<Utc>) -> Result<String, Box<dyn std::error::Error + Send + Sync>> {
+        self.0.lock().expect("runs").push(now);
+        Ok("counted".into())
+    }
+}
+
+/// A periodic job runs at its scheduled times, on one scheduler of two.
+pub async fn periodic_jobs_run_on_schedule_on_one_scheduler(store: Arc<dyn Store>, broker: &TestBroker) {
+    let clock = Arc::new(ManualClock::new(t0()));
+    let job = Arc::new(CountingJob::default());
+    let every_10s: herald_core::schedule::Schedule = "@every 10s".parse().expect("schedule");
+    let make = || {
+        Scheduler::new(
+            store.clone(),
+            broker.broker.clone(),
+            clock.clone(),
+            Arc::new(Metrics::default()),
+            SchedulerOptions::default(),
+        )
+        .with_job(job.clone(), every_10s.clone())
+    };
+    let (a, b) = (make(), make());
+    assert!(a.run_due_jobs().await.expect("a").is_empty(), "not due yet");
+    clock.advance(Duration::from_secs(10));
+    let ran = a.run_due_jobs().await.expect("a").len() + b.run_due_jobs().await.expect("b").len();
+    assert_eq!(ran, 1, "one scheduler of two runs it");
+    clock.advance(Duration::from_secs(5));
+    assert_eq!(a.run_due_jobs().await.expect("a").len() + b.run_due_jobs().await.expect("b").len(), 0);
+    clock.advance(Duration::from_secs(5));
+    assert_eq!(a.run_due_jobs().await.expect("a").len() + b.run_due_jobs().await.expect("b").len(), 1);
+    assert_eq!(*job.0.lock().expect("runs"), vec![t0() + secs(10), t0() + secs(20)]);
+
+    assert_eq!(a.job_schedules()["test.count"], "@every 10s");
+    let hourly = Scheduler::new(
+        store.clone(),
+        broker.broker.clone(),
+        clock.clone(),
+        Arc::new(Metrics::default()),
+        SchedulerOptions::default(),
+    )
+    .with_job(Arc::new(CountingJob::default()), "0 * * * *".parse().expect("schedule"));
+    assert_eq!(hourly.job_schedules()["test.count"], "0 * * * *");
+}

@@ -1,0 +1,87 @@
+//! The delivery pipeline (scheduler, sender, channels, failure policy) over every store and broker.
+
+macro_rules! delivery_suite {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite_memory {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn $name() {
+                let db = herald_testkit::TestStore::sqlite().await;
+                let broker = herald_testkit::broker_suite::TestBroker::memory();
+                herald_testkit::delivery_suite::$name(db.store.clone(), &broker).await;
+                broker.finish().await;
+                db.finish().await;
+            })*
+        }
+        mod postgres_amqp {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn $name() {
+                let Some(db) = herald_testkit::TestStore::postgres(stringify!($name)).await else { return };
+                let Some(broker) = herald_testkit::broker_suite::TestBroker::amqp(stringify!($name)).await else { return };
+                herald_testkit::delivery_suite::$name(db.store.clone(), &broker).await;
+                broker.finish().await;
+                db.finish().await;
+            })*
+        }
+        mod postgres_nats {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn $name() {
+                let Some(db) = herald_testkit::TestStore::postgres(stringify!($name)).await else { return };
+                let Some(broker) = herald_testkit::broker_suite::TestBroker::nats(stringify!($name)).await else { return };
+                herald_testkit::delivery_suite::$name(db.store.clone(), &broker).await;
+                broker.finish().await;
+                db.finish().await;
+            })*
+        }
+    };
+}
+
+delivery_suite! {
+    the_retry_schedule_is_honoured_on_a_paused_clock,
+    client_errors_are_final_and_deadlines_expire,
+    the_breaker_opens_defers_and_recovers,
+    a_sender_killed_mid_batch_loses_nothing,
+    the_rate_limit_holds_within_five_percent,
+    malformed_answers_are_failures_not_crashes,
+    log_webhook_and_realtime_channels_deliver,
+    periodic_jobs_run_on_schedule_on_one_scheduler,
+}
+
+/// `herald serve` runs the scheduler and a sender in-process: a stored delivery is sent, through
+/// the in-process broker, without any other process.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn serve_runs_the_pipeline_in_process() {
+    use herald_core::delivery::{Channel, DeliveryId, DeliveryStatus, NewDelivery};
+
+    let app = herald_testkit::TestApp::start_with(herald_testkit::Backend::Sqlite, "serve_pipeline", |env| {
+        env.insert("HERALD_SCHEDULER_INTERVAL".into(), "50ms".into());
+    })
+    .await
+    .expect("sqlite is always there");
+    let id = DeliveryId::new();
+    let now = chrono::Utc::now();
+    let delivery = NewDelivery {
+        id,
+        kind: "test.note".into(),
+        source_key: format!("test:{id}"),
+        recipient: "ops".into(),
+        channel: Channel::Log,
+        payload: serde_json::json!({"note": "in-process"}),
+        next_attempt_at: now,
+        deadline: None,
+        created_at: now,
+    };
+    app.store().create_deliveries(&[delivery]).await.expect("create");
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let d = app.store().delivery(id).await.expect("read").expect("stored");
+        if d.status == DeliveryStatus::Sent {
+            assert_eq!(d.attempts, 1);
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "still {} after 20 s", d.status.as_str());
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let text = app.client.get(app.url("/metrics")).send().await.expect("metrics").text().await.expect("text");
+    assert!(text.contains(r#"herald_deliveries_total{channel="log",outcome="sent"} 1"#), "{text}");
+    app.stop().await;
+}
