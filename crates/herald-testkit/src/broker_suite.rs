@@ -47,6 +47,15 @@ impl TestBroker {
         Self::new(Arc::new(MemoryBroker::new()), BrokerKind::Memory, None)
     }
 
+    /// A broker of `kind` for `test`, or `None` when that broker is not configured.
+    pub async fn of(kind: BrokerKind, test: &str) -> Option<Self> {
+        match kind {
+            BrokerKind::Memory => Some(Self::memory()),
+            BrokerKind::Amqp => Self::amqp(test).await,
+            BrokerKind::Nats => Self::nats(test).await,
+        }
+    }
+
     /// RabbitMQ in a fresh namespace, when `HERALD_TEST_AMQP_URL` is set.
     pub async fn amqp(test: &str) -> Option<Self> {
         let url = crate::backend_url("HERALD_TEST_AMQP_URL", test)?;

@@ -237,18 +237,18 @@ impl Scheduler {
         let mut last_gauge = tokio::time::Instant::now() - Duration::from_secs(60);
         while !shutdown.is_cancelled() {
             let wait = match self.tick().await {
-                Ok(pass) if pass.full => Duration::ZERO,
-                Ok(_) => self.options.interval,
+                Ok(pass) => {
+                    backoff = Duration::from_millis(100);
+                    if pass.full { Duration::ZERO } else { self.options.interval }
+                }
                 Err(err) => {
                     self.metrics.scheduler_errors.inc();
                     tracing::warn!(error = %err, retry_in = ?backoff, "scheduler pass failed");
+                    let wait = backoff;
                     backoff = (backoff * 2).min(Duration::from_secs(5));
-                    backoff
+                    wait
                 }
             };
-            if wait != backoff {
-                backoff = Duration::from_millis(100);
-            }
             if let Err(err) = self.run_due_jobs().await {
                 tracing::warn!(error = %err, "could not run periodic jobs");
             }

@@ -145,6 +145,16 @@ pub fn sender(
     clock: Arc<dyn Clock>,
     metrics: Arc<Metrics>,
 ) -> Sender {
+    if config.provider_url.0.is_none() {
+        tracing::info!(
+            "the provider channel is off (HERALD_PROVIDER_URL is unset): provider deliveries fail saying so"
+        );
+    }
+    if config.webhook_secret.0.is_none() {
+        tracing::info!(
+            "the webhook channel is off (HERALD_WEBHOOK_SECRET is unset): webhook deliveries fail saying so"
+        );
+    }
     Sender::new(store, broker, clock, metrics, http_channels(config), sender_options(config))
 }
 

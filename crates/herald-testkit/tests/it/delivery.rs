@@ -1,49 +1,21 @@
 //! The delivery pipeline (scheduler, sender, channels, failure policy) over every store and broker.
 
-macro_rules! delivery_suite {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite_memory {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-            async fn $name() {
-                let db = herald_testkit::TestStore::sqlite().await;
-                let broker = herald_testkit::broker_suite::TestBroker::memory();
-                herald_testkit::delivery_suite::$name(db.store.clone(), &broker).await;
-                broker.finish().await;
-                db.finish().await;
-            })*
-        }
-        mod postgres_amqp {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-            async fn $name() {
-                let Some(db) = herald_testkit::TestStore::postgres(stringify!($name)).await else { return };
-                let Some(broker) = herald_testkit::broker_suite::TestBroker::amqp(stringify!($name)).await else { return };
-                herald_testkit::delivery_suite::$name(db.store.clone(), &broker).await;
-                broker.finish().await;
-                db.finish().await;
-            })*
-        }
-        mod postgres_nats {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-            async fn $name() {
-                let Some(db) = herald_testkit::TestStore::postgres(stringify!($name)).await else { return };
-                let Some(broker) = herald_testkit::broker_suite::TestBroker::nats(stringify!($name)).await else { return };
-                herald_testkit::delivery_suite::$name(db.store.clone(), &broker).await;
-                broker.finish().await;
-                db.finish().await;
-            })*
-        }
-    };
-}
-
-delivery_suite! {
-    the_retry_schedule_is_honoured_on_a_paused_clock,
-    client_errors_are_final_and_deadlines_expire,
-    the_breaker_opens_defers_and_recovers,
-    a_sender_killed_mid_batch_loses_nothing,
-    the_rate_limit_holds_within_five_percent,
-    malformed_answers_are_failures_not_crashes,
-    log_webhook_and_realtime_channels_deliver,
-    periodic_jobs_run_on_schedule_on_one_scheduler,
+store_broker_suite! {
+    delivery_suite {
+        sqlite_memory: Sqlite + Memory,
+        postgres_amqp: Postgres + Amqp,
+        postgres_nats: Postgres + Nats,
+    }
+    {
+        the_retry_schedule_is_honoured_on_a_paused_clock,
+        client_errors_are_final_and_deadlines_expire,
+        the_breaker_opens_defers_and_recovers,
+        a_sender_killed_mid_batch_loses_nothing,
+        the_rate_limit_holds_within_five_percent,
+        malformed_answers_are_failures_not_crashes,
+        log_webhook_and_realtime_channels_deliver,
+        periodic_jobs_run_on_schedule_on_one_scheduler,
+    }
 }
 
 /// `herald serve` runs the scheduler and a sender in-process: a stored delivery is sent, through

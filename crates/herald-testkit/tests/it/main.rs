@@ -1,6 +1,31 @@
 //! Herald's integration tests, one binary: the store suite on every backend, the API over real
 //! HTTP on every backend, and the HTTP edge.
 
+/// Runs each suite function `herald_testkit::<suite>::<name>(store, &broker, args…)` once per
+/// listed module, on that module's store backend and broker; a backend that is not configured
+/// skips loudly (or fails, in CI).
+macro_rules! store_broker_suite {
+    ($suite:ident { $($module:ident: $store:ident + $broker:ident),+ $(,)? } $tests:tt) => {
+        $(store_broker_suite!(@module $suite, $module, $store, $broker, $tests);)+
+    };
+    (@module $suite:ident, $module:ident, $store:ident, $broker:ident, { $($name:ident $(($arg:expr))?),* $(,)? }) => {
+        mod $module {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn $name() {
+                let test = stringify!($name);
+                let Some(db) = herald_testkit::TestStore::new(herald_testkit::Backend::$store, test).await else {
+                    return;
+                };
+                let kind = herald_testkit::broker_suite::BrokerKind::$broker;
+                let Some(broker) = herald_testkit::broker_suite::TestBroker::of(kind, test).await else { return };
+                herald_testkit::$suite::$name(db.store.clone(), &broker $(, $arg)?).await;
+                broker.finish().await;
+                db.finish().await;
+            })*
+        }
+    };
+}
+
 /// Runs each `async fn(&TestApp)` against a fresh app on every store backend.
 macro_rules! api_tests {
     ($($name:ident),* $(,)?) => {

@@ -4,56 +4,19 @@ use std::sync::Arc;
 
 use herald_testkit::{TestStore, broker_suite::TestBroker};
 
-macro_rules! relay_suite {
-    ($($name:ident $(($arg:expr))?),* $(,)?) => {
-        mod sqlite_memory {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-            async fn $name() {
-                let db = herald_testkit::TestStore::sqlite().await;
-                let broker = herald_testkit::broker_suite::TestBroker::memory();
-                herald_testkit::relay_suite::$name(db.store.clone(), &broker $(, $arg)?).await;
-                broker.finish().await;
-                db.finish().await;
-            })*
-        }
-        mod postgres_memory {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-            async fn $name() {
-                let Some(db) = herald_testkit::TestStore::postgres(stringify!($name)).await else { return };
-                let broker = herald_testkit::broker_suite::TestBroker::memory();
-                herald_testkit::relay_suite::$name(db.store.clone(), &broker $(, $arg)?).await;
-                broker.finish().await;
-                db.finish().await;
-            })*
-        }
-        mod postgres_amqp {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-            async fn $name() {
-                let Some(db) = herald_testkit::TestStore::postgres(stringify!($name)).await else { return };
-                let Some(broker) = herald_testkit::broker_suite::TestBroker::amqp(stringify!($name)).await else { return };
-                herald_testkit::relay_suite::$name(db.store.clone(), &broker $(, $arg)?).await;
-                broker.finish().await;
-                db.finish().await;
-            })*
-        }
-        mod postgres_nats {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-            async fn $name() {
-                let Some(db) = herald_testkit::TestStore::postgres(stringify!($name)).await else { return };
-                let Some(broker) = herald_testkit::broker_suite::TestBroker::nats(stringify!($name)).await else { return };
-                herald_testkit::relay_suite::$name(db.store.clone(), &broker $(, $arg)?).await;
-                broker.finish().await;
-                db.finish().await;
-            })*
-        }
-    };
-}
-
-relay_suite! {
-    committed_events_are_published_in_order_and_marked,
-    a_relay_killed_before_marking_republishes_and_loses_nothing,
-    only_the_lease_holder_publishes,
-    many_writers_and_a_killed_relay_lose_nothing(10_000),
+store_broker_suite! {
+    relay_suite {
+        sqlite_memory: Sqlite + Memory,
+        postgres_memory: Postgres + Memory,
+        postgres_amqp: Postgres + Amqp,
+        postgres_nats: Postgres + Nats,
+    }
+    {
+        committed_events_are_published_in_order_and_marked,
+        a_relay_killed_before_marking_republishes_and_loses_nothing,
+        only_the_lease_holder_publishes,
+        many_writers_and_a_killed_relay_lose_nothing(10_000),
+    }
 }
 
 /// A transaction that started earlier but commits later is never overtaken or skipped: the relay
