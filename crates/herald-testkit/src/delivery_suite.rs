@@ -174,39 +174,34 @@ impl Pipeline {
 
     /// Waits until no delivery in `ids` is `sending` (its outcome is recorded); returns them.
     pub async fn settled(&self, ids: &[DeliveryId]) -> Vec<Delivery> {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-        loop {
-            let mut all = Vec::new();
-            for id in ids {
-                all.push(self.get(*id).await);
-            }
-            if all.iter().all(|d| d.status != DeliveryStatus::Sending) {
-                return all;
-            }
-            let waiting: Vec<_> = all.iter().filter(|d| d.status == DeliveryStatus::Sending).map(|d| d.id).collect();
-            assert!(tokio::time::Instant::now() < deadline, "still sending after 30 s: {waiting:?}");
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        self.wait_until(ids, "settled", Duration::from_secs(30), |s| s != DeliveryStatus::Sending).await
     }
 
     /// Waits until every delivery in `ids` has `status`.
     pub async fn all_become(&self, ids: &[DeliveryId], status: DeliveryStatus) -> Vec<Delivery> {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        self.wait_until(ids, status.as_str(), Duration::from_secs(60), |s| s == status).await
+    }
+
+    /// Reads `ids` until every status satisfies `done`, failing after `timeout`; returns them.
+    async fn wait_until(
+        &self,
+        ids: &[DeliveryId],
+        what: &str,
+        timeout: Duration,
+        done: impl Fn(DeliveryStatus) -> bool,
+    ) -> Vec<Delivery> {
+        let deadline = tokio::time::Instant::now() + timeout;
         loop {
             let mut all = Vec::new();
             for id in ids {
                 all.push(self.get(*id).await);
             }
-            if all.iter().all(|d| d.status == status) {
+            if all.iter().all(|d| done(d.status)) {
                 return all;
             }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "not all {}: {:?}",
-                status.as_str(),
-                all.iter().map(|d| d.status.as_str()).collect::<Vec<_>>()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            let statuses: Vec<_> = all.iter().map(|d| d.status.as_str()).collect();
+            assert!(tokio::time::Instant::now() < deadline, "not all {what} after {timeout:?}: {statuses:?}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
 

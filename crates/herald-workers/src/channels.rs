@@ -132,12 +132,17 @@ fn failure(e: &reqwest::Error) -> Failure {
 
 /// The `Herald-Signature` value for `body` sent at unix time `t`.
 pub fn sign(secret: &str, t: i64, body: &[u8]) -> String {
+    format!("t={t},v1={}", hex::encode(mac(secret, t, body).finalize().into_bytes()))
+}
+
+/// The HMAC-SHA256 of `"<t>.<body>"` under `secret`, not yet finalized.
+fn mac(secret: &str, t: i64, body: &[u8]) -> Hmac<Sha256> {
     // HMAC accepts keys of any length.
     let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(secret.as_bytes()).expect("any key length");
     mac.update(t.to_string().as_bytes());
     mac.update(b".");
     mac.update(body);
-    format!("t={t},v1={}", hex::encode(mac.finalize().into_bytes()))
+    mac
 }
 
 /// Checks a `Herald-Signature` as a receiver would: the MAC matches and the timestamp is within
@@ -156,11 +161,7 @@ pub fn verify(secret: &str, header: &str, body: &[u8], now: DateTime<Utc>, toler
     if (now.timestamp() - t).unsigned_abs() > tolerance.as_secs() {
         return false;
     }
-    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(secret.as_bytes()).expect("any key length");
-    mac.update(t.to_string().as_bytes());
-    mac.update(b".");
-    mac.update(body);
-    mac.verify_slice(&v1).is_ok()
+    mac(secret, t, body).verify_slice(&v1).is_ok()
 }
 
 #[cfg(test)]

@@ -233,6 +233,7 @@ impl Scheduler {
     /// Runs passes until `shutdown`: at once while batches come back full, else every interval.
     /// Failures are logged, counted and retried with back-off.
     pub async fn run(&self, shutdown: CancellationToken) {
+        tracing::info!(jobs = ?self.job_schedules(), "scheduler running");
         let mut backoff = Duration::from_millis(100);
         let mut last_gauge = tokio::time::Instant::now() - Duration::from_secs(60);
         while !shutdown.is_cancelled() {

@@ -33,9 +33,10 @@ use herald_core::{
         BreakerConfig, BreakerState, Channel, CircuitBreaker, DELIVERY_QUEUE, Decision, DeliveryId, DeliveryJob,
         DeliveryReport, DeliveryStatus, Failure, Outcome, RetryPolicy, TokenBucket,
     },
-    event::NewEvent,
+    event::{NewEvent, user_channel},
     metrics::{ChannelLabels, Metrics, OutcomeLabels},
     store::Store,
+    user::UserId,
 };
 use rand::{SeedableRng, rngs::StdRng};
 use tokio::{
@@ -245,13 +246,16 @@ impl Sender {
                     Err(_) => break,
                 }
             }
-            let reports: Vec<DeliveryReport> = batch
-                .iter()
-                .filter_map(|(d, _, _)| match d {
-                    Disposition::Report(r) => Some(r.clone()),
-                    _ => None,
-                })
-                .collect();
+            let mut reports = Vec::with_capacity(batch.len());
+            // Each message with whether to redeliver it, and the slot it frees once settled.
+            let mut settle = Vec::with_capacity(batch.len());
+            for (disposition, delivery, slot) in batch {
+                let retry = matches!(disposition, Disposition::Retry);
+                if let Disposition::Report(report) = disposition {
+                    reports.push(report);
+                }
+                settle.push((retry, delivery, slot));
+            }
             let mut backoff = Duration::from_millis(100);
             while !reports.is_empty() {
                 match self.0.store.record_deliveries(&reports, self.0.clock.now()).await {
@@ -272,11 +276,9 @@ impl Sender {
                     }
                 }
             }
-            for (disposition, delivery, _slot) in batch {
-                let settled = match disposition {
-                    Disposition::Retry => delivery.nack(Some(Duration::from_secs(1))).await,
-                    Disposition::Report(_) | Disposition::Ack => delivery.ack().await,
-                };
+            for (retry, delivery, _slot) in settle {
+                let settled =
+                    if retry { delivery.nack(Some(Duration::from_secs(1))).await } else { delivery.ack().await };
                 if let Err(err) = settled {
                     tracing::debug!(error = %err, "could not settle a queue message; the broker redelivers it");
                 }
@@ -316,29 +318,12 @@ impl Sender {
             return Disposition::Report(self.report_for(&job, channel.as_str(), DeliveryStatus::Expired, now, reason));
         }
         if let Some(until) = self.gate(channel, now) {
-            self.count(channel, "deferred");
-            return Disposition::Report(DeliveryReport {
-                id,
-                lease_until: job.lease_until,
-                status: DeliveryStatus::Pending,
-                attempts: job.attempts,
-                next_attempt_at: until,
-                last_error: Some(format!("deferred: the {} circuit is open", channel.as_str())),
-                sent_at: None,
-            });
+            let reason = format!("deferred: the {} circuit is open", channel.as_str());
+            return Disposition::Report(self.defer(&job, channel, until, Some(reason)));
         }
         if let Err(wait) = self.pace(channel, job.lease_until).await {
-            self.count(channel, "deferred");
             let at = now + chrono::Duration::from_std(wait).unwrap_or(chrono::Duration::MAX);
-            return Disposition::Report(DeliveryReport {
-                id,
-                lease_until: job.lease_until,
-                status: DeliveryStatus::Pending,
-                attempts: job.attempts,
-                next_attempt_at: at,
-                last_error: None,
-                sent_at: None,
-            });
+            return Disposition::Report(self.defer(&job, channel, at, None));
         }
         let labels = ChannelLabels { channel: channel.as_str().to_owned() };
         inner.metrics.delivery_attempts.get_or_create(&labels).inc();
@@ -380,7 +365,7 @@ impl Sender {
             // The delivery's id: the event of a delivery is one event, however often it is tried.
             id: job.id,
             kind,
-            channel: format!("user:{user}"),
+            channel: user_channel(UserId(user)),
             payload: job.payload.clone(),
             created_at: now,
             trace_context: None,
@@ -471,7 +456,7 @@ impl Sender {
         };
         let failure: Failure = match outcome {
             Ok(()) => {
-                self.count(channel, "sent");
+                self.count(channel.as_str(), "sent");
                 return report;
             }
             Err(failure) => failure,
@@ -483,18 +468,18 @@ impl Sender {
         };
         match decision {
             Decision::RetryAt(at) => {
-                self.count(channel, "retry");
+                self.count(channel.as_str(), "retry");
                 report.status = DeliveryStatus::Pending;
                 report.next_attempt_at = at;
                 report.last_error = Some(failure.to_string());
             }
             Decision::Fail(reason) => {
-                self.count(channel, "failed");
+                self.count(channel.as_str(), "failed");
                 report.status = DeliveryStatus::Failed;
                 report.last_error = Some(reason.to_string());
             }
             Decision::Expire => {
-                self.count(channel, "expired");
+                self.count(channel.as_str(), "expired");
                 report.status = DeliveryStatus::Expired;
                 report.last_error = Some(format!("{failure}; the next attempt would fall after the deadline"));
             }
@@ -513,11 +498,7 @@ impl Sender {
     ) -> DeliveryReport {
         let (attempts, sent_at) =
             if status == DeliveryStatus::Sent { (job.attempts + 1, Some(now)) } else { (job.attempts, None) };
-        self.0
-            .metrics
-            .deliveries
-            .get_or_create(&OutcomeLabels { channel: channel.to_owned(), outcome: status.as_str().to_owned() })
-            .inc();
+        self.count(channel, status.as_str());
         DeliveryReport {
             id: DeliveryId(job.id),
             lease_until: job.lease_until,
@@ -529,8 +510,22 @@ impl Sender {
         }
     }
 
-    fn count(&self, channel: Channel, outcome: &str) {
-        let labels = OutcomeLabels { channel: channel.as_str().to_owned(), outcome: outcome.to_owned() };
+    /// Puts a delivery back to pending at `at` without spending an attempt.
+    fn defer(&self, job: &DeliveryJob, channel: Channel, at: DateTime<Utc>, reason: Option<String>) -> DeliveryReport {
+        self.count(channel.as_str(), "deferred");
+        DeliveryReport {
+            id: DeliveryId(job.id),
+            lease_until: job.lease_until,
+            status: DeliveryStatus::Pending,
+            attempts: job.attempts,
+            next_attempt_at: at,
+            last_error: reason,
+            sent_at: None,
+        }
+    }
+
+    fn count(&self, channel: &str, outcome: &str) {
+        let labels = OutcomeLabels { channel: channel.to_owned(), outcome: outcome.to_owned() };
         self.0.metrics.deliveries.get_or_create(&labels).inc();
     }
 }
