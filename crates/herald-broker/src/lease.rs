@@ -11,13 +11,16 @@ use std::{
     time::Duration,
 };
 
-use tokio::task::AbortHandle;
+use tokio::{task::AbortHandle, time::Instant};
 
 /// Who settles a delivery first.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Lease {
     settled: AtomicBool,
     timer: Mutex<Option<AbortHandle>>,
+    /// When the deadline passes: from then on the expiry owns the delivery, even if a busy
+    /// runtime has not run its timer yet (the broker may already have redelivered it).
+    expires: Instant,
 }
 
 impl Lease {
@@ -26,7 +29,11 @@ impl Lease {
     where
         F: Future<Output = ()> + Send + 'static,
     {
-        let lease = Arc::new(Self::default());
+        let lease = Arc::new(Self {
+            settled: AtomicBool::new(false),
+            timer: Mutex::new(None),
+            expires: Instant::now() + deadline,
+        });
         let timer = tokio::spawn({
             let lease = Arc::clone(&lease);
             async move {
@@ -45,6 +52,9 @@ impl Lease {
 
     /// Takes the right to settle: `true` once, for the first caller (or the expiry timer).
     pub(crate) fn settle(&self) -> bool {
+        if Instant::now() >= self.expires {
+            return false;
+        }
         let first = !self.settled.swap(true, Ordering::AcqRel);
         if first
             && let Ok(mut slot) = self.timer.lock()
