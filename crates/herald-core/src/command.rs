@@ -163,7 +163,7 @@ impl fmt::Debug for CommandInfo {
 impl CommandInfo {
     /// Validates raw input against the command's schema, reporting every failing field.
     pub fn validate(&self, input: &Value) -> Result<(), ApiError> {
-        let errors: Vec<FieldError> = self.validator.iter_errors(input).flat_map(field_errors).collect();
+        let errors: Vec<FieldError> = self.validator.iter_errors(input).flat_map(|e| field_errors(&e)).collect();
         if errors.is_empty() { Ok(()) } else { Err(ApiError::validation(errors)) }
     }
 }
@@ -228,7 +228,7 @@ fn pascal_case(name: &str) -> String {
 
 /// Turns one schema violation into field errors, in words that never echo the input's value
 /// (inputs hold passwords).
-fn field_errors(err: jsonschema::ValidationError<'_>) -> Vec<FieldError> {
+fn field_errors(err: &jsonschema::ValidationError<'_>) -> Vec<FieldError> {
     use jsonschema::error::ValidationErrorKind as K;
     let path = pointer_to_field(err.instance_path().as_str());
     let at = |child: &str| if path.is_empty() { child.to_owned() } else { format!("{path}.{child}") };
@@ -239,6 +239,19 @@ fn field_errors(err: jsonschema::ValidationError<'_>) -> Vec<FieldError> {
         K::AdditionalProperties { unexpected } => {
             return unexpected.iter().map(|name| FieldError::new(at(name), "is not a known field")).collect();
         }
+        // An optional object is `oneOf: [null, {...}]`: report why the object branch failed,
+        // not that the value matched neither branch.
+        K::OneOfNotValid { context } | K::AnyOf { context } => {
+            let instance = err.instance_path().as_str().to_owned();
+            let wrong_type = |e: &jsonschema::ValidationError<'_>| {
+                matches!(e.kind(), K::Type { .. }) && e.instance_path().as_str() == instance
+            };
+            let mut branches = context.iter().filter(|branch| !branch.iter().all(wrong_type));
+            if let (Some(branch), None) = (branches.next(), branches.next()) {
+                return branch.iter().flat_map(field_errors).collect();
+            }
+            "matches none of the allowed forms".into()
+        }
         K::Type { kind } => format!("must be of type {}", type_words(kind)).into(),
         K::MinLength { limit } => format!("must be at least {limit} characters long").into(),
         K::MaxLength { limit } => format!("must be at most {limit} characters long").into(),
@@ -246,7 +259,7 @@ fn field_errors(err: jsonschema::ValidationError<'_>) -> Vec<FieldError> {
         K::Maximum { limit } => format!("must be at most {limit}").into(),
         K::Format { format } => format!("must be a valid {format}").into(),
         K::Enum { options } => format!("must be one of {options}").into(),
-        K::Pattern { .. } => "does not have the expected form".into(),
+        K::Pattern { pattern } => format!("must match the pattern {pattern}").into(),
         K::MinItems { limit } => format!("must have at least {limit} items").into(),
         K::MaxItems { limit } => format!("must have at most {limit} items").into(),
         other => format!("fails the {:?} rule", other.keyword()).into(),

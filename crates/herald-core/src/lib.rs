@@ -1,8 +1,37 @@
 //! Herald's core: domain types, ports, the error catalogue and the commands. No IO lives here;
 //! adapters implement the ports and transports call the commands.
 
+/// Declares a UUIDv7 id newtype: `new()` mints one, serde and `Display` show the bare UUID.
+macro_rules! id_type {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        #[serde(transparent)]
+        pub struct $name(pub Uuid);
+
+        impl $name {
+            pub fn new() -> Self {
+                Self(Uuid::now_v7())
+            }
+        }
+
+        impl Default for $name {
+            fn default() -> Self {
+                Self::new()
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                self.0.fmt(f)
+            }
+        }
+    };
+}
+
 pub mod auth;
 pub mod broker;
+pub mod campaign;
 pub mod clock;
 pub mod command;
 pub mod commands;

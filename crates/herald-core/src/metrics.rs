@@ -44,6 +44,18 @@ pub struct JobLabels {
     pub result: String,
 }
 
+/// Labels of a message status.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct StatusLabels {
+    pub status: String,
+}
+
+/// Labels of one mailing.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct MailingLabels {
+    pub mailing_id: String,
+}
+
 /// Every metric Herald exports.
 pub struct Metrics {
     registry: Registry,
@@ -64,6 +76,10 @@ pub struct Metrics {
     pub scheduler_errors: Counter,
     pub sender_errors: Counter,
     pub jobs: Family<JobLabels, Counter>,
+    pub mailing_messages: Family<StatusLabels, Gauge>,
+    pub mailing_progress: Family<MailingLabels, Gauge<f64, AtomicU64>>,
+    pub mailings_started: Counter,
+    pub mailings_finished: Counter,
 }
 
 impl fmt::Debug for Metrics {
@@ -153,7 +169,31 @@ impl Default for Metrics {
         );
         let jobs = Family::<JobLabels, Counter>::default();
         registry.register("jobs", "Periodic job runs by job and result (ok, error)", jobs.clone());
+        let mailing_messages = Family::<StatusLabels, Gauge>::default();
+        registry.register(
+            "mailing_messages",
+            "Messages of running mailings by status (pending, sending, sent, failed, expired, cancelled)",
+            mailing_messages.clone(),
+        );
+        let mailing_progress = Family::<MailingLabels, Gauge<f64, AtomicU64>>::default();
+        registry.register(
+            "mailing_progress",
+            "Share of a running mailing's messages that are final (0 to 1), by mailing",
+            mailing_progress.clone(),
+        );
+        let mailings_started = Counter::default();
+        registry.register("mailings_started", "Mailings started (their messages created)", mailings_started.clone());
+        let mailings_finished = Counter::default();
+        registry.register(
+            "mailings_finished",
+            "Mailings finished (no message left pending or sending)",
+            mailings_finished.clone(),
+        );
         Self {
+            mailing_messages,
+            mailing_progress,
+            mailings_started,
+            mailings_finished,
             registry,
             deliveries,
             delivery_attempts,

@@ -14,7 +14,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use crate::{
-    delivery::{Delivery, DeliveryId, DeliveryReport, NewDelivery},
+    campaign::{Client, ClientId, FirstAttempts, Mailing, MailingId, MailingStatus, MessageCounts},
+    delivery::{Delivery, DeliveryId, DeliveryReport, DeliveryStatus, NewDelivery},
     error::{ApiError, ErrorCode},
     event::{NewEvent, OutboxEvent},
     task::{Attachment, AttachmentId, Task, TaskId, TaskStatus},
@@ -54,7 +55,9 @@ impl From<StoreError> for ApiError {
 /// Herald's durable state: every focused store trait, plus lifecycle. See the module docs for
 /// the contract every adapter keeps.
 #[async_trait]
-pub trait Store: UserStore + TaskStore + OutboxStore + DeliveryStore + Send + Sync + std::fmt::Debug + 'static {
+pub trait Store:
+    UserStore + TaskStore + OutboxStore + DeliveryStore + CampaignStore + Send + Sync + std::fmt::Debug + 'static
+{
     /// Apply this backend's pending migrations. Idempotent; safe to run from several processes.
     async fn migrate(&self) -> Result<(), StoreError>;
 
@@ -113,6 +116,103 @@ pub trait DeliveryStore: Send + Sync {
     /// How many pending deliveries are due at `now`.
     async fn count_due_deliveries(&self, now: DateTime<Utc>) -> Result<u64, StoreError>;
 }
+
+/// Campaigns: clients, mailings, and their messages: deliveries whose `source_id` is the mailing
+/// and `recipient_id` the client, of kind [`crate::campaign::MESSAGE_KIND`].
+#[async_trait]
+pub trait CampaignStore: Send + Sync {
+    /// Stores a client. A taken phone is `Conflict { constraint: CLIENTS_PHONE_KEY }`.
+    async fn create_client(&self, client: &Client) -> Result<(), StoreError>;
+
+    /// Stores many clients in one transaction, skipping each whose phone is taken (stored
+    /// already, or earlier in `clients`). Returns the indexes in `clients` of those skipped.
+    async fn insert_clients(&self, clients: &[Client]) -> Result<Vec<usize>, StoreError>;
+
+    async fn client(&self, id: ClientId) -> Result<Option<Client>, StoreError>;
+
+    /// Clients in id order after `after`, at most `limit`.
+    async fn list_clients(&self, after: Option<ClientId>, limit: u32) -> Result<Vec<Client>, StoreError>;
+
+    /// Replaces a stored client. `NotFound` when it is gone; `Conflict { CLIENTS_PHONE_KEY }`
+    /// when its new phone is taken.
+    async fn update_client(&self, client: &Client) -> Result<(), StoreError>;
+
+    /// Deletes a client and cancels its pending messages, together; false when there was none.
+    async fn delete_client(&self, id: ClientId, now: DateTime<Utc>) -> Result<bool, StoreError>;
+
+    /// Stores a mailing.
+    async fn create_mailing(&self, mailing: &Mailing) -> Result<(), StoreError>;
+
+    async fn mailing(&self, id: MailingId) -> Result<Option<Mailing>, StoreError>;
+
+    /// Mailings in id order after `after`, optionally of one status, at most `limit`.
+    async fn list_mailings(
+        &self,
+        status: Option<MailingStatus>,
+        after: Option<MailingId>,
+        limit: u32,
+    ) -> Result<Vec<Mailing>, StoreError>;
+
+    /// Replaces a mailing whose stored status is still `expected`: `Conflict { MAILING_STATUS }`
+    /// when it moved on, `NotFound` when it is gone. When it is `running`, the same transaction
+    /// moves the deadline of its live messages to the new `end_at` (a pending message due at or
+    /// after it expires) and gives its pending messages the new text.
+    async fn update_mailing(
+        &self,
+        mailing: &Mailing,
+        expected: MailingStatus,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError>;
+
+    /// Starts a `scheduled` mailing. In one transaction: marks it `running` and creates, in one
+    /// set-based statement, a pending `provider` message for every client its filter matches:
+    /// recipient the phone, payload `{phone, text, mailing_id, client_id, window?}` (the window
+    /// with the client's zone), deadline `end_at`, first attempt from `plan` by the client's zone.
+    /// A message whose first attempt would fall at or after `end_at` is stored `expired`. A
+    /// mailing that got no live message is `finished` at once.
+    ///
+    /// Returns how many messages were created, or `None` (nothing done) when the mailing is not
+    /// `scheduled`: gone, started already by another scheduler, or cancelled.
+    async fn start_mailing(
+        &self,
+        id: MailingId,
+        plan: &FirstAttempts,
+        now: DateTime<Utc>,
+    ) -> Result<Option<u64>, StoreError>;
+
+    /// Cancels a `scheduled` or `running` mailing and its pending messages, together; returns
+    /// how many messages were cancelled. `NotFound` when it is gone; a cancelled one answers
+    /// `Ok(0)`; a finished one is `Conflict { MAILING_STATUS }`.
+    async fn cancel_mailing(&self, id: MailingId, now: DateTime<Utc>) -> Result<u64, StoreError>;
+
+    /// `scheduled` mailings whose `start_at` is at or before `now`, earliest first, at most `limit`.
+    async fn due_mailings(&self, now: DateTime<Utc>, limit: u32) -> Result<Vec<MailingId>, StoreError>;
+
+    /// Marks `finished` every `running` mailing that has no pending or sending message left;
+    /// returns their ids.
+    async fn finish_mailings(&self, now: DateTime<Utc>) -> Result<Vec<MailingId>, StoreError>;
+
+    /// Message counts by status of each of `mailings` (absent ones count nothing).
+    async fn message_counts(
+        &self,
+        mailings: &[MailingId],
+    ) -> Result<std::collections::HashMap<MailingId, MessageCounts>, StoreError>;
+
+    /// A mailing's messages in id order after `after`, optionally of one status, at most `limit`.
+    async fn list_messages(
+        &self,
+        mailing: MailingId,
+        status: Option<DeliveryStatus>,
+        after: Option<DeliveryId>,
+        limit: u32,
+    ) -> Result<Vec<Delivery>, StoreError>;
+}
+
+/// The conflict a client whose phone is taken reports.
+pub const CLIENTS_PHONE_KEY: &str = "clients_phone_key";
+
+/// The conflict a mailing change reports when the mailing's status moved on.
+pub const MAILING_STATUS: &str = "mailings_status";
 
 /// Accounts.
 #[async_trait]

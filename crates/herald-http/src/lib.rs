@@ -2,6 +2,7 @@
 //! probes, the generated OpenAPI document and Swagger UI served from the binary.
 
 pub mod attachments;
+pub mod bulk;
 pub mod extract;
 pub mod observe;
 pub mod openapi;
@@ -63,6 +64,7 @@ pub fn router(herald: Arc<Herald>, options: &HttpOptions) -> Router {
 
     let api = rest::router(&state)
         .merge(attachments::router(options.max_upload))
+        .merge(bulk::router())
         .route("/healthz", get(|| async { Json(json!({"status": "alive"})) }))
         .route("/readyz", get(move |state: State<AppState>| ready(state, ready_timeout)))
         .route("/metrics", get(metrics))

@@ -135,7 +135,9 @@ fn command_errors(name: &str) -> Vec<ErrorCode> {
     match name {
         "auth.register" => vec![ErrorCode::EmailTaken],
         "auth.login" => vec![ErrorCode::InvalidCredentials],
-        "tasks.update" => vec![ErrorCode::Conflict],
+        "tasks.update" | "clients.create" | "clients.update" | "mailings.update" | "mailings.delete" => {
+            vec![ErrorCode::Conflict]
+        }
         _ => Vec::new(),
     }
 }
@@ -194,7 +196,43 @@ fn stream_paths() -> Vec<(&'static str, Value)> {
     download_errors.push(ErrorCode::RangeNotSatisfiable);
     problem_responses(&mut download_responses, &download_errors);
 
+    let mut bulk_responses = Map::new();
+    bulk_responses.insert(
+        "200".into(),
+        json!({"description": "What was stored and what was refused", "content": {"application/json": {"schema": {
+            "type": "object",
+            "required": ["created", "failed", "errors", "errors_truncated"],
+            "properties": {
+                "created": {"type": "integer", "description": "Clients stored"},
+                "failed": {"type": "integer", "description": "Lines refused"},
+                "errors": {"type": "array", "description": "The first 1000 refused lines", "items": {
+                    "type": "object", "required": ["line", "message"],
+                    "properties": {"line": {"type": "integer"}, "message": {"type": "string"}},
+                }},
+                "errors_truncated": {"type": "boolean", "description": "More lines were refused than listed"},
+            },
+        }}}}),
+    );
+    let mut bulk_errors = common.to_vec();
+    bulk_errors.extend([ErrorCode::Forbidden, ErrorCode::UnsupportedMediaType, ErrorCode::MalformedRequest]);
+    problem_responses(&mut bulk_responses, &bulk_errors);
+
     vec![
+        (
+            "/api/v1/clients/bulk",
+            json!({"post": {
+                "operationId": "clients.bulk",
+                "summary": "Import clients from NDJSON, streamed (admin)",
+                "description": "One client per line, as `clients.create` takes it. The body is streamed and stored in \
+                    batches: valid lines are stored, each refused line (bad JSON, a field error, a phone already \
+                    stored, a line over 4096 bytes) is reported with its number and reason.",
+                "tags": ["clients"],
+                "security": [{"bearer": []}],
+                "requestBody": {"required": true, "content": {"application/x-ndjson": {"schema": {"type": "string"},
+                    "example": "{\"phone\": \"79161234567\", \"tag\": \"vip\", \"timezone\": \"Europe/Moscow\"}\n"}}},
+                "responses": bulk_responses,
+            }}),
+        ),
         (
             "/api/v1/tasks/{id}/attachments",
             json!({"post": {

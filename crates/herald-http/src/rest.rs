@@ -103,6 +103,19 @@ pub const ROUTES: &[Route] = &[
     Route::new("DELETE", "/api/v1/tasks/{id}", "tasks.delete", Nothing, 204),
     Route::new("GET", "/api/v1/tasks/{id}/attachments", "attachments.list", Nothing, 200),
     Route::new("DELETE", "/api/v1/attachments/{id}", "attachments.delete", Nothing, 204),
+    Route::new("POST", "/api/v1/clients", "clients.create", Body, 201),
+    Route::new("GET", "/api/v1/clients", "clients.list", Query, 200),
+    Route::new("GET", "/api/v1/clients/{id}", "clients.get", Nothing, 200),
+    Route::new("PATCH", "/api/v1/clients/{id}", "clients.update", Body, 200),
+    Route::new("DELETE", "/api/v1/clients/{id}", "clients.delete", Nothing, 204),
+    Route::new("POST", "/api/v1/mailings", "mailings.create", Body, 201),
+    Route::new("GET", "/api/v1/mailings", "mailings.list", Query, 200),
+    Route::new("GET", "/api/v1/mailings/stats", "mailings.stats", Query, 200),
+    Route::new("GET", "/api/v1/mailings/{id}", "mailings.get", Nothing, 200),
+    Route::new("PATCH", "/api/v1/mailings/{id}", "mailings.update", Body, 200),
+    Route::new("DELETE", "/api/v1/mailings/{id}", "mailings.delete", Nothing, 204),
+    Route::new("GET", "/api/v1/mailings/{id}/stats", "mailings.stats_one", Nothing, 200),
+    Route::new("GET", "/api/v1/mailings/{id}/messages", "mailings.messages", Query, 200),
 ];
 
 /// Fields of a command's input that a query string must turn into numbers or booleans.

@@ -1,6 +1,7 @@
 //! Store port adapters: [`SqliteStore`] (embedded default) and [`PgStore`], each with its own
 //! migrations under `migrations/<backend>/`. [`StoreUrl`] picks one from a URL, once, at the edge.
 
+mod campaign;
 mod error;
 mod files;
 mod pg;

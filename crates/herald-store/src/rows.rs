@@ -2,7 +2,8 @@
 
 use chrono::{DateTime, Utc};
 use herald_core::{
-    delivery::{Delivery, DeliveryId},
+    campaign::{Client, ClientId, Mailing, MailingFilter, MailingId, MessageText, OperatorCode, Phone, Tag},
+    delivery::{Delivery, DeliveryId, LocalTime, SendWindow},
     store::StoreError,
     task::{Attachment, AttachmentId, Description, Task, TaskId, Title},
     user::{Email, User, UserId, UserName},
@@ -90,6 +91,8 @@ pub(crate) struct DeliveryCols {
     pub recipient: String,
     pub channel: String,
     pub payload: serde_json::Value,
+    pub source_id: Option<Uuid>,
+    pub recipient_id: Option<Uuid>,
     pub status: String,
     pub attempts: i64,
     pub next_attempt_at: DateTime<Utc>,
@@ -110,6 +113,8 @@ pub(crate) fn delivery(c: DeliveryCols) -> Result<Delivery, StoreError> {
         recipient: c.recipient,
         channel: c.channel.parse().map_err(|e| corrupt("delivery channel", e))?,
         payload: c.payload,
+        source_id: c.source_id,
+        recipient_id: c.recipient_id,
         status: c.status.parse().map_err(|e| corrupt("delivery status", e))?,
         attempts: u32::try_from(c.attempts).map_err(|e| corrupt("delivery attempts", e))?,
         next_attempt_at: c.next_attempt_at,
@@ -117,6 +122,71 @@ pub(crate) fn delivery(c: DeliveryCols) -> Result<Delivery, StoreError> {
         last_error: c.last_error,
         lease_until: c.lease_until,
         sent_at: c.sent_at,
+        created_at: c.created_at,
+        updated_at: c.updated_at,
+    })
+}
+
+/// A client row's columns.
+pub(crate) struct ClientCols {
+    pub id: Uuid,
+    pub phone: String,
+    pub operator_code: String,
+    pub tag: String,
+    pub timezone: String,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+pub(crate) fn client(c: ClientCols) -> Result<Client, StoreError> {
+    Ok(Client {
+        id: ClientId(c.id),
+        phone: Phone::parse(&c.phone).map_err(|e| corrupt("client phone", e))?,
+        operator_code: OperatorCode::parse(&c.operator_code).map_err(|e| corrupt("client operator code", e))?,
+        tag: Tag::parse(&c.tag).map_err(|e| corrupt("client tag", e))?,
+        timezone: c.timezone.parse().map_err(|e| corrupt("client timezone", e))?,
+        created_at: c.created_at,
+        updated_at: c.updated_at,
+    })
+}
+
+/// A mailing row's columns; filter parts as lists of strings, the window as `HH:MM` texts.
+pub(crate) struct MailingCols {
+    pub id: Uuid,
+    pub start_at: DateTime<Utc>,
+    pub end_at: DateTime<Utc>,
+    pub text: String,
+    pub operator_codes: Option<Vec<String>>,
+    pub tags: Option<Vec<String>>,
+    pub window_from: Option<String>,
+    pub window_to: Option<String>,
+    pub status: String,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+pub(crate) fn mailing(c: MailingCols) -> Result<Mailing, StoreError> {
+    let window = match (c.window_from, c.window_to) {
+        (Some(from), Some(to)) => {
+            let time = |t: &str| t.parse::<LocalTime>().map_err(|e| corrupt("mailing window", e));
+            Some(SendWindow::new(time(&from)?, time(&to)?).map_err(|e| corrupt("mailing window", e))?)
+        }
+        (None, None) => None,
+        _ => return Err(corrupt("mailing window", "one end of the window is missing")),
+    };
+    let codes = c.operator_codes.map(|codes| {
+        codes.iter().map(|code| OperatorCode::parse(code).map_err(|e| corrupt("mailing operator code", e))).collect()
+    });
+    let tags =
+        c.tags.map(|tags| tags.iter().map(|tag| Tag::parse(tag).map_err(|e| corrupt("mailing tag", e))).collect());
+    Ok(Mailing {
+        id: MailingId(c.id),
+        start_at: c.start_at,
+        end_at: c.end_at,
+        text: MessageText::parse(&c.text).map_err(|e| corrupt("mailing text", e))?,
+        filter: MailingFilter { operator_codes: codes.transpose()?, tags: tags.transpose()? },
+        window,
+        status: c.status.parse().map_err(|e| corrupt("mailing status", e))?,
         created_at: c.created_at,
         updated_at: c.updated_at,
     })

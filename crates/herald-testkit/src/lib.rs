@@ -5,6 +5,7 @@
 pub mod app;
 pub mod backend;
 pub mod broker_suite;
+pub mod campaign_suite;
 pub mod delivery_suite;
 pub mod mock_provider;
 pub mod proxy;

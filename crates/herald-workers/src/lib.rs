@@ -3,6 +3,7 @@
 
 pub mod channels;
 pub mod collector;
+pub mod mailings;
 pub mod relay;
 pub mod scheduler;
 pub mod sender;

@@ -206,7 +206,12 @@ impl Scheduler {
             let name = job.name().to_owned();
             let result = match job.run(now).await {
                 Ok(summary) => {
-                    tracing::info!(job = %name, %summary, "periodic job ran");
+                    // A frequent job that found nothing to do says so quietly.
+                    if summary.is_empty() {
+                        tracing::debug!(job = %name, "periodic job ran");
+                    } else {
+                        tracing::info!(job = %name, %summary, "periodic job ran");
+                    }
                     "ok"
                 }
                 Err(err) => {

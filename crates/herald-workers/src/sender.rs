@@ -28,10 +28,11 @@ use std::{
 use chrono::{DateTime, Utc};
 use herald_core::{
     broker::{self, Broker, ConsumeOptions},
+    campaign::MESSAGE_KIND,
     clock::Clock,
     delivery::{
         BreakerConfig, BreakerState, Channel, CircuitBreaker, DELIVERY_QUEUE, Decision, DeliveryId, DeliveryJob,
-        DeliveryReport, DeliveryStatus, Failure, Outcome, RetryPolicy, TokenBucket,
+        DeliveryReport, DeliveryStatus, Failure, Outcome, RetryPolicy, TokenBucket, ZonedWindow,
     },
     event::{NewEvent, user_channel},
     metrics::{ChannelLabels, Metrics, OutcomeLabels},
@@ -44,6 +45,7 @@ use tokio::{
     task::JoinSet,
 };
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
 
 use crate::channels::HttpChannels;
 
@@ -276,13 +278,16 @@ impl Sender {
                     }
                 }
             }
-            for (retry, delivery, _slot) in settle {
+            // Settle the batch's messages together: one broker round trip each, overlapped.
+            let settling = settle.into_iter().map(|(retry, delivery, slot)| async move {
                 let settled =
                     if retry { delivery.nack(Some(Duration::from_secs(1))).await } else { delivery.ack().await };
                 if let Err(err) = settled {
                     tracing::debug!(error = %err, "could not settle a queue message; the broker redelivers it");
                 }
-            }
+                drop(slot);
+            });
+            futures::future::join_all(settling).await;
         }
     }
 
@@ -296,6 +301,12 @@ impl Sender {
                 return Disposition::Ack;
             }
         };
+        let span = delivery_span(&job);
+        self.handle_job(job).instrument(span).await
+    }
+
+    async fn handle_job(&self, job: DeliveryJob) -> Disposition {
+        let inner = &self.0;
         let id = DeliveryId(job.id);
         match inner.store.current_claims(&[(id, job.lease_until)]).await {
             Ok(current) if current.contains(&id) => {}
@@ -316,6 +327,18 @@ impl Sender {
         if job.deadline.is_some_and(|deadline| deadline <= now) {
             let reason = Some("the deadline passed before an attempt".to_owned());
             return Disposition::Report(self.report_for(&job, channel.as_str(), DeliveryStatus::Expired, now, reason));
+        }
+        if let Some(window) = ZonedWindow::of_payload(&job.payload) {
+            let open = window.next_allowed(now);
+            if open > now {
+                if job.deadline.is_some_and(|deadline| open >= deadline) {
+                    let reason = Some("the send window does not open again before the deadline".to_owned());
+                    let status = DeliveryStatus::Expired;
+                    return Disposition::Report(self.report_for(&job, channel.as_str(), status, now, reason));
+                }
+                let reason = Some("deferred: outside the send window".to_owned());
+                return Disposition::Report(self.defer(&job, channel, open, reason));
+            }
         }
         if let Some(until) = self.gate(channel, now) {
             let reason = format!("deferred: the {} circuit is open", channel.as_str());
@@ -468,6 +491,15 @@ impl Sender {
         };
         match decision {
             Decision::RetryAt(at) => {
+                // A retry waits for the recipient's send window, if it has one.
+                let at = ZonedWindow::of_payload(&job.payload).map_or(at, |w| w.next_allowed(at));
+                if job.deadline.is_some_and(|deadline| at >= deadline) {
+                    self.count(channel.as_str(), "expired");
+                    report.status = DeliveryStatus::Expired;
+                    report.last_error =
+                        Some(format!("{failure}; the send window does not open again before the deadline"));
+                    return report;
+                }
                 self.count(channel.as_str(), "retry");
                 report.status = DeliveryStatus::Pending;
                 report.next_attempt_at = at;
@@ -527,6 +559,28 @@ impl Sender {
     fn count(&self, channel: &str, outcome: &str) {
         let labels = OutcomeLabels { channel: channel.to_owned(), outcome: outcome.to_owned() };
         self.0.metrics.deliveries.get_or_create(&labels).inc();
+    }
+}
+
+/// The span of one delivery's handling: every line about a mailing message carries the message,
+/// mailing and client ids; about any other delivery, its id, source and recipient.
+fn delivery_span(job: &DeliveryJob) -> tracing::Span {
+    let ids = |id: Option<uuid::Uuid>| id.map(tracing::field::display);
+    if job.kind == MESSAGE_KIND {
+        tracing::info_span!(
+            "message",
+            message_id = %job.id,
+            mailing_id = ids(job.source_id),
+            client_id = ids(job.recipient_id),
+        )
+    } else {
+        tracing::info_span!(
+            "delivery",
+            delivery_id = %job.id,
+            kind = %job.kind,
+            source_id = ids(job.source_id),
+            recipient_id = ids(job.recipient_id),
+        )
     }
 }
 

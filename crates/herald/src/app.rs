@@ -17,6 +17,7 @@ use herald_store::{LocalFiles, StoreUrl};
 use herald_workers::{
     channels::{HttpChannels, ProviderConfig, WebhookConfig},
     collector::FileCollector,
+    mailings::MailingsJob,
     relay::{Relay, RelayOptions},
     scheduler::{Scheduler, SchedulerOptions},
     sender::{Rate, Sender, SenderOptions},
@@ -91,7 +92,9 @@ pub fn scheduler(
     clock: Arc<dyn Clock>,
     metrics: Arc<Metrics>,
 ) -> Scheduler {
+    let mailings = Arc::new(MailingsJob::new(store.clone(), metrics.clone()));
     Scheduler::new(store, broker, clock, metrics, scheduler_options(config))
+        .with_job(mailings, config.mailings_schedule.clone())
 }
 
 /// The sender's settings.

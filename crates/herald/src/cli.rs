@@ -76,6 +76,15 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 100_000)]
         events: usize,
     },
+    /// One mailing end to end: load N clients, start a mailing to them all, time it until every
+    /// message is final. Needs HERALD_PROVIDER_URL (run the mock provider apart).
+    Mailing {
+        #[arg(long, default_value_t = 1_000_000)]
+        clients: u64,
+        /// Senders in this process (each with HERALD_SENDER_CONCURRENCY in flight).
+        #[arg(long, default_value_t = 1)]
+        senders: usize,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -198,6 +207,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Bench { command: BenchCommand::Relay { events } } => {
             crate::bench::relay(&config, events).await?.print(&config);
+        }
+        Command::Bench { command: BenchCommand::Mailing { clients, senders } } => {
+            crate::bench::mailing::mailing(&config, clients, senders).await?.print(&config);
         }
         Command::Config { .. } => unreachable!("handled above"),
     }

@@ -2,6 +2,8 @@
 
 pub mod attachments;
 pub mod auth;
+pub mod clients;
+pub mod mailings;
 pub mod tasks;
 pub mod users;
 
@@ -21,7 +23,20 @@ pub fn registry() -> Registry {
         .register(tasks::Update)
         .register(tasks::Delete)
         .register(attachments::List)
-        .register(attachments::Delete);
+        .register(attachments::Delete)
+        .register(clients::Create)
+        .register(clients::Get)
+        .register(clients::List)
+        .register(clients::Update)
+        .register(clients::Delete)
+        .register(mailings::Create)
+        .register(mailings::Get)
+        .register(mailings::List)
+        .register(mailings::Update)
+        .register(mailings::Delete)
+        .register(mailings::Stats)
+        .register(mailings::StatsOne)
+        .register(mailings::Messages);
     registry
 }
 
@@ -54,6 +69,19 @@ mod tests {
                 "attachments.list",
                 "auth.login",
                 "auth.register",
+                "clients.create",
+                "clients.delete",
+                "clients.get",
+                "clients.list",
+                "clients.update",
+                "mailings.create",
+                "mailings.delete",
+                "mailings.get",
+                "mailings.list",
+                "mailings.messages",
+                "mailings.stats",
+                "mailings.stats_one",
+                "mailings.update",
                 "tasks.create",
                 "tasks.delete",
                 "tasks.get",

@@ -180,7 +180,7 @@ pub struct UpdateInput {
 }
 
 /// `Some(None)` for an explicit `null`, `None` (by `default`) for an absent field.
-fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<Option<T>>, D::Error> {
+pub(crate) fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<Option<T>>, D::Error> {
     Option::<T>::deserialize(d).map(Some)
 }
 

@@ -95,6 +95,10 @@ pub struct NewDelivery {
     pub recipient: String,
     pub channel: Channel,
     pub payload: Value,
+    /// What it belongs to, if anything: a mailing, a calendar event.
+    pub source_id: Option<Uuid>,
+    /// Whom it goes to, when that is a record: a client, a user.
+    pub recipient_id: Option<Uuid>,
     /// No attempt before this instant.
     pub next_attempt_at: DateTime<Utc>,
     /// No attempt at or after this instant; the delivery expires instead.
@@ -114,6 +118,8 @@ pub struct Delivery {
     pub recipient: String,
     pub channel: Channel,
     pub payload: Value,
+    pub source_id: Option<Uuid>,
+    pub recipient_id: Option<Uuid>,
     pub status: DeliveryStatus,
     pub attempts: u32,
     pub next_attempt_at: DateTime<Utc>,
@@ -155,6 +161,12 @@ pub struct DeliveryJob {
     pub recipient: String,
     pub channel: String,
     pub payload: Value,
+    /// The mailing or calendar event it belongs to, for logs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_id: Option<Uuid>,
+    /// The client or user it goes to, for logs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recipient_id: Option<Uuid>,
     /// Attempts made before this one.
     pub attempts: u32,
     pub deadline: Option<DateTime<Utc>>,
@@ -171,6 +183,8 @@ impl DeliveryJob {
             recipient: d.recipient.clone(),
             channel: d.channel.as_str().to_owned(),
             payload: d.payload.clone(),
+            source_id: d.source_id,
+            recipient_id: d.recipient_id,
             attempts: d.attempts,
             deadline: d.deadline,
             lease_until: d.lease_until?,

@@ -5,6 +5,7 @@ pub mod breaker;
 pub mod job;
 pub mod policy;
 pub mod rate;
+pub mod window;
 
 pub use breaker::{BreakerConfig, BreakerState, CircuitBreaker};
 pub use job::{
@@ -12,6 +13,7 @@ pub use job::{
 };
 pub use policy::{Decision, FailReason, Failure, Outcome, RetryPolicy, classify_http, parse_retry_after};
 pub use rate::{InvalidRate, TokenBucket};
+pub use window::{LocalTime, SendWindow, ZonedWindow};
 
 use std::time::Duration;
 

@@ -16,7 +16,7 @@ use uuid::Uuid;
 use super::{PgStore, err, outbox::insert_events};
 use crate::rows::{self, DeliveryCols};
 
-fn delivery_row(row: &PgRow) -> Result<Delivery, StoreError> {
+pub(super) fn delivery_row(row: &PgRow) -> Result<Delivery, StoreError> {
     rows::delivery(DeliveryCols {
         number: row.try_get("number").map_err(err)?,
         id: row.try_get("id").map_err(err)?,
@@ -25,6 +25,8 @@ fn delivery_row(row: &PgRow) -> Result<Delivery, StoreError> {
         recipient: row.try_get("recipient").map_err(err)?,
         channel: row.try_get("channel").map_err(err)?,
         payload: row.try_get::<Json<serde_json::Value>, _>("payload").map_err(err)?.0,
+        source_id: row.try_get("source_id").map_err(err)?,
+        recipient_id: row.try_get("recipient_id").map_err(err)?,
         status: row.try_get("status").map_err(err)?,
         attempts: i64::from(row.try_get::<i32, _>("attempts").map_err(err)?),
         next_attempt_at: row.try_get("next_attempt_at").map_err(err)?,
@@ -44,9 +46,10 @@ impl DeliveryStore for PgStore {
         let mut created = 0;
         for d in deliveries {
             let done = sqlx::query(
-                "INSERT INTO deliveries (id, kind, source_key, recipient, channel, payload, status, \
-                 next_attempt_at, deadline, created_at, updated_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, 'pending', $7, $8, $9, $9) ON CONFLICT (source_key) DO NOTHING",
+                "INSERT INTO deliveries (id, kind, source_key, recipient, channel, payload, source_id, \
+                 recipient_id, status, next_attempt_at, deadline, created_at, updated_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'pending', $9, $10, $11, $11) \
+                 ON CONFLICT (source_key) DO NOTHING",
             )
             .bind(d.id.0)
             .bind(&d.kind)
@@ -54,6 +57,8 @@ impl DeliveryStore for PgStore {
             .bind(&d.recipient)
             .bind(d.channel.as_str())
             .bind(Json(&d.payload))
+            .bind(d.source_id)
+            .bind(d.recipient_id)
             .bind(d.next_attempt_at)
             .bind(d.deadline)
             .bind(d.created_at)
@@ -112,13 +117,34 @@ impl DeliveryStore for PgStore {
     }
 
     async fn record_deliveries(&self, reports: &[DeliveryReport], now: DateTime<Utc>) -> Result<u64, StoreError> {
-        let mut tx = self.pool.begin().await.map_err(err)?;
-        let mut applied = 0;
-        for r in reports {
-            applied += apply_report(&mut tx, r, now).await?;
-        }
-        tx.commit().await.map_err(err)?;
-        Ok(applied)
+        // One statement for the whole batch: a round trip per report would bound every sender.
+        let ids: Vec<Uuid> = reports.iter().map(|r| r.id.0).collect();
+        let leases: Vec<DateTime<Utc>> = reports.iter().map(|r| r.lease_until).collect();
+        let statuses: Vec<&str> = reports.iter().map(|r| r.status.as_str()).collect();
+        let attempts: Vec<i32> = reports.iter().map(|r| i32::try_from(r.attempts).unwrap_or(i32::MAX)).collect();
+        let next: Vec<DateTime<Utc>> = reports.iter().map(|r| r.next_attempt_at).collect();
+        let errors: Vec<Option<&str>> = reports.iter().map(|r| r.last_error.as_deref()).collect();
+        let sent: Vec<Option<DateTime<Utc>>> = reports.iter().map(|r| r.sent_at).collect();
+        let done = sqlx::query(
+            "UPDATE deliveries d SET status = r.status, attempts = r.attempts, next_attempt_at = r.next_attempt_at, \
+             last_error = r.last_error, sent_at = r.sent_at, \
+             lease_until = CASE WHEN r.status = 'sending' THEN r.lease ELSE NULL END, updated_at = $8 \
+             FROM UNNEST($1::uuid[], $2::timestamptz[], $3::text[], $4::int4[], $5::timestamptz[], $6::text[], \
+                         $7::timestamptz[]) AS r (id, lease, status, attempts, next_attempt_at, last_error, sent_at) \
+             WHERE d.id = r.id AND d.status = 'sending' AND d.lease_until = r.lease",
+        )
+        .bind(&ids)
+        .bind(&leases)
+        .bind(&statuses)
+        .bind(&attempts)
+        .bind(&next)
+        .bind(&errors)
+        .bind(&sent)
+        .bind(now)
+        .execute(&self.pool)
+        .await
+        .map_err(err)?;
+        Ok(done.rows_affected())
     }
 
     async fn record_delivery_with_events(

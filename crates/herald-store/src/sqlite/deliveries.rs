@@ -19,7 +19,7 @@ fn opt(row: &SqliteRow, col: &str) -> Result<Option<DateTime<Utc>>, StoreError> 
     row.try_get::<Option<i64>, _>(col).map_err(err)?.map(from_micros).transpose()
 }
 
-fn delivery_row(row: &SqliteRow) -> Result<Delivery, StoreError> {
+pub(super) fn delivery_row(row: &SqliteRow) -> Result<Delivery, StoreError> {
     let payload: String = row.try_get("payload").map_err(err)?;
     rows::delivery(DeliveryCols {
         number: row.try_get("number").map_err(err)?,
@@ -29,6 +29,8 @@ fn delivery_row(row: &SqliteRow) -> Result<Delivery, StoreError> {
         recipient: row.try_get("recipient").map_err(err)?,
         channel: row.try_get("channel").map_err(err)?,
         payload: serde_json::from_str(&payload).map_err(|e| crate::error::corrupt("delivery payload", e))?,
+        source_id: row.try_get("source_id").map_err(err)?,
+        recipient_id: row.try_get("recipient_id").map_err(err)?,
         status: row.try_get("status").map_err(err)?,
         attempts: row.try_get("attempts").map_err(err)?,
         next_attempt_at: from_micros(row.try_get("next_attempt_at").map_err(err)?)?,
@@ -52,9 +54,9 @@ impl DeliveryStore for SqliteStore {
         let mut created = 0;
         for d in deliveries {
             let done = sqlx::query(
-                "INSERT INTO deliveries (id, kind, source_key, recipient, channel, payload, status, \
-                 next_attempt_at, deadline, created_at, updated_at) \
-                 VALUES (?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?) ON CONFLICT (source_key) DO NOTHING",
+                "INSERT INTO deliveries (id, kind, source_key, recipient, channel, payload, source_id, \
+                 recipient_id, status, next_attempt_at, deadline, created_at, updated_at) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?) ON CONFLICT (source_key) DO NOTHING",
             )
             .bind(d.id.0)
             .bind(&d.kind)
@@ -62,6 +64,8 @@ impl DeliveryStore for SqliteStore {
             .bind(&d.recipient)
             .bind(d.channel.as_str())
             .bind(d.payload.to_string())
+            .bind(d.source_id)
+            .bind(d.recipient_id)
             .bind(micros(d.next_attempt_at))
             .bind(d.deadline.map(micros))
             .bind(micros(d.created_at))

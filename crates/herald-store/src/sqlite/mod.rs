@@ -4,6 +4,7 @@
 //! this process queue in order instead of failing with `SQLITE_BUSY`; reads use a pool of
 //! read-only connections, which WAL mode lets run beside the writer.
 
+mod campaigns;
 mod deliveries;
 mod outbox;
 mod tasks;
@@ -15,7 +16,7 @@ use tokio::sync::Notify;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use herald_core::{
-    store::{Store, StoreError, USERS_EMAIL_KEY, UserStore},
+    store::{CLIENTS_PHONE_KEY, Store, StoreError, USERS_EMAIL_KEY, UserStore},
     user::{Email, NewUser, User, UserCredentials, UserId},
 };
 use sqlx::{
@@ -48,10 +49,12 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Normal)
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(5));
+        // The one writer gets a 64 MiB page cache (SQLite's default is 2 MiB): a mailing to a
+        // million clients writes a million messages and their indexes in one transaction.
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
             .acquire_timeout(Duration::from_secs(30))
-            .connect_with(options.clone())
+            .connect_with(options.clone().pragma("cache_size", "-65536"))
             .await
             .map_err(err)?;
         let reader = SqlitePoolOptions::new()
@@ -73,7 +76,16 @@ impl SqliteStore {
 }
 
 fn err(e: sqlx::Error) -> StoreError {
-    error::classify(e, |message| message.contains("users.email").then_some(USERS_EMAIL_KEY))
+    // SQLite names the violated columns only in its message ("UNIQUE constraint failed: users.email").
+    error::classify(e, |message| {
+        if message.contains("users.email") {
+            Some(USERS_EMAIL_KEY)
+        } else if message.contains("clients.phone") {
+            Some(CLIENTS_PHONE_KEY)
+        } else {
+            None
+        }
+    })
 }
 
 fn micros(at: DateTime<Utc>) -> i64 {

@@ -38,6 +38,8 @@ async fn serve_runs_the_pipeline_in_process() {
         recipient: "ops".into(),
         channel: Channel::Log,
         payload: serde_json::json!({"note": "in-process"}),
+        source_id: None,
+        recipient_id: None,
         next_attempt_at: now,
         deadline: None,
         created_at: now,

@@ -56,6 +56,7 @@ macro_rules! api_tests {
 
 mod api;
 mod broker;
+mod campaigns;
 mod collector;
 mod delivery;
 mod edge;

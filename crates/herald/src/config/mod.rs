@@ -10,6 +10,7 @@ mod values;
 use std::{collections::BTreeMap, fmt, net::SocketAddr, path::PathBuf, str::FromStr};
 
 use herald_broker::BrokerUrl;
+use herald_core::schedule::Schedule;
 use herald_store::StoreUrl;
 pub use values::*;
 
@@ -126,6 +127,8 @@ settings! {
         doc "Most due deliveries the scheduler claims per pass.";
     scheduler_interval: Span = "1s", env "HERALD_SCHEDULER_INTERVAL", flag "scheduler-interval", secret false,
         doc "Longest wait between scheduler passes (how late a due delivery may be picked up).";
+    mailings_schedule: Schedule = "@every 1s", env "HERALD_MAILINGS_SCHEDULE", flag "mailings-schedule", secret false,
+        doc "When the scheduler starts due mailings and finishes drained ones (cron, @every 10s, or off).";
     delivery_lease: Span = "2m", env "HERALD_DELIVERY_LEASE", flag "delivery-lease", secret false,
         doc "How long a claimed delivery is a sender's; after it the rescuer hands it out again.";
     sender_concurrency: Count = "64", env "HERALD_SENDER_CONCURRENCY", flag "sender-concurrency", secret false,

@@ -136,3 +136,5 @@ fn bench_task(owner: UserId) -> Task {
         updated_at: now,
     }
 }
+
+pub mod mailing;

@@ -1,0 +1,487 @@
+//! SQLite: clients, mailings and their messages. A mailing starts with one `INSERT … SELECT` over
+//! the clients; message ids are UUIDv7 built in SQL from the clock and `random()`. Lists travel
+//! as JSON text (filters, plans, id sets) and are read back with `json_each`.
+
+use std::collections::{HashMap, HashSet};
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use herald_core::{
+    campaign::{Client, ClientId, FirstAttempts, MESSAGE_KIND, Mailing, MailingId, MailingStatus, MessageCounts},
+    delivery::{Delivery, DeliveryId, DeliveryStatus},
+    store::{CampaignStore, MAILING_STATUS, StoreError},
+};
+use sqlx::{Row as _, Sqlite, Transaction, sqlite::SqliteRow};
+use uuid::Uuid;
+
+use super::{SqliteStore, deliveries::delivery_row, err, from_micros, micros};
+use crate::{
+    campaign::{self, ENDS_BEFORE_ATTEMPT, PlanParts, WINDOW_AFTER_END},
+    error::corrupt,
+    rows::{self, ClientCols, MailingCols},
+};
+
+/// Clients per `INSERT`: seven bound values each keeps a statement well under SQLite's limit of
+/// 32,766 variables.
+const CLIENTS_PER_INSERT: usize = 1000;
+
+fn client_row(row: &SqliteRow) -> Result<Client, StoreError> {
+    rows::client(ClientCols {
+        id: row.try_get("id").map_err(err)?,
+        phone: row.try_get("phone").map_err(err)?,
+        operator_code: row.try_get("operator_code").map_err(err)?,
+        tag: row.try_get("tag").map_err(err)?,
+        timezone: row.try_get("timezone").map_err(err)?,
+        created_at: from_micros(row.try_get("created_at").map_err(err)?)?,
+        updated_at: from_micros(row.try_get("updated_at").map_err(err)?)?,
+    })
+}
+
+/// A JSON array of strings, as a filter part is stored.
+fn strings(row: &SqliteRow, col: &str) -> Result<Option<Vec<String>>, StoreError> {
+    let json: Option<String> = row.try_get(col).map_err(err)?;
+    json.map(|j| serde_json::from_str(&j).map_err(|e| corrupt("mailing filter", e))).transpose()
+}
+
+fn to_json(list: Option<Vec<String>>) -> Option<String> {
+    list.map(|l| serde_json::Value::from(l).to_string())
+}
+
+fn mailing_row(row: &SqliteRow) -> Result<Mailing, StoreError> {
+    rows::mailing(MailingCols {
+        id: row.try_get("id").map_err(err)?,
+        start_at: from_micros(row.try_get("start_at").map_err(err)?)?,
+        end_at: from_micros(row.try_get("end_at").map_err(err)?)?,
+        text: row.try_get("text").map_err(err)?,
+        operator_codes: strings(row, "operator_codes")?,
+        tags: strings(row, "tags")?,
+        window_from: row.try_get("window_from").map_err(err)?,
+        window_to: row.try_get("window_to").map_err(err)?,
+        status: row.try_get("status").map_err(err)?,
+        created_at: from_micros(row.try_get("created_at").map_err(err)?)?,
+        updated_at: from_micros(row.try_get("updated_at").map_err(err)?)?,
+    })
+}
+
+/// `id > ?n` when a page starts after an id, else a condition on `?n` that always holds: a plain
+/// range or none, where `?n IS NULL OR id > ?n` would keep the planner off the index.
+fn after_id(n: u8, given: bool) -> String {
+    if given { format!("id > ?{n}") } else { format!("?{n} IS NULL") }
+}
+
+/// `status = ?n` when a list is of one status, else a condition on `?n` that always holds.
+fn of_status(n: u8, given: bool) -> String {
+    if given { format!("status = ?{n}") } else { format!("?{n} IS NULL") }
+}
+
+/// The stored status of a mailing, read inside `tx` (after a guarded update changed nothing).
+async fn stored_status(tx: &mut Transaction<'_, Sqlite>, id: MailingId) -> Result<Option<MailingStatus>, StoreError> {
+    let status: Option<String> = sqlx::query_scalar("SELECT status FROM mailings WHERE id = ?")
+        .bind(id.0)
+        .fetch_optional(&mut **tx)
+        .await
+        .map_err(err)?;
+    status.map(|s| s.parse().map_err(|e| corrupt("mailing status", e))).transpose()
+}
+
+/// Marks `finished` every `running` mailing with no live message left.
+const FINISH_ALL: &str = "UPDATE mailings SET status = 'finished', updated_at = ?1 WHERE status = 'running' \
+    AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.source_id = mailings.id \
+                    AND d.status IN ('pending', 'sending')) RETURNING id";
+
+/// Marks mailing `?2` `finished` if it is `running` with no live message.
+const FINISH_ONE: &str = "UPDATE mailings SET status = 'finished', updated_at = ?1 \
+    WHERE id = ?2 AND status = 'running' \
+    AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.source_id = ?2 AND d.status IN ('pending', 'sending'))";
+
+/// Stores the plan (`?2`: `[[zone, micros], …]`) of mailing `?1` for [`CREATE_MESSAGES`] to join.
+const STORE_PLAN: &str = "INSERT INTO mailing_start_plans (mailing_id, zone, at) \
+    SELECT ?1, value ->> 0, value ->> 1 FROM json_each(?2)";
+
+/// Creates a started mailing's messages: one row per client the filter (`?5`, `?6`: JSON arrays
+/// or NULL) matches, its first attempt its zone's instant in the stored plan, else `?4`. The id is
+/// a UUIDv7 laid out as PostgreSQL's `herald_uuidv7` lays it out: 48 bits of Unix milliseconds
+/// (`?9`, of `now`, as `created_at`), version 7, a 32-bit counter (the row's place in the
+/// statement) around the variant bits `10`, and 42 random bits; ids ascend as rows are written,
+/// which keeps index inserts at the right edge.
+const CREATE_MESSAGES: &str = "INSERT INTO deliveries (id, kind, source_key, recipient, channel, payload, \
+        source_id, recipient_id, status, attempts, next_attempt_at, deadline, last_error, created_at, updated_at) \
+    SELECT unhex(printf('%012x7%03x%04x%012x', ?9, (n.seq >> 20) & 4095, 32768 | ((n.seq >> 6) & 16383), \
+            ((n.seq & 63) << 42) | (random() & 4398046511103))), \
+        ?2, 'mailing:' || ?3 || ':client:' || n.uuid, n.phone, 'provider', \
+        CASE WHEN m.window_from IS NULL \
+            THEN json_object('phone', n.phone, 'text', m.text, 'mailing_id', ?3, 'client_id', n.uuid) \
+            ELSE json_object('phone', n.phone, 'text', m.text, 'mailing_id', ?3, 'client_id', n.uuid, 'window', \
+                json_object('from', m.window_from, 'to', m.window_to, 'tz', n.timezone)) END, \
+        m.id, n.id, CASE WHEN n.at >= m.end_at THEN 'expired' ELSE 'pending' END, 0, n.at, m.end_at, \
+        CASE WHEN n.at >= m.end_at THEN ?7 END, ?8, ?8 \
+    FROM mailings m, \
+        (SELECT c.id, c.phone, c.timezone, coalesce(z.at, ?4) AS at, row_number() OVER () AS seq, \
+            lower(substr(hex(c.id), 1, 8) || '-' || substr(hex(c.id), 9, 4) || '-' || substr(hex(c.id), 13, 4) \
+                || '-' || substr(hex(c.id), 17, 4) || '-' || substr(hex(c.id), 21)) AS uuid \
+         FROM clients c LEFT JOIN mailing_start_plans z ON z.mailing_id = ?1 AND z.zone = c.timezone \
+         WHERE (?5 IS NULL OR c.operator_code IN (SELECT value FROM json_each(?5))) \
+           AND (?6 IS NULL OR c.tag IN (SELECT value FROM json_each(?6)))) n \
+    WHERE m.id = ?1";
+
+#[async_trait]
+impl CampaignStore for SqliteStore {
+    async fn create_client(&self, c: &Client) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO clients (id, phone, operator_code, tag, timezone, created_at, updated_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(c.id.0)
+        .bind(c.phone.as_str())
+        .bind(c.operator_code.as_str())
+        .bind(c.tag.as_str())
+        .bind(c.timezone.name())
+        .bind(micros(c.created_at))
+        .bind(micros(c.updated_at))
+        .execute(&self.writer)
+        .await
+        .map(drop)
+        .map_err(err)
+    }
+
+    async fn insert_clients(&self, clients: &[Client]) -> Result<Vec<usize>, StoreError> {
+        let (tried, repeats) = campaign::first_of_each_phone(clients);
+        let mut inserted = HashSet::with_capacity(tried.len());
+        let mut tx = self.writer.begin().await.map_err(err)?;
+        for chunk in tried.chunks(CLIENTS_PER_INSERT) {
+            let rows = vec!["(?, ?, ?, ?, ?, ?, ?)"; chunk.len()].join(", ");
+            let sql = format!(
+                "INSERT INTO clients (id, phone, operator_code, tag, timezone, created_at, updated_at) \
+                 VALUES {rows} ON CONFLICT (phone) DO NOTHING RETURNING id"
+            );
+            // Only the number of placeholders varies; full chunks share one cached statement.
+            let mut query =
+                sqlx::query_scalar::<_, Uuid>(sqlx::AssertSqlSafe(sql)).persistent(chunk.len() == CLIENTS_PER_INSERT);
+            for c in chunk.iter().map(|&i| &clients[i]) {
+                query = query
+                    .bind(c.id.0)
+                    .bind(c.phone.as_str())
+                    .bind(c.operator_code.as_str())
+                    .bind(c.tag.as_str())
+                    .bind(c.timezone.name())
+                    .bind(micros(c.created_at))
+                    .bind(micros(c.updated_at));
+            }
+            inserted.extend(query.fetch_all(&mut *tx).await.map_err(err)?);
+        }
+        tx.commit().await.map_err(err)?;
+        Ok(campaign::skipped(clients, repeats, &tried, &inserted))
+    }
+
+    async fn client(&self, id: ClientId) -> Result<Option<Client>, StoreError> {
+        let row = sqlx::query("SELECT * FROM clients WHERE id = ?")
+            .bind(id.0)
+            .fetch_optional(&self.reader)
+            .await
+            .map_err(err)?;
+        row.as_ref().map(client_row).transpose()
+    }
+
+    async fn list_clients(&self, after: Option<ClientId>, limit: u32) -> Result<Vec<Client>, StoreError> {
+        let sql = format!("SELECT * FROM clients WHERE {} ORDER BY id LIMIT ?2", after_id(1, after.is_some()));
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(after.map(|a| a.0))
+            .bind(i64::from(limit))
+            .fetch_all(&self.reader)
+            .await
+            .map_err(err)?;
+        rows.iter().map(client_row).collect()
+    }
+
+    async fn update_client(&self, c: &Client) -> Result<(), StoreError> {
+        let done = sqlx::query(
+            "UPDATE clients SET phone = ?2, operator_code = ?3, tag = ?4, timezone = ?5, updated_at = ?6 \
+             WHERE id = ?1",
+        )
+        .bind(c.id.0)
+        .bind(c.phone.as_str())
+        .bind(c.operator_code.as_str())
+        .bind(c.tag.as_str())
+        .bind(c.timezone.name())
+        .bind(micros(c.updated_at))
+        .execute(&self.writer)
+        .await
+        .map_err(err)?;
+        if done.rows_affected() == 0 { Err(StoreError::NotFound) } else { Ok(()) }
+    }
+
+    async fn delete_client(&self, id: ClientId, now: DateTime<Utc>) -> Result<bool, StoreError> {
+        let mut tx = self.writer.begin().await.map_err(err)?;
+        let done = sqlx::query("DELETE FROM clients WHERE id = ?").bind(id.0).execute(&mut *tx).await.map_err(err)?;
+        if done.rows_affected() == 0 {
+            return Ok(false);
+        }
+        sqlx::query(
+            "UPDATE deliveries SET status = 'cancelled', updated_at = ?2 \
+             WHERE recipient_id = ?1 AND kind = ?3 AND status = 'pending'",
+        )
+        .bind(id.0)
+        .bind(micros(now))
+        .bind(MESSAGE_KIND)
+        .execute(&mut *tx)
+        .await
+        .map_err(err)?;
+        tx.commit().await.map_err(err)?;
+        Ok(true)
+    }
+
+    async fn create_mailing(&self, m: &Mailing) -> Result<(), StoreError> {
+        let (codes, tags) = campaign::filter_parts(&m.filter);
+        sqlx::query(
+            "INSERT INTO mailings (id, start_at, end_at, text, operator_codes, tags, window_from, window_to, \
+             status, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(m.id.0)
+        .bind(micros(m.start_at))
+        .bind(micros(m.end_at))
+        .bind(m.text.as_str())
+        .bind(to_json(codes))
+        .bind(to_json(tags))
+        .bind(m.window.map(|w| w.from.to_string()))
+        .bind(m.window.map(|w| w.to.to_string()))
+        .bind(m.status.as_str())
+        .bind(micros(m.created_at))
+        .bind(micros(m.updated_at))
+        .execute(&self.writer)
+        .await
+        .map(drop)
+        .map_err(err)
+    }
+
+    async fn mailing(&self, id: MailingId) -> Result<Option<Mailing>, StoreError> {
+        let row = sqlx::query("SELECT * FROM mailings WHERE id = ?")
+            .bind(id.0)
+            .fetch_optional(&self.reader)
+            .await
+            .map_err(err)?;
+        row.as_ref().map(mailing_row).transpose()
+    }
+
+    async fn list_mailings(
+        &self,
+        status: Option<MailingStatus>,
+        after: Option<MailingId>,
+        limit: u32,
+    ) -> Result<Vec<Mailing>, StoreError> {
+        let sql = format!(
+            "SELECT * FROM mailings WHERE {} AND {} ORDER BY id LIMIT ?3",
+            of_status(1, status.is_some()),
+            after_id(2, after.is_some()),
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(status.map(MailingStatus::as_str))
+            .bind(after.map(|a| a.0))
+            .bind(i64::from(limit))
+            .fetch_all(&self.reader)
+            .await
+            .map_err(err)?;
+        rows.iter().map(mailing_row).collect()
+    }
+
+    async fn update_mailing(&self, m: &Mailing, expected: MailingStatus, now: DateTime<Utc>) -> Result<(), StoreError> {
+        let (codes, tags) = campaign::filter_parts(&m.filter);
+        let mut tx = self.writer.begin().await.map_err(err)?;
+        let done = sqlx::query(
+            "UPDATE mailings SET start_at = ?2, end_at = ?3, text = ?4, operator_codes = ?5, tags = ?6, \
+             window_from = ?7, window_to = ?8, status = ?9, updated_at = ?10 WHERE id = ?1 AND status = ?11",
+        )
+        .bind(m.id.0)
+        .bind(micros(m.start_at))
+        .bind(micros(m.end_at))
+        .bind(m.text.as_str())
+        .bind(to_json(codes))
+        .bind(to_json(tags))
+        .bind(m.window.map(|w| w.from.to_string()))
+        .bind(m.window.map(|w| w.to.to_string()))
+        .bind(m.status.as_str())
+        .bind(micros(m.updated_at))
+        .bind(expected.as_str())
+        .execute(&mut *tx)
+        .await
+        .map_err(err)?;
+        if done.rows_affected() == 0 {
+            return Err(match stored_status(&mut tx, m.id).await? {
+                Some(_) => StoreError::Conflict { constraint: MAILING_STATUS.into() },
+                None => StoreError::NotFound,
+            });
+        }
+        if expected == MailingStatus::Running {
+            // SET expressions all read the row as it was, so `status = 'pending'` is the old status.
+            sqlx::query(
+                "UPDATE deliveries SET deadline = ?2, updated_at = ?3, \
+                 status = CASE WHEN status = 'pending' AND next_attempt_at >= ?2 THEN 'expired' ELSE status END, \
+                 last_error = CASE WHEN status = 'pending' AND next_attempt_at >= ?2 THEN ?5 ELSE last_error END, \
+                 payload = CASE WHEN status = 'pending' THEN json_set(payload, '$.text', ?4) ELSE payload END \
+                 WHERE source_id = ?1 AND kind = ?6 AND status IN ('pending', 'sending')",
+            )
+            .bind(m.id.0)
+            .bind(micros(m.end_at))
+            .bind(micros(now))
+            .bind(m.text.as_str())
+            .bind(ENDS_BEFORE_ATTEMPT)
+            .bind(MESSAGE_KIND)
+            .execute(&mut *tx)
+            .await
+            .map_err(err)?;
+        }
+        tx.commit().await.map_err(err)
+    }
+
+    async fn start_mailing(
+        &self,
+        id: MailingId,
+        plan: &FirstAttempts,
+        now: DateTime<Utc>,
+    ) -> Result<Option<u64>, StoreError> {
+        let mut tx = self.writer.begin().await.map_err(err)?;
+        let started = sqlx::query(
+            "UPDATE mailings SET status = 'running', updated_at = ?2 WHERE id = ?1 AND status = 'scheduled' \
+             RETURNING operator_codes, tags",
+        )
+        .bind(id.0)
+        .bind(micros(now))
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(err)?;
+        let Some(started) = started else { return Ok(None) };
+        let codes: Option<String> = started.try_get("operator_codes").map_err(err)?;
+        let tags: Option<String> = started.try_get("tags").map_err(err)?;
+        let plan = PlanParts::of(plan, now);
+        let zones: Vec<_> =
+            plan.zones.iter().zip(&plan.ats).map(|(z, at)| serde_json::json!([z, micros(*at)])).collect();
+        if !zones.is_empty() {
+            sqlx::query(STORE_PLAN)
+                .bind(id.0)
+                .bind(serde_json::Value::from(zones).to_string())
+                .execute(&mut *tx)
+                .await
+                .map_err(err)?;
+        }
+        let created = sqlx::query(CREATE_MESSAGES)
+            .bind(id.0)
+            .bind(MESSAGE_KIND)
+            .bind(id.to_string())
+            .bind(micros(plan.otherwise))
+            .bind(codes)
+            .bind(tags)
+            .bind(WINDOW_AFTER_END)
+            .bind(micros(now))
+            .bind(now.timestamp_millis())
+            .execute(&mut *tx)
+            .await
+            .map_err(err)?
+            .rows_affected();
+        if !plan.zones.is_empty() {
+            sqlx::query("DELETE FROM mailing_start_plans WHERE mailing_id = ?")
+                .bind(id.0)
+                .execute(&mut *tx)
+                .await
+                .map_err(err)?;
+        }
+        sqlx::query(FINISH_ONE).bind(micros(now)).bind(id.0).execute(&mut *tx).await.map_err(err)?;
+        tx.commit().await.map_err(err)?;
+        Ok(Some(created))
+    }
+
+    async fn cancel_mailing(&self, id: MailingId, now: DateTime<Utc>) -> Result<u64, StoreError> {
+        let mut tx = self.writer.begin().await.map_err(err)?;
+        let done = sqlx::query(
+            "UPDATE mailings SET status = 'cancelled', updated_at = ?2 \
+             WHERE id = ?1 AND status IN ('scheduled', 'running')",
+        )
+        .bind(id.0)
+        .bind(micros(now))
+        .execute(&mut *tx)
+        .await
+        .map_err(err)?;
+        if done.rows_affected() == 0 {
+            return match stored_status(&mut tx, id).await? {
+                None => Err(StoreError::NotFound),
+                Some(MailingStatus::Cancelled) => Ok(0),
+                Some(_) => Err(StoreError::Conflict { constraint: MAILING_STATUS.into() }),
+            };
+        }
+        let cancelled = sqlx::query(
+            "UPDATE deliveries SET status = 'cancelled', updated_at = ?2 \
+             WHERE source_id = ?1 AND kind = ?3 AND status = 'pending'",
+        )
+        .bind(id.0)
+        .bind(micros(now))
+        .bind(MESSAGE_KIND)
+        .execute(&mut *tx)
+        .await
+        .map_err(err)?
+        .rows_affected();
+        tx.commit().await.map_err(err)?;
+        Ok(cancelled)
+    }
+
+    async fn due_mailings(&self, now: DateTime<Utc>, limit: u32) -> Result<Vec<MailingId>, StoreError> {
+        let ids: Vec<Uuid> = sqlx::query_scalar(
+            "SELECT id FROM mailings WHERE status = 'scheduled' AND start_at <= ? ORDER BY start_at, id LIMIT ?",
+        )
+        .bind(micros(now))
+        .bind(i64::from(limit))
+        .fetch_all(&self.reader)
+        .await
+        .map_err(err)?;
+        Ok(ids.into_iter().map(MailingId).collect())
+    }
+
+    async fn finish_mailings(&self, now: DateTime<Utc>) -> Result<Vec<MailingId>, StoreError> {
+        let mut ids: Vec<Uuid> =
+            sqlx::query_scalar(FINISH_ALL).bind(micros(now)).fetch_all(&self.writer).await.map_err(err)?;
+        ids.sort_unstable();
+        Ok(ids.into_iter().map(MailingId).collect())
+    }
+
+    async fn message_counts(&self, mailings: &[MailingId]) -> Result<HashMap<MailingId, MessageCounts>, StoreError> {
+        let ids: Vec<String> = mailings.iter().map(|m| m.0.simple().to_string()).collect();
+        let rows = sqlx::query(
+            "SELECT source_id, status, count(*) AS n FROM deliveries \
+             WHERE source_id IN (SELECT unhex(value) FROM json_each(?)) GROUP BY source_id, status",
+        )
+        .bind(serde_json::Value::from(ids).to_string())
+        .fetch_all(&self.reader)
+        .await
+        .map_err(err)?;
+        let mut counts: HashMap<MailingId, MessageCounts> =
+            mailings.iter().map(|&m| (m, MessageCounts::default())).collect();
+        for row in rows {
+            let mailing = MailingId(row.try_get("source_id").map_err(err)?);
+            let status: DeliveryStatus =
+                row.try_get::<String, _>("status").map_err(err)?.parse().map_err(|e| corrupt("delivery status", e))?;
+            let n: i64 = row.try_get("n").map_err(err)?;
+            counts.entry(mailing).or_default().add(status, n.max(0) as u64);
+        }
+        Ok(counts)
+    }
+
+    async fn list_messages(
+        &self,
+        mailing: MailingId,
+        status: Option<DeliveryStatus>,
+        after: Option<DeliveryId>,
+        limit: u32,
+    ) -> Result<Vec<Delivery>, StoreError> {
+        let sql = format!(
+            "SELECT * FROM deliveries WHERE source_id = ?1 AND {} AND {} ORDER BY id LIMIT ?4",
+            of_status(2, status.is_some()),
+            after_id(3, after.is_some()),
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(mailing.0)
+            .bind(status.map(DeliveryStatus::as_str))
+            .bind(after.map(|a| a.0))
+            .bind(i64::from(limit))
+            .fetch_all(&self.reader)
+            .await
+            .map_err(err)?;
+        rows.iter().map(delivery_row).collect()
+    }
+}

@@ -1,0 +1,67 @@
+//! Campaigns (clients, mailings, messages, statistics) over real HTTP, on every store and broker.
+
+store_broker_suite! {
+    campaign_suite {
+        sqlite_memory: Sqlite + Memory,
+        postgres_amqp: Postgres + Amqp,
+        postgres_nats: Postgres + Nats,
+    }
+    {
+        filters_pick_clients_by_code_tag_and_both,
+        a_future_mailing_starts_by_itself_and_stops_at_its_end,
+        send_windows_follow_each_clients_zone,
+        a_provider_outage_mid_mailing_loses_nothing,
+        bad_input_is_refused_and_cancelling_stops_what_is_pending,
+    }
+}
+
+/// `herald serve` starts a future mailing by itself (the scheduler's `mailings` job) and sends
+/// it through the provider, with the real clock and no other process.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn serve_starts_a_future_mailing_and_sends_it() {
+    use std::time::Duration;
+
+    use herald_testkit::mock_provider::MockProvider;
+    use reqwest::StatusCode;
+    use serde_json::json;
+
+    let provider = MockProvider::start("serve-token").await;
+    let url = provider.base_url();
+    let app = herald_testkit::TestApp::start_with(herald_testkit::Backend::Sqlite, "serve_mailing", |env| {
+        env.insert("HERALD_PROVIDER_URL".into(), url);
+        env.insert("HERALD_PROVIDER_TOKEN".into(), "serve-token".into());
+        env.insert("HERALD_SCHEDULER_INTERVAL".into(), "100ms".into());
+        env.insert("HERALD_MAILINGS_SCHEDULE".into(), "@every 1s".into());
+    })
+    .await
+    .expect("sqlite is always there");
+    let admin = app.admin("ops@example.org").await;
+    for phone in ["79160000001", "79160000002", "79030000003"] {
+        let reply = app.post("/api/v1/clients", Some(&admin), &json!({"phone": phone})).await;
+        assert_eq!(reply.status, StatusCode::CREATED, "{:?}", reply.body);
+    }
+    let start = chrono::Utc::now() + chrono::Duration::seconds(1);
+    let end = start + chrono::Duration::hours(1);
+    let body = json!({"start_at": start, "end_at": end, "text": "served", "filter": {"operator_codes": ["916"]}});
+    let reply = app.post("/api/v1/mailings", Some(&admin), &body).await;
+    assert_eq!(
+        (reply.status, reply.body["status"].as_str()),
+        (StatusCode::CREATED, Some("scheduled")),
+        "{:?}",
+        reply.body
+    );
+    let id = reply.body["id"].as_str().expect("id").to_owned();
+    provider.wait_accepted(2, Duration::from_secs(20)).await.expect("both 916 clients get the text");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let stats = app.get(&format!("/api/v1/mailings/{id}/stats"), Some(&admin)).await;
+        if stats.body["mailing"]["status"] == "finished" {
+            assert_eq!(stats.body["messages"]["sent"], 2, "{:?}", stats.body);
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the mailing never finished: {:?}", stats.body);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    app.stop().await;
+    provider.stop().await;
+}
