@@ -277,6 +277,18 @@ impl MessageCounts {
         } += n;
     }
 
+    /// Each status with its count.
+    pub fn by_status(&self) -> [(DeliveryStatus, u64); 6] {
+        [
+            (DeliveryStatus::Pending, self.pending),
+            (DeliveryStatus::Sending, self.sending),
+            (DeliveryStatus::Sent, self.sent),
+            (DeliveryStatus::Failed, self.failed),
+            (DeliveryStatus::Expired, self.expired),
+            (DeliveryStatus::Cancelled, self.cancelled),
+        ]
+    }
+
     /// Messages that are final, whatever the outcome.
     pub fn settled(&self) -> u64 {
         self.total - self.pending - self.sending

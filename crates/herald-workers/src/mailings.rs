@@ -63,7 +63,7 @@ impl MailingsJob {
         let mut total = MessageCounts::default();
         let mut gauged = HashSet::new();
         for (id, c) in &counts {
-            for (status, n) in by_status(c) {
+            for (status, n) in c.by_status() {
                 total.add(status, n);
             }
             let progress = if c.total == 0 { 1.0 } else { c.settled() as f64 / c.total as f64 };
@@ -74,7 +74,7 @@ impl MailingsJob {
                 .set(progress);
             gauged.insert(mailing_id);
         }
-        for (status, n) in by_status(&total) {
+        for (status, n) in total.by_status() {
             let labels = StatusLabels { status: status.as_str().to_owned() };
             self.metrics.mailing_messages.get_or_create(&labels).set(i64::try_from(n).unwrap_or(i64::MAX));
         }
@@ -85,18 +85,6 @@ impl MailingsJob {
         *previous = gauged;
         Ok(())
     }
-}
-
-fn by_status(c: &MessageCounts) -> [(herald_core::delivery::DeliveryStatus, u64); 6] {
-    use herald_core::delivery::DeliveryStatus as S;
-    [
-        (S::Pending, c.pending),
-        (S::Sending, c.sending),
-        (S::Sent, c.sent),
-        (S::Failed, c.failed),
-        (S::Expired, c.expired),
-        (S::Cancelled, c.cancelled),
-    ]
 }
 
 #[async_trait]

@@ -141,7 +141,7 @@ impl ZonedWindow {
 
     /// The window a delivery payload carries, if any; an unreadable one is ignored (none).
     pub fn of_payload(payload: &serde_json::Value) -> Option<Self> {
-        let zoned: Self = payload.get("window").and_then(|w| serde_json::from_value(w.clone()).ok())?;
+        let zoned = Self::deserialize(payload.get("window")?).ok()?;
         SendWindow::new(zoned.from, zoned.to).is_ok().then_some(zoned)
     }
 
