@@ -115,6 +115,11 @@ pub trait DeliveryStore: Send + Sync {
 
     /// How many pending deliveries are due at `now`.
     async fn count_due_deliveries(&self, now: DateTime<Utc>) -> Result<u64, StoreError>;
+
+    /// How many deliveries are claimed (`sending`) now: handed to senders and not yet reported.
+    /// Schedulers stop claiming above a bound, so the work queue never holds more than senders
+    /// can finish within a lease.
+    async fn count_claimed_deliveries(&self) -> Result<u64, StoreError>;
 }
 
 /// Campaigns: clients, mailings, and their messages: deliveries whose `source_id` is the mailing

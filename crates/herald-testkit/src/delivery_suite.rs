@@ -14,7 +14,8 @@ use herald_core::{
     broker::Message,
     clock::{Clock, ManualClock},
     delivery::{
-        BreakerConfig, Channel, DELIVERY_QUEUE, Delivery, DeliveryId, DeliveryStatus, NewDelivery, RetryPolicy,
+        BreakerConfig, Channel, DELIVERY_QUEUE, Delivery, DeliveryId, DeliveryReport, DeliveryStatus, JobBatch,
+        NewDelivery, RetryPolicy,
     },
     metrics::Metrics,
     store::Store,
@@ -82,9 +83,13 @@ impl Running {
 
 impl Pipeline {
     pub async fn new(store: Arc<dyn Store>, broker: &TestBroker) -> Self {
+        let options = SchedulerOptions { batch: 100, lease: Duration::from_secs(120), ..SchedulerOptions::default() };
+        Self::with_scheduler(store, broker, options).await
+    }
+
+    pub async fn with_scheduler(store: Arc<dyn Store>, broker: &TestBroker, options: SchedulerOptions) -> Self {
         let clock = Arc::new(ManualClock::new(t0()));
         let metrics = Arc::new(Metrics::default());
-        let options = SchedulerOptions { batch: 100, lease: Duration::from_secs(120), ..SchedulerOptions::default() };
         let scheduler = Scheduler::new(store.clone(), broker.broker.clone(), clock.clone(), metrics.clone(), options);
         Self {
             store,
@@ -373,6 +378,80 @@ pub async fn a_sender_killed_mid_batch_loses_nothing(store: Arc<dyn Store>, brok
     assert!(all.iter().all(|d| d.sent_at.is_some()));
     assert_eq!(p.provider.stats().inconsistent_retries, 0, "a retry is the same message");
     survivor.stop().await;
+    p.finish().await;
+}
+
+/// The scheduler claims no more than `max_claimed` at once and packs its claims into messages of
+/// `jobs_per_message`; a sender checks a message's claims together and skips the settled ones.
+pub async fn claims_travel_in_batches_and_stop_at_the_bound(store: Arc<dyn Store>, broker: &TestBroker) {
+    let options = SchedulerOptions {
+        batch: 100,
+        jobs_per_message: 10,
+        max_claimed: 25,
+        lease: Duration::from_secs(120),
+        ..SchedulerOptions::default()
+    };
+    let p = Pipeline::with_scheduler(store, broker, options).await;
+    let ids = p.sms(60).await;
+    let pass = p.scheduler.tick().await.expect("pass");
+    assert_eq!((pass.queued, pass.capped), (25, true), "claims stop at the bound");
+    let pass = p.scheduler.tick().await.expect("pass");
+    assert_eq!((pass.queued, pass.capped), (0, true), "nothing more until senders report");
+
+    // Three messages of 10, 10 and 5 jobs; put them back for the sender.
+    let mut consumer = p
+        .broker
+        .consume(
+            DELIVERY_QUEUE,
+            herald_core::broker::ConsumeOptions { ack_deadline: Duration::from_secs(30), prefetch: 10 },
+        )
+        .await
+        .expect("consume");
+    let mut taken = Vec::new();
+    for _ in 0..3 {
+        let next = tokio::time::timeout(Duration::from_secs(10), consumer.next()).await.expect("a message");
+        taken.push(next.expect("next"));
+    }
+    let mut sizes = Vec::new();
+    let mut queued = Vec::new();
+    for delivery in taken {
+        let jobs = JobBatch::decode(&delivery.message.payload).expect("a batch");
+        sizes.push(jobs.len());
+        queued.extend(jobs);
+        delivery.nack(None).await.expect("nack");
+    }
+    drop(consumer);
+    assert_eq!(sizes, [10, 10, 5]);
+
+    // One claim is settled elsewhere while its message waits: the sender must not call for it.
+    let settled = &queued[3];
+    let report = DeliveryReport {
+        id: DeliveryId(settled.id),
+        lease_until: settled.lease_until,
+        status: DeliveryStatus::Cancelled,
+        attempts: 0,
+        next_attempt_at: p.clock.now(),
+        last_error: Some("cancelled".into()),
+        sent_at: None,
+    };
+    assert_eq!(p.store.record_deliveries(&[report], p.clock.now()).await.expect("record"), 1);
+
+    let sender = p.spawn(Pipeline::options());
+    p.provider.wait_accepted(24, Duration::from_secs(20)).await.expect("the other 24 claims are sent");
+    // The bound frees up as reports land; the rest follow.
+    let rest: Vec<_> = ids.iter().copied().filter(|id| !queued.iter().any(|j| j.id == id.0)).collect();
+    assert_eq!(rest.len(), 35);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while p.provider.stats().distinct_accepted < 59 {
+        assert!(tokio::time::Instant::now() < deadline, "the rest were not sent");
+        p.tick().await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    p.all_become(&rest, DeliveryStatus::Sent).await;
+    assert_eq!(p.get(DeliveryId(settled.id)).await.status, DeliveryStatus::Cancelled);
+    assert_eq!(p.provider.received(p.get(DeliveryId(settled.id)).await.number as u64), 0, "never called");
+    assert!(p.provider.accepted_messages().iter().all(|a| a.times == 1), "each sent once");
+    sender.stop().await;
     p.finish().await;
 }
 

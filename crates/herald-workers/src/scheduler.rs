@@ -2,10 +2,14 @@
 //! periodic jobs on their schedules.
 //!
 //! One pass: return the claims whose lease lapsed (their sender died or stalled), then claim due
-//! deliveries in batches under a lease and enqueue each as a [`DeliveryJob`]. Claims are exclusive
-//! in the store (`FOR UPDATE SKIP LOCKED` on PostgreSQL), so any number of schedulers run side by
-//! side without double claims. A batch the broker refuses is handed back at once rather than left
-//! to lapse.
+//! deliveries in batches under a lease and enqueue them, several [`DeliveryJob`]s to a
+//! [`JobBatch`] message. Claims are exclusive in the store (`FOR UPDATE SKIP LOCKED` on
+//! PostgreSQL), so any number of schedulers run side by side without double claims. A batch the
+//! broker refuses is handed back at once rather than left to lapse.
+//!
+//! Back-pressure: a scheduler claims only while fewer than `max_claimed` deliveries are claimed
+//! and unreported, so a mailing of a million messages waits in the store, not in the broker or in
+//! a sender's memory, and no claim lapses in a queue that senders cannot drain within the lease.
 //!
 //! Periodic jobs run on the scheduler holding the `scheduler-jobs` lease, one at a time; a run
 //! missed while no scheduler was up is not made up (each job's next run is computed from the time
@@ -22,7 +26,7 @@ use chrono::{DateTime, Utc};
 use herald_core::{
     broker::{Broker, BrokerError},
     clock::Clock,
-    delivery::{DELIVERY_QUEUE, DeliveryJob, DeliveryReport, DeliveryStatus},
+    delivery::{DELIVERY_QUEUE, DeliveryJob, DeliveryReport, DeliveryStatus, JobBatch},
     metrics::{JobLabels, Metrics},
     schedule::Schedule,
     store::{Store, StoreError},
@@ -48,6 +52,11 @@ pub trait PeriodicJob: Send + Sync + std::fmt::Debug {
 pub struct SchedulerOptions {
     /// Most deliveries claimed per batch.
     pub batch: u32,
+    /// Deliveries per work-queue message: a sender checks their claims with one store read and
+    /// settles the message once all are reported.
+    pub jobs_per_message: usize,
+    /// Most deliveries claimed and not yet reported, across every scheduler (0: no bound).
+    pub max_claimed: u64,
     /// How long a claim lasts: longer than a sender needs for one delivery (channel timeout,
     /// rate-limit wait and report included), short enough that a dead sender's work is soon retried.
     pub lease: Duration,
@@ -61,6 +70,8 @@ impl Default for SchedulerOptions {
     fn default() -> Self {
         Self {
             batch: 500,
+            jobs_per_message: 50,
+            max_claimed: 20_000,
             lease: Duration::from_secs(120),
             interval: Duration::from_secs(1),
             jobs_lease_ttl: Duration::from_secs(30),
@@ -77,7 +88,12 @@ pub struct Pass {
     pub queued: usize,
     /// Whether the last batch was full (more may be due).
     pub full: bool,
+    /// Whether `max_claimed` held the pass back: senders have enough for now.
+    pub capped: bool,
 }
+
+/// How soon a scheduler held back by `max_claimed` looks again: senders free room quickly.
+const CAPPED_POLL: Duration = Duration::from_millis(50);
 
 /// Why a pass failed; retried by [`Scheduler::run`].
 #[derive(Debug, thiserror::Error)]
@@ -151,20 +167,37 @@ impl Scheduler {
             self.metrics.deliveries_rescued.inc_by(rescued);
             tracing::info!(rescued, "returned lapsed delivery claims to pending");
         }
-        let claimed = self.store.claim_due_deliveries(now, self.options.batch, self.options.lease).await?;
+        let limit = self.room().await?;
+        let capped = limit < self.options.batch;
+        if limit == 0 {
+            return Ok(Pass { rescued, queued: 0, full: false, capped });
+        }
+        let claimed = self.store.claim_due_deliveries(now, limit, self.options.lease).await?;
         let full = claimed.len() as u32 >= self.options.batch;
         let jobs: Vec<DeliveryJob> = claimed.iter().filter_map(DeliveryJob::of).collect();
         if jobs.is_empty() {
-            return Ok(Pass { rescued, queued: 0, full: false });
+            return Ok(Pass { rescued, queued: 0, full: false, capped });
         }
-        let messages = jobs.iter().map(DeliveryJob::message).collect();
+        let messages =
+            jobs.chunks(self.options.jobs_per_message.max(1)).map(|c| JobBatch::message(c.to_vec())).collect();
         if let Err(err) = self.broker.enqueue_all(DELIVERY_QUEUE, messages).await {
             self.hand_back(&jobs, now).await;
             return Err(err.into());
         }
         self.metrics.deliveries_claimed.inc_by(jobs.len() as u64);
         tracing::debug!(count = jobs.len(), "queued due deliveries");
-        Ok(Pass { rescued, queued: jobs.len(), full })
+        Ok(Pass { rescued, queued: jobs.len(), full, capped })
+    }
+
+    /// How many deliveries this pass may claim: a batch, less what `max_claimed` leaves no room for.
+    async fn room(&self) -> Result<u32, StoreError> {
+        let batch = self.options.batch;
+        if self.options.max_claimed == 0 {
+            return Ok(batch);
+        }
+        let claimed = self.store.count_claimed_deliveries().await?;
+        let room = self.options.max_claimed.saturating_sub(claimed);
+        Ok(u32::try_from(room).unwrap_or(u32::MAX).min(batch))
     }
 
     /// Returns claims that could not be enqueued to pending, unchanged but for the claim.
@@ -245,7 +278,13 @@ impl Scheduler {
             let wait = match self.tick().await {
                 Ok(pass) => {
                     backoff = Duration::from_millis(100);
-                    if pass.full { Duration::ZERO } else { self.options.interval }
+                    if pass.full {
+                        Duration::ZERO
+                    } else if pass.capped {
+                        CAPPED_POLL.min(self.options.interval)
+                    } else {
+                        self.options.interval
+                    }
                 }
                 Err(err) => {
                     self.metrics.scheduler_errors.inc();

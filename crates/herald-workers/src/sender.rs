@@ -1,9 +1,10 @@
 //! The sender: takes claimed deliveries from the work queue, calls their channel, and records the
 //! outcomes.
 //!
-//! For each queued [`DeliveryJob`]:
-//! 1. a job whose claim is no longer current (already settled, or rescued and handed out again)
-//!    is dropped, so a message the broker redelivers is not sent twice;
+//! A queue message is a [`JobBatch`]. Its claims are checked with one store read: a job whose
+//! claim is no longer current (already settled, or rescued and handed out again) is dropped, so a
+//! message the broker redelivers is not sent twice. Then each current [`DeliveryJob`] takes one of
+//! the sender's `concurrency` slots:
 //! 2. past its deadline it expires without an attempt;
 //! 3. while its channel's circuit breaker is open it is deferred to when the breaker lets a probe
 //!    through, without spending an attempt;
@@ -11,9 +12,10 @@
 //! 5. the channel is called and the outcome becomes a report through the [`RetryPolicy`].
 //!
 //! Reports are written in batches: whatever finished while the previous write ran goes in the
-//! next one (group commit), and a message is acked only after its report is durable. A sender
-//! killed mid-batch leaves its messages unacked: the broker redelivers them (or their claims lapse
-//! and the scheduler requeues them), and only calls that got no recorded answer are made again.
+//! next one (group commit), and a message is acked only after the reports of all its jobs are
+//! durable. A sender killed mid-batch leaves its messages unacked: the broker redelivers them (or
+//! their claims lapse and the scheduler requeues them), and only calls that got no recorded answer
+//! are made again.
 //! The `realtime` channel writes the event and the report in one transaction: exactly once.
 //!
 //! The breaker and the rate limit are per sender process: with N senders a provider sees up to N
@@ -21,7 +23,10 @@
 
 use std::{
     collections::HashMap,
-    sync::{Arc, Mutex, PoisonError},
+    sync::{
+        Arc, Mutex, PoisonError,
+        atomic::{AtomicBool, AtomicUsize, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -32,7 +37,7 @@ use herald_core::{
     clock::Clock,
     delivery::{
         BreakerConfig, BreakerState, Channel, CircuitBreaker, DELIVERY_QUEUE, Decision, DeliveryId, DeliveryJob,
-        DeliveryReport, DeliveryStatus, Failure, Outcome, RetryPolicy, TokenBucket, ZonedWindow,
+        DeliveryReport, DeliveryStatus, Failure, JobBatch, Outcome, RetryPolicy, TokenBucket, ZonedWindow,
     },
     event::{NewEvent, user_channel},
     metrics::{ChannelLabels, Metrics, OutcomeLabels},
@@ -59,9 +64,10 @@ pub struct Rate {
 /// How a sender behaves.
 #[derive(Debug, Clone)]
 pub struct SenderOptions {
-    /// Deliveries in flight at once (also the broker prefetch).
+    /// Deliveries in flight at once (also the broker prefetch, in messages).
     pub concurrency: usize,
-    /// A queue message not acked within this is redelivered to another sender.
+    /// A queue message not acked within this is redelivered to another sender. Longer than the
+    /// scheduler's lease, so the broker redelivers only messages whose claims have lapsed.
     pub ack_deadline: Duration,
     /// Most reports per store write.
     pub report_batch: usize,
@@ -88,19 +94,45 @@ impl Default for SenderOptions {
     }
 }
 
-/// What to do with a queue message once handled.
+/// What to do with a job once handled.
 #[derive(Debug)]
 enum Disposition {
-    /// Record this report, then ack.
+    /// Record this report.
     Report(DeliveryReport),
-    /// Nothing to record (stale, undecodable, or recorded already): ack.
-    Ack,
-    /// Could not tell what to do (the store did not answer): redeliver later.
+    /// Nothing to record (recorded already).
+    Done,
+    /// Could not finish (the store did not answer): redeliver the job's message later.
     Retry,
 }
 
-/// A handled message on its way to the reporter, with the concurrency slot it holds.
-type Handled = (Disposition, broker::Delivery, tokio::sync::OwnedSemaphorePermit);
+/// A queue message whose jobs are in progress: settled once the last of them is recorded, and
+/// redelivered if any of them asked for it.
+struct InFlight {
+    delivery: Mutex<Option<broker::Delivery>>,
+    remaining: AtomicUsize,
+    retry: AtomicBool,
+}
+
+impl InFlight {
+    fn new(delivery: broker::Delivery, jobs: usize) -> Arc<Self> {
+        Arc::new(Self { delivery: Mutex::new(Some(delivery)), remaining: AtomicUsize::new(jobs), retry: false.into() })
+    }
+
+    /// Counts one job as recorded; the message once its last job is.
+    fn finish_one(&self, retry: bool) -> Option<(broker::Delivery, bool)> {
+        if retry {
+            self.retry.store(true, Ordering::Relaxed);
+        }
+        if self.remaining.fetch_sub(1, Ordering::AcqRel) != 1 {
+            return None;
+        }
+        let delivery = self.delivery.lock().unwrap_or_else(PoisonError::into_inner).take()?;
+        Some((delivery, self.retry.load(Ordering::Relaxed)))
+    }
+}
+
+/// A handled job on its way to the reporter, with its message and the concurrency slot it holds.
+type Handled = (Disposition, Arc<InFlight>, tokio::sync::OwnedSemaphorePermit);
 
 struct Guard {
     breaker: CircuitBreaker,
@@ -202,30 +234,51 @@ impl Sender {
         // Abort the reporter if this future is dropped (the sender is killed), as the tasks are.
         let _reporter_guard = AbortOnDrop(reporter.abort_handle());
         let slots = Arc::new(Semaphore::new(self.0.options.concurrency.max(1)));
-        loop {
-            let Ok(slot) = slots.clone().acquire_owned().await else { break };
+        'messages: loop {
+            // Take a message only with a slot free for it, so messages wait in the broker rather
+            // than here.
+            let Ok(first) = slots.clone().acquire_owned().await else { break };
             let next = tokio::select! {
                 () = shutdown.cancelled() => break,
                 next = consumer.next() => next,
             };
-            match next {
-                Ok(delivery) => {
-                    let sender = self.clone();
-                    let reports = reports.clone();
-                    tasks.spawn(async move {
-                        let disposition = sender.handle(&delivery).await;
-                        // The slot is freed once the report is written and the message acked, so
-                        // at most `concurrency` deliveries are ever unrecorded. The reporter
-                        // outlives every task but a killed sender's.
-                        let _ = reports.send((disposition, delivery, slot));
-                    });
-                }
+            let delivery = match next {
+                Ok(delivery) => delivery,
                 Err(broker::BrokerError::Closed) => break,
                 Err(err) => {
                     self.0.metrics.sender_errors.inc();
                     tracing::warn!(error = %err, "the delivery queue failed; the broker client reconnects");
                     tokio::time::sleep(Duration::from_millis(250)).await;
+                    continue;
                 }
+            };
+            let Some(jobs) = self.current_jobs(&delivery).await else {
+                tasks.spawn(settle(delivery, true));
+                continue;
+            };
+            if jobs.is_empty() {
+                tasks.spawn(settle(delivery, false));
+                continue;
+            }
+            let message = InFlight::new(delivery, jobs.len());
+            let mut slot = Some(first);
+            for job in jobs {
+                let slot = match slot.take() {
+                    Some(slot) => slot,
+                    None => match slots.clone().acquire_owned().await {
+                        Ok(slot) => slot,
+                        Err(_) => break 'messages,
+                    },
+                };
+                let (sender, reports, message) = (self.clone(), reports.clone(), message.clone());
+                tasks.spawn(async move {
+                    let span = delivery_span(&job);
+                    let disposition = sender.handle_job(job).instrument(span).await;
+                    // The slot is freed once the report is written, so at most `concurrency`
+                    // deliveries are ever unrecorded. The reporter outlives every task but a
+                    // killed sender's.
+                    let _ = reports.send((disposition, message, slot));
+                });
             }
             // Reap finished tasks so the set does not grow.
             while tasks.try_join_next().is_some() {}
@@ -237,7 +290,35 @@ impl Sender {
         drop(consumer);
     }
 
-    /// Writes reports in batches and acks their messages once written.
+    /// The jobs of a queue message whose claims are still current; `None` when the store could
+    /// not tell (redeliver the message later). An unreadable message has none.
+    async fn current_jobs(&self, delivery: &broker::Delivery) -> Option<Vec<DeliveryJob>> {
+        let inner = &self.0;
+        let jobs = match JobBatch::decode(&delivery.message.payload) {
+            Ok(jobs) => jobs,
+            Err(err) => {
+                inner.metrics.sender_errors.inc();
+                tracing::warn!(message = %delivery.message.id, error = %err, "dropped an unreadable delivery message");
+                return Some(Vec::new());
+            }
+        };
+        let claims: Vec<_> = jobs.iter().map(DeliveryJob::claim).collect();
+        let current = match inner.store.current_claims(&claims).await {
+            Ok(current) => current,
+            Err(err) => {
+                tracing::warn!(message = %delivery.message.id, error = %err, "could not check claims; retrying the message");
+                return None;
+            }
+        };
+        let before = jobs.len();
+        let jobs: Vec<DeliveryJob> = jobs.into_iter().filter(|job| current.contains(&DeliveryId(job.id))).collect();
+        if jobs.len() < before {
+            tracing::debug!(skipped = before - jobs.len(), "skipped deliveries whose claim is settled or superseded");
+        }
+        Some(jobs)
+    }
+
+    /// Writes reports in batches and settles each message once all its jobs are recorded.
     async fn report(self, mut received: mpsc::UnboundedReceiver<Handled>) {
         let max = self.0.options.report_batch.max(1);
         while let Some(first) = received.recv().await {
@@ -249,14 +330,14 @@ impl Sender {
                 }
             }
             let mut reports = Vec::with_capacity(batch.len());
-            // Each message with whether to redeliver it, and the slot it frees once settled.
-            let mut settle = Vec::with_capacity(batch.len());
-            for (disposition, delivery, slot) in batch {
+            // Each job's message with whether to redeliver it, and the slot it frees once recorded.
+            let mut recorded = Vec::with_capacity(batch.len());
+            for (disposition, message, slot) in batch {
                 let retry = matches!(disposition, Disposition::Retry);
                 if let Disposition::Report(report) = disposition {
                     reports.push(report);
                 }
-                settle.push((retry, delivery, slot));
+                recorded.push((retry, message, slot));
             }
             let mut backoff = Duration::from_millis(100);
             while !reports.is_empty() {
@@ -278,52 +359,34 @@ impl Sender {
                     }
                 }
             }
-            // Settle the batch's messages together: one broker round trip each, overlapped.
-            let settling = settle.into_iter().map(|(retry, delivery, slot)| async move {
-                let settled =
-                    if retry { delivery.nack(Some(Duration::from_secs(1))).await } else { delivery.ack().await };
-                if let Err(err) = settled {
-                    tracing::debug!(error = %err, "could not settle a queue message; the broker redelivers it");
-                }
+            // Settle the messages this batch completed together: one broker round trip each,
+            // overlapped.
+            let mut settling = Vec::new();
+            for (retry, message, slot) in recorded {
                 drop(slot);
-            });
+                if let Some((delivery, retry)) = message.finish_one(retry) {
+                    settling.push(settle(delivery, retry));
+                }
+            }
             futures::future::join_all(settling).await;
         }
-    }
-
-    async fn handle(&self, delivery: &broker::Delivery) -> Disposition {
-        let inner = &self.0;
-        let job: DeliveryJob = match serde_json::from_slice(&delivery.message.payload) {
-            Ok(job) => job,
-            Err(err) => {
-                inner.metrics.sender_errors.inc();
-                tracing::warn!(message = %delivery.message.id, error = %err, "dropped an unreadable delivery message");
-                return Disposition::Ack;
-            }
-        };
-        let span = delivery_span(&job);
-        self.handle_job(job).instrument(span).await
     }
 
     async fn handle_job(&self, job: DeliveryJob) -> Disposition {
         let inner = &self.0;
         let id = DeliveryId(job.id);
-        match inner.store.current_claims(&[(id, job.lease_until)]).await {
-            Ok(current) if current.contains(&id) => {}
-            Ok(_) => {
-                tracing::debug!(delivery = %id, "skipped a delivery whose claim is settled or superseded");
-                return Disposition::Ack;
-            }
-            Err(err) => {
-                tracing::warn!(delivery = %id, error = %err, "could not check a claim; retrying the message");
-                return Disposition::Retry;
-            }
-        }
         let now = inner.clock.now();
         let Ok(channel) = job.channel.parse::<Channel>() else {
             let reason = format!("unknown channel {:?}", job.channel);
             return Disposition::Report(self.report_for(&job, "unknown", DeliveryStatus::Failed, now, Some(reason)));
         };
+        // A job that waited for a slot until its claim nearly ran out goes back to pending
+        // rather than racing the rescuer, which may hand it to another sender.
+        let margin = chrono::Duration::from_std(inner.options.call_margin).unwrap_or(chrono::Duration::MAX);
+        if now + margin > job.lease_until {
+            let reason = Some("deferred: the claim ran out before the sender got to it".to_owned());
+            return Disposition::Report(self.defer(&job, channel, now, reason));
+        }
         if job.deadline.is_some_and(|deadline| deadline <= now) {
             let reason = Some("the deadline passed before an attempt".to_owned());
             return Disposition::Report(self.report_for(&job, channel.as_str(), DeliveryStatus::Expired, now, reason));
@@ -395,7 +458,7 @@ impl Sender {
         };
         let report = self.report_for(job, "realtime", DeliveryStatus::Sent, now, None);
         match self.0.store.record_delivery_with_events(&report, &[event], now).await {
-            Ok(_) => Disposition::Ack,
+            Ok(_) => Disposition::Done,
             Err(err) => {
                 tracing::warn!(delivery = %job.id, error = %err, "could not append a realtime delivery; retrying");
                 Disposition::Retry
@@ -581,6 +644,14 @@ fn delivery_span(job: &DeliveryJob) -> tracing::Span {
             source_id = ids(job.source_id),
             recipient_id = ids(job.recipient_id),
         )
+    }
+}
+
+/// Acks a queue message, or redelivers it after a second when `retry`.
+async fn settle(delivery: broker::Delivery, retry: bool) {
+    let settled = if retry { delivery.nack(Some(Duration::from_secs(1))).await } else { delivery.ack().await };
+    if let Err(err) = settled {
+        tracing::debug!(error = %err, "could not settle a queue message; the broker redelivers it");
     }
 }
 

@@ -78,6 +78,8 @@ pub fn relay(config: &Config, store: Arc<dyn Store>, broker: Arc<dyn Broker>, me
 pub fn scheduler_options(config: &Config) -> SchedulerOptions {
     SchedulerOptions {
         batch: config.scheduler_batch.0,
+        jobs_per_message: config.scheduler_jobs_per_message.0 as usize,
+        max_claimed: u64::from(config.scheduler_max_claimed.0),
         lease: config.delivery_lease.0,
         interval: config.scheduler_interval.0,
         ..SchedulerOptions::default()
@@ -109,6 +111,9 @@ pub fn sender_options(config: &Config) -> SenderOptions {
     let call_margin = config.provider_timeout.0.max(config.webhook_timeout.0) + std::time::Duration::from_secs(5);
     SenderOptions {
         concurrency: config.sender_concurrency.0 as usize,
+        // The broker redelivers a message only after its claims lapsed: a live claim is never
+        // sent by two senders at once.
+        ack_deadline: config.delivery_lease.0 + std::time::Duration::from_secs(30),
         policy: RetryPolicy {
             max_attempts: config.retry_max_attempts.0,
             cap: config.retry_cap.0,

@@ -2,7 +2,10 @@
 //! reminder). The store is their truth; the scheduler claims due ones under a lease and senders
 //! report what happened.
 
-use std::{fmt, str::FromStr};
+use std::{
+    fmt::{self, Write as _},
+    str::FromStr,
+};
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
@@ -191,12 +194,84 @@ impl DeliveryJob {
         })
     }
 
-    /// The broker message: its id is unique per claim, so a redelivered copy of one claim is
-    /// dropped where the broker de-duplicates, and a new claim is never mistaken for an old one.
-    pub fn message(&self) -> crate::broker::Message {
-        let claim = format!("{}:{}", self.id, self.lease_until.timestamp_micros());
-        let id = Uuid::new_v5(&Uuid::NAMESPACE_OID, claim.as_bytes());
-        let payload = serde_json::to_vec(self).unwrap_or_default();
-        crate::broker::Message::new(id, payload).with_header("herald-kind", self.kind.clone())
+    /// The claim this job carries: the delivery and its lease.
+    pub fn claim(&self) -> (DeliveryId, DateTime<Utc>) {
+        (DeliveryId(self.id), self.lease_until)
+    }
+}
+
+/// Claimed deliveries as one work-queue message: a sender checks their claims with one store
+/// read and settles the message once every report is written, so the broker carries one message
+/// per batch rather than one per delivery.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "v")]
+pub enum JobBatch {
+    #[serde(rename = "1")]
+    V1 { jobs: Vec<DeliveryJob> },
+}
+
+impl JobBatch {
+    /// The broker message for `jobs`. Its id is derived from every claim in it, so a redelivered
+    /// copy is dropped where the broker de-duplicates, and a new claim is never mistaken for an
+    /// old one.
+    pub fn message(jobs: Vec<DeliveryJob>) -> crate::broker::Message {
+        let mut claims = String::with_capacity(jobs.len() * 54);
+        for job in &jobs {
+            let _ = write!(claims, "{}:{};", job.id, job.lease_until.timestamp_micros());
+        }
+        let id = Uuid::new_v5(&Uuid::NAMESPACE_OID, claims.as_bytes());
+        let count = jobs.len();
+        let payload = serde_json::to_vec(&Self::V1 { jobs }).unwrap_or_default();
+        crate::broker::Message::new(id, payload).with_header("herald-jobs", count.to_string())
+    }
+
+    /// The jobs of a queue message: a batch, or a lone [`DeliveryJob`] as versions before
+    /// batches queued them.
+    pub fn decode(payload: &[u8]) -> Result<Vec<DeliveryJob>, serde_json::Error> {
+        match serde_json::from_slice::<Self>(payload) {
+            Ok(Self::V1 { jobs }) => Ok(jobs),
+            Err(err) => serde_json::from_slice::<DeliveryJob>(payload).map(|job| vec![job]).map_err(|_| err),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(n: i64) -> DeliveryJob {
+        DeliveryJob {
+            id: Uuid::now_v7(),
+            number: n,
+            kind: "campaign.message".into(),
+            recipient: "79001234567".into(),
+            channel: "provider".into(),
+            payload: serde_json::json!({"text": "hi"}),
+            source_id: None,
+            recipient_id: None,
+            attempts: 0,
+            deadline: None,
+            lease_until: DateTime::from_timestamp(1_800_000_000, 0).expect("instant"),
+        }
+    }
+
+    #[test]
+    fn a_batch_round_trips_and_its_id_follows_its_claims() {
+        let jobs = vec![job(1), job(2)];
+        let message = JobBatch::message(jobs.clone());
+        assert_eq!(JobBatch::decode(&message.payload).expect("decodes"), jobs);
+        assert_eq!(JobBatch::message(jobs.clone()).id, message.id, "the same claims, the same id");
+        let mut later = jobs;
+        later[1].lease_until += chrono::Duration::seconds(1);
+        assert_ne!(JobBatch::message(later).id, message.id, "a new claim is a new message");
+    }
+
+    #[test]
+    fn a_lone_job_of_an_earlier_version_still_decodes_and_garbage_does_not() {
+        let lone = job(7);
+        let payload = serde_json::to_vec(&lone).expect("encodes");
+        assert_eq!(JobBatch::decode(&payload).expect("decodes"), vec![lone]);
+        assert!(JobBatch::decode(br#"{"v": "9", "jobs": []}"#).is_err(), "an unknown version is refused");
+        assert!(JobBatch::decode(b"\xff not json").is_err());
     }
 }

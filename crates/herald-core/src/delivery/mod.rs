@@ -9,7 +9,7 @@ pub mod window;
 
 pub use breaker::{BreakerConfig, BreakerState, CircuitBreaker};
 pub use job::{
-    Channel, DELIVERY_QUEUE, Delivery, DeliveryId, DeliveryJob, DeliveryReport, DeliveryStatus, NewDelivery,
+    Channel, DELIVERY_QUEUE, Delivery, DeliveryId, DeliveryJob, DeliveryReport, DeliveryStatus, JobBatch, NewDelivery,
 };
 pub use policy::{Decision, FailReason, Failure, Outcome, RetryPolicy, classify_http, parse_retry_after};
 pub use rate::{InvalidRate, TokenBucket};

@@ -175,6 +175,15 @@ impl DeliveryStore for SqliteStore {
                 .map_err(err)?;
         Ok(n.max(0) as u64)
     }
+
+    async fn count_claimed_deliveries(&self) -> Result<u64, StoreError> {
+        // The partial index on `sending` rows answers this without touching the table's bulk.
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM deliveries WHERE status = 'sending'")
+            .fetch_one(&self.reader)
+            .await
+            .map_err(err)?;
+        Ok(n.max(0) as u64)
+    }
 }
 
 /// Applies one report if its claim is current; 1 when it did, 0 when the claim was stale.

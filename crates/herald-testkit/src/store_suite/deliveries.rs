@@ -156,6 +156,7 @@ pub async fn claims_are_checked_counted_and_settled_with_their_events(store: &dy
 
     let claimed = store.claim_due_deliveries(t, 2, LEASE).await.expect("claim");
     assert_eq!(store.count_due_deliveries(t).await.expect("count"), 1, "claimed ones are not due");
+    assert_eq!(store.count_claimed_deliveries().await.expect("count"), 2, "claimed and not yet reported");
     let claims: Vec<_> = claimed.iter().map(|d| (d.id, d.lease_until.expect("leased"))).collect();
     let stale = (claims[0].0, claims[0].1 - chrono::Duration::seconds(1));
     let unclaimed = (batch.iter().find(|d| !claims.iter().any(|c| c.0 == d.id)).expect("one left").id, t);
@@ -187,6 +188,7 @@ pub async fn claims_are_checked_counted_and_settled_with_their_events(store: &dy
     assert_eq!(store.delivery(claims[0].0).await.expect("read").expect("present").status, DeliveryStatus::Sent);
     assert!(store.current_claims(&claims).await.expect("check").contains(&claims[1].0));
     assert!(!store.current_claims(&claims).await.expect("check").contains(&claims[0].0), "settled");
+    assert_eq!(store.count_claimed_deliveries().await.expect("count"), 1, "the settled one is no longer claimed");
 }
 
 /// An event for `owner`'s channel with a given id.

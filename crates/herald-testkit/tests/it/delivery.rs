@@ -11,6 +11,7 @@ store_broker_suite! {
         client_errors_are_final_and_deadlines_expire,
         the_breaker_opens_defers_and_recovers,
         a_sender_killed_mid_batch_loses_nothing,
+        claims_travel_in_batches_and_stop_at_the_bound,
         the_rate_limit_holds_within_five_percent,
         malformed_answers_are_failures_not_crashes,
         log_webhook_and_realtime_channels_deliver,

@@ -125,6 +125,10 @@ settings! {
         doc "How long published outbox events are kept before they are pruned.";
     scheduler_batch: Count = "500", env "HERALD_SCHEDULER_BATCH", flag "scheduler-batch", secret false,
         doc "Most due deliveries the scheduler claims per pass.";
+    scheduler_jobs_per_message: Count = "50", env "HERALD_SCHEDULER_JOBS_PER_MESSAGE", flag "scheduler-jobs-per-message",
+        secret false, doc "Claimed deliveries per work-queue message (a sender checks and settles them together).";
+    scheduler_max_claimed: Count = "20000", env "HERALD_SCHEDULER_MAX_CLAIMED", flag "scheduler-max-claimed", secret false,
+        doc "Most deliveries claimed and not yet reported at once; the scheduler waits for senders beyond it.";
     scheduler_interval: Span = "1s", env "HERALD_SCHEDULER_INTERVAL", flag "scheduler-interval", secret false,
         doc "Longest wait between scheduler passes (how late a due delivery may be picked up).";
     mailings_schedule: Schedule = "@every 1s", env "HERALD_MAILINGS_SCHEDULE", flag "mailings-schedule", secret false,
