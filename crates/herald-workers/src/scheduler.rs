@@ -119,6 +119,8 @@ pub struct Scheduler {
     options: SchedulerOptions,
     holder: String,
     jobs: Mutex<Vec<Scheduled>>,
+    /// When lapsed claims were last looked for: once an interval is enough, leases last minutes.
+    rescued_at: Mutex<Option<DateTime<Utc>>>,
 }
 
 impl std::fmt::Debug for Scheduler {
@@ -143,6 +145,7 @@ impl Scheduler {
             options,
             holder: Uuid::now_v7().to_string(),
             jobs: Mutex::new(Vec::new()),
+            rescued_at: Mutex::new(None),
         }
     }
 
@@ -159,10 +162,19 @@ impl Scheduler {
         jobs.iter().map(|s| (s.job.name().to_owned(), s.schedule.to_string())).collect()
     }
 
-    /// One pass: rescue lapsed claims, then claim and enqueue one batch.
+    /// One pass: rescue lapsed claims (at most once an interval), then claim and enqueue one batch.
     pub async fn tick(&self) -> Result<Pass, SchedulerError> {
         let now = self.clock.now();
-        let rescued = self.store.rescue_expired_leases(now).await?;
+        let rescue = {
+            let mut at = self.rescued_at.lock().unwrap_or_else(PoisonError::into_inner);
+            let interval = chrono::Duration::from_std(self.options.interval).unwrap_or(chrono::Duration::MAX);
+            let due = at.is_none_or(|at| now - at >= interval);
+            if due {
+                *at = Some(now);
+            }
+            due
+        };
+        let rescued = if rescue { self.store.rescue_expired_leases(now).await? } else { 0 };
         if rescued > 0 {
             self.metrics.deliveries_rescued.inc_by(rescued);
             tracing::info!(rescued, "returned lapsed delivery claims to pending");

@@ -105,15 +105,10 @@ impl DeliveryStore for PgStore {
     }
 
     async fn rescue_expired_leases(&self, now: DateTime<Utc>) -> Result<u64, StoreError> {
-        let done = sqlx::query(
-            "UPDATE deliveries SET status = 'pending', lease_until = NULL, updated_at = $1 \
-             WHERE status = 'sending' AND lease_until < $1",
-        )
-        .bind(now)
-        .execute(&self.pool)
-        .await
-        .map_err(err)?;
-        Ok(done.rows_affected())
+        // A function that scans the index of claims without a bitmap (see migration 0006).
+        let n: i64 =
+            sqlx::query_scalar("SELECT herald_rescue_lapsed($1)").bind(now).fetch_one(&self.pool).await.map_err(err)?;
+        Ok(n.max(0) as u64)
     }
 
     async fn record_deliveries(&self, reports: &[DeliveryReport], now: DateTime<Utc>) -> Result<u64, StoreError> {
@@ -188,11 +183,8 @@ impl DeliveryStore for PgStore {
     }
 
     async fn count_claimed_deliveries(&self) -> Result<u64, StoreError> {
-        // The partial index on `sending` rows answers this without touching the table's bulk.
-        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM deliveries WHERE status = 'sending'")
-            .fetch_one(&self.pool)
-            .await
-            .map_err(err)?;
+        // A function that scans the index of claims without a bitmap (see migration 0006).
+        let n: i64 = sqlx::query_scalar("SELECT herald_count_claimed()").fetch_one(&self.pool).await.map_err(err)?;
         Ok(n.max(0) as u64)
     }
 }

@@ -177,7 +177,6 @@ impl DeliveryStore for SqliteStore {
     }
 
     async fn count_claimed_deliveries(&self) -> Result<u64, StoreError> {
-        // The partial index on `sending` rows answers this without touching the table's bulk.
         let n: i64 = sqlx::query_scalar("SELECT count(*) FROM deliveries WHERE status = 'sending'")
             .fetch_one(&self.reader)
             .await
