@@ -455,6 +455,26 @@ pub async fn claims_travel_in_batches_and_stop_at_the_bound(store: Arc<dyn Store
     p.finish().await;
 }
 
+/// A job reached only when its claim is about to lapse is handed back, not sent: the rescuer may
+/// already be handing it to another sender. The next claim sends it, once.
+pub async fn a_claim_that_ran_out_while_queued_is_handed_back(store: Arc<dyn Store>, broker: &TestBroker) {
+    let p = Pipeline::new(store, broker).await;
+    let id = p.sms(1).await[0];
+    assert_eq!(p.tick().await, 1);
+    // The lease is 120 s and a sender keeps 15 s for the call: 110 s later it is too late.
+    p.advance(secs(110));
+    let sender = p.spawn(Pipeline::options());
+    let d = &p.settled(&[id]).await[0];
+    assert_eq!((d.status, d.attempts), (DeliveryStatus::Pending, 0), "handed back without an attempt");
+    assert!(d.last_error.as_deref().is_some_and(|e| e.contains("claim ran out")), "{:?}", d.last_error);
+    assert_eq!(p.provider.received(d.number as u64), 0);
+    assert_eq!(p.tick().await, 1, "due again at once");
+    let d = &p.all_become(&[id], DeliveryStatus::Sent).await[0];
+    assert_eq!((d.attempts, p.provider.received(d.number as u64)), (1, 1));
+    sender.stop().await;
+    p.finish().await;
+}
+
 /// 50/s with no burst: the provider never sees more than 50 calls in a second, and calls come
 /// every 20 ms, within 5 % (the median gap, so a stall of a loaded machine does not move it).
 pub async fn the_rate_limit_holds_within_five_percent(store: Arc<dyn Store>, broker: &TestBroker) {

@@ -22,7 +22,7 @@
 //! times the configured rate.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     sync::{
         Arc, Mutex, PoisonError,
         atomic::{AtomicBool, AtomicUsize, Ordering},
@@ -85,7 +85,7 @@ impl Default for SenderOptions {
         Self {
             concurrency: 64,
             ack_deadline: Duration::from_secs(60),
-            report_batch: 500,
+            report_batch: 2000,
             policy: RetryPolicy::default(),
             breaker: BreakerConfig::default(),
             rates: HashMap::new(),
@@ -132,7 +132,7 @@ impl InFlight {
 }
 
 /// A handled job on its way to the reporter, with its message and the concurrency slot it holds.
-type Handled = (Disposition, Arc<InFlight>, tokio::sync::OwnedSemaphorePermit);
+type Handled = (DeliveryId, Disposition, Arc<InFlight>, tokio::sync::OwnedSemaphorePermit);
 
 struct Guard {
     breaker: CircuitBreaker,
@@ -148,6 +148,10 @@ struct Inner {
     options: SenderOptions,
     guards: Mutex<HashMap<Channel, Guard>>,
     rng: Mutex<StdRng>,
+    /// Deliveries taken and not yet recorded. A broker may hand over a second copy of a message
+    /// while the first is in progress (a redelivery racing a release); its claims are still
+    /// current, so only this set keeps them from being sent twice by this sender.
+    taken: Mutex<HashSet<DeliveryId>>,
 }
 
 /// Sends claimed deliveries. Cheap to clone.
@@ -178,6 +182,7 @@ impl Sender {
             options,
             guards: Mutex::new(HashMap::new()),
             rng: Mutex::new(StdRng::from_os_rng()),
+            taken: Mutex::new(HashSet::new()),
         }))
     }
 
@@ -272,12 +277,13 @@ impl Sender {
                 };
                 let (sender, reports, message) = (self.clone(), reports.clone(), message.clone());
                 tasks.spawn(async move {
+                    let id = DeliveryId(job.id);
                     let span = delivery_span(&job);
                     let disposition = sender.handle_job(job).instrument(span).await;
                     // The slot is freed once the report is written, so at most `concurrency`
                     // deliveries are ever unrecorded. The reporter outlives every task but a
                     // killed sender's.
-                    let _ = reports.send((disposition, message, slot));
+                    let _ = reports.send((id, disposition, message, slot));
                 });
             }
             // Reap finished tasks so the set does not grow.
@@ -311,7 +317,11 @@ impl Sender {
             }
         };
         let before = jobs.len();
-        let jobs: Vec<DeliveryJob> = jobs.into_iter().filter(|job| current.contains(&DeliveryId(job.id))).collect();
+        let jobs: Vec<DeliveryJob> = {
+            let mut taken = inner.taken.lock().unwrap_or_else(PoisonError::into_inner);
+            let id = |job: &DeliveryJob| DeliveryId(job.id);
+            jobs.into_iter().filter(|job| current.contains(&id(job)) && taken.insert(id(job))).collect()
+        };
         if jobs.len() < before {
             tracing::debug!(skipped = before - jobs.len(), "skipped deliveries whose claim is settled or superseded");
         }
@@ -332,11 +342,13 @@ impl Sender {
             let mut reports = Vec::with_capacity(batch.len());
             // Each job's message with whether to redeliver it, and the slot it frees once recorded.
             let mut recorded = Vec::with_capacity(batch.len());
-            for (disposition, message, slot) in batch {
+            let mut ids = Vec::with_capacity(batch.len());
+            for (id, disposition, message, slot) in batch {
                 let retry = matches!(disposition, Disposition::Retry);
                 if let Disposition::Report(report) = disposition {
                     reports.push(report);
                 }
+                ids.push(id);
                 recorded.push((retry, message, slot));
             }
             let mut backoff = Duration::from_millis(100);
@@ -357,6 +369,13 @@ impl Sender {
                         tokio::time::sleep(backoff).await;
                         backoff = (backoff * 2).min(Duration::from_secs(5));
                     }
+                }
+            }
+            // Recorded: from now on the store's claim check keeps a second copy from being sent.
+            {
+                let mut taken = self.0.taken.lock().unwrap_or_else(PoisonError::into_inner);
+                for id in &ids {
+                    taken.remove(id);
                 }
             }
             // Settle the messages this batch completed together: one broker round trip each,
