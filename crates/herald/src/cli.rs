@@ -84,6 +84,9 @@ pub enum BenchCommand {
         /// Senders in this process (each with HERALD_SENDER_CONCURRENCY in flight).
         #[arg(long, default_value_t = 1)]
         senders: usize,
+        /// Schedulers in this process (they claim side by side, as separate processes would).
+        #[arg(long, default_value_t = 1)]
+        schedulers: usize,
     },
 }
 
@@ -208,8 +211,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Bench { command: BenchCommand::Relay { events } } => {
             crate::bench::relay(&config, events).await?.print(&config);
         }
-        Command::Bench { command: BenchCommand::Mailing { clients, senders } } => {
-            crate::bench::mailing::mailing(&config, clients, senders).await?.print(&config);
+        Command::Bench { command: BenchCommand::Mailing { clients, senders, schedulers } } => {
+            crate::bench::mailing::mailing(&config, clients, senders, schedulers).await?.print(&config);
         }
         Command::Config { .. } => unreachable!("handled above"),
     }

@@ -44,6 +44,7 @@ pub struct MailingReport {
     /// Peak resident memory of this process (VmHWM), in MiB.
     pub peak_rss_mib: f64,
     pub senders: usize,
+    pub schedulers: usize,
 }
 
 impl MailingReport {
@@ -58,9 +59,10 @@ impl MailingReport {
         );
         println!("start      {:.2} s to create {} messages (one statement)", self.start_seconds, self.counts.total);
         println!(
-            "delivery   {:.1} s start -> all final: {:.0} messages/s ({} senders x {} in flight)",
+            "delivery   {:.1} s start -> all final: {:.0} messages/s ({} schedulers, {} senders x {} in flight)",
             self.total_seconds,
             self.counts.total as f64 / self.total_seconds,
+            self.schedulers,
             self.senders,
             config.sender_concurrency.0
         );
@@ -83,7 +85,12 @@ impl MailingReport {
 
 /// Loads `clients` clients, probes the provider, then sends them one mailing and waits until
 /// every message is final.
-pub async fn mailing(config: &Config, clients: u64, senders: usize) -> anyhow::Result<MailingReport> {
+pub async fn mailing(
+    config: &Config,
+    clients: u64,
+    senders: usize,
+    schedulers: usize,
+) -> anyhow::Result<MailingReport> {
     let provider = config.provider_url.0.as_ref().context(
         "set HERALD_PROVIDER_URL (and HERALD_PROVIDER_TOKEN) to a provider, e.g. `mock-provider --token t --failure-rate 0.02`",
     )?;
@@ -122,12 +129,14 @@ pub async fn mailing(config: &Config, clients: u64, senders: usize) -> anyhow::R
         let stop = shutdown.clone();
         workers.spawn(async move { sender.run(stop).await });
     }
-    let scheduler = app::scheduler(config, store.clone(), broker.clone(), clock.clone(), metrics.clone());
     let started = Instant::now();
     mailings::start(store.as_ref(), &metrics, &mailing, clock.now()).await?.context("the mailing did not start")?;
     let start_seconds = started.elapsed().as_secs_f64();
-    let stop = shutdown.clone();
-    workers.spawn(async move { scheduler.run(stop).await });
+    for _ in 0..schedulers.max(1) {
+        let scheduler = app::scheduler(config, store.clone(), broker.clone(), clock.clone(), metrics.clone());
+        let stop = shutdown.clone();
+        workers.spawn(async move { scheduler.run(stop).await });
+    }
 
     // Progress comes from this process's own counters: counting a million rows in the store
     // every second would load the database the run is measuring. The store has the last word.
@@ -168,6 +177,7 @@ pub async fn mailing(config: &Config, clients: u64, senders: usize) -> anyhow::R
         provider_rate,
         peak_rss_mib: peak_rss_mib(),
         senders: senders.max(1),
+        schedulers: schedulers.max(1),
     })
 }
 
