@@ -212,15 +212,7 @@ impl Responder {
                 .find(|(name, _)| AsRef::<str>::as_ref(*name).eq_ignore_ascii_case("authorization"))
                 .and_then(|(_, values)| values.first())
         });
-        let Some(value) = value else { return Ok(Caller::Anonymous) };
-        let token = value
-            .as_str()
-            .strip_prefix("Bearer ")
-            .or_else(|| value.as_str().strip_prefix("bearer "))
-            .map(str::trim)
-            .ok_or_else(|| ApiError::new(ErrorCode::InvalidToken, "expected `Authorization: Bearer <token>`"))?;
-        let svc = &self.herald.services;
-        Ok(Caller::User(svc.tokens.verify(token, svc.clock.now())?))
+        self.herald.caller(value.map(|v| v.as_str().as_bytes()))
     }
 
     async fn send(

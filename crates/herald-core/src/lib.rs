@@ -31,6 +31,7 @@ macro_rules! id_type {
 
 pub mod auth;
 pub mod broker;
+pub mod calendar;
 pub mod campaign;
 pub mod clock;
 pub mod command;
@@ -80,6 +81,20 @@ pub struct Herald {
 impl Herald {
     pub fn new(services: Services) -> Self {
         Self { services, commands: commands::registry() }
+    }
+
+    /// The caller an `Authorization` value names, for every transport: anonymous without one, a
+    /// user with a valid `Bearer` token; a present but malformed, forged or expired one is refused
+    /// outright, even for public commands.
+    pub fn caller(&self, authorization: Option<&[u8]>) -> Result<Caller, ApiError> {
+        let Some(value) = authorization else { return Ok(Caller::Anonymous) };
+        let token = std::str::from_utf8(value)
+            .ok()
+            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+            .map(str::trim)
+            .ok_or_else(|| ApiError::new(error::ErrorCode::InvalidToken, "expected `Authorization: Bearer <token>`"))?;
+        let svc = &self.services;
+        Ok(Caller::User(svc.tokens.verify(token, svc.clock.now())?))
     }
 
     /// Runs the command `name` for `caller` with raw JSON input. See [`Registry::call`].

@@ -14,6 +14,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use crate::{
+    calendar::{Event, EventId},
     campaign::{Client, ClientId, FirstAttempts, Mailing, MailingId, MailingStatus, MessageCounts},
     delivery::{Delivery, DeliveryId, DeliveryReport, DeliveryStatus, NewDelivery},
     error::{ApiError, ErrorCode},
@@ -56,7 +57,16 @@ impl From<StoreError> for ApiError {
 /// the contract every adapter keeps.
 #[async_trait]
 pub trait Store:
-    UserStore + TaskStore + OutboxStore + DeliveryStore + CampaignStore + Send + Sync + std::fmt::Debug + 'static
+    UserStore
+    + TaskStore
+    + OutboxStore
+    + DeliveryStore
+    + CampaignStore
+    + CalendarStore
+    + Send
+    + Sync
+    + std::fmt::Debug
+    + 'static
 {
     /// Apply this backend's pending migrations. Idempotent; safe to run from several processes.
     async fn migrate(&self) -> Result<(), StoreError>;
@@ -321,6 +331,66 @@ pub trait OutboxStore: Send + Sync {
     /// Outbox events after `after_seq`, in `seq` order, at most `limit`.
     async fn read_outbox(&self, after_seq: i64, limit: u32) -> Result<Vec<OutboxEvent>, StoreError>;
 }
+
+/// The calendar: events, their change events and their reminder deliveries, written together.
+///
+/// An owner's writes take turns (each locks the owner first), so the overlap check and the write
+/// are one step: two events of one owner never overlap, however many requests race.
+#[async_trait]
+pub trait CalendarStore: Send + Sync {
+    /// Stores an event with its change events and reminders. An overlap with another event of
+    /// the owner is `Conflict { constraint: EVENTS_OVERLAP }` and writes nothing.
+    async fn create_event(
+        &self,
+        event: &Event,
+        events: &[NewEvent],
+        reminders: &[NewDelivery],
+    ) -> Result<(), StoreError>;
+
+    /// The event `id` if `owner` owns it.
+    async fn event(&self, owner: UserId, id: EventId) -> Result<Option<Event>, StoreError>;
+
+    /// Replaces an event of its owner: cancels its pending reminders, stores `reminders` (a
+    /// reminder stored before under the same key is kept as it is), writes `events`. `NotFound`
+    /// when it is gone; `Conflict { constraint: EVENTS_OVERLAP }` on an overlap.
+    async fn update_event(
+        &self,
+        event: &Event,
+        events: &[NewEvent],
+        reminders: &[NewDelivery],
+    ) -> Result<(), StoreError>;
+
+    /// Deletes an event of `owner`, cancels its pending reminders and notifications (at `now`)
+    /// and writes the events `events` makes from it; returns it, or `None`.
+    async fn delete_event(
+        &self,
+        owner: UserId,
+        id: EventId,
+        now: DateTime<Utc>,
+        events: &EventDeleteEvents<'_>,
+    ) -> Result<Option<Event>, StoreError>;
+
+    /// `owner`'s events overlapping `[from, to)`, by start.
+    async fn list_events(
+        &self,
+        owner: UserId,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<Event>, StoreError>;
+
+    /// Deletes up to `limit` events that ended before `before`; returns how many.
+    async fn delete_events_ended_before(&self, before: DateTime<Utc>, limit: u32) -> Result<u64, StoreError>;
+
+    /// The reminder deliveries of an event of `owner` and the notifications they led to, oldest
+    /// first, or `None` for no such event.
+    async fn event_reminders(&self, owner: UserId, id: EventId) -> Result<Option<Vec<Delivery>>, StoreError>;
+}
+
+/// Builds the change events of a calendar event's deletion.
+pub type EventDeleteEvents<'a> = dyn Fn(&Event) -> Vec<NewEvent> + Sync + 'a;
+
+/// The conflict an overlapping event is refused with.
+pub const EVENTS_OVERLAP: &str = "events_overlap";
 
 /// Builds the events of a task deletion from the task and the attachments deleted with it.
 pub type DeleteEvents<'a> = dyn Fn(&Task, &[Attachment]) -> Vec<NewEvent> + Sync + 'a;

@@ -23,18 +23,8 @@ impl FromRequestParts<AppState> for CallerOf {
     type Rejection = HttpError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        let Some(value) = parts.headers.get(header::AUTHORIZATION) else {
-            return Ok(Self(Caller::Anonymous));
-        };
-        let token = value
-            .to_str()
-            .ok()
-            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
-            .map(str::trim)
-            .ok_or_else(|| HttpError::new(ErrorCode::InvalidToken, "expected `Authorization: Bearer <token>`"))?;
-        let svc = &state.herald.services;
-        let identity = svc.tokens.verify(token, svc.clock.now()).map_err(ApiError::from)?;
-        Ok(Self(Caller::User(identity)))
+        let authorization = parts.headers.get(header::AUTHORIZATION).map(|v| v.as_bytes());
+        Ok(Self(state.herald.caller(authorization)?))
     }
 }
 

@@ -2,6 +2,7 @@
 
 use chrono::{DateTime, Utc};
 use herald_core::{
+    calendar::{Event, EventId},
     campaign::{Client, ClientId, Mailing, MailingFilter, MailingId, MessageText, OperatorCode, Phone, Tag},
     delivery::{Delivery, DeliveryId, LocalTime, SendWindow},
     store::StoreError,
@@ -50,6 +51,34 @@ pub(crate) fn task(c: TaskCols) -> Result<Task, StoreError> {
         status: c.status.parse().map_err(|e| corrupt("task status", e))?,
         due_at: c.due_at,
         version: c.version,
+        created_at: c.created_at,
+        updated_at: c.updated_at,
+    })
+}
+
+/// A calendar event row's columns.
+pub(crate) struct EventCols {
+    pub id: Uuid,
+    pub owner: Uuid,
+    pub title: String,
+    pub description: String,
+    pub starts_at: DateTime<Utc>,
+    pub ends_at: DateTime<Utc>,
+    /// Seconds.
+    pub remind_before: Option<i64>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+pub(crate) fn event(c: EventCols) -> Result<Event, StoreError> {
+    Ok(Event {
+        id: EventId(c.id),
+        owner: UserId(c.owner),
+        title: Title::parse(&c.title).map_err(|e| corrupt("event title", e))?,
+        description: Description::parse(&c.description).map_err(|e| corrupt("event description", e))?,
+        starts_at: c.starts_at,
+        duration: c.ends_at - c.starts_at,
+        remind_before: c.remind_before.map(chrono::Duration::seconds),
         created_at: c.created_at,
         updated_at: c.updated_at,
     })

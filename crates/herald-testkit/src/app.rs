@@ -72,6 +72,7 @@ impl TestApp {
         let data_dir = tempfile::tempdir().expect("temp data dir");
         let mut env = BTreeMap::from([
             ("HERALD_HTTP_ADDR".to_owned(), "127.0.0.1:0".to_owned()),
+            ("HERALD_GRPC_ADDR".to_owned(), "127.0.0.1:0".to_owned()),
             ("HERALD_DATA_DIR".to_owned(), data_dir.path().display().to_string()),
             ("HERALD_STORE_URL".to_owned(), store.url.clone()),
             ("HERALD_STORE_POOL_SIZE".to_owned(), "4".to_owned()),
@@ -100,6 +101,16 @@ impl TestApp {
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
         panic!("herald at {} never became ready", self.base);
+    }
+
+    /// The address the gRPC server listens on.
+    pub fn grpc_addr(&self) -> std::net::SocketAddr {
+        self.running.grpc_addr
+    }
+
+    /// The gRPC endpoint, as a tonic client connects to it (`http://127.0.0.1:<port>`).
+    pub fn grpc_url(&self) -> String {
+        format!("http://{}", self.running.grpc_addr)
     }
 
     pub fn url(&self, path: &str) -> String {

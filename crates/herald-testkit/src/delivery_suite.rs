@@ -475,6 +475,119 @@ pub async fn a_claim_that_ran_out_while_queued_is_handed_back(store: Arc<dyn Sto
     p.finish().await;
 }
 
+/// A calendar reminder is published on the `notifications` queue at its time, not a microsecond
+/// before, and once; the router turns it into one delivery per channel for the owner, each sent
+/// once. Moving the event moves the reminder; deleting the event cancels it.
+pub async fn calendar_reminders_go_out_once_at_their_time(store: Arc<dyn Store>, broker: &TestBroker) {
+    use herald_core::{
+        calendar::{Event, EventId, NOTIFICATION_KIND, REMINDER_KIND},
+        task::{Description, Title},
+        user::{Role, UserId},
+    };
+    use herald_workers::calendar::NotificationRouter;
+
+    let p = Pipeline::new(store, broker).await;
+    let user = crate::store_suite::new_user("ada@example.org", Role::User);
+    p.store.create_user(&user).await.expect("user");
+    let sender = p.spawn(Pipeline::options());
+    let router = NotificationRouter::new(p.store.clone(), p.broker.clone(), p.clock.clone(), p.metrics.clone());
+    let stop_router = CancellationToken::new();
+    let routing = tokio::spawn({
+        let stop = stop_router.clone();
+        async move { router.run(stop).await }
+    });
+    let t = p.clock.now();
+    let mut event = Event {
+        id: EventId::new(),
+        owner: user.user.id,
+        title: Title::parse("Dentist").expect("title"),
+        description: Description::default(),
+        starts_at: t + secs(3600),
+        duration: chrono::Duration::minutes(30),
+        remind_before: Some(chrono::Duration::minutes(10)),
+        created_at: t,
+        updated_at: t,
+    };
+    p.store.create_event(&event, &[], &event.reminders(t)).await.expect("create");
+    let store = p.store.clone();
+    let reminders = move |owner: UserId, id: EventId, kind: &'static str| {
+        let store = store.clone();
+        async move {
+            let all = store.event_reminders(owner, id).await.expect("read").expect("event");
+            all.into_iter().filter(|d| d.kind == kind).collect::<Vec<_>>()
+        }
+    };
+
+    p.clock.set(t + secs(3000) - chrono::Duration::microseconds(1));
+    assert_eq!(p.tick().await, 0, "not a microsecond early");
+    p.clock.set(t + secs(3000));
+    assert_eq!(p.tick().await, 1, "the reminder is due");
+    let reminder = reminders(event.owner, event.id, REMINDER_KIND).await;
+    let published = p.all_become(&[reminder[0].id], DeliveryStatus::Sent).await;
+    assert_eq!((published[0].attempts, published[0].sent_at), (1, Some(t + secs(3000))));
+
+    // The router has the notification from the queue: one delivery per channel, due now.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let notifications = loop {
+        let found = reminders(event.owner, event.id, NOTIFICATION_KIND).await;
+        if found.len() == 2 {
+            break found;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the notification was not routed: {found:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(notifications[0].payload["title"], "Dentist");
+    assert_eq!(p.tick().await, 2);
+    let ids: Vec<_> = notifications.iter().map(|d| d.id).collect();
+    assert!(p.all_become(&ids, DeliveryStatus::Sent).await.iter().all(|d| d.attempts == 1));
+    p.advance(secs(600));
+    assert_eq!(p.tick().await, 0, "never twice");
+    let outbox = p.store.read_outbox(0, 100).await.expect("outbox");
+    let on_channel: Vec<_> = outbox.iter().filter(|o| o.event.kind == "event.reminder").collect();
+    assert_eq!(on_channel.len(), 1);
+    assert_eq!(on_channel[0].event.channel, format!("user:{}", event.owner));
+    assert_eq!(on_channel[0].event.payload["event_id"], serde_json::json!(event.id.0));
+
+    // Moved a day later: a new reminder at the new time.
+    let now = p.clock.now();
+    event.starts_at += chrono::Duration::days(1);
+    event.updated_at = now;
+    p.store.update_event(&event, &[], &event.reminders(now)).await.expect("move");
+    let due = event.starts_at - chrono::Duration::minutes(10);
+    p.clock.set(due - secs(1));
+    assert_eq!(p.tick().await, 0);
+    p.clock.set(due);
+    assert_eq!(p.tick().await, 1, "the moved reminder");
+    let moved: Vec<_> = reminders(event.owner, event.id, REMINDER_KIND)
+        .await
+        .into_iter()
+        .filter(|d| d.next_attempt_at == due)
+        .collect();
+    p.all_become(&[moved[0].id], DeliveryStatus::Sent).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while reminders(event.owner, event.id, NOTIFICATION_KIND).await.len() < 4 {
+        assert!(tokio::time::Instant::now() < deadline, "the moved reminder was not routed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // Moved again, then deleted before anything more is sent: nobody is reminded again, and the
+    // notifications still waiting are cancelled with the event.
+    let now = p.clock.now();
+    event.starts_at += chrono::Duration::days(1);
+    p.store.update_event(&event, &[], &event.reminders(now)).await.expect("move again");
+    p.store.delete_event(event.owner, event.id, now, &|_| Vec::new()).await.expect("delete");
+    p.clock.set(event.starts_at);
+    assert_eq!(p.tick().await, 0, "a deleted event reminds no one");
+    let all = p.store.event_reminders(event.owner, event.id).await.expect("read");
+    assert!(all.is_none(), "the event is gone");
+    let cancelled = p.store.count_due_deliveries(event.starts_at + chrono::Duration::days(30)).await.expect("due");
+    assert_eq!(cancelled, 0);
+    stop_router.cancel();
+    routing.await.expect("router");
+    sender.stop().await;
+    p.finish().await;
+}
+
 /// 50/s with no burst: the provider never sees more than 50 calls in a second, and calls come
 /// every 20 ms, within 5 % (the median gap, so a stall of a loaded machine does not move it).
 pub async fn the_rate_limit_holds_within_five_percent(store: Arc<dyn Store>, broker: &TestBroker) {

@@ -43,6 +43,7 @@ use herald_core::{
     metrics::{ChannelLabels, Metrics, OutcomeLabels},
     store::Store,
     user::UserId,
+    wire::TYPE_HEADER,
 };
 use rand::{SeedableRng, rngs::StdRng};
 use tokio::{
@@ -449,6 +450,7 @@ impl Sender {
             Channel::Provider => inner.http.provider(&job, now).await,
             Channel::Webhook => inner.http.webhook(&job, now).await,
             Channel::Realtime => return self.realtime(&job, now).await,
+            Channel::Queue => self.publish(&job).await,
         };
         inner.metrics.delivery_send_seconds.get_or_create(&labels).observe(started.elapsed().as_secs_f64());
         let after = inner.clock.now();
@@ -482,6 +484,19 @@ impl Sender {
                 tracing::warn!(delivery = %job.id, error = %err, "could not append a realtime delivery; retrying");
                 Disposition::Retry
             }
+        }
+    }
+
+    /// Publishes the payload, as it is, on the broker work queue the recipient names; the
+    /// delivery's id is the message id, so a repeated attempt is one message to de-duplicating
+    /// consumers.
+    async fn publish(&self, job: &DeliveryJob) -> Outcome {
+        let payload = serde_json::to_vec(&job.payload).map_err(|e| Failure::Malformed { reason: e.to_string() })?;
+        let message = broker::Message::new(job.id, payload).with_header(TYPE_HEADER, job.kind.clone());
+        match self.0.broker.enqueue(&job.recipient, message).await {
+            Ok(()) => Ok(()),
+            Err(broker::BrokerError::Unavailable(_) | broker::BrokerError::Closed) => Err(Failure::Connection),
+            Err(err) => Err(Failure::Malformed { reason: format!("the broker refused the message: {err}") }),
         }
     }
 

@@ -15,6 +15,7 @@ use herald_core::{
 use herald_http::HttpOptions;
 use herald_store::{LocalFiles, StoreUrl};
 use herald_workers::{
+    calendar::{NotificationRouter, RetentionJob},
     channels::{HttpChannels, ProviderConfig, WebhookConfig},
     collector::FileCollector,
     mailings::MailingsJob,
@@ -95,8 +96,20 @@ pub fn scheduler(
     metrics: Arc<Metrics>,
 ) -> Scheduler {
     let mailings = Arc::new(MailingsJob::new(store.clone(), metrics.clone()));
+    let retention = Arc::new(RetentionJob::new(store.clone(), config.event_retention.0));
     Scheduler::new(store, broker, clock, metrics, scheduler_options(config))
         .with_job(mailings, config.mailings_schedule.clone())
+        .with_job(retention, config.event_retention_schedule.clone())
+}
+
+/// The router of calendar reminders: `notifications` queue → deliveries to their owner.
+pub fn notification_router(
+    store: Arc<dyn Store>,
+    broker: Arc<dyn Broker>,
+    clock: Arc<dyn Clock>,
+    metrics: Arc<Metrics>,
+) -> NotificationRouter {
+    NotificationRouter::new(store, broker, clock, metrics)
 }
 
 /// The sender's settings.
@@ -189,6 +202,8 @@ pub fn collector(
 #[derive(Debug)]
 pub struct Running {
     pub http_addr: SocketAddr,
+    /// Where the gRPC calendar service listens.
+    pub grpc_addr: SocketAddr,
     pub herald: Arc<Herald>,
     shutdown: CancellationToken,
     server: JoinHandle<std::io::Result<()>>,
@@ -224,7 +239,8 @@ impl Running {
     }
 }
 
-/// Opens the backends and starts serving HTTP on `config.http_addr` (port 0 picks a free one).
+/// Opens the backends and starts serving HTTP on `config.http_addr` and gRPC on
+/// `config.grpc_addr` (port 0 picks a free one).
 pub async fn start(config: &Config) -> anyhow::Result<Running> {
     let store = open_store(config).await?;
     let secret = secret::load_or_generate(config)?;
@@ -253,9 +269,20 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
         .await
         .with_context(|| format!("binding the HTTP server to {}", config.http_addr))?;
     let http_addr = listener.local_addr()?;
+    let grpc_listener = TcpListener::bind(config.grpc_addr)
+        .await
+        .with_context(|| format!("binding the gRPC server to {}", config.grpc_addr))?;
+    let grpc_addr = grpc_listener.local_addr()?;
     let shutdown = CancellationToken::new();
     let server = tokio::spawn(herald_http::serve(listener, router, shutdown.clone()));
     let workers = tokio_util::task::TaskTracker::new();
+    // The gRPC calendar service stops with the same token; `stop` waits for its calls in flight.
+    let (grpc_herald, stop) = (herald.clone(), shutdown.clone());
+    workers.spawn(async move {
+        if let Err(err) = herald_grpc::serve(grpc_listener, grpc_herald, stop).await {
+            tracing::error!(error = %err, "the gRPC server stopped");
+        }
+    });
     if let herald_broker::BrokerUrl::Nats(url) = &config.broker_url {
         // Commands answer NATS request-reply too: `<namespace>.cmd.<command>`.
         let (url, namespace, herald, stop) =
@@ -273,6 +300,9 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
     let scheduler = scheduler(config, store.clone(), broker.clone(), clock.clone(), metrics.clone());
     let stop = shutdown.clone();
     workers.spawn(async move { scheduler.run(stop).await });
+    let router = notification_router(store.clone(), broker.clone(), clock.clone(), metrics.clone());
+    let stop = shutdown.clone();
+    workers.spawn(async move { router.run(stop).await });
     let sender = sender(config, store.clone(), broker, clock, metrics.clone());
     let stop = shutdown.clone();
     workers.spawn(async move { sender.run(stop).await });
@@ -281,6 +311,6 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
         let gc = gc.clone();
         async move { gc.tick_logged().await }
     }));
-    tracing::info!(%http_addr, store = %config.store_url, broker = %config.broker_url, "herald is serving");
-    Ok(Running { http_addr, herald, shutdown, server, workers })
+    tracing::info!(%http_addr, %grpc_addr, store = %config.store_url, broker = %config.broker_url, "herald is serving");
+    Ok(Running { http_addr, grpc_addr, herald, shutdown, server, workers })
 }

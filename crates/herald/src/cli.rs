@@ -165,8 +165,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Sender => {
             run_role(&config, "sender", |store, broker, clock, metrics, stop| {
+                // Senders also route calendar reminders from the `notifications` queue.
+                let router = app::notification_router(store.clone(), broker.clone(), clock.clone(), metrics.clone());
                 let sender = app::sender(&config, store, broker, clock, metrics);
-                async move { sender.run(stop).await }
+                async move {
+                    tokio::join!(sender.run(stop.clone()), router.run(stop));
+                }
             })
             .await?;
         }

@@ -3,6 +3,7 @@
 pub mod attachments;
 pub mod auth;
 pub mod clients;
+pub mod events;
 pub mod mailings;
 pub mod tasks;
 pub mod users;
@@ -36,7 +37,13 @@ pub fn registry() -> Registry {
         .register(mailings::Delete)
         .register(mailings::Stats)
         .register(mailings::StatsOne)
-        .register(mailings::Messages);
+        .register(mailings::Messages)
+        .register(events::Create)
+        .register(events::Get)
+        .register(events::List)
+        .register(events::Update)
+        .register(events::Delete)
+        .register(events::Notifications);
     registry
 }
 
@@ -74,6 +81,12 @@ mod tests {
                 "clients.get",
                 "clients.list",
                 "clients.update",
+                "events.create",
+                "events.delete",
+                "events.get",
+                "events.list",
+                "events.notifications",
+                "events.update",
                 "mailings.create",
                 "mailings.delete",
                 "mailings.get",

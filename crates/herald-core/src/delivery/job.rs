@@ -83,6 +83,7 @@ string_enum!(
         Provider => "provider",
         Webhook => "webhook",
         Realtime => "realtime",
+        Queue => "queue",
     }
 );
 

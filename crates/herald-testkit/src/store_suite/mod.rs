@@ -1,6 +1,7 @@
 //! The Store port's conformance suite, written once. `tests/it/store.rs` runs every function here
 //! against every backend; an adapter passes when it behaves exactly as the port's contract says.
 
+mod calendar;
 mod campaigns;
 mod deliveries;
 mod messages;
@@ -13,6 +14,7 @@ use herald_core::{
     user::{Email, NewUser, Role, User, UserId, UserName},
 };
 
+pub use calendar::*;
 pub use campaigns::*;
 pub use deliveries::*;
 pub use messages::*;

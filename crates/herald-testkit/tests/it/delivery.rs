@@ -13,6 +13,7 @@ store_broker_suite! {
         a_sender_killed_mid_batch_loses_nothing,
         claims_travel_in_batches_and_stop_at_the_bound,
         a_claim_that_ran_out_while_queued_is_handed_back,
+        calendar_reminders_go_out_once_at_their_time,
         the_rate_limit_holds_within_five_percent,
         malformed_answers_are_failures_not_crashes,
         log_webhook_and_realtime_channels_deliver,

@@ -60,6 +60,8 @@ mod campaigns;
 mod collector;
 mod delivery;
 mod edge;
+mod events;
+mod grpc;
 mod mock_provider;
 mod nats_commands;
 mod relay;

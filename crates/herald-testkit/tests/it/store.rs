@@ -59,4 +59,8 @@ store_suite! {
     running_mailings_finish_when_no_message_is_live,
     message_counts_add_up_by_status,
     messages_list_in_id_order_page_by_page_and_by_status,
+    overlapping_events_of_one_owner_are_refused,
+    periods_list_what_overlaps_them_by_start,
+    reminders_follow_their_event,
+    events_past_retention_are_deleted,
 }

@@ -99,6 +99,8 @@ macro_rules! settings {
 settings! {
     http_addr: SocketAddr = "127.0.0.1:8080", env "HERALD_HTTP_ADDR", flag "http-addr", secret false,
         doc "Address of the HTTP server: REST API, /docs, /openapi.json, /healthz, /readyz.";
+    grpc_addr: SocketAddr = "127.0.0.1:50051", env "HERALD_GRPC_ADDR", flag "grpc-addr", secret false,
+        doc "Address of the gRPC server: herald.calendar.v1.CalendarService and server reflection.";
     data_dir: Dir = "./herald-data", env "HERALD_DATA_DIR", flag "data-dir", secret false,
         doc "Directory for the SQLite database, uploaded files and generated secrets.";
     store_url: StoreUrl = "sqlite://{data_dir}/herald.db", env "HERALD_STORE_URL", flag "store-url", secret false,
@@ -133,6 +135,11 @@ settings! {
         doc "Longest wait between scheduler passes (how late a due delivery may be picked up).";
     mailings_schedule: Schedule = "@every 1s", env "HERALD_MAILINGS_SCHEDULE", flag "mailings-schedule", secret false,
         doc "When the scheduler starts due mailings and finishes drained ones (cron, @every 10s, or off).";
+    event_retention: Span = "365d", env "HERALD_EVENT_RETENTION", flag "event-retention", secret false,
+        doc "Calendar events that ended longer ago than this are deleted by the scheduler.";
+    event_retention_schedule: Schedule = "@hourly", env "HERALD_EVENT_RETENTION_SCHEDULE",
+        flag "event-retention-schedule", secret false,
+        doc "When the scheduler deletes calendar events past retention (cron, @every 1h, or off).";
     delivery_lease: Span = "2m", env "HERALD_DELIVERY_LEASE", flag "delivery-lease", secret false,
         doc "How long a claimed delivery is a sender's; after it the rescuer hands it out again.";
     sender_concurrency: Count = "64", env "HERALD_SENDER_CONCURRENCY", flag "sender-concurrency", secret false,

@@ -50,7 +50,7 @@ impl Drop for Served {
 
 fn serve(data: &std::path::Path, env: &[(&str, &str)]) -> (Served, String, Lines, Vec<Value>) {
     let mut child = Served(Some(
-        herald(data, &["serve", "--http-addr", "127.0.0.1:0"], env)
+        herald(data, &["serve", "--http-addr", "127.0.0.1:0", "--grpc-addr", "127.0.0.1:0"], env)
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawn serve"),

@@ -1,0 +1,234 @@
+//! SQLite: calendar events and their reminders. Writes run on the single writer connection, so
+//! an owner's overlap check and write are one step.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use herald_core::{
+    calendar::{Event, EventId, NOTIFICATION_KIND, REMINDER_KIND},
+    delivery::{Delivery, NewDelivery},
+    event::NewEvent,
+    store::{CalendarStore, EVENTS_OVERLAP, EventDeleteEvents, StoreError},
+    user::UserId,
+};
+use sqlx::{Row as _, Sqlite, Transaction, sqlite::SqliteRow};
+
+use super::{SqliteStore, deliveries::delivery_row, err, from_micros, micros, outbox::insert_events};
+use crate::rows::{self, EventCols};
+
+fn event_row(row: &SqliteRow) -> Result<Event, StoreError> {
+    rows::event(EventCols {
+        id: row.try_get("id").map_err(err)?,
+        owner: row.try_get("owner_id").map_err(err)?,
+        title: row.try_get("title").map_err(err)?,
+        description: row.try_get("description").map_err(err)?,
+        starts_at: from_micros(row.try_get("starts_at").map_err(err)?)?,
+        ends_at: from_micros(row.try_get("ends_at").map_err(err)?)?,
+        remind_before: row.try_get("remind_before").map_err(err)?,
+        created_at: from_micros(row.try_get("created_at").map_err(err)?)?,
+        updated_at: from_micros(row.try_get("updated_at").map_err(err)?)?,
+    })
+}
+
+/// Fails with `EVENTS_OVERLAP` if another event of the owner overlaps `event` (the transaction
+/// is the single writer's, so nothing can slip in between).
+async fn lock_and_check(tx: &mut Transaction<'_, Sqlite>, event: &Event) -> Result<(), StoreError> {
+    let busy: Option<i32> = sqlx::query_scalar(
+        "SELECT 1 FROM calendar_events WHERE owner_id = ?1 AND id <> ?2 AND starts_at < ?3 AND ends_at > ?4 LIMIT 1",
+    )
+    .bind(event.owner.0)
+    .bind(event.id.0)
+    .bind(micros(event.ends_at()))
+    .bind(micros(event.starts_at))
+    .fetch_optional(&mut **tx)
+    .await
+    .map_err(err)?;
+    if busy.is_some() {
+        return Err(StoreError::Conflict { constraint: EVENTS_OVERLAP.to_owned() });
+    }
+    Ok(())
+}
+
+/// Cancels the event's pending deliveries of `kinds` not among `keep` (source keys).
+async fn cancel_reminders(
+    tx: &mut Transaction<'_, Sqlite>,
+    event: EventId,
+    kinds: &[&str],
+    keep: &[String],
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "UPDATE deliveries SET status = 'cancelled', last_error = 'the event moved or was deleted', \
+         updated_at = ?3 WHERE source_id = ?1 AND kind IN (SELECT value FROM json_each(?2)) \
+         AND status = 'pending' AND source_key NOT IN (SELECT value FROM json_each(?4))",
+    )
+    .bind(event.0)
+    .bind(serde_json::to_string(kinds).map_err(|e| StoreError::Other(Box::new(e)))?)
+    .bind(micros(now))
+    .bind(serde_json::to_string(keep).map_err(|e| StoreError::Other(Box::new(e)))?)
+    .execute(&mut **tx)
+    .await
+    .map_err(err)?;
+    Ok(())
+}
+
+/// Stores reminders; one stored already under its key keeps its state, and, while pending, takes
+/// the new payload and deadline (a renamed event reminds with its new title).
+async fn upsert_reminders(tx: &mut Transaction<'_, Sqlite>, reminders: &[NewDelivery]) -> Result<(), StoreError> {
+    for d in reminders {
+        sqlx::query(
+            "INSERT INTO deliveries (id, kind, source_key, recipient, channel, payload, source_id, recipient_id, \
+             status, next_attempt_at, deadline, created_at, updated_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'pending', ?9, ?10, ?11, ?11) \
+             ON CONFLICT (source_key) DO UPDATE SET payload = EXCLUDED.payload, deadline = EXCLUDED.deadline, \
+             updated_at = EXCLUDED.updated_at WHERE deliveries.status = 'pending'",
+        )
+        .bind(d.id.0)
+        .bind(&d.kind)
+        .bind(&d.source_key)
+        .bind(&d.recipient)
+        .bind(d.channel.as_str())
+        .bind(d.payload.to_string())
+        .bind(d.source_id)
+        .bind(d.recipient_id)
+        .bind(micros(d.next_attempt_at))
+        .bind(d.deadline.map(micros))
+        .bind(micros(d.created_at))
+        .execute(&mut **tx)
+        .await
+        .map_err(err)?;
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl CalendarStore for SqliteStore {
+    async fn create_event(&self, e: &Event, events: &[NewEvent], reminders: &[NewDelivery]) -> Result<(), StoreError> {
+        let mut tx = self.writer.begin().await.map_err(err)?;
+        lock_and_check(&mut tx, e).await?;
+        sqlx::query(
+            "INSERT INTO calendar_events (id, owner_id, title, description, starts_at, ends_at, remind_before, \
+             created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(e.id.0)
+        .bind(e.owner.0)
+        .bind(e.title.as_str())
+        .bind(e.description.as_str())
+        .bind(micros(e.starts_at))
+        .bind(micros(e.ends_at()))
+        .bind(e.remind_before.map(|d| d.num_seconds()))
+        .bind(micros(e.created_at))
+        .bind(micros(e.updated_at))
+        .execute(&mut *tx)
+        .await
+        .map_err(err)?;
+        upsert_reminders(&mut tx, reminders).await?;
+        insert_events(&mut tx, events).await?;
+        self.commit(tx).await
+    }
+
+    async fn event(&self, owner: UserId, id: EventId) -> Result<Option<Event>, StoreError> {
+        let row = sqlx::query("SELECT * FROM calendar_events WHERE id = ? AND owner_id = ?")
+            .bind(id.0)
+            .bind(owner.0)
+            .fetch_optional(&self.reader)
+            .await
+            .map_err(err)?;
+        row.as_ref().map(event_row).transpose()
+    }
+
+    async fn update_event(&self, e: &Event, events: &[NewEvent], reminders: &[NewDelivery]) -> Result<(), StoreError> {
+        let mut tx = self.writer.begin().await.map_err(err)?;
+        lock_and_check(&mut tx, e).await?;
+        let done = sqlx::query(
+            "UPDATE calendar_events SET title = ?, description = ?, starts_at = ?, ends_at = ?, \
+             remind_before = ?, updated_at = ? WHERE id = ? AND owner_id = ?",
+        )
+        .bind(e.title.as_str())
+        .bind(e.description.as_str())
+        .bind(micros(e.starts_at))
+        .bind(micros(e.ends_at()))
+        .bind(e.remind_before.map(|d| d.num_seconds()))
+        .bind(micros(e.updated_at))
+        .bind(e.id.0)
+        .bind(e.owner.0)
+        .execute(&mut *tx)
+        .await
+        .map_err(err)?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        let keep: Vec<String> = reminders.iter().map(|r| r.source_key.clone()).collect();
+        // The notifications of a reminder already sent stay: the owner was reminded.
+        cancel_reminders(&mut tx, e.id, &[REMINDER_KIND], &keep, e.updated_at).await?;
+        upsert_reminders(&mut tx, reminders).await?;
+        insert_events(&mut tx, events).await?;
+        self.commit(tx).await
+    }
+
+    async fn delete_event(
+        &self,
+        owner: UserId,
+        id: EventId,
+        now: DateTime<Utc>,
+        events: &EventDeleteEvents<'_>,
+    ) -> Result<Option<Event>, StoreError> {
+        let mut tx = self.writer.begin().await.map_err(err)?;
+        let row = sqlx::query("DELETE FROM calendar_events WHERE id = ? AND owner_id = ? RETURNING *")
+            .bind(id.0)
+            .bind(owner.0)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(err)?;
+        let Some(event) = row.as_ref().map(event_row).transpose()? else { return Ok(None) };
+        cancel_reminders(&mut tx, id, &[REMINDER_KIND, NOTIFICATION_KIND], &[], now).await?;
+        insert_events(&mut tx, &events(&event)).await?;
+        self.commit(tx).await?;
+        Ok(Some(event))
+    }
+
+    async fn list_events(
+        &self,
+        owner: UserId,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<Event>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT * FROM calendar_events WHERE owner_id = ?1 AND starts_at < ?3 AND ends_at > ?2 \
+             ORDER BY starts_at, id",
+        )
+        .bind(owner.0)
+        .bind(micros(from))
+        .bind(micros(to))
+        .fetch_all(&self.reader)
+        .await
+        .map_err(err)?;
+        rows.iter().map(event_row).collect()
+    }
+
+    async fn delete_events_ended_before(&self, before: DateTime<Utc>, limit: u32) -> Result<u64, StoreError> {
+        let done = sqlx::query(
+            "DELETE FROM calendar_events WHERE id IN \
+             (SELECT id FROM calendar_events WHERE ends_at < ? ORDER BY ends_at LIMIT ?)",
+        )
+        .bind(micros(before))
+        .bind(i64::from(limit))
+        .execute(&self.writer)
+        .await
+        .map_err(err)?;
+        Ok(done.rows_affected())
+    }
+
+    async fn event_reminders(&self, owner: UserId, id: EventId) -> Result<Option<Vec<Delivery>>, StoreError> {
+        if self.event(owner, id).await?.is_none() {
+            return Ok(None);
+        }
+        let rows = sqlx::query("SELECT * FROM deliveries WHERE source_id = ? AND kind IN (?, ?) ORDER BY id")
+            .bind(id.0)
+            .bind(REMINDER_KIND)
+            .bind(NOTIFICATION_KIND)
+            .fetch_all(&self.reader)
+            .await
+            .map_err(err)?;
+        rows.iter().map(delivery_row).collect::<Result<Vec<_>, _>>().map(Some)
+    }
+}

@@ -1,0 +1,151 @@
+//! The calendar's workers: the router that turns reminders published on the `notifications`
+//! queue into deliveries to their owner, and the `events.retention` periodic job.
+
+use std::{sync::Arc, time::Duration};
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use herald_core::{
+    broker::{self, Broker, BrokerError, ConsumeOptions},
+    calendar::{NOTIFICATIONS_QUEUE, Notification},
+    clock::Clock,
+    metrics::Metrics,
+    store::Store,
+};
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
+
+use crate::scheduler::PeriodicJob;
+
+/// Takes each notification a reminder published on [`NOTIFICATIONS_QUEUE`] and stores its
+/// deliveries to the owner (the log and the owner's `user:` channel), which the scheduler and
+/// senders then carry out and record. The message is acked once they are stored; they are keyed
+/// by the message, so a message taken twice is delivered once.
+#[derive(Debug)]
+pub struct NotificationRouter {
+    store: Arc<dyn Store>,
+    broker: Arc<dyn Broker>,
+    clock: Arc<dyn Clock>,
+    metrics: Arc<Metrics>,
+}
+
+impl NotificationRouter {
+    pub fn new(store: Arc<dyn Store>, broker: Arc<dyn Broker>, clock: Arc<dyn Clock>, metrics: Arc<Metrics>) -> Self {
+        Self { store, broker, clock, metrics }
+    }
+
+    /// Consumes the queue until `shutdown`, reconnecting with back-off.
+    pub async fn run(&self, shutdown: CancellationToken) {
+        let mut backoff = Duration::from_millis(100);
+        while !shutdown.is_cancelled() {
+            let options = ConsumeOptions { ack_deadline: Duration::from_secs(60), prefetch: 16 };
+            let consumer = tokio::select! {
+                () = shutdown.cancelled() => return,
+                consumer = self.broker.consume(NOTIFICATIONS_QUEUE, options) => consumer,
+            };
+            match consumer {
+                Ok(mut consumer) => {
+                    backoff = Duration::from_millis(100);
+                    loop {
+                        let next = tokio::select! {
+                            () = shutdown.cancelled() => return,
+                            next = consumer.next() => next,
+                        };
+                        match next {
+                            Ok(delivery) => self.route(delivery).await,
+                            Err(BrokerError::Closed) => break,
+                            Err(err) => {
+                                self.metrics.sender_errors.inc();
+                                tracing::warn!(error = %err, "the notifications queue failed; the broker client reconnects");
+                                tokio::time::sleep(Duration::from_millis(250)).await;
+                            }
+                        }
+                    }
+                }
+                Err(err) => {
+                    self.metrics.sender_errors.inc();
+                    tracing::warn!(error = %err, retry_in = ?backoff, "could not consume the notifications queue");
+                    tokio::select! {
+                        () = shutdown.cancelled() => return,
+                        () = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+    }
+
+    /// Stores one message's deliveries, then acks it; redelivers it later if the store failed.
+    pub async fn route(&self, delivery: broker::Delivery) {
+        let id = delivery.message.id;
+        let notification: Notification = match serde_json::from_slice(&delivery.message.payload) {
+            Ok(notification) => notification,
+            Err(err) => {
+                self.metrics.sender_errors.inc();
+                tracing::warn!(message = %id, error = %err, "dropped an unreadable notification");
+                let _ = delivery.ack().await;
+                return;
+            }
+        };
+        let span =
+            tracing::info_span!("notification", event_id = %notification.event_id, user_id = %notification.user_id);
+        let deliveries = notification.deliveries(id, self.clock.now());
+        async move {
+            let settled = match self.store.create_deliveries(&deliveries).await {
+                Ok(created) => {
+                    tracing::debug!(created, "routed a reminder to its owner");
+                    delivery.ack().await
+                }
+                Err(err) => {
+                    tracing::warn!(error = %err, "could not store a notification's deliveries; retrying");
+                    delivery.nack(Some(Duration::from_secs(1))).await
+                }
+            };
+            if let Err(err) = settled {
+                tracing::debug!(error = %err, "could not settle a notification; the broker redelivers it");
+            }
+        }
+        .instrument(span)
+        .await;
+    }
+}
+
+/// Events deleted per statement.
+const BATCH: u32 = 1000;
+
+/// Deletes events that ended more than `retention` ago.
+#[derive(Debug)]
+pub struct RetentionJob {
+    store: Arc<dyn Store>,
+    retention: Duration,
+}
+
+impl RetentionJob {
+    pub fn new(store: Arc<dyn Store>, retention: Duration) -> Self {
+        Self { store, retention }
+    }
+}
+
+#[async_trait]
+impl PeriodicJob for RetentionJob {
+    fn name(&self) -> &str {
+        "events.retention"
+    }
+
+    async fn run(&self, now: DateTime<Utc>) -> Result<String, Box<dyn std::error::Error + Send + Sync>> {
+        let before = now - chrono::Duration::from_std(self.retention)?;
+        let mut deleted = 0;
+        loop {
+            let n = self.store.delete_events_ended_before(before, BATCH).await?;
+            deleted += n;
+            if n < u64::from(BATCH) {
+                break;
+            }
+        }
+        if deleted == 0 {
+            return Ok(String::new());
+        }
+        tracing::info!(deleted, ended_before = %before, "deleted calendar events past retention");
+        Ok(format!("{deleted} events deleted"))
+    }
+}
