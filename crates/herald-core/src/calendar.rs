@@ -17,7 +17,7 @@ use uuid::Uuid;
 use crate::{
     delivery::{Channel, DeliveryId, NewDelivery},
     task::{Description, Title},
-    user::UserId,
+    user::{UserId, WebhookUrl},
 };
 
 id_type!(
@@ -39,7 +39,7 @@ pub const NOTIFICATION_KIND: &str = "calendar.notification";
 /// The work queue reminders are published on, as [`Notification`] JSON.
 pub const NOTIFICATIONS_QUEUE: &str = "notifications";
 
-/// Where a notification is delivered.
+/// Where a notification is always delivered (and to the owner's webhook, when they set one).
 pub const NOTIFICATION_CHANNELS: [Channel; 2] = [Channel::Log, Channel::Realtime];
 
 /// A reminder as it travels on [`NOTIFICATIONS_QUEUE`]: `{event_id, title, starts_at, user_id}`.
@@ -52,18 +52,23 @@ pub struct Notification {
 }
 
 impl Notification {
-    /// Its deliveries to the owner, one per channel, for the queue message `message_id`: keyed by
-    /// the message, so a message taken twice is delivered once.
-    pub fn deliveries(&self, message_id: Uuid, now: DateTime<Utc>) -> Vec<NewDelivery> {
+    /// Its deliveries to the owner for the queue message `message_id`: one per channel, and one
+    /// to the owner's `webhook` if they set one. Keyed by the message, so a message taken twice
+    /// is delivered once.
+    pub fn deliveries(&self, message_id: Uuid, webhook: Option<&WebhookUrl>, now: DateTime<Utc>) -> Vec<NewDelivery> {
         let mut payload = json!(self);
         payload["type"] = json!("event.reminder");
+        let user = self.user_id.to_string();
+        let webhook = webhook.map(|url| (Channel::Webhook, url.as_str().to_owned()));
         NOTIFICATION_CHANNELS
             .iter()
-            .map(|&channel| NewDelivery {
+            .map(|&channel| (channel, user.clone()))
+            .chain(webhook)
+            .map(|(channel, recipient)| NewDelivery {
                 id: DeliveryId::new(),
                 kind: NOTIFICATION_KIND.to_owned(),
                 source_key: format!("notification:{message_id}:{}", channel.as_str()),
-                recipient: self.user_id.to_string(),
+                recipient,
                 channel,
                 payload: payload.clone(),
                 source_id: Some(self.event_id),
@@ -266,10 +271,17 @@ mod tests {
         assert_eq!(reminder.payload, expected, "the notification exactly as the queue carries it");
         let notification: Notification = serde_json::from_value(reminder.payload.clone()).expect("decodes");
         let message = Uuid::now_v7();
-        let deliveries = notification.deliveries(message, now);
+        let deliveries = notification.deliveries(message, None, now);
         assert_eq!(deliveries.iter().map(|d| d.channel).collect::<Vec<_>>(), NOTIFICATION_CHANNELS);
         assert!(deliveries.iter().all(|d| d.payload["type"] == "event.reminder" && d.source_id == Some(event.id.0)));
-        assert_eq!(notification.deliveries(message, now)[0].source_key, deliveries[0].source_key, "once per message");
+        assert_eq!(
+            notification.deliveries(message, None, now)[0].source_key,
+            deliveries[0].source_key,
+            "once per message"
+        );
+        let hook = WebhookUrl::parse("http://hooks.internal/herald").expect("url");
+        let with_hook = notification.deliveries(message, Some(&hook), now);
+        assert_eq!((with_hook[2].channel, with_hook[2].recipient.as_str()), (Channel::Webhook, hook.as_str()));
         let moved = Event { starts_at: utc("2026-12-01T10:00:00Z"), ..event.clone() };
         assert_ne!(moved.reminders(now)[0].source_key, reminders[0].source_key, "a moved reminder is a new one");
         assert!(Event { remind_before: None, ..event }.reminders(now).is_empty());

@@ -20,7 +20,7 @@ use crate::{
     error::{ApiError, ErrorCode},
     event::{NewEvent, OutboxEvent},
     task::{Attachment, AttachmentId, Task, TaskId, TaskStatus},
-    user::{Email, NewUser, User, UserCredentials, UserId},
+    user::{Email, NewUser, User, UserCredentials, UserId, WebhookUrl},
 };
 
 /// The few errors a store reports; each tells the caller what to do.
@@ -241,6 +241,12 @@ pub trait UserStore: Send + Sync {
 
     /// Users in id order, starting after `after`, at most `limit`.
     async fn list_users(&self, after: Option<UserId>, limit: u32) -> Result<Vec<User>, StoreError>;
+
+    /// Sets or clears (`None`) a user's webhook; `NotFound` when the user is gone.
+    async fn set_webhook(&self, user: UserId, url: Option<&WebhookUrl>) -> Result<(), StoreError>;
+
+    /// A user's webhook, if they set one (`None` too when the user is gone).
+    async fn webhook(&self, user: UserId) -> Result<Option<WebhookUrl>, StoreError>;
 }
 
 /// Tasks and attachments. Every write stores its events in the outbox in the same transaction.

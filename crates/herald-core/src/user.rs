@@ -231,3 +231,44 @@ mod tests {
         assert_eq!(format!("{:?}", Password::attempt("hunter22".into())), "Password(***)");
     }
 }
+
+/// Where a user's own notifications are POSTed: an `http://` URL with a host, at most 2048
+/// characters (the webhook channel does not speak TLS yet, so `https://` is refused up front).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct WebhookUrl(String);
+
+impl WebhookUrl {
+    pub fn parse(raw: &str) -> Result<Self, &'static str> {
+        let url = raw.trim();
+        if url.len() > 2048 {
+            return Err("must be at most 2048 characters");
+        }
+        if url.starts_with("https://") {
+            return Err("must be an http:// URL: https webhooks are not supported yet");
+        }
+        let Some(rest) = url.strip_prefix("http://") else { return Err("must be an http:// URL") };
+        let host = rest.split(['/', '?', '#']).next().unwrap_or_default();
+        if host.is_empty() || host.starts_with(':') || url.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err("must be an http:// URL with a host");
+        }
+        Ok(Self(url.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for WebhookUrl {
+    type Error = &'static str;
+    fn try_from(raw: String) -> Result<Self, Self::Error> {
+        Self::parse(&raw)
+    }
+}
+
+impl From<WebhookUrl> for String {
+    fn from(url: WebhookUrl) -> Self {
+        url.0
+    }
+}

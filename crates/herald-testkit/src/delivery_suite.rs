@@ -489,6 +489,9 @@ pub async fn calendar_reminders_go_out_once_at_their_time(store: Arc<dyn Store>,
     let p = Pipeline::new(store, broker).await;
     let user = crate::store_suite::new_user("ada@example.org", Role::User);
     p.store.create_user(&user).await.expect("user");
+    let (hook_url, hooks, hook_server) = webhook_receiver().await;
+    let hook = herald_core::user::WebhookUrl::parse(&hook_url).expect("url");
+    p.store.set_webhook(user.user.id, Some(&hook)).await.expect("webhook");
     let sender = p.spawn(Pipeline::options());
     let router = NotificationRouter::new(p.store.clone(), p.broker.clone(), p.clock.clone(), p.metrics.clone());
     let stop_router = CancellationToken::new();
@@ -526,18 +529,19 @@ pub async fn calendar_reminders_go_out_once_at_their_time(store: Arc<dyn Store>,
     let published = p.all_become(&[reminder[0].id], DeliveryStatus::Sent).await;
     assert_eq!((published[0].attempts, published[0].sent_at), (1, Some(t + secs(3000))));
 
-    // The router has the notification from the queue: one delivery per channel, due now.
+    // The router has the notification from the queue: one delivery per channel and one to the
+    // owner's webhook, due now.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     let notifications = loop {
         let found = reminders(event.owner, event.id, NOTIFICATION_KIND).await;
-        if found.len() == 2 {
+        if found.len() == 3 {
             break found;
         }
         assert!(tokio::time::Instant::now() < deadline, "the notification was not routed: {found:?}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     assert_eq!(notifications[0].payload["title"], "Dentist");
-    assert_eq!(p.tick().await, 2);
+    assert_eq!(p.tick().await, 3);
     let ids: Vec<_> = notifications.iter().map(|d| d.id).collect();
     assert!(p.all_become(&ids, DeliveryStatus::Sent).await.iter().all(|d| d.attempts == 1));
     p.advance(secs(600));
@@ -547,6 +551,11 @@ pub async fn calendar_reminders_go_out_once_at_their_time(store: Arc<dyn Store>,
     assert_eq!(on_channel.len(), 1);
     assert_eq!(on_channel[0].event.channel, format!("user:{}", event.owner));
     assert_eq!(on_channel[0].event.payload["event_id"], serde_json::json!(event.id.0));
+    let posted = hooks.0.lock().expect("hooks").clone();
+    assert_eq!(posted.len(), 1, "the owner's webhook got it once");
+    let body: serde_json::Value = serde_json::from_slice(&posted[0].1).expect("JSON");
+    assert_eq!((body["event_id"].clone(), body["title"].clone()), (serde_json::json!(event.id.0), "Dentist".into()));
+    assert_eq!(body["user_id"], serde_json::json!(event.owner.0));
 
     // Moved a day later: a new reminder at the new time.
     let now = p.clock.now();
@@ -565,7 +574,7 @@ pub async fn calendar_reminders_go_out_once_at_their_time(store: Arc<dyn Store>,
         .collect();
     p.all_become(&[moved[0].id], DeliveryStatus::Sent).await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while reminders(event.owner, event.id, NOTIFICATION_KIND).await.len() < 4 {
+    while reminders(event.owner, event.id, NOTIFICATION_KIND).await.len() < 6 {
         assert!(tokio::time::Instant::now() < deadline, "the moved reminder was not routed");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -584,6 +593,7 @@ pub async fn calendar_reminders_go_out_once_at_their_time(store: Arc<dyn Store>,
     assert_eq!(cancelled, 0);
     stop_router.cancel();
     routing.await.expect("router");
+    hook_server.abort();
     sender.stop().await;
     p.finish().await;
 }

@@ -11,6 +11,7 @@ use herald_core::{
     clock::Clock,
     metrics::Metrics,
     store::Store,
+    user::UserId,
 };
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
@@ -18,7 +19,8 @@ use tracing::Instrument as _;
 use crate::scheduler::PeriodicJob;
 
 /// Takes each notification a reminder published on [`NOTIFICATIONS_QUEUE`] and stores its
-/// deliveries to the owner (the log and the owner's `user:` channel), which the scheduler and
+/// deliveries to the owner (the log, the owner's `user:` channel, and the owner's webhook when
+/// they set one), which the scheduler and
 /// senders then carry out and record. The message is acked once they are stored; they are keyed
 /// by the message, so a message taken twice is delivered once.
 #[derive(Debug)]
@@ -89,9 +91,13 @@ impl NotificationRouter {
         };
         let span =
             tracing::info_span!("notification", event_id = %notification.event_id, user_id = %notification.user_id);
-        let deliveries = notification.deliveries(id, self.clock.now());
         async move {
-            let settled = match self.store.create_deliveries(&deliveries).await {
+            let stored = async {
+                let webhook = self.store.webhook(UserId(notification.user_id)).await?;
+                let deliveries = notification.deliveries(id, webhook.as_ref(), self.clock.now());
+                self.store.create_deliveries(&deliveries).await
+            };
+            let settled = match stored.await {
                 Ok(created) => {
                     tracing::debug!(created, "routed a reminder to its owner");
                     delivery.ack().await

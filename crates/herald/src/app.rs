@@ -240,8 +240,18 @@ impl Running {
 }
 
 /// Opens the backends and starts serving HTTP on `config.http_addr` and gRPC on
-/// `config.grpc_addr` (port 0 picks a free one).
+/// `config.grpc_addr` (port 0 picks a free one), with every worker in this process: `herald serve`.
 pub async fn start(config: &Config) -> anyhow::Result<Running> {
+    start_roles(config, true).await
+}
+
+/// Serves the API only (HTTP, gRPC, and commands over NATS): `herald api`, beside separate
+/// relay, scheduler and sender processes.
+pub async fn start_api(config: &Config) -> anyhow::Result<Running> {
+    start_roles(config, false).await
+}
+
+async fn start_roles(config: &Config, workers_too: bool) -> anyhow::Result<Running> {
     let store = open_store(config).await?;
     let secret = secret::load_or_generate(config)?;
     let ttl = chrono::Duration::from_std(config.jwt_ttl.0).context("jwt_ttl is too long")?;
@@ -292,6 +302,11 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
                 tracing::error!(error = %err, "the NATS command transport stopped");
             }
         });
+    }
+    if !workers_too {
+        let (store, broker) = (&config.store_url, &config.broker_url);
+        tracing::info!(role = "api", %http_addr, %grpc_addr, %store, %broker, "herald is serving");
+        return Ok(Running { http_addr, grpc_addr, herald, shutdown, server, workers });
     }
     let relay = relay(config, store.clone(), broker.clone(), metrics.clone());
     let stop = shutdown.clone();

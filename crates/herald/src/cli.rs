@@ -37,6 +37,9 @@ pub struct Cli {
 pub enum Command {
     /// Run Herald in one process: migrations, then the HTTP API until SIGINT or SIGTERM.
     Serve,
+    /// Run only the API: REST, gRPC and (on NATS) commands over request-reply, no workers (needs
+    /// a networked broker; run relay, scheduler and sender beside it).
+    Api,
     /// Run only the outbox relay: committed events to the broker (needs a networked broker).
     Relay,
     /// Run only the delivery scheduler: due deliveries to the senders' queue, lapsed claims back
@@ -149,6 +152,16 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             running.stop(config.shutdown_timeout.0).await?;
             tracing::info!("stopped");
         }
+        Command::Api => {
+            needs_networked_broker(&config, "api")?;
+            let mut running = app::start_api(&config).await?;
+            tokio::select! {
+                () = shutdown_signal() => tracing::info!("shutting down"),
+                result = running.stopped() => return result.map(|()| ExitCode::FAILURE),
+            }
+            running.stop(config.shutdown_timeout.0).await?;
+            tracing::info!("stopped");
+        }
         Command::Relay => {
             run_role(&config, "relay", |store, broker, _, metrics, stop| {
                 let relay = app::relay(&config, store, broker, metrics);
@@ -235,12 +248,7 @@ where
     ) -> Fut,
     Fut: std::future::Future<Output = ()> + Send + 'static,
 {
-    if config.broker_url == herald_broker::BrokerUrl::Memory {
-        bail!(
-            "herald {role} needs a broker other processes can reach: set HERALD_BROKER_URL to amqp://… or \
-             nats://… (memory:// only works inside `herald serve`)"
-        );
-    }
+    needs_networked_broker(config, role)?;
     let store = app::open_store(config).await?;
     let broker = app::open_broker(config).await?;
     let shutdown = tokio_util::sync::CancellationToken::new();
@@ -256,6 +264,17 @@ where
     broker.close().await;
     store.close().await;
     tracing::info!("stopped");
+    Ok(())
+}
+
+/// A role of a split deployment refuses the in-process broker, which only `serve` can share.
+fn needs_networked_broker(config: &config::Config, role: &str) -> anyhow::Result<()> {
+    if config.broker_url == herald_broker::BrokerUrl::Memory {
+        bail!(
+            "herald {role} needs a broker other processes can reach: set HERALD_BROKER_URL to amqp://… or \
+             nats://… (memory:// only works inside `herald serve`)"
+        );
+    }
     Ok(())
 }
 

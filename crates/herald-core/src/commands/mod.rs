@@ -18,6 +18,8 @@ pub fn registry() -> Registry {
         .register(auth::Login)
         .register(users::Me)
         .register(users::List)
+        .register(users::Webhook)
+        .register(users::SetWebhook)
         .register(tasks::Create)
         .register(tasks::Get)
         .register(tasks::List)
@@ -101,7 +103,9 @@ mod tests {
                 "tasks.list",
                 "tasks.update",
                 "users.list",
-                "users.me"
+                "users.me",
+                "users.set_webhook",
+                "users.webhook"
             ]
         );
     }

@@ -1,4 +1,4 @@
-//! `users.me`, `users.list`, and the one way a user is created.
+//! `users.me`, `users.list`, a user's own webhook, and the one way a user is created.
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -14,7 +14,7 @@ use crate::{
     error::{ApiError, ErrorCode},
     page::{DEFAULT_LIMIT, Page, decode_cursor},
     store::{Store, StoreError, USERS_EMAIL_KEY},
-    user::{Email, NewUser, Password, Role, User, UserId, UserName},
+    user::{Email, NewUser, Password, Role, User, UserId, UserName, WebhookUrl},
 };
 
 /// A user as the API shows it.
@@ -92,6 +92,64 @@ impl Command for Me {
             Some(user) => Ok(user.into()),
             // A valid token for an account that is gone proves nothing any more.
             None => Err(ApiError::new(ErrorCode::InvalidToken, "the account of this token no longer exists")),
+        }
+    }
+}
+
+/// A user's webhook: where their calendar reminders are POSTed, signed (`Herald-Signature`).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct WebhookView {
+    /// The `http://` URL, or null when none is set.
+    pub url: Option<String>,
+}
+
+/// Reads the caller's webhook.
+#[derive(Debug)]
+pub struct Webhook;
+
+#[async_trait]
+impl Command for Webhook {
+    const NAME: &'static str = "users.webhook";
+    const ACCESS: Access = Access::User;
+    const SUMMARY: &'static str = "Your webhook for calendar reminders";
+    type Input = NoInput;
+    type Output = WebhookView;
+
+    async fn run(&self, svc: &Services, cx: &Ctx, _input: NoInput) -> Result<WebhookView, ApiError> {
+        let url = svc.store.webhook(cx.identity()?.user_id).await?;
+        Ok(WebhookView { url: url.map(String::from) })
+    }
+}
+
+/// Input of `users.set_webhook`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"url": "http://hooks.internal:8000/herald"}))]
+pub struct SetWebhookInput {
+    /// An `http://` URL (at most 2048 characters), or null to remove it.
+    #[schema(value_type = Option<String>, max_length = 2048)]
+    pub url: Option<WebhookUrl>,
+}
+
+/// Sets or removes the caller's webhook.
+#[derive(Debug)]
+pub struct SetWebhook;
+
+#[async_trait]
+impl Command for SetWebhook {
+    const NAME: &'static str = "users.set_webhook";
+    const ACCESS: Access = Access::User;
+    const SUMMARY: &'static str = "Set (or, with null, remove) your webhook for calendar reminders";
+    type Input = SetWebhookInput;
+    type Output = WebhookView;
+
+    async fn run(&self, svc: &Services, cx: &Ctx, input: SetWebhookInput) -> Result<WebhookView, ApiError> {
+        match svc.store.set_webhook(cx.identity()?.user_id, input.url.as_ref()).await {
+            Ok(()) => Ok(WebhookView { url: input.url.map(String::from) }),
+            Err(StoreError::NotFound) => {
+                Err(ApiError::new(ErrorCode::InvalidToken, "the account of this token no longer exists"))
+            }
+            Err(err) => Err(err.into()),
         }
     }
 }

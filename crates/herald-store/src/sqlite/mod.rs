@@ -18,7 +18,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use herald_core::{
     store::{CLIENTS_PHONE_KEY, Store, StoreError, USERS_EMAIL_KEY, UserStore},
-    user::{Email, NewUser, User, UserCredentials, UserId},
+    user::{Email, NewUser, User, UserCredentials, UserId, WebhookUrl},
 };
 use sqlx::{
     Row as _,
@@ -171,5 +171,27 @@ impl UserStore for SqliteStore {
         .await
         .map_err(err)?;
         rows.iter().map(user_row).collect()
+    }
+
+    async fn set_webhook(&self, user: UserId, url: Option<&WebhookUrl>) -> Result<(), StoreError> {
+        let done = sqlx::query("UPDATE users SET webhook_url = ? WHERE id = ?")
+            .bind(url.map(WebhookUrl::as_str))
+            .bind(user.0)
+            .execute(&self.writer)
+            .await
+            .map_err(err)?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        Ok(())
+    }
+
+    async fn webhook(&self, user: UserId) -> Result<Option<WebhookUrl>, StoreError> {
+        let url: Option<Option<String>> = sqlx::query_scalar("SELECT webhook_url FROM users WHERE id = ?")
+            .bind(user.0)
+            .fetch_optional(&self.reader)
+            .await
+            .map_err(err)?;
+        url.flatten().map(|u| WebhookUrl::parse(&u).map_err(|e| error::corrupt("webhook url", e))).transpose()
     }
 }

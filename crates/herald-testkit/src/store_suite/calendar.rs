@@ -8,7 +8,7 @@ use herald_core::{
     event::NewEvent,
     store::{EVENTS_OVERLAP, Store, StoreError},
     task::{Description, Title},
-    user::{Role, UserId},
+    user::{Role, UserId, WebhookUrl},
 };
 
 use super::{new_user, now};
@@ -126,7 +126,7 @@ pub async fn reminders_follow_their_event(store: &dyn Store) {
 
     // The notifications a reminder led to are listed with it and, still pending, die with the event.
     let notification = e.notification();
-    store.create_deliveries(&notification.deliveries(uuid::Uuid::now_v7(), t)).await.expect("notifications");
+    store.create_deliveries(&notification.deliveries(uuid::Uuid::now_v7(), None, t)).await.expect("notifications");
     let listed = store.event_reminders(ada, e.id).await.expect("read").expect("event");
     assert_eq!(listed.iter().filter(|d| d.kind == NOTIFICATION_KIND).count(), 2);
 
@@ -152,4 +152,16 @@ pub async fn events_past_retention_are_deleted(store: &dyn Store) {
     assert!(store.event(ada, old.id).await.expect("read").is_none());
     assert!(store.event(ada, recent.id).await.expect("read").is_some());
     assert_eq!(store.delete_events_ended_before(t - Duration::days(365), 100).await.expect("again"), 0);
+}
+
+pub async fn a_users_webhook_is_set_read_and_cleared(store: &dyn Store) {
+    let ada = owner(store, "ada@example.org").await;
+    assert_eq!(store.webhook(ada).await.expect("read"), None);
+    let url = WebhookUrl::parse("http://hooks.internal:8000/herald?k=1").expect("url");
+    store.set_webhook(ada, Some(&url)).await.expect("set");
+    assert_eq!(store.webhook(ada).await.expect("read"), Some(url));
+    store.set_webhook(ada, None).await.expect("clear");
+    assert_eq!(store.webhook(ada).await.expect("read"), None);
+    assert!(matches!(store.set_webhook(UserId::new(), None).await, Err(StoreError::NotFound)));
+    assert_eq!(store.webhook(UserId::new()).await.expect("read"), None);
 }

@@ -16,6 +16,7 @@ api_tests! {
     other_users_events_do_not_exist_for_them,
     a_reminder_goes_out_once_to_the_log_and_the_owners_channel,
     events_past_retention_are_deleted_by_the_job,
+    an_owner_sets_and_clears_their_reminder_webhook,
 }
 
 async fn create(app: &TestApp, token: &str, body: Value) -> Value {
@@ -228,4 +229,28 @@ async fn events_past_retention_are_deleted_by_the_job(app: &TestApp) {
     assert_eq!(gone.code(), "not_found");
     let kept = app.get(&format!("/api/v1/events/{}", recent["id"].as_str().expect("id")), Some(&token)).await;
     assert_eq!(kept.status, StatusCode::OK);
+}
+
+async fn an_owner_sets_and_clears_their_reminder_webhook(app: &TestApp) {
+    let token = app.user("ada@example.org").await;
+    let path = "/api/v1/me/webhook";
+    assert_eq!(app.get(path, Some(&token)).await.body, json!({"url": null}));
+    let set = app.send(Method::PUT, path, Some(&token), Some(&json!({"url": "http://hooks.internal:8000/r"}))).await;
+    assert_eq!((set.status, &set.body), (StatusCode::OK, &json!({"url": "http://hooks.internal:8000/r"})));
+    assert_eq!(app.get(path, Some(&token)).await.body["url"], "http://hooks.internal:8000/r");
+    for body in [
+        json!({"url": "https://hooks.internal/r"}),
+        json!({"url": "ftp://hooks.internal/r"}),
+        json!({"url": "http:///nohost"}),
+        json!({"url": "x".repeat(2100)}),
+        json!({"url": 5}),
+        json!({"url": "http://a/b", "secret": "no"}),
+    ] {
+        let reply = app.send(Method::PUT, path, Some(&token), Some(&body)).await;
+        assert_eq!((reply.status, reply.code()), (StatusCode::UNPROCESSABLE_ENTITY, "validation_failed"), "{body}");
+    }
+    assert_eq!(app.get(path, Some(&token)).await.body["url"], "http://hooks.internal:8000/r", "unchanged");
+    let cleared = app.send(Method::PUT, path, Some(&token), Some(&json!({"url": null}))).await;
+    assert_eq!(cleared.body, json!({"url": null}));
+    assert_eq!(app.get(path, None).await.status, StatusCode::UNAUTHORIZED);
 }

@@ -63,4 +63,5 @@ store_suite! {
     periods_list_what_overlaps_them_by_start,
     reminders_follow_their_event,
     events_past_retention_are_deleted,
+    a_users_webhook_is_set_read_and_cleared,
 }

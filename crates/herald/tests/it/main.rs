@@ -49,8 +49,14 @@ impl Drop for Served {
 }
 
 fn serve(data: &std::path::Path, env: &[(&str, &str)]) -> (Served, String, Lines, Vec<Value>) {
+    serve_role("serve", data, env)
+}
+
+/// Starts `herald <role>` (`serve` or `api`) on free ports; returns it, its HTTP address, its
+/// remaining log lines and those read so far.
+fn serve_role(role: &str, data: &std::path::Path, env: &[(&str, &str)]) -> (Served, String, Lines, Vec<Value>) {
     let mut child = Served(Some(
-        herald(data, &["serve", "--http-addr", "127.0.0.1:0", "--grpc-addr", "127.0.0.1:0"], env)
+        herald(data, &[role, "--http-addr", "127.0.0.1:0", "--grpc-addr", "127.0.0.1:0"], env)
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawn serve"),
@@ -253,10 +259,33 @@ fn bench_relay_reports_every_event_relayed() {
     assert!(stdout.contains("relay") && stdout.contains("events/s"), "{stdout}");
 }
 
+/// `herald api` serves REST and gRPC and runs no worker: a delivery stays pending until a
+/// scheduler and a sender run somewhere.
+#[tokio::test]
+async fn the_api_role_serves_http_and_grpc_without_workers() {
+    let Ok(nats) = std::env::var("HERALD_TEST_NATS_URL") else {
+        eprintln!("SKIPPED the_api_role_serves_http_and_grpc_without_workers: HERALD_TEST_NATS_URL is not set");
+        assert!(std::env::var("HERALD_TEST_REQUIRE_ALL").as_deref() != Ok("1"), "NATS is required");
+        return;
+    };
+    let dir = tempfile::tempdir().expect("temp dir");
+    let namespace = format!("t_api_{}", uuid::Uuid::now_v7().simple());
+    let env = [("HERALD_BROKER_URL", nats.as_str()), ("HERALD_BROKER_NAMESPACE", namespace.as_str())];
+    let (_api, addr, _lines, logs) = serve_role("api", dir.path(), &env);
+    let serving = logs.last().expect("the serving line");
+    assert_eq!(serving["role"], "api");
+    let grpc = serving["grpc_addr"].as_str().expect("grpc_addr");
+    tokio::net::TcpStream::connect(grpc).await.expect("gRPC listens");
+    let health = reqwest::get(format!("http://{addr}/readyz")).await.expect("readyz");
+    assert_eq!(health.status(), 200);
+    let jobs = logs.iter().any(|l| l["message"] == "scheduler running");
+    assert!(!jobs, "no scheduler in the api role: {logs:?}");
+}
+
 #[test]
 fn standalone_background_roles_refuse_the_in_process_broker() {
     let dir = tempfile::tempdir().expect("temp dir");
-    for role in ["relay", "scheduler", "sender"] {
+    for role in ["api", "relay", "scheduler", "sender"] {
         let out = run(&mut herald(dir.path(), &[role], &[]));
         assert!(!out.status.success(), "{role}");
         let stderr = String::from_utf8_lossy(&out.stderr);
