@@ -133,7 +133,7 @@ impl InFlight {
 }
 
 /// A handled job on its way to the reporter, with its message and the concurrency slot it holds.
-type Handled = (DeliveryId, Disposition, Arc<InFlight>, tokio::sync::OwnedSemaphorePermit);
+type Handled = ((DeliveryId, DateTime<Utc>), Disposition, Arc<InFlight>, tokio::sync::OwnedSemaphorePermit);
 
 struct Guard {
     breaker: CircuitBreaker,
@@ -149,10 +149,10 @@ struct Inner {
     options: SenderOptions,
     guards: Mutex<HashMap<Channel, Guard>>,
     rng: Mutex<StdRng>,
-    /// Deliveries taken and not yet recorded. A broker may hand over a second copy of a message
+    /// Claims taken and not yet recorded. A broker may hand over a second copy of a message
     /// while the first is in progress (a redelivery racing a release); its claims are still
     /// current, so only this set keeps them from being sent twice by this sender.
-    taken: Mutex<HashSet<DeliveryId>>,
+    taken: Mutex<HashSet<(DeliveryId, DateTime<Utc>)>>,
 }
 
 /// Sends claimed deliveries. Cheap to clone.
@@ -278,13 +278,13 @@ impl Sender {
                 };
                 let (sender, reports, message) = (self.clone(), reports.clone(), message.clone());
                 tasks.spawn(async move {
-                    let id = DeliveryId(job.id);
+                    let claim = job.claim();
                     let span = delivery_span(&job);
                     let disposition = sender.handle_job(job).instrument(span).await;
                     // The slot is freed once the report is written, so at most `concurrency`
                     // deliveries are ever unrecorded. The reporter outlives every task but a
                     // killed sender's.
-                    let _ = reports.send((id, disposition, message, slot));
+                    let _ = reports.send((claim, disposition, message, slot));
                 });
             }
             // Reap finished tasks so the set does not grow.
@@ -320,8 +320,7 @@ impl Sender {
         let before = jobs.len();
         let jobs: Vec<DeliveryJob> = {
             let mut taken = inner.taken.lock().unwrap_or_else(PoisonError::into_inner);
-            let id = |job: &DeliveryJob| DeliveryId(job.id);
-            jobs.into_iter().filter(|job| current.contains(&id(job)) && taken.insert(id(job))).collect()
+            jobs.into_iter().filter(|job| current.contains(&DeliveryId(job.id)) && taken.insert(job.claim())).collect()
         };
         if jobs.len() < before {
             tracing::debug!(skipped = before - jobs.len(), "skipped deliveries whose claim is settled or superseded");
@@ -343,13 +342,13 @@ impl Sender {
             let mut reports = Vec::with_capacity(batch.len());
             // Each job's message with whether to redeliver it, and the slot it frees once recorded.
             let mut recorded = Vec::with_capacity(batch.len());
-            let mut ids = Vec::with_capacity(batch.len());
-            for (id, disposition, message, slot) in batch {
+            let mut claims = Vec::with_capacity(batch.len());
+            for (claim, disposition, message, slot) in batch {
                 let retry = matches!(disposition, Disposition::Retry);
                 if let Disposition::Report(report) = disposition {
                     reports.push(report);
                 }
-                ids.push(id);
+                claims.push(claim);
                 recorded.push((retry, message, slot));
             }
             let mut backoff = Duration::from_millis(100);
@@ -375,8 +374,8 @@ impl Sender {
             // Recorded: from now on the store's claim check keeps a second copy from being sent.
             {
                 let mut taken = self.0.taken.lock().unwrap_or_else(PoisonError::into_inner);
-                for id in &ids {
-                    taken.remove(id);
+                for claim in &claims {
+                    taken.remove(claim);
                 }
             }
             // Settle the messages this batch completed together: one broker round trip each,
