@@ -8,30 +8,12 @@
 //! fractional one stays fractional, both refused by the schema, naming the field.
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use herald_core::error::ApiError;
+use herald_core::{calendar::Period, error::ApiError};
 use prost_types::{Duration, Timestamp};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use crate::pb;
-
-/// The period of an `events.list` call.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Period {
-    Day,
-    Week,
-    Month,
-}
-
-impl Period {
-    fn as_str(self) -> &'static str {
-        match self {
-            Self::Day => "day",
-            Self::Week => "week",
-            Self::Month => "month",
-        }
-    }
-}
 
 /// `events.create` input.
 pub fn create_input(req: pb::CreateEventRequest) -> Value {

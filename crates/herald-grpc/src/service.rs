@@ -7,6 +7,7 @@ use futures::FutureExt as _;
 use herald_core::{
     Herald,
     auth::Caller,
+    calendar::Period,
     error::{ApiError, ErrorCode},
 };
 use serde_json::Value;
@@ -14,7 +15,7 @@ use tokio::time::Instant;
 use tonic::{Request, Response, Status, metadata::MetadataMap};
 
 use crate::{
-    convert::{self, Period},
+    convert,
     error::{GrpcError, grpc_code},
     pb::{self, calendar_service_server::CalendarServiceServer},
 };
