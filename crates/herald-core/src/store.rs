@@ -376,12 +376,15 @@ pub trait CalendarStore: Send + Sync {
         events: &EventDeleteEvents<'_>,
     ) -> Result<Option<Event>, StoreError>;
 
-    /// `owner`'s events overlapping `[from, to)`, by start.
+    /// `owner`'s events overlapping `[from, to)`, by start (then id), after `after` (the start
+    /// and id of the last one seen), at most `limit`.
     async fn list_events(
         &self,
         owner: UserId,
         from: DateTime<Utc>,
         to: DateTime<Utc>,
+        after: Option<(DateTime<Utc>, EventId)>,
+        limit: u32,
     ) -> Result<Vec<Event>, StoreError>;
 
     /// Deletes up to `limit` events that ended before `before`; returns how many.

@@ -67,6 +67,12 @@ pub fn list_input(period: Period, req: pb::ListEventsRequest) -> Value {
     if let Some(tz) = req.tz {
         input.insert("tz".into(), tz.into());
     }
+    if let Some(size) = req.page_size {
+        input.insert("limit".into(), size.into());
+    }
+    if !req.page_token.is_empty() {
+        input.insert("cursor".into(), req.page_token.into());
+    }
     Value::Object(input)
 }
 
@@ -124,6 +130,8 @@ struct EventList {
     from: DateTime<Utc>,
     to: DateTime<Utc>,
     items: Vec<EventView>,
+    #[serde(default)]
+    next_cursor: Option<String>,
 }
 
 impl From<EventView> for pb::Event {
@@ -170,6 +178,7 @@ pub fn list_output(output: Value) -> Result<pb::ListEventsResponse, ApiError> {
         period_start: Some(timestamp(list.from)),
         period_end: Some(timestamp(list.to)),
         events: list.items.into_iter().map(pb::Event::from).collect(),
+        next_page_token: list.next_cursor.unwrap_or_default(),
     })
 }
 
@@ -253,12 +262,17 @@ mod tests {
 
     #[test]
     fn list_requests_name_their_period_and_zone() {
-        let req = pb::ListEventsRequest { date: "2026-03-10".into(), tz: Some("Europe/Moscow".into()) };
+        let req = pb::ListEventsRequest {
+            date: "2026-03-10".into(),
+            tz: Some("Europe/Moscow".into()),
+            page_size: Some(10),
+            page_token: "abc".into(),
+        };
         assert_eq!(
             list_input(Period::Week, req),
-            json!({"period": "week", "date": "2026-03-10", "tz": "Europe/Moscow"})
+            json!({"period": "week", "date": "2026-03-10", "tz": "Europe/Moscow", "limit": 10, "cursor": "abc"})
         );
-        let req = pb::ListEventsRequest { date: "2026-03-10".into(), tz: None };
+        let req = pb::ListEventsRequest { date: "2026-03-10".into(), ..Default::default() };
         assert_eq!(list_input(Period::Month, req), json!({"period": "month", "date": "2026-03-10"}));
         assert_eq!(id_input("abc".into()), json!({"id": "abc"}));
     }

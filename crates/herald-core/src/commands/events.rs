@@ -3,6 +3,7 @@
 //! deliveries in step, in the same transaction. Another user's event answers `not_found`.
 
 use async_trait::async_trait;
+use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD as B64};
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -270,6 +271,32 @@ pub struct ListInput {
     /// The IANA time zone the period is in (default UTC).
     #[schema(value_type = Option<String>, example = "Europe/Moscow")]
     pub tz: Option<TimeZone>,
+    /// Items per page (default and most: 500).
+    #[schema(minimum = 1, maximum = 500)]
+    pub limit: Option<u32>,
+    /// `next_cursor` of the previous page.
+    #[schema(max_length = 64)]
+    pub cursor: Option<String>,
+}
+
+/// Events per page of a period.
+const LIST_LIMIT: u32 = 500;
+
+/// A page cursor: the URL-safe base64 of the last event's start (Unix microseconds, 8 bytes) and
+/// id (16 bytes).
+fn encode_cursor(event: &Event) -> String {
+    let mut bytes = event.starts_at.timestamp_micros().to_be_bytes().to_vec();
+    bytes.extend_from_slice(event.id.0.as_bytes());
+    B64.encode(bytes)
+}
+
+fn decode_cursor(cursor: &str) -> Result<(DateTime<Utc>, EventId), ApiError> {
+    let bytes = B64.decode(cursor).ok().filter(|b| b.len() == 24);
+    let decoded = bytes.and_then(|b| {
+        let micros = i64::from_be_bytes(b[..8].try_into().ok()?);
+        Some((DateTime::from_timestamp_micros(micros)?, EventId(Uuid::from_slice(&b[8..]).ok()?)))
+    });
+    decoded.ok_or_else(|| ApiError::invalid_field("cursor", "not a cursor returned by this list"))
 }
 
 /// The events of a period.
@@ -279,8 +306,11 @@ pub struct EventList {
     pub from: DateTime<Utc>,
     /// The instant after the period.
     pub to: DateTime<Utc>,
-    /// Every event overlapping the period, by start.
+    /// The events overlapping the period, by start.
     pub items: Vec<EventView>,
+    /// Pass as `cursor` for the rest of the period; absent on its last page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
 }
 
 /// Lists the caller's events in a day, week or month of their time zone.
@@ -299,8 +329,13 @@ impl Command for List {
         let tz = input.tz.map_or(chrono_tz::UTC, |tz| tz.0);
         let (from, to) =
             input.period.range(input.date, tz).ok_or_else(|| ApiError::invalid_field("date", "is out of range"))?;
-        let events = svc.store.list_events(cx.identity()?.user_id, from, to).await?;
-        Ok(EventList { from, to, items: events.iter().map(EventView::from).collect() })
+        let limit = input.limit.unwrap_or(LIST_LIMIT).min(LIST_LIMIT);
+        let after = input.cursor.as_deref().map(decode_cursor).transpose()?;
+        let mut events = svc.store.list_events(cx.identity()?.user_id, from, to, after, limit + 1).await?;
+        let more = events.len() > limit as usize;
+        events.truncate(limit as usize);
+        let next_cursor = if more { events.last().map(encode_cursor) } else { None };
+        Ok(EventList { from, to, items: events.iter().map(EventView::from).collect(), next_cursor })
     }
 }
 

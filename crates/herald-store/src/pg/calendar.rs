@@ -196,14 +196,19 @@ impl CalendarStore for PgStore {
         owner: UserId,
         from: DateTime<Utc>,
         to: DateTime<Utc>,
+        after: Option<(DateTime<Utc>, EventId)>,
+        limit: u32,
     ) -> Result<Vec<Event>, StoreError> {
         let rows = sqlx::query(
             "SELECT * FROM calendar_events WHERE owner_id = $1 AND starts_at < $3 AND ends_at > $2 \
-             ORDER BY starts_at, id",
+             AND ($4::timestamptz IS NULL OR (starts_at, id) > ($4, $5)) ORDER BY starts_at, id LIMIT $6",
         )
         .bind(owner.0)
         .bind(from)
         .bind(to)
+        .bind(after.map(|(at, _)| at))
+        .bind(after.map(|(_, id)| id.0))
+        .bind(i64::from(limit))
         .fetch_all(&self.pool)
         .await
         .map_err(err)?;

@@ -191,14 +191,19 @@ impl CalendarStore for SqliteStore {
         owner: UserId,
         from: DateTime<Utc>,
         to: DateTime<Utc>,
+        after: Option<(DateTime<Utc>, EventId)>,
+        limit: u32,
     ) -> Result<Vec<Event>, StoreError> {
         let rows = sqlx::query(
             "SELECT * FROM calendar_events WHERE owner_id = ?1 AND starts_at < ?3 AND ends_at > ?2 \
-             ORDER BY starts_at, id",
+             AND (?4 IS NULL OR (starts_at, id) > (?4, ?5)) ORDER BY starts_at, id LIMIT ?6",
         )
         .bind(owner.0)
         .bind(micros(from))
         .bind(micros(to))
+        .bind(after.map(|(at, _)| micros(at)))
+        .bind(after.map(|(_, id)| id.0))
+        .bind(i64::from(limit))
         .fetch_all(&self.reader)
         .await
         .map_err(err)?;

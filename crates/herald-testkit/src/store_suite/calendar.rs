@@ -83,11 +83,18 @@ pub async fn periods_list_what_overlaps_them_by_start(store: &dyn Store) {
     for e in [&morning, &next_day, &last, &spans_midnight] {
         store.create_event(e, &[], &[]).await.expect("create");
     }
-    let listed = store.list_events(ada, day, day + Duration::days(1)).await.expect("list");
+    let end = day + Duration::days(1);
+    let listed = store.list_events(ada, day, end, None, 10).await.expect("list");
     let ids: Vec<_> = listed.iter().map(|e| e.id).collect();
     assert_eq!(ids, [spans_midnight.id, morning.id, last.id], "overlapping the day, by start");
     assert_eq!(listed[1], morning, "every field round-trips");
-    assert!(store.list_events(UserId::new(), day, day + Duration::days(1)).await.expect("list").is_empty());
+    // Page by page: after the last one seen, at most the limit.
+    let first = store.list_events(ada, day, end, None, 2).await.expect("page 1");
+    assert_eq!(first.iter().map(|e| e.id).collect::<Vec<_>>(), [spans_midnight.id, morning.id]);
+    let after = Some((morning.starts_at, morning.id));
+    let rest = store.list_events(ada, day, end, after, 2).await.expect("page 2");
+    assert_eq!(rest.iter().map(|e| e.id).collect::<Vec<_>>(), [last.id]);
+    assert!(store.list_events(UserId::new(), day, end, None, 10).await.expect("list").is_empty());
 }
 
 pub async fn reminders_follow_their_event(store: &dyn Store) {

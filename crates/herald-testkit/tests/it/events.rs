@@ -108,6 +108,15 @@ async fn periods_are_local_to_the_callers_zone(app: &TestApp) {
     assert_eq!(titles(&utc.body), ["UTC 1 Dec"], "UTC by default");
     let week = app.get("/api/v1/events?period=week&date=2026-12-01", Some(&token)).await;
     assert_eq!(titles(&week.body), ["UTC 1 Dec", "a week on"]);
+    assert!(week.body.get("next_cursor").is_none(), "one page");
+    // Page by page.
+    let first = app.get("/api/v1/events?period=week&date=2026-12-01&limit=1", Some(&token)).await;
+    assert_eq!(titles(&first.body), ["UTC 1 Dec"]);
+    let cursor = first.body["next_cursor"].as_str().expect("more");
+    let path = format!("/api/v1/events?period=week&date=2026-12-01&limit=1&cursor={cursor}");
+    let second = app.get(&path, Some(&token)).await;
+    assert_eq!(titles(&second.body), ["a week on"]);
+    assert!(second.body.get("next_cursor").is_none(), "the last page");
     let month = app.get("/api/v1/events?period=month&date=2026-12-15&tz=UTC", Some(&token)).await;
     assert_eq!(titles(&month.body), ["UTC 1 Dec", "a week on"]);
     assert_eq!(
@@ -146,6 +155,8 @@ async fn event_input_is_validated_field_by_field(app: &TestApp) {
         ("period=day&date=2026-12-01&tz=Mars/Olympus", "tz"),
         ("period=fortnight&date=2026-12-01", "period"),
         ("period=day&date=2026-02-30", "date"),
+        ("period=day&date=2026-12-01&cursor=bogus", "cursor"),
+        ("period=day&date=2026-12-01&limit=501", "limit"),
     ] {
         let reply = app.get(&format!("/api/v1/events?{query}"), Some(&token)).await;
         assert_eq!((reply.status, reply.code()), (StatusCode::UNPROCESSABLE_ENTITY, "validation_failed"), "{query}");

@@ -157,8 +157,8 @@ async fn lists_cover_a_local_day_week_and_month(app: &TestApp) {
     ] {
         create(&mut grpc, &token, event(title, starts_at, 30)).await;
     }
-    let tokyo = || ListEventsRequest { date: "2031-03-10".into(), tz: Some("Asia/Tokyo".into()) };
-    let utc = || ListEventsRequest { date: "2031-03-10".into(), tz: None };
+    let tokyo = || ListEventsRequest { date: "2031-03-10".into(), tz: Some("Asia/Tokyo".into()), ..Default::default() };
+    let utc = || ListEventsRequest { date: "2031-03-10".into(), tz: None, ..Default::default() };
 
     let day = grpc.list_day_events(authed(&token, tokyo())).await.expect("day").into_inner();
     assert_eq!(titles(&day), ["mar-10-tokyo-morning", "mar-10-tokyo-night"]);
@@ -240,14 +240,15 @@ async fn bad_input_is_refused_naming_each_field(app: &TestApp) {
     // A title of exactly 200 characters is fine.
     create(&mut grpc, &token, CreateEventRequest { title: "x".repeat(200), ..fine() }).await;
 
-    let mars = ListEventsRequest { date: "2031-06-01".into(), tz: Some("Mars/Olympus_Mons".into()) };
+    let mars =
+        ListEventsRequest { date: "2031-06-01".into(), tz: Some("Mars/Olympus_Mons".into()), ..Default::default() };
     let status = grpc.list_day_events(authed(&token, mars)).await.expect_err("unknown zone");
     assert_eq!(refusal(&status), invalid(&["tz"]), "{status:?}");
-    let no_such_day = ListEventsRequest { date: "2031-02-30".into(), tz: None };
+    let no_such_day = ListEventsRequest { date: "2031-02-30".into(), tz: None, ..Default::default() };
     let status = grpc.list_week_events(authed(&token, no_such_day)).await.expect_err("bad date");
     assert_eq!(refusal(&status), invalid(&["date"]), "{status:?}");
     // Nothing refused was stored.
-    let june = ListEventsRequest { date: "2031-06-01".into(), tz: None };
+    let june = ListEventsRequest { date: "2031-06-01".into(), tz: None, ..Default::default() };
     let month = grpc.list_month_events(authed(&token, june)).await.expect("month").into_inner();
     assert_eq!(month.events.len(), 1, "{month:?}");
 }
@@ -285,7 +286,7 @@ async fn calls_without_a_valid_token_are_unauthenticated(app: &TestApp) {
     assert_eq!(status.code(), Code::Unauthenticated);
 
     // Nothing was created by the refused calls.
-    let day = ListEventsRequest { date: "2031-07-01".into(), tz: None };
+    let day = ListEventsRequest { date: "2031-07-01".into(), tz: None, ..Default::default() };
     let list = grpc.list_day_events(authed(&token, day)).await.expect("list").into_inner();
     assert!(list.events.is_empty(), "{list:?}");
 }
@@ -312,7 +313,7 @@ async fn another_users_events_do_not_exist_for_them(app: &TestApp) {
 
     // Overlap is per owner: Bob may book the same hour.
     create(&mut grpc, &bob, event("bob's", "2031-08-01T10:30:00Z", 60)).await;
-    let day = || ListEventsRequest { date: "2031-08-01".into(), tz: None };
+    let day = || ListEventsRequest { date: "2031-08-01".into(), tz: None, ..Default::default() };
     let bobs_day = grpc.list_day_events(authed(&bob, day())).await.expect("list").into_inner();
     assert_eq!(titles(&bobs_day), ["bob's"]);
     let adas_day = grpc.list_day_events(authed(&ada, day())).await.expect("list").into_inner();
