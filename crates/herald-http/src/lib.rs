@@ -21,7 +21,10 @@ use axum::{
 };
 use herald_core::{
     Herald,
+    broker::Broker,
     error::{ApiError, ErrorCode},
+    metrics::Metrics,
+    store::Store,
 };
 use serde_json::json;
 use tokio::net::TcpListener;
@@ -62,12 +65,15 @@ pub fn router(herald: Arc<Herald>, options: &HttpOptions) -> Router {
     let openapi = openapi::document(&state.herald);
     let ready_timeout = options.ready_timeout;
 
+    let probes = Probes {
+        store: state.herald.services.store.clone(),
+        broker: state.herald.services.broker.clone(),
+        metrics: state.herald.services.metrics.clone(),
+        ready_timeout,
+    };
     let api = rest::router(&state)
         .merge(attachments::router(options.max_upload))
         .merge(bulk::router())
-        .route("/healthz", get(|| async { Json(json!({"status": "alive"})) }))
-        .route("/readyz", get(move |state: State<AppState>| ready(state, ready_timeout)))
-        .route("/metrics", get(metrics))
         .fallback(|| async { HttpError::new(ErrorCode::NotFound, "no such route") })
         .method_not_allowed_fallback(|| async {
             HttpError::new(ErrorCode::MethodNotAllowed, "this method is not allowed on this route")
@@ -76,6 +82,7 @@ pub fn router(herald: Arc<Herald>, options: &HttpOptions) -> Router {
 
     let mut app = Router::new()
         .merge(SwaggerUi::new("/docs").external_url_unchecked("/openapi.json", openapi))
+        .merge(probe_routes(probes))
         .merge(api)
         .layer(DefaultBodyLimit::max(options.body_limit))
         .layer(CatchPanicLayer::custom(on_panic))
@@ -91,14 +98,42 @@ pub async fn serve(listener: TcpListener, app: Router, shutdown: CancellationTok
     axum::serve(listener, app).with_graceful_shutdown(async move { shutdown.cancelled().await }).await
 }
 
-async fn metrics(State(state): State<AppState>) -> Response {
-    let body = state.herald.services.metrics.encode();
+/// What the health and metrics endpoints look at.
+#[derive(Debug, Clone)]
+pub struct Probes {
+    pub store: Arc<dyn Store>,
+    pub broker: Arc<dyn Broker>,
+    pub metrics: Arc<Metrics>,
+    /// How long `/readyz` waits for the store and for the broker.
+    pub ready_timeout: Duration,
+}
+
+fn probe_routes(probes: Probes) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { Json(json!({"status": "alive"})) }))
+        .route("/readyz", get(ready))
+        .route("/metrics", get(metrics))
+        .with_state(probes)
+}
+
+/// The admin endpoints alone (`/healthz`, `/readyz`, `/metrics`), for the roles that serve no API:
+/// relay, scheduler and sender. Requests are logged and counted like the API's.
+pub fn admin_router(probes: Probes) -> Router {
+    let metrics = probes.metrics.clone();
+    probe_routes(probes)
+        .fallback(|| async { HttpError::new(ErrorCode::NotFound, "no such route") })
+        .layer(CatchPanicLayer::custom(on_panic))
+        .layer(middleware::from_fn_with_state(metrics, observe::log_requests))
+}
+
+async fn metrics(State(probes): State<Probes>) -> Response {
+    let body = probes.metrics.encode();
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body).into_response()
 }
 
-async fn ready(State(state): State<AppState>, timeout: Duration) -> Result<Response, HttpError> {
-    let svc = &state.herald.services;
-    match tokio::time::timeout(timeout, svc.store.ping()).await {
+async fn ready(State(probes): State<Probes>) -> Result<Response, HttpError> {
+    let timeout = probes.ready_timeout;
+    match tokio::time::timeout(timeout, probes.store.ping()).await {
         Ok(Ok(())) => {}
         Ok(Err(err)) => {
             return Err(HttpError(
@@ -107,7 +142,7 @@ async fn ready(State(state): State<AppState>, timeout: Duration) -> Result<Respo
         }
         Err(_) => return Err(HttpError::new(ErrorCode::Unavailable, "the store did not answer in time")),
     }
-    match tokio::time::timeout(timeout, svc.broker.ping()).await {
+    match tokio::time::timeout(timeout, probes.broker.ping()).await {
         Ok(Ok(())) => Ok(Json(json!({"status": "ready", "checks": {"store": "ok", "broker": "ok"}})).into_response()),
         Ok(Err(err)) => {
             Err(HttpError(ApiError::new(ErrorCode::Unavailable, "the broker is not reachable").with_source(err)))

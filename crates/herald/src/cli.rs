@@ -251,15 +251,31 @@ where
     needs_networked_broker(config, role)?;
     let store = app::open_store(config).await?;
     let broker = app::open_broker(config).await?;
+    let metrics = Arc::new(Metrics::default());
     let shutdown = tokio_util::sync::CancellationToken::new();
-    let work = make(store.clone(), broker.clone(), Arc::new(SystemClock), Default::default(), shutdown.clone());
+    // The role's own /healthz, /readyz and /metrics.
+    let admin = tokio::net::TcpListener::bind(config.admin_addr)
+        .await
+        .with_context(|| format!("binding the admin port to {}", config.admin_addr))?;
+    let admin_addr = admin.local_addr()?;
+    let probes = herald_http::Probes {
+        store: store.clone(),
+        broker: broker.clone(),
+        metrics: metrics.clone(),
+        ready_timeout: std::time::Duration::from_secs(2),
+    };
+    let admin = tokio::spawn(herald_http::serve(admin, herald_http::admin_router(probes), shutdown.clone()));
+    tracing::info!(role, %admin_addr, store = %config.store_url, broker = %config.broker_url, "{role} starting");
+    let work = make(store.clone(), broker.clone(), Arc::new(SystemClock), metrics, shutdown.clone());
     let task = tokio::spawn(work);
-    tracing::info!(store = %config.store_url, broker = %config.broker_url, "{role} running");
     shutdown_signal().await;
     shutdown.cancel();
     match tokio::time::timeout(config.shutdown_timeout.0, task).await {
         Ok(joined) => joined.with_context(|| format!("{role} task"))?,
         Err(_) => tracing::warn!(role, "did not finish its pass in time; stopped anyway"),
+    }
+    if let Ok(Err(err)) = admin.await {
+        tracing::warn!(error = %err, "the admin server failed");
     }
     broker.close().await;
     store.close().await;

@@ -101,6 +101,8 @@ settings! {
         doc "Address of the HTTP server: REST API, /docs, /openapi.json, /healthz, /readyz.";
     grpc_addr: SocketAddr = "127.0.0.1:50051", env "HERALD_GRPC_ADDR", flag "grpc-addr", secret false,
         doc "Address of the gRPC server: herald.calendar.v1.CalendarService and server reflection.";
+    admin_addr: SocketAddr = "127.0.0.1:9090", env "HERALD_ADMIN_ADDR", flag "admin-addr", secret false,
+        doc "Address of /healthz, /readyz and /metrics for herald relay, scheduler and sender (serve and api have them on http_addr).";
     data_dir: Dir = "./herald-data", env "HERALD_DATA_DIR", flag "data-dir", secret false,
         doc "Directory for the SQLite database, uploaded files and generated secrets.";
     store_url: StoreUrl = "sqlite://{data_dir}/herald.db", env "HERALD_STORE_URL", flag "store-url", secret false,

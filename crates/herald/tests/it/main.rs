@@ -282,6 +282,50 @@ async fn the_api_role_serves_http_and_grpc_without_workers() {
     assert!(!jobs, "no scheduler in the api role: {logs:?}");
 }
 
+/// `herald relay`, `scheduler` and `sender` each answer `/healthz`, `/readyz` and `/metrics` on
+/// their admin port, and stop cleanly on SIGTERM.
+#[tokio::test]
+async fn background_roles_serve_their_probes_on_the_admin_port() {
+    let Ok(nats) = std::env::var("HERALD_TEST_NATS_URL") else {
+        eprintln!("SKIPPED background_roles_serve_their_probes_on_the_admin_port: HERALD_TEST_NATS_URL is not set");
+        assert!(std::env::var("HERALD_TEST_REQUIRE_ALL").as_deref() != Ok("1"), "NATS is required");
+        return;
+    };
+    for role in ["relay", "scheduler", "sender"] {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let namespace = format!("t_admin_{}", uuid::Uuid::now_v7().simple());
+        let env = [("HERALD_BROKER_URL", nats.as_str()), ("HERALD_BROKER_NAMESPACE", namespace.as_str())];
+        let mut child = Served(Some(
+            herald(dir.path(), &[role, "--admin-addr", "127.0.0.1:0"], &env)
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("spawn role"),
+        ));
+        let stderr = child.0.as_mut().and_then(|c| c.stderr.take()).expect("stderr");
+        let mut lines = BufReader::new(stderr).lines();
+        let admin = loop {
+            let line = lines.next().expect("the role exited before running").expect("read log");
+            let log: Value = serde_json::from_str(&line).unwrap_or_else(|_| panic!("not a JSON log line: {line}"));
+            if log["message"] == format!("{role} starting") {
+                break log["admin_addr"].as_str().expect("admin_addr").to_owned();
+            }
+        };
+        let get = |path: &str| reqwest::get(format!("http://{admin}{path}"));
+        assert_eq!(get("/healthz").await.expect("healthz").status(), 200, "{role}");
+        let ready = get("/readyz").await.expect("readyz");
+        assert_eq!(ready.status(), 200, "{role}");
+        let metrics = get("/metrics").await.expect("metrics").text().await.expect("text");
+        assert!(metrics.contains("herald_http_requests_total"), "{role}: {metrics}");
+        assert_eq!(get("/api/v1/me").await.expect("no api").status(), 404, "{role} serves no API");
+
+        let pid = child.id().to_string();
+        let mut process = child.take();
+        assert!(Command::new("kill").args(["-TERM", &pid]).status().expect("kill").success());
+        let status = tokio::task::spawn_blocking(move || process.wait().expect("wait")).await.expect("join");
+        assert!(status.success(), "{role} stops cleanly on SIGTERM");
+    }
+}
+
 #[test]
 fn standalone_background_roles_refuse_the_in_process_broker() {
     let dir = tempfile::tempdir().expect("temp dir");
