@@ -24,6 +24,13 @@ CREATE TABLE deliveries_rebuilt (
 ) STRICT;
 
 INSERT INTO deliveries_rebuilt SELECT * FROM deliveries;
+-- Numbers are never handed out twice (providers drop duplicates by them): the new table goes on
+-- from the old one's sequence, not from its largest surviving number.
+INSERT INTO sqlite_sequence (name, seq)
+    SELECT 'deliveries_rebuilt', seq FROM sqlite_sequence WHERE name = 'deliveries'
+    AND NOT EXISTS (SELECT 1 FROM sqlite_sequence WHERE name = 'deliveries_rebuilt');
+UPDATE sqlite_sequence SET seq = max(seq, (SELECT seq FROM sqlite_sequence WHERE name = 'deliveries'))
+    WHERE name = 'deliveries_rebuilt' AND EXISTS (SELECT 1 FROM sqlite_sequence WHERE name = 'deliveries');
 DROP TABLE deliveries;
 ALTER TABLE deliveries_rebuilt RENAME TO deliveries;
 
