@@ -342,3 +342,75 @@ fn standalone_background_roles_refuse_the_in_process_broker() {
         );
     }
 }
+
+/// The container files hang together: the compose file and the Prometheus config parse, every
+/// Herald service runs a role the binary has, every role that serves metrics is scraped on the
+/// port it serves them on, and the image builds with the command the test command builds with.
+#[test]
+fn the_deployment_files_name_real_roles_and_scrape_each_one() {
+    let Ok(python) = std::env::var("HERALD_TEST_PYTHON") else {
+        eprintln!("SKIPPED the_deployment_files_name_real_roles_and_scrape_each_one: HERALD_TEST_PYTHON is not set");
+        assert!(std::env::var("HERALD_TEST_REQUIRE_ALL").as_deref() != Ok("1"), "the Python venv is required");
+        return;
+    };
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let read = "import json, sys, yaml\n\
+                compose = yaml.safe_load(open(sys.argv[1]))\n\
+                prometheus = yaml.safe_load(open(sys.argv[2]))\n\
+                print(json.dumps({'compose': compose, 'prometheus': prometheus}))";
+    let out = Command::new(python)
+        .args(["-c", read])
+        .arg(root.join("docker-compose.yml"))
+        .arg(root.join("deploy/prometheus.yml"))
+        .output()
+        .expect("python");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let files: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let services = files["compose"]["services"].as_object().expect("services");
+    let mut roles = Vec::new();
+    for (name, service) in services {
+        if service["image"] != "herald:latest" {
+            continue;
+        }
+        let role = service["command"][0].as_str().unwrap_or_else(|| panic!("{name} names its role"));
+        let dir = tempfile::tempdir().expect("temp dir");
+        let help = run(&mut herald(dir.path(), &[role, "--help"], &[]));
+        assert!(help.status.success(), "{name} runs `herald {role}`, which the binary does not have");
+        roles.push((name.clone(), role.to_owned()));
+    }
+    let mut names: Vec<_> = roles.iter().map(|(_, role)| role.as_str()).collect();
+    names.sort_unstable();
+    assert_eq!(names, ["api", "migrate", "relay", "scheduler", "sender"]);
+
+    let scraped: Vec<String> = files["prometheus"]["scrape_configs"]
+        .as_array()
+        .expect("scrape configs")
+        .iter()
+        .flat_map(|job| {
+            let statics = job["static_configs"].as_array().into_iter().flatten().flat_map(|c| {
+                c["targets"].as_array().into_iter().flatten().filter_map(|t| t.as_str().map(str::to_owned))
+            });
+            let dns = job["dns_sd_configs"].as_array().into_iter().flatten().flat_map(|c| {
+                let port = c["port"].as_u64().unwrap_or(0);
+                let names = c["names"].as_array().into_iter().flatten().filter_map(|n| n.as_str());
+                names.map(move |n| format!("{n}:{port}")).collect::<Vec<_>>()
+            });
+            statics.chain(dns).collect::<Vec<_>>()
+        })
+        .collect();
+    for (name, role) in &roles {
+        let port = match role.as_str() {
+            "migrate" => continue,
+            "api" => 8080,
+            _ => 9090,
+        };
+        assert!(scraped.contains(&format!("{name}:{port}")), "{name} ({role}) is not scraped on :{port}: {scraped:?}");
+    }
+
+    let dockerfile = std::fs::read_to_string(root.join("Dockerfile")).expect("Dockerfile");
+    assert!(dockerfile.contains("cargo build --release --locked -p herald"), "the image builds as the tests do");
+    assert!(dockerfile.contains("USER herald"), "the image runs unprivileged");
+    for var in ["HERALD_HTTP_ADDR=0.0.0.0:8080", "HERALD_GRPC_ADDR=0.0.0.0:50051", "HERALD_ADMIN_ADDR=0.0.0.0:9090"] {
+        assert!(dockerfile.contains(var), "{var}");
+    }
+}
