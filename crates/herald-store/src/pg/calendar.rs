@@ -10,9 +10,14 @@ use herald_core::{
     store::{CalendarStore, EVENTS_OVERLAP, EventDeleteEvents, StoreError},
     user::UserId,
 };
-use sqlx::{Postgres, Row as _, Transaction, postgres::PgRow, types::Json};
+use sqlx::{Postgres, Row as _, Transaction, postgres::PgRow};
 
-use super::{PgStore, deliveries::delivery_row, err, outbox::insert_events};
+use super::{
+    PgStore,
+    deliveries::{OnTaken, delivery_row, insert_deliveries},
+    err,
+    outbox::insert_events,
+};
 use crate::rows::{self, EventCols};
 
 fn event_row(row: &PgRow) -> Result<Event, StoreError> {
@@ -76,35 +81,6 @@ async fn cancel_reminders(
     Ok(())
 }
 
-/// Stores reminders; one stored already under its key keeps its state, and, while pending, takes
-/// the new payload and deadline (a renamed event reminds with its new title).
-async fn upsert_reminders(tx: &mut Transaction<'_, Postgres>, reminders: &[NewDelivery]) -> Result<(), StoreError> {
-    for d in reminders {
-        sqlx::query(
-            "INSERT INTO deliveries (id, kind, source_key, recipient, channel, payload, source_id, recipient_id, \
-             status, next_attempt_at, deadline, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'pending', $9, $10, $11, $11) \
-             ON CONFLICT (source_key) DO UPDATE SET payload = EXCLUDED.payload, deadline = EXCLUDED.deadline, \
-             updated_at = EXCLUDED.updated_at WHERE deliveries.status = 'pending'",
-        )
-        .bind(d.id.0)
-        .bind(&d.kind)
-        .bind(&d.source_key)
-        .bind(&d.recipient)
-        .bind(d.channel.as_str())
-        .bind(Json(&d.payload))
-        .bind(d.source_id)
-        .bind(d.recipient_id)
-        .bind(d.next_attempt_at)
-        .bind(d.deadline)
-        .bind(d.created_at)
-        .execute(&mut **tx)
-        .await
-        .map_err(err)?;
-    }
-    Ok(())
-}
-
 #[async_trait]
 impl CalendarStore for PgStore {
     async fn create_event(&self, e: &Event, events: &[NewEvent], reminders: &[NewDelivery]) -> Result<(), StoreError> {
@@ -126,7 +102,7 @@ impl CalendarStore for PgStore {
         .execute(&mut *tx)
         .await
         .map_err(err)?;
-        upsert_reminders(&mut tx, reminders).await?;
+        insert_deliveries(&mut tx, reminders, OnTaken::RefreshPending).await?;
         insert_events(&mut tx, events).await?;
         self.commit(tx).await
     }
@@ -165,7 +141,7 @@ impl CalendarStore for PgStore {
         let keep: Vec<String> = reminders.iter().map(|r| r.source_key.clone()).collect();
         // The notifications of a reminder already sent stay: the owner was reminded.
         cancel_reminders(&mut tx, e.id, &[REMINDER_KIND], &keep, e.updated_at).await?;
-        upsert_reminders(&mut tx, reminders).await?;
+        insert_deliveries(&mut tx, reminders, OnTaken::RefreshPending).await?;
         insert_events(&mut tx, events).await?;
         self.commit(tx).await
     }

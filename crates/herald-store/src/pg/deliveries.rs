@@ -43,30 +43,7 @@ pub(super) fn delivery_row(row: &PgRow) -> Result<Delivery, StoreError> {
 impl DeliveryStore for PgStore {
     async fn create_deliveries(&self, deliveries: &[NewDelivery]) -> Result<u64, StoreError> {
         let mut tx = self.pool.begin().await.map_err(err)?;
-        let mut created = 0;
-        for d in deliveries {
-            let done = sqlx::query(
-                "INSERT INTO deliveries (id, kind, source_key, recipient, channel, payload, source_id, \
-                 recipient_id, status, next_attempt_at, deadline, created_at, updated_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'pending', $9, $10, $11, $11) \
-                 ON CONFLICT (source_key) DO NOTHING",
-            )
-            .bind(d.id.0)
-            .bind(&d.kind)
-            .bind(&d.source_key)
-            .bind(&d.recipient)
-            .bind(d.channel.as_str())
-            .bind(Json(&d.payload))
-            .bind(d.source_id)
-            .bind(d.recipient_id)
-            .bind(d.next_attempt_at)
-            .bind(d.deadline)
-            .bind(d.created_at)
-            .execute(&mut *tx)
-            .await
-            .map_err(err)?;
-            created += done.rows_affected();
-        }
+        let created = insert_deliveries(&mut tx, deliveries, OnTaken::Skip).await?;
         tx.commit().await.map_err(err)?;
         Ok(created)
     }
@@ -187,6 +164,56 @@ impl DeliveryStore for PgStore {
         let n: i64 = sqlx::query_scalar("SELECT herald_count_claimed()").fetch_one(&self.pool).await.map_err(err)?;
         Ok(n.max(0) as u64)
     }
+}
+
+/// What storing a delivery does when its `source_key` is taken.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum OnTaken {
+    /// Keep the stored one as it is.
+    Skip,
+    /// Keep its state, but while it is pending give it the new payload and deadline.
+    RefreshPending,
+}
+
+/// Stores `deliveries` as pending in `tx`; returns how many were new (or refreshed).
+pub(super) async fn insert_deliveries(
+    tx: &mut Transaction<'_, Postgres>,
+    deliveries: &[NewDelivery],
+    on_taken: OnTaken,
+) -> Result<u64, StoreError> {
+    let sql = match on_taken {
+        OnTaken::Skip => concat!(
+            "INSERT INTO deliveries (id, kind, source_key, recipient, channel, payload, source_id, recipient_id, \
+             status, next_attempt_at, deadline, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'pending', $9, $10, $11, $11) ",
+            "ON CONFLICT (source_key) DO NOTHING"
+        ),
+        OnTaken::RefreshPending => concat!(
+            "INSERT INTO deliveries (id, kind, source_key, recipient, channel, payload, source_id, recipient_id, \
+             status, next_attempt_at, deadline, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'pending', $9, $10, $11, $11) ",
+            "ON CONFLICT (source_key) DO UPDATE SET payload = EXCLUDED.payload, deadline = EXCLUDED.deadline, \
+             updated_at = EXCLUDED.updated_at WHERE deliveries.status = 'pending'"
+        ),
+    };
+    let mut stored = 0;
+    for d in deliveries {
+        let done = sqlx::query(sql)
+            .bind(d.id.0)
+            .bind(&d.kind)
+            .bind(&d.source_key)
+            .bind(&d.recipient)
+            .bind(d.channel.as_str())
+            .bind(Json(&d.payload))
+            .bind(d.source_id)
+            .bind(d.recipient_id)
+            .bind(d.next_attempt_at)
+            .bind(d.deadline)
+            .bind(d.created_at)
+            .execute(&mut **tx)
+            .await
+            .map_err(err)?;
+        stored += done.rows_affected();
+    }
+    Ok(stored)
 }
 
 /// Applies one report if its claim is current; 1 when it did, 0 when the claim was stale.

@@ -51,30 +51,7 @@ fn lease_end(now: DateTime<Utc>, lease: Duration) -> Result<DateTime<Utc>, Store
 impl DeliveryStore for SqliteStore {
     async fn create_deliveries(&self, deliveries: &[NewDelivery]) -> Result<u64, StoreError> {
         let mut tx = self.writer.begin().await.map_err(err)?;
-        let mut created = 0;
-        for d in deliveries {
-            let done = sqlx::query(
-                "INSERT INTO deliveries (id, kind, source_key, recipient, channel, payload, source_id, \
-                 recipient_id, status, next_attempt_at, deadline, created_at, updated_at) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?) ON CONFLICT (source_key) DO NOTHING",
-            )
-            .bind(d.id.0)
-            .bind(&d.kind)
-            .bind(&d.source_key)
-            .bind(&d.recipient)
-            .bind(d.channel.as_str())
-            .bind(d.payload.to_string())
-            .bind(d.source_id)
-            .bind(d.recipient_id)
-            .bind(micros(d.next_attempt_at))
-            .bind(d.deadline.map(micros))
-            .bind(micros(d.created_at))
-            .bind(micros(d.created_at))
-            .execute(&mut *tx)
-            .await
-            .map_err(err)?;
-            created += done.rows_affected();
-        }
+        let created = insert_deliveries(&mut tx, deliveries, OnTaken::Skip).await?;
         tx.commit().await.map_err(err)?;
         Ok(created)
     }
@@ -183,6 +160,56 @@ impl DeliveryStore for SqliteStore {
             .map_err(err)?;
         Ok(n.max(0) as u64)
     }
+}
+
+/// What storing a delivery does when its `source_key` is taken.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum OnTaken {
+    /// Keep the stored one as it is.
+    Skip,
+    /// Keep its state, but while it is pending give it the new payload and deadline.
+    RefreshPending,
+}
+
+/// Stores `deliveries` as pending in `tx`; returns how many were new (or refreshed).
+pub(super) async fn insert_deliveries(
+    tx: &mut Transaction<'_, Sqlite>,
+    deliveries: &[NewDelivery],
+    on_taken: OnTaken,
+) -> Result<u64, StoreError> {
+    let sql = match on_taken {
+        OnTaken::Skip => concat!(
+            "INSERT INTO deliveries (id, kind, source_key, recipient, channel, payload, source_id, recipient_id, \
+             status, next_attempt_at, deadline, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'pending', ?9, ?10, ?11, ?11) ",
+            "ON CONFLICT (source_key) DO NOTHING"
+        ),
+        OnTaken::RefreshPending => concat!(
+            "INSERT INTO deliveries (id, kind, source_key, recipient, channel, payload, source_id, recipient_id, \
+             status, next_attempt_at, deadline, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'pending', ?9, ?10, ?11, ?11) ",
+            "ON CONFLICT (source_key) DO UPDATE SET payload = EXCLUDED.payload, deadline = EXCLUDED.deadline, \
+             updated_at = EXCLUDED.updated_at WHERE deliveries.status = 'pending'"
+        ),
+    };
+    let mut stored = 0;
+    for d in deliveries {
+        let done = sqlx::query(sql)
+            .bind(d.id.0)
+            .bind(&d.kind)
+            .bind(&d.source_key)
+            .bind(&d.recipient)
+            .bind(d.channel.as_str())
+            .bind(d.payload.to_string())
+            .bind(d.source_id)
+            .bind(d.recipient_id)
+            .bind(micros(d.next_attempt_at))
+            .bind(d.deadline.map(micros))
+            .bind(micros(d.created_at))
+            .execute(&mut **tx)
+            .await
+            .map_err(err)?;
+        stored += done.rows_affected();
+    }
+    Ok(stored)
 }
 
 /// Applies one report if its claim is current; 1 when it did, 0 when the claim was stale.
