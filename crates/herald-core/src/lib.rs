@@ -33,6 +33,7 @@ pub mod auth;
 pub mod broker;
 pub mod calendar;
 pub mod campaign;
+pub mod channel;
 pub mod clock;
 pub mod command;
 pub mod commands;

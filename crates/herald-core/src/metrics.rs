@@ -80,6 +80,7 @@ pub struct Metrics {
     pub mailing_progress: Family<MailingLabels, Gauge<f64, AtomicU64>>,
     pub mailings_started: Counter,
     pub mailings_finished: Counter,
+    pub realtime: RealtimeMetrics,
 }
 
 impl fmt::Debug for Metrics {
@@ -189,6 +190,7 @@ impl Default for Metrics {
             "Mailings finished (no message left pending or sending)",
             mailings_finished.clone(),
         );
+        let realtime = RealtimeMetrics::register(&mut registry);
         Self {
             mailing_messages,
             mailing_progress,
@@ -212,6 +214,7 @@ impl Default for Metrics {
             relay_published,
             relay_errors,
             outbox_lag_seconds,
+            realtime,
         }
     }
 }
@@ -223,5 +226,73 @@ impl Metrics {
         // Writing to a String cannot fail.
         let _ = encode(&mut out, &self.registry);
         out
+    }
+}
+
+/// Labels of a subscription's start: `recovered` (the gap since the session's position was
+/// filled), `fresh` (no position known) or `lost` (the gap was no longer in the stream).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct SubscribeLabels {
+    pub result: String,
+}
+
+/// The real-time gateway's metrics (`herald_realtime_*`).
+#[derive(Debug, Clone)]
+pub struct RealtimeMetrics {
+    pub sessions: Gauge,
+    pub subscriptions: Family<SubscribeLabels, Counter>,
+    pub events_sent: Counter,
+    pub redeliveries: Counter,
+    pub acks: Counter,
+    pub slow_disconnects: Counter,
+    pub fanout_received: Counter,
+    pub ack_seconds: Histogram,
+}
+
+impl RealtimeMetrics {
+    fn register(registry: &mut Registry) -> Self {
+        let r = registry.sub_registry_with_prefix("realtime");
+        let sessions = Gauge::default();
+        r.register("sessions", "Open real-time sessions (Socket.io and WebSocket) on this gateway", sessions.clone());
+        let subscriptions = Family::<SubscribeLabels, Counter>::default();
+        r.register(
+            "subscriptions",
+            "Channel subscriptions by result: recovered (gap filled), fresh (no position), lost (gap past retention)",
+            subscriptions.clone(),
+        );
+        let events_sent = Counter::default();
+        r.register("events_sent", "Events sent to sessions, live and replayed", events_sent.clone());
+        let redeliveries = Counter::default();
+        r.register(
+            "redeliveries",
+            "Events replayed from the stream to a resuming session (sent before or missed live)",
+            redeliveries.clone(),
+        );
+        let acks = Counter::default();
+        r.register("acks", "Acknowledgements that moved a session's cursor forward", acks.clone());
+        let slow_disconnects = Counter::default();
+        r.register(
+            "slow_disconnects",
+            "Sessions disconnected because their outgoing buffer was full",
+            slow_disconnects.clone(),
+        );
+        let fanout_received = Counter::default();
+        r.register("fanout_received", "Live events this gateway received from the broker", fanout_received.clone());
+        let ack_seconds = Histogram::new([0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0]);
+        r.register(
+            "ack_seconds",
+            "Commit-to-acknowledgement latency: from the event's commit to the client's ack",
+            ack_seconds.clone(),
+        );
+        Self {
+            sessions,
+            subscriptions,
+            events_sent,
+            redeliveries,
+            acks,
+            slow_disconnects,
+            fanout_received,
+            ack_seconds,
+        }
     }
 }

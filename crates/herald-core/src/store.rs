@@ -16,6 +16,7 @@ use chrono::{DateTime, Utc};
 use crate::{
     calendar::{Event, EventId},
     campaign::{Client, ClientId, FirstAttempts, Mailing, MailingId, MailingStatus, MessageCounts},
+    channel::ChannelStore,
     delivery::{Delivery, DeliveryId, DeliveryReport, DeliveryStatus, NewDelivery},
     error::{ApiError, ErrorCode},
     event::{NewEvent, OutboxEvent},
@@ -63,6 +64,7 @@ pub trait Store:
     + DeliveryStore
     + CampaignStore
     + CalendarStore
+    + ChannelStore
     + Send
     + Sync
     + std::fmt::Debug

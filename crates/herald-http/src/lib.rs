@@ -3,7 +3,9 @@
 
 pub mod attachments;
 pub mod bulk;
+pub mod demo;
 pub mod extract;
+pub mod gateway;
 pub mod observe;
 pub mod openapi;
 pub mod problem;

@@ -105,12 +105,12 @@ impl TestApp {
 
     /// The address the gRPC server listens on.
     pub fn grpc_addr(&self) -> std::net::SocketAddr {
-        self.running.grpc_addr
+        self.running.grpc_addr.expect("this app serves gRPC")
     }
 
     /// The gRPC endpoint, as a tonic client connects to it (`http://127.0.0.1:<port>`).
     pub fn grpc_url(&self) -> String {
-        format!("http://{}", self.running.grpc_addr)
+        format!("http://{}", self.grpc_addr())
     }
 
     pub fn url(&self, path: &str) -> String {

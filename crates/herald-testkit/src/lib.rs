@@ -6,11 +6,14 @@ pub mod app;
 pub mod backend;
 pub mod broker_suite;
 pub mod campaign_suite;
+pub mod cluster;
 pub mod delivery_suite;
 pub mod mock_provider;
 pub mod proxy;
+pub mod realtime_suite;
 pub mod relay_suite;
 pub mod store_suite;
+pub mod ws_client;
 
 pub use app::TestApp;
 pub use backend::{Backend, TestStore};

@@ -45,6 +45,7 @@ fn relay(store: &Arc<dyn Store>, broker: &TestBroker, batch: u32) -> Relay {
         lease_ttl: Duration::from_secs(1),
         poll_interval: Duration::from_millis(50),
         retention: Duration::from_secs(3600),
+        channel_max_events: 1000,
     };
     Relay::new(store.clone(), broker.broker.clone(), Arc::new(Metrics::default()), options)
 }

@@ -32,6 +32,8 @@ pub struct RelayOptions {
     pub poll_interval: Duration,
     /// Published events are deleted after this long.
     pub retention: Duration,
+    /// A channel's stream keeps at most this many published events (the newest).
+    pub channel_max_events: u32,
 }
 
 impl Default for RelayOptions {
@@ -41,6 +43,7 @@ impl Default for RelayOptions {
             lease_ttl: Duration::from_secs(10),
             poll_interval: Duration::from_secs(1),
             retention: Duration::from_secs(24 * 3600),
+            channel_max_events: 1000,
         }
     }
 }
@@ -99,7 +102,8 @@ impl Relay {
         Ok(Step::Published(events.len()))
     }
 
-    /// Deletes events published longer ago than the retention period; returns how many.
+    /// Deletes events published longer ago than the retention period, and those more than
+    /// `channel_max_events` behind their channel's head; returns how many.
     pub async fn prune(&self) -> Result<u64, StoreError> {
         let retention = chrono::Duration::from_std(self.options.retention).unwrap_or(chrono::Duration::MAX);
         let before = Utc::now() - retention;
@@ -108,6 +112,13 @@ impl Relay {
             let pruned = self.store.prune_published(before, 10_000).await?;
             total += pruned;
             if pruned < 10_000 {
+                break;
+            }
+        }
+        loop {
+            let trimmed = self.store.trim_channels(self.options.channel_max_events, 10_000).await?;
+            total += trimmed;
+            if trimmed < 10_000 {
                 return Ok(total);
             }
         }

@@ -12,7 +12,10 @@ use herald_core::{
     metrics::Metrics,
     store::Store,
 };
-use herald_http::HttpOptions;
+use herald_http::{
+    HttpOptions, Probes,
+    gateway::{Gateway, GatewayOptions},
+};
 use herald_store::{LocalFiles, StoreUrl};
 use herald_workers::{
     calendar::{NotificationRouter, RetentionJob},
@@ -70,6 +73,7 @@ pub fn relay(config: &Config, store: Arc<dyn Store>, broker: Arc<dyn Broker>, me
         batch: config.relay_batch.0,
         poll_interval: config.relay_poll_interval.0,
         retention: config.outbox_retention.0,
+        channel_max_events: config.channel_max_events.0,
         ..RelayOptions::default()
     };
     Relay::new(store, broker, metrics, options)
@@ -202,8 +206,8 @@ pub fn collector(
 #[derive(Debug)]
 pub struct Running {
     pub http_addr: SocketAddr,
-    /// Where the gRPC calendar service listens.
-    pub grpc_addr: SocketAddr,
+    /// Where the gRPC calendar service listens (not in `herald gateway`).
+    pub grpc_addr: Option<SocketAddr>,
     pub herald: Arc<Herald>,
     shutdown: CancellationToken,
     server: JoinHandle<std::io::Result<()>>,
@@ -239,19 +243,46 @@ impl Running {
     }
 }
 
+/// What one process runs.
+#[derive(Debug, Clone, Copy)]
+struct Roles {
+    /// REST, gRPC and (on NATS) commands over request-reply.
+    api: bool,
+    /// Socket.io, `/ws` and `/demo`.
+    gateway: bool,
+    /// Relay, scheduler, sender and collector.
+    workers: bool,
+}
+
 /// Opens the backends and starts serving HTTP on `config.http_addr` and gRPC on
-/// `config.grpc_addr` (port 0 picks a free one), with every worker in this process: `herald serve`.
+/// `config.grpc_addr` (port 0 picks a free one), with the gateway and every worker in this
+/// process: `herald serve`.
 pub async fn start(config: &Config) -> anyhow::Result<Running> {
-    start_roles(config, true).await
+    start_roles(config, Roles { api: true, gateway: true, workers: true }).await
 }
 
 /// Serves the API only (HTTP, gRPC, and commands over NATS): `herald api`, beside separate
-/// relay, scheduler and sender processes.
+/// gateway, relay, scheduler and sender processes.
 pub async fn start_api(config: &Config) -> anyhow::Result<Running> {
-    start_roles(config, false).await
+    start_roles(config, Roles { api: true, gateway: false, workers: false }).await
 }
 
-async fn start_roles(config: &Config, workers_too: bool) -> anyhow::Result<Running> {
+/// Serves real-time sessions only (Socket.io, `/ws`, `/demo`, and the probes) on
+/// `config.http_addr`: `herald gateway`.
+pub async fn start_gateway(config: &Config) -> anyhow::Result<Running> {
+    start_roles(config, Roles { api: false, gateway: true, workers: false }).await
+}
+
+/// The gateway's settings.
+pub fn gateway_options(config: &Config) -> GatewayOptions {
+    GatewayOptions {
+        session_buffer: usize::try_from(config.session_buffer.0).unwrap_or(usize::MAX),
+        session_idle_timeout: config.session_idle_timeout.0,
+        ..GatewayOptions::default()
+    }
+}
+
+async fn start_roles(config: &Config, roles: Roles) -> anyhow::Result<Running> {
     let store = open_store(config).await?;
     let secret = secret::load_or_generate(config)?;
     let ttl = chrono::Duration::from_std(config.jwt_ttl.0).context("jwt_ttl is too long")?;
@@ -274,38 +305,57 @@ async fn start_roles(config: &Config, workers_too: bool) -> anyhow::Result<Runni
         ready_timeout: std::time::Duration::from_secs(2),
         max_upload: config.max_upload_size.0,
     };
-    let router = herald_http::router(herald.clone(), &options);
+    let shutdown = CancellationToken::new();
+    let workers = tokio_util::task::TaskTracker::new();
+    let mut router = if roles.api {
+        herald_http::router(herald.clone(), &options)
+    } else {
+        herald_http::admin_router(Probes {
+            store: store.clone(),
+            broker: broker.clone(),
+            metrics: metrics.clone(),
+            ready_timeout: options.ready_timeout,
+        })
+    };
+    if roles.gateway {
+        let gateway = Gateway::new(herald.clone(), gateway_options(config));
+        router = gateway.attach(router);
+        let stop = shutdown.clone();
+        workers.spawn(async move { gateway.run(stop).await });
+    }
     let listener = TcpListener::bind(config.http_addr)
         .await
         .with_context(|| format!("binding the HTTP server to {}", config.http_addr))?;
     let http_addr = listener.local_addr()?;
-    let grpc_listener = TcpListener::bind(config.grpc_addr)
-        .await
-        .with_context(|| format!("binding the gRPC server to {}", config.grpc_addr))?;
-    let grpc_addr = grpc_listener.local_addr()?;
-    let shutdown = CancellationToken::new();
     let server = tokio::spawn(herald_http::serve(listener, router, shutdown.clone()));
-    let workers = tokio_util::task::TaskTracker::new();
-    // The gRPC calendar service stops with the same token; `stop` waits for its calls in flight.
-    let (grpc_herald, stop) = (herald.clone(), shutdown.clone());
-    workers.spawn(async move {
-        if let Err(err) = herald_grpc::serve(grpc_listener, grpc_herald, stop).await {
-            tracing::error!(error = %err, "the gRPC server stopped");
-        }
-    });
-    if let herald_broker::BrokerUrl::Nats(url) = &config.broker_url {
-        // Commands answer NATS request-reply too: `<namespace>.cmd.<command>`.
-        let (url, namespace, herald, stop) =
-            (url.clone(), config.broker_namespace.0.clone(), herald.clone(), shutdown.clone());
+    let mut grpc_addr = None;
+    if roles.api {
+        let grpc_listener = TcpListener::bind(config.grpc_addr)
+            .await
+            .with_context(|| format!("binding the gRPC server to {}", config.grpc_addr))?;
+        grpc_addr = Some(grpc_listener.local_addr()?);
+        // The gRPC calendar service stops with the same token; `stop` waits for its calls in flight.
+        let (grpc_herald, stop) = (herald.clone(), shutdown.clone());
         workers.spawn(async move {
-            if let Err(err) = herald_broker::commands::serve(&url, &namespace, herald, stop).await {
-                tracing::error!(error = %err, "the NATS command transport stopped");
+            if let Err(err) = herald_grpc::serve(grpc_listener, grpc_herald, stop).await {
+                tracing::error!(error = %err, "the gRPC server stopped");
             }
         });
+        if let herald_broker::BrokerUrl::Nats(url) = &config.broker_url {
+            // Commands answer NATS request-reply too: `<namespace>.cmd.<command>`.
+            let (url, namespace, herald, stop) =
+                (url.clone(), config.broker_namespace.0.clone(), herald.clone(), shutdown.clone());
+            workers.spawn(async move {
+                if let Err(err) = herald_broker::commands::serve(&url, &namespace, herald, stop).await {
+                    tracing::error!(error = %err, "the NATS command transport stopped");
+                }
+            });
+        }
     }
-    if !workers_too {
+    if !roles.workers {
+        let role = if roles.api { "api" } else { "gateway" };
         let (store, broker) = (&config.store_url, &config.broker_url);
-        tracing::info!(role = "api", %http_addr, %grpc_addr, %store, %broker, "herald is serving");
+        tracing::info!(role, %http_addr, grpc_addr = ?grpc_addr, %store, %broker, "herald is serving");
         return Ok(Running { http_addr, grpc_addr, herald, shutdown, server, workers });
     }
     let relay = relay(config, store.clone(), broker.clone(), metrics.clone());
@@ -326,6 +376,6 @@ async fn start_roles(config: &Config, workers_too: bool) -> anyhow::Result<Runni
         let gc = gc.clone();
         async move { gc.tick_logged().await }
     }));
-    tracing::info!(%http_addr, %grpc_addr, store = %config.store_url, broker = %config.broker_url, "herald is serving");
+    tracing::info!(%http_addr, grpc_addr = ?grpc_addr, store = %config.store_url, broker = %config.broker_url, "herald is serving");
     Ok(Running { http_addr, grpc_addr, herald, shutdown, server, workers })
 }

@@ -40,6 +40,9 @@ pub enum Command {
     /// Run only the API: REST, gRPC and (on NATS) commands over request-reply, no workers (needs
     /// a networked broker; run relay, scheduler and sender beside it).
     Api,
+    /// Run only the real-time gateway: Socket.io, /ws and /demo sessions, fed by the broker's
+    /// fan-out (needs a networked broker; run several behind any load balancer).
+    Gateway,
     /// Run only the outbox relay: committed events to the broker (needs a networked broker).
     Relay,
     /// Run only the delivery scheduler: due deliveries to the senders' queue, lapsed claims back
@@ -144,23 +147,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 
     match cli.command {
         Command::Serve => {
-            let mut running = app::start(&config).await?;
-            tokio::select! {
-                () = shutdown_signal() => tracing::info!("shutting down"),
-                result = running.stopped() => return result.map(|()| ExitCode::FAILURE),
-            }
-            running.stop(config.shutdown_timeout.0).await?;
-            tracing::info!("stopped");
+            return serve_until_signal(app::start(&config).await?, &config).await;
         }
         Command::Api => {
             needs_networked_broker(&config, "api")?;
-            let mut running = app::start_api(&config).await?;
-            tokio::select! {
-                () = shutdown_signal() => tracing::info!("shutting down"),
-                result = running.stopped() => return result.map(|()| ExitCode::FAILURE),
-            }
-            running.stop(config.shutdown_timeout.0).await?;
-            tracing::info!("stopped");
+            return serve_until_signal(app::start_api(&config).await?, &config).await;
+        }
+        Command::Gateway => {
+            needs_networked_broker(&config, "gateway")?;
+            return serve_until_signal(app::start_gateway(&config).await?, &config).await;
         }
         Command::Relay => {
             run_role(&config, "relay", |store, broker, _, metrics, stop| {
@@ -233,6 +228,17 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Config { .. } => unreachable!("handled above"),
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Serves until SIGINT or SIGTERM, then drains; a server that stops by itself is a failure.
+async fn serve_until_signal(mut running: app::Running, config: &config::Config) -> anyhow::Result<ExitCode> {
+    tokio::select! {
+        () = shutdown_signal() => tracing::info!("shutting down"),
+        result = running.stopped() => return result.map(|()| ExitCode::FAILURE),
+    }
+    running.stop(config.shutdown_timeout.0).await?;
+    tracing::info!("stopped");
     Ok(ExitCode::SUCCESS)
 }
 

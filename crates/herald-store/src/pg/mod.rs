@@ -2,6 +2,7 @@
 
 mod calendar;
 mod campaigns;
+mod channels;
 mod deliveries;
 mod outbox;
 mod tasks;

@@ -54,7 +54,7 @@ pub(super) async fn insert_events(tx: &mut Transaction<'_, Postgres>, events: &[
     Ok(())
 }
 
-fn outbox_row(row: &PgRow) -> Result<OutboxEvent, StoreError> {
+pub(super) fn outbox_row(row: &PgRow) -> Result<OutboxEvent, StoreError> {
     Ok(OutboxEvent {
         seq: row.try_get("seq").map_err(err)?,
         channel_offset: row.try_get("channel_offset").map_err(err)?,

@@ -6,6 +6,7 @@
 
 mod calendar;
 mod campaigns;
+mod channels;
 mod deliveries;
 mod outbox;
 mod tasks;

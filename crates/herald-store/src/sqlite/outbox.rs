@@ -43,7 +43,7 @@ pub(super) async fn insert_events(tx: &mut Transaction<'_, Sqlite>, events: &[Ne
     Ok(())
 }
 
-fn outbox_row(row: &SqliteRow) -> Result<OutboxEvent, StoreError> {
+pub(super) fn outbox_row(row: &SqliteRow) -> Result<OutboxEvent, StoreError> {
     let payload: String = row.try_get("payload").map_err(err)?;
     let published: Option<i64> = row.try_get("published_at").map_err(err)?;
     Ok(OutboxEvent {

@@ -3,6 +3,7 @@
 
 mod calendar;
 mod campaigns;
+mod channels;
 mod deliveries;
 mod messages;
 
@@ -16,6 +17,7 @@ use herald_core::{
 
 pub use calendar::*;
 pub use campaigns::*;
+pub use channels::*;
 pub use deliveries::*;
 pub use messages::*;
 

@@ -64,6 +64,7 @@ mod events;
 mod grpc;
 mod mock_provider;
 mod nats_commands;
+mod realtime;
 mod relay;
 mod store;
 mod tasks;

@@ -98,7 +98,7 @@ macro_rules! settings {
 
 settings! {
     http_addr: SocketAddr = "127.0.0.1:8080", env "HERALD_HTTP_ADDR", flag "http-addr", secret false,
-        doc "Address of the HTTP server: REST API, /docs, /openapi.json, /healthz, /readyz.";
+        doc "Address of the HTTP server: REST API, Socket.io, /ws, /demo, /docs, /openapi.json, /healthz, /readyz.";
     grpc_addr: SocketAddr = "127.0.0.1:50051", env "HERALD_GRPC_ADDR", flag "grpc-addr", secret false,
         doc "Address of the gRPC server: herald.calendar.v1.CalendarService and server reflection.";
     admin_addr: SocketAddr = "127.0.0.1:9090", env "HERALD_ADMIN_ADDR", flag "admin-addr", secret false,
@@ -126,7 +126,13 @@ settings! {
     relay_poll_interval: Span = "1s", env "HERALD_RELAY_POLL_INTERVAL", flag "relay-poll-interval", secret false,
         doc "Longest the relay waits between passes when no wake-up comes.";
     outbox_retention: Span = "24h", env "HERALD_OUTBOX_RETENTION", flag "outbox-retention", secret false,
-        doc "How long published outbox events are kept before they are pruned.";
+        doc "How long published outbox events are kept before they are pruned: the age window of channel streams.";
+    channel_max_events: Count = "1000", env "HERALD_CHANNEL_MAX_EVENTS", flag "channel-max-events", secret false,
+        doc "Most published events a channel's stream keeps for resuming sessions; older ones are pruned.";
+    session_buffer: Count = "1024", env "HERALD_SESSION_BUFFER", flag "session-buffer", secret false,
+        doc "Events a real-time session may have queued; a session that falls further behind is disconnected.";
+    session_idle_timeout: Span = "24h", env "HERALD_SESSION_IDLE_TIMEOUT", flag "session-idle-timeout", secret false,
+        doc "A session's cursors are forgotten after this long without a subscribe or an ack.";
     scheduler_batch: Count = "500", env "HERALD_SCHEDULER_BATCH", flag "scheduler-batch", secret false,
         doc "Most due deliveries the scheduler claims per pass.";
     scheduler_jobs_per_message: Count = "50", env "HERALD_SCHEDULER_JOBS_PER_MESSAGE", flag "scheduler-jobs-per-message",

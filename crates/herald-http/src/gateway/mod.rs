@@ -1,0 +1,223 @@
+//! The real-time gateway: Socket.io (`/socket.io/`) and plain WebSocket (`/ws`) sessions over one
+//! session engine, fed by one broker subscription per process (see `docs/realtime.md`).
+//!
+//! A change reaches a session twice over: live, from the broker's `events` topic, and from the
+//! channel's stream in the store whenever the live path may have missed something (a resubscribe,
+//! a gap in offsets, a broker reconnect). The store is the truth; the broker only makes it fast.
+
+mod acks;
+mod hub;
+mod session;
+mod sio;
+mod ws;
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex, Weak, atomic::AtomicU64},
+    time::Duration,
+};
+
+use axum::{Router, routing::get};
+use herald_core::{
+    Herald,
+    auth::{Caller, Identity},
+    channel::SessionId,
+    error::{ApiError, ErrorCode},
+    user::UserId,
+    wire::{EVENTS_TOPIC, EventEnvelope},
+};
+use tokio_util::sync::CancellationToken;
+
+pub use session::EventBody;
+use session::{Outlet, Session};
+
+/// How the gateway behaves; from the configuration.
+#[derive(Debug, Clone)]
+pub struct GatewayOptions {
+    /// Events a session may have queued for sending; beyond it the session is disconnected.
+    pub session_buffer: usize,
+    /// A session's cursors are forgotten after this long without an ack or a subscribe.
+    pub session_idle_timeout: Duration,
+    /// How long a new connection has to authenticate.
+    pub handshake_timeout: Duration,
+}
+
+impl Default for GatewayOptions {
+    fn default() -> Self {
+        Self {
+            session_buffer: 1024,
+            session_idle_timeout: Duration::from_secs(24 * 3600),
+            handshake_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// The gateway of one process: its sessions, their channels, and the writer of their acks.
+#[derive(Debug, Clone)]
+pub struct Gateway {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    herald: Arc<Herald>,
+    options: GatewayOptions,
+    hub: hub::Hub,
+    acks: acks::AckQueue,
+    /// Open sessions by user and session id: a second connection of one session replaces the first.
+    open: Mutex<HashMap<(UserId, SessionId), Weak<Session>>>,
+    /// Numbers connections, so one of two connections of a session id can be told apart.
+    next_key: AtomicU64,
+}
+
+impl Gateway {
+    pub fn new(herald: Arc<Herald>, options: GatewayOptions) -> Self {
+        let acks = acks::AckQueue::new(herald.services.store.clone());
+        Self {
+            inner: Arc::new(Inner {
+                herald,
+                options,
+                hub: hub::Hub::default(),
+                acks,
+                open: Mutex::default(),
+                next_key: AtomicU64::new(1),
+            }),
+        }
+    }
+
+    /// Adds `/ws` and the demo page to `app`, and serves Socket.io at `/socket.io/` in front of it.
+    pub fn attach(&self, app: Router) -> Router {
+        let sio = sio::layer(self.clone());
+        app.merge(Router::new().route("/ws", get(ws::upgrade)).with_state(self.clone()))
+            .merge(crate::demo::routes())
+            .layer(sio)
+    }
+
+    /// Runs the live fan-out (one broker subscription for every session of this process), the ack
+    /// writer and the cursor expiry until `shutdown`; then closes every session and writes the
+    /// acks still queued.
+    pub async fn run(&self, shutdown: CancellationToken) {
+        let fanout = tokio::spawn(self.clone().fan_out(shutdown.clone()));
+        let expiry = tokio::spawn(self.clone().expire_cursors(shutdown.clone()));
+        let closer = {
+            let (gateway, shutdown) = (self.clone(), shutdown.clone());
+            tokio::spawn(async move {
+                shutdown.cancelled().await;
+                gateway.close_all("shutdown", "the server is stopping; reconnect to resume");
+            })
+        };
+        self.inner.acks.run(self.inner.herald.services.clock.clone(), shutdown.clone()).await;
+        let _ = closer.await;
+        let _ = fanout.await;
+        let _ = expiry.await;
+    }
+
+    /// Receives every live event and hands it to the sessions subscribed to its channel. After a
+    /// broker error it subscribes again and has every session check the store for what it missed.
+    async fn fan_out(self, shutdown: CancellationToken) {
+        let broker = self.inner.herald.services.broker.clone();
+        let metrics = self.inner.herald.services.metrics.clone();
+        let mut backoff = Duration::from_millis(100);
+        let mut first = true;
+        while !shutdown.is_cancelled() {
+            let subscribed = tokio::select! {
+                () = shutdown.cancelled() => return,
+                s = broker.subscribe(EVENTS_TOPIC) => s,
+            };
+            let mut subscription = match subscribed {
+                Ok(s) => s,
+                Err(err) => {
+                    tracing::warn!(error = %err, "gateway could not subscribe to live events; retrying");
+                    tokio::select! {
+                        () = shutdown.cancelled() => return,
+                        () = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    continue;
+                }
+            };
+            if !first {
+                // Whatever was broadcast while unsubscribed is in the store.
+                self.inner.hub.resync_all();
+            }
+            first = false;
+            backoff = Duration::from_millis(100);
+            loop {
+                let next = tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    n = subscription.next() => n,
+                };
+                match next {
+                    Ok(message) => match EventEnvelope::decode(&message.payload) {
+                        Ok(envelope) => {
+                            metrics.realtime.fanout_received.inc();
+                            self.inner.hub.dispatch(Arc::new(EventBody::from(envelope)));
+                        }
+                        Err(err) => {
+                            tracing::warn!(id = %message.id, error = %err, "dropping an undecodable live event")
+                        }
+                    },
+                    Err(err) => {
+                        tracing::warn!(error = %err, "live event subscription ended; subscribing again");
+                        break;
+                    }
+                }
+            }
+        }
+    }
+
+    async fn expire_cursors(self, shutdown: CancellationToken) {
+        let idle = self.inner.options.session_idle_timeout;
+        let every = (idle / 10).clamp(Duration::from_secs(1), Duration::from_secs(300));
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(every) => {}
+            }
+            let svc = &self.inner.herald.services;
+            let Ok(idle) = chrono::Duration::from_std(idle) else { return };
+            let before = svc.clock.now() - idle;
+            match svc.store.expire_cursors(before, 10_000).await {
+                Ok(0) => {}
+                Ok(n) => tracing::debug!(expired = n, "forgot idle session cursors"),
+                Err(err) => tracing::warn!(error = %err, "could not expire idle session cursors"),
+            }
+        }
+    }
+
+    /// Closes every open session of this process.
+    fn close_all(&self, code: &str, message: &str) {
+        let open: Vec<Arc<Session>> =
+            self.inner.open.lock().expect("sessions lock").values().filter_map(Weak::upgrade).collect();
+        for session in open {
+            session.close_with(code, message);
+        }
+    }
+
+    /// Authenticates a handshake: the bearer token and the client's session id.
+    fn authenticate(&self, token: Option<&str>, session: Option<&str>) -> Result<(Identity, SessionId), ApiError> {
+        let token = token.filter(|t| !t.is_empty()).ok_or_else(|| {
+            ApiError::new(ErrorCode::Unauthorized, "the handshake carries no token (`auth: {token, session}`)")
+        })?;
+        let Caller::User(identity) = self.inner.herald.caller(Some(format!("Bearer {token}").as_bytes()))? else {
+            return Err(ApiError::new(ErrorCode::Unauthorized, "the handshake carries no token"));
+        };
+        let session = SessionId::parse(session.unwrap_or_default())?;
+        Ok((identity, session))
+    }
+
+    /// Opens a session on `outlet`, replacing (and closing) an open one with the same user and id.
+    fn open_session(&self, identity: Identity, id: SessionId, outlet: Box<dyn Outlet>) -> Arc<Session> {
+        let session = Session::new(self.inner.clone(), identity, id.clone(), outlet);
+        let replaced = {
+            let mut open = self.inner.open.lock().expect("sessions lock");
+            open.retain(|_, s| s.strong_count() > 0);
+            open.insert((identity.user_id, id), Arc::downgrade(&session))
+        };
+        if let Some(old) = replaced.and_then(|w| w.upgrade()) {
+            old.close_with("replaced", "another connection resumed this session");
+        }
+        self.inner.herald.services.metrics.realtime.sessions.inc();
+        session
+    }
+}

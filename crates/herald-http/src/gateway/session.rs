@@ -1,0 +1,429 @@
+//! One session: its channels, what it sent and what its client acknowledged, independent of the
+//! transport that carries it.
+//!
+//! Per channel a session is either *replaying* (reading the stream from its position while live
+//! events wait in a small buffer) or *live* (sending each live event whose offset follows the last
+//! one sent). A live event that skips an offset turns the channel back to replaying, so a lost
+//! broker message is fetched from the store instead of being skipped.
+
+use std::{
+    collections::{HashMap, VecDeque},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
+
+use chrono::{DateTime, Utc};
+use herald_core::{
+    auth::{Caller, Identity},
+    channel::{SessionCursor, SessionId},
+    error::{ApiError, ErrorCode, Problem},
+    event::{OutboxEvent, user_channel},
+    wire::EventEnvelope,
+};
+use serde::Serialize;
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use super::Inner;
+
+/// Events read from the stream per store round trip while replaying.
+const REPLAY_PAGE: u32 = 500;
+/// Send times kept per channel for the ack-latency histogram; older ones are forgotten.
+const MAX_PENDING_TIMES: usize = 4096;
+
+/// An event as a client receives it.
+#[derive(Debug, Clone, Serialize)]
+pub struct EventBody {
+    pub channel: String,
+    pub offset: i64,
+    pub id: Uuid,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub data: Value,
+    pub ts: DateTime<Utc>,
+}
+
+impl From<EventEnvelope> for EventBody {
+    fn from(envelope: EventEnvelope) -> Self {
+        let EventEnvelope::V1 { id, kind, channel, offset, data, ts } = envelope;
+        Self { channel, offset, id, kind, data, ts }
+    }
+}
+
+impl From<&OutboxEvent> for EventBody {
+    fn from(event: &OutboxEvent) -> Self {
+        let e = &event.event;
+        Self {
+            channel: e.channel.clone(),
+            offset: event.channel_offset,
+            id: e.id,
+            kind: e.kind.clone(),
+            data: e.payload.clone(),
+            ts: e.created_at,
+        }
+    }
+}
+
+/// Why an event could not be queued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum SendFailure {
+    /// The session's outgoing buffer is full: the client is not keeping up.
+    Full,
+    /// The connection is gone.
+    Closed,
+}
+
+/// The transport's side of a session.
+pub(super) trait Outlet: Send + Sync + std::fmt::Debug + 'static {
+    /// Queues `event` without waiting; the transport reports the client's ack to `session.ack`.
+    fn send_event(&self, session: &Arc<Session>, event: &Arc<EventBody>) -> Result<(), SendFailure>;
+    /// Tells the client why (`code`, `message`) and closes the connection. Must not wait or call
+    /// back into the session: it is called with the session's state locked.
+    fn close(&self, code: &str, message: &str);
+}
+
+#[derive(Debug)]
+struct ChannelState {
+    /// Bumped by every subscribe, so a replay of an earlier subscription stops.
+    generation: u64,
+    live: bool,
+    /// The last offset sent (or the position the subscription started from).
+    sent: i64,
+    acked: i64,
+    /// Live events that came while replaying.
+    waiting: Vec<Arc<EventBody>>,
+    /// Live events were dropped from `waiting` (it was full): read the store again.
+    overflowed: bool,
+    /// (offset, commit time) of events sent and not yet acknowledged.
+    pending: VecDeque<(i64, DateTime<Utc>)>,
+}
+
+/// One client session on one connection.
+#[derive(Debug)]
+pub(super) struct Session {
+    gw: Arc<Inner>,
+    pub identity: Identity,
+    pub id: SessionId,
+    /// Tells this connection apart from another one of the same session id.
+    pub key: u64,
+    outlet: Box<dyn Outlet>,
+    channels: Mutex<HashMap<String, ChannelState>>,
+    closed: AtomicBool,
+}
+
+/// The answer to `subscribe`.
+#[derive(Debug, Clone, Serialize)]
+pub(super) struct Subscribed {
+    pub channel: String,
+    pub epoch: String,
+    pub offset: i64,
+    pub recovered: bool,
+}
+
+impl Session {
+    pub(super) fn new(gw: Arc<Inner>, identity: Identity, id: SessionId, outlet: Box<dyn Outlet>) -> Arc<Self> {
+        let key = gw.next_key.fetch_add(1, Ordering::Relaxed);
+        Arc::new(Self { gw, identity, id, key, outlet, channels: Mutex::default(), closed: AtomicBool::new(false) })
+    }
+
+    /// Subscribes to `channel` from `since` (or the session's cursor), answering where it starts;
+    /// then replays what follows. The answer goes out before the first replayed event because
+    /// the replay starts only when `start` (the transport's reply) has been queued.
+    pub(super) async fn subscribe(
+        self: &Arc<Self>,
+        channel: &str,
+        since: Option<i64>,
+        epoch: Option<&str>,
+    ) -> Result<(Subscribed, u64), ApiError> {
+        self.authorize(channel).await?;
+        let svc = &self.gw.herald.services;
+        let head = svc.store.channel_head(channel).await?;
+        let known = match since {
+            Some(since) => Some(since),
+            None => svc.store.session_cursor(self.identity.user_id, &self.id, channel).await?,
+        };
+        let same_epoch = epoch.is_none_or(|e| e == head.epoch);
+        let (position, result) = match known {
+            Some(p) if same_epoch && head.holds_after(p) => (p, "recovered"),
+            Some(_) => (head.offset, "lost"),
+            None => (head.offset, "fresh"),
+        };
+        let cursor = SessionCursor {
+            user: self.identity.user_id,
+            session: self.id.clone(),
+            channel: channel.to_owned(),
+            offset: position,
+        };
+        svc.store.set_cursor(&cursor, svc.clock.now()).await?;
+        svc.metrics.realtime.subscriptions.get_or_create(&result_labels(result)).inc();
+
+        let generation = {
+            let mut channels = self.channels.lock().expect("channels lock");
+            let generation = channels.get(channel).map_or(0, |c| c.generation + 1);
+            channels.insert(
+                channel.to_owned(),
+                ChannelState {
+                    generation,
+                    live: false,
+                    sent: position,
+                    acked: position,
+                    waiting: Vec::new(),
+                    overflowed: false,
+                    pending: VecDeque::new(),
+                },
+            );
+            generation
+        };
+        self.gw.hub.add(channel, self);
+        let answer = Subscribed {
+            channel: channel.to_owned(),
+            epoch: head.epoch,
+            offset: head.offset,
+            recovered: result == "recovered",
+        };
+        Ok((answer, generation))
+    }
+
+    /// Starts sending what the stream holds after the subscription's position, then goes live.
+    pub(super) fn start_replay(self: &Arc<Self>, channel: String, generation: u64) {
+        let session = self.clone();
+        tokio::spawn(async move { session.replay(&channel, generation).await });
+    }
+
+    async fn replay(self: Arc<Self>, channel: &str, generation: u64) {
+        let svc = &self.gw.herald.services;
+        loop {
+            let Some(from) = self.with_channel(channel, generation, |c| c.sent) else { return };
+            let page = match svc.store.read_channel(channel, from, REPLAY_PAGE).await {
+                Ok(page) => page,
+                Err(err) => {
+                    tracing::warn!(channel, error = %err, "could not read a channel's stream; retrying");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    continue;
+                }
+            };
+            let full = page.len() == REPLAY_PAGE as usize;
+            let mut channels = self.channels.lock().expect("channels lock");
+            let Some(state) = channels.get_mut(channel).filter(|c| c.generation == generation) else { return };
+            for event in page {
+                if event.channel_offset != state.sent + 1 {
+                    continue;
+                }
+                let body = Arc::new(EventBody::from(&event));
+                if !self.send(state, &body) {
+                    return;
+                }
+                svc.metrics.realtime.redeliveries.inc();
+            }
+            if full {
+                continue;
+            }
+            if std::mem::take(&mut state.overflowed) {
+                state.waiting.clear();
+                continue;
+            }
+            let mut waiting = std::mem::take(&mut state.waiting);
+            waiting.sort_by_key(|e| e.offset);
+            let mut gap = false;
+            for event in &waiting {
+                if event.offset <= state.sent {
+                    continue;
+                }
+                if event.offset != state.sent + 1 {
+                    gap = true;
+                    break;
+                }
+                if !self.send(state, event) {
+                    return;
+                }
+            }
+            if !gap {
+                state.live = true;
+                return;
+            }
+        }
+    }
+
+    /// A live event of a channel this session is subscribed to.
+    pub(super) fn on_live(self: &Arc<Self>, event: &Arc<EventBody>) {
+        let mut channels = self.channels.lock().expect("channels lock");
+        let Some(state) = channels.get_mut(&event.channel) else { return };
+        if !state.live {
+            if state.waiting.len() >= self.gw.options.session_buffer {
+                state.overflowed = true;
+                state.waiting.clear();
+            } else {
+                state.waiting.push(event.clone());
+            }
+            return;
+        }
+        if event.offset <= state.sent {
+            return;
+        }
+        if event.offset == state.sent + 1 {
+            self.send(state, event);
+            return;
+        }
+        // A gap: something was missed on the way; the store has it.
+        state.live = false;
+        state.waiting.push(event.clone());
+        let generation = state.generation;
+        drop(channels);
+        self.start_replay(event.channel.clone(), generation);
+    }
+
+    /// Turns every live channel back to replaying, to pick up what the live path may have missed.
+    pub(super) fn resync(self: &Arc<Self>) {
+        let mut restart = Vec::new();
+        {
+            let mut channels = self.channels.lock().expect("channels lock");
+            for (name, state) in channels.iter_mut().filter(|(_, c)| c.live) {
+                state.live = false;
+                restart.push((name.clone(), state.generation));
+            }
+        }
+        for (channel, generation) in restart {
+            self.start_replay(channel, generation);
+        }
+    }
+
+    /// The client acknowledged every event of `channel` up to `offset`.
+    pub(super) fn ack(&self, channel: &str, offset: i64) {
+        let now = self.gw.herald.services.clock.now();
+        let metrics = &self.gw.herald.services.metrics.realtime;
+        let advanced = {
+            let mut channels = self.channels.lock().expect("channels lock");
+            let Some(state) = channels.get_mut(channel) else { return };
+            // An ack beyond what was sent acknowledges only what was sent.
+            let offset = offset.min(state.sent);
+            if offset <= state.acked {
+                return;
+            }
+            state.acked = offset;
+            while let Some(&(sent, ts)) = state.pending.front() {
+                if sent > offset {
+                    break;
+                }
+                state.pending.pop_front();
+                metrics.ack_seconds.observe((now - ts).num_microseconds().unwrap_or(0).max(0) as f64 / 1e6);
+            }
+            offset
+        };
+        metrics.acks.inc();
+        self.gw.acks.push(SessionCursor {
+            user: self.identity.user_id,
+            session: self.id.clone(),
+            channel: channel.to_owned(),
+            offset: advanced,
+        });
+    }
+
+    pub(super) fn unsubscribe(self: &Arc<Self>, channel: &str) -> bool {
+        let removed = self.channels.lock().expect("channels lock").remove(channel).is_some();
+        self.gw.hub.remove(channel, self.key);
+        removed
+    }
+
+    /// Runs a command of the registry as this session's user; the answer is `{ok, output | error}`.
+    pub(super) async fn call(&self, command: &str, input: Value) -> Value {
+        match self.gw.herald.call(Caller::User(self.identity), command, input).await {
+            Ok(output) => json!({"ok": true, "output": output}),
+            Err(err) => {
+                if err.is_server_error() {
+                    tracing::error!(command, error = %err.cause_chain(), "socket command failed");
+                }
+                error_body(&err)
+            }
+        }
+    }
+
+    /// Queues one event; on a full buffer the session is closed as a slow consumer.
+    fn send(self: &Arc<Self>, state: &mut ChannelState, event: &Arc<EventBody>) -> bool {
+        match self.outlet.send_event(self, event) {
+            Ok(()) => {
+                state.sent = event.offset;
+                if state.pending.len() == MAX_PENDING_TIMES {
+                    state.pending.pop_front();
+                }
+                state.pending.push_back((event.offset, event.ts));
+                self.gw.herald.services.metrics.realtime.events_sent.inc();
+                true
+            }
+            Err(SendFailure::Full) => {
+                self.gw.herald.services.metrics.realtime.slow_disconnects.inc();
+                tracing::info!(user = %self.identity.user_id, session = %self.id, "disconnecting a slow session");
+                self.close_with("slow_consumer", "the session fell too far behind; reconnect to catch up");
+                false
+            }
+            Err(SendFailure::Closed) => false,
+        }
+    }
+
+    fn with_channel<T>(&self, channel: &str, generation: u64, f: impl FnOnce(&ChannelState) -> T) -> Option<T> {
+        let channels = self.channels.lock().expect("channels lock");
+        channels.get(channel).filter(|c| c.generation == generation).map(f)
+    }
+
+    /// Who may read what: a user their own channel, a room's members the room's.
+    async fn authorize(&self, channel: &str) -> Result<(), ApiError> {
+        let me = self.identity.user_id;
+        if let Some(user) = channel.strip_prefix("user:") {
+            if user.parse::<Uuid>().is_err() {
+                return Err(ApiError::invalid_field("channel", "`user:<id>` needs a user id"));
+            }
+            if channel != user_channel(me) {
+                return Err(ApiError::new(ErrorCode::Forbidden, "only the user may read their own channel"));
+            }
+            return Ok(());
+        }
+        if let Some(room) = channel.strip_prefix("room:") {
+            let Ok(room) = room.parse::<Uuid>() else {
+                return Err(ApiError::invalid_field("channel", "`room:<id>` needs a room id"));
+            };
+            let member = self.may_read_room(room, me).await?;
+            if !member {
+                return Err(ApiError::new(ErrorCode::Forbidden, "only the room's members may read its channel"));
+            }
+            return Ok(());
+        }
+        Err(ApiError::invalid_field("channel", "expected `user:<id>` or `room:<id>`"))
+    }
+
+    /// Closes the connection with a reason; the session ends.
+    pub(super) fn close_with(&self, code: &str, message: &str) {
+        self.outlet.close(code, message);
+    }
+
+    /// The connection ended: leave every channel. Unacknowledged events stay pending in the
+    /// cursors, for the next connection of this session.
+    pub(super) fn ended(self: &Arc<Self>) {
+        if self.closed.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let channels: Vec<String> =
+            self.channels.lock().expect("channels lock").drain().map(|(name, _)| name).collect();
+        for channel in channels {
+            self.gw.hub.remove(&channel, self.key);
+        }
+        self.gw.herald.services.metrics.realtime.sessions.dec();
+    }
+}
+
+impl Session {
+    // ROOMS-MERGE: replaced by RoomStore::is_member when rooms land.
+    async fn may_read_room(&self, _room: Uuid, _user: herald_core::user::UserId) -> Result<bool, ApiError> {
+        Ok(false)
+    }
+}
+
+fn result_labels(result: &str) -> herald_core::metrics::SubscribeLabels {
+    herald_core::metrics::SubscribeLabels { result: result.to_owned() }
+}
+
+/// `{ok: false, error: <problem>}`.
+pub(super) fn error_body(err: &ApiError) -> Value {
+    json!({"ok": false, "error": Problem::from_error(err, None, None)})
+}

@@ -1,0 +1,199 @@
+//! Socket.io sessions at `/socket.io/` (namespace `/`), for any `socket.io-client` 4.x.
+
+use std::{fmt, sync::Arc, time::Duration};
+
+use herald_core::{auth::Identity, channel::SessionId, error::ApiError};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use socketioxide::{
+    SocketIo,
+    extract::{AckSender, Data, SocketRef, TryData},
+    handler::ConnectHandler as _,
+    layer::SocketIoLayer,
+};
+
+use super::{
+    Gateway,
+    session::{EventBody, Outlet, SendFailure, Session, error_body},
+};
+
+/// How long the server waits for a client to ack one event before it stops waiting (the event
+/// stays pending in the cursor and is sent again on the next subscribe).
+const ACK_WAIT: Duration = Duration::from_secs(60);
+
+#[derive(Debug, Deserialize)]
+struct Auth {
+    token: Option<String>,
+    session: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct SubscribeInput {
+    channel: String,
+    since: Option<i64>,
+    epoch: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct ChannelInput {
+    channel: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct AckInput {
+    channel: String,
+    offset: i64,
+}
+
+#[derive(Debug, Deserialize)]
+struct CallInput {
+    command: String,
+    #[serde(default)]
+    input: Value,
+}
+
+/// A refused handshake; the client's `connect_error` message is `<code>: <detail>`.
+#[derive(Debug)]
+struct Refused(ApiError);
+
+impl fmt::Display for Refused {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.0.code().as_str(), self.0.public_detail())
+    }
+}
+
+/// The identity a handshake proved, kept on the socket for its handlers.
+#[derive(Debug, Clone)]
+struct Proven(Identity, SessionId);
+
+/// The session of a socket, kept on the socket.
+#[derive(Debug, Clone)]
+struct Attached(Arc<Session>);
+
+#[derive(Debug)]
+struct SioOutlet {
+    socket: SocketRef,
+}
+
+impl Outlet for SioOutlet {
+    fn send_event(&self, session: &Arc<Session>, event: &Arc<EventBody>) -> Result<(), SendFailure> {
+        let ack = self.socket.timeout(ACK_WAIT).emit_with_ack::<_, Value>("event", event.as_ref());
+        match ack {
+            Ok(ack) => {
+                let (session, channel, offset) = (session.clone(), event.channel.clone(), event.offset);
+                tokio::spawn(async move {
+                    if ack.await.is_ok() {
+                        session.ack(&channel, offset);
+                    }
+                });
+                Ok(())
+            }
+            Err(socketioxide::SendError::Socket(socketioxide::SocketError::InternalChannelFull)) => {
+                Err(SendFailure::Full)
+            }
+            Err(_) => Err(SendFailure::Closed),
+        }
+    }
+
+    fn close(&self, code: &str, message: &str) {
+        let _ = self.socket.emit("close", &json!({"code": code, "message": message}));
+        let socket = self.socket.clone();
+        // Disconnecting runs the disconnect handler, which needs the session's state: not here.
+        tokio::spawn(async move {
+            let _ = socket.disconnect();
+        });
+    }
+}
+
+/// The Socket.io layer, with its handlers bound to `gateway`.
+pub(super) fn layer(gateway: Gateway) -> SocketIoLayer {
+    let options = &gateway.inner.options;
+    let (layer, io) = SocketIo::builder()
+        .max_buffer_size(options.session_buffer.max(1))
+        .connect_timeout(options.handshake_timeout)
+        .max_payload(256 * 1024)
+        .build_layer();
+
+    let auth_gateway = gateway.clone();
+    let authenticate = move |socket: SocketRef, TryData(auth): TryData<Auth>| {
+        let gateway = auth_gateway.clone();
+        async move {
+            let auth = auth.unwrap_or(Auth { token: None, session: None });
+            let (identity, session) =
+                gateway.authenticate(auth.token.as_deref(), auth.session.as_deref()).map_err(Refused)?;
+            socket.extensions.insert(Proven(identity, session));
+            Ok::<(), Refused>(())
+        }
+    };
+    let connect = move |socket: SocketRef| {
+        let gateway = gateway.clone();
+        async move { on_connect(gateway, socket) }
+    };
+    io.ns("/", connect.with(authenticate));
+    layer
+}
+
+fn on_connect(gateway: Gateway, socket: SocketRef) {
+    let Some(Proven(identity, session_id)) = socket.extensions.get::<Proven>() else {
+        let _ = socket.disconnect();
+        return;
+    };
+    let session = gateway.open_session(identity, session_id, Box::new(SioOutlet { socket: socket.clone() }));
+    socket.extensions.insert(Attached(session));
+
+    socket.on("subscribe", |socket: SocketRef, TryData(input): TryData<SubscribeInput>, ack: AckSender| async move {
+        let Some(session) = session_of(&socket) else { return };
+        let input = match input {
+            Ok(input) => input,
+            Err(e) => return send(ack, error_body(&malformed(e))),
+        };
+        match session.subscribe(&input.channel, input.since, input.epoch.as_deref()).await {
+            Ok((answer, generation)) => {
+                let mut body = serde_json::to_value(&answer).unwrap_or_default();
+                body["ok"] = true.into();
+                send(ack, body);
+                session.start_replay(input.channel, generation);
+            }
+            Err(err) => send(ack, error_body(&err)),
+        }
+    });
+    socket.on("unsubscribe", |socket: SocketRef, TryData(input): TryData<ChannelInput>, ack: AckSender| async move {
+        let Some(session) = session_of(&socket) else { return };
+        match input {
+            Ok(input) => {
+                let removed = session.unsubscribe(&input.channel);
+                send(ack, json!({"ok": true, "channel": input.channel, "subscribed": removed}));
+            }
+            Err(e) => send(ack, error_body(&malformed(e))),
+        }
+    });
+    socket.on("ack", |socket: SocketRef, Data(input): Data<AckInput>| async move {
+        if let Some(session) = session_of(&socket) {
+            session.ack(&input.channel, input.offset);
+        }
+    });
+    socket.on("call", |socket: SocketRef, TryData(input): TryData<CallInput>, ack: AckSender| async move {
+        let Some(session) = session_of(&socket) else { return };
+        match input {
+            Ok(input) => send(ack, session.call(&input.command, input.input).await),
+            Err(e) => send(ack, error_body(&malformed(e))),
+        }
+    });
+    socket.on_disconnect(|socket: SocketRef| async move {
+        if let Some(session) = session_of(&socket) {
+            session.ended();
+        }
+    });
+}
+
+fn session_of(socket: &SocketRef) -> Option<Arc<Session>> {
+    socket.extensions.get::<Attached>().map(|a| a.0)
+}
+
+fn send(ack: AckSender, body: Value) {
+    let _ = ack.send(&body);
+}
+
+fn malformed(e: impl fmt::Display) -> ApiError {
+    ApiError::new(herald_core::error::ErrorCode::MalformedRequest, format!("the message does not parse: {e}"))
+}

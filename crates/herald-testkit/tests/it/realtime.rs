@@ -1,0 +1,37 @@
+//! The real-time gateway over `/ws`, on SQLite with the in-process broker, PostgreSQL with
+//! RabbitMQ and PostgreSQL with NATS (the suite is in `herald_testkit::realtime_suite`).
+
+macro_rules! realtime_suite {
+    ($($module:ident: $store:ident + $broker:ident),+ ; $tests:tt) => {
+        $(realtime_suite!(@module $module, $store, $broker, $tests);)+
+    };
+    (@module $module:ident, $store:ident, $broker:ident, { $($name:ident),* $(,)? }) => {
+        mod $module {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn $name() {
+                let kind = herald_testkit::broker_suite::BrokerKind::$broker;
+                let backend = herald_testkit::Backend::$store;
+                let Some(cluster) = herald_testkit::cluster::Cluster::new(backend, kind, stringify!($name)).await
+                else {
+                    return;
+                };
+                herald_testkit::realtime_suite::$name(&cluster).await;
+                cluster.finish().await;
+            })*
+        }
+    };
+}
+
+realtime_suite! {
+    sqlite_memory: Sqlite + Memory,
+    postgres_amqp: Postgres + Amqp,
+    postgres_nats: Postgres + Nats;
+    {
+        unacknowledged_events_come_again_after_a_reconnect,
+        nothing_is_lost_across_a_gateway_restart,
+        a_session_moves_between_gateway_instances,
+        forged_tokens_and_other_users_channels_are_refused,
+        recovery_fails_once_the_gap_has_left_the_stream,
+        commands_run_over_the_socket_with_its_identity,
+    }
+}
