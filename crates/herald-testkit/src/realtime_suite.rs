@@ -250,6 +250,55 @@ pub async fn commands_run_over_the_socket_with_its_identity(cluster: &Cluster) {
     node.stop().await;
 }
 
+/// A session that stops reading is disconnected as a slow consumer once its buffer is full (the
+/// gateway does not queue without bound), and catches up by recovery, paced by the client.
+pub async fn a_slow_session_is_disconnected_and_catches_up_by_recovery(cluster: &Cluster) {
+    const EVENTS: usize = 2000;
+    let node = cluster.serve_with(|env| drop(env.insert("HERALD_SESSION_BUFFER".into(), "16".into()))).await;
+    let ada = cluster.account(&node, "ada@example.org").await;
+    let mut ws = connect(&node, &ada, "slow").await;
+    let head = ws.subscribe(&channel(&ada), None).await["offset"].as_i64().expect("offset");
+
+    // 16 MB of events at once, while the client reads nothing.
+    let owner = herald_core::user::UserId(ada.id);
+    let now = chrono::Utc::now();
+    let events: Vec<_> = (0..EVENTS)
+        .map(|n| {
+            herald_core::event::NewEvent::for_user(owner, "test.big", json!({"n": n, "pad": "x".repeat(8000)}), now)
+        })
+        .collect();
+    let store = node.herald().services.store.clone();
+    store.create_task(&crate::store_suite::new_task(owner, "big"), &events).await.expect("write events");
+    let metrics = node.herald().services.metrics.clone();
+    for _ in 0..1000 {
+        if metrics.realtime.slow_disconnects.get() > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(metrics.realtime.slow_disconnects.get(), 1, "the session was disconnected as slow");
+    let mut received = 0;
+    let close = loop {
+        let frame = ws.next_frame(WAIT).await.expect("the close frame comes after what was queued");
+        if frame["op"] == "event" {
+            received += 1;
+        } else {
+            break frame;
+        }
+    };
+    assert_eq!(close["code"], "slow_consumer", "{close}");
+    assert!(received < EVENTS, "the session was cut off before the end ({received} received)");
+
+    let mut ws = connect(&node, &ada, "slow").await;
+    assert_eq!(ws.subscribe(&channel(&ada), None).await["recovered"], true);
+    let all = ws.events(EVENTS, Duration::from_secs(60)).await;
+    let expected: Vec<i64> = (1..=EVENTS as i64).map(|i| head + i).collect();
+    assert_eq!(offsets(&all), expected, "every event, in order, nothing skipped");
+    assert_eq!(metrics.realtime.slow_disconnects.get(), 1, "a replay waits for the client instead");
+    ws.close().await;
+    node.stop().await;
+}
+
 /// Waits until the store holds `session`'s cursor at `offset` (acks are written in batches).
 async fn wait_for_cursor(node: &Node, account: &Account, session: &str, offset: i64) {
     let store = node.herald().services.store.clone();

@@ -94,6 +94,21 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 1)]
         schedulers: usize,
     },
+    /// Real-time sessions: start `herald serve` as a child on HERALD_HTTP_ADDR, open N WebSocket
+    /// sessions to it (memory per idle session), then write events at a steady rate and time
+    /// each from its write to its arrival at the client.
+    Realtime {
+        #[arg(long, default_value_t = 10_000)]
+        sessions: usize,
+        /// Sessions of one user (each event of that user reaches all of them).
+        #[arg(long, default_value_t = 1)]
+        sessions_per_user: usize,
+        /// Events written per second.
+        #[arg(long, default_value_t = 2_000)]
+        rate: u32,
+        #[arg(long, default_value_t = 30)]
+        seconds: u64,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -222,6 +237,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Bench { command: BenchCommand::Relay { events } } => {
             crate::bench::relay(&config, events).await?.print(&config);
+        }
+        Command::Bench { command: BenchCommand::Realtime { sessions, sessions_per_user, rate, seconds } } => {
+            let options = crate::bench::realtime::RealtimeOptions { sessions, sessions_per_user, rate, seconds };
+            crate::bench::realtime::realtime(&config, options).await?.print(&config);
         }
         Command::Bench { command: BenchCommand::Mailing { clients, senders, schedulers } } => {
             crate::bench::mailing::mailing(&config, clients, senders, schedulers).await?.print(&config);

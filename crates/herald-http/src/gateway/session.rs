@@ -15,6 +15,7 @@ use std::{
     time::Duration,
 };
 
+use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use herald_core::{
     auth::{Caller, Identity},
@@ -31,6 +32,8 @@ use super::Inner;
 
 /// Events read from the stream per store round trip while replaying.
 const REPLAY_PAGE: u32 = 500;
+/// How long a replay waits for room in a session's buffer before giving up on the client.
+const PACED_WAIT: Duration = Duration::from_secs(30);
 /// Send times kept per channel for the ack-latency histogram; older ones are forgotten.
 const MAX_PENDING_TIMES: usize = 4096;
 
@@ -77,9 +80,12 @@ pub(super) enum SendFailure {
 }
 
 /// The transport's side of a session.
+#[async_trait]
 pub(super) trait Outlet: Send + Sync + std::fmt::Debug + 'static {
     /// Queues `event` without waiting; the transport reports the client's ack to `session.ack`.
     fn send_event(&self, session: &Arc<Session>, event: &Arc<EventBody>) -> Result<(), SendFailure>;
+    /// Queues `event`, waiting for room in the buffer.
+    async fn send_paced(&self, session: &Arc<Session>, event: &Arc<EventBody>) -> Result<(), SendFailure>;
     /// Tells the client why (`code`, `message`) and closes the connection. Must not wait or call
     /// back into the session: it is called with the session's state locked.
     fn close(&self, code: &str, message: &str);
@@ -193,6 +199,8 @@ impl Session {
         tokio::spawn(async move { session.replay(&channel, generation).await });
     }
 
+    /// Sends the stream after the channel's position at the client's pace (waiting for room in
+    /// its buffer, not disconnecting it), then what came live meanwhile, then turns live.
     async fn replay(self: Arc<Self>, channel: &str, generation: u64) {
         let svc = &self.gw.herald.services;
         loop {
@@ -206,45 +214,72 @@ impl Session {
                 }
             };
             let full = page.len() == REPLAY_PAGE as usize;
-            let mut channels = self.channels.lock().expect("channels lock");
-            let Some(state) = channels.get_mut(channel).filter(|c| c.generation == generation) else { return };
-            for event in page {
-                if event.channel_offset != state.sent + 1 {
-                    continue;
+            if page.first().is_some_and(|e| e.channel_offset > from + 1) {
+                // Pruned since the subscription was answered: the gap is gone after all.
+                self.close_with("stream_moved", "the channel's stream no longer holds the gap; subscribe again");
+                return;
+            }
+            let mut next = from;
+            for event in page.iter().filter(|e| e.channel_offset > from) {
+                if event.channel_offset != next + 1 {
+                    break;
                 }
-                let body = Arc::new(EventBody::from(&event));
-                if !self.send(state, &body) {
+                if !self.send_paced(channel, generation, Arc::new(EventBody::from(event))).await {
                     return;
                 }
+                next = event.channel_offset;
                 svc.metrics.realtime.redeliveries.inc();
             }
             if full {
                 continue;
             }
-            if std::mem::take(&mut state.overflowed) {
-                state.waiting.clear();
-                continue;
-            }
-            let mut waiting = std::mem::take(&mut state.waiting);
-            waiting.sort_by_key(|e| e.offset);
-            let mut gap = false;
-            for event in &waiting {
-                if event.offset <= state.sent {
+            // Caught up with the store: what came live meanwhile follows, unless it left a gap.
+            let waiting = {
+                let mut channels = self.channels.lock().expect("channels lock");
+                let Some(state) = channels.get_mut(channel).filter(|c| c.generation == generation) else { return };
+                if std::mem::take(&mut state.overflowed) {
+                    state.waiting.clear();
                     continue;
                 }
-                if event.offset != state.sent + 1 {
-                    gap = true;
-                    break;
-                }
-                if !self.send(state, event) {
+                if state.waiting.is_empty() {
+                    state.live = true;
                     return;
                 }
-            }
-            if !gap {
-                state.live = true;
-                return;
+                std::mem::take(&mut state.waiting)
+            };
+            let mut waiting = waiting;
+            waiting.sort_by_key(|e| e.offset);
+            for event in waiting {
+                let Some(sent) = self.with_channel(channel, generation, |c| c.sent) else { return };
+                if event.offset <= sent {
+                    continue;
+                }
+                // A gap: the store has the missing ones; read it again.
+                if event.offset != sent + 1 || !self.send_paced(channel, generation, event).await {
+                    break;
+                }
             }
         }
+    }
+
+    /// Sends one event of a replaying channel, waiting for room; false when the session or the
+    /// subscription is gone (or the client stayed stuck too long and was disconnected).
+    async fn send_paced(self: &Arc<Self>, channel: &str, generation: u64, event: Arc<EventBody>) -> bool {
+        if self.closed.load(Ordering::Acquire) {
+            return false;
+        }
+        match tokio::time::timeout(PACED_WAIT, self.outlet.send_paced(self, &event)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => return false,
+            Err(_) => {
+                self.slow();
+                return false;
+            }
+        }
+        let mut channels = self.channels.lock().expect("channels lock");
+        let Some(state) = channels.get_mut(channel).filter(|c| c.generation == generation) else { return false };
+        self.sent(state, &event);
+        true
     }
 
     /// A live event of a channel this session is subscribed to.
@@ -340,26 +375,34 @@ impl Session {
         }
     }
 
-    /// Queues one event; on a full buffer the session is closed as a slow consumer.
+    /// Queues one live event; on a full buffer the session is closed as a slow consumer.
     fn send(self: &Arc<Self>, state: &mut ChannelState, event: &Arc<EventBody>) -> bool {
         match self.outlet.send_event(self, event) {
             Ok(()) => {
-                state.sent = event.offset;
-                if state.pending.len() == MAX_PENDING_TIMES {
-                    state.pending.pop_front();
-                }
-                state.pending.push_back((event.offset, event.ts));
-                self.gw.herald.services.metrics.realtime.events_sent.inc();
+                self.sent(state, event);
                 true
             }
             Err(SendFailure::Full) => {
-                self.gw.herald.services.metrics.realtime.slow_disconnects.inc();
-                tracing::info!(user = %self.identity.user_id, session = %self.id, "disconnecting a slow session");
-                self.close_with("slow_consumer", "the session fell too far behind; reconnect to catch up");
+                self.slow();
                 false
             }
             Err(SendFailure::Closed) => false,
         }
+    }
+
+    fn sent(&self, state: &mut ChannelState, event: &EventBody) {
+        state.sent = event.offset;
+        if state.pending.len() == MAX_PENDING_TIMES {
+            state.pending.pop_front();
+        }
+        state.pending.push_back((event.offset, event.ts));
+        self.gw.herald.services.metrics.realtime.events_sent.inc();
+    }
+
+    fn slow(&self) {
+        self.gw.herald.services.metrics.realtime.slow_disconnects.inc();
+        tracing::info!(user = %self.identity.user_id, session = %self.id, "disconnecting a slow session");
+        self.close_with("slow_consumer", "the session fell too far behind; reconnect to catch up");
     }
 
     fn with_channel<T>(&self, channel: &str, generation: u64, f: impl FnOnce(&ChannelState) -> T) -> Option<T> {

@@ -75,6 +75,7 @@ struct SioOutlet {
     socket: SocketRef,
 }
 
+#[async_trait::async_trait]
 impl Outlet for SioOutlet {
     fn send_event(&self, session: &Arc<Session>, event: &Arc<EventBody>) -> Result<(), SendFailure> {
         let ack = self.socket.timeout(ACK_WAIT).emit_with_ack::<_, Value>("event", event.as_ref());
@@ -92,6 +93,16 @@ impl Outlet for SioOutlet {
                 Err(SendFailure::Full)
             }
             Err(_) => Err(SendFailure::Closed),
+        }
+    }
+
+    /// Socket.io has no way to wait for room in a socket's buffer: retry while it is full.
+    async fn send_paced(&self, session: &Arc<Session>, event: &Arc<EventBody>) -> Result<(), SendFailure> {
+        loop {
+            match self.send_event(session, event) {
+                Err(SendFailure::Full) => tokio::time::sleep(Duration::from_millis(5)).await,
+                done => return done,
+            }
         }
     }
 

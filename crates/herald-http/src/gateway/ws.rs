@@ -22,12 +22,20 @@ use super::{
 
 /// Largest frame a client may send.
 const MAX_FRAME: usize = 256 * 1024;
+/// Bytes read from the socket at a time.
+const READ_BUFFER: usize = 4 * 1024;
 /// Close codes (4000–4999 are the application's).
 const CLOSE_AUTH: u16 = 4001;
 const CLOSE_POLICY: u16 = 4008;
 
 pub(super) async fn upgrade(State(gateway): State<Gateway>, ws: WebSocketUpgrade) -> Response {
-    ws.max_message_size(MAX_FRAME).max_frame_size(MAX_FRAME).on_upgrade(move |socket| run(gateway, socket))
+    // Small buffers: tungstenite's defaults (128 KiB each way) would make an idle session cost
+    // a quarter of a megabyte; frames here are small, and a bigger one still fits, in steps.
+    ws.read_buffer_size(READ_BUFFER)
+        .write_buffer_size(0)
+        .max_message_size(MAX_FRAME)
+        .max_frame_size(MAX_FRAME)
+        .on_upgrade(move |socket| run(gateway, socket))
 }
 
 #[derive(Debug, Deserialize)]
@@ -66,6 +74,7 @@ struct WsOutlet {
     closer: Mutex<Option<oneshot::Sender<(String, String)>>>,
 }
 
+#[async_trait::async_trait]
 impl Outlet for WsOutlet {
     fn send_event(&self, _session: &Arc<Session>, event: &Arc<EventBody>) -> Result<(), SendFailure> {
         let frame = event_frame(event);
@@ -73,6 +82,10 @@ impl Outlet for WsOutlet {
             mpsc::error::TrySendError::Full(_) => SendFailure::Full,
             mpsc::error::TrySendError::Closed(_) => SendFailure::Closed,
         })
+    }
+
+    async fn send_paced(&self, _session: &Arc<Session>, event: &Arc<EventBody>) -> Result<(), SendFailure> {
+        self.frames.send(event_frame(event)).await.map_err(|_| SendFailure::Closed)
     }
 
     fn close(&self, code: &str, message: &str) {

@@ -33,5 +33,6 @@ realtime_suite! {
         forged_tokens_and_other_users_channels_are_refused,
         recovery_fails_once_the_gap_has_left_the_stream,
         commands_run_over_the_socket_with_its_identity,
+        a_slow_session_is_disconnected_and_catches_up_by_recovery,
     }
 }

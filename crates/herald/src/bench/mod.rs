@@ -138,3 +138,4 @@ fn bench_task(owner: UserId) -> Task {
 }
 
 pub mod mailing;
+pub mod realtime;
