@@ -43,6 +43,7 @@ pub mod files;
 pub mod metrics;
 pub mod page;
 pub mod redact;
+pub mod room;
 pub mod schedule;
 pub mod store;
 pub mod task;

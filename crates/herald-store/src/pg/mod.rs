@@ -4,6 +4,7 @@ mod calendar;
 mod campaigns;
 mod deliveries;
 mod outbox;
+mod rooms;
 mod tasks;
 
 use std::{

@@ -8,6 +8,7 @@ mod calendar;
 mod campaigns;
 mod deliveries;
 mod outbox;
+mod rooms;
 mod tasks;
 
 use std::{path::Path, str::FromStr as _, sync::Arc, time::Duration};

@@ -5,6 +5,7 @@ mod calendar;
 mod campaigns;
 mod deliveries;
 mod messages;
+mod rooms;
 
 use chrono::{DateTime, SubsecRound as _, Utc};
 use herald_core::{
@@ -18,6 +19,7 @@ pub use calendar::*;
 pub use campaigns::*;
 pub use deliveries::*;
 pub use messages::*;
+pub use rooms::*;
 
 /// A user with a unique email, created now.
 pub fn new_user(email: &str, role: Role) -> NewUser {
