@@ -65,5 +65,6 @@ mod grpc;
 mod mock_provider;
 mod nats_commands;
 mod relay;
+mod rooms;
 mod store;
 mod tasks;
