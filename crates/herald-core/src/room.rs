@@ -30,78 +30,27 @@ pub fn room_channel(room: RoomId) -> String {
     format!("room:{room}")
 }
 
-/// A room name: trimmed, 1 to 100 characters, no control characters.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
-pub struct RoomName(String);
+text_type!(
+    /// A room name: trimmed, 1 to 100 characters, no control characters.
+    trimmed RoomName,
+    |text| crate::one_line(text, ROOM_NAME_MAX, "must be between 1 and 100 characters")
+);
 
-impl RoomName {
-    /// Trims `raw` and checks its length and characters.
-    pub fn parse(raw: &str) -> Result<Self, &'static str> {
-        let name = raw.trim();
-        if name.is_empty() || name.chars().count() > ROOM_NAME_MAX {
-            return Err("must be between 1 and 100 characters");
-        }
-        if name.chars().any(char::is_control) {
-            return Err("must not contain control characters");
-        }
-        Ok(Self(name.to_owned()))
+text_type!(
+    /// A message body: 1 to 4000 characters, not only white space, kept as written (new lines and
+    /// tabs allowed, no other control characters).
+    MessageBody,
+    message_body
+);
+
+fn message_body(raw: &str) -> Result<(), &'static str> {
+    if raw.trim().is_empty() || raw.chars().count() > MESSAGE_BODY_MAX {
+        return Err("must be between 1 and 4000 characters, not only white space");
     }
-
-    /// The name as text.
-    pub fn as_str(&self) -> &str {
-        &self.0
+    if raw.chars().any(|c| c.is_control() && c != '\n' && c != '\r' && c != '\t') {
+        return Err("must not contain control characters other than new lines and tabs");
     }
-}
-
-impl TryFrom<String> for RoomName {
-    type Error = &'static str;
-    fn try_from(raw: String) -> Result<Self, Self::Error> {
-        Self::parse(&raw)
-    }
-}
-
-impl From<RoomName> for String {
-    fn from(name: RoomName) -> Self {
-        name.0
-    }
-}
-
-/// A message body: 1 to 4000 characters, not only white space, kept as written (new lines and
-/// tabs allowed, no other control characters).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
-pub struct MessageBody(String);
-
-impl MessageBody {
-    /// Checks `raw`'s length and characters.
-    pub fn parse(raw: &str) -> Result<Self, &'static str> {
-        if raw.trim().is_empty() || raw.chars().count() > MESSAGE_BODY_MAX {
-            return Err("must be between 1 and 4000 characters, not only white space");
-        }
-        if raw.chars().any(|c| c.is_control() && c != '\n' && c != '\r' && c != '\t') {
-            return Err("must not contain control characters other than new lines and tabs");
-        }
-        Ok(Self(raw.to_owned()))
-    }
-
-    /// The body as text.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl TryFrom<String> for MessageBody {
-    type Error = &'static str;
-    fn try_from(raw: String) -> Result<Self, Self::Error> {
-        Self::parse(&raw)
-    }
-}
-
-impl From<MessageBody> for String {
-    fn from(body: MessageBody) -> Self {
-        body.0
-    }
+    Ok(())
 }
 
 /// A chat room. Its owner created it and is its first member.
