@@ -23,47 +23,6 @@ id_type!(
 /// The `kind` of every mailing message delivery.
 pub const MESSAGE_KIND: &str = "mailing.message";
 
-/// Validated text newtypes: `parse` checks, serde goes through it, `as_str` reads.
-macro_rules! text_type {
-    ($(#[$doc:meta])* $name:ident, $check:expr) => {
-        $(#[$doc])*
-        #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-        #[serde(try_from = "String", into = "String")]
-        pub struct $name(String);
-
-        impl $name {
-            pub fn parse(raw: &str) -> Result<Self, &'static str> {
-                let check: fn(&str) -> Result<(), &'static str> = $check;
-                check(raw)?;
-                Ok(Self(raw.to_owned()))
-            }
-
-            pub fn as_str(&self) -> &str {
-                &self.0
-            }
-        }
-
-        impl TryFrom<String> for $name {
-            type Error = &'static str;
-            fn try_from(raw: String) -> Result<Self, Self::Error> {
-                Self::parse(&raw)
-            }
-        }
-
-        impl From<$name> for String {
-            fn from(v: $name) -> Self {
-                v.0
-            }
-        }
-
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(&self.0)
-            }
-        }
-    };
-}
-
 text_type!(
     /// A phone number as `7XXXXXXXXXX`: 11 digits, the first a 7.
     Phone,

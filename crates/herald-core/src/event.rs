@@ -24,14 +24,12 @@ pub struct NewEvent {
 impl NewEvent {
     /// An event for one user's own channel.
     pub fn for_user(owner: UserId, kind: &str, payload: Value, now: DateTime<Utc>) -> Self {
-        Self {
-            id: Uuid::now_v7(),
-            kind: kind.to_owned(),
-            channel: user_channel(owner),
-            payload,
-            created_at: now,
-            trace_context: None,
-        }
+        Self::on_channel(user_channel(owner), kind, payload, now)
+    }
+
+    /// An event for any channel (`room:<id>`, see [`crate::room::room_channel`]).
+    pub fn on_channel(channel: String, kind: &str, payload: Value, now: DateTime<Utc>) -> Self {
+        Self { id: Uuid::now_v7(), kind: kind.to_owned(), channel, payload, created_at: now, trace_context: None }
     }
 }
 

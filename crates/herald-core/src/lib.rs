@@ -29,6 +29,71 @@ macro_rules! id_type {
     };
 }
 
+/// Declares a validated text newtype: `parse` keeps the text (trimmed first with `trimmed`) when
+/// `$check` (`fn(&str) -> Result<(), &'static str>`) accepts it; serde goes through `parse`;
+/// `as_str`, `Display` and `String::from` give it back.
+macro_rules! text_type {
+    ($(#[$doc:meta])* trimmed $name:ident, $check:expr) => {
+        text_type!(@define $(#[$doc])* $name, str::trim, $check);
+    };
+    ($(#[$doc:meta])* $name:ident, $check:expr) => {
+        text_type!(@define $(#[$doc])* $name, |raw| raw, $check);
+    };
+    (@define $(#[$doc:meta])* $name:ident, $normalise:expr, $check:expr) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        #[serde(try_from = "String", into = "String")]
+        pub struct $name(String);
+
+        impl $name {
+            /// Checks `raw`; the error says what is wrong without echoing it.
+            pub fn parse(raw: &str) -> Result<Self, &'static str> {
+                let normalise: fn(&str) -> &str = $normalise;
+                let check: fn(&str) -> Result<(), &'static str> = $check;
+                let text = normalise(raw);
+                check(text)?;
+                Ok(Self(text.to_owned()))
+            }
+
+            /// The text.
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl TryFrom<String> for $name {
+            type Error = &'static str;
+            fn try_from(raw: String) -> Result<Self, Self::Error> {
+                Self::parse(&raw)
+            }
+        }
+
+        impl From<$name> for String {
+            fn from(text: $name) -> Self {
+                text.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+    };
+}
+
+/// Accepts one line of 1 to `max` characters without control characters; `bounds` is the error
+/// for a bad length (it states the rule).
+fn one_line(text: &str, max: usize, bounds: &'static str) -> Result<(), &'static str> {
+    if text.is_empty() || text.chars().count() > max {
+        return Err(bounds);
+    }
+    if text.chars().any(char::is_control) {
+        return Err("must not contain control characters");
+    }
+    Ok(())
+}
+
 pub mod auth;
 pub mod broker;
 pub mod calendar;
@@ -44,6 +109,7 @@ pub mod files;
 pub mod metrics;
 pub mod page;
 pub mod redact;
+pub mod room;
 pub mod schedule;
 pub mod store;
 pub mod task;

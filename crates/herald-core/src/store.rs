@@ -20,6 +20,7 @@ use crate::{
     delivery::{Delivery, DeliveryId, DeliveryReport, DeliveryStatus, NewDelivery},
     error::{ApiError, ErrorCode},
     event::{NewEvent, OutboxEvent},
+    room::{Room, RoomId, RoomMessage, RoomMessageId},
     task::{Attachment, AttachmentId, Task, TaskId, TaskStatus},
     user::{Email, NewUser, User, UserCredentials, UserId, WebhookUrl},
 };
@@ -65,6 +66,7 @@ pub trait Store:
     + CampaignStore
     + CalendarStore
     + ChannelStore
+    + RoomStore
     + Send
     + Sync
     + std::fmt::Debug
@@ -395,6 +397,51 @@ pub trait CalendarStore: Send + Sync {
     /// The reminder deliveries of an event of `owner` and the notifications they led to, oldest
     /// first, or `None` for no such event.
     async fn event_reminders(&self, owner: UserId, id: EventId) -> Result<Option<Vec<Delivery>>, StoreError>;
+}
+
+/// Chat rooms, their members and messages. Every write stores its events in the outbox in the
+/// same transaction, each with the next offset of its channel. Rooms are never deleted.
+///
+/// Membership is the only access rule the store keeps itself: a message is stored only for a
+/// member of its room. Who may add members is the use case's to decide.
+#[async_trait]
+pub trait RoomStore: Send + Sync {
+    /// Stores a room, makes its owner its first member (joined at `created_at`) and writes
+    /// `events`. `NotFound` when the owner is not a user.
+    async fn create_room(&self, room: &Room, events: &[NewEvent]) -> Result<(), StoreError>;
+
+    /// The rooms `user` is a member of, in id order after `after`, at most `limit`.
+    async fn rooms_of(&self, user: UserId, after: Option<RoomId>, limit: u32) -> Result<Vec<Room>, StoreError>;
+
+    /// The room `id`, whoever asks (callers check membership).
+    async fn room(&self, id: RoomId) -> Result<Option<Room>, StoreError>;
+
+    /// Whether `user` is a member of `room` (false too when either is unknown).
+    async fn is_member(&self, room: RoomId, user: UserId) -> Result<bool, StoreError>;
+
+    /// Makes `user` a member of `room` (joined at `now`) and writes `events`. Idempotent: false,
+    /// and no events written, when they are a member already. `NotFound` when the room or the
+    /// user does not exist.
+    async fn add_member(
+        &self,
+        room: RoomId,
+        user: UserId,
+        events: &[NewEvent],
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError>;
+
+    /// Stores a message and writes `events`, only if its author is a member of its room:
+    /// `NotFound` (nothing written) otherwise.
+    async fn post_message(&self, message: &RoomMessage, events: &[NewEvent]) -> Result<(), StoreError>;
+
+    /// A room's messages **newest first**: those before `before` (the oldest id of the previous
+    /// page), at most `limit`.
+    async fn room_messages(
+        &self,
+        room: RoomId,
+        before: Option<RoomMessageId>,
+        limit: u32,
+    ) -> Result<Vec<RoomMessage>, StoreError>;
 }
 
 /// Builds the change events of a calendar event's deletion.

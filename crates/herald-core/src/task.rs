@@ -54,40 +54,11 @@ impl FromStr for TaskStatus {
     }
 }
 
-/// A task title: trimmed, 1 to 200 characters, no control characters.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
-pub struct Title(String);
-
-impl Title {
-    pub fn parse(raw: &str) -> Result<Self, &'static str> {
-        let title = raw.trim();
-        if title.is_empty() || title.chars().count() > TITLE_MAX {
-            return Err("must be between 1 and 200 characters");
-        }
-        if title.chars().any(char::is_control) {
-            return Err("must not contain control characters");
-        }
-        Ok(Self(title.to_owned()))
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl TryFrom<String> for Title {
-    type Error = &'static str;
-    fn try_from(raw: String) -> Result<Self, Self::Error> {
-        Self::parse(&raw)
-    }
-}
-
-impl From<Title> for String {
-    fn from(title: Title) -> Self {
-        title.0
-    }
-}
+text_type!(
+    /// A task title: trimmed, 1 to 200 characters, no control characters.
+    trimmed Title,
+    |text| crate::one_line(text, TITLE_MAX, "must be between 1 and 200 characters")
+);
 
 /// A task description: up to 10,000 characters (new lines allowed).
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]

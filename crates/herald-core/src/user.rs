@@ -84,40 +84,11 @@ impl fmt::Display for Email {
 /// Longest display name accepted, in characters.
 pub const NAME_MAX: usize = 100;
 
-/// A display name: trimmed, 1 to 100 characters, no control characters.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
-pub struct UserName(String);
-
-impl UserName {
-    pub fn parse(raw: &str) -> Result<Self, &'static str> {
-        let name = raw.trim();
-        if name.is_empty() || name.chars().count() > NAME_MAX {
-            return Err("must be between 1 and 100 characters");
-        }
-        if name.chars().any(char::is_control) {
-            return Err("must not contain control characters");
-        }
-        Ok(Self(name.to_owned()))
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl TryFrom<String> for UserName {
-    type Error = &'static str;
-    fn try_from(raw: String) -> Result<Self, Self::Error> {
-        Self::parse(&raw)
-    }
-}
-
-impl From<UserName> for String {
-    fn from(name: UserName) -> Self {
-        name.0
-    }
-}
+text_type!(
+    /// A display name: trimmed, 1 to 100 characters, no control characters.
+    trimmed UserName,
+    |text| crate::one_line(text, NAME_MAX, "must be between 1 and 100 characters")
+);
 
 /// Password length bounds. The upper bound keeps hashing cost bounded.
 pub const PASSWORD_MIN: usize = 8;

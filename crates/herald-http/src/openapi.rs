@@ -74,7 +74,9 @@ pub fn document(herald: &Herald) -> Value {
                 ]);
             }
             InputFrom::Query => {
-                parameters.extend(query_parameters(&info.input));
+                // Path fields are path parameters only.
+                let query = query_parameters(&info.input);
+                parameters.extend(query.into_iter().filter(|p| !path_fields.iter().any(|f| p["name"] == *f)));
                 errors.extend([ErrorCode::MalformedRequest, ErrorCode::ValidationFailed]);
             }
             InputFrom::Nothing => {}
@@ -98,6 +100,11 @@ pub fn document(herald: &Herald) -> Value {
             }
             ok
         };
+        if let Some(field) = route.created_when {
+            let mut existed = success.clone();
+            existed["description"] = json!(format!("Nothing to create: it existed already (`{field}: false`)"));
+            responses.insert("200".into(), existed);
+        }
         responses.insert(route.status.to_string(), success);
         problem_responses(&mut responses, &errors);
         op.insert("responses".into(), Value::Object(responses));

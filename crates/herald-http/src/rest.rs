@@ -58,6 +58,9 @@ pub struct Route {
     pub if_match: bool,
     /// The output's `version` is also sent as `ETag`.
     pub etag: bool,
+    /// A boolean output field saying whether the call created something: `status` when it is
+    /// true, 200 when it is false (the thing existed already).
+    pub created_when: Option<&'static str>,
 }
 
 impl Route {
@@ -68,7 +71,7 @@ impl Route {
         input: InputFrom,
         status: u16,
     ) -> Self {
-        Self { method, path, command, input, status, if_match: false, etag: false }
+        Self { method, path, command, input, status, if_match: false, etag: false, created_when: None }
     }
 
     const fn versioned(mut self) -> Self {
@@ -79,6 +82,17 @@ impl Route {
     const fn conditional(mut self) -> Self {
         self.if_match = true;
         self
+    }
+
+    const fn created_when(mut self, field: &'static str) -> Self {
+        self.created_when = Some(field);
+        self
+    }
+
+    /// The status of a successful `output`.
+    fn success(&self, output: &Value) -> StatusCode {
+        let existed = self.created_when.is_some_and(|field| output.get(field) == Some(&Value::Bool(false)));
+        if existed { StatusCode::OK } else { StatusCode::from_u16(self.status).unwrap_or(StatusCode::OK) }
     }
 
     /// Names of the path parameters, in order.
@@ -124,6 +138,11 @@ pub const ROUTES: &[Route] = &[
     Route::new("PUT", "/api/v1/events/{id}", "events.update", Body, 200),
     Route::new("DELETE", "/api/v1/events/{id}", "events.delete", Nothing, 204),
     Route::new("GET", "/api/v1/events/{id}/notifications", "events.notifications", Nothing, 200),
+    Route::new("POST", "/api/v1/rooms", "rooms.create", Body, 201),
+    Route::new("GET", "/api/v1/rooms", "rooms.list", Query, 200),
+    Route::new("POST", "/api/v1/rooms/{room}/members", "rooms.add_member", Body, 201).created_when("added"),
+    Route::new("POST", "/api/v1/rooms/{room}/messages", "rooms.post_message", Body, 201),
+    Route::new("GET", "/api/v1/rooms/{room}/messages", "rooms.messages", Query, 200),
 ];
 
 /// Fields of a command's input that a query string must turn into numbers or booleans.
@@ -188,7 +207,7 @@ pub fn router(state: &AppState) -> Router<AppState> {
                     }
                 }
                 let output = state.herald.call(caller, route.command, input).await.map_err(HttpError)?;
-                let status = StatusCode::from_u16(route.status).unwrap_or(StatusCode::OK);
+                let status = route.success(&output);
                 if status == StatusCode::NO_CONTENT {
                     return Ok::<Response, HttpError>(status.into_response());
                 }

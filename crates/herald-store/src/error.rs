@@ -22,6 +22,15 @@ pub(crate) fn classify(err: sqlx::Error, constraint_of: impl Fn(&str) -> Option<
     }
 }
 
+/// Classifies a sqlx error with `classify`, except that a foreign-key violation (a row the write
+/// refers to is missing) is `NotFound`.
+pub(crate) fn missing_as_not_found(err: sqlx::Error, classify: impl Fn(sqlx::Error) -> StoreError) -> StoreError {
+    match &err {
+        sqlx::Error::Database(db) if db.is_foreign_key_violation() => StoreError::NotFound,
+        _ => classify(err),
+    }
+}
+
 /// PostgreSQL connection, shutdown and serialisation classes; SQLite BUSY and LOCKED.
 fn is_transient(code: Option<&str>) -> bool {
     match code {

@@ -5,6 +5,7 @@ use herald_core::{
     calendar::{Event, EventId},
     campaign::{Client, ClientId, Mailing, MailingFilter, MailingId, MessageText, OperatorCode, Phone, Tag},
     delivery::{Delivery, DeliveryId, LocalTime, SendWindow},
+    room::{MessageBody, Room, RoomId, RoomMessage, RoomMessageId, RoomName},
     store::StoreError,
     task::{Attachment, AttachmentId, Description, Task, TaskId, Title},
     user::{Email, User, UserId, UserName},
@@ -53,6 +54,34 @@ pub(crate) fn task(c: TaskCols) -> Result<Task, StoreError> {
         version: c.version,
         created_at: c.created_at,
         updated_at: c.updated_at,
+    })
+}
+
+pub(crate) fn room(id: Uuid, name: &str, owner: Uuid, created_at: DateTime<Utc>) -> Result<Room, StoreError> {
+    Ok(Room {
+        id: RoomId(id),
+        name: RoomName::parse(name).map_err(|e| corrupt("room name", e))?,
+        owner: UserId(owner),
+        created_at,
+    })
+}
+
+/// A room message row's columns.
+pub(crate) struct RoomMessageCols {
+    pub id: Uuid,
+    pub room: Uuid,
+    pub author: Uuid,
+    pub body: String,
+    pub created_at: DateTime<Utc>,
+}
+
+pub(crate) fn room_message(c: RoomMessageCols) -> Result<RoomMessage, StoreError> {
+    Ok(RoomMessage {
+        id: RoomMessageId(c.id),
+        room: RoomId(c.room),
+        author: UserId(c.author),
+        body: MessageBody::parse(&c.body).map_err(|e| corrupt("room message body", e))?,
+        created_at: c.created_at,
     })
 }
 

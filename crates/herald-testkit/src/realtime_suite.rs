@@ -299,6 +299,57 @@ pub async fn a_slow_session_is_disconnected_and_catches_up_by_recovery(cluster: 
     node.stop().await;
 }
 
+/// A room's members read its channel: messages posted over REST or over the socket reach every
+/// member's session; a non-member is refused; being added shows on the new member's own channel.
+pub async fn room_messages_reach_every_member_live(cluster: &Cluster) {
+    let node = cluster.serve().await;
+    let ada = cluster.account(&node, "ada@example.org").await;
+    let bob = cluster.account(&node, "bob@example.org").await;
+    let eve = cluster.account(&node, "eve@example.org").await;
+    let mut bob_ws = connect(&node, &bob, "bob-tab").await;
+    bob_ws.subscribe(&channel(&bob), None).await;
+
+    let (status, room) = cluster.post(&node, &ada, "/api/v1/rooms", &json!({"name": "general"})).await;
+    assert_eq!(status, 201, "{room}");
+    let room_id = room["id"].as_str().expect("room id").to_owned();
+    let room_channel = format!("room:{room_id}");
+    let (status, added) =
+        cluster.post(&node, &ada, &format!("/api/v1/rooms/{room_id}/members"), &json!({"user": bob.id})).await;
+    assert_eq!(status, 201, "{added}");
+    let told = bob_ws.next_event(WAIT).await.expect("bob learns of the room");
+    assert_eq!(
+        (told["type"].as_str(), told["data"]["room"].as_str()),
+        (Some("room.member_added"), Some(room_id.as_str()))
+    );
+
+    let joined = bob_ws.subscribe(&room_channel, None).await;
+    assert_eq!(joined["ok"], true, "a member may read the room: {joined}");
+    let mut eve_ws = connect(&node, &eve, "eve-tab").await;
+    let refused = eve_ws.subscribe(&room_channel, None).await;
+    assert_eq!(refused["error"]["code"], "forbidden", "{refused}");
+
+    let (status, _) =
+        cluster.post(&node, &ada, &format!("/api/v1/rooms/{room_id}/messages"), &json!({"body": "hello"})).await;
+    assert_eq!(status, 201);
+    let message = bob_ws.next_event(WAIT).await.expect("the message");
+    assert_eq!(message["type"], "room.message");
+    assert_eq!(message["channel"], room_channel.as_str());
+    assert_eq!(message["data"]["body"], "hello");
+    assert_eq!(message["data"]["author"], ada.id.to_string());
+
+    let reply = bob_ws.call("rooms.post_message", json!({"room": room_id, "body": "hi ada"})).await;
+    assert_eq!(reply["ok"], true, "{reply}");
+    let echoed = bob_ws.next_event(WAIT).await.expect("bob's own message comes back on the room");
+    assert_eq!(echoed["data"]["body"], "hi ada");
+    assert_eq!(echoed["offset"].as_i64(), message["offset"].as_i64().map(|o| o + 1), "the room's offsets follow");
+    let denied = eve_ws.call("rooms.post_message", json!({"room": room_id, "body": "let me in"})).await;
+    assert_eq!(denied["error"]["code"], "not_found", "{denied}");
+    assert!(eve_ws.next_event(QUIET).await.is_none(), "nothing of the room reached eve");
+    bob_ws.close().await;
+    eve_ws.close().await;
+    node.stop().await;
+}
+
 /// Waits until the store holds `session`'s cursor at `offset` (acks are written in batches).
 async fn wait_for_cursor(node: &Node, account: &Account, session: &str, offset: i64) {
     let store = node.herald().services.store.clone();

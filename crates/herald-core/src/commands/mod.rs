@@ -5,6 +5,7 @@ pub mod auth;
 pub mod clients;
 pub mod events;
 pub mod mailings;
+pub mod rooms;
 pub mod tasks;
 pub mod users;
 
@@ -45,7 +46,12 @@ pub fn registry() -> Registry {
         .register(events::List)
         .register(events::Update)
         .register(events::Delete)
-        .register(events::Notifications);
+        .register(events::Notifications)
+        .register(rooms::Create)
+        .register(rooms::List)
+        .register(rooms::AddMember)
+        .register(rooms::PostMessage)
+        .register(rooms::Messages);
     registry
 }
 
@@ -97,6 +103,11 @@ mod tests {
                 "mailings.stats",
                 "mailings.stats_one",
                 "mailings.update",
+                "rooms.add_member",
+                "rooms.create",
+                "rooms.list",
+                "rooms.messages",
+                "rooms.post_message",
                 "tasks.create",
                 "tasks.delete",
                 "tasks.get",

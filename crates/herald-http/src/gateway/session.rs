@@ -22,6 +22,7 @@ use herald_core::{
     channel::{SessionCursor, SessionId},
     error::{ApiError, ErrorCode, Problem},
     event::{OutboxEvent, user_channel},
+    room::RoomId,
     wire::EventEnvelope,
 };
 use serde::Serialize;
@@ -426,7 +427,7 @@ impl Session {
             let Ok(room) = room.parse::<Uuid>() else {
                 return Err(ApiError::invalid_field("channel", "`room:<id>` needs a room id"));
             };
-            let member = self.may_read_room(room, me).await?;
+            let member = self.gw.herald.services.store.is_member(RoomId(room), me).await?;
             if !member {
                 return Err(ApiError::new(ErrorCode::Forbidden, "only the room's members may read its channel"));
             }
@@ -452,13 +453,6 @@ impl Session {
             self.gw.hub.remove(&channel, self.key);
         }
         self.gw.herald.services.metrics.realtime.sessions.dec();
-    }
-}
-
-impl Session {
-    // ROOMS-MERGE: replaced by RoomStore::is_member when rooms land.
-    async fn may_read_room(&self, _room: Uuid, _user: herald_core::user::UserId) -> Result<bool, ApiError> {
-        Ok(false)
     }
 }
 

@@ -5,6 +5,7 @@ mod campaigns;
 mod channels;
 mod deliveries;
 mod outbox;
+mod rooms;
 mod tasks;
 
 use std::{

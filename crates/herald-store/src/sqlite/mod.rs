@@ -9,6 +9,7 @@ mod campaigns;
 mod channels;
 mod deliveries;
 mod outbox;
+mod rooms;
 mod tasks;
 
 use std::{path::Path, str::FromStr as _, sync::Arc, time::Duration};

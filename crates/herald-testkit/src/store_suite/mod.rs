@@ -6,6 +6,7 @@ mod campaigns;
 mod channels;
 mod deliveries;
 mod messages;
+mod rooms;
 
 use chrono::{DateTime, SubsecRound as _, Utc};
 use herald_core::{
@@ -20,6 +21,7 @@ pub use campaigns::*;
 pub use channels::*;
 pub use deliveries::*;
 pub use messages::*;
+pub use rooms::*;
 
 /// A user with a unique email, created now.
 pub fn new_user(email: &str, role: Role) -> NewUser {

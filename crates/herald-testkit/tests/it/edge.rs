@@ -94,6 +94,12 @@ async fn the_openapi_document_covers_every_route_and_resolves_every_reference() 
     let download = &doc["paths"]["/api/v1/attachments/{id}/content"]["get"];
     assert!(download["responses"]["206"].is_object() && download["responses"]["416"].is_object());
 
+    let members = &doc["paths"]["/api/v1/rooms/{room}/members"]["post"]["responses"];
+    assert!(members["201"].is_object() && members["200"].is_object(), "added, or a member already");
+    let history = &doc["paths"]["/api/v1/rooms/{room}/messages"]["get"]["parameters"];
+    let names: Vec<&str> = history.as_array().expect("params").iter().filter_map(|p| p["name"].as_str()).collect();
+    assert_eq!(names.iter().filter(|n| **n == "room").count(), 1, "a path field is no query parameter: {names:?}");
+
     let mut refs = BTreeSet::new();
     collect_refs(&doc, &mut refs);
     assert!(!refs.is_empty());

@@ -66,5 +66,6 @@ mod mock_provider;
 mod nats_commands;
 mod realtime;
 mod relay;
+mod rooms;
 mod store;
 mod tasks;

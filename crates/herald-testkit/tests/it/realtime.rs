@@ -34,5 +34,6 @@ realtime_suite! {
         recovery_fails_once_the_gap_has_left_the_stream,
         commands_run_over_the_socket_with_its_identity,
         a_slow_session_is_disconnected_and_catches_up_by_recovery,
+        room_messages_reach_every_member_live,
     }
 }

@@ -67,4 +67,9 @@ store_suite! {
     reminders_follow_their_event,
     events_past_retention_are_deleted,
     a_users_webhook_is_set_read_and_cleared,
+    a_room_is_created_with_its_owner_as_first_member,
+    a_member_is_added_once_and_unknown_ones_are_not_found,
+    room_events_take_consecutive_offsets_on_the_room_channel,
+    messages_are_for_members_only_and_list_newest_first_page_by_page,
+    a_users_rooms_list_in_id_order_page_by_page,
 }
