@@ -9,6 +9,8 @@ pub mod campaign_suite;
 pub mod cluster;
 pub mod delivery_suite;
 pub mod mock_provider;
+pub mod node;
+pub mod processes;
 pub mod proxy;
 pub mod realtime_suite;
 pub mod relay_suite;

@@ -350,6 +350,55 @@ pub async fn room_messages_reach_every_member_live(cluster: &Cluster) {
     node.stop().await;
 }
 
+/// The standard JS `socket.io-client` 4: a forged token is a `connect_error`; events not yet
+/// acknowledged come again when the session reconnects, to another gateway when the broker is
+/// shared (or after a restart when it is not); acks through the callback move the cursor; `call`
+/// answers through the ack.
+pub async fn socketio_clients_get_unacknowledged_events_again_on_any_gateway(cluster: &Cluster) {
+    let Some(mut sio) = crate::node::SioClient::spawn() else { return };
+    let node = cluster.serve().await;
+    let ada = cluster.account(&node, "ada@example.org").await;
+
+    let refused = sio.connect(&node.base, &format!("{}x", ada.token), "tab").await.expect_err("forged token");
+    assert!(refused.to_string().contains("invalid_token"), "{refused}");
+    sio.connect(&node.base, &ada.token, "tab").await.expect("connect");
+    let subscribed = sio.subscribe(&channel(&ada), None).await;
+    assert_eq!(subscribed["ok"], true, "{subscribed}");
+    let head = subscribed["offset"].as_i64().expect("offset");
+    let created = sio.call("tasks.create", json!({"title": "one"})).await;
+    assert_eq!(created["ok"], true, "{created}");
+    create_task(cluster, &node, &ada, "two").await;
+    let first = sio.next_event(WAIT).await.expect("event one");
+    let second = sio.next_event(WAIT).await.expect("event two");
+    assert_eq!(titles(&[first.clone(), second]), ["one", "two"]);
+    assert_eq!(first["offset"], head + 1);
+    assert_eq!(sio.ack(&channel(&ada), head + 1).await, 1, "one kept ack callback called");
+    wait_for_cursor(&node, &ada, "tab", head + 1).await;
+    sio.disconnect().await;
+
+    // Back on another gateway when there is one; otherwise on a restarted node.
+    let (first_node, other) = if cluster.shares_broker() {
+        (Some(node), cluster.gateway().await)
+    } else {
+        node.stop().await;
+        (None, cluster.serve().await)
+    };
+    sio.connect(&other.base, &ada.token, "tab").await.expect("reconnect");
+    let resumed = sio.subscribe(&channel(&ada), None).await;
+    assert_eq!(resumed["recovered"], true, "{resumed}");
+    let again = sio.next_event(WAIT).await.expect("the unacknowledged event again");
+    assert_eq!((again["offset"].as_i64(), again["data"]["title"].as_str()), (Some(head + 2), Some("two")));
+    create_task(cluster, first_node.as_ref().unwrap_or(&other), &ada, "three").await;
+    let live = sio.next_event(WAIT).await.expect("a live event");
+    assert_eq!(live["offset"], head + 3);
+    assert!(sio.next_event(QUIET).await.is_none(), "the acknowledged event did not come again");
+    sio.disconnect().await;
+    other.stop().await;
+    if let Some(node) = first_node {
+        node.stop().await;
+    }
+}
+
 /// Waits until the store holds `session`'s cursor at `offset` (acks are written in batches).
 async fn wait_for_cursor(node: &Node, account: &Account, session: &str, offset: i64) {
     let store = node.herald().services.store.clone();

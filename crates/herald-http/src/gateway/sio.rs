@@ -83,7 +83,8 @@ impl Outlet for SioOutlet {
             Ok(ack) => {
                 let (session, channel, offset) = (session.clone(), event.channel.clone(), event.offset);
                 tokio::spawn(async move {
-                    if ack.await.is_ok() {
+                    // Whatever the client passes to its ack callback (often nothing), it acked.
+                    if matches!(ack.await, Ok(_) | Err(socketioxide::AckError::Decode(_))) {
                         session.ack(&channel, offset);
                     }
                 });

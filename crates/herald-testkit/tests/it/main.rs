@@ -67,5 +67,6 @@ mod nats_commands;
 mod realtime;
 mod relay;
 mod rooms;
+mod split;
 mod store;
 mod tasks;

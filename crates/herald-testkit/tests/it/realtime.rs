@@ -35,5 +35,25 @@ realtime_suite! {
         commands_run_over_the_socket_with_its_identity,
         a_slow_session_is_disconnected_and_catches_up_by_recovery,
         room_messages_reach_every_member_live,
+        socketio_clients_get_unacknowledged_events_again_on_any_gateway,
+    }
+}
+
+/// The demo page in headless Chromium (Playwright): two tabs of one person see task changes made
+/// in the other tab and by a plain HTTP client, and two people chat in a room, all live.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_demo_page_works_in_a_browser() {
+    let app = herald_testkit::TestApp::start(herald_testkit::Backend::Sqlite, "demo_page").await.expect("SQLite");
+    let served = app.get("/demo/", None).await;
+    assert_eq!(served.status, 200);
+    assert!(
+        served.headers["content-type"].to_str().unwrap_or_default().starts_with("text/html"),
+        "{:?}",
+        served.headers
+    );
+    let result = herald_testkit::node::run_demo_browser_test(&app.base).await;
+    app.stop().await;
+    if let Err(output) = result {
+        panic!("the demo page's browser test failed:\n{output}");
     }
 }

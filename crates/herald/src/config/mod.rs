@@ -323,6 +323,7 @@ pub fn load(
         errors.append(&mut e);
         ConfigError(errors.clone())
     })?;
+    check_together(&config, &raw, &mut errors);
     if !errors.is_empty() {
         return Err(ConfigError(errors));
     }
@@ -333,6 +334,23 @@ pub fn load(
         .cloned()
         .collect();
     Ok(Loaded { config, sources: raw.iter().map(|(k, r)| (*k, r.source)).collect(), unknown_env })
+}
+
+/// Rules between settings, checked once every setting parsed.
+fn check_together(config: &Config, raw: &BTreeMap<&'static str, Raw>, errors: &mut Vec<SettingError>) {
+    // A sender keeps the longest channel call plus 5 s free at the end of each claim; a lease no
+    // longer than that would have every delivery handed back, unsent, forever.
+    let margin = config.provider_timeout.0.max(config.webhook_timeout.0) + std::time::Duration::from_secs(5);
+    if config.delivery_lease.0 <= margin {
+        errors.push(SettingError {
+            setting: "delivery_lease".to_owned(),
+            message: format!(
+                "must be longer than the longest channel timeout plus 5 s ({}), or no delivery is ever sent (from {})",
+                humantime::format_duration(margin),
+                raw["delivery_lease"].source
+            ),
+        });
+    }
 }
 
 fn scalar(value: &toml::Value) -> String {

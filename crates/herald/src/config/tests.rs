@@ -104,3 +104,13 @@ fn the_readme_documents_every_setting_and_error_code() {
         assert!(readme.contains(&row), "README's error table lacks {row}");
     }
 }
+
+#[test]
+fn a_delivery_lease_too_short_for_the_channel_timeouts_is_refused() {
+    let err = load(None, &env(&[("HERALD_DELIVERY_LEASE", "10s")]), &Flags::default()).expect_err("10s <= 10s + 5s");
+    let text = err.to_string();
+    assert!(text.contains("delivery_lease") && text.contains("15s") && text.contains("from env"), "{text}");
+    let short_calls =
+        [("HERALD_DELIVERY_LEASE", "8s"), ("HERALD_PROVIDER_TIMEOUT", "2s"), ("HERALD_WEBHOOK_TIMEOUT", "2s")];
+    load(None, &env(&short_calls), &Flags::default()).expect("8s leaves room for 2s calls");
+}

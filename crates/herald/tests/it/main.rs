@@ -329,7 +329,7 @@ async fn background_roles_serve_their_probes_on_the_admin_port() {
 #[test]
 fn standalone_background_roles_refuse_the_in_process_broker() {
     let dir = tempfile::tempdir().expect("temp dir");
-    for role in ["api", "relay", "scheduler", "sender"] {
+    for role in ["api", "gateway", "relay", "scheduler", "sender"] {
         let out = run(&mut herald(dir.path(), &[role], &[]));
         assert!(!out.status.success(), "{role}");
         let stderr = String::from_utf8_lossy(&out.stderr);
