@@ -380,7 +380,7 @@ fn the_deployment_files_name_real_roles_and_scrape_each_one() {
     }
     let mut names: Vec<_> = roles.iter().map(|(_, role)| role.as_str()).collect();
     names.sort_unstable();
-    assert_eq!(names, ["api", "migrate", "relay", "scheduler", "sender"]);
+    assert_eq!(names, ["api", "gateway", "migrate", "relay", "scheduler", "sender"]);
 
     let scraped: Vec<String> = files["prometheus"]["scrape_configs"]
         .as_array()
@@ -401,7 +401,7 @@ fn the_deployment_files_name_real_roles_and_scrape_each_one() {
     for (name, role) in &roles {
         let port = match role.as_str() {
             "migrate" => continue,
-            "api" => 8080,
+            "api" | "gateway" => 8080,
             _ => 9090,
         };
         assert!(scraped.contains(&format!("{name}:{port}")), "{name} ({role}) is not scraped on :{port}: {scraped:?}");
