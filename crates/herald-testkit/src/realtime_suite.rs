@@ -82,6 +82,21 @@ pub async fn unacknowledged_events_come_again_after_a_reconnect(cluster: &Cluste
     // Another session of the same user starts fresh: cursors are per session.
     let mut other = connect(&node, &ada, "tab-2").await;
     assert_eq!(other.subscribe(&channel(&ada), None).await["recovered"], false);
+
+    let metrics = cluster.client.get(node.url("/metrics")).send().await.expect("metrics").text().await.expect("text");
+    let value = |name: &str| -> f64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.trim().parse().ok()))
+            .unwrap_or_else(|| panic!("{name} is not in /metrics"))
+    };
+    assert_eq!(value("herald_realtime_sessions "), 2.0, "two open sessions");
+    assert_eq!(value("herald_realtime_subscriptions_total{result=\"fresh\"} "), 2.0);
+    assert_eq!(value("herald_realtime_subscriptions_total{result=\"recovered\"} "), 2.0);
+    assert_eq!(value("herald_realtime_redeliveries_total "), 2.0, "two and three, replayed");
+    assert_eq!(value("herald_realtime_events_sent_total "), 6.0, "three live, two replayed, one live");
+    assert_eq!(value("herald_realtime_acks_total "), 2.0);
+    assert_eq!(value("herald_realtime_ack_seconds_count "), 4.0, "one latency per acknowledged event sent");
     ws.close().await;
     other.close().await;
     node.stop().await;

@@ -185,6 +185,11 @@ impl Session {
             generation
         };
         self.gw.hub.add(channel, self);
+        if self.closed.load(Ordering::Acquire) {
+            // The connection ended while this subscribe waited on the store.
+            self.gw.hub.remove(channel, self.key);
+            return Err(ApiError::new(ErrorCode::Unavailable, "the session has ended"));
+        }
         let answer = Subscribed {
             channel: channel.to_owned(),
             epoch: head.epoch,
