@@ -1,8 +1,10 @@
-//! The split deployment end to end: the built binary as separate processes on loopback (api, two
-//! gateways, relay, scheduler, two senders) beside the mock provider, on PostgreSQL with RabbitMQ
-//! and with NATS. A task change reaches a Socket.io client and a WebSocket client on different
-//! gateways, a calendar reminder reaches the log and the user's channel, a mailing reaches the
-//! provider; then one sender and one gateway are SIGKILLed mid-flow and nothing is lost.
+//! The split deployment end to end: the built binary as separate processes on loopback (api, and
+//! two of every other role: gateways, relays, schedulers, senders) beside the mock provider, on
+//! PostgreSQL with RabbitMQ and with NATS. A task change reaches a Socket.io client and a
+//! WebSocket client on different gateways, a calendar reminder reaches the log and the user's
+//! channel, a mailing reaches the provider; one sender and one gateway are SIGKILLed mid-flow and
+//! nothing is lost; the pairs did no double work (one relay published each event once, claims
+//! never overlapped).
 
 use std::time::Duration;
 
@@ -124,8 +126,12 @@ async fn split_deployment(broker: BrokerKind, test: &str) {
     let mut api = HeraldProcess::start("api", &["api"], &env);
     let mut gateways =
         [HeraldProcess::start("gateway-1", &["gateway"], &env), HeraldProcess::start("gateway-2", &["gateway"], &env)];
-    let mut relay = HeraldProcess::start("relay", &["relay"], &env);
-    let mut scheduler = HeraldProcess::start("scheduler", &["scheduler"], &env);
+    let mut relays =
+        [HeraldProcess::start("relay-1", &["relay"], &env), HeraldProcess::start("relay-2", &["relay"], &env)];
+    let mut schedulers = [
+        HeraldProcess::start("scheduler-1", &["scheduler"], &env),
+        HeraldProcess::start("scheduler-2", &["scheduler"], &env),
+    ];
     let mut senders =
         [HeraldProcess::start("sender-1", &["sender"], &env), HeraldProcess::start("sender-2", &["sender"], &env)];
     let client = reqwest::Client::new();
@@ -135,10 +141,11 @@ async fn split_deployment(broker: BrokerKind, test: &str) {
     for (gateway, addr) in gateways.iter().zip(&gateway_addrs) {
         ready(&client, &gateway.name, addr).await;
     }
-    let [sender_1, sender_2] = &mut senders;
-    for process in [&mut relay, &mut scheduler, sender_1, sender_2] {
+    let mut admin_addrs = Vec::new();
+    for process in relays.iter_mut().chain(schedulers.iter_mut()).chain(senders.iter_mut()) {
         let addr = process.admin_addr().await;
         ready(&client, &process.name.clone(), &addr).await;
+        admin_addrs.push(addr);
     }
     let http = Http { client: client.clone(), base: format!("http://{api_addr}") };
 
@@ -177,7 +184,7 @@ async fn split_deployment(broker: BrokerKind, test: &str) {
     assert_eq!(created["type"], "event.created");
     let reminder = loop {
         let Some(e) = ws.next_event(WAIT).await else {
-            for p in [&scheduler, &senders[0], &senders[1], &relay] {
+            for p in schedulers.iter().chain(&senders).chain(&relays) {
                 eprintln!("--- {}\n{}", p.name, p.log_text());
             }
             panic!("the reminder never reached the user's channel");
@@ -213,6 +220,7 @@ async fn split_deployment(broker: BrokerKind, test: &str) {
     assert_eq!(status, StatusCode::CREATED, "{mailing}");
     provider.wait_accepted(CLIENTS / 4, WAIT).await.expect("the mailing is under way");
     senders[0].kill().await;
+    let accepted_before_kill = provider.stats().accepted;
 
     // Gateway 1 dies too, with the Socket.io client's events unacknowledged; changes go on.
     gateways[0].kill().await;
@@ -255,11 +263,40 @@ async fn split_deployment(broker: BrokerKind, test: &str) {
     }
     assert_eq!(provider.accepted_ids().len(), CLIENTS, "each message accepted under one id");
 
+    // No double work: every outbox event published once in all (one relay at a time), and
+    // every claim of a delivery either reported or rescued, never two at once.
+    let metric = |text: &str, name: &str| -> f64 {
+        text.lines().find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok())).unwrap_or(0.0)
+    };
+    let scrape = |addr: String| {
+        let client = client.clone();
+        async move {
+            client.get(format!("http://{addr}/metrics")).send().await.expect("metrics").text().await.expect("text")
+        }
+    };
+    let (relay_1, relay_2) = (scrape(admin_addrs[0].clone()).await, scrape(admin_addrs[1].clone()).await);
+    let published =
+        metric(&relay_1, "herald_relay_published_total ") + metric(&relay_2, "herald_relay_published_total ");
+    let events = store.store.read_outbox(0, 100_000).await.expect("outbox").len();
+    assert_eq!(published as usize, events, "each outbox event published once, by one relay or the other");
+    // A message is sent twice only when the killed sender called the provider and died before
+    // its report was written: never more than it had sent. Two schedulers claiming one delivery
+    // would have both senders send every message.
+    let stats = provider.stats();
+    let duplicates = stats.accepted - stats.distinct_accepted as u64;
+    assert!(
+        duplicates <= accepted_before_kill,
+        "{duplicates} duplicate sends, more than the {accepted_before_kill} made before the kill"
+    );
+
     sio.disconnect().await;
     ws.close().await;
     let [_, gateway_2] = &mut gateways;
     let [_, sender_2] = &mut senders;
-    for process in [&mut api, gateway_2, &mut relay, &mut scheduler, sender_2] {
+    api.terminate().await;
+    gateway_2.terminate().await;
+    sender_2.terminate().await;
+    for process in relays.iter_mut().chain(schedulers.iter_mut()) {
         process.terminate().await;
     }
     provider.stop().await;
