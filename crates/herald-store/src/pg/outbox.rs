@@ -10,7 +10,7 @@
 //! writer's transaction (a `NOTIFY` inside it would serialise committing writers on the global
 //! notification lock). It carries no payload; the relay reads the table. Polling covers lost ones.
 
-use std::{sync::atomic::Ordering, time::Duration};
+use std::{collections::BTreeMap, sync::atomic::Ordering, time::Duration};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -25,31 +25,42 @@ use super::{PgStore, err};
 /// The `LISTEN` channel the relay wakes on.
 pub(super) const CHANNEL: &str = "herald_outbox";
 
-/// Writes events with their channel offsets, inside the caller's transaction.
+/// Writes events with their channel offsets, inside the caller's transaction. Each channel's
+/// counter is bumped once for all its events, channels in name order: two transactions writing to
+/// the same channels lock them in the same order, so they queue instead of deadlocking. Within a
+/// channel the events keep their order.
 pub(super) async fn insert_events(tx: &mut Transaction<'_, Postgres>, events: &[NewEvent]) -> Result<(), StoreError> {
+    let mut by_channel: BTreeMap<&str, Vec<&NewEvent>> = BTreeMap::new();
     for e in events {
-        let offset: i64 = sqlx::query_scalar(
-            "INSERT INTO channel_offsets (channel, last_offset) VALUES ($1, 1) \
-             ON CONFLICT (channel) DO UPDATE SET last_offset = channel_offsets.last_offset + 1 RETURNING last_offset",
+        by_channel.entry(e.channel.as_str()).or_default().push(e);
+    }
+    for (channel, events) in by_channel {
+        let count = i64::try_from(events.len()).unwrap_or(i64::MAX);
+        let last: i64 = sqlx::query_scalar(
+            "INSERT INTO channel_offsets (channel, last_offset) VALUES ($1, $2) \
+             ON CONFLICT (channel) DO UPDATE SET last_offset = channel_offsets.last_offset + $2 RETURNING last_offset",
         )
-        .bind(&e.channel)
+        .bind(channel)
+        .bind(count)
         .fetch_one(&mut **tx)
         .await
         .map_err(err)?;
-        sqlx::query(
-            "INSERT INTO outbox (id, kind, channel, channel_offset, payload, trace_context, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
-        )
-        .bind(e.id)
-        .bind(&e.kind)
-        .bind(&e.channel)
-        .bind(offset)
-        .bind(Json(&e.payload))
-        .bind(&e.trace_context)
-        .bind(e.created_at)
-        .execute(&mut **tx)
-        .await
-        .map_err(err)?;
+        for (offset, e) in (last - count + 1..).zip(events) {
+            sqlx::query(
+                "INSERT INTO outbox (id, kind, channel, channel_offset, payload, trace_context, created_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            )
+            .bind(e.id)
+            .bind(&e.kind)
+            .bind(&e.channel)
+            .bind(offset)
+            .bind(Json(&e.payload))
+            .bind(&e.trace_context)
+            .bind(e.created_at)
+            .execute(&mut **tx)
+            .await
+            .map_err(err)?;
+        }
     }
     Ok(())
 }

@@ -92,3 +92,35 @@ pub async fn session_cursors_are_set_advanced_and_expired(store: &dyn Store) {
     assert_eq!(store.session_cursor(ada, &tab, &channel).await.expect("gone"), None);
     assert_eq!(store.session_cursor(ada, &tab2, &channel).await.expect("kept"), Some(3));
 }
+
+pub async fn writers_of_many_channels_in_any_order_never_deadlock(store: &dyn Store) {
+    let mut users = Vec::new();
+    for i in 0..4 {
+        users.push(owner(store, &format!("u{i}@example.org")).await);
+    }
+    // Sixteen transactions, each writing to every channel, in sixteen different orders.
+    let writes = (0..16).map(|i| {
+        let mut events: Vec<_> = users.iter().map(|u| event(*u, &format!("w{i}"))).collect();
+        events.rotate_left(i % 4);
+        if i % 2 == 1 {
+            events.reverse();
+        }
+        let task = new_task(users[0], "t");
+        async move { store.create_task(&task, &events).await }
+    });
+    for result in futures::future::join_all(writes).await {
+        result.expect("no write fails, none deadlocks");
+    }
+    for user in &users {
+        let read = store.read_channel(&user_channel(*user), 0, 100).await.expect("read");
+        assert_eq!(read.iter().map(|e| e.channel_offset).collect::<Vec<_>>(), (1..=16).collect::<Vec<i64>>());
+    }
+
+    // Within one transaction, a channel's events keep their order.
+    let (a, b) = (users[0], users[1]);
+    let batch = [event(a, "first"), event(b, "other"), event(a, "second")];
+    store.create_task(&new_task(a, "t"), &batch).await.expect("write");
+    let tail = store.read_channel(&user_channel(a), 16, 10).await.expect("read");
+    let kinds: Vec<_> = tail.iter().map(|e| (e.channel_offset, e.event.kind.as_str())).collect();
+    assert_eq!(kinds, [(17, "first"), (18, "second")]);
+}

@@ -39,6 +39,7 @@ store_suite! {
     a_channel_stream_reads_by_offset_and_reports_its_head,
     trimming_keeps_the_newest_published_events_of_each_channel,
     session_cursors_are_set_advanced_and_expired,
+    writers_of_many_channels_in_any_order_never_deadlock,
     a_lease_is_held_by_one_holder_until_released_or_expired,
     deliveries_are_created_once_per_source_key,
     only_due_pending_deliveries_are_claimed_earliest_first,
