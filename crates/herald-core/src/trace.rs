@@ -19,6 +19,11 @@ use opentelemetry::{
 /// The `tracing` target of spans that exist for traces only.
 pub const TARGET: &str = "herald::trace";
 
+/// A span around one store call (`create_event`, …), for traces only.
+pub fn store_span(call: &'static str) -> tracing::Span {
+    tracing::info_span!(target: TARGET, "store", otel.name = call, otel.kind = "client", db.operation = call)
+}
+
 /// The `traceparent` of the current span, when spans are exported and one is entered.
 pub fn current() -> Option<String> {
     let cx = Context::current();
