@@ -46,6 +46,19 @@ impl Message {
         self.headers.insert(name.into(), value.into());
         self
     }
+
+    /// Carries `traceparent` (when there is one) in the W3C header, replacing any it had.
+    pub fn with_traceparent(self, traceparent: Option<String>) -> Self {
+        match traceparent {
+            Some(traceparent) => self.with_header(crate::wire::TRACEPARENT_HEADER, traceparent),
+            None => self,
+        }
+    }
+
+    /// The W3C `traceparent` the message carries, if any.
+    pub fn traceparent(&self) -> Option<&str> {
+        self.headers.get(crate::wire::TRACEPARENT_HEADER).map(String::as_str)
+    }
 }
 
 /// How a queue consumer takes messages.

@@ -54,12 +54,13 @@ pub struct Notification {
 impl Notification {
     /// Its deliveries to the owner for the queue message `message_id`: one per channel, and one
     /// to the owner's `webhook` if they set one. Keyed by the message, so a message taken twice
-    /// is delivered once.
+    /// is delivered once. They continue the current span's trace.
     pub fn deliveries(&self, message_id: Uuid, webhook: Option<&WebhookUrl>, now: DateTime<Utc>) -> Vec<NewDelivery> {
         let mut payload = json!(self);
         payload["type"] = json!("event.reminder");
         let user = self.user_id.to_string();
         let webhook = webhook.map(|url| (Channel::Webhook, url.as_str().to_owned()));
+        let trace_context = crate::trace::current();
         NOTIFICATION_CHANNELS
             .iter()
             .map(|&channel| (channel, user.clone()))
@@ -76,6 +77,7 @@ impl Notification {
                 next_attempt_at: now,
                 deadline: None,
                 created_at: now,
+                trace_context: trace_context.clone(),
             })
             .collect()
     }
@@ -120,7 +122,8 @@ impl Event {
     /// notification on [`NOTIFICATIONS_QUEUE`] at `starts_at - remind_before`.
     ///
     /// It is keyed by the event and the instant it is due, so storing it twice stores one, and a
-    /// moved event gets a new one (the store cancels the old one if it is still pending).
+    /// moved event gets a new one (the store cancels the old one if it is still pending). It
+    /// continues the current span's trace (the request that created or moved the event).
     pub fn reminders(&self, now: DateTime<Utc>) -> Vec<NewDelivery> {
         let Some(at) = self.remind_at() else { return Vec::new() };
         vec![NewDelivery {
@@ -136,6 +139,7 @@ impl Event {
             // A reminder that could not go out before the event ended is of no use.
             deadline: Some(self.ends_at()),
             created_at: now,
+            trace_context: crate::trace::current(),
         }]
     }
 }

@@ -11,6 +11,7 @@ use std::{any::type_name, borrow::Cow, collections::BTreeMap, fmt};
 use async_trait::async_trait;
 use serde::{Serialize, de::DeserializeOwned};
 use serde_json::{Value, json};
+use tracing::Instrument as _;
 use utoipa::{
     ToSchema,
     openapi::{RefOr, Schema},
@@ -207,13 +208,33 @@ impl Registry {
         self.commands.values()
     }
 
-    /// Runs a command for a caller: access check, schema validation, typed decoding, the use case.
+    /// Runs a command for a caller: access check, schema validation, typed decoding, the use case,
+    /// in a `command` span (for traces: the events and deliveries it writes continue it).
     pub async fn call(&self, svc: &Services, caller: Caller, name: &str, input: Value) -> Result<Value, ApiError> {
         let info =
             self.get(name).ok_or_else(|| ApiError::new(ErrorCode::NotFound, format!("no command named {name:?}")))?;
-        info.access.check(&caller)?;
-        info.validate(&input)?;
-        info.command.call(svc, &Ctx { caller }, input).await
+        let span = tracing::info_span!(
+            target: crate::trace::TARGET,
+            "command",
+            otel.name = info.name,
+            command = info.name,
+            otel.status_code = tracing::field::Empty,
+            error.code = tracing::field::Empty,
+        );
+        let result = async {
+            info.access.check(&caller)?;
+            info.validate(&input)?;
+            info.command.call(svc, &Ctx { caller }, input).await
+        }
+        .instrument(span.clone())
+        .await;
+        if let Err(err) = &result {
+            span.record("error.code", err.code().as_str());
+            if err.is_server_error() {
+                span.record("otel.status_code", "ERROR");
+            }
+        }
+        result
     }
 }
 

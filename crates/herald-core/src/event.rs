@@ -17,7 +17,7 @@ pub struct NewEvent {
     pub channel: String,
     pub payload: Value,
     pub created_at: DateTime<Utc>,
-    /// W3C `traceparent` of the request that caused it, when tracing is on.
+    /// W3C `traceparent` of the span that caused it, when spans are exported (see [`crate::trace`]).
     pub trace_context: Option<String>,
 }
 
@@ -27,9 +27,11 @@ impl NewEvent {
         Self::on_channel(user_channel(owner), kind, payload, now)
     }
 
-    /// An event for any channel (`room:<id>`, see [`crate::room::room_channel`]).
+    /// An event for any channel (`room:<id>`, see [`crate::room::room_channel`]), caused by the
+    /// current span (the command that writes it).
     pub fn on_channel(channel: String, kind: &str, payload: Value, now: DateTime<Utc>) -> Self {
-        Self { id: Uuid::now_v7(), kind: kind.to_owned(), channel, payload, created_at: now, trace_context: None }
+        let trace_context = crate::trace::current();
+        Self { id: Uuid::now_v7(), kind: kind.to_owned(), channel, payload, created_at: now, trace_context }
     }
 }
 

@@ -113,6 +113,7 @@ pub mod room;
 pub mod schedule;
 pub mod store;
 pub mod task;
+pub mod trace;
 pub mod user;
 pub mod wire;
 

@@ -49,12 +49,10 @@ impl EventEnvelope {
             ts: e.created_at,
         };
         let payload = serde_json::to_vec(&envelope).expect("an envelope serialises");
-        let mut message =
-            Message::new(e.id, payload).with_header(TYPE_HEADER, &e.kind).with_header(CHANNEL_HEADER, &e.channel);
-        if let Some(trace) = &e.trace_context {
-            message = message.with_header(TRACEPARENT_HEADER, trace);
-        }
-        message
+        Message::new(e.id, payload)
+            .with_header(TYPE_HEADER, &e.kind)
+            .with_header(CHANNEL_HEADER, &e.channel)
+            .with_traceparent(e.trace_context.clone())
     }
 
     /// Decodes a message's payload.

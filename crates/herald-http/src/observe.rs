@@ -1,5 +1,6 @@
 //! One log line per request (method, path, route, status, latency, request id), and the request
-//! id on every response and problem document. Server errors log their cause chain here.
+//! id on every response and problem document. Server errors log their cause chain here. The
+//! request's span is the root of its trace (or continues the caller's `traceparent`).
 
 use std::time::Instant;
 
@@ -14,6 +15,8 @@ use axum::{
 use herald_core::{
     error::ApiError,
     metrics::{Metrics, RequestLabels, RouteLabels},
+    trace,
+    wire::TRACEPARENT_HEADER,
 };
 use tracing::Instrument as _;
 use uuid::Uuid;
@@ -39,7 +42,20 @@ pub async fn log_requests(State(metrics): State<Arc<Metrics>>, mut request: Requ
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
     let route = request.extensions().get::<MatchedPath>().map(|m| m.as_str().to_owned());
-    let span = tracing::info_span!("request", %request_id);
+    // A child of the caller's span when it sent a W3C `traceparent`.
+    let parent = request.headers().get(TRACEPARENT_HEADER).and_then(|v| v.to_str().ok());
+    let span = trace::child_of(parent, || {
+        tracing::info_span!(
+            "request",
+            %request_id,
+            otel.name = format!("{method} {}", route.as_deref().unwrap_or("unmatched")),
+            otel.kind = "server",
+            otel.status_code = tracing::field::Empty,
+            http.request.method = %method,
+            http.route = route.as_deref(),
+            http.response.status_code = tracing::field::Empty,
+        )
+    });
 
     let mut response = next.run(request).instrument(span.clone()).await;
 
@@ -59,6 +75,10 @@ pub async fn log_requests(State(metrics): State<Arc<Metrics>>, mut request: Requ
         response.headers_mut().insert(&REQUEST_ID, value);
     }
     let status = response.status().as_u16();
+    span.record("http.response.status_code", status);
+    if status >= 500 {
+        span.record("otel.status_code", "ERROR");
+    }
     let elapsed = started.elapsed().as_secs_f64();
     let latency_ms = elapsed * 1000.0;
     // Unmatched paths share one label, so junk requests cannot grow the metric without bound.

@@ -160,6 +160,7 @@ pub(crate) struct DeliveryCols {
     pub sent_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    pub trace_context: Option<String>,
 }
 
 pub(crate) fn delivery(c: DeliveryCols) -> Result<Delivery, StoreError> {
@@ -182,6 +183,7 @@ pub(crate) fn delivery(c: DeliveryCols) -> Result<Delivery, StoreError> {
         sent_at: c.sent_at,
         created_at: c.created_at,
         updated_at: c.updated_at,
+        trace_context: c.trace_context,
     })
 }
 

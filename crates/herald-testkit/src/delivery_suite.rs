@@ -158,6 +158,7 @@ impl Pipeline {
             next_attempt_at: self.clock.now(),
             deadline,
             created_at: self.clock.now(),
+            trace_context: None,
         };
         assert_eq!(self.store.create_deliveries(&[delivery]).await.expect("create"), 1);
         id

@@ -11,6 +11,7 @@ use herald_core::{
     clock::Clock,
     metrics::Metrics,
     store::Store,
+    trace,
     user::UserId,
 };
 use tokio_util::sync::CancellationToken;
@@ -89,8 +90,15 @@ impl NotificationRouter {
                 return;
             }
         };
-        let span =
-            tracing::info_span!("notification", event_id = %notification.event_id, user_id = %notification.user_id);
+        // A child of the queue channel's call that published it: the reminder's trace goes on.
+        let span = trace::child_of(delivery.message.traceparent(), || {
+            tracing::info_span!(
+                "notification",
+                otel.name = "notification.route",
+                event_id = %notification.event_id,
+                user_id = %notification.user_id,
+            )
+        });
         async move {
             let stored = async {
                 let webhook = self.store.webhook(UserId(notification.user_id)).await?;

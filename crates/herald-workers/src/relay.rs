@@ -11,12 +11,29 @@ use std::{sync::Arc, time::Duration};
 use chrono::Utc;
 use herald_core::{
     broker::{Broker, BrokerError},
+    event::OutboxEvent,
     metrics::Metrics,
     store::{Store, StoreError},
+    trace,
     wire::{EVENTS_TOPIC, EventEnvelope},
 };
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
+
+/// The span of one event's publish: a child of the span that wrote the event.
+fn publish_span(e: &OutboxEvent) -> tracing::Span {
+    trace::child_of(e.event.trace_context.as_deref(), || {
+        tracing::info_span!(
+            target: trace::TARGET,
+            "relay.publish",
+            otel.kind = "producer",
+            event.id = %e.event.id,
+            event.kind = %e.event.kind,
+            event.channel = %e.event.channel,
+            outbox.seq = e.seq,
+        )
+    })
+}
 
 /// The name of the lease the active relay holds.
 pub const LEASE: &str = "outbox-relay";
@@ -93,8 +110,13 @@ impl Relay {
         if events.is_empty() {
             return Ok(Step::Idle);
         }
-        let messages = events.iter().map(EventEnvelope::message).collect();
-        self.broker.broadcast_all(EVENTS_TOPIC, messages).await?;
+        // One span per event, continuing the trace of the request that wrote it; the message
+        // carries the span on, so the gateway's span is its child.
+        let spans: Vec<tracing::Span> = events.iter().map(publish_span).collect();
+        let messages =
+            events.iter().zip(&spans).map(|(e, span)| EventEnvelope::message(e).with_traceparent(trace::of(span)));
+        self.broker.broadcast_all(EVENTS_TOPIC, messages.collect()).await?;
+        drop(spans);
         let seqs: Vec<i64> = events.iter().map(|e| e.seq).collect();
         self.store.mark_published(&seqs, Utc::now()).await?;
         self.metrics.relay_published.inc_by(events.len() as u64);

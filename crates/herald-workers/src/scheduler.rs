@@ -30,8 +30,10 @@ use herald_core::{
     metrics::{JobLabels, Metrics},
     schedule::Schedule,
     store::{Store, StoreError},
+    trace,
 };
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
 use uuid::Uuid;
 
 /// The lease the scheduler that runs periodic jobs holds.
@@ -192,7 +194,9 @@ impl Scheduler {
         }
         let messages =
             jobs.chunks(self.options.jobs_per_message.max(1)).map(|c| JobBatch::message(c.to_vec())).collect();
-        if let Err(err) = self.broker.enqueue_all(DELIVERY_QUEUE, messages).await {
+        // Its own trace: each delivery's sender span continues the trace that created it instead.
+        let span = tracing::info_span!(target: trace::TARGET, "scheduler.enqueue", otel.kind = "producer", claimed = jobs.len());
+        if let Err(err) = self.broker.enqueue_all(DELIVERY_QUEUE, messages).instrument(span).await {
             self.hand_back(&jobs, now).await;
             return Err(err.into());
         }

@@ -42,6 +42,7 @@ use herald_core::{
     event::{NewEvent, user_channel},
     metrics::{ChannelLabels, Metrics, OutcomeLabels},
     store::Store,
+    trace,
     user::UserId,
     wire::TYPE_HEADER,
 };
@@ -433,23 +434,32 @@ impl Sender {
         let labels = ChannelLabels { channel: channel.as_str().to_owned() };
         inner.metrics.delivery_attempts.get_or_create(&labels).inc();
         let started = Instant::now();
+        let call = tracing::info_span!(
+            target: trace::TARGET,
+            "channel.call",
+            otel.kind = "client",
+            channel = channel.as_str(),
+            attempt = job.attempts + 1,
+        );
         let outcome = match channel {
             Channel::Log => {
-                tracing::info!(
-                    target: "herald::delivery",
-                    delivery = %job.id,
-                    kind = %job.kind,
-                    recipient = %job.recipient,
-                    payload = %job.payload,
-                    attempt = job.attempts + 1,
-                    "delivered"
-                );
+                call.in_scope(|| {
+                    tracing::info!(
+                        target: "herald::delivery",
+                        delivery = %job.id,
+                        kind = %job.kind,
+                        recipient = %job.recipient,
+                        payload = %job.payload,
+                        attempt = job.attempts + 1,
+                        "delivered"
+                    );
+                });
                 Ok(())
             }
-            Channel::Provider => inner.http.provider(&job, now).await,
-            Channel::Webhook => inner.http.webhook(&job, now).await,
-            Channel::Realtime => return self.realtime(&job, now).await,
-            Channel::Queue => self.publish(&job).await,
+            Channel::Provider => inner.http.provider(&job, now).instrument(call).await,
+            Channel::Webhook => inner.http.webhook(&job, now).instrument(call).await,
+            Channel::Realtime => return self.realtime(&job, now).instrument(call).await,
+            Channel::Queue => self.publish(&job).instrument(call).await,
         };
         inner.metrics.delivery_send_seconds.get_or_create(&labels).observe(started.elapsed().as_secs_f64());
         let after = inner.clock.now();
@@ -474,7 +484,8 @@ impl Sender {
             channel: user_channel(UserId(user)),
             payload: job.payload.clone(),
             created_at: now,
-            trace_context: None,
+            // The channel call's span: the relay and the gateway continue this delivery's trace.
+            trace_context: trace::current(),
         };
         let report = self.report_for(job, "realtime", DeliveryStatus::Sent, now, None);
         match self.0.store.record_delivery_with_events(&report, &[event], now).await {
@@ -491,7 +502,9 @@ impl Sender {
     /// consumers.
     async fn publish(&self, job: &DeliveryJob) -> Outcome {
         let payload = serde_json::to_vec(&job.payload).map_err(|e| Failure::Malformed { reason: e.to_string() })?;
-        let message = broker::Message::new(job.id, payload).with_header(TYPE_HEADER, job.kind.clone());
+        let message = broker::Message::new(job.id, payload)
+            .with_header(TYPE_HEADER, job.kind.clone())
+            .with_traceparent(trace::current());
         match self.0.broker.enqueue(&job.recipient, message).await {
             Ok(()) => Ok(()),
             Err(broker::BrokerError::Unavailable(_) | broker::BrokerError::Closed) => Err(Failure::Connection),
@@ -662,22 +675,27 @@ impl Sender {
 /// mailing and client ids; about any other delivery, its id, source and recipient.
 fn delivery_span(job: &DeliveryJob) -> tracing::Span {
     let ids = |id: Option<uuid::Uuid>| id.map(tracing::field::display);
-    if job.kind == MESSAGE_KIND {
-        tracing::info_span!(
-            "message",
-            message_id = %job.id,
-            mailing_id = ids(job.source_id),
-            client_id = ids(job.recipient_id),
-        )
-    } else {
-        tracing::info_span!(
-            "delivery",
-            delivery_id = %job.id,
-            kind = %job.kind,
-            source_id = ids(job.source_id),
-            recipient_id = ids(job.recipient_id),
-        )
-    }
+    // A child of the span that created the delivery (the request, for a reminder).
+    trace::child_of(job.trace_context.as_deref(), || {
+        if job.kind == MESSAGE_KIND {
+            tracing::info_span!(
+                "message",
+                otel.name = "sender.deliver",
+                message_id = %job.id,
+                mailing_id = ids(job.source_id),
+                client_id = ids(job.recipient_id),
+            )
+        } else {
+            tracing::info_span!(
+                "delivery",
+                otel.name = "sender.deliver",
+                delivery_id = %job.id,
+                kind = %job.kind,
+                source_id = ids(job.source_id),
+                recipient_id = ids(job.recipient_id),
+            )
+        }
+    })
 }
 
 /// Acks a queue message, or redelivers it after a second when `retry`.

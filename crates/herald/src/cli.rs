@@ -18,6 +18,7 @@ use crate::{
     app,
     config::{self, Flags, Loaded, SETTINGS},
     logging,
+    telemetry::Telemetry,
 };
 
 /// Herald: self-hosted notification and real-time event delivery.
@@ -155,42 +156,70 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
     };
     let config = loaded.config;
-    logging::init(config.log_format, &config.log_level);
+    // Traces only from the long-running roles; one-shot commands have nothing to trace.
+    let telemetry = match role_name(&cli.command) {
+        Some(role) => Telemetry::from_env(&env, role)?,
+        None => None,
+    };
+    logging::init(config.log_format, &config.log_level, telemetry.as_ref());
     for name in &loaded.unknown_env {
         tracing::warn!(variable = %name, "unknown HERALD_ variable ignored (see `herald config`)");
     }
+    if telemetry.is_some() {
+        tracing::info!("exporting traces over OTLP");
+    }
+    let result = execute(cli.command, &config).await;
+    if let Some(telemetry) = telemetry {
+        telemetry.shutdown().await;
+    }
+    result
+}
 
-    match cli.command {
+/// The role a command runs as, for the `herald.role` trace attribute; `None` for one-shot commands.
+fn role_name(command: &Command) -> Option<&'static str> {
+    Some(match command {
+        Command::Serve => "serve",
+        Command::Api => "api",
+        Command::Gateway => "gateway",
+        Command::Relay => "relay",
+        Command::Scheduler => "scheduler",
+        Command::Sender => "sender",
+        _ => return None,
+    })
+}
+
+async fn execute(command: Command, config: &config::Config) -> anyhow::Result<ExitCode> {
+    match command {
         Command::Serve => {
-            return serve_until_signal(app::start(&config).await?, &config).await;
+            return serve_until_signal(app::start(config).await?, config).await;
         }
         Command::Api => {
-            needs_networked_broker(&config, "api")?;
-            return serve_until_signal(app::start_api(&config).await?, &config).await;
+            needs_networked_broker(config, "api")?;
+            return serve_until_signal(app::start_api(config).await?, config).await;
         }
         Command::Gateway => {
-            needs_networked_broker(&config, "gateway")?;
-            return serve_until_signal(app::start_gateway(&config).await?, &config).await;
+            needs_networked_broker(config, "gateway")?;
+            return serve_until_signal(app::start_gateway(config).await?, config).await;
         }
         Command::Relay => {
-            run_role(&config, "relay", |store, broker, _, metrics, stop| {
-                let relay = app::relay(&config, store, broker, metrics);
+            run_role(config, "relay", |store, broker, _, metrics, stop| {
+                let relay = app::relay(config, store, broker, metrics);
                 async move { relay.run(stop).await }
             })
             .await?;
         }
         Command::Scheduler => {
-            run_role(&config, "scheduler", |store, broker, clock, metrics, stop| {
-                let scheduler = app::scheduler(&config, store, broker, clock, metrics);
+            run_role(config, "scheduler", |store, broker, clock, metrics, stop| {
+                let scheduler = app::scheduler(config, store, broker, clock, metrics);
                 async move { scheduler.run(stop).await }
             })
             .await?;
         }
         Command::Sender => {
-            run_role(&config, "sender", |store, broker, clock, metrics, stop| {
+            run_role(config, "sender", |store, broker, clock, metrics, stop| {
                 // Senders also route calendar reminders from the `notifications` queue.
                 let router = app::notification_router(store.clone(), broker.clone(), clock.clone(), metrics.clone());
-                let sender = app::sender(&config, store, broker, clock, metrics);
+                let sender = app::sender(config, store, broker, clock, metrics);
                 async move {
                     tokio::join!(sender.run(stop.clone()), router.run(stop));
                 }
@@ -198,7 +227,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             .await?;
         }
         Command::Migrate => {
-            let store = app::open_store(&config).await?;
+            let store = app::open_store(config).await?;
             store.close().await;
             tracing::info!(store = %config.store_url, "migrations applied");
         }
@@ -212,7 +241,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let name = UserName::parse(&name).map_err(|e| anyhow::anyhow!("--name: {e}"))?;
             let password = Password::new_secret(password).map_err(|e| anyhow::anyhow!("--password: {e}"))?;
             let role = if admin { Role::Admin } else { Role::User };
-            let store = app::open_store(&config).await?;
+            let store = app::open_store(config).await?;
             let account = NewAccount { email, name, password, role };
             let created = create_user(store.as_ref(), &PasswordHasher::default(), &SystemClock, account).await;
             store.close().await;
@@ -221,9 +250,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             println!("created {} {} ({})", user.role.as_str(), user.email, user.id);
         }
         Command::Gc { command: GcCommand::Files } => {
-            let store = app::open_store(&config).await?;
-            let files = app::open_files(&config).await?;
-            let collector = app::collector(&config, store.clone(), files, Default::default());
+            let store = app::open_store(config).await?;
+            let files = app::open_files(config).await?;
+            let collector = app::collector(config, store.clone(), files, Default::default());
             let outcome = collector.tick().await.map_err(|e| anyhow::anyhow!("collecting files: {e}"));
             store.close().await;
             let outcome = outcome?;
@@ -236,14 +265,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
         }
         Command::Bench { command: BenchCommand::Relay { events } } => {
-            crate::bench::relay(&config, events).await?.print(&config);
+            crate::bench::relay(config, events).await?.print(config);
         }
         Command::Bench { command: BenchCommand::Realtime { sessions, sessions_per_user, rate, seconds } } => {
             let options = crate::bench::realtime::RealtimeOptions { sessions, sessions_per_user, rate, seconds };
-            crate::bench::realtime::realtime(&config, options).await?.print(&config);
+            crate::bench::realtime::realtime(config, options).await?.print(config);
         }
         Command::Bench { command: BenchCommand::Mailing { clients, senders, schedulers } } => {
-            crate::bench::mailing::mailing(&config, clients, senders, schedulers).await?.print(&config);
+            crate::bench::mailing::mailing(config, clients, senders, schedulers).await?.print(config);
         }
         Command::Config { .. } => unreachable!("handled above"),
     }

@@ -1,23 +1,32 @@
-//! Logs to stderr: pretty on a terminal, one JSON object per line otherwise.
+//! Logs to stderr: pretty on a terminal, one JSON object per line otherwise; beside them, when
+//! configured, the OpenTelemetry span exporter (see [`crate::telemetry`]).
 
 use std::io::IsTerminal as _;
 
-use tracing_subscriber::{EnvFilter, fmt};
+use tracing_subscriber::{EnvFilter, Layer as _, fmt, layer::SubscriberExt as _, util::SubscriberInitExt as _};
 
-use crate::config::{LogFilter, LogFormat};
+use crate::{
+    config::{LogFilter, LogFormat},
+    telemetry::Telemetry,
+};
 
 /// Installs the global subscriber. Call once, from `main`.
-pub fn init(format: LogFormat, filter: &LogFilter) {
+pub fn init(format: LogFormat, filter: &LogFilter, telemetry: Option<&Telemetry>) {
     let filter = EnvFilter::try_new(&filter.0).unwrap_or_else(|_| EnvFilter::new("info"));
+    // Spans that exist for traces only stay out of the logs, so a log line keeps its request or
+    // delivery span.
+    let filter =
+        filter.add_directive(format!("{}=off", herald_core::trace::TARGET).parse().expect("a valid directive"));
     let json = match format {
         LogFormat::Json => true,
         LogFormat::Pretty => false,
         LogFormat::Auto => !std::io::stderr().is_terminal(),
     };
-    let builder = fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    if json {
-        builder.json().flatten_event(true).with_current_span(true).with_span_list(false).init();
+    let logs = fmt::layer().with_writer(std::io::stderr);
+    let logs = if json {
+        logs.json().flatten_event(true).with_current_span(true).with_span_list(false).with_filter(filter).boxed()
     } else {
-        builder.compact().init();
-    }
+        logs.compact().with_filter(filter).boxed()
+    };
+    tracing_subscriber::registry().with(logs).with(telemetry.map(Telemetry::layer)).init();
 }

@@ -7,6 +7,7 @@ use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD as B64};
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
+use tracing::Instrument as _;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
@@ -21,6 +22,7 @@ use crate::{
     event::NewEvent,
     store::{EVENTS_OVERLAP, StoreError},
     task::{Description, Title},
+    trace,
     user::UserId,
 };
 
@@ -149,7 +151,9 @@ impl Command for Create {
         let now = svc.clock.now();
         let event = input.into_event(EventId::new(), cx.identity()?.user_id, now, now)?;
         let changes = [changed(&event, "event.created", now)];
-        svc.store.create_event(&event, &changes, &event.reminders(now)).await.map_err(write_error)?;
+        let reminders = event.reminders(now);
+        let write = svc.store.create_event(&event, &changes, &reminders);
+        write.instrument(trace::store_span("create_event")).await.map_err(write_error)?;
         Ok(EventView::from(&event))
     }
 }
@@ -231,7 +235,9 @@ impl Command for Update {
         let now = svc.clock.now();
         let event = fields.into_event(current.id, owner, current.created_at, now)?;
         let changes = [changed(&event, "event.updated", now)];
-        svc.store.update_event(&event, &changes, &event.reminders(now)).await.map_err(write_error)?;
+        let reminders = event.reminders(now);
+        let write = svc.store.update_event(&event, &changes, &reminders);
+        write.instrument(trace::store_span("update_event")).await.map_err(write_error)?;
         Ok(EventView::from(&event))
     }
 }

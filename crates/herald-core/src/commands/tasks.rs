@@ -5,6 +5,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::json;
+use tracing::Instrument as _;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
@@ -16,6 +17,7 @@ use crate::{
     page::{DEFAULT_LIMIT, Page, decode_cursor},
     store::{StoreError, TASK_VERSION},
     task::{Attachment, Description, Task, TaskId, TaskStatus, Title},
+    trace,
 };
 
 /// A task as the API shows it.
@@ -95,7 +97,8 @@ impl Command for Create {
             created_at: now,
             updated_at: now,
         };
-        svc.store.create_task(&task, &[event(&task, "task.created", now)]).await?;
+        let created = [event(&task, "task.created", now)];
+        svc.store.create_task(&task, &created).instrument(trace::store_span("create_task")).await?;
         Ok(TaskView::from(&task))
     }
 }

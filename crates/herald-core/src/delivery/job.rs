@@ -108,6 +108,8 @@ pub struct NewDelivery {
     /// No attempt at or after this instant; the delivery expires instead.
     pub deadline: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
+    /// W3C `traceparent` of the span that created it: the sender's span continues that trace.
+    pub trace_context: Option<String>,
 }
 
 /// A stored delivery.
@@ -134,6 +136,8 @@ pub struct Delivery {
     pub sent_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// W3C `traceparent` of the span that created it.
+    pub trace_context: Option<String>,
 }
 
 /// What a sender reports for one claimed delivery.
@@ -176,6 +180,9 @@ pub struct DeliveryJob {
     pub deadline: Option<DateTime<Utc>>,
     /// The claim this job belongs to; reports for an older claim are ignored.
     pub lease_until: DateTime<Utc>,
+    /// W3C `traceparent` of the span that created the delivery (absent from earlier versions).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace_context: Option<String>,
 }
 
 impl DeliveryJob {
@@ -192,6 +199,7 @@ impl DeliveryJob {
             attempts: d.attempts,
             deadline: d.deadline,
             lease_until: d.lease_until?,
+            trace_context: d.trace_context.clone(),
         })
     }
 
@@ -253,6 +261,7 @@ mod tests {
             attempts: 0,
             deadline: None,
             lease_until: DateTime::from_timestamp(1_800_000_000, 0).expect("instant"),
+            trace_context: Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into()),
         }
     }
 
@@ -271,7 +280,11 @@ mod tests {
     fn a_lone_job_of_an_earlier_version_still_decodes_and_garbage_does_not() {
         let lone = job(7);
         let payload = serde_json::to_vec(&lone).expect("encodes");
-        assert_eq!(JobBatch::decode(&payload).expect("decodes"), vec![lone]);
+        assert_eq!(JobBatch::decode(&payload).expect("decodes"), vec![lone.clone()]);
+        let mut untraced = serde_json::to_value(&lone).expect("encodes");
+        untraced.as_object_mut().expect("an object").remove("trace_context");
+        let decoded = JobBatch::decode(&serde_json::to_vec(&untraced).expect("encodes")).expect("decodes");
+        assert_eq!(decoded[0].trace_context, None, "a job queued before trace context still decodes");
         assert!(JobBatch::decode(br#"{"v": "9", "jobs": []}"#).is_err(), "an unknown version is refused");
         assert!(JobBatch::decode(b"\xff not json").is_err());
     }

@@ -23,6 +23,7 @@ use herald_core::{
     auth::{Caller, Identity},
     channel::SessionId,
     error::{ApiError, ErrorCode},
+    trace,
     user::UserId,
     wire::{EVENTS_TOPIC, EventEnvelope},
 };
@@ -151,7 +152,16 @@ impl Gateway {
                     Ok(message) => match EventEnvelope::decode(&message.payload) {
                         Ok(envelope) => {
                             metrics.realtime.fanout_received.inc();
-                            self.inner.hub.dispatch(Arc::new(EventBody::from(envelope)));
+                            // A child of the relay's publish: the event's trace ends here.
+                            let span = trace::child_of(message.traceparent(), || {
+                                tracing::info_span!(
+                                    target: trace::TARGET,
+                                    "gateway.fanout",
+                                    otel.kind = "consumer",
+                                    event.id = %message.id,
+                                )
+                            });
+                            span.in_scope(|| self.inner.hub.dispatch(Arc::new(EventBody::from(envelope))));
                         }
                         Err(err) => {
                             tracing::warn!(id = %message.id, error = %err, "dropping an undecodable live event")

@@ -40,6 +40,7 @@ pub(super) fn delivery_row(row: &SqliteRow) -> Result<Delivery, StoreError> {
         sent_at: opt(row, "sent_at")?,
         created_at: from_micros(row.try_get("created_at").map_err(err)?)?,
         updated_at: from_micros(row.try_get("updated_at").map_err(err)?)?,
+        trace_context: row.try_get("trace_context").map_err(err)?,
     })
 }
 
@@ -180,14 +181,16 @@ pub(super) async fn insert_deliveries(
     let sql = match on_taken {
         OnTaken::Skip => concat!(
             "INSERT INTO deliveries (id, kind, source_key, recipient, channel, payload, source_id, recipient_id, \
-             status, next_attempt_at, deadline, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'pending', ?9, ?10, ?11, ?11) ",
+             status, next_attempt_at, deadline, created_at, updated_at, trace_context) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'pending', ?9, ?10, ?11, ?11, ?12) ",
             "ON CONFLICT (source_key) DO NOTHING"
         ),
         OnTaken::RefreshPending => concat!(
             "INSERT INTO deliveries (id, kind, source_key, recipient, channel, payload, source_id, recipient_id, \
-             status, next_attempt_at, deadline, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'pending', ?9, ?10, ?11, ?11) ",
+             status, next_attempt_at, deadline, created_at, updated_at, trace_context) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'pending', ?9, ?10, ?11, ?11, ?12) ",
             "ON CONFLICT (source_key) DO UPDATE SET payload = EXCLUDED.payload, deadline = EXCLUDED.deadline, \
-             updated_at = EXCLUDED.updated_at WHERE deliveries.status = 'pending'"
+             updated_at = EXCLUDED.updated_at, trace_context = EXCLUDED.trace_context WHERE deliveries.status = 'pending'"
         ),
     };
     let mut stored = 0;
@@ -204,6 +207,7 @@ pub(super) async fn insert_deliveries(
             .bind(micros(d.next_attempt_at))
             .bind(d.deadline.map(micros))
             .bind(micros(d.created_at))
+            .bind(&d.trace_context)
             .execute(&mut **tx)
             .await
             .map_err(err)?;

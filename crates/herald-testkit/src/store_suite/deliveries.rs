@@ -25,6 +25,7 @@ pub(super) fn new_delivery(key: &str, due: chrono::DateTime<Utc>) -> NewDelivery
         next_attempt_at: due,
         deadline: Some(due + chrono::Duration::hours(1)),
         created_at: now(),
+        trace_context: None,
     }
 }
 
@@ -35,6 +36,7 @@ pub async fn deliveries_are_created_once_per_source_key(store: &dyn Store) {
     let mut batch: Vec<_> = (0..3).map(|i| new_delivery(&format!("src:{i}"), t)).collect();
     batch[0].source_id = Some(uuid::Uuid::now_v7());
     batch[0].recipient_id = Some(uuid::Uuid::now_v7());
+    batch[0].trace_context = Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into());
     assert_eq!(store.create_deliveries(&batch).await.expect("create"), 3);
     let again = vec![new_delivery("src:1", t), new_delivery("src:2", t), new_delivery("src:3", t)];
     assert_eq!(store.create_deliveries(&again).await.expect("again"), 1, "known source keys are skipped");
@@ -44,8 +46,9 @@ pub async fn deliveries_are_created_once_per_source_key(store: &dyn Store) {
     assert_eq!((stored.status, stored.attempts, stored.channel), (DeliveryStatus::Pending, 0, Channel::Provider));
     assert_eq!((&stored.payload, stored.deadline), (&batch[0].payload, batch[0].deadline));
     assert_eq!((stored.source_id, stored.recipient_id), (batch[0].source_id, batch[0].recipient_id));
+    assert_eq!(stored.trace_context, batch[0].trace_context);
     let plain = store.delivery(batch[1].id).await.expect("read").expect("present");
-    assert_eq!((plain.source_id, plain.recipient_id), (None, None), "both are optional");
+    assert_eq!((plain.source_id, plain.recipient_id, plain.trace_context), (None, None, None), "all are optional");
     let numbers: Vec<i64> = {
         let mut n = Vec::new();
         for d in &batch {

@@ -46,6 +46,7 @@ async fn serve_runs_the_pipeline_in_process() {
         next_attempt_at: now,
         deadline: None,
         created_at: now,
+        trace_context: None,
     };
     app.store().create_deliveries(&[delivery]).await.expect("create");
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);

@@ -9,6 +9,8 @@ use std::{
 
 use serde_json::{Value, json};
 
+mod traces;
+
 fn herald(data_dir: &std::path::Path, args: &[&str], env: &[(&str, &str)]) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_herald"));
     cmd.args(args).env_clear().env("HERALD_DATA_DIR", data_dir).env("HERALD_LOG_FORMAT", "json");
@@ -76,6 +78,16 @@ fn serve_role(role: &str, data: &std::path::Path, env: &[(&str, &str)]) -> (Serv
     }
 }
 
+/// Registers ada@example.org through the API at `base` (`…/api/v1`); her access token.
+async fn register_ada(client: &reqwest::Client, base: &str) -> String {
+    let register = json!({"email": "ada@example.org", "password": "password123", "name": "Ada"});
+    client.post(format!("{base}/auth/register")).json(&register).send().await.expect("register");
+    let creds = json!({"email": "ada@example.org", "password": "password123"});
+    let login: Value =
+        client.post(format!("{base}/auth/login")).json(&creds).send().await.expect("login").json().await.expect("json");
+    login["access_token"].as_str().expect("token").to_owned()
+}
+
 /// Peak resident set size of a process, in KiB.
 fn peak_rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
@@ -91,12 +103,7 @@ async fn a_large_upload_streams_through_without_growing_the_server() {
     let (child, addr, _lines, _) = serve(dir.path(), &[("HERALD_MAX_UPLOAD_SIZE", "2GiB")]);
     let client = reqwest::Client::new();
     let base = format!("http://{addr}/api/v1");
-    let register = json!({"email": "ada@example.org", "password": "password123", "name": "Ada"});
-    client.post(format!("{base}/auth/register")).json(&register).send().await.expect("register");
-    let creds = json!({"email": "ada@example.org", "password": "password123"});
-    let login: Value =
-        client.post(format!("{base}/auth/login")).json(&creds).send().await.expect("login").json().await.expect("json");
-    let token = login["access_token"].as_str().expect("token").to_owned();
+    let token = register_ada(&client, &base).await;
     let task: Value = client
         .post(format!("{base}/tasks"))
         .bearer_auth(&token)

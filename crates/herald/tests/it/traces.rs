@@ -1,0 +1,165 @@
+//! Traces: `herald serve` with `OTEL_EXPORTER_OTLP_ENDPOINT` set exports one trace per request
+//! that runs through the relay to the gateway and through the scheduler to the sender, as an
+//! in-process OTLP collector receives it.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex, PoisonError},
+    time::Duration,
+};
+
+use axum::{Router, body::Bytes, extract::State, http::header, response::IntoResponse, routing::post};
+use opentelemetry_proto::tonic::{
+    collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse},
+    common::v1::{AnyValue, KeyValue, any_value::Value as Any},
+};
+use prost::Message as _;
+use serde_json::json;
+
+/// A span as the collector received it.
+#[derive(Debug, Clone)]
+struct Span {
+    name: String,
+    trace_id: String,
+    span_id: String,
+    parent_id: String,
+    attributes: HashMap<String, String>,
+    resource: HashMap<String, String>,
+}
+
+impl Span {
+    fn attr(&self, key: &str) -> Option<&str> {
+        self.attributes.get(key).map(String::as_str)
+    }
+}
+
+/// Accepts OTLP/HTTP protobuf trace exports on `/v1/traces` and keeps their spans.
+#[derive(Debug, Clone, Default)]
+struct Collector(Arc<Mutex<Vec<Span>>>);
+
+impl Collector {
+    /// Serves on a free loopback port; returns the base URL (the exporter appends `/v1/traces`).
+    async fn start(&self) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind the collector");
+        let url = format!("http://{}", listener.local_addr().expect("address"));
+        let app = Router::new().route("/v1/traces", post(export)).with_state(self.clone());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        url
+    }
+
+    fn spans(&self) -> Vec<Span> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+}
+
+fn text(value: Option<&AnyValue>) -> String {
+    match value.and_then(|v| v.value.as_ref()) {
+        Some(Any::StringValue(s)) => s.clone(),
+        Some(Any::IntValue(i)) => i.to_string(),
+        Some(Any::BoolValue(b)) => b.to_string(),
+        Some(other) => format!("{other:?}"),
+        None => String::new(),
+    }
+}
+
+fn attributes(kvs: &[KeyValue]) -> HashMap<String, String> {
+    kvs.iter().map(|kv| (kv.key.clone(), text(kv.value.as_ref()))).collect()
+}
+
+async fn export(State(collector): State<Collector>, body: Bytes) -> impl IntoResponse {
+    let request = ExportTraceServiceRequest::decode(body).expect("an OTLP trace export");
+    let mut spans = collector.0.lock().unwrap_or_else(PoisonError::into_inner);
+    for resource_spans in request.resource_spans {
+        let resource = attributes(resource_spans.resource.as_ref().map(|r| &r.attributes[..]).unwrap_or_default());
+        for span in resource_spans.scope_spans.into_iter().flat_map(|scope| scope.spans) {
+            spans.push(Span {
+                name: span.name,
+                trace_id: hex::encode(span.trace_id),
+                span_id: hex::encode(span.span_id),
+                parent_id: hex::encode(span.parent_span_id),
+                attributes: attributes(&span.attributes),
+                resource: resource.clone(),
+            });
+        }
+    }
+    ([(header::CONTENT_TYPE, "application/x-protobuf")], ExportTraceServiceResponse::default().encode_to_vec())
+}
+
+/// The span named `name` whose parent is `parent`.
+fn child<'a>(spans: &'a [Span], parent: &Span, name: &str) -> &'a Span {
+    spans
+        .iter()
+        .find(|s| s.trace_id == parent.trace_id && s.parent_id == parent.span_id && s.name == name)
+        .unwrap_or_else(|| panic!("no {name} span under {}: {spans:#?}", parent.name))
+}
+
+#[tokio::test]
+async fn one_trace_runs_from_the_request_through_the_relay_and_the_sender() {
+    let collector = Collector::default();
+    let endpoint = collector.start().await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let env = [
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+        ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+        ("HERALD_SCHEDULER_INTERVAL", "50ms"),
+        ("HERALD_RELAY_POLL_INTERVAL", "50ms"),
+    ];
+    let (_child, addr, lines, _) = super::serve(dir.path(), &env);
+    // Keep reading the log so the child never blocks on a full pipe.
+    std::thread::spawn(move || lines.map_while(Result::ok).for_each(drop));
+
+    let client = reqwest::Client::new();
+    let base = format!("http://{addr}/api/v1");
+    let token = super::register_ada(&client, &base).await;
+    // Its reminder is due at once: the scheduler claims it, the sender publishes it, the router
+    // routes it to the owner's channel, and the relay and the gateway carry that on.
+    let starts_at = (chrono::Utc::now() + chrono::Duration::seconds(61)).format("%Y-%m-%dT%H:%M:%SZ").to_string();
+    let event = json!({"title": "Call", "starts_at": starts_at, "duration": 600, "remind_before": 60});
+    let created = client.post(format!("{base}/events")).bearer_auth(&token).json(&event).send().await.expect("create");
+    assert_eq!(created.status(), 201);
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let (spans, request) = loop {
+        let spans = collector.spans();
+        let request = spans.iter().find(|s| s.name == "POST /api/v1/events").cloned();
+        let complete = request.as_ref().is_some_and(|r| {
+            let of_trace = |name: &str| spans.iter().filter(|s| s.trace_id == r.trace_id && s.name == name).count();
+            of_trace("gateway.fanout") >= 2 && of_trace("sender.deliver") >= 3
+        });
+        if let (true, Some(request)) = (complete, request) {
+            break (spans, request);
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the trace did not complete: {spans:#?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+
+    assert_eq!(request.resource.get("service.name").map(String::as_str), Some("herald"));
+    assert_eq!(request.resource.get("herald.role").map(String::as_str), Some("serve"));
+    assert_eq!(
+        (request.attr("http.route"), request.attr("http.response.status_code")),
+        (Some("/api/v1/events"), Some("201"))
+    );
+    assert_eq!(request.parent_id, "", "the request starts the trace");
+    let command = child(&spans, &request, "events.create");
+    assert_eq!(child(&spans, command, "create_event").attr("db.operation"), Some("create_event"));
+    // The event.created change: written by the command, published by the relay, fanned out.
+    let publish = child(&spans, command, "relay.publish");
+    assert_eq!(publish.attr("event.kind"), Some("event.created"));
+    child(&spans, publish, "gateway.fanout");
+    // The reminder: created by the command, sent by the sender on the queue channel.
+    let reminder = child(&spans, command, "sender.deliver");
+    assert_eq!(reminder.attr("kind"), Some("calendar.reminder"));
+    let queued = child(&spans, reminder, "channel.call");
+    assert_eq!(queued.attr("channel"), Some("queue"));
+    // The notification it queued: routed to the owner, written to their channel, relayed, fanned out.
+    let route = child(&spans, queued, "notification.route");
+    let realtime = spans
+        .iter()
+        .filter(|s| s.parent_id == route.span_id && s.name == "sender.deliver")
+        .map(|d| child(&spans, d, "channel.call"))
+        .find(|call| call.attr("channel") == Some("realtime"))
+        .expect("the realtime delivery under the router");
+    let relayed = child(&spans, realtime, "relay.publish");
+    assert_eq!(relayed.attr("event.kind"), Some("event.reminder"));
+    child(&spans, relayed, "gateway.fanout");
+}
