@@ -355,7 +355,7 @@ async fn start_roles(config: &Config, roles: Roles) -> anyhow::Result<Running> {
     if !roles.workers {
         let role = if roles.api { "api" } else { "gateway" };
         let (store, broker) = (&config.store_url, &config.broker_url);
-        tracing::info!(role, %http_addr, grpc_addr = ?grpc_addr, %store, %broker, "herald is serving");
+        tracing::info!(role, %http_addr, grpc_addr = grpc_addr.map(tracing::field::display), %store, %broker, "herald is serving");
         return Ok(Running { http_addr, grpc_addr, herald, shutdown, server, workers });
     }
     let relay = relay(config, store.clone(), broker.clone(), metrics.clone());
@@ -376,6 +376,6 @@ async fn start_roles(config: &Config, roles: Roles) -> anyhow::Result<Running> {
         let gc = gc.clone();
         async move { gc.tick_logged().await }
     }));
-    tracing::info!(%http_addr, grpc_addr = ?grpc_addr, store = %config.store_url, broker = %config.broker_url, "herald is serving");
+    tracing::info!(%http_addr, grpc_addr = grpc_addr.map(tracing::field::display), store = %config.store_url, broker = %config.broker_url, "herald is serving");
     Ok(Running { http_addr, grpc_addr, herald, shutdown, server, workers })
 }
