@@ -123,6 +123,12 @@ impl TokenIssuer {
     }
 
     pub fn verify(&self, token: &str, now: DateTime<Utc>) -> Result<Identity, TokenError> {
+        self.verify_until(token, now).map(|(identity, _)| identity)
+    }
+
+    /// Like [`TokenIssuer::verify`], also answering when the token expires (a long-lived
+    /// connection ends then).
+    pub fn verify_until(&self, token: &str, now: DateTime<Utc>) -> Result<(Identity, DateTime<Utc>), TokenError> {
         let (signing_input, signature) = token.rsplit_once('.').ok_or(TokenError::Malformed)?;
         let (header, payload) = signing_input.split_once('.').ok_or(TokenError::Malformed)?;
         if header != HEADER {
@@ -137,7 +143,8 @@ impl TokenIssuer {
         if now.timestamp() >= claims.exp {
             return Err(TokenError::Expired);
         }
-        Ok(Identity { user_id: claims.sub, role: claims.role })
+        let expires = DateTime::from_timestamp(claims.exp, 0).ok_or(TokenError::Malformed)?;
+        Ok((Identity { user_id: claims.sub, role: claims.role }, expires))
     }
 
     fn sign(&self, input: &[u8]) -> Vec<u8> {

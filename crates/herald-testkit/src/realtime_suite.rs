@@ -414,6 +414,41 @@ pub async fn socketio_clients_get_unacknowledged_events_again_on_any_gateway(clu
     }
 }
 
+/// A session ends when its token expires (checked at the handshake only, it would otherwise
+/// outlive it); a fresh token resumes it where it was.
+pub async fn a_session_ends_when_its_token_expires_and_resumes_with_a_fresh_one(cluster: &Cluster) {
+    let node = cluster.serve_with(|env| drop(env.insert("HERALD_JWT_TTL".into(), "2s".into()))).await;
+    let ada = cluster.account(&node, "ada@example.org").await;
+    let mut ws = connect(&node, &ada, "short").await;
+    let head = ws.subscribe(&channel(&ada), None).await["offset"].as_i64().expect("offset");
+    create_task(cluster, &node, &ada, "before").await;
+    assert_eq!(titles(&ws.events(1, WAIT).await), ["before"]);
+    let close = loop {
+        let frame = ws.next_frame(Duration::from_secs(5)).await.expect("the server closes the session");
+        if frame["op"] == "close" {
+            break frame;
+        }
+    };
+    assert_eq!(close["code"], "token_expired", "{close}");
+    let refused = WsClient::connect(&node.ws_url(), &ada.token, "short").await.expect_err("the old token");
+    assert_eq!(refused["code"], "token_expired", "{refused}");
+
+    let fresh = Account { token: login(cluster, &node, "ada@example.org").await, ..ada };
+    let mut ws = connect(&node, &fresh, "short").await;
+    assert_eq!(ws.subscribe(&channel(&fresh), None).await["recovered"], true);
+    let again = ws.events(1, WAIT).await;
+    assert_eq!(offsets(&again), [head + 1], "the unacknowledged event, again");
+    ws.close().await;
+    node.stop().await;
+}
+
+async fn login(cluster: &Cluster, node: &Node, email: &str) -> String {
+    let body = json!({"email": email, "password": "password123"});
+    let reply = cluster.client.post(node.url("/api/v1/auth/login")).json(&body).send().await.expect("login");
+    let token: Value = reply.json().await.expect("token");
+    token["access_token"].as_str().expect("access_token").to_owned()
+}
+
 /// Waits until the store holds `session`'s cursor at `offset` (acks are written in batches).
 async fn wait_for_cursor(node: &Node, account: &Account, session: &str, offset: i64) {
     let store = node.herald().services.store.clone();

@@ -20,7 +20,7 @@ use std::{
 use axum::{Router, routing::get};
 use herald_core::{
     Herald,
-    auth::{Caller, Identity},
+    auth::Identity,
     channel::SessionId,
     error::{ApiError, ErrorCode},
     trace,
@@ -51,6 +51,14 @@ impl Default for GatewayOptions {
             handshake_timeout: Duration::from_secs(10),
         }
     }
+}
+
+/// A handshake that proved who connects, under which session id, until when.
+#[derive(Debug, Clone)]
+struct Handshake {
+    identity: Identity,
+    session: SessionId,
+    expires: chrono::DateTime<chrono::Utc>,
 }
 
 /// The gateway of one process: its sessions, their channels, and the writer of their acks.
@@ -205,19 +213,20 @@ impl Gateway {
     }
 
     /// Authenticates a handshake: the bearer token and the client's session id.
-    fn authenticate(&self, token: Option<&str>, session: Option<&str>) -> Result<(Identity, SessionId), ApiError> {
+    fn authenticate(&self, token: Option<&str>, session: Option<&str>) -> Result<Handshake, ApiError> {
         let token = token.filter(|t| !t.is_empty()).ok_or_else(|| {
             ApiError::new(ErrorCode::Unauthorized, "the handshake carries no token (`auth: {token, session}`)")
         })?;
-        let Caller::User(identity) = self.inner.herald.caller(Some(format!("Bearer {token}").as_bytes()))? else {
-            return Err(ApiError::new(ErrorCode::Unauthorized, "the handshake carries no token"));
-        };
+        let svc = &self.inner.herald.services;
+        let (identity, expires) = svc.tokens.verify_until(token, svc.clock.now())?;
         let session = SessionId::parse(session.unwrap_or_default())?;
-        Ok((identity, session))
+        Ok(Handshake { identity, session, expires })
     }
 
     /// Opens a session on `outlet`, replacing (and closing) an open one with the same user and id.
-    fn open_session(&self, identity: Identity, id: SessionId, outlet: Box<dyn Outlet>) -> Arc<Session> {
+    /// The session ends when its token expires; the client reconnects with a fresh one and resumes.
+    fn open_session(&self, handshake: Handshake, outlet: Box<dyn Outlet>) -> Arc<Session> {
+        let Handshake { identity, session: id, expires } = handshake;
         let session = Session::new(self.inner.clone(), identity, id.clone(), outlet);
         let replaced = {
             let mut open = self.inner.open.lock().expect("sessions lock");
@@ -227,6 +236,14 @@ impl Gateway {
         if let Some(old) = replaced.and_then(|w| w.upgrade()) {
             old.close_with("replaced", "another connection resumed this session");
         }
+        let left = (expires - self.inner.herald.services.clock.now()).to_std().unwrap_or_default();
+        let watched = Arc::downgrade(&session);
+        tokio::spawn(async move {
+            tokio::time::sleep(left).await;
+            if let Some(session) = watched.upgrade() {
+                session.close_with("token_expired", "the access token expired; reconnect with a fresh one to resume");
+            }
+        });
         self.inner.herald.services.metrics.realtime.sessions.inc();
         session
     }

@@ -2,7 +2,7 @@
 
 use std::{fmt, sync::Arc, time::Duration};
 
-use herald_core::{auth::Identity, channel::SessionId, error::ApiError};
+use herald_core::error::ApiError;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use socketioxide::{
@@ -62,9 +62,9 @@ impl fmt::Display for Refused {
     }
 }
 
-/// The identity a handshake proved, kept on the socket for its handlers.
+/// What a handshake proved, kept on the socket for its connect handler.
 #[derive(Debug, Clone)]
-struct Proven(Identity, SessionId);
+struct Proven(super::Handshake);
 
 /// The session of a socket, kept on the socket.
 #[derive(Debug, Clone)]
@@ -131,9 +131,8 @@ pub(super) fn layer(gateway: Gateway) -> SocketIoLayer {
         let gateway = auth_gateway.clone();
         async move {
             let auth = auth.unwrap_or(Auth { token: None, session: None });
-            let (identity, session) =
-                gateway.authenticate(auth.token.as_deref(), auth.session.as_deref()).map_err(Refused)?;
-            socket.extensions.insert(Proven(identity, session));
+            let handshake = gateway.authenticate(auth.token.as_deref(), auth.session.as_deref()).map_err(Refused)?;
+            socket.extensions.insert(Proven(handshake));
             Ok::<(), Refused>(())
         }
     };
@@ -146,11 +145,11 @@ pub(super) fn layer(gateway: Gateway) -> SocketIoLayer {
 }
 
 fn on_connect(gateway: Gateway, socket: SocketRef) {
-    let Some(Proven(identity, session_id)) = socket.extensions.get::<Proven>() else {
+    let Some(Proven(handshake)) = socket.extensions.get::<Proven>() else {
         let _ = socket.disconnect();
         return;
     };
-    let session = gateway.open_session(identity, session_id, Box::new(SioOutlet { socket: socket.clone() }));
+    let session = gateway.open_session(handshake, Box::new(SioOutlet { socket: socket.clone() }));
     socket.extensions.insert(Attached(session));
 
     socket.on("subscribe", |socket: SocketRef, TryData(input): TryData<SubscribeInput>, ack: AckSender| async move {

@@ -109,7 +109,7 @@ fn close_frame(code: &str, message: &str) -> String {
 
 async fn run(gateway: Gateway, socket: WebSocket) {
     let (mut sink, mut stream) = socket.split();
-    let (identity, session_id) = match hello(&gateway, &mut stream).await {
+    let handshake = match hello(&gateway, &mut stream).await {
         Ok(Some(hello)) => hello,
         Ok(None) => return,
         Err(err) => {
@@ -123,8 +123,9 @@ async fn run(gateway: Gateway, socket: WebSocket) {
     let (frames_tx, mut frames) = mpsc::channel::<String>(gateway.inner.options.session_buffer.max(1));
     let (closer, mut closed) = oneshot::channel::<(String, String)>();
     let outlet = WsOutlet { frames: frames_tx.clone(), closer: Mutex::new(Some(closer)) };
-    let session = gateway.open_session(identity, session_id.clone(), Box::new(outlet));
-    let welcome = json!({"op": "welcome", "user": identity.user_id, "session": session_id}).to_string();
+    let welcome =
+        json!({"op": "welcome", "user": handshake.identity.user_id, "session": handshake.session}).to_string();
+    let session = gateway.open_session(handshake, Box::new(outlet));
     let _ = frames_tx.send(welcome).await;
 
     let writer = tokio::spawn(async move {
@@ -180,7 +181,7 @@ async fn run(gateway: Gateway, socket: WebSocket) {
 async fn hello(
     gateway: &Gateway,
     stream: &mut futures::stream::SplitStream<WebSocket>,
-) -> Result<Option<(herald_core::auth::Identity, herald_core::channel::SessionId)>, ApiError> {
+) -> Result<Option<super::Handshake>, ApiError> {
     let first = tokio::time::timeout(gateway.inner.options.handshake_timeout, stream.next())
         .await
         .map_err(|_| ApiError::new(ErrorCode::Unauthorized, "no hello frame in time"))?;
