@@ -127,7 +127,6 @@ impl Gateway {
         let broker = self.inner.herald.services.broker.clone();
         let metrics = self.inner.herald.services.metrics.clone();
         let mut backoff = Duration::from_millis(100);
-        let mut first = true;
         while !shutdown.is_cancelled() {
             let subscribed = tokio::select! {
                 () = shutdown.cancelled() => return,
@@ -145,11 +144,9 @@ impl Gateway {
                     continue;
                 }
             };
-            if !first {
-                // Whatever was broadcast while unsubscribed is in the store.
-                self.inner.hub.resync_all();
-            }
-            first = false;
+            // Whatever was broadcast while unsubscribed (before the first subscription too: a
+            // session may subscribe while this one is being set up) is in the store.
+            self.inner.hub.resync_all();
             backoff = Duration::from_millis(100);
             loop {
                 let next = tokio::select! {

@@ -121,6 +121,14 @@ pub(super) struct Session {
     closed: AtomicBool,
 }
 
+/// Why a channel reads its stream: a subscription resuming from its position (what it sends
+/// is redelivered: sent before, or missed while away), or a gap in the live path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Replay {
+    Resume,
+    Gap,
+}
+
 /// The answer to `subscribe`.
 #[derive(Debug, Clone, Serialize)]
 pub(super) struct Subscribed {
@@ -201,13 +209,17 @@ impl Session {
 
     /// Starts sending what the stream holds after the subscription's position, then goes live.
     pub(super) fn start_replay(self: &Arc<Self>, channel: String, generation: u64) {
+        self.spawn_replay(channel, generation, Replay::Resume);
+    }
+
+    fn spawn_replay(self: &Arc<Self>, channel: String, generation: u64, why: Replay) {
         let session = self.clone();
-        tokio::spawn(async move { session.replay(&channel, generation).await });
+        tokio::spawn(async move { session.replay(&channel, generation, why).await });
     }
 
     /// Sends the stream after the channel's position at the client's pace (waiting for room in
     /// its buffer, not disconnecting it), then what came live meanwhile, then turns live.
-    async fn replay(self: Arc<Self>, channel: &str, generation: u64) {
+    async fn replay(self: Arc<Self>, channel: &str, generation: u64, why: Replay) {
         let svc = &self.gw.herald.services;
         loop {
             let Some(from) = self.with_channel(channel, generation, |c| c.sent) else { return };
@@ -234,7 +246,9 @@ impl Session {
                     return;
                 }
                 next = event.channel_offset;
-                svc.metrics.realtime.redeliveries.inc();
+                if why == Replay::Resume {
+                    svc.metrics.realtime.redeliveries.inc();
+                }
             }
             if full {
                 continue;
@@ -313,7 +327,7 @@ impl Session {
         state.waiting.push(event.clone());
         let generation = state.generation;
         drop(channels);
-        self.start_replay(event.channel.clone(), generation);
+        self.spawn_replay(event.channel.clone(), generation, Replay::Gap);
     }
 
     /// Turns every live channel back to replaying, to pick up what the live path may have missed.
@@ -327,7 +341,7 @@ impl Session {
             }
         }
         for (channel, generation) in restart {
-            self.start_replay(channel, generation);
+            self.spawn_replay(channel, generation, Replay::Gap);
         }
     }
 
