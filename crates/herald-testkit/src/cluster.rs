@@ -99,15 +99,8 @@ impl Cluster {
 
     async fn started(&self, running: Running) -> Node {
         let node = Node { base: format!("http://{}", running.http_addr), running };
-        for _ in 0..200 {
-            if let Ok(r) = self.client.get(format!("{}/readyz", node.base)).send().await
-                && r.status() == StatusCode::OK
-            {
-                return node;
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-        panic!("node at {} never became ready", node.base);
+        wait_ready(&self.client, &node.base).await;
+        node
     }
 
     /// Registers `email` through `node` and logs in.
@@ -116,13 +109,19 @@ impl Cluster {
         let reply = self.client.post(node.url("/api/v1/auth/register")).json(&body).send().await.expect("register");
         assert_eq!(reply.status(), StatusCode::CREATED, "register {email}");
         let user: Value = reply.json().await.expect("user");
-        let login = json!({"email": email, "password": "password123"});
-        let reply = self.client.post(node.url("/api/v1/auth/login")).json(&login).send().await.expect("login");
-        let token: Value = reply.json().await.expect("token");
         Account {
             id: user["id"].as_str().and_then(|s| s.parse().ok()).expect("user id"),
-            token: token["access_token"].as_str().expect("access_token").to_owned(),
+            token: self.login(node, email).await,
         }
+    }
+
+    /// Logs `email` (registered by [`Cluster::account`]) in through `node`: a fresh token.
+    pub async fn login(&self, node: &Node, email: &str) -> String {
+        let login = json!({"email": email, "password": "password123"});
+        let reply = self.client.post(node.url("/api/v1/auth/login")).json(&login).send().await.expect("login");
+        assert_eq!(reply.status(), StatusCode::OK, "login {email}");
+        let token: Value = reply.json().await.expect("token");
+        token["access_token"].as_str().expect("access_token").to_owned()
     }
 
     /// `POST path` on `node` as `account`; the answer's status and JSON body.
@@ -136,6 +135,25 @@ impl Cluster {
     pub async fn finish(self) {
         self.store.finish().await;
     }
+}
+
+/// Polls `{base}/readyz` until it answers 200: readiness, never a fixed sleep.
+pub async fn wait_ready(client: &reqwest::Client, base: &str) {
+    for _ in 0..400 {
+        if let Ok(r) = client.get(format!("{base}/readyz")).send().await
+            && r.status() == StatusCode::OK
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("{base} never became ready");
+}
+
+/// The value of the sample `name` (with its labels, e.g. `herald_acks_total` or
+/// `herald_x_total{result="ok"}`) in a Prometheus text exposition.
+pub fn metric(exposition: &str, name: &str) -> Option<f64> {
+    exposition.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
 }
 
 impl Node {

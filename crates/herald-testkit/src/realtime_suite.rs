@@ -85,10 +85,7 @@ pub async fn unacknowledged_events_come_again_after_a_reconnect(cluster: &Cluste
 
     let metrics = cluster.client.get(node.url("/metrics")).send().await.expect("metrics").text().await.expect("text");
     let value = |name: &str| -> f64 {
-        metrics
-            .lines()
-            .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.trim().parse().ok()))
-            .unwrap_or_else(|| panic!("{name} is not in /metrics"))
+        crate::cluster::metric(&metrics, name.trim_end()).unwrap_or_else(|| panic!("{name} is not in /metrics"))
     };
     assert_eq!(value("herald_realtime_sessions "), 2.0, "two open sessions");
     assert_eq!(value("herald_realtime_subscriptions_total{result=\"fresh\"} "), 2.0);
@@ -433,20 +430,13 @@ pub async fn a_session_ends_when_its_token_expires_and_resumes_with_a_fresh_one(
     let refused = WsClient::connect(&node.ws_url(), &ada.token, "short").await.expect_err("the old token");
     assert_eq!(refused["code"], "token_expired", "{refused}");
 
-    let fresh = Account { token: login(cluster, &node, "ada@example.org").await, ..ada };
+    let fresh = Account { token: cluster.login(&node, "ada@example.org").await, ..ada };
     let mut ws = connect(&node, &fresh, "short").await;
     assert_eq!(ws.subscribe(&channel(&fresh), None).await["recovered"], true);
     let again = ws.events(1, WAIT).await;
     assert_eq!(offsets(&again), [head + 1], "the unacknowledged event, again");
     ws.close().await;
     node.stop().await;
-}
-
-async fn login(cluster: &Cluster, node: &Node, email: &str) -> String {
-    let body = json!({"email": email, "password": "password123"});
-    let reply = cluster.client.post(node.url("/api/v1/auth/login")).json(&body).send().await.expect("login");
-    let token: Value = reply.json().await.expect("token");
-    token["access_token"].as_str().expect("access_token").to_owned()
 }
 
 /// Waits until the store holds `session`'s cursor at `offset` (acks are written in batches).

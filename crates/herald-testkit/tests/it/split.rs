@@ -11,6 +11,7 @@ use std::time::Duration;
 use herald_testkit::{
     Backend, TestStore,
     broker_suite::BrokerKind,
+    cluster::{metric, wait_ready},
     mock_provider::MockProvider,
     node::SioClient,
     processes::{HeraldProcess, herald_bin},
@@ -69,18 +70,6 @@ impl Http {
     }
 }
 
-async fn ready(client: &reqwest::Client, name: &str, addr: &str) {
-    for _ in 0..400 {
-        if let Ok(r) = client.get(format!("http://{addr}/readyz")).send().await
-            && r.status() == StatusCode::OK
-        {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!("{name} at {addr} never became ready");
-}
-
 async fn split_deployment(broker: BrokerKind, test: &str) {
     let var = if broker == BrokerKind::Amqp { "HERALD_TEST_AMQP_URL" } else { "HERALD_TEST_NATS_URL" };
     let Some(broker_url) = herald_testkit::backend_url(var, test) else { return };
@@ -137,14 +126,14 @@ async fn split_deployment(broker: BrokerKind, test: &str) {
     let client = reqwest::Client::new();
     let api_addr = api.http_addr().await;
     let gateway_addrs = [gateways[0].http_addr().await, gateways[1].http_addr().await];
-    ready(&client, "api", &api_addr).await;
-    for (gateway, addr) in gateways.iter().zip(&gateway_addrs) {
-        ready(&client, &gateway.name, addr).await;
+    wait_ready(&client, &format!("http://{api_addr}")).await;
+    for addr in &gateway_addrs {
+        wait_ready(&client, &format!("http://{addr}")).await;
     }
     let mut admin_addrs = Vec::new();
     for process in relays.iter_mut().chain(schedulers.iter_mut()).chain(senders.iter_mut()) {
         let addr = process.admin_addr().await;
-        ready(&client, &process.name.clone(), &addr).await;
+        wait_ready(&client, &format!("http://{addr}")).await;
         admin_addrs.push(addr);
     }
     let http = Http { client: client.clone(), base: format!("http://{api_addr}") };
@@ -265,9 +254,7 @@ async fn split_deployment(broker: BrokerKind, test: &str) {
 
     // No double work: every outbox event published once in all (one relay at a time), and
     // every claim of a delivery either reported or rescued, never two at once.
-    let metric = |text: &str, name: &str| -> f64 {
-        text.lines().find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok())).unwrap_or(0.0)
-    };
+    let metric = |text: &str, name: &str| metric(text, name.trim_end()).unwrap_or(0.0);
     let scrape = |addr: String| {
         let client = client.clone();
         async move {
