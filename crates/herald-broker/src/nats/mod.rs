@@ -137,7 +137,7 @@ impl NatsBroker {
                 .await
                 .map_err(unavailable)?;
         }
-        // Core NATS has no publish ack: a flush proves the server took everything sent so far.
+        // Core NATS has no publish ack: a round trip proves the server took everything sent so far.
         self.shared.flush().await
     }
 }
@@ -172,10 +172,23 @@ impl Shared {
             .await
     }
 
+    /// A round trip through the server: everything this connection sent before it (a SUB, a PUB)
+    /// has been processed by the server once it returns. `Client::flush` is not enough: it only
+    /// empties the socket's write buffer. The server handles one connection's commands in order,
+    /// so a message published to a fresh inbox and received back proves the ones before it.
     async fn flush(&self) -> Result<(), BrokerError> {
-        match timeout(self.timeout, self.client.flush()).await {
-            Ok(flushed) => flushed.map_err(unavailable),
-            Err(_) => Err(AdapterError::Timeout(self.timeout, "waiting for NATS to take the messages").into()),
+        let round_trip = async {
+            let inbox = self.client.new_inbox();
+            let mut probe = self.client.subscribe(inbox.clone()).await.map_err(unavailable)?;
+            self.client.publish(inbox, "".into()).await.map_err(unavailable)?;
+            self.client.flush().await.map_err(unavailable)?;
+            probe.next().await.ok_or(BrokerError::Closed)?;
+            probe.unsubscribe().await.ok();
+            Ok(())
+        };
+        match timeout(self.timeout, round_trip).await {
+            Ok(done) => done,
+            Err(_) => Err(AdapterError::Timeout(self.timeout, "waiting for NATS to answer").into()),
         }
     }
 }
@@ -261,7 +274,7 @@ impl Broker for NatsBroker {
         check_name(topic)?;
         let subject = self.shared.topic_subject(topic);
         let subscriber = self.shared.client.subscribe(subject.clone()).await.map_err(unavailable)?;
-        // The server has the interest once it answered a ping sent after the SUB.
+        // The server has the interest once a round trip sent after the SUB came back.
         self.shared.flush().await?;
         Ok(Box::new(NatsSubscription { subscriber, subject, closed: self.shared.closed.clone() }))
     }
