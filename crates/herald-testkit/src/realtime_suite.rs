@@ -83,7 +83,15 @@ pub async fn unacknowledged_events_come_again_after_a_reconnect(cluster: &Cluste
     let mut other = connect(&node, &ada, "tab-2").await;
     assert_eq!(other.subscribe(&channel(&ada), None).await["recovered"], false);
 
-    let metrics = cluster.client.get(node.url("/metrics")).send().await.expect("metrics").text().await.expect("text");
+    // A closed connection leaves the sessions gauge once the server has seen it end.
+    let mut metrics = String::new();
+    for _ in 0..100 {
+        metrics = cluster.client.get(node.url("/metrics")).send().await.expect("metrics").text().await.expect("text");
+        if crate::cluster::metric(&metrics, "herald_realtime_sessions") == Some(2.0) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let value = |name: &str| -> f64 {
         crate::cluster::metric(&metrics, name.trim_end()).unwrap_or_else(|| panic!("{name} is not in /metrics"))
     };
@@ -210,7 +218,7 @@ pub async fn recovery_fails_once_the_gap_has_left_the_stream(cluster: &Cluster) 
     }
     // Wait until the relay has published them, then keep only the newest 2 of the channel.
     let store = node.herald().services.store.clone();
-    for _ in 0..200 {
+    for _ in 0..1200 {
         if store.unpublished_events(10).await.expect("unpublished").is_empty() {
             break;
         }
@@ -444,11 +452,14 @@ async fn wait_for_cursor(node: &Node, account: &Account, session: &str, offset: 
     let store = node.herald().services.store.clone();
     let session = herald_core::channel::SessionId::parse(session).expect("session");
     let user = herald_core::user::UserId(account.id);
-    for _ in 0..200 {
-        if store.session_cursor(user, &session, &channel(account)).await.expect("cursor") == Some(offset) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let mut seen = None;
+    while tokio::time::Instant::now() < deadline {
+        seen = store.session_cursor(user, &session, &channel(account)).await.expect("cursor");
+        if seen == Some(offset) {
             return;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    panic!("the cursor of {session} never reached {offset}");
+    panic!("the cursor of {session} never reached {offset} within {WAIT:?}: it is at {seen:?}");
 }

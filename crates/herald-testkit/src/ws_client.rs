@@ -126,8 +126,11 @@ impl WsClient {
         out
     }
 
-    /// Closes the connection (the session stays, with its cursors, on the server).
+    /// Closes the connection (the session stays, with its cursors, on the server) and waits, up to
+    /// 5 s, for the server to answer the close.
     pub async fn close(mut self) {
         let _ = self.socket.close(None).await;
+        let _ =
+            tokio::time::timeout(Duration::from_secs(5), async { while self.socket.next().await.is_some() {} }).await;
     }
 }

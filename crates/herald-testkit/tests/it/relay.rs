@@ -149,17 +149,19 @@ async fn a_served_change_is_relayed_on_wake_up(backend: herald_testkit::Backend)
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     let started = std::time::Instant::now();
     let task = app.post("/api/v1/tasks", Some(&token), &serde_json::json!({"title": "Wake up"})).await.body;
-    let message = tokio::time::timeout(std::time::Duration::from_secs(5), sub.next())
+    // Anything well below the minute-long poll interval proves the wake-up; the margin is for a
+    // loaded machine.
+    let message = tokio::time::timeout(std::time::Duration::from_secs(30), sub.next())
         .await
         .expect("relayed on wake-up, long before the poll interval")
         .expect("open");
     let herald_core::wire::EventEnvelope::V1 { kind, data, offset, .. } =
         herald_core::wire::EventEnvelope::decode(&message.payload).expect("envelope");
     assert_eq!((kind.as_str(), offset, &data["id"]), ("task.created", 1, &task["id"]));
-    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    assert!(started.elapsed() < std::time::Duration::from_secs(30));
     // The relay counts an event after marking it, which may come just after the subscriber saw it.
     let mut metrics = String::new();
-    for _ in 0..50 {
+    for _ in 0..500 {
         metrics = app.client.get(app.url("/metrics")).send().await.expect("metrics").text().await.expect("text");
         if metrics.contains("herald_relay_published_total 1") {
             break;
