@@ -13,7 +13,11 @@
 //!   `d`; `nack(None)` at once.
 //! - **Topics** ([`Broker::broadcast`], [`Broker::subscribe`]) fan out: every live subscription gets
 //!   every message broadcast after it subscribed, in broadcast order. They are not durable: what a
-//!   subscriber misses while away, the store's channel streams fill in.
+//!   subscriber misses while away, the store's channel streams fill in. A subscription that may
+//!   have missed messages (its connection dropped and came back, or the adapter had to drop some)
+//!   says so: [`Subscription::next`] returns [`BrokerError::Interrupted`] once it is receiving
+//!   again, so everything broadcast after that error arrives, and the subscriber reads the store
+//!   for what came before.
 //! - **Dropping** a [`Delivery`] without settling it leaves it to its ack deadline; dropping a
 //!   [`QueueConsumer`] releases everything it holds for redelivery. Settling a delivery whose lease
 //!   is gone (deadline passed, consumer or connection lost) fails; the message is redelivered.
@@ -85,6 +89,10 @@ pub enum BrokerError {
     /// The consumer, subscription or broker was closed.
     #[error("closed")]
     Closed,
+    /// A subscription was cut off and is receiving again: messages broadcast in between may be
+    /// missing. The subscription keeps working.
+    #[error("the subscription was interrupted; broadcasts may have been missed")]
+    Interrupted,
     #[error("broker error")]
     Other(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
@@ -136,7 +144,8 @@ pub trait QueueConsumer: Send {
 /// A subscription to one topic.
 #[async_trait]
 pub trait Subscription: Send {
-    /// The next message broadcast on the topic; waits for one. `Err(Closed)` ends the stream.
+    /// The next message broadcast on the topic; waits for one. `Err(Closed)` ends the stream;
+    /// `Err(Interrupted)` says messages may have been missed, and the stream goes on.
     async fn next(&mut self) -> Result<Message, BrokerError>;
 }
 

@@ -97,6 +97,20 @@ impl Cluster {
         self.started(herald::app::start_gateway(&self.config(|_| {})).await.expect("start gateway")).await
     }
 
+    /// The broker's `host:port`, for a [`Proxy`](crate::proxy::Proxy); `None` in-process.
+    pub fn broker_target(&self) -> Option<String> {
+        self.shares_broker().then(|| crate::broker_suite::broker_target(self.broker, &self.broker_url))
+    }
+
+    /// Starts `herald gateway` alone, reaching the broker through `proxy` (so a test can cut it off).
+    pub async fn gateway_through(&self, proxy: &crate::proxy::Proxy) -> Node {
+        let url = crate::broker_suite::proxied_url(&self.broker_url, proxy);
+        let config = self.config(|env| {
+            env.insert("HERALD_BROKER_URL".to_owned(), url);
+        });
+        self.started(herald::app::start_gateway(&config).await.expect("start gateway")).await
+    }
+
     async fn started(&self, running: Running) -> Node {
         let node = Node { base: format!("http://{}", running.http_addr), running };
         wait_ready(&self.client, &node.base).await;

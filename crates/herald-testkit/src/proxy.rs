@@ -1,11 +1,15 @@
 //! A TCP proxy for tests: listens on `127.0.0.1:0`, forwards every connection to a target, and
 //! severs all current connections on demand while it keeps accepting new ones, so a test can drop
-//! a client's connection to RabbitMQ or NATS without admin tools.
+//! a client's connection to RabbitMQ or NATS without admin tools. Held, it also turns away new
+//! connections, for an outage that lasts until it is released.
 
 use std::{
     io,
     net::SocketAddr,
-    sync::{Arc, Mutex},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
 };
 
 use tokio::net::{TcpListener, TcpStream};
@@ -17,6 +21,8 @@ pub struct Proxy {
     addr: SocketAddr,
     /// Cancelled to sever the connections accepted since the last sever; then replaced.
     generation: Arc<Mutex<CancellationToken>>,
+    /// New connections are closed at once while set.
+    held: Arc<AtomicBool>,
     stop: CancellationToken,
 }
 
@@ -27,8 +33,9 @@ impl Proxy {
         let addr = listener.local_addr()?;
         let generation = Arc::new(Mutex::new(CancellationToken::new()));
         let stop = CancellationToken::new();
-        tokio::spawn(accept(listener, target.to_owned(), Arc::clone(&generation), stop.clone()));
-        Ok(Self { addr, generation, stop })
+        let held = Arc::new(AtomicBool::new(false));
+        tokio::spawn(accept(listener, target.to_owned(), Arc::clone(&generation), Arc::clone(&held), stop.clone()));
+        Ok(Self { addr, generation, held, stop })
     }
 
     /// Where clients connect.
@@ -41,6 +48,17 @@ impl Proxy {
         let mut current = self.generation.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         current.cancel();
         *current = CancellationToken::new();
+    }
+
+    /// Severs every connection and turns new ones away until [`Proxy::release`]: an outage.
+    pub fn hold(&self) {
+        self.held.store(true, Ordering::SeqCst);
+        self.sever();
+    }
+
+    /// Ends [`Proxy::hold`]: new connections are forwarded again.
+    pub fn release(&self) {
+        self.held.store(false, Ordering::SeqCst);
     }
 }
 
@@ -55,6 +73,7 @@ async fn accept(
     listener: TcpListener,
     target: String,
     generation: Arc<Mutex<CancellationToken>>,
+    held: Arc<AtomicBool>,
     stop: CancellationToken,
 ) {
     loop {
@@ -63,6 +82,10 @@ async fn accept(
             accepted = listener.accept() => accepted,
         };
         let Ok((mut client, _)) = accepted else { continue };
+        if held.load(Ordering::SeqCst) {
+            drop(client);
+            continue;
+        }
         let severed = generation.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).clone();
         let target = target.clone();
         tokio::spawn(async move {
@@ -87,7 +110,7 @@ mod tests {
     use super::*;
 
     #[tokio::test]
-    async fn forwards_then_severs_then_accepts_again() {
+    async fn forwards_severs_holds_and_releases() {
         let echo = TcpListener::bind("127.0.0.1:0").await.expect("bind echo");
         let echo_addr = echo.local_addr().expect("echo addr");
         tokio::spawn(async move {
@@ -114,5 +137,16 @@ mod tests {
         second.write_all(b"pong").await.expect("write");
         second.read_exact(&mut buf).await.expect("echo again");
         assert_eq!(&buf, b"pong");
+
+        proxy.hold();
+        let mut turned_away = TcpStream::connect(proxy.addr()).await.expect("accepted, then closed");
+        turned_away.write_all(b"ping").await.ok();
+        let read = tokio::time::timeout(Duration::from_secs(2), turned_away.read(&mut buf)).await.expect("closed");
+        assert!(matches!(read, Ok(0) | Err(_)), "a held proxy forwards nothing: {read:?}");
+        proxy.release();
+        let mut third = TcpStream::connect(proxy.addr()).await.expect("connect after release");
+        third.write_all(b"back").await.expect("write");
+        third.read_exact(&mut buf).await.expect("echo after release");
+        assert_eq!(&buf, b"back");
     }
 }

@@ -170,6 +170,40 @@ pub async fn a_session_moves_between_gateway_instances(cluster: &Cluster) {
     api.stop().await;
 }
 
+/// A gateway cut off from the broker misses the live broadcasts of the outage; once it is back,
+/// its sessions get what was committed meanwhile from the store, with no later event needed to
+/// reveal the gap.
+pub async fn a_gateway_cut_off_from_the_broker_catches_up_when_it_is_back(cluster: &Cluster) {
+    let Some(target) = cluster.broker_target() else {
+        eprintln!("(in-process broker: there is no connection to cut)");
+        return;
+    };
+    let proxy = crate::proxy::Proxy::start(&target).await.expect("start proxy");
+    let api = cluster.serve().await;
+    let gateway = cluster.gateway_through(&proxy).await;
+    let ada = cluster.account(&api, "ada@example.org").await;
+    let mut ws = connect(&gateway, &ada, "laptop").await;
+    let head = ws.subscribe(&channel(&ada), None).await["offset"].as_i64().expect("offset");
+    create_task(cluster, &api, &ada, "before").await;
+    assert_eq!(titles(&ws.events(1, WAIT).await), ["before"]);
+
+    proxy.hold();
+    create_task(cluster, &api, &ada, "during").await;
+    wait_relayed(&api).await;
+    assert!(ws.next_event(QUIET).await.is_none(), "the gateway hears nothing while cut off");
+    proxy.release();
+
+    let caught_up = ws.events(1, 2 * WAIT).await;
+    assert_eq!(titles(&caught_up), ["during"], "the broadcast missed in the outage, from the store");
+    assert_eq!(offsets(&caught_up), [head + 2]);
+    create_task(cluster, &api, &ada, "after").await;
+    let live = ws.events(1, WAIT).await;
+    assert_eq!((titles(&live), offsets(&live)), (vec!["after".to_owned()], vec![head + 3]));
+    ws.close().await;
+    gateway.stop().await;
+    api.stop().await;
+}
+
 /// A forged token, another user's channel and a malformed channel are refused with clear codes.
 pub async fn forged_tokens_and_other_users_channels_are_refused(cluster: &Cluster) {
     let node = cluster.serve().await;
@@ -217,13 +251,8 @@ pub async fn recovery_fails_once_the_gap_has_left_the_stream(cluster: &Cluster) 
         create_task(cluster, &node, &ada, title).await;
     }
     // Wait until the relay has published them, then keep only the newest 2 of the channel.
+    wait_relayed(&node).await;
     let store = node.herald().services.store.clone();
-    for _ in 0..1200 {
-        if store.unpublished_events(10).await.expect("unpublished").is_empty() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
     assert_eq!(store.trim_channels(2, 100).await.expect("trim"), 2);
 
     let mut ws = connect(&node, &ada, "tab").await;
@@ -445,6 +474,16 @@ pub async fn a_session_ends_when_its_token_expires_and_resumes_with_a_fresh_one(
     assert_eq!(offsets(&again), [head + 1], "the unacknowledged event, again");
     ws.close().await;
     node.stop().await;
+}
+
+/// Waits until the relay has published every event in the store.
+async fn wait_relayed(node: &Node) {
+    let store = node.herald().services.store.clone();
+    let deadline = tokio::time::Instant::now() + 3 * WAIT;
+    while !store.unpublished_events(10).await.expect("unpublished").is_empty() {
+        assert!(tokio::time::Instant::now() < deadline, "the relay did not publish within {:?}", 3 * WAIT);
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
 }
 
 /// Waits until the store holds `session`'s cursor at `offset` (acks are written in batches).

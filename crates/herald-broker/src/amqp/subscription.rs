@@ -1,6 +1,7 @@
 //! A subscription to one AMQP topic: an exclusive, auto-delete, server-named queue bound to the
 //! topic's fanout exchange, consumed without acks. After a reconnect the task binds a new queue;
-//! what was broadcast in between is lost, as the port allows (topics are not durable).
+//! what was broadcast in between is lost, as the port allows (topics are not durable), and the
+//! subscriber is told so with `Interrupted` once the new queue is bound.
 
 use std::{fmt, sync::Arc, time::Duration};
 
@@ -25,7 +26,7 @@ use crate::error::{AdapterError, unavailable};
 const BUFFER: usize = 1024;
 
 pub(super) struct AmqpSubscription {
-    rx: mpsc::Receiver<Message>,
+    rx: mpsc::Receiver<Result<Message, BrokerError>>,
     exchange: String,
 }
 
@@ -55,17 +56,18 @@ impl AmqpSubscription {
 #[async_trait]
 impl Subscription for AmqpSubscription {
     async fn next(&mut self) -> Result<Message, BrokerError> {
-        self.rx.recv().await.ok_or(BrokerError::Closed)
+        self.rx.recv().await.unwrap_or(Err(BrokerError::Closed))
     }
 }
 
 async fn run(
     shared: Arc<Shared>,
     exchange: String,
-    tx: mpsc::Sender<Message>,
+    tx: mpsc::Sender<Result<Message, BrokerError>>,
     ready: oneshot::Sender<Result<(), BrokerError>>,
 ) {
     let mut ready = Some(ready);
+    let mut bound_before = false;
     let mut backoff = Duration::from_millis(50);
     loop {
         let (shared_ref, exchange_ref) = (&*shared, &exchange);
@@ -77,6 +79,12 @@ async fn run(
         else {
             return;
         };
+        // Bound again after a drop: everything broadcast from now on arrives; what came in
+        // between is gone.
+        if std::mem::replace(&mut bound_before, true) && tx.send(Err(BrokerError::Interrupted)).await.is_err() {
+            channel.close(200, "subscription dropped".into()).await.ok();
+            return;
+        }
         loop {
             let next = tokio::select! {
                 () = tx.closed() => {
@@ -90,7 +98,7 @@ async fn run(
             match next {
                 Some(Ok(delivery)) => match convert::message(&delivery.properties, delivery.data) {
                     Ok((message, _)) => {
-                        if tx.send(message).await.is_err() {
+                        if tx.send(Ok(message)).await.is_err() {
                             channel.close(200, "subscription dropped".into()).await.ok();
                             return;
                         }

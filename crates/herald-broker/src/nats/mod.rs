@@ -2,11 +2,20 @@
 //! nats-server 2.9 supports. Work queues share one work-queue stream per namespace, one subject
 //! and one durable pull consumer per queue; `Nats-Msg-Id` de-duplicates within the stream's
 //! duplicate window. Topics are plain core NATS subjects (see `docs/brokers.md` for why).
-//! async-nats reconnects by itself and re-subscribes; the consuming task re-pulls after it.
+//! async-nats reconnects by itself and re-subscribes; the consuming task re-pulls after it, and
+//! every topic subscription reports `Interrupted` once its interest is back on the server.
 
 mod consumer;
 
-use std::{collections::BTreeMap, fmt, sync::Arc, time::Duration};
+use std::{
+    collections::BTreeMap,
+    fmt,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
 
 use async_nats::{
     HeaderMap, HeaderName, HeaderValue,
@@ -19,7 +28,10 @@ use async_nats::{
 use async_trait::async_trait;
 use futures::StreamExt as _;
 use herald_core::broker::{Broker, BrokerError, ConsumeOptions, Message, QueueConsumer, Subscription};
-use tokio::{sync::OnceCell, time::timeout};
+use tokio::{
+    sync::{OnceCell, watch},
+    time::timeout,
+};
 use uuid::Uuid;
 
 use crate::{
@@ -48,6 +60,9 @@ struct Shared {
     stream: OnceCell<jetstream::stream::Stream>,
     timeout: Duration,
     closed: tokio_util::sync::CancellationToken,
+    /// Counts the times broadcasts may have been lost: reconnects after a drop, and messages
+    /// async-nats dropped for a subscriber that fell behind (a slow consumer).
+    interruptions: watch::Receiver<u64>,
 }
 
 impl fmt::Debug for NatsBroker {
@@ -66,13 +81,29 @@ impl NatsBroker {
     /// As [`NatsBroker::connect`], with `operation_timeout` bounding every publish and API call.
     pub async fn connect_with(url: &str, namespace: &str, operation_timeout: Duration) -> Result<Self, BrokerError> {
         check_namespace(namespace)?;
+        let (interrupted, interruptions) = watch::channel(0_u64);
+        let interrupted = Arc::new(interrupted);
+        let down = Arc::new(AtomicBool::new(false));
         let client = async_nats::ConnectOptions::new()
             .name(format!("herald {namespace}"))
             .connection_timeout(operation_timeout)
             .request_timeout(Some(operation_timeout))
             // Quick first retries: a dropped connection comes back within a second when it can.
             .reconnect_delay_callback(|attempts| Duration::from_millis((attempts as u64 * 100).min(2_000)))
-            .event_callback(|event| async move { tracing::info!(%event, "NATS connection event") })
+            .event_callback(move |event| {
+                let (interrupted, down) = (interrupted.clone(), down.clone());
+                async move {
+                    tracing::info!(%event, "NATS connection event");
+                    match event {
+                        async_nats::Event::Disconnected => down.store(true, Ordering::Release),
+                        async_nats::Event::Connected if down.swap(false, Ordering::AcqRel) => {
+                            interrupted.send_modify(|n| *n += 1);
+                        }
+                        async_nats::Event::SlowConsumer(_) => interrupted.send_modify(|n| *n += 1),
+                        _ => {}
+                    }
+                }
+            })
             .connect(url)
             .await
             .map_err(unavailable)?;
@@ -84,6 +115,7 @@ impl NatsBroker {
             stream: OnceCell::new(),
             timeout: operation_timeout,
             closed: tokio_util::sync::CancellationToken::new(),
+            interruptions,
         };
         Ok(Self { shared: Arc::new(shared) })
     }
@@ -273,10 +305,18 @@ impl Broker for NatsBroker {
         self.ensure_open()?;
         check_name(topic)?;
         let subject = self.shared.topic_subject(topic);
+        let mut interruptions = self.shared.interruptions.clone();
+        interruptions.mark_unchanged();
         let subscriber = self.shared.client.subscribe(subject.clone()).await.map_err(unavailable)?;
         // The server has the interest once a round trip sent after the SUB came back.
         self.shared.flush().await?;
-        Ok(Box::new(NatsSubscription { subscriber, subject, closed: self.shared.closed.clone() }))
+        Ok(Box::new(NatsSubscription {
+            subscriber,
+            subject,
+            shared: self.shared.clone(),
+            interruptions,
+            interrupted: false,
+        }))
     }
 
     async fn ping(&self) -> Result<(), BrokerError> {
@@ -294,7 +334,10 @@ impl Broker for NatsBroker {
 struct NatsSubscription {
     subscriber: async_nats::Subscriber,
     subject: String,
-    closed: tokio_util::sync::CancellationToken,
+    shared: Arc<Shared>,
+    interruptions: watch::Receiver<u64>,
+    /// An interruption seen and not reported yet.
+    interrupted: bool,
 }
 
 impl fmt::Debug for NatsSubscription {
@@ -307,8 +350,26 @@ impl fmt::Debug for NatsSubscription {
 impl Subscription for NatsSubscription {
     async fn next(&mut self) -> Result<Message, BrokerError> {
         loop {
+            if self.interrupted {
+                // async-nats queued the SUB again on reconnecting, before anything sent after it:
+                // once a round trip comes back, the interest is on the server again. When it
+                // fails the connection dropped again, and its reconnect reports once more.
+                if let Err(error) = self.shared.flush().await {
+                    tracing::debug!(%error, subject = %self.subject, "NATS still reconnecting");
+                }
+                self.interrupted = false;
+                return Err(BrokerError::Interrupted);
+            }
             let received = tokio::select! {
-                () = self.closed.cancelled() => return Err(BrokerError::Closed),
+                biased;
+                () = self.shared.closed.cancelled() => return Err(BrokerError::Closed),
+                changed = self.interruptions.changed() => {
+                    changed.map_err(|_| BrokerError::Closed)?;
+                    self.interruptions.mark_unchanged();
+                    // Kept in a field, so that a caller dropping this future loses nothing.
+                    self.interrupted = true;
+                    continue;
+                }
                 received = self.subscriber.next() => received.ok_or(BrokerError::Closed)?,
             };
             match message(received.headers.as_ref(), &received.payload) {

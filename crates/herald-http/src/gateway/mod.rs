@@ -21,6 +21,7 @@ use axum::{Router, routing::get};
 use herald_core::{
     Herald,
     auth::Identity,
+    broker::BrokerError,
     channel::SessionId,
     error::{ApiError, ErrorCode},
     trace,
@@ -122,7 +123,8 @@ impl Gateway {
     }
 
     /// Receives every live event and hands it to the sessions subscribed to its channel. After a
-    /// broker error it subscribes again and has every session check the store for what it missed.
+    /// broker error, or an interruption of the subscription, every session checks the store for
+    /// what it missed (after an error, once subscribed again).
     async fn fan_out(self, shutdown: CancellationToken) {
         let broker = self.inner.herald.services.broker.clone();
         let metrics = self.inner.herald.services.metrics.clone();
@@ -172,6 +174,11 @@ impl Gateway {
                             tracing::warn!(id = %message.id, error = %err, "dropping an undecodable live event")
                         }
                     },
+                    Err(BrokerError::Interrupted) => {
+                        // Cut off and back: what was broadcast in between is in the store.
+                        tracing::info!("live event subscription interrupted; sessions check the store");
+                        self.inner.hub.resync_all();
+                    }
                     Err(err) => {
                         tracing::warn!(error = %err, "live event subscription ended; subscribing again");
                         break;
