@@ -88,7 +88,7 @@ pub async fn committed_events_are_published_in_order_and_marked(store: Arc<dyn S
     assert!(batches.iter().all(|n| *n <= 3), "no pass publishes more than its batch: {batches:?}");
     assert_eq!(relay.tick().await.expect("tick"), Step::Idle);
     let mut seen = Vec::new();
-    while let Some(event) = receive(&mut sub, Duration::from_secs(5)).await {
+    while let Some(event) = receive(&mut sub, Duration::from_secs(10)).await {
         seen.push(event);
         if seen.len() == 5 {
             break;
@@ -120,7 +120,7 @@ pub async fn a_relay_killed_before_marking_republishes_and_loses_nothing(store: 
     publish_all(&restarted, 4).await;
     let mut unique = HashSet::new();
     let mut received = 0;
-    while let Some((id, ..)) = receive(&mut sub, Duration::from_secs(3)).await {
+    while let Some((id, ..)) = receive(&mut sub, Duration::from_secs(10)).await {
         received += 1;
         unique.insert(id);
         if unique.len() == 4 && received >= if broker.dedups_natively() { 4 } else { 8 } {
