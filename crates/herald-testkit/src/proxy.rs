@@ -93,7 +93,9 @@ async fn accept(
             client.set_nodelay(true).ok();
             upstream.set_nodelay(true).ok();
             // Dropping both streams on sever closes them, which both ends see as a lost connection.
+            // Biased: once severed, not one more byte goes through.
             tokio::select! {
+                biased;
                 () = severed.cancelled() => {}
                 _ = tokio::io::copy_bidirectional(&mut client, &mut upstream) => {}
             }
