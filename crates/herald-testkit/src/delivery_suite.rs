@@ -478,10 +478,12 @@ pub async fn a_claim_that_ran_out_while_queued_is_handed_back(store: Arc<dyn Sto
 
 /// A calendar reminder is published on the `notifications` queue at its time, not a microsecond
 /// before, and once; the router turns it into one delivery per channel for the owner, each sent
-/// once. Moving the event moves the reminder; deleting the event cancels it.
+/// once. Moving the event moves the reminder; deleting the event cancels it, and a notification
+/// already on its way for a deleted or moved event is dropped.
 pub async fn calendar_reminders_go_out_once_at_their_time(store: Arc<dyn Store>, broker: &TestBroker) {
     use herald_core::{
-        calendar::{Event, EventId, NOTIFICATION_KIND, REMINDER_KIND},
+        broker::Message,
+        calendar::{Event, EventId, NOTIFICATION_KIND, NOTIFICATIONS_QUEUE, Notification, REMINDER_KIND},
         task::{Description, Title},
         user::{Role, UserId},
     };
@@ -590,8 +592,32 @@ pub async fn calendar_reminders_go_out_once_at_their_time(store: Arc<dyn Store>,
     assert_eq!(p.tick().await, 0, "a deleted event reminds no one");
     let all = p.store.event_reminders(event.owner, event.id).await.expect("read");
     assert!(all.is_none(), "the event is gone");
-    let cancelled = p.store.count_due_deliveries(event.starts_at + chrono::Duration::days(30)).await.expect("due");
-    assert_eq!(cancelled, 0);
+    let far = event.starts_at + chrono::Duration::days(30);
+    assert_eq!(p.store.count_due_deliveries(far).await.expect("due"), 0);
+
+    // Notifications that reach the router late, after their event was deleted or moved, are
+    // stale: nobody is told. A current one queued behind them shows they were taken.
+    let mut other = event.clone();
+    other.id = EventId::new();
+    other.remind_before = None;
+    other.starts_at = event.starts_at + chrono::Duration::days(7);
+    p.store.create_event(&other, &[], &other.reminders(now)).await.expect("another event");
+    let notification = |event_id: EventId, starts_at| {
+        let body = Notification { event_id: event_id.0, title: "Late".into(), starts_at, user_id: event.owner.0 };
+        Message::new(Uuid::now_v7(), serde_json::to_vec(&body).expect("JSON"))
+    };
+    let deleted = notification(event.id, event.starts_at);
+    let moved = notification(other.id, other.starts_at - chrono::Duration::hours(1));
+    let current = notification(other.id, other.starts_at);
+    for message in [deleted, moved, current] {
+        p.broker.enqueue(NOTIFICATIONS_QUEUE, message).await.expect("enqueue");
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while reminders(other.owner, other.id, NOTIFICATION_KIND).await.len() < 3 {
+        assert!(tokio::time::Instant::now() < deadline, "the current notification was not routed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(p.store.count_due_deliveries(far).await.expect("due"), 3, "only the current one is delivered");
     stop_router.cancel();
     routing.await.expect("router");
     hook_server.abort();

@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use herald_core::{
     broker::{self, Broker, BrokerError, ConsumeOptions},
-    calendar::{NOTIFICATIONS_QUEUE, Notification},
+    calendar::{EventId, NOTIFICATIONS_QUEUE, Notification},
     clock::Clock,
     metrics::Metrics,
     store::Store,
@@ -21,8 +21,8 @@ use crate::scheduler::PeriodicJob;
 
 /// Takes each notification a reminder published on [`NOTIFICATIONS_QUEUE`] and stores its
 /// deliveries to the owner (the log, the owner's `user:` channel, and the owner's webhook when
-/// they set one), which the scheduler and
-/// senders then carry out and record. The message is acked once they are stored; they are keyed
+/// they set one), which the scheduler and senders then carry out and record. A notification
+/// whose event was deleted, or moved to another time, after the reminder left is dropped. The message is acked once they are stored; they are keyed
 /// by the message, so a message taken twice is delivered once.
 #[derive(Debug)]
 pub struct NotificationRouter {
@@ -101,7 +101,14 @@ impl NotificationRouter {
         });
         async move {
             let stored = async {
-                let webhook = self.store.webhook(UserId(notification.user_id)).await?;
+                // Deleted or moved after its reminder left: the reminder is stale, nobody is told.
+                let owner = UserId(notification.user_id);
+                let event = self.store.event(owner, EventId(notification.event_id)).await?;
+                if event.is_none_or(|e| e.starts_at != notification.starts_at) {
+                    tracing::info!("the event was deleted or moved after its reminder left; not delivered");
+                    return Ok(0);
+                }
+                let webhook = self.store.webhook(owner).await?;
                 let deliveries = notification.deliveries(id, webhook.as_ref(), self.clock.now());
                 self.store.create_deliveries(&deliveries).await
             };
