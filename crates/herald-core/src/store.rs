@@ -430,6 +430,10 @@ pub trait RoomStore: Send + Sync {
         now: DateTime<Utc>,
     ) -> Result<bool, StoreError>;
 
+    /// Ends `user`'s membership of `room` and writes `events`. False, and no events written, when
+    /// they are not a member (or either is unknown). Their messages stay.
+    async fn remove_member(&self, room: RoomId, user: UserId, events: &[NewEvent]) -> Result<bool, StoreError>;
+
     /// Stores a message and writes `events`, only if its author is a member of its room:
     /// `NotFound` (nothing written) otherwise.
     async fn post_message(&self, message: &RoomMessage, events: &[NewEvent]) -> Result<(), StoreError>;

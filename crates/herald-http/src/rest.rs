@@ -141,6 +141,7 @@ pub const ROUTES: &[Route] = &[
     Route::new("POST", "/api/v1/rooms", "rooms.create", Body, 201),
     Route::new("GET", "/api/v1/rooms", "rooms.list", Query, 200),
     Route::new("POST", "/api/v1/rooms/{room}/members", "rooms.add_member", Body, 201).created_when("added"),
+    Route::new("DELETE", "/api/v1/rooms/{room}/members/{user}", "rooms.remove_member", Nothing, 204),
     Route::new("POST", "/api/v1/rooms/{room}/messages", "rooms.post_message", Body, 201),
     Route::new("GET", "/api/v1/rooms/{room}/messages", "rooms.messages", Query, 200),
 ];

@@ -399,6 +399,84 @@ pub async fn room_messages_reach_every_member_live(cluster: &Cluster) {
     node.stop().await;
 }
 
+/// Removing a member: the owner removes anyone but themself, a member leaves; the removed user's
+/// session gets `room.member_removed` as the room's last event and nothing after it, and may not
+/// subscribe again until added again, when it resumes after the removal.
+pub async fn a_removed_member_stops_receiving_the_room(cluster: &Cluster) {
+    let node = cluster.serve().await;
+    let [ada, bob, carol, eve] = [
+        cluster.account(&node, "ada@example.org").await,
+        cluster.account(&node, "bob@example.org").await,
+        cluster.account(&node, "carol@example.org").await,
+        cluster.account(&node, "eve@example.org").await,
+    ];
+    let (_, room) = cluster.post(&node, &ada, "/api/v1/rooms", &json!({"name": "general"})).await;
+    let room_id = room["id"].as_str().expect("room id").to_owned();
+    let room_channel = format!("room:{room_id}");
+    let members = format!("/api/v1/rooms/{room_id}/members");
+    for member in [&bob, &carol] {
+        let (status, body) = cluster.post(&node, &ada, &members, &json!({"user": member.id})).await;
+        assert_eq!(status, 201, "{body}");
+    }
+    let mut bob_ws = connect(&node, &bob, "bob-tab").await;
+    let head = bob_ws.subscribe(&room_channel, None).await["offset"].as_i64().expect("offset");
+    bob_ws.subscribe(&channel(&bob), None).await;
+
+    let remove = |who: &Account, user: String| {
+        let request = cluster.client.delete(node.url(&format!("{members}/{user}"))).bearer_auth(&who.token);
+        async move {
+            let reply = request.send().await.expect("delete");
+            let status = reply.status().as_u16();
+            (status, reply.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+    let (status, body) = remove(&carol, bob.id.to_string()).await;
+    assert_eq!((status, &body["code"]), (403, &json!("forbidden")), "only the owner removes others: {body}");
+    let (status, body) = remove(&bob, ada.id.to_string()).await;
+    assert_eq!((status, &body["code"]), (409, &json!("conflict")), "the owner stays: {body}");
+    let (status, body) = remove(&eve, bob.id.to_string()).await;
+    assert_eq!((status, &body["code"]), (404, &json!("not_found")), "a stranger sees no room: {body}");
+    let (status, body) = remove(&ada, eve.id.to_string()).await;
+    assert_eq!((status, &body["code"]), (404, &json!("not_found")), "eve is no member: {body}");
+    let (status, body) = remove(&ada, "not-a-uuid".to_owned()).await;
+    assert!((400..500).contains(&status) && body["code"].is_string(), "{status} {body}");
+    assert!(bob_ws.next_event(QUIET).await.is_none(), "refused removals wrote nothing");
+
+    let (status, body) = remove(&ada, bob.id.to_string()).await;
+    assert_eq!(status, 204, "{body}");
+    let told = bob_ws.events(2, WAIT).await;
+    let kinds: Vec<_> = told.iter().map(|e| (e["type"].as_str(), e["channel"].as_str())).collect();
+    assert!(kinds.contains(&(Some("room.member_removed"), Some(room_channel.as_str()))), "{told:?}");
+    assert!(kinds.contains(&(Some("room.member_removed"), Some(channel(&bob).as_str()))), "{told:?}");
+    let removed_at = head + 1;
+    let (status, _) =
+        cluster.post(&node, &ada, &format!("/api/v1/rooms/{room_id}/messages"), &json!({"body": "psst"})).await;
+    assert_eq!(status, 201);
+    assert!(bob_ws.next_event(QUIET).await.is_none(), "nothing of the room after the removal");
+    let again = bob_ws.subscribe(&room_channel, None).await;
+    assert_eq!(again["error"]["code"], "forbidden", "{again}");
+    let denied = bob_ws.call("rooms.post_message", json!({"room": room_id, "body": "hello?"})).await;
+    assert_eq!(denied["error"]["code"], "not_found", "{denied}");
+    wait_for_cursor_on(&node, &bob, "bob-tab", &room_channel, removed_at).await;
+
+    // Carol leaves by herself, over the socket; bob is added again and resumes after his removal.
+    let mut carol_ws = connect(&node, &carol, "carol-tab").await;
+    let left = carol_ws.call("rooms.remove_member", json!({"room": room_id, "user": carol.id})).await;
+    assert_eq!(left["ok"], true, "{left}");
+    let (status, _) = cluster.post(&node, &ada, &members, &json!({"user": bob.id})).await;
+    assert_eq!(status, 201);
+    assert_eq!(bob_ws.next_event(WAIT).await.expect("added again")["type"], "room.member_added");
+    let back = bob_ws.subscribe(&room_channel, None).await;
+    assert_eq!((back["ok"].as_bool(), back["recovered"].as_bool()), (Some(true), Some(true)), "{back}");
+    let since = bob_ws.events(3, WAIT).await;
+    let kinds: Vec<_> = since.iter().map(|e| e["type"].as_str().unwrap_or_default()).collect();
+    assert_eq!(kinds, ["room.message", "room.member_removed", "room.member_added"], "{since:?}");
+    assert_eq!(offsets(&since), [removed_at + 1, removed_at + 2, removed_at + 3]);
+    bob_ws.close().await;
+    carol_ws.close().await;
+    node.stop().await;
+}
+
 /// The standard JS `socket.io-client` 4: a forged token is a `connect_error`; events not yet
 /// acknowledged come again when the session reconnects, to another gateway when the broker is
 /// shared (or after a restart when it is not); acks through the callback move the cursor; `call`
@@ -488,13 +566,18 @@ async fn wait_relayed(node: &Node) {
 
 /// Waits until the store holds `session`'s cursor at `offset` (acks are written in batches).
 async fn wait_for_cursor(node: &Node, account: &Account, session: &str, offset: i64) {
+    wait_for_cursor_on(node, account, session, &channel(account), offset).await;
+}
+
+/// As [`wait_for_cursor`], on `channel`.
+async fn wait_for_cursor_on(node: &Node, account: &Account, session: &str, channel: &str, offset: i64) {
     let store = node.herald().services.store.clone();
     let session = herald_core::channel::SessionId::parse(session).expect("session");
     let user = herald_core::user::UserId(account.id);
     let deadline = tokio::time::Instant::now() + WAIT;
     let mut seen = None;
     while tokio::time::Instant::now() < deadline {
-        seen = store.session_cursor(user, &session, &channel(account)).await.expect("cursor");
+        seen = store.session_cursor(user, &session, channel).await.expect("cursor");
         if seen == Some(offset) {
             return;
         }

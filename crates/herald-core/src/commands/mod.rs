@@ -50,6 +50,7 @@ pub fn registry() -> Registry {
         .register(rooms::Create)
         .register(rooms::List)
         .register(rooms::AddMember)
+        .register(rooms::RemoveMember)
         .register(rooms::PostMessage)
         .register(rooms::Messages);
     registry

@@ -1,7 +1,7 @@
 //! `rooms.*`: chat rooms. Only members see a room: to anyone else it answers `not_found`, never
 //! `forbidden`. Every write stores its events in the same transaction: `room.created` to the
-//! creator's `user:` channel, `room.member_added` to the room's channel and to the added user's,
-//! `room.message` to the room's channel.
+//! creator's `user:` channel, `room.member_added` and `room.member_removed` to the room's channel
+//! and to the user's, `room.message` to the room's channel.
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -126,14 +126,14 @@ impl Command for List {
     }
 }
 
-/// Input of `rooms.add_member`.
+/// Input of `rooms.add_member` and `rooms.remove_member`.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 #[schema(example = json!({"room": "0192f0c1-5c3a-7b8e-9d4f-1a2b3c4d5e6f", "user": "0192f0c0-0000-7000-8000-000000000003"}))]
-pub struct AddMemberInput {
+pub struct MemberInput {
     /// The room's id.
     pub room: Uuid,
-    /// The id of the user to add.
+    /// The user's id.
     pub user: Uuid,
 }
 
@@ -155,10 +155,10 @@ impl Command for AddMember {
     const NAME: &'static str = "rooms.add_member";
     const ACCESS: Access = Access::User;
     const SUMMARY: &'static str = "Add a user to a room you are a member of (unknown user: 422 on `user`)";
-    type Input = AddMemberInput;
+    type Input = MemberInput;
     type Output = MemberView;
 
-    async fn run(&self, svc: &Services, cx: &Ctx, input: AddMemberInput) -> Result<MemberView, ApiError> {
+    async fn run(&self, svc: &Services, cx: &Ctx, input: MemberInput) -> Result<MemberView, ApiError> {
         let (room, user) = (RoomId(input.room), UserId(input.user));
         check_member(svc, room, cx.identity()?.user_id).await?;
         if svc.store.user_by_id(user).await?.is_none() {
@@ -179,6 +179,48 @@ impl Command for AddMember {
         Ok(MemberView { room: room.0, user: user.0, added })
     }
 }
+
+/// Removes a member from a room: any member may leave, and the room's owner may remove anyone
+/// else. The owner stays (`conflict`). The removed user's open sessions stop receiving the room's
+/// channel at the `room.member_removed` event, which goes to the room and to them.
+#[derive(Debug)]
+pub struct RemoveMember;
+
+#[async_trait]
+impl Command for RemoveMember {
+    const NAME: &'static str = "rooms.remove_member";
+    const ACCESS: Access = Access::User;
+    const SUMMARY: &'static str = "Leave a room, or, as its owner, remove a member (the owner stays)";
+    type Input = MemberInput;
+    type Output = super::tasks::Deleted;
+
+    async fn run(&self, svc: &Services, cx: &Ctx, input: MemberInput) -> Result<super::tasks::Deleted, ApiError> {
+        let (room_id, user) = (RoomId(input.room), UserId(input.user));
+        let me = cx.identity()?.user_id;
+        check_member(svc, room_id, me).await?;
+        let room = svc.store.room(room_id).await?.ok_or_else(not_found)?;
+        if user == room.owner {
+            return Err(ApiError::new(ErrorCode::Conflict, "the room's owner cannot leave or be removed"));
+        }
+        if user != me && me != room.owner {
+            return Err(ApiError::new(ErrorCode::Forbidden, "only the room's owner may remove another member"));
+        }
+        let now = svc.clock.now();
+        let data = json!({"room": room_id, "user": user});
+        let events = [
+            NewEvent::on_channel(room_channel(room_id), REMOVED, data.clone(), now),
+            NewEvent::for_user(user, REMOVED, data, now),
+        ];
+        if svc.store.remove_member(room_id, user, &events).await? {
+            Ok(super::tasks::Deleted {})
+        } else {
+            Err(ApiError::new(ErrorCode::NotFound, "the user is not a member of this room"))
+        }
+    }
+}
+
+/// The event that ends a membership; a session of the removed user stops reading the room there.
+pub const REMOVED: &str = "room.member_removed";
 
 /// Input of `rooms.post_message`.
 #[derive(Debug, Deserialize, ToSchema)]

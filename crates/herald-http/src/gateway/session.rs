@@ -4,7 +4,8 @@
 //! Per channel a session is either *replaying* (reading the stream from its position while live
 //! events wait in a small buffer) or *live* (sending each live event whose offset follows the last
 //! one sent). A live event that skips an offset turns the channel back to replaying, so a lost
-//! broker message is fetched from the store instead of being skipped.
+//! broker message is fetched from the store instead of being skipped. A `room.member_removed`
+//! event that removes the session's user is the last one of that room it sends.
 
 use std::{
     collections::{HashMap, VecDeque},
@@ -242,12 +243,17 @@ impl Session {
                 if event.channel_offset != next + 1 {
                     break;
                 }
-                if !self.send_paced(channel, generation, Arc::new(EventBody::from(event))).await {
+                let body = Arc::new(EventBody::from(event));
+                if !self.send_paced(channel, generation, body.clone()).await {
                     return;
                 }
                 next = event.channel_offset;
                 if why == Replay::Resume {
                     svc.metrics.realtime.redeliveries.inc();
+                }
+                if self.ends_membership(&body) && self.removed_now(channel).await {
+                    self.leave_removed(channel, body.offset);
+                    return;
                 }
             }
             if full {
@@ -275,8 +281,12 @@ impl Session {
                     continue;
                 }
                 // A gap: the store has the missing ones; read it again.
-                if event.offset != sent + 1 || !self.send_paced(channel, generation, event).await {
+                if event.offset != sent + 1 || !self.send_paced(channel, generation, event.clone()).await {
                     break;
+                }
+                if self.ends_membership(&event) && self.removed_now(channel).await {
+                    self.leave_removed(channel, event.offset);
+                    return;
                 }
             }
         }
@@ -319,7 +329,10 @@ impl Session {
             return;
         }
         if event.offset == state.sent + 1 {
-            self.send(state, event);
+            if self.send(state, event) && self.ends_membership(event) {
+                drop(channels);
+                self.leave_removed(&event.channel, event.offset);
+            }
             return;
         }
         // A gap: something was missed on the way; the store has it.
@@ -428,6 +441,33 @@ impl Session {
     fn with_channel<T>(&self, channel: &str, generation: u64, f: impl FnOnce(&ChannelState) -> T) -> Option<T> {
         let channels = self.channels.lock().expect("channels lock");
         channels.get(channel).filter(|c| c.generation == generation).map(f)
+    }
+
+    /// Whether `event` removes this session's user from the room whose channel carries it: the
+    /// last event of that channel they receive.
+    fn ends_membership(&self, event: &EventBody) -> bool {
+        event.kind == herald_core::commands::rooms::REMOVED
+            && event.channel.starts_with("room:")
+            && event.data["user"].as_str().and_then(|u| u.parse::<Uuid>().ok()) == Some(self.identity.user_id.0)
+    }
+
+    /// Whether this session's user is not a member of the room of `channel` now (a replay may
+    /// meet an old removal of a member added again since).
+    async fn removed_now(&self, channel: &str) -> bool {
+        let Some(room) = channel.strip_prefix("room:").and_then(|r| r.parse::<Uuid>().ok()) else { return false };
+        !matches!(self.gw.herald.services.store.is_member(RoomId(room), self.identity.user_id).await, Ok(true))
+    }
+
+    /// Stops reading a room's channel after the event (`offset`) that removed this session's user,
+    /// and keeps the cursor there, so that being added again resumes after it.
+    fn leave_removed(self: &Arc<Self>, channel: &str, offset: i64) {
+        self.unsubscribe(channel);
+        self.gw.acks.push(SessionCursor {
+            user: self.identity.user_id,
+            session: self.id.clone(),
+            channel: channel.to_owned(),
+            offset,
+        });
     }
 
     /// Who may read what: a user their own channel, a room's members the room's.

@@ -123,6 +123,22 @@ impl RoomStore for PgStore {
         Ok(true)
     }
 
+    async fn remove_member(&self, room: RoomId, user: UserId, events: &[NewEvent]) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(err)?;
+        let done = sqlx::query("DELETE FROM room_members WHERE room_id = $1 AND user_id = $2")
+            .bind(room.0)
+            .bind(user.0)
+            .execute(&mut *tx)
+            .await
+            .map_err(err)?;
+        if done.rows_affected() == 0 {
+            return Ok(false);
+        }
+        insert_events(&mut tx, events).await?;
+        self.commit(tx).await?;
+        Ok(true)
+    }
+
     async fn post_message(&self, m: &RoomMessage, events: &[NewEvent]) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await.map_err(err)?;
         let done = sqlx::query(

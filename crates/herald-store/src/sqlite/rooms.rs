@@ -122,6 +122,22 @@ impl RoomStore for SqliteStore {
         Ok(true)
     }
 
+    async fn remove_member(&self, room: RoomId, user: UserId, events: &[NewEvent]) -> Result<bool, StoreError> {
+        let mut tx = self.writer.begin().await.map_err(err)?;
+        let done = sqlx::query("DELETE FROM room_members WHERE room_id = ? AND user_id = ?")
+            .bind(room.0)
+            .bind(user.0)
+            .execute(&mut *tx)
+            .await
+            .map_err(err)?;
+        if done.rows_affected() == 0 {
+            return Ok(false);
+        }
+        insert_events(&mut tx, events).await?;
+        self.commit(tx).await?;
+        Ok(true)
+    }
+
     async fn post_message(&self, m: &RoomMessage, events: &[NewEvent]) -> Result<(), StoreError> {
         let mut tx = self.writer.begin().await.map_err(err)?;
         let done = sqlx::query(

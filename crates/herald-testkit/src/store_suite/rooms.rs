@@ -96,6 +96,34 @@ pub async fn a_member_is_added_once_and_unknown_ones_are_not_found(store: &dyn S
     assert_eq!(outbox(store).await.len(), 3);
 }
 
+pub async fn a_removed_member_is_gone_once_and_their_messages_stay(store: &dyn Store) {
+    let ada = owner(store, "ada@example.org").await;
+    let bob = owner(store, "bob@example.org").await;
+    let room = new_room(ada, "General");
+    store.create_room(&room, &[]).await.expect("create");
+    store.add_member(room.id, bob, &[], now()).await.expect("add bob");
+    let hello = new_message(room.id, bob, "hello");
+    store.post_message(&hello, &[]).await.expect("bob posts");
+
+    let removed =
+        [on_room(room.id, "room.member_removed"), NewEvent::for_user(bob, "room.member_removed", json!({}), now())];
+    assert!(store.remove_member(room.id, bob, &removed).await.expect("remove bob"));
+    assert!(!store.is_member(room.id, bob).await.expect("bob"));
+    assert!(store.rooms_of(bob, None, 10).await.expect("bob's").is_empty());
+    assert!(store.is_member(room.id, ada).await.expect("ada stays"));
+    let refused = store.post_message(&new_message(room.id, bob, "still here?"), &[]).await;
+    assert!(matches!(refused, Err(StoreError::NotFound)), "a former member cannot post: {refused:?}");
+    assert_eq!(store.room_messages(room.id, None, 10).await.expect("messages"), [hello], "their messages stay");
+    assert_eq!(outbox(store).await.len(), 2);
+
+    let again = [on_room(room.id, "room.member_removed")];
+    assert!(!store.remove_member(room.id, bob, &again).await.expect("remove bob again"), "not a member");
+    assert!(!store.remove_member(RoomId::new(), ada, &again).await.expect("no such room"));
+    assert!(!store.remove_member(room.id, UserId::new(), &again).await.expect("no such user"));
+    assert_eq!(outbox(store).await.len(), 2, "removing a non-member wrote nothing");
+    assert!(store.add_member(room.id, bob, &[], now()).await.expect("bob comes back"), "and may be added again");
+}
+
 pub async fn room_events_take_consecutive_offsets_on_the_room_channel(store: &dyn Store) {
     let ada = owner(store, "ada@example.org").await;
     let bob = owner(store, "bob@example.org").await;

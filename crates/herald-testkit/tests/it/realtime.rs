@@ -36,6 +36,7 @@ realtime_suite! {
         commands_run_over_the_socket_with_its_identity,
         a_slow_session_is_disconnected_and_catches_up_by_recovery,
         room_messages_reach_every_member_live,
+        a_removed_member_stops_receiving_the_room,
         socketio_clients_get_unacknowledged_events_again_on_any_gateway,
         a_session_ends_when_its_token_expires_and_resumes_with_a_fresh_one,
     }

@@ -70,6 +70,7 @@ store_suite! {
     a_users_webhook_is_set_read_and_cleared,
     a_room_is_created_with_its_owner_as_first_member,
     a_member_is_added_once_and_unknown_ones_are_not_found,
+    a_removed_member_is_gone_once_and_their_messages_stay,
     room_events_take_consecutive_offsets_on_the_room_channel,
     messages_are_for_members_only_and_list_newest_first_page_by_page,
     a_users_rooms_list_in_id_order_page_by_page,
