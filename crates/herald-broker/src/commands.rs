@@ -6,7 +6,8 @@
 //! refused even on public commands. The reply body is `{"ok": true, "output": …}` or
 //! `{"ok": false, "error": <RFC 9457 problem document>}`, and the reply header `Herald-Status`
 //! carries the HTTP status REST would have answered with. Every Herald process joins one queue
-//! group per namespace, so each request is answered by exactly one of them.
+//! group per namespace, so each request is answered by exactly one of them. A request's
+//! `traceparent` header makes its server span continue the caller's trace.
 
 use std::{panic::AssertUnwindSafe, sync::Arc, time::Duration};
 
@@ -14,14 +15,16 @@ use async_nats::{Client, ConnectOptions, HeaderMap, Message, Subscriber, client:
 use futures::{FutureExt as _, StreamExt as _};
 use herald_core::{
     Herald,
-    auth::Caller,
     broker::BrokerError,
     error::{ApiError, ErrorCode, Problem},
+    trace,
+    wire::TRACEPARENT_HEADER,
 };
 use serde::Serialize;
 use serde_json::Value;
 use tokio::{sync::Semaphore, time::Instant};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
+use tracing::Instrument as _;
 
 use crate::{check_namespace, error::unavailable};
 
@@ -36,6 +39,13 @@ pub const STATUS_HEADER: &str = "Herald-Status";
 
 /// How long connecting, and confirming the unsubscribe at shutdown, may take.
 const NATS_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The first value of the header `name` (any case), if the message has one.
+fn header<'a>(headers: Option<&'a HeaderMap>, name: &str) -> Option<&'a str> {
+    let headers = headers?;
+    let (_, values) = headers.iter().find(|(key, _)| AsRef::<str>::as_ref(*key).eq_ignore_ascii_case(name))?;
+    values.first().map(|v| v.as_str())
+}
 
 /// The subject a command answers on: `<namespace>.cmd.<command>`.
 pub fn subject(namespace: &str, command: &str) -> String {
@@ -159,7 +169,17 @@ impl Responder {
         };
         let started = Instant::now();
         let command = subject.strip_prefix(&self.prefix).unwrap_or_default();
-        let result = self.call(command, &message).await;
+        let parent = header(message.headers.as_ref(), TRACEPARENT_HEADER);
+        let span = trace::child_of(parent, || {
+            tracing::info_span!("nats command", otel.name = subject, otel.kind = "server", messaging.system = "nats")
+        });
+        self.respond(command, &message, &reply_to, started).instrument(span).await;
+    }
+
+    /// Runs the request's command and sends the reply.
+    async fn respond(&self, command: &str, message: &Message, reply_to: &async_nats::Subject, started: Instant) {
+        let subject = message.subject.as_str();
+        let result = self.call(command, message).await;
         let status = match &result {
             Ok(_) => 200,
             Err(err) => err.code().status(),
@@ -172,13 +192,13 @@ impl Responder {
             Err(err) => tracing::info!(subject, status, latency_ms, code = %err.code(), "NATS command refused"),
             Ok(_) => tracing::info!(subject, status, latency_ms, "NATS command answered"),
         }
-        let sent = self.send(&reply_to, status, Reply::new(result, subject)).await;
+        let sent = self.send(reply_to, status, Reply::new(result, subject)).await;
         if let Err(error) = sent {
             if error.kind() == PublishErrorKind::MaxPayloadExceeded {
                 // Too big for the server's max_payload: tell the requester rather than let it time out.
                 let err = ApiError::internal(error);
                 tracing::error!(subject, error = %err.cause_chain(), "NATS command reply too large");
-                let fallback = self.send(&reply_to, 500, Reply::new(Err(err), subject)).await;
+                let fallback = self.send(reply_to, 500, Reply::new(Err(err), subject)).await;
                 if let Err(error) = fallback {
                     tracing::warn!(subject, error = %crate::error::chain(&error), "could not send a command reply");
                 }
@@ -191,7 +211,7 @@ impl Responder {
     /// Runs the command for the caller the headers name, with the body as input.
     async fn call(&self, command: &str, message: &Message) -> Result<Value, ApiError> {
         // The caller first, as REST does: a bad token is refused before the body is looked at.
-        let caller = self.caller(message.headers.as_ref())?;
+        let caller = self.herald.caller(header(message.headers.as_ref(), "authorization").map(str::as_bytes))?;
         let input = if message.payload.is_empty() {
             Value::Object(Default::default())
         } else {
@@ -202,17 +222,6 @@ impl Responder {
             .catch_unwind()
             .await
             .unwrap_or_else(|_| Err(ApiError::new(ErrorCode::Internal, "the command panicked")))
-    }
-
-    /// Anonymous without `Authorization`; a user with a valid bearer token; refused otherwise.
-    fn caller(&self, headers: Option<&HeaderMap>) -> Result<Caller, ApiError> {
-        let value = headers.and_then(|headers| {
-            headers
-                .iter()
-                .find(|(name, _)| AsRef::<str>::as_ref(*name).eq_ignore_ascii_case("authorization"))
-                .and_then(|(_, values)| values.first())
-        });
-        self.herald.caller(value.map(|v| v.as_str().as_bytes()))
     }
 
     async fn send(

@@ -1,5 +1,6 @@
 //! `CalendarService`: each method authenticates the caller from the `authorization` metadata and
-//! runs one `events.*` command through the registry.
+//! runs one `events.*` command through the registry, in a server span that continues the caller's
+//! trace when the metadata carries a W3C `traceparent`.
 
 use std::{panic::AssertUnwindSafe, sync::Arc};
 
@@ -9,10 +10,13 @@ use herald_core::{
     auth::Caller,
     calendar::Period,
     error::{ApiError, ErrorCode},
+    trace,
+    wire::TRACEPARENT_HEADER,
 };
 use serde_json::Value;
 use tokio::time::Instant;
 use tonic::{Request, Response, Status, metadata::MetadataMap};
+use tracing::Instrument as _;
 
 use crate::{
     convert,
@@ -45,7 +49,18 @@ impl Calendar {
         input: Value,
     ) -> Result<Value, Status> {
         let started = Instant::now();
-        let result = self.call(metadata, command, input).await;
+        let parent = metadata.get(TRACEPARENT_HEADER).and_then(|v| v.to_str().ok());
+        let span = trace::child_of(parent, || {
+            tracing::info_span!(
+                "grpc",
+                otel.name = format!("herald.calendar.v1.CalendarService/{method}"),
+                otel.kind = "server",
+                rpc.system = "grpc",
+                rpc.method = method,
+            )
+        });
+        let result = self.call(metadata, command, input).instrument(span.clone()).await;
+        let _entered = span.enter();
         let latency_ms = started.elapsed().as_millis() as u64;
         match &result {
             Ok(_) => tracing::info!(method, latency_ms, "gRPC call answered"),

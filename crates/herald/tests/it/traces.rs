@@ -1,6 +1,6 @@
 //! Traces: `herald serve` with `OTEL_EXPORTER_OTLP_ENDPOINT` set exports one trace per request
 //! that runs through the relay to the gateway and through the scheduler to the sender, as an
-//! in-process OTLP collector receives it.
+//! in-process OTLP collector receives it; gRPC and NATS commands continue their caller's trace.
 
 use std::{
     collections::HashMap,
@@ -162,4 +162,86 @@ async fn one_trace_runs_from_the_request_through_the_relay_and_the_sender() {
     let relayed = child(&spans, realtime, "relay.publish");
     assert_eq!(relayed.attr("event.kind"), Some("event.reminder"));
     child(&spans, relayed, "gateway.fanout");
+}
+
+/// A gRPC call and a NATS command request that carry a `traceparent` are served in spans that
+/// continue the caller's trace, with the command's span under them.
+#[tokio::test]
+async fn grpc_and_nats_commands_continue_the_callers_trace() {
+    const GRPC_PARENT: (&str, &str) = ("4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7");
+    const NATS_PARENT: (&str, &str) = ("5bf92f3577b34da6a3ce929d0e0e4737", "10f067aa0ba902b8");
+    let Ok(nats) = std::env::var("HERALD_TEST_NATS_URL") else {
+        eprintln!("SKIPPED grpc_and_nats_commands_continue_the_callers_trace: HERALD_TEST_NATS_URL is not set");
+        assert!(std::env::var("HERALD_TEST_REQUIRE_ALL").as_deref() != Ok("1"), "NATS is required");
+        return;
+    };
+    let collector = Collector::default();
+    let endpoint = collector.start().await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let namespace = format!("t_traces_{}", uuid::Uuid::now_v7().simple());
+    let env = [
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+        ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+        ("HERALD_BROKER_URL", nats.as_str()),
+        ("HERALD_BROKER_NAMESPACE", namespace.as_str()),
+    ];
+    let (_child, addr, lines, logs) = super::serve(dir.path(), &env);
+    std::thread::spawn(move || lines.map_while(Result::ok).for_each(drop));
+    let grpc = logs.last().and_then(|l| l["grpc_addr"].as_str()).expect("grpc_addr").to_owned();
+    let token = super::register_ada(&reqwest::Client::new(), &format!("http://{addr}/api/v1")).await;
+    let traceparent = |(trace, span): (&str, &str)| format!("00-{trace}-{span}-01");
+
+    let mut calendar =
+        herald_grpc::pb::calendar_service_client::CalendarServiceClient::connect(format!("http://{grpc}"))
+            .await
+            .expect("connect to gRPC");
+    let mut request = tonic::Request::new(herald_grpc::pb::GetEventRequest { id: uuid::Uuid::now_v7().to_string() });
+    let metadata = request.metadata_mut();
+    metadata.insert("authorization", format!("Bearer {token}").parse().expect("metadata"));
+    metadata.insert("traceparent", traceparent(GRPC_PARENT).parse().expect("metadata"));
+    let missing = calendar.get_event(request).await.expect_err("no such event");
+    assert_eq!(missing.code(), tonic::Code::NotFound);
+
+    let client = async_nats::connect(&nats).await.expect("connect to NATS");
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("Authorization", format!("Bearer {token}").as_str());
+    headers.insert("traceparent", traceparent(NATS_PARENT).as_str());
+    let subject = format!("{namespace}.cmd.users.me");
+    // The command transport subscribes beside the HTTP server: ask until it answers.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let reply = loop {
+        match client.request_with_headers(subject.clone(), headers.clone(), "".into()).await {
+            Ok(reply) => break reply,
+            Err(error) if error.kind() == async_nats::RequestErrorKind::NoResponders => {
+                assert!(tokio::time::Instant::now() < deadline, "the NATS command transport never answered");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(error) => panic!("users.me over NATS: {error}"),
+        }
+    };
+    let body: serde_json::Value = serde_json::from_slice(&reply.payload).expect("JSON reply");
+    assert_eq!(body["ok"], true, "{body}");
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let (spans, served, requested) = loop {
+        let spans = collector.spans();
+        let under = |(trace, span): (&str, &str)| {
+            spans.iter().find(|s| s.trace_id == trace && s.parent_id == span && s.span_id != span).cloned()
+        };
+        let (served, requested) = (under(GRPC_PARENT), under(NATS_PARENT));
+        let commands_in = |parent: &Option<Span>, name: &str| {
+            parent.as_ref().is_some_and(|p| spans.iter().any(|s| s.parent_id == p.span_id && s.name == name))
+        };
+        if commands_in(&served, "events.get") && commands_in(&requested, "users.me") {
+            break (spans.clone(), served.expect("gRPC span"), requested.expect("NATS span"));
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the callers' traces did not arrive: {spans:#?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(served.name, "herald.calendar.v1.CalendarService/GetEvent");
+    assert_eq!((served.attr("rpc.system"), served.attr("rpc.method")), (Some("grpc"), Some("GetEvent")));
+    child(&spans, &served, "events.get");
+    assert_eq!(requested.name, subject);
+    assert_eq!(requested.attr("messaging.system"), Some("nats"));
+    child(&spans, &requested, "users.me");
 }
