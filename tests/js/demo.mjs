@@ -6,7 +6,8 @@
 // It registers two people over REST, logs both in through the page, then checks that a task added
 // in one tab shows in the other without a reload, that a change made with a plain HTTP request
 // (as curl would) shows too, that done and delete travel between tabs, and that a chat room works
-// both ways: A creates it, adds B by id, B sees it appear, and each sees the other's message live.
+// both ways: A creates it, adds B by id, B sees it appear, each sees the other's message live, and
+// B leaves it.
 // Exit 0 on success; otherwise 1 with the failing step, the pages' console and screenshots.
 //
 // HERALD_TEST_CHROMIUM names the browser (default /usr/bin/chromium). HERALD_DEMO_TASKS_ONLY=1
@@ -199,6 +200,12 @@ async function main() {
   await bobPage.getByTestId("message-send").click();
   await message(tab1, reply).waitFor();
   log("room messages travel live both ways");
+
+  step = "bob leaves the room: it closes on his page and is gone from his list";
+  await bobPage.getByTestId("room-leave").click();
+  await bobPage.locator('[data-testid="room-view"]').waitFor({ state: "hidden" });
+  await bobRoom.waitFor({ state: "detached" });
+  log("a member leaves a room");
 }
 
 main().then(

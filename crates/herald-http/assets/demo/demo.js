@@ -406,6 +406,10 @@
       default:
         // room.member_added and its kin: which rooms this person is in has changed.
         if (event.type.startsWith("room.") && event.type !== "room.message") {
+          // Removed from the open room: the server stopped sending it; close it here too.
+          if (event.type === "room.member_removed" && data && data.room === state.room && data.user === state.me?.id) {
+            closeRoom();
+          }
           reloadRooms().catch((err) => notice(err.message));
         }
     }
@@ -460,6 +464,18 @@
       if (!followed && state.room === id) await reload().catch((err) => notice(err.message));
       if (state.room === id) view.dataset.state = followed ? "live" : "offline";
     });
+  }
+
+  /** Stops showing and following the open room. */
+  function closeRoom() {
+    if (!state.room) return;
+    unwatch(`room:${state.room}`);
+    state.room = null;
+    state.messages = new Map();
+    const view = $("room-view");
+    view.hidden = true;
+    delete view.dataset.roomId;
+    renderRooms();
   }
 
   /** The newest messages of room `id` (the list pages backwards; older pages are not shown). */
@@ -616,6 +632,18 @@
         await api("POST", `/rooms/${state.room}/members`, { user });
         $("member-id").value = "";
         notice(`Added ${shortId(user)} to the room.`, "info");
+      }),
+    );
+    const leave = $("room-leave");
+    leave.addEventListener(
+      "click",
+      guarded(leave.parentElement, notice, async () => {
+        const room = state.room;
+        if (!room) return;
+        await api("DELETE", `/rooms/${room}/members/${state.me.id}`);
+        state.rooms.delete(room);
+        closeRoom();
+        notice("You left the room.", "info");
       }),
     );
     const messageForm = $("message-form");
