@@ -83,6 +83,15 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 100_000)]
         events: usize,
     },
+    /// The broker's topic path alone: broadcast a batch every 10 ms on one connection, receive it
+    /// on another; time each broadcast and each batch's arrival.
+    Broadcast {
+        /// Messages per batch (the relay publishes in batches).
+        #[arg(long, default_value_t = 20)]
+        batch: usize,
+        #[arg(long, default_value_t = 1_000)]
+        batches: usize,
+    },
     /// One mailing end to end: load N clients, start a mailing to them all, time it until every
     /// message is final. Needs HERALD_PROVIDER_URL (run the mock provider apart).
     Mailing {
@@ -270,6 +279,9 @@ async fn execute(command: Command, config: &config::Config) -> anyhow::Result<Ex
         Command::Bench { command: BenchCommand::Realtime { sessions, sessions_per_user, rate, seconds } } => {
             let options = crate::bench::realtime::RealtimeOptions { sessions, sessions_per_user, rate, seconds };
             crate::bench::realtime::realtime(config, options).await?.print(config);
+        }
+        Command::Bench { command: BenchCommand::Broadcast { batch, batches } } => {
+            crate::bench::broadcast::broadcast(config, batch, batches).await?.print(config);
         }
         Command::Bench { command: BenchCommand::Mailing { clients, senders, schedulers } } => {
             crate::bench::mailing::mailing(config, clients, senders, schedulers).await?.print(config);

@@ -137,5 +137,6 @@ fn bench_task(owner: UserId) -> Task {
     }
 }
 
+pub mod broadcast;
 pub mod mailing;
 pub mod realtime;
