@@ -102,9 +102,11 @@ impl NotificationRouter {
         async move {
             let stored = async {
                 // Deleted or moved after its reminder left: the reminder is stale, nobody is told.
+                // Compared to the microsecond, as the store keeps times.
                 let owner = UserId(notification.user_id);
                 let event = self.store.event(owner, EventId(notification.event_id)).await?;
-                if event.is_none_or(|e| e.starts_at != notification.starts_at) {
+                let starts_at = notification.starts_at.timestamp_micros();
+                if event.is_none_or(|e| e.starts_at.timestamp_micros() != starts_at) {
                     tracing::info!("the event was deleted or moved after its reminder left; not delivered");
                     return Ok(0);
                 }

@@ -4,7 +4,7 @@
 
 use async_trait::async_trait;
 use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD as B64};
-use chrono::{DateTime, Duration, NaiveDate, Utc};
+use chrono::{DateTime, Duration, NaiveDate, SubsecRound as _, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tracing::Instrument as _;
@@ -126,7 +126,8 @@ impl EventFields {
             owner,
             title: self.title,
             description: self.description.unwrap_or_default(),
-            starts_at: self.starts_at,
+            // The store keeps microseconds: an answer, a reminder and a later read agree.
+            starts_at: self.starts_at.trunc_subsecs(6),
             duration: Duration::seconds(self.duration),
             remind_before: self.remind_before.map(Duration::seconds),
             created_at,

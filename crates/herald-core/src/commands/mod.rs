@@ -109,6 +109,7 @@ mod tests {
                 "rooms.list",
                 "rooms.messages",
                 "rooms.post_message",
+                "rooms.remove_member",
                 "tasks.create",
                 "tasks.delete",
                 "tasks.get",

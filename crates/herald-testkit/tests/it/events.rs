@@ -58,11 +58,18 @@ async fn events_are_created_read_replaced_and_deleted(app: &TestApp) {
     let put = app.send(Method::PUT, &format!("/api/v1/events/{id}"), Some(&token), Some(&body)).await;
     assert_eq!(put.code(), "not_found");
 
+    // Times finer than the store keeps are cut to the microsecond: the answer and a read agree.
+    let body = json!({"title": "Fine", "starts_at": "2026-12-02T09:00:00.123456789Z", "duration": 60});
+    let fine = create(app, &token, body).await;
+    assert_eq!(fine["starts_at"], "2026-12-02T09:00:00.123456Z");
+    let read = app.get(&format!("/api/v1/events/{}", fine["id"].as_str().expect("id")), Some(&token)).await;
+    assert_eq!(read.body, fine);
+
     // Every change left its event on the owner's channel, in order.
     let outbox = app.store().read_outbox(0, 100).await.expect("outbox");
     let kinds: Vec<_> =
         outbox.iter().filter(|o| o.event.kind.starts_with("event.")).map(|o| o.event.kind.as_str()).collect();
-    assert_eq!(kinds, ["event.created", "event.updated", "event.deleted"]);
+    assert_eq!(kinds, ["event.created", "event.updated", "event.deleted", "event.created"]);
     assert!(outbox.iter().filter(|o| o.event.kind.starts_with("event.")).all(|o| o.event.channel.starts_with("user:")));
 }
 
