@@ -107,6 +107,9 @@ struct ChannelState {
     overflowed: bool,
     /// (offset, commit time) of events sent and not yet acknowledged.
     pending: VecDeque<(i64, DateTime<Utc>)>,
+    /// The channel's head when a resuming subscription was answered: what it replays up to there
+    /// was sent before or missed while away (a redelivery); what follows is new.
+    redeliver_until: i64,
 }
 
 /// One client session on one connection.
@@ -122,8 +125,9 @@ pub(super) struct Session {
     closed: AtomicBool,
 }
 
-/// Why a channel reads its stream: a subscription resuming from its position (what it sends
-/// is redelivered: sent before, or missed while away), or a gap in the live path.
+/// Why a channel reads its stream: a subscription starting from its position (what it sends up
+/// to the head it answered with is redelivered: sent before, or missed while away), or a gap in
+/// the live path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Replay {
     Resume,
@@ -189,6 +193,7 @@ impl Session {
                     waiting: Vec::new(),
                     overflowed: false,
                     pending: VecDeque::new(),
+                    redeliver_until: if result == "recovered" { head.offset } else { position },
                 },
             );
             generation
@@ -222,6 +227,7 @@ impl Session {
     /// its buffer, not disconnecting it), then what came live meanwhile, then turns live.
     async fn replay(self: Arc<Self>, channel: &str, generation: u64, why: Replay) {
         let svc = &self.gw.herald.services;
+        let Some(redeliver_until) = self.with_channel(channel, generation, |c| c.redeliver_until) else { return };
         loop {
             let Some(from) = self.with_channel(channel, generation, |c| c.sent) else { return };
             let page = match svc.store.read_channel(channel, from, REPLAY_PAGE).await {
@@ -248,7 +254,7 @@ impl Session {
                     return;
                 }
                 next = event.channel_offset;
-                if why == Replay::Resume {
+                if why == Replay::Resume && event.channel_offset <= redeliver_until {
                     svc.metrics.realtime.redeliveries.inc();
                 }
                 if self.ends_membership(&body) && self.removed_now(channel).await {
