@@ -141,7 +141,6 @@ fn namespace() -> String {
     format!("t_{}", Uuid::now_v7().simple())
 }
 
-/// `scheme://authority/tail` -> (scheme, authority, `/tail`).
 /// The `host:port` a broker URL (`amqp://…`, `nats://…`) points at, for a [`Proxy`] to forward to.
 pub fn broker_target(kind: BrokerKind, url: &str) -> String {
     let default_port = if kind == BrokerKind::Amqp { 5672 } else { 4222 };
@@ -157,6 +156,7 @@ pub fn proxied_url(url: &str, proxy: &Proxy) -> String {
     format!("{scheme}://{userinfo}{}{tail}", proxy.addr())
 }
 
+/// `scheme://authority/tail` -> (scheme, authority, `/tail`).
 fn split_url(url: &str) -> (&str, &str, &str) {
     let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
     let end = rest.find(['/', '?']).unwrap_or(rest.len());

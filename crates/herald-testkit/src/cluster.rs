@@ -94,7 +94,12 @@ impl Cluster {
 
     /// Starts `herald gateway` alone.
     pub async fn gateway(&self) -> Node {
-        self.started(herald::app::start_gateway(&self.config(|_| {})).await.expect("start gateway")).await
+        self.gateway_with(|_| {}).await
+    }
+
+    /// Starts `herald gateway` alone with settings changed by `tweak`.
+    pub async fn gateway_with(&self, tweak: impl FnOnce(&mut BTreeMap<String, String>)) -> Node {
+        self.started(herald::app::start_gateway(&self.config(tweak)).await.expect("start gateway")).await
     }
 
     /// The broker's `host:port`, for a [`Proxy`](crate::proxy::Proxy); `None` in-process.
@@ -105,10 +110,10 @@ impl Cluster {
     /// Starts `herald gateway` alone, reaching the broker through `proxy` (so a test can cut it off).
     pub async fn gateway_through(&self, proxy: &crate::proxy::Proxy) -> Node {
         let url = crate::broker_suite::proxied_url(&self.broker_url, proxy);
-        let config = self.config(|env| {
+        self.gateway_with(|env| {
             env.insert("HERALD_BROKER_URL".to_owned(), url);
-        });
-        self.started(herald::app::start_gateway(&config).await.expect("start gateway")).await
+        })
+        .await
     }
 
     async fn started(&self, running: Running) -> Node {

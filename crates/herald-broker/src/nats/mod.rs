@@ -63,6 +63,15 @@ struct Shared {
     /// Counts the times broadcasts may have been lost: reconnects after a drop, and messages
     /// async-nats dropped for a subscriber that fell behind (a slow consumer).
     interruptions: watch::Receiver<u64>,
+    /// The subscription round trips come back on, made on first use and kept.
+    probe: tokio::sync::Mutex<Option<Probe>>,
+}
+
+/// A private subject this connection subscribes to, and how many round trips were sent on it.
+struct Probe {
+    subject: async_nats::Subject,
+    subscriber: async_nats::Subscriber,
+    sent: u64,
 }
 
 impl fmt::Debug for NatsBroker {
@@ -116,6 +125,7 @@ impl NatsBroker {
             timeout: operation_timeout,
             closed: tokio_util::sync::CancellationToken::new(),
             interruptions,
+            probe: tokio::sync::Mutex::default(),
         };
         Ok(Self { shared: Arc::new(shared) })
     }
@@ -207,16 +217,28 @@ impl Shared {
     /// A round trip through the server: everything this connection sent before it (a SUB, a PUB)
     /// has been processed by the server once it returns. `Client::flush` is not enough: it only
     /// empties the socket's write buffer. The server handles one connection's commands in order,
-    /// so a message published to a fresh inbox and received back proves the ones before it.
+    /// so a message published to this connection's probe subject and received back proves the
+    /// ones before it. Each round trip carries its number, so an answer left over from one that
+    /// timed out is skipped.
     async fn flush(&self) -> Result<(), BrokerError> {
         let round_trip = async {
-            let inbox = self.client.new_inbox();
-            let mut probe = self.client.subscribe(inbox.clone()).await.map_err(unavailable)?;
-            self.client.publish(inbox, "".into()).await.map_err(unavailable)?;
+            let mut probe = self.probe.lock().await;
+            if probe.is_none() {
+                let subject = async_nats::Subject::from(self.client.new_inbox());
+                let subscriber = self.client.subscribe(subject.clone()).await.map_err(unavailable)?;
+                *probe = Some(Probe { subject, subscriber, sent: 0 });
+            }
+            let probe = probe.as_mut().ok_or(BrokerError::Closed)?;
+            probe.sent += 1;
+            let token = probe.sent.to_string();
+            self.client.publish(probe.subject.clone(), token.clone().into()).await.map_err(unavailable)?;
             self.client.flush().await.map_err(unavailable)?;
-            probe.next().await.ok_or(BrokerError::Closed)?;
-            probe.unsubscribe().await.ok();
-            Ok(())
+            loop {
+                let answer = probe.subscriber.next().await.ok_or(BrokerError::Closed)?;
+                if answer.payload == token.as_bytes() {
+                    return Ok(());
+                }
+            }
         };
         match timeout(self.timeout, round_trip).await {
             Ok(done) => done,

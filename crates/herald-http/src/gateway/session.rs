@@ -257,8 +257,7 @@ impl Session {
                 if why == Replay::Resume && event.channel_offset <= redeliver_until {
                     svc.metrics.realtime.redeliveries.inc();
                 }
-                if self.ends_membership(&body) && self.removed_now(channel).await {
-                    self.leave_removed(channel, body.offset);
+                if self.left_after(channel, &body).await {
                     return;
                 }
             }
@@ -290,8 +289,7 @@ impl Session {
                 if event.offset != sent + 1 || !self.send_paced(channel, generation, event.clone()).await {
                     break;
                 }
-                if self.ends_membership(&event) && self.removed_now(channel).await {
-                    self.leave_removed(channel, event.offset);
+                if self.left_after(channel, &event).await {
                     return;
                 }
             }
@@ -457,11 +455,20 @@ impl Session {
             && event.data["user"].as_str().and_then(|u| u.parse::<Uuid>().ok()) == Some(self.identity.user_id.0)
     }
 
-    /// Whether this session's user is not a member of the room of `channel` now (a replay may
-    /// meet an old removal of a member added again since).
-    async fn removed_now(&self, channel: &str) -> bool {
+    /// After a replay sent `event` on `channel`: when it removed this session's user and they are
+    /// not a member now (a replay may meet an old removal of a member added again since), leaves
+    /// the channel and answers true.
+    async fn left_after(self: &Arc<Self>, channel: &str, event: &EventBody) -> bool {
+        if !self.ends_membership(event) {
+            return false;
+        }
         let Some(room) = channel.strip_prefix("room:").and_then(|r| r.parse::<Uuid>().ok()) else { return false };
-        !matches!(self.gw.herald.services.store.is_member(RoomId(room), self.identity.user_id).await, Ok(true))
+        let member = self.gw.herald.services.store.is_member(RoomId(room), self.identity.user_id).await;
+        if matches!(member, Ok(true)) {
+            return false;
+        }
+        self.leave_removed(channel, event.offset);
+        true
     }
 
     /// Stops reading a room's channel after the event (`offset`) that removed this session's user,

@@ -9,6 +9,7 @@ use anyhow::{Context as _, bail};
 use herald_core::broker::{BrokerError, Message};
 use uuid::Uuid;
 
+use super::percentile_ms;
 use crate::{app, config::Config};
 
 /// The topic the benchmark uses (under the configured namespace).
@@ -22,19 +23,14 @@ pub struct BroadcastReport {
     received: Vec<u64>,
 }
 
-fn percentile(sorted: &[u64], p: f64) -> f64 {
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted.get(i).map_or(f64::NAN, |us| *us as f64 / 1000.0)
-}
-
 impl BroadcastReport {
     pub fn print(&self, config: &Config) {
         let line = |what: &str, sorted: &[u64]| {
             println!(
                 "{what} p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
-                percentile(sorted, 0.5),
-                percentile(sorted, 0.99),
-                percentile(sorted, 1.0)
+                percentile_ms(sorted, 0.5),
+                percentile_ms(sorted, 0.99),
+                percentile_ms(sorted, 1.0)
             );
         };
         println!("broker     {}", config.broker_url);

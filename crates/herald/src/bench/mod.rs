@@ -137,6 +137,12 @@ fn bench_task(owner: UserId) -> Task {
     }
 }
 
+/// The `p` quantile (0 to 1) of `sorted` microseconds, in milliseconds; NaN when empty.
+fn percentile_ms(sorted: &[u64], p: f64) -> f64 {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted.get(i).map_or(f64::NAN, |us| *us as f64 / 1000.0)
+}
+
 pub mod broadcast;
 pub mod mailing;
 pub mod realtime;

@@ -59,11 +59,7 @@ pub struct RealtimeReport {
 
 impl RealtimeReport {
     fn percentile(&self, p: f64) -> f64 {
-        if self.latencies.is_empty() {
-            return f64::NAN;
-        }
-        let i = ((self.latencies.len() as f64 - 1.0) * p).round() as usize;
-        self.latencies[i] as f64 / 1000.0
+        super::percentile_ms(&self.latencies, p)
     }
 
     pub fn print(&self, config: &Config) {
