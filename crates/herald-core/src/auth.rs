@@ -3,17 +3,25 @@
 //! Tokens are compact JWS (RFC 7515) with exactly one accepted algorithm, HS256: the header is
 //! compared byte for byte, so `alg: none` and algorithm confusion are impossible by construction.
 
-use std::{fmt, sync::OnceLock};
+use std::{
+    fmt,
+    sync::{
+        Arc, Mutex, PoisonError,
+        atomic::{AtomicUsize, Ordering},
+    },
+};
 
 use argon2::{
-    Argon2,
-    password_hash::{PasswordHash, PasswordHasher as _, PasswordVerifier as _, SaltString, rand_core::OsRng},
+    Algorithm, Argon2, Block, Params, Version,
+    password_hash::{self, Output, ParamsString, PasswordHash, SaltString, rand_core::OsRng},
 };
 use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD as B64};
 use chrono::{DateTime, Duration, Utc};
 use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
+use subtle::ConstantTimeEq as _;
+use tokio::sync::{OnceCell, Semaphore};
 
 use crate::{
     error::{ApiError, ErrorCode},
@@ -155,18 +163,44 @@ impl TokenIssuer {
 }
 
 /// Hashes and checks passwords with argon2id (the crate's recommended parameters), off the
-/// async executor since one hash costs tens of milliseconds of CPU.
-#[derive(Debug, Default)]
+/// async executor since one hash costs tens of milliseconds of CPU and 19 MiB of memory.
+///
+/// At most `concurrency` hashes run at once, each in a memory block taken from a pool and put
+/// back after, so hashing holds at most `concurrency` blocks whatever the load (the allocator
+/// never sees the 19 MiB allocations it would keep). At most `queue` checks wait for a slot;
+/// beyond that they are refused with `too_many_requests`.
+#[derive(Debug)]
 pub struct PasswordHasher {
+    slots: Arc<Semaphore>,
+    queue: usize,
+    waiting: AtomicUsize,
+    /// Memory blocks of finished hashes, for the next ones.
+    pool: Arc<Mutex<Vec<Vec<Block>>>>,
     /// A hash to verify against when the account does not exist, so a login for an unknown
     /// email costs the same time as a wrong password and does not reveal which emails exist.
-    decoy: OnceLock<String>,
+    decoy: OnceCell<String>,
+}
+
+impl Default for PasswordHasher {
+    fn default() -> Self {
+        Self::new(std::thread::available_parallelism().map_or(1, |n| n.get() as u32), 64)
+    }
 }
 
 impl PasswordHasher {
+    pub fn new(concurrency: u32, queue: u32) -> Self {
+        Self {
+            slots: Arc::new(Semaphore::new(concurrency.max(1) as usize)),
+            queue: queue as usize,
+            waiting: AtomicUsize::new(0),
+            pool: Arc::default(),
+            decoy: OnceCell::new(),
+        }
+    }
+
     pub async fn hash(&self, password: &Password) -> Result<String, ApiError> {
         let password = password.clone();
-        tokio::task::spawn_blocking(move || hash_blocking(password.expose())).await.map_err(ApiError::internal)?
+        self.run(move |memory| hash_blocking(password.expose(), memory)).await?
     }
 
     /// Whether `password` matches `hash`; with no hash, spends the same time and answers false.
@@ -174,24 +208,54 @@ impl PasswordHasher {
         let known = hash.is_some();
         let hash = match hash {
             Some(hash) => hash.to_owned(),
-            None => self.decoy()?.to_owned(),
+            None => self.decoy().await?.to_owned(),
         };
         let password = password.clone();
-        let matches = tokio::task::spawn_blocking(move || {
-            let parsed = PasswordHash::new(&hash).map_err(|e| ApiError::internal(HashError(e.to_string())))?;
-            Ok::<_, ApiError>(Argon2::default().verify_password(password.expose().as_bytes(), &parsed).is_ok())
-        })
-        .await
-        .map_err(ApiError::internal)??;
+        let matches = self.run(move |memory| verify_blocking(password.expose(), &hash, memory)).await??;
         Ok(known && matches)
     }
 
-    fn decoy(&self) -> Result<&str, ApiError> {
-        if let Some(decoy) = self.decoy.get() {
-            return Ok(decoy);
-        }
-        let hash = hash_blocking("decoy password that matches nothing")?;
-        Ok(self.decoy.get_or_init(|| hash))
+    /// Runs `work` on the blocking pool once a slot is free, with a pooled memory block.
+    async fn run<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&mut Vec<Block>) -> T + Send + 'static,
+    ) -> Result<T, ApiError> {
+        let permit = match self.slots.clone().try_acquire_owned() {
+            Ok(permit) => permit,
+            Err(_) => {
+                if self.waiting.fetch_add(1, Ordering::AcqRel) >= self.queue {
+                    self.waiting.fetch_sub(1, Ordering::AcqRel);
+                    return Err(ApiError::too_many_requests(
+                        "the server is busy checking passwords; retry shortly",
+                        std::time::Duration::from_secs(1),
+                    ));
+                }
+                let permit = self.slots.clone().acquire_owned().await;
+                self.waiting.fetch_sub(1, Ordering::AcqRel);
+                permit.map_err(ApiError::internal)?
+            }
+        };
+        let pool = self.pool.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut memory = pool.lock().unwrap_or_else(PoisonError::into_inner).pop().unwrap_or_default();
+            let out = work(&mut memory);
+            pool.lock().unwrap_or_else(PoisonError::into_inner).push(memory);
+            drop(permit);
+            out
+        })
+        .await
+        .map_err(ApiError::internal)
+    }
+
+    async fn decoy(&self) -> Result<&str, ApiError> {
+        let decoy = self
+            .decoy
+            .get_or_try_init(|| async {
+                let decoy = Password::attempt("decoy password that matches nothing".to_owned());
+                self.hash(&decoy).await
+            })
+            .await?;
+        Ok(decoy)
     }
 }
 
@@ -199,12 +263,55 @@ impl PasswordHasher {
 #[error("password hashing failed: {0}")]
 struct HashError(String);
 
-fn hash_blocking(password: &str) -> Result<String, ApiError> {
+fn hash_error(e: impl fmt::Display) -> ApiError {
+    ApiError::internal(HashError(e.to_string()))
+}
+
+/// Hashes with argon2id's default parameters into `memory`, grown to the blocks they need.
+fn hash_blocking(password: &str, memory: &mut Vec<Block>) -> Result<String, ApiError> {
+    let params = Params::default();
     let salt = SaltString::generate(&mut OsRng);
-    Argon2::default()
-        .hash_password(password.as_bytes(), &salt)
-        .map(|hash| hash.to_string())
-        .map_err(|e| ApiError::internal(HashError(e.to_string())))
+    let mut salt_bytes = [0u8; 64];
+    let salt_bytes = salt.decode_b64(&mut salt_bytes).map_err(hash_error)?;
+    let argon2 = Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone());
+    memory.resize(params.block_count(), Block::default());
+    let output = Output::init_with(Params::DEFAULT_OUTPUT_LEN, |out| {
+        argon2.hash_password_into_with_memory(password.as_bytes(), salt_bytes, out, &mut memory[..]).map_err(|e| {
+            tracing::debug!(error = %e, "argon2 failed");
+            password_hash::Error::Crypto
+        })
+    })
+    .map_err(hash_error)?;
+    let hash = PasswordHash {
+        algorithm: Algorithm::Argon2id.ident(),
+        version: Some(Version::V0x13.into()),
+        params: ParamsString::try_from(&params).map_err(hash_error)?,
+        salt: Some(salt.as_salt()),
+        hash: Some(output),
+    };
+    Ok(hash.to_string())
+}
+
+/// Checks `password` against a PHC `hash` (any argon2 variant and parameters), in `memory`.
+fn verify_blocking(password: &str, hash: &str, memory: &mut Vec<Block>) -> Result<bool, ApiError> {
+    let parsed = PasswordHash::new(hash).map_err(hash_error)?;
+    let algorithm = Algorithm::try_from(parsed.algorithm).map_err(hash_error)?;
+    let version = parsed.version.map(Version::try_from).transpose().map_err(hash_error)?.unwrap_or_default();
+    let params = Params::try_from(&parsed).map_err(hash_error)?;
+    let (Some(salt), Some(expected)) = (parsed.salt, parsed.hash) else {
+        return Err(hash_error("the stored hash has no salt or no output"));
+    };
+    let mut salt_bytes = [0u8; 64];
+    let salt_bytes = salt.decode_b64(&mut salt_bytes).map_err(hash_error)?;
+    // A stored hash with a larger memory cost than ours gets a block of its own, not the pool's.
+    let mut own = Vec::new();
+    let memory = if params.block_count() <= Params::default().block_count() { memory } else { &mut own };
+    memory.resize(params.block_count(), Block::default());
+    let mut out = vec![0u8; expected.len()];
+    Argon2::new(algorithm, version, params.clone())
+        .hash_password_into_with_memory(password.as_bytes(), salt_bytes, &mut out, &mut memory[..params.block_count()])
+        .map_err(hash_error)?;
+    Ok(bool::from(out.as_slice().ct_eq(expected.as_bytes())))
 }
 
 #[cfg(test)]
@@ -271,5 +378,30 @@ mod tests {
         assert!(hasher.verify(&pw, Some(&hash)).await.expect("verify"));
         assert!(!hasher.verify(&Password::attempt("wrong horse".into()), Some(&hash)).await.expect("verify"));
         assert!(!hasher.verify(&pw, None).await.expect("verify decoy"));
+    }
+
+    #[tokio::test]
+    async fn hashes_made_by_the_argon2_crate_still_verify() {
+        use argon2::password_hash::PasswordHasher as _;
+        let salt = SaltString::generate(&mut OsRng);
+        let old = Argon2::default().hash_password(b"correct horse", &salt).expect("hash").to_string();
+        let hasher = PasswordHasher::default();
+        assert!(hasher.verify(&Password::attempt("correct horse".into()), Some(&old)).await.expect("verify"));
+        assert!(!hasher.verify(&Password::attempt("wrong horse".into()), Some(&old)).await.expect("verify"));
+        let ours = hasher.hash(&Password::attempt("correct horse".into())).await.expect("hash");
+        let parsed = PasswordHash::new(&ours).expect("phc");
+        use argon2::PasswordVerifier as _;
+        assert!(Argon2::default().verify_password(b"correct horse", &parsed).is_ok(), "the crate accepts ours");
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_is_refused_without_hashing() {
+        let hasher = Arc::new(PasswordHasher::new(1, 1));
+        let pw = Password::attempt("correct horse".into());
+        let (a, b, c) = tokio::join!(hasher.hash(&pw), hasher.hash(&pw), hasher.hash(&pw));
+        let codes: Vec<_> = [a, b, c].into_iter().map(|r| r.err().map(|e| e.code())).collect();
+        assert_eq!(codes.iter().filter(|c| c.is_none()).count(), 2, "{codes:?}");
+        assert!(codes.contains(&Some(ErrorCode::TooManyRequests)), "{codes:?}");
+        assert!(hasher.pool.lock().expect("pool").len() <= 1, "one slot uses one block");
     }
 }

@@ -55,6 +55,14 @@ impl Access {
 #[derive(Debug, Clone)]
 pub struct Ctx {
     pub caller: Caller,
+    /// The client's address, where the transport knows one (HTTP and sockets; not NATS or gRPC).
+    pub peer: Option<std::net::IpAddr>,
+}
+
+impl From<Caller> for Ctx {
+    fn from(caller: Caller) -> Self {
+        Self { caller, peer: None }
+    }
 }
 
 impl Ctx {
@@ -210,7 +218,7 @@ impl Registry {
 
     /// Runs a command for a caller: access check, schema validation, typed decoding, the use case,
     /// in a `command` span (for traces: the events and deliveries it writes continue it).
-    pub async fn call(&self, svc: &Services, caller: Caller, name: &str, input: Value) -> Result<Value, ApiError> {
+    pub async fn call(&self, svc: &Services, cx: Ctx, name: &str, input: Value) -> Result<Value, ApiError> {
         let info =
             self.get(name).ok_or_else(|| ApiError::new(ErrorCode::NotFound, format!("no command named {name:?}")))?;
         let span = tracing::info_span!(
@@ -222,9 +230,9 @@ impl Registry {
             error.code = tracing::field::Empty,
         );
         let result = async {
-            info.access.check(&caller)?;
+            info.access.check(&cx.caller)?;
             info.validate(&input)?;
-            info.command.call(svc, &Ctx { caller }, input).await
+            info.command.call(svc, &cx, input).await
         }
         .instrument(span.clone())
         .await;

@@ -3,7 +3,7 @@
 //! Transports convert an [`ApiError`] once (HTTP: RFC 9457 problem+json; later gRPC and socket
 //! acks); nothing else decides what a client is told.
 
-use std::{error::Error as StdError, fmt, sync::Arc};
+use std::{error::Error as StdError, fmt, sync::Arc, time::Duration};
 
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -53,6 +53,9 @@ error_codes! {
     RangeNotSatisfiable => (416, "range_not_satisfiable", "The requested range is outside the content"),
     UnsupportedMediaType => (415, "unsupported_media_type", "The request body has an unsupported content type"),
     ValidationFailed => (422, "validation_failed", "The input is not valid"),
+    TooManyRequests => (429, "too_many_requests", "Too many requests; retry after the time given"),
+    TooManySessions => (429, "too_many_sessions", "This user has as many open sessions as allowed"),
+    TooManySubscriptions => (429, "too_many_subscriptions", "This session has as many subscriptions as allowed"),
     Internal => (500, "internal", "Internal server error"),
     Unavailable => (503, "unavailable", "A backend is unavailable; retry later"),
 }
@@ -86,13 +89,27 @@ pub struct ApiError {
     code: ErrorCode,
     detail: String,
     errors: Vec<FieldError>,
+    /// For `too_many_requests`: how long the client should wait (HTTP `Retry-After`).
+    retry_after: Option<Duration>,
     source: Option<Arc<dyn StdError + Send + Sync>>,
 }
 
 impl ApiError {
     /// An error with a code and a detail for the client.
     pub fn new(code: ErrorCode, detail: impl Into<String>) -> Self {
-        Self { code, detail: detail.into(), errors: Vec::new(), source: None }
+        Self { code, detail: detail.into(), errors: Vec::new(), retry_after: None, source: None }
+    }
+
+    /// `too_many_requests`, to be retried after `wait` (rounded up to whole seconds for clients).
+    pub fn too_many_requests(detail: impl Into<String>, wait: Duration) -> Self {
+        let mut err = Self::new(ErrorCode::TooManyRequests, detail);
+        err.retry_after = Some(wait);
+        err
+    }
+
+    /// How long the client should wait before trying again, in whole seconds (at least 1).
+    pub fn retry_after_secs(&self) -> Option<u64> {
+        self.retry_after.map(|wait| (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1))
     }
 
     /// `validation_failed` with one error per field.
@@ -155,6 +172,7 @@ impl fmt::Debug for ApiError {
             .field("code", &self.code)
             .field("detail", &self.detail)
             .field("errors", &self.errors)
+            .field("retry_after", &self.retry_after)
             .field("source", &self.source.as_ref().map(|s| s.to_string()))
             .finish()
     }
@@ -194,6 +212,10 @@ pub struct Problem {
     /// Field errors, for `validation_failed`.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<FieldError>,
+    /// Seconds to wait before retrying, for `too_many_requests` (also the `Retry-After` header).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(example = 12)]
+    pub retry_after: Option<u64>,
 }
 
 impl Problem {
@@ -208,6 +230,7 @@ impl Problem {
             instance,
             request_id,
             errors: err.field_errors().to_vec(),
+            retry_after: err.retry_after_secs(),
         }
     }
 }

@@ -107,12 +107,14 @@ pub mod error;
 pub mod event;
 pub mod files;
 pub mod metrics;
+pub mod net;
 pub mod page;
 pub mod redact;
 pub mod room;
 pub mod schedule;
 pub mod store;
 pub mod task;
+pub mod throttle;
 pub mod trace;
 pub mod user;
 pub mod wire;
@@ -135,6 +137,10 @@ pub struct Services {
     pub files: Arc<dyn Files>,
     pub tokens: TokenIssuer,
     pub passwords: PasswordHasher,
+    /// Limits on password checks, per account and per client address.
+    pub throttle: throttle::Throttle,
+    /// Where users may aim outbound requests (webhooks).
+    pub destinations: net::Destinations,
     pub clock: Arc<dyn Clock>,
     pub metrics: Arc<metrics::Metrics>,
 }
@@ -165,8 +171,9 @@ impl Herald {
         Ok(Caller::User(svc.tokens.verify(token, svc.clock.now())?))
     }
 
-    /// Runs the command `name` for `caller` with raw JSON input. See [`Registry::call`].
-    pub async fn call(&self, caller: Caller, name: &str, input: Value) -> Result<Value, ApiError> {
-        self.commands.call(&self.services, caller, name, input).await
+    /// Runs the command `name` for a caller (a [`Caller`], or a [`command::Ctx`] with the
+    /// client's address) with raw JSON input. See [`Registry::call`].
+    pub async fn call(&self, cx: impl Into<command::Ctx>, name: &str, input: Value) -> Result<Value, ApiError> {
+        self.commands.call(&self.services, cx.into(), name, input).await
     }
 }

@@ -37,6 +37,9 @@ pub fn render(err: &ApiError, instance: Option<String>, request_id: Option<Strin
     {
         response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
     }
+    if let Some(secs) = err.retry_after_secs() {
+        response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    }
     response.extensions_mut().insert(err.clone());
     response
 }

@@ -62,6 +62,11 @@ impl Campaign {
             files: Arc::new(herald_store::LocalFiles::open(files.path()).await.expect("files")),
             tokens: TokenIssuer::new(&[7; 32], chrono::Duration::days(365)).expect("issuer"),
             passwords: Default::default(),
+            throttle: herald_core::throttle::Throttle::new(herald_core::throttle::ThrottleOptions::unlimited()),
+            destinations: herald_core::net::Destinations::new(
+                "127.0.0.0/8".parse().expect("networks"),
+                Arc::new(herald_workers::net::SystemResolver),
+            ),
             clock: pipe.clock.clone(),
             metrics: pipe.metrics.clone(),
         }));

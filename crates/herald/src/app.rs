@@ -5,12 +5,14 @@ use std::{collections::HashMap, net::SocketAddr, sync::Arc};
 use anyhow::Context as _;
 use herald_core::{
     Herald, Services,
-    auth::TokenIssuer,
+    auth::{PasswordHasher, TokenIssuer},
     broker::Broker,
     clock::{Clock, SystemClock},
     delivery::{BreakerConfig, Channel, RetryPolicy},
     metrics::Metrics,
+    net::Destinations,
     store::Store,
+    throttle::{Throttle, ThrottleOptions},
 };
 use herald_http::{
     HttpOptions, Probes,
@@ -146,6 +148,11 @@ pub fn sender_options(config: &Config) -> SenderOptions {
         call_margin,
         ..SenderOptions::default()
     }
+}
+
+/// Where users may aim webhooks, with the system resolver.
+pub fn destinations(config: &Config) -> Destinations {
+    Destinations::new(config.webhook_allowed_networks.clone(), Arc::new(herald_workers::net::SystemResolver))
 }
 
 /// The HTTP channels as configured.
@@ -295,7 +302,13 @@ async fn start_roles(config: &Config, roles: Roles) -> anyhow::Result<Running> {
         broker: broker.clone(),
         files: files.clone(),
         tokens,
-        passwords: Default::default(),
+        passwords: PasswordHasher::new(config.password_hash_concurrency.resolve(), config.password_hash_queue.0),
+        throttle: Throttle::new(ThrottleOptions {
+            per_account: config.auth_account_rate.0,
+            per_address: config.auth_address_rate.0,
+            max_keys: config.auth_rate_keys.0 as usize,
+        }),
+        destinations: destinations(config),
         clock: Arc::new(SystemClock),
         metrics: metrics.clone(),
     }));

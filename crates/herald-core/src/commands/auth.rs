@@ -1,4 +1,5 @@
-//! `auth.register` and `auth.login`.
+//! `auth.register` and `auth.login`. Both check a password (hash it or verify it), so both go
+//! through the password-check limits first.
 
 use async_trait::async_trait;
 use serde::Deserialize;
@@ -40,7 +41,8 @@ impl Command for Register {
     type Input = RegisterInput;
     type Output = UserView;
 
-    async fn run(&self, svc: &Services, _cx: &Ctx, input: RegisterInput) -> Result<UserView, ApiError> {
+    async fn run(&self, svc: &Services, cx: &Ctx, input: RegisterInput) -> Result<UserView, ApiError> {
+        svc.throttle.password_attempt(input.email.as_str(), cx.peer)?;
         let password = Password::new_secret(input.password).map_err(|msg| ApiError::invalid_field("password", msg))?;
         let account = NewAccount { email: input.email, name: input.name, password, role: Role::User };
         let user = create_user(svc.store.as_ref(), &svc.passwords, svc.clock.as_ref(), account).await?;
@@ -71,7 +73,9 @@ impl Command for Login {
     type Input = LoginInput;
     type Output = AccessToken;
 
-    async fn run(&self, svc: &Services, _cx: &Ctx, input: LoginInput) -> Result<AccessToken, ApiError> {
+    async fn run(&self, svc: &Services, cx: &Ctx, input: LoginInput) -> Result<AccessToken, ApiError> {
+        // Before anything is read or hashed: a throttled attempt costs the server nothing.
+        svc.throttle.password_attempt(input.email.as_str(), cx.peer)?;
         let credentials = svc.store.credentials_by_email(&input.email).await?;
         let password = Password::attempt(input.password);
         let hash = credentials.as_ref().map(|c| c.password_hash.as_str());

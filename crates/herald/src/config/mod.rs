@@ -10,7 +10,7 @@ mod values;
 use std::{collections::BTreeMap, fmt, net::SocketAddr, path::PathBuf, str::FromStr};
 
 use herald_broker::BrokerUrl;
-use herald_core::schedule::Schedule;
+use herald_core::{net::Networks, schedule::Schedule};
 use herald_store::StoreUrl;
 pub use values::*;
 
@@ -176,10 +176,42 @@ settings! {
         doc "Longest wait for a webhook receiver's answer; a timeout is retried.";
     webhook_rate: RateLimit = "unlimited", env "HERALD_WEBHOOK_RATE", flag "webhook-rate", secret false,
         doc "Most webhook calls per sender: unlimited, <n>/s or <n>/m.";
+    webhook_allowed_networks: Networks = "", env "HERALD_WEBHOOK_ALLOWED_NETWORKS", flag "webhook-allowed-networks",
+        secret false,
+        doc "Comma-separated CIDRs webhooks may reach although they are internal (loopback, private, link-local, …); empty allows public addresses only.";
+    webhook_max_hosts: Count = "10000", env "HERALD_WEBHOOK_MAX_HOSTS", flag "webhook-max-hosts", secret false,
+        doc "Most webhook destination hosts whose circuit breaker and rate limit a sender keeps; the least recently used are forgotten.";
     jwt_secret: Optional<Secret> = "", env "HERALD_JWT_SECRET", flag "jwt-secret", secret true,
         doc "HMAC secret for access tokens (32+ bytes); generated into the data dir when unset.";
     jwt_ttl: Span = "1h", env "HERALD_JWT_TTL", flag "jwt-ttl", secret false,
         doc "Lifetime of an access token.";
+    password_hash_concurrency: AutoCount = "auto", env "HERALD_PASSWORD_HASH_CONCURRENCY",
+        flag "password-hash-concurrency", secret false,
+        doc "Password hashes computed at once (each holds 19 MiB while it runs); auto is the number of cores.";
+    password_hash_queue: Count = "64", env "HERALD_PASSWORD_HASH_QUEUE", flag "password-hash-queue", secret false,
+        doc "Password checks that may wait for a hashing slot; beyond it they are refused with 429.";
+    auth_account_rate: RateLimit = "10/m", env "HERALD_AUTH_ACCOUNT_RATE", flag "auth-account-rate", secret false,
+        doc "Password checks (login, register) per account, on every transport: unlimited, <n>/s or <n>/m (bursts of a minute's worth).";
+    auth_address_rate: RateLimit = "60/m", env "HERALD_AUTH_ADDRESS_RATE", flag "auth-address-rate", secret false,
+        doc "Password checks per client IP address (HTTP and sockets): unlimited, <n>/s or <n>/m (bursts of a minute's worth).";
+    auth_rate_keys: Count = "100000", env "HERALD_AUTH_RATE_KEYS", flag "auth-rate-keys", secret false,
+        doc "Most accounts, and most addresses, the password-check limits remember; a new one beyond it is refused while all are busy.";
+    trusted_proxies: Networks = "", env "HERALD_TRUSTED_PROXIES", flag "trusted-proxies", secret false,
+        doc "Comma-separated CIDRs of reverse proxies whose X-Forwarded-For names the client; empty trusts none.";
+    http_header_timeout: Span = "30s", env "HERALD_HTTP_HEADER_TIMEOUT", flag "http-header-timeout", secret false,
+        doc "A connection that has not sent a whole request head within this long is closed.";
+    http_idle_timeout: Span = "75s", env "HERALD_HTTP_IDLE_TIMEOUT", flag "http-idle-timeout", secret false,
+        doc "A keep-alive connection with no request for this long is closed.";
+    http_max_connections: Count = "10000", env "HERALD_HTTP_MAX_CONNECTIONS", flag "http-max-connections", secret false,
+        doc "Most HTTP connections served at once (upgraded sockets count as sessions, not here); more wait to be accepted.";
+    sessions_per_user: Count = "100", env "HERALD_SESSIONS_PER_USER", flag "sessions-per-user", secret false,
+        doc "Most real-time sessions one user may have open on one gateway; another is refused with too_many_sessions.";
+    subscriptions_per_session: Count = "256", env "HERALD_SUBSCRIPTIONS_PER_SESSION", flag "subscriptions-per-session",
+        secret false, doc "Most channels one real-time session may subscribe to; another is refused with too_many_subscriptions.";
+    session_calls_in_flight: Count = "16", env "HERALD_SESSION_CALLS_IN_FLIGHT", flag "session-calls-in-flight",
+        secret false, doc "Requests (subscribe, call) one real-time session may have unanswered; another is refused with too_many_requests.";
+    broker_signing_key: Optional<Secret> = "", env "HERALD_BROKER_SIGNING_KEY", flag "broker-signing-key", secret true,
+        doc "HMAC key (32+ bytes) every process signs its broker messages with and checks them by; unsigned or forged messages are dropped. Unset: the broker is trusted.";
     body_limit: ByteSize = "1MiB", env "HERALD_BODY_LIMIT", flag "body-limit", secret false,
         doc "Largest JSON request body accepted.";
     cors_origins: Origins = "", env "HERALD_CORS_ORIGINS", flag "cors-origins", secret false,

@@ -217,6 +217,38 @@ impl fmt::Display for LogFilter {
     }
 }
 
+/// A positive count, or `auto` for one the process picks (the number of cores).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AutoCount(pub Option<u32>);
+
+impl AutoCount {
+    /// The count, with `auto` resolved to the cores this process may use.
+    pub fn resolve(self) -> u32 {
+        self.0.unwrap_or_else(|| {
+            std::thread::available_parallelism().map_or(1, |n| u32::try_from(n.get()).unwrap_or(u32::MAX))
+        })
+    }
+}
+
+impl FromStr for AutoCount {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s == "auto" {
+            return Ok(Self(None));
+        }
+        s.parse::<Count>().map(|c| Self(Some(c.0))).map_err(|_| "must be auto or a whole number above 0".into())
+    }
+}
+
+impl fmt::Display for AutoCount {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some(n) => n.fmt(f),
+            None => f.write_str("auto"),
+        }
+    }
+}
+
 /// A positive count.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Count(pub u32);

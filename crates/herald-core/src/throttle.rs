@@ -1,0 +1,154 @@
+//! Limits on password checks: per account everywhere, per client address where a transport knows
+//! one. A check over either limit is refused with `too_many_requests` and a `Retry-After`, before
+//! any hashing.
+//!
+//! The limiters are GCRA buckets (`governor`) keyed by the normalised email and by IP address. The
+//! keys a client can make are bounded: when a limiter holds `max_keys` keys it forgets the ones
+//! whose bucket is full again, and while it is still full a new key is refused (fail closed)
+//! rather than remembered.
+
+use std::{net::IpAddr, num::NonZeroU32, time::Duration};
+
+use governor::{
+    DefaultKeyedRateLimiter, Quota, RateLimiter,
+    clock::{Clock as _, DefaultClock},
+};
+
+use crate::error::ApiError;
+
+/// How many password checks an account and an address may make.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ThrottleOptions {
+    /// Checks per second for one account; `None` is unlimited.
+    pub per_account: Option<f64>,
+    /// Checks per second from one client address; `None` is unlimited.
+    pub per_address: Option<f64>,
+    /// Most accounts, and most addresses, remembered at once.
+    pub max_keys: usize,
+}
+
+impl Default for ThrottleOptions {
+    fn default() -> Self {
+        Self { per_account: Some(10.0 / 60.0), per_address: Some(1.0), max_keys: 100_000 }
+    }
+}
+
+impl ThrottleOptions {
+    /// No limits (tests that hash many passwords from one address).
+    pub fn unlimited() -> Self {
+        Self { per_account: None, per_address: None, ..Self::default() }
+    }
+}
+
+/// The password-check limiters of one process.
+#[derive(Debug)]
+pub struct Throttle {
+    accounts: Option<Keyed<String>>,
+    addresses: Option<Keyed<IpAddr>>,
+}
+
+impl Default for Throttle {
+    fn default() -> Self {
+        Self::new(ThrottleOptions::default())
+    }
+}
+
+impl Throttle {
+    pub fn new(options: ThrottleOptions) -> Self {
+        Self {
+            accounts: options.per_account.map(|rate| Keyed::new(rate, options.max_keys)),
+            addresses: options.per_address.map(|rate| Keyed::new(rate, options.max_keys)),
+        }
+    }
+
+    /// Takes one password check for `account` (a normalised email) from `address`, or refuses it.
+    pub fn password_attempt(&self, account: &str, address: Option<IpAddr>) -> Result<(), ApiError> {
+        if let (Some(limiter), Some(address)) = (&self.addresses, address) {
+            limiter.take(address, "too many password attempts from your address")?;
+        }
+        if let Some(limiter) = &self.accounts {
+            limiter.take(account.to_owned(), "too many password attempts for this account")?;
+        }
+        Ok(())
+    }
+}
+
+/// One keyed limiter with a bound on its keys.
+struct Keyed<K: std::hash::Hash + Eq + Clone> {
+    limiter: DefaultKeyedRateLimiter<K>,
+    max_keys: usize,
+}
+
+impl<K: std::hash::Hash + Eq + Clone> std::fmt::Debug for Keyed<K> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Keyed").field("keys", &self.limiter.len()).field("max_keys", &self.max_keys).finish()
+    }
+}
+
+impl<K: std::hash::Hash + Eq + Clone> Keyed<K> {
+    /// Bursts of up to a minute's worth (at least one), refilled at `per_second`.
+    fn new(per_second: f64, max_keys: usize) -> Self {
+        let period = Duration::from_secs_f64(1.0 / per_second.max(1e-6)).max(Duration::from_nanos(1));
+        let burst = NonZeroU32::new((per_second * 60.0).ceil().clamp(1.0, f64::from(u32::MAX)) as u32)
+            .unwrap_or(NonZeroU32::MIN);
+        let quota = Quota::with_period(period).unwrap_or_else(|| Quota::per_second(NonZeroU32::MIN)).allow_burst(burst);
+        Self { limiter: RateLimiter::keyed(quota), max_keys: max_keys.max(1) }
+    }
+
+    fn take(&self, key: K, refusal: &str) -> Result<(), ApiError> {
+        if self.limiter.len() >= self.max_keys {
+            self.limiter.retain_recent();
+            self.limiter.shrink_to_fit();
+            if self.limiter.len() >= self.max_keys {
+                return Err(ApiError::too_many_requests(refusal, Duration::from_secs(1)));
+            }
+        }
+        self.limiter.check_key(&key).map_err(|not_until| {
+            ApiError::too_many_requests(refusal, not_until.wait_time_from(DefaultClock::default().now()))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::ErrorCode;
+
+    #[test]
+    fn an_account_gets_its_burst_then_waits() {
+        let throttle =
+            Throttle::new(ThrottleOptions { per_account: Some(3.0 / 60.0), per_address: None, max_keys: 10 });
+        for _ in 0..3 {
+            throttle.password_attempt("ada@example.org", None).expect("within the burst");
+        }
+        let refused = throttle.password_attempt("ada@example.org", None).expect_err("over the limit");
+        assert_eq!(refused.code(), ErrorCode::TooManyRequests);
+        let wait = refused.retry_after_secs().expect("retry after");
+        assert!((1..=20).contains(&wait), "{wait}");
+        throttle.password_attempt("bob@example.org", None).expect("another account is not affected");
+    }
+
+    #[test]
+    fn an_address_is_limited_across_accounts() {
+        let throttle =
+            Throttle::new(ThrottleOptions { per_account: None, per_address: Some(2.0 / 60.0), max_keys: 10 });
+        let ip: IpAddr = "203.0.113.9".parse().expect("ip");
+        throttle.password_attempt("a@example.org", Some(ip)).expect("first");
+        throttle.password_attempt("b@example.org", Some(ip)).expect("second");
+        assert!(throttle.password_attempt("c@example.org", Some(ip)).is_err());
+        throttle.password_attempt("c@example.org", Some("203.0.113.10".parse().expect("ip"))).expect("other address");
+        throttle.password_attempt("c@example.org", None).expect("no address known: only the account counts");
+    }
+
+    #[test]
+    fn the_keys_are_bounded() {
+        let throttle = Throttle::new(ThrottleOptions { per_account: Some(1.0 / 60.0), per_address: None, max_keys: 3 });
+        for n in 0..3 {
+            throttle.password_attempt(&format!("{n}@example.org"), None).expect("room for the key");
+        }
+        // Every bucket is still drawn down, so none can be forgotten: a fourth key is refused.
+        let refused = throttle.password_attempt("4@example.org", None).expect_err("no room");
+        assert_eq!(refused.code(), ErrorCode::TooManyRequests);
+        assert_eq!(throttle.accounts.as_ref().map(|k| k.limiter.len()), Some(3));
+    }
+}
