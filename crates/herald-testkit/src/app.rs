@@ -68,6 +68,16 @@ impl TestApp {
         test: &str,
         tweak: impl FnOnce(&mut BTreeMap<String, String>),
     ) -> Option<Self> {
+        Self::start_with_parts(backend, test, tweak, herald::app::Parts::default()).await
+    }
+
+    /// Like [`TestApp::start_with`], with some parts (a resolver) put in place of the configured ones.
+    pub async fn start_with_parts(
+        backend: Backend,
+        test: &str,
+        tweak: impl FnOnce(&mut BTreeMap<String, String>),
+        parts: herald::app::Parts,
+    ) -> Option<Self> {
         let store = TestStore::new(backend, test).await?;
         let data_dir = tempfile::tempdir().expect("temp data dir");
         let mut env = BTreeMap::from([
@@ -78,11 +88,16 @@ impl TestApp {
             ("HERALD_STORE_POOL_SIZE".to_owned(), "4".to_owned()),
             ("HERALD_JWT_SECRET".to_owned(), TEST_JWT_SECRET.to_owned()),
             ("HERALD_MAX_UPLOAD_SIZE".to_owned(), TEST_MAX_UPLOAD.to_owned()),
+            // Tests register and log in many users from one address, and receive webhooks on
+            // loopback; the security suite puts the production defaults back where it tests them.
+            ("HERALD_AUTH_ACCOUNT_RATE".to_owned(), "unlimited".to_owned()),
+            ("HERALD_AUTH_ADDRESS_RATE".to_owned(), "unlimited".to_owned()),
+            ("HERALD_WEBHOOK_ALLOWED_NETWORKS".to_owned(), "127.0.0.0/8".to_owned()),
         ]);
         tweak(&mut env);
         let loaded = config::load(None, &env, &config::Flags::default()).expect("test configuration is valid");
         let config = loaded.config;
-        let running = herald::app::start(&config).await.expect("start herald");
+        let running = herald::app::start_with(&config, parts).await.expect("start herald");
         let base = format!("http://{}", running.http_addr);
         let client = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("http client");
         let app = Self { base, client, backend, running, store, config, _data_dir: data_dir };

@@ -10,7 +10,7 @@ use herald_core::{
     clock::{Clock, SystemClock},
     delivery::{BreakerConfig, Channel, RetryPolicy},
     metrics::Metrics,
-    net::Destinations,
+    net::{Destinations, Resolve},
     store::Store,
     throttle::{Throttle, ThrottleOptions},
 };
@@ -150,9 +150,22 @@ pub fn sender_options(config: &Config) -> SenderOptions {
     }
 }
 
-/// Where users may aim webhooks, with the system resolver.
-pub fn destinations(config: &Config) -> Destinations {
-    Destinations::new(config.webhook_allowed_networks.clone(), Arc::new(herald_workers::net::SystemResolver))
+/// Where users may aim webhooks, looked up through `resolver`.
+pub fn destinations(config: &Config, resolver: Arc<dyn Resolve>) -> Destinations {
+    Destinations::new(config.webhook_allowed_networks.clone(), resolver)
+}
+
+/// Parts a caller may put in place of the ones the configuration names (tests do).
+#[derive(Debug, Clone)]
+pub struct Parts {
+    /// Resolves the names of outbound destinations; the system resolver by default.
+    pub resolver: Arc<dyn Resolve>,
+}
+
+impl Default for Parts {
+    fn default() -> Self {
+        Self { resolver: Arc::new(herald_workers::net::SystemResolver) }
+    }
 }
 
 /// The HTTP channels as configured.
@@ -265,19 +278,24 @@ struct Roles {
 /// `config.grpc_addr` (port 0 picks a free one), with the gateway and every worker in this
 /// process: `herald serve`.
 pub async fn start(config: &Config) -> anyhow::Result<Running> {
-    start_roles(config, Roles { api: true, gateway: true, workers: true }).await
+    start_with(config, Parts::default()).await
+}
+
+/// Like [`start`], with some parts put in place of the configured ones.
+pub async fn start_with(config: &Config, parts: Parts) -> anyhow::Result<Running> {
+    start_roles(config, Roles { api: true, gateway: true, workers: true }, parts).await
 }
 
 /// Serves the API only (HTTP, gRPC, and commands over NATS): `herald api`, beside separate
 /// gateway, relay, scheduler and sender processes.
 pub async fn start_api(config: &Config) -> anyhow::Result<Running> {
-    start_roles(config, Roles { api: true, gateway: false, workers: false }).await
+    start_roles(config, Roles { api: true, gateway: false, workers: false }, Parts::default()).await
 }
 
 /// Serves real-time sessions only (Socket.io, `/ws`, `/demo`, and the probes) on
 /// `config.http_addr`: `herald gateway`.
 pub async fn start_gateway(config: &Config) -> anyhow::Result<Running> {
-    start_roles(config, Roles { api: false, gateway: true, workers: false }).await
+    start_roles(config, Roles { api: false, gateway: true, workers: false }, Parts::default()).await
 }
 
 /// The gateway's settings.
@@ -289,7 +307,7 @@ pub fn gateway_options(config: &Config) -> GatewayOptions {
     }
 }
 
-async fn start_roles(config: &Config, roles: Roles) -> anyhow::Result<Running> {
+async fn start_roles(config: &Config, roles: Roles, parts: Parts) -> anyhow::Result<Running> {
     let store = open_store(config).await?;
     let secret = secret::load_or_generate(config)?;
     let ttl = chrono::Duration::from_std(config.jwt_ttl.0).context("jwt_ttl is too long")?;
@@ -308,7 +326,7 @@ async fn start_roles(config: &Config, roles: Roles) -> anyhow::Result<Running> {
             per_address: config.auth_address_rate.0,
             max_keys: config.auth_rate_keys.0 as usize,
         }),
-        destinations: destinations(config),
+        destinations: destinations(config, parts.resolver.clone()),
         clock: Arc::new(SystemClock),
         metrics: metrics.clone(),
     }));
