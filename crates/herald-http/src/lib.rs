@@ -8,8 +8,10 @@ pub mod extract;
 pub mod gateway;
 pub mod observe;
 pub mod openapi;
+pub mod peer;
 pub mod problem;
 pub mod rest;
+pub mod server;
 
 use std::{any::Any, io, sync::Arc, time::Duration};
 
@@ -26,6 +28,7 @@ use herald_core::{
     broker::Broker,
     error::{ApiError, ErrorCode},
     metrics::Metrics,
+    net::Networks,
     store::Store,
 };
 use serde_json::json;
@@ -45,6 +48,8 @@ pub struct AppState {
     pub herald: Arc<Herald>,
     /// Largest JSON body accepted, in bytes: a larger declared `Content-Length` is refused unread.
     pub body_limit: usize,
+    /// Reverse proxies whose `X-Forwarded-For` names the client.
+    pub trusted_proxies: Networks,
 }
 
 /// HTTP settings, taken from the configuration by the binary.
@@ -58,12 +63,14 @@ pub struct HttpOptions {
     pub ready_timeout: Duration,
     /// Largest attachment accepted, in bytes.
     pub max_upload: u64,
+    /// Reverse proxies whose `X-Forwarded-For` names the client.
+    pub trusted_proxies: Networks,
 }
 
 /// The whole HTTP application.
 pub fn router(herald: Arc<Herald>, options: &HttpOptions) -> Router {
     let metrics_registry = herald.services.metrics.clone();
-    let state = AppState { herald, body_limit: options.body_limit };
+    let state = AppState { herald, body_limit: options.body_limit, trusted_proxies: options.trusted_proxies.clone() };
     let openapi = openapi::document(&state.herald);
     let ready_timeout = options.ready_timeout;
 
@@ -95,9 +102,63 @@ pub fn router(herald: Arc<Herald>, options: &HttpOptions) -> Router {
     app
 }
 
-/// Serves `app` on `listener` until `shutdown` is cancelled, then drains in-flight requests.
-pub async fn serve(listener: TcpListener, app: Router, shutdown: CancellationToken) -> io::Result<()> {
-    axum::serve(listener, app).with_graceful_shutdown(async move { shutdown.cancelled().await }).await
+/// Serves `app` on `listener` within `limits` until `shutdown` is cancelled, then drains
+/// in-flight requests. See [`server`].
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    limits: server::ServerLimits,
+    shutdown: CancellationToken,
+) -> io::Result<()> {
+    let app = app.layer(middleware::from_fn(undecodable_paths)).layer(middleware::from_fn(security_headers));
+    server::serve(listener, app, limits, shutdown).await
+}
+
+/// A path whose percent-encoding does not decode to UTF-8 names no resource: 400 problem+json,
+/// like every other malformed request, before any route sees it.
+async fn undecodable_paths(request: axum::extract::Request, next: middleware::Next) -> Response {
+    if percent_decodes_to_utf8(request.uri().path()) {
+        next.run(request).await
+    } else {
+        HttpError::new(ErrorCode::MalformedRequest, "the path is not valid UTF-8 once percent-decoded").into_response()
+    }
+}
+
+fn percent_decodes_to_utf8(path: &str) -> bool {
+    let bytes = path.as_bytes();
+    let mut decoded = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        match (bytes[i], bytes.get(i + 1).copied().and_then(hex), bytes.get(i + 2).copied().and_then(hex)) {
+            (b'%', Some(hi), Some(lo)) => {
+                decoded.push((hi * 16 + lo) as u8);
+                i += 3;
+            }
+            (byte, _, _) => {
+                decoded.push(byte);
+                i += 1;
+            }
+        }
+    }
+    std::str::from_utf8(&decoded).is_ok()
+}
+
+/// The Content-Security-Policy of every answer: pages (`/demo`, `/docs`) load scripts, styles,
+/// images and connections from Herald itself only, and no site may frame them.
+pub const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; \
+    img-src 'self' data:; connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; \
+    frame-ancestors 'none'";
+
+/// Security headers on every answer (pages, assets and JSON alike; cheap, and no page is missed).
+async fn security_headers(request: axum::extract::Request, next: middleware::Next) -> Response {
+    let mut response = next.run(request).await;
+    let headers = response.headers_mut();
+    headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    headers.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CONTENT_SECURITY_POLICY));
+    headers.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    response
 }
 
 /// What the health and metrics endpoints look at.
@@ -150,6 +211,19 @@ async fn ready(State(probes): State<Probes>) -> Result<Response, HttpError> {
             Err(HttpError(ApiError::new(ErrorCode::Unavailable, "the broker is not reachable").with_source(err)))
         }
         Err(_) => Err(HttpError::new(ErrorCode::Unavailable, "the broker did not answer in time")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn paths_that_do_not_decode_to_utf8_are_told_apart() {
+        for good in ["/", "/api/v1/tasks/abc", "/a%20b", "/caf%C3%A9", "/100%", "/%zz"] {
+            assert!(super::percent_decodes_to_utf8(good), "{good}");
+        }
+        for bad in ["/api/v1/tasks/%FF", "/%C3", "/x/%80%80"] {
+            assert!(!super::percent_decodes_to_utf8(bad), "{bad}");
+        }
     }
 }
 

@@ -10,7 +10,7 @@ use axum::{
     response::{IntoResponse, Response},
     routing::{MethodRouter, on},
 };
-use herald_core::command::CommandInfo;
+use herald_core::command::{CommandInfo, Ctx};
 use serde_json::Value;
 
 use herald_core::error::ErrorCode;
@@ -18,6 +18,7 @@ use herald_core::error::ErrorCode;
 use crate::{
     AppState,
     extract::{CallerOf, JsonBody, query_object},
+    peer::Peer,
     problem::HttpError,
 };
 
@@ -186,6 +187,7 @@ pub fn router(state: &AppState) -> Router<AppState> {
         let route = *route;
         let handler = move |State(state): State<AppState>,
                             CallerOf(caller): CallerOf,
+                            Peer(peer): Peer,
                             params: RawPathParams,
                             request: Request| {
             let query_types = query_types.clone();
@@ -207,7 +209,7 @@ pub fn router(state: &AppState) -> Router<AppState> {
                         fields.insert("if_match".into(), Value::from(version));
                     }
                 }
-                let output = state.herald.call(caller, route.command, input).await.map_err(HttpError)?;
+                let output = state.herald.call(Ctx { caller, peer }, route.command, input).await.map_err(HttpError)?;
                 let status = route.success(&output);
                 if status == StatusCode::NO_CONTENT {
                     return Ok::<Response, HttpError>(status.into_response());

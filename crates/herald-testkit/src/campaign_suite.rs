@@ -75,11 +75,17 @@ impl Campaign {
             cors_origins: Vec::new(),
             ready_timeout: Duration::from_secs(2),
             max_upload: 1 << 20,
+            trusted_proxies: Default::default(),
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let base = format!("http://{}", listener.local_addr().expect("addr"));
         let stop = CancellationToken::new();
-        tokio::spawn(herald_http::serve(listener, herald_http::router(herald.clone(), &options), stop.clone()));
+        tokio::spawn(herald_http::serve(
+            listener,
+            herald_http::router(herald.clone(), &options),
+            Default::default(),
+            stop.clone(),
+        ));
         let scheduler = Scheduler::new(
             pipe.store.clone(),
             pipe.broker.clone(),

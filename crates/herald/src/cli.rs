@@ -330,7 +330,12 @@ where
         metrics: metrics.clone(),
         ready_timeout: std::time::Duration::from_secs(2),
     };
-    let admin = tokio::spawn(herald_http::serve(admin, herald_http::admin_router(probes), shutdown.clone()));
+    let admin = tokio::spawn(herald_http::serve(
+        admin,
+        herald_http::admin_router(probes),
+        crate::app::server_limits(config),
+        shutdown.clone(),
+    ));
     tracing::info!(role, %admin_addr, store = %config.store_url, broker = %config.broker_url, "{role} starting");
     let work = make(store.clone(), broker.clone(), Arc::new(SystemClock), metrics, shutdown.clone());
     let task = tokio::spawn(work);
