@@ -298,11 +298,24 @@ pub async fn start_gateway(config: &Config) -> anyhow::Result<Running> {
     start_roles(config, Roles { api: false, gateway: true, workers: false }, Parts::default()).await
 }
 
+/// The HTTP server's limits.
+pub fn server_limits(config: &Config) -> herald_http::server::ServerLimits {
+    herald_http::server::ServerLimits {
+        header_timeout: config.http_header_timeout.0,
+        idle_timeout: config.http_idle_timeout.0,
+        max_connections: config.http_max_connections.0 as usize,
+    }
+}
+
 /// The gateway's settings.
 pub fn gateway_options(config: &Config) -> GatewayOptions {
     GatewayOptions {
         session_buffer: usize::try_from(config.session_buffer.0).unwrap_or(usize::MAX),
         session_idle_timeout: config.session_idle_timeout.0,
+        sessions_per_user: config.sessions_per_user.0 as usize,
+        subscriptions_per_session: config.subscriptions_per_session.0 as usize,
+        calls_in_flight: config.session_calls_in_flight.0 as usize,
+        trusted_proxies: config.trusted_proxies.clone(),
         ..GatewayOptions::default()
     }
 }
@@ -335,6 +348,7 @@ async fn start_roles(config: &Config, roles: Roles, parts: Parts) -> anyhow::Res
         cors_origins: config.cors_origins.0.clone(),
         ready_timeout: std::time::Duration::from_secs(2),
         max_upload: config.max_upload_size.0,
+        trusted_proxies: config.trusted_proxies.clone(),
     };
     let shutdown = CancellationToken::new();
     let workers = tokio_util::task::TaskTracker::new();
@@ -358,7 +372,7 @@ async fn start_roles(config: &Config, roles: Roles, parts: Parts) -> anyhow::Res
         .await
         .with_context(|| format!("binding the HTTP server to {}", config.http_addr))?;
     let http_addr = listener.local_addr()?;
-    let server = tokio::spawn(herald_http::serve(listener, router, shutdown.clone()));
+    let server = tokio::spawn(herald_http::serve(listener, router, server_limits(config), shutdown.clone()));
     let mut grpc_addr = None;
     if roles.api {
         let grpc_listener = TcpListener::bind(config.grpc_addr)

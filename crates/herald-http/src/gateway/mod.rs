@@ -13,6 +13,7 @@ mod ws;
 
 use std::{
     collections::HashMap,
+    net::IpAddr,
     sync::{Arc, Mutex, Weak, atomic::AtomicU64},
     time::Duration,
 };
@@ -24,6 +25,7 @@ use herald_core::{
     broker::BrokerError,
     channel::SessionId,
     error::{ApiError, ErrorCode},
+    net::Networks,
     trace,
     user::UserId,
     wire::{EVENTS_TOPIC, EventEnvelope},
@@ -42,6 +44,14 @@ pub struct GatewayOptions {
     pub session_idle_timeout: Duration,
     /// How long a new connection has to authenticate.
     pub handshake_timeout: Duration,
+    /// Most sessions one user may have open on this gateway.
+    pub sessions_per_user: usize,
+    /// Most channels one session may subscribe to.
+    pub subscriptions_per_session: usize,
+    /// Most requests (subscribe, call) one session may have unanswered.
+    pub calls_in_flight: usize,
+    /// Reverse proxies whose `X-Forwarded-For` names the client.
+    pub trusted_proxies: Networks,
 }
 
 impl Default for GatewayOptions {
@@ -50,6 +60,10 @@ impl Default for GatewayOptions {
             session_buffer: 1024,
             session_idle_timeout: Duration::from_secs(24 * 3600),
             handshake_timeout: Duration::from_secs(10),
+            sessions_per_user: 100,
+            subscriptions_per_session: 256,
+            calls_in_flight: 16,
+            trusted_proxies: Networks::default(),
         }
     }
 }
@@ -60,6 +74,8 @@ struct Handshake {
     identity: Identity,
     session: SessionId,
     expires: chrono::DateTime<chrono::Utc>,
+    /// The client's address, for the password-check limits of the commands it calls.
+    peer: Option<IpAddr>,
 }
 
 /// The gateway of one process: its sessions, their channels, and the writer of their acks.
@@ -74,8 +90,9 @@ struct Inner {
     options: GatewayOptions,
     hub: hub::Hub,
     acks: acks::AckQueue,
-    /// Open sessions by user and session id: a second connection of one session replaces the first.
-    open: Mutex<HashMap<(UserId, SessionId), Weak<Session>>>,
+    /// Open sessions by user and session id: a second connection of one session replaces the
+    /// first. A session leaves when it ends, and a user with none leaves too.
+    open: Mutex<HashMap<UserId, HashMap<SessionId, Weak<Session>>>>,
     /// Numbers connections, so one of two connections of a session id can be told apart.
     next_key: AtomicU64,
 }
@@ -209,46 +226,97 @@ impl Gateway {
 
     /// Closes every open session of this process.
     fn close_all(&self, code: &str, message: &str) {
-        let open: Vec<Arc<Session>> =
-            self.inner.open.lock().expect("sessions lock").values().filter_map(Weak::upgrade).collect();
+        let open: Vec<Arc<Session>> = self
+            .inner
+            .open
+            .lock()
+            .expect("sessions lock")
+            .values()
+            .flat_map(|sessions| sessions.values().filter_map(Weak::upgrade))
+            .collect();
         for session in open {
             session.close_with(code, message);
         }
     }
 
-    /// Authenticates a handshake: the bearer token and the client's session id.
-    fn authenticate(&self, token: Option<&str>, session: Option<&str>) -> Result<Handshake, ApiError> {
+    /// Authenticates a handshake: the bearer token and the client's session id; refuses a user
+    /// who has as many sessions open here as allowed (unless this one resumes one of them).
+    fn authenticate(
+        &self,
+        token: Option<&str>,
+        session: Option<&str>,
+        peer: Option<IpAddr>,
+    ) -> Result<Handshake, ApiError> {
         let token = token.filter(|t| !t.is_empty()).ok_or_else(|| {
             ApiError::new(ErrorCode::Unauthorized, "the handshake carries no token (`auth: {token, session}`)")
         })?;
         let svc = &self.inner.herald.services;
         let (identity, expires) = svc.tokens.verify_until(token, svc.clock.now())?;
         let session = SessionId::parse(session.unwrap_or_default())?;
-        Ok(Handshake { identity, session, expires })
+        let open = self.inner.open.lock().expect("sessions lock");
+        self.check_session_room(open.get(&identity.user_id), &session)?;
+        Ok(Handshake { identity, session, expires, peer })
+    }
+
+    /// Refuses a new session id for a user whose open sessions are at the limit.
+    fn check_session_room(
+        &self,
+        open: Option<&HashMap<SessionId, Weak<Session>>>,
+        id: &SessionId,
+    ) -> Result<(), ApiError> {
+        let limit = self.inner.options.sessions_per_user;
+        match open {
+            Some(sessions) if !sessions.contains_key(id) && sessions.len() >= limit => Err(ApiError::new(
+                ErrorCode::TooManySessions,
+                format!("this user has {limit} sessions open, the most allowed; close one (or resume one by its id)"),
+            )),
+            _ => Ok(()),
+        }
     }
 
     /// Opens a session on `outlet`, replacing (and closing) an open one with the same user and id.
     /// The session ends when its token expires; the client reconnects with a fresh one and resumes.
-    fn open_session(&self, handshake: Handshake, outlet: Box<dyn Outlet>) -> Arc<Session> {
-        let Handshake { identity, session: id, expires } = handshake;
-        let session = Session::new(self.inner.clone(), identity, id.clone(), outlet);
+    fn open_session(&self, handshake: Handshake, outlet: Box<dyn Outlet>) -> Result<Arc<Session>, ApiError> {
+        let Handshake { identity, session: id, expires, peer } = handshake;
+        let session = Session::new(self.inner.clone(), identity, id.clone(), peer, outlet);
         let replaced = {
             let mut open = self.inner.open.lock().expect("sessions lock");
-            open.retain(|_, s| s.strong_count() > 0);
-            open.insert((identity.user_id, id), Arc::downgrade(&session))
+            self.check_session_room(open.get(&identity.user_id), &id)?;
+            open.entry(identity.user_id).or_default().insert(id, Arc::downgrade(&session))
         };
         if let Some(old) = replaced.and_then(|w| w.upgrade()) {
             old.close_with("replaced", "another connection resumed this session");
         }
         let left = (expires - self.inner.herald.services.clock.now()).to_std().unwrap_or_default();
-        let watched = Arc::downgrade(&session);
+        let (watched, ended) = (Arc::downgrade(&session), session.ended_token());
         tokio::spawn(async move {
-            tokio::time::sleep(left).await;
-            if let Some(session) = watched.upgrade() {
-                session.close_with("token_expired", "the access token expired; reconnect with a fresh one to resume");
+            // Gone with the session: a closed session keeps no timer until its token's expiry.
+            tokio::select! {
+                () = ended.cancelled() => {}
+                () = tokio::time::sleep(left) => {
+                    if let Some(session) = watched.upgrade() {
+                        session.close_with("token_expired", "the access token expired; reconnect with a fresh one to resume");
+                    }
+                }
             }
         });
         self.inner.herald.services.metrics.realtime.sessions.inc();
-        session
+        Ok(session)
+    }
+}
+
+impl Inner {
+    /// Forgets an ended session, unless another connection has taken its id since.
+    fn forget(&self, session: &Session) {
+        let mut open = self.open.lock().expect("sessions lock");
+        let user = session.identity.user_id;
+        let Some(sessions) = open.get_mut(&user) else { return };
+        let ours = sessions.get(&session.id).is_some_and(|w| w.upgrade().is_none_or(|s| s.key == session.key));
+        if ours {
+            sessions.remove(&session.id);
+        }
+        if sessions.is_empty() {
+            open.remove(&user);
+        }
     }
 }

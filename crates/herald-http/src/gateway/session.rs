@@ -9,6 +9,7 @@
 
 use std::{
     collections::{HashMap, VecDeque},
+    net::IpAddr,
     sync::{
         Arc, Mutex,
         atomic::{AtomicBool, Ordering},
@@ -21,6 +22,7 @@ use chrono::{DateTime, Utc};
 use herald_core::{
     auth::{Caller, Identity},
     channel::{SessionCursor, SessionId},
+    command::Ctx,
     error::{ApiError, ErrorCode, Problem},
     event::{OutboxEvent, user_channel},
     room::RoomId,
@@ -28,6 +30,8 @@ use herald_core::{
 };
 use serde::Serialize;
 use serde_json::{Value, json};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::Inner;
@@ -120,9 +124,15 @@ pub(super) struct Session {
     pub id: SessionId,
     /// Tells this connection apart from another one of the same session id.
     pub key: u64,
+    /// The client's address (for the password-check limits of the commands it calls).
+    peer: Option<IpAddr>,
     outlet: Box<dyn Outlet>,
     channels: Mutex<HashMap<String, ChannelState>>,
     closed: AtomicBool,
+    /// Cancelled when the session ends: what was spawned for it stops with it.
+    ended: CancellationToken,
+    /// One permit per request (subscribe, call) awaiting its answer.
+    requests: Arc<Semaphore>,
 }
 
 /// Why a channel reads its stream: a subscription starting from its position (what it sends up
@@ -144,9 +154,56 @@ pub(super) struct Subscribed {
 }
 
 impl Session {
-    pub(super) fn new(gw: Arc<Inner>, identity: Identity, id: SessionId, outlet: Box<dyn Outlet>) -> Arc<Self> {
+    pub(super) fn new(
+        gw: Arc<Inner>,
+        identity: Identity,
+        id: SessionId,
+        peer: Option<IpAddr>,
+        outlet: Box<dyn Outlet>,
+    ) -> Arc<Self> {
         let key = gw.next_key.fetch_add(1, Ordering::Relaxed);
-        Arc::new(Self { gw, identity, id, key, outlet, channels: Mutex::default(), closed: AtomicBool::new(false) })
+        let requests = Arc::new(Semaphore::new(gw.options.calls_in_flight.max(1)));
+        Arc::new(Self {
+            gw,
+            identity,
+            id,
+            key,
+            peer,
+            outlet,
+            channels: Mutex::default(),
+            closed: AtomicBool::new(false),
+            ended: CancellationToken::new(),
+            requests,
+        })
+    }
+
+    /// Cancelled when the session ends.
+    pub(super) fn ended_token(&self) -> CancellationToken {
+        self.ended.clone()
+    }
+
+    /// Takes one of the session's request slots for a subscribe or call, held until it is
+    /// answered; refused with `too_many_requests` when every slot is taken.
+    pub(super) fn begin_request(&self) -> Result<OwnedSemaphorePermit, ApiError> {
+        self.requests.clone().try_acquire_owned().map_err(|_| {
+            let limit = self.gw.options.calls_in_flight;
+            ApiError::too_many_requests(
+                format!("this session has {limit} requests unanswered, the most allowed; wait for their answers"),
+                Duration::from_secs(1),
+            )
+        })
+    }
+
+    /// Refuses a channel this session is not subscribed to yet when it has as many as allowed.
+    fn check_subscription_room(&self, channels: &HashMap<String, ChannelState>, channel: &str) -> Result<(), ApiError> {
+        let limit = self.gw.options.subscriptions_per_session;
+        if channels.len() >= limit && !channels.contains_key(channel) {
+            return Err(ApiError::new(
+                ErrorCode::TooManySubscriptions,
+                format!("this session has {limit} subscriptions, the most allowed; unsubscribe from one first"),
+            ));
+        }
+        Ok(())
     }
 
     /// Subscribes to `channel` from `since` (or the session's cursor), answering where it starts;
@@ -158,6 +215,7 @@ impl Session {
         since: Option<i64>,
         epoch: Option<&str>,
     ) -> Result<(Subscribed, u64), ApiError> {
+        self.check_subscription_room(&self.channels.lock().expect("channels lock"), channel)?;
         self.authorize(channel).await?;
         let svc = &self.gw.herald.services;
         let head = svc.store.channel_head(channel).await?;
@@ -182,6 +240,8 @@ impl Session {
 
         let generation = {
             let mut channels = self.channels.lock().expect("channels lock");
+            // Checked again: other subscribes may have filled the room while this one waited.
+            self.check_subscription_room(&channels, channel)?;
             let generation = channels.get(channel).map_or(0, |c| c.generation + 1);
             channels.insert(
                 channel.to_owned(),
@@ -401,7 +461,8 @@ impl Session {
 
     /// Runs a command of the registry as this session's user; the answer is `{ok, output | error}`.
     pub(super) async fn call(&self, command: &str, input: Value) -> Value {
-        match self.gw.herald.call(Caller::User(self.identity), command, input).await {
+        let cx = Ctx { caller: Caller::User(self.identity), peer: self.peer };
+        match self.gw.herald.call(cx, command, input).await {
             Ok(output) => json!({"ok": true, "output": output}),
             Err(err) => {
                 if err.is_server_error() {
@@ -524,6 +585,8 @@ impl Session {
         for channel in channels {
             self.gw.hub.remove(&channel, self.key);
         }
+        self.ended.cancel();
+        self.gw.forget(self);
         self.gw.herald.services.metrics.realtime.sessions.dec();
     }
 }

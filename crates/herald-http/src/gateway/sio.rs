@@ -131,7 +131,9 @@ pub(super) fn layer(gateway: Gateway) -> SocketIoLayer {
         let gateway = auth_gateway.clone();
         async move {
             let auth = auth.unwrap_or(Auth { token: None, session: None });
-            let handshake = gateway.authenticate(auth.token.as_deref(), auth.session.as_deref()).map_err(Refused)?;
+            let peer = crate::peer::client_ip(&socket.req_parts(), &gateway.inner.options.trusted_proxies);
+            let handshake =
+                gateway.authenticate(auth.token.as_deref(), auth.session.as_deref(), peer).map_err(Refused)?;
             socket.extensions.insert(Proven(handshake));
             Ok::<(), Refused>(())
         }
@@ -149,11 +151,23 @@ fn on_connect(gateway: Gateway, socket: SocketRef) {
         let _ = socket.disconnect();
         return;
     };
-    let session = gateway.open_session(handshake, Box::new(SioOutlet { socket: socket.clone() }));
+    let session = match gateway.open_session(handshake, Box::new(SioOutlet { socket: socket.clone() })) {
+        Ok(session) => session,
+        Err(err) => {
+            // Lost a race for the user's last session slot after the handshake was accepted.
+            let _ = socket.emit("close", &json!({"code": err.code().as_str(), "message": err.public_detail()}));
+            let _ = socket.disconnect();
+            return;
+        }
+    };
     socket.extensions.insert(Attached(session));
 
     socket.on("subscribe", |socket: SocketRef, TryData(input): TryData<SubscribeInput>, ack: AckSender| async move {
         let Some(session) = session_of(&socket) else { return };
+        let _slot = match session.begin_request() {
+            Ok(slot) => slot,
+            Err(err) => return send(ack, error_body(&err)),
+        };
         let input = match input {
             Ok(input) => input,
             Err(e) => return send(ack, error_body(&malformed(e))),
@@ -185,6 +199,10 @@ fn on_connect(gateway: Gateway, socket: SocketRef) {
     });
     socket.on("call", |socket: SocketRef, TryData(input): TryData<CallInput>, ack: AckSender| async move {
         let Some(session) = session_of(&socket) else { return };
+        let _slot = match session.begin_request() {
+            Ok(slot) => slot,
+            Err(err) => return send(ack, error_body(&err)),
+        };
         match input {
             Ok(input) => send(ack, session.call(&input.command, input.input).await),
             Err(e) => send(ack, error_body(&malformed(e))),

@@ -7,6 +7,7 @@ use axum::{
         State, WebSocketUpgrade,
         ws::{CloseFrame, Message, WebSocket},
     },
+    http::request::Parts,
     response::Response,
 };
 use futures::{SinkExt as _, StreamExt as _};
@@ -28,14 +29,15 @@ const READ_BUFFER: usize = 4 * 1024;
 const CLOSE_AUTH: u16 = 4001;
 const CLOSE_POLICY: u16 = 4008;
 
-pub(super) async fn upgrade(State(gateway): State<Gateway>, ws: WebSocketUpgrade) -> Response {
+pub(super) async fn upgrade(State(gateway): State<Gateway>, parts: Parts, ws: WebSocketUpgrade) -> Response {
+    let peer = crate::peer::client_ip(&parts, &gateway.inner.options.trusted_proxies);
     // Small buffers: tungstenite's defaults (128 KiB each way) would make an idle session cost
     // a quarter of a megabyte; frames here are small, and a bigger one still fits, in steps.
     ws.read_buffer_size(READ_BUFFER)
         .write_buffer_size(0)
         .max_message_size(MAX_FRAME)
         .max_frame_size(MAX_FRAME)
-        .on_upgrade(move |socket| run(gateway, socket))
+        .on_upgrade(move |socket| run(gateway, socket, peer))
 }
 
 #[derive(Debug, Deserialize)]
@@ -107,17 +109,12 @@ fn close_frame(code: &str, message: &str) -> String {
     json!({"op": "close", "code": code, "message": message}).to_string()
 }
 
-async fn run(gateway: Gateway, socket: WebSocket) {
+async fn run(gateway: Gateway, socket: WebSocket, peer: Option<std::net::IpAddr>) {
     let (mut sink, mut stream) = socket.split();
-    let handshake = match hello(&gateway, &mut stream).await {
+    let handshake = match hello(&gateway, &mut stream, peer).await {
         Ok(Some(hello)) => hello,
         Ok(None) => return,
-        Err(err) => {
-            let _ = sink.send(Message::Text(close_frame(err.code().as_str(), err.public_detail()).into())).await;
-            let reason = err.code().as_str().to_owned();
-            let _ = sink.send(Message::Close(Some(CloseFrame { code: CLOSE_AUTH, reason: reason.into() }))).await;
-            return;
-        }
+        Err(err) => return refuse(&mut sink, err).await,
     };
 
     let (frames_tx, mut frames) = mpsc::channel::<String>(gateway.inner.options.session_buffer.max(1));
@@ -125,7 +122,10 @@ async fn run(gateway: Gateway, socket: WebSocket) {
     let outlet = WsOutlet { frames: frames_tx.clone(), closer: Mutex::new(Some(closer)) };
     let welcome =
         json!({"op": "welcome", "user": handshake.identity.user_id, "session": handshake.session}).to_string();
-    let session = gateway.open_session(handshake, Box::new(outlet));
+    let session = match gateway.open_session(handshake, Box::new(outlet)) {
+        Ok(session) => session,
+        Err(err) => return refuse(&mut sink, err).await,
+    };
     let _ = frames_tx.send(welcome).await;
 
     let writer = tokio::spawn(async move {
@@ -177,10 +177,18 @@ async fn run(gateway: Gateway, socket: WebSocket) {
     writer.abort();
 }
 
+/// Tells a client why its handshake was refused, and closes.
+async fn refuse(sink: &mut futures::stream::SplitSink<WebSocket, Message>, err: ApiError) {
+    let _ = sink.send(Message::Text(close_frame(err.code().as_str(), err.public_detail()).into())).await;
+    let reason = err.code().as_str().to_owned();
+    let _ = sink.send(Message::Close(Some(CloseFrame { code: CLOSE_AUTH, reason: reason.into() }))).await;
+}
+
 /// Waits for `hello` and checks it. `Ok(None)` when the client left first.
 async fn hello(
     gateway: &Gateway,
     stream: &mut futures::stream::SplitStream<WebSocket>,
+    peer: Option<std::net::IpAddr>,
 ) -> Result<Option<super::Handshake>, ApiError> {
     let first = tokio::time::timeout(gateway.inner.options.handshake_timeout, stream.next())
         .await
@@ -192,7 +200,7 @@ async fn hello(
     };
     match serde_json::from_str::<ClientFrame>(text.as_str()) {
         Ok(ClientFrame::Hello { token, session }) => {
-            gateway.authenticate(token.as_deref(), session.as_deref()).map(Some)
+            gateway.authenticate(token.as_deref(), session.as_deref(), peer).map(Some)
         }
         _ => Err(ApiError::new(
             ErrorCode::Unauthorized,
@@ -209,9 +217,17 @@ async fn handle(session: &Arc<Session>, frames: &mpsc::Sender<String>, frame: Cl
             let _ = frames.send(error_frame(&err)).await;
         }
         ClientFrame::Subscribe { id, channel, since, epoch } => {
+            let slot = match session.begin_request() {
+                Ok(slot) => slot,
+                Err(err) => {
+                    let _ = frames.send(reply(id, error_body(&err))).await;
+                    return;
+                }
+            };
             // Requests run beside the reader, so acks keep flowing while one waits on the store.
             let (session, frames) = (session.clone(), frames.clone());
             tokio::spawn(async move {
+                let _slot = slot;
                 match session.subscribe(&channel, since, epoch.as_deref()).await {
                     Ok((answer, generation)) => {
                         let mut body = serde_json::to_value(&answer).unwrap_or_default();
@@ -231,9 +247,17 @@ async fn handle(session: &Arc<Session>, frames: &mpsc::Sender<String>, frame: Cl
             let _ = frames.send(reply(id, json!({"ok": true, "channel": channel, "subscribed": removed}))).await;
         }
         ClientFrame::Call { id, command, input } => {
+            let slot = match session.begin_request() {
+                Ok(slot) => slot,
+                Err(err) => {
+                    let _ = frames.send(reply(id, error_body(&err))).await;
+                    return;
+                }
+            };
             let (session, frames) = (session.clone(), frames.clone());
             tokio::spawn(async move {
                 let body = session.call(&command, input).await;
+                drop(slot);
                 let _ = frames.send(reply(id, body)).await;
             });
         }
