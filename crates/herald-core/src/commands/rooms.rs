@@ -146,7 +146,8 @@ pub struct MemberView {
     pub added: bool,
 }
 
-/// Adds a user to a room the caller is a member of.
+/// Adds a user to a room. Only the room's owner adds members, so nobody is put into a room (and
+/// onto its channel) by a stranger: another member gets `forbidden`, a non-member `not_found`.
 #[derive(Debug)]
 pub struct AddMember;
 
@@ -154,13 +155,17 @@ pub struct AddMember;
 impl Command for AddMember {
     const NAME: &'static str = "rooms.add_member";
     const ACCESS: Access = Access::User;
-    const SUMMARY: &'static str = "Add a user to a room you are a member of (unknown user: 422 on `user`)";
+    const SUMMARY: &'static str = "Add a user to a room you own (other members: 403; unknown user: 422 on `user`)";
     type Input = MemberInput;
     type Output = MemberView;
 
     async fn run(&self, svc: &Services, cx: &Ctx, input: MemberInput) -> Result<MemberView, ApiError> {
         let (room, user) = (RoomId(input.room), UserId(input.user));
-        check_member(svc, room, cx.identity()?.user_id).await?;
+        let me = cx.identity()?.user_id;
+        check_member(svc, room, me).await?;
+        if svc.store.room(room).await?.ok_or_else(not_found)?.owner != me {
+            return Err(ApiError::new(ErrorCode::Forbidden, "only the room's owner may add members"));
+        }
         if svc.store.user_by_id(user).await?.is_none() {
             return Err(no_such_user());
         }

@@ -53,8 +53,13 @@ async fn rooms_are_created_listed_joined_and_chatted_in(app: &TestApp) {
     let added = add(app, &ada, room_id, &bob_id).await;
     assert_eq!(added.status, StatusCode::CREATED, "{:?}", added.body);
     assert_eq!(added.body, json!({"room": room_id, "user": bob_id, "added": true}));
-    let again = add(app, &bob, room_id, &bob_id).await;
+    let again = add(app, &ada, room_id, &bob_id).await;
     assert_eq!((again.status, &again.body["added"]), (StatusCode::OK, &json!(false)), "a member already");
+    // Only the owner adds: a member cannot put anyone (themselves included) into the room.
+    let (_, carol_id) = person(app, "carol@example.org").await;
+    let by_member = add(app, &bob, room_id, &carol_id).await;
+    assert_eq!((by_member.status, by_member.code()), (StatusCode::FORBIDDEN, "forbidden"), "{:?}", by_member.body);
+    assert_eq!(add(app, &bob, room_id, &bob_id).await.status, StatusCode::FORBIDDEN);
     assert_eq!(items(&app.get("/api/v1/rooms", Some(&bob)).await), std::slice::from_ref(&room));
 
     let hello = post(app, &bob, room_id, "hello\n  everyone").await;
