@@ -1,19 +1,52 @@
 //! Keeping secrets out of what Herald prints.
 
-/// `scheme://user:secret@host/x` -> `scheme://user:***@host/x`. A bare user part on `nats`/`tls`
-/// URLs is a token, and is hidden too.
+/// Query parameters whose value is a secret: their name contains one of these words
+/// (`password`, `sslpassword`, `api_key`, `access_token`, `client_secret`, `pass` …).
+const SECRET_WORDS: &[&str] = &["pass", "token", "secret", "key", "auth", "credential", "signature"];
+
+/// `scheme://user:secret@host/x?password=y` -> `scheme://user:***@host/x?password=***`. A bare user
+/// part on `nats`/`tls` URLs is a token, and is hidden too; so is the value of every query
+/// parameter whose name says it holds a secret.
 pub fn url_password(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else { return url.to_owned() };
-    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
     let (authority, tail) = rest.split_at(authority_end);
-    match authority.rsplit_once('@') {
+    let authority = match authority.rsplit_once('@') {
         Some((userinfo, host)) => match userinfo.split_once(':') {
-            Some((user, _)) => format!("{scheme}://{user}:***@{host}{tail}"),
-            None if scheme.starts_with("nats") || scheme == "tls" => format!("{scheme}://***@{host}{tail}"),
-            None => url.to_owned(),
+            Some((user, _)) => format!("{user}:***@{host}"),
+            None if scheme.starts_with("nats") || scheme == "tls" => format!("***@{host}"),
+            None => authority.to_owned(),
         },
-        None => url.to_owned(),
+        None => authority.to_owned(),
+    };
+    format!("{scheme}://{authority}{}", query_secrets(tail))
+}
+
+/// Hides the values of secret-named parameters in the query of a URL's path-and-query part.
+fn query_secrets(tail: &str) -> String {
+    let Some((path, query)) = tail.split_once('?') else { return tail.to_owned() };
+    let (query, fragment) = match query.split_once('#') {
+        Some((query, fragment)) => (query, Some(fragment)),
+        None => (query, None),
+    };
+    let pairs: Vec<String> = query
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some((name, _)) if is_secret_name(name) => format!("{name}=***"),
+            _ => pair.to_owned(),
+        })
+        .collect();
+    let mut out = format!("{path}?{}", pairs.join("&"));
+    if let Some(fragment) = fragment {
+        out.push('#');
+        out.push_str(fragment);
     }
+    out
+}
+
+fn is_secret_name(name: &str) -> bool {
+    let name = name.to_ascii_lowercase();
+    SECRET_WORDS.iter().any(|word| name.contains(word))
 }
 
 #[cfg(test)]
@@ -26,5 +59,18 @@ mod tests {
         assert_eq!(url_password("postgres://app@db/h"), "postgres://app@db/h");
         assert_eq!(url_password("nats://tok3n@nats:4222"), "nats://***@nats:4222");
         assert_eq!(url_password("memory://"), "memory://");
+    }
+
+    #[test]
+    fn secrets_in_the_query_are_hidden() {
+        assert_eq!(url_password("postgres://app@db/h?password=hunter2"), "postgres://app@db/h?password=***");
+        assert_eq!(
+            url_password("postgres://db/h?sslmode=require&sslpassword=x&user=app"),
+            "postgres://db/h?sslmode=require&sslpassword=***&user=app"
+        );
+        assert_eq!(url_password("http://sms.local/?api_key=k&Token=t#f"), "http://sms.local/?api_key=***&Token=***#f");
+        assert_eq!(url_password("nats://nats:4222?pass=p"), "nats://nats:4222?pass=***");
+        assert_eq!(url_password("amqp://u:p@mq/%2f?heartbeat=10"), "amqp://u:***@mq/%2f?heartbeat=10");
+        assert!(!url_password("sqlite://x.db?secret=s3cr3t").contains("s3cr3t"));
     }
 }
