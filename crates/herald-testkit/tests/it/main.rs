@@ -67,6 +67,7 @@ mod nats_commands;
 mod realtime;
 mod relay;
 mod rooms;
+mod security;
 mod split;
 mod store;
 mod tasks;
