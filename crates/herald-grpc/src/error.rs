@@ -65,6 +65,9 @@ impl From<GrpcError> for Status {
                 err.field_errors().iter().map(|e| FieldViolation::new(e.field.clone(), e.message.clone())).collect();
             details.set_bad_request(violations);
         }
+        if let Some(secs) = err.retry_after_secs() {
+            details.set_retry_info(Some(std::time::Duration::from_secs(secs)));
+        }
         Status::with_error_details(grpc_code(&err), message, details)
     }
 }
