@@ -76,6 +76,9 @@ impl Cluster {
             ("HERALD_BROKER_URL".to_owned(), self.broker_url.clone()),
             ("HERALD_BROKER_NAMESPACE".to_owned(), self.namespace.clone()),
             ("HERALD_JWT_SECRET".to_owned(), TEST_JWT_SECRET.to_owned()),
+            // Many users register from one address; the security suite tests the limits.
+            ("HERALD_AUTH_ACCOUNT_RATE".to_owned(), "unlimited".to_owned()),
+            ("HERALD_AUTH_ADDRESS_RATE".to_owned(), "unlimited".to_owned()),
             ("HERALD_RELAY_POLL_INTERVAL".to_owned(), "100ms".to_owned()),
         ]);
         tweak(&mut env);

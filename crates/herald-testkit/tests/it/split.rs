@@ -85,6 +85,9 @@ async fn split_deployment(broker: BrokerKind, test: &str) {
         ("HERALD_BROKER_URL", broker_url.as_str()),
         ("HERALD_BROKER_NAMESPACE", &format!("t_{}", uuid::Uuid::now_v7().simple())),
         ("HERALD_JWT_SECRET", herald_testkit::app::TEST_JWT_SECRET),
+        // Hundreds of clients register from loopback; the security suite tests the limits.
+        ("HERALD_AUTH_ACCOUNT_RATE", "unlimited"),
+        ("HERALD_AUTH_ADDRESS_RATE", "unlimited"),
         ("HERALD_DATA_DIR", &data.path().display().to_string()),
         ("HERALD_HTTP_ADDR", "127.0.0.1:0"),
         ("HERALD_GRPC_ADDR", "127.0.0.1:0"),
