@@ -266,10 +266,17 @@ impl Gateway {
     ) -> Result<(), ApiError> {
         let limit = self.inner.options.sessions_per_user;
         match open {
-            Some(sessions) if !sessions.contains_key(id) && sessions.len() >= limit => Err(ApiError::new(
-                ErrorCode::TooManySessions,
-                format!("this user has {limit} sessions open, the most allowed; close one (or resume one by its id)"),
-            )),
+            Some(sessions)
+                if !sessions.contains_key(id)
+                    && sessions.values().filter(|s| s.strong_count() > 0).count() >= limit =>
+            {
+                Err(ApiError::new(
+                    ErrorCode::TooManySessions,
+                    format!(
+                        "this user has {limit} sessions open, the most allowed; close one (or resume one by its id)"
+                    ),
+                ))
+            }
             _ => Ok(()),
         }
     }
@@ -282,7 +289,10 @@ impl Gateway {
         let replaced = {
             let mut open = self.inner.open.lock().expect("sessions lock");
             self.check_session_room(open.get(&identity.user_id), &id)?;
-            open.entry(identity.user_id).or_default().insert(id, Arc::downgrade(&session))
+            let sessions = open.entry(identity.user_id).or_default();
+            // A session whose transport vanished without a word is gone: its entry goes too.
+            sessions.retain(|_, s| s.strong_count() > 0);
+            sessions.insert(id, Arc::downgrade(&session))
         };
         if let Some(old) = replaced.and_then(|w| w.upgrade()) {
             old.close_with("replaced", "another connection resumed this session");
@@ -296,6 +306,8 @@ impl Gateway {
                 () = tokio::time::sleep(left) => {
                     if let Some(session) = watched.upgrade() {
                         session.close_with("token_expired", "the access token expired; reconnect with a fresh one to resume");
+                        // Ends it here even if its transport never reports the close.
+                        session.ended();
                     }
                 }
             }

@@ -95,6 +95,8 @@ pub(super) trait Outlet: Send + Sync + std::fmt::Debug + 'static {
     /// Tells the client why (`code`, `message`) and closes the connection. Must not wait or call
     /// back into the session: it is called with the session's state locked.
     fn close(&self, code: &str, message: &str);
+    /// The session has ended: let go of whatever of the transport refers back to it.
+    fn release(&self) {}
 }
 
 #[derive(Debug)]
@@ -586,6 +588,7 @@ impl Session {
             self.gw.hub.remove(&channel, self.key);
         }
         self.ended.cancel();
+        self.outlet.release();
         self.gw.forget(self);
         self.gw.herald.services.metrics.realtime.sessions.dec();
     }

@@ -62,10 +62,6 @@ impl fmt::Display for Refused {
     }
 }
 
-/// What a handshake proved, kept on the socket for its connect handler.
-#[derive(Debug, Clone)]
-struct Proven(super::Handshake);
-
 /// The session of a socket, kept on the socket.
 #[derive(Debug, Clone)]
 struct Attached(Arc<Session>);
@@ -107,6 +103,12 @@ impl Outlet for SioOutlet {
         }
     }
 
+    /// The socket holds the session in its extensions and the session holds the socket: drop
+    /// the socket's side, so neither outlives the connection.
+    fn release(&self) {
+        self.socket.extensions.remove::<Attached>();
+    }
+
     fn close(&self, code: &str, message: &str) {
         let _ = self.socket.emit("close", &json!({"code": code, "message": message}));
         let socket = self.socket.clone();
@@ -126,44 +128,30 @@ pub(super) fn layer(gateway: Gateway) -> SocketIoLayer {
         .max_payload(256 * 1024)
         .build_layer();
 
-    let auth_gateway = gateway.clone();
+    // Everything happens in the middleware, which socketioxide runs before it sends the client
+    // its CONNECT: a handler registered after that (in the connect handler, which it spawns)
+    // would miss a `subscribe` the client sends the moment it is connected, silently.
     let authenticate = move |socket: SocketRef, TryData(auth): TryData<Auth>| {
-        let gateway = auth_gateway.clone();
+        let gateway = gateway.clone();
         async move {
             let auth = auth.unwrap_or(Auth { token: None, session: None });
             let peer = crate::peer::client_ip(&socket.req_parts(), &gateway.inner.options.trusted_proxies);
             let handshake =
                 gateway.authenticate(auth.token.as_deref(), auth.session.as_deref(), peer).map_err(Refused)?;
-            socket.extensions.insert(Proven(handshake));
+            let session =
+                gateway.open_session(handshake, Box::new(SioOutlet { socket: socket.clone() })).map_err(Refused)?;
+            socket.extensions.insert(Attached(session));
+            register_handlers(&socket);
             Ok::<(), Refused>(())
         }
     };
-    let connect = move |socket: SocketRef| {
-        let gateway = gateway.clone();
-        async move { on_connect(gateway, socket) }
-    };
-    io.ns("/", connect.with(authenticate));
+    io.ns("/", (|_: SocketRef| async {}).with(authenticate));
     layer
 }
 
-fn on_connect(gateway: Gateway, socket: SocketRef) {
-    let Some(Proven(handshake)) = socket.extensions.get::<Proven>() else {
-        let _ = socket.disconnect();
-        return;
-    };
-    let session = match gateway.open_session(handshake, Box::new(SioOutlet { socket: socket.clone() })) {
-        Ok(session) => session,
-        Err(err) => {
-            // Lost a race for the user's last session slot after the handshake was accepted.
-            let _ = socket.emit("close", &json!({"code": err.code().as_str(), "message": err.public_detail()}));
-            let _ = socket.disconnect();
-            return;
-        }
-    };
-    socket.extensions.insert(Attached(session));
-
+fn register_handlers(socket: &SocketRef) {
     socket.on("subscribe", |socket: SocketRef, TryData(input): TryData<SubscribeInput>, ack: AckSender| async move {
-        let Some(session) = session_of(&socket) else { return };
+        let Some(session) = session_of(&socket) else { return send(ack, error_body(&ended())) };
         let _slot = match session.begin_request() {
             Ok(slot) => slot,
             Err(err) => return send(ack, error_body(&err)),
@@ -183,7 +171,7 @@ fn on_connect(gateway: Gateway, socket: SocketRef) {
         }
     });
     socket.on("unsubscribe", |socket: SocketRef, TryData(input): TryData<ChannelInput>, ack: AckSender| async move {
-        let Some(session) = session_of(&socket) else { return };
+        let Some(session) = session_of(&socket) else { return send(ack, error_body(&ended())) };
         match input {
             Ok(input) => {
                 let removed = session.unsubscribe(&input.channel);
@@ -198,7 +186,7 @@ fn on_connect(gateway: Gateway, socket: SocketRef) {
         }
     });
     socket.on("call", |socket: SocketRef, TryData(input): TryData<CallInput>, ack: AckSender| async move {
-        let Some(session) = session_of(&socket) else { return };
+        let Some(session) = session_of(&socket) else { return send(ack, error_body(&ended())) };
         let _slot = match session.begin_request() {
             Ok(slot) => slot,
             Err(err) => return send(ack, error_body(&err)),
@@ -221,6 +209,11 @@ fn session_of(socket: &SocketRef) -> Option<Arc<Session>> {
 
 fn send(ack: AckSender, body: Value) {
     let _ = ack.send(&body);
+}
+
+/// The answer to a request that arrives after its session ended (the socket is closing).
+fn ended() -> ApiError {
+    ApiError::new(herald_core::error::ErrorCode::Unavailable, "the session has ended; reconnect to resume")
 }
 
 fn malformed(e: impl fmt::Display) -> ApiError {
