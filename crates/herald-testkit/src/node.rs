@@ -265,3 +265,38 @@ pub async fn run_demo_browser_test(base_url: &str) -> Result<(), String> {
         String::from_utf8_lossy(&output.stderr)
     ))
 }
+
+/// Runs `tests/js/sio-churn.mjs`: `total` Socket.io sessions, `concurrency` at a time, spread
+/// over `users` (token, user id); each subscribes to its user channel and disconnects. Returns the
+/// script's summary (`opened`, `answered`, `unanswered`, `connect_errors`, `errors`, `ms`), or
+/// `None` when `HERALD_TEST_NODE_MODULES` is unset (skipped loudly, or failed under
+/// `HERALD_TEST_REQUIRE_ALL`).
+pub async fn sio_churn(
+    url: &str,
+    users: &[(String, String)],
+    total: usize,
+    concurrency: usize,
+    prefix: &str,
+) -> Option<Value> {
+    let modules = node_modules(&current_test())?;
+    let users: Vec<Value> = users.iter().map(|(token, id)| json!({"token": token, "id": id})).collect();
+    let options = json!({"url": url, "users": users, "total": total, "concurrency": concurrency, "prefix": prefix});
+    let output = Command::new("node")
+        .arg(js_dir().join("sio-churn.mjs"))
+        .arg(options.to_string())
+        .env("NODE_PATH", &modules)
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .output()
+        .await
+        .expect("run node sio-churn.mjs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let summary = stdout.lines().last().and_then(|l| serde_json::from_str(l).ok());
+    Some(summary.unwrap_or_else(|| {
+        panic!(
+            "sio-churn.mjs printed no summary ({}):\n{stdout}\n{}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        )
+    }))
+}

@@ -62,6 +62,7 @@ mod delivery;
 mod edge;
 mod events;
 mod grpc;
+mod long_running;
 mod mock_provider;
 mod nats_commands;
 mod realtime;
