@@ -201,6 +201,49 @@ mod tests {
         assert!(Password::new_secret("long enough".into()).is_ok());
         assert_eq!(format!("{:?}", Password::attempt("hunter22".into())), "Password(***)");
     }
+
+    #[test]
+    fn a_webhook_url_names_the_host_and_port_it_connects_to() {
+        let host_port = |raw: &str| WebhookUrl::parse(raw).expect(raw).host_and_port();
+        for (raw, host, port) in [
+            ("http://hooks.example.org/r", "hooks.example.org", 80),
+            ("http://Hooks.Example.ORG:8080/r?x=1", "hooks.example.org", 8080),
+            ("http://127.0.0.1:18999/internal", "127.0.0.1", 18999),
+            ("http://[::1]/", "[::1]", 80),
+            ("http://[FE80::1]:9000", "[fe80::1]", 9000),
+            ("http://[::ffff:127.0.0.1]:81/", "[::ffff:127.0.0.1]", 81),
+            ("http://user:pass@10.0.0.1:81/", "10.0.0.1", 81),
+            ("http://a@b@169.254.169.254/", "169.254.169.254", 80),
+            ("http://evil.example\\@127.0.0.1/", "evil.example", 80),
+            ("http://localhost:/", "localhost", 80),
+            ("http://localhost./x", "localhost", 80),
+            ("http://127.0.0.1./", "127.0.0.1", 80),
+            ("http://hook#frag", "hook", 80),
+            ("http://my_host.example:0080", "my_host.example", 80),
+        ] {
+            assert_eq!(host_port(raw), Ok((host.to_owned(), port)), "{raw}");
+        }
+        for raw in [
+            "http://127.1/",
+            "http://0x7f.1/",
+            "http://2130706433/",
+            "http://0x7f000001/",
+            "http://0177.0.0.1/",
+            "http://host.0x/",
+            "http://127.0.0.%31/",
+            "http://ⓛocalhost/",
+            "http://[::1/",
+            "http://[::1]x/",
+            "http://[not-v6]/",
+            "http://a:b:c/",
+            "http://host:65536/",
+            "http://host:0/",
+            "http://host:8o/",
+            "http://user@/",
+        ] {
+            assert!(host_port(raw).is_err(), "{raw} accepted");
+        }
+    }
 }
 
 /// Where a user's own notifications are POSTed: an `http://` URL with a host, at most 2048
@@ -228,6 +271,69 @@ impl WebhookUrl {
 
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+
+    /// The host (a lower-cased name, a dotted IPv4 address, or an IPv6 address in brackets) and
+    /// the port (80 unless given) this URL connects to.
+    ///
+    /// Stricter than [`WebhookUrl::parse`], which stored URLs are read back with: a host that a
+    /// URL parser would read as something else is refused, so the host checked when the URL is
+    /// set is the one connected to later. Userinfo (`user:pass@`) is skipped; a backslash ends
+    /// the authority as a slash does; percent-escapes and non-ASCII hosts (which IDNA maps:
+    /// `ⓛocalhost`) are refused, and so are numeric forms other than a dotted quad (`127.1`,
+    /// `0x7f.1`, `2130706433`), which parsers read as IPv4 addresses.
+    pub fn host_and_port(&self) -> Result<(String, u16), &'static str> {
+        const BAD_HOST: &str = "must name its host as a DNS name, a dotted IPv4 address or a bracketed IPv6 address";
+        let rest = self.0.strip_prefix("http://").ok_or("must be an http:// URL")?;
+        let authority = rest.split(['/', '?', '#', '\\']).next().unwrap_or_default();
+        let host_port = authority.rsplit_once('@').map_or(authority, |(_, host_port)| host_port);
+        let (host, port) = match host_port.strip_prefix('[') {
+            Some(v6) => {
+                let (addr, after) = v6.split_once(']').ok_or(BAD_HOST)?;
+                addr.parse::<std::net::Ipv6Addr>().map_err(|_| BAD_HOST)?;
+                let port = match after {
+                    "" => None,
+                    _ => Some(after.strip_prefix(':').ok_or(BAD_HOST)?),
+                };
+                (format!("[{}]", addr.to_ascii_lowercase()), port)
+            }
+            None => {
+                let (host, port) = match host_port.rsplit_once(':') {
+                    Some((host, port)) => (host, Some(port)),
+                    None => (host_port, None),
+                };
+                if host.is_empty() || !host.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b)) {
+                    return Err(BAD_HOST);
+                }
+                let bare = host.strip_suffix('.').unwrap_or(host);
+                let last = bare.rsplit('.').next().unwrap_or_default();
+                if is_ipv4_number(last) && bare.parse::<std::net::Ipv4Addr>().is_err() {
+                    return Err(BAD_HOST);
+                }
+                (bare.to_ascii_lowercase(), port)
+            }
+        };
+        let port = match port {
+            None | Some("") => 80,
+            Some(port) if port.bytes().all(|b| b.is_ascii_digit()) => {
+                port.parse().map_err(|_| "must have a port from 1 to 65535")?
+            }
+            Some(_) => return Err("must have a port from 1 to 65535"),
+        };
+        if port == 0 {
+            return Err("must have a port from 1 to 65535");
+        }
+        Ok((host, port))
+    }
+}
+
+/// Whether a host's last label is a number, as the URL standard reads one (decimal or `0x` hex,
+/// then the whole host is parsed as an IPv4 address).
+fn is_ipv4_number(label: &str) -> bool {
+    let hex = label.strip_prefix("0x").or_else(|| label.strip_prefix("0X"));
+    match hex {
+        Some(digits) => digits.bytes().all(|b| b.is_ascii_hexdigit()),
+        None => !label.is_empty() && label.bytes().all(|b| b.is_ascii_digit()),
     }
 }
 

@@ -18,6 +18,7 @@ use herald_core::{
         NewDelivery, RetryPolicy,
     },
     metrics::Metrics,
+    net::{Destinations, Resolve},
     store::Store,
 };
 use herald_workers::{
@@ -37,6 +38,22 @@ use crate::{
 
 const TOKEN: &str = "provider-token";
 const WEBHOOK_SECRET: &str = "a-webhook-secret-of-at-least-32-bytes";
+
+/// Webhook destinations for the suite: its receivers listen on loopback, which an operator
+/// would have to allow; names do not resolve (the suite uses none).
+fn loopback_destinations() -> Destinations {
+    Destinations::new("127.0.0.0/8".parse().expect("network"), Arc::new(NoNames))
+}
+
+#[derive(Debug)]
+struct NoNames;
+
+#[async_trait::async_trait]
+impl Resolve for NoNames {
+    async fn resolve(&self, host: &str, _port: u16) -> std::io::Result<Vec<std::net::IpAddr>> {
+        Err(std::io::Error::new(std::io::ErrorKind::NotFound, format!("{host}: the delivery suite resolves no names")))
+    }
+}
 
 /// The instant every test's clock starts at.
 fn t0() -> DateTime<Utc> {
@@ -122,7 +139,7 @@ impl Pipeline {
             self.broker.clone(),
             self.clock.clone(),
             self.metrics.clone(),
-            HttpChannels::new(Some(provider), webhook),
+            HttpChannels::new(Some(provider), webhook, loopback_destinations()),
             options,
         )
     }
@@ -772,6 +789,67 @@ pub async fn log_webhook_and_realtime_channels_deliver(store: Arc<dyn Store>, br
     assert!(d.last_error.as_deref().is_some_and(|e| e.contains("HERALD_WEBHOOK_SECRET")), "{:?}", d.last_error);
     assert_eq!(hooks.0.lock().expect("hooks").len(), 1);
     unsigned_sender.stop().await;
+    server.abort();
+    p.finish().await;
+}
+
+/// Webhook breakers are kept per destination host: a dead host opens its own breaker and
+/// another host's deliveries go out meanwhile; the hosts kept are bounded. Destinations webhooks
+/// may not reach are refused before any connection and shown as `unreachable`.
+pub async fn webhook_breakers_are_kept_per_host(store: Arc<dyn Store>, broker: &TestBroker) {
+    use herald_core::delivery::BreakerState;
+
+    let p = Pipeline::new(store, broker).await;
+    let mut options = Pipeline::options();
+    options.breaker =
+        BreakerConfig { failure_threshold: 2, open_for: Duration::from_secs(600), ..BreakerConfig::default() };
+    options.max_hosts = 2;
+    let sender = p.spawn(options);
+    let (url, hooks, server) = webhook_receiver().await;
+    // A port nothing listens on: connections are refused.
+    let dead = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind").local_addr().expect("addr");
+    let dead_host = dead.to_string();
+
+    let failing = [
+        p.create(Channel::Webhook, &format!("http://{dead}/a"), json!({"n": 1}), None).await,
+        p.create(Channel::Webhook, &format!("http://{dead}/b"), json!({"n": 2}), None).await,
+    ];
+    p.tick().await;
+    for d in p.settled(&failing).await {
+        assert_eq!((d.status, d.attempts), (DeliveryStatus::Pending, 1));
+        assert_eq!(d.last_error.as_deref(), Some("unreachable"), "no detail for the user");
+    }
+    assert!(matches!(sender.sender.webhook_breaker_state(&dead_host), BreakerState::Open { .. }));
+    assert_eq!(sender.sender.breaker_state(Channel::Webhook), BreakerState::Closed, "not one breaker for all");
+    assert!(!p.metrics.encode().contains(r#"herald_delivery_breaker_state{channel="webhook"}"#), "no gauge");
+
+    // The dead host's next delivery is deferred without an attempt; the live host's goes out.
+    let held = p.create(Channel::Webhook, &format!("http://{dead}/c"), json!({"n": 3}), None).await;
+    let live = p.create(Channel::Webhook, &url, json!({"n": 4}), None).await;
+    p.tick().await;
+    let [held, live] = <[Delivery; 2]>::try_from(p.settled(&[held, live]).await).expect("2");
+    assert_eq!((held.status, held.attempts), (DeliveryStatus::Pending, 0), "{:?}", held.last_error);
+    assert!(held.last_error.as_deref().is_some_and(|e| e.contains("circuit")), "{:?}", held.last_error);
+    assert_eq!((live.status, live.attempts), (DeliveryStatus::Sent, 1), "{:?}", live.last_error);
+    assert_eq!(hooks.0.lock().expect("hooks").len(), 1);
+
+    // Refused destinations: addresses outside the allowed loopback, and a name, which the
+    // suite's resolver does not resolve. Each is checked before connecting, so nothing leaves
+    // this machine.
+    let refused = [
+        p.create(Channel::Webhook, "http://169.254.169.254/latest/meta-data", json!({}), None).await,
+        p.create(Channel::Webhook, "http://[::1]:9/x", json!({}), None).await,
+        p.create(Channel::Webhook, "http://10.0.0.1:9/x", json!({}), None).await,
+        p.create(Channel::Webhook, "http://hooks.example/x", json!({}), None).await,
+    ];
+    p.tick().await;
+    for d in p.settled(&refused).await {
+        assert_eq!((d.status, d.attempts, d.last_error.as_deref()), (DeliveryStatus::Pending, 1, Some("unreachable")));
+    }
+    // Four more hosts came through a map of two: the oldest went, the dead one among them.
+    assert_eq!(sender.sender.webhook_hosts(), 2);
+    assert_eq!(sender.sender.webhook_breaker_state(&dead_host), BreakerState::Closed, "forgotten");
+    sender.stop().await;
     server.abort();
     p.finish().await;
 }

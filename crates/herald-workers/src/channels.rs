@@ -2,10 +2,16 @@
 //! POST) and `realtime` (the recipient's `user:<id>` channel, written by the sender through the
 //! store so that it is exactly once).
 
-use std::time::Duration;
+use std::{
+    net::{IpAddr, SocketAddr},
+    time::Duration,
+};
 
 use chrono::{DateTime, Utc};
-use herald_core::delivery::{DeliveryJob, Failure, Outcome, classify_http};
+use herald_core::{
+    delivery::{DeliveryJob, Failure, Outcome, classify_http},
+    net::{Destinations, Refusal},
+};
 use hmac::{Hmac, Mac};
 use reqwest::header;
 use sha2::Sha256;
@@ -33,24 +39,39 @@ pub struct WebhookConfig {
     pub timeout: Duration,
 }
 
-/// The HTTP channels, with one connection pool.
+/// The HTTP channels: the provider's client, and the webhook client that connects only where
+/// [`Destinations`] allows.
 #[derive(Debug, Clone)]
 pub struct HttpChannels {
-    client: reqwest::Client,
+    /// For the operator-configured provider URL: no destination policy.
+    provider_client: reqwest::Client,
+    /// For user-aimed webhooks: names resolve through the destination check, no proxies.
+    webhook_client: reqwest::Client,
+    destinations: Destinations,
     provider: Option<ProviderConfig>,
     webhook: WebhookConfig,
 }
 
 impl HttpChannels {
-    pub fn new(provider: Option<ProviderConfig>, webhook: WebhookConfig) -> Self {
-        let client = reqwest::Client::builder()
-            .user_agent(concat!("herald/", env!("CARGO_PKG_VERSION")))
-            .redirect(reqwest::redirect::Policy::none())
-            .pool_max_idle_per_host(256)
+    /// The channels, with webhooks limited to what `destinations` allows.
+    pub fn new(provider: Option<ProviderConfig>, webhook: WebhookConfig, destinations: Destinations) -> Self {
+        let builder = || {
+            reqwest::Client::builder()
+                .user_agent(concat!("herald/", env!("CARGO_PKG_VERSION")))
+                .redirect(reqwest::redirect::Policy::none())
+                .pool_max_idle_per_host(256)
+        };
+        let provider_client = builder().build().unwrap_or_default();
+        // A proxy would connect for us, past the check; every name the client looks up goes
+        // through it (addresses in URLs are checked before the request, as they bypass it).
+        let webhook_client = builder()
+            .no_proxy()
+            .dns_resolver(CheckedResolver(destinations.clone()))
             .build()
-            .unwrap_or_default();
+            // Never a default client in its place: that one would connect anywhere.
+            .unwrap_or_else(|e| panic!("the webhook HTTP client: {e}"));
         let provider = provider.map(|p| ProviderConfig { url: p.url.trim_end_matches('/').to_owned(), ..p });
-        Self { client, provider, webhook }
+        Self { provider_client, webhook_client, destinations, provider, webhook }
     }
 
     /// Calls the provider for `job`. The recipient is the phone (digits) and the payload's `text`
@@ -72,15 +93,17 @@ impl HttpChannels {
         };
         let body = serde_json::json!({"id": job.number, "phone": phone, "text": text});
         let request = self
-            .client
+            .provider_client
             .post(format!("{}/v1/send/{}", provider.url, job.number))
             .bearer_auth(&provider.token)
             .timeout(provider.timeout)
             .json(&body);
-        self.call(request, now).await
+        call(request, now).await.map_err(|e| failure(&e))?
     }
 
-    /// POSTs the payload to the recipient URL, signed.
+    /// POSTs the payload to the recipient URL, signed, if the destination is one webhooks may
+    /// reach. A refused destination is a [`Failure::Connection`], like a host that is down; the
+    /// log says which.
     pub async fn webhook(&self, job: &DeliveryJob, now: DateTime<Utc>) -> Outcome {
         let Some(secret) = &self.webhook.secret else {
             return Err(Failure::Malformed {
@@ -94,9 +117,17 @@ impl HttpChannels {
             }
             _ => return Err(Failure::Malformed { reason: format!("{:?} is not an http URL", job.recipient) }),
         };
+        let host = destination_host(&url);
+        // The connector takes an address in the URL as it is, without asking the resolver.
+        let literal =
+            url.host_str().and_then(|h| h.trim_start_matches('[').trim_end_matches(']').parse::<IpAddr>().ok());
+        if let Some(Err(refusal)) = literal.map(|ip| self.destinations.check_ip(ip)) {
+            tracing::warn!(delivery = %job.id, %host, reason = %refusal, "refused a webhook destination");
+            return Err(Failure::Connection);
+        }
         let body = serde_json::to_vec(&job.payload).unwrap_or_default();
         let request = self
-            .client
+            .webhook_client
             .post(url)
             .header(header::CONTENT_TYPE, "application/json")
             .header(SIGNATURE_HEADER, sign(secret, now.timestamp(), &body))
@@ -104,20 +135,34 @@ impl HttpChannels {
             .header("Herald-Kind", &job.kind)
             .timeout(self.webhook.timeout)
             .body(body);
-        self.call(request, now).await
-    }
-
-    async fn call(&self, request: reqwest::RequestBuilder, now: DateTime<Utc>) -> Outcome {
-        let response = request.send().await.map_err(|e| failure(&e))?;
-        let retry_after = response.headers().get(header::RETRY_AFTER).and_then(|v| v.to_str().ok()).map(str::to_owned);
-        let status = response.status().as_u16();
-        // The status decides; the body is read (and dropped) so the connection can be reused. A
-        // body that breaks off after a 2xx does not undo the send.
-        if let Err(e) = response.bytes().await {
-            tracing::debug!(status, error = %e, "the channel's answer body broke off");
+        match call(request, now).await {
+            Ok(outcome) => outcome,
+            Err(e) => {
+                match refusal_in(&e) {
+                    Some(refusal) => {
+                        tracing::warn!(delivery = %job.id, %host, reason = %refusal, "refused a webhook destination");
+                    }
+                    None => {
+                        tracing::debug!(delivery = %job.id, %host, error = %error_chain(&e), "a webhook call failed")
+                    }
+                }
+                Err(failure(&e))
+            }
         }
-        classify_http(status, retry_after.as_deref(), now)
     }
+}
+
+/// Sends `request` and classifies the answer; `Err` when no answer came.
+async fn call(request: reqwest::RequestBuilder, now: DateTime<Utc>) -> Result<Outcome, reqwest::Error> {
+    let response = request.send().await?;
+    let retry_after = response.headers().get(header::RETRY_AFTER).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let status = response.status().as_u16();
+    // The status decides; the body is read (and dropped) so the connection can be reused. A
+    // body that breaks off after a 2xx does not undo the send.
+    if let Err(e) = response.bytes().await {
+        tracing::debug!(status, error = %e, "the channel's answer body broke off");
+    }
+    Ok(classify_http(status, retry_after.as_deref(), now))
 }
 
 fn failure(e: &reqwest::Error) -> Failure {
@@ -127,6 +172,74 @@ fn failure(e: &reqwest::Error) -> Failure {
         Failure::Malformed { reason: e.to_string() }
     } else {
         Failure::Connection
+    }
+}
+
+/// The destination refusal behind a failed request, if the resolver refused its host.
+fn refusal_in(e: &reqwest::Error) -> Option<Refusal> {
+    let mut source = std::error::Error::source(e);
+    while let Some(err) = source {
+        if let Some(refusal) = err.downcast_ref::<Refusal>() {
+            return Some(refusal.clone());
+        }
+        source = err.source();
+    }
+    None
+}
+
+/// An error and its causes, for the operator's log.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(err) = source {
+        text.push_str(": ");
+        text.push_str(&err.to_string());
+        source = err.source();
+    }
+    text
+}
+
+/// The `host:port` a webhook URL connects to (the port the scheme's default when not given): the
+/// unit its circuit breaker and rate limit are kept by. `None` when `recipient` is not a URL
+/// with a host.
+pub fn webhook_host(recipient: &str) -> Option<String> {
+    reqwest::Url::parse(recipient).ok().filter(|url| url.has_host()).map(|url| destination_host(&url))
+}
+
+fn destination_host(url: &reqwest::Url) -> String {
+    let host = url.host_str().unwrap_or_default();
+    match url.port_or_known_default() {
+        Some(port) => format!("{host}:{port}"),
+        None => host.to_owned(),
+    }
+}
+
+/// What a webhook delivery's `last_error` says of `failure`: `unreachable` or `rejected with HTTP
+/// <status>`, nothing a user could learn the network from (whether a port is open, what answers
+/// on it). A request Herald could not make says why, in Herald's own words.
+pub fn webhook_error(failure: &Failure) -> String {
+    match failure {
+        Failure::Timeout | Failure::Connection => "unreachable".to_owned(),
+        Failure::Server { status, .. } | Failure::Rejected { status } => format!("rejected with HTTP {status}"),
+        Failure::RateLimited { .. } => "rejected with HTTP 429".to_owned(),
+        Failure::Malformed { .. } => failure.to_string(),
+    }
+}
+
+/// Resolves webhook hosts through [`Destinations`]: a name with any address webhooks may not
+/// reach does not resolve at all, so no connection to it is tried.
+#[derive(Debug, Clone)]
+struct CheckedResolver(Destinations);
+
+impl reqwest::dns::Resolve for CheckedResolver {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let (destinations, host) = (self.0.clone(), name.as_str().to_owned());
+        Box::pin(async move {
+            // Port 0: reqwest puts the URL's port (or the scheme's) in its place.
+            let addrs = destinations.check_host(&host, 0).await?;
+            let addrs: reqwest::dns::Addrs = Box::new(addrs.into_iter().map(|ip| SocketAddr::new(ip, 0)));
+            Ok(addrs)
+        })
     }
 }
 

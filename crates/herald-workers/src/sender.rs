@@ -6,9 +6,9 @@
 //! message the broker redelivers is not sent twice. Then each current [`DeliveryJob`] takes one of
 //! the sender's `concurrency` slots:
 //! 2. past its deadline it expires without an attempt;
-//! 3. while its channel's circuit breaker is open it is deferred to when the breaker lets a probe
+//! 3. while its guard's circuit breaker is open it is deferred to when the breaker lets a probe
 //!    through, without spending an attempt;
-//! 4. the channel's token bucket paces it (a wait that would outlast the claim defers it instead);
+//! 4. the guard's token bucket paces it (a wait that would outlast the claim defers it instead);
 //! 5. the channel is called and the outcome becomes a report through the [`RetryPolicy`].
 //!
 //! Reports are written in batches: whatever finished while the previous write ran goes in the
@@ -18,8 +18,12 @@
 //! are made again.
 //! The `realtime` channel writes the event and the report in one transaction: exactly once.
 //!
-//! The breaker and the rate limit are per sender process: with N senders a provider sees up to N
-//! times the configured rate.
+//! A guard (breaker and rate limit) is kept per channel, and for webhooks, which users aim, per
+//! destination host: one user's dead webhook does not hold back another's (see [`guards`]).
+//! Guards are per sender process: with N senders a provider sees up to N times the configured
+//! rate.
+
+mod guards;
 
 use std::{
     collections::{HashMap, HashSet},
@@ -36,8 +40,8 @@ use herald_core::{
     campaign::MESSAGE_KIND,
     clock::Clock,
     delivery::{
-        BreakerConfig, BreakerState, Channel, CircuitBreaker, DELIVERY_QUEUE, Decision, DeliveryId, DeliveryJob,
-        DeliveryReport, DeliveryStatus, Failure, JobBatch, Outcome, RetryPolicy, TokenBucket, ZonedWindow,
+        BreakerConfig, BreakerState, Channel, DELIVERY_QUEUE, Decision, DeliveryId, DeliveryJob, DeliveryReport,
+        DeliveryStatus, Failure, JobBatch, Outcome, RetryPolicy, ZonedWindow,
     },
     event::{NewEvent, user_channel},
     metrics::{ChannelLabels, Metrics, OutcomeLabels},
@@ -54,9 +58,10 @@ use tokio::{
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 
-use crate::channels::HttpChannels;
+use self::guards::{Guard, GuardKey, Guards};
+use crate::channels::{HttpChannels, webhook_error};
 
-/// A per-channel rate limit.
+/// A rate limit: per channel, and for webhooks per destination host.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Rate {
     pub per_second: f64,
@@ -75,8 +80,12 @@ pub struct SenderOptions {
     pub report_batch: usize,
     pub policy: RetryPolicy,
     pub breaker: BreakerConfig,
-    /// Rate limits by channel; channels without one are not limited.
+    /// Rate limits by channel; channels without one are not limited. The webhook one holds for
+    /// each destination host.
     pub rates: HashMap<Channel, Rate>,
+    /// Most webhook destination hosts whose breaker and rate limit are kept; the least recently
+    /// used is forgotten to make room.
+    pub max_hosts: usize,
     /// Time kept free at the end of a claim for the call itself: a rate-limit wait that would eat
     /// into it defers the delivery instead.
     pub call_margin: Duration,
@@ -91,6 +100,7 @@ impl Default for SenderOptions {
             policy: RetryPolicy::default(),
             breaker: BreakerConfig::default(),
             rates: HashMap::new(),
+            max_hosts: 10_000,
             call_margin: Duration::from_secs(15),
         }
     }
@@ -136,11 +146,6 @@ impl InFlight {
 /// A handled job on its way to the reporter, with its message and the concurrency slot it holds.
 type Handled = ((DeliveryId, DateTime<Utc>), Disposition, Arc<InFlight>, tokio::sync::OwnedSemaphorePermit);
 
-struct Guard {
-    breaker: CircuitBreaker,
-    bucket: Option<TokenBucket>,
-}
-
 struct Inner {
     store: Arc<dyn Store>,
     broker: Arc<dyn Broker>,
@@ -148,7 +153,7 @@ struct Inner {
     metrics: Arc<Metrics>,
     http: HttpChannels,
     options: SenderOptions,
-    guards: Mutex<HashMap<Channel, Guard>>,
+    guards: Mutex<Guards>,
     rng: Mutex<StdRng>,
     /// Claims taken and not yet recorded. A broker may hand over a second copy of a message
     /// while the first is in progress (a redelivery racing a release); its claims are still
@@ -175,6 +180,7 @@ impl Sender {
         http: HttpChannels,
         options: SenderOptions,
     ) -> Self {
+        let guards = Guards::new(options.breaker.clone(), options.rates.clone(), options.max_hosts);
         Self(Arc::new(Inner {
             store,
             broker,
@@ -182,25 +188,34 @@ impl Sender {
             metrics,
             http,
             options,
-            guards: Mutex::new(HashMap::new()),
+            guards: Mutex::new(guards),
             rng: Mutex::new(StdRng::from_os_rng()),
             taken: Mutex::new(HashSet::new()),
         }))
     }
 
-    /// The breaker state of `channel` in this sender.
+    /// The breaker state of `channel` in this sender. Webhooks have a breaker per destination
+    /// host instead ([`Sender::webhook_breaker_state`]); for them this is always closed.
     pub fn breaker_state(&self, channel: Channel) -> BreakerState {
         let now = self.0.clock.now();
-        self.with_guard(channel, |g| g.breaker.state(now))
+        self.with_guard(&GuardKey::Channel(channel), |g| g.breaker.state(now))
     }
 
-    fn with_guard<T>(&self, channel: Channel, f: impl FnOnce(&mut Guard) -> T) -> T {
-        let mut guards = self.0.guards.lock().unwrap_or_else(PoisonError::into_inner);
-        let guard = guards.entry(channel).or_insert_with(|| Guard {
-            breaker: CircuitBreaker::new(self.0.options.breaker.clone()),
-            bucket: self.0.options.rates.get(&channel).and_then(|r| TokenBucket::new(r.per_second, r.burst).ok()),
-        });
-        f(guard)
+    /// The breaker state of the webhook destination `host` (`host:port`, as in the URL, the port
+    /// always given): closed for a host this sender does not keep.
+    pub fn webhook_breaker_state(&self, host: &str) -> BreakerState {
+        let now = self.0.clock.now();
+        let guards = self.0.guards.lock().unwrap_or_else(PoisonError::into_inner);
+        guards.host_state(host, now).unwrap_or(BreakerState::Closed)
+    }
+
+    /// How many webhook destination hosts this sender keeps a breaker for (at most `max_hosts`).
+    pub fn webhook_hosts(&self) -> usize {
+        self.0.guards.lock().unwrap_or_else(PoisonError::into_inner).hosts()
+    }
+
+    fn with_guard<T>(&self, key: &GuardKey, f: impl FnOnce(&mut Guard) -> T) -> T {
+        self.0.guards.lock().unwrap_or_else(PoisonError::into_inner).with(key, f)
     }
 
     /// Consumes the delivery queue until `shutdown`, then finishes what is in flight, records it
@@ -423,11 +438,15 @@ impl Sender {
                 return Disposition::Report(self.defer(&job, channel, open, reason));
             }
         }
-        if let Some(until) = self.gate(channel, now) {
-            let reason = format!("deferred: the {} circuit is open", channel.as_str());
+        let key = GuardKey::of(channel, &job.recipient);
+        if let Some(until) = self.gate(&key, now) {
+            let reason = match key {
+                GuardKey::Host(_) => "deferred: the circuit of this webhook's host is open".to_owned(),
+                GuardKey::Channel(channel) => format!("deferred: the {} circuit is open", channel.as_str()),
+            };
             return Disposition::Report(self.defer(&job, channel, until, Some(reason)));
         }
-        if let Err(wait) = self.pace(channel, job.lease_until).await {
+        if let Err(wait) = self.pace(&key, job.lease_until).await {
             let at = now + chrono::Duration::from_std(wait).unwrap_or(chrono::Duration::MAX);
             return Disposition::Report(self.defer(&job, channel, at, None));
         }
@@ -463,7 +482,7 @@ impl Sender {
         };
         inner.metrics.delivery_send_seconds.get_or_create(&labels).observe(started.elapsed().as_secs_f64());
         let after = inner.clock.now();
-        self.record_health(channel, &outcome, after);
+        self.record_health(&key, &outcome, after);
         if let Err(failure) = &outcome {
             tracing::debug!(delivery = %id, channel = channel.as_str(), error = %failure, "a delivery attempt failed");
         }
@@ -512,9 +531,9 @@ impl Sender {
         }
     }
 
-    /// `None` when the channel's breaker lets a call through now, else when to try again.
-    fn gate(&self, channel: Channel, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
-        self.with_guard(channel, |g| {
+    /// `None` when the guard's breaker lets a call through now, else when to try again.
+    fn gate(&self, key: &GuardKey, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        self.with_guard(key, |g| {
             if g.breaker.allow(now) {
                 return None;
             }
@@ -527,14 +546,14 @@ impl Sender {
         })
     }
 
-    /// Waits for the channel's rate limit; `Err(wait)` when the wait would outlast the claim.
+    /// Waits for the guard's rate limit; `Err(wait)` when the wait would outlast the claim.
     ///
     /// Each call reserves the next free slot and sleeps until it, so waiters are spaced exactly
     /// and a late wake-up does not push every later slot back.
-    async fn pace(&self, channel: Channel, lease_until: DateTime<Utc>) -> Result<(), Duration> {
+    async fn pace(&self, key: &GuardKey, lease_until: DateTime<Utc>) -> Result<(), Duration> {
         // Pacing is about real time, whatever clock the store's timestamps come from.
         let now = Utc::now();
-        let slot = self.with_guard(channel, |g| {
+        let slot = self.with_guard(key, |g| {
             g.bucket.as_mut().map(|bucket| {
                 let at = bucket.next_allowed(now);
                 // A token is there at `next_allowed` by definition; take it for that instant.
@@ -555,11 +574,25 @@ impl Sender {
         Ok(())
     }
 
-    fn record_health(&self, channel: Channel, outcome: &Outcome, now: DateTime<Utc>) {
-        let state = self.with_guard(channel, |g| {
+    /// Feeds `outcome` to the guard's breaker. A channel's state is the `delivery_breaker_state`
+    /// gauge; webhook hosts have none: user-aimed, some host is always down somewhere, so one
+    /// value for all of them would be an alert that never clears, and one per host would put
+    /// users' hosts in the metrics without bound.
+    fn record_health(&self, key: &GuardKey, outcome: &Outcome, now: DateTime<Utc>) {
+        let (before, state) = self.with_guard(key, |g| {
+            let before = g.breaker.state(now);
             g.breaker.record(outcome, now);
-            g.breaker.state(now)
+            (before, g.breaker.state(now))
         });
+        let channel = match key {
+            GuardKey::Channel(channel) => *channel,
+            GuardKey::Host(host) => {
+                if before == BreakerState::Closed && matches!(state, BreakerState::Open { .. }) {
+                    tracing::info!(%host, "a webhook host's circuit breaker opened: its deliveries are deferred");
+                }
+                return;
+            }
+        };
         let value = match state {
             BreakerState::Closed => 0,
             BreakerState::Open { .. } => 1,
@@ -607,12 +640,12 @@ impl Sender {
                     report.status = DeliveryStatus::Expired;
                     report.last_error =
                         Some(format!("{failure}; the send window does not open again before the deadline"));
-                    return report;
+                } else {
+                    self.count(channel.as_str(), "retry");
+                    report.status = DeliveryStatus::Pending;
+                    report.next_attempt_at = at;
+                    report.last_error = Some(failure.to_string());
                 }
-                self.count(channel.as_str(), "retry");
-                report.status = DeliveryStatus::Pending;
-                report.next_attempt_at = at;
-                report.last_error = Some(failure.to_string());
             }
             Decision::Fail(reason) => {
                 self.count(channel.as_str(), "failed");
@@ -624,6 +657,11 @@ impl Sender {
                 report.status = DeliveryStatus::Expired;
                 report.last_error = Some(format!("{failure}; the next attempt would fall after the deadline"));
             }
+        }
+        if channel == Channel::Webhook {
+            // The user who aimed the webhook sees only whether it answered and with what status;
+            // the status and attempts say the rest.
+            report.last_error = Some(webhook_error(&failure));
         }
         report
     }

@@ -1,5 +1,7 @@
 //! `users.me`, `users.list`, a user's own webhook, and the one way a user is created.
 
+use std::net::IpAddr;
+
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -12,6 +14,7 @@ use crate::{
     clock::Clock,
     command::{Access, Command, Ctx},
     error::{ApiError, ErrorCode},
+    net::{Destinations, Refusal},
     page::{DEFAULT_LIMIT, Page, decode_cursor},
     store::{Store, StoreError, USERS_EMAIL_KEY},
     user::{Email, NewUser, Password, Role, User, UserId, UserName, WebhookUrl},
@@ -144,7 +147,11 @@ impl Command for SetWebhook {
     type Output = WebhookView;
 
     async fn run(&self, svc: &Services, cx: &Ctx, input: SetWebhookInput) -> Result<WebhookView, ApiError> {
-        match svc.store.set_webhook(cx.identity()?.user_id, input.url.as_ref()).await {
+        let user = cx.identity()?.user_id;
+        if let Some(url) = &input.url {
+            check_destination(&svc.destinations, url).await?;
+        }
+        match svc.store.set_webhook(user, input.url.as_ref()).await {
             Ok(()) => Ok(WebhookView { url: input.url.map(String::from) }),
             Err(StoreError::NotFound) => {
                 Err(ApiError::new(ErrorCode::InvalidToken, "the account of this token no longer exists"))
@@ -152,6 +159,32 @@ impl Command for SetWebhook {
             Err(err) => Err(err.into()),
         }
     }
+}
+
+/// Longest wait for a webhook's host name to resolve when it is set.
+const RESOLVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Refuses a webhook whose host is, or resolves now to, an address webhooks may not reach. The
+/// sender checks again at connect time, when the name may point elsewhere.
+///
+/// A literal address is refused naming its class. A name is refused with one message whether it
+/// does not resolve or resolves inward, so the answer does not tell which internal names exist.
+async fn check_destination(destinations: &Destinations, url: &WebhookUrl) -> Result<(), ApiError> {
+    let (host, port) = url.host_and_port().map_err(|message| ApiError::invalid_field("url", message))?;
+    let literal = host.trim_start_matches('[').trim_end_matches(']').parse::<IpAddr>().is_ok();
+    let checked = tokio::time::timeout(RESOLVE_TIMEOUT, destinations.check_host(&host, port))
+        .await
+        .unwrap_or(Err(Refusal::Unresolved));
+    let Err(refusal) = checked else { return Ok(()) };
+    tracing::debug!(%host, port, reason = %refusal, "refused a webhook destination");
+    let message = match refusal {
+        Refusal::Internal { class, .. } if literal => {
+            let article = if class == "unspecified" { "an" } else { "a" };
+            format!("points at {article} {class} address, which webhooks may not reach")
+        }
+        _ => "names a host that does not resolve, or resolves to an address webhooks may not reach".to_owned(),
+    };
+    Err(ApiError::invalid_field("url", message))
 }
 
 /// Input of `users.list`.

@@ -69,6 +69,7 @@ mod realtime;
 mod relay;
 mod rooms;
 mod security;
+mod security_webhooks;
 mod split;
 mod store;
 mod tasks;

@@ -1,0 +1,350 @@
+//! Webhook destinations, over real HTTP: internal addresses are refused when a webhook is set and
+//! again when it is called, a user learns nothing about the network from `last_error`, and one
+//! user's dead webhook does not hold back another's.
+//!
+//! Nothing here leaves loopback: names resolve through [`Names`], and every refused address is
+//! refused before a connection is tried.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    net::IpAddr,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
+
+use chrono::{DateTime, SubsecRound as _, Utc};
+use herald_core::net::Resolve;
+use herald_testkit::{Backend, TestApp};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use tokio::{
+    io::{AsyncReadExt as _, AsyncWriteExt as _},
+    net::{TcpListener, TcpStream},
+    task::JoinHandle,
+};
+
+const WEBHOOK: &str = "/api/v1/me/webhook";
+
+/// A public address (example.com's), which the checks let through; no test connects to it.
+const PUBLIC: &str = "93.184.216.34";
+
+/// Names as the test points them; any other name does not resolve.
+#[derive(Debug, Default)]
+struct Names(Mutex<HashMap<String, Vec<IpAddr>>>);
+
+impl Names {
+    fn point(&self, name: &str, addrs: &[&str]) {
+        let addrs = addrs.iter().map(|a| a.parse().expect("address")).collect();
+        self.0.lock().expect("names").insert(name.to_owned(), addrs);
+    }
+}
+
+#[async_trait::async_trait]
+impl Resolve for Names {
+    async fn resolve(&self, host: &str, _port: u16) -> std::io::Result<Vec<IpAddr>> {
+        let found = self.0.lock().expect("names").get(host).cloned();
+        found.ok_or_else(|| std::io::Error::new(std::io::ErrorKind::NotFound, format!("{host} is not a test name")))
+    }
+}
+
+/// Starts an app on SQLite with production's destination policy (no allowed networks), a
+/// webhook secret and a fast scheduler; `tweak` changes settings after that.
+async fn start(test: &str, resolver: Option<Arc<Names>>, tweak: impl FnOnce(&mut BTreeMap<String, String>)) -> TestApp {
+    let mut parts = herald::app::Parts::default();
+    if let Some(names) = resolver {
+        parts.resolver = names;
+    }
+    let settings = |env: &mut BTreeMap<String, String>| {
+        env.insert("HERALD_WEBHOOK_ALLOWED_NETWORKS".into(), String::new());
+        env.insert("HERALD_WEBHOOK_SECRET".into(), "a-webhook-secret-of-at-least-32-bytes".into());
+        env.insert("HERALD_SCHEDULER_INTERVAL".into(), "200ms".into());
+        tweak(env);
+    };
+    TestApp::start_with_parts(Backend::Sqlite, test, settings, parts).await.expect("SQLite always runs")
+}
+
+/// A loopback HTTP receiver that answers every request with `status`, counting the connections
+/// it accepts and noting when each request came.
+struct Receiver {
+    port: u16,
+    connections: Arc<AtomicUsize>,
+    arrivals: Arc<Mutex<Vec<DateTime<Utc>>>>,
+    task: JoinHandle<()>,
+}
+
+impl Receiver {
+    async fn start(status: u16) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let connections = Arc::new(AtomicUsize::new(0));
+        let arrivals = Arc::new(Mutex::new(Vec::new()));
+        let task = tokio::spawn({
+            let (connections, arrivals) = (connections.clone(), arrivals.clone());
+            async move {
+                while let Ok((mut conn, _)) = listener.accept().await {
+                    connections.fetch_add(1, Ordering::SeqCst);
+                    let arrivals = arrivals.clone();
+                    tokio::spawn(async move {
+                        if read_request(&mut conn).await {
+                            arrivals.lock().expect("arrivals").push(Utc::now());
+                            let answer =
+                                format!("HTTP/1.1 {status} X\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+                            let _ = conn.write_all(answer.as_bytes()).await;
+                            let _ = conn.shutdown().await;
+                        }
+                    });
+                }
+            }
+        });
+        Self { port, connections, arrivals, task }
+    }
+
+    fn connections(&self) -> usize {
+        self.connections.load(Ordering::SeqCst)
+    }
+
+    fn arrivals(&self) -> Vec<DateTime<Utc>> {
+        self.arrivals.lock().expect("arrivals").clone()
+    }
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Reads one request, head and body; false if the connection ends first.
+async fn read_request(conn: &mut TcpStream) -> bool {
+    let mut buf = Vec::new();
+    let mut chunk = [0; 4096];
+    loop {
+        match conn.read(&mut chunk).await {
+            Ok(0) | Err(_) => return false,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+        let mut headers = [httparse::EMPTY_HEADER; 32];
+        let mut request = httparse::Request::new(&mut headers);
+        if let Ok(httparse::Status::Complete(head)) = request.parse(&buf) {
+            let length = request
+                .headers
+                .iter()
+                .find(|h| h.name.eq_ignore_ascii_case("content-length"))
+                .and_then(|h| std::str::from_utf8(h.value).ok()?.trim().parse::<usize>().ok())
+                .unwrap_or(0);
+            if buf.len() >= head + length {
+                return true;
+            }
+        }
+    }
+}
+
+async fn set_webhook(app: &TestApp, token: &str, url: &str) -> herald_testkit::app::Reply {
+    app.send(Method::PUT, WEBHOOK, Some(token), Some(&json!({ "url": url }))).await
+}
+
+/// Creates an event whose reminder is due in one to two seconds; returns its id and due time.
+/// The `n`th of a user's events starts `n` minutes later and is reminded that much earlier, so
+/// their reminders fall due together without the events overlapping.
+async fn remind_soon(app: &TestApp, token: &str, n: i64) -> (String, DateTime<Utc>) {
+    let due = (Utc::now() + chrono::Duration::seconds(2)).trunc_subsecs(0);
+    let before = 60 * (n + 1);
+    let starts_at = due + chrono::Duration::seconds(before);
+    let body = json!({"title": "Call", "starts_at": starts_at, "duration": 30, "remind_before": before});
+    let reply = app.post("/api/v1/events", Some(token), &body).await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{:?}", reply.body);
+    (reply.body["id"].as_str().expect("id").to_owned(), due)
+}
+
+/// Polls an event's webhook notification until `done` holds for it; returns it.
+async fn webhook_notification(app: &TestApp, token: &str, event: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let path = format!("/api/v1/events/{event}/notifications");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let reply = app.get(&path, Some(token)).await;
+        assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.body);
+        let items = reply.body["items"].as_array().expect("items").clone();
+        if let Some(hook) = items.iter().find(|n| n["channel"] == "webhook" && done(n)) {
+            return hook.clone();
+        }
+        assert!(tokio::time::Instant::now() < deadline, "not yet: {items:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn internal_addresses_are_refused_when_a_webhook_is_set() {
+    let app = start("internal_addresses_refused", Some(Arc::new(Names::default())), |_| {}).await;
+    let token = app.user("ada@example.org").await;
+    let previous = format!("http://{PUBLIC}/hook");
+    let set = set_webhook(&app, &token, &previous).await;
+    assert_eq!(set.status, StatusCode::OK, "a public address is accepted: {:?}", set.body);
+    for (host, class) in [
+        ("127.0.0.1", "loopback"),
+        ("127.1.2.3", "loopback"),
+        ("[::1]", "loopback"),
+        ("0.0.0.0", "unspecified"),
+        ("[::]", "unspecified"),
+        ("10.0.0.1", "private"),
+        ("172.16.0.1", "private"),
+        ("192.168.1.1", "private"),
+        ("100.64.0.1", "shared"),
+        ("169.254.169.254", "link-local"),
+        ("[fe80::1]", "link-local"),
+        ("[fd00::1]", "unique-local"),
+        ("224.0.0.1", "multicast"),
+        ("[::ffff:127.0.0.1]", "loopback"),
+        // Forms a URL parser reads as an address, and userinfo in front of one.
+        ("user:pass@127.0.0.1", "loopback"),
+        ("127.1", ""),
+        ("2130706433", ""),
+        ("0x7f.0.0.1", ""),
+    ] {
+        let reply = set_webhook(&app, &token, &format!("http://{host}:18999/internal/admin/delete-all")).await;
+        assert_eq!((reply.status, reply.code()), (StatusCode::UNPROCESSABLE_ENTITY, "validation_failed"), "{host}");
+        assert_eq!(reply.body["errors"][0]["field"], "url", "{host}: {:?}", reply.body);
+        let message = reply.body["errors"][0]["message"].as_str().unwrap_or_default();
+        assert!(message.contains(class), "{host}: {message:?} names the class");
+        assert_eq!(app.get(WEBHOOK, Some(&token)).await.body["url"], previous, "{host}: nothing stored");
+    }
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn localhost_is_refused_when_set_and_its_listener_is_never_called() {
+    // The system resolver, as in production: `localhost` resolves from the hosts file.
+    let app = start("localhost_refused", None, |_| {}).await;
+    let token = app.user("ada@example.org").await;
+    let listener = Receiver::start(200).await;
+    let reply = set_webhook(&app, &token, &format!("http://localhost:{}/hook", listener.port)).await;
+    assert_eq!((reply.status, reply.code()), (StatusCode::UNPROCESSABLE_ENTITY, "validation_failed"));
+    assert_eq!(reply.fields(), ["url"]);
+    assert_eq!(app.get(WEBHOOK, Some(&token)).await.body["url"], Value::Null);
+    assert_eq!(listener.connections(), 0);
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_name_that_does_not_resolve_or_points_inward_is_refused_alike() {
+    let names = Arc::new(Names::default());
+    names.point("db.corp.example", &["10.1.2.3"]);
+    names.point("mixed.example", &[PUBLIC, "192.168.0.9"]);
+    let app = start("names_refused", Some(names), |_| {}).await;
+    let token = app.user("ada@example.org").await;
+    let mut messages = Vec::new();
+    for url in ["http://nowhere.example/hook", "http://db.corp.example/hook", "http://mixed.example:8080/hook"] {
+        let reply = set_webhook(&app, &token, url).await;
+        assert_eq!((reply.status, reply.fields()), (StatusCode::UNPROCESSABLE_ENTITY, vec!["url".to_owned()]), "{url}");
+        messages.push(reply.body["errors"][0]["message"].clone());
+    }
+    assert!(
+        messages.windows(2).all(|m| m[0] == m[1]),
+        "one message, so internal names are not told apart: {messages:?}"
+    );
+    assert_eq!(app.get(WEBHOOK, Some(&token)).await.body["url"], Value::Null);
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_allowed_network_is_accepted() {
+    let app = start("allowed_network", Some(Arc::new(Names::default())), |env| {
+        env.insert("HERALD_WEBHOOK_ALLOWED_NETWORKS".into(), "127.0.0.0/8".into());
+    })
+    .await;
+    let token = app.user("ada@example.org").await;
+    let url = "http://127.0.0.1:18999/hook";
+    let reply = set_webhook(&app, &token, url).await;
+    assert_eq!((reply.status, &reply.body), (StatusCode::OK, &json!({ "url": url })));
+    assert_eq!(app.get(WEBHOOK, Some(&token)).await.body["url"], url);
+    let v6 = set_webhook(&app, &token, "http://[::1]:18999/hook").await;
+    assert_eq!(v6.status, StatusCode::UNPROCESSABLE_ENTITY, "::1 is not in 127.0.0.0/8");
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_name_that_points_inward_after_it_was_set_is_refused_at_connect_time() {
+    let names = Arc::new(Names::default());
+    names.point("hooks.example.test", &[PUBLIC]);
+    let app = start("inward_at_connect_time", Some(names.clone()), |_| {}).await;
+    let token = app.user("ada@example.org").await;
+    let listener = Receiver::start(200).await;
+    let url = format!("http://hooks.example.test:{}/hook", listener.port);
+    let set = set_webhook(&app, &token, &url).await;
+    assert_eq!(set.status, StatusCode::OK, "public when set: {:?}", set.body);
+
+    // Rebound: the name now points at the loopback listener.
+    names.point("hooks.example.test", &["127.0.0.1"]);
+    let (event, _) = remind_soon(&app, &token, 0).await;
+    let hook = webhook_notification(&app, &token, &event, |n| n["attempts"].as_u64() >= Some(1)).await;
+    assert_eq!(hook["status"], "pending", "retried, as a host that is down: {hook}");
+    assert_eq!(hook["last_error"], "unreachable", "{hook}");
+    assert_eq!(listener.connections(), 0, "no connection was made");
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn last_error_says_only_unreachable_or_the_status() {
+    let app = start("last_error_terse", Some(Arc::new(Names::default())), |env| {
+        env.insert("HERALD_WEBHOOK_ALLOWED_NETWORKS".into(), "127.0.0.0/8".into());
+    })
+    .await;
+    let missing = Receiver::start(404).await;
+    // A port nothing listens on.
+    let closed = TcpListener::bind("127.0.0.1:0").await.expect("bind").local_addr().expect("addr").port();
+    for (port, status, error) in
+        [(missing.port, "failed", "rejected with HTTP 404"), (closed, "pending", "unreachable")]
+    {
+        let token = app.user(&format!("u{port}@example.org")).await;
+        assert_eq!(set_webhook(&app, &token, &format!("http://127.0.0.1:{port}/x")).await.status, StatusCode::OK);
+        let (event, _) = remind_soon(&app, &token, 0).await;
+        let hook = webhook_notification(&app, &token, &event, |n| n["attempts"].as_u64() >= Some(1)).await;
+        assert_eq!((&hook["status"], &hook["last_error"]), (&json!(status), &json!(error)), "{hook}");
+    }
+    app.stop().await;
+}
+
+/// Two users, two loopback hosts; one answers 500. Once its breaker is open (threshold 2, open
+/// for 10 minutes), the other user's reminder still goes out on time. With one breaker for the
+/// whole webhook channel the second user's delivery would be deferred for those 10 minutes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_webhook_does_not_hold_back_another_users_reminder() {
+    let app = start("noisy_neighbour", Some(Arc::new(Names::default())), |env| {
+        env.insert("HERALD_WEBHOOK_ALLOWED_NETWORKS".into(), "127.0.0.0/8".into());
+        env.insert("HERALD_BREAKER_THRESHOLD".into(), "2".into());
+        env.insert("HERALD_BREAKER_OPEN".into(), "10m".into());
+    })
+    .await;
+    let dead = Receiver::start(500).await;
+    let alive = Receiver::start(200).await;
+    let noisy = app.user("noisy@example.org").await;
+    let victim = app.user("victim@example.org").await;
+    assert_eq!(set_webhook(&app, &noisy, &format!("http://127.0.0.1:{}/hook", dead.port)).await.status, StatusCode::OK);
+    assert_eq!(
+        set_webhook(&app, &victim, &format!("http://127.0.0.1:{}/hook", alive.port)).await.status,
+        StatusCode::OK
+    );
+
+    let (first, _) = remind_soon(&app, &noisy, 0).await;
+    let (second, _) = remind_soon(&app, &noisy, 1).await;
+    // The breaker is open once a retry is deferred rather than tried.
+    let circuit_open = |n: &Value| n["last_error"].as_str().is_some_and(|e| e.contains("circuit"));
+    tokio::select! {
+        _ = webhook_notification(&app, &noisy, &first, circuit_open) => {}
+        _ = webhook_notification(&app, &noisy, &second, circuit_open) => {}
+    }
+    let calls = dead.arrivals().len();
+    assert!((2..=3).contains(&calls), "the breaker opened after its threshold: {calls} calls");
+
+    let (reminder, due) = remind_soon(&app, &victim, 0).await;
+    let sent = webhook_notification(&app, &victim, &reminder, |n| n["status"] != "pending").await;
+    assert_eq!((&sent["status"], &sent["attempts"]), (&json!("sent"), &json!(1)), "{sent}");
+    let arrived = alive.arrivals();
+    assert_eq!(arrived.len(), 1);
+    let late = arrived[0] - due;
+    assert!(late < chrono::Duration::seconds(5), "arrived {late} after it was due");
+    assert_eq!(dead.arrivals().len(), calls, "the dead host is still left alone");
+    app.stop().await;
+}

@@ -1,0 +1,163 @@
+//! The sender's circuit breakers and token buckets: one per channel, and for webhooks one per
+//! destination host, in a map of bounded size, so that one user's failing webhook does not hold
+//! back another user's.
+
+use std::collections::{BTreeMap, HashMap};
+
+use chrono::{DateTime, Utc};
+use herald_core::delivery::{BreakerConfig, BreakerState, Channel, CircuitBreaker, TokenBucket};
+
+use super::Rate;
+
+/// A breaker and an optional rate limit, shared by the deliveries of one channel or host.
+pub(super) struct Guard {
+    pub breaker: CircuitBreaker,
+    pub bucket: Option<TokenBucket>,
+}
+
+/// Which guard a delivery goes through.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(super) enum GuardKey {
+    /// A channel an operator aims (provider, log, realtime, queue): one guard for all of it.
+    Channel(Channel),
+    /// A webhook destination, `host:port`: users aim these, so each has its own.
+    Host(String),
+}
+
+impl GuardKey {
+    /// The guard of a delivery on `channel` to `recipient`.
+    pub fn of(channel: Channel, recipient: &str) -> Self {
+        match channel {
+            // A recipient that is not a URL fails before any call; its own key keeps it apart.
+            Channel::Webhook => {
+                Self::Host(crate::channels::webhook_host(recipient).unwrap_or_else(|| recipient.to_owned()))
+            }
+            channel => Self::Channel(channel),
+        }
+    }
+}
+
+/// Every guard of a sender. Webhook hosts are kept up to `max_hosts`; the least recently used
+/// one is forgotten to make room (it starts closed again if it comes back).
+pub(super) struct Guards {
+    breaker: BreakerConfig,
+    rates: HashMap<Channel, Rate>,
+    channels: HashMap<Channel, Guard>,
+    max_hosts: usize,
+    /// Each host's guard and when it was last used.
+    hosts: HashMap<String, (u64, Guard)>,
+    /// Hosts by last use, oldest first.
+    used: BTreeMap<u64, String>,
+    tick: u64,
+}
+
+impl Guards {
+    pub fn new(breaker: BreakerConfig, rates: HashMap<Channel, Rate>, max_hosts: usize) -> Self {
+        Self {
+            breaker,
+            rates,
+            channels: HashMap::new(),
+            max_hosts: max_hosts.max(1),
+            hosts: HashMap::new(),
+            used: BTreeMap::new(),
+            tick: 0,
+        }
+    }
+
+    fn guard(&self, channel: Channel) -> Guard {
+        Guard {
+            breaker: CircuitBreaker::new(self.breaker.clone()),
+            bucket: self.rates.get(&channel).and_then(|r| TokenBucket::new(r.per_second, r.burst).ok()),
+        }
+    }
+
+    /// Runs `f` on the guard of `key`, made if there is none yet.
+    pub fn with<T>(&mut self, key: &GuardKey, f: impl FnOnce(&mut Guard) -> T) -> T {
+        match key {
+            GuardKey::Channel(channel) => {
+                if !self.channels.contains_key(channel) {
+                    let guard = self.guard(*channel);
+                    self.channels.insert(*channel, guard);
+                }
+                f(self.channels.get_mut(channel).expect("just inserted"))
+            }
+            GuardKey::Host(host) => {
+                self.tick += 1;
+                let tick = self.tick;
+                if let Some((used, _)) = self.hosts.get(host) {
+                    self.used.remove(used);
+                } else {
+                    while self.hosts.len() >= self.max_hosts {
+                        let Some((_, oldest)) = self.used.pop_first() else { break };
+                        self.hosts.remove(&oldest);
+                    }
+                    let guard = self.guard(Channel::Webhook);
+                    self.hosts.insert(host.clone(), (tick, guard));
+                }
+                self.used.insert(tick, host.clone());
+                let (used, guard) = self.hosts.get_mut(host).expect("just inserted");
+                *used = tick;
+                f(guard)
+            }
+        }
+    }
+
+    /// The breaker state of a webhook host, `None` for one not kept (closed, if it came).
+    pub fn host_state(&self, host: &str, now: DateTime<Utc>) -> Option<BreakerState> {
+        self.hosts.get(host).map(|(_, guard)| guard.breaker.state(now))
+    }
+
+    /// How many webhook hosts are kept.
+    pub fn hosts(&self) -> usize {
+        self.hosts.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use chrono::TimeZone;
+    use herald_core::delivery::Failure;
+
+    use super::*;
+
+    fn host(n: u32) -> GuardKey {
+        GuardKey::Host(format!("10.0.0.{n}:80"))
+    }
+
+    #[test]
+    fn webhook_urls_key_by_host_and_port_other_channels_by_channel() {
+        let key = |channel, recipient| GuardKey::of(channel, recipient);
+        assert_eq!(key(Channel::Webhook, "http://Hooks.Example:80/a"), key(Channel::Webhook, "http://hooks.example/b"));
+        assert_ne!(key(Channel::Webhook, "http://hooks.example:81/"), key(Channel::Webhook, "http://hooks.example/"));
+        assert_eq!(key(Channel::Webhook, "http://[::1]:9/x"), GuardKey::Host("[::1]:9".into()));
+        assert_eq!(key(Channel::Provider, "4915100000"), GuardKey::Channel(Channel::Provider));
+    }
+
+    #[test]
+    fn hosts_have_their_own_breakers_and_the_least_recently_used_is_forgotten() {
+        let now = Utc.with_ymd_and_hms(2026, 11, 22, 9, 0, 0).unwrap();
+        let config = BreakerConfig { failure_threshold: 1, open_for: Duration::from_secs(600), ..Default::default() };
+        let rate = Rate { per_second: 1.0, burst: 1 };
+        let mut guards = Guards::new(config, HashMap::from([(Channel::Webhook, rate)]), 3);
+        let failed = Err(Failure::Connection);
+        guards.with(&host(1), |g| g.breaker.record(&failed, now));
+        assert!(matches!(guards.host_state("10.0.0.1:80", now), Some(BreakerState::Open { .. })));
+        assert!(guards.with(&host(2), |g| g.breaker.allow(now)), "another host is not held back");
+        assert!(guards.with(&GuardKey::Channel(Channel::Provider), |g| g.breaker.allow(now)));
+        assert!(guards.with(&host(2), |g| g.bucket.is_some()), "each host has the webhook rate limit");
+
+        guards.with(&host(3), |_| ());
+        // Host 1 was used before 2 and 3; touching it makes 2 the oldest.
+        guards.with(&host(1), |_| ());
+        guards.with(&host(4), |_| ());
+        assert_eq!(guards.hosts(), 3, "bounded");
+        assert_eq!(guards.host_state("10.0.0.2:80", now), None, "the least recently used went");
+        assert!(matches!(guards.host_state("10.0.0.1:80", now), Some(BreakerState::Open { .. })), "kept");
+        for n in 5..50 {
+            guards.with(&host(n), |_| ());
+        }
+        assert_eq!((guards.hosts(), guards.used.len()), (3, 3));
+    }
+}
