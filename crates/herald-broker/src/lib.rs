@@ -1,6 +1,7 @@
 //! Broker port adapters: [`MemoryBroker`] (in-process, for `herald serve`), [`AmqpBroker`]
 //! (RabbitMQ through lapin) and [`NatsBroker`] (NATS JetStream through async-nats). [`BrokerUrl`]
-//! picks one from a URL, once, at the edge. `docs/brokers.md` says how each maps the port.
+//! picks one from a URL, once, at the edge. [`SignedBroker`] wraps any of them to sign what it
+//! publishes and drop what it receives unsigned. `docs/brokers.md` says how each maps the port.
 
 mod amqp;
 pub mod commands;
@@ -8,6 +9,7 @@ mod error;
 mod lease;
 mod memory;
 mod nats;
+mod signed;
 
 use std::{fmt, str::FromStr, sync::Arc};
 
@@ -17,6 +19,7 @@ pub use amqp::AmqpBroker;
 pub use error::AdapterError;
 pub use memory::MemoryBroker;
 pub use nats::NatsBroker;
+pub use signed::{MIN_KEY_LEN, SIGNATURE_HEADER, ShortSigningKey, SignedBroker};
 
 /// Which broker to open, parsed from `HERALD_BROKER_URL`.
 #[derive(Clone, PartialEq, Eq)]
@@ -25,7 +28,8 @@ pub enum BrokerUrl {
     Memory,
     /// `amqp://…` or `amqps://…`: RabbitMQ, URL passed to lapin as is.
     Amqp(String),
-    /// `nats://…` (or `tls://…`): NATS with JetStream enabled, URL passed to async-nats as is.
+    /// `nats://…` (or `tls://…`): NATS with JetStream enabled. `user:password@` or `token@` in the
+    /// URL (percent-encoded) authenticate the connection; async-nats gets the rest as the address.
     Nats(String),
 }
 
@@ -38,6 +42,8 @@ impl FromStr for BrokerUrl {
         } else if url.starts_with("amqp://") || url.starts_with("amqps://") {
             Ok(Self::Amqp(url.to_owned()))
         } else if url.starts_with("nats://") || url.starts_with("tls://") {
+            // Credentials are checked now, so that a malformed one fails at startup, not on connect.
+            nats::check_url(url)?;
             Ok(Self::Nats(url.to_owned()))
         } else {
             Err("must be memory://, or start with amqp://, amqps:// or nats://".into())
@@ -105,6 +111,18 @@ mod tests {
         assert_eq!(nats.to_string(), "nats://***@nats:4222");
         assert_eq!("nats://127.0.0.1:4222".parse::<BrokerUrl>().expect("nats").to_string(), "nats://127.0.0.1:4222");
         assert!("redis://x".parse::<BrokerUrl>().is_err());
+    }
+
+    #[test]
+    fn nats_credentials_are_checked_when_parsed() {
+        let user: BrokerUrl = "nats://herald:s3cret@nats:4222".parse().expect("user and password");
+        assert_eq!(user, BrokerUrl::Nats("nats://herald:s3cret@nats:4222".into()), "kept whole, split on connect");
+        assert_eq!(user.to_string(), "nats://herald:***@nats:4222");
+        assert!(matches!("tls://tok3n@nats:4222".parse(), Ok(BrokerUrl::Nats(_))));
+        for bad in ["nats://herald:@nats:4222", "nats://:s3cret@nats:4222", "nats://@nats", "nats://tok%zz@nats"] {
+            let error = bad.parse::<BrokerUrl>().expect_err(bad);
+            assert!(!error.contains("s3cret") && !error.contains("tok%"), "{bad}: {error}");
+        }
     }
 
     #[test]

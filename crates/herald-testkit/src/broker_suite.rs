@@ -1,7 +1,8 @@
 //! The Broker port's conformance suite, written once. `tests/it/broker.rs` runs every function
 //! here against the in-process broker, RabbitMQ and NATS; an adapter passes when it behaves as the
 //! port's contract says. [`TestBroker`] gives each test its own namespace, further connections to
-//! the same backend, connections through a [`Proxy`], and cleans up at the end.
+//! the same backend, connections through a [`Proxy`], and cleans up at the end. The `signed` part
+//! runs [`herald_broker::SignedBroker`] over each backend.
 
 use std::{
     collections::{BTreeMap, HashSet},
@@ -16,6 +17,11 @@ use tokio::time::Instant;
 use uuid::Uuid;
 
 use crate::proxy::Proxy;
+
+mod signed;
+pub use signed::{
+    signed_messages_arrive_intact_through_a_signed_broker, unsigned_and_forged_messages_are_dropped_and_counted,
+};
 
 /// The longest any single expected event may take; failures show up within it.
 const WAIT: Duration = Duration::from_secs(10);

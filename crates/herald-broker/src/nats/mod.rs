@@ -5,6 +5,7 @@
 //! async-nats reconnects by itself and re-subscribes; the consuming task re-pulls after it, and
 //! every topic subscription reports `Interrupted` once its interest is back on the server.
 
+mod auth;
 mod consumer;
 
 use std::{
@@ -18,7 +19,7 @@ use std::{
 };
 
 use async_nats::{
-    HeaderMap, HeaderName, HeaderValue,
+    ConnectErrorKind, HeaderMap, HeaderName, HeaderValue,
     jetstream::{
         self,
         context::{PublishAckFuture, PublishErrorKind},
@@ -34,6 +35,7 @@ use tokio::{
 };
 use uuid::Uuid;
 
+use self::auth::NatsTarget;
 use crate::{
     check_name, check_namespace,
     error::{AdapterError, other, unavailable},
@@ -81,8 +83,9 @@ impl fmt::Debug for NatsBroker {
 }
 
 impl NatsBroker {
-    /// Connects to `url` (`nats://[user:pass@]host:4222`); streams, consumers and subjects are
-    /// prefixed with `namespace`. Fails with `Unavailable` when NATS cannot be reached now.
+    /// Connects to `url` (`nats://[user:password@|token@]host:4222`, credentials percent-encoded);
+    /// streams, consumers and subjects are prefixed with `namespace`. Fails with `Unavailable`
+    /// when NATS cannot be reached now, with `Other` when it refuses the credentials.
     pub async fn connect(url: &str, namespace: &str) -> Result<Self, BrokerError> {
         Self::connect_with(url, namespace, DEFAULT_OPERATION_TIMEOUT).await
     }
@@ -90,10 +93,11 @@ impl NatsBroker {
     /// As [`NatsBroker::connect`], with `operation_timeout` bounding every publish and API call.
     pub async fn connect_with(url: &str, namespace: &str, operation_timeout: Duration) -> Result<Self, BrokerError> {
         check_namespace(namespace)?;
+        let (address, options) = connect_options(url)?;
         let (interrupted, interruptions) = watch::channel(0_u64);
         let interrupted = Arc::new(interrupted);
         let down = Arc::new(AtomicBool::new(false));
-        let client = async_nats::ConnectOptions::new()
+        let client = options
             .name(format!("herald {namespace}"))
             .connection_timeout(operation_timeout)
             .request_timeout(Some(operation_timeout))
@@ -113,9 +117,9 @@ impl NatsBroker {
                     }
                 }
             })
-            .connect(url)
+            .connect(address.as_str())
             .await
-            .map_err(unavailable)?;
+            .map_err(connect_error)?;
         let jetstream = jetstream::ContextBuilder::new().timeout(operation_timeout).build(client.clone());
         let shared = Shared {
             client,
@@ -244,6 +248,27 @@ impl Shared {
             Ok(done) => done,
             Err(_) => Err(AdapterError::Timeout(self.timeout, "waiting for NATS to answer").into()),
         }
+    }
+}
+
+/// Parses a NATS URL as [`NatsBroker::connect`] does, for checking it once at the edge.
+pub(crate) fn check_url(url: &str) -> Result<(), String> {
+    NatsTarget::parse(url).map(drop)
+}
+
+/// The server address in `url` and connect options carrying its credentials (async-nats ignores
+/// them in the URL), for every NATS connection of this crate.
+pub(crate) fn connect_options(url: &str) -> Result<(String, async_nats::ConnectOptions), BrokerError> {
+    let target = NatsTarget::parse(url).map_err(|message| BrokerError::Other(message.into()))?;
+    let options = target.options();
+    Ok((target.address, options))
+}
+
+/// A connect error: refused credentials will not work on retry, the rest may.
+pub(crate) fn connect_error(error: async_nats::ConnectError) -> BrokerError {
+    match error.kind() {
+        ConnectErrorKind::AuthorizationViolation | ConnectErrorKind::Authentication => other(error),
+        _ => unavailable(error),
     }
 }
 

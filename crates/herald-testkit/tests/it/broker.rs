@@ -41,4 +41,6 @@ broker_suite! {
     headers_and_ids_travel_unchanged,
     a_closed_broker_refuses_work_and_ends_its_streams,
     consumers_and_subscriptions_survive_a_dropped_connection,
+    signed_messages_arrive_intact_through_a_signed_broker,
+    unsigned_and_forged_messages_are_dropped_and_counted,
 }

@@ -363,9 +363,58 @@ fn standalone_background_roles_refuse_the_in_process_broker() {
     }
 }
 
+/// `scheme://user:password@host…` -> (user, password), when both are there and non-empty.
+fn url_credentials(url: &str) -> Option<(&str, &str)> {
+    let (_, rest) = url.split_once("://")?;
+    let (userinfo, _) = rest.rsplit_once('@')?;
+    let (user, password) = userinfo.split_once(':')?;
+    (!user.is_empty() && !password.is_empty()).then_some((user, password))
+}
+
+/// Every engine in the compose file requires credentials, every Herald service reaches the store
+/// and the broker with the ones the engine was given, and all of them sign broker messages with
+/// one key taken from the environment (never written into the file).
+fn check_compose_credentials(services: &serde_json::Map<String, Value>, roles: &[(String, String)]) {
+    let env = |service: &str, var: &str| -> String {
+        services[service]["environment"][var].as_str().unwrap_or_else(|| panic!("{service} sets {var}")).to_owned()
+    };
+    let pg_password = env("postgres", "POSTGRES_PASSWORD");
+    let rabbit_password = env("rabbitmq", "RABBITMQ_DEFAULT_PASS");
+    for password in [&pg_password, &rabbit_password] {
+        assert!(password.starts_with("${") && password.contains(":?"), "a required variable, not {password:?}");
+    }
+    let nats: Vec<&str> =
+        services["nats"]["command"].as_array().expect("nats command").iter().filter_map(Value::as_str).collect();
+    let flag = |name: &str| nats.iter().position(|a| *a == name).and_then(|i| nats.get(i + 1)).copied();
+    let nats_credentials = match (flag("--user"), flag("--pass"), flag("--auth")) {
+        (Some(user), Some(password), _) if !user.is_empty() && password.starts_with("${") => Some((user, password)),
+        (_, _, Some(token)) if token.starts_with("${") => None,
+        _ => panic!("NATS runs without --user/--pass or --auth from the environment: {nats:?}"),
+    };
+
+    let mut keys = Vec::new();
+    for (name, role) in roles {
+        let key = env(name, "HERALD_BROKER_SIGNING_KEY");
+        assert!(key.starts_with("${HERALD_BROKER_SIGNING_KEY:?"), "{name} ({role}) takes the key from the environment");
+        keys.push(key);
+        let store = env(name, "HERALD_STORE_URL");
+        assert_eq!(url_credentials(&store), Some(("herald", pg_password.as_str())), "{name}: {store}");
+        let broker = env(name, "HERALD_BROKER_URL");
+        let expected = match broker.split_once("://").map(|(scheme, _)| scheme) {
+            Some("amqp" | "amqps") => ("herald", rabbit_password.as_str()),
+            Some("nats" | "tls") => nats_credentials.expect("user and password on NATS"),
+            _ => panic!("{name}: a networked broker, not {broker}"),
+        };
+        assert_eq!(url_credentials(&broker), Some(expected), "{name}: {broker}");
+    }
+    keys.dedup();
+    assert_eq!(keys.len(), 1, "every role signs with the same key: {keys:?}");
+}
+
 /// The container files hang together: the compose file and the Prometheus config parse, every
-/// Herald service runs a role the binary has, every role that serves metrics is scraped on the
-/// port it serves them on, and the image builds with the command the test command builds with.
+/// Herald service runs a role the binary has, with credentials for the store and the broker and
+/// the broker signing key, every role that serves metrics is scraped on the port it serves them
+/// on, and the image builds with the command the test command builds with.
 #[test]
 fn the_deployment_files_name_real_roles_and_scrape_each_one() {
     let Ok(python) = std::env::var("HERALD_TEST_PYTHON") else {
@@ -401,6 +450,7 @@ fn the_deployment_files_name_real_roles_and_scrape_each_one() {
     let mut names: Vec<_> = roles.iter().map(|(_, role)| role.as_str()).collect();
     names.sort_unstable();
     assert_eq!(names, ["api", "gateway", "migrate", "relay", "scheduler", "sender"]);
+    check_compose_credentials(services, &roles);
 
     let scraped: Vec<String> = files["prometheus"]["scrape_configs"]
         .as_array()
