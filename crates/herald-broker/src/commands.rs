@@ -9,14 +9,22 @@
 //! group per namespace, so each request is answered by exactly one of them. A request's
 //! `traceparent` header makes its server span continue the caller's trace.
 
-use std::{panic::AssertUnwindSafe, sync::Arc, time::Duration};
+use std::{
+    panic::AssertUnwindSafe,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
 
-use async_nats::{Client, ConnectOptions, HeaderMap, Message, Subscriber, client::PublishErrorKind};
+use async_nats::{Client, HeaderMap, Message, Subscriber, client::PublishErrorKind};
 use futures::{FutureExt as _, StreamExt as _};
 use herald_core::{
     Herald,
     broker::BrokerError,
     error::{ApiError, ErrorCode, Problem},
+    health::ReadyFlag,
     trace,
     wire::TRACEPARENT_HEADER,
 };
@@ -57,26 +65,47 @@ pub fn subject(namespace: &str, command: &str) -> String {
 /// the server had already routed to it, waits for in-flight requests and flushes their replies.
 ///
 /// Fails early, with [`BrokerError::Unavailable`], when NATS cannot be reached or refuses the
-/// subscription; once serving, async-nats reconnects and re-subscribes by itself.
+/// subscription; once serving, async-nats reconnects and re-subscribes by itself. `ready` is set
+/// once the server has the subscription (requests sent from then on are answered) and cleared
+/// while the connection is down.
 pub async fn serve(
     url: &str,
     namespace: &str,
     herald: Arc<Herald>,
+    ready: ReadyFlag,
     shutdown: CancellationToken,
 ) -> Result<(), BrokerError> {
     check_namespace(namespace)?;
-    let client = ConnectOptions::new()
+    let serving = Arc::new(AtomicBool::new(false));
+    // Credentials in the URL become connect options, as for the broker's own connection.
+    let (address, options) = crate::nats::connect_options(url)?;
+    let client = options
         .name(format!("herald commands {namespace}"))
         .connection_timeout(NATS_TIMEOUT)
         .reconnect_delay_callback(|attempts| Duration::from_millis((attempts as u64 * 100).min(2_000)))
-        .event_callback(|event| async move { tracing::info!(%event, "NATS command connection event") })
-        .connect(url)
+        .event_callback({
+            let (ready, serving) = (ready.clone(), serving.clone());
+            move |event| {
+                match event {
+                    async_nats::Event::Disconnected => ready.set(false),
+                    // A reconnect: async-nats has sent the subscriptions again by the time it
+                    // says so. (The first connect is not ready before the round trip below.)
+                    async_nats::Event::Connected if serving.load(Ordering::Acquire) => ready.set(true),
+                    _ => {}
+                }
+                async move { tracing::info!(%event, "NATS command connection event") }
+            }
+        })
+        .connect(address.as_str())
         .await
-        .map_err(unavailable)?;
+        .map_err(crate::nats::connect_error)?;
     let subscriber =
         client.queue_subscribe(subject(namespace, ">"), format!("{namespace}.cmd")).await.map_err(unavailable)?;
-    // The server answers a flush only after it has processed the subscription before it.
-    client.flush().await.map_err(unavailable)?;
+    // `flush` only empties the socket buffer; a message to ourselves that comes back proves the
+    // server has processed the subscription before it (it reads one connection in order).
+    round_trip(&client).await?;
+    serving.store(true, Ordering::Release);
+    ready.set(true);
     tracing::info!(namespace, "answering commands over NATS request-reply");
     let responder = Arc::new(Responder { client: client.clone(), herald, prefix: subject(namespace, "") });
     run(responder, subscriber, shutdown).await;
@@ -84,6 +113,19 @@ pub async fn serve(
         tracing::warn!(error = %crate::error::chain(&error), "could not flush the last command replies");
     }
     Ok(())
+}
+
+/// Publishes to a fresh inbox of `client` and waits for the message to come back.
+async fn round_trip(client: &Client) -> Result<(), BrokerError> {
+    let inbox = client.new_inbox();
+    let mut probe = client.subscribe(inbox.clone()).await.map_err(unavailable)?;
+    client.publish(inbox, "ready".into()).await.map_err(unavailable)?;
+    let back = tokio::time::timeout(NATS_TIMEOUT, probe.next()).await;
+    let _ = probe.unsubscribe().await;
+    match back {
+        Ok(Some(_)) => Ok(()),
+        _ => Err(BrokerError::Unavailable("the NATS server did not echo the readiness probe".into())),
+    }
 }
 
 /// The subscription loop: one task per request, at most [`MAX_IN_FLIGHT`] at once.

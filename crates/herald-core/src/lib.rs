@@ -106,6 +106,7 @@ pub mod delivery;
 pub mod error;
 pub mod event;
 pub mod files;
+pub mod health;
 pub mod metrics;
 pub mod net;
 pub mod page;

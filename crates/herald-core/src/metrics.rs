@@ -56,6 +56,14 @@ pub struct MailingLabels {
     pub mailing_id: String,
 }
 
+/// Labels of a broker message dropped because its signature did not check out: `unsigned` (no
+/// signature header) or `bad_signature` (a malformed signature, or one made with another key or
+/// over other contents).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct RejectionLabels {
+    pub reason: String,
+}
+
 /// Every metric Herald exports.
 pub struct Metrics {
     registry: Registry,
@@ -80,6 +88,9 @@ pub struct Metrics {
     pub mailing_progress: Family<MailingLabels, Gauge<f64, AtomicU64>>,
     pub mailings_started: Counter,
     pub mailings_finished: Counter,
+    pub broker_rejected_messages: Family<RejectionLabels, Counter>,
+    /// Tasks alive in the process's async runtime, set when the metrics are scraped.
+    pub runtime_alive_tasks: Gauge,
     pub realtime: RealtimeMetrics,
 }
 
@@ -190,8 +201,22 @@ impl Default for Metrics {
             "Mailings finished (no message left pending or sending)",
             mailings_finished.clone(),
         );
+        let broker_rejected_messages = Family::<RejectionLabels, Counter>::default();
+        registry.register(
+            "broker_rejected_messages",
+            "Broker messages dropped on receipt because their signature is missing (unsigned) or wrong (bad_signature)",
+            broker_rejected_messages.clone(),
+        );
+        let runtime_alive_tasks = Gauge::default();
+        registry.register(
+            "runtime_alive_tasks",
+            "Tasks alive in the async runtime (spawned and not finished), read at each scrape",
+            runtime_alive_tasks.clone(),
+        );
         let realtime = RealtimeMetrics::register(&mut registry);
         Self {
+            broker_rejected_messages,
+            runtime_alive_tasks,
             mailing_messages,
             mailing_progress,
             mailings_started,

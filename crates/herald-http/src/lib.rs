@@ -27,6 +27,7 @@ use herald_core::{
     Herald,
     broker::Broker,
     error::{ApiError, ErrorCode},
+    health::Readiness,
     metrics::Metrics,
     net::Networks,
     store::Store,
@@ -67,8 +68,8 @@ pub struct HttpOptions {
     pub trusted_proxies: Networks,
 }
 
-/// The whole HTTP application.
-pub fn router(herald: Arc<Herald>, options: &HttpOptions) -> Router {
+/// The whole HTTP application; `/readyz` also waits for every part registered in `readiness`.
+pub fn router(herald: Arc<Herald>, options: &HttpOptions, readiness: Readiness) -> Router {
     let metrics_registry = herald.services.metrics.clone();
     let state = AppState { herald, body_limit: options.body_limit, trusted_proxies: options.trusted_proxies.clone() };
     let openapi = openapi::document(&state.herald);
@@ -79,6 +80,7 @@ pub fn router(herald: Arc<Herald>, options: &HttpOptions) -> Router {
         broker: state.herald.services.broker.clone(),
         metrics: state.herald.services.metrics.clone(),
         ready_timeout,
+        readiness,
     };
     let api = rest::router(&state)
         .merge(attachments::router(options.max_upload))
@@ -169,6 +171,8 @@ pub struct Probes {
     pub metrics: Arc<Metrics>,
     /// How long `/readyz` waits for the store and for the broker.
     pub ready_timeout: Duration,
+    /// The transports and subscriptions of this process, each ready or not.
+    pub readiness: Readiness,
 }
 
 fn probe_routes(probes: Probes) -> Router {
@@ -190,6 +194,8 @@ pub fn admin_router(probes: Probes) -> Router {
 }
 
 async fn metrics(State(probes): State<Probes>) -> Response {
+    let tasks = tokio::runtime::Handle::current().metrics().num_alive_tasks();
+    probes.metrics.runtime_alive_tasks.set(i64::try_from(tasks).unwrap_or(i64::MAX));
     let body = probes.metrics.encode();
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body).into_response()
 }
@@ -206,25 +212,23 @@ async fn ready(State(probes): State<Probes>) -> Result<Response, HttpError> {
         Err(_) => return Err(HttpError::new(ErrorCode::Unavailable, "the store did not answer in time")),
     }
     match tokio::time::timeout(timeout, probes.broker.ping()).await {
-        Ok(Ok(())) => Ok(Json(json!({"status": "ready", "checks": {"store": "ok", "broker": "ok"}})).into_response()),
+        Ok(Ok(())) => {}
         Ok(Err(err)) => {
-            Err(HttpError(ApiError::new(ErrorCode::Unavailable, "the broker is not reachable").with_source(err)))
+            return Err(HttpError(
+                ApiError::new(ErrorCode::Unavailable, "the broker is not reachable").with_source(err),
+            ));
         }
-        Err(_) => Err(HttpError::new(ErrorCode::Unavailable, "the broker did not answer in time")),
+        Err(_) => return Err(HttpError::new(ErrorCode::Unavailable, "the broker did not answer in time")),
     }
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn paths_that_do_not_decode_to_utf8_are_told_apart() {
-        for good in ["/", "/api/v1/tasks/abc", "/a%20b", "/caf%C3%A9", "/100%", "/%zz"] {
-            assert!(super::percent_decodes_to_utf8(good), "{good}");
-        }
-        for bad in ["/api/v1/tasks/%FF", "/%C3", "/x/%80%80"] {
-            assert!(!super::percent_decodes_to_utf8(bad), "{bad}");
-        }
+    let parts = probes.readiness.report();
+    if let Some((part, _)) = parts.iter().find(|(_, ready)| !**ready) {
+        // Not serving yet (starting) or not now (a subscription is down): send no traffic here.
+        return Err(HttpError(ApiError::new(ErrorCode::Unavailable, format!("{part} is not accepting work yet"))));
     }
+    let mut checks =
+        serde_json::Map::from_iter([("store".to_owned(), json!("ok")), ("broker".to_owned(), json!("ok"))]);
+    checks.extend(parts.keys().map(|part| ((*part).to_owned(), json!("ok"))));
+    Ok(Json(json!({"status": "ready", "checks": checks})).into_response())
 }
 
 fn on_panic(_payload: Box<dyn Any + Send + 'static>) -> Response {
@@ -249,4 +253,17 @@ fn cors_layer(origins: &[String]) -> Option<CorsLayer> {
             .expose_headers([observe::REQUEST_ID.clone(), header::ETAG, HeaderName::from_static("www-authenticate")])
             .max_age(Duration::from_secs(600)),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn paths_that_do_not_decode_to_utf8_are_told_apart() {
+        for good in ["/", "/api/v1/tasks/abc", "/a%20b", "/caf%C3%A9", "/100%", "/%zz"] {
+            assert!(super::percent_decodes_to_utf8(good), "{good}");
+        }
+        for bad in ["/api/v1/tasks/%FF", "/%C3", "/x/%80%80"] {
+            assert!(!super::percent_decodes_to_utf8(bad), "{bad}");
+        }
+    }
 }

@@ -82,7 +82,7 @@ impl Campaign {
         let stop = CancellationToken::new();
         tokio::spawn(herald_http::serve(
             listener,
-            herald_http::router(herald.clone(), &options),
+            herald_http::router(herald.clone(), &options, Default::default()),
             Default::default(),
             stop.clone(),
         ));

@@ -60,13 +60,31 @@ pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
     Ok(store)
 }
 
-/// Opens the configured broker.
-pub async fn open_broker(config: &Config) -> anyhow::Result<Arc<dyn Broker>> {
-    config
+/// Opens the configured broker. With `HERALD_BROKER_SIGNING_KEY` set it is wrapped in a
+/// [`herald_broker::SignedBroker`]: what it publishes is signed, and what it receives unsigned or
+/// forged is dropped and counted in `metrics`. Every role gets its broker here.
+pub async fn open_broker(config: &Config, metrics: &Arc<Metrics>) -> anyhow::Result<Arc<dyn Broker>> {
+    let key = config.broker_signing_key.0.as_ref().map(|key| key.expose().as_bytes());
+    if let Some(key) = key
+        && key.len() < herald_broker::MIN_KEY_LEN
+    {
+        anyhow::bail!("HERALD_BROKER_SIGNING_KEY must be at least {} bytes", herald_broker::MIN_KEY_LEN);
+    }
+    let broker = config
         .broker_url
         .open(&config.broker_namespace.0)
         .await
-        .with_context(|| format!("opening the broker at {}", config.broker_url))
+        .with_context(|| format!("opening the broker at {}", config.broker_url))?;
+    let Some(key) = key else {
+        if config.broker_url != herald_broker::BrokerUrl::Memory {
+            tracing::warn!(
+                "HERALD_BROKER_SIGNING_KEY is unset: every message on the broker is trusted, whoever sent it"
+            );
+        }
+        return Ok(broker);
+    };
+    let signed = herald_broker::SignedBroker::new(broker, key, metrics.clone()).context("HERALD_BROKER_SIGNING_KEY")?;
+    Ok(Arc::new(signed))
 }
 
 /// The outbox relay over the configured store and broker.
@@ -145,6 +163,7 @@ pub fn sender_options(config: &Config) -> SenderOptions {
             ..BreakerConfig::default()
         },
         rates,
+        max_hosts: config.webhook_max_hosts.0 as usize,
         call_margin,
         ..SenderOptions::default()
     }
@@ -168,8 +187,8 @@ impl Default for Parts {
     }
 }
 
-/// The HTTP channels as configured.
-pub fn http_channels(config: &Config) -> HttpChannels {
+/// The HTTP channels as configured, with webhooks limited to `destinations`.
+pub fn http_channels(config: &Config, destinations: Destinations) -> HttpChannels {
     let provider = config.provider_url.0.as_ref().map(|url| ProviderConfig {
         url: url.0.clone(),
         token: config.provider_token.0.as_ref().map(|t| t.expose().to_owned()).unwrap_or_default(),
@@ -179,16 +198,30 @@ pub fn http_channels(config: &Config) -> HttpChannels {
         secret: config.webhook_secret.0.as_ref().map(|s| s.expose().to_owned()),
         timeout: config.webhook_timeout.0,
     };
-    HttpChannels::new(provider, webhook)
+    HttpChannels::new(provider, webhook, destinations)
 }
 
-/// The delivery sender over the configured store, broker and channels.
+/// The delivery sender over the configured store, broker and channels, resolving webhook hosts
+/// with the system resolver.
 pub fn sender(
     config: &Config,
     store: Arc<dyn Store>,
     broker: Arc<dyn Broker>,
     clock: Arc<dyn Clock>,
     metrics: Arc<Metrics>,
+) -> Sender {
+    let destinations = destinations(config, Parts::default().resolver);
+    sender_with(config, store, broker, clock, metrics, destinations)
+}
+
+/// Like [`sender`], with webhooks limited to `destinations`.
+pub fn sender_with(
+    config: &Config,
+    store: Arc<dyn Store>,
+    broker: Arc<dyn Broker>,
+    clock: Arc<dyn Clock>,
+    metrics: Arc<Metrics>,
+    destinations: Destinations,
 ) -> Sender {
     if config.provider_url.0.is_none() {
         tracing::info!(
@@ -200,7 +233,7 @@ pub fn sender(
             "the webhook channel is off (HERALD_WEBHOOK_SECRET is unset): webhook deliveries fail saying so"
         );
     }
-    Sender::new(store, broker, clock, metrics, http_channels(config), sender_options(config))
+    Sender::new(store, broker, clock, metrics, http_channels(config, destinations), sender_options(config))
 }
 
 /// Opens the configured file store.
@@ -326,8 +359,8 @@ async fn start_roles(config: &Config, roles: Roles, parts: Parts) -> anyhow::Res
     let ttl = chrono::Duration::from_std(config.jwt_ttl.0).context("jwt_ttl is too long")?;
     let tokens = TokenIssuer::new(&secret, ttl).map_err(|e| anyhow::anyhow!("JWT secret {e}"))?;
     let files = open_files(config).await?;
-    let broker = open_broker(config).await?;
     let metrics = Arc::new(Metrics::default());
+    let broker = open_broker(config, &metrics).await?;
     let herald = Arc::new(Herald::new(Services {
         store: store.clone(),
         broker: broker.clone(),
@@ -352,18 +385,20 @@ async fn start_roles(config: &Config, roles: Roles, parts: Parts) -> anyhow::Res
     };
     let shutdown = CancellationToken::new();
     let workers = tokio_util::task::TaskTracker::new();
+    let readiness = herald_core::health::Readiness::default();
     let mut router = if roles.api {
-        herald_http::router(herald.clone(), &options)
+        herald_http::router(herald.clone(), &options, readiness.clone())
     } else {
         herald_http::admin_router(Probes {
             store: store.clone(),
             broker: broker.clone(),
             metrics: metrics.clone(),
             ready_timeout: options.ready_timeout,
+            readiness: readiness.clone(),
         })
     };
     if roles.gateway {
-        let gateway = Gateway::new(herald.clone(), gateway_options(config));
+        let gateway = Gateway::new(herald.clone(), gateway_options(config), readiness.register("gateway"));
         router = gateway.attach(router);
         let stop = shutdown.clone();
         workers.spawn(async move { gateway.run(stop).await });
@@ -390,9 +425,25 @@ async fn start_roles(config: &Config, roles: Roles, parts: Parts) -> anyhow::Res
             // Commands answer NATS request-reply too: `<namespace>.cmd.<command>`.
             let (url, namespace, herald, stop) =
                 (url.clone(), config.broker_namespace.0.clone(), herald.clone(), shutdown.clone());
+            let ready = readiness.register("nats_commands");
             workers.spawn(async move {
-                if let Err(err) = herald_broker::commands::serve(&url, &namespace, herald, stop).await {
-                    tracing::error!(error = %err, "the NATS command transport stopped");
+                // Not ready (so /readyz says 503) until it serves; a failed start is tried again.
+                let mut backoff = std::time::Duration::from_millis(200);
+                loop {
+                    match herald_broker::commands::serve(&url, &namespace, herald.clone(), ready.clone(), stop.clone())
+                        .await
+                    {
+                        Ok(()) => return,
+                        Err(err) => {
+                            tracing::warn!(error = %err, "the NATS command transport could not start; retrying")
+                        }
+                    }
+                    ready.set(false);
+                    tokio::select! {
+                        () = stop.cancelled() => return,
+                        () = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(std::time::Duration::from_secs(5));
                 }
             });
         }
@@ -413,7 +464,9 @@ async fn start_roles(config: &Config, roles: Roles, parts: Parts) -> anyhow::Res
     let router = notification_router(store.clone(), broker.clone(), clock.clone(), metrics.clone());
     let stop = shutdown.clone();
     workers.spawn(async move { router.run(stop).await });
-    let sender = sender(config, store.clone(), broker, clock, metrics.clone());
+    // The same destinations as the API checks webhooks against when they are set.
+    let destinations = herald.services.destinations.clone();
+    let sender = sender_with(config, store.clone(), broker, clock, metrics.clone(), destinations);
     let stop = shutdown.clone();
     workers.spawn(async move { sender.run(stop).await });
     let gc = collector(config, store, files, metrics);

@@ -119,6 +119,28 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 30)]
         seconds: u64,
     },
+    /// A long run under churn: start `herald serve` as a child on HERALD_HTTP_ADDR; keep N
+    /// WebSocket sessions open, each subscribing, receiving and acking events and dropping after
+    /// a random lifetime (then replaced), while events are written at a steady rate; sample the
+    /// server's RSS, open sockets, threads and live tasks, and print their slope per hour.
+    Soak {
+        /// Sessions open at any moment.
+        #[arg(long, default_value_t = 200)]
+        sessions: usize,
+        #[arg(long, default_value_t = 20)]
+        users: usize,
+        /// Events written per second.
+        #[arg(long, default_value_t = 50)]
+        rate: u32,
+        #[arg(long, default_value_t = 900)]
+        seconds: u64,
+        /// Longest life of one session, in seconds.
+        #[arg(long, default_value_t = 20)]
+        lifetime: u64,
+        /// Seconds between samples.
+        #[arg(long, default_value_t = 30)]
+        sample: u64,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -280,6 +302,10 @@ async fn execute(command: Command, config: &config::Config) -> anyhow::Result<Ex
             let options = crate::bench::realtime::RealtimeOptions { sessions, sessions_per_user, rate, seconds };
             crate::bench::realtime::realtime(config, options).await?.print(config);
         }
+        Command::Bench { command: BenchCommand::Soak { sessions, users, rate, seconds, lifetime, sample } } => {
+            let options = crate::bench::soak::SoakOptions { sessions, users, rate, seconds, lifetime, sample };
+            crate::bench::soak::soak(config, options).await?.print(config);
+        }
         Command::Bench { command: BenchCommand::Broadcast { batch, batches } } => {
             crate::bench::broadcast::broadcast(config, batch, batches).await?.print(config);
         }
@@ -316,8 +342,8 @@ where
 {
     needs_networked_broker(config, role)?;
     let store = app::open_store(config).await?;
-    let broker = app::open_broker(config).await?;
     let metrics = Arc::new(Metrics::default());
+    let broker = app::open_broker(config, &metrics).await?;
     let shutdown = tokio_util::sync::CancellationToken::new();
     // The role's own /healthz, /readyz and /metrics.
     let admin = tokio::net::TcpListener::bind(config.admin_addr)
@@ -329,6 +355,8 @@ where
         broker: broker.clone(),
         metrics: metrics.clone(),
         ready_timeout: std::time::Duration::from_secs(2),
+        // A background role's work is its loops over the store and the broker: no transport.
+        readiness: Default::default(),
     };
     let admin = tokio::spawn(herald_http::serve(
         admin,

@@ -25,6 +25,7 @@ use herald_core::{
     broker::BrokerError,
     channel::SessionId,
     error::{ApiError, ErrorCode},
+    health::ReadyFlag,
     net::Networks,
     trace,
     user::UserId,
@@ -95,10 +96,13 @@ struct Inner {
     open: Mutex<HashMap<UserId, HashMap<SessionId, Weak<Session>>>>,
     /// Numbers connections, so one of two connections of a session id can be told apart.
     next_key: AtomicU64,
+    /// Set while the live-event subscription is up: without it sessions would get only replays.
+    ready: ReadyFlag,
 }
 
 impl Gateway {
-    pub fn new(herald: Arc<Herald>, options: GatewayOptions) -> Self {
+    /// A gateway whose readiness (its live-event subscription is up) is told to `ready`.
+    pub fn new(herald: Arc<Herald>, options: GatewayOptions, ready: ReadyFlag) -> Self {
         let acks = acks::AckQueue::new(herald.services.store.clone());
         Self {
             inner: Arc::new(Inner {
@@ -108,6 +112,7 @@ impl Gateway {
                 acks,
                 open: Mutex::default(),
                 next_key: AtomicU64::new(1),
+                ready,
             }),
         }
     }
@@ -166,6 +171,7 @@ impl Gateway {
             // Whatever was broadcast while unsubscribed (before the first subscription too: a
             // session may subscribe while this one is being set up) is in the store.
             self.inner.hub.resync_all();
+            self.inner.ready.set(true);
             backoff = Duration::from_millis(100);
             loop {
                 let next = tokio::select! {
@@ -198,6 +204,7 @@ impl Gateway {
                     }
                     Err(err) => {
                         tracing::warn!(error = %err, "live event subscription ended; subscribing again");
+                        self.inner.ready.set(false);
                         break;
                     }
                 }

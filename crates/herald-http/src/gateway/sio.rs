@@ -135,7 +135,7 @@ pub(super) fn layer(gateway: Gateway) -> SocketIoLayer {
         let gateway = gateway.clone();
         async move {
             let auth = auth.unwrap_or(Auth { token: None, session: None });
-            let peer = crate::peer::client_ip(&socket.req_parts(), &gateway.inner.options.trusted_proxies);
+            let peer = crate::peer::client_ip(socket.req_parts(), &gateway.inner.options.trusted_proxies);
             let handshake =
                 gateway.authenticate(auth.token.as_deref(), auth.session.as_deref(), peer).map_err(Refused)?;
             let session =

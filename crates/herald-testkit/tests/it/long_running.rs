@@ -98,7 +98,7 @@ async fn closed_sessions_leave_no_memory_behind() {
     let round = |total: usize, prefix: &'static str| {
         let (base, users) = (base.clone(), users.clone());
         async move {
-            let Some(sio) = sio_churn(&base, &users, total, 100, prefix).await else { return None };
+            let sio = sio_churn(&base, &users, total, 100, prefix).await?;
             assert_eq!(sio["answered"], json!(total), "every Socket.io subscribe answered: {sio}");
             assert_eq!(ws_churn(&base, &users, total, 100, prefix).await, total, "every /ws subscribe answered");
             Some(sio)
@@ -133,4 +133,50 @@ async fn every_subscribe_is_answered_when_500_sessions_connect_at_once() {
         assert_eq!(summary["answered"], json!(500), "{summary}");
     }
     app.stop().await;
+}
+
+/// `herald serve` on NATS: the moment `/readyz` first answers 200, a command sent over NATS
+/// request-reply is answered (before, it got "no responders" for about 100 ms).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn ready_means_nats_commands_are_answered() {
+    let Some(nats) = herald_testkit::backend_url("HERALD_TEST_NATS_URL", "ready_means_nats_commands_are_answered")
+    else {
+        return;
+    };
+    let client = reqwest::Client::new();
+    let nats_client = async_nats::connect(nats.as_str()).await.expect("connect to NATS");
+    for attempt in 0..3 {
+        let namespace = format!("t_{}", uuid::Uuid::now_v7().simple());
+        let dir = tempfile::tempdir().expect("data dir");
+        let env: Vec<(String, String)> = [
+            ("HERALD_HTTP_ADDR", "127.0.0.1:0".to_owned()),
+            ("HERALD_GRPC_ADDR", "127.0.0.1:0".to_owned()),
+            ("HERALD_JWT_SECRET", herald_testkit::app::TEST_JWT_SECRET.to_owned()),
+            ("HERALD_BROKER_URL", nats.clone()),
+            ("HERALD_BROKER_NAMESPACE", namespace.clone()),
+            ("HERALD_DATA_DIR", dir.path().display().to_string()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+        let mut process = HeraldProcess::start("ready", &["serve"], &env);
+        let base = format!("http://{}", process.http_addr().await);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let ready = client.get(format!("{base}/readyz")).send().await.map(|r| r.status().as_u16()).unwrap_or(0);
+            if ready == 200 {
+                break;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "never ready:\n{}", process.log_text());
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        let subject = format!("{namespace}.cmd.users.me");
+        let answer = tokio::time::timeout(Duration::from_secs(5), nats_client.request(subject, "{}".into()))
+            .await
+            .expect("an answer in time")
+            .unwrap_or_else(|e| panic!("attempt {attempt}: the command was not served although ready: {e}"));
+        let body: Value = serde_json::from_slice(&answer.payload).expect("json answer");
+        assert_eq!(body["error"]["code"], "unauthorized", "an anonymous users.me is answered: {body}");
+        process.terminate().await;
+    }
 }

@@ -331,7 +331,7 @@ async fn sessions_subscriptions_and_calls_are_capped() {
     let url = ws_url(&app.base);
     let mut first = WsClient::connect(&url, &token, "a").await.expect("first session");
     let second = WsClient::connect(&url, &token, "b").await.expect("second session");
-    let refused = WsClient::connect(&url, &token, "c").await.err().expect("a third session is refused");
+    let Err(refused) = WsClient::connect(&url, &token, "c").await else { panic!("a third session is refused") };
     assert_eq!(refused["code"], "too_many_sessions", "{refused}");
     let resumed = WsClient::connect(&url, &token, "b").await.expect("resuming an open session is no new one");
     second.close().await;

@@ -45,11 +45,12 @@ pub async fn broadcast(config: &Config, batch: usize, batches: usize) -> anyhow:
     if batch == 0 || batches == 0 {
         bail!("--batch and --batches must be at least 1");
     }
-    let publisher = app::open_broker(config).await?;
+    let metrics = std::sync::Arc::new(herald_core::metrics::Metrics::default());
+    let publisher = app::open_broker(config, &metrics).await?;
     // A second connection, as a gateway has its own; the in-process broker is one per process.
     let subscriber = match config.broker_url {
         herald_broker::BrokerUrl::Memory => publisher.clone(),
-        _ => app::open_broker(config).await?,
+        _ => app::open_broker(config, &metrics).await?,
     };
     let mut subscription = subscriber.subscribe(TOPIC).await.context("subscribing")?;
     let (mut publish, mut received) = (Vec::with_capacity(batches), Vec::with_capacity(batches));

@@ -96,7 +96,8 @@ pub async fn mailing(
     )?;
     let token = config.provider_token.0.as_ref().map(|t| t.expose().to_owned()).unwrap_or_default();
     let store = app::open_store(config).await?;
-    let broker = app::open_broker(config).await?;
+    let metrics = Arc::new(Metrics::default());
+    let broker = app::open_broker(config, &metrics).await?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
 
     // This run's clients carry a tag of their own, so a reused database does not widen the mailing.
@@ -108,7 +109,6 @@ pub async fn mailing(
     eprintln!("loaded {loaded} clients in {load_seconds:.1} s; probing the provider");
     let provider_rate = probe(&provider.0, &token).await?;
 
-    let metrics = Arc::new(Metrics::default());
     let now = clock.now();
     let mailing = Mailing {
         id: MailingId::new(),

@@ -51,7 +51,7 @@ pub async fn relay(config: &Config, events: usize) -> anyhow::Result<RelayReport
     const WRITERS: usize = 8;
     const PER_TX: usize = 100;
     let store = app::open_store(config).await?;
-    let broker = app::open_broker(config).await?;
+    let broker = app::open_broker(config, &Arc::new(Metrics::default())).await?;
     let mut owners = Vec::new();
     for i in 0..64 {
         owners.push(bench_user(store.as_ref(), i).await?);
@@ -146,3 +146,4 @@ fn percentile_ms(sorted: &[u64], p: f64) -> f64 {
 pub mod broadcast;
 pub mod mailing;
 pub mod realtime;
+pub mod soak;

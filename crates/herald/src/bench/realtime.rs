@@ -243,13 +243,14 @@ struct Stats {
 
 type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
-struct Session {
+/// One benchmark client session over `/ws`.
+pub(super) struct Session {
     socket: Socket,
 }
 
 impl Session {
     /// Connects, says hello and subscribes to the owner's channel.
-    async fn open(url: &str, token: &str, id: &str, owner: UserId) -> anyhow::Result<Self> {
+    pub(super) async fn open(url: &str, token: &str, id: &str, owner: UserId) -> anyhow::Result<Self> {
         let (mut socket, _) = tokio_tungstenite::connect_async(url).await.context("connecting")?;
         let hello = json!({"op": "hello", "token": token, "session": id});
         socket.send(Message::Text(hello.to_string().into())).await?;
@@ -266,8 +267,28 @@ impl Session {
     }
 
     /// Receives events, acks each, and records each one's latency until `stop`.
-    async fn run(mut self, stats: Arc<Stats>, stop: tokio_util::sync::CancellationToken) -> Vec<u64> {
+    async fn run(self, stats: Arc<Stats>, stop: tokio_util::sync::CancellationToken) -> Vec<u64> {
         let mut latencies = Vec::new();
+        self.run_until(stop, |frame| {
+            let now = Utc::now().timestamp_micros();
+            if let Some(sent) = frame["data"]["sent_us"].as_i64() {
+                latencies.push(u64::try_from(now - sent).unwrap_or(0));
+            }
+            stats.delivered.fetch_add(1, Ordering::Relaxed);
+        })
+        .await;
+        latencies
+    }
+
+    /// Receives events and acks each until `stop`; how many came.
+    pub(super) async fn run_counted(self, stop: tokio_util::sync::CancellationToken) -> u64 {
+        let mut received = 0;
+        self.run_until(stop, |_| received += 1).await;
+        received
+    }
+
+    /// Hands each event to `on_event` and acks it, until `stop` or the server closes; then closes.
+    async fn run_until(mut self, stop: tokio_util::sync::CancellationToken, mut on_event: impl FnMut(&Value)) {
         loop {
             let frame = tokio::select! {
                 () = stop.cancelled() => break,
@@ -276,18 +297,13 @@ impl Session {
             if frame["op"] != "event" {
                 continue;
             }
-            let now = Utc::now().timestamp_micros();
-            if let Some(sent) = frame["data"]["sent_us"].as_i64() {
-                latencies.push(u64::try_from(now - sent).unwrap_or(0));
-            }
-            stats.delivered.fetch_add(1, Ordering::Relaxed);
+            on_event(&frame);
             let ack = json!({"op": "ack", "channel": frame["channel"], "offset": frame["offset"]});
             if self.socket.send(Message::Text(ack.to_string().into())).await.is_err() {
                 break;
             }
         }
         let _ = self.socket.close(None).await;
-        latencies
     }
 }
 
@@ -301,7 +317,7 @@ async fn next_json(socket: &mut Socket) -> Option<Value> {
     }
 }
 
-async fn wait_ready(base: &str) -> anyhow::Result<()> {
+pub(super) async fn wait_ready(base: &str) -> anyhow::Result<()> {
     let client = reqwest::Client::new();
     for _ in 0..400 {
         if let Ok(r) = client.get(format!("{base}/readyz")).send().await
@@ -315,7 +331,7 @@ async fn wait_ready(base: &str) -> anyhow::Result<()> {
 }
 
 /// A process's resident set size, in bytes.
-fn rss(pid: u32) -> anyhow::Result<u64> {
+pub(super) fn rss(pid: u32) -> anyhow::Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).context("reading the server's status")?;
     let kib = status
         .lines()

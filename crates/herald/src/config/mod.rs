@@ -159,7 +159,7 @@ settings! {
     retry_jitter: Fraction = "0", env "HERALD_RETRY_JITTER", flag "retry-jitter", secret false,
         doc "Random spread of each back-off (0.1 = ±10%); 0 keeps the schedule exact.";
     breaker_threshold: Count = "5", env "HERALD_BREAKER_THRESHOLD", flag "breaker-threshold", secret false,
-        doc "Consecutive transient failures that open a channel's circuit breaker.";
+        doc "Consecutive transient failures that open a circuit breaker (one per channel; for webhooks, one per destination host).";
     breaker_open: Span = "30s", env "HERALD_BREAKER_OPEN", flag "breaker-open", secret false,
         doc "How long an open breaker defers its channel before probing (doubles per failed probe, up to 10m).";
     provider_url: Optional<HttpUrl> = "", env "HERALD_PROVIDER_URL", flag "provider-url", secret false,
@@ -175,7 +175,7 @@ settings! {
     webhook_timeout: Span = "10s", env "HERALD_WEBHOOK_TIMEOUT", flag "webhook-timeout", secret false,
         doc "Longest wait for a webhook receiver's answer; a timeout is retried.";
     webhook_rate: RateLimit = "unlimited", env "HERALD_WEBHOOK_RATE", flag "webhook-rate", secret false,
-        doc "Most webhook calls per sender: unlimited, <n>/s or <n>/m.";
+        doc "Most webhook calls per destination host, per sender: unlimited, <n>/s or <n>/m.";
     webhook_allowed_networks: Networks = "", env "HERALD_WEBHOOK_ALLOWED_NETWORKS", flag "webhook-allowed-networks",
         secret false,
         doc "Comma-separated CIDRs webhooks may reach although they are internal (loopback, private, link-local, …); empty allows public addresses only.";
