@@ -103,25 +103,8 @@ pub async fn realtime(config: &Config, options: RealtimeOptions) -> anyhow::Resu
     if options.sessions == 0 || options.sessions_per_user == 0 {
         bail!("--sessions and --sessions-per-user must be at least 1");
     }
-    // The secret first, so the child loads the same one instead of making its own.
-    let secret = secret::load_or_generate(config)?;
-    let tokens =
-        TokenIssuer::new(&secret, chrono::Duration::hours(2)).map_err(|e| anyhow::anyhow!("JWT secret {e}"))?;
-    let store = app::open_store(config).await?;
-
-    let mut child = tokio::process::Command::new(std::env::current_exe()?)
-        .arg("serve")
-        .env("HERALD_LOG", "warn")
-        // The child's relay learns of this process's writes by polling on SQLite (PostgreSQL
-        // wakes it with NOTIFY).
-        .env("HERALD_RELAY_POLL_INTERVAL", "5ms")
-        .env("HERALD_SESSION_BUFFER", "4096")
-        .kill_on_drop(true)
-        .spawn()
-        .context("starting `herald serve`")?;
-    let pid = child.id().context("the server's pid")?;
-    let base = format!("http://{}", config.http_addr);
-    wait_ready(&base).await?;
+    let Server { tokens, store, mut child, pid, .. } =
+        Server::start(config, chrono::Duration::hours(2), &[("HERALD_SESSION_BUFFER", "4096")]).await?;
 
     let users = options.sessions.div_ceil(options.sessions_per_user);
     let mut owners = Vec::with_capacity(users);
@@ -234,6 +217,41 @@ pub async fn realtime(config: &Config, options: RealtimeOptions) -> anyhow::Resu
         latencies,
         rss_loaded,
     })
+}
+
+/// A `herald serve` child on the configured backends, ready, with a token issuer and a store
+/// handle of this process (the clients and the writer).
+pub(super) struct Server {
+    pub tokens: TokenIssuer,
+    pub store: std::sync::Arc<dyn herald_core::store::Store>,
+    pub child: tokio::process::Child,
+    pub pid: u32,
+    /// `http://<http_addr>`.
+    pub base: String,
+}
+
+impl Server {
+    /// Starts it with `env` on top of the configuration; tokens live `ttl`.
+    pub(super) async fn start(config: &Config, ttl: chrono::Duration, env: &[(&str, &str)]) -> anyhow::Result<Self> {
+        // The secret first, so the child loads the same one instead of making its own.
+        let secret = secret::load_or_generate(config)?;
+        let tokens = TokenIssuer::new(&secret, ttl).map_err(|e| anyhow::anyhow!("JWT secret {e}"))?;
+        let store = app::open_store(config).await?;
+        let child = tokio::process::Command::new(std::env::current_exe()?)
+            .arg("serve")
+            .env("HERALD_LOG", "warn")
+            // The child's relay learns of this process's writes by polling on SQLite (PostgreSQL
+            // wakes it with NOTIFY).
+            .env("HERALD_RELAY_POLL_INTERVAL", "5ms")
+            .envs(env.iter().copied())
+            .kill_on_drop(true)
+            .spawn()
+            .context("starting `herald serve`")?;
+        let pid = child.id().context("the server's pid")?;
+        let base = format!("http://{}", config.http_addr);
+        wait_ready(&base).await?;
+        Ok(Self { tokens, store, child, pid, base })
+    }
 }
 
 #[derive(Debug, Default)]

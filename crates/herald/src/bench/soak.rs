@@ -14,19 +14,15 @@ use std::{
 
 use anyhow::{Context as _, bail};
 use chrono::Utc;
-use herald_core::{
-    auth::{Identity, TokenIssuer},
-    event::NewEvent,
-    user::Role,
-};
+use herald_core::{auth::Identity, event::NewEvent, user::Role};
 use rand::Rng as _;
 use serde_json::json;
 
 use super::{
     bench_task, bench_user,
-    realtime::{Session, rss, wait_ready},
+    realtime::{Server, Session, rss},
 };
-use crate::{app, config::Config, secret};
+use crate::config::Config;
 
 /// What `herald bench soak` runs.
 #[derive(Debug, Clone, Copy)]
@@ -138,20 +134,8 @@ pub async fn soak(config: &Config, options: SoakOptions) -> anyhow::Result<SoakR
     if options.sessions == 0 || options.users == 0 || options.lifetime == 0 || options.sample == 0 {
         bail!("--sessions, --users, --lifetime and --sample must be at least 1");
     }
-    let secret = secret::load_or_generate(config)?;
-    let tokens =
-        TokenIssuer::new(&secret, chrono::Duration::hours(48)).map_err(|e| anyhow::anyhow!("JWT secret {e}"))?;
-    let store = app::open_store(config).await?;
-    let mut child = tokio::process::Command::new(std::env::current_exe()?)
-        .arg("serve")
-        .env("HERALD_LOG", "warn")
-        .env("HERALD_RELAY_POLL_INTERVAL", "5ms")
-        .kill_on_drop(true)
-        .spawn()
-        .context("starting `herald serve`")?;
-    let pid = child.id().context("the server's pid")?;
-    let base = format!("http://{}", config.http_addr);
-    wait_ready(&base).await?;
+    let Server { tokens, store, mut child, pid, base } =
+        Server::start(config, chrono::Duration::hours(48), &[]).await?;
     let mut owners = Vec::with_capacity(options.users);
     for i in 0..options.users {
         owners.push(bench_user(store.as_ref(), 1_000_000 + i).await?);
