@@ -296,8 +296,16 @@ async fn the_api_role_serves_http_and_grpc_without_workers() {
     assert_eq!(serving["role"], "api");
     let grpc = serving["grpc_addr"].as_str().expect("grpc_addr");
     tokio::net::TcpStream::connect(grpc).await.expect("gRPC listens");
-    let health = reqwest::get(format!("http://{addr}/readyz")).await.expect("readyz");
-    assert_eq!(health.status(), 200);
+    // Ready once its NATS command transport serves too, which may take a moment after the log line.
+    let mut status = 0;
+    for _ in 0..200 {
+        status = reqwest::get(format!("http://{addr}/readyz")).await.expect("readyz").status().as_u16();
+        if status == 200 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(status, 200);
     let jobs = logs.iter().any(|l| l["message"] == "scheduler running");
     assert!(!jobs, "no scheduler in the api role: {logs:?}");
 }
