@@ -166,16 +166,7 @@ pub async fn realtime(config: &Config, options: RealtimeOptions) -> anyhow::Resu
         if n == 0 {
             continue;
         }
-        let now = Utc::now();
-        let events: Vec<NewEvent> = {
-            let mut rng = rand::rng();
-            (0..n)
-                .map(|_| {
-                    let owner = owners[rng.random_range(0..owners.len())];
-                    NewEvent::for_user(owner, "bench.event", json!({"sent_us": now.timestamp_micros()}), now)
-                })
-                .collect()
-        };
+        let events = stamped_events(&owners, n, "bench.event");
         // Up to 8 transactions in flight, so one slow commit does not hold the rate back.
         let permit = writers.clone().acquire_owned().await?;
         let (store, task) = (store.clone(), bench_task(owners[0]));
@@ -217,6 +208,18 @@ pub async fn realtime(config: &Config, options: RealtimeOptions) -> anyhow::Resu
         latencies,
         rss_loaded,
     })
+}
+
+/// `n` events for random `owners`, each stamped with the time of the write (`data.sent_us`).
+pub(super) fn stamped_events(owners: &[UserId], n: usize, kind: &str) -> Vec<NewEvent> {
+    let now = Utc::now();
+    let mut rng = rand::rng();
+    (0..n)
+        .map(|_| {
+            let owner = owners[rng.random_range(0..owners.len())];
+            NewEvent::for_user(owner, kind, json!({"sent_us": now.timestamp_micros()}), now)
+        })
+        .collect()
 }
 
 /// A `herald serve` child on the configured backends, ready, with a token issuer and a store

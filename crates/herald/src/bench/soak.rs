@@ -14,13 +14,12 @@ use std::{
 
 use anyhow::{Context as _, bail};
 use chrono::Utc;
-use herald_core::{auth::Identity, event::NewEvent, user::Role};
+use herald_core::{auth::Identity, user::Role};
 use rand::Rng as _;
-use serde_json::json;
 
 use super::{
     bench_task, bench_user,
-    realtime::{Server, Session, rss},
+    realtime::{Server, Session, rss, stamped_events},
 };
 use crate::config::Config;
 
@@ -195,16 +194,7 @@ pub async fn soak(config: &Config, options: SoakOptions) -> anyhow::Result<SoakR
         let n = owed.floor() as usize;
         owed -= n as f64;
         if n > 0 {
-            let now = Utc::now();
-            let events: Vec<NewEvent> = {
-                let mut rng = rand::rng();
-                (0..n)
-                    .map(|_| {
-                        let owner = owners[rng.random_range(0..owners.len())];
-                        NewEvent::for_user(owner, "bench.soak", json!({"sent_us": now.timestamp_micros()}), now)
-                    })
-                    .collect()
-            };
+            let events = stamped_events(&owners, n, "bench.soak");
             store.create_task(&bench_task(owners[0]), &events).await?;
             written += n as u64;
         }
