@@ -4,16 +4,19 @@
 //! within a window. Nothing survives the process, which is fine for a single binary whose store is
 //! the truth: the relay republishes what was not yet delivered.
 
+use parking_lot::{Mutex, MutexGuard};
 use std::{
     collections::{BTreeMap, HashMap, HashSet, VecDeque},
     fmt,
     pin::pin,
-    sync::{Arc, Mutex, MutexGuard},
+    sync::Arc,
     time::Duration,
 };
 
 use async_trait::async_trait;
-use herald_core::broker::{Acker, Broker, BrokerError, ConsumeOptions, Delivery, Message, QueueConsumer, Subscription};
+use herald_core::broker::{
+    Acker, Broker, BrokerError, ConsumeOptions, Message, QueueConsumer, QueueMessage, Subscription,
+};
 use tokio::{
     sync::{Notify, mpsc},
     time::Instant,
@@ -97,7 +100,7 @@ impl MemoryBroker {
 impl Inner {
     fn lock(&self) -> MutexGuard<'_, State> {
         // A panic while holding the lock leaves consistent data behind (every change is one step).
-        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state.lock()
     }
 }
 
@@ -243,7 +246,7 @@ struct MemoryConsumer {
 
 impl MemoryConsumer {
     /// Leases the next ready message, or says when to look again.
-    fn try_take(&self) -> Result<Result<Delivery, Option<Instant>>, BrokerError> {
+    fn try_take(&self) -> Result<Result<QueueMessage, Option<Instant>>, BrokerError> {
         let mut state = self.inner.lock();
         if state.closed {
             return Err(BrokerError::Closed);
@@ -257,7 +260,7 @@ impl MemoryConsumer {
         {
             let token = q.next_token;
             q.next_token += 1;
-            let delivery = Delivery::new(
+            let delivery = QueueMessage::new(
                 entry.message.clone(),
                 entry.redelivered,
                 Box::new(MemoryAcker { inner: Arc::clone(&self.inner), queue: self.queue.clone(), token }),
@@ -278,7 +281,7 @@ impl fmt::Debug for MemoryConsumer {
 
 #[async_trait]
 impl QueueConsumer for MemoryConsumer {
-    async fn next(&mut self) -> Result<Delivery, BrokerError> {
+    async fn next(&mut self) -> Result<QueueMessage, BrokerError> {
         loop {
             // Registered before looking, so a change between the look and the wait is not missed.
             let mut changed = pin!(self.inner.changed.notified());

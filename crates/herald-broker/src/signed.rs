@@ -26,7 +26,7 @@ use std::{fmt, sync::Arc};
 
 use async_trait::async_trait;
 use herald_core::{
-    broker::{Broker, BrokerError, ConsumeOptions, Delivery, Message, QueueConsumer, Subscription},
+    broker::{Broker, BrokerError, ConsumeOptions, Message, QueueConsumer, QueueMessage, Subscription},
     metrics::{Metrics, RejectionLabels},
 };
 use hmac::{Hmac, Mac as _};
@@ -242,7 +242,7 @@ struct VerifiedConsumer {
 
 #[async_trait]
 impl QueueConsumer for VerifiedConsumer {
-    async fn next(&mut self) -> Result<Delivery, BrokerError> {
+    async fn next(&mut self) -> Result<QueueMessage, BrokerError> {
         loop {
             let mut delivery = self.inner.next().await?;
             let Err(why) = self.signer.verify(Route::Queue, &self.queue, &mut delivery.message) else {

@@ -18,7 +18,7 @@
 //!   says so: [`Subscription::next`] returns [`BrokerError::Interrupted`] once it is receiving
 //!   again, so everything broadcast after that error arrives, and the subscriber reads the store
 //!   for what came before.
-//! - **Dropping** a [`Delivery`] without settling it leaves it to its ack deadline; dropping a
+//! - **Dropping** a [`QueueMessage`] without settling it leaves it to its ack deadline; dropping a
 //!   [`QueueConsumer`] releases everything it holds for redelivery. Settling a delivery whose lease
 //!   is gone (deadline passed, consumer or connection lost) fails; the message is redelivered.
 //! - **Headers** travel unchanged with the message (trace context, event type). Names are ASCII
@@ -97,7 +97,7 @@ pub enum BrokerError {
     Other(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
 
-/// Settles one delivery. Adapters implement it; callers use [`Delivery::ack`] and [`Delivery::nack`].
+/// Settles one queue message. Adapters implement it; callers use [`QueueMessage::ack`] and [`QueueMessage::nack`].
 #[async_trait]
 pub trait Acker: Send + Sync {
     async fn ack(self: Box<Self>) -> Result<(), BrokerError>;
@@ -105,20 +105,20 @@ pub trait Acker: Send + Sync {
 }
 
 /// A message taken from a work queue, to be acked or nacked exactly once.
-pub struct Delivery {
+pub struct QueueMessage {
     pub message: Message,
     /// Whether the broker delivered this message before (to this or another consumer).
     pub redelivered: bool,
     acker: Box<dyn Acker>,
 }
 
-impl fmt::Debug for Delivery {
+impl fmt::Debug for QueueMessage {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Delivery").field("message", &self.message).field("redelivered", &self.redelivered).finish()
+        f.debug_struct("QueueMessage").field("message", &self.message).field("redelivered", &self.redelivered).finish()
     }
 }
 
-impl Delivery {
+impl QueueMessage {
     pub fn new(message: Message, redelivered: bool, acker: Box<dyn Acker>) -> Self {
         Self { message, redelivered, acker }
     }
@@ -138,7 +138,7 @@ impl Delivery {
 #[async_trait]
 pub trait QueueConsumer: Send {
     /// The next delivery; waits for one. `Err(Closed)` ends the stream.
-    async fn next(&mut self) -> Result<Delivery, BrokerError>;
+    async fn next(&mut self) -> Result<QueueMessage, BrokerError>;
 }
 
 /// A subscription to one topic.

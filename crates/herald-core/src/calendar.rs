@@ -22,7 +22,7 @@ use crate::{
 
 id_type!(
     /// A calendar event's id (UUIDv7).
-    EventId
+    CalendarEventId
 );
 
 /// Longest event, and longest reminder lead, in seconds: 31 days.
@@ -85,8 +85,8 @@ impl Notification {
 
 /// A calendar event.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Event {
-    pub id: EventId,
+pub struct CalendarEvent {
+    pub id: CalendarEventId,
     pub owner: UserId,
     pub title: Title,
     pub description: Description,
@@ -98,7 +98,7 @@ pub struct Event {
     pub updated_at: DateTime<Utc>,
 }
 
-impl Event {
+impl CalendarEvent {
     pub fn ends_at(&self) -> DateTime<Utc> {
         self.starts_at + self.duration
     }
@@ -254,8 +254,8 @@ mod tests {
     #[test]
     fn reminders_are_keyed_by_their_time_and_channel() {
         let now = utc("2026-11-30T10:00:00Z");
-        let event = Event {
-            id: EventId::new(),
+        let event = CalendarEvent {
+            id: CalendarEventId::new(),
             owner: UserId::new(),
             title: Title::parse("Stand-up").expect("title"),
             description: Description::default(),
@@ -286,8 +286,8 @@ mod tests {
         let hook = WebhookUrl::parse("http://hooks.internal/herald").expect("url");
         let with_hook = notification.deliveries(message, Some(&hook), now);
         assert_eq!((with_hook[2].channel, with_hook[2].recipient.as_str()), (Channel::Webhook, hook.as_str()));
-        let moved = Event { starts_at: utc("2026-12-01T10:00:00Z"), ..event.clone() };
+        let moved = CalendarEvent { starts_at: utc("2026-12-01T10:00:00Z"), ..event.clone() };
         assert_ne!(moved.reminders(now)[0].source_key, reminders[0].source_key, "a moved reminder is a new one");
-        assert!(Event { remind_before: None, ..event }.reminders(now).is_empty());
+        assert!(CalendarEvent { remind_before: None, ..event }.reminders(now).is_empty());
     }
 }

@@ -21,27 +21,27 @@ impl Clock for SystemClock {
 /// A clock that stands still until told to move: for tests of schedules, retries and deadlines
 /// without sleeping.
 #[derive(Debug)]
-pub struct ManualClock(std::sync::Mutex<DateTime<Utc>>);
+pub struct ManualClock(parking_lot::Mutex<DateTime<Utc>>);
 
 impl ManualClock {
     pub fn new(at: DateTime<Utc>) -> Self {
-        Self(std::sync::Mutex::new(at.trunc_subsecs(6)))
+        Self(parking_lot::Mutex::new(at.trunc_subsecs(6)))
     }
 
     /// Sets the time.
     pub fn set(&self, at: DateTime<Utc>) {
-        *self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = at.trunc_subsecs(6);
+        *self.0.lock() = at.trunc_subsecs(6);
     }
 
     /// Moves the time forward by `by`.
     pub fn advance(&self, by: std::time::Duration) {
-        let mut now = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut now = self.0.lock();
         *now = (*now + chrono::Duration::from_std(by).unwrap_or(chrono::Duration::MAX)).trunc_subsecs(6);
     }
 }
 
 impl Clock for ManualClock {
     fn now(&self) -> DateTime<Utc> {
-        *self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        *self.0.lock()
     }
 }

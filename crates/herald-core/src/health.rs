@@ -2,10 +2,8 @@
 //! registers a flag, sets it once it accepts work and clears it while it cannot; `/readyz` is
 //! ready only when every flag is.
 
-use std::{
-    collections::BTreeMap,
-    sync::{Arc, Mutex, PoisonError},
-};
+use parking_lot::Mutex;
+use std::{collections::BTreeMap, sync::Arc};
 
 /// The readiness flags of one process, by part name. Cheap to clone.
 #[derive(Debug, Clone, Default)]
@@ -16,13 +14,13 @@ pub struct Readiness {
 impl Readiness {
     /// Registers a part, not ready until its flag says so.
     pub fn register(&self, part: &'static str) -> ReadyFlag {
-        self.parts.lock().unwrap_or_else(PoisonError::into_inner).insert(part, false);
+        self.parts.lock().insert(part, false);
         ReadyFlag { readiness: self.clone(), part }
     }
 
     /// Every part and whether it is ready.
     pub fn report(&self) -> BTreeMap<&'static str, bool> {
-        self.parts.lock().unwrap_or_else(PoisonError::into_inner).clone()
+        self.parts.lock().clone()
     }
 }
 
@@ -35,7 +33,7 @@ pub struct ReadyFlag {
 
 impl ReadyFlag {
     pub fn set(&self, ready: bool) {
-        self.readiness.parts.lock().unwrap_or_else(PoisonError::into_inner).insert(self.part, ready);
+        self.readiness.parts.lock().insert(self.part, ready);
     }
 }
 

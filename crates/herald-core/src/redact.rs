@@ -1,5 +1,48 @@
 //! Keeping secrets out of what Herald prints.
 
+use std::fmt;
+
+/// A secret (a token, a key) that prints as `***` in `Debug` and `Display`; [`expose`] gives
+/// the value to the one place that needs it.
+///
+/// [`expose`]: SecretString::expose
+#[derive(Clone, PartialEq, Eq, Default)]
+pub struct SecretString(String);
+
+impl SecretString {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<&str> for SecretString {
+    fn from(value: &str) -> Self {
+        Self::new(value)
+    }
+}
+
+impl From<String> for SecretString {
+    fn from(value: String) -> Self {
+        Self(value)
+    }
+}
+
+impl fmt::Debug for SecretString {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+impl fmt::Display for SecretString {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
 /// Query parameters whose value is a secret: their name contains one of these words
 /// (`password`, `sslpassword`, `api_key`, `access_token`, `client_secret`, `pass` …).
 const SECRET_WORDS: &[&str] = &["pass", "token", "secret", "key", "auth", "credential", "signature"];

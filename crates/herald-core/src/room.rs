@@ -1,6 +1,6 @@
 //! Chat rooms: rooms, their members and their messages, the chat behind the demo page.
 //!
-//! A room's events go to its channel `room:<id>` (see [`room_channel`]), which only its members
+//! A room's events go to its channel `room:<id>` (see [`room_stream`]), which only its members
 //! may follow; the owner is a room's first member.
 
 use std::fmt;
@@ -25,9 +25,9 @@ pub const ROOM_NAME_MAX: usize = 100;
 /// Longest message body, in characters.
 pub const MESSAGE_BODY_MAX: usize = 4000;
 
-/// The channel of a room's events: `room:<id>`.
-pub fn room_channel(room: RoomId) -> String {
-    format!("room:{room}")
+/// The stream of a room's events: `room:<id>`.
+pub fn room_stream(room: RoomId) -> String {
+    crate::stream::StreamName::Room(room).to_string()
 }
 
 text_type!(
@@ -97,6 +97,6 @@ mod tests {
     #[test]
     fn a_rooms_channel_names_it() {
         let id = RoomId::new();
-        assert_eq!(room_channel(id), format!("room:{}", id.0));
+        assert_eq!(room_stream(id), format!("room:{}", id.0));
     }
 }

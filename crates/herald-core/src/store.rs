@@ -14,13 +14,13 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use crate::{
-    calendar::{Event, EventId},
+    calendar::{CalendarEvent, CalendarEventId},
     campaign::{Client, ClientId, FirstAttempts, Mailing, MailingId, MailingStatus, MessageCounts},
-    channel::ChannelStore,
+    change::{ChangeEvent, OutboxEvent},
     delivery::{Delivery, DeliveryId, DeliveryReport, DeliveryStatus, NewDelivery},
     error::{ApiError, ErrorCode},
-    event::{NewEvent, OutboxEvent},
     room::{Room, RoomId, RoomMessage, RoomMessageId},
+    stream::StreamStore,
     task::{Attachment, AttachmentId, Task, TaskId, TaskStatus},
     user::{Email, NewUser, User, UserCredentials, UserId, WebhookUrl},
 };
@@ -65,7 +65,7 @@ pub trait Store:
     + DeliveryStore
     + CampaignStore
     + CalendarStore
-    + ChannelStore
+    + StreamStore
     + RoomStore
     + Send
     + Sync
@@ -118,7 +118,7 @@ pub trait DeliveryStore: Send + Sync {
     async fn record_delivery_with_events(
         &self,
         report: &DeliveryReport,
-        events: &[NewEvent],
+        events: &[ChangeEvent],
         now: DateTime<Utc>,
     ) -> Result<bool, StoreError>;
 
@@ -257,7 +257,7 @@ pub trait UserStore: Send + Sync {
 #[async_trait]
 pub trait TaskStore: Send + Sync {
     /// Stores a new task and its events.
-    async fn create_task(&self, task: &Task, events: &[NewEvent]) -> Result<(), StoreError>;
+    async fn create_task(&self, task: &Task, events: &[ChangeEvent]) -> Result<(), StoreError>;
 
     /// The task `id` if `owner` owns it.
     async fn task(&self, owner: UserId, id: TaskId) -> Result<Option<Task>, StoreError>;
@@ -273,7 +273,7 @@ pub trait TaskStore: Send + Sync {
 
     /// Replaces a task whose stored version is still `expected_version`, with its events.
     /// `NotFound` when it is gone; `Conflict { constraint: TASK_VERSION }` when it changed.
-    async fn update_task(&self, task: &Task, expected_version: i64, events: &[NewEvent]) -> Result<(), StoreError>;
+    async fn update_task(&self, task: &Task, expected_version: i64, events: &[ChangeEvent]) -> Result<(), StoreError>;
 
     /// Deletes a task of `owner` and all its attachments, with the events `events` makes from
     /// them, in one transaction. Returns what was deleted (callers remove the files), or `None`.
@@ -286,7 +286,7 @@ pub trait TaskStore: Send + Sync {
 
     /// Stores an attachment of a task its owner owns, with its events. `NotFound` when the task
     /// is gone or not the attachment owner's.
-    async fn add_attachment(&self, attachment: &Attachment, events: &[NewEvent]) -> Result<(), StoreError>;
+    async fn add_attachment(&self, attachment: &Attachment, events: &[ChangeEvent]) -> Result<(), StoreError>;
 
     /// The attachment `id` if `owner` owns it.
     async fn attachment(&self, owner: UserId, id: AttachmentId) -> Result<Option<Attachment>, StoreError>;
@@ -350,53 +350,57 @@ pub trait OutboxStore: Send + Sync {
 pub trait CalendarStore: Send + Sync {
     /// Stores an event with its change events and reminders. An overlap with another event of
     /// the owner is `Conflict { constraint: EVENTS_OVERLAP }` and writes nothing.
-    async fn create_event(
+    async fn create_calendar_event(
         &self,
-        event: &Event,
-        events: &[NewEvent],
+        event: &CalendarEvent,
+        events: &[ChangeEvent],
         reminders: &[NewDelivery],
     ) -> Result<(), StoreError>;
 
     /// The event `id` if `owner` owns it.
-    async fn event(&self, owner: UserId, id: EventId) -> Result<Option<Event>, StoreError>;
+    async fn calendar_event(&self, owner: UserId, id: CalendarEventId) -> Result<Option<CalendarEvent>, StoreError>;
 
     /// Replaces an event of its owner: cancels its pending reminders, stores `reminders` (a
     /// reminder stored before under the same key is kept as it is), writes `events`. `NotFound`
     /// when it is gone; `Conflict { constraint: EVENTS_OVERLAP }` on an overlap.
-    async fn update_event(
+    async fn update_calendar_event(
         &self,
-        event: &Event,
-        events: &[NewEvent],
+        event: &CalendarEvent,
+        events: &[ChangeEvent],
         reminders: &[NewDelivery],
     ) -> Result<(), StoreError>;
 
     /// Deletes an event of `owner`, cancels its pending reminders and notifications (at `now`)
     /// and writes the events `events` makes from it; returns it, or `None`.
-    async fn delete_event(
+    async fn delete_calendar_event(
         &self,
         owner: UserId,
-        id: EventId,
+        id: CalendarEventId,
         now: DateTime<Utc>,
         events: &EventDeleteEvents<'_>,
-    ) -> Result<Option<Event>, StoreError>;
+    ) -> Result<Option<CalendarEvent>, StoreError>;
 
     /// `owner`'s events overlapping `[from, to)`, by start (then id), after `after` (the start
     /// and id of the last one seen), at most `limit`.
-    async fn list_events(
+    async fn list_calendar_events(
         &self,
         owner: UserId,
         from: DateTime<Utc>,
         to: DateTime<Utc>,
-        after: Option<(DateTime<Utc>, EventId)>,
+        after: Option<(DateTime<Utc>, CalendarEventId)>,
         limit: u32,
-    ) -> Result<Vec<Event>, StoreError>;
+    ) -> Result<Vec<CalendarEvent>, StoreError>;
 
     /// Deletes up to `limit` events that ended before `before`; returns how many.
-    async fn delete_events_ended_before(&self, before: DateTime<Utc>, limit: u32) -> Result<u64, StoreError>;
+    async fn delete_calendar_events_ended_before(&self, before: DateTime<Utc>, limit: u32) -> Result<u64, StoreError>;
 
     /// The reminder deliveries of an event of `owner` and the notifications they led to, oldest
     /// first, or `None` for no such event.
-    async fn event_reminders(&self, owner: UserId, id: EventId) -> Result<Option<Vec<Delivery>>, StoreError>;
+    async fn calendar_event_reminders(
+        &self,
+        owner: UserId,
+        id: CalendarEventId,
+    ) -> Result<Option<Vec<Delivery>>, StoreError>;
 }
 
 /// Chat rooms, their members and messages. Every write stores its events in the outbox in the
@@ -408,7 +412,7 @@ pub trait CalendarStore: Send + Sync {
 pub trait RoomStore: Send + Sync {
     /// Stores a room, makes its owner its first member (joined at `created_at`) and writes
     /// `events`. `NotFound` when the owner is not a user.
-    async fn create_room(&self, room: &Room, events: &[NewEvent]) -> Result<(), StoreError>;
+    async fn create_room(&self, room: &Room, events: &[ChangeEvent]) -> Result<(), StoreError>;
 
     /// The rooms `user` is a member of, in id order after `after`, at most `limit`.
     async fn rooms_of(&self, user: UserId, after: Option<RoomId>, limit: u32) -> Result<Vec<Room>, StoreError>;
@@ -426,17 +430,17 @@ pub trait RoomStore: Send + Sync {
         &self,
         room: RoomId,
         user: UserId,
-        events: &[NewEvent],
+        events: &[ChangeEvent],
         now: DateTime<Utc>,
     ) -> Result<bool, StoreError>;
 
     /// Ends `user`'s membership of `room` and writes `events`. False, and no events written, when
     /// they are not a member (or either is unknown). Their messages stay.
-    async fn remove_member(&self, room: RoomId, user: UserId, events: &[NewEvent]) -> Result<bool, StoreError>;
+    async fn remove_member(&self, room: RoomId, user: UserId, events: &[ChangeEvent]) -> Result<bool, StoreError>;
 
     /// Stores a message and writes `events`, only if its author is a member of its room:
     /// `NotFound` (nothing written) otherwise.
-    async fn post_message(&self, message: &RoomMessage, events: &[NewEvent]) -> Result<(), StoreError>;
+    async fn post_message(&self, message: &RoomMessage, events: &[ChangeEvent]) -> Result<(), StoreError>;
 
     /// A room's messages **newest first**: those before `before` (the oldest id of the previous
     /// page), at most `limit`.
@@ -449,16 +453,16 @@ pub trait RoomStore: Send + Sync {
 }
 
 /// Builds the change events of a calendar event's deletion.
-pub type EventDeleteEvents<'a> = dyn Fn(&Event) -> Vec<NewEvent> + Sync + 'a;
+pub type EventDeleteEvents<'a> = dyn Fn(&CalendarEvent) -> Vec<ChangeEvent> + Sync + 'a;
 
 /// The conflict an overlapping event is refused with.
 pub const EVENTS_OVERLAP: &str = "events_overlap";
 
 /// Builds the events of a task deletion from the task and the attachments deleted with it.
-pub type DeleteEvents<'a> = dyn Fn(&Task, &[Attachment]) -> Vec<NewEvent> + Sync + 'a;
+pub type DeleteEvents<'a> = dyn Fn(&Task, &[Attachment]) -> Vec<ChangeEvent> + Sync + 'a;
 
 /// Builds the events of an attachment deletion.
-pub type AttachmentEvents<'a> = dyn Fn(&Attachment) -> Vec<NewEvent> + Sync + 'a;
+pub type AttachmentEvents<'a> = dyn Fn(&Attachment) -> Vec<ChangeEvent> + Sync + 'a;
 
 /// The conflict `update_task` reports when the task changed since it was read.
 pub const TASK_VERSION: &str = "tasks_version";

@@ -1,6 +1,7 @@
-//! Limits on password checks: per account everywhere, per client address where a transport knows
-//! one. A check over either limit is refused with `too_many_requests` and a `Retry-After`, before
-//! any hashing.
+//! Limits on the costly work a client can ask for: password checks, per account everywhere and
+//! per client address where a transport knows one, and look-ups of the host names users aim
+//! webhooks at, per account. A request over a limit is refused with `too_many_requests` and a
+//! `Retry-After`, before any hashing or resolving.
 //!
 //! The limiters are GCRA buckets (`governor`) keyed by the normalised email and by IP address. The
 //! keys a client can make are bounded: when a limiter holds `max_keys` keys it forgets the ones
@@ -14,7 +15,7 @@ use governor::{
     clock::{Clock as _, DefaultClock},
 };
 
-use crate::error::ApiError;
+use crate::{error::ApiError, user::UserId};
 
 /// How many password checks an account and an address may make.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -23,28 +24,37 @@ pub struct ThrottleOptions {
     pub per_account: Option<f64>,
     /// Checks per second from one client address; `None` is unlimited.
     pub per_address: Option<f64>,
+    /// Destination host names (webhooks) one account may have looked up per second; `None` is
+    /// unlimited.
+    pub lookups_per_account: Option<f64>,
     /// Most accounts, and most addresses, remembered at once.
     pub max_keys: usize,
 }
 
 impl Default for ThrottleOptions {
     fn default() -> Self {
-        Self { per_account: Some(10.0 / 60.0), per_address: Some(1.0), max_keys: 100_000 }
+        Self {
+            per_account: Some(10.0 / 60.0),
+            per_address: Some(1.0),
+            lookups_per_account: Some(10.0 / 60.0),
+            max_keys: 100_000,
+        }
     }
 }
 
 impl ThrottleOptions {
     /// No limits (tests that hash many passwords from one address).
     pub fn unlimited() -> Self {
-        Self { per_account: None, per_address: None, ..Self::default() }
+        Self { per_account: None, per_address: None, lookups_per_account: None, ..Self::default() }
     }
 }
 
-/// The password-check limiters of one process.
+/// The limiters of one process.
 #[derive(Debug)]
 pub struct Throttle {
     accounts: Option<Keyed<String>>,
     addresses: Option<Keyed<IpAddr>>,
+    lookups: Option<Keyed<UserId>>,
 }
 
 impl Default for Throttle {
@@ -58,6 +68,7 @@ impl Throttle {
         Self {
             accounts: options.per_account.map(|rate| Keyed::new(rate, options.max_keys)),
             addresses: options.per_address.map(|rate| Keyed::new(rate, options.max_keys)),
+            lookups: options.lookups_per_account.map(|rate| Keyed::new(rate, options.max_keys)),
         }
     }
 
@@ -70,6 +81,14 @@ impl Throttle {
             limiter.take(account.to_owned(), "too many password attempts for this account")?;
         }
         Ok(())
+    }
+
+    /// Takes one look-up of a destination host name for `user`, or refuses it.
+    pub fn destination_lookup(&self, user: UserId) -> Result<(), ApiError> {
+        match &self.lookups {
+            Some(limiter) => limiter.take(user, "too many webhook destinations checked for this account"),
+            None => Ok(()),
+        }
     }
 }
 
@@ -116,8 +135,12 @@ mod tests {
 
     #[test]
     fn an_account_gets_its_burst_then_waits() {
-        let throttle =
-            Throttle::new(ThrottleOptions { per_account: Some(3.0 / 60.0), per_address: None, max_keys: 10 });
+        let throttle = Throttle::new(ThrottleOptions {
+            per_account: Some(3.0 / 60.0),
+            per_address: None,
+            max_keys: 10,
+            ..ThrottleOptions::unlimited()
+        });
         for _ in 0..3 {
             throttle.password_attempt("ada@example.org", None).expect("within the burst");
         }
@@ -130,8 +153,12 @@ mod tests {
 
     #[test]
     fn an_address_is_limited_across_accounts() {
-        let throttle =
-            Throttle::new(ThrottleOptions { per_account: None, per_address: Some(2.0 / 60.0), max_keys: 10 });
+        let throttle = Throttle::new(ThrottleOptions {
+            per_account: None,
+            per_address: Some(2.0 / 60.0),
+            max_keys: 10,
+            ..ThrottleOptions::unlimited()
+        });
         let ip: IpAddr = "203.0.113.9".parse().expect("ip");
         throttle.password_attempt("a@example.org", Some(ip)).expect("first");
         throttle.password_attempt("b@example.org", Some(ip)).expect("second");
@@ -142,7 +169,12 @@ mod tests {
 
     #[test]
     fn the_keys_are_bounded() {
-        let throttle = Throttle::new(ThrottleOptions { per_account: Some(1.0 / 60.0), per_address: None, max_keys: 3 });
+        let throttle = Throttle::new(ThrottleOptions {
+            per_account: Some(1.0 / 60.0),
+            per_address: None,
+            max_keys: 3,
+            ..ThrottleOptions::unlimited()
+        });
         for n in 0..3 {
             throttle.password_attempt(&format!("{n}@example.org"), None).expect("room for the key");
         }
@@ -150,5 +182,19 @@ mod tests {
         let refused = throttle.password_attempt("4@example.org", None).expect_err("no room");
         assert_eq!(refused.code(), ErrorCode::TooManyRequests);
         assert_eq!(throttle.accounts.as_ref().map(|k| k.limiter.len()), Some(3));
+    }
+
+    #[test]
+    fn destination_lookups_are_limited_per_account() {
+        let throttle =
+            Throttle::new(ThrottleOptions { lookups_per_account: Some(2.0 / 60.0), ..ThrottleOptions::unlimited() });
+        let (ada, bob) = (UserId::new(), UserId::new());
+        throttle.destination_lookup(ada).expect("first");
+        throttle.destination_lookup(ada).expect("second");
+        let refused = throttle.destination_lookup(ada).expect_err("over the limit");
+        assert_eq!(refused.code(), ErrorCode::TooManyRequests);
+        assert!(refused.retry_after_secs().is_some());
+        throttle.destination_lookup(bob).expect("another account is not affected");
+        throttle.password_attempt("ada@example.org", None).expect("password checks are counted apart");
     }
 }

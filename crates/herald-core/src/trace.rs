@@ -19,7 +19,7 @@ use opentelemetry::{
 /// The `tracing` target of spans that exist for traces only.
 pub const TARGET: &str = "herald::trace";
 
-/// A span around one store call (`create_event`, …), for traces only.
+/// A span around one store call (`create_calendar_event`, …), for traces only.
 pub fn store_span(call: &'static str) -> tracing::Span {
     tracing::info_span!(target: TARGET, "store", otel.name = call, otel.kind = "client", db.operation = call)
 }

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
 
-use crate::{broker::Message, event::OutboxEvent};
+use crate::{broker::Message, change::OutboxEvent};
 
 /// The topic every change event is broadcast on (gateways subscribe to it).
 pub const EVENTS_TOPIC: &str = "events";
@@ -48,6 +48,7 @@ impl EventEnvelope {
             data: e.payload.clone(),
             ts: e.created_at,
         };
+        #[allow(clippy::expect_used, reason = "a struct of strings, numbers and a JSON value always serialises")]
         let payload = serde_json::to_vec(&envelope).expect("an envelope serialises");
         Message::new(e.id, payload)
             .with_header(TYPE_HEADER, &e.kind)

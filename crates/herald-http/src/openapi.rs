@@ -26,6 +26,7 @@ pub fn document(herald: &Herald) -> Value {
 
     let mut paths = Map::new();
     for route in ROUTES {
+        #[allow(clippy::expect_used, reason = "every route names a registered command; a test walks them all")]
         let info = herald.commands.get(route.command).expect("routes name registered commands");
         add(&info.input);
         add(&info.output);
@@ -327,5 +328,6 @@ fn reference(name: &str) -> Value {
 }
 
 fn to_json<T: serde::Serialize>(value: &T) -> Value {
+    #[allow(clippy::expect_used, reason = "generated schemas are plain data; a test renders them all")]
     serde_json::to_value(value).expect("schemas serialise")
 }

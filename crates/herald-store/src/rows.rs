@@ -2,7 +2,7 @@
 
 use chrono::{DateTime, Utc};
 use herald_core::{
-    calendar::{Event, EventId},
+    calendar::{CalendarEvent, CalendarEventId},
     campaign::{Client, ClientId, Mailing, MailingFilter, MailingId, MessageText, OperatorCode, Phone, Tag},
     delivery::{Delivery, DeliveryId, LocalTime, SendWindow},
     room::{MessageBody, Room, RoomId, RoomMessage, RoomMessageId, RoomName},
@@ -99,9 +99,9 @@ pub(crate) struct EventCols {
     pub updated_at: DateTime<Utc>,
 }
 
-pub(crate) fn event(c: EventCols) -> Result<Event, StoreError> {
-    Ok(Event {
-        id: EventId(c.id),
+pub(crate) fn event(c: EventCols) -> Result<CalendarEvent, StoreError> {
+    Ok(CalendarEvent {
+        id: CalendarEventId(c.id),
         owner: UserId(c.owner),
         title: Title::parse(&c.title).map_err(|e| corrupt("event title", e))?,
         description: Description::parse(&c.description).map_err(|e| corrupt("event description", e))?,

@@ -12,7 +12,7 @@ use std::{
 };
 
 use herald_broker::{AmqpBroker, MemoryBroker, NatsBroker};
-use herald_core::broker::{Broker, BrokerError, ConsumeOptions, Delivery, Message, QueueConsumer, Subscription};
+use herald_core::broker::{Broker, BrokerError, ConsumeOptions, Message, QueueConsumer, QueueMessage, Subscription};
 use tokio::time::Instant;
 use uuid::Uuid;
 
@@ -179,7 +179,7 @@ pub async fn within<T>(limit: Duration, what: &str, future: impl Future<Output =
     tokio::time::timeout(limit, future).await.unwrap_or_else(|_| panic!("timed out after {limit:?} waiting for {what}"))
 }
 
-async fn next_delivery(consumer: &mut dyn QueueConsumer, what: &str) -> Delivery {
+async fn next_delivery(consumer: &mut dyn QueueConsumer, what: &str) -> QueueMessage {
     within(WAIT, what, consumer.next()).await.expect("a delivery")
 }
 

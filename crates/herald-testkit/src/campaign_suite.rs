@@ -65,7 +65,7 @@ impl Campaign {
             throttle: herald_core::throttle::Throttle::new(herald_core::throttle::ThrottleOptions::unlimited()),
             destinations: herald_core::net::Destinations::new(
                 "127.0.0.0/8".parse().expect("networks"),
-                Arc::new(herald_workers::net::SystemResolver),
+                Arc::new(herald_workers::net::SystemResolver::default()),
             ),
             clock: pipe.clock.clone(),
             metrics: pipe.metrics.clone(),

@@ -133,7 +133,8 @@ impl Pipeline {
     pub fn sender(&self, options: SenderOptions) -> Sender {
         let provider =
             ProviderConfig { url: self.provider.base_url(), token: TOKEN.into(), timeout: Duration::from_secs(2) };
-        let webhook = WebhookConfig { secret: self.webhook_secret.clone(), timeout: Duration::from_secs(2) };
+        let webhook =
+            WebhookConfig { secret: self.webhook_secret.clone().map(Into::into), timeout: Duration::from_secs(2) };
         Sender::new(
             self.store.clone(),
             self.broker.clone(),
@@ -500,7 +501,9 @@ pub async fn a_claim_that_ran_out_while_queued_is_handed_back(store: Arc<dyn Sto
 pub async fn calendar_reminders_go_out_once_at_their_time(store: Arc<dyn Store>, broker: &TestBroker) {
     use herald_core::{
         broker::Message,
-        calendar::{Event, EventId, NOTIFICATION_KIND, NOTIFICATIONS_QUEUE, Notification, REMINDER_KIND},
+        calendar::{
+            CalendarEvent, CalendarEventId, NOTIFICATION_KIND, NOTIFICATIONS_QUEUE, Notification, REMINDER_KIND,
+        },
         task::{Description, Title},
         user::{Role, UserId},
     };
@@ -520,8 +523,8 @@ pub async fn calendar_reminders_go_out_once_at_their_time(store: Arc<dyn Store>,
         async move { router.run(stop).await }
     });
     let t = p.clock.now();
-    let mut event = Event {
-        id: EventId::new(),
+    let mut event = CalendarEvent {
+        id: CalendarEventId::new(),
         owner: user.user.id,
         title: Title::parse("Dentist").expect("title"),
         description: Description::default(),
@@ -531,12 +534,12 @@ pub async fn calendar_reminders_go_out_once_at_their_time(store: Arc<dyn Store>,
         created_at: t,
         updated_at: t,
     };
-    p.store.create_event(&event, &[], &event.reminders(t)).await.expect("create");
+    p.store.create_calendar_event(&event, &[], &event.reminders(t)).await.expect("create");
     let store = p.store.clone();
-    let reminders = move |owner: UserId, id: EventId, kind: &'static str| {
+    let reminders = move |owner: UserId, id: CalendarEventId, kind: &'static str| {
         let store = store.clone();
         async move {
-            let all = store.event_reminders(owner, id).await.expect("read").expect("event");
+            let all = store.calendar_event_reminders(owner, id).await.expect("read").expect("event");
             all.into_iter().filter(|d| d.kind == kind).collect::<Vec<_>>()
         }
     };
@@ -581,7 +584,7 @@ pub async fn calendar_reminders_go_out_once_at_their_time(store: Arc<dyn Store>,
     let now = p.clock.now();
     event.starts_at += chrono::Duration::days(1);
     event.updated_at = now;
-    p.store.update_event(&event, &[], &event.reminders(now)).await.expect("move");
+    p.store.update_calendar_event(&event, &[], &event.reminders(now)).await.expect("move");
     let due = event.starts_at - chrono::Duration::minutes(10);
     p.clock.set(due - secs(1));
     assert_eq!(p.tick().await, 0);
@@ -603,11 +606,11 @@ pub async fn calendar_reminders_go_out_once_at_their_time(store: Arc<dyn Store>,
     // notifications still waiting are cancelled with the event.
     let now = p.clock.now();
     event.starts_at += chrono::Duration::days(1);
-    p.store.update_event(&event, &[], &event.reminders(now)).await.expect("move again");
-    p.store.delete_event(event.owner, event.id, now, &|_| Vec::new()).await.expect("delete");
+    p.store.update_calendar_event(&event, &[], &event.reminders(now)).await.expect("move again");
+    p.store.delete_calendar_event(event.owner, event.id, now, &|_| Vec::new()).await.expect("delete");
     p.clock.set(event.starts_at);
     assert_eq!(p.tick().await, 0, "a deleted event reminds no one");
-    let all = p.store.event_reminders(event.owner, event.id).await.expect("read");
+    let all = p.store.calendar_event_reminders(event.owner, event.id).await.expect("read");
     assert!(all.is_none(), "the event is gone");
     let far = event.starts_at + chrono::Duration::days(30);
     assert_eq!(p.store.count_due_deliveries(far).await.expect("due"), 0);
@@ -615,11 +618,11 @@ pub async fn calendar_reminders_go_out_once_at_their_time(store: Arc<dyn Store>,
     // Notifications that reach the router late, after their event was deleted or moved, are
     // stale: nobody is told. A current one queued behind them shows they were taken.
     let mut other = event.clone();
-    other.id = EventId::new();
+    other.id = CalendarEventId::new();
     other.remind_before = None;
     other.starts_at = event.starts_at + chrono::Duration::days(7);
-    p.store.create_event(&other, &[], &other.reminders(now)).await.expect("another event");
-    let notification = |event_id: EventId, starts_at| {
+    p.store.create_calendar_event(&other, &[], &other.reminders(now)).await.expect("another event");
+    let notification = |event_id: CalendarEventId, starts_at| {
         let body = Notification { event_id: event_id.0, title: "Late".into(), starts_at, user_id: event.owner.0 };
         Message::new(Uuid::now_v7(), serde_json::to_vec(&body).expect("JSON"))
     };

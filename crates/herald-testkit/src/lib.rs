@@ -2,6 +2,9 @@
 //! adapter, and a spawner for the real application. The crate's `tests/it` holds the system's
 //! integration tests, built as one binary.
 
+// A test kit: a broken expectation is a failed test, and the message says which.
+#![allow(clippy::expect_used)]
+
 pub mod app;
 pub mod backend;
 pub mod broker_suite;

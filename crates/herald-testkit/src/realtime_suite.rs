@@ -253,7 +253,7 @@ pub async fn recovery_fails_once_the_gap_has_left_the_stream(cluster: &Cluster) 
     // Wait until the relay has published them, then keep only the newest 2 of the channel.
     wait_relayed(&node).await;
     let store = node.herald().services.store.clone();
-    assert_eq!(store.trim_channels(2, 100).await.expect("trim"), 2);
+    assert_eq!(store.trim_streams(2, 100).await.expect("trim"), 2);
 
     let mut ws = connect(&node, &ada, "tab").await;
     let lost = ws.subscribe(&channel(&ada), None).await;
@@ -313,7 +313,7 @@ pub async fn a_slow_session_is_disconnected_and_catches_up_by_recovery(cluster: 
     let now = chrono::Utc::now();
     let events: Vec<_> = (0..EVENTS)
         .map(|n| {
-            herald_core::event::NewEvent::for_user(owner, "test.big", json!({"n": n, "pad": "x".repeat(8000)}), now)
+            herald_core::change::ChangeEvent::for_user(owner, "test.big", json!({"n": n, "pad": "x".repeat(8000)}), now)
         })
         .collect();
     let store = node.herald().services.store.clone();
@@ -361,7 +361,7 @@ pub async fn room_messages_reach_every_member_live(cluster: &Cluster) {
     let (status, room) = cluster.post(&node, &ada, "/api/v1/rooms", &json!({"name": "general"})).await;
     assert_eq!(status, 201, "{room}");
     let room_id = room["id"].as_str().expect("room id").to_owned();
-    let room_channel = format!("room:{room_id}");
+    let room_stream = format!("room:{room_id}");
     let (status, added) =
         cluster.post(&node, &ada, &format!("/api/v1/rooms/{room_id}/members"), &json!({"user": bob.id})).await;
     assert_eq!(status, 201, "{added}");
@@ -371,10 +371,10 @@ pub async fn room_messages_reach_every_member_live(cluster: &Cluster) {
         (Some("room.member_added"), Some(room_id.as_str()))
     );
 
-    let joined = bob_ws.subscribe(&room_channel, None).await;
+    let joined = bob_ws.subscribe(&room_stream, None).await;
     assert_eq!(joined["ok"], true, "a member may read the room: {joined}");
     let mut eve_ws = connect(&node, &eve, "eve-tab").await;
-    let refused = eve_ws.subscribe(&room_channel, None).await;
+    let refused = eve_ws.subscribe(&room_stream, None).await;
     assert_eq!(refused["error"]["code"], "forbidden", "{refused}");
 
     let (status, _) =
@@ -382,7 +382,7 @@ pub async fn room_messages_reach_every_member_live(cluster: &Cluster) {
     assert_eq!(status, 201);
     let message = bob_ws.next_event(WAIT).await.expect("the message");
     assert_eq!(message["type"], "room.message");
-    assert_eq!(message["channel"], room_channel.as_str());
+    assert_eq!(message["channel"], room_stream.as_str());
     assert_eq!(message["data"]["body"], "hello");
     assert_eq!(message["data"]["author"], ada.id.to_string());
 
@@ -412,14 +412,14 @@ pub async fn a_removed_member_stops_receiving_the_room(cluster: &Cluster) {
     ];
     let (_, room) = cluster.post(&node, &ada, "/api/v1/rooms", &json!({"name": "general"})).await;
     let room_id = room["id"].as_str().expect("room id").to_owned();
-    let room_channel = format!("room:{room_id}");
+    let room_stream = format!("room:{room_id}");
     let members = format!("/api/v1/rooms/{room_id}/members");
     for member in [&bob, &carol] {
         let (status, body) = cluster.post(&node, &ada, &members, &json!({"user": member.id})).await;
         assert_eq!(status, 201, "{body}");
     }
     let mut bob_ws = connect(&node, &bob, "bob-tab").await;
-    let head = bob_ws.subscribe(&room_channel, None).await["offset"].as_i64().expect("offset");
+    let head = bob_ws.subscribe(&room_stream, None).await["offset"].as_i64().expect("offset");
     bob_ws.subscribe(&channel(&bob), None).await;
 
     let remove = |who: &Account, user: String| {
@@ -446,18 +446,18 @@ pub async fn a_removed_member_stops_receiving_the_room(cluster: &Cluster) {
     assert_eq!(status, 204, "{body}");
     let told = bob_ws.events(2, WAIT).await;
     let kinds: Vec<_> = told.iter().map(|e| (e["type"].as_str(), e["channel"].as_str())).collect();
-    assert!(kinds.contains(&(Some("room.member_removed"), Some(room_channel.as_str()))), "{told:?}");
+    assert!(kinds.contains(&(Some("room.member_removed"), Some(room_stream.as_str()))), "{told:?}");
     assert!(kinds.contains(&(Some("room.member_removed"), Some(channel(&bob).as_str()))), "{told:?}");
     let removed_at = head + 1;
     let (status, _) =
         cluster.post(&node, &ada, &format!("/api/v1/rooms/{room_id}/messages"), &json!({"body": "psst"})).await;
     assert_eq!(status, 201);
     assert!(bob_ws.next_event(QUIET).await.is_none(), "nothing of the room after the removal");
-    let again = bob_ws.subscribe(&room_channel, None).await;
+    let again = bob_ws.subscribe(&room_stream, None).await;
     assert_eq!(again["error"]["code"], "forbidden", "{again}");
     let denied = bob_ws.call("rooms.post_message", json!({"room": room_id, "body": "hello?"})).await;
     assert_eq!(denied["error"]["code"], "not_found", "{denied}");
-    wait_for_cursor_on(&node, &bob, "bob-tab", &room_channel, removed_at).await;
+    wait_for_cursor_on(&node, &bob, "bob-tab", &room_stream, removed_at).await;
 
     // Carol leaves by herself, over the socket; bob is added again and resumes after his removal.
     let mut carol_ws = connect(&node, &carol, "carol-tab").await;
@@ -466,7 +466,7 @@ pub async fn a_removed_member_stops_receiving_the_room(cluster: &Cluster) {
     let (status, _) = cluster.post(&node, &ada, &members, &json!({"user": bob.id})).await;
     assert_eq!(status, 201);
     assert_eq!(bob_ws.next_event(WAIT).await.expect("added again")["type"], "room.member_added");
-    let back = bob_ws.subscribe(&room_channel, None).await;
+    let back = bob_ws.subscribe(&room_stream, None).await;
     assert_eq!((back["ok"].as_bool(), back["recovered"].as_bool()), (Some(true), Some(true)), "{back}");
     let since = bob_ws.events(3, WAIT).await;
     let kinds: Vec<_> = since.iter().map(|e| e["type"].as_str().unwrap_or_default()).collect();
@@ -572,7 +572,7 @@ async fn wait_for_cursor(node: &Node, account: &Account, session: &str, offset: 
 /// As [`wait_for_cursor`], on `channel`.
 async fn wait_for_cursor_on(node: &Node, account: &Account, session: &str, channel: &str, offset: i64) {
     let store = node.herald().services.store.clone();
-    let session = herald_core::channel::SessionId::parse(session).expect("session");
+    let session = herald_core::stream::SessionId::parse(session).expect("session");
     let user = herald_core::user::UserId(account.id);
     let deadline = tokio::time::Instant::now() + WAIT;
     let mut seen = None;

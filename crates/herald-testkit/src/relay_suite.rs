@@ -9,7 +9,7 @@ use std::{
 
 use herald_core::{
     broker::Subscription,
-    event::NewEvent,
+    change::ChangeEvent,
     metrics::Metrics,
     store::Store,
     task::TaskStatus,
@@ -65,7 +65,7 @@ async fn receive(sub: &mut Box<dyn Subscription>, wait: Duration) -> Option<Seen
 async fn write_changes(store: &Arc<dyn Store>, owner: herald_core::user::UserId, count: usize) {
     let mut task = new_task(owner, "Relayed");
     store
-        .create_task(&task, &[NewEvent::for_user(owner, "task.created", serde_json::json!({}), task.created_at)])
+        .create_task(&task, &[ChangeEvent::for_user(owner, "task.created", serde_json::json!({}), task.created_at)])
         .await
         .expect("create");
     for i in 1..count {
@@ -73,7 +73,7 @@ async fn write_changes(store: &Arc<dyn Store>, owner: herald_core::user::UserId,
         next.version += 1;
         next.status = if i % 2 == 0 { TaskStatus::Todo } else { TaskStatus::Done };
         let event =
-            NewEvent::for_user(owner, "task.updated", serde_json::json!({"version": next.version}), next.updated_at);
+            ChangeEvent::for_user(owner, "task.updated", serde_json::json!({"version": next.version}), next.updated_at);
         store.update_task(&next, task.version, &[event]).await.expect("update");
         task = next;
     }

@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use herald_core::{
     broker::{self, Broker, BrokerError, ConsumeOptions},
-    calendar::{EventId, NOTIFICATIONS_QUEUE, Notification},
+    calendar::{CalendarEventId, NOTIFICATIONS_QUEUE, Notification},
     clock::Clock,
     metrics::Metrics,
     store::Store,
@@ -79,7 +79,7 @@ impl NotificationRouter {
     }
 
     /// Stores one message's deliveries, then acks it; redelivers it later if the store failed.
-    pub async fn route(&self, delivery: broker::Delivery) {
+    pub async fn route(&self, delivery: broker::QueueMessage) {
         let id = delivery.message.id;
         let notification: Notification = match serde_json::from_slice(&delivery.message.payload) {
             Ok(notification) => notification,
@@ -104,7 +104,7 @@ impl NotificationRouter {
                 // Deleted or moved after its reminder left: the reminder is stale, nobody is told.
                 // Compared to the microsecond, as the store keeps times.
                 let owner = UserId(notification.user_id);
-                let event = self.store.event(owner, EventId(notification.event_id)).await?;
+                let event = self.store.calendar_event(owner, CalendarEventId(notification.event_id)).await?;
                 let starts_at = notification.starts_at.timestamp_micros();
                 if event.is_none_or(|e| e.starts_at.timestamp_micros() != starts_at) {
                     tracing::info!("the event was deleted or moved after its reminder left; not delivered");
@@ -159,7 +159,7 @@ impl PeriodicJob for RetentionJob {
         let before = now - chrono::Duration::from_std(self.retention)?;
         let mut deleted = 0;
         loop {
-            let n = self.store.delete_events_ended_before(before, BATCH).await?;
+            let n = self.store.delete_calendar_events_ended_before(before, BATCH).await?;
             deleted += n;
             if n < u64::from(BATCH) {
                 break;

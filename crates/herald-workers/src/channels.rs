@@ -9,8 +9,9 @@ use std::{
 
 use chrono::{DateTime, Utc};
 use herald_core::{
-    delivery::{DeliveryJob, Failure, Outcome, classify_http},
+    delivery::{Attempt, DeliveryJob, Failure, classify_http},
     net::{Destinations, Refusal},
+    redact::SecretString,
 };
 use hmac::{Hmac, Mac};
 use reqwest::header;
@@ -26,7 +27,8 @@ pub const SIGNATURE_HEADER: &str = "Herald-Signature";
 pub struct ProviderConfig {
     /// Base URL, without a trailing slash.
     pub url: String,
-    pub token: String,
+    /// Prints as `***`.
+    pub token: SecretString,
     /// Longest wait for an answer.
     pub timeout: Duration,
 }
@@ -34,8 +36,8 @@ pub struct ProviderConfig {
 /// Signed webhooks.
 #[derive(Debug, Clone)]
 pub struct WebhookConfig {
-    /// The HMAC key; without one, webhook deliveries fail (never go out unsigned).
-    pub secret: Option<String>,
+    /// The HMAC key; without one, webhook deliveries fail (never go out unsigned). Prints as `***`.
+    pub secret: Option<SecretString>,
     pub timeout: Duration,
 }
 
@@ -76,7 +78,7 @@ impl HttpChannels {
 
     /// Calls the provider for `job`. The recipient is the phone (digits) and the payload's `text`
     /// the message; the delivery's number is the provider's message id, the same on every retry.
-    pub async fn provider(&self, job: &DeliveryJob, now: DateTime<Utc>) -> Outcome {
+    pub async fn provider(&self, job: &DeliveryJob, now: DateTime<Utc>) -> Attempt {
         let Some(provider) = &self.provider else {
             return Err(Failure::Malformed { reason: "no provider is configured (HERALD_PROVIDER_URL)".into() });
         };
@@ -95,7 +97,7 @@ impl HttpChannels {
         let request = self
             .provider_client
             .post(format!("{}/v1/send/{}", provider.url, job.number))
-            .bearer_auth(&provider.token)
+            .bearer_auth(provider.token.expose())
             .timeout(provider.timeout)
             .json(&body);
         call(request, now).await.map_err(|e| failure(&e))?
@@ -104,7 +106,7 @@ impl HttpChannels {
     /// POSTs the payload to the recipient URL, signed, if the destination is one webhooks may
     /// reach. A refused destination is a [`Failure::Connection`], like a host that is down; the
     /// log says which.
-    pub async fn webhook(&self, job: &DeliveryJob, now: DateTime<Utc>) -> Outcome {
+    pub async fn webhook(&self, job: &DeliveryJob, now: DateTime<Utc>) -> Attempt {
         let Some(secret) = &self.webhook.secret else {
             return Err(Failure::Malformed {
                 reason: "no webhook secret is configured (HERALD_WEBHOOK_SECRET)".into(),
@@ -130,7 +132,7 @@ impl HttpChannels {
             .webhook_client
             .post(url)
             .header(header::CONTENT_TYPE, "application/json")
-            .header(SIGNATURE_HEADER, sign(secret, now.timestamp(), &body))
+            .header(SIGNATURE_HEADER, sign(secret.expose(), now.timestamp(), &body))
             .header("Herald-Delivery", job.id.to_string())
             .header("Herald-Kind", &job.kind)
             .timeout(self.webhook.timeout)
@@ -153,7 +155,7 @@ impl HttpChannels {
 }
 
 /// Sends `request` and classifies the answer; `Err` when no answer came.
-async fn call(request: reqwest::RequestBuilder, now: DateTime<Utc>) -> Result<Outcome, reqwest::Error> {
+async fn call(request: reqwest::RequestBuilder, now: DateTime<Utc>) -> Result<Attempt, reqwest::Error> {
     let response = request.send().await?;
     let retry_after = response.headers().get(header::RETRY_AFTER).and_then(|v| v.to_str().ok()).map(str::to_owned);
     let status = response.status().as_u16();
@@ -251,6 +253,7 @@ pub fn sign(secret: &str, t: i64, body: &[u8]) -> String {
 /// The HMAC-SHA256 of `"<t>.<body>"` under `secret`, not yet finalized.
 fn mac(secret: &str, t: i64, body: &[u8]) -> Hmac<Sha256> {
     // HMAC accepts keys of any length.
+    #[allow(clippy::expect_used, reason = "HMAC takes keys of any length")]
     let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(secret.as_bytes()).expect("any key length");
     mac.update(t.to_string().as_bytes());
     mac.update(b".");

@@ -15,7 +15,7 @@ const BATCH: usize = 500;
 
 /// One pass's result.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct Outcome {
+pub struct Sweep {
     /// Files looked at.
     pub scanned: usize,
     /// Files younger than the grace period, left alone.
@@ -39,10 +39,10 @@ pub struct FileCollector {
 
 impl FileCollector {
     /// One pass over the file store.
-    pub async fn tick(&self) -> Result<Outcome, Box<dyn std::error::Error + Send + Sync>> {
+    pub async fn tick(&self) -> Result<Sweep, Box<dyn std::error::Error + Send + Sync>> {
         let now = SystemTime::now();
         let entries = self.files.scan().await?;
-        let mut outcome = Outcome { scanned: entries.len(), ..Outcome::default() };
+        let mut outcome = Sweep { scanned: entries.len(), ..Sweep::default() };
         let (old, fresh): (Vec<_>, Vec<_>) =
             entries.into_iter().partition(|e| now.duration_since(e.modified).is_ok_and(|age| age >= self.grace));
         outcome.fresh = fresh.len();

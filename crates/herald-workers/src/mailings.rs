@@ -29,8 +29,8 @@ pub struct MailingsJob {
     store: Arc<dyn Store>,
     metrics: Arc<Metrics>,
     /// Mailings whose progress gauge is set, so finished ones are removed from the export.
-    gauged: std::sync::Mutex<HashSet<String>>,
-    measured_at: std::sync::Mutex<Option<DateTime<Utc>>>,
+    gauged: parking_lot::Mutex<HashSet<String>>,
+    measured_at: parking_lot::Mutex<Option<DateTime<Utc>>>,
 }
 
 impl MailingsJob {
@@ -78,7 +78,7 @@ impl MailingsJob {
             let labels = StatusLabels { status: status.as_str().to_owned() };
             self.metrics.mailing_messages.get_or_create(&labels).set(i64::try_from(n).unwrap_or(i64::MAX));
         }
-        let mut previous = self.gauged.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut previous = self.gauged.lock();
         for gone in previous.difference(&gauged) {
             self.metrics.mailing_progress.remove(&MailingLabels { mailing_id: gone.clone() });
         }
@@ -101,7 +101,7 @@ impl PeriodicJob for MailingsJob {
             tracing::info!(mailing_id = %id, "mailing finished");
         }
         let measure = {
-            let mut at = self.measured_at.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut at = self.measured_at.lock();
             let due = !finished.is_empty() || at.is_none_or(|at| now - at >= MEASURE_EVERY);
             if due {
                 *at = Some(now);

@@ -11,7 +11,7 @@ use std::{sync::Arc, time::Duration};
 use chrono::Utc;
 use herald_core::{
     broker::{Broker, BrokerError},
-    event::OutboxEvent,
+    change::OutboxEvent,
     metrics::Metrics,
     store::{Store, StoreError},
     trace,
@@ -138,7 +138,7 @@ impl Relay {
             }
         }
         loop {
-            let trimmed = self.store.trim_channels(self.options.channel_max_events, 10_000).await?;
+            let trimmed = self.store.trim_streams(self.options.channel_max_events, 10_000).await?;
             total += trimmed;
             if trimmed < 10_000 {
                 return Ok(total);

@@ -15,11 +15,8 @@
 //! missed while no scheduler was up is not made up (each job's next run is computed from the time
 //! its scheduler took over).
 
-use std::{
-    collections::BTreeMap,
-    sync::{Arc, Mutex, PoisonError},
-    time::Duration,
-};
+use parking_lot::Mutex;
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -154,13 +151,13 @@ impl Scheduler {
     /// Adds a periodic job on `schedule` (`off` leaves it out).
     pub fn with_job(self, job: Arc<dyn PeriodicJob>, schedule: Schedule) -> Self {
         let next = schedule.next_after(self.clock.now());
-        self.jobs.lock().unwrap_or_else(PoisonError::into_inner).push(Scheduled { job, schedule, next });
+        self.jobs.lock().push(Scheduled { job, schedule, next });
         self
     }
 
     /// The configured jobs and their schedules, for the log at start.
     pub fn job_schedules(&self) -> BTreeMap<String, String> {
-        let jobs = self.jobs.lock().unwrap_or_else(PoisonError::into_inner);
+        let jobs = self.jobs.lock();
         jobs.iter().map(|s| (s.job.name().to_owned(), s.schedule.to_string())).collect()
     }
 
@@ -168,7 +165,7 @@ impl Scheduler {
     pub async fn tick(&self) -> Result<Pass, SchedulerError> {
         let now = self.clock.now();
         let rescue = {
-            let mut at = self.rescued_at.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut at = self.rescued_at.lock();
             let interval = chrono::Duration::from_std(self.options.interval).unwrap_or(chrono::Duration::MAX);
             let due = at.is_none_or(|at| now - at >= interval);
             if due {
@@ -243,7 +240,7 @@ impl Scheduler {
         }
         let now = self.clock.now();
         let due: Vec<(usize, Arc<dyn PeriodicJob>)> = {
-            let jobs = self.jobs.lock().unwrap_or_else(PoisonError::into_inner);
+            let jobs = self.jobs.lock();
             jobs.iter()
                 .enumerate()
                 .filter(|(_, s)| s.next.is_some_and(|at| at <= now))
@@ -269,7 +266,7 @@ impl Scheduler {
                 }
             };
             self.metrics.jobs.get_or_create(&JobLabels { job: name.clone(), result: result.into() }).inc();
-            let mut jobs = self.jobs.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut jobs = self.jobs.lock();
             let scheduled = &mut jobs[index];
             scheduled.next = scheduled.schedule.next_after(now);
             ran.push(name);

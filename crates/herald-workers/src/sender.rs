@@ -25,10 +25,11 @@
 
 mod guards;
 
+use parking_lot::Mutex;
 use std::{
     collections::{HashMap, HashSet},
     sync::{
-        Arc, Mutex, PoisonError,
+        Arc,
         atomic::{AtomicBool, AtomicUsize, Ordering},
     },
     time::{Duration, Instant},
@@ -38,12 +39,12 @@ use chrono::{DateTime, Utc};
 use herald_core::{
     broker::{self, Broker, ConsumeOptions},
     campaign::MESSAGE_KIND,
+    change::{ChangeEvent, user_stream},
     clock::Clock,
     delivery::{
-        BreakerConfig, BreakerState, Channel, DELIVERY_QUEUE, Decision, DeliveryId, DeliveryJob, DeliveryReport,
-        DeliveryStatus, Failure, JobBatch, Outcome, RetryPolicy, ZonedWindow,
+        Attempt, BreakerConfig, BreakerState, Channel, DELIVERY_QUEUE, Decision, DeliveryId, DeliveryJob,
+        DeliveryReport, DeliveryStatus, Failure, JobBatch, RetryPolicy, ZonedWindow,
     },
-    event::{NewEvent, user_channel},
     metrics::{ChannelLabels, Metrics, OutcomeLabels},
     store::Store,
     trace,
@@ -120,25 +121,25 @@ enum Disposition {
 /// A queue message whose jobs are in progress: settled once the last of them is recorded, and
 /// redelivered if any of them asked for it.
 struct InFlight {
-    delivery: Mutex<Option<broker::Delivery>>,
+    delivery: Mutex<Option<broker::QueueMessage>>,
     remaining: AtomicUsize,
     retry: AtomicBool,
 }
 
 impl InFlight {
-    fn new(delivery: broker::Delivery, jobs: usize) -> Arc<Self> {
+    fn new(delivery: broker::QueueMessage, jobs: usize) -> Arc<Self> {
         Arc::new(Self { delivery: Mutex::new(Some(delivery)), remaining: AtomicUsize::new(jobs), retry: false.into() })
     }
 
     /// Counts one job as recorded; the message once its last job is.
-    fn finish_one(&self, retry: bool) -> Option<(broker::Delivery, bool)> {
+    fn finish_one(&self, retry: bool) -> Option<(broker::QueueMessage, bool)> {
         if retry {
             self.retry.store(true, Ordering::Relaxed);
         }
         if self.remaining.fetch_sub(1, Ordering::AcqRel) != 1 {
             return None;
         }
-        let delivery = self.delivery.lock().unwrap_or_else(PoisonError::into_inner).take()?;
+        let delivery = self.delivery.lock().take()?;
         Some((delivery, self.retry.load(Ordering::Relaxed)))
     }
 }
@@ -205,17 +206,17 @@ impl Sender {
     /// always given): closed for a host this sender does not keep.
     pub fn webhook_breaker_state(&self, host: &str) -> BreakerState {
         let now = self.0.clock.now();
-        let guards = self.0.guards.lock().unwrap_or_else(PoisonError::into_inner);
+        let guards = self.0.guards.lock();
         guards.host_state(host, now).unwrap_or(BreakerState::Closed)
     }
 
     /// How many webhook destination hosts this sender keeps a breaker for (at most `max_hosts`).
     pub fn webhook_hosts(&self) -> usize {
-        self.0.guards.lock().unwrap_or_else(PoisonError::into_inner).hosts()
+        self.0.guards.lock().hosts()
     }
 
     fn with_guard<T>(&self, key: &GuardKey, f: impl FnOnce(&mut Guard) -> T) -> T {
-        self.0.guards.lock().unwrap_or_else(PoisonError::into_inner).with(key, f)
+        self.0.guards.lock().with(key, f)
     }
 
     /// Consumes the delivery queue until `shutdown`, then finishes what is in flight, records it
@@ -315,7 +316,7 @@ impl Sender {
 
     /// The jobs of a queue message whose claims are still current; `None` when the store could
     /// not tell (redeliver the message later). An unreadable message has none.
-    async fn current_jobs(&self, delivery: &broker::Delivery) -> Option<Vec<DeliveryJob>> {
+    async fn current_jobs(&self, delivery: &broker::QueueMessage) -> Option<Vec<DeliveryJob>> {
         let inner = &self.0;
         let jobs = match JobBatch::decode(&delivery.message.payload) {
             Ok(jobs) => jobs,
@@ -335,7 +336,7 @@ impl Sender {
         };
         let before = jobs.len();
         let jobs: Vec<DeliveryJob> = {
-            let mut taken = inner.taken.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut taken = inner.taken.lock();
             jobs.into_iter().filter(|job| current.contains(&DeliveryId(job.id)) && taken.insert(job.claim())).collect()
         };
         if jobs.len() < before {
@@ -389,7 +390,7 @@ impl Sender {
             }
             // Recorded: from now on the store's claim check keeps a second copy from being sent.
             {
-                let mut taken = self.0.taken.lock().unwrap_or_else(PoisonError::into_inner);
+                let mut taken = self.0.taken.lock();
                 for claim in &claims {
                     taken.remove(claim);
                 }
@@ -496,11 +497,11 @@ impl Sender {
             return Disposition::Report(self.report_for(job, "realtime", DeliveryStatus::Failed, now, reason));
         };
         let kind = job.payload.get("type").and_then(|t| t.as_str()).unwrap_or(&job.kind).to_owned();
-        let event = NewEvent {
+        let event = ChangeEvent {
             // The delivery's id: the event of a delivery is one event, however often it is tried.
             id: job.id,
             kind,
-            channel: user_channel(UserId(user)),
+            channel: user_stream(UserId(user)),
             payload: job.payload.clone(),
             created_at: now,
             // The channel call's span: the relay and the gateway continue this delivery's trace.
@@ -519,7 +520,7 @@ impl Sender {
     /// Publishes the payload, as it is, on the broker work queue the recipient names; the
     /// delivery's id is the message id, so a repeated attempt is one message to de-duplicating
     /// consumers.
-    async fn publish(&self, job: &DeliveryJob) -> Outcome {
+    async fn publish(&self, job: &DeliveryJob) -> Attempt {
         let payload = serde_json::to_vec(&job.payload).map_err(|e| Failure::Malformed { reason: e.to_string() })?;
         let message = broker::Message::new(job.id, payload)
             .with_header(TYPE_HEADER, job.kind.clone())
@@ -578,7 +579,7 @@ impl Sender {
     /// gauge; webhook hosts have none: user-aimed, some host is always down somewhere, so one
     /// value for all of them would be an alert that never clears, and one per host would put
     /// users' hosts in the metrics without bound.
-    fn record_health(&self, key: &GuardKey, outcome: &Outcome, now: DateTime<Utc>) {
+    fn record_health(&self, key: &GuardKey, outcome: &Attempt, now: DateTime<Utc>) {
         let (before, state) = self.with_guard(key, |g| {
             let before = g.breaker.state(now);
             g.breaker.record(outcome, now);
@@ -608,7 +609,7 @@ impl Sender {
         }
     }
 
-    fn decide(&self, job: &DeliveryJob, channel: Channel, outcome: Outcome, now: DateTime<Utc>) -> DeliveryReport {
+    fn decide(&self, job: &DeliveryJob, channel: Channel, outcome: Attempt, now: DateTime<Utc>) -> DeliveryReport {
         let attempts = job.attempts + 1;
         let mut report = DeliveryReport {
             id: DeliveryId(job.id),
@@ -628,7 +629,7 @@ impl Sender {
         };
         report.sent_at = None;
         let decision = {
-            let mut rng = self.0.rng.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut rng = self.0.rng.lock();
             self.0.options.policy.next_attempt(attempts, &failure, now, job.deadline, &mut *rng)
         };
         match decision {
@@ -737,7 +738,7 @@ fn delivery_span(job: &DeliveryJob) -> tracing::Span {
 }
 
 /// Acks a queue message, or redelivers it after a second when `retry`.
-async fn settle(delivery: broker::Delivery, retry: bool) {
+async fn settle(delivery: broker::QueueMessage, retry: bool) {
     let settled = if retry { delivery.nack(Some(Duration::from_secs(1))).await } else { delivery.ack().await };
     if let Err(err) = settled {
         tracing::debug!(error = %err, "could not settle a queue message; the broker redelivers it");

@@ -11,13 +11,11 @@ use herald_core::{
     delivery::{BreakerConfig, Channel, RetryPolicy},
     metrics::Metrics,
     net::{Destinations, Resolve},
+    realtime::{Engine, EngineOptions},
     store::Store,
     throttle::{Throttle, ThrottleOptions},
 };
-use herald_http::{
-    HttpOptions, Probes,
-    gateway::{Gateway, GatewayOptions},
-};
+use herald_http::{HttpOptions, Probes};
 use herald_store::{LocalFiles, StoreUrl};
 use herald_workers::{
     calendar::{NotificationRouter, RetentionJob},
@@ -175,27 +173,35 @@ pub fn destinations(config: &Config, resolver: Arc<dyn Resolve>) -> Destinations
 }
 
 /// Parts a caller may put in place of the ones the configuration names (tests do).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Parts {
-    /// Resolves the names of outbound destinations; the system resolver by default.
-    pub resolver: Arc<dyn Resolve>,
+    /// Resolves the names of outbound destinations; `None` is the system resolver with
+    /// `dns_lookup_concurrency` look-ups at once.
+    pub resolver: Option<Arc<dyn Resolve>>,
 }
 
-impl Default for Parts {
-    fn default() -> Self {
-        Self { resolver: Arc::new(herald_workers::net::SystemResolver) }
+impl Parts {
+    /// The resolver to use under `config`.
+    pub fn resolver(&self, config: &Config) -> Arc<dyn Resolve> {
+        self.resolver.clone().unwrap_or_else(|| system_resolver(config))
     }
+}
+
+/// The operating system's resolver, bounded as configured.
+pub fn system_resolver(config: &Config) -> Arc<dyn Resolve> {
+    let concurrency = usize::try_from(config.dns_lookup_concurrency.0).unwrap_or(usize::MAX);
+    Arc::new(herald_workers::net::SystemResolver::new(concurrency))
 }
 
 /// The HTTP channels as configured, with webhooks limited to `destinations`.
 pub fn http_channels(config: &Config, destinations: Destinations) -> HttpChannels {
     let provider = config.provider_url.0.as_ref().map(|url| ProviderConfig {
         url: url.0.clone(),
-        token: config.provider_token.0.as_ref().map(|t| t.expose().to_owned()).unwrap_or_default(),
+        token: config.provider_token.0.as_ref().map(|t| t.expose().into()).unwrap_or_default(),
         timeout: config.provider_timeout.0,
     });
     let webhook = WebhookConfig {
-        secret: config.webhook_secret.0.as_ref().map(|s| s.expose().to_owned()),
+        secret: config.webhook_secret.0.as_ref().map(|s| s.expose().into()),
         timeout: config.webhook_timeout.0,
     };
     HttpChannels::new(provider, webhook, destinations)
@@ -210,7 +216,7 @@ pub fn sender(
     clock: Arc<dyn Clock>,
     metrics: Arc<Metrics>,
 ) -> Sender {
-    let destinations = destinations(config, Parts::default().resolver);
+    let destinations = destinations(config, system_resolver(config));
     sender_with(config, store, broker, clock, metrics, destinations)
 }
 
@@ -340,16 +346,16 @@ pub fn server_limits(config: &Config) -> herald_http::server::ServerLimits {
     }
 }
 
-/// The gateway's settings.
-pub fn gateway_options(config: &Config) -> GatewayOptions {
-    GatewayOptions {
+/// The session engine's settings.
+pub fn engine_options(config: &Config) -> EngineOptions {
+    EngineOptions {
         session_buffer: usize::try_from(config.session_buffer.0).unwrap_or(usize::MAX),
         session_idle_timeout: config.session_idle_timeout.0,
         sessions_per_user: config.sessions_per_user.0 as usize,
         subscriptions_per_session: config.subscriptions_per_session.0 as usize,
         calls_in_flight: config.session_calls_in_flight.0 as usize,
         trusted_proxies: config.trusted_proxies.clone(),
-        ..GatewayOptions::default()
+        ..EngineOptions::default()
     }
 }
 
@@ -370,9 +376,10 @@ async fn start_roles(config: &Config, roles: Roles, parts: Parts) -> anyhow::Res
         throttle: Throttle::new(ThrottleOptions {
             per_account: config.auth_account_rate.0,
             per_address: config.auth_address_rate.0,
+            lookups_per_account: config.webhook_lookup_rate.0,
             max_keys: config.auth_rate_keys.0 as usize,
         }),
-        destinations: destinations(config, parts.resolver.clone()),
+        destinations: destinations(config, parts.resolver(config)),
         clock: Arc::new(SystemClock),
         metrics: metrics.clone(),
     }));
@@ -398,10 +405,10 @@ async fn start_roles(config: &Config, roles: Roles, parts: Parts) -> anyhow::Res
         })
     };
     if roles.gateway {
-        let gateway = Gateway::new(herald.clone(), gateway_options(config), readiness.register("gateway"));
-        router = gateway.attach(router);
+        let engine = Engine::new(herald.clone(), engine_options(config), readiness.register("gateway"));
+        router = herald_http::gateway::attach(&engine, router);
         let stop = shutdown.clone();
-        workers.spawn(async move { gateway.run(stop).await });
+        workers.spawn(async move { engine.run(stop).await });
     }
     let listener = TcpListener::bind(config.http_addr)
         .await

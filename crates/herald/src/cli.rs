@@ -64,82 +64,10 @@ pub enum Command {
         #[command(subcommand)]
         command: UsersCommand,
     },
-    /// Measure against the configured backends (use a scratch database: it writes rows).
-    Bench {
-        #[command(subcommand)]
-        command: BenchCommand,
-    },
     /// Collect garbage once.
     Gc {
         #[command(subcommand)]
         command: GcCommand,
-    },
-}
-
-#[derive(Debug, Subcommand)]
-pub enum BenchCommand {
-    /// Relay throughput: write N outbox events, then time the relay publishing them to a subscriber.
-    Relay {
-        #[arg(long, default_value_t = 100_000)]
-        events: usize,
-    },
-    /// The broker's topic path alone: broadcast a batch every 10 ms on one connection, receive it
-    /// on another; time each broadcast and each batch's arrival.
-    Broadcast {
-        /// Messages per batch (the relay publishes in batches).
-        #[arg(long, default_value_t = 20)]
-        batch: usize,
-        #[arg(long, default_value_t = 1_000)]
-        batches: usize,
-    },
-    /// One mailing end to end: load N clients, start a mailing to them all, time it until every
-    /// message is final. Needs HERALD_PROVIDER_URL (run the mock provider apart).
-    Mailing {
-        #[arg(long, default_value_t = 1_000_000)]
-        clients: u64,
-        /// Senders in this process (each with HERALD_SENDER_CONCURRENCY in flight).
-        #[arg(long, default_value_t = 1)]
-        senders: usize,
-        /// Schedulers in this process (they claim side by side, as separate processes would).
-        #[arg(long, default_value_t = 1)]
-        schedulers: usize,
-    },
-    /// Real-time sessions: start `herald serve` as a child on HERALD_HTTP_ADDR, open N WebSocket
-    /// sessions to it (memory per idle session), then write events at a steady rate and time
-    /// each from its write to its arrival at the client.
-    Realtime {
-        #[arg(long, default_value_t = 10_000)]
-        sessions: usize,
-        /// Sessions of one user (each event of that user reaches all of them).
-        #[arg(long, default_value_t = 1)]
-        sessions_per_user: usize,
-        /// Events written per second.
-        #[arg(long, default_value_t = 2_000)]
-        rate: u32,
-        #[arg(long, default_value_t = 30)]
-        seconds: u64,
-    },
-    /// A long run under churn: start `herald serve` as a child on HERALD_HTTP_ADDR; keep N
-    /// WebSocket sessions open, each subscribing, receiving and acking events and dropping after
-    /// a random lifetime (then replaced), while events are written at a steady rate; sample the
-    /// server's RSS, open sockets, threads and live tasks, and print their slope per hour.
-    Soak {
-        /// Sessions open at any moment.
-        #[arg(long, default_value_t = 200)]
-        sessions: usize,
-        #[arg(long, default_value_t = 20)]
-        users: usize,
-        /// Events written per second.
-        #[arg(long, default_value_t = 50)]
-        rate: u32,
-        #[arg(long, default_value_t = 900)]
-        seconds: u64,
-        /// Longest life of one session, in seconds.
-        #[arg(long, default_value_t = 20)]
-        lifetime: u64,
-        /// Seconds between samples.
-        #[arg(long, default_value_t = 30)]
-        sample: u64,
     },
 }
 
@@ -294,23 +222,6 @@ async fn execute(command: Command, config: &config::Config) -> anyhow::Result<Ex
             if outcome.failed > 0 {
                 return Ok(ExitCode::FAILURE);
             }
-        }
-        Command::Bench { command: BenchCommand::Relay { events } } => {
-            crate::bench::relay(config, events).await?.print(config);
-        }
-        Command::Bench { command: BenchCommand::Realtime { sessions, sessions_per_user, rate, seconds } } => {
-            let options = crate::bench::realtime::RealtimeOptions { sessions, sessions_per_user, rate, seconds };
-            crate::bench::realtime::realtime(config, options).await?.print(config);
-        }
-        Command::Bench { command: BenchCommand::Soak { sessions, users, rate, seconds, lifetime, sample } } => {
-            let options = crate::bench::soak::SoakOptions { sessions, users, rate, seconds, lifetime, sample };
-            crate::bench::soak::soak(config, options).await?.print(config);
-        }
-        Command::Bench { command: BenchCommand::Broadcast { batch, batches } } => {
-            crate::bench::broadcast::broadcast(config, batch, batches).await?.print(config);
-        }
-        Command::Bench { command: BenchCommand::Mailing { clients, senders, schedulers } } => {
-            crate::bench::mailing::mailing(config, clients, senders, schedulers).await?.print(config);
         }
         Command::Config { .. } => unreachable!("handled above"),
     }

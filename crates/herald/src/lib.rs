@@ -2,7 +2,6 @@
 //! starts the real application through [`app::start`].
 
 pub mod app;
-pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod logging;

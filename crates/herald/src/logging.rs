@@ -15,8 +15,10 @@ pub fn init(format: LogFormat, filter: &LogFilter, telemetry: Option<&Telemetry>
     let filter = EnvFilter::try_new(&filter.0).unwrap_or_else(|_| EnvFilter::new("info"));
     // Spans that exist for traces only stay out of the logs, so a log line keeps its request or
     // delivery span.
-    let filter =
-        filter.add_directive(format!("{}=off", herald_core::trace::TARGET).parse().expect("a valid directive"));
+    let filter = match format!("{}=off", herald_core::trace::TARGET).parse() {
+        Ok(directive) => filter.add_directive(directive),
+        Err(_) => filter,
+    };
     let json = match format {
         LogFormat::Json => true,
         LogFormat::Pretty => false,

@@ -6,7 +6,7 @@ use std::{fmt, sync::Arc, time::Duration};
 
 use async_trait::async_trait;
 use futures::StreamExt as _;
-use herald_core::broker::{Acker, BrokerError, ConsumeOptions, Delivery, QueueConsumer};
+use herald_core::broker::{Acker, BrokerError, ConsumeOptions, QueueConsumer, QueueMessage};
 use lapin::{
     Channel,
     options::{BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions},
@@ -25,7 +25,7 @@ use crate::{
 
 /// The handle: deliveries arrive on a channel fed by the consuming task.
 pub(super) struct AmqpConsumer {
-    rx: mpsc::Receiver<Delivery>,
+    rx: mpsc::Receiver<QueueMessage>,
     queue: String,
 }
 
@@ -54,7 +54,7 @@ impl AmqpConsumer {
 
 #[async_trait]
 impl QueueConsumer for AmqpConsumer {
-    async fn next(&mut self) -> Result<Delivery, BrokerError> {
+    async fn next(&mut self) -> Result<QueueMessage, BrokerError> {
         self.rx.recv().await.ok_or(BrokerError::Closed)
     }
 }
@@ -64,7 +64,7 @@ async fn run(
     shared: Arc<Shared>,
     queue: String,
     options: ConsumeOptions,
-    tx: mpsc::Sender<Delivery>,
+    tx: mpsc::Sender<QueueMessage>,
     ready: oneshot::Sender<Result<(), BrokerError>>,
 ) {
     let mut ready = Some(ready);
@@ -131,7 +131,7 @@ async fn wrap(
     queue: &str,
     options: ConsumeOptions,
     delivery: lapin::message::Delivery,
-) -> Option<Delivery> {
+) -> Option<QueueMessage> {
     let acker = delivery.acker;
     let (message, dead_lettered) = match convert::message(&delivery.properties, delivery.data) {
         Ok(converted) => converted,
@@ -149,7 +149,7 @@ async fn wrap(
     });
     let settle =
         AmqpAcker { acker, lease, shared: Arc::clone(shared), queue: queue.to_owned(), message: message.clone() };
-    Some(Delivery::new(message, delivery.redelivered || dead_lettered, Box::new(settle)))
+    Some(QueueMessage::new(message, delivery.redelivered || dead_lettered, Box::new(settle)))
 }
 
 struct AmqpAcker {

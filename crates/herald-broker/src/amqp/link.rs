@@ -1,10 +1,11 @@
 //! The AMQP connection and what hangs off it: the confirming publish channel, the names declared
 //! on it, and the supervisor that replaces the connection when it drops.
 
+use parking_lot::{Mutex, MutexGuard};
 use std::{
     collections::{BTreeSet, HashSet},
     future::Future as _,
-    sync::{Arc, Mutex, MutexGuard},
+    sync::Arc,
     task::Poll,
     time::Duration,
 };
@@ -80,7 +81,7 @@ impl Shared {
     }
 
     fn topology(&self) -> MutexGuard<'_, Topology> {
-        self.topology.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.topology.lock()
     }
 
     pub(super) fn install(&self, link: Arc<Link>) {
@@ -143,7 +144,7 @@ impl Link {
     }
 
     fn declared(&self) -> MutexGuard<'_, HashSet<String>> {
-        self.declared.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.declared.lock()
     }
 
     /// Declares the durable queue `name` once per connection.

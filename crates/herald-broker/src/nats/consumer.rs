@@ -3,12 +3,8 @@
 //! a lease that naks it when this consumer's own ack deadline passes (the durable's `ack_wait` is
 //! the backstop when a whole process dies). Dropping the consumer naks everything it still holds.
 
-use std::{
-    collections::HashMap,
-    fmt,
-    sync::{Arc, Mutex, MutexGuard},
-    time::Duration,
-};
+use parking_lot::{Mutex, MutexGuard};
+use std::{collections::HashMap, fmt, sync::Arc, time::Duration};
 
 use async_nats::jetstream::{
     self, AckKind,
@@ -17,7 +13,7 @@ use async_nats::jetstream::{
 };
 use async_trait::async_trait;
 use futures::StreamExt as _;
-use herald_core::broker::{Acker, BrokerError, ConsumeOptions, Delivery, QueueConsumer};
+use herald_core::broker::{Acker, BrokerError, ConsumeOptions, QueueConsumer, QueueMessage};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -37,7 +33,7 @@ const PULL_HEARTBEAT: Duration = Duration::from_secs(1);
 const RELEASE_DELAY: Duration = Duration::from_millis(2_500);
 
 pub(super) struct NatsConsumer {
-    rx: mpsc::Receiver<Delivery>,
+    rx: mpsc::Receiver<QueueMessage>,
     queue: String,
 }
 
@@ -57,7 +53,7 @@ struct Held {
 type SharedHeld = Arc<Mutex<Held>>;
 
 fn lock(held: &SharedHeld) -> MutexGuard<'_, Held> {
-    held.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    held.lock()
 }
 
 /// A durable consumer name for `queue`: `_` becomes `__` and `.` becomes `_d`, so distinct
@@ -123,7 +119,7 @@ async fn pull_stream(consumer: &PullConsumer, prefetch: usize) -> Result<pull::S
 
 #[async_trait]
 impl QueueConsumer for NatsConsumer {
-    async fn next(&mut self) -> Result<Delivery, BrokerError> {
+    async fn next(&mut self) -> Result<QueueMessage, BrokerError> {
         self.rx.recv().await.ok_or(BrokerError::Closed)
     }
 }
@@ -133,7 +129,7 @@ async fn run(
     mut messages: pull::Stream,
     prefetch: usize,
     options: ConsumeOptions,
-    tx: mpsc::Sender<Delivery>,
+    tx: mpsc::Sender<QueueMessage>,
     closed: CancellationToken,
 ) {
     let held = SharedHeld::default();
@@ -184,7 +180,7 @@ async fn run(
 }
 
 /// Wraps a JetStream message with its lease; a message without an id is terminated.
-async fn wrap(held: &SharedHeld, options: ConsumeOptions, message: jetstream::Message) -> Option<Delivery> {
+async fn wrap(held: &SharedHeld, options: ConsumeOptions, message: jetstream::Message) -> Option<QueueMessage> {
     let redelivered = message.info().is_ok_and(|info| info.delivered > 1);
     let (message, acker) = message.split();
     let acker = Arc::new(acker);
@@ -211,7 +207,7 @@ async fn wrap(held: &SharedHeld, options: ConsumeOptions, message: jetstream::Me
     });
     lock(held).leases.insert(key, (Arc::clone(&lease), Arc::clone(&acker)));
     let settle = NatsSettle { acker, lease, held: Arc::clone(held), key };
-    Some(Delivery::new(converted, redelivered, Box::new(settle)))
+    Some(QueueMessage::new(converted, redelivered, Box::new(settle)))
 }
 
 struct NatsSettle {

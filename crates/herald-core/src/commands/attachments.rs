@@ -11,9 +11,9 @@ use uuid::Uuid;
 use crate::{
     Services,
     auth::Identity,
+    change::ChangeEvent,
     command::{Access, Command, Ctx},
     error::{ApiError, ErrorCode},
-    event::NewEvent,
     files::{Opened, StoredFile},
     task::{Attachment, AttachmentId, TaskId, clean_content_type, clean_file_name},
 };
@@ -49,8 +49,8 @@ impl From<&Attachment> for AttachmentView {
 }
 
 /// The `attachment.deleted` event of `attachment`.
-pub fn deleted_event(attachment: &Attachment, now: DateTime<Utc>) -> NewEvent {
-    NewEvent::for_user(
+pub fn deleted_event(attachment: &Attachment, now: DateTime<Utc>) -> ChangeEvent {
+    ChangeEvent::for_user(
         attachment.owner,
         "attachment.deleted",
         json!({"id": attachment.id, "task_id": attachment.task_id}),
@@ -103,7 +103,7 @@ pub async fn attach(
         created_at: now,
     };
     let view = AttachmentView::from(&attachment);
-    let event = NewEvent::for_user(identity.user_id, "attachment.added", json!(view), now);
+    let event = ChangeEvent::for_user(identity.user_id, "attachment.added", json!(view), now);
     if let Err(err) = svc.store.add_attachment(&attachment, &[event]).await {
         remove_files(svc, std::slice::from_ref(&attachment)).await;
         return Err(match err {

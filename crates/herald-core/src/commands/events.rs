@@ -14,12 +14,12 @@ use uuid::Uuid;
 use super::tasks::Deleted;
 use crate::{
     Services,
-    calendar::{Event, EventId, MAX_SPAN_SECONDS, Period},
+    calendar::{CalendarEvent, CalendarEventId, MAX_SPAN_SECONDS, Period},
     campaign::TimeZone,
+    change::ChangeEvent,
     command::{Access, Command, Ctx},
     delivery::Delivery,
     error::{ApiError, ErrorCode, FieldError},
-    event::NewEvent,
     store::{EVENTS_OVERLAP, StoreError},
     task::{Description, Title},
     trace,
@@ -43,8 +43,8 @@ pub struct EventView {
     pub updated_at: DateTime<Utc>,
 }
 
-impl From<&Event> for EventView {
-    fn from(e: &Event) -> Self {
+impl From<&CalendarEvent> for EventView {
+    fn from(e: &CalendarEvent) -> Self {
         Self {
             id: e.id.0,
             title: e.title.as_str().to_owned(),
@@ -59,8 +59,8 @@ impl From<&Event> for EventView {
     }
 }
 
-fn changed(e: &Event, kind: &str, now: DateTime<Utc>) -> NewEvent {
-    NewEvent::for_user(e.owner, kind, json!(EventView::from(e)), now)
+fn changed(e: &CalendarEvent, kind: &str, now: DateTime<Utc>) -> ChangeEvent {
+    ChangeEvent::for_user(e.owner, kind, json!(EventView::from(e)), now)
 }
 
 fn not_found() -> ApiError {
@@ -101,11 +101,11 @@ impl EventFields {
     /// for transports that skip it.
     fn into_event(
         self,
-        id: EventId,
+        id: CalendarEventId,
         owner: UserId,
         created_at: DateTime<Utc>,
         now: DateTime<Utc>,
-    ) -> Result<Event, ApiError> {
+    ) -> Result<CalendarEvent, ApiError> {
         let mut errors = Vec::new();
         if !(1..=MAX_SPAN_SECONDS).contains(&self.duration) {
             errors.push(FieldError::new("duration", "must be between 1 and 2678400 seconds"));
@@ -121,7 +121,7 @@ impl EventFields {
         if !errors.is_empty() {
             return Err(ApiError::validation(errors));
         }
-        Ok(Event {
+        Ok(CalendarEvent {
             id,
             owner,
             title: self.title,
@@ -150,11 +150,11 @@ impl Command for Create {
 
     async fn run(&self, svc: &Services, cx: &Ctx, input: EventFields) -> Result<EventView, ApiError> {
         let now = svc.clock.now();
-        let event = input.into_event(EventId::new(), cx.identity()?.user_id, now, now)?;
+        let event = input.into_event(CalendarEventId::new(), cx.identity()?.user_id, now, now)?;
         let changes = [changed(&event, "event.created", now)];
         let reminders = event.reminders(now);
-        let write = svc.store.create_event(&event, &changes, &reminders);
-        write.instrument(trace::store_span("create_event")).await.map_err(write_error)?;
+        let write = svc.store.create_calendar_event(&event, &changes, &reminders);
+        write.instrument(trace::store_span("create_calendar_event")).await.map_err(write_error)?;
         Ok(EventView::from(&event))
     }
 }
@@ -180,7 +180,8 @@ impl Command for Get {
     type Output = EventView;
 
     async fn run(&self, svc: &Services, cx: &Ctx, input: EventRef) -> Result<EventView, ApiError> {
-        let event = svc.store.event(cx.identity()?.user_id, EventId(input.id)).await?.ok_or_else(not_found)?;
+        let event =
+            svc.store.calendar_event(cx.identity()?.user_id, CalendarEventId(input.id)).await?.ok_or_else(not_found)?;
         Ok(EventView::from(&event))
     }
 }
@@ -232,13 +233,13 @@ impl Command for Update {
     async fn run(&self, svc: &Services, cx: &Ctx, input: UpdateInput) -> Result<EventView, ApiError> {
         let owner = cx.identity()?.user_id;
         let (id, fields) = input.split();
-        let current = svc.store.event(owner, EventId(id)).await?.ok_or_else(not_found)?;
+        let current = svc.store.calendar_event(owner, CalendarEventId(id)).await?.ok_or_else(not_found)?;
         let now = svc.clock.now();
         let event = fields.into_event(current.id, owner, current.created_at, now)?;
         let changes = [changed(&event, "event.updated", now)];
         let reminders = event.reminders(now);
-        let write = svc.store.update_event(&event, &changes, &reminders);
-        write.instrument(trace::store_span("update_event")).await.map_err(write_error)?;
+        let write = svc.store.update_calendar_event(&event, &changes, &reminders);
+        write.instrument(trace::store_span("update_calendar_event")).await.map_err(write_error)?;
         Ok(EventView::from(&event))
     }
 }
@@ -257,9 +258,10 @@ impl Command for Delete {
 
     async fn run(&self, svc: &Services, cx: &Ctx, input: EventRef) -> Result<Deleted, ApiError> {
         let now = svc.clock.now();
-        let changes = |e: &Event| vec![NewEvent::for_user(e.owner, "event.deleted", json!({"id": e.id}), now)];
+        let changes =
+            |e: &CalendarEvent| vec![ChangeEvent::for_user(e.owner, "event.deleted", json!({"id": e.id}), now)];
         svc.store
-            .delete_event(cx.identity()?.user_id, EventId(input.id), now, &changes)
+            .delete_calendar_event(cx.identity()?.user_id, CalendarEventId(input.id), now, &changes)
             .await?
             .ok_or_else(not_found)?;
         Ok(Deleted {})
@@ -291,17 +293,17 @@ const LIST_LIMIT: u32 = 500;
 
 /// A page cursor: the URL-safe base64 of the last event's start (Unix microseconds, 8 bytes) and
 /// id (16 bytes).
-fn encode_cursor(event: &Event) -> String {
+fn encode_cursor(event: &CalendarEvent) -> String {
     let mut bytes = event.starts_at.timestamp_micros().to_be_bytes().to_vec();
     bytes.extend_from_slice(event.id.0.as_bytes());
     B64.encode(bytes)
 }
 
-fn decode_cursor(cursor: &str) -> Result<(DateTime<Utc>, EventId), ApiError> {
+fn decode_cursor(cursor: &str) -> Result<(DateTime<Utc>, CalendarEventId), ApiError> {
     let bytes = B64.decode(cursor).ok().filter(|b| b.len() == 24);
     let decoded = bytes.and_then(|b| {
         let micros = i64::from_be_bytes(b[..8].try_into().ok()?);
-        Some((DateTime::from_timestamp_micros(micros)?, EventId(Uuid::from_slice(&b[8..]).ok()?)))
+        Some((DateTime::from_timestamp_micros(micros)?, CalendarEventId(Uuid::from_slice(&b[8..]).ok()?)))
     });
     decoded.ok_or_else(|| ApiError::invalid_field("cursor", "not a cursor returned by this list"))
 }
@@ -338,7 +340,7 @@ impl Command for List {
             input.period.range(input.date, tz).ok_or_else(|| ApiError::invalid_field("date", "is out of range"))?;
         let limit = input.limit.unwrap_or(LIST_LIMIT).min(LIST_LIMIT);
         let after = input.cursor.as_deref().map(decode_cursor).transpose()?;
-        let mut events = svc.store.list_events(cx.identity()?.user_id, from, to, after, limit + 1).await?;
+        let mut events = svc.store.list_calendar_events(cx.identity()?.user_id, from, to, after, limit + 1).await?;
         let more = events.len() > limit as usize;
         events.truncate(limit as usize);
         let next_cursor = if more { events.last().map(encode_cursor) } else { None };
@@ -393,8 +395,11 @@ impl Command for Notifications {
     type Output = NotificationList;
 
     async fn run(&self, svc: &Services, cx: &Ctx, input: EventRef) -> Result<NotificationList, ApiError> {
-        let reminders =
-            svc.store.event_reminders(cx.identity()?.user_id, EventId(input.id)).await?.ok_or_else(not_found)?;
+        let reminders = svc
+            .store
+            .calendar_event_reminders(cx.identity()?.user_id, CalendarEventId(input.id))
+            .await?
+            .ok_or_else(not_found)?;
         Ok(NotificationList { items: reminders.iter().map(NotificationView::from).collect() })
     }
 }

@@ -13,11 +13,11 @@ use uuid::Uuid;
 use super::users::ListInput;
 use crate::{
     Services,
+    change::ChangeEvent,
     command::{Access, Command, Ctx},
     error::{ApiError, ErrorCode},
-    event::NewEvent,
     page::{DEFAULT_LIMIT, Page, decode_cursor},
-    room::{MessageBody, Room, RoomId, RoomMessage, RoomMessageId, RoomName, room_channel},
+    room::{MessageBody, Room, RoomId, RoomMessage, RoomMessageId, RoomName, room_stream},
     store::StoreError,
     user::UserId,
 };
@@ -100,7 +100,7 @@ impl Command for Create {
         let now = svc.clock.now();
         let room = Room { id: RoomId::new(), name: input.name, owner: cx.identity()?.user_id, created_at: now };
         let view = RoomView::from(&room);
-        let created = NewEvent::for_user(room.owner, "room.created", json!(view), now);
+        let created = ChangeEvent::for_user(room.owner, "room.created", json!(view), now);
         svc.store.create_room(&room, &[created]).await?;
         Ok(view)
     }
@@ -172,8 +172,8 @@ impl Command for AddMember {
         let now = svc.clock.now();
         let data = json!({"room": room, "user": user});
         let events = [
-            NewEvent::on_channel(room_channel(room), "room.member_added", data.clone(), now),
-            NewEvent::for_user(user, "room.member_added", data, now),
+            ChangeEvent::on_channel(room_stream(room), "room.member_added", data.clone(), now),
+            ChangeEvent::for_user(user, "room.member_added", data, now),
         ];
         // Rooms are never deleted and the caller's membership was just seen, so a missing row
         // here is the user, gone since the check.
@@ -213,8 +213,8 @@ impl Command for RemoveMember {
         let now = svc.clock.now();
         let data = json!({"room": room_id, "user": user});
         let events = [
-            NewEvent::on_channel(room_channel(room_id), REMOVED, data.clone(), now),
-            NewEvent::for_user(user, REMOVED, data, now),
+            ChangeEvent::on_channel(room_stream(room_id), REMOVED, data.clone(), now),
+            ChangeEvent::for_user(user, REMOVED, data, now),
         ];
         if svc.store.remove_member(room_id, user, &events).await? {
             Ok(super::tasks::Deleted {})
@@ -260,7 +260,7 @@ impl Command for PostMessage {
             created_at: now,
         };
         let view = MessageView::from(&message);
-        let event = NewEvent::on_channel(room_channel(message.room), "room.message", json!(view), now);
+        let event = ChangeEvent::on_channel(room_stream(message.room), "room.message", json!(view), now);
         // The store refuses a non-member's message itself, in the same statement.
         match svc.store.post_message(&message, &[event]).await {
             Err(StoreError::NotFound) => Err(not_found()),

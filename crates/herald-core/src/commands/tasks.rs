@@ -11,9 +11,9 @@ use uuid::Uuid;
 
 use crate::{
     Services,
+    change::ChangeEvent,
     command::{Access, Command, Ctx},
     error::{ApiError, ErrorCode},
-    event::NewEvent,
     page::{DEFAULT_LIMIT, Page, decode_cursor},
     store::{StoreError, TASK_VERSION},
     task::{Attachment, Description, Task, TaskId, TaskStatus, Title},
@@ -50,8 +50,8 @@ impl From<&Task> for TaskView {
     }
 }
 
-fn event(task: &Task, kind: &str, now: DateTime<Utc>) -> NewEvent {
-    NewEvent::for_user(task.owner, kind, json!(TaskView::from(task)), now)
+fn event(task: &Task, kind: &str, now: DateTime<Utc>) -> ChangeEvent {
+    ChangeEvent::for_user(task.owner, kind, json!(TaskView::from(task)), now)
 }
 
 fn not_found() -> ApiError {
@@ -272,9 +272,9 @@ impl Command for Delete {
     async fn run(&self, svc: &Services, cx: &Ctx, input: TaskRef) -> Result<Deleted, ApiError> {
         let now = svc.clock.now();
         let events = |task: &Task, attachments: &[Attachment]| {
-            let mut events: Vec<NewEvent> =
+            let mut events: Vec<ChangeEvent> =
                 attachments.iter().map(|a| super::attachments::deleted_event(a, now)).collect();
-            events.push(NewEvent::for_user(task.owner, "task.deleted", json!({"id": task.id}), now));
+            events.push(ChangeEvent::for_user(task.owner, "task.deleted", json!({"id": task.id}), now));
             events
         };
         let (_, attachments) =

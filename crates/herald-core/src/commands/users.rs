@@ -14,7 +14,7 @@ use crate::{
     clock::Clock,
     command::{Access, Command, Ctx},
     error::{ApiError, ErrorCode},
-    net::{Destinations, Refusal},
+    net::Refusal,
     page::{DEFAULT_LIMIT, Page, decode_cursor},
     store::{Store, StoreError, USERS_EMAIL_KEY},
     user::{Email, NewUser, Password, Role, User, UserId, UserName, WebhookUrl},
@@ -149,7 +149,7 @@ impl Command for SetWebhook {
     async fn run(&self, svc: &Services, cx: &Ctx, input: SetWebhookInput) -> Result<WebhookView, ApiError> {
         let user = cx.identity()?.user_id;
         if let Some(url) = &input.url {
-            check_destination(&svc.destinations, url).await?;
+            check_destination(svc, user, url).await?;
         }
         match svc.store.set_webhook(user, input.url.as_ref()).await {
             Ok(()) => Ok(WebhookView { url: input.url.map(String::from) }),
@@ -169,10 +169,16 @@ const RESOLVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 ///
 /// A literal address is refused naming its class. A name is refused with one message whether it
 /// does not resolve or resolves inward, so the answer does not tell which internal names exist.
-async fn check_destination(destinations: &Destinations, url: &WebhookUrl) -> Result<(), ApiError> {
+///
+/// A name costs a look-up the user chooses, so each account may have only so many looked up
+/// (`throttle`), and the resolver runs only so many at once.
+async fn check_destination(svc: &Services, user: UserId, url: &WebhookUrl) -> Result<(), ApiError> {
     let (host, port) = url.host_and_port().map_err(|message| ApiError::invalid_field("url", message))?;
     let literal = host.trim_start_matches('[').trim_end_matches(']').parse::<IpAddr>().is_ok();
-    let checked = tokio::time::timeout(RESOLVE_TIMEOUT, destinations.check_host(&host, port))
+    if !literal {
+        svc.throttle.destination_lookup(user)?;
+    }
+    let checked = tokio::time::timeout(RESOLVE_TIMEOUT, svc.destinations.check_host(&host, port))
         .await
         .unwrap_or(Err(Refusal::Unresolved));
     let Err(refusal) = checked else { return Ok(()) };

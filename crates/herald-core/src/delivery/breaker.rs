@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use super::{Outcome, add_saturating};
+use super::{Attempt, add_saturating};
 
 /// How a [`CircuitBreaker`] trips and recovers.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -111,7 +111,7 @@ impl CircuitBreaker {
     /// (or, for a probe, re-opens it for longer); a permanent failure says nothing about the provider's health
     /// and neither counts nor resets, though it frees the probe slot. Results arriving while open come from
     /// calls made before it opened and are ignored.
-    pub fn record(&mut self, outcome: &Outcome, now: DateTime<Utc>) {
+    pub fn record(&mut self, outcome: &Attempt, now: DateTime<Utc>) {
         match (self.phase, outcome) {
             (Phase::Open { .. }, _) => {}
             (_, Ok(())) => {
@@ -164,9 +164,9 @@ mod tests {
     use super::*;
     use crate::delivery::Failure;
 
-    const TRANSIENT: Outcome = Err(Failure::Server { status: 502, retry_after: None });
-    const PERMANENT: Outcome = Err(Failure::Rejected { status: 400 });
-    const SUCCESS: Outcome = Ok(());
+    const TRANSIENT: Attempt = Err(Failure::Server { status: 502, retry_after: None });
+    const PERMANENT: Attempt = Err(Failure::Rejected { status: 400 });
+    const SUCCESS: Attempt = Ok(());
 
     fn at(s: i64) -> DateTime<Utc> {
         Utc.with_ymd_and_hms(2026, 3, 1, 12, 0, 0).single().expect("valid time") + TimeDelta::seconds(s)

@@ -11,7 +11,7 @@ pub use breaker::{BreakerConfig, BreakerState, CircuitBreaker};
 pub use job::{
     Channel, DELIVERY_QUEUE, Delivery, DeliveryId, DeliveryJob, DeliveryReport, DeliveryStatus, JobBatch, NewDelivery,
 };
-pub use policy::{Decision, FailReason, Failure, Outcome, RetryPolicy, classify_http, parse_retry_after};
+pub use policy::{Attempt, Decision, FailReason, Failure, RetryPolicy, classify_http, parse_retry_after};
 pub use rate::{InvalidRate, TokenBucket};
 pub use window::{LocalTime, SendWindow, ZonedWindow};
 

@@ -8,7 +8,7 @@ use rand::Rng;
 use super::add_saturating;
 
 /// What one channel call produced: `Ok` when the channel accepted the message.
-pub type Outcome = Result<(), Failure>;
+pub type Attempt = Result<(), Failure>;
 
 /// Why a channel call failed. Transient failures are retried; permanent ones would fail the same way again.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -66,7 +66,7 @@ impl Failure {
 ///
 /// `retry_after` is the raw `Retry-After` header (see [`parse_retry_after`]); it is kept for 429 and 503 and
 /// ignored when it cannot be parsed. `now` turns an HTTP-date into a delay.
-pub fn classify_http(status: u16, retry_after: Option<&str>, now: DateTime<Utc>) -> Outcome {
+pub fn classify_http(status: u16, retry_after: Option<&str>, now: DateTime<Utc>) -> Attempt {
     let retry_after = || retry_after.and_then(|value| parse_retry_after(value, now));
     match status {
         200..=299 => Ok(()),

@@ -12,10 +12,7 @@ use socketioxide::{
     layer::SocketIoLayer,
 };
 
-use super::{
-    Gateway,
-    session::{EventBody, Outlet, SendFailure, Session, error_body},
-};
+use herald_core::realtime::{Engine, EventBody, Outlet, SendFailure, Session, error_body};
 
 /// How long the server waits for a client to ack one event before it stops waiting (the event
 /// stays pending in the cursor and is sent again on the next subscribe).
@@ -119,9 +116,9 @@ impl Outlet for SioOutlet {
     }
 }
 
-/// The Socket.io layer, with its handlers bound to `gateway`.
-pub(super) fn layer(gateway: Gateway) -> SocketIoLayer {
-    let options = &gateway.inner.options;
+/// The Socket.io layer, with its handlers bound to the session engine.
+pub(super) fn layer(gateway: Engine) -> SocketIoLayer {
+    let options = gateway.options();
     let (layer, io) = SocketIo::builder()
         .max_buffer_size(options.session_buffer.max(1))
         .connect_timeout(options.handshake_timeout)
@@ -135,7 +132,7 @@ pub(super) fn layer(gateway: Gateway) -> SocketIoLayer {
         let gateway = gateway.clone();
         async move {
             let auth = auth.unwrap_or(Auth { token: None, session: None });
-            let peer = crate::peer::client_ip(socket.req_parts(), &gateway.inner.options.trusted_proxies);
+            let peer = crate::peer::client_ip(socket.req_parts(), &gateway.options().trusted_proxies);
             let handshake =
                 gateway.authenticate(auth.token.as_deref(), auth.session.as_deref(), peer).map_err(Refused)?;
             let session =

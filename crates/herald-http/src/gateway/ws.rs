@@ -1,6 +1,7 @@
 //! Plain WebSocket sessions at `/ws`: JSON text frames with an `op` (see `docs/realtime.md`).
 
-use std::sync::{Arc, Mutex};
+use parking_lot::Mutex;
+use std::sync::Arc;
 
 use axum::{
     extract::{
@@ -16,10 +17,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, oneshot};
 
-use super::{
-    Gateway,
-    session::{EventBody, Outlet, SendFailure, Session, error_body},
-};
+use herald_core::realtime::{Engine, EventBody, Handshake, Outlet, SendFailure, Session, error_body};
 
 /// Largest frame a client may send.
 const MAX_FRAME: usize = 256 * 1024;
@@ -29,8 +27,8 @@ const READ_BUFFER: usize = 4 * 1024;
 const CLOSE_AUTH: u16 = 4001;
 const CLOSE_POLICY: u16 = 4008;
 
-pub(super) async fn upgrade(State(gateway): State<Gateway>, parts: Parts, ws: WebSocketUpgrade) -> Response {
-    let peer = crate::peer::client_ip(&parts, &gateway.inner.options.trusted_proxies);
+pub(super) async fn upgrade(State(gateway): State<Engine>, parts: Parts, ws: WebSocketUpgrade) -> Response {
+    let peer = crate::peer::client_ip(&parts, &gateway.options().trusted_proxies);
     // Small buffers: tungstenite's defaults (128 KiB each way) would make an idle session cost
     // a quarter of a megabyte; frames here are small, and a bigger one still fits, in steps.
     ws.read_buffer_size(READ_BUFFER)
@@ -91,7 +89,7 @@ impl Outlet for WsOutlet {
     }
 
     fn close(&self, code: &str, message: &str) {
-        if let Some(closer) = self.closer.lock().expect("closer lock").take() {
+        if let Some(closer) = self.closer.lock().take() {
             let _ = closer.send((code.to_owned(), message.to_owned()));
         }
     }
@@ -109,7 +107,7 @@ fn close_frame(code: &str, message: &str) -> String {
     json!({"op": "close", "code": code, "message": message}).to_string()
 }
 
-async fn run(gateway: Gateway, socket: WebSocket, peer: Option<std::net::IpAddr>) {
+async fn run(gateway: Engine, socket: WebSocket, peer: Option<std::net::IpAddr>) {
     let (mut sink, mut stream) = socket.split();
     let handshake = match hello(&gateway, &mut stream, peer).await {
         Ok(Some(hello)) => hello,
@@ -117,7 +115,7 @@ async fn run(gateway: Gateway, socket: WebSocket, peer: Option<std::net::IpAddr>
         Err(err) => return refuse(&mut sink, err).await,
     };
 
-    let (frames_tx, mut frames) = mpsc::channel::<String>(gateway.inner.options.session_buffer.max(1));
+    let (frames_tx, mut frames) = mpsc::channel::<String>(gateway.options().session_buffer.max(1));
     let (closer, mut closed) = oneshot::channel::<(String, String)>();
     let outlet = WsOutlet { frames: frames_tx.clone(), closer: Mutex::new(Some(closer)) };
     let welcome =
@@ -186,11 +184,11 @@ async fn refuse(sink: &mut futures::stream::SplitSink<WebSocket, Message>, err: 
 
 /// Waits for `hello` and checks it. `Ok(None)` when the client left first.
 async fn hello(
-    gateway: &Gateway,
+    gateway: &Engine,
     stream: &mut futures::stream::SplitStream<WebSocket>,
     peer: Option<std::net::IpAddr>,
-) -> Result<Option<super::Handshake>, ApiError> {
-    let first = tokio::time::timeout(gateway.inner.options.handshake_timeout, stream.next())
+) -> Result<Option<Handshake>, ApiError> {
+    let first = tokio::time::timeout(gateway.options().handshake_timeout, stream.next())
         .await
         .map_err(|_| ApiError::new(ErrorCode::Unauthorized, "no hello frame in time"))?;
     let text = match first {

@@ -6,8 +6,8 @@ use std::{collections::HashSet, time::Duration};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use herald_core::{
+    change::ChangeEvent,
     delivery::{Delivery, DeliveryId, DeliveryReport, DeliveryStatus, NewDelivery},
-    event::NewEvent,
     store::{DeliveryStore, StoreError},
 };
 use sqlx::{Postgres, Row as _, Transaction, postgres::PgRow, types::Json};
@@ -123,7 +123,7 @@ impl DeliveryStore for PgStore {
     async fn record_delivery_with_events(
         &self,
         report: &DeliveryReport,
-        events: &[NewEvent],
+        events: &[ChangeEvent],
         now: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
         let mut tx = self.pool.begin().await.map_err(err)?;

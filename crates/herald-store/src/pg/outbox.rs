@@ -15,7 +15,7 @@ use std::{collections::BTreeMap, sync::atomic::Ordering, time::Duration};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use herald_core::{
-    event::{NewEvent, OutboxEvent},
+    change::{ChangeEvent, OutboxEvent},
     store::{OutboxStore, StoreError},
 };
 use sqlx::{Postgres, Row as _, Transaction, postgres::PgRow, types::Json};
@@ -29,8 +29,11 @@ pub(super) const CHANNEL: &str = "herald_outbox";
 /// counter is bumped once for all its events, channels in name order: two transactions writing to
 /// the same channels lock them in the same order, so they queue instead of deadlocking. Within a
 /// channel the events keep their order.
-pub(super) async fn insert_events(tx: &mut Transaction<'_, Postgres>, events: &[NewEvent]) -> Result<(), StoreError> {
-    let mut by_channel: BTreeMap<&str, Vec<&NewEvent>> = BTreeMap::new();
+pub(super) async fn insert_events(
+    tx: &mut Transaction<'_, Postgres>,
+    events: &[ChangeEvent],
+) -> Result<(), StoreError> {
+    let mut by_channel: BTreeMap<&str, Vec<&ChangeEvent>> = BTreeMap::new();
     for e in events {
         by_channel.entry(e.channel.as_str()).or_default().push(e);
     }
@@ -69,7 +72,7 @@ pub(super) fn outbox_row(row: &PgRow) -> Result<OutboxEvent, StoreError> {
     Ok(OutboxEvent {
         seq: row.try_get("seq").map_err(err)?,
         channel_offset: row.try_get("channel_offset").map_err(err)?,
-        event: NewEvent {
+        event: ChangeEvent {
             id: row.try_get("id").map_err(err)?,
             kind: row.try_get("kind").map_err(err)?,
             channel: row.try_get("channel").map_err(err)?,

@@ -4,7 +4,7 @@ use std::collections::HashSet;
 
 use async_trait::async_trait;
 use herald_core::{
-    event::NewEvent,
+    change::ChangeEvent,
     store::{AttachmentEvents, DeleteEvents, StoreError, TASK_VERSION, TaskStore},
     task::{Attachment, AttachmentId, Task, TaskId, TaskStatus},
     user::UserId,
@@ -44,7 +44,7 @@ fn attachment_row(row: &PgRow) -> Result<Attachment, StoreError> {
 
 #[async_trait]
 impl TaskStore for PgStore {
-    async fn create_task(&self, t: &Task, events: &[NewEvent]) -> Result<(), StoreError> {
+    async fn create_task(&self, t: &Task, events: &[ChangeEvent]) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await.map_err(err)?;
         sqlx::query(
             "INSERT INTO tasks (id, owner_id, title, description, status, due_at, version, created_at, updated_at) \
@@ -97,7 +97,7 @@ impl TaskStore for PgStore {
         rows.iter().map(task_row).collect()
     }
 
-    async fn update_task(&self, t: &Task, expected: i64, events: &[NewEvent]) -> Result<(), StoreError> {
+    async fn update_task(&self, t: &Task, expected: i64, events: &[ChangeEvent]) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await.map_err(err)?;
         let done = sqlx::query(
             "UPDATE tasks SET title = $1, description = $2, status = $3, due_at = $4, version = $5, updated_at = $6 \
@@ -164,7 +164,7 @@ impl TaskStore for PgStore {
         Ok(Some((task, attachments)))
     }
 
-    async fn add_attachment(&self, a: &Attachment, events: &[NewEvent]) -> Result<(), StoreError> {
+    async fn add_attachment(&self, a: &Attachment, events: &[ChangeEvent]) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await.map_err(err)?;
         let task = sqlx::query("SELECT 1 FROM tasks WHERE id = $1 AND owner_id = $2 FOR SHARE")
             .bind(a.task_id.0)

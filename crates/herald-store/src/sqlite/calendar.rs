@@ -4,9 +4,9 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use herald_core::{
-    calendar::{Event, EventId, NOTIFICATION_KIND, REMINDER_KIND},
+    calendar::{CalendarEvent, CalendarEventId, NOTIFICATION_KIND, REMINDER_KIND},
+    change::ChangeEvent,
     delivery::{Delivery, NewDelivery},
-    event::NewEvent,
     store::{CalendarStore, EVENTS_OVERLAP, EventDeleteEvents, StoreError},
     user::UserId,
 };
@@ -20,7 +20,7 @@ use super::{
 };
 use crate::rows::{self, EventCols};
 
-fn event_row(row: &SqliteRow) -> Result<Event, StoreError> {
+fn event_row(row: &SqliteRow) -> Result<CalendarEvent, StoreError> {
     rows::event(EventCols {
         id: row.try_get("id").map_err(err)?,
         owner: row.try_get("owner_id").map_err(err)?,
@@ -36,7 +36,7 @@ fn event_row(row: &SqliteRow) -> Result<Event, StoreError> {
 
 /// Fails with `EVENTS_OVERLAP` if another event of the owner overlaps `event` (the transaction
 /// is the single writer's, so nothing can slip in between).
-async fn lock_and_check(tx: &mut Transaction<'_, Sqlite>, event: &Event) -> Result<(), StoreError> {
+async fn lock_and_check(tx: &mut Transaction<'_, Sqlite>, event: &CalendarEvent) -> Result<(), StoreError> {
     let busy: Option<i32> = sqlx::query_scalar(
         "SELECT 1 FROM calendar_events WHERE owner_id = ?1 AND id <> ?2 AND starts_at < ?3 AND ends_at > ?4 LIMIT 1",
     )
@@ -56,7 +56,7 @@ async fn lock_and_check(tx: &mut Transaction<'_, Sqlite>, event: &Event) -> Resu
 /// Cancels the event's pending deliveries of `kinds` not among `keep` (source keys).
 async fn cancel_reminders(
     tx: &mut Transaction<'_, Sqlite>,
-    event: EventId,
+    event: CalendarEventId,
     kinds: &[&str],
     keep: &[String],
     now: DateTime<Utc>,
@@ -78,7 +78,12 @@ async fn cancel_reminders(
 
 #[async_trait]
 impl CalendarStore for SqliteStore {
-    async fn create_event(&self, e: &Event, events: &[NewEvent], reminders: &[NewDelivery]) -> Result<(), StoreError> {
+    async fn create_calendar_event(
+        &self,
+        e: &CalendarEvent,
+        events: &[ChangeEvent],
+        reminders: &[NewDelivery],
+    ) -> Result<(), StoreError> {
         let mut tx = self.writer.begin().await.map_err(err)?;
         lock_and_check(&mut tx, e).await?;
         sqlx::query(
@@ -102,7 +107,7 @@ impl CalendarStore for SqliteStore {
         self.commit(tx).await
     }
 
-    async fn event(&self, owner: UserId, id: EventId) -> Result<Option<Event>, StoreError> {
+    async fn calendar_event(&self, owner: UserId, id: CalendarEventId) -> Result<Option<CalendarEvent>, StoreError> {
         let row = sqlx::query("SELECT * FROM calendar_events WHERE id = ? AND owner_id = ?")
             .bind(id.0)
             .bind(owner.0)
@@ -112,7 +117,12 @@ impl CalendarStore for SqliteStore {
         row.as_ref().map(event_row).transpose()
     }
 
-    async fn update_event(&self, e: &Event, events: &[NewEvent], reminders: &[NewDelivery]) -> Result<(), StoreError> {
+    async fn update_calendar_event(
+        &self,
+        e: &CalendarEvent,
+        events: &[ChangeEvent],
+        reminders: &[NewDelivery],
+    ) -> Result<(), StoreError> {
         let mut tx = self.writer.begin().await.map_err(err)?;
         lock_and_check(&mut tx, e).await?;
         let done = sqlx::query(
@@ -141,13 +151,13 @@ impl CalendarStore for SqliteStore {
         self.commit(tx).await
     }
 
-    async fn delete_event(
+    async fn delete_calendar_event(
         &self,
         owner: UserId,
-        id: EventId,
+        id: CalendarEventId,
         now: DateTime<Utc>,
         events: &EventDeleteEvents<'_>,
-    ) -> Result<Option<Event>, StoreError> {
+    ) -> Result<Option<CalendarEvent>, StoreError> {
         let mut tx = self.writer.begin().await.map_err(err)?;
         let row = sqlx::query("DELETE FROM calendar_events WHERE id = ? AND owner_id = ? RETURNING *")
             .bind(id.0)
@@ -162,14 +172,14 @@ impl CalendarStore for SqliteStore {
         Ok(Some(event))
     }
 
-    async fn list_events(
+    async fn list_calendar_events(
         &self,
         owner: UserId,
         from: DateTime<Utc>,
         to: DateTime<Utc>,
-        after: Option<(DateTime<Utc>, EventId)>,
+        after: Option<(DateTime<Utc>, CalendarEventId)>,
         limit: u32,
-    ) -> Result<Vec<Event>, StoreError> {
+    ) -> Result<Vec<CalendarEvent>, StoreError> {
         let rows = sqlx::query(
             "SELECT * FROM calendar_events WHERE owner_id = ?1 AND starts_at < ?3 AND ends_at > ?2 \
              AND (?4 IS NULL OR (starts_at, id) > (?4, ?5)) ORDER BY starts_at, id LIMIT ?6",
@@ -186,7 +196,7 @@ impl CalendarStore for SqliteStore {
         rows.iter().map(event_row).collect()
     }
 
-    async fn delete_events_ended_before(&self, before: DateTime<Utc>, limit: u32) -> Result<u64, StoreError> {
+    async fn delete_calendar_events_ended_before(&self, before: DateTime<Utc>, limit: u32) -> Result<u64, StoreError> {
         let done = sqlx::query(
             "DELETE FROM calendar_events WHERE id IN \
              (SELECT id FROM calendar_events WHERE ends_at < ? ORDER BY ends_at LIMIT ?)",
@@ -199,8 +209,12 @@ impl CalendarStore for SqliteStore {
         Ok(done.rows_affected())
     }
 
-    async fn event_reminders(&self, owner: UserId, id: EventId) -> Result<Option<Vec<Delivery>>, StoreError> {
-        if self.event(owner, id).await?.is_none() {
+    async fn calendar_event_reminders(
+        &self,
+        owner: UserId,
+        id: CalendarEventId,
+    ) -> Result<Option<Vec<Delivery>>, StoreError> {
+        if self.calendar_event(owner, id).await?.is_none() {
             return Ok(None);
         }
         let rows = sqlx::query("SELECT * FROM deliveries WHERE source_id = ? AND kind IN (?, ?) ORDER BY id")

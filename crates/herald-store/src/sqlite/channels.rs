@@ -3,9 +3,9 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use herald_core::{
-    channel::{ChannelHead, ChannelStore, SessionCursor, SessionId},
-    event::OutboxEvent,
+    change::OutboxEvent,
     store::StoreError,
+    stream::{SessionCursor, SessionId, StreamHead, StreamStore},
     user::UserId,
 };
 use sqlx::Row as _;
@@ -13,8 +13,8 @@ use sqlx::Row as _;
 use super::{SqliteStore, err, micros, outbox::outbox_row};
 
 #[async_trait]
-impl ChannelStore for SqliteStore {
-    async fn channel_head(&self, channel: &str) -> Result<ChannelHead, StoreError> {
+impl StreamStore for SqliteStore {
+    async fn stream_head(&self, channel: &str) -> Result<StreamHead, StoreError> {
         let row = sqlx::query(
             "SELECT (SELECT value FROM store_meta WHERE key = 'epoch') AS epoch, \
                     COALESCE((SELECT last_offset FROM channel_offsets WHERE channel = ?1), 0) AS last_offset, \
@@ -26,10 +26,10 @@ impl ChannelStore for SqliteStore {
         .map_err(err)?;
         let offset: i64 = row.try_get("last_offset").map_err(err)?;
         let first: Option<i64> = row.try_get("first_offset").map_err(err)?;
-        Ok(ChannelHead { epoch: row.try_get("epoch").map_err(err)?, offset, first: first.unwrap_or(offset + 1) })
+        Ok(StreamHead { epoch: row.try_get("epoch").map_err(err)?, offset, first: first.unwrap_or(offset + 1) })
     }
 
-    async fn read_channel(&self, channel: &str, after: i64, limit: u32) -> Result<Vec<OutboxEvent>, StoreError> {
+    async fn read_stream(&self, channel: &str, after: i64, limit: u32) -> Result<Vec<OutboxEvent>, StoreError> {
         let rows = sqlx::query(
             "SELECT * FROM outbox WHERE channel = ? AND channel_offset > ? ORDER BY channel_offset LIMIT ?",
         )
@@ -109,7 +109,7 @@ impl ChannelStore for SqliteStore {
         Ok(done.rows_affected())
     }
 
-    async fn trim_channels(&self, keep: u32, limit: u32) -> Result<u64, StoreError> {
+    async fn trim_streams(&self, keep: u32, limit: u32) -> Result<u64, StoreError> {
         let done = sqlx::query(
             "DELETE FROM outbox WHERE seq IN (SELECT o.seq FROM outbox o JOIN channel_offsets c ON c.channel = o.channel \
              WHERE o.published_at IS NOT NULL AND o.channel_offset <= c.last_offset - ? LIMIT ?)",

@@ -5,8 +5,8 @@ use std::{collections::HashSet, time::Duration};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use herald_core::{
+    change::ChangeEvent,
     delivery::{Delivery, DeliveryId, DeliveryReport, DeliveryStatus, NewDelivery},
-    event::NewEvent,
     store::{DeliveryStore, StoreError},
 };
 use sqlx::{Row as _, Sqlite, Transaction, sqlite::SqliteRow};
@@ -113,7 +113,7 @@ impl DeliveryStore for SqliteStore {
     async fn record_delivery_with_events(
         &self,
         report: &DeliveryReport,
-        events: &[NewEvent],
+        events: &[ChangeEvent],
         now: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
         let mut tx = self.writer.begin().await.map_err(err)?;

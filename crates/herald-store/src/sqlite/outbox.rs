@@ -6,7 +6,7 @@ use std::{collections::BTreeMap, time::Duration};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use herald_core::{
-    event::{NewEvent, OutboxEvent},
+    change::{ChangeEvent, OutboxEvent},
     store::{OutboxStore, StoreError},
 };
 use sqlx::{Row as _, Sqlite, Transaction, sqlite::SqliteRow};
@@ -18,8 +18,8 @@ use super::{SqliteStore, err, from_micros, micros};
 /// counter is bumped once for all its events, channels in name order: two transactions writing to
 /// the same channels lock them in the same order, so they queue instead of deadlocking. Within a
 /// channel the events keep their order.
-pub(super) async fn insert_events(tx: &mut Transaction<'_, Sqlite>, events: &[NewEvent]) -> Result<(), StoreError> {
-    let mut by_channel: BTreeMap<&str, Vec<&NewEvent>> = BTreeMap::new();
+pub(super) async fn insert_events(tx: &mut Transaction<'_, Sqlite>, events: &[ChangeEvent]) -> Result<(), StoreError> {
+    let mut by_channel: BTreeMap<&str, Vec<&ChangeEvent>> = BTreeMap::new();
     for e in events {
         by_channel.entry(e.channel.as_str()).or_default().push(e);
     }
@@ -60,7 +60,7 @@ pub(super) fn outbox_row(row: &SqliteRow) -> Result<OutboxEvent, StoreError> {
     Ok(OutboxEvent {
         seq: row.try_get("seq").map_err(err)?,
         channel_offset: row.try_get("channel_offset").map_err(err)?,
-        event: NewEvent {
+        event: ChangeEvent {
             id: row.try_get::<Uuid, _>("id").map_err(err)?,
             kind: row.try_get("kind").map_err(err)?,
             channel: row.try_get("channel").map_err(err)?,

@@ -4,7 +4,7 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use herald_core::{
-    event::NewEvent,
+    change::ChangeEvent,
     room::{Room, RoomId, RoomMessage, RoomMessageId},
     store::{RoomStore, StoreError},
     user::UserId,
@@ -43,7 +43,7 @@ fn missing(e: sqlx::Error) -> StoreError {
 
 #[async_trait]
 impl RoomStore for SqliteStore {
-    async fn create_room(&self, room: &Room, events: &[NewEvent]) -> Result<(), StoreError> {
+    async fn create_room(&self, room: &Room, events: &[ChangeEvent]) -> Result<(), StoreError> {
         let mut tx = self.writer.begin().await.map_err(err)?;
         sqlx::query("INSERT INTO rooms (id, name, owner_id, created_at) VALUES (?, ?, ?, ?)")
             .bind(room.id.0)
@@ -100,7 +100,7 @@ impl RoomStore for SqliteStore {
         &self,
         room: RoomId,
         user: UserId,
-        events: &[NewEvent],
+        events: &[ChangeEvent],
         now: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
         let mut tx = self.writer.begin().await.map_err(err)?;
@@ -122,7 +122,7 @@ impl RoomStore for SqliteStore {
         Ok(true)
     }
 
-    async fn remove_member(&self, room: RoomId, user: UserId, events: &[NewEvent]) -> Result<bool, StoreError> {
+    async fn remove_member(&self, room: RoomId, user: UserId, events: &[ChangeEvent]) -> Result<bool, StoreError> {
         let mut tx = self.writer.begin().await.map_err(err)?;
         let done = sqlx::query("DELETE FROM room_members WHERE room_id = ? AND user_id = ?")
             .bind(room.0)
@@ -138,7 +138,7 @@ impl RoomStore for SqliteStore {
         Ok(true)
     }
 
-    async fn post_message(&self, m: &RoomMessage, events: &[NewEvent]) -> Result<(), StoreError> {
+    async fn post_message(&self, m: &RoomMessage, events: &[ChangeEvent]) -> Result<(), StoreError> {
         let mut tx = self.writer.begin().await.map_err(err)?;
         let done = sqlx::query(
             "INSERT INTO room_messages (id, room_id, author_id, body, created_at) SELECT ?1, ?2, ?3, ?4, ?5 \

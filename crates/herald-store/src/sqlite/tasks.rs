@@ -5,7 +5,7 @@ use std::collections::HashSet;
 
 use async_trait::async_trait;
 use herald_core::{
-    event::NewEvent,
+    change::ChangeEvent,
     store::{AttachmentEvents, DeleteEvents, StoreError, TASK_VERSION, TaskStore},
     task::{Attachment, AttachmentId, Task, TaskId, TaskStatus},
     user::UserId,
@@ -49,7 +49,7 @@ fn attachment_row(row: &SqliteRow) -> Result<Attachment, StoreError> {
 
 #[async_trait]
 impl TaskStore for SqliteStore {
-    async fn create_task(&self, t: &Task, events: &[NewEvent]) -> Result<(), StoreError> {
+    async fn create_task(&self, t: &Task, events: &[ChangeEvent]) -> Result<(), StoreError> {
         let mut tx = self.writer.begin().await.map_err(err)?;
         sqlx::query(
             "INSERT INTO tasks (id, owner_id, title, description, status, due_at, version, created_at, updated_at) \
@@ -102,7 +102,7 @@ impl TaskStore for SqliteStore {
         rows.iter().map(task_row).collect()
     }
 
-    async fn update_task(&self, t: &Task, expected: i64, events: &[NewEvent]) -> Result<(), StoreError> {
+    async fn update_task(&self, t: &Task, expected: i64, events: &[ChangeEvent]) -> Result<(), StoreError> {
         let mut tx = self.writer.begin().await.map_err(err)?;
         let done = sqlx::query(
             "UPDATE tasks SET title = ?, description = ?, status = ?, due_at = ?, version = ?, updated_at = ? \
@@ -168,7 +168,7 @@ impl TaskStore for SqliteStore {
         Ok(Some((task, attachments)))
     }
 
-    async fn add_attachment(&self, a: &Attachment, events: &[NewEvent]) -> Result<(), StoreError> {
+    async fn add_attachment(&self, a: &Attachment, events: &[ChangeEvent]) -> Result<(), StoreError> {
         let mut tx = self.writer.begin().await.map_err(err)?;
         let task = sqlx::query("SELECT 1 FROM tasks WHERE id = ? AND owner_id = ?")
             .bind(a.task_id.0)

@@ -3,9 +3,9 @@
 
 use chrono::{DateTime, Duration, Utc};
 use herald_core::{
-    calendar::{Event, EventId, NOTIFICATION_KIND, REMINDER_KIND},
+    calendar::{CalendarEvent, CalendarEventId, NOTIFICATION_KIND, REMINDER_KIND},
+    change::ChangeEvent,
     delivery::DeliveryStatus,
-    event::NewEvent,
     store::{EVENTS_OVERLAP, Store, StoreError},
     task::{Description, Title},
     user::{Role, UserId, WebhookUrl},
@@ -19,10 +19,10 @@ async fn owner(store: &dyn Store, email: &str) -> UserId {
     user.user.id
 }
 
-fn event(owner: UserId, starts_at: DateTime<Utc>, minutes: i64) -> Event {
+fn event(owner: UserId, starts_at: DateTime<Utc>, minutes: i64) -> CalendarEvent {
     let at = now();
-    Event {
-        id: EventId::new(),
+    CalendarEvent {
+        id: CalendarEventId::new(),
         owner,
         title: Title::parse("Meeting").expect("title"),
         description: Description::default(),
@@ -34,8 +34,8 @@ fn event(owner: UserId, starts_at: DateTime<Utc>, minutes: i64) -> Event {
     }
 }
 
-fn changed(e: &Event, kind: &str) -> Vec<NewEvent> {
-    vec![NewEvent::for_user(e.owner, kind, serde_json::json!({"id": e.id.0}), e.updated_at)]
+fn changed(e: &CalendarEvent, kind: &str) -> Vec<ChangeEvent> {
+    vec![ChangeEvent::for_user(e.owner, kind, serde_json::json!({"id": e.id.0}), e.updated_at)]
 }
 
 fn is_overlap(err: StoreError) -> bool {
@@ -47,29 +47,29 @@ pub async fn overlapping_events_of_one_owner_are_refused(store: &dyn Store) {
     let bob = owner(store, "bob@example.org").await;
     let t = now();
     let first = event(ada, t, 60);
-    store.create_event(&first, &changed(&first, "event.created"), &[]).await.expect("first");
+    store.create_calendar_event(&first, &changed(&first, "event.created"), &[]).await.expect("first");
 
     let inside = event(ada, t + Duration::minutes(30), 60);
-    assert!(is_overlap(store.create_event(&inside, &[], &[]).await.expect_err("overlaps")));
+    assert!(is_overlap(store.create_calendar_event(&inside, &[], &[]).await.expect_err("overlaps")));
     // Touching ends do not overlap; another owner's calendar is their own.
-    store.create_event(&event(ada, t + Duration::minutes(60), 30), &[], &[]).await.expect("right after");
-    store.create_event(&event(ada, t - Duration::minutes(30), 30), &[], &[]).await.expect("right before");
-    store.create_event(&event(bob, t, 60), &[], &[]).await.expect("bob's own");
-    assert!(store.event(ada, inside.id).await.expect("read").is_none(), "the refused event left nothing");
+    store.create_calendar_event(&event(ada, t + Duration::minutes(60), 30), &[], &[]).await.expect("right after");
+    store.create_calendar_event(&event(ada, t - Duration::minutes(30), 30), &[], &[]).await.expect("right before");
+    store.create_calendar_event(&event(bob, t, 60), &[], &[]).await.expect("bob's own");
+    assert!(store.calendar_event(ada, inside.id).await.expect("read").is_none(), "the refused event left nothing");
 
     // An update may keep its own slot but not take another's.
     let mut moved = first.clone();
     moved.duration = Duration::minutes(45);
-    store.update_event(&moved, &changed(&moved, "event.updated"), &[]).await.expect("shorter");
+    store.update_calendar_event(&moved, &changed(&moved, "event.updated"), &[]).await.expect("shorter");
     moved.starts_at = t + Duration::minutes(50);
-    assert!(is_overlap(store.update_event(&moved, &[], &[]).await.expect_err("onto the next one")));
-    assert_eq!(store.event(ada, first.id).await.expect("read").expect("kept").duration, Duration::minutes(45));
+    assert!(is_overlap(store.update_calendar_event(&moved, &[], &[]).await.expect_err("onto the next one")));
+    assert_eq!(store.calendar_event(ada, first.id).await.expect("read").expect("kept").duration, Duration::minutes(45));
     let events = store.read_outbox(0, 10).await.expect("outbox");
     assert_eq!(events.len(), 2, "only the successful writes wrote change events");
 
     // Racing creates of one slot: exactly one wins.
     let racing: Vec<_> = (0..6).map(|_| event(ada, t + Duration::hours(5), 30)).collect();
-    let results = futures::future::join_all(racing.iter().map(|e| store.create_event(e, &[], &[]))).await;
+    let results = futures::future::join_all(racing.iter().map(|e| store.create_calendar_event(e, &[], &[]))).await;
     assert_eq!(results.iter().filter(|r| r.is_ok()).count(), 1, "{results:?}");
 }
 
@@ -81,20 +81,20 @@ pub async fn periods_list_what_overlaps_them_by_start(store: &dyn Store) {
     let last = event(ada, day + Duration::hours(23), 60);
     let next_day = event(ada, day + Duration::hours(24), 60);
     for e in [&morning, &next_day, &last, &spans_midnight] {
-        store.create_event(e, &[], &[]).await.expect("create");
+        store.create_calendar_event(e, &[], &[]).await.expect("create");
     }
     let end = day + Duration::days(1);
-    let listed = store.list_events(ada, day, end, None, 10).await.expect("list");
+    let listed = store.list_calendar_events(ada, day, end, None, 10).await.expect("list");
     let ids: Vec<_> = listed.iter().map(|e| e.id).collect();
     assert_eq!(ids, [spans_midnight.id, morning.id, last.id], "overlapping the day, by start");
     assert_eq!(listed[1], morning, "every field round-trips");
     // Page by page: after the last one seen, at most the limit.
-    let first = store.list_events(ada, day, end, None, 2).await.expect("page 1");
+    let first = store.list_calendar_events(ada, day, end, None, 2).await.expect("page 1");
     assert_eq!(first.iter().map(|e| e.id).collect::<Vec<_>>(), [spans_midnight.id, morning.id]);
     let after = Some((morning.starts_at, morning.id));
-    let rest = store.list_events(ada, day, end, after, 2).await.expect("page 2");
+    let rest = store.list_calendar_events(ada, day, end, after, 2).await.expect("page 2");
     assert_eq!(rest.iter().map(|e| e.id).collect::<Vec<_>>(), [last.id]);
-    assert!(store.list_events(UserId::new(), day, end, None, 10).await.expect("list").is_empty());
+    assert!(store.list_calendar_events(UserId::new(), day, end, None, 10).await.expect("list").is_empty());
 }
 
 pub async fn reminders_follow_their_event(store: &dyn Store) {
@@ -102,8 +102,8 @@ pub async fn reminders_follow_their_event(store: &dyn Store) {
     let t = now();
     let mut e = event(ada, t + Duration::hours(2), 30);
     e.remind_before = Some(Duration::minutes(15));
-    store.create_event(&e, &[], &e.reminders(t)).await.expect("create");
-    let reminders = store.event_reminders(ada, e.id).await.expect("read").expect("event");
+    store.create_calendar_event(&e, &[], &e.reminders(t)).await.expect("create");
+    let reminders = store.calendar_event_reminders(ada, e.id).await.expect("read").expect("event");
     assert_eq!(reminders.len(), 1);
     let first = &reminders[0];
     assert_eq!((first.kind.as_str(), first.status), (REMINDER_KIND, DeliveryStatus::Pending));
@@ -111,16 +111,16 @@ pub async fn reminders_follow_their_event(store: &dyn Store) {
 
     // A new title only: the same reminder, carrying it.
     e.title = Title::parse("Renamed").expect("title");
-    store.update_event(&e, &[], &e.reminders(t)).await.expect("rename");
-    let kept = store.event_reminders(ada, e.id).await.expect("read").expect("event");
+    store.update_calendar_event(&e, &[], &e.reminders(t)).await.expect("rename");
+    let kept = store.calendar_event_reminders(ada, e.id).await.expect("read").expect("event");
     assert_eq!(kept.len(), 1);
     assert_eq!((kept[0].id, kept[0].status), (first.id, DeliveryStatus::Pending));
     assert_eq!(kept[0].payload["title"], "Renamed");
 
     // Moved: the old one is cancelled, a new one is due at the new time.
     e.starts_at += Duration::hours(1);
-    store.update_event(&e, &[], &e.reminders(t)).await.expect("move");
-    let all = store.event_reminders(ada, e.id).await.expect("read").expect("event");
+    store.update_calendar_event(&e, &[], &e.reminders(t)).await.expect("move");
+    let all = store.calendar_event_reminders(ada, e.id).await.expect("read").expect("event");
     let statuses: Vec<_> = all.iter().map(|d| (d.status, d.next_attempt_at)).collect();
     assert_eq!(
         statuses,
@@ -129,18 +129,20 @@ pub async fn reminders_follow_their_event(store: &dyn Store) {
             (DeliveryStatus::Pending, t + Duration::minutes(165))
         ]
     );
-    assert!(store.event_reminders(UserId::new(), e.id).await.expect("read").is_none(), "not another's");
+    assert!(store.calendar_event_reminders(UserId::new(), e.id).await.expect("read").is_none(), "not another's");
 
     // The notifications a reminder led to are listed with it and, still pending, die with the event.
     let notification = e.notification();
     store.create_deliveries(&notification.deliveries(uuid::Uuid::now_v7(), None, t)).await.expect("notifications");
-    let listed = store.event_reminders(ada, e.id).await.expect("read").expect("event");
+    let listed = store.calendar_event_reminders(ada, e.id).await.expect("read").expect("event");
     assert_eq!(listed.iter().filter(|d| d.kind == NOTIFICATION_KIND).count(), 2);
 
-    let deleted = store.delete_event(ada, e.id, t, &|e| changed(e, "event.deleted")).await.expect("delete");
+    let deleted = store.delete_calendar_event(ada, e.id, t, &|e| changed(e, "event.deleted")).await.expect("delete");
     assert_eq!(deleted.map(|d| d.id), Some(e.id));
-    assert!(store.event(ada, e.id).await.expect("read").is_none());
-    assert!(store.delete_event(ada, e.id, t, &|e| changed(e, "event.deleted")).await.expect("again").is_none());
+    assert!(store.calendar_event(ada, e.id).await.expect("read").is_none());
+    assert!(
+        store.delete_calendar_event(ada, e.id, t, &|e| changed(e, "event.deleted")).await.expect("again").is_none()
+    );
     let due = store.count_due_deliveries(t + Duration::days(1)).await.expect("due");
     assert_eq!(due, 0, "the deleted event's reminder and notifications are cancelled");
     let outbox = store.read_outbox(0, 10).await.expect("outbox");
@@ -153,12 +155,12 @@ pub async fn events_past_retention_are_deleted(store: &dyn Store) {
     let old = event(ada, t - Duration::days(400), 60);
     let recent = event(ada, t - Duration::days(10), 60);
     for e in [&old, &recent] {
-        store.create_event(e, &[], &[]).await.expect("create");
+        store.create_calendar_event(e, &[], &[]).await.expect("create");
     }
-    assert_eq!(store.delete_events_ended_before(t - Duration::days(365), 100).await.expect("prune"), 1);
-    assert!(store.event(ada, old.id).await.expect("read").is_none());
-    assert!(store.event(ada, recent.id).await.expect("read").is_some());
-    assert_eq!(store.delete_events_ended_before(t - Duration::days(365), 100).await.expect("again"), 0);
+    assert_eq!(store.delete_calendar_events_ended_before(t - Duration::days(365), 100).await.expect("prune"), 1);
+    assert!(store.calendar_event(ada, old.id).await.expect("read").is_none());
+    assert!(store.calendar_event(ada, recent.id).await.expect("read").is_some());
+    assert_eq!(store.delete_calendar_events_ended_before(t - Duration::days(365), 100).await.expect("again"), 0);
 }
 
 pub async fn a_users_webhook_is_set_read_and_cleared(store: &dyn Store) {

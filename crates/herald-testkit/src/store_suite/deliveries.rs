@@ -3,8 +3,8 @@
 
 use chrono::Utc;
 use herald_core::{
+    change::ChangeEvent,
     delivery::{Channel, Delivery, DeliveryId, DeliveryReport, DeliveryStatus, NewDelivery},
-    event::NewEvent,
     store::Store,
     user::UserId,
 };
@@ -195,6 +195,6 @@ pub async fn claims_are_checked_counted_and_settled_with_their_events(store: &dy
 }
 
 /// An event for `owner`'s channel with a given id.
-pub fn event_for(owner: UserId, id: uuid::Uuid, at: chrono::DateTime<Utc>) -> NewEvent {
-    NewEvent { id, ..NewEvent::for_user(owner, "test.delivered", serde_json::json!({"ok": true}), at) }
+pub fn event_for(owner: UserId, id: uuid::Uuid, at: chrono::DateTime<Utc>) -> ChangeEvent {
+    ChangeEvent { id, ..ChangeEvent::for_user(owner, "test.delivered", serde_json::json!({"ok": true}), at) }
 }

@@ -10,7 +10,7 @@ mod rooms;
 
 use chrono::{DateTime, SubsecRound as _, Utc};
 use herald_core::{
-    event::NewEvent,
+    change::ChangeEvent,
     store::{Store, StoreError, TASK_VERSION, USERS_EMAIL_KEY},
     task::{Attachment, AttachmentId, Description, Task, TaskId, TaskStatus, Title},
     user::{Email, NewUser, Role, User, UserId, UserName},
@@ -126,8 +126,8 @@ pub fn new_task(owner: UserId, title: &str) -> Task {
     }
 }
 
-fn event(owner: UserId, kind: &str) -> NewEvent {
-    NewEvent::for_user(owner, kind, serde_json::json!({"kind": kind}), now())
+fn event(owner: UserId, kind: &str) -> ChangeEvent {
+    ChangeEvent::for_user(owner, kind, serde_json::json!({"kind": kind}), now())
 }
 
 pub fn new_attachment(task: &Task, key: &str) -> Attachment {
@@ -230,7 +230,7 @@ pub async fn deleting_a_task_takes_its_attachments_and_reports_them(store: &dyn 
     assert_eq!(store.list_attachments(ada, task.id).await.expect("list"), Some(vec![a1.clone(), a2.clone()]));
 
     let events = |t: &Task, atts: &[Attachment]| {
-        let mut events: Vec<NewEvent> = atts.iter().map(|_| event(t.owner, "attachment.deleted")).collect();
+        let mut events: Vec<ChangeEvent> = atts.iter().map(|_| event(t.owner, "attachment.deleted")).collect();
         events.push(event(t.owner, "task.deleted"));
         events
     };
@@ -290,7 +290,7 @@ pub async fn outbox_events_read_back_in_order_with_every_field(store: &dyn Store
 pub async fn published_events_are_pruned_after_retention_and_no_others(store: &dyn Store) {
     let ada = owner(store, "ada@example.org").await;
     let task = new_task(ada, "Buy milk");
-    let events: Vec<NewEvent> = (0..4).map(|_| event(ada, "task.updated")).collect();
+    let events: Vec<ChangeEvent> = (0..4).map(|_| event(ada, "task.updated")).collect();
     store.create_task(&task, &events).await.expect("create");
     let read = store.read_outbox(0, 10).await.expect("outbox");
     let (old, recent) = (now() - chrono::Duration::hours(48), now());

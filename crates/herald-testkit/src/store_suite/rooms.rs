@@ -2,8 +2,8 @@
 //! for members only and newest first, and every event with the next offset of its channel.
 
 use herald_core::{
-    event::{NewEvent, OutboxEvent},
-    room::{MessageBody, Room, RoomId, RoomMessage, RoomMessageId, RoomName, room_channel},
+    change::{ChangeEvent, OutboxEvent},
+    room::{MessageBody, Room, RoomId, RoomMessage, RoomMessageId, RoomName, room_stream},
     store::{Store, StoreError},
     user::UserId,
 };
@@ -27,8 +27,8 @@ pub fn new_message(room: RoomId, author: UserId, body: &str) -> RoomMessage {
     }
 }
 
-fn on_room(room: RoomId, kind: &str) -> NewEvent {
-    NewEvent::on_channel(room_channel(room), kind, json!({"kind": kind}), now())
+fn on_room(room: RoomId, kind: &str) -> ChangeEvent {
+    ChangeEvent::on_channel(room_stream(room), kind, json!({"kind": kind}), now())
 }
 
 async fn outbox(store: &dyn Store) -> Vec<OutboxEvent> {
@@ -44,7 +44,7 @@ pub async fn a_room_is_created_with_its_owner_as_first_member(store: &dyn Store)
     let ada = owner(store, "ada@example.org").await;
     let bob = owner(store, "bob@example.org").await;
     let room = new_room(ada, "General");
-    let created = NewEvent::for_user(ada, "room.created", json!({"id": room.id}), now());
+    let created = ChangeEvent::for_user(ada, "room.created", json!({"id": room.id}), now());
     store.create_room(&room, std::slice::from_ref(&created)).await.expect("create");
 
     assert_eq!(store.room(room.id).await.expect("read"), Some(room.clone()), "every field round-trips");
@@ -72,7 +72,7 @@ pub async fn a_member_is_added_once_and_unknown_ones_are_not_found(store: &dyn S
     store.create_room(&room, &[]).await.expect("create");
 
     let events =
-        [on_room(room.id, "room.member_added"), NewEvent::for_user(bob, "room.member_added", json!({}), now())];
+        [on_room(room.id, "room.member_added"), ChangeEvent::for_user(bob, "room.member_added", json!({}), now())];
     assert!(store.add_member(room.id, bob, &events, now()).await.expect("add bob"));
     assert!(store.is_member(room.id, bob).await.expect("bob"));
     assert_eq!(store.rooms_of(bob, None, 10).await.expect("bob's"), std::slice::from_ref(&room));
@@ -106,7 +106,7 @@ pub async fn a_removed_member_is_gone_once_and_their_messages_stay(store: &dyn S
     store.post_message(&hello, &[]).await.expect("bob posts");
 
     let removed =
-        [on_room(room.id, "room.member_removed"), NewEvent::for_user(bob, "room.member_removed", json!({}), now())];
+        [on_room(room.id, "room.member_removed"), ChangeEvent::for_user(bob, "room.member_removed", json!({}), now())];
     assert!(store.remove_member(room.id, bob, &removed).await.expect("remove bob"));
     assert!(!store.is_member(room.id, bob).await.expect("bob"));
     assert!(store.rooms_of(bob, None, 10).await.expect("bob's").is_empty());
@@ -129,15 +129,16 @@ pub async fn room_events_take_consecutive_offsets_on_the_room_channel(store: &dy
     let bob = owner(store, "bob@example.org").await;
     let room = new_room(ada, "General");
     let other = new_room(bob, "Elsewhere");
-    store.create_room(&room, &[NewEvent::for_user(ada, "room.created", json!({}), now())]).await.expect("create");
+    store.create_room(&room, &[ChangeEvent::for_user(ada, "room.created", json!({}), now())]).await.expect("create");
     store.create_room(&other, &[on_room(other.id, "room.created")]).await.expect("create other");
-    let added = [on_room(room.id, "room.member_added"), NewEvent::for_user(bob, "room.member_added", json!({}), now())];
+    let added =
+        [on_room(room.id, "room.member_added"), ChangeEvent::for_user(bob, "room.member_added", json!({}), now())];
     store.add_member(room.id, bob, &added, now()).await.expect("add bob");
     for (author, body) in [(ada, "hi"), (bob, "hello"), (ada, "bye")] {
         let message = new_message(room.id, author, body);
         store.post_message(&message, &[on_room(room.id, "room.message")]).await.expect("post");
     }
-    let (channel, other_channel) = (room_channel(room.id), room_channel(other.id));
+    let (channel, other_channel) = (room_stream(room.id), room_stream(other.id));
     let on = |kind: &str, channel: &str, offset| (kind.to_owned(), channel.to_owned(), offset);
     let (ada_channel, bob_channel) = (format!("user:{ada}"), format!("user:{bob}"));
     assert_eq!(

@@ -1,6 +1,8 @@
 //! Herald's integration tests, one binary: the store suite on every backend, the API over real
 //! HTTP on every backend, and the HTTP edge.
 
+#![allow(clippy::expect_used)]
+
 /// Runs each suite function `herald_testkit::<suite>::<name>(store, &broker, args…)` once per
 /// listed module, on that module's store backend and broker; a backend that is not configured
 /// skips loudly (or fails, in CI).

@@ -39,7 +39,7 @@ async fn postgres_relay_waits_for_a_long_transaction_below_the_horizon() {
     .expect("insert in the long transaction");
 
     let task = herald_testkit::store_suite::new_task(ada, "Quick");
-    let event = herald_core::event::NewEvent::for_user(ada, "task.created", serde_json::json!({}), task.created_at);
+    let event = herald_core::change::ChangeEvent::for_user(ada, "task.created", serde_json::json!({}), task.created_at);
     db.store.create_task(&task, &[event]).await.expect("a later transaction commits first");
 
     let options = herald_workers::relay::RelayOptions { batch: 100, ..Default::default() };

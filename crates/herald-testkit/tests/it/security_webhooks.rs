@@ -31,9 +31,9 @@ const WEBHOOK: &str = "/api/v1/me/webhook";
 /// A public address (example.com's), which the checks let through; no test connects to it.
 const PUBLIC: &str = "93.184.216.34";
 
-/// Names as the test points them; any other name does not resolve.
+/// Names as the test points them; any other name does not resolve. Counts the look-ups asked.
 #[derive(Debug, Default)]
-struct Names(Mutex<HashMap<String, Vec<IpAddr>>>);
+struct Names(Mutex<HashMap<String, Vec<IpAddr>>>, AtomicUsize);
 
 impl Names {
     fn point(&self, name: &str, addrs: &[&str]) {
@@ -45,6 +45,7 @@ impl Names {
 #[async_trait::async_trait]
 impl Resolve for Names {
     async fn resolve(&self, host: &str, _port: u16) -> std::io::Result<Vec<IpAddr>> {
+        self.1.fetch_add(1, Ordering::SeqCst);
         let found = self.0.lock().expect("names").get(host).cloned();
         found.ok_or_else(|| std::io::Error::new(std::io::ErrorKind::NotFound, format!("{host} is not a test name")))
     }
@@ -55,7 +56,7 @@ impl Resolve for Names {
 async fn start(test: &str, resolver: Option<Arc<Names>>, tweak: impl FnOnce(&mut BTreeMap<String, String>)) -> TestApp {
     let mut parts = herald::app::Parts::default();
     if let Some(names) = resolver {
-        parts.resolver = names;
+        parts.resolver = Some(names);
     }
     let settings = |env: &mut BTreeMap<String, String>| {
         env.insert("HERALD_WEBHOOK_ALLOWED_NETWORKS".into(), String::new());
@@ -245,6 +246,36 @@ async fn a_name_that_does_not_resolve_or_points_inward_is_refused_alike() {
         "one message, so internal names are not told apart: {messages:?}"
     );
     assert_eq!(app.get(WEBHOOK, Some(&token)).await.body["url"], Value::Null);
+    app.stop().await;
+}
+
+/// Each name a user sets costs a look-up the user chooses: an account gets only so many, then a
+/// 429 with `Retry-After` before the resolver is asked; literal addresses cost none, and another
+/// account is not held back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhook_names_are_looked_up_only_so_often_per_account() {
+    let names = Arc::new(Names::default());
+    names.point("hooks.example", &[PUBLIC]);
+    let app = start("lookup_rate", Some(names.clone()), |env| {
+        env.insert("HERALD_WEBHOOK_LOOKUP_RATE".into(), "3/m".into());
+    })
+    .await;
+    let ada = app.user("ada@example.org").await;
+    for n in 0..3 {
+        let reply = set_webhook(&app, &ada, &format!("http://hooks.example/{n}")).await;
+        assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.body);
+    }
+    let refused = set_webhook(&app, &ada, "http://hooks.example/3").await;
+    assert_eq!((refused.status, refused.code()), (StatusCode::TOO_MANY_REQUESTS, "too_many_requests"));
+    assert!(refused.headers.contains_key("retry-after"), "{:?}", refused.headers);
+    assert_eq!(app.get(WEBHOOK, Some(&ada)).await.body["url"], "http://hooks.example/2", "nothing stored");
+    assert_eq!(names.1.load(Ordering::SeqCst), 3, "the refused name was never looked up");
+
+    let literal = format!("http://{PUBLIC}/hook");
+    assert_eq!(set_webhook(&app, &ada, &literal).await.status, StatusCode::OK, "an address needs no look-up");
+    let bob = app.user("bob@example.org").await;
+    assert_eq!(set_webhook(&app, &bob, "http://hooks.example/bob").await.status, StatusCode::OK);
+    assert_eq!(names.1.load(Ordering::SeqCst), 4);
     app.stop().await;
 }
 

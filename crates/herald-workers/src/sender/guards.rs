@@ -37,6 +37,13 @@ impl GuardKey {
     }
 }
 
+fn new_guard(breaker: &BreakerConfig, rates: &HashMap<Channel, Rate>, channel: Channel) -> Guard {
+    Guard {
+        breaker: CircuitBreaker::new(breaker.clone()),
+        bucket: rates.get(&channel).and_then(|r| TokenBucket::new(r.per_second, r.burst).ok()),
+    }
+}
+
 /// Every guard of a sender. Webhook hosts are kept up to `max_hosts`; the least recently used
 /// one is forgotten to make room (it starts closed again if it comes back).
 pub(super) struct Guards {
@@ -64,22 +71,12 @@ impl Guards {
         }
     }
 
-    fn guard(&self, channel: Channel) -> Guard {
-        Guard {
-            breaker: CircuitBreaker::new(self.breaker.clone()),
-            bucket: self.rates.get(&channel).and_then(|r| TokenBucket::new(r.per_second, r.burst).ok()),
-        }
-    }
-
     /// Runs `f` on the guard of `key`, made if there is none yet.
     pub fn with<T>(&mut self, key: &GuardKey, f: impl FnOnce(&mut Guard) -> T) -> T {
         match key {
             GuardKey::Channel(channel) => {
-                if !self.channels.contains_key(channel) {
-                    let guard = self.guard(*channel);
-                    self.channels.insert(*channel, guard);
-                }
-                f(self.channels.get_mut(channel).expect("just inserted"))
+                let (breaker, rates) = (&self.breaker, &self.rates);
+                f(self.channels.entry(*channel).or_insert_with(|| new_guard(breaker, rates, *channel)))
             }
             GuardKey::Host(host) => {
                 self.tick += 1;
@@ -91,11 +88,13 @@ impl Guards {
                         let Some((_, oldest)) = self.used.pop_first() else { break };
                         self.hosts.remove(&oldest);
                     }
-                    let guard = self.guard(Channel::Webhook);
-                    self.hosts.insert(host.clone(), (tick, guard));
                 }
                 self.used.insert(tick, host.clone());
-                let (used, guard) = self.hosts.get_mut(host).expect("just inserted");
+                let (breaker, rates) = (&self.breaker, &self.rates);
+                let (used, guard) = self
+                    .hosts
+                    .entry(host.clone())
+                    .or_insert_with(|| (tick, new_guard(breaker, rates, Channel::Webhook)));
                 *used = tick;
                 f(guard)
             }

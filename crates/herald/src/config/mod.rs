@@ -179,6 +179,10 @@ settings! {
     webhook_allowed_networks: Networks = "", env "HERALD_WEBHOOK_ALLOWED_NETWORKS", flag "webhook-allowed-networks",
         secret false,
         doc "Comma-separated CIDRs webhooks may reach although they are internal (loopback, private, link-local, …); empty allows public addresses only.";
+    webhook_lookup_rate: RateLimit = "10/m", env "HERALD_WEBHOOK_LOOKUP_RATE", flag "webhook-lookup-rate", secret false,
+        doc "Webhook host names one account may have resolved when it sets its webhook: unlimited, <n>/s or <n>/m (bursts of a minute's worth).";
+    dns_lookup_concurrency: Count = "8", env "HERALD_DNS_LOOKUP_CONCURRENCY", flag "dns-lookup-concurrency", secret false,
+        doc "Host-name look-ups for outbound destinations running at once (each holds a blocking thread until the resolver answers); others wait.";
     webhook_max_hosts: Count = "10000", env "HERALD_WEBHOOK_MAX_HOSTS", flag "webhook-max-hosts", secret false,
         doc "Most webhook destination hosts whose circuit breaker and rate limit a sender keeps; the least recently used are forgotten.";
     jwt_secret: Optional<Secret> = "", env "HERALD_JWT_SECRET", flag "jwt-secret", secret true,

@@ -141,7 +141,7 @@ async fn one_trace_runs_from_the_request_through_the_relay_and_the_sender() {
     );
     assert_eq!(request.parent_id, "", "the request starts the trace");
     let command = child(&spans, &request, "events.create");
-    assert_eq!(child(&spans, command, "create_event").attr("db.operation"), Some("create_event"));
+    assert_eq!(child(&spans, command, "create_calendar_event").attr("db.operation"), Some("create_calendar_event"));
     // The event.created change: written by the command, published by the relay, fanned out.
     let publish = child(&spans, command, "relay.publish");
     assert_eq!(publish.attr("event.kind"), Some("event.created"));

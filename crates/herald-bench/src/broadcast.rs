@@ -1,4 +1,4 @@
-//! `herald bench broadcast`: the broker's topic path alone, as the relay and the gateways use it.
+//! `herald-bench broadcast`: the broker's topic path alone, as the relay and the gateways use it.
 //! One connection broadcasts a batch every 10 ms; another, subscribed, receives it. Per batch:
 //! how long the broadcast took (until the broker accepted all of it) and how long until the
 //! subscriber had the batch's last message.
@@ -9,8 +9,8 @@ use anyhow::{Context as _, bail};
 use herald_core::broker::{BrokerError, Message};
 use uuid::Uuid;
 
-use super::percentile_ms;
-use crate::{app, config::Config};
+use crate::percentile_ms;
+use herald::{app, config::Config};
 
 /// The topic the benchmark uses (under the configured namespace).
 const TOPIC: &str = "bench.broadcast";

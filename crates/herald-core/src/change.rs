@@ -8,7 +8,7 @@ use crate::user::UserId;
 
 /// An event about to be written to the outbox.
 #[derive(Debug, Clone, PartialEq)]
-pub struct NewEvent {
+pub struct ChangeEvent {
     /// UUIDv7; also the broker message id, so consumers can drop duplicates.
     pub id: Uuid,
     /// Dotted type, e.g. `task.updated`.
@@ -21,13 +21,13 @@ pub struct NewEvent {
     pub trace_context: Option<String>,
 }
 
-impl NewEvent {
+impl ChangeEvent {
     /// An event for one user's own channel.
     pub fn for_user(owner: UserId, kind: &str, payload: Value, now: DateTime<Utc>) -> Self {
-        Self::on_channel(user_channel(owner), kind, payload, now)
+        Self::on_channel(user_stream(owner), kind, payload, now)
     }
 
-    /// An event for any channel (`room:<id>`, see [`crate::room::room_channel`]), caused by the
+    /// An event for any channel (`room:<id>`, see [`crate::room::room_stream`]), caused by the
     /// current span (the command that writes it).
     pub fn on_channel(channel: String, kind: &str, payload: Value, now: DateTime<Utc>) -> Self {
         let trace_context = crate::trace::current();
@@ -36,8 +36,8 @@ impl NewEvent {
 }
 
 /// The channel of a user's own events.
-pub fn user_channel(user: UserId) -> String {
-    format!("user:{user}")
+pub fn user_stream(user: UserId) -> String {
+    crate::stream::StreamName::User(user).to_string()
 }
 
 /// An event as stored in the outbox, with its position.
@@ -48,6 +48,6 @@ pub struct OutboxEvent {
     pub seq: i64,
     /// Gap-free position within the event's channel, from 1.
     pub channel_offset: i64,
-    pub event: NewEvent,
+    pub event: ChangeEvent,
     pub published_at: Option<DateTime<Utc>>,
 }

@@ -7,11 +7,12 @@
 //! broker message is fetched from the store instead of being skipped. A `room.member_removed`
 //! event that removes the session's user is the last one of that room it sends.
 
+use parking_lot::Mutex;
 use std::{
     collections::{HashMap, VecDeque},
     net::IpAddr,
     sync::{
-        Arc, Mutex,
+        Arc,
         atomic::{AtomicBool, Ordering},
     },
     time::Duration,
@@ -19,15 +20,6 @@ use std::{
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use herald_core::{
-    auth::{Caller, Identity},
-    channel::{SessionCursor, SessionId},
-    command::Ctx,
-    error::{ApiError, ErrorCode, Problem},
-    event::{OutboxEvent, user_channel},
-    room::RoomId,
-    wire::EventEnvelope,
-};
 use serde::Serialize;
 use serde_json::{Value, json};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -35,6 +27,14 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::Inner;
+use crate::{
+    auth::{Caller, Identity},
+    change::OutboxEvent,
+    command::Ctx,
+    error::{ApiError, ErrorCode, Problem},
+    stream::{SessionCursor, SessionId, StreamName},
+    wire::EventEnvelope,
+};
 
 /// Events read from the stream per store round trip while replaying.
 const REPLAY_PAGE: u32 = 500;
@@ -78,7 +78,7 @@ impl From<&OutboxEvent> for EventBody {
 
 /// Why an event could not be queued.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum SendFailure {
+pub enum SendFailure {
     /// The session's outgoing buffer is full: the client is not keeping up.
     Full,
     /// The connection is gone.
@@ -87,7 +87,7 @@ pub(super) enum SendFailure {
 
 /// The transport's side of a session.
 #[async_trait]
-pub(super) trait Outlet: Send + Sync + std::fmt::Debug + 'static {
+pub trait Outlet: Send + Sync + std::fmt::Debug + 'static {
     /// Queues `event` without waiting; the transport reports the client's ack to `session.ack`.
     fn send_event(&self, session: &Arc<Session>, event: &Arc<EventBody>) -> Result<(), SendFailure>;
     /// Queues `event`, waiting for room in the buffer.
@@ -120,7 +120,7 @@ struct ChannelState {
 
 /// One client session on one connection.
 #[derive(Debug)]
-pub(super) struct Session {
+pub struct Session {
     gw: Arc<Inner>,
     pub identity: Identity,
     pub id: SessionId,
@@ -148,7 +148,7 @@ enum Replay {
 
 /// The answer to `subscribe`.
 #[derive(Debug, Clone, Serialize)]
-pub(super) struct Subscribed {
+pub struct Subscribed {
     pub channel: String,
     pub epoch: String,
     pub offset: i64,
@@ -180,13 +180,13 @@ impl Session {
     }
 
     /// Cancelled when the session ends.
-    pub(super) fn ended_token(&self) -> CancellationToken {
+    pub fn ended_token(&self) -> CancellationToken {
         self.ended.clone()
     }
 
     /// Takes one of the session's request slots for a subscribe or call, held until it is
     /// answered; refused with `too_many_requests` when every slot is taken.
-    pub(super) fn begin_request(&self) -> Result<OwnedSemaphorePermit, ApiError> {
+    pub fn begin_request(&self) -> Result<OwnedSemaphorePermit, ApiError> {
         self.requests.clone().try_acquire_owned().map_err(|_| {
             let limit = self.gw.options.calls_in_flight;
             ApiError::too_many_requests(
@@ -211,16 +211,17 @@ impl Session {
     /// Subscribes to `channel` from `since` (or the session's cursor), answering where it starts;
     /// then replays what follows. The answer goes out before the first replayed event because
     /// the replay starts only when `start` (the transport's reply) has been queued.
-    pub(super) async fn subscribe(
+    pub async fn subscribe(
         self: &Arc<Self>,
         channel: &str,
         since: Option<i64>,
         epoch: Option<&str>,
     ) -> Result<(Subscribed, u64), ApiError> {
-        self.check_subscription_room(&self.channels.lock().expect("channels lock"), channel)?;
-        self.authorize(channel).await?;
+        let stream = StreamName::parse(channel)?;
+        self.check_subscription_room(&self.channels.lock(), channel)?;
+        self.authorize(stream).await?;
         let svc = &self.gw.herald.services;
-        let head = svc.store.channel_head(channel).await?;
+        let head = svc.store.stream_head(channel).await?;
         let known = match since {
             Some(since) => Some(since),
             None => svc.store.session_cursor(self.identity.user_id, &self.id, channel).await?,
@@ -241,7 +242,7 @@ impl Session {
         svc.metrics.realtime.subscriptions.get_or_create(&result_labels(result)).inc();
 
         let generation = {
-            let mut channels = self.channels.lock().expect("channels lock");
+            let mut channels = self.channels.lock();
             // Checked again: other subscribes may have filled the room while this one waited.
             self.check_subscription_room(&channels, channel)?;
             let generation = channels.get(channel).map_or(0, |c| c.generation + 1);
@@ -276,7 +277,7 @@ impl Session {
     }
 
     /// Starts sending what the stream holds after the subscription's position, then goes live.
-    pub(super) fn start_replay(self: &Arc<Self>, channel: String, generation: u64) {
+    pub fn start_replay(self: &Arc<Self>, channel: String, generation: u64) {
         self.spawn_replay(channel, generation, Replay::Resume);
     }
 
@@ -292,7 +293,7 @@ impl Session {
         let Some(redeliver_until) = self.with_channel(channel, generation, |c| c.redeliver_until) else { return };
         loop {
             let Some(from) = self.with_channel(channel, generation, |c| c.sent) else { return };
-            let page = match svc.store.read_channel(channel, from, REPLAY_PAGE).await {
+            let page = match svc.store.read_stream(channel, from, REPLAY_PAGE).await {
                 Ok(page) => page,
                 Err(err) => {
                     tracing::warn!(channel, error = %err, "could not read a channel's stream; retrying");
@@ -328,7 +329,7 @@ impl Session {
             }
             // Caught up with the store: what came live meanwhile follows, unless it left a gap.
             let waiting = {
-                let mut channels = self.channels.lock().expect("channels lock");
+                let mut channels = self.channels.lock();
                 let Some(state) = channels.get_mut(channel).filter(|c| c.generation == generation) else { return };
                 if std::mem::take(&mut state.overflowed) {
                     state.waiting.clear();
@@ -372,7 +373,7 @@ impl Session {
                 return false;
             }
         }
-        let mut channels = self.channels.lock().expect("channels lock");
+        let mut channels = self.channels.lock();
         let Some(state) = channels.get_mut(channel).filter(|c| c.generation == generation) else { return false };
         self.sent(state, &event);
         true
@@ -380,7 +381,7 @@ impl Session {
 
     /// A live event of a channel this session is subscribed to.
     pub(super) fn on_live(self: &Arc<Self>, event: &Arc<EventBody>) {
-        let mut channels = self.channels.lock().expect("channels lock");
+        let mut channels = self.channels.lock();
         let Some(state) = channels.get_mut(&event.channel) else { return };
         if !state.live {
             if state.waiting.len() >= self.gw.options.session_buffer {
@@ -413,7 +414,7 @@ impl Session {
     pub(super) fn resync(self: &Arc<Self>) {
         let mut restart = Vec::new();
         {
-            let mut channels = self.channels.lock().expect("channels lock");
+            let mut channels = self.channels.lock();
             for (name, state) in channels.iter_mut().filter(|(_, c)| c.live) {
                 state.live = false;
                 restart.push((name.clone(), state.generation));
@@ -425,11 +426,11 @@ impl Session {
     }
 
     /// The client acknowledged every event of `channel` up to `offset`.
-    pub(super) fn ack(&self, channel: &str, offset: i64) {
+    pub fn ack(&self, channel: &str, offset: i64) {
         let now = self.gw.herald.services.clock.now();
         let metrics = &self.gw.herald.services.metrics.realtime;
         let advanced = {
-            let mut channels = self.channels.lock().expect("channels lock");
+            let mut channels = self.channels.lock();
             let Some(state) = channels.get_mut(channel) else { return };
             // An ack beyond what was sent acknowledges only what was sent.
             let offset = offset.min(state.sent);
@@ -455,14 +456,14 @@ impl Session {
         });
     }
 
-    pub(super) fn unsubscribe(self: &Arc<Self>, channel: &str) -> bool {
-        let removed = self.channels.lock().expect("channels lock").remove(channel).is_some();
+    pub fn unsubscribe(self: &Arc<Self>, channel: &str) -> bool {
+        let removed = self.channels.lock().remove(channel).is_some();
         self.gw.hub.remove(channel, self.key);
         removed
     }
 
     /// Runs a command of the registry as this session's user; the answer is `{ok, output | error}`.
-    pub(super) async fn call(&self, command: &str, input: Value) -> Value {
+    pub async fn call(&self, command: &str, input: Value) -> Value {
         let cx = Ctx { caller: Caller::User(self.identity), peer: self.peer };
         match self.gw.herald.call(cx, command, input).await {
             Ok(output) => json!({"ok": true, "output": output}),
@@ -506,15 +507,15 @@ impl Session {
     }
 
     fn with_channel<T>(&self, channel: &str, generation: u64, f: impl FnOnce(&ChannelState) -> T) -> Option<T> {
-        let channels = self.channels.lock().expect("channels lock");
+        let channels = self.channels.lock();
         channels.get(channel).filter(|c| c.generation == generation).map(f)
     }
 
     /// Whether `event` removes this session's user from the room whose channel carries it: the
     /// last event of that channel they receive.
     fn ends_membership(&self, event: &EventBody) -> bool {
-        event.kind == herald_core::commands::rooms::REMOVED
-            && event.channel.starts_with("room:")
+        event.kind == crate::commands::rooms::REMOVED
+            && matches!(StreamName::parse(&event.channel), Ok(StreamName::Room(_)))
             && event.data["user"].as_str().and_then(|u| u.parse::<Uuid>().ok()) == Some(self.identity.user_id.0)
     }
 
@@ -525,8 +526,8 @@ impl Session {
         if !self.ends_membership(event) {
             return false;
         }
-        let Some(room) = channel.strip_prefix("room:").and_then(|r| r.parse::<Uuid>().ok()) else { return false };
-        let member = self.gw.herald.services.store.is_member(RoomId(room), self.identity.user_id).await;
+        let Ok(StreamName::Room(room)) = StreamName::parse(channel) else { return false };
+        let member = self.gw.herald.services.store.is_member(room, self.identity.user_id).await;
         if matches!(member, Ok(true)) {
             return false;
         }
@@ -546,44 +547,34 @@ impl Session {
         });
     }
 
-    /// Who may read what: a user their own channel, a room's members the room's.
-    async fn authorize(&self, channel: &str) -> Result<(), ApiError> {
+    /// Who may read what: a user their own stream, a room's members the room's.
+    async fn authorize(&self, stream: StreamName) -> Result<(), ApiError> {
         let me = self.identity.user_id;
-        if let Some(user) = channel.strip_prefix("user:") {
-            if user.parse::<Uuid>().is_err() {
-                return Err(ApiError::invalid_field("channel", "`user:<id>` needs a user id"));
+        match stream {
+            StreamName::User(user) if user == me => Ok(()),
+            StreamName::User(_) => Err(ApiError::new(ErrorCode::Forbidden, "only the user may read their own channel")),
+            StreamName::Room(room) => {
+                if self.gw.herald.services.store.is_member(room, me).await? {
+                    Ok(())
+                } else {
+                    Err(ApiError::new(ErrorCode::Forbidden, "only the room's members may read its channel"))
+                }
             }
-            if channel != user_channel(me) {
-                return Err(ApiError::new(ErrorCode::Forbidden, "only the user may read their own channel"));
-            }
-            return Ok(());
         }
-        if let Some(room) = channel.strip_prefix("room:") {
-            let Ok(room) = room.parse::<Uuid>() else {
-                return Err(ApiError::invalid_field("channel", "`room:<id>` needs a room id"));
-            };
-            let member = self.gw.herald.services.store.is_member(RoomId(room), me).await?;
-            if !member {
-                return Err(ApiError::new(ErrorCode::Forbidden, "only the room's members may read its channel"));
-            }
-            return Ok(());
-        }
-        Err(ApiError::invalid_field("channel", "expected `user:<id>` or `room:<id>`"))
     }
 
     /// Closes the connection with a reason; the session ends.
-    pub(super) fn close_with(&self, code: &str, message: &str) {
+    pub fn close_with(&self, code: &str, message: &str) {
         self.outlet.close(code, message);
     }
 
     /// The connection ended: leave every channel. Unacknowledged events stay pending in the
     /// cursors, for the next connection of this session.
-    pub(super) fn ended(self: &Arc<Self>) {
+    pub fn ended(self: &Arc<Self>) {
         if self.closed.swap(true, Ordering::AcqRel) {
             return;
         }
-        let channels: Vec<String> =
-            self.channels.lock().expect("channels lock").drain().map(|(name, _)| name).collect();
+        let channels: Vec<String> = self.channels.lock().drain().map(|(name, _)| name).collect();
         for channel in channels {
             self.gw.hub.remove(&channel, self.key);
         }
@@ -594,11 +585,11 @@ impl Session {
     }
 }
 
-fn result_labels(result: &str) -> herald_core::metrics::SubscribeLabels {
-    herald_core::metrics::SubscribeLabels { result: result.to_owned() }
+fn result_labels(result: &str) -> crate::metrics::SubscribeLabels {
+    crate::metrics::SubscribeLabels { result: result.to_owned() }
 }
 
 /// `{ok: false, error: <problem>}`.
-pub(super) fn error_body(err: &ApiError) -> Value {
+pub fn error_body(err: &ApiError) -> Value {
     json!({"ok": false, "error": Problem::from_error(err, None, None)})
 }

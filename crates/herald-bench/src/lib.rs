@@ -1,4 +1,4 @@
-//! `herald bench`: measurements against the configured backends. Run them on a scratch
+//! `herald-bench`: measurements against the configured backends. Run them on a scratch
 //! database and broker namespace: they write synthetic rows.
 
 use std::{collections::HashSet, sync::Arc, time::Instant};
@@ -6,7 +6,7 @@ use std::{collections::HashSet, sync::Arc, time::Instant};
 use anyhow::Context as _;
 use chrono::Utc;
 use herald_core::{
-    event::NewEvent,
+    change::ChangeEvent,
     metrics::Metrics,
     store::Store,
     task::{Description, Task, TaskId, TaskStatus, Title},
@@ -16,9 +16,9 @@ use herald_core::{
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-use crate::{app, config::Config};
+use herald::{app, config::Config};
 
-/// What `herald bench relay` measured.
+/// What `herald-bench relay` measured.
 #[derive(Debug)]
 pub struct RelayReport {
     pub events: usize,
@@ -68,8 +68,8 @@ pub async fn relay(config: &Config, events: usize) -> anyhow::Result<RelayReport
                     let owner = owners[t % owners.len()];
                     let task = bench_task(owner);
                     let now = task.created_at;
-                    let batch: Vec<NewEvent> = (0..PER_TX)
-                        .map(|i| NewEvent::for_user(owner, "bench.event", json!({"n": i, "t": t}), now))
+                    let batch: Vec<ChangeEvent> = (0..PER_TX)
+                        .map(|i| ChangeEvent::for_user(owner, "bench.event", json!({"n": i, "t": t}), now))
                         .collect();
                     store.create_task(&task, &batch).await?;
                 }
@@ -122,6 +122,7 @@ async fn bench_user(store: &dyn Store, i: usize) -> anyhow::Result<UserId> {
     Ok(id)
 }
 
+#[allow(clippy::expect_used, reason = "a constant, valid title")]
 fn bench_task(owner: UserId) -> Task {
     let now = Utc::now();
     Task {

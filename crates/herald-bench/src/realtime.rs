@@ -1,4 +1,4 @@
-//! `herald bench realtime`: many WebSocket sessions on a `herald serve` child process, the
+//! `herald-bench realtime`: many WebSocket sessions on a `herald serve` child process, the
 //! memory each idle one costs that process, then events at a steady rate and the latency from
 //! the event's write to its arrival at the client.
 //!
@@ -7,6 +7,7 @@
 //! transaction carrying a batch for random users, and stamped with the time of the write.
 
 use std::{
+    path::Path,
     sync::{
         Arc,
         atomic::{AtomicU64, Ordering},
@@ -19,7 +20,7 @@ use chrono::Utc;
 use futures::{SinkExt as _, StreamExt as _};
 use herald_core::{
     auth::{Identity, TokenIssuer},
-    event::NewEvent,
+    change::ChangeEvent,
     user::{Role, UserId},
 };
 use rand::Rng as _;
@@ -27,10 +28,10 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 
-use super::{bench_task, bench_user};
-use crate::{app, config::Config, secret};
+use crate::{bench_task, bench_user};
+use herald::{app, config::Config, secret};
 
-/// What `herald bench realtime` measures.
+/// What `herald-bench realtime` measures.
 #[derive(Debug, Clone, Copy)]
 pub struct RealtimeOptions {
     pub sessions: usize,
@@ -59,7 +60,7 @@ pub struct RealtimeReport {
 
 impl RealtimeReport {
     fn percentile(&self, p: f64) -> f64 {
-        super::percentile_ms(&self.latencies, p)
+        crate::percentile_ms(&self.latencies, p)
     }
 
     pub fn print(&self, config: &Config) {
@@ -99,12 +100,12 @@ impl RealtimeReport {
 }
 
 /// Runs the benchmark against the configured store and broker (use scratch ones).
-pub async fn realtime(config: &Config, options: RealtimeOptions) -> anyhow::Result<RealtimeReport> {
+pub async fn realtime(config: &Config, server: &Path, options: RealtimeOptions) -> anyhow::Result<RealtimeReport> {
     if options.sessions == 0 || options.sessions_per_user == 0 {
         bail!("--sessions and --sessions-per-user must be at least 1");
     }
     let Server { tokens, store, mut child, pid, .. } =
-        Server::start(config, chrono::Duration::hours(2), &[("HERALD_SESSION_BUFFER", "4096")]).await?;
+        Server::start(config, server, chrono::Duration::hours(2), &[("HERALD_SESSION_BUFFER", "4096")]).await?;
 
     let users = options.sessions.div_ceil(options.sessions_per_user);
     let mut owners = Vec::with_capacity(users);
@@ -211,20 +212,20 @@ pub async fn realtime(config: &Config, options: RealtimeOptions) -> anyhow::Resu
 }
 
 /// `n` events for random `owners`, each stamped with the time of the write (`data.sent_us`).
-pub(super) fn stamped_events(owners: &[UserId], n: usize, kind: &str) -> Vec<NewEvent> {
+pub(crate) fn stamped_events(owners: &[UserId], n: usize, kind: &str) -> Vec<ChangeEvent> {
     let now = Utc::now();
     let mut rng = rand::rng();
     (0..n)
         .map(|_| {
             let owner = owners[rng.random_range(0..owners.len())];
-            NewEvent::for_user(owner, kind, json!({"sent_us": now.timestamp_micros()}), now)
+            ChangeEvent::for_user(owner, kind, json!({"sent_us": now.timestamp_micros()}), now)
         })
         .collect()
 }
 
 /// A `herald serve` child on the configured backends, ready, with a token issuer and a store
 /// handle of this process (the clients and the writer).
-pub(super) struct Server {
+pub(crate) struct Server {
     pub tokens: TokenIssuer,
     pub store: std::sync::Arc<dyn herald_core::store::Store>,
     pub child: tokio::process::Child,
@@ -234,13 +235,19 @@ pub(super) struct Server {
 }
 
 impl Server {
-    /// Starts it with `env` on top of the configuration; tokens live `ttl`.
-    pub(super) async fn start(config: &Config, ttl: chrono::Duration, env: &[(&str, &str)]) -> anyhow::Result<Self> {
+    /// Starts the `herald` binary at `server` with `env` on top of the configuration; tokens
+    /// live `ttl`.
+    pub(crate) async fn start(
+        config: &Config,
+        server: &Path,
+        ttl: chrono::Duration,
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<Self> {
         // The secret first, so the child loads the same one instead of making its own.
         let secret = secret::load_or_generate(config)?;
         let tokens = TokenIssuer::new(&secret, ttl).map_err(|e| anyhow::anyhow!("JWT secret {e}"))?;
         let store = app::open_store(config).await?;
-        let child = tokio::process::Command::new(std::env::current_exe()?)
+        let child = tokio::process::Command::new(server)
             .arg("serve")
             .env("HERALD_LOG", "warn")
             // The child's relay learns of this process's writes by polling on SQLite (PostgreSQL
@@ -249,7 +256,7 @@ impl Server {
             .envs(env.iter().copied())
             .kill_on_drop(true)
             .spawn()
-            .context("starting `herald serve`")?;
+            .with_context(|| format!("starting `{} serve`", server.display()))?;
         let pid = child.id().context("the server's pid")?;
         let base = format!("http://{}", config.http_addr);
         wait_ready(&base).await?;
@@ -265,13 +272,13 @@ struct Stats {
 type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 /// One benchmark client session over `/ws`.
-pub(super) struct Session {
+pub(crate) struct Session {
     socket: Socket,
 }
 
 impl Session {
     /// Connects, says hello and subscribes to the owner's channel.
-    pub(super) async fn open(url: &str, token: &str, id: &str, owner: UserId) -> anyhow::Result<Self> {
+    pub(crate) async fn open(url: &str, token: &str, id: &str, owner: UserId) -> anyhow::Result<Self> {
         let (mut socket, _) = tokio_tungstenite::connect_async(url).await.context("connecting")?;
         let hello = json!({"op": "hello", "token": token, "session": id});
         socket.send(Message::Text(hello.to_string().into())).await?;
@@ -302,7 +309,7 @@ impl Session {
     }
 
     /// Receives events and acks each until `stop`; how many came.
-    pub(super) async fn run_counted(self, stop: tokio_util::sync::CancellationToken) -> u64 {
+    pub(crate) async fn run_counted(self, stop: tokio_util::sync::CancellationToken) -> u64 {
         let mut received = 0;
         self.run_until(stop, |_| received += 1).await;
         received
@@ -338,7 +345,7 @@ async fn next_json(socket: &mut Socket) -> Option<Value> {
     }
 }
 
-pub(super) async fn wait_ready(base: &str) -> anyhow::Result<()> {
+pub(crate) async fn wait_ready(base: &str) -> anyhow::Result<()> {
     let client = reqwest::Client::new();
     for _ in 0..400 {
         if let Ok(r) = client.get(format!("{base}/readyz")).send().await
@@ -352,7 +359,7 @@ pub(super) async fn wait_ready(base: &str) -> anyhow::Result<()> {
 }
 
 /// A process's resident set size, in bytes.
-pub(super) fn rss(pid: u32) -> anyhow::Result<u64> {
+pub(crate) fn rss(pid: u32) -> anyhow::Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).context("reading the server's status")?;
     let kib = status
         .lines()

@@ -1,7 +1,7 @@
-//! Channel streams and session cursors: what a real-time session resumes from.
+//! Streams and session cursors: what a real-time session resumes from.
 //!
-//! A channel (`user:<id>`, `room:<id>`) is the ordered stream of its outbox events: offsets 1, 2, 3, …
-//! given in the writing transaction, never reused. The stream keeps a window of recent events
+//! A stream (`user:<id>`, `room:<id>`; the socket protocol calls its name `channel`) is the ordered
+//! sequence of its outbox events: offsets 1, 2, 3, … given in the writing transaction, never reused. The stream keeps a window of recent events
 //! (by age and by count); a session's cursor is the highest offset its client acknowledged.
 
 use std::fmt;
@@ -10,11 +10,51 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::{error::ApiError, event::OutboxEvent, store::StoreError, user::UserId};
+use uuid::Uuid;
+
+use crate::{change::OutboxEvent, error::ApiError, room::RoomId, store::StoreError, user::UserId};
+
+/// A stream's name, typed: `user:<id>` (a user's own changes) or `room:<id>` (a room's). Ids are
+/// in their canonical form (lowercase, hyphenated), so one stream has one name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum StreamName {
+    User(UserId),
+    Room(RoomId),
+}
+
+impl StreamName {
+    /// Reads a client's stream name; a bad one is refused on the field `channel`, the socket
+    /// protocol's name for it.
+    pub fn parse(raw: &str) -> Result<Self, ApiError> {
+        fn id(raw: &str) -> Option<Uuid> {
+            raw.parse::<Uuid>().ok().filter(|id| id.hyphenated().to_string() == raw)
+        }
+        if let Some(user) = raw.strip_prefix("user:") {
+            return id(user)
+                .map(|id| Self::User(UserId(id)))
+                .ok_or_else(|| ApiError::invalid_field("channel", "`user:<id>` needs a user id"));
+        }
+        if let Some(room) = raw.strip_prefix("room:") {
+            return id(room)
+                .map(|id| Self::Room(RoomId(id)))
+                .ok_or_else(|| ApiError::invalid_field("channel", "`room:<id>` needs a room id"));
+        }
+        Err(ApiError::invalid_field("channel", "expected `user:<id>` or `room:<id>`"))
+    }
+}
+
+impl fmt::Display for StreamName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::User(user) => write!(f, "user:{}", user.0.hyphenated()),
+            Self::Room(room) => write!(f, "room:{}", room.0.hyphenated()),
+        }
+    }
+}
 
 /// Where a channel stands.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ChannelHead {
+pub struct StreamHead {
     /// Names the stream's history; offsets of another epoch mean nothing here.
     pub epoch: String,
     /// The last offset given out (0 when the channel never had an event).
@@ -23,7 +63,7 @@ pub struct ChannelHead {
     pub first: i64,
 }
 
-impl ChannelHead {
+impl StreamHead {
     /// Whether every event after `position` is still in the stream.
     pub fn holds_after(&self, position: i64) -> bool {
         position >= self.first - 1 && position <= self.offset
@@ -78,14 +118,14 @@ pub struct SessionCursor {
 ///
 /// Contract: offsets of one channel are gap-free and, read in offset order, are commit order; a
 /// reader that sees offset `n` sees every retained offset below it. Cursor writes are durable when
-/// they return; [`ChannelStore::advance_cursors`] never moves a cursor back.
+/// they return; [`StreamStore::advance_cursors`] never moves a cursor back.
 #[async_trait]
-pub trait ChannelStore: Send + Sync {
+pub trait StreamStore: Send + Sync {
     /// Where `channel` stands now.
-    async fn channel_head(&self, channel: &str) -> Result<ChannelHead, StoreError>;
+    async fn stream_head(&self, channel: &str) -> Result<StreamHead, StoreError>;
 
     /// The channel's retained events after offset `after`, in offset order, at most `limit`.
-    async fn read_channel(&self, channel: &str, after: i64, limit: u32) -> Result<Vec<OutboxEvent>, StoreError>;
+    async fn read_stream(&self, channel: &str, after: i64, limit: u32) -> Result<Vec<OutboxEvent>, StoreError>;
 
     /// The session's cursor in `channel`, if it has one.
     async fn session_cursor(&self, user: UserId, session: &SessionId, channel: &str)
@@ -103,7 +143,7 @@ pub trait ChannelStore: Send + Sync {
 
     /// Deletes published events that are more than `keep` behind their channel's head, at most
     /// `limit`; returns how many. (Age is bounded by [`crate::store::OutboxStore::prune_published`].)
-    async fn trim_channels(&self, keep: u32, limit: u32) -> Result<u64, StoreError>;
+    async fn trim_streams(&self, keep: u32, limit: u32) -> Result<u64, StoreError>;
 }
 
 #[cfg(test)]
@@ -121,13 +161,29 @@ mod tests {
     }
 
     #[test]
+    fn stream_names_parse_and_print_one_way() {
+        let id = Uuid::now_v7();
+        let user = StreamName::parse(&format!("user:{id}")).expect("user");
+        assert_eq!(user, StreamName::User(UserId(id)));
+        assert_eq!(user.to_string(), format!("user:{id}"));
+        let room = StreamName::parse(&format!("room:{id}")).expect("room");
+        assert_eq!(room.to_string(), format!("room:{id}"));
+        let upper = id.hyphenated().to_string().to_uppercase();
+        for bad in
+            ["user:", "user:nope", "room:1", "task:x", "", &format!("user:{upper}"), &format!("user:{}", id.simple())]
+        {
+            assert!(StreamName::parse(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
     fn a_head_holds_positions_within_its_window() {
-        let head = ChannelHead { epoch: "e".into(), offset: 10, first: 4 };
+        let head = StreamHead { epoch: "e".into(), offset: 10, first: 4 };
         assert!(head.holds_after(3));
         assert!(head.holds_after(10));
         assert!(!head.holds_after(2));
         assert!(!head.holds_after(11));
-        let empty = ChannelHead { epoch: "e".into(), offset: 0, first: 1 };
+        let empty = StreamHead { epoch: "e".into(), offset: 0, first: 1 };
         assert!(empty.holds_after(0));
     }
 }

@@ -1,4 +1,4 @@
-//! `herald bench mailing`: one mailing to many clients, end to end, from the mailing's start to
+//! `herald-bench mailing`: one mailing to many clients, end to end, from the mailing's start to
 //! every message final, through the configured store and broker, a scheduler and senders in
 //! this process, and the provider at `HERALD_PROVIDER_URL` (the mock provider, run apart).
 
@@ -20,14 +20,14 @@ use herald_core::{
 };
 use tokio_util::sync::CancellationToken;
 
-use crate::{app, config::Config};
+use herald::{app, config::Config};
 
 /// Clients stored per store call while loading.
 const LOAD_BATCH: usize = 5000;
 /// How long the provider's own rate is measured.
 const PROBE: Duration = Duration::from_secs(5);
 
-/// What `herald bench mailing` measured.
+/// What `herald-bench mailing` measured.
 #[derive(Debug)]
 pub struct MailingReport {
     pub clients: u64,

@@ -5,14 +5,15 @@
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
-use herald_core::{
-    channel::{SessionCursor, SessionId},
-    clock::Clock,
-    store::Store,
-    user::UserId,
-};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
+
+use crate::{
+    clock::Clock,
+    store::Store,
+    stream::{SessionCursor, SessionId},
+    user::UserId,
+};
 
 /// Most acks waiting to be written; beyond it acks are dropped (and their events resent later).
 const QUEUE: usize = 65_536;

@@ -1,10 +1,11 @@
-//! `herald bench soak`: a `herald serve` child under churn for a long time. Sessions connect over
+//! `herald-bench soak`: a `herald serve` child under churn for a long time. Sessions connect over
 //! `/ws`, subscribe, receive and ack events and drop after a random lifetime, each replaced at
 //! once, while events are written at a steady rate. Every sample the server's RSS, open sockets,
 //! threads and live tasks are read, and at the end their slope per hour: a flat line is a
 //! server that can run for weeks.
 
 use std::{
+    path::Path,
     sync::{
         Arc,
         atomic::{AtomicU64, Ordering},
@@ -17,13 +18,13 @@ use chrono::Utc;
 use herald_core::{auth::Identity, user::Role};
 use rand::Rng as _;
 
-use super::{
+use crate::{
     bench_task, bench_user,
     realtime::{Server, Session, rss, stamped_events},
 };
-use crate::config::Config;
+use herald::config::Config;
 
-/// What `herald bench soak` runs.
+/// What `herald-bench soak` runs.
 #[derive(Debug, Clone, Copy)]
 pub struct SoakOptions {
     /// Sessions open at any moment.
@@ -91,14 +92,12 @@ impl SoakReport {
         }
         // The first sample is before the churn settled; the slope is over the rest.
         let steady = if self.samples.len() > 2 { &self.samples[1..] } else { &self.samples[..] };
-        let slope = |f: fn(&Sample) -> f64| slope_per_hour(steady, f);
-        println!(
-            "slope/hour RSS {:+.2} MiB, sockets {:+.1}, threads {:+.1}, tasks {:+.1}",
-            slope(|s| s.rss as f64 / (1024.0 * 1024.0)),
-            slope(|s| s.sockets as f64),
-            slope(|s| s.threads as f64),
-            slope(|s| s.tasks as f64)
-        );
+        println!("slope/hour {}", slopes(steady));
+        // A cache that warms levels off; a leak keeps its slope in the second half too.
+        let half = &self.samples[self.samples.len() / 2..];
+        if half.len() >= 2 {
+            println!("slope/hour over the second half: {}", slopes(half));
+        }
         println!(
             "written    {} events; {} sessions opened, {} failed to open",
             self.written,
@@ -106,6 +105,18 @@ impl SoakReport {
             self.failed_sessions
         );
     }
+}
+
+/// The slopes per hour of RSS, sockets, threads and tasks over `samples`.
+fn slopes(samples: &[Sample]) -> String {
+    let slope = |f: fn(&Sample) -> f64| slope_per_hour(samples, f);
+    format!(
+        "RSS {:+.2} MiB, sockets {:+.1}, threads {:+.1}, tasks {:+.1}",
+        slope(|s| s.rss as f64 / (1024.0 * 1024.0)),
+        slope(|s| s.sockets as f64),
+        slope(|s| s.threads as f64),
+        slope(|s| s.tasks as f64)
+    )
 }
 
 /// The least-squares slope of `f` over time, per hour.
@@ -129,12 +140,12 @@ struct Counters {
 }
 
 /// Runs the soak against the configured store and broker (use scratch ones).
-pub async fn soak(config: &Config, options: SoakOptions) -> anyhow::Result<SoakReport> {
+pub async fn soak(config: &Config, server: &Path, options: SoakOptions) -> anyhow::Result<SoakReport> {
     if options.sessions == 0 || options.users == 0 || options.lifetime == 0 || options.sample == 0 {
         bail!("--sessions, --users, --lifetime and --sample must be at least 1");
     }
     let Server { tokens, store, mut child, pid, base } =
-        Server::start(config, chrono::Duration::hours(48), &[]).await?;
+        Server::start(config, server, chrono::Duration::hours(48), &[]).await?;
     let mut owners = Vec::with_capacity(options.users);
     for i in 0..options.users {
         owners.push(bench_user(store.as_ref(), 1_000_000 + i).await?);
@@ -203,7 +214,9 @@ pub async fn soak(config: &Config, options: SoakOptions) -> anyhow::Result<SoakR
             samples.push(sample(pid, &client, &base, started, &counters).await?);
         }
     }
-    samples.push(sample(pid, &client, &base, started, &counters).await?);
+    if samples.last().is_none_or(|last: &Sample| started.elapsed().as_secs_f64() - last.at >= 1.0) {
+        samples.push(sample(pid, &client, &base, started, &counters).await?);
+    }
     stop.cancel();
     while slots.join_next().await.is_some() {}
     let _ = child.kill().await;

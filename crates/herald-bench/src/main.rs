@@ -1,0 +1,148 @@
+//! `herald-bench`: measurements of Herald against the configured backends, beside the server
+//! rather than inside it. It reads the same settings as `herald` (file, `HERALD_*` variables,
+//! flags); the realtime and soak benches start the `herald` binary (`--server`) as a child.
+//! Run them on a scratch database and broker namespace: they write synthetic rows.
+
+use std::{collections::BTreeMap, path::PathBuf, process::ExitCode};
+
+use clap::{Parser, Subcommand};
+use herald::config::{self, Flags};
+use herald_bench::{broadcast, mailing, realtime, soak};
+
+/// Measure Herald against the configured backends (use a scratch database: it writes rows).
+#[derive(Debug, Parser)]
+#[command(name = "herald-bench", version, propagate_version = true, max_term_width = 110)]
+struct Cli {
+    /// TOML file of settings (`setting_name = value`); also HERALD_CONFIG.
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// The `herald` binary the realtime and soak benches start; by default the one beside this
+    /// binary, else `herald` on the PATH.
+    #[arg(long, global = true, value_name = "PATH")]
+    server: Option<PathBuf>,
+    #[command(flatten)]
+    flags: Flags,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Relay throughput: write N outbox events, then time the relay publishing them to a subscriber.
+    Relay {
+        #[arg(long, default_value_t = 100_000)]
+        events: usize,
+    },
+    /// The broker's topic path alone: broadcast a batch every 10 ms on one connection, receive it
+    /// on another; time each broadcast and each batch's arrival.
+    Broadcast {
+        /// Messages per batch (the relay publishes in batches).
+        #[arg(long, default_value_t = 20)]
+        batch: usize,
+        #[arg(long, default_value_t = 1_000)]
+        batches: usize,
+    },
+    /// One mailing end to end: load N clients, start a mailing to them all, time it until every
+    /// message is final. Needs HERALD_PROVIDER_URL (run the mock provider apart).
+    Mailing {
+        #[arg(long, default_value_t = 1_000_000)]
+        clients: u64,
+        /// Senders in this process (each with HERALD_SENDER_CONCURRENCY in flight).
+        #[arg(long, default_value_t = 1)]
+        senders: usize,
+        /// Schedulers in this process (they claim side by side, as separate processes would).
+        #[arg(long, default_value_t = 1)]
+        schedulers: usize,
+    },
+    /// Real-time sessions: start `herald serve` (the binary at --server) as a child on HERALD_HTTP_ADDR, open N WebSocket
+    /// sessions to it (memory per idle session), then write events at a steady rate and time
+    /// each from its write to its arrival at the client.
+    Realtime {
+        #[arg(long, default_value_t = 10_000)]
+        sessions: usize,
+        /// Sessions of one user (each event of that user reaches all of them).
+        #[arg(long, default_value_t = 1)]
+        sessions_per_user: usize,
+        /// Events written per second.
+        #[arg(long, default_value_t = 2_000)]
+        rate: u32,
+        #[arg(long, default_value_t = 30)]
+        seconds: u64,
+    },
+    /// A long run under churn: start `herald serve` (the binary at --server) as a child on HERALD_HTTP_ADDR; keep N
+    /// WebSocket sessions open, each subscribing, receiving and acking events and dropping after
+    /// a random lifetime (then replaced), while events are written at a steady rate; sample the
+    /// server's RSS, open sockets, threads and live tasks, and print their slope per hour.
+    Soak {
+        /// Sessions open at any moment.
+        #[arg(long, default_value_t = 200)]
+        sessions: usize,
+        #[arg(long, default_value_t = 20)]
+        users: usize,
+        /// Events written per second.
+        #[arg(long, default_value_t = 50)]
+        rate: u32,
+        #[arg(long, default_value_t = 900)]
+        seconds: u64,
+        /// Longest life of one session, in seconds.
+        #[arg(long, default_value_t = 20)]
+        lifetime: u64,
+        /// Seconds between samples.
+        #[arg(long, default_value_t = 30)]
+        sample: u64,
+    },
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let env: BTreeMap<String, String> = std::env::vars().collect();
+    let file = cli.config.clone().or_else(|| env.get("HERALD_CONFIG").map(PathBuf::from));
+    let config = match config::load(file.as_deref(), &env, &cli.flags) {
+        Ok(loaded) => loaded.config,
+        Err(err) => {
+            eprint!("{err}");
+            return ExitCode::from(2);
+        }
+    };
+    herald::logging::init(config.log_format, &config.log_level, None);
+    let server = cli.server.clone().unwrap_or_else(default_server);
+    match run(cli.command, &config, &server).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command, config: &config::Config, server: &std::path::Path) -> anyhow::Result<()> {
+    match command {
+        Command::Relay { events } => herald_bench::relay(config, events).await?.print(config),
+        Command::Realtime { sessions, sessions_per_user, rate, seconds } => {
+            let options = realtime::RealtimeOptions { sessions, sessions_per_user, rate, seconds };
+            realtime::realtime(config, server, options).await?.print(config);
+        }
+        Command::Soak { sessions, users, rate, seconds, lifetime, sample } => {
+            let options = soak::SoakOptions { sessions, users, rate, seconds, lifetime, sample };
+            soak::soak(config, server, options).await?.print(config);
+        }
+        Command::Broadcast { batch, batches } => broadcast::broadcast(config, batch, batches).await?.print(config),
+        Command::Mailing { clients, senders, schedulers } => {
+            mailing::mailing(config, clients, senders, schedulers).await?.print(config);
+        }
+    }
+    Ok(())
+}
+
+/// `herald` beside this executable (both are built into the same target directory), else the
+/// one on the PATH.
+fn default_server() -> PathBuf {
+    let beside = std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(|dir| dir.join(format!("herald{}", std::env::consts::EXE_SUFFIX))));
+    match beside {
+        Some(path) if path.is_file() => path,
+        _ => PathBuf::from("herald"),
+    }
+}

@@ -1,0 +1,87 @@
+//! `herald-bench` as its own process, on the embedded backends of a scratch data directory.
+
+#![allow(clippy::expect_used)]
+
+use std::process::{Command, Output};
+
+fn bench(data_dir: &std::path::Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_herald-bench"))
+        .args(args)
+        .env_clear()
+        .env("HERALD_DATA_DIR", data_dir)
+        .env("HERALD_LOG_FORMAT", "json")
+        .output()
+        .expect("run herald-bench")
+}
+
+#[test]
+fn relay_reports_every_event_relayed() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let out = bench(dir.path(), &["relay", "--events", "1000"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("events  1000"), "{stdout}");
+    assert!(stdout.contains("relay") && stdout.contains("events/s"), "{stdout}");
+}
+
+#[test]
+fn broadcast_reports_every_batch_received() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let out = bench(dir.path(), &["broadcast", "--batch", "5", "--batches", "20"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("batches    20 of 5 messages"), "{stdout}");
+    assert!(stdout.contains("received   p50") && stdout.contains("broadcast  p50"), "{stdout}");
+    let refused = bench(dir.path(), &["broadcast", "--batch", "0"]);
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("at least 1"), "{refused:?}");
+}
+
+#[test]
+fn a_bad_setting_is_named_with_exit_code_2() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let out = Command::new(env!("CARGO_BIN_EXE_herald-bench"))
+        .args(["relay", "--events", "1"])
+        .env_clear()
+        .env("HERALD_DATA_DIR", dir.path())
+        .env("HERALD_STORE_URL", "mysql://nowhere")
+        .output()
+        .expect("run herald-bench");
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("store_url"), "{out:?}");
+}
+
+/// The soak bench against a `herald serve` child (the binary beside this one), for a few
+/// seconds: every sample is printed with the server's RSS and the sessions that came and went.
+#[test]
+fn soak_samples_a_server_child_under_churn() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+    let grpc = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+    let herald = std::path::Path::new(env!("CARGO_BIN_EXE_herald-bench")).with_file_name("herald");
+    if !herald.is_file() {
+        eprintln!("SKIPPED soak_samples_a_server_child_under_churn: build `herald` first (cargo build -p herald)");
+        assert!(std::env::var("HERALD_TEST_REQUIRE_ALL").as_deref() != Ok("1"), "the herald binary is required");
+        return;
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_herald-bench"))
+        .args(["soak", "--sessions", "20", "--users", "4", "--rate", "20", "--seconds", "6", "--lifetime", "2"])
+        .args(["--sample", "2"])
+        .env_clear()
+        .env("HERALD_DATA_DIR", dir.path())
+        .env("HERALD_HTTP_ADDR", format!("127.0.0.1:{port}"))
+        .env("HERALD_GRPC_ADDR", format!("127.0.0.1:{grpc}"))
+        .output()
+        .expect("run herald-bench");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("MiB at the start") && stdout.contains("slope/hour RSS"), "{stdout}");
+    // "written    N events; M sessions opened, F failed to open"
+    let line = stdout.lines().find(|l| l.starts_with("written")).expect("the totals line");
+    let numbers: Vec<u64> = line.split(|c: char| !c.is_ascii_digit()).filter_map(|n| n.parse().ok()).collect();
+    let [written, opened, failed] = numbers[..] else { panic!("{line}") };
+    assert!(written > 0, "{stdout}");
+    // 20 sessions living at most 2 s over 6 s: each slot churned more than once.
+    assert!(opened > 20, "{stdout}");
+    assert_eq!(failed, 0, "{stdout}");
+}
