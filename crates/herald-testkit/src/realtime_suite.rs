@@ -170,7 +170,8 @@ pub async fn a_session_moves_between_gateway_instances(cluster: &Cluster) {
     api.stop().await;
 }
 
-/// A gateway cut off from the broker misses the live broadcasts of the outage; once it is back,
+/// A gateway cut off from the broker misses the live broadcasts of the outage and says so on
+/// `/readyz` (503, so a load balancer sends no new sessions there); once it is back, ready again,
 /// its sessions get what was committed meanwhile from the store, with no later event needed to
 /// reveal the gap.
 pub async fn a_gateway_cut_off_from_the_broker_catches_up_when_it_is_back(cluster: &Cluster) {
@@ -191,7 +192,9 @@ pub async fn a_gateway_cut_off_from_the_broker_catches_up_when_it_is_back(cluste
     create_task(cluster, &api, &ada, "during").await;
     wait_relayed(&api).await;
     assert!(ws.next_event(QUIET).await.is_none(), "the gateway hears nothing while cut off");
+    assert_eq!(readiness_becomes(&gateway, 503).await, 503, "not ready while the broker is out of reach");
     proxy.release();
+    assert_eq!(readiness_becomes(&gateway, 200).await, 200, "ready again once the broker is back");
 
     let caught_up = ws.events(1, 2 * WAIT).await;
     assert_eq!(titles(&caught_up), ["during"], "the broadcast missed in the outage, from the store");
@@ -202,6 +205,19 @@ pub async fn a_gateway_cut_off_from_the_broker_catches_up_when_it_is_back(cluste
     ws.close().await;
     gateway.stop().await;
     api.stop().await;
+}
+
+/// Polls the node's `/readyz` for up to 15 s until it answers `status`; the last status seen.
+async fn readiness_becomes(node: &Node, status: u16) -> u16 {
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().expect("client");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let seen = client.get(node.url("/readyz")).send().await.map_or(0, |r| r.status().as_u16());
+        if seen == status || tokio::time::Instant::now() >= deadline {
+            return seen;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// A forged token, another user's channel and a malformed channel are refused with clear codes.
