@@ -5,11 +5,11 @@
 //! claim is no longer current (already settled, or rescued and handed out again) is dropped, so a
 //! message the broker redelivers is not sent twice. Then each current [`DeliveryJob`] takes one of
 //! the sender's `concurrency` slots:
-//! 2. past its deadline it expires without an attempt;
-//! 3. while its guard's circuit breaker is open it is deferred to when the breaker lets a probe
+//! 1. past its deadline it expires without an attempt;
+//! 2. while its guard's circuit breaker is open it is deferred to when the breaker lets a probe
 //!    through, without spending an attempt;
-//! 4. the guard's token bucket paces it (a wait that would outlast the claim defers it instead);
-//! 5. the channel is called and the outcome becomes a report through the [`RetryPolicy`].
+//! 3. the guard's token bucket paces it (a wait that would outlast the claim defers it instead);
+//! 4. the channel is called and the outcome becomes a report through the [`RetryPolicy`].
 //!
 //! Reports are written in batches: whatever finished while the previous write ran goes in the
 //! next one (group commit), and a message is acked only after the reports of all its jobs are
@@ -24,6 +24,9 @@
 //! rate.
 
 mod guards;
+mod realtime;
+mod reports;
+mod verdict;
 
 use parking_lot::Mutex;
 use std::{
@@ -39,17 +42,14 @@ use chrono::{DateTime, Utc};
 use herald_core::{
     broker::{self, Broker, ConsumeOptions},
     campaign::MESSAGE_KIND,
-    change::{ChangeEvent, user_stream},
     clock::Clock,
     delivery::{
-        Attempt, BreakerConfig, BreakerState, Channel, DELIVERY_QUEUE, Decision, DeliveryId, DeliveryJob,
-        DeliveryReport, DeliveryStatus, Failure, JobBatch, RetryPolicy, ZonedWindow,
+        BreakerConfig, BreakerState, Channel, DELIVERY_QUEUE, DeliveryId, DeliveryJob, DeliveryReport, DeliveryStatus,
+        JobBatch, RetryPolicy, ZonedWindow,
     },
-    metrics::{ChannelLabels, Metrics, OutcomeLabels},
+    metrics::{ChannelLabels, Metrics},
     store::Store,
     trace,
-    user::UserId,
-    wire::TYPE_HEADER,
 };
 use rand::{SeedableRng, rngs::StdRng};
 use tokio::{
@@ -59,8 +59,11 @@ use tokio::{
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 
-use self::guards::{Guard, GuardKey, Guards};
-use crate::channels::{HttpChannels, webhook_error};
+use self::{
+    guards::{Guard, GuardKey, Guards},
+    reports::settle,
+};
+use crate::channels::HttpChannels;
 
 /// A rate limit: per channel, and for webhooks per destination host.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -345,69 +348,6 @@ impl Sender {
         Some(jobs)
     }
 
-    /// Writes reports in batches and settles each message once all its jobs are recorded.
-    async fn report(self, mut received: mpsc::UnboundedReceiver<Handled>) {
-        let max = self.0.options.report_batch.max(1);
-        while let Some(first) = received.recv().await {
-            let mut batch = vec![first];
-            while batch.len() < max {
-                match received.try_recv() {
-                    Ok(next) => batch.push(next),
-                    Err(_) => break,
-                }
-            }
-            let mut reports = Vec::with_capacity(batch.len());
-            // Each job's message with whether to redeliver it, and the slot it frees once recorded.
-            let mut recorded = Vec::with_capacity(batch.len());
-            let mut claims = Vec::with_capacity(batch.len());
-            for (claim, disposition, message, slot) in batch {
-                let retry = matches!(disposition, Disposition::Retry);
-                if let Disposition::Report(report) = disposition {
-                    reports.push(report);
-                }
-                claims.push(claim);
-                recorded.push((retry, message, slot));
-            }
-            let mut backoff = Duration::from_millis(100);
-            while !reports.is_empty() {
-                match self.0.store.record_deliveries(&reports, self.0.clock.now()).await {
-                    Ok(applied) => {
-                        if (applied as usize) < reports.len() {
-                            tracing::debug!(
-                                stale = reports.len() - applied as usize,
-                                "reports for claims that lapsed were ignored"
-                            );
-                        }
-                        break;
-                    }
-                    Err(err) => {
-                        self.0.metrics.sender_errors.inc();
-                        tracing::warn!(error = %err, retry_in = ?backoff, "could not record delivery outcomes");
-                        tokio::time::sleep(backoff).await;
-                        backoff = (backoff * 2).min(Duration::from_secs(5));
-                    }
-                }
-            }
-            // Recorded: from now on the store's claim check keeps a second copy from being sent.
-            {
-                let mut taken = self.0.taken.lock();
-                for claim in &claims {
-                    taken.remove(claim);
-                }
-            }
-            // Settle the messages this batch completed together: one broker round trip each,
-            // overlapped.
-            let mut settling = Vec::new();
-            for (retry, message, slot) in recorded {
-                drop(slot);
-                if let Some((delivery, retry)) = message.finish_one(retry) {
-                    settling.push(settle(delivery, retry));
-                }
-            }
-            futures::future::join_all(settling).await;
-        }
-    }
-
     async fn handle_job(&self, job: DeliveryJob) -> Disposition {
         let inner = &self.0;
         let id = DeliveryId(job.id);
@@ -489,225 +429,6 @@ impl Sender {
         }
         Disposition::Report(self.decide(&job, channel, outcome, after))
     }
-
-    /// Appends the payload to the recipient's `user:` channel and records the delivery, together.
-    async fn realtime(&self, job: &DeliveryJob, now: DateTime<Utc>) -> Disposition {
-        let Ok(user) = job.recipient.parse::<uuid::Uuid>() else {
-            let reason = Some(format!("the recipient {:?} is not a user id", job.recipient));
-            return Disposition::Report(self.report_for(job, "realtime", DeliveryStatus::Failed, now, reason));
-        };
-        let kind = job.payload.get("type").and_then(|t| t.as_str()).unwrap_or(&job.kind).to_owned();
-        let event = ChangeEvent {
-            // The delivery's id: the event of a delivery is one event, however often it is tried.
-            id: job.id,
-            kind,
-            channel: user_stream(UserId(user)),
-            payload: job.payload.clone(),
-            created_at: now,
-            // The channel call's span: the relay and the gateway continue this delivery's trace.
-            trace_context: trace::current(),
-        };
-        let report = self.report_for(job, "realtime", DeliveryStatus::Sent, now, None);
-        match self.0.store.record_delivery_with_events(&report, &[event], now).await {
-            Ok(_) => Disposition::Done,
-            Err(err) => {
-                tracing::warn!(delivery = %job.id, error = %err, "could not append a realtime delivery; retrying");
-                Disposition::Retry
-            }
-        }
-    }
-
-    /// Publishes the payload, as it is, on the broker work queue the recipient names; the
-    /// delivery's id is the message id, so a repeated attempt is one message to de-duplicating
-    /// consumers.
-    async fn publish(&self, job: &DeliveryJob) -> Attempt {
-        let payload = serde_json::to_vec(&job.payload).map_err(|e| Failure::Malformed { reason: e.to_string() })?;
-        let message = broker::Message::new(job.id, payload)
-            .with_header(TYPE_HEADER, job.kind.clone())
-            .with_traceparent(trace::current());
-        match self.0.broker.enqueue(&job.recipient, message).await {
-            Ok(()) => Ok(()),
-            Err(broker::BrokerError::Unavailable(_) | broker::BrokerError::Closed) => Err(Failure::Connection),
-            Err(err) => Err(Failure::Malformed { reason: format!("the broker refused the message: {err}") }),
-        }
-    }
-
-    /// `None` when the guard's breaker lets a call through now, else when to try again.
-    fn gate(&self, key: &GuardKey, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
-        self.with_guard(key, |g| {
-            if g.breaker.allow(now) {
-                return None;
-            }
-            // While a probe is out, look again soon: its answer may close the breaker.
-            let soon = now + chrono::Duration::seconds(1);
-            Some(match g.breaker.state(now) {
-                BreakerState::HalfOpen => soon,
-                _ => g.breaker.open_until(now).unwrap_or(soon),
-            })
-        })
-    }
-
-    /// Waits for the guard's rate limit; `Err(wait)` when the wait would outlast the claim.
-    ///
-    /// Each call reserves the next free slot and sleeps until it, so waiters are spaced exactly
-    /// and a late wake-up does not push every later slot back.
-    async fn pace(&self, key: &GuardKey, lease_until: DateTime<Utc>) -> Result<(), Duration> {
-        // Pacing is about real time, whatever clock the store's timestamps come from.
-        let now = Utc::now();
-        let slot = self.with_guard(key, |g| {
-            g.bucket.as_mut().map(|bucket| {
-                let at = bucket.next_allowed(now);
-                // A token is there at `next_allowed` by definition; take it for that instant.
-                let _ = bucket.take(at);
-                at
-            })
-        });
-        let Some(at) = slot else { return Ok(()) };
-        let wait = (at - now).to_std().unwrap_or_default();
-        if wait.is_zero() {
-            return Ok(());
-        }
-        let margin = chrono::Duration::from_std(wait + self.0.options.call_margin).unwrap_or(chrono::Duration::MAX);
-        if self.0.clock.now() + margin > lease_until {
-            return Err(wait);
-        }
-        tokio::time::sleep(wait).await;
-        Ok(())
-    }
-
-    /// Feeds `outcome` to the guard's breaker. A channel's state is the `delivery_breaker_state`
-    /// gauge; webhook hosts have none: user-aimed, some host is always down somewhere, so one
-    /// value for all of them would be an alert that never clears, and one per host would put
-    /// users' hosts in the metrics without bound.
-    fn record_health(&self, key: &GuardKey, outcome: &Attempt, now: DateTime<Utc>) {
-        let (before, state) = self.with_guard(key, |g| {
-            let before = g.breaker.state(now);
-            g.breaker.record(outcome, now);
-            (before, g.breaker.state(now))
-        });
-        let channel = match key {
-            GuardKey::Channel(channel) => *channel,
-            GuardKey::Host(host) => {
-                if before == BreakerState::Closed && matches!(state, BreakerState::Open { .. }) {
-                    tracing::info!(%host, "a webhook host's circuit breaker opened: its deliveries are deferred");
-                }
-                return;
-            }
-        };
-        let value = match state {
-            BreakerState::Closed => 0,
-            BreakerState::Open { .. } => 1,
-            BreakerState::HalfOpen => 2,
-        };
-        let labels = ChannelLabels { channel: channel.as_str().to_owned() };
-        let gauge = self.0.metrics.delivery_breaker_state.get_or_create(&labels);
-        if gauge.set(value) != value && value == 1 {
-            tracing::warn!(
-                channel = channel.as_str(),
-                "circuit breaker opened: deliveries on this channel are deferred"
-            );
-        }
-    }
-
-    fn decide(&self, job: &DeliveryJob, channel: Channel, outcome: Attempt, now: DateTime<Utc>) -> DeliveryReport {
-        let attempts = job.attempts + 1;
-        let mut report = DeliveryReport {
-            id: DeliveryId(job.id),
-            lease_until: job.lease_until,
-            status: DeliveryStatus::Sent,
-            attempts,
-            next_attempt_at: now,
-            last_error: None,
-            sent_at: Some(now),
-        };
-        let failure: Failure = match outcome {
-            Ok(()) => {
-                self.count(channel.as_str(), "sent");
-                return report;
-            }
-            Err(failure) => failure,
-        };
-        report.sent_at = None;
-        let decision = {
-            let mut rng = self.0.rng.lock();
-            self.0.options.policy.next_attempt(attempts, &failure, now, job.deadline, &mut *rng)
-        };
-        match decision {
-            Decision::RetryAt(at) => {
-                // A retry waits for the recipient's send window, if it has one.
-                let at = ZonedWindow::of_payload(&job.payload).map_or(at, |w| w.next_allowed(at));
-                if job.deadline.is_some_and(|deadline| at >= deadline) {
-                    self.count(channel.as_str(), "expired");
-                    report.status = DeliveryStatus::Expired;
-                    report.last_error =
-                        Some(format!("{failure}; the send window does not open again before the deadline"));
-                } else {
-                    self.count(channel.as_str(), "retry");
-                    report.status = DeliveryStatus::Pending;
-                    report.next_attempt_at = at;
-                    report.last_error = Some(failure.to_string());
-                }
-            }
-            Decision::Fail(reason) => {
-                self.count(channel.as_str(), "failed");
-                report.status = DeliveryStatus::Failed;
-                report.last_error = Some(reason.to_string());
-            }
-            Decision::Expire => {
-                self.count(channel.as_str(), "expired");
-                report.status = DeliveryStatus::Expired;
-                report.last_error = Some(format!("{failure}; the next attempt would fall after the deadline"));
-            }
-        }
-        if channel == Channel::Webhook {
-            // The user who aimed the webhook sees only whether it answered and with what status;
-            // the status and attempts say the rest.
-            report.last_error = Some(webhook_error(&failure));
-        }
-        report
-    }
-
-    /// A final report without a channel call (attempts unchanged).
-    fn report_for(
-        &self,
-        job: &DeliveryJob,
-        channel: &str,
-        status: DeliveryStatus,
-        now: DateTime<Utc>,
-        last_error: Option<String>,
-    ) -> DeliveryReport {
-        let (attempts, sent_at) =
-            if status == DeliveryStatus::Sent { (job.attempts + 1, Some(now)) } else { (job.attempts, None) };
-        self.count(channel, status.as_str());
-        DeliveryReport {
-            id: DeliveryId(job.id),
-            lease_until: job.lease_until,
-            status,
-            attempts,
-            next_attempt_at: now,
-            last_error,
-            sent_at,
-        }
-    }
-
-    /// Puts a delivery back to pending at `at` without spending an attempt.
-    fn defer(&self, job: &DeliveryJob, channel: Channel, at: DateTime<Utc>, reason: Option<String>) -> DeliveryReport {
-        self.count(channel.as_str(), "deferred");
-        DeliveryReport {
-            id: DeliveryId(job.id),
-            lease_until: job.lease_until,
-            status: DeliveryStatus::Pending,
-            attempts: job.attempts,
-            next_attempt_at: at,
-            last_error: reason,
-            sent_at: None,
-        }
-    }
-
-    fn count(&self, channel: &str, outcome: &str) {
-        let labels = OutcomeLabels { channel: channel.to_owned(), outcome: outcome.to_owned() };
-        self.0.metrics.deliveries.get_or_create(&labels).inc();
-    }
 }
 
 /// The span of one delivery's handling: every line about a mailing message carries the message,
@@ -735,14 +456,6 @@ fn delivery_span(job: &DeliveryJob) -> tracing::Span {
             )
         }
     })
-}
-
-/// Acks a queue message, or redelivers it after a second when `retry`.
-async fn settle(delivery: broker::QueueMessage, retry: bool) {
-    let settled = if retry { delivery.nack(Some(Duration::from_secs(1))).await } else { delivery.ack().await };
-    if let Err(err) = settled {
-        tracing::debug!(error = %err, "could not settle a queue message; the broker redelivers it");
-    }
 }
 
 struct AbortOnDrop(tokio::task::AbortHandle);

@@ -10,6 +10,8 @@
 
 mod acks;
 mod hub;
+mod outlet;
+mod replay;
 mod session;
 
 use parking_lot::Mutex;
@@ -35,7 +37,8 @@ use crate::{
     wire::{EVENTS_TOPIC, EventEnvelope},
 };
 
-pub use session::{EventBody, Outlet, SendFailure, Session, Subscribed, error_body};
+pub use outlet::{EventBody, Outlet, SendFailure};
+pub use session::{Session, Subscribed, error_body};
 
 /// How the engine behaves; from the configuration.
 #[derive(Debug, Clone)]

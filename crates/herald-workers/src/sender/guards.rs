@@ -2,10 +2,16 @@
 //! destination host, in a map of bounded size, so that one user's failing webhook does not hold
 //! back another user's.
 
-use std::collections::{BTreeMap, HashMap};
+use std::{
+    collections::{BTreeMap, HashMap},
+    time::Duration,
+};
 
 use chrono::{DateTime, Utc};
-use herald_core::delivery::{BreakerConfig, BreakerState, Channel, CircuitBreaker, TokenBucket};
+use herald_core::{
+    delivery::{Attempt, BreakerConfig, BreakerState, Channel, CircuitBreaker, TokenBucket},
+    metrics::ChannelLabels,
+};
 
 use super::Rate;
 
@@ -109,6 +115,86 @@ impl Guards {
     /// How many webhook hosts are kept.
     pub fn hosts(&self) -> usize {
         self.hosts.len()
+    }
+}
+
+/// The guards as the sender uses them around each call.
+impl super::Sender {
+    /// `None` when the guard's breaker lets a call through now, else when to try again.
+    pub(super) fn gate(&self, key: &GuardKey, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        self.with_guard(key, |g| {
+            if g.breaker.allow(now) {
+                return None;
+            }
+            // While a probe is out, look again soon: its answer may close the breaker.
+            let soon = now + chrono::Duration::seconds(1);
+            Some(match g.breaker.state(now) {
+                BreakerState::HalfOpen => soon,
+                _ => g.breaker.open_until(now).unwrap_or(soon),
+            })
+        })
+    }
+
+    /// Waits for the guard's rate limit; `Err(wait)` when the wait would outlast the claim.
+    ///
+    /// Each call reserves the next free slot and sleeps until it, so waiters are spaced exactly
+    /// and a late wake-up does not push every later slot back.
+    pub(super) async fn pace(&self, key: &GuardKey, lease_until: DateTime<Utc>) -> Result<(), Duration> {
+        // Pacing is about real time, whatever clock the store's timestamps come from.
+        let now = Utc::now();
+        let slot = self.with_guard(key, |g| {
+            g.bucket.as_mut().map(|bucket| {
+                let at = bucket.next_allowed(now);
+                // A token is there at `next_allowed` by definition; take it for that instant.
+                let _ = bucket.take(at);
+                at
+            })
+        });
+        let Some(at) = slot else { return Ok(()) };
+        let wait = (at - now).to_std().unwrap_or_default();
+        if wait.is_zero() {
+            return Ok(());
+        }
+        let margin = chrono::Duration::from_std(wait + self.0.options.call_margin).unwrap_or(chrono::Duration::MAX);
+        if self.0.clock.now() + margin > lease_until {
+            return Err(wait);
+        }
+        tokio::time::sleep(wait).await;
+        Ok(())
+    }
+
+    /// Feeds `outcome` to the guard's breaker. A channel's state is the `delivery_breaker_state`
+    /// gauge; webhook hosts have none: user-aimed, some host is always down somewhere, so one
+    /// value for all of them would be an alert that never clears, and one per host would put
+    /// users' hosts in the metrics without bound.
+    pub(super) fn record_health(&self, key: &GuardKey, outcome: &Attempt, now: DateTime<Utc>) {
+        let (before, state) = self.with_guard(key, |g| {
+            let before = g.breaker.state(now);
+            g.breaker.record(outcome, now);
+            (before, g.breaker.state(now))
+        });
+        let channel = match key {
+            GuardKey::Channel(channel) => *channel,
+            GuardKey::Host(host) => {
+                if before == BreakerState::Closed && matches!(state, BreakerState::Open { .. }) {
+                    tracing::info!(%host, "a webhook host's circuit breaker opened: its deliveries are deferred");
+                }
+                return;
+            }
+        };
+        let value = match state {
+            BreakerState::Closed => 0,
+            BreakerState::Open { .. } => 1,
+            BreakerState::HalfOpen => 2,
+        };
+        let labels = ChannelLabels { channel: channel.as_str().to_owned() };
+        let gauge = self.0.metrics.delivery_breaker_state.get_or_create(&labels);
+        if gauge.set(value) != value && value == 1 {
+            tracing::warn!(
+                channel = channel.as_str(),
+                "circuit breaker opened: deliveries on this channel are deferred"
+            );
+        }
     }
 }
 
