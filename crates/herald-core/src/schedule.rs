@@ -1,43 +1,40 @@
-//! When periodic jobs run: a cron-like schedule, in UTC.
+//! When periodic jobs run: a cron schedule, in UTC or in a time zone.
 //!
 //! Accepted forms:
-//! - five cron fields, `minute hour day-of-month month day-of-week`, each `*`, a number, a range
-//!   `a-b`, a step `*/n` or `a-b/n`, or a comma-separated list of those (day-of-week 0–7, 0 and 7
-//!   are Sunday). When both day fields are restricted, a day matching either runs, as in cron;
-//! - `@hourly`, `@daily`, `@weekly`, `@monthly`;
+//! - five cron fields, `minute hour day-of-month month day-of-week`, as Vixie cron reads them
+//!   (`*`, numbers, ranges, steps, lists, month and weekday names; 0 and 7 are Sunday; when both
+//!   day fields are restricted a day matching either runs), parsed and evaluated by `croner`;
+//!   prefixed with `CRON_TZ=<zone> ` (an IANA name) they are read at that zone's local time, so a
+//!   job at 03:00 stays at 03:00 across daylight-saving changes;
+//! - `@hourly`, `@daily`, `@weekly`, `@monthly`, `@yearly`;
 //! - `@every <n><unit>` with `s`, `m`, `h` or `d` (at least one second): a fixed interval from the
-//!   previous run;
-//! - `off`: never.
+//!   previous run (ours: cron has no such form);
+//! - `off`: never (ours).
 
 use std::{fmt, str::FromStr, time::Duration};
 
-use chrono::{DateTime, Datelike, Duration as TimeDelta, DurationRound, Timelike, Utc};
+use chrono::{DateTime, Duration as TimeDelta, Utc};
+use chrono_tz::Tz;
+use croner::{
+    Cron,
+    parser::{CronParser, Seconds, Year},
+};
 
 /// A parsed schedule.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Schedule {
     text: String,
     kind: Kind,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 enum Kind {
     Off,
     Every(Duration),
-    Cron(Box<Cron>),
+    Cron { cron: Box<Cron>, zone: Tz },
 }
 
-/// Cron fields as bit sets.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Cron {
-    minutes: u64,
-    hours: u32,
-    days: u32,
-    months: u16,
-    weekdays: u8,
-    days_restricted: bool,
-    weekdays_restricted: bool,
-}
+impl Eq for Schedule {}
 
 impl Schedule {
     /// A schedule that never fires.
@@ -50,86 +47,11 @@ impl Schedule {
         match &self.kind {
             Kind::Off => None,
             Kind::Every(interval) => after.checked_add_signed(TimeDelta::from_std(*interval).ok()?),
-            Kind::Cron(cron) => cron.next_after(after),
-        }
-    }
-}
-
-impl Cron {
-    fn next_after(&self, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
-        let mut t = after.duration_trunc(TimeDelta::minutes(1)).ok()? + TimeDelta::minutes(1);
-        // Eight years covers every leap-day and weekday combination; an impossible schedule
-        // (30 February) ends here instead of looping.
-        let limit = after + TimeDelta::days(8 * 366);
-        while t <= limit {
-            if self.months & (1 << t.month()) == 0 {
-                let (y, m) = if t.month() == 12 { (t.year() + 1, 1) } else { (t.year(), t.month() + 1) };
-                t = chrono::NaiveDate::from_ymd_opt(y, m, 1)?.and_hms_opt(0, 0, 0)?.and_utc();
-                continue;
+            Kind::Cron { cron, zone } => {
+                let local = after.with_timezone(zone);
+                cron.find_next_occurrence(&local, false).ok().map(|next| next.with_timezone(&Utc))
             }
-            if !self.day_matches(t) {
-                t = (t + TimeDelta::days(1)).duration_trunc(TimeDelta::days(1)).ok()?;
-                continue;
-            }
-            if self.hours & (1 << t.hour()) == 0 {
-                t = (t + TimeDelta::hours(1)).duration_trunc(TimeDelta::hours(1)).ok()?;
-                continue;
-            }
-            if self.minutes & (1 << t.minute()) == 0 {
-                t += TimeDelta::minutes(1);
-                continue;
-            }
-            return Some(t);
         }
-        None
-    }
-
-    fn day_matches(&self, t: DateTime<Utc>) -> bool {
-        let day = self.days & (1 << t.day()) != 0;
-        let weekday = self.weekdays & (1 << t.weekday().num_days_from_sunday()) != 0;
-        match (self.days_restricted, self.weekdays_restricted) {
-            (true, true) => day || weekday,
-            _ => day && weekday,
-        }
-    }
-}
-
-/// Parses one cron field into a bit set over `min..=max`; `true` when it restricts (is not `*`).
-fn field(text: &str, name: &str, min: u32, max: u32) -> Result<(u64, bool), String> {
-    let mut bits = 0u64;
-    for part in text.split(',') {
-        let (range, step) = match part.split_once('/') {
-            Some((range, step)) => {
-                let step: u32 = step.parse().map_err(|_| format!("{name}: bad step {step:?}"))?;
-                if step == 0 {
-                    return Err(format!("{name}: a step must be at least 1"));
-                }
-                (range, step)
-            }
-            None => (part, 1),
-        };
-        let (lo, hi) = if range == "*" {
-            (min, max)
-        } else if let Some((lo, hi)) = range.split_once('-') {
-            (number(lo, name, min, max)?, number(hi, name, min, max)?)
-        } else {
-            let n = number(range, name, min, max)?;
-            (n, if part.contains('/') { max } else { n })
-        };
-        if lo > hi {
-            return Err(format!("{name}: range {range:?} runs backwards"));
-        }
-        for n in (lo..=hi).step_by(step as usize) {
-            bits |= 1 << n;
-        }
-    }
-    Ok((bits, text != "*"))
-}
-
-fn number(text: &str, name: &str, min: u32, max: u32) -> Result<u32, String> {
-    match text.parse::<u32>() {
-        Ok(n) if (min..=max).contains(&n) => Ok(n),
-        _ => Err(format!("{name}: {text:?} is not a number from {min} to {max}")),
     }
 }
 
@@ -156,45 +78,47 @@ impl FromStr for Schedule {
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let text = s.trim();
-        let cron_text = match text {
-            "off" => return Ok(Self::off()),
-            "@hourly" => "0 * * * *",
-            "@daily" => "0 0 * * *",
-            "@weekly" => "0 0 * * 0",
-            "@monthly" => "0 0 1 * *",
-            _ => text,
-        };
+        if text == "off" {
+            return Ok(Self::off());
+        }
         if let Some(interval) = text.strip_prefix("@every ") {
             return Ok(Self { text: text.to_owned(), kind: Kind::Every(every(interval)?) });
         }
-        let fields: Vec<&str> = cron_text.split_whitespace().collect();
-        let [minute, hour, day, month, weekday] = fields[..] else {
+        let (zone, pattern) = match text.strip_prefix("CRON_TZ=") {
+            Some(rest) => {
+                let (zone, pattern) = rest.split_once(char::is_whitespace).unwrap_or((rest, ""));
+                let zone: Tz = zone.parse().map_err(|_| format!("CRON_TZ: {zone:?} is not an IANA time zone"))?;
+                (zone, pattern.trim())
+            }
+            None => (Tz::UTC, text),
+        };
+        if !pattern.starts_with('@') && pattern.split_whitespace().count() != 5 {
             return Err(format!(
-                "{text:?} is not a schedule: use five cron fields, @hourly, @daily, @weekly, @monthly, @every <n><s|m|h|d> or off"
+                "{text:?} is not a schedule: use five cron fields (optionally after CRON_TZ=<zone>), @hourly, \
+                 @daily, @weekly, @monthly, @yearly, @every <n><s|m|h|d> or off"
             ));
-        };
-        let (minutes, _) = field(minute, "minute", 0, 59)?;
-        let (hours, _) = field(hour, "hour", 0, 23)?;
-        let (days, days_restricted) = field(day, "day of month", 1, 31)?;
-        let (months, _) = field(month, "month", 1, 12)?;
-        let (mut weekdays, weekdays_restricted) = field(weekday, "day of week", 0, 7)?;
-        if weekdays & (1 << 7) != 0 {
-            weekdays |= 1;
         }
-        let cron = Cron {
-            minutes,
-            hours: hours as u32,
-            days: days as u32,
-            months: months as u16,
-            weekdays: (weekdays & 0x7f) as u8,
-            days_restricted,
-            weekdays_restricted,
-        };
-        if cron.next_after(DateTime::<Utc>::UNIX_EPOCH).is_none() {
+        let parser = CronParser::builder().seconds(Seconds::Disallowed).year(Year::Disallowed).build();
+        let cron = parser.parse(pattern).map_err(|err| match culprit(&parser, pattern) {
+            Some((name, field)) => format!("{text:?}: the {name} field {field:?} is not valid ({err})"),
+            None => format!("{text:?} is not a valid cron schedule: {err}"),
+        })?;
+        let schedule = Self { text: text.to_owned(), kind: Kind::Cron { cron: Box::new(cron), zone } };
+        if schedule.next_after(DateTime::<Utc>::UNIX_EPOCH).is_none() {
             return Err(format!("{text:?} never fires"));
         }
-        Ok(Self { text: text.to_owned(), kind: Kind::Cron(Box::new(cron)) })
+        Ok(schedule)
     }
+}
+
+/// The first of a five-field pattern's fields that fails to parse on its own, and its name.
+fn culprit<'a>(parser: &CronParser, pattern: &'a str) -> Option<(&'static str, &'a str)> {
+    const NAMES: [&str; 5] = ["minute", "hour", "day-of-month", "month", "day-of-week"];
+    let fields: Vec<&str> = pattern.split_whitespace().collect();
+    (0..fields.len().min(5)).find_map(|i| {
+        let alone: Vec<&str> = (0..5).map(|j| if j == i { fields[i] } else { "*" }).collect();
+        parser.parse(&alone.join(" ")).is_err().then(|| (NAMES[i], fields[i]))
+    })
 }
 
 impl fmt::Display for Schedule {
@@ -232,6 +156,17 @@ mod tests {
     }
 
     #[test]
+    fn a_zoned_schedule_keeps_its_local_hour_across_daylight_saving() {
+        // 03:00 in Paris is 01:00 UTC in summer (CEST) and 02:00 UTC in winter (CET).
+        let paris = "CRON_TZ=Europe/Paris 0 3 * * *";
+        assert_eq!(next(paris, at(2026, 7, 1, 12, 0)), Some(at(2026, 7, 2, 1, 0)), "CEST is UTC+2");
+        assert_eq!(next(paris, at(2026, 12, 1, 12, 0)), Some(at(2026, 12, 2, 2, 0)), "CET is UTC+1");
+        assert_eq!(paris.parse::<Schedule>().expect("zoned").to_string(), paris);
+        assert_eq!(next("@yearly", at(2026, 3, 1, 0, 0)), Some(at(2027, 1, 1, 0, 0)));
+        assert_eq!(next("0 9 * * MON-FRI", at(2026, 11, 21, 9, 0)), Some(at(2026, 11, 23, 9, 0)), "names");
+    }
+
+    #[test]
     fn a_run_exactly_on_the_minute_is_after_it_not_at_it() {
         assert_eq!(next("0 * * * *", at(2026, 1, 1, 10, 0)), Some(at(2026, 1, 1, 11, 0)));
     }
@@ -250,8 +185,12 @@ mod tests {
             ("* * * *", "five cron fields"),
             ("60 * * * *", "minute"),
             ("* 24 * * *", "hour"),
-            ("*/0 * * * *", "step"),
-            ("5-1 * * * *", "backwards"),
+            ("*/0 * * * *", "minute"),
+            ("* * 32 * *", "day-of-month"),
+            ("* * * 13 *", "month"),
+            ("* * * * 8", "day-of-week"),
+            ("5-1 * * * *", "minute"),
+            ("CRON_TZ=Mars/Olympus 0 3 * * *", "time zone"),
             ("0 0 30 2 *", "never fires"),
             ("@every 0s", "at least 1s"),
             ("@every soon", "@every"),

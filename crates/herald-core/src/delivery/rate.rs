@@ -3,6 +3,12 @@
 //!
 //! Kept as one instant (the generic cell rate algorithm): the bucket is full again at `full_at`; every send
 //! pushes that `interval` later. Integer nanoseconds, so the rate does not drift however long it runs.
+//!
+//! Why not `governor`, which the password limits use: the sender needs to *reserve* the next free
+//! slot ([`TokenBucket::next_allowed`], then [`TokenBucket::take`] at that instant) so waiters are
+//! spaced exactly and one whose slot would outlast its claim is deferred instead, and it runs on the
+//! deliveries' clock (a paused one in tests), not on `governor`'s. Its admission decisions are the
+//! same as `governor`'s for the same quota: a test below checks them side by side.
 
 use std::time::Duration;
 
@@ -77,6 +83,40 @@ mod tests {
     use chrono::{TimeDelta, TimeZone};
 
     use super::*;
+
+    /// The same arrivals, the same answers as `governor`'s GCRA for the same quota.
+    #[test]
+    fn admits_exactly_what_governor_admits() {
+        use std::num::NonZeroU32;
+
+        use governor::{Quota, RateLimiter, clock::FakeRelativeClock};
+        use rand::{Rng as _, SeedableRng as _};
+
+        for (per_second, burst) in [(50.0, 1), (10.0, 5), (0.5, 3), (1000.0, 20)] {
+            let mut ours = TokenBucket::new(per_second, burst).expect("rate");
+            let clock = FakeRelativeClock::default();
+            let quota = Quota::with_period(ours.interval())
+                .expect("a period")
+                .allow_burst(NonZeroU32::new(burst).expect("burst"));
+            let theirs = RateLimiter::direct_with_clock(quota, clock.clone());
+            let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+            let start = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap();
+            let mut elapsed = Duration::ZERO;
+            for n in 0..2_000 {
+                // Gaps from none (a burst) to three intervals, in whole microseconds.
+                let gap = ours.interval().mul_f64(rng.random_range(0.0..3.0));
+                let gap = Duration::from_micros(gap.as_micros() as u64);
+                clock.advance(gap);
+                elapsed += gap;
+                let now = start + TimeDelta::from_std(elapsed).expect("elapsed");
+                assert_eq!(
+                    ours.take(now).is_ok(),
+                    theirs.check().is_ok(),
+                    "{per_second}/s burst {burst}: arrival {n} at {elapsed:?}"
+                );
+            }
+        }
+    }
 
     fn t0() -> DateTime<Utc> {
         Utc.with_ymd_and_hms(2026, 3, 1, 12, 0, 0).single().expect("valid time")
