@@ -141,40 +141,18 @@ impl MailingFilter {
     }
 }
 
-/// Where a mailing stands: `scheduled` until its start, `running` while messages are live, then
-/// `finished`; or `cancelled`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum MailingStatus {
-    Scheduled,
-    Running,
-    Finished,
-    Cancelled,
-}
-
-impl MailingStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Scheduled => "scheduled",
-            Self::Running => "running",
-            Self::Finished => "finished",
-            Self::Cancelled => "cancelled",
-        }
+string_enum!(
+    /// Where a mailing stands: `scheduled` until its start, `running` while messages are live, then
+    /// `finished`; or `cancelled`.
+    #[derive(Serialize, Deserialize, ToSchema)]
+    #[serde(rename_all = "snake_case")]
+    MailingStatus {
+        Scheduled => "scheduled",
+        Running => "running",
+        Finished => "finished",
+        Cancelled => "cancelled",
     }
-}
-
-impl FromStr for MailingStatus {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "scheduled" => Ok(Self::Scheduled),
-            "running" => Ok(Self::Running),
-            "finished" => Ok(Self::Finished),
-            "cancelled" => Ok(Self::Cancelled),
-            other => Err(format!("unknown mailing status {other:?}")),
-        }
-    }
-}
+);
 
 /// A text sent to every matching client between `start_at` and `end_at`.
 #[derive(Debug, Clone, PartialEq)]

@@ -29,6 +29,42 @@ macro_rules! id_type {
     };
 }
 
+/// Declares an enum of fixed strings: `as_str`, `FromStr`, `Display` and `ALL` (every variant, in
+/// order). Extra attributes (serde, `ToSchema`) pass through; a type that derives serde renames
+/// its variants to the same strings, which a test of each such type checks over `ALL`.
+macro_rules! string_enum {
+    ($(#[$meta:meta])* $name:ident { $($variant:ident => $text:literal),* $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum $name { $($variant),* }
+
+        impl $name {
+            /// Every variant, in declaration order.
+            pub const ALL: &'static [Self] = &[$(Self::$variant),*];
+
+            pub fn as_str(self) -> &'static str {
+                match self { $(Self::$variant => $text),* }
+            }
+        }
+
+        impl ::std::str::FromStr for $name {
+            type Err = String;
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                match s {
+                    $($text => Ok(Self::$variant),)*
+                    other => Err(format!("unknown {} {other:?}", stringify!($name))),
+                }
+            }
+        }
+
+        impl ::std::fmt::Display for $name {
+            fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+
 /// Declares a validated text newtype: `parse` keeps the text (trimmed first with `trimmed`) when
 /// `$check` (`fn(&str) -> Result<(), &'static str>`) accepts it; serde goes through `parse`;
 /// `as_str`, `Display` and `String::from` give it back.
@@ -177,5 +213,25 @@ impl Herald {
     /// client's address) with raw JSON input. See [`Registry::call`].
     pub async fn call(&self, cx: impl Into<command::Ctx>, name: &str, input: Value) -> Result<Value, ApiError> {
         self.commands.call(&self.services, cx.into(), name, input).await
+    }
+}
+
+#[cfg(test)]
+mod string_enum_tests {
+    /// Serde and `ToSchema` name every variant as `as_str` does, for each string enum with serde.
+    #[test]
+    fn serde_names_match_as_str() {
+        fn check<T: serde::Serialize + serde::de::DeserializeOwned + PartialEq + std::fmt::Debug + Copy>(
+            all: &[T],
+            as_str: fn(T) -> &'static str,
+        ) {
+            for &v in all {
+                assert_eq!(serde_json::to_value(v).expect("serialises"), serde_json::json!(as_str(v)));
+                assert_eq!(serde_json::from_value::<T>(serde_json::json!(as_str(v))).expect("reads"), v);
+            }
+        }
+        check(crate::task::TaskStatus::ALL, crate::task::TaskStatus::as_str);
+        check(crate::user::Role::ALL, crate::user::Role::as_str);
+        check(crate::campaign::MailingStatus::ALL, crate::campaign::MailingStatus::as_str);
     }
 }

@@ -1,6 +1,6 @@
 //! Tasks and their attachments: the to-do domain.
 
-use std::{fmt, str::FromStr};
+use std::fmt;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -23,36 +23,16 @@ pub const TITLE_MAX: usize = 200;
 /// Longest task description, in characters.
 pub const DESCRIPTION_MAX: usize = 10_000;
 
-/// Where a task stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum TaskStatus {
-    Todo,
-    InProgress,
-    Done,
-}
-
-impl TaskStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Todo => "todo",
-            Self::InProgress => "in_progress",
-            Self::Done => "done",
-        }
+string_enum!(
+    /// Where a task stands.
+    #[derive(Serialize, Deserialize, ToSchema)]
+    #[serde(rename_all = "snake_case")]
+    TaskStatus {
+        Todo => "todo",
+        InProgress => "in_progress",
+        Done => "done",
     }
-}
-
-impl FromStr for TaskStatus {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "todo" => Ok(Self::Todo),
-            "in_progress" => Ok(Self::InProgress),
-            "done" => Ok(Self::Done),
-            other => Err(format!("unknown task status {other:?}")),
-        }
-    }
-}
+);
 
 text_type!(
     /// A task title: trimmed, 1 to 200 characters, no control characters.
