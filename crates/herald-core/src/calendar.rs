@@ -1,7 +1,7 @@
 //! The calendar: a person's events, the periods they are listed by, and the reminders they get.
 //!
 //! An event occupies `[starts_at, starts_at + duration)`; two events of one owner never overlap
-//! (the store refuses the second with [`EVENTS_OVERLAP`](crate::store::EVENTS_OVERLAP)). Periods
+//! (the store refuses the second with [`Constraint::EventsOverlap`](crate::store::Constraint::EventsOverlap)). Periods
 //! are computed in the caller's time zone, so a day is a local day, 23 or 25 hours long across a
 //! DST change.
 

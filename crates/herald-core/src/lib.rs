@@ -33,10 +33,10 @@ macro_rules! id_type {
 /// order). Extra attributes (serde, `ToSchema`) pass through; a type that derives serde renames
 /// its variants to the same strings, which a test of each such type checks over `ALL`.
 macro_rules! string_enum {
-    ($(#[$meta:meta])* $name:ident { $($variant:ident => $text:literal),* $(,)? }) => {
+    ($(#[$meta:meta])* $name:ident { $($(#[$vmeta:meta])* $variant:ident => $text:literal),* $(,)? }) => {
         $(#[$meta])*
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-        pub enum $name { $($variant),* }
+        pub enum $name { $($(#[$vmeta])* $variant),* }
 
         impl $name {
             /// Every variant, in declaration order.

@@ -40,6 +40,35 @@ pub enum StoreError {
     Other(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
 
+string_enum!(
+    /// The conflicts commands tell apart, by the name both adapters give them (a unique index's
+    /// name, or a check of the adapter's own). Any other constraint is reported by its name.
+    Constraint {
+        /// A user's email is taken.
+        UsersEmail => "users_email_key",
+        /// A client's phone is taken.
+        ClientsPhone => "clients_phone_key",
+        /// `update_task`: the task changed since it was read.
+        TaskVersion => "tasks_version",
+        /// A mailing change: the mailing's status moved on.
+        MailingStatus => "mailings_status",
+        /// A calendar event overlaps another of its owner's.
+        EventsOverlap => "events_overlap",
+    }
+);
+
+impl StoreError {
+    /// A conflict on `constraint`.
+    pub fn conflict(constraint: Constraint) -> Self {
+        Self::Conflict { constraint: constraint.as_str().to_owned() }
+    }
+
+    /// Whether this is a conflict on `constraint`.
+    pub fn is_conflict_on(&self, constraint: Constraint) -> bool {
+        matches!(self, Self::Conflict { constraint: name } if name == constraint.as_str())
+    }
+}
+
 impl From<StoreError> for ApiError {
     fn from(err: StoreError) -> Self {
         match err {
@@ -140,7 +169,7 @@ pub trait DeliveryStore: Send + Sync {
 /// and `recipient_id` the client, of kind [`crate::campaign::MESSAGE_KIND`].
 #[async_trait]
 pub trait CampaignStore: Send + Sync {
-    /// Stores a client. A taken phone is `Conflict { constraint: CLIENTS_PHONE_KEY }`.
+    /// Stores a client. A taken phone is `Conflict` on [`Constraint::ClientsPhone`].
     async fn create_client(&self, client: &Client) -> Result<(), StoreError>;
 
     /// Stores many clients in one transaction, skipping each whose phone is taken (stored
@@ -152,7 +181,7 @@ pub trait CampaignStore: Send + Sync {
     /// Clients in id order after `after`, at most `limit`.
     async fn list_clients(&self, after: Option<ClientId>, limit: u32) -> Result<Vec<Client>, StoreError>;
 
-    /// Replaces a stored client. `NotFound` when it is gone; `Conflict { CLIENTS_PHONE_KEY }`
+    /// Replaces a stored client. `NotFound` when it is gone; `Conflict` on [`Constraint::ClientsPhone`]
     /// when its new phone is taken.
     async fn update_client(&self, client: &Client) -> Result<(), StoreError>;
 
@@ -172,7 +201,7 @@ pub trait CampaignStore: Send + Sync {
         limit: u32,
     ) -> Result<Vec<Mailing>, StoreError>;
 
-    /// Replaces a mailing whose stored status is still `expected`: `Conflict { MAILING_STATUS }`
+    /// Replaces a mailing whose stored status is still `expected`: `Conflict` on [`Constraint::MailingStatus`]
     /// when it moved on, `NotFound` when it is gone. When it is `running`, the same transaction
     /// moves the deadline of its live messages to the new `end_at` (a pending message due at or
     /// after it expires) and gives its pending messages the new text.
@@ -201,7 +230,7 @@ pub trait CampaignStore: Send + Sync {
 
     /// Cancels a `scheduled` or `running` mailing and its pending messages, together; returns
     /// how many messages were cancelled. `NotFound` when it is gone; a cancelled one answers
-    /// `Ok(0)`; a finished one is `Conflict { MAILING_STATUS }`.
+    /// `Ok(0)`; a finished one is `Conflict` on [`Constraint::MailingStatus`].
     async fn cancel_mailing(&self, id: MailingId, now: DateTime<Utc>) -> Result<u64, StoreError>;
 
     /// `scheduled` mailings whose `start_at` is at or before `now`, earliest first, at most `limit`.
@@ -226,12 +255,6 @@ pub trait CampaignStore: Send + Sync {
         limit: u32,
     ) -> Result<Vec<Delivery>, StoreError>;
 }
-
-/// The conflict a client whose phone is taken reports.
-pub const CLIENTS_PHONE_KEY: &str = "clients_phone_key";
-
-/// The conflict a mailing change reports when the mailing's status moved on.
-pub const MAILING_STATUS: &str = "mailings_status";
 
 /// Accounts.
 #[async_trait]
@@ -272,7 +295,7 @@ pub trait TaskStore: Send + Sync {
     ) -> Result<Vec<Task>, StoreError>;
 
     /// Replaces a task whose stored version is still `expected_version`, with its events.
-    /// `NotFound` when it is gone; `Conflict { constraint: TASK_VERSION }` when it changed.
+    /// `NotFound` when it is gone; `Conflict` on [`Constraint::TaskVersion`] when it changed.
     async fn update_task(&self, task: &Task, expected_version: i64, events: &[ChangeEvent]) -> Result<(), StoreError>;
 
     /// Deletes a task of `owner` and all its attachments, with the events `events` makes from
@@ -349,7 +372,7 @@ pub trait OutboxStore: Send + Sync {
 #[async_trait]
 pub trait CalendarStore: Send + Sync {
     /// Stores an event with its change events and reminders. An overlap with another event of
-    /// the owner is `Conflict { constraint: EVENTS_OVERLAP }` and writes nothing.
+    /// the owner is `Conflict` on [`Constraint::EventsOverlap`] and writes nothing.
     async fn create_calendar_event(
         &self,
         event: &CalendarEvent,
@@ -362,7 +385,7 @@ pub trait CalendarStore: Send + Sync {
 
     /// Replaces an event of its owner: cancels its pending reminders, stores `reminders` (a
     /// reminder stored before under the same key is kept as it is), writes `events`. `NotFound`
-    /// when it is gone; `Conflict { constraint: EVENTS_OVERLAP }` on an overlap.
+    /// when it is gone; `Conflict` on [`Constraint::EventsOverlap`] on an overlap.
     async fn update_calendar_event(
         &self,
         event: &CalendarEvent,
@@ -455,17 +478,8 @@ pub trait RoomStore: Send + Sync {
 /// Builds the change events of a calendar event's deletion.
 pub type EventDeleteEvents<'a> = dyn Fn(&CalendarEvent) -> Vec<ChangeEvent> + Sync + 'a;
 
-/// The conflict an overlapping event is refused with.
-pub const EVENTS_OVERLAP: &str = "events_overlap";
-
 /// Builds the events of a task deletion from the task and the attachments deleted with it.
 pub type DeleteEvents<'a> = dyn Fn(&Task, &[Attachment]) -> Vec<ChangeEvent> + Sync + 'a;
 
 /// Builds the events of an attachment deletion.
 pub type AttachmentEvents<'a> = dyn Fn(&Attachment) -> Vec<ChangeEvent> + Sync + 'a;
-
-/// The conflict `update_task` reports when the task changed since it was read.
-pub const TASK_VERSION: &str = "tasks_version";
-
-/// The constraint name both adapters give the unique index on users' emails.
-pub const USERS_EMAIL_KEY: &str = "users_email_key";

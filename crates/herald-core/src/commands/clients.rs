@@ -13,7 +13,7 @@ use crate::{
     command::{Access, Command, Ctx},
     error::{ApiError, ErrorCode},
     page::{DEFAULT_LIMIT, Page, decode_cursor},
-    store::{CLIENTS_PHONE_KEY, StoreError},
+    store::{Constraint, StoreError},
 };
 
 use super::{tasks::Deleted, users::ListInput};
@@ -85,7 +85,7 @@ fn not_found() -> ApiError {
 
 fn on_conflict(err: StoreError) -> ApiError {
     match err {
-        StoreError::Conflict { constraint } if constraint == CLIENTS_PHONE_KEY => {
+        ref err if err.is_conflict_on(Constraint::ClientsPhone) => {
             ApiError::new(ErrorCode::Conflict, "a client with this phone exists already")
         }
         StoreError::NotFound => not_found(),

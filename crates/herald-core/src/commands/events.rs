@@ -20,7 +20,7 @@ use crate::{
     command::{Access, Command, Ctx},
     delivery::Delivery,
     error::{ApiError, ErrorCode, FieldError},
-    store::{EVENTS_OVERLAP, StoreError},
+    store::{Constraint, StoreError},
     task::{Description, Title},
     trace,
     user::UserId,
@@ -70,7 +70,7 @@ fn not_found() -> ApiError {
 /// A store error of a write, with an overlap told as `date_busy`.
 fn write_error(err: StoreError) -> ApiError {
     match err {
-        StoreError::Conflict { ref constraint } if constraint == EVENTS_OVERLAP => {
+        ref err if err.is_conflict_on(Constraint::EventsOverlap) => {
             ApiError::new(ErrorCode::DateBusy, "another of your events overlaps this time")
         }
         StoreError::NotFound => not_found(),

@@ -16,7 +16,7 @@ use crate::{
     error::{ApiError, ErrorCode},
     metrics::Metrics,
     page::{DEFAULT_LIMIT, Page, decode_cursor},
-    store::{MAILING_STATUS, Store, StoreError},
+    store::{Constraint, Store, StoreError},
 };
 
 use super::tasks::{Deleted, present};
@@ -257,7 +257,7 @@ impl Command for Update {
                     tracing::info!(mailing_id = %next.id, status = next.status.as_str(), "mailing changed");
                     return Ok(MailingView::from(&start_if_due(svc, next).await?));
                 }
-                Err(StoreError::Conflict { constraint }) if constraint == MAILING_STATUS => continue,
+                Err(err) if err.is_conflict_on(Constraint::MailingStatus) => continue,
                 Err(StoreError::NotFound) => return Err(not_found()),
                 Err(err) => return Err(err.into()),
             }
@@ -326,7 +326,7 @@ impl Command for Delete {
                 Ok(Deleted {})
             }
             Err(StoreError::NotFound) => Err(not_found()),
-            Err(StoreError::Conflict { constraint }) if constraint == MAILING_STATUS => {
+            Err(err) if err.is_conflict_on(Constraint::MailingStatus) => {
                 Err(ApiError::new(ErrorCode::Conflict, "the mailing is finished; there is nothing left to cancel"))
             }
             Err(err) => Err(err.into()),

@@ -15,7 +15,7 @@ use crate::{
     command::{Access, Command, Ctx},
     error::{ApiError, ErrorCode},
     page::{DEFAULT_LIMIT, Page, decode_cursor},
-    store::{StoreError, TASK_VERSION},
+    store::{Constraint, StoreError},
     task::{Attachment, Description, Task, TaskId, TaskStatus, Title},
     trace,
 };
@@ -236,7 +236,7 @@ impl Command for Update {
             next.updated_at = now;
             match svc.store.update_task(&next, current.version, &[event(&next, "task.updated", now)]).await {
                 Ok(()) => return Ok(TaskView::from(&next)),
-                Err(StoreError::Conflict { constraint }) if constraint == TASK_VERSION => {
+                Err(err) if err.is_conflict_on(Constraint::TaskVersion) => {
                     if input.if_match.is_some() {
                         return Err(stale(current.version + 1));
                     }

@@ -16,7 +16,7 @@ use crate::{
     error::{ApiError, ErrorCode},
     net::Refusal,
     page::{DEFAULT_LIMIT, Page, decode_cursor},
-    store::{Store, StoreError, USERS_EMAIL_KEY},
+    store::{Constraint, Store, StoreError},
     user::{Email, NewUser, Password, Role, User, UserId, UserName, WebhookUrl},
 };
 
@@ -65,7 +65,7 @@ pub async fn create_user(
     let user = User { id: UserId::new(), email, name, role, created_at: clock.now() };
     match store.create_user(&NewUser { user: user.clone(), password_hash }).await {
         Ok(()) => Ok(user),
-        Err(StoreError::Conflict { constraint }) if constraint == USERS_EMAIL_KEY => {
+        Err(err) if err.is_conflict_on(Constraint::UsersEmail) => {
             Err(ApiError::new(ErrorCode::EmailTaken, "this email address is already registered"))
         }
         Err(err) => Err(err.into()),

@@ -7,7 +7,7 @@ use herald_core::{
     calendar::{CalendarEvent, CalendarEventId, NOTIFICATION_KIND, REMINDER_KIND},
     change::ChangeEvent,
     delivery::{Delivery, NewDelivery},
-    store::{CalendarStore, EVENTS_OVERLAP, EventDeleteEvents, StoreError},
+    store::{CalendarStore, Constraint, EventDeleteEvents, StoreError},
     user::UserId,
 };
 use sqlx::{Postgres, Row as _, Transaction, postgres::PgRow};
@@ -35,7 +35,7 @@ fn event_row(row: &PgRow) -> Result<CalendarEvent, StoreError> {
 }
 
 /// Locks `owner` for this transaction (other calendar writes of the owner wait), then fails with
-/// `EVENTS_OVERLAP` if another of their events overlaps `event`.
+/// `Constraint::EventsOverlap` if another of their events overlaps `event`.
 async fn lock_and_check(tx: &mut Transaction<'_, Postgres>, event: &CalendarEvent) -> Result<(), StoreError> {
     sqlx::query("SELECT 1 FROM users WHERE id = $1 FOR NO KEY UPDATE")
         .bind(event.owner.0)
@@ -53,7 +53,7 @@ async fn lock_and_check(tx: &mut Transaction<'_, Postgres>, event: &CalendarEven
     .await
     .map_err(err)?;
     if busy.is_some() {
-        return Err(StoreError::Conflict { constraint: EVENTS_OVERLAP.to_owned() });
+        return Err(StoreError::conflict(Constraint::EventsOverlap));
     }
     Ok(())
 }

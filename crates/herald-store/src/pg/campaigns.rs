@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use herald_core::{
     campaign::{Client, ClientId, FirstAttempts, MESSAGE_KIND, Mailing, MailingId, MailingStatus, MessageCounts},
     delivery::{Delivery, DeliveryId, DeliveryStatus},
-    store::{CampaignStore, MAILING_STATUS, StoreError},
+    store::{CampaignStore, Constraint, StoreError},
 };
 use sqlx::{Postgres, Row as _, Transaction, postgres::PgRow};
 use uuid::Uuid;
@@ -286,7 +286,7 @@ impl CampaignStore for PgStore {
         .map_err(err)?;
         if done.rows_affected() == 0 {
             return Err(match stored_status(&mut tx, m.id).await? {
-                Some(_) => StoreError::Conflict { constraint: MAILING_STATUS.into() },
+                Some(_) => StoreError::conflict(Constraint::MailingStatus),
                 None => StoreError::NotFound,
             });
         }
@@ -366,7 +366,7 @@ impl CampaignStore for PgStore {
             return match stored_status(&mut tx, id).await? {
                 None => Err(StoreError::NotFound),
                 Some(MailingStatus::Cancelled) => Ok(0),
-                Some(_) => Err(StoreError::Conflict { constraint: MAILING_STATUS.into() }),
+                Some(_) => Err(StoreError::conflict(Constraint::MailingStatus)),
             };
         }
         let cancelled = sqlx::query(

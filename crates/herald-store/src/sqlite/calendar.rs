@@ -7,7 +7,7 @@ use herald_core::{
     calendar::{CalendarEvent, CalendarEventId, NOTIFICATION_KIND, REMINDER_KIND},
     change::ChangeEvent,
     delivery::{Delivery, NewDelivery},
-    store::{CalendarStore, EVENTS_OVERLAP, EventDeleteEvents, StoreError},
+    store::{CalendarStore, Constraint, EventDeleteEvents, StoreError},
     user::UserId,
 };
 use sqlx::{Row as _, Sqlite, Transaction, sqlite::SqliteRow};
@@ -34,7 +34,7 @@ fn event_row(row: &SqliteRow) -> Result<CalendarEvent, StoreError> {
     })
 }
 
-/// Fails with `EVENTS_OVERLAP` if another event of the owner overlaps `event` (the transaction
+/// Fails with `Constraint::EventsOverlap` if another event of the owner overlaps `event` (the transaction
 /// is the single writer's, so nothing can slip in between).
 async fn lock_and_check(tx: &mut Transaction<'_, Sqlite>, event: &CalendarEvent) -> Result<(), StoreError> {
     let busy: Option<i32> = sqlx::query_scalar(
@@ -48,7 +48,7 @@ async fn lock_and_check(tx: &mut Transaction<'_, Sqlite>, event: &CalendarEvent)
     .await
     .map_err(err)?;
     if busy.is_some() {
-        return Err(StoreError::Conflict { constraint: EVENTS_OVERLAP.to_owned() });
+        return Err(StoreError::conflict(Constraint::EventsOverlap));
     }
     Ok(())
 }

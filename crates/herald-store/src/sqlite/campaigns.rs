@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use herald_core::{
     campaign::{Client, ClientId, FirstAttempts, MESSAGE_KIND, Mailing, MailingId, MailingStatus, MessageCounts},
     delivery::{Delivery, DeliveryId, DeliveryStatus},
-    store::{CampaignStore, MAILING_STATUS, StoreError},
+    store::{CampaignStore, Constraint, StoreError},
 };
 use sqlx::{Row as _, Sqlite, Transaction, sqlite::SqliteRow};
 use uuid::Uuid;
@@ -306,7 +306,7 @@ impl CampaignStore for SqliteStore {
         .map_err(err)?;
         if done.rows_affected() == 0 {
             return Err(match stored_status(&mut tx, m.id).await? {
-                Some(_) => StoreError::Conflict { constraint: MAILING_STATUS.into() },
+                Some(_) => StoreError::conflict(Constraint::MailingStatus),
                 None => StoreError::NotFound,
             });
         }
@@ -403,7 +403,7 @@ impl CampaignStore for SqliteStore {
             return match stored_status(&mut tx, id).await? {
                 None => Err(StoreError::NotFound),
                 Some(MailingStatus::Cancelled) => Ok(0),
-                Some(_) => Err(StoreError::Conflict { constraint: MAILING_STATUS.into() }),
+                Some(_) => Err(StoreError::conflict(Constraint::MailingStatus)),
             };
         }
         let cancelled = sqlx::query(

@@ -19,7 +19,7 @@ use tokio::sync::Notify;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use herald_core::{
-    store::{CLIENTS_PHONE_KEY, Store, StoreError, USERS_EMAIL_KEY, UserStore},
+    store::{Constraint, Store, StoreError, UserStore},
     user::{Email, NewUser, User, UserCredentials, UserId, WebhookUrl},
 };
 use sqlx::{
@@ -82,9 +82,9 @@ fn err(e: sqlx::Error) -> StoreError {
     // SQLite names the violated columns only in its message ("UNIQUE constraint failed: users.email").
     error::classify(e, |message| {
         if message.contains("users.email") {
-            Some(USERS_EMAIL_KEY)
+            Some(Constraint::UsersEmail.as_str())
         } else if message.contains("clients.phone") {
-            Some(CLIENTS_PHONE_KEY)
+            Some(Constraint::ClientsPhone.as_str())
         } else {
             None
         }

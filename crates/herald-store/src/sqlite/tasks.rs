@@ -6,7 +6,7 @@ use std::collections::HashSet;
 use async_trait::async_trait;
 use herald_core::{
     change::ChangeEvent,
-    store::{AttachmentEvents, DeleteEvents, StoreError, TASK_VERSION, TaskStore},
+    store::{AttachmentEvents, Constraint, DeleteEvents, StoreError, TaskStore},
     task::{Attachment, AttachmentId, Task, TaskId, TaskStatus},
     user::UserId,
 };
@@ -128,7 +128,7 @@ impl TaskStore for SqliteStore {
                 .await
                 .map_err(err)?;
             return Err(match exists {
-                Some(_) => StoreError::Conflict { constraint: TASK_VERSION.into() },
+                Some(_) => StoreError::conflict(Constraint::TaskVersion),
                 None => StoreError::NotFound,
             });
         }

@@ -6,7 +6,7 @@ use herald_core::{
     calendar::{CalendarEvent, CalendarEventId, NOTIFICATION_KIND, REMINDER_KIND},
     change::ChangeEvent,
     delivery::DeliveryStatus,
-    store::{EVENTS_OVERLAP, Store, StoreError},
+    store::{Constraint, Store, StoreError},
     task::{Description, Title},
     user::{Role, UserId, WebhookUrl},
 };
@@ -39,7 +39,7 @@ fn changed(e: &CalendarEvent, kind: &str) -> Vec<ChangeEvent> {
 }
 
 fn is_overlap(err: StoreError) -> bool {
-    matches!(err, StoreError::Conflict { ref constraint } if constraint == EVENTS_OVERLAP)
+    matches!(err, ref err if err.is_conflict_on(Constraint::EventsOverlap))
 }
 
 pub async fn overlapping_events_of_one_owner_are_refused(store: &dyn Store) {

@@ -7,7 +7,7 @@ use herald_core::{
         Client, ClientId, Mailing, MailingFilter, MailingId, MailingStatus, MessageText, OperatorCode, Phone, Tag,
     },
     delivery::SendWindow,
-    store::{CLIENTS_PHONE_KEY, MAILING_STATUS, Store, StoreError},
+    store::{Constraint, Store, StoreError},
 };
 
 use super::now;
@@ -62,8 +62,8 @@ pub fn window(from: &str, to: &str) -> SendWindow {
 
 fn phone_conflict(result: Result<(), StoreError>) {
     match result {
-        Err(StoreError::Conflict { constraint }) => assert_eq!(constraint, CLIENTS_PHONE_KEY),
-        other => panic!("a taken phone must conflict on {CLIENTS_PHONE_KEY}, got {other:?}"),
+        Err(err) => assert!(err.is_conflict_on(Constraint::ClientsPhone), "{err:?}"),
+        other => panic!("a taken phone must conflict on {}, got {other:?}", Constraint::ClientsPhone),
     }
 }
 
@@ -195,7 +195,7 @@ pub async fn mailing_updates_apply_only_from_the_expected_status(store: &dyn Sto
     let mut stale = changed.clone();
     stale.text = MessageText::parse("Stale").expect("text");
     match store.update_mailing(&stale, MailingStatus::Running, t).await {
-        Err(StoreError::Conflict { constraint }) => assert_eq!(constraint, MAILING_STATUS),
+        Err(err) => assert!(err.is_conflict_on(Constraint::MailingStatus), "{err:?}"),
         other => panic!("an update from the wrong status must conflict, got {other:?}"),
     }
     let ghost = new_mailing(MailingFilter::default(), None, t, t + Duration::hours(1));

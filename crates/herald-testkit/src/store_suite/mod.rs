@@ -11,7 +11,7 @@ mod rooms;
 use chrono::{DateTime, SubsecRound as _, Utc};
 use herald_core::{
     change::ChangeEvent,
-    store::{Store, StoreError, TASK_VERSION, USERS_EMAIL_KEY},
+    store::{Constraint, Store, StoreError},
     task::{Attachment, AttachmentId, Description, Task, TaskId, TaskStatus, Title},
     user::{Email, NewUser, Role, User, UserId, UserName},
 };
@@ -68,10 +68,7 @@ pub async fn unknown_users_are_none(store: &dyn Store) {
 pub async fn a_taken_email_is_a_conflict_naming_its_constraint(store: &dyn Store) {
     store.create_user(&new_user("ada@example.org", Role::User)).await.expect("first");
     let err = store.create_user(&new_user("ada@example.org", Role::Admin)).await.expect_err("second must fail");
-    match err {
-        StoreError::Conflict { constraint } => assert_eq!(constraint, USERS_EMAIL_KEY),
-        other => panic!("expected a conflict, got {other:?}"),
-    }
+    assert!(err.is_conflict_on(Constraint::UsersEmail), "expected a conflict on the email, got {err:?}");
     let all = store.list_users(None, 10).await.expect("list");
     assert_eq!(all.len(), 1, "the refused write left nothing behind");
     assert_eq!(all[0].role, Role::User);
@@ -194,7 +191,7 @@ pub async fn task_updates_compare_and_swap_their_version(store: &dyn Store) {
     stale.title = Title::parse("Stale write").expect("title");
     stale.version = 2;
     match store.update_task(&stale, 1, &[event(ada, "task.updated")]).await {
-        Err(StoreError::Conflict { constraint }) => assert_eq!(constraint, TASK_VERSION),
+        Err(err) => assert!(err.is_conflict_on(Constraint::TaskVersion), "{err:?}"),
         other => panic!("a stale update must conflict, got {other:?}"),
     }
     let mut ghost = new_task(ada, "never stored");
