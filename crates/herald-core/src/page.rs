@@ -38,6 +38,13 @@ pub fn encode_cursor(id: Uuid) -> String {
     B64.encode(id.as_bytes())
 }
 
+/// The prelude of every list: the page size asked (or the default) and the id after which the
+/// page starts, from a client's `limit` and `cursor`.
+pub fn request<I: From<Uuid>>(limit: Option<u32>, cursor: Option<&str>) -> Result<(u32, Option<I>), ApiError> {
+    let after = cursor.map(decode_cursor).transpose()?.map(I::from);
+    Ok((limit.unwrap_or(DEFAULT_LIMIT), after))
+}
+
 /// Decodes a client's cursor; a bad one is a field error on `cursor`.
 pub fn decode_cursor(cursor: &str) -> Result<Uuid, ApiError> {
     B64.decode(cursor)

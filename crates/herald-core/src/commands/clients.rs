@@ -12,7 +12,7 @@ use crate::{
     campaign::{Client, ClientId, OperatorCode, Phone, Tag, TimeZone},
     command::{Access, Command, Ctx},
     error::{ApiError, ErrorCode},
-    page::{DEFAULT_LIMIT, Page, decode_cursor},
+    page::{self, Page},
     store::{Constraint, StoreError},
 };
 
@@ -151,8 +151,7 @@ impl Command for List {
     type Output = Page<ClientView>;
 
     async fn run(&self, svc: &Services, _cx: &Ctx, input: ListInput) -> Result<Page<ClientView>, ApiError> {
-        let limit = input.limit.unwrap_or(DEFAULT_LIMIT);
-        let after = input.cursor.as_deref().map(decode_cursor).transpose()?.map(ClientId);
+        let (limit, after) = page::request::<ClientId>(input.limit, input.cursor.as_deref())?;
         let rows = svc.store.list_clients(after, limit + 1).await?;
         Ok(Page::from_rows(rows, limit, |c| c.id.0, |c| ClientView::from(&c)))
     }

@@ -15,7 +15,7 @@ use crate::{
     delivery::{Delivery, DeliveryId, DeliveryStatus, SendWindow},
     error::{ApiError, ErrorCode},
     metrics::Metrics,
-    page::{DEFAULT_LIMIT, Page, decode_cursor},
+    page::{self, Page},
     store::{Constraint, Store, StoreError},
 };
 
@@ -186,8 +186,7 @@ pub struct ListInput {
 }
 
 async fn list_page(svc: &Services, input: &ListInput) -> Result<(Vec<Mailing>, u32), ApiError> {
-    let limit = input.limit.unwrap_or(DEFAULT_LIMIT);
-    let after = input.cursor.as_deref().map(decode_cursor).transpose()?.map(MailingId);
+    let (limit, after) = page::request::<MailingId>(input.limit, input.cursor.as_deref())?;
     Ok((svc.store.list_mailings(input.status, after, limit + 1).await?, limit))
 }
 
@@ -489,8 +488,7 @@ impl Command for Messages {
     async fn run(&self, svc: &Services, _cx: &Ctx, input: MessagesInput) -> Result<MessagePage, ApiError> {
         let mailing = MailingId(input.id);
         svc.store.mailing(mailing).await?.ok_or_else(not_found)?;
-        let limit = input.limit.unwrap_or(DEFAULT_LIMIT);
-        let after = input.cursor.as_deref().map(decode_cursor).transpose()?.map(DeliveryId);
+        let (limit, after) = page::request::<DeliveryId>(input.limit, input.cursor.as_deref())?;
         let rows = svc.store.list_messages(mailing, input.status.map(Into::into), after, limit + 1).await?;
         let page = Page::from_rows(rows, limit, |d| d.id.0, MessageView::from);
         Ok(MessagePage { items: page.items, next_cursor: page.next_cursor })

@@ -16,7 +16,7 @@ use crate::{
     change::ChangeEvent,
     command::{Access, Command, Ctx},
     error::{ApiError, ErrorCode},
-    page::{DEFAULT_LIMIT, Page, decode_cursor},
+    page::{self, Page},
     room::{MessageBody, Room, RoomId, RoomMessage, RoomMessageId, RoomName, room_stream},
     store::StoreError,
     user::UserId,
@@ -119,8 +119,7 @@ impl Command for List {
     type Output = Page<RoomView>;
 
     async fn run(&self, svc: &Services, cx: &Ctx, input: ListInput) -> Result<Page<RoomView>, ApiError> {
-        let limit = input.limit.unwrap_or(DEFAULT_LIMIT);
-        let after = input.cursor.as_deref().map(decode_cursor).transpose()?.map(RoomId);
+        let (limit, after) = page::request::<RoomId>(input.limit, input.cursor.as_deref())?;
         let rows = svc.store.rooms_of(cx.identity()?.user_id, after, limit + 1).await?;
         Ok(Page::from_rows(rows, limit, |r| r.id.0, |r| RoomView::from(&r)))
     }
@@ -297,8 +296,7 @@ impl Command for Messages {
 
     async fn run(&self, svc: &Services, cx: &Ctx, input: RoomMessagesInput) -> Result<Page<MessageView>, ApiError> {
         let room = RoomId(input.room);
-        let limit = input.limit.unwrap_or(DEFAULT_LIMIT);
-        let before = input.cursor.as_deref().map(decode_cursor).transpose()?.map(RoomMessageId);
+        let (limit, before) = page::request::<RoomMessageId>(input.limit, input.cursor.as_deref())?;
         check_member(svc, room, cx.identity()?.user_id).await?;
         let rows = svc.store.room_messages(room, before, limit + 1).await?;
         Ok(Page::from_rows(rows, limit, |m| m.id.0, |m| MessageView::from(&m)))

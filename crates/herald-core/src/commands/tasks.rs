@@ -14,7 +14,7 @@ use crate::{
     change::ChangeEvent,
     command::{Access, Command, Ctx},
     error::{ApiError, ErrorCode},
-    page::{DEFAULT_LIMIT, Page, decode_cursor},
+    page::{self, Page},
     store::{Constraint, StoreError},
     task::{Attachment, Description, Task, TaskId, TaskStatus, Title},
     trace,
@@ -156,8 +156,7 @@ impl Command for List {
     type Output = Page<TaskView>;
 
     async fn run(&self, svc: &Services, cx: &Ctx, input: ListInput) -> Result<Page<TaskView>, ApiError> {
-        let limit = input.limit.unwrap_or(DEFAULT_LIMIT);
-        let after = input.cursor.as_deref().map(decode_cursor).transpose()?.map(TaskId);
+        let (limit, after) = page::request::<TaskId>(input.limit, input.cursor.as_deref())?;
         let rows = svc.store.list_tasks(cx.identity()?.user_id, input.status, after, limit + 1).await?;
         Ok(Page::from_rows(rows, limit, |t| t.id.0, |t| TaskView::from(&t)))
     }

@@ -15,7 +15,7 @@ use crate::{
     command::{Access, Command, Ctx},
     error::{ApiError, ErrorCode},
     net::Refusal,
-    page::{DEFAULT_LIMIT, Page, decode_cursor},
+    page::{self, Page},
     store::{Constraint, Store, StoreError},
     user::{Email, NewUser, Password, Role, User, UserId, UserName, WebhookUrl},
 };
@@ -218,8 +218,7 @@ impl Command for List {
     type Output = Page<UserView>;
 
     async fn run(&self, svc: &Services, _cx: &Ctx, input: ListInput) -> Result<Page<UserView>, ApiError> {
-        let limit = input.limit.unwrap_or(DEFAULT_LIMIT);
-        let after = input.cursor.as_deref().map(decode_cursor).transpose()?.map(UserId);
+        let (limit, after) = page::request::<UserId>(input.limit, input.cursor.as_deref())?;
         let rows = svc.store.list_users(after, limit + 1).await?;
         Ok(Page::from_rows(rows, limit, |u| u.id.0, UserView::from))
     }
