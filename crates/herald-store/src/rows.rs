@@ -6,13 +6,19 @@ use herald_core::{
     campaign::{Client, ClientId, Mailing, MailingFilter, MailingId, MessageText, OperatorCode, Phone, Tag},
     delivery::{Delivery, DeliveryId, LocalTime, SendWindow},
     room::{MessageBody, Room, RoomId, RoomMessage, RoomMessageId, RoomName},
-    store::StoreError,
+    store::{Constraint, StoreError},
     task::{Attachment, AttachmentId, Description, Task, TaskId, Title},
     user::{Email, User, UserId, UserName},
 };
 use uuid::Uuid;
 
 use crate::error::corrupt;
+
+/// The rule of a conditional write that changed no row, in both adapters: the row is gone
+/// (`NotFound`), or it is there and its condition no longer holds (a conflict on `condition`).
+pub(crate) fn unchanged(still_there: bool, condition: Constraint) -> StoreError {
+    if still_there { StoreError::conflict(condition) } else { StoreError::NotFound }
+}
 
 pub(crate) fn user(
     id: Uuid,

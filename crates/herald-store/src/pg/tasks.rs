@@ -122,10 +122,7 @@ impl TaskStore for PgStore {
                 .fetch_optional(&mut *tx)
                 .await
                 .map_err(err)?;
-            return Err(match exists {
-                Some(_) => StoreError::conflict(Constraint::TaskVersion),
-                None => StoreError::NotFound,
-            });
+            return Err(rows::unchanged(exists.is_some(), Constraint::TaskVersion));
         }
         insert_events(&mut tx, events).await?;
         self.commit(tx).await

@@ -305,10 +305,7 @@ impl CampaignStore for SqliteStore {
         .await
         .map_err(err)?;
         if done.rows_affected() == 0 {
-            return Err(match stored_status(&mut tx, m.id).await? {
-                Some(_) => StoreError::conflict(Constraint::MailingStatus),
-                None => StoreError::NotFound,
-            });
+            return Err(rows::unchanged(stored_status(&mut tx, m.id).await?.is_some(), Constraint::MailingStatus));
         }
         if expected == MailingStatus::Running {
             // SET expressions all read the row as it was, so `status = 'pending'` is the old status.
