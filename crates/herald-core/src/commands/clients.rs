@@ -161,6 +161,7 @@ impl Command for List {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 #[schema(example = json!({"id": "0192f0c1-5c3a-7b8e-9d4f-1a2b3c4d5e6f", "tag": "churned"}))]
+#[schema(as = clients::UpdateInput)]
 pub struct UpdateInput {
     pub id: Uuid,
     /// A new phone; the operator code follows it unless it was set by hand or is given too.

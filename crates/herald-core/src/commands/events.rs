@@ -190,6 +190,7 @@ impl Command for Get {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 #[schema(example = json!({"id": "0192f0c1-5c3a-7b8e-9d4f-1a2b3c4d5e6f", "title": "Stand-up", "starts_at": "2026-12-01T09:30:00Z", "duration": 900}))]
+#[schema(as = events::UpdateInput)]
 pub struct UpdateInput {
     pub id: Uuid,
     #[schema(value_type = String, min_length = 1, max_length = 200)]
@@ -271,6 +272,7 @@ impl Command for Delete {
 /// Input of `events.list`.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = events::ListInput)]
 pub struct ListInput {
     /// `day`, `week` (seven days from the date) or `month` (the month the date is in).
     pub period: Period,

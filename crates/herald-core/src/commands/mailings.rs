@@ -97,6 +97,7 @@ async fn start_if_due(svc: &Services, mailing: Mailing) -> Result<Mailing, ApiEr
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 #[schema(example = json!({"start_at": "2026-11-22T10:00:00Z", "end_at": "2026-11-23T10:00:00Z", "text": "Sale today", "filter": {"operator_codes": ["916"], "tags": ["vip"]}, "window": {"from": "09:00", "to": "21:00"}}))]
+#[schema(as = mailings::CreateInput)]
 pub struct CreateInput {
     /// When sending starts; now or earlier starts at once.
     pub start_at: DateTime<Utc>,
@@ -174,6 +175,7 @@ impl Command for Get {
 /// Input of `mailings.list` and `mailings.stats`.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = mailings::ListInput)]
 pub struct ListInput {
     /// Only mailings with this status.
     pub status: Option<MailingStatus>,
@@ -213,6 +215,7 @@ impl Command for List {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 #[schema(example = json!({"id": "0192f0c1-5c3a-7b8e-9d4f-1a2b3c4d5e6f", "end_at": "2026-11-24T10:00:00Z"}))]
+#[schema(as = mailings::UpdateInput)]
 pub struct UpdateInput {
     pub id: Uuid,
     pub start_at: Option<DateTime<Utc>>,
@@ -392,6 +395,7 @@ impl Command for StatsOne {
 
 /// One message of a mailing.
 #[derive(Debug, Serialize, ToSchema)]
+#[schema(as = mailings::MessageView)]
 pub struct MessageView {
     pub id: Uuid,
     pub created_at: DateTime<Utc>,

@@ -75,6 +75,33 @@ mod tests {
         }
     }
 
+    /// Every component name of the OpenAPI document stands for one schema: two types that share a
+    /// name would make the document describe one operation with another's body.
+    #[test]
+    fn no_two_schemas_share_a_component_name() {
+        let mut seen: std::collections::BTreeMap<String, (serde_json::Value, String)> = Default::default();
+        let mut clashes = Vec::new();
+        for info in registry().iter() {
+            for doc in [&info.input, &info.output] {
+                let mut all = vec![(doc.name.clone(), doc.schema.clone())];
+                all.extend(doc.components.iter().cloned());
+                for (name, schema) in all {
+                    let schema = serde_json::to_value(&schema).expect("schemas serialise");
+                    match seen.get(&name) {
+                        Some((other, by)) if *other != schema => {
+                            clashes.push(format!("{name}: {by} and {}", info.name));
+                        }
+                        Some(_) => {}
+                        None => {
+                            seen.insert(name, (schema, info.name.to_owned()));
+                        }
+                    }
+                }
+            }
+        }
+        assert!(clashes.is_empty(), "component names used for different schemas:\n{}", clashes.join("\n"));
+    }
+
     #[test]
     fn every_command_schema_compiles() {
         let names: Vec<_> = registry().iter().map(|c| c.name).collect();

@@ -42,6 +42,7 @@ impl From<&Room> for RoomView {
 /// A room message as the API shows it (also the data of a `room.message` event).
 #[derive(Debug, Clone, Serialize, ToSchema)]
 #[schema(example = json!({"id": "0192f0c2-0000-7000-8000-000000000002", "room": "0192f0c1-5c3a-7b8e-9d4f-1a2b3c4d5e6f", "author": "0192f0c0-0000-7000-8000-000000000001", "body": "Hello!", "created_at": "2026-11-22T10:01:00Z"}))]
+#[schema(as = rooms::MessageView)]
 pub struct MessageView {
     pub id: Uuid,
     pub room: Uuid,

@@ -62,6 +62,7 @@ fn not_found() -> ApiError {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 #[schema(example = json!({"title": "Buy milk", "description": "2 litres", "due_at": "2026-11-23T18:00:00Z"}))]
+#[schema(as = tasks::CreateInput)]
 pub struct CreateInput {
     #[schema(value_type = String, min_length = 1, max_length = 200)]
     pub title: Title,
@@ -132,6 +133,7 @@ impl Command for Get {
 /// Input of `tasks.list`.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = tasks::ListInput)]
 pub struct ListInput {
     /// Only tasks with this status.
     pub status: Option<TaskStatus>,
@@ -166,6 +168,7 @@ impl Command for List {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 #[schema(example = json!({"id": "0192f0c1-5c3a-7b8e-9d4f-1a2b3c4d5e6f", "status": "done"}))]
+#[schema(as = tasks::UpdateInput)]
 pub struct UpdateInput {
     pub id: Uuid,
     /// The version the change is based on (REST: the `If-Match` header). A stale one answers

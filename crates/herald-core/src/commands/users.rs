@@ -196,6 +196,7 @@ async fn check_destination(svc: &Services, user: UserId, url: &WebhookUrl) -> Re
 /// Input of `users.list`.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = users::ListInput)]
 pub struct ListInput {
     /// Items per page (default 50).
     #[schema(minimum = 1, maximum = 200)]

@@ -77,9 +77,17 @@ async fn the_openapi_document_covers_every_route_and_resolves_every_reference() 
     assert!(doc["paths"]["/api/v1/users"]["get"]["responses"]["403"].is_object());
     assert!(doc["paths"]["/api/v1/me"]["get"]["security"].is_array());
     assert!(doc["components"]["schemas"]["RegisterInput"]["example"].is_object(), "inputs carry examples");
-    for schema in ["CreateInput", "TaskView", "AttachmentView", "UpdateInput"] {
+    for schema in ["tasks.CreateInput", "TaskView", "AttachmentView", "tasks.UpdateInput"] {
         assert!(doc["components"]["schemas"][schema]["example"].is_object(), "{schema} has an example");
     }
+    // Types of one short name in several modules are told apart: a mailing's messages are not a
+    // room's, and each update documents its own resource's body.
+    let schemas = &doc["components"]["schemas"];
+    assert!(schemas.get("MessageView").is_none() && schemas.get("UpdateInput").is_none(), "no ambiguous names");
+    assert!(schemas["mailings.MessageView"]["properties"].get("room").is_none());
+    assert!(schemas["rooms.MessageView"]["properties"]["room"].is_object());
+    let mailing_update = &doc["paths"]["/api/v1/mailings/{id}"]["patch"]["requestBody"]["content"]["application/json"];
+    assert!(mailing_update["schema"]["properties"].get("end_at").is_some(), "{mailing_update}");
     let update = &doc["paths"]["/api/v1/tasks/{id}"]["patch"];
     assert!(update["responses"]["412"]["description"].as_str().expect("text").contains("precondition_failed"));
     let params: Vec<&str> =
