@@ -160,6 +160,9 @@ pub struct CommandInfo {
     pub input: SchemaDoc,
     pub output: SchemaDoc,
     validator: jsonschema::Validator,
+    /// Checks every answer against the documented output schema in debug builds (so in every
+    /// test run); `None` in release builds.
+    output_validator: Option<jsonschema::Validator>,
     command: Box<dyn DynCommand>,
 }
 
@@ -171,6 +174,20 @@ impl fmt::Debug for CommandInfo {
 
 impl CommandInfo {
     /// Validates raw input against the command's schema, reporting every failing field.
+    /// In debug builds, refuses an answer its documented schema does not describe: a 500 that
+    /// fails the test that met it, naming where the answer and the document disagree.
+    fn check_output(&self, output: &Value) -> Result<(), ApiError> {
+        let Some(validator) = &self.output_validator else { return Ok(()) };
+        let problems: Vec<String> =
+            validator.iter_errors(output).map(|e| format!("{} at {:?}", e, e.instance_path().as_str())).collect();
+        if problems.is_empty() {
+            return Ok(());
+        }
+        let message = format!("the output of {} does not match its schema: {}", self.name, problems.join("; "));
+        tracing::error!(command = self.name, %message, "undocumented output");
+        Err(ApiError::internal(std::io::Error::other(message)))
+    }
+
     pub fn validate(&self, input: &Value) -> Result<(), ApiError> {
         let errors: Vec<FieldError> = self.validator.iter_errors(input).flat_map(|e| field_errors(&e)).collect();
         if errors.is_empty() { Ok(()) } else { Err(ApiError::validation(errors)) }
@@ -190,11 +207,14 @@ impl Registry {
         let pascal = pascal_case(C::NAME);
         let input = SchemaDoc::of::<C::Input>(format!("{pascal}Input"));
         let output = SchemaDoc::of::<C::Output>(format!("{pascal}Output"));
-        let validator = jsonschema::options()
-            .with_draft(jsonschema::Draft::Draft202012)
-            .should_validate_formats(true)
-            .build(&input.to_json_schema())
-            .unwrap_or_else(|err| panic!("input schema of {} does not compile: {err}", C::NAME));
+        let compile = |doc: &SchemaDoc, what: &str| {
+            jsonschema::options()
+                .with_draft(jsonschema::Draft::Draft202012)
+                .should_validate_formats(true)
+                .build(&doc.to_json_schema())
+                .unwrap_or_else(|err| panic!("{what} schema of {} does not compile: {err}", C::NAME))
+        };
+        let validator = compile(&input, "input");
         let info = CommandInfo {
             name: C::NAME,
             access: C::ACCESS,
@@ -202,9 +222,41 @@ impl Registry {
             input,
             output,
             validator,
+            output_validator: None,
             command: Box::new(Typed(command)),
         };
         assert!(self.commands.insert(C::NAME, info).is_none(), "command {} registered twice", C::NAME);
+        self
+    }
+
+    /// In debug builds (every test run), compiles each command's output schema against the
+    /// components of every command, as the OpenAPI document holds them, so [`Registry::call`]
+    /// refuses an answer its document does not describe. Call once all commands are registered.
+    pub fn check_outputs(&mut self) -> &mut Self {
+        if !cfg!(debug_assertions) {
+            return self;
+        }
+        let mut components = serde_json::Map::new();
+        for info in self.commands.values() {
+            for doc in [&info.input, &info.output] {
+                for (name, schema) in doc.components.iter().chain([(doc.name.clone(), doc.schema.clone())].iter()) {
+                    components.insert(name.clone(), serde_json::to_value(schema).unwrap_or(Value::Null));
+                }
+            }
+        }
+        for info in self.commands.values_mut() {
+            let document = json!({
+                "$schema": "https://json-schema.org/draft/2020-12/schema",
+                "$ref": format!("#/components/schemas/{}", info.output.name),
+                "components": { "schemas": components.clone() },
+            });
+            let validator = jsonschema::options()
+                .with_draft(jsonschema::Draft::Draft202012)
+                .should_validate_formats(true)
+                .build(&document)
+                .unwrap_or_else(|err| panic!("output schema of {} does not compile: {err}", info.name));
+            info.output_validator = Some(validator);
+        }
         self
     }
 
@@ -232,7 +284,9 @@ impl Registry {
         let result = async {
             info.access.check(&cx.caller)?;
             info.validate(&input)?;
-            info.command.call(svc, &cx, input).await
+            let output = info.command.call(svc, &cx, input).await?;
+            info.check_output(&output)?;
+            Ok::<_, ApiError>(output)
         }
         .instrument(span.clone())
         .await;
@@ -330,5 +384,33 @@ mod tests {
         assert!(Access::User.check(&user).is_ok());
         assert_eq!(Access::Admin.check(&user).map_err(|e| e.code()), Err(ErrorCode::Forbidden));
         assert!(Access::Admin.check(&admin).is_ok());
+    }
+
+    /// Every answer of the real registry is checked against its schema in debug builds: one that
+    /// its document does not describe is refused as an internal error naming the mismatch.
+    #[test]
+    fn an_answer_its_schema_does_not_describe_is_refused() {
+        let registry = crate::commands::registry();
+        let info = registry.get("tasks.get").expect("registered");
+        assert!(info.output_validator.is_some(), "debug builds check outputs");
+        let task = json!({
+            "id": "0192f0c1-5c3a-7b8e-9d4f-1a2b3c4d5e6f",
+            "title": "Buy milk",
+            "description": "",
+            "status": "todo",
+            "due_at": null,
+            "version": 1,
+            "created_at": "2026-11-22T10:00:00Z",
+            "updated_at": "2026-11-22T10:00:00Z",
+        });
+        info.check_output(&task).expect("a task as documented");
+        let mut undocumented = task.clone();
+        undocumented["status"] = json!("lost");
+        let err = info.check_output(&undocumented).expect_err("a status the document does not list");
+        assert_eq!(err.code(), ErrorCode::Internal);
+        assert!(format!("{}", err.cause_chain()).contains("/status"), "{}", err.cause_chain());
+        let mut missing = task;
+        missing.as_object_mut().expect("object").remove("version");
+        assert!(info.check_output(&missing).is_err(), "a required field missing");
     }
 }

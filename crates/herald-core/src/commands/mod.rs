@@ -52,7 +52,8 @@ pub fn registry() -> Registry {
         .register(rooms::AddMember)
         .register(rooms::RemoveMember)
         .register(rooms::PostMessage)
-        .register(rooms::Messages);
+        .register(rooms::Messages)
+        .check_outputs();
     registry
 }
 
