@@ -408,7 +408,7 @@ mod tests {
         undocumented["status"] = json!("lost");
         let err = info.check_output(&undocumented).expect_err("a status the document does not list");
         assert_eq!(err.code(), ErrorCode::Internal);
-        assert!(format!("{}", err.cause_chain()).contains("/status"), "{}", err.cause_chain());
+        assert!(err.cause_chain().to_string().contains("/status"), "{}", err.cause_chain());
         let mut missing = task;
         missing.as_object_mut().expect("object").remove("version");
         assert!(info.check_output(&missing).is_err(), "a required field missing");
