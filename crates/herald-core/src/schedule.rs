@@ -42,6 +42,15 @@ impl Schedule {
         Self { text: "off".into(), kind: Kind::Off }
     }
 
+    /// Every `interval` (at least a second; a zero interval never fires).
+    pub fn every(interval: Duration) -> Self {
+        if interval.is_zero() {
+            return Self::off();
+        }
+        let secs = interval.as_secs().max(1);
+        Self { text: format!("@every {secs}s"), kind: Kind::Every(Duration::from_secs(secs)) }
+    }
+
     /// The first instant strictly after `after` at which the job is due, or `None` when never.
     pub fn next_after(&self, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
         match &self.kind {

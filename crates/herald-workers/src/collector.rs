@@ -8,7 +8,11 @@ use std::{
     time::{Duration, SystemTime},
 };
 
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use herald_core::{files::Files, metrics::Metrics, store::Store};
+
+use crate::scheduler::PeriodicJob;
 
 /// How many keys are checked against the store in one query.
 const BATCH: usize = 500;
@@ -73,14 +77,26 @@ impl FileCollector {
         }
         Ok(outcome)
     }
+}
 
-    /// A pass whose failure is logged and counted, for the periodic job.
-    pub async fn tick_logged(&self) {
+/// As a periodic job (`files.collect`), it runs on the one scheduler holding the jobs lease: in
+/// `herald serve`, and in a split deployment's `herald scheduler`. A failed pass is counted in
+/// `herald_files_collector_errors_total` and logged by the scheduler.
+#[async_trait]
+impl PeriodicJob for FileCollector {
+    fn name(&self) -> &str {
+        "files.collect"
+    }
+
+    async fn run(&self, _now: DateTime<Utc>) -> Result<String, Box<dyn std::error::Error + Send + Sync>> {
         match self.tick().await {
-            Ok(outcome) => tracing::debug!(?outcome, "file collector pass"),
+            Ok(sweep) => Ok(format!(
+                "scanned {} files: removed {}, referenced {}, younger than the grace period {}, failed {}",
+                sweep.scanned, sweep.removed, sweep.referenced, sweep.fresh, sweep.failed
+            )),
             Err(err) => {
                 self.metrics.files_collector_errors.inc();
-                tracing::warn!(%err, "file collector pass failed");
+                Err(err)
             }
         }
     }

@@ -251,6 +251,21 @@ pub async fn open_files(config: &Config) -> anyhow::Result<Arc<LocalFiles>> {
     Ok(Arc::new(files))
 }
 
+/// The scheduler of [`scheduler`] with the orphan-file collector among its jobs, every
+/// `gc_interval`: it runs under the jobs lease, in `serve` and in a split `herald scheduler`.
+pub fn scheduler_with_collector(
+    config: &Config,
+    store: Arc<dyn Store>,
+    broker: Arc<dyn Broker>,
+    clock: Arc<dyn Clock>,
+    metrics: Arc<Metrics>,
+    files: Arc<LocalFiles>,
+) -> Scheduler {
+    let gc = collector(config, store.clone(), files, metrics.clone());
+    scheduler(config, store, broker, clock, metrics)
+        .with_job(Arc::new(gc), herald_core::schedule::Schedule::every(config.gc_interval.0))
+}
+
 /// The orphan-file collector over the configured store and files.
 pub fn collector(
     config: &Config,
@@ -465,7 +480,8 @@ async fn start_roles(config: &Config, roles: Roles, parts: Parts) -> anyhow::Res
     let stop = shutdown.clone();
     workers.spawn(async move { relay.run(stop).await });
     let clock = herald.services.clock.clone();
-    let scheduler = scheduler(config, store.clone(), broker.clone(), clock.clone(), metrics.clone());
+    let scheduler =
+        scheduler_with_collector(config, store.clone(), broker.clone(), clock.clone(), metrics.clone(), files);
     let stop = shutdown.clone();
     workers.spawn(async move { scheduler.run(stop).await });
     let router = notification_router(store.clone(), broker.clone(), clock.clone(), metrics.clone());
@@ -476,11 +492,6 @@ async fn start_roles(config: &Config, roles: Roles, parts: Parts) -> anyhow::Res
     let sender = sender_with(config, store.clone(), broker, clock, metrics.clone(), destinations);
     let stop = shutdown.clone();
     workers.spawn(async move { sender.run(stop).await });
-    let gc = collector(config, store, files, metrics);
-    workers.spawn(herald_workers::every(config.gc_interval.0, shutdown.clone(), move || {
-        let gc = gc.clone();
-        async move { gc.tick_logged().await }
-    }));
     tracing::info!(%http_addr, grpc_addr = grpc_addr.map(tracing::field::display), store = %config.store_url, broker = %config.broker_url, "herald is serving");
     Ok(Running { http_addr, grpc_addr, herald, shutdown, server, workers })
 }

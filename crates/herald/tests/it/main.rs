@@ -471,3 +471,36 @@ fn the_deployment_files_name_real_roles_and_scrape_each_one() {
         assert!(dockerfile.contains(var), "{var}");
     }
 }
+
+/// A split deployment collects orphaned files too: `herald scheduler` runs the collector among its
+/// jobs (under the jobs lease), removing an old orphan and leaving a fresh file alone.
+#[test]
+fn the_split_scheduler_collects_orphaned_files() {
+    let Ok(nats) = std::env::var("HERALD_TEST_NATS_URL") else {
+        eprintln!("SKIPPED the_split_scheduler_collects_orphaned_files: HERALD_TEST_NATS_URL is not set");
+        assert!(std::env::var("HERALD_TEST_REQUIRE_ALL").as_deref() != Ok("1"), "NATS is required");
+        return;
+    };
+    let dir = tempfile::tempdir().expect("temp dir");
+    let files = dir.path().join("files");
+    std::fs::create_dir_all(&files).expect("mkdir");
+    std::fs::write(files.join("old"), b"x").expect("write");
+    let old = std::fs::File::options().write(true).open(files.join("old")).expect("open");
+    old.set_modified(std::time::SystemTime::now() - Duration::from_secs(7200)).expect("age");
+    std::fs::write(files.join("new"), b"x").expect("write");
+    let namespace = format!("t_gc_{}", uuid::Uuid::now_v7().simple());
+    let env = [
+        ("HERALD_BROKER_URL", nats.as_str()),
+        ("HERALD_BROKER_NAMESPACE", namespace.as_str()),
+        ("HERALD_ADMIN_ADDR", "127.0.0.1:0"),
+        ("HERALD_GC_INTERVAL", "1s"),
+        ("HERALD_GC_GRACE", "1h"),
+    ];
+    let _scheduler = Served(Some(herald(dir.path(), &["scheduler"], &env).spawn().expect("spawn scheduler")));
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while files.join("old").exists() {
+        assert!(std::time::Instant::now() < deadline, "the scheduler never collected the old orphan");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(files.join("new").exists(), "a file younger than the grace period stays");
+}
