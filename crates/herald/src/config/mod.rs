@@ -114,7 +114,7 @@ settings! {
     max_upload_size: ByteSize = "100MiB", env "HERALD_MAX_UPLOAD_SIZE", flag "max-upload-size", secret false,
         doc "Largest attachment accepted; bigger uploads are refused with 413 and nothing is kept.";
     gc_interval: Span = "1h", env "HERALD_GC_INTERVAL", flag "gc-interval", secret false,
-        doc "How often the orphan-file collector runs (in serve).";
+        doc "How often the orphan-file collector runs: a scheduler job, in serve and in herald scheduler.";
     gc_grace: Span = "1h", env "HERALD_GC_GRACE", flag "gc-grace", secret false,
         doc "A file unreferenced and unwritten for this long is an orphan; protects uploads in flight.";
     broker_url: BrokerUrl = "memory://", env "HERALD_BROKER_URL", flag "broker-url", secret false,
