@@ -12,6 +12,7 @@ pub mod peer;
 pub mod problem;
 pub mod rest;
 pub mod server;
+pub mod statics;
 
 use std::{any::Any, io, sync::Arc, time::Duration};
 

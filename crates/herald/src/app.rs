@@ -419,6 +419,13 @@ async fn start_roles(config: &Config, roles: Roles, parts: Parts) -> anyhow::Res
             readiness: readiness.clone(),
         })
     };
+    if let Some(dir) = &config.static_dir.0 {
+        let statics = herald_http::statics::StaticDir::load(dir.0.clone(), &config.static_cache_control.0)
+            .await
+            .with_context(|| format!("reading the static directory {}", dir.0.display()))?;
+        tracing::info!(dir = %dir.0.display(), files = statics.len(), "serving the static directory at /static/");
+        router = router.merge(statics.router());
+    }
     if roles.gateway {
         let engine = Engine::new(herald.clone(), engine_options(config), readiness.register("gateway"));
         router = herald_http::gateway::attach(&engine, router);

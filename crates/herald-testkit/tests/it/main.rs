@@ -73,5 +73,6 @@ mod rooms;
 mod security;
 mod security_webhooks;
 mod split;
+mod statics;
 mod store;
 mod tasks;

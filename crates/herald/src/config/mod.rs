@@ -218,6 +218,11 @@ settings! {
         doc "HMAC key (32+ bytes) every process signs its broker messages with and checks them by; unsigned or forged messages are dropped. Unset: the broker is trusted.";
     body_limit: ByteSize = "1MiB", env "HERALD_BODY_LIMIT", flag "body-limit", secret false,
         doc "Largest JSON request body accepted.";
+    static_dir: Optional<Dir> = "", env "HERALD_STATIC_DIR", flag "static-dir", secret false,
+        doc "A directory served at /static/ (read and hashed at start; index.html for directories, ETag, .br/.gz siblings); empty serves none.";
+    static_cache_control: HeaderText = "public, max-age=300", env "HERALD_STATIC_CACHE_CONTROL",
+        flag "static-cache-control", secret false,
+        doc "The Cache-Control header sent with every static file.";
     cors_origins: Origins = "", env "HERALD_CORS_ORIGINS", flag "cors-origins", secret false,
         doc "Comma-separated origins allowed by CORS, or *; empty turns CORS off.";
     log_format: LogFormat = "auto", env "HERALD_LOG_FORMAT", flag "log-format", secret false,
@@ -242,6 +247,24 @@ impl FromStr for Name {
 }
 
 impl fmt::Display for Name {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A header value: visible ASCII and spaces, not empty.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeaderText(pub String);
+
+impl FromStr for HeaderText {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let ok = !s.trim().is_empty() && s.bytes().all(|b| b == b' ' || b.is_ascii_graphic());
+        if ok { Ok(Self(s.to_owned())) } else { Err("must be a non-empty header value (visible ASCII)".into()) }
+    }
+}
+
+impl fmt::Display for HeaderText {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
     }
