@@ -6,7 +6,12 @@
 //! request-reply all go through [`Registry::call`], so validation and errors are the same on every
 //! transport.
 
-use std::{any::type_name, borrow::Cow, collections::BTreeMap, fmt};
+use std::{
+    any::type_name,
+    borrow::Cow,
+    collections::{BTreeMap, BTreeSet},
+    fmt,
+};
 
 use async_trait::async_trait;
 use serde::{Serialize, de::DeserializeOwned};
@@ -135,6 +140,15 @@ impl SchemaDoc {
 #[async_trait]
 trait DynCommand: Send + Sync {
     async fn call(&self, svc: &Services, cx: &Ctx, input: Value) -> Result<Value, ApiError>;
+
+    /// The typed checks' failures (the newtypes' rules: phone, time zone, lengths, …) of every
+    /// top-level field of `input` not in `reported`, as field errors, however many fields fail.
+    fn typed_errors(&self, input: &Value, reported: &BTreeSet<String>) -> Vec<FieldError>;
+}
+
+/// The top-level field of a dotted field path (`filter.tags.0` → `filter`).
+fn top_field(path: &str) -> &str {
+    path.split(['.', '[']).next().unwrap_or_default()
 }
 
 struct Typed<C>(C);
@@ -142,13 +156,42 @@ struct Typed<C>(C);
 #[async_trait]
 impl<C: Command> DynCommand for Typed<C> {
     async fn call(&self, svc: &Services, cx: &Ctx, input: Value) -> Result<Value, ApiError> {
-        let input: C::Input = serde_path_to_error::deserialize(input).map_err(|err| {
-            let field = err.path().to_string();
-            let field = if field == "." { String::new() } else { field };
-            ApiError::validation(vec![FieldError::new(field, err.inner().to_string())])
-        })?;
-        let output = self.0.run(svc, cx, input).await?;
+        let typed: C::Input = match serde_path_to_error::deserialize(input.clone()) {
+            Ok(typed) => typed,
+            Err(err) => {
+                let mut errors = self.typed_errors(&input, &BTreeSet::new());
+                if errors.is_empty() {
+                    let field = err.path().to_string();
+                    let field = if field == "." { String::new() } else { field };
+                    errors.push(FieldError::new(field, err.inner().to_string()));
+                }
+                return Err(ApiError::validation(errors));
+            }
+        };
+        let output = self.0.run(svc, cx, typed).await?;
         serde_json::to_value(output).map_err(ApiError::internal)
+    }
+
+    fn typed_errors(&self, input: &Value, reported: &BTreeSet<String>) -> Vec<FieldError> {
+        let Value::Object(fields) = input else { return Vec::new() };
+        let mut fields = fields.clone();
+        fields.retain(|name, _| !reported.contains(name));
+        let mut errors = Vec::new();
+        // Serde stops at the first field that fails: record it, take the field out, go on. A
+        // field taken out (or one the schema already reported) then fails as missing, after every
+        // present field was read, which ends the search.
+        for _ in 0..=fields.len() {
+            let Err(err) = serde_path_to_error::deserialize::<_, C::Input>(Value::Object(fields.clone())) else {
+                break;
+            };
+            let path = err.path().to_string();
+            let top = top_field(&path).to_owned();
+            if path == "." || fields.remove(&top).is_none() {
+                break;
+            }
+            errors.push(FieldError::new(path, err.inner().to_string()));
+        }
+        errors
     }
 }
 
@@ -173,7 +216,6 @@ impl fmt::Debug for CommandInfo {
 }
 
 impl CommandInfo {
-    /// Validates raw input against the command's schema, reporting every failing field.
     /// In debug builds, refuses an answer its documented schema does not describe: a 500 that
     /// fails the test that met it, naming where the answer and the document disagree.
     fn check_output(&self, output: &Value) -> Result<(), ApiError> {
@@ -188,6 +230,26 @@ impl CommandInfo {
         Err(ApiError::internal(std::io::Error::other(message)))
     }
 
+    /// Checks raw input before the command runs: the schema, and the typed checks of every field
+    /// the schema did not already refuse, so one answer lists every bad field.
+    pub fn check_input(&self, input: &Value) -> Result<(), ApiError> {
+        let err = match self.validate(input) {
+            Ok(()) => {
+                let errors = self.command.typed_errors(input, &BTreeSet::new());
+                return if errors.is_empty() { Ok(()) } else { Err(ApiError::validation(errors)) };
+            }
+            Err(err) => err,
+        };
+        let mut errors = err.field_errors().to_vec();
+        let reported: BTreeSet<String> = errors.iter().map(|e| top_field(&e.field).to_owned()).collect();
+        if reported.contains("") {
+            return Err(err);
+        }
+        errors.extend(self.command.typed_errors(input, &reported));
+        Err(ApiError::validation(errors))
+    }
+
+    /// Validates raw input against the command's schema, reporting every failing field.
     pub fn validate(&self, input: &Value) -> Result<(), ApiError> {
         let errors: Vec<FieldError> = self.validator.iter_errors(input).flat_map(|e| field_errors(&e)).collect();
         if errors.is_empty() { Ok(()) } else { Err(ApiError::validation(errors)) }
@@ -283,7 +345,7 @@ impl Registry {
         );
         let result = async {
             info.access.check(&cx.caller)?;
-            info.validate(&input)?;
+            info.check_input(&input)?;
             let output = info.command.call(svc, &cx, input).await?;
             info.check_output(&output)?;
             Ok::<_, ApiError>(output)

@@ -76,6 +76,32 @@ mod tests {
         }
     }
 
+    /// One answer lists every bad field: the schema's failures and the typed checks' together.
+    #[test]
+    fn every_bad_field_is_reported_at_once() {
+        let registry = registry();
+        let info = registry.get("clients.create").expect("registered");
+        let fields = |input: serde_json::Value| -> Vec<String> {
+            let err = info.check_input(&input).expect_err("refused");
+            assert_eq!(err.code(), ErrorCode::ValidationFailed);
+            let mut fields: Vec<String> = err.field_errors().iter().map(|e| e.field.clone()).collect();
+            fields.sort();
+            fields
+        };
+        // A phone the schema refuses, a time zone only the typed check knows, a tag too long.
+        let three = json!({"phone": "12", "timezone": "Mars/Olympus", "tag": "x".repeat(65)});
+        assert_eq!(fields(three), ["phone", "tag", "timezone"]);
+        // The schema accepts all of it; the typed checks refuse two fields, both reported.
+        let typed_only = json!({"phone": "79161234567", "timezone": "Mars/Olympus", "operator_code": "916"});
+        assert_eq!(fields(typed_only.clone()), ["timezone"]);
+        assert!(info.check_input(&json!({"phone": "79161234567"})).is_ok());
+        let events = registry.get("events.create").expect("registered");
+        let err = events
+            .check_input(&json!({"title": "", "starts_at": "not a time", "duration": 0, "timezone": "Nowhere/Land"}))
+            .expect_err("refused");
+        assert!(err.field_errors().len() >= 3, "{:?}", err.field_errors());
+    }
+
     /// Every component name of the OpenAPI document stands for one schema: two types that share a
     /// name would make the document describe one operation with another's body.
     #[test]

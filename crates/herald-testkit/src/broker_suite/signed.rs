@@ -147,7 +147,9 @@ pub async fn unsigned_and_forged_messages_are_dropped_and_counted(broker: &dyn B
     broker.enqueue_all("jobs.guarded", forged.to_vec()).await.expect("publish raw");
     let genuine = message("genuine job");
     publisher.enqueue("jobs.guarded", genuine.clone()).await.expect("enqueue signed");
-    let mut consumer = receiver.consume("jobs.guarded", options(Duration::from_secs(30), 8)).await.expect("consume");
+    // A short ack deadline: a message a dropped consumer's pending pull swallowed (NATS) comes
+    // back within the wait below, and a rejected one left unacked would come back too.
+    let mut consumer = receiver.consume("jobs.guarded", options(Duration::from_secs(2), 8)).await.expect("consume");
     let delivery = next_delivery(consumer.as_mut(), "the signed job after the forgeries").await;
     assert_eq!(delivery.message, genuine, "the forgeries were dropped and the consumer kept going");
     delivery.ack().await.expect("ack");
@@ -159,7 +161,7 @@ pub async fn unsigned_and_forged_messages_are_dropped_and_counted(broker: &dyn B
 
     // Had they been nacked or left unsettled, dropping the consumer would hand them to the next.
     drop(consumer);
-    let mut raw = broker.consume("jobs.guarded", options(Duration::from_secs(30), 8)).await.expect("consume raw");
+    let mut raw = broker.consume("jobs.guarded", options(Duration::from_secs(2), 8)).await.expect("consume raw");
     let sentinel = message("sentinel");
     broker.enqueue("jobs.guarded", sentinel.clone()).await.expect("enqueue raw");
     loop {

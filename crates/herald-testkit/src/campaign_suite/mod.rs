@@ -312,6 +312,14 @@ pub async fn bad_input_is_refused_and_cancelling_stops_what_is_pending(
         assert_eq!((reply.status, reply.code()), (StatusCode::UNPROCESSABLE_ENTITY, "validation_failed"), "{body}");
         assert!(reply.fields().contains(&field.to_owned()), "{body}: {:?}", reply.body);
     }
+    // Three bad fields, three field errors in one answer: the schema's (phone, tag) and the typed
+    // check's (time zone) together, so a form needs one round trip.
+    let three = json!({"phone": "89161234567", "timezone": "Mars/Olympus", "tag": "x".repeat(65)});
+    let reply = rig.send(Method::POST, "/api/v1/clients", &admin, Some(&three)).await;
+    assert_eq!(reply.status, StatusCode::UNPROCESSABLE_ENTITY);
+    let mut fields = reply.fields();
+    fields.sort();
+    assert_eq!(fields, ["phone", "tag", "timezone"], "{:?}", reply.body);
     let created = rig.send(Method::POST, "/api/v1/clients", &admin, Some(&ok)).await;
     assert_eq!(created.status, StatusCode::CREATED, "{:?}", created.body);
     assert_eq!(created.body["operator_code"], "916");
