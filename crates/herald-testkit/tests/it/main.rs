@@ -67,6 +67,7 @@ mod grpc;
 mod long_running;
 mod mock_provider;
 mod nats_commands;
+mod openapi_conformance;
 mod realtime;
 mod relay;
 mod rooms;
