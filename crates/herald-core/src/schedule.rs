@@ -57,8 +57,17 @@ impl Schedule {
             Kind::Off => None,
             Kind::Every(interval) => after.checked_add_signed(TimeDelta::from_std(*interval).ok()?),
             Kind::Cron { cron, zone } => {
-                let local = after.with_timezone(zone);
-                cron.find_next_occurrence(&local, false).ok().map(|next| next.with_timezone(&Utc))
+                // In a repeated hour (daylight saving ending) croner may answer the earlier of two
+                // instants with the same local time, one before `after`: search on from there.
+                let mut from = after.with_timezone(zone);
+                for _ in 0..4 {
+                    let next = cron.find_next_occurrence(&from, false).ok()?;
+                    if next.with_timezone(&Utc) > after {
+                        return Some(next.with_timezone(&Utc));
+                    }
+                    from = next;
+                }
+                None
             }
         }
     }
@@ -78,6 +87,9 @@ fn every(text: &str) -> Result<Duration, String> {
     };
     if secs == 0 {
         return Err("@every: the interval must be at least 1s".into());
+    }
+    if secs > 10 * 366 * 86_400 {
+        return Err("@every: the interval must be at most ten years".into());
     }
     Ok(Duration::from_secs(secs))
 }
@@ -108,9 +120,11 @@ impl FromStr for Schedule {
             ));
         }
         let parser = CronParser::builder().seconds(Seconds::Disallowed).year(Year::Disallowed).build();
-        let cron = parser.parse(pattern).map_err(|err| match culprit(&parser, pattern) {
-            Some((name, field)) => format!("{text:?}: the {name} field {field:?} is not valid ({err})"),
-            None => format!("{text:?} is not a valid cron schedule: {err}"),
+        let cron = parser.parse(pattern).map_err(|err| {
+            match culprit(&parser, pattern).filter(|_| !pattern.starts_with('@')) {
+                Some((name, field)) => format!("{text:?}: the {name} field {field:?} is not valid ({err})"),
+                None => format!("{text:?} is not a valid cron schedule: {err}"),
+            }
         })?;
         let schedule = Self { text: text.to_owned(), kind: Kind::Cron { cron: Box::new(cron), zone } };
         if schedule.next_after(DateTime::<Utc>::UNIX_EPOCH).is_none() {
@@ -176,6 +190,14 @@ mod tests {
     }
 
     #[test]
+    fn a_repeated_hour_does_not_answer_the_past() {
+        // Paris falls back on 2026-10-25: 02:30 local is 00:30 UTC (CEST) and again 01:30 UTC (CET).
+        let after = at(2026, 10, 25, 1, 10);
+        let next = next("CRON_TZ=Europe/Paris 30 2 * * *", after).expect("fires");
+        assert!(next > after, "{next} is not after {after}");
+    }
+
+    #[test]
     fn a_run_exactly_on_the_minute_is_after_it_not_at_it() {
         assert_eq!(next("0 * * * *", at(2026, 1, 1, 10, 0)), Some(at(2026, 1, 1, 11, 0)));
     }
@@ -203,6 +225,8 @@ mod tests {
             ("0 0 30 2 *", "never fires"),
             ("@every 0s", "at least 1s"),
             ("@every soon", "@every"),
+            ("@every 100000d", "ten years"),
+            ("@dailyy", "not a valid cron schedule"),
         ] {
             let err = text.parse::<Schedule>().expect_err(text);
             assert!(err.contains(says), "{text}: {err}");

@@ -73,7 +73,7 @@ fn scan(root: &Path) -> io::Result<HashMap<String, Entry>> {
     let root = root.canonicalize()?;
     let mut found = Vec::new();
     walk(&root, &root, &mut found)?;
-    let names: std::collections::HashSet<String> = found.iter().map(|(name, _)| name.clone()).collect();
+    let targets: HashMap<&str, &PathBuf> = found.iter().map(|(name, path)| (name.as_str(), path)).collect();
     let mut files = HashMap::new();
     let mut total = 0u64;
     for (name, path) in &found {
@@ -82,11 +82,10 @@ fn scan(root: &Path) -> io::Result<HashMap<String, Entry>> {
         tracing::info!(file = %name, size, "static file");
         let mut encoded = Vec::new();
         for (ext, encoding) in [("br", "br"), ("gz", "gzip")] {
-            let sibling = format!("{name}.{ext}");
-            if names.contains(&sibling) {
-                let path = root.join(&sibling);
-                let size = std::fs::metadata(&path)?.len();
-                encoded.push((encoding, path, size));
+            // The sibling's checked target, as for every file: never a path joined anew.
+            if let Some(path) = targets.get(format!("{name}.{ext}").as_str()) {
+                let size = std::fs::metadata(path)?.len();
+                encoded.push((encoding, (*path).clone(), size));
             }
         }
         let etag = HeaderValue::from_str(&format!("\"{etag}\"")).map_err(io::Error::other)?;
@@ -102,6 +101,10 @@ fn walk(root: &Path, dir: &Path, found: &mut Vec<(String, PathBuf)>) -> io::Resu
     for entry in std::fs::read_dir(dir)? {
         let entry = entry?;
         let path = entry.path();
+        // Hidden files and directories (`.git`, `.env`) are never published.
+        if entry.file_name().to_string_lossy().starts_with('.') {
+            continue;
+        }
         let target = match path.canonicalize() {
             Ok(target) => target,
             Err(err) => {
@@ -260,10 +263,19 @@ async fn serve(State(dir): State<StaticDir>, uri: Uri, headers: HeaderMap) -> Re
     if let Some(coding) = encoding {
         response = response.header(header::CONTENT_ENCODING, coding);
     }
+    // A file rewritten since start is sent as it is now (its tag is the old one until a restart);
+    // the length is the open file's, and the body stops there.
+    let size = match file.metadata().await {
+        Ok(meta) if meta.len() != size => {
+            tracing::warn!(path = %path.display(), "a static file changed since start; restart to re-hash it");
+            meta.len()
+        }
+        _ => size,
+    };
     response
         .header(header::CONTENT_TYPE, entry.content_type)
         .header(header::CONTENT_LENGTH, size)
-        .body(Body::from_stream(ReaderStream::new(file)))
+        .body(Body::from_stream(ReaderStream::new(tokio::io::AsyncReadExt::take(file, size))))
         .unwrap_or_default()
 }
 

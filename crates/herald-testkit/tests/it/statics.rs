@@ -22,6 +22,7 @@ fn layout(root: &Path) -> std::path::PathBuf {
     std::fs::write(site.join("app.js.gz"), "GZIP-BYTES").expect("write");
     std::fs::write(site.join("logo.svg"), "<svg/>").expect("write");
     std::fs::write(root.join("secret.txt"), "TOP SECRET").expect("write");
+    std::fs::write(site.join(".env"), "TOP SECRET too").expect("write");
     std::os::unix::fs::symlink(root.join("secret.txt"), site.join("leak.txt")).expect("symlink out");
     std::os::unix::fs::symlink(site.join("logo.svg"), site.join("alias.svg")).expect("symlink in");
     site
@@ -89,6 +90,7 @@ async fn a_static_directory_is_served_with_etags_encodings_and_no_way_out() {
         "/static/docs/..%2f..%2fsecret.txt",
         "/static/%2E%2E%2Fsecret.txt",
         "/static/leak.txt",
+        "/static/.env",
         "/static/missing.html",
     ] {
         let (status, answer) = raw_get(&app, path).await;
