@@ -22,6 +22,8 @@ const REMEMBER: Duration = Duration::from_secs(30);
 const MAX_NAMES: usize = 10_000;
 
 type Lookup = dyn Fn(&str, u16) -> io::Result<Vec<IpAddr>> + Send + Sync;
+/// Each name (and port) with its lock and its last answer.
+type Names = HashMap<(String, u16), Arc<tokio::sync::Mutex<Name>>>;
 
 /// One name's last answer, and the lock its lookups take turns on.
 #[derive(Debug, Default)]
@@ -42,7 +44,7 @@ struct Name {
 pub struct SystemResolver {
     slots: Arc<Semaphore>,
     concurrency: usize,
-    names: Arc<Mutex<HashMap<(String, u16), Arc<tokio::sync::Mutex<Name>>>>>,
+    names: Arc<Mutex<Names>>,
     lookup: Arc<Lookup>,
 }
 
