@@ -241,15 +241,21 @@ async fn an_admin_made_by_the_cli_logs_in_to_a_served_herald_that_stops_on_sigte
     assert!(rest.iter().any(|l| l.contains("\"stopped\"")), "{rest:?}");
 }
 
-#[test]
-fn gc_files_removes_old_orphans_and_nothing_else() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let files = dir.path().join("files");
+/// A files directory in `data_dir` holding an orphan two hours old (`old`) and a fresh one (`new`).
+fn old_and_new_files(data_dir: &std::path::Path) -> std::path::PathBuf {
+    let files = data_dir.join("files");
     std::fs::create_dir_all(&files).expect("mkdir");
     std::fs::write(files.join("old"), b"x").expect("write");
     let old = std::fs::File::options().write(true).open(files.join("old")).expect("open");
     old.set_modified(std::time::SystemTime::now() - Duration::from_secs(7200)).expect("age");
     std::fs::write(files.join("new"), b"x").expect("write");
+    files
+}
+
+#[test]
+fn gc_files_removes_old_orphans_and_nothing_else() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let files = old_and_new_files(dir.path());
 
     let out = run(&mut herald(dir.path(), &["gc", "files", "--gc-grace", "1h"], &[]));
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -482,12 +488,7 @@ fn the_split_scheduler_collects_orphaned_files() {
         return;
     };
     let dir = tempfile::tempdir().expect("temp dir");
-    let files = dir.path().join("files");
-    std::fs::create_dir_all(&files).expect("mkdir");
-    std::fs::write(files.join("old"), b"x").expect("write");
-    let old = std::fs::File::options().write(true).open(files.join("old")).expect("open");
-    old.set_modified(std::time::SystemTime::now() - Duration::from_secs(7200)).expect("age");
-    std::fs::write(files.join("new"), b"x").expect("write");
+    let files = old_and_new_files(dir.path());
     let namespace = format!("t_gc_{}", uuid::Uuid::now_v7().simple());
     let env = [
         ("HERALD_BROKER_URL", nats.as_str()),
