@@ -75,7 +75,7 @@ impl Throttle {
     /// Takes one password check for `account` (a normalised email) from `address`, or refuses it.
     pub fn password_attempt(&self, account: &str, address: Option<IpAddr>) -> Result<(), ApiError> {
         if let (Some(limiter), Some(address)) = (&self.addresses, address) {
-            limiter.take(address, "too many password attempts from your address")?;
+            limiter.take(client_key(address), "too many password attempts from your address")?;
         }
         if let Some(limiter) = &self.accounts {
             limiter.take(account.to_owned(), "too many password attempts for this account")?;
@@ -89,6 +89,23 @@ impl Throttle {
             Some(limiter) => limiter.take(user, "too many webhook destinations checked for this account"),
             None => Ok(()),
         }
+    }
+}
+
+/// The key of a client address: an IPv4 address itself, an IPv6 address by its /64 (one host
+/// or home network holds a whole /64, so counting single addresses would let one client make
+/// endless keys and fill the limiter).
+fn client_key(address: IpAddr) -> IpAddr {
+    match address {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let mut segments = v6.segments();
+                segments[4..].fill(0);
+                IpAddr::V6(segments.into())
+            }
+        },
+        v4 => v4,
     }
 }
 
@@ -165,6 +182,21 @@ mod tests {
         assert!(throttle.password_attempt("c@example.org", Some(ip)).is_err());
         throttle.password_attempt("c@example.org", Some("203.0.113.10".parse().expect("ip"))).expect("other address");
         throttle.password_attempt("c@example.org", None).expect("no address known: only the account counts");
+    }
+
+    #[test]
+    fn an_ipv6_client_is_counted_by_its_64() {
+        let throttle = Throttle::new(ThrottleOptions {
+            per_address: Some(2.0 / 60.0),
+            max_keys: 10,
+            ..ThrottleOptions::unlimited()
+        });
+        throttle.password_attempt("a@example.org", Some("2001:db8:1:2::1".parse().expect("ip"))).expect("first");
+        throttle.password_attempt("b@example.org", Some("2001:db8:1:2::ffff".parse().expect("ip"))).expect("second");
+        let third = throttle.password_attempt("c@example.org", Some("2001:db8:1:2:aaaa::9".parse().expect("ip")));
+        assert!(third.is_err(), "a third address of the same /64 is the same client");
+        throttle.password_attempt("c@example.org", Some("2001:db8:1:3::1".parse().expect("ip"))).expect("another /64");
+        assert_eq!(client_key("::ffff:203.0.113.9".parse().expect("ip")), "203.0.113.9".parse::<IpAddr>().expect("ip"));
     }
 
     #[test]

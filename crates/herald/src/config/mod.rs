@@ -197,7 +197,7 @@ settings! {
     auth_account_rate: RateLimit = "10/m", env "HERALD_AUTH_ACCOUNT_RATE", flag "auth-account-rate", secret false,
         doc "Password checks (login, register) per account, on every transport: unlimited, <n>/s or <n>/m (bursts of a minute's worth).";
     auth_address_rate: RateLimit = "60/m", env "HERALD_AUTH_ADDRESS_RATE", flag "auth-address-rate", secret false,
-        doc "Password checks per client IP address (HTTP and sockets): unlimited, <n>/s or <n>/m (bursts of a minute's worth).";
+        doc "Password checks per client IP address, IPv6 by its /64 (HTTP and sockets): unlimited, <n>/s or <n>/m (bursts of a minute's worth).";
     auth_rate_keys: Count = "100000", env "HERALD_AUTH_RATE_KEYS", flag "auth-rate-keys", secret false,
         doc "Most accounts, and most addresses, the password-check limits remember; a new one beyond it is refused while all are busy.";
     trusted_proxies: Networks = "", env "HERALD_TRUSTED_PROXIES", flag "trusted-proxies", secret false,
