@@ -4,12 +4,14 @@
 //! publishes and drop what it receives unsigned. `docs/brokers.md` says how each maps the port.
 
 mod amqp;
-pub mod commands;
 mod error;
 mod lease;
 mod memory;
 mod nats;
 mod signed;
+
+/// Commands over NATS request-reply: the NATS transport of the command registry.
+pub use nats::commands as nats_commands;
 
 use std::{fmt, str::FromStr, sync::Arc};
 

@@ -459,8 +459,14 @@ async fn start_roles(config: &Config, roles: Roles, parts: Parts) -> anyhow::Res
                 // Not ready (so /readyz says 503) until it serves; a failed start is tried again.
                 let mut backoff = std::time::Duration::from_millis(200);
                 loop {
-                    match herald_broker::commands::serve(&url, &namespace, herald.clone(), ready.clone(), stop.clone())
-                        .await
+                    match herald_broker::nats_commands::serve(
+                        &url,
+                        &namespace,
+                        herald.clone(),
+                        ready.clone(),
+                        stop.clone(),
+                    )
+                    .await
                     {
                         Ok(()) => return,
                         Err(err) => {

@@ -6,6 +6,7 @@
 //! every topic subscription reports `Interrupted` once its interest is back on the server.
 
 mod auth;
+pub mod commands;
 mod consumer;
 
 use std::{

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use async_nats::{HeaderMap, Request, client::RequestErrorKind};
-use herald_broker::commands;
+use herald_broker::nats_commands as commands;
 use herald_core::broker::BrokerError;
 use herald_testkit::{Backend, TestApp};
 use reqwest::StatusCode;
