@@ -253,7 +253,12 @@ async fn serve(State(dir): State<StaticDir>, uri: Uri, headers: HeaderMap) -> Re
     if unchanged {
         return response.status(StatusCode::NOT_MODIFIED).body(Body::empty()).unwrap_or_default();
     }
-    let file = match tokio::fs::File::open(path).await {
+    // The path checked at start, opened without following a symlink put there since.
+    let mut open = tokio::fs::OpenOptions::new();
+    open.read(true);
+    #[cfg(unix)]
+    open.custom_flags(libc::O_NOFOLLOW);
+    let file = match open.open(path).await {
         Ok(file) => file,
         Err(err) => {
             tracing::warn!(path = %path.display(), %err, "a static file loaded at start is gone");

@@ -97,5 +97,11 @@ async fn a_static_directory_is_served_with_etags_encodings_and_no_way_out() {
         assert!(matches!(status, 400 | 404), "{path}: {status}");
         assert!(!answer.contains("TOP SECRET"), "{path} escaped the directory");
     }
+    // A file swapped for a symlink out of the directory after start is not followed.
+    std::fs::remove_file(site.join("logo.svg")).expect("remove");
+    std::os::unix::fs::symlink(dir.path().join("secret.txt"), site.join("logo.svg")).expect("swap in a symlink");
+    let (status, answer) = raw_get(&app, "/static/logo.svg").await;
+    assert_eq!(status, 404, "{answer}");
+    assert!(!answer.contains("TOP SECRET"));
     app.stop().await;
 }
