@@ -156,7 +156,7 @@ struct Typed<C>(C);
 #[async_trait]
 impl<C: Command> DynCommand for Typed<C> {
     async fn call(&self, svc: &Services, cx: &Ctx, input: Value) -> Result<Value, ApiError> {
-        let typed: C::Input = match serde_path_to_error::deserialize(input.clone()) {
+        let typed: C::Input = match serde_path_to_error::deserialize(&input) {
             Ok(typed) => typed,
             Err(err) => {
                 let mut errors = self.typed_errors(&input, &BTreeSet::new());
@@ -230,16 +230,19 @@ impl CommandInfo {
         Err(ApiError::internal(std::io::Error::other(message)))
     }
 
-    /// Checks raw input before the command runs: the schema, and the typed checks of every field
-    /// the schema did not already refuse, so one answer lists every bad field.
+    /// Checks raw input without running the command: the schema, and the typed checks of every
+    /// field the schema did not already refuse, so one answer lists every bad field.
     pub fn check_input(&self, input: &Value) -> Result<(), ApiError> {
-        let err = match self.validate(input) {
-            Ok(()) => {
-                let errors = self.command.typed_errors(input, &BTreeSet::new());
-                return if errors.is_empty() { Ok(()) } else { Err(ApiError::validation(errors)) };
-            }
-            Err(err) => err,
-        };
+        self.check_schema(input)?;
+        let errors = self.command.typed_errors(input, &BTreeSet::new());
+        if errors.is_empty() { Ok(()) } else { Err(ApiError::validation(errors)) }
+    }
+
+    /// The schema check of [`Registry::call`]: when the schema refuses the input, the typed
+    /// checks of the other fields are added to its errors. (Input the schema accepts is decoded
+    /// once, by the command, which reports every typed failure itself.)
+    fn check_schema(&self, input: &Value) -> Result<(), ApiError> {
+        let Err(err) = self.validate(input) else { return Ok(()) };
         let mut errors = err.field_errors().to_vec();
         let reported: BTreeSet<String> = errors.iter().map(|e| top_field(&e.field).to_owned()).collect();
         if reported.contains("") {
@@ -345,7 +348,7 @@ impl Registry {
         );
         let result = async {
             info.access.check(&cx.caller)?;
-            info.check_input(&input)?;
+            info.check_schema(&input)?;
             let output = info.command.call(svc, &cx, input).await?;
             info.check_output(&output)?;
             Ok::<_, ApiError>(output)

@@ -18,8 +18,6 @@ use tokio::sync::Semaphore;
 /// How long an answer (addresses, or a failure) is reused. The addresses checked are the ones
 /// connected to, so reuse never lets a name slip past the destination check.
 const REMEMBER: Duration = Duration::from_secs(30);
-/// Most names remembered; beyond it, names no one is waiting on are forgotten first.
-const MAX_NAMES: usize = 10_000;
 
 type Lookup = dyn Fn(&str, u16) -> io::Result<Vec<IpAddr>> + Send + Sync;
 /// Each name (and port) with its lock and its last answer.
@@ -45,6 +43,8 @@ pub struct SystemResolver {
     slots: Arc<Semaphore>,
     concurrency: usize,
     names: Arc<Mutex<Names>>,
+    /// Most names remembered; when full, the names no caller is waiting on are forgotten.
+    max_names: usize,
     lookup: Arc<Lookup>,
 }
 
@@ -56,15 +56,20 @@ impl std::fmt::Debug for SystemResolver {
 
 impl SystemResolver {
     pub const DEFAULT_CONCURRENCY: usize = 8;
+    pub const DEFAULT_MAX_NAMES: usize = 10_000;
 
-    /// At most `concurrency` lookups at once; zero is taken as one.
-    pub fn new(concurrency: usize) -> Self {
-        Self::with_lookup(concurrency, |host, port| Ok((host, port).to_socket_addrs()?.map(|addr| addr.ip()).collect()))
+    /// At most `concurrency` lookups at once (zero is taken as one), and the answers of at most
+    /// `max_names` names remembered.
+    pub fn new(concurrency: usize, max_names: usize) -> Self {
+        Self::with_lookup(concurrency, max_names, |host, port| {
+            Ok((host, port).to_socket_addrs()?.map(|addr| addr.ip()).collect())
+        })
     }
 
     /// The same bounds around another lookup function (tests use a slow one).
     pub fn with_lookup(
         concurrency: usize,
+        max_names: usize,
         lookup: impl Fn(&str, u16) -> io::Result<Vec<IpAddr>> + Send + Sync + 'static,
     ) -> Self {
         let concurrency = concurrency.max(1);
@@ -72,6 +77,7 @@ impl SystemResolver {
             slots: Arc::new(Semaphore::new(concurrency)),
             concurrency,
             names: Arc::default(),
+            max_names: max_names.max(1),
             lookup: Arc::new(lookup),
         }
     }
@@ -87,10 +93,10 @@ impl SystemResolver {
         if let Some(name) = names.get(&key) {
             return name.clone();
         }
-        if names.len() >= MAX_NAMES {
+        if names.len() >= self.max_names {
             // Forget the names no caller holds; if every one is busy, this name goes unremembered.
             names.retain(|_, name| Arc::strong_count(name) > 1);
-            if names.len() >= MAX_NAMES {
+            if names.len() >= self.max_names {
                 return Arc::default();
             }
         }
@@ -100,7 +106,7 @@ impl SystemResolver {
 
 impl Default for SystemResolver {
     fn default() -> Self {
-        Self::new(Self::DEFAULT_CONCURRENCY)
+        Self::new(Self::DEFAULT_CONCURRENCY, Self::DEFAULT_MAX_NAMES)
     }
 }
 
@@ -135,7 +141,7 @@ mod tests {
 
     #[tokio::test]
     async fn resolves_names_and_literals_and_frees_its_slots() {
-        let resolver = SystemResolver::new(2);
+        let resolver = SystemResolver::new(2, 10);
         let addrs = resolver.resolve("localhost", 80).await.expect("localhost resolves");
         assert!(addrs.iter().all(IpAddr::is_loopback), "{addrs:?}");
         let literal = resolver.resolve("192.0.2.7", 80).await.expect("literal");
@@ -148,7 +154,7 @@ mod tests {
     /// next caller waits for one instead of starting another thread.
     #[tokio::test]
     async fn a_full_resolver_makes_callers_wait() {
-        let resolver = SystemResolver::new(1);
+        let resolver = SystemResolver::new(1, 10);
         let held = resolver.slots.clone().acquire_owned().await.expect("slot");
         let waiting = tokio::time::timeout(Duration::from_millis(100), resolver.resolve("localhost", 80));
         assert!(waiting.await.is_err(), "no slot, no lookup");
@@ -162,7 +168,7 @@ mod tests {
     async fn one_slow_name_holds_one_slot_and_its_answer_is_reused() {
         let calls = Arc::new(AtomicUsize::new(0));
         let counted = calls.clone();
-        let resolver = SystemResolver::with_lookup(2, move |host, _| {
+        let resolver = SystemResolver::with_lookup(2, 10, move |host, _| {
             counted.fetch_add(1, Ordering::SeqCst);
             if host == "slow.example" {
                 std::thread::sleep(Duration::from_millis(300));
@@ -186,5 +192,15 @@ mod tests {
         assert_eq!(calls.load(Ordering::SeqCst), 2, "slow looked up once, fast once");
         assert!(resolver.resolve("slow.example", 80).await.is_err());
         assert_eq!(calls.load(Ordering::SeqCst), 2, "the failure is remembered");
+    }
+
+    /// Names a client makes up are remembered only up to the bound: the oldest idle ones go.
+    #[tokio::test]
+    async fn the_names_remembered_are_bounded() {
+        let resolver = SystemResolver::with_lookup(2, 3, |_, _| Ok(vec!["192.0.2.1".parse().expect("ip")]));
+        for n in 0..50 {
+            assert!(resolver.resolve(&format!("name-{n}.example"), 80).await.is_ok());
+            assert!(resolver.names.lock().len() <= 3, "after {n}");
+        }
     }
 }

@@ -190,7 +190,9 @@ impl Parts {
 /// The operating system's resolver, bounded as configured.
 pub fn system_resolver(config: &Config) -> Arc<dyn Resolve> {
     let concurrency = usize::try_from(config.dns_lookup_concurrency.0).unwrap_or(usize::MAX);
-    Arc::new(herald_workers::net::SystemResolver::new(concurrency))
+    // As many names as a sender keeps webhook hosts: a deployment's destinations, not more.
+    let names = usize::try_from(config.webhook_max_hosts.0).unwrap_or(usize::MAX);
+    Arc::new(herald_workers::net::SystemResolver::new(concurrency, names))
 }
 
 /// The HTTP channels as configured, with webhooks limited to `destinations`.

@@ -184,7 +184,7 @@ settings! {
     dns_lookup_concurrency: Count = "8", env "HERALD_DNS_LOOKUP_CONCURRENCY", flag "dns-lookup-concurrency", secret false,
         doc "Host-name look-ups for outbound destinations running at once (each holds a blocking thread until the resolver answers); others wait.";
     webhook_max_hosts: Count = "10000", env "HERALD_WEBHOOK_MAX_HOSTS", flag "webhook-max-hosts", secret false,
-        doc "Most webhook destination hosts whose circuit breaker and rate limit a sender keeps; the least recently used are forgotten.";
+        doc "Most webhook destination hosts whose circuit breaker and rate limit a sender keeps (the least recently used are forgotten), and most host names whose answers the resolver remembers.";
     jwt_secret: Optional<Secret> = "", env "HERALD_JWT_SECRET", flag "jwt-secret", secret true,
         doc "HMAC secret for access tokens (32+ bytes); generated into the data dir when unset.";
     jwt_ttl: Span = "1h", env "HERALD_JWT_TTL", flag "jwt-ttl", secret false,
