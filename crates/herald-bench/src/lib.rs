@@ -138,6 +138,17 @@ fn bench_task(owner: UserId) -> Task {
     }
 }
 
+/// The store and broker a report was measured on, as its first two lines.
+fn print_backends(config: &Config) {
+    println!("store      {}", config.store_url);
+    println!("broker     {}", config.broker_url);
+}
+
+/// Bytes in MiB.
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1024.0 * 1024.0)
+}
+
 /// The `p` quantile (0 to 1) of `sorted` microseconds, in milliseconds; NaN when empty.
 fn percentile_ms(sorted: &[u64], p: f64) -> f64 {
     let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;

@@ -49,8 +49,7 @@ pub struct MailingReport {
 
 impl MailingReport {
     pub fn print(&self, config: &Config) {
-        println!("store      {}", config.store_url);
-        println!("broker     {}", config.broker_url);
+        crate::print_backends(config);
         println!(
             "clients    {} (loaded in {:.1} s, {:.0}/s)",
             self.clients,

@@ -65,9 +65,8 @@ impl RealtimeReport {
 
     pub fn print(&self, config: &Config) {
         let o = self.options;
-        let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
-        println!("store      {}", config.store_url);
-        println!("broker     {}", config.broker_url);
+        let mib = crate::mib;
+        crate::print_backends(config);
         println!(
             "sessions   {} ({} per user), connected in {:.1} s",
             o.sessions, o.sessions_per_user, self.connect_seconds

@@ -63,9 +63,8 @@ pub struct SoakReport {
 impl SoakReport {
     pub fn print(&self, config: &Config) {
         let o = self.options;
-        let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
-        println!("store      {}", config.store_url);
-        println!("broker     {}", config.broker_url);
+        let mib = crate::mib;
+        crate::print_backends(config);
         println!(
             "churn      {} sessions of {} users open at once, each living 1-{} s; {} events/s for {} s",
             o.sessions, o.users, o.lifetime, o.rate, o.seconds
@@ -112,7 +111,7 @@ fn slopes(samples: &[Sample]) -> String {
     let slope = |f: fn(&Sample) -> f64| slope_per_hour(samples, f);
     format!(
         "RSS {:+.2} MiB, sockets {:+.1}, threads {:+.1}, tasks {:+.1}",
-        slope(|s| s.rss as f64 / (1024.0 * 1024.0)),
+        slope(|s| crate::mib(s.rss)),
         slope(|s| s.sockets as f64),
         slope(|s| s.threads as f64),
         slope(|s| s.tasks as f64)
