@@ -7,6 +7,8 @@ use chrono::{DateTime, Utc};
 use herald_core::campaign::{Client, FirstAttempts, MailingFilter};
 use uuid::Uuid;
 
+use crate::columns::Texts;
+
 /// `last_error` of a message `start_mailing` stores expired.
 pub(crate) const WINDOW_AFTER_END: &str = "the send window does not open before the mailing ends";
 
@@ -34,10 +36,11 @@ pub(crate) fn skipped(
     skipped
 }
 
-/// A mailing's filter parts as lists of strings, as both adapters store them.
-pub(crate) fn filter_parts(filter: &MailingFilter) -> (Option<Vec<String>>, Option<Vec<String>>) {
-    let codes = filter.operator_codes.as_ref().map(|codes| codes.iter().map(|c| c.as_str().to_owned()).collect());
-    let tags = filter.tags.as_ref().map(|tags| tags.iter().map(|t| t.as_str().to_owned()).collect());
+/// A mailing's filter parts as lists of texts, as both adapters store them.
+pub(crate) fn filter_parts(filter: &MailingFilter) -> (Option<Texts>, Option<Texts>) {
+    let codes =
+        filter.operator_codes.as_ref().map(|codes| Texts(codes.iter().map(|c| c.as_str().to_owned()).collect()));
+    let tags = filter.tags.as_ref().map(|tags| Texts(tags.iter().map(|t| t.as_str().to_owned()).collect()));
     (codes, tags)
 }
 

@@ -1,6 +1,6 @@
 //! Maps driver errors onto the port's few, actionable errors.
 
-use herald_core::store::StoreError;
+use herald_core::store::{Constraint, StoreError};
 
 /// Classifies a sqlx error. `constraint_of` names the unique constraint a violation hit, for
 /// drivers (SQLite) that only report it in the message.
@@ -56,4 +56,10 @@ pub(crate) struct Corrupt {
 
 pub(crate) fn corrupt(what: &'static str, reason: impl ToString) -> StoreError {
     StoreError::Other(Box::new(Corrupt { what, reason: reason.to_string() }))
+}
+
+/// The rule of a conditional write that changed no row, in both adapters: the row is gone
+/// (`NotFound`), or it is there and its condition no longer holds (a conflict on `condition`).
+pub(crate) fn unchanged(still_there: bool, condition: Constraint) -> StoreError {
+    if still_there { StoreError::conflict(condition) } else { StoreError::NotFound }
 }

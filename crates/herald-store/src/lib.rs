@@ -2,10 +2,11 @@
 //! migrations under `migrations/<backend>/`. [`StoreUrl`] picks one from a URL, once, at the edge.
 
 mod campaign;
+mod columns;
+mod decode;
 mod error;
 mod files;
 mod pg;
-mod rows;
 mod sqlite;
 
 use std::{fmt, path::PathBuf, str::FromStr, sync::Arc};

@@ -10,29 +10,15 @@ use herald_core::{
     store::{CalendarStore, Constraint, EventDeleteEvents, StoreError},
     user::UserId,
 };
-use sqlx::{Postgres, Row as _, Transaction, postgres::PgRow};
+use sqlx::{Postgres, Transaction};
 
 use super::{
     PgStore,
-    deliveries::{OnTaken, delivery_row, insert_deliveries},
+    deliveries::{OnTaken, insert_deliveries},
     err,
     outbox::insert_events,
 };
-use crate::rows::{self, EventCols};
-
-fn event_row(row: &PgRow) -> Result<CalendarEvent, StoreError> {
-    rows::event(EventCols {
-        id: row.try_get("id").map_err(err)?,
-        owner: row.try_get("owner_id").map_err(err)?,
-        title: row.try_get("title").map_err(err)?,
-        description: row.try_get("description").map_err(err)?,
-        starts_at: row.try_get("starts_at").map_err(err)?,
-        ends_at: row.try_get("ends_at").map_err(err)?,
-        remind_before: row.try_get("remind_before").map_err(err)?,
-        created_at: row.try_get("created_at").map_err(err)?,
-        updated_at: row.try_get("updated_at").map_err(err)?,
-    })
-}
+use crate::decode;
 
 /// Locks `owner` for this transaction (other calendar writes of the owner wait), then fails with
 /// `Constraint::EventsOverlap` if another of their events overlaps `event`.
@@ -119,7 +105,7 @@ impl CalendarStore for PgStore {
             .fetch_optional(&self.pool)
             .await
             .map_err(err)?;
-        row.as_ref().map(event_row).transpose()
+        row.as_ref().map(decode::calendar_event).transpose()
     }
 
     async fn update_calendar_event(
@@ -170,7 +156,7 @@ impl CalendarStore for PgStore {
             .fetch_optional(&mut *tx)
             .await
             .map_err(err)?;
-        let Some(event) = row.as_ref().map(event_row).transpose()? else { return Ok(None) };
+        let Some(event) = row.as_ref().map(decode::calendar_event).transpose()? else { return Ok(None) };
         cancel_reminders(&mut tx, id, &[REMINDER_KIND, NOTIFICATION_KIND], &[], now).await?;
         insert_events(&mut tx, &events(&event)).await?;
         self.commit(tx).await?;
@@ -198,7 +184,7 @@ impl CalendarStore for PgStore {
         .fetch_all(&self.pool)
         .await
         .map_err(err)?;
-        rows.iter().map(event_row).collect()
+        rows.iter().map(decode::calendar_event).collect()
     }
 
     async fn delete_calendar_events_ended_before(&self, before: DateTime<Utc>, limit: u32) -> Result<u64, StoreError> {
@@ -228,6 +214,6 @@ impl CalendarStore for PgStore {
             .fetch_all(&self.pool)
             .await
             .map_err(err)?;
-        rows.iter().map(delivery_row).collect::<Result<Vec<_>, _>>().map(Some)
+        rows.iter().map(decode::delivery).collect::<Result<Vec<_>, _>>().map(Some)
     }
 }

@@ -11,43 +11,15 @@ use herald_core::{
     delivery::{Delivery, DeliveryId, DeliveryStatus},
     store::{CampaignStore, Constraint, StoreError},
 };
-use sqlx::{Postgres, Row as _, Transaction, postgres::PgRow};
+use sqlx::{Postgres, Row as _, Transaction};
 use uuid::Uuid;
 
-use super::{PgStore, deliveries::delivery_row, err};
+use super::{PgStore, err};
 use crate::{
     campaign::{self, ENDS_BEFORE_ATTEMPT, PlanParts, WINDOW_AFTER_END},
-    error::corrupt,
-    rows::{self, ClientCols, MailingCols},
+    decode,
+    error::{self, corrupt},
 };
-
-fn client_row(row: &PgRow) -> Result<Client, StoreError> {
-    rows::client(ClientCols {
-        id: row.try_get("id").map_err(err)?,
-        phone: row.try_get("phone").map_err(err)?,
-        operator_code: row.try_get("operator_code").map_err(err)?,
-        tag: row.try_get("tag").map_err(err)?,
-        timezone: row.try_get("timezone").map_err(err)?,
-        created_at: row.try_get("created_at").map_err(err)?,
-        updated_at: row.try_get("updated_at").map_err(err)?,
-    })
-}
-
-fn mailing_row(row: &PgRow) -> Result<Mailing, StoreError> {
-    rows::mailing(MailingCols {
-        id: row.try_get("id").map_err(err)?,
-        start_at: row.try_get("start_at").map_err(err)?,
-        end_at: row.try_get("end_at").map_err(err)?,
-        text: row.try_get("text").map_err(err)?,
-        operator_codes: row.try_get("operator_codes").map_err(err)?,
-        tags: row.try_get("tags").map_err(err)?,
-        window_from: row.try_get("window_from").map_err(err)?,
-        window_to: row.try_get("window_to").map_err(err)?,
-        status: row.try_get("status").map_err(err)?,
-        created_at: row.try_get("created_at").map_err(err)?,
-        updated_at: row.try_get("updated_at").map_err(err)?,
-    })
-}
 
 /// `id > $n` when a page starts after an id, else a condition on `$n` that always holds: a plain
 /// range or none, where `$n IS NULL OR id > $n` would keep a generic plan off the index.
@@ -159,7 +131,7 @@ impl CampaignStore for PgStore {
             .fetch_optional(&self.pool)
             .await
             .map_err(err)?;
-        row.as_ref().map(client_row).transpose()
+        row.as_ref().map(decode::client).transpose()
     }
 
     async fn list_clients(&self, after: Option<ClientId>, limit: u32) -> Result<Vec<Client>, StoreError> {
@@ -170,7 +142,7 @@ impl CampaignStore for PgStore {
             .fetch_all(&self.pool)
             .await
             .map_err(err)?;
-        rows.iter().map(client_row).collect()
+        rows.iter().map(decode::client).collect()
     }
 
     async fn update_client(&self, c: &Client) -> Result<(), StoreError> {
@@ -239,7 +211,7 @@ impl CampaignStore for PgStore {
             .fetch_optional(&self.pool)
             .await
             .map_err(err)?;
-        row.as_ref().map(mailing_row).transpose()
+        row.as_ref().map(decode::mailing).transpose()
     }
 
     async fn list_mailings(
@@ -260,7 +232,7 @@ impl CampaignStore for PgStore {
             .fetch_all(&self.pool)
             .await
             .map_err(err)?;
-        rows.iter().map(mailing_row).collect()
+        rows.iter().map(decode::mailing).collect()
     }
 
     async fn update_mailing(&self, m: &Mailing, expected: MailingStatus, now: DateTime<Utc>) -> Result<(), StoreError> {
@@ -285,7 +257,7 @@ impl CampaignStore for PgStore {
         .await
         .map_err(err)?;
         if done.rows_affected() == 0 {
-            return Err(rows::unchanged(stored_status(&mut tx, m.id).await?.is_some(), Constraint::MailingStatus));
+            return Err(error::unchanged(stored_status(&mut tx, m.id).await?.is_some(), Constraint::MailingStatus));
         }
         if expected == MailingStatus::Running {
             // SET expressions all read the row as it was, so `status = 'pending'` is the old status.
@@ -441,6 +413,6 @@ impl CampaignStore for PgStore {
             .fetch_all(&self.pool)
             .await
             .map_err(err)?;
-        rows.iter().map(delivery_row).collect()
+        rows.iter().map(decode::delivery).collect()
     }
 }

@@ -13,7 +13,8 @@ use herald_core::{
 use sqlx::Row as _;
 use uuid::Uuid;
 
-use super::{PgStore, err, outbox::outbox_row};
+use super::{PgStore, err};
+use crate::decode;
 
 #[async_trait]
 impl StreamStore for PgStore {
@@ -43,7 +44,7 @@ impl StreamStore for PgStore {
         .fetch_all(&self.pool)
         .await
         .map_err(err)?;
-        rows.iter().map(outbox_row).collect()
+        rows.iter().map(decode::outbox_event).collect()
     }
 
     async fn session_cursor(

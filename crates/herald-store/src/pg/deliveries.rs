@@ -10,35 +10,11 @@ use herald_core::{
     delivery::{Delivery, DeliveryId, DeliveryReport, DeliveryStatus, NewDelivery},
     store::{DeliveryStore, StoreError},
 };
-use sqlx::{Postgres, Row as _, Transaction, postgres::PgRow, types::Json};
+use sqlx::{Postgres, Transaction, types::Json};
 use uuid::Uuid;
 
 use super::{PgStore, err, outbox::insert_events};
-use crate::rows::{self, DeliveryCols};
-
-pub(super) fn delivery_row(row: &PgRow) -> Result<Delivery, StoreError> {
-    rows::delivery(DeliveryCols {
-        number: row.try_get("number").map_err(err)?,
-        id: row.try_get("id").map_err(err)?,
-        kind: row.try_get("kind").map_err(err)?,
-        source_key: row.try_get("source_key").map_err(err)?,
-        recipient: row.try_get("recipient").map_err(err)?,
-        channel: row.try_get("channel").map_err(err)?,
-        payload: row.try_get::<Json<serde_json::Value>, _>("payload").map_err(err)?.0,
-        source_id: row.try_get("source_id").map_err(err)?,
-        recipient_id: row.try_get("recipient_id").map_err(err)?,
-        status: row.try_get("status").map_err(err)?,
-        attempts: i64::from(row.try_get::<i32, _>("attempts").map_err(err)?),
-        next_attempt_at: row.try_get("next_attempt_at").map_err(err)?,
-        deadline: row.try_get("deadline").map_err(err)?,
-        last_error: row.try_get("last_error").map_err(err)?,
-        lease_until: row.try_get("lease_until").map_err(err)?,
-        sent_at: row.try_get("sent_at").map_err(err)?,
-        created_at: row.try_get("created_at").map_err(err)?,
-        updated_at: row.try_get("updated_at").map_err(err)?,
-        trace_context: row.try_get("trace_context").map_err(err)?,
-    })
-}
+use crate::decode;
 
 #[async_trait]
 impl DeliveryStore for PgStore {
@@ -55,7 +31,7 @@ impl DeliveryStore for PgStore {
             .fetch_optional(&self.pool)
             .await
             .map_err(err)?;
-        row.as_ref().map(delivery_row).transpose()
+        row.as_ref().map(decode::delivery).transpose()
     }
 
     async fn claim_due_deliveries(
@@ -77,7 +53,7 @@ impl DeliveryStore for PgStore {
         .fetch_all(&self.pool)
         .await
         .map_err(err)?;
-        let mut claimed = rows.iter().map(delivery_row).collect::<Result<Vec<_>, _>>()?;
+        let mut claimed = rows.iter().map(decode::delivery).collect::<Result<Vec<_>, _>>()?;
         claimed.sort_by_key(|d| (d.next_attempt_at, d.number));
         Ok(claimed)
     }

@@ -15,18 +15,16 @@ use std::{
 };
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
 use herald_core::{
     store::{Store, StoreError, UserStore},
     user::{Email, NewUser, User, UserCredentials, UserId, WebhookUrl},
 };
 use sqlx::{
     Row as _,
-    postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow},
+    postgres::{PgConnectOptions, PgPool, PgPoolOptions},
 };
-use uuid::Uuid;
 
-use crate::{error, rows};
+use crate::{decode, error};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
@@ -67,16 +65,6 @@ impl PgStore {
 fn err(e: sqlx::Error) -> StoreError {
     // PostgreSQL names the violated constraint itself.
     error::classify(e, |_| None)
-}
-
-fn user_row(row: &PgRow) -> Result<User, StoreError> {
-    rows::user(
-        row.try_get::<Uuid, _>("id").map_err(err)?,
-        row.try_get("email").map_err(err)?,
-        row.try_get("name").map_err(err)?,
-        row.try_get("role").map_err(err)?,
-        row.try_get::<DateTime<Utc>, _>("created_at").map_err(err)?,
-    )
 }
 
 #[async_trait]
@@ -126,7 +114,7 @@ impl UserStore for PgStore {
             .fetch_optional(&self.pool)
             .await
             .map_err(err)?;
-        row.as_ref().map(user_row).transpose()
+        row.as_ref().map(decode::user).transpose()
     }
 
     async fn credentials_by_email(&self, email: &Email) -> Result<Option<UserCredentials>, StoreError> {
@@ -136,7 +124,7 @@ impl UserStore for PgStore {
             .await
             .map_err(err)?;
         row.map(|row| {
-            Ok(UserCredentials { user: user_row(&row)?, password_hash: row.try_get("password_hash").map_err(err)? })
+            Ok(UserCredentials { user: decode::user(&row)?, password_hash: row.try_get("password_hash").map_err(err)? })
         })
         .transpose()
     }
@@ -148,7 +136,7 @@ impl UserStore for PgStore {
         .fetch_all(&self.pool)
         .await
         .map_err(err)?;
-        rows.iter().map(user_row).collect()
+        rows.iter().map(decode::user).collect()
     }
 
     async fn set_webhook(&self, user: UserId, url: Option<&WebhookUrl>) -> Result<(), StoreError> {

@@ -18,9 +18,10 @@ use herald_core::{
     change::{ChangeEvent, OutboxEvent},
     store::{OutboxStore, StoreError},
 };
-use sqlx::{Postgres, Row as _, Transaction, postgres::PgRow, types::Json};
+use sqlx::{Postgres, Transaction, types::Json};
 
 use super::{PgStore, err};
+use crate::decode;
 
 /// The `LISTEN` channel the relay wakes on.
 pub(super) const CHANNEL: &str = "herald_outbox";
@@ -68,22 +69,6 @@ pub(super) async fn insert_events(
     Ok(())
 }
 
-pub(super) fn outbox_row(row: &PgRow) -> Result<OutboxEvent, StoreError> {
-    Ok(OutboxEvent {
-        seq: row.try_get("seq").map_err(err)?,
-        channel_offset: row.try_get("channel_offset").map_err(err)?,
-        event: ChangeEvent {
-            id: row.try_get("id").map_err(err)?,
-            kind: row.try_get("kind").map_err(err)?,
-            channel: row.try_get("channel").map_err(err)?,
-            payload: row.try_get::<Json<serde_json::Value>, _>("payload").map_err(err)?.0,
-            created_at: row.try_get("created_at").map_err(err)?,
-            trace_context: row.try_get("trace_context").map_err(err)?,
-        },
-        published_at: row.try_get::<Option<DateTime<Utc>>, _>("published_at").map_err(err)?,
-    })
-}
-
 impl PgStore {
     /// Commits a write that stored events, then wakes relays.
     pub(super) async fn commit(&self, tx: Transaction<'_, Postgres>) -> Result<(), StoreError> {
@@ -128,7 +113,7 @@ impl OutboxStore for PgStore {
         .fetch_all(&self.pool)
         .await
         .map_err(err)?;
-        rows.iter().map(outbox_row).collect()
+        rows.iter().map(decode::outbox_event).collect()
     }
 
     async fn mark_published(&self, seqs: &[i64], at: DateTime<Utc>) -> Result<(), StoreError> {
@@ -217,6 +202,6 @@ impl OutboxStore for PgStore {
             .fetch_all(&self.pool)
             .await
             .map_err(err)?;
-        rows.iter().map(outbox_row).collect()
+        rows.iter().map(decode::outbox_event).collect()
     }
 }

@@ -9,38 +9,10 @@ use herald_core::{
     task::{Attachment, AttachmentId, Task, TaskId, TaskStatus},
     user::UserId,
 };
-use sqlx::{Row as _, postgres::PgRow};
+use sqlx::Row as _;
 
 use super::{PgStore, err, outbox::insert_events};
-use crate::rows::{self, AttachmentCols, TaskCols};
-
-fn task_row(row: &PgRow) -> Result<Task, StoreError> {
-    rows::task(TaskCols {
-        id: row.try_get("id").map_err(err)?,
-        owner: row.try_get("owner_id").map_err(err)?,
-        title: row.try_get("title").map_err(err)?,
-        description: row.try_get("description").map_err(err)?,
-        status: row.try_get("status").map_err(err)?,
-        due_at: row.try_get("due_at").map_err(err)?,
-        version: row.try_get("version").map_err(err)?,
-        created_at: row.try_get("created_at").map_err(err)?,
-        updated_at: row.try_get("updated_at").map_err(err)?,
-    })
-}
-
-fn attachment_row(row: &PgRow) -> Result<Attachment, StoreError> {
-    rows::attachment(AttachmentCols {
-        id: row.try_get("id").map_err(err)?,
-        task_id: row.try_get("task_id").map_err(err)?,
-        owner: row.try_get("owner_id").map_err(err)?,
-        file_name: row.try_get("file_name").map_err(err)?,
-        content_type: row.try_get("content_type").map_err(err)?,
-        size: row.try_get("size").map_err(err)?,
-        sha256: row.try_get("sha256").map_err(err)?,
-        storage_key: row.try_get("storage_key").map_err(err)?,
-        created_at: row.try_get("created_at").map_err(err)?,
-    })
-}
+use crate::{decode, error};
 
 #[async_trait]
 impl TaskStore for PgStore {
@@ -73,7 +45,7 @@ impl TaskStore for PgStore {
             .fetch_optional(&self.pool)
             .await
             .map_err(err)?;
-        row.as_ref().map(task_row).transpose()
+        row.as_ref().map(decode::task).transpose()
     }
 
     async fn list_tasks(
@@ -94,7 +66,7 @@ impl TaskStore for PgStore {
         .fetch_all(&self.pool)
         .await
         .map_err(err)?;
-        rows.iter().map(task_row).collect()
+        rows.iter().map(decode::task).collect()
     }
 
     async fn update_task(&self, t: &Task, expected: i64, events: &[ChangeEvent]) -> Result<(), StoreError> {
@@ -122,7 +94,7 @@ impl TaskStore for PgStore {
                 .fetch_optional(&mut *tx)
                 .await
                 .map_err(err)?;
-            return Err(rows::unchanged(exists.is_some(), Constraint::TaskVersion));
+            return Err(error::unchanged(exists.is_some(), Constraint::TaskVersion));
         }
         insert_events(&mut tx, events).await?;
         self.commit(tx).await
@@ -146,14 +118,14 @@ impl TaskStore for PgStore {
         else {
             return Ok(None);
         };
-        let task = task_row(&row)?;
+        let task = decode::task(&row)?;
         let attachments = sqlx::query("SELECT * FROM attachments WHERE task_id = $1 ORDER BY id")
             .bind(id.0)
             .fetch_all(&mut *tx)
             .await
             .map_err(err)?
             .iter()
-            .map(attachment_row)
+            .map(decode::attachment)
             .collect::<Result<Vec<_>, _>>()?;
         sqlx::query("DELETE FROM tasks WHERE id = $1").bind(id.0).execute(&mut *tx).await.map_err(err)?;
         insert_events(&mut tx, &events(&task, &attachments)).await?;
@@ -199,7 +171,7 @@ impl TaskStore for PgStore {
             .fetch_optional(&self.pool)
             .await
             .map_err(err)?;
-        row.as_ref().map(attachment_row).transpose()
+        row.as_ref().map(decode::attachment).transpose()
     }
 
     async fn list_attachments(&self, owner: UserId, task: TaskId) -> Result<Option<Vec<Attachment>>, StoreError> {
@@ -212,7 +184,7 @@ impl TaskStore for PgStore {
             .fetch_all(&self.pool)
             .await
             .map_err(err)?;
-        rows.iter().map(attachment_row).collect::<Result<Vec<_>, _>>().map(Some)
+        rows.iter().map(decode::attachment).collect::<Result<Vec<_>, _>>().map(Some)
     }
 
     async fn delete_attachment(
@@ -231,7 +203,7 @@ impl TaskStore for PgStore {
         else {
             return Ok(None);
         };
-        let attachment = attachment_row(&row)?;
+        let attachment = decode::attachment(&row)?;
         insert_events(&mut tx, &events(&attachment)).await?;
         self.commit(tx).await?;
         Ok(Some(attachment))

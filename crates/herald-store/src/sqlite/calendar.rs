@@ -10,29 +10,15 @@ use herald_core::{
     store::{CalendarStore, Constraint, EventDeleteEvents, StoreError},
     user::UserId,
 };
-use sqlx::{Row as _, Sqlite, Transaction, sqlite::SqliteRow};
+use sqlx::{Sqlite, Transaction};
 
 use super::{
     SqliteStore,
-    deliveries::{OnTaken, delivery_row, insert_deliveries},
-    err, from_micros, micros,
+    deliveries::{OnTaken, insert_deliveries},
+    err, micros,
     outbox::insert_events,
 };
-use crate::rows::{self, EventCols};
-
-fn event_row(row: &SqliteRow) -> Result<CalendarEvent, StoreError> {
-    rows::event(EventCols {
-        id: row.try_get("id").map_err(err)?,
-        owner: row.try_get("owner_id").map_err(err)?,
-        title: row.try_get("title").map_err(err)?,
-        description: row.try_get("description").map_err(err)?,
-        starts_at: from_micros(row.try_get("starts_at").map_err(err)?)?,
-        ends_at: from_micros(row.try_get("ends_at").map_err(err)?)?,
-        remind_before: row.try_get("remind_before").map_err(err)?,
-        created_at: from_micros(row.try_get("created_at").map_err(err)?)?,
-        updated_at: from_micros(row.try_get("updated_at").map_err(err)?)?,
-    })
-}
+use crate::decode;
 
 /// Fails with `Constraint::EventsOverlap` if another event of the owner overlaps `event` (the transaction
 /// is the single writer's, so nothing can slip in between).
@@ -114,7 +100,7 @@ impl CalendarStore for SqliteStore {
             .fetch_optional(&self.reader)
             .await
             .map_err(err)?;
-        row.as_ref().map(event_row).transpose()
+        row.as_ref().map(decode::calendar_event).transpose()
     }
 
     async fn update_calendar_event(
@@ -165,7 +151,7 @@ impl CalendarStore for SqliteStore {
             .fetch_optional(&mut *tx)
             .await
             .map_err(err)?;
-        let Some(event) = row.as_ref().map(event_row).transpose()? else { return Ok(None) };
+        let Some(event) = row.as_ref().map(decode::calendar_event).transpose()? else { return Ok(None) };
         cancel_reminders(&mut tx, id, &[REMINDER_KIND, NOTIFICATION_KIND], &[], now).await?;
         insert_events(&mut tx, &events(&event)).await?;
         self.commit(tx).await?;
@@ -193,7 +179,7 @@ impl CalendarStore for SqliteStore {
         .fetch_all(&self.reader)
         .await
         .map_err(err)?;
-        rows.iter().map(event_row).collect()
+        rows.iter().map(decode::calendar_event).collect()
     }
 
     async fn delete_calendar_events_ended_before(&self, before: DateTime<Utc>, limit: u32) -> Result<u64, StoreError> {
@@ -224,6 +210,6 @@ impl CalendarStore for SqliteStore {
             .fetch_all(&self.reader)
             .await
             .map_err(err)?;
-        rows.iter().map(delivery_row).collect::<Result<Vec<_>, _>>().map(Some)
+        rows.iter().map(decode::delivery).collect::<Result<Vec<_>, _>>().map(Some)
     }
 }

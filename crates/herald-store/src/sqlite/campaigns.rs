@@ -11,57 +11,19 @@ use herald_core::{
     delivery::{Delivery, DeliveryId, DeliveryStatus},
     store::{CampaignStore, Constraint, StoreError},
 };
-use sqlx::{Row as _, Sqlite, Transaction, sqlite::SqliteRow};
+use sqlx::{Row as _, Sqlite, Transaction};
 use uuid::Uuid;
 
-use super::{SqliteStore, deliveries::delivery_row, err, from_micros, micros};
+use super::{SqliteStore, err, micros};
 use crate::{
     campaign::{self, ENDS_BEFORE_ATTEMPT, PlanParts, WINDOW_AFTER_END},
-    error::corrupt,
-    rows::{self, ClientCols, MailingCols},
+    decode,
+    error::{self, corrupt},
 };
 
 /// Clients per `INSERT`: seven bound values each keeps a statement well under SQLite's limit of
 /// 32,766 variables.
 const CLIENTS_PER_INSERT: usize = 1000;
-
-fn client_row(row: &SqliteRow) -> Result<Client, StoreError> {
-    rows::client(ClientCols {
-        id: row.try_get("id").map_err(err)?,
-        phone: row.try_get("phone").map_err(err)?,
-        operator_code: row.try_get("operator_code").map_err(err)?,
-        tag: row.try_get("tag").map_err(err)?,
-        timezone: row.try_get("timezone").map_err(err)?,
-        created_at: from_micros(row.try_get("created_at").map_err(err)?)?,
-        updated_at: from_micros(row.try_get("updated_at").map_err(err)?)?,
-    })
-}
-
-/// A JSON array of strings, as a filter part is stored.
-fn strings(row: &SqliteRow, col: &str) -> Result<Option<Vec<String>>, StoreError> {
-    let json: Option<String> = row.try_get(col).map_err(err)?;
-    json.map(|j| serde_json::from_str(&j).map_err(|e| corrupt("mailing filter", e))).transpose()
-}
-
-fn to_json(list: Option<Vec<String>>) -> Option<String> {
-    list.map(|l| serde_json::Value::from(l).to_string())
-}
-
-fn mailing_row(row: &SqliteRow) -> Result<Mailing, StoreError> {
-    rows::mailing(MailingCols {
-        id: row.try_get("id").map_err(err)?,
-        start_at: from_micros(row.try_get("start_at").map_err(err)?)?,
-        end_at: from_micros(row.try_get("end_at").map_err(err)?)?,
-        text: row.try_get("text").map_err(err)?,
-        operator_codes: strings(row, "operator_codes")?,
-        tags: strings(row, "tags")?,
-        window_from: row.try_get("window_from").map_err(err)?,
-        window_to: row.try_get("window_to").map_err(err)?,
-        status: row.try_get("status").map_err(err)?,
-        created_at: from_micros(row.try_get("created_at").map_err(err)?)?,
-        updated_at: from_micros(row.try_get("updated_at").map_err(err)?)?,
-    })
-}
 
 /// `id > ?n` when a page starts after an id, else a condition on `?n` that always holds: a plain
 /// range or none, where `?n IS NULL OR id > ?n` would keep the planner off the index.
@@ -179,7 +141,7 @@ impl CampaignStore for SqliteStore {
             .fetch_optional(&self.reader)
             .await
             .map_err(err)?;
-        row.as_ref().map(client_row).transpose()
+        row.as_ref().map(decode::client).transpose()
     }
 
     async fn list_clients(&self, after: Option<ClientId>, limit: u32) -> Result<Vec<Client>, StoreError> {
@@ -190,7 +152,7 @@ impl CampaignStore for SqliteStore {
             .fetch_all(&self.reader)
             .await
             .map_err(err)?;
-        rows.iter().map(client_row).collect()
+        rows.iter().map(decode::client).collect()
     }
 
     async fn update_client(&self, c: &Client) -> Result<(), StoreError> {
@@ -240,8 +202,8 @@ impl CampaignStore for SqliteStore {
         .bind(micros(m.start_at))
         .bind(micros(m.end_at))
         .bind(m.text.as_str())
-        .bind(to_json(codes))
-        .bind(to_json(tags))
+        .bind(codes)
+        .bind(tags)
         .bind(m.window.map(|w| w.from.to_string()))
         .bind(m.window.map(|w| w.to.to_string()))
         .bind(m.status.as_str())
@@ -259,7 +221,7 @@ impl CampaignStore for SqliteStore {
             .fetch_optional(&self.reader)
             .await
             .map_err(err)?;
-        row.as_ref().map(mailing_row).transpose()
+        row.as_ref().map(decode::mailing).transpose()
     }
 
     async fn list_mailings(
@@ -280,7 +242,7 @@ impl CampaignStore for SqliteStore {
             .fetch_all(&self.reader)
             .await
             .map_err(err)?;
-        rows.iter().map(mailing_row).collect()
+        rows.iter().map(decode::mailing).collect()
     }
 
     async fn update_mailing(&self, m: &Mailing, expected: MailingStatus, now: DateTime<Utc>) -> Result<(), StoreError> {
@@ -294,8 +256,8 @@ impl CampaignStore for SqliteStore {
         .bind(micros(m.start_at))
         .bind(micros(m.end_at))
         .bind(m.text.as_str())
-        .bind(to_json(codes))
-        .bind(to_json(tags))
+        .bind(codes)
+        .bind(tags)
         .bind(m.window.map(|w| w.from.to_string()))
         .bind(m.window.map(|w| w.to.to_string()))
         .bind(m.status.as_str())
@@ -305,7 +267,7 @@ impl CampaignStore for SqliteStore {
         .await
         .map_err(err)?;
         if done.rows_affected() == 0 {
-            return Err(rows::unchanged(stored_status(&mut tx, m.id).await?.is_some(), Constraint::MailingStatus));
+            return Err(error::unchanged(stored_status(&mut tx, m.id).await?.is_some(), Constraint::MailingStatus));
         }
         if expected == MailingStatus::Running {
             // SET expressions all read the row as it was, so `status = 'pending'` is the old status.
@@ -479,6 +441,6 @@ impl CampaignStore for SqliteStore {
             .fetch_all(&self.reader)
             .await
             .map_err(err)?;
-        rows.iter().map(delivery_row).collect()
+        rows.iter().map(decode::delivery).collect()
     }
 }

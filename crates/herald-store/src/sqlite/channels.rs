@@ -10,7 +10,8 @@ use herald_core::{
 };
 use sqlx::Row as _;
 
-use super::{SqliteStore, err, micros, outbox::outbox_row};
+use super::{SqliteStore, err, micros};
+use crate::decode;
 
 #[async_trait]
 impl StreamStore for SqliteStore {
@@ -39,7 +40,7 @@ impl StreamStore for SqliteStore {
         .fetch_all(&self.reader)
         .await
         .map_err(err)?;
-        rows.iter().map(outbox_row).collect()
+        rows.iter().map(decode::outbox_event).collect()
     }
 
     async fn session_cursor(

@@ -9,40 +9,11 @@ use herald_core::{
     delivery::{Delivery, DeliveryId, DeliveryReport, DeliveryStatus, NewDelivery},
     store::{DeliveryStore, StoreError},
 };
-use sqlx::{Row as _, Sqlite, Transaction, sqlite::SqliteRow};
+use sqlx::{Sqlite, Transaction};
 use uuid::Uuid;
 
-use super::{SqliteStore, err, from_micros, micros, outbox::insert_events};
-use crate::rows::{self, DeliveryCols};
-
-fn opt(row: &SqliteRow, col: &str) -> Result<Option<DateTime<Utc>>, StoreError> {
-    row.try_get::<Option<i64>, _>(col).map_err(err)?.map(from_micros).transpose()
-}
-
-pub(super) fn delivery_row(row: &SqliteRow) -> Result<Delivery, StoreError> {
-    let payload: String = row.try_get("payload").map_err(err)?;
-    rows::delivery(DeliveryCols {
-        number: row.try_get("number").map_err(err)?,
-        id: row.try_get("id").map_err(err)?,
-        kind: row.try_get("kind").map_err(err)?,
-        source_key: row.try_get("source_key").map_err(err)?,
-        recipient: row.try_get("recipient").map_err(err)?,
-        channel: row.try_get("channel").map_err(err)?,
-        payload: serde_json::from_str(&payload).map_err(|e| crate::error::corrupt("delivery payload", e))?,
-        source_id: row.try_get("source_id").map_err(err)?,
-        recipient_id: row.try_get("recipient_id").map_err(err)?,
-        status: row.try_get("status").map_err(err)?,
-        attempts: row.try_get("attempts").map_err(err)?,
-        next_attempt_at: from_micros(row.try_get("next_attempt_at").map_err(err)?)?,
-        deadline: opt(row, "deadline")?,
-        last_error: row.try_get("last_error").map_err(err)?,
-        lease_until: opt(row, "lease_until")?,
-        sent_at: opt(row, "sent_at")?,
-        created_at: from_micros(row.try_get("created_at").map_err(err)?)?,
-        updated_at: from_micros(row.try_get("updated_at").map_err(err)?)?,
-        trace_context: row.try_get("trace_context").map_err(err)?,
-    })
-}
+use super::{SqliteStore, err, micros, outbox::insert_events};
+use crate::decode;
 
 fn lease_end(now: DateTime<Utc>, lease: Duration) -> Result<DateTime<Utc>, StoreError> {
     Ok(now + chrono::Duration::from_std(lease).map_err(|e| StoreError::Other(Box::new(e)))?)
@@ -63,7 +34,7 @@ impl DeliveryStore for SqliteStore {
             .fetch_optional(&self.reader)
             .await
             .map_err(err)?;
-        row.as_ref().map(delivery_row).transpose()
+        row.as_ref().map(decode::delivery).transpose()
     }
 
     async fn claim_due_deliveries(
@@ -83,7 +54,7 @@ impl DeliveryStore for SqliteStore {
         .fetch_all(&self.writer)
         .await
         .map_err(err)?;
-        let mut claimed = rows.iter().map(delivery_row).collect::<Result<Vec<_>, _>>()?;
+        let mut claimed = rows.iter().map(decode::delivery).collect::<Result<Vec<_>, _>>()?;
         claimed.sort_by_key(|d| (d.next_attempt_at, d.number));
         Ok(claimed)
     }

@@ -24,11 +24,10 @@ use herald_core::{
 };
 use sqlx::{
     Row as _,
-    sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous},
+    sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous},
 };
-use uuid::Uuid;
 
-use crate::{error, rows};
+use crate::{decode, error};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
@@ -99,16 +98,6 @@ fn from_micros(us: i64) -> Result<DateTime<Utc>, StoreError> {
     DateTime::from_timestamp_micros(us).ok_or_else(|| error::corrupt("timestamp", us))
 }
 
-fn user_row(row: &SqliteRow) -> Result<User, StoreError> {
-    rows::user(
-        row.try_get::<Uuid, _>("id").map_err(err)?,
-        row.try_get("email").map_err(err)?,
-        row.try_get("name").map_err(err)?,
-        row.try_get("role").map_err(err)?,
-        from_micros(row.try_get("created_at").map_err(err)?)?,
-    )
-}
-
 #[async_trait]
 impl Store for SqliteStore {
     async fn migrate(&self) -> Result<(), StoreError> {
@@ -148,7 +137,7 @@ impl UserStore for SqliteStore {
             .fetch_optional(&self.reader)
             .await
             .map_err(err)?;
-        row.as_ref().map(user_row).transpose()
+        row.as_ref().map(decode::user).transpose()
     }
 
     async fn credentials_by_email(&self, email: &Email) -> Result<Option<UserCredentials>, StoreError> {
@@ -158,7 +147,7 @@ impl UserStore for SqliteStore {
             .await
             .map_err(err)?;
         row.map(|row| {
-            Ok(UserCredentials { user: user_row(&row)?, password_hash: row.try_get("password_hash").map_err(err)? })
+            Ok(UserCredentials { user: decode::user(&row)?, password_hash: row.try_get("password_hash").map_err(err)? })
         })
         .transpose()
     }
@@ -172,7 +161,7 @@ impl UserStore for SqliteStore {
         .fetch_all(&self.reader)
         .await
         .map_err(err)?;
-        rows.iter().map(user_row).collect()
+        rows.iter().map(decode::user).collect()
     }
 
     async fn set_webhook(&self, user: UserId, url: Option<&WebhookUrl>) -> Result<(), StoreError> {

@@ -9,10 +9,10 @@ use herald_core::{
     change::{ChangeEvent, OutboxEvent},
     store::{OutboxStore, StoreError},
 };
-use sqlx::{Row as _, Sqlite, Transaction, sqlite::SqliteRow};
-use uuid::Uuid;
+use sqlx::{Sqlite, Transaction};
 
 use super::{SqliteStore, err, from_micros, micros};
+use crate::decode;
 
 /// Writes events with their channel offsets, inside the caller's transaction. Each channel's
 /// counter is bumped once for all its events, channels in name order: two transactions writing to
@@ -54,24 +54,6 @@ pub(super) async fn insert_events(tx: &mut Transaction<'_, Sqlite>, events: &[Ch
     Ok(())
 }
 
-pub(super) fn outbox_row(row: &SqliteRow) -> Result<OutboxEvent, StoreError> {
-    let payload: String = row.try_get("payload").map_err(err)?;
-    let published: Option<i64> = row.try_get("published_at").map_err(err)?;
-    Ok(OutboxEvent {
-        seq: row.try_get("seq").map_err(err)?,
-        channel_offset: row.try_get("channel_offset").map_err(err)?,
-        event: ChangeEvent {
-            id: row.try_get::<Uuid, _>("id").map_err(err)?,
-            kind: row.try_get("kind").map_err(err)?,
-            channel: row.try_get("channel").map_err(err)?,
-            payload: serde_json::from_str(&payload).map_err(|e| crate::error::corrupt("outbox payload", e))?,
-            created_at: from_micros(row.try_get("created_at").map_err(err)?)?,
-            trace_context: row.try_get("trace_context").map_err(err)?,
-        },
-        published_at: published.map(from_micros).transpose()?,
-    })
-}
-
 fn seq_list(seqs: &[i64]) -> Result<String, StoreError> {
     serde_json::to_string(seqs).map_err(|e| StoreError::Other(Box::new(e)))
 }
@@ -84,7 +66,7 @@ impl OutboxStore for SqliteStore {
             .fetch_all(&self.reader)
             .await
             .map_err(err)?;
-        rows.iter().map(outbox_row).collect()
+        rows.iter().map(decode::outbox_event).collect()
     }
 
     async fn mark_published(&self, seqs: &[i64], at: DateTime<Utc>) -> Result<(), StoreError> {
@@ -158,6 +140,6 @@ impl OutboxStore for SqliteStore {
             .fetch_all(&self.reader)
             .await
             .map_err(err)?;
-        rows.iter().map(outbox_row).collect()
+        rows.iter().map(decode::outbox_event).collect()
     }
 }

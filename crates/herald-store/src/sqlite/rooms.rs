@@ -9,32 +9,9 @@ use herald_core::{
     store::{RoomStore, StoreError},
     user::UserId,
 };
-use sqlx::{Row as _, sqlite::SqliteRow};
 
-use super::{SqliteStore, err, from_micros, micros, outbox::insert_events};
-use crate::{
-    error::missing_as_not_found,
-    rows::{self, RoomMessageCols},
-};
-
-fn room_row(row: &SqliteRow) -> Result<Room, StoreError> {
-    rows::room(
-        row.try_get("id").map_err(err)?,
-        row.try_get("name").map_err(err)?,
-        row.try_get("owner_id").map_err(err)?,
-        from_micros(row.try_get("created_at").map_err(err)?)?,
-    )
-}
-
-fn message_row(row: &SqliteRow) -> Result<RoomMessage, StoreError> {
-    rows::room_message(RoomMessageCols {
-        id: row.try_get("id").map_err(err)?,
-        room: row.try_get("room_id").map_err(err)?,
-        author: row.try_get("author_id").map_err(err)?,
-        body: row.try_get("body").map_err(err)?,
-        created_at: from_micros(row.try_get("created_at").map_err(err)?)?,
-    })
-}
+use super::{SqliteStore, err, micros, outbox::insert_events};
+use crate::{decode, error::missing_as_not_found};
 
 /// A write's error, with a missing room or user (a foreign key) as `NotFound`.
 fn missing(e: sqlx::Error) -> StoreError {
@@ -75,7 +52,7 @@ impl RoomStore for SqliteStore {
         .fetch_all(&self.reader)
         .await
         .map_err(err)?;
-        rows.iter().map(room_row).collect()
+        rows.iter().map(decode::room).collect()
     }
 
     async fn room(&self, id: RoomId) -> Result<Option<Room>, StoreError> {
@@ -84,7 +61,7 @@ impl RoomStore for SqliteStore {
             .fetch_optional(&self.reader)
             .await
             .map_err(err)?;
-        row.as_ref().map(room_row).transpose()
+        row.as_ref().map(decode::room).transpose()
     }
 
     async fn is_member(&self, room: RoomId, user: UserId) -> Result<bool, StoreError> {
@@ -174,6 +151,6 @@ impl RoomStore for SqliteStore {
         .fetch_all(&self.reader)
         .await
         .map_err(err)?;
-        rows.iter().map(message_row).collect()
+        rows.iter().map(decode::room_message).collect()
     }
 }

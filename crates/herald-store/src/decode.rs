@@ -1,0 +1,360 @@
+//! Rows of both adapters: one struct of columns per table, decoded by sqlx from a PostgreSQL or a
+//! SQLite row (the storage that differs is in [`crate::columns`]), and one conversion to the domain
+//! value, which checks what the database cannot.
+
+use herald_core::{
+    calendar::{CalendarEvent, CalendarEventId},
+    campaign::{Client, ClientId, Mailing, MailingFilter, MailingId, MessageText, OperatorCode, Phone, Tag},
+    change::{ChangeEvent, OutboxEvent},
+    delivery::{Delivery, DeliveryId, LocalTime, SendWindow},
+    room::{MessageBody, Room, RoomId, RoomMessage, RoomMessageId, RoomName},
+    store::StoreError,
+    task::{Attachment, AttachmentId, Description, Task, TaskId, Title},
+    user::{Email, User, UserId, UserName},
+};
+use sqlx::{FromRow, Row, types::Json};
+use uuid::Uuid;
+
+use crate::{
+    columns::{Stamp, Texts},
+    error::corrupt,
+};
+
+/// A row that sqlx could not decode into its columns' types: a schema the code does not expect.
+fn undecodable(what: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
+    move |e| corrupt(what, e)
+}
+
+#[derive(FromRow)]
+pub(crate) struct UserCols {
+    id: Uuid,
+    email: String,
+    name: String,
+    role: String,
+    created_at: Stamp,
+}
+
+pub(crate) fn user<'r, R: Row>(row: &'r R) -> Result<User, StoreError>
+where
+    UserCols: FromRow<'r, R>,
+{
+    let c = UserCols::from_row(row).map_err(undecodable("user row"))?;
+    Ok(User {
+        id: UserId(c.id),
+        email: Email::parse(&c.email).map_err(|e| corrupt("user email", e))?,
+        name: UserName::parse(&c.name).map_err(|e| corrupt("user name", e))?,
+        role: c.role.parse().map_err(|e| corrupt("user role", e))?,
+        created_at: c.created_at.0,
+    })
+}
+
+#[derive(FromRow)]
+pub(crate) struct TaskCols {
+    id: Uuid,
+    #[sqlx(rename = "owner_id")]
+    owner: Uuid,
+    title: String,
+    description: String,
+    status: String,
+    due_at: Option<Stamp>,
+    version: i64,
+    created_at: Stamp,
+    updated_at: Stamp,
+}
+
+pub(crate) fn task<'r, R: Row>(row: &'r R) -> Result<Task, StoreError>
+where
+    TaskCols: FromRow<'r, R>,
+{
+    let c = TaskCols::from_row(row).map_err(undecodable("task row"))?;
+    Ok(Task {
+        id: TaskId(c.id),
+        owner: UserId(c.owner),
+        title: Title::parse(&c.title).map_err(|e| corrupt("task title", e))?,
+        description: Description::parse(&c.description).map_err(|e| corrupt("task description", e))?,
+        status: c.status.parse().map_err(|e| corrupt("task status", e))?,
+        due_at: c.due_at.map(Into::into),
+        version: c.version,
+        created_at: c.created_at.0,
+        updated_at: c.updated_at.0,
+    })
+}
+
+#[derive(FromRow)]
+pub(crate) struct RoomCols {
+    id: Uuid,
+    name: String,
+    #[sqlx(rename = "owner_id")]
+    owner: Uuid,
+    created_at: Stamp,
+}
+
+pub(crate) fn room<'r, R: Row>(row: &'r R) -> Result<Room, StoreError>
+where
+    RoomCols: FromRow<'r, R>,
+{
+    let c = RoomCols::from_row(row).map_err(undecodable("room row"))?;
+    Ok(Room {
+        id: RoomId(c.id),
+        name: RoomName::parse(&c.name).map_err(|e| corrupt("room name", e))?,
+        owner: UserId(c.owner),
+        created_at: c.created_at.0,
+    })
+}
+
+#[derive(FromRow)]
+pub(crate) struct RoomMessageCols {
+    id: Uuid,
+    #[sqlx(rename = "room_id")]
+    room: Uuid,
+    #[sqlx(rename = "author_id")]
+    author: Uuid,
+    body: String,
+    created_at: Stamp,
+}
+
+pub(crate) fn room_message<'r, R: Row>(row: &'r R) -> Result<RoomMessage, StoreError>
+where
+    RoomMessageCols: FromRow<'r, R>,
+{
+    let c = RoomMessageCols::from_row(row).map_err(undecodable("room message row"))?;
+    Ok(RoomMessage {
+        id: RoomMessageId(c.id),
+        room: RoomId(c.room),
+        author: UserId(c.author),
+        body: MessageBody::parse(&c.body).map_err(|e| corrupt("room message body", e))?,
+        created_at: c.created_at.0,
+    })
+}
+
+#[derive(FromRow)]
+pub(crate) struct CalendarEventCols {
+    id: Uuid,
+    #[sqlx(rename = "owner_id")]
+    owner: Uuid,
+    title: String,
+    description: String,
+    starts_at: Stamp,
+    ends_at: Stamp,
+    /// Seconds.
+    remind_before: Option<i64>,
+    created_at: Stamp,
+    updated_at: Stamp,
+}
+
+pub(crate) fn calendar_event<'r, R: Row>(row: &'r R) -> Result<CalendarEvent, StoreError>
+where
+    CalendarEventCols: FromRow<'r, R>,
+{
+    let c = CalendarEventCols::from_row(row).map_err(undecodable("calendar event row"))?;
+    Ok(CalendarEvent {
+        id: CalendarEventId(c.id),
+        owner: UserId(c.owner),
+        title: Title::parse(&c.title).map_err(|e| corrupt("event title", e))?,
+        description: Description::parse(&c.description).map_err(|e| corrupt("event description", e))?,
+        starts_at: c.starts_at.0,
+        duration: c.ends_at.0 - c.starts_at.0,
+        remind_before: c.remind_before.map(chrono::Duration::seconds),
+        created_at: c.created_at.0,
+        updated_at: c.updated_at.0,
+    })
+}
+
+#[derive(FromRow)]
+pub(crate) struct AttachmentCols {
+    id: Uuid,
+    task_id: Uuid,
+    #[sqlx(rename = "owner_id")]
+    owner: Uuid,
+    file_name: String,
+    content_type: String,
+    size: i64,
+    sha256: String,
+    storage_key: String,
+    created_at: Stamp,
+}
+
+pub(crate) fn attachment<'r, R: Row>(row: &'r R) -> Result<Attachment, StoreError>
+where
+    AttachmentCols: FromRow<'r, R>,
+{
+    let c = AttachmentCols::from_row(row).map_err(undecodable("attachment row"))?;
+    Ok(Attachment {
+        id: AttachmentId(c.id),
+        task_id: TaskId(c.task_id),
+        owner: UserId(c.owner),
+        file_name: c.file_name,
+        content_type: c.content_type,
+        size: u64::try_from(c.size).map_err(|e| corrupt("attachment size", e))?,
+        sha256: c.sha256,
+        storage_key: c.storage_key,
+        created_at: c.created_at.0,
+    })
+}
+
+#[derive(FromRow)]
+pub(crate) struct DeliveryCols {
+    number: i64,
+    id: Uuid,
+    kind: String,
+    source_key: String,
+    recipient: String,
+    channel: String,
+    payload: Json<serde_json::Value>,
+    source_id: Option<Uuid>,
+    recipient_id: Option<Uuid>,
+    status: String,
+    /// `INTEGER` in both schemas: 32 bits in PostgreSQL.
+    attempts: i32,
+    next_attempt_at: Stamp,
+    deadline: Option<Stamp>,
+    last_error: Option<String>,
+    lease_until: Option<Stamp>,
+    sent_at: Option<Stamp>,
+    created_at: Stamp,
+    updated_at: Stamp,
+    trace_context: Option<String>,
+}
+
+pub(crate) fn delivery<'r, R: Row>(row: &'r R) -> Result<Delivery, StoreError>
+where
+    DeliveryCols: FromRow<'r, R>,
+{
+    let c = DeliveryCols::from_row(row).map_err(undecodable("delivery row"))?;
+    Ok(Delivery {
+        id: DeliveryId(c.id),
+        number: c.number,
+        kind: c.kind,
+        source_key: c.source_key,
+        recipient: c.recipient,
+        channel: c.channel.parse().map_err(|e| corrupt("delivery channel", e))?,
+        payload: c.payload.0,
+        source_id: c.source_id,
+        recipient_id: c.recipient_id,
+        status: c.status.parse().map_err(|e| corrupt("delivery status", e))?,
+        attempts: u32::try_from(c.attempts).map_err(|e| corrupt("delivery attempts", e))?,
+        next_attempt_at: c.next_attempt_at.0,
+        deadline: c.deadline.map(Into::into),
+        last_error: c.last_error,
+        lease_until: c.lease_until.map(Into::into),
+        sent_at: c.sent_at.map(Into::into),
+        created_at: c.created_at.0,
+        updated_at: c.updated_at.0,
+        trace_context: c.trace_context,
+    })
+}
+
+#[derive(FromRow)]
+pub(crate) struct OutboxCols {
+    seq: i64,
+    channel_offset: i64,
+    id: Uuid,
+    kind: String,
+    channel: String,
+    payload: Json<serde_json::Value>,
+    created_at: Stamp,
+    trace_context: Option<String>,
+    published_at: Option<Stamp>,
+}
+
+pub(crate) fn outbox_event<'r, R: Row>(row: &'r R) -> Result<OutboxEvent, StoreError>
+where
+    OutboxCols: FromRow<'r, R>,
+{
+    let c = OutboxCols::from_row(row).map_err(undecodable("outbox row"))?;
+    Ok(OutboxEvent {
+        seq: c.seq,
+        channel_offset: c.channel_offset,
+        event: ChangeEvent {
+            id: c.id,
+            kind: c.kind,
+            channel: c.channel,
+            payload: c.payload.0,
+            created_at: c.created_at.0,
+            trace_context: c.trace_context,
+        },
+        published_at: c.published_at.map(Into::into),
+    })
+}
+
+#[derive(FromRow)]
+pub(crate) struct ClientCols {
+    id: Uuid,
+    phone: String,
+    operator_code: String,
+    tag: String,
+    timezone: String,
+    created_at: Stamp,
+    updated_at: Stamp,
+}
+
+pub(crate) fn client<'r, R: Row>(row: &'r R) -> Result<Client, StoreError>
+where
+    ClientCols: FromRow<'r, R>,
+{
+    let c = ClientCols::from_row(row).map_err(undecodable("client row"))?;
+    Ok(Client {
+        id: ClientId(c.id),
+        phone: Phone::parse(&c.phone).map_err(|e| corrupt("client phone", e))?,
+        operator_code: OperatorCode::parse(&c.operator_code).map_err(|e| corrupt("client operator code", e))?,
+        tag: Tag::parse(&c.tag).map_err(|e| corrupt("client tag", e))?,
+        timezone: c.timezone.parse().map_err(|e| corrupt("client timezone", e))?,
+        created_at: c.created_at.0,
+        updated_at: c.updated_at.0,
+    })
+}
+
+/// A mailing row's columns; filter parts as lists of texts, the window as `HH:MM` texts.
+#[derive(FromRow)]
+pub(crate) struct MailingCols {
+    id: Uuid,
+    start_at: Stamp,
+    end_at: Stamp,
+    text: String,
+    operator_codes: Option<Texts>,
+    tags: Option<Texts>,
+    window_from: Option<String>,
+    window_to: Option<String>,
+    status: String,
+    created_at: Stamp,
+    updated_at: Stamp,
+}
+
+pub(crate) fn mailing<'r, R: Row>(row: &'r R) -> Result<Mailing, StoreError>
+where
+    MailingCols: FromRow<'r, R>,
+{
+    let c = MailingCols::from_row(row).map_err(undecodable("mailing row"))?;
+    let window = match (c.window_from, c.window_to) {
+        (Some(from), Some(to)) => {
+            let time = |t: &str| t.parse::<LocalTime>().map_err(|e| corrupt("mailing window", e));
+            Some(SendWindow::new(time(&from)?, time(&to)?).map_err(|e| corrupt("mailing window", e))?)
+        }
+        (None, None) => None,
+        _ => return Err(corrupt("mailing window", "one end of the window is missing")),
+    };
+    Ok(Mailing {
+        id: MailingId(c.id),
+        start_at: c.start_at.0,
+        end_at: c.end_at.0,
+        text: MessageText::parse(&c.text).map_err(|e| corrupt("mailing text", e))?,
+        filter: MailingFilter {
+            operator_codes: filter_part(c.operator_codes, OperatorCode::parse)?,
+            tags: filter_part(c.tags, Tag::parse)?,
+        },
+        window,
+        status: c.status.parse().map_err(|e| corrupt("mailing status", e))?,
+        created_at: c.created_at.0,
+        updated_at: c.updated_at.0,
+    })
+}
+
+/// One part of a mailing's filter (operator codes or tags), each text checked by `parse`.
+fn filter_part<T>(
+    texts: Option<Texts>,
+    parse: fn(&str) -> Result<T, &'static str>,
+) -> Result<Option<Vec<T>>, StoreError> {
+    texts
+        .map(|Texts(texts)| texts.iter().map(|t| parse(t).map_err(|e| corrupt("mailing filter", e))).collect())
+        .transpose()
+}
