@@ -11,7 +11,7 @@ mod nats;
 mod signed;
 
 /// Commands over NATS request-reply: the NATS transport of the command registry.
-pub use nats::commands as nats_commands;
+pub use nats::{commands as nats_commands, forward::NatsForward};
 
 use std::{fmt, str::FromStr, sync::Arc};
 

@@ -62,11 +62,13 @@ pub struct Ctx {
     pub caller: Caller,
     /// The client's address, where the transport knows one (HTTP and sockets; not NATS or gRPC).
     pub peer: Option<std::net::IpAddr>,
+    /// The token the caller presented, which a command forwarded to another process carries.
+    pub bearer: Option<crate::hosting::Bearer>,
 }
 
 impl From<Caller> for Ctx {
     fn from(caller: Caller) -> Self {
-        Self { caller, peer: None }
+        Self { caller, peer: None, bearer: None }
     }
 }
 

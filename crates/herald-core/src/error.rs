@@ -5,7 +5,7 @@
 
 use std::{error::Error as StdError, fmt, sync::Arc, time::Duration};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 macro_rules! error_codes {
@@ -21,6 +21,11 @@ macro_rules! error_codes {
             /// The code as clients see it.
             pub fn as_str(self) -> &'static str {
                 match self { $(ErrorCode::$variant => $code),* }
+            }
+
+            /// The code named `name` as clients see it, if the catalogue has one.
+            pub fn from_name(name: &str) -> Option<Self> {
+                match name { $($code => Some(ErrorCode::$variant),)* _ => None }
             }
 
             /// The HTTP status this code is answered with.
@@ -67,7 +72,7 @@ impl fmt::Display for ErrorCode {
 }
 
 /// One invalid input field: `field` is a dotted path into the input (`filter.tags.0`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct FieldError {
     /// Dotted path of the offending field; empty for the input as a whole.
     #[schema(example = "email")]
@@ -187,7 +192,7 @@ impl fmt::Display for ApiError {
 impl StdError for ApiError {}
 
 /// The RFC 9457 problem document, as the OpenAPI spec describes it.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct Problem {
     /// URI reference naming the problem type: `urn:herald:problem:<code>`.
     #[serde(rename = "type")]
@@ -200,7 +205,7 @@ pub struct Problem {
     /// Stable snake_case code from the error catalogue.
     #[schema(example = "validation_failed")]
     pub code: String,
-    #[serde(skip_serializing_if = "String::is_empty")]
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     #[schema(example = "the input failed validation")]
     pub detail: String,
     /// The request path this problem occurred on.
@@ -210,12 +215,33 @@ pub struct Problem {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub request_id: Option<String>,
     /// Field errors, for `validation_failed`.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<FieldError>,
     /// Seconds to wait before retrying, for `too_many_requests` (also the `Retry-After` header).
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(example = 12)]
     pub retry_after: Option<u64>,
+}
+
+impl ApiError {
+    /// The error another Herald process answered with, as its problem document tells it: the same
+    /// code, detail, field errors and retry hint, so a forwarded command fails as a local one
+    /// would. A code this build does not know is an internal error.
+    pub fn from_problem(problem: Problem) -> Self {
+        let Some(code) = ErrorCode::from_name(&problem.code) else {
+            return Self::internal(std::io::Error::other(format!(
+                "a remote answer with the unknown code {:?} (status {})",
+                problem.code, problem.status
+            )));
+        };
+        Self {
+            code,
+            detail: problem.detail,
+            errors: problem.errors,
+            retry_after: problem.retry_after.map(Duration::from_secs),
+            source: None,
+        }
+    }
 }
 
 impl Problem {

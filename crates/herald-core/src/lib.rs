@@ -148,6 +148,7 @@ pub mod delivery;
 pub mod error;
 pub mod files;
 pub mod health;
+pub mod hosting;
 pub mod metrics;
 pub mod net;
 pub mod page;
@@ -194,31 +195,51 @@ pub struct Services {
 pub struct Herald {
     pub services: Services,
     pub commands: Registry,
+    /// Which commands run here and how the others are reached; every command runs here by default.
+    pub hosting: hosting::Hosting,
 }
 
 impl Herald {
     pub fn new(services: Services) -> Self {
-        Self { services, commands: commands::registry() }
+        Self { services, commands: commands::registry(), hosting: hosting::Hosting::default() }
+    }
+
+    /// This process runs only the commands `hosting` hosts, and forwards the others.
+    pub fn with_hosting(mut self, hosting: hosting::Hosting) -> Self {
+        self.hosting = hosting;
+        self
     }
 
     /// The caller an `Authorization` value names, for every transport: anonymous without one, a
     /// user with a valid `Bearer` token; a present but malformed, forged or expired one is refused
     /// outright, even for public commands.
     pub fn caller(&self, authorization: Option<&[u8]>) -> Result<Caller, ApiError> {
-        let Some(value) = authorization else { return Ok(Caller::Anonymous) };
+        self.authenticate(authorization).map(|cx| cx.caller)
+    }
+
+    /// The context of a call with this `Authorization` value: the caller as [`Herald::caller`]
+    /// finds it, with the token kept in case the command runs in another process.
+    pub fn authenticate(&self, authorization: Option<&[u8]>) -> Result<command::Ctx, ApiError> {
+        let Some(value) = authorization else { return Ok(Caller::Anonymous.into()) };
         let token = std::str::from_utf8(value)
             .ok()
             .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
             .map(str::trim)
             .ok_or_else(|| ApiError::new(error::ErrorCode::InvalidToken, "expected `Authorization: Bearer <token>`"))?;
         let svc = &self.services;
-        Ok(Caller::User(svc.tokens.verify(token, svc.clock.now())?))
+        let caller = Caller::User(svc.tokens.verify(token, svc.clock.now())?);
+        Ok(command::Ctx { caller, peer: None, bearer: Some(hosting::Bearer(token.into())) })
     }
 
     /// Runs the command `name` for a caller (a [`Caller`], or a [`command::Ctx`] with the
-    /// client's address) with raw JSON input. See [`Registry::call`].
+    /// client's address and token) with raw JSON input: here, when this process hosts it (see
+    /// [`Registry::call`]), else in the process that does.
     pub async fn call(&self, cx: impl Into<command::Ctx>, name: &str, input: Value) -> Result<Value, ApiError> {
-        self.commands.call(&self.services, cx.into(), name, input).await
+        let cx = cx.into();
+        if self.commands.get(name).is_some() && !self.hosting.hosted.hosts(name) {
+            return self.hosting.forward(name, &cx, input).await;
+        }
+        self.commands.call(&self.services, cx, name, input).await
     }
 }
 

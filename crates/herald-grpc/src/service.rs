@@ -7,7 +7,6 @@ use std::{panic::AssertUnwindSafe, sync::Arc};
 use futures::FutureExt as _;
 use herald_core::{
     Herald,
-    auth::Caller,
     calendar::Period,
     error::{ApiError, ErrorCode},
     trace,
@@ -78,16 +77,11 @@ impl Calendar {
 
     async fn call(&self, metadata: &MetadataMap, command: &str, input: Value) -> Result<Value, ApiError> {
         // The caller first, as REST does: a bad token is refused before the input is looked at.
-        let caller = self.caller(metadata)?;
-        AssertUnwindSafe(self.herald.call(caller, command, input))
+        let cx = self.herald.authenticate(metadata.get("authorization").map(|v| v.as_bytes()))?;
+        AssertUnwindSafe(self.herald.call(cx, command, input))
             .catch_unwind()
             .await
             .unwrap_or_else(|_| Err(ApiError::new(ErrorCode::Internal, "the command panicked")))
-    }
-
-    /// Anonymous without `authorization`; a user with a valid bearer token; refused otherwise.
-    fn caller(&self, metadata: &MetadataMap) -> Result<Caller, ApiError> {
-        self.herald.caller(metadata.get("authorization").map(|v| v.as_bytes()))
     }
 
     async fn list(

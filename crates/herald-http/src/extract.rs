@@ -8,6 +8,7 @@ use axum::{
 };
 use herald_core::{
     auth::Caller,
+    command::Ctx,
     error::{ApiError, ErrorCode},
 };
 use serde_json::{Map, Value};
@@ -25,6 +26,20 @@ impl FromRequestParts<AppState> for CallerOf {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
         let authorization = parts.headers.get(header::AUTHORIZATION).map(|v| v.as_bytes());
         Ok(Self(state.herald.caller(authorization)?))
+    }
+}
+
+/// A command call's context: the caller as [`CallerOf`] finds it, with the token it presented,
+/// which the command carries if another process hosts it.
+#[derive(Debug)]
+pub struct CallOf(pub Ctx);
+
+impl FromRequestParts<AppState> for CallOf {
+    type Rejection = HttpError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let authorization = parts.headers.get(header::AUTHORIZATION).map(|v| v.as_bytes());
+        Ok(Self(state.herald.authenticate(authorization)?))
     }
 }
 

@@ -10,14 +10,14 @@ use axum::{
     response::{IntoResponse, Response},
     routing::{MethodRouter, on},
 };
-use herald_core::command::{CommandInfo, Ctx};
+use herald_core::command::CommandInfo;
 use serde_json::Value;
 
 use herald_core::error::ErrorCode;
 
 use crate::{
     AppState,
-    extract::{CallerOf, JsonBody, query_object},
+    extract::{CallOf, JsonBody, query_object},
     peer::Peer,
     problem::HttpError,
 };
@@ -186,7 +186,7 @@ pub fn router(state: &AppState) -> Router<AppState> {
         let query_types = Arc::new(QueryTypes::of(info));
         let route = *route;
         let handler = move |State(state): State<AppState>,
-                            CallerOf(caller): CallerOf,
+                            CallOf(mut cx): CallOf,
                             Peer(peer): Peer,
                             params: RawPathParams,
                             request: Request| {
@@ -209,7 +209,8 @@ pub fn router(state: &AppState) -> Router<AppState> {
                         fields.insert("if_match".into(), Value::from(version));
                     }
                 }
-                let output = state.herald.call(Ctx { caller, peer }, route.command, input).await.map_err(HttpError)?;
+                cx.peer = peer;
+                let output = state.herald.call(cx, route.command, input).await.map_err(HttpError)?;
                 let status = route.success(&output);
                 if status == StatusCode::NO_CONTENT {
                     return Ok::<Response, HttpError>(status.into_response());

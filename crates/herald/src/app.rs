@@ -29,7 +29,7 @@ use herald_workers::{
 use tokio::{net::TcpListener, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
 
-use crate::{config::Config, secret};
+use crate::{config::Config, hosting, secret};
 
 /// Creates `dir` (and missing parents) readable by this user only: it holds the database, the
 /// generated secret and uploaded files. An existing directory keeps its permissions.
@@ -384,22 +384,26 @@ async fn start_roles(config: &Config, roles: Roles, parts: Parts) -> anyhow::Res
     let files = open_files(config).await?;
     let metrics = Arc::new(Metrics::default());
     let broker = open_broker(config, &metrics).await?;
-    let herald = Arc::new(Herald::new(Services {
-        store: store.clone(),
-        broker: broker.clone(),
-        files: files.clone(),
-        tokens,
-        passwords: PasswordHasher::new(config.password_hash_concurrency.resolve(), config.password_hash_queue.0),
-        throttle: Throttle::new(ThrottleOptions {
-            per_account: config.auth_account_rate.0,
-            per_address: config.auth_address_rate.0,
-            lookups_per_account: config.webhook_lookup_rate.0,
-            max_keys: config.auth_rate_keys.0 as usize,
-        }),
-        destinations: destinations(config, parts.resolver(config)),
-        clock: Arc::new(SystemClock),
-        metrics: metrics.clone(),
-    }));
+    let hosting = hosting::hosting(config).await?;
+    let herald = Arc::new(
+        Herald::new(Services {
+            store: store.clone(),
+            broker: broker.clone(),
+            files: files.clone(),
+            tokens,
+            passwords: PasswordHasher::new(config.password_hash_concurrency.resolve(), config.password_hash_queue.0),
+            throttle: Throttle::new(ThrottleOptions {
+                per_account: config.auth_account_rate.0,
+                per_address: config.auth_address_rate.0,
+                lookups_per_account: config.webhook_lookup_rate.0,
+                max_keys: config.auth_rate_keys.0 as usize,
+            }),
+            destinations: destinations(config, parts.resolver(config)),
+            clock: Arc::new(SystemClock),
+            metrics: metrics.clone(),
+        })
+        .with_hosting(hosting),
+    );
     let options = HttpOptions {
         body_limit: usize::try_from(config.body_limit.0).unwrap_or(usize::MAX),
         cors_origins: config.cors_origins.0.clone(),
@@ -452,38 +456,9 @@ async fn start_roles(config: &Config, roles: Roles, parts: Parts) -> anyhow::Res
                 tracing::error!(error = %err, "the gRPC server stopped");
             }
         });
-        if let herald_broker::BrokerUrl::Nats(url) = &config.broker_url {
-            // Commands answer NATS request-reply too: `<namespace>.cmd.<command>`.
-            let (url, namespace, herald, stop) =
-                (url.clone(), config.broker_namespace.0.clone(), herald.clone(), shutdown.clone());
-            let ready = readiness.register("nats_commands");
-            workers.spawn(async move {
-                // Not ready (so /readyz says 503) until it serves; a failed start is tried again.
-                let mut backoff = std::time::Duration::from_millis(200);
-                loop {
-                    match herald_broker::nats_commands::serve(
-                        &url,
-                        &namespace,
-                        herald.clone(),
-                        ready.clone(),
-                        stop.clone(),
-                    )
-                    .await
-                    {
-                        Ok(()) => return,
-                        Err(err) => {
-                            tracing::warn!(error = %err, "the NATS command transport could not start; retrying")
-                        }
-                    }
-                    ready.set(false);
-                    tokio::select! {
-                        () = stop.cancelled() => return,
-                        () = tokio::time::sleep(backoff) => {}
-                    }
-                    backoff = (backoff * 2).min(std::time::Duration::from_secs(5));
-                }
-            });
-        }
+        // Commands answer NATS request-reply too: `<namespace>.cmd.<command>`.
+        let ready = readiness.register("nats_commands");
+        hosting::serve_nats_commands(config, herald.clone(), ready, &workers, shutdown.clone());
     }
     if !roles.workers {
         let role = if roles.api { "api" } else { "gateway" };

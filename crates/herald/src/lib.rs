@@ -4,6 +4,7 @@
 pub mod app;
 pub mod cli;
 pub mod config;
+pub mod hosting;
 pub mod logging;
 pub mod secret;
 pub mod telemetry;

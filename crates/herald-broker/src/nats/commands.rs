@@ -6,8 +6,10 @@
 //! refused even on public commands. The reply body is `{"ok": true, "output": …}` or
 //! `{"ok": false, "error": <RFC 9457 problem document>}`, and the reply header `Herald-Status`
 //! carries the HTTP status REST would have answered with. Every Herald process joins one queue
-//! group per namespace, so each request is answered by exactly one of them. A request's
-//! `traceparent` header makes its server span continue the caller's trace.
+//! group per namespace, so each request is answered by exactly one of them; a process that hosts
+//! only some command groups (`HERALD_COMMANDS`) subscribes to those groups' subjects only, and
+//! reaches the others through [`super::forward`]. A request's `traceparent` header makes its
+//! server span continue the caller's trace.
 
 use std::{
     panic::AssertUnwindSafe,
@@ -99,16 +101,25 @@ pub async fn serve(
         .connect(address.as_str())
         .await
         .map_err(crate::nats::connect_error)?;
-    let subscriber =
-        client.queue_subscribe(subject(namespace, ">"), format!("{namespace}.cmd")).await.map_err(unavailable)?;
+    // Only the groups this process hosts: a command it forwards must never come back to it.
+    let hosted = &herald.hosting.hosted;
+    let subjects: Vec<String> = if hosted.is_all() {
+        vec![subject(namespace, ">")]
+    } else {
+        hosted.groups().iter().map(|group| subject(namespace, &format!("{group}.>"))).collect()
+    };
+    let mut subscribers = Vec::with_capacity(subjects.len());
+    for wanted in subjects {
+        subscribers.push(client.queue_subscribe(wanted, format!("{namespace}.cmd")).await.map_err(unavailable)?);
+    }
     // `flush` only empties the socket buffer; a message to ourselves that comes back proves the
     // server has processed the subscription before it (it reads one connection in order).
     round_trip(&client).await?;
     serving.store(true, Ordering::Release);
     ready.set(true);
-    tracing::info!(namespace, "answering commands over NATS request-reply");
+    tracing::info!(namespace, groups = %herald.hosting.hosted, "answering commands over NATS request-reply");
     let responder = Arc::new(Responder { client: client.clone(), herald, prefix: subject(namespace, "") });
-    run(responder, subscriber, shutdown).await;
+    run(responder, subscribers, shutdown).await;
     if let Err(error) = client.flush().await {
         tracing::warn!(error = %crate::error::chain(&error), "could not flush the last command replies");
     }
@@ -129,7 +140,7 @@ async fn round_trip(client: &Client) -> Result<(), BrokerError> {
 }
 
 /// The subscription loop: one task per request, at most [`MAX_IN_FLIGHT`] at once.
-async fn run(responder: Arc<Responder>, mut subscriber: Subscriber, shutdown: CancellationToken) {
+async fn run(responder: Arc<Responder>, mut subscribers: Vec<Subscriber>, shutdown: CancellationToken) {
     let limit = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
     let tasks = TaskTracker::new();
     let dispatch = |message: Message| {
@@ -143,11 +154,12 @@ async fn run(responder: Arc<Responder>, mut subscriber: Subscriber, shutdown: Ca
             });
         }
     };
+    let mut incoming = futures::stream::select_all(subscribers.iter_mut());
     loop {
         let message = tokio::select! {
             biased;
             () = shutdown.cancelled() => break,
-            message = subscriber.next() => message,
+            message = incoming.next() => message,
         };
         let Some(message) = message else {
             tracing::warn!("the NATS command subscription ended");
@@ -155,13 +167,17 @@ async fn run(responder: Arc<Responder>, mut subscriber: Subscriber, shutdown: Ca
         };
         dispatch(message).await;
     }
+    drop(incoming);
     // Drain: unsubscribe, then answer what the server routed here before it saw the unsubscribe,
     // rather than leave those requesters to time out.
-    if let Err(error) = subscriber.drain().await {
-        tracing::warn!(error = %error, "could not unsubscribe from NATS commands");
+    for subscriber in &mut subscribers {
+        if let Err(error) = subscriber.drain().await {
+            tracing::warn!(error = %error, "could not unsubscribe from NATS commands");
+        }
     }
     let leftovers = async {
-        while let Some(message) = subscriber.next().await {
+        let mut leftovers = futures::stream::select_all(subscribers.iter_mut());
+        while let Some(message) = leftovers.next().await {
             dispatch(message).await;
         }
     };
@@ -253,14 +269,14 @@ impl Responder {
     /// Runs the command for the caller the headers name, with the body as input.
     async fn call(&self, command: &str, message: &Message) -> Result<Value, ApiError> {
         // The caller first, as REST does: a bad token is refused before the body is looked at.
-        let caller = self.herald.caller(header(message.headers.as_ref(), "authorization").map(str::as_bytes))?;
+        let cx = self.herald.authenticate(header(message.headers.as_ref(), "authorization").map(str::as_bytes))?;
         let input = if message.payload.is_empty() {
             Value::Object(Default::default())
         } else {
             serde_json::from_slice(&message.payload)
                 .map_err(|e| ApiError::new(ErrorCode::MalformedRequest, format!("the body is not valid JSON: {e}")))?
         };
-        AssertUnwindSafe(self.herald.call(caller, command, input))
+        AssertUnwindSafe(self.herald.call(cx, command, input))
             .catch_unwind()
             .await
             .unwrap_or_else(|_| Err(ApiError::new(ErrorCode::Internal, "the command panicked")))

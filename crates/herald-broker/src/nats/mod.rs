@@ -8,6 +8,7 @@
 mod auth;
 pub mod commands;
 mod consumer;
+pub mod forward;
 
 use std::{
     collections::BTreeMap,

@@ -11,6 +11,10 @@ pub mod users;
 
 use crate::command::Registry;
 
+/// The command groups, each the first part of its commands' names; `HERALD_COMMANDS` names some
+/// of them to host (see [`crate::hosting`]).
+pub const GROUPS: &[&str] = &["auth", "users", "tasks", "attachments", "clients", "mailings", "events", "rooms"];
+
 /// Every command, registered once; transports and the OpenAPI document read this.
 pub fn registry() -> Registry {
     let mut registry = Registry::default();
@@ -74,6 +78,15 @@ mod tests {
                 err.field_errors().iter().map(|e| (e.field.clone(), e.message.clone())).collect()
             }
         }
+    }
+
+    /// [`GROUPS`] is exactly the set of the registry's command groups.
+    #[test]
+    fn groups_are_the_registrys() {
+        let registered: std::collections::BTreeSet<&str> =
+            registry().iter().map(|info| crate::hosting::group_of(info.name)).collect();
+        let listed: std::collections::BTreeSet<&str> = GROUPS.iter().copied().collect();
+        assert_eq!(registered, listed);
     }
 
     /// One answer lists every bad field: the schema's failures and the typed checks' together.

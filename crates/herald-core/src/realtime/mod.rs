@@ -30,6 +30,7 @@ use crate::{
     broker::BrokerError,
     error::{ApiError, ErrorCode},
     health::ReadyFlag,
+    hosting::Bearer,
     net::Networks,
     stream::SessionId,
     trace,
@@ -81,6 +82,8 @@ pub struct Handshake {
     pub expires: chrono::DateTime<chrono::Utc>,
     /// The client's address, for the password-check limits of the commands it calls.
     pub peer: Option<IpAddr>,
+    /// The token it was opened with, which the commands it calls carry when forwarded.
+    pub bearer: Bearer,
 }
 
 /// The session engine of one process: its sessions, their streams, and the writer of their acks.
@@ -261,7 +264,7 @@ impl Engine {
         let session = SessionId::parse(session.unwrap_or_default())?;
         let open = self.inner.open.lock();
         self.check_session_room(open.get(&identity.user_id), &session)?;
-        Ok(Handshake { identity, session, expires, peer })
+        Ok(Handshake { identity, session, expires, peer, bearer: Bearer(token.into()) })
     }
 
     /// Refuses a new session id for a user whose open sessions are at the limit.
@@ -290,8 +293,8 @@ impl Engine {
     /// Opens a session on `outlet`, replacing (and closing) an open one with the same user and id.
     /// The session ends when its token expires; the client reconnects with a fresh one and resumes.
     pub fn open_session(&self, handshake: Handshake, outlet: Box<dyn Outlet>) -> Result<Arc<Session>, ApiError> {
-        let Handshake { identity, session: id, expires, peer } = handshake;
-        let session = Session::new(self.inner.clone(), identity, id.clone(), peer, outlet);
+        let Handshake { identity, session: id, expires, peer, bearer } = handshake;
+        let session = Session::new(self.inner.clone(), identity, id.clone(), peer, bearer, outlet);
         let replaced = {
             let mut open = self.inner.open.lock();
             self.check_session_room(open.get(&identity.user_id), &id)?;

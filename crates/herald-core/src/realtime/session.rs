@@ -23,6 +23,7 @@ use crate::{
     auth::{Caller, Identity},
     command::Ctx,
     error::{ApiError, ErrorCode, Problem},
+    hosting::Bearer,
     stream::{SessionCursor, SessionId, StreamName},
 };
 
@@ -58,6 +59,8 @@ pub struct Session {
     pub key: u64,
     /// The client's address (for the password-check limits of the commands it calls).
     peer: Option<IpAddr>,
+    /// The token the session was opened with (it ends when the token expires).
+    bearer: Bearer,
     pub(super) outlet: Box<dyn Outlet>,
     pub(super) channels: Mutex<HashMap<String, StreamState>>,
     pub(super) closed: AtomicBool,
@@ -82,6 +85,7 @@ impl Session {
         identity: Identity,
         id: SessionId,
         peer: Option<IpAddr>,
+        bearer: Bearer,
         outlet: Box<dyn Outlet>,
     ) -> Arc<Self> {
         let key = gw.next_key.fetch_add(1, Ordering::Relaxed);
@@ -92,6 +96,7 @@ impl Session {
             id,
             key,
             peer,
+            bearer,
             outlet,
             channels: Mutex::default(),
             closed: AtomicBool::new(false),
@@ -236,7 +241,7 @@ impl Session {
 
     /// Runs a command of the registry as this session's user; the answer is `{ok, output | error}`.
     pub async fn call(&self, command: &str, input: Value) -> Value {
-        let cx = Ctx { caller: Caller::User(self.identity), peer: self.peer };
+        let cx = Ctx { caller: Caller::User(self.identity), peer: self.peer, bearer: Some(self.bearer.clone()) };
         match self.gw.herald.call(cx, command, input).await {
             Ok(output) => json!({"ok": true, "output": output}),
             Err(err) => {

@@ -10,7 +10,7 @@ mod values;
 use std::{collections::BTreeMap, fmt, net::SocketAddr, path::PathBuf, str::FromStr};
 
 use herald_broker::BrokerUrl;
-use herald_core::{net::Networks, schedule::Schedule};
+use herald_core::{hosting::Hosted, net::Networks, schedule::Schedule};
 use herald_store::StoreUrl;
 pub use values::*;
 
@@ -121,6 +121,10 @@ settings! {
         doc "Broker backend: memory:// (in-process, serve only), amqp://user:pass@host/vhost or nats://host:4222.";
     broker_namespace: Name = "herald", env "HERALD_BROKER_NAMESPACE", flag "broker-namespace", secret false,
         doc "Prefix of every queue, topic, stream and subject, so deployments can share a broker.";
+    commands: Hosted = "all", env "HERALD_COMMANDS", flag "commands", secret false,
+        doc "Command groups this process runs: all, or some of auth, users, tasks, attachments, clients, mailings, events, rooms; the others are forwarded over NATS (needs a nats:// broker) to a process that hosts them.";
+    command_forward_timeout: Span = "10s", env "HERALD_COMMAND_FORWARD_TIMEOUT", flag "command-forward-timeout",
+        secret false, doc "Longest wait for a forwarded command's answer; then the caller gets 503 unavailable.";
     relay_batch: Count = "500", env "HERALD_RELAY_BATCH", flag "relay-batch", secret false,
         doc "Most outbox events the relay publishes per pass.";
     relay_poll_interval: Span = "1s", env "HERALD_RELAY_POLL_INTERVAL", flag "relay-poll-interval", secret false,

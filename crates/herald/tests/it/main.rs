@@ -11,6 +11,7 @@ use std::{
 
 use serde_json::{Value, json};
 
+mod split;
 mod traces;
 
 fn herald(data_dir: &std::path::Path, args: &[&str], env: &[(&str, &str)]) -> Command {
@@ -264,37 +265,6 @@ fn gc_files_removes_old_orphans_and_nothing_else() {
     assert!(!files.join("old").exists() && files.join("new").exists());
 }
 
-/// `herald api` serves REST and gRPC and runs no worker: a delivery stays pending until a
-/// scheduler and a sender run somewhere.
-#[tokio::test]
-async fn the_api_role_serves_http_and_grpc_without_workers() {
-    let Ok(nats) = std::env::var("HERALD_TEST_NATS_URL") else {
-        eprintln!("SKIPPED the_api_role_serves_http_and_grpc_without_workers: HERALD_TEST_NATS_URL is not set");
-        assert!(std::env::var("HERALD_TEST_REQUIRE_ALL").as_deref() != Ok("1"), "NATS is required");
-        return;
-    };
-    let dir = tempfile::tempdir().expect("temp dir");
-    let namespace = format!("t_api_{}", uuid::Uuid::now_v7().simple());
-    let env = [("HERALD_BROKER_URL", nats.as_str()), ("HERALD_BROKER_NAMESPACE", namespace.as_str())];
-    let (_api, addr, _lines, logs) = serve_role("api", dir.path(), &env);
-    let serving = logs.last().expect("the serving line");
-    assert_eq!(serving["role"], "api");
-    let grpc = serving["grpc_addr"].as_str().expect("grpc_addr");
-    tokio::net::TcpStream::connect(grpc).await.expect("gRPC listens");
-    // Ready once its NATS command transport serves too, which may take a moment after the log line.
-    let mut status = 0;
-    for _ in 0..200 {
-        status = reqwest::get(format!("http://{addr}/readyz")).await.expect("readyz").status().as_u16();
-        if status == 200 {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    assert_eq!(status, 200);
-    let jobs = logs.iter().any(|l| l["message"] == "scheduler running");
-    assert!(!jobs, "no scheduler in the api role: {logs:?}");
-}
-
 /// `herald relay`, `scheduler` and `sender` each answer `/healthz`, `/readyz` and `/metrics` on
 /// their admin port, and stop cleanly on SIGTERM.
 #[tokio::test]
@@ -476,32 +446,4 @@ fn the_deployment_files_name_real_roles_and_scrape_each_one() {
     for var in ["HERALD_HTTP_ADDR=0.0.0.0:8080", "HERALD_GRPC_ADDR=0.0.0.0:50051", "HERALD_ADMIN_ADDR=0.0.0.0:9090"] {
         assert!(dockerfile.contains(var), "{var}");
     }
-}
-
-/// A split deployment collects orphaned files too: `herald scheduler` runs the collector among its
-/// jobs (under the jobs lease), removing an old orphan and leaving a fresh file alone.
-#[test]
-fn the_split_scheduler_collects_orphaned_files() {
-    let Ok(nats) = std::env::var("HERALD_TEST_NATS_URL") else {
-        eprintln!("SKIPPED the_split_scheduler_collects_orphaned_files: HERALD_TEST_NATS_URL is not set");
-        assert!(std::env::var("HERALD_TEST_REQUIRE_ALL").as_deref() != Ok("1"), "NATS is required");
-        return;
-    };
-    let dir = tempfile::tempdir().expect("temp dir");
-    let files = old_and_new_files(dir.path());
-    let namespace = format!("t_gc_{}", uuid::Uuid::now_v7().simple());
-    let env = [
-        ("HERALD_BROKER_URL", nats.as_str()),
-        ("HERALD_BROKER_NAMESPACE", namespace.as_str()),
-        ("HERALD_ADMIN_ADDR", "127.0.0.1:0"),
-        ("HERALD_GC_INTERVAL", "1s"),
-        ("HERALD_GC_GRACE", "1h"),
-    ];
-    let _scheduler = Served(Some(herald(dir.path(), &["scheduler"], &env).spawn().expect("spawn scheduler")));
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while files.join("old").exists() {
-        assert!(std::time::Instant::now() < deadline, "the scheduler never collected the old orphan");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    assert!(files.join("new").exists(), "a file younger than the grace period stays");
 }
