@@ -457,8 +457,7 @@ async fn start_roles(config: &Config, roles: Roles, parts: Parts) -> anyhow::Res
             }
         });
         // Commands answer NATS request-reply too: `<namespace>.cmd.<command>`.
-        let ready = readiness.register("nats_commands");
-        hosting::serve_nats_commands(config, herald.clone(), ready, &workers, shutdown.clone());
+        hosting::serve_nats_commands(config, herald.clone(), &readiness, &workers, shutdown.clone());
     }
     if !roles.workers {
         let role = if roles.api { "api" } else { "gateway" };

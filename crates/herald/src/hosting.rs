@@ -5,7 +5,7 @@
 use std::{sync::Arc, time::Duration};
 
 use herald_broker::BrokerUrl;
-use herald_core::{Herald, health::ReadyFlag, hosting::Hosting};
+use herald_core::{Herald, health::Readiness, hosting::Hosting};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::config::Config;
@@ -33,16 +33,18 @@ pub async fn hosting(config: &Config) -> anyhow::Result<Hosting> {
 }
 
 /// With NATS as the broker, answers the hosted commands over NATS request-reply
-/// (`<namespace>.cmd.<command>`) until `stop`; not ready (so `/readyz` says 503) until it serves,
-/// and a failed start is tried again.
+/// (`<namespace>.cmd.<command>`) until `stop`; registered as `nats_commands` in `readiness` (so
+/// `/readyz` says 503 until it serves), and a failed start is tried again. Without NATS there is
+/// nothing to serve and nothing is registered.
 pub fn serve_nats_commands(
     config: &Config,
     herald: Arc<Herald>,
-    ready: ReadyFlag,
+    readiness: &Readiness,
     workers: &TaskTracker,
     stop: CancellationToken,
 ) {
     let BrokerUrl::Nats(url) = &config.broker_url else { return };
+    let ready = readiness.register("nats_commands");
     let (url, namespace) = (url.clone(), config.broker_namespace.0.clone());
     workers.spawn(async move {
         let mut backoff = Duration::from_millis(200);

@@ -205,6 +205,18 @@ async fn an_admin_made_by_the_cli_logs_in_to_a_served_herald_that_stops_on_sigte
     assert_eq!(mode(data.join("files")), 0o700, "uploaded files are private to the service user");
 
     let client = reqwest::Client::new();
+    // Embedded, nothing waits on NATS: ready within moments of serving.
+    let mut ready = None;
+    for _ in 0..100 {
+        let answer = client.get(format!("http://{addr}/readyz")).send().await.expect("readyz");
+        if answer.status() == 200 {
+            ready = None;
+            break;
+        }
+        ready = Some(answer.text().await.expect("body"));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(ready, None, "an embedded serve never became ready");
     let base = format!("http://{addr}/api/v1");
     let login: Value = client
         .post(format!("{base}/auth/login"))
