@@ -25,6 +25,7 @@ use utoipa::{
 use crate::{
     Services,
     auth::{Caller, Identity},
+    body::{Answer, Body, BodyUse},
     error::{ApiError, ErrorCode, FieldError},
     user::Role,
 };
@@ -97,6 +98,30 @@ pub trait Command: Send + Sync + 'static {
     async fn run(&self, svc: &Services, cx: &Ctx, input: Self::Input) -> Result<Self::Output, ApiError>;
 }
 
+/// A command that reads a byte stream beside its JSON input, or answers with one (see
+/// [`crate::body`]): an upload, an import, a download. Every transport carries the bytes in its
+/// own framing; the command sees one [`Body`].
+#[async_trait]
+pub trait StreamCommand: Send + Sync + 'static {
+    const NAME: &'static str;
+    const ACCESS: Access;
+    const SUMMARY: &'static str;
+    /// [`BodyUse::Takes`] or [`BodyUse::Gives`].
+    const BODY: BodyUse;
+    type Input: DeserializeOwned + ToSchema + Send + 'static;
+    type Output: Serialize + ToSchema + Send + 'static;
+
+    /// `body` is the caller's bytes for a command that takes them (never `None` then: the
+    /// registry refuses a call without); the answer carries bytes for a command that gives them.
+    async fn run(
+        &self,
+        svc: &Services,
+        cx: &Ctx,
+        input: Self::Input,
+        body: Option<Body>,
+    ) -> Result<(Self::Output, Option<Body>), ApiError>;
+}
+
 /// A named schema with the component schemas it refers to.
 #[derive(Clone)]
 pub struct SchemaDoc {
@@ -141,7 +166,7 @@ impl SchemaDoc {
 /// A registered command, its types erased to JSON.
 #[async_trait]
 trait DynCommand: Send + Sync {
-    async fn call(&self, svc: &Services, cx: &Ctx, input: Value) -> Result<Value, ApiError>;
+    async fn call(&self, svc: &Services, cx: &Ctx, input: Value, body: Option<Body>) -> Result<Answer, ApiError>;
 
     /// The typed checks' failures (the newtypes' rules: phone, time zone, lengths, …) of every
     /// top-level field of `input` not in `reported`, as field errors, however many fields fail.
@@ -153,47 +178,119 @@ fn top_field(path: &str) -> &str {
     path.split(['.', '[']).next().unwrap_or_default()
 }
 
+/// Decodes input the schema accepted into the command's type; a typed check that fails names
+/// every field that fails it.
+fn decode<I: DeserializeOwned>(input: &Value) -> Result<I, ApiError> {
+    serde_path_to_error::deserialize(input).map_err(|err| {
+        let mut errors = typed_errors::<I>(input, &BTreeSet::new());
+        if errors.is_empty() {
+            let field = err.path().to_string();
+            let field = if field == "." { String::new() } else { field };
+            errors.push(FieldError::new(field, err.inner().to_string()));
+        }
+        ApiError::validation(errors)
+    })
+}
+
+fn typed_errors<I: DeserializeOwned>(input: &Value, reported: &BTreeSet<String>) -> Vec<FieldError> {
+    let Value::Object(fields) = input else { return Vec::new() };
+    let mut fields = fields.clone();
+    fields.retain(|name, _| !reported.contains(name));
+    let mut errors = Vec::new();
+    // Serde stops at the first field that fails: record it, take the field out, go on. A field
+    // taken out (or one the schema already reported) then fails as missing, after every present
+    // field was read, which ends the search.
+    for _ in 0..=fields.len() {
+        let Err(err) = serde_path_to_error::deserialize::<_, I>(Value::Object(fields.clone())) else {
+            break;
+        };
+        let path = err.path().to_string();
+        let top = top_field(&path).to_owned();
+        if path == "." || fields.remove(&top).is_none() {
+            break;
+        }
+        errors.push(FieldError::new(path, err.inner().to_string()));
+    }
+    errors
+}
+
 struct Typed<C>(C);
 
 #[async_trait]
 impl<C: Command> DynCommand for Typed<C> {
-    async fn call(&self, svc: &Services, cx: &Ctx, input: Value) -> Result<Value, ApiError> {
-        let typed: C::Input = match serde_path_to_error::deserialize(&input) {
-            Ok(typed) => typed,
-            Err(err) => {
-                let mut errors = self.typed_errors(&input, &BTreeSet::new());
-                if errors.is_empty() {
-                    let field = err.path().to_string();
-                    let field = if field == "." { String::new() } else { field };
-                    errors.push(FieldError::new(field, err.inner().to_string()));
-                }
-                return Err(ApiError::validation(errors));
-            }
-        };
-        let output = self.0.run(svc, cx, typed).await?;
-        serde_json::to_value(output).map_err(ApiError::internal)
+    async fn call(&self, svc: &Services, cx: &Ctx, input: Value, body: Option<Body>) -> Result<Answer, ApiError> {
+        if body.is_some() {
+            return Err(ApiError::new(
+                ErrorCode::UnsupportedMediaType,
+                format!("{} takes JSON input only, not a byte stream", C::NAME),
+            ));
+        }
+        let output = self.0.run(svc, cx, decode(&input)?).await?;
+        Ok(Answer::json(serde_json::to_value(output).map_err(ApiError::internal)?))
     }
 
     fn typed_errors(&self, input: &Value, reported: &BTreeSet<String>) -> Vec<FieldError> {
-        let Value::Object(fields) = input else { return Vec::new() };
-        let mut fields = fields.clone();
-        fields.retain(|name, _| !reported.contains(name));
-        let mut errors = Vec::new();
-        // Serde stops at the first field that fails: record it, take the field out, go on. A
-        // field taken out (or one the schema already reported) then fails as missing, after every
-        // present field was read, which ends the search.
-        for _ in 0..=fields.len() {
-            let Err(err) = serde_path_to_error::deserialize::<_, C::Input>(Value::Object(fields.clone())) else {
-                break;
-            };
-            let path = err.path().to_string();
-            let top = top_field(&path).to_owned();
-            if path == "." || fields.remove(&top).is_none() {
-                break;
+        typed_errors::<C::Input>(input, reported)
+    }
+}
+
+struct Streamed<C>(C);
+
+#[async_trait]
+impl<C: StreamCommand> DynCommand for Streamed<C> {
+    async fn call(&self, svc: &Services, cx: &Ctx, input: Value, body: Option<Body>) -> Result<Answer, ApiError> {
+        match (C::BODY, &body) {
+            (BodyUse::Takes, None) => {
+                return Err(ApiError::invalid_field("body", "is required: this command reads a byte stream"));
             }
-            errors.push(FieldError::new(path, err.inner().to_string()));
+            (BodyUse::Gives | BodyUse::None, Some(_)) => {
+                return Err(ApiError::new(
+                    ErrorCode::UnsupportedMediaType,
+                    format!("{} takes JSON input only, not a byte stream", C::NAME),
+                ));
+            }
+            _ => {}
         }
-        errors
+        let (output, body) = self.0.run(svc, cx, decode(&input)?, body).await?;
+        Ok(Answer { output: serde_json::to_value(output).map_err(ApiError::internal)?, body })
+    }
+
+    fn typed_errors(&self, input: &Value, reported: &BTreeSet<String>) -> Vec<FieldError> {
+        typed_errors::<C::Input>(input, reported)
+    }
+}
+
+/// A compiled JSON Schema with Herald's field errors: what a command checks its input against,
+/// and what a command that takes another command's input (an import of `clients.create` lines)
+/// checks each item against.
+pub struct SchemaCheck(jsonschema::Validator);
+
+impl fmt::Debug for SchemaCheck {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SchemaCheck")
+    }
+}
+
+impl SchemaCheck {
+    /// The schema of `T`. Panics on a schema that does not compile: a programming error that
+    /// the first test building the registry catches.
+    pub fn of<T: ToSchema>(fallback_name: String) -> Self {
+        Self::compile(&SchemaDoc::of::<T>(fallback_name))
+    }
+
+    fn compile(doc: &SchemaDoc) -> Self {
+        let validator = jsonschema::options()
+            .with_draft(jsonschema::Draft::Draft202012)
+            .should_validate_formats(true)
+            .build(&doc.to_json_schema())
+            .unwrap_or_else(|err| panic!("the schema {} does not compile: {err}", doc.name));
+        Self(validator)
+    }
+
+    /// Every failing field of `input`.
+    pub fn validate(&self, input: &Value) -> Result<(), ApiError> {
+        let errors: Vec<FieldError> = self.0.iter_errors(input).flat_map(|e| field_errors(&e)).collect();
+        if errors.is_empty() { Ok(()) } else { Err(ApiError::validation(errors)) }
     }
 }
 
@@ -204,7 +301,9 @@ pub struct CommandInfo {
     pub summary: &'static str,
     pub input: SchemaDoc,
     pub output: SchemaDoc,
-    validator: jsonschema::Validator,
+    /// Whether it reads or gives a byte stream beside its JSON.
+    pub body: BodyUse,
+    validator: SchemaCheck,
     /// Checks every answer against the documented output schema in debug builds (so in every
     /// test run); `None` in release builds.
     output_validator: Option<jsonschema::Validator>,
@@ -256,8 +355,7 @@ impl CommandInfo {
 
     /// Validates raw input against the command's schema, reporting every failing field.
     pub fn validate(&self, input: &Value) -> Result<(), ApiError> {
-        let errors: Vec<FieldError> = self.validator.iter_errors(input).flat_map(|e| field_errors(&e)).collect();
-        if errors.is_empty() { Ok(()) } else { Err(ApiError::validation(errors)) }
+        self.validator.validate(input)
     }
 }
 
@@ -271,28 +369,30 @@ impl Registry {
     /// Adds a command. Panics on a duplicate name or an input schema that does not compile:
     /// both are programming errors caught by the first test that builds the registry.
     pub fn register<C: Command>(&mut self, command: C) -> &mut Self {
-        let pascal = pascal_case(C::NAME);
-        let input = SchemaDoc::of::<C::Input>(format!("{pascal}Input"));
-        let output = SchemaDoc::of::<C::Output>(format!("{pascal}Output"));
-        let compile = |doc: &SchemaDoc, what: &str| {
-            jsonschema::options()
-                .with_draft(jsonschema::Draft::Draft202012)
-                .should_validate_formats(true)
-                .build(&doc.to_json_schema())
-                .unwrap_or_else(|err| panic!("{what} schema of {} does not compile: {err}", C::NAME))
-        };
-        let validator = compile(&input, "input");
-        let info = CommandInfo {
-            name: C::NAME,
-            access: C::ACCESS,
-            summary: C::SUMMARY,
-            input,
-            output,
-            validator,
-            output_validator: None,
-            command: Box::new(Typed(command)),
-        };
-        assert!(self.commands.insert(C::NAME, info).is_none(), "command {} registered twice", C::NAME);
+        self.add::<C::Input, C::Output>(C::NAME, C::ACCESS, C::SUMMARY, BodyUse::None, Box::new(Typed(command)))
+    }
+
+    /// Adds a command that reads or gives a byte stream, as [`Registry::register`] does.
+    pub fn register_streamed<C: StreamCommand>(&mut self, command: C) -> &mut Self {
+        assert!(C::BODY != BodyUse::None, "{} is registered as streamed but uses no body", C::NAME);
+        self.add::<C::Input, C::Output>(C::NAME, C::ACCESS, C::SUMMARY, C::BODY, Box::new(Streamed(command)))
+    }
+
+    fn add<I: ToSchema, O: ToSchema>(
+        &mut self,
+        name: &'static str,
+        access: Access,
+        summary: &'static str,
+        body: BodyUse,
+        command: Box<dyn DynCommand>,
+    ) -> &mut Self {
+        let pascal = pascal_case(name);
+        let input = SchemaDoc::of::<I>(format!("{pascal}Input"));
+        let output = SchemaDoc::of::<O>(format!("{pascal}Output"));
+        let validator = SchemaCheck::compile(&input);
+        let info =
+            CommandInfo { name, access, summary, input, output, body, validator, output_validator: None, command };
+        assert!(self.commands.insert(name, info).is_none(), "command {name} registered twice");
         self
     }
 
@@ -338,6 +438,19 @@ impl Registry {
     /// Runs a command for a caller: access check, schema validation, typed decoding, the use case,
     /// in a `command` span (for traces: the events and deliveries it writes continue it).
     pub async fn call(&self, svc: &Services, cx: Ctx, name: &str, input: Value) -> Result<Value, ApiError> {
+        self.call_body(svc, cx, name, input, None).await.map(|answer| answer.output)
+    }
+
+    /// [`Registry::call`] with the caller's byte stream, for a command that reads one; the
+    /// answer carries the command's bytes, for one that gives them.
+    pub async fn call_body(
+        &self,
+        svc: &Services,
+        cx: Ctx,
+        name: &str,
+        input: Value,
+        body: Option<Body>,
+    ) -> Result<Answer, ApiError> {
         let info =
             self.get(name).ok_or_else(|| ApiError::new(ErrorCode::NotFound, format!("no command named {name:?}")))?;
         let span = tracing::info_span!(
@@ -351,9 +464,9 @@ impl Registry {
         let result = async {
             info.access.check(&cx.caller)?;
             info.check_schema(&input)?;
-            let output = info.command.call(svc, &cx, input).await?;
-            info.check_output(&output)?;
-            Ok::<_, ApiError>(output)
+            let answer = info.command.call(svc, &cx, input, body).await?;
+            info.check_output(&answer.output)?;
+            Ok::<_, ApiError>(answer)
         }
         .instrument(span.clone())
         .await;

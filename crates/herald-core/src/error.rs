@@ -50,6 +50,7 @@ error_codes! {
     Forbidden => (403, "forbidden", "This action is not allowed for your role"),
     NotFound => (404, "not_found", "The resource does not exist"),
     MethodNotAllowed => (405, "method_not_allowed", "The method is not allowed on this resource"),
+    RequestTimeout => (408, "request_timeout", "The request's body did not arrive in time"),
     Conflict => (409, "conflict", "The request conflicts with the current state"),
     EmailTaken => (409, "email_taken", "The email address is already registered"),
     DateBusy => (409, "date_busy", "Another event of yours overlaps this time"),

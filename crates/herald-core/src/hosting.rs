@@ -12,6 +12,7 @@ use async_trait::async_trait;
 use serde_json::Value;
 
 use crate::{
+    body::{Answer, Body},
     command::Ctx,
     commands::GROUPS,
     error::{ApiError, ErrorCode},
@@ -100,7 +101,9 @@ impl Bearer {
 /// command or the host does not answer in time, never a hang.
 #[async_trait]
 pub trait Forward: Send + Sync + 'static {
-    async fn forward(&self, command: &str, cx: &Ctx, input: Value) -> Result<Value, ApiError>;
+    /// `body` is the caller's byte stream, for a command that reads one; the answer carries the
+    /// host's bytes for one that gives them.
+    async fn forward(&self, command: &str, cx: &Ctx, input: Value, body: Option<Body>) -> Result<Answer, ApiError>;
 }
 
 /// Where this process's commands run: the groups it hosts, and the way to the others.
@@ -118,7 +121,13 @@ impl fmt::Debug for Hosting {
 
 impl Hosting {
     /// Runs a command this process does not host in the process that does, in a client span.
-    pub(crate) async fn forward(&self, command: &str, cx: &Ctx, input: Value) -> Result<Value, ApiError> {
+    pub(crate) async fn forward(
+        &self,
+        command: &str,
+        cx: &Ctx,
+        input: Value,
+        body: Option<Body>,
+    ) -> Result<Answer, ApiError> {
         let Some(forward) = &self.forward else {
             let detail = format!("the {} commands are not hosted by this process", group_of(command));
             return Err(ApiError::new(ErrorCode::Unavailable, detail));
@@ -130,7 +139,7 @@ impl Hosting {
             otel.kind = "client",
             command,
         );
-        tracing::Instrument::instrument(forward.forward(command, cx, input), span).await
+        tracing::Instrument::instrument(forward.forward(command, cx, input, body), span).await
     }
 }
 

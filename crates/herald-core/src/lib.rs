@@ -137,6 +137,7 @@ fn one_line(text: &str, max: usize, bounds: &'static str) -> Result<(), &'static
 }
 
 pub mod auth;
+pub mod body;
 pub mod broker;
 pub mod calendar;
 pub mod campaign;
@@ -188,6 +189,8 @@ pub struct Services {
     pub destinations: net::Destinations,
     pub clock: Arc<dyn Clock>,
     pub metrics: Arc<metrics::Metrics>,
+    /// The largest attachment, in bytes (`HERALD_MAX_UPLOAD_SIZE`).
+    pub max_upload: u64,
 }
 
 /// The application as every transport sees it: its services and its commands.
@@ -235,11 +238,23 @@ impl Herald {
     /// client's address and token) with raw JSON input: here, when this process hosts it (see
     /// [`Registry::call`]), else in the process that does.
     pub async fn call(&self, cx: impl Into<command::Ctx>, name: &str, input: Value) -> Result<Value, ApiError> {
+        self.call_body(cx, name, input, None).await.map(|answer| answer.output)
+    }
+
+    /// [`Herald::call`] with the caller's byte stream (an upload, an import), answering with the
+    /// command's bytes for one that gives them (a download).
+    pub async fn call_body(
+        &self,
+        cx: impl Into<command::Ctx>,
+        name: &str,
+        input: Value,
+        body: Option<body::Body>,
+    ) -> Result<body::Answer, ApiError> {
         let cx = cx.into();
         if self.commands.get(name).is_some() && !self.hosting.hosted.hosts(name) {
-            return self.hosting.forward(name, &cx, input).await;
+            return self.hosting.forward(name, &cx, input, body).await;
         }
-        self.commands.call(&self.services, cx, name, input).await
+        self.commands.call_body(&self.services, cx, name, input, body).await
     }
 }
 

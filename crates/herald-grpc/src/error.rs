@@ -42,6 +42,7 @@ pub fn grpc_code(err: &ApiError) -> Code {
         403 => Code::PermissionDenied,
         404 => Code::NotFound,
         405 => Code::Unimplemented,
+        408 => Code::DeadlineExceeded,
         409 => Code::AlreadyExists,
         412 => Code::FailedPrecondition,
         413 | 429 => Code::ResourceExhausted,

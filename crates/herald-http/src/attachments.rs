@@ -1,49 +1,35 @@
-//! Streamed attachment upload (multipart) and download (with single ranges). The bytes never sit
-//! whole in memory: chunks go from the socket to the file store and back.
+//! HTTP framing of the attachment commands: `attachments.upload` from a multipart field and
+//! `attachments.download` as a (ranged) response body. The bytes never sit whole in memory:
+//! chunks go from the socket through the command to the file store and back.
 
 use axum::{
     Json, Router,
     body::Body,
-    extract::{DefaultBodyLimit, Multipart, Path, State, multipart::MultipartRejection},
+    extract::{Path, Request, State},
     http::{HeaderMap, HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
     routing::{get, post},
 };
+use futures::StreamExt as _;
 use herald_core::{
-    auth::Identity,
+    body::Body as CommandBody,
     command::Access,
-    commands::attachments,
+    commands::attachments::RangeSpec,
     error::{ApiError, ErrorCode},
-    task::{AttachmentId, TaskId},
 };
-use tokio_util::io::ReaderStream;
+use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::{AppState, extract::CallerOf, problem::HttpError};
+use crate::{AppState, extract::CallOf, peer::Peer, problem::HttpError};
 
 /// Multipart framing and small fields allowed on top of the largest file.
 const MULTIPART_OVERHEAD: u64 = 64 * 1024;
 
 /// The upload and download routes.
-pub fn router(max_upload: u64) -> Router<AppState> {
-    let body_limit = usize::try_from(max_upload.saturating_add(MULTIPART_OVERHEAD)).unwrap_or(usize::MAX);
+pub fn router() -> Router<AppState> {
     Router::new()
-        .route(
-            "/api/v1/tasks/{id}/attachments",
-            post(move |state, caller, id, headers, form| upload(state, caller, id, headers, form, max_upload))
-                .layer(DefaultBodyLimit::max(body_limit)),
-        )
+        .route("/api/v1/tasks/{id}/attachments", post(upload))
         .route("/api/v1/attachments/{id}/content", get(download))
-}
-
-fn user(caller: CallerOf) -> Result<Identity, HttpError> {
-    Access::User.check(&caller.0)?;
-    match caller.0 {
-        herald_core::auth::Caller::User(identity) => Ok(identity),
-        herald_core::auth::Caller::Anonymous => {
-            Err(HttpError::new(ErrorCode::Unauthorized, "an access token is required"))
-        }
-    }
 }
 
 fn id_of(raw: &str) -> Result<Uuid, HttpError> {
@@ -56,101 +42,80 @@ fn too_large(max: u64) -> HttpError {
 
 async fn upload(
     State(state): State<AppState>,
-    caller: CallerOf,
+    CallOf(mut cx): CallOf,
+    Peer(peer): Peer,
     Path(id): Path<String>,
-    headers: HeaderMap,
-    form: Result<Multipart, MultipartRejection>,
-    max: u64,
+    request: Request,
 ) -> Result<Response, HttpError> {
-    let identity = user(caller)?;
-    let task = TaskId(id_of(&id)?);
-    let svc = &state.herald.services;
-    attachments::check_task(svc, identity, task).await?;
+    // Who calls, before anything of the body is looked at.
+    Access::User.check(&cx.caller)?;
+    cx.peer = peer;
+    let task = id_of(&id)?;
+    let max = state.herald.services.max_upload;
+    let limit = max.saturating_add(MULTIPART_OVERHEAD);
     // Refuse a declared oversize before reading a byte of it.
     let declared =
-        headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|len| len > max.saturating_add(MULTIPART_OVERHEAD)) {
+        request.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > limit) {
         return Err(too_large(max));
     }
-    let mut form = form.map_err(|e| {
-        HttpError::new(
-            ErrorCode::UnsupportedMediaType,
-            format!("send the file as multipart/form-data: {}", e.body_text()),
-        )
-    })?;
-    let malformed = |e: axum::extract::multipart::MultipartError| {
-        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            too_large(max)
-        } else {
-            HttpError::new(
-                ErrorCode::MalformedRequest,
-                format!("the multipart body could not be read: {}", e.body_text()),
+    let boundary = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| multer::parse_boundary(v).ok())
+        .ok_or_else(|| HttpError::new(ErrorCode::UnsupportedMediaType, "send the file as multipart/form-data"))?;
+    let constraints = multer::Constraints::new().size_limit(multer::SizeLimit::new().whole_stream(limit));
+    let mut form = multer::Multipart::with_constraints(request.into_body().into_data_stream(), boundary, constraints);
+    loop {
+        let Some(field) = form.next_field().await.map_err(|e| HttpError(malformed(&e, max)))? else {
+            return Err(ApiError::invalid_field(
+                "file",
+                "is required: send the file in a multipart field named `file`",
             )
-        }
-    };
-    while let Some(mut field) = form.next_field().await.map_err(malformed)? {
+            .into());
+        };
         if field.name() != Some("file") {
             continue;
         }
-        let file_name = field.file_name().map(str::to_owned);
-        let content_type = field.content_type().map(str::to_owned);
-        let mut upload = svc.files.begin_upload().await.map_err(ApiError::internal)?;
-        loop {
-            let chunk = match field.chunk().await {
-                Ok(Some(chunk)) => chunk,
-                Ok(None) => break,
-                Err(e) => {
-                    upload.abort().await;
-                    return Err(malformed(e));
-                }
-            };
-            match upload.write(&chunk).await {
-                Ok(total) if total > max => {
-                    upload.abort().await;
-                    return Err(too_large(max));
-                }
-                Ok(_) => {}
-                Err(e) => {
-                    upload.abort().await;
-                    return Err(ApiError::internal(e).into());
-                }
-            }
-        }
-        let stored = upload.finish().await.map_err(ApiError::internal)?;
-        let view =
-            attachments::attach(svc, identity, task, stored, file_name.as_deref(), content_type.as_deref()).await?;
-        return Ok((StatusCode::CREATED, Json(view)).into_response());
+        let input = json!({
+            "task_id": task,
+            "file_name": field.file_name(),
+            "content_type": field.content_type().map(ToString::to_string),
+        });
+        let body = CommandBody::new(field.map(move |chunk| chunk.map_err(|e| malformed(&e, max))));
+        let answer = state.herald.call_body(cx, "attachments.upload", input, Some(body)).await?;
+        return Ok((StatusCode::CREATED, Json(answer.output)).into_response());
     }
-    Err(ApiError::invalid_field("file", "is required: send the file in a multipart field named `file`").into())
+}
+
+fn malformed(e: &multer::Error, max: u64) -> ApiError {
+    match e {
+        multer::Error::StreamSizeExceeded { .. } | multer::Error::FieldSizeExceeded { .. } => too_large(max).0,
+        other => ApiError::new(ErrorCode::MalformedRequest, format!("the multipart body could not be read: {other}")),
+    }
 }
 
 async fn download(
     State(state): State<AppState>,
-    caller: CallerOf,
+    CallOf(mut cx): CallOf,
+    Peer(peer): Peer,
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, HttpError> {
-    let identity = user(caller)?;
-    let id = AttachmentId(id_of(&id)?);
-    let requested = headers.get(header::RANGE).and_then(|v| v.to_str().ok()).and_then(parse_range);
-    let mut ranged = None;
-    let opened = attachments::open(&state.herald.services, identity, id, |size| match requested {
-        None => Ok(None),
-        Some(spec) => match spec.resolve(size) {
-            Some(range) => {
-                ranged = Some(range);
-                Ok(Some(range))
-            }
-            None => Err(ApiError::new(ErrorCode::RangeNotSatisfiable, format!("the content is {size} bytes long"))),
-        },
-    })
-    .await;
-    let download = match opened {
-        Ok(download) => download,
+    cx.peer = peer;
+    let id = id_of(&id)?;
+    // A `Range` that does not parse, or names several ranges, is ignored (RFC 9110): the whole
+    // content is sent.
+    let range = headers.get(header::RANGE).and_then(|v| v.to_str().ok()).filter(|v| RangeSpec::parse(v).is_some());
+    let input = json!({"id": id, "range": range});
+    let answer = match state.herald.call_body(cx.clone(), "attachments.download", input, None).await {
+        Ok(answer) => answer,
         Err(err) if err.code() == ErrorCode::RangeNotSatisfiable => {
             let mut response = HttpError(err).into_response();
-            let size =
-                state.herald.services.store.attachment(identity.user_id, id).await.ok().flatten().map(|a| a.size);
+            // `Content-Range: bytes */<size>`: the size from the command's own answer.
+            let whole = state.herald.call_body(cx, "attachments.download", json!({"id": id}), None).await;
+            let size = whole.ok().and_then(|a| a.output["attachment"]["size"].as_u64());
             if let Some(value) = size.and_then(|s| HeaderValue::from_str(&format!("bytes */{s}")).ok()) {
                 response.headers_mut().insert(header::CONTENT_RANGE, value);
             }
@@ -158,8 +123,10 @@ async fn download(
         }
         Err(err) => return Err(err.into()),
     };
-    let a = &download.attachment;
-    let etag = format!("\"{}\"", a.sha256);
+    let content = &answer.output;
+    let a = &content["attachment"];
+    let text = |v: &Value| v.as_str().unwrap_or_default().to_owned();
+    let etag = format!("\"{}\"", text(&a["sha256"]));
     if headers
         .get(header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())
@@ -167,16 +134,21 @@ async fn download(
     {
         return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, etag)]).into_response());
     }
-    let size = download.file.size;
-    let (status, length) = match ranged {
-        Some((_, len)) => (StatusCode::PARTIAL_CONTENT, len),
-        None => (StatusCode::OK, size),
-    };
-    let mut response = Response::new(Body::from_stream(ReaderStream::new(download.file.reader)));
-    *response.status_mut() = status;
+    let (size, start, length) = (
+        a["size"].as_u64().unwrap_or(0),
+        content["start"].as_u64().unwrap_or(0),
+        content["length"].as_u64().unwrap_or(0),
+    );
+    let partial = content["partial"].as_bool().unwrap_or(false);
+    // A read that fails midway cuts the response short: the client sees fewer bytes than promised.
+    let body = answer.body.map_or_else(Body::empty, |body| {
+        Body::from_stream(body.map(|chunk| chunk.map_err(|e| std::io::Error::other(e.to_string()))))
+    });
+    let mut response = Response::new(body);
+    *response.status_mut() = if partial { StatusCode::PARTIAL_CONTENT } else { StatusCode::OK };
     let h = response.headers_mut();
-    let content_type =
-        HeaderValue::from_str(&a.content_type).unwrap_or(HeaderValue::from_static("application/octet-stream"));
+    let content_type = HeaderValue::from_str(&text(&a["content_type"]))
+        .unwrap_or(HeaderValue::from_static("application/octet-stream"));
     h.insert(header::CONTENT_TYPE, content_type);
     h.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
     h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
@@ -185,63 +157,13 @@ async fn download(
     if let Ok(value) = HeaderValue::from_str(&etag) {
         h.insert(header::ETAG, value);
     }
-    if let Ok(value) = HeaderValue::from_str(&content_disposition(&a.file_name)) {
+    if let Ok(value) = HeaderValue::from_str(&content_disposition(&text(&a["file_name"]))) {
         h.insert(header::CONTENT_DISPOSITION, value);
     }
-    if let Some((start, len)) = ranged
-        && let Ok(value) = HeaderValue::from_str(&format!("bytes {start}-{}/{size}", start + len - 1))
-    {
+    if partial && let Ok(value) = HeaderValue::from_str(&format!("bytes {start}-{}/{size}", start + length - 1)) {
         h.insert(header::CONTENT_RANGE, value);
     }
     Ok(response)
-}
-
-/// One byte range as a client asked for it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum RangeSpec {
-    /// `bytes=a-b` or `bytes=a-`.
-    From(u64, Option<u64>),
-    /// `bytes=-n`: the last n bytes.
-    Suffix(u64),
-}
-
-/// Parses a single `bytes=` range. Several ranges, or a header that does not parse, are ignored
-/// (the whole content is sent), as RFC 9110 allows.
-fn parse_range(header: &str) -> Option<RangeSpec> {
-    let spec = header.trim().strip_prefix("bytes=")?;
-    if spec.contains(',') {
-        return None;
-    }
-    let (start, end) = spec.split_once('-')?;
-    let (start, end) = (start.trim(), end.trim());
-    if start.is_empty() {
-        return end.parse().ok().map(RangeSpec::Suffix);
-    }
-    let start: u64 = start.parse().ok()?;
-    let end: Option<u64> = if end.is_empty() { None } else { Some(end.parse().ok()?) };
-    if end.is_some_and(|e| e < start) {
-        return None;
-    }
-    Some(RangeSpec::From(start, end))
-}
-
-impl RangeSpec {
-    /// `(start, length)` within a content of `size` bytes, or `None` when unsatisfiable.
-    fn resolve(self, size: u64) -> Option<(u64, u64)> {
-        match self {
-            RangeSpec::From(start, _) if start >= size => None,
-            RangeSpec::From(start, end) => {
-                let last = end.map_or(size - 1, |e| e.min(size - 1));
-                Some((start, last - start + 1))
-            }
-            RangeSpec::Suffix(0) => None,
-            RangeSpec::Suffix(_) if size == 0 => None,
-            RangeSpec::Suffix(n) => {
-                let len = n.min(size);
-                Some((size - len, len))
-            }
-        }
-    }
 }
 
 /// `attachment` with an ASCII fallback name and the exact name in RFC 8187 form.
@@ -262,21 +184,6 @@ fn content_disposition(name: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn ranges_parse_and_resolve() {
-        assert_eq!(parse_range("bytes=0-9").and_then(|r| r.resolve(100)), Some((0, 10)));
-        assert_eq!(parse_range("bytes=90-").and_then(|r| r.resolve(100)), Some((90, 10)));
-        assert_eq!(parse_range("bytes=90-500").and_then(|r| r.resolve(100)), Some((90, 10)));
-        assert_eq!(parse_range("bytes=-5").and_then(|r| r.resolve(100)), Some((95, 5)));
-        assert_eq!(parse_range("bytes=-500").and_then(|r| r.resolve(100)), Some((0, 100)));
-        assert_eq!(parse_range("bytes=100-").map(|r| r.resolve(100)), Some(None));
-        assert_eq!(parse_range("bytes=-0").map(|r| r.resolve(100)), Some(None));
-        assert_eq!(parse_range("bytes=0-1,5-6"), None);
-        assert_eq!(parse_range("bytes=5-1"), None);
-        assert_eq!(parse_range("items=0-1"), None);
-        assert_eq!(parse_range("bytes=x-1"), None);
-    }
 
     #[test]
     fn dispositions_are_safe() {

@@ -7,7 +7,6 @@ use axum::{
     http::{header, request::Parts},
 };
 use herald_core::{
-    auth::Caller,
     command::Ctx,
     error::{ApiError, ErrorCode},
 };
@@ -15,22 +14,9 @@ use serde_json::{Map, Value};
 
 use crate::{AppState, problem::HttpError};
 
-/// The caller of a request: anonymous without `Authorization`, a user with a valid bearer token.
-/// A present but invalid token is refused outright, even on public routes.
-#[derive(Debug)]
-pub struct CallerOf(pub Caller);
-
-impl FromRequestParts<AppState> for CallerOf {
-    type Rejection = HttpError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        let authorization = parts.headers.get(header::AUTHORIZATION).map(|v| v.as_bytes());
-        Ok(Self(state.herald.caller(authorization)?))
-    }
-}
-
-/// A command call's context: the caller as [`CallerOf`] finds it, with the token it presented,
-/// which the command carries if another process hosts it.
+/// A command call's context: anonymous without `Authorization`, a user with a valid bearer token
+/// (a present but invalid token is refused outright, even on public routes), with the token it
+/// presented, which the command carries if another process hosts it.
 #[derive(Debug)]
 pub struct CallOf(pub Ctx);
 

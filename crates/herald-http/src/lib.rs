@@ -63,8 +63,6 @@ pub struct HttpOptions {
     pub cors_origins: Vec<String>,
     /// How long `/readyz` waits for the store and for the broker.
     pub ready_timeout: Duration,
-    /// Largest attachment accepted, in bytes.
-    pub max_upload: u64,
     /// Reverse proxies whose `X-Forwarded-For` names the client.
     pub trusted_proxies: Networks,
 }
@@ -84,7 +82,7 @@ pub fn router(herald: Arc<Herald>, options: &HttpOptions, readiness: Readiness) 
         readiness,
     };
     let api = rest::router(&state)
-        .merge(attachments::router(options.max_upload))
+        .merge(attachments::router())
         .merge(bulk::router())
         .fallback(|| async { HttpError::new(ErrorCode::NotFound, "no such route") })
         .method_not_allowed_fallback(|| async {

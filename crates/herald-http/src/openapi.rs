@@ -112,7 +112,16 @@ pub fn document(herald: &Herald) -> Value {
         let item = paths.entry(route.path).or_insert_with(|| json!({}));
         item[route.method.to_ascii_lowercase()] = Value::Object(op);
     }
-    for (path, item) in stream_paths() {
+    // The streamed commands' HTTP routes are written out below; their JSON types come from the
+    // registry like every other command's.
+    let mut stream_outputs = std::collections::BTreeMap::new();
+    for name in ["attachments.upload", "attachments.download", "clients.import"] {
+        #[allow(clippy::expect_used, reason = "the streamed commands are registered; a test renders the document")]
+        let info = herald.commands.get(name).expect("registered");
+        add(&info.output);
+        stream_outputs.insert(name, info.output.name.clone());
+    }
+    for (path, item) in stream_paths(&stream_outputs) {
         // Merge: a path may also have command routes under other methods.
         let entry = paths.entry(path).or_insert_with(|| json!({}));
         if let (Some(entry), Value::Object(methods)) = (entry.as_object_mut(), item) {
@@ -176,8 +185,10 @@ fn without_fields(mut schema: Value, fields: &[&str]) -> Value {
     schema
 }
 
-/// The streamed upload and download, which are not commands.
-fn stream_paths() -> Vec<(&'static str, Value)> {
+/// The HTTP framing of the commands with a byte stream: multipart upload, ranged download, NDJSON
+/// import; `outputs` names each one's output component.
+fn stream_paths(outputs: &std::collections::BTreeMap<&str, String>) -> Vec<(&'static str, Value)> {
+    let output = |name: &str| reference(outputs.get(name).map_or("Problem", String::as_str));
     let id = json!({"name": "id", "in": "path", "required": true, "schema": {"type": "string", "format": "uuid"}});
     let common = [
         ErrorCode::Unauthorized,
@@ -189,7 +200,7 @@ fn stream_paths() -> Vec<(&'static str, Value)> {
     let mut upload_responses = Map::new();
     upload_responses.insert(
         "201".into(),
-        json!({"description": "Stored", "content": {"application/json": {"schema": reference("AttachmentView")}}}),
+        json!({"description": "Stored", "content": {"application/json": {"schema": output("attachments.upload")}}}),
     );
     let mut upload_errors = common.to_vec();
     upload_errors.extend([ErrorCode::PayloadTooLarge, ErrorCode::UnsupportedMediaType, ErrorCode::MalformedRequest]);
@@ -207,19 +218,9 @@ fn stream_paths() -> Vec<(&'static str, Value)> {
     let mut bulk_responses = Map::new();
     bulk_responses.insert(
         "200".into(),
-        json!({"description": "What was stored and what was refused", "content": {"application/json": {"schema": {
-            "type": "object",
-            "required": ["created", "failed", "errors", "errors_truncated"],
-            "properties": {
-                "created": {"type": "integer", "description": "Clients stored"},
-                "failed": {"type": "integer", "description": "Lines refused"},
-                "errors": {"type": "array", "description": "The first 1000 refused lines", "items": {
-                    "type": "object", "required": ["line", "message"],
-                    "properties": {"line": {"type": "integer"}, "message": {"type": "string"}},
-                }},
-                "errors_truncated": {"type": "boolean", "description": "More lines were refused than listed"},
-            },
-        }}}}),
+        json!({"description": "What was stored and what was refused", "content": {"application/json": {
+            "schema": output("clients.import"),
+        }}}),
     );
     let mut bulk_errors = common.to_vec();
     bulk_errors.extend([ErrorCode::Forbidden, ErrorCode::UnsupportedMediaType, ErrorCode::MalformedRequest]);
@@ -229,7 +230,7 @@ fn stream_paths() -> Vec<(&'static str, Value)> {
         (
             "/api/v1/clients/bulk",
             json!({"post": {
-                "operationId": "clients.bulk",
+                "operationId": "clients.import",
                 "summary": "Import clients from NDJSON, streamed (admin)",
                 "description": "One client per line, as `clients.create` takes it. The body is streamed and stored in \
                     batches: valid lines are stored, each refused line (bad JSON, a field error, a phone already \

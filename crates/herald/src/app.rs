@@ -401,6 +401,7 @@ async fn start_roles(config: &Config, roles: Roles, parts: Parts) -> anyhow::Res
             destinations: destinations(config, parts.resolver(config)),
             clock: Arc::new(SystemClock),
             metrics: metrics.clone(),
+            max_upload: config.max_upload_size.0,
         })
         .with_hosting(hosting),
     );
@@ -408,7 +409,6 @@ async fn start_roles(config: &Config, roles: Roles, parts: Parts) -> anyhow::Res
         body_limit: usize::try_from(config.body_limit.0).unwrap_or(usize::MAX),
         cors_origins: config.cors_origins.0.clone(),
         ready_timeout: std::time::Duration::from_secs(2),
-        max_upload: config.max_upload_size.0,
         trusted_proxies: config.trusted_proxies.clone(),
     };
     let shutdown = CancellationToken::new();

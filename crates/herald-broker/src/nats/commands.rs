@@ -1,7 +1,11 @@
 //! Commands over NATS request-reply: every command in the registry answers on
 //! `<namespace>.cmd.<command name>` with the same validation, errors and access rules as REST.
 //!
-//! A request's body is the command's JSON input (an empty body means `{}`). The NATS header
+//! A request's body is the command's JSON input (an empty body means `{}`), except for a command
+//! that reads a byte stream (`attachments.upload`, `clients.import`): its body is the bytes, up to
+//! the server's `max_payload`, and its JSON input is the `Herald-Input` header. A command that
+//! answers with bytes (`attachments.download`) replies with them as the body and its JSON output
+//! in the `Herald-Output` header (413 when they exceed `max_payload`: ask for a range). The NATS header
 //! `Authorization: Bearer <token>` names the caller; as over HTTP, a present but invalid token is
 //! refused even on public commands. The reply body is `{"ok": true, "output": …}` or
 //! `{"ok": false, "error": <RFC 9457 problem document>}`, and the reply header `Herald-Status`
@@ -24,6 +28,7 @@ use async_nats::{Client, HeaderMap, Message, Subscriber, client::PublishErrorKin
 use futures::{FutureExt as _, StreamExt as _};
 use herald_core::{
     Herald,
+    body::{Answer, BodyUse},
     broker::BrokerError,
     error::{ApiError, ErrorCode, Problem},
     health::ReadyFlag,
@@ -47,11 +52,36 @@ pub const MAX_IN_FLIGHT: usize = 64;
 /// The reply header carrying the HTTP status of the answer (`200`, `422`, …).
 pub const STATUS_HEADER: &str = "Herald-Status";
 
+/// The request header carrying the JSON input of a command whose body is a byte stream.
+pub const INPUT_HEADER: &str = "Herald-Input";
+
+/// The reply header carrying the JSON output of a command that answers with bytes.
+pub const OUTPUT_HEADER: &str = "Herald-Output";
+
+/// Room left for headers when a reply's bytes are measured against `max_payload`.
+const HEADER_ROOM: usize = 4096;
+
+/// JSON with every non-ASCII character escaped (`\u00e9`), as a NATS header value must be.
+pub(crate) fn ascii_json(value: &Value) -> String {
+    let mut out = String::new();
+    for c in value.to_string().chars() {
+        if c.is_ascii() {
+            out.push(c);
+        } else {
+            let mut units = [0u16; 2];
+            for unit in c.encode_utf16(&mut units) {
+                out.push_str(&format!("\\u{unit:04x}"));
+            }
+        }
+    }
+    out
+}
+
 /// How long connecting, and confirming the unsubscribe at shutdown, may take.
 const NATS_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The first value of the header `name` (any case), if the message has one.
-fn header<'a>(headers: Option<&'a HeaderMap>, name: &str) -> Option<&'a str> {
+pub(crate) fn header<'a>(headers: Option<&'a HeaderMap>, name: &str) -> Option<&'a str> {
     let headers = headers?;
     let (_, values) = headers.iter().find(|(key, _)| AsRef::<str>::as_ref(*key).eq_ignore_ascii_case(name))?;
     values.first().map(|v| v.as_str())
@@ -237,7 +267,14 @@ impl Responder {
     /// Runs the request's command and sends the reply.
     async fn respond(&self, command: &str, message: &Message, reply_to: &async_nats::Subject, started: Instant) {
         let subject = message.subject.as_str();
-        let result = self.call(command, message).await;
+        let result = match self.call(command, message).await {
+            Ok(Answer { output, body: Some(body) }) => {
+                let max = self.client.server_info().max_payload.saturating_sub(HEADER_ROOM);
+                body.collect(max, "a NATS reply (ask for a byte range)").await.map(|bytes| (output, Some(bytes)))
+            }
+            Ok(Answer { output, body: None }) => Ok((output, None)),
+            Err(err) => Err(err),
+        };
         let status = match &result {
             Ok(_) => 200,
             Err(err) => err.code().status(),
@@ -250,7 +287,16 @@ impl Responder {
             Err(err) => tracing::info!(subject, status, latency_ms, code = %err.code(), "NATS command refused"),
             Ok(_) => tracing::info!(subject, status, latency_ms, "NATS command answered"),
         }
-        let sent = self.send(reply_to, status, Reply::new(result, subject)).await;
+        let sent = match result {
+            Ok((output, Some(bytes))) => {
+                let mut headers = HeaderMap::new();
+                headers.insert(STATUS_HEADER, "200");
+                headers.insert(OUTPUT_HEADER, ascii_json(&output).as_str());
+                self.client.publish_with_headers(reply_to.clone(), headers, bytes).await
+            }
+            Ok((output, None)) => self.send(reply_to, status, Reply::new(Ok(output), subject)).await,
+            Err(err) => self.send(reply_to, status, Reply::new(Err(err), subject)).await,
+        };
         if let Err(error) = sent {
             if error.kind() == PublishErrorKind::MaxPayloadExceeded {
                 // Too big for the server's max_payload: tell the requester rather than let it time out.
@@ -266,17 +312,27 @@ impl Responder {
         }
     }
 
-    /// Runs the command for the caller the headers name, with the body as input.
-    async fn call(&self, command: &str, message: &Message) -> Result<Value, ApiError> {
+    /// Runs the command for the caller the headers name, with the body as input (or, for a
+    /// command that reads bytes, as its bytes beside the `Herald-Input` header's input).
+    async fn call(&self, command: &str, message: &Message) -> Result<Answer, ApiError> {
         // The caller first, as REST does: a bad token is refused before the body is looked at.
-        let cx = self.herald.authenticate(header(message.headers.as_ref(), "authorization").map(str::as_bytes))?;
-        let input = if message.payload.is_empty() {
-            Value::Object(Default::default())
-        } else {
-            serde_json::from_slice(&message.payload)
-                .map_err(|e| ApiError::new(ErrorCode::MalformedRequest, format!("the body is not valid JSON: {e}")))?
+        let headers = message.headers.as_ref();
+        let cx = self.herald.authenticate(header(headers, "authorization").map(str::as_bytes))?;
+        let json = |raw: &[u8], what: &str| {
+            if raw.is_empty() {
+                return Ok(Value::Object(Default::default()));
+            }
+            serde_json::from_slice(raw)
+                .map_err(|e| ApiError::new(ErrorCode::MalformedRequest, format!("{what} is not valid JSON: {e}")))
         };
-        AssertUnwindSafe(self.herald.call(cx, command, input))
+        let takes = self.herald.commands.get(command).is_some_and(|info| info.body == BodyUse::Takes);
+        let (input, body) = if takes {
+            let input = json(header(headers, INPUT_HEADER).unwrap_or_default().as_bytes(), "the Herald-Input header")?;
+            (input, Some(herald_core::body::Body::from_bytes(message.payload.clone())))
+        } else {
+            (json(&message.payload, "the body")?, None)
+        };
+        AssertUnwindSafe(self.herald.call_body(cx, command, input, body))
             .catch_unwind()
             .await
             .unwrap_or_else(|_| Err(ApiError::new(ErrorCode::Internal, "the command panicked")))
@@ -305,6 +361,14 @@ impl Responder {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn header_json_is_ascii_and_still_the_same_json() {
+        let value = serde_json::json!({"file_name": "résumé 📎.pdf", "n": 1});
+        let ascii = ascii_json(&value);
+        assert!(ascii.is_ascii(), "{ascii}");
+        assert_eq!(serde_json::from_str::<Value>(&ascii).expect("json"), value);
+    }
 
     #[test]
     fn subjects_name_the_command_under_the_namespace() {

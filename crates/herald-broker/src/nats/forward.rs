@@ -7,6 +7,7 @@ use std::time::Duration;
 use async_nats::{Client, HeaderMap, RequestErrorKind};
 use async_trait::async_trait;
 use herald_core::{
+    body::{Answer, Body},
     broker::BrokerError,
     command::Ctx,
     error::{ApiError, ErrorCode, Problem},
@@ -17,7 +18,7 @@ use herald_core::{
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::commands::subject;
+use super::commands::{INPUT_HEADER, OUTPUT_HEADER, ascii_json, header, subject};
 use crate::check_namespace;
 
 /// The reply body of [`super::commands`].
@@ -62,23 +63,31 @@ impl NatsForward {
 
 #[async_trait]
 impl Forward for NatsForward {
-    async fn forward(&self, command: &str, cx: &Ctx, input: Value) -> Result<Value, ApiError> {
-        let payload = serde_json::to_vec(&input).map_err(ApiError::internal)?;
+    async fn forward(&self, command: &str, cx: &Ctx, input: Value, body: Option<Body>) -> Result<Answer, ApiError> {
         let max = self.client.server_info().max_payload;
+        let mut headers = HeaderMap::new();
+        // A byte stream travels as the payload, up to what one NATS message may carry, with the
+        // JSON input in a header, as a NATS client would send it.
+        let payload = match body {
+            Some(body) => {
+                headers.insert(INPUT_HEADER, ascii_json(&input).as_str());
+                body.collect(max.saturating_sub(4096), "a forwarded command").await?
+            }
+            None => serde_json::to_vec(&input).map_err(ApiError::internal)?.into(),
+        };
         if max > 0 && payload.len() > max {
             return Err(ApiError::new(
                 ErrorCode::PayloadTooLarge,
                 format!("the input is larger than the {max} bytes a forwarded command may carry"),
             ));
         }
-        let mut headers = HeaderMap::new();
         if let Some(bearer) = &cx.bearer {
             headers.insert("Authorization", bearer.header_value().as_str());
         }
         if let Some(parent) = trace::of(&tracing::Span::current()) {
             headers.insert(TRACEPARENT_HEADER, parent.as_str());
         }
-        let request = async_nats::Request::new().payload(payload.into()).headers(headers).timeout(Some(self.timeout));
+        let request = async_nats::Request::new().payload(payload).headers(headers).timeout(Some(self.timeout));
         let answer = match self.client.send_request(subject(&self.namespace, command), request).await {
             Ok(answer) => answer,
             Err(err) => {
@@ -101,10 +110,16 @@ impl Forward for NatsForward {
                 return Err(self.unavailable(command, why));
             }
         };
+        if let Some(output) = header(answer.headers.as_ref(), OUTPUT_HEADER) {
+            let output = serde_json::from_str(output).map_err(|e| {
+                ApiError::internal(std::io::Error::other(format!("an unreadable forwarded output header: {e}")))
+            })?;
+            return Ok(Answer { output, body: Some(Body::from_bytes(answer.payload)) });
+        }
         let reply: Reply = serde_json::from_slice(&answer.payload)
             .map_err(|e| ApiError::internal(std::io::Error::other(format!("an unreadable forwarded answer: {e}"))))?;
         match reply {
-            Reply { ok: true, output, .. } => Ok(output),
+            Reply { ok: true, output, .. } => Ok(Answer::json(output)),
             Reply { ok: false, error: Some(problem), .. } => Err(ApiError::from_problem(problem)),
             _ => Err(ApiError::internal(std::io::Error::other("a forwarded answer with neither output nor error"))),
         }

@@ -1,5 +1,5 @@
-//! `attachments.*`, and the use cases behind the streamed upload and download, which are not
-//! commands because their bodies are byte streams rather than JSON.
+//! `attachments.*`: the streamed upload and download (commands with a byte stream beside their
+//! JSON, on every transport), the list and the delete.
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -10,11 +10,11 @@ use uuid::Uuid;
 
 use crate::{
     Services,
-    auth::Identity,
+    body::{Body, BodyUse},
     change::ChangeEvent,
-    command::{Access, Command, Ctx},
+    command::{Access, Command, Ctx, StreamCommand},
     error::{ApiError, ErrorCode},
-    files::{Opened, StoredFile},
+    files::StoredFile,
     task::{Attachment, AttachmentId, TaskId, clean_content_type, clean_file_name},
 };
 
@@ -72,24 +72,90 @@ fn not_found(what: &str) -> ApiError {
     ApiError::new(ErrorCode::NotFound, format!("no such {what}"))
 }
 
-/// Checks, before an upload is streamed, that the caller owns the task.
-pub async fn check_task(svc: &Services, identity: Identity, task: TaskId) -> Result<(), ApiError> {
-    match svc.store.task(identity.user_id, task).await? {
-        Some(_) => Ok(()),
-        None => Err(not_found("task")),
+/// Input of `attachments.upload`; the file is the call's byte stream.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UploadInput {
+    /// The task the file is attached to.
+    pub task_id: Uuid,
+    /// The client's name for the file, kept as metadata only (cleaned of paths and controls,
+    /// cut to 255 characters).
+    pub file_name: Option<String>,
+    /// Its media type; anything but `type/subtype` is kept as `application/octet-stream`.
+    pub content_type: Option<String>,
+}
+
+/// Streams a file to storage, computing its size and SHA-256, and records it as an attachment.
+#[derive(Debug)]
+pub struct Upload;
+
+#[async_trait]
+impl StreamCommand for Upload {
+    const NAME: &'static str = "attachments.upload";
+    const ACCESS: Access = Access::User;
+    const SUMMARY: &'static str = "Attach a file to a task (streamed)";
+    const BODY: BodyUse = BodyUse::Takes;
+    type Input = UploadInput;
+    type Output = AttachmentView;
+
+    async fn run(
+        &self,
+        svc: &Services,
+        cx: &Ctx,
+        input: UploadInput,
+        body: Option<Body>,
+    ) -> Result<(AttachmentView, Option<Body>), ApiError> {
+        let identity = cx.identity()?;
+        let task = TaskId(input.task_id);
+        // The task first: nothing is read from a caller who may not attach to it.
+        svc.store.task(identity.user_id, task).await?.ok_or_else(|| not_found("task"))?;
+        let max = svc.max_upload;
+        if body.as_ref().and_then(Body::length).is_some_and(|length| length > max) {
+            return Err(too_large(max));
+        }
+        let mut body = body.ok_or_else(|| ApiError::invalid_field("body", "is required"))?;
+        let mut upload = svc.files.begin_upload().await.map_err(ApiError::internal)?;
+        let stored = loop {
+            let chunk = match body.next().await {
+                None => break upload.finish().await.map_err(ApiError::internal)?,
+                Some(Ok(chunk)) => chunk,
+                Some(Err(err)) => {
+                    upload.abort().await;
+                    return Err(err);
+                }
+            };
+            match upload.write(&chunk).await {
+                Ok(total) if total > max => {
+                    upload.abort().await;
+                    return Err(too_large(max));
+                }
+                Ok(_) => {}
+                Err(err) => {
+                    upload.abort().await;
+                    return Err(ApiError::internal(err));
+                }
+            }
+        };
+        let view = attach(svc, cx, task, stored, input.file_name.as_deref(), input.content_type.as_deref()).await?;
+        Ok((view, None))
     }
+}
+
+fn too_large(max: u64) -> ApiError {
+    ApiError::new(ErrorCode::PayloadTooLarge, format!("attachments are limited to {max} bytes"))
 }
 
 /// Records a finished upload as an attachment of `task`. When the task is gone by now the file
 /// is removed and the answer is `not_found`.
-pub async fn attach(
+async fn attach(
     svc: &Services,
-    identity: Identity,
+    cx: &Ctx,
     task: TaskId,
     file: StoredFile,
     file_name: Option<&str>,
     content_type: Option<&str>,
 ) -> Result<AttachmentView, ApiError> {
+    let identity = cx.identity()?;
     let now = svc.clock.now();
     let attachment = Attachment {
         id: AttachmentId::new(),
@@ -115,30 +181,135 @@ pub async fn attach(
     Ok(view)
 }
 
-/// An attachment opened for download.
-#[derive(Debug)]
-pub struct Download {
-    pub attachment: Attachment,
-    pub file: Opened,
+/// One byte range as a client asked for it (the `Range` header's single-range form).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RangeSpec {
+    /// `bytes=a-b` or `bytes=a-`.
+    From(u64, Option<u64>),
+    /// `bytes=-n`: the last n bytes.
+    Suffix(u64),
 }
 
-/// Opens an attachment the caller owns, positioned at `range` when given.
-pub async fn open(
-    svc: &Services,
-    identity: Identity,
-    id: AttachmentId,
-    range: impl FnOnce(u64) -> Result<Option<(u64, u64)>, ApiError>,
-) -> Result<Download, ApiError> {
-    let attachment = svc.store.attachment(identity.user_id, id).await?.ok_or_else(|| not_found("attachment"))?;
-    let range = range(attachment.size)?;
-    let file = svc
-        .files
-        .open(&attachment.storage_key, range)
-        .await
-        .map_err(ApiError::internal)?
-        // The row was deleted between the read and the open: it no longer exists.
-        .ok_or_else(|| not_found("attachment"))?;
-    Ok(Download { attachment, file })
+impl RangeSpec {
+    /// Parses a single `bytes=` range; `None` for several ranges or anything else.
+    pub fn parse(spec: &str) -> Option<Self> {
+        let spec = spec.trim().strip_prefix("bytes=")?;
+        if spec.contains(',') {
+            return None;
+        }
+        let (start, end) = spec.split_once('-')?;
+        let (start, end) = (start.trim(), end.trim());
+        if start.is_empty() {
+            return end.parse().ok().map(RangeSpec::Suffix);
+        }
+        let start: u64 = start.parse().ok()?;
+        let end: Option<u64> = if end.is_empty() { None } else { Some(end.parse().ok()?) };
+        if end.is_some_and(|e| e < start) {
+            return None;
+        }
+        Some(RangeSpec::From(start, end))
+    }
+
+    /// `(start, length)` within a content of `size` bytes, or `None` when unsatisfiable.
+    pub fn resolve(self, size: u64) -> Option<(u64, u64)> {
+        match self {
+            RangeSpec::From(start, _) if start >= size => None,
+            RangeSpec::From(start, end) => {
+                let last = end.map_or(size - 1, |e| e.min(size - 1));
+                Some((start, last - start + 1))
+            }
+            RangeSpec::Suffix(0) => None,
+            RangeSpec::Suffix(_) if size == 0 => None,
+            RangeSpec::Suffix(n) => {
+                let len = n.min(size);
+                Some((size - len, len))
+            }
+        }
+    }
+}
+
+/// Input of `attachments.download`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DownloadInput {
+    /// The attachment's id.
+    pub id: Uuid,
+    /// One byte range, as the HTTP `Range` header gives it (`bytes=0-1023`, `bytes=1024-`,
+    /// `bytes=-500`); the whole content without it.
+    #[schema(max_length = 64, example = "bytes=0-1023")]
+    pub range: Option<String>,
+}
+
+/// What `attachments.download` answers beside the bytes.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AttachmentContent {
+    pub attachment: AttachmentView,
+    /// Offset of the first byte sent.
+    pub start: u64,
+    /// Bytes sent.
+    pub length: u64,
+    /// Whether only the requested range is sent.
+    pub partial: bool,
+}
+
+/// Streams an attachment the caller owns, or one byte range of it.
+#[derive(Debug)]
+pub struct Download;
+
+#[async_trait]
+impl StreamCommand for Download {
+    const NAME: &'static str = "attachments.download";
+    const ACCESS: Access = Access::User;
+    const SUMMARY: &'static str = "Download an attachment (streamed; single byte ranges)";
+    const BODY: BodyUse = BodyUse::Gives;
+    type Input = DownloadInput;
+    type Output = AttachmentContent;
+
+    async fn run(
+        &self,
+        svc: &Services,
+        cx: &Ctx,
+        input: DownloadInput,
+        _body: Option<Body>,
+    ) -> Result<(AttachmentContent, Option<Body>), ApiError> {
+        let range = match input.range.as_deref() {
+            None => None,
+            Some(spec) => Some(RangeSpec::parse(spec).ok_or_else(|| {
+                ApiError::invalid_field(
+                    "range",
+                    "must be one byte range such as bytes=0-1023, bytes=1024- or bytes=-500",
+                )
+            })?),
+        };
+        let identity = cx.identity()?;
+        let attachment = svc
+            .store
+            .attachment(identity.user_id, AttachmentId(input.id))
+            .await?
+            .ok_or_else(|| not_found("attachment"))?;
+        let size = attachment.size;
+        let resolved = match range {
+            None => None,
+            Some(range) => Some(range.resolve(size).ok_or_else(|| {
+                ApiError::new(ErrorCode::RangeNotSatisfiable, format!("the content is {size} bytes long"))
+            })?),
+        };
+        let file = svc
+            .files
+            .open(&attachment.storage_key, resolved)
+            .await
+            .map_err(ApiError::internal)?
+            // The row was deleted between the read and the open: it no longer exists.
+            .ok_or_else(|| not_found("attachment"))?;
+        let (start, length) = resolved.unwrap_or((0, file.size));
+        let content = AttachmentContent {
+            attachment: AttachmentView::from(&attachment),
+            start,
+            length,
+            partial: resolved.is_some(),
+        };
+        Ok((content, Some(Body::from_reader(file.reader, length))))
+    }
 }
 
 /// Input naming one task, for its attachments.
@@ -207,5 +378,26 @@ impl Command for Delete {
             .ok_or_else(|| not_found("attachment"))?;
         remove_files(svc, std::slice::from_ref(&deleted)).await;
         Ok(Deleted {})
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::RangeSpec;
+
+    #[test]
+    fn ranges_parse_and_resolve() {
+        let resolve = |spec: &str, size| RangeSpec::parse(spec).map(|r| r.resolve(size));
+        assert_eq!(resolve("bytes=0-9", 100), Some(Some((0, 10))));
+        assert_eq!(resolve("bytes=90-", 100), Some(Some((90, 10))));
+        assert_eq!(resolve("bytes=90-500", 100), Some(Some((90, 10))));
+        assert_eq!(resolve("bytes=-5", 100), Some(Some((95, 5))));
+        assert_eq!(resolve("bytes=-500", 100), Some(Some((0, 100))));
+        assert_eq!(resolve("bytes=100-", 100), Some(None));
+        assert_eq!(resolve("bytes=-0", 100), Some(None));
+        assert_eq!(RangeSpec::parse("bytes=0-1,5-6"), None);
+        assert_eq!(RangeSpec::parse("bytes=5-1"), None);
+        assert_eq!(RangeSpec::parse("items=0-1"), None);
+        assert_eq!(RangeSpec::parse("bytes=x-1"), None);
     }
 }

@@ -4,6 +4,7 @@ pub mod attachments;
 pub mod auth;
 pub mod clients;
 pub mod events;
+pub mod import;
 pub mod mailings;
 pub mod rooms;
 pub mod tasks;
@@ -32,11 +33,14 @@ pub fn registry() -> Registry {
         .register(tasks::Delete)
         .register(attachments::List)
         .register(attachments::Delete)
+        .register_streamed(attachments::Upload)
+        .register_streamed(attachments::Download)
         .register(clients::Create)
         .register(clients::Get)
         .register(clients::List)
         .register(clients::Update)
         .register(clients::Delete)
+        .register_streamed(import::Import::default())
         .register(mailings::Create)
         .register(mailings::Get)
         .register(mailings::List)
@@ -149,12 +153,15 @@ mod tests {
             names,
             [
                 "attachments.delete",
+                "attachments.download",
                 "attachments.list",
+                "attachments.upload",
                 "auth.login",
                 "auth.register",
                 "clients.create",
                 "clients.delete",
                 "clients.get",
+                "clients.import",
                 "clients.list",
                 "clients.update",
                 "events.create",

@@ -21,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 use super::{EventBody, Inner, Outlet, SendFailure};
 use crate::{
     auth::{Caller, Identity},
+    body::{Body, Incoming},
     command::Ctx,
     error::{ApiError, ErrorCode, Problem},
     hosting::Bearer,
@@ -68,6 +69,8 @@ pub struct Session {
     ended: CancellationToken,
     /// One permit per request (subscribe, call) awaiting its answer.
     requests: Arc<Semaphore>,
+    /// Bodies arriving in chunks for calls in flight (so never more than `calls_in_flight`).
+    uploads: Incoming,
 }
 
 /// The answer to `subscribe`.
@@ -102,6 +105,7 @@ impl Session {
             closed: AtomicBool::new(false),
             ended: CancellationToken::new(),
             requests,
+            uploads: Incoming::default(),
         })
     }
 
@@ -239,18 +243,42 @@ impl Session {
         removed
     }
 
-    /// Runs a command of the registry as this session's user; the answer is `{ok, output | error}`.
-    pub async fn call(&self, command: &str, input: Value) -> Value {
+    /// Runs a command of the registry as this session's user, with the caller's bytes for one
+    /// that reads them; the answer is `{ok, output | error}` and the bytes of one that gives them.
+    pub async fn call(&self, command: &str, input: Value, body: Option<Body>) -> (Value, Option<Body>) {
         let cx = Ctx { caller: Caller::User(self.identity), peer: self.peer, bearer: Some(self.bearer.clone()) };
-        match self.gw.herald.call(cx, command, input).await {
-            Ok(output) => json!({"ok": true, "output": output}),
+        match self.gw.herald.call_body(cx, command, input, body).await {
+            Ok(answer) => (json!({"ok": true, "output": answer.output}), answer.body),
             Err(err) => {
                 if err.is_server_error() {
                     tracing::error!(command, error = %err.cause_chain(), "socket command failed");
                 }
-                error_body(&err)
+                (error_body(&err), None)
             }
         }
+    }
+
+    /// [`Session::call`] with a body that arrives in chunks under `upload` (see
+    /// [`Session::upload_chunk`]) while the command reads it.
+    pub async fn call_with_upload(&self, command: &str, input: Value, upload: &str) -> (Value, Option<Body>) {
+        let body = match self.uploads.open(upload) {
+            Ok(body) => body,
+            Err(err) => return (error_body(&err), None),
+        };
+        let answer = self.call(command, input, Some(body)).await;
+        self.uploads.close(upload);
+        answer
+    }
+
+    /// Hands one chunk of the body `upload` to its call (see [`Incoming::push`]).
+    pub async fn upload_chunk(
+        &self,
+        upload: &str,
+        seq: Option<u64>,
+        data: bytes::Bytes,
+        end: bool,
+    ) -> Result<(), ApiError> {
+        self.uploads.push(upload, seq, data, end).await
     }
 
     /// Queues one live event; on a full buffer the session is closed as a slow consumer.

@@ -2,7 +2,8 @@
 
 use std::{fmt, sync::Arc, time::Duration};
 
-use herald_core::error::ApiError;
+use bytes::Bytes;
+use herald_core::{body::Body, error::ApiError};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use socketioxide::{
@@ -17,6 +18,14 @@ use herald_core::realtime::{Engine, EventBody, Outlet, SendFailure, Session, err
 /// How long the server waits for a client to ack one event before it stops waiting (the event
 /// stays pending in the cursor and is sent again on the next subscribe).
 const ACK_WAIT: Duration = Duration::from_secs(60);
+
+/// Largest message a client may send (engine.io closes a connection that sends more); a binary
+/// attachment counts as its own message, so a body up to this size fits in one `call`, and a
+/// larger one goes in `chunk`s.
+const MAX_PAYLOAD: u64 = 256 * 1024;
+
+/// Largest body an answer carries (a download; ask for a byte range beyond it).
+const MAX_ANSWER_BODY: usize = MAX_PAYLOAD as usize;
 
 #[derive(Debug, Deserialize)]
 struct Auth {
@@ -47,6 +56,22 @@ struct CallInput {
     command: String,
     #[serde(default)]
     input: Value,
+    /// The command's byte stream, whole, as a binary attachment.
+    body: Option<Bytes>,
+    /// Or the id under which the body comes in `chunk` events.
+    upload: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct ChunkInput {
+    upload: String,
+    /// 0, 1, …: each chunk waits for the previous one's acknowledgement.
+    seq: u64,
+    #[serde(default)]
+    data: Bytes,
+    /// The last chunk.
+    #[serde(default)]
+    end: bool,
 }
 
 /// A refused handshake; the client's `connect_error` message is `<code>: <detail>`.
@@ -122,7 +147,7 @@ pub(super) fn layer(gateway: Engine) -> SocketIoLayer {
     let (layer, io) = SocketIo::builder()
         .max_buffer_size(options.session_buffer.max(1))
         .connect_timeout(options.handshake_timeout)
-        .max_payload(256 * 1024)
+        .max_payload(MAX_PAYLOAD)
         .build_layer();
 
     // Everything happens in the middleware, which socketioxide runs before it sends the client
@@ -188,9 +213,39 @@ fn register_handlers(socket: &SocketRef) {
             Ok(slot) => slot,
             Err(err) => return send(ack, error_body(&err)),
         };
-        match input {
-            Ok(input) => send(ack, session.call(&input.command, input.input).await),
-            Err(e) => send(ack, error_body(&malformed(e))),
+        let input = match input {
+            Ok(input) => input,
+            Err(e) => return send(ack, error_body(&malformed(e))),
+        };
+        let (mut reply, body) = match (input.body, input.upload) {
+            (Some(_), Some(_)) => return send(ack, error_body(&malformed("give either `body` or `upload`, not both"))),
+            (Some(bytes), None) => session.call(&input.command, input.input, Some(Body::from_bytes(bytes))).await,
+            (None, Some(upload)) => session.call_with_upload(&input.command, input.input, &upload).await,
+            (None, None) => session.call(&input.command, input.input, None).await,
+        };
+        if let Some(body) = body {
+            match body.collect(MAX_ANSWER_BODY, "a Socket.io answer (ask for a byte range)").await {
+                Ok(bytes) => return send_binary(ack, reply, bytes),
+                Err(err) => reply = error_body(&err),
+            }
+        }
+        send(ack, reply);
+    });
+    // A chunk holds a request slot while it waits for its command to read the one before: a
+    // client that does not wait for acknowledgements is refused, not queued.
+    socket.on("chunk", |socket: SocketRef, TryData(input): TryData<ChunkInput>, ack: AckSender| async move {
+        let Some(session) = session_of(&socket) else { return send(ack, error_body(&ended())) };
+        let _slot = match session.begin_request() {
+            Ok(slot) => slot,
+            Err(err) => return send(ack, error_body(&err)),
+        };
+        let input = match input {
+            Ok(input) => input,
+            Err(e) => return send(ack, error_body(&malformed(e))),
+        };
+        match session.upload_chunk(&input.upload, Some(input.seq), input.data, input.end).await {
+            Ok(()) => send(ack, json!({"ok": true, "upload": input.upload, "seq": input.seq})),
+            Err(err) => send(ack, error_body(&err)),
         }
     });
     socket.on_disconnect(|socket: SocketRef| async move {
@@ -206,6 +261,17 @@ fn session_of(socket: &SocketRef) -> Option<Arc<Session>> {
 
 fn send(ack: AckSender, body: Value) {
     let _ = ack.send(&body);
+}
+
+/// An answer with the command's bytes as a binary attachment (`body`).
+fn send_binary(ack: AckSender, reply: Value, bytes: Bytes) {
+    #[derive(serde::Serialize)]
+    struct WithBody {
+        #[serde(flatten)]
+        reply: Value,
+        body: Bytes,
+    }
+    let _ = ack.send(&WithBody { reply, body: bytes });
 }
 
 /// The answer to a request that arrives after its session ended (the socket is closing).

@@ -1,4 +1,6 @@
-//! Plain WebSocket sessions at `/ws`: JSON text frames with an `op` (see `docs/realtime.md`).
+//! Plain WebSocket sessions at `/ws`: JSON text frames with an `op` (see `docs/realtime.md`), and
+//! binary frames for the byte streams of calls (an upload's chunks, a download's), each tagged
+//! with its call's id.
 
 use parking_lot::Mutex;
 use std::sync::Arc;
@@ -11,8 +13,12 @@ use axum::{
     http::request::Parts,
     response::Response,
 };
+use bytes::{BufMut as _, Bytes, BytesMut};
 use futures::{SinkExt as _, StreamExt as _};
-use herald_core::error::{ApiError, ErrorCode};
+use herald_core::{
+    body::Body,
+    error::{ApiError, ErrorCode},
+};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, oneshot};
@@ -26,6 +32,10 @@ const READ_BUFFER: usize = 4 * 1024;
 /// Close codes (4000–4999 are the application's).
 const CLOSE_AUTH: u16 = 4001;
 const CLOSE_POLICY: u16 = 4008;
+/// Binary frames of downloads queued for the writer, across the session's calls.
+const QUEUED_BODY_FRAMES: usize = 2;
+/// Longest call id a binary frame may carry.
+const MAX_ID: usize = 64;
 
 pub(super) async fn upgrade(State(gateway): State<Engine>, parts: Parts, ws: WebSocketUpgrade) -> Response {
     let peer = crate::peer::client_ip(&parts, &gateway.options().trusted_proxies);
@@ -64,7 +74,45 @@ enum ClientFrame {
         command: String,
         #[serde(default)]
         input: Value,
+        /// The body follows in binary frames tagged with this call's id.
+        #[serde(default)]
+        body: bool,
     },
+}
+
+/// The key a call's binary frames carry: its id, as text.
+fn body_key(id: Option<&Value>) -> Option<String> {
+    let key = match id? {
+        Value::String(s) => s.clone(),
+        Value::Number(n) => n.to_string(),
+        _ => return None,
+    };
+    (!key.is_empty() && key.len() <= MAX_ID).then_some(key)
+}
+
+/// A binary frame: one byte for the length of the call id, the id, then the bytes; a frame
+/// with no bytes ends the body.
+fn binary_frame(key: &str, data: &[u8]) -> Message {
+    let mut frame = BytesMut::with_capacity(1 + key.len() + data.len());
+    frame.put_u8(key.len() as u8);
+    frame.put_slice(key.as_bytes());
+    frame.put_slice(data);
+    Message::Binary(frame.freeze())
+}
+
+fn parse_binary(frame: Bytes) -> Result<(String, Bytes), ApiError> {
+    let bad = || {
+        ApiError::new(
+            ErrorCode::MalformedRequest,
+            "a binary frame starts with the length of its call's id, then the id",
+        )
+    };
+    let len = usize::from(*frame.first().ok_or_else(bad)?);
+    if len == 0 || frame.len() < 1 + len {
+        return Err(bad());
+    }
+    let key = std::str::from_utf8(&frame[1..=len]).map_err(|_| bad())?.to_owned();
+    Ok((key, frame.slice(1 + len..)))
 }
 
 /// What the writer sends: frames in order, or a last frame and the close.
@@ -116,6 +164,7 @@ async fn run(gateway: Engine, socket: WebSocket, peer: Option<std::net::IpAddr>)
     };
 
     let (frames_tx, mut frames) = mpsc::channel::<String>(gateway.options().session_buffer.max(1));
+    let (bodies_tx, mut bodies) = mpsc::channel::<Message>(QUEUED_BODY_FRAMES);
     let (closer, mut closed) = oneshot::channel::<(String, String)>();
     let outlet = WsOutlet { frames: frames_tx.clone(), closer: Mutex::new(Some(closer)) };
     let welcome =
@@ -142,6 +191,7 @@ async fn run(gateway: Engine, socket: WebSocket, peer: Option<std::net::IpAddr>)
                     Some(frame) => if sink.send(Message::Text(frame.into())).await.is_err() { return },
                     None => return,
                 },
+                Some(frame) = bodies.recv() => if sink.send(frame).await.is_err() { return },
             }
         }
     });
@@ -156,18 +206,27 @@ async fn run(gateway: Engine, socket: WebSocket, peer: Option<std::net::IpAddr>)
         let text = match message {
             Message::Text(text) => text,
             Message::Close(_) => break,
-            Message::Binary(_) => {
-                let err = ApiError::new(ErrorCode::MalformedRequest, "frames are JSON text");
-                let _ = frames_tx.send(error_frame(&err)).await;
+            Message::Binary(frame) => {
+                // In order, inline: a body's next frame is read only once its command took this one.
+                let pushed = match parse_binary(frame) {
+                    Ok((key, data)) => {
+                        let end = data.is_empty();
+                        session.upload_chunk(&key, None, data, end).await.map_err(|err| (Some(key), err))
+                    }
+                    Err(err) => Err((None, err)),
+                };
+                if let Err((key, err)) = pushed {
+                    let _ = frames_tx.send(error_frame(&err, key.as_deref())).await;
+                }
                 continue;
             }
             _ => continue,
         };
         match serde_json::from_str::<ClientFrame>(text.as_str()) {
-            Ok(frame) => handle(&session, &frames_tx, frame).await,
+            Ok(frame) => handle(&session, &frames_tx, &bodies_tx, frame).await,
             Err(e) => {
                 let err = ApiError::new(ErrorCode::MalformedRequest, format!("the frame does not parse: {e}"));
-                let _ = frames_tx.send(error_frame(&err)).await;
+                let _ = frames_tx.send(error_frame(&err, None)).await;
             }
         }
     }
@@ -207,12 +266,17 @@ async fn hello(
     }
 }
 
-async fn handle(session: &Arc<Session>, frames: &mpsc::Sender<String>, frame: ClientFrame) {
+async fn handle(
+    session: &Arc<Session>,
+    frames: &mpsc::Sender<String>,
+    bodies: &mpsc::Sender<Message>,
+    frame: ClientFrame,
+) {
     match frame {
         ClientFrame::Ack { channel, offset } => session.ack(&channel, offset),
         ClientFrame::Hello { .. } => {
             let err = ApiError::new(ErrorCode::MalformedRequest, "this connection said hello already");
-            let _ = frames.send(error_frame(&err)).await;
+            let _ = frames.send(error_frame(&err, None)).await;
         }
         ClientFrame::Subscribe { id, channel, since, epoch } => {
             let slot = match session.begin_request() {
@@ -244,7 +308,7 @@ async fn handle(session: &Arc<Session>, frames: &mpsc::Sender<String>, frame: Cl
             let removed = session.unsubscribe(&channel);
             let _ = frames.send(reply(id, json!({"ok": true, "channel": channel, "subscribed": removed}))).await;
         }
-        ClientFrame::Call { id, command, input } => {
+        ClientFrame::Call { id, command, input, body } => {
             let slot = match session.begin_request() {
                 Ok(slot) => slot,
                 Err(err) => {
@@ -252,14 +316,64 @@ async fn handle(session: &Arc<Session>, frames: &mpsc::Sender<String>, frame: Cl
                     return;
                 }
             };
-            let (session, frames) = (session.clone(), frames.clone());
+            let key = body_key(id.as_ref());
+            if body && key.is_none() {
+                let err = ApiError::invalid_field(
+                    "id",
+                    "a call with a body needs an id: a string or number, 1 to 64 characters",
+                );
+                let _ = frames.send(reply(id, error_body(&err))).await;
+                return;
+            }
+            let (session, frames, bodies) = (session.clone(), frames.clone(), bodies.clone());
             tokio::spawn(async move {
-                let body = session.call(&command, input).await;
+                let (answer, out) = match key.as_deref().filter(|_| body) {
+                    Some(upload) => session.call_with_upload(&command, input, upload).await,
+                    None => session.call(&command, input, None).await,
+                };
+                match (out, key) {
+                    (Some(out), Some(key)) => {
+                        let mut answer = answer;
+                        answer["body"] = true.into();
+                        if frames.send(reply(id, answer)).await.is_ok() {
+                            send_body(&bodies, &key, out).await;
+                        }
+                    }
+                    (Some(_), None) => {
+                        let err = ApiError::invalid_field(
+                            "id",
+                            "a call that answers with bytes needs an id: a string or number, 1 to 64 characters",
+                        );
+                        let _ = frames.send(reply(id, error_body(&err))).await;
+                    }
+                    (None, _) => {
+                        let _ = frames.send(reply(id, answer)).await;
+                    }
+                }
                 drop(slot);
-                let _ = frames.send(reply(id, body)).await;
             });
         }
     }
+}
+
+/// Streams a call's answer bytes as binary frames tagged with `key`, then the empty frame that
+/// ends them; a read that fails midway ends them early (with fewer bytes than the answer's
+/// `length`).
+async fn send_body(bodies: &mpsc::Sender<Message>, key: &str, mut body: Body) {
+    while let Some(chunk) = body.next().await {
+        match chunk {
+            Ok(chunk) => {
+                if bodies.send(binary_frame(key, &chunk)).await.is_err() {
+                    return;
+                }
+            }
+            Err(err) => {
+                tracing::warn!(error = %err.cause_chain(), "a streamed answer failed midway");
+                break;
+            }
+        }
+    }
+    let _ = bodies.send(binary_frame(key, &[])).await;
 }
 
 fn reply(id: Option<Value>, mut body: Value) -> String {
@@ -268,6 +382,11 @@ fn reply(id: Option<Value>, mut body: Value) -> String {
     body.to_string()
 }
 
-fn error_frame(err: &ApiError) -> String {
-    json!({"op": "error", "code": err.code().as_str(), "message": err.public_detail()}).to_string()
+/// An error outside any request's reply; `upload` names the body a binary frame was for.
+fn error_frame(err: &ApiError, upload: Option<&str>) -> String {
+    let mut frame = json!({"op": "error", "code": err.code().as_str(), "message": err.public_detail()});
+    if let Some(upload) = upload {
+        frame["id"] = upload.into();
+    }
+    frame.to_string()
 }

@@ -72,12 +72,12 @@ impl Campaign {
             ),
             clock: pipe.clock.clone(),
             metrics: pipe.metrics.clone(),
+            max_upload: 1 << 20,
         }));
         let options = HttpOptions {
             body_limit: 1 << 20,
             cors_origins: Vec::new(),
             ready_timeout: Duration::from_secs(2),
-            max_upload: 1 << 20,
             trusted_proxies: Default::default(),
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
