@@ -5,7 +5,13 @@
 //   {"cmd":"connect","url":…,"token":…,"session":…}    -> {"kind":"connected"} | {"kind":"connect_error","data":…,"message":…}
 //   {"cmd":"subscribe","channel":…,"since"?:n,"epoch"?:…} -> {"kind":"reply","to":"subscribe","body":<ack body>}
 //   {"cmd":"unsubscribe","channel":…}                   -> {"kind":"reply","to":"unsubscribe","body":<ack body>}
-//   {"cmd":"call","command":…,"input":…}                -> {"kind":"reply","to":"call","body":<ack body>}
+//   {"cmd":"call","command":…,"input":…,"body_base64"?:…} -> {"kind":"reply","to":"call","body":<ack body>}
+//        with body_base64 the call carries those bytes as the binary attachment `body`; bytes in
+//        the answer (a download's `body`) are printed as `body_base64`
+//   {"cmd":"upload","command":…,"input":…,"upload":id,"data_base64":…,"chunk"?:n}
+//        -> {"kind":"reply","to":"upload","body":<call's ack body>,"chunks":[<chunk ack bodies>]}
+//        calls with `upload: id`, then sends the bytes as `chunk {upload, seq, data, end}` events of
+//        n bytes (64 KiB by default), each after the previous one's ack, stopping at a refusal
 //   {"cmd":"set_auto_ack","value":bool}                 -> {"kind":"ok","to":"set_auto_ack"}  (off at start)
 //   {"cmd":"ack","channel":…,"offset":n}                -> {"kind":"acked","channel":…,"offset":n,"count":k}
 //        calls the kept ack callbacks of that channel's events up to offset n (k of them);
@@ -84,10 +90,43 @@ function connect(cmd) {
   });
 }
 
+/** An ack body with its binary `body` (a Buffer or ArrayBuffer) as `body_base64`. */
+function printable(body) {
+  if (body && typeof body === "object" && (Buffer.isBuffer(body.body) || body.body instanceof ArrayBuffer)) {
+    const { body: bytes, ...rest } = body;
+    return { ...rest, body_base64: Buffer.from(bytes).toString("base64") };
+  }
+  return body ?? null;
+}
+
+async function upload(cmd) {
+  const timeout = cmd.timeout_ms ?? DEFAULT_TIMEOUT_MS;
+  const call = socket
+    .timeout(timeout)
+    .emitWithAck("call", { command: cmd.command, input: cmd.input ?? {}, upload: cmd.upload })
+    .then((body) => ({ body }), (err) => ({ error: String(err?.message ?? err) }));
+  const data = Buffer.from(cmd.data_base64 ?? "", "base64");
+  const size = cmd.chunk ?? 65536;
+  const chunks = [];
+  for (let seq = 0, at = 0; ; seq += 1, at += size) {
+    const end = at + size >= data.length;
+    let ack;
+    try {
+      ack = await socket.timeout(timeout).emitWithAck("chunk", { upload: cmd.upload, seq, data: data.subarray(at, at + size), end });
+    } catch (err) {
+      ack = { error: String(err?.message ?? err) };
+    }
+    chunks.push(ack ?? null);
+    if (!ack?.ok || end) break;
+  }
+  const answer = await call;
+  print({ kind: "reply", to: "upload", body: printable(answer.body), error: answer.error, chunks });
+}
+
 async function request(to, event, payload, timeoutMs) {
   try {
     const body = await socket.timeout(timeoutMs ?? DEFAULT_TIMEOUT_MS).emitWithAck(event, payload);
-    print({ kind: "reply", to, body: body ?? null });
+    print({ kind: "reply", to, body: printable(body) });
   } catch (err) {
     print({ kind: "reply", to, error: String(err?.message ?? err) === "operation has timed out" ? "timeout" : String(err) });
   }
@@ -139,9 +178,15 @@ async function run(cmd) {
     case "unsubscribe":
       if (!needSocket(cmd)) return;
       return request("unsubscribe", "unsubscribe", { channel: cmd.channel }, cmd.timeout_ms);
-    case "call":
+    case "call": {
       if (!needSocket(cmd)) return;
-      return request("call", "call", { command: cmd.command, input: cmd.input ?? {} }, cmd.timeout_ms);
+      const payload = { command: cmd.command, input: cmd.input ?? {} };
+      if (typeof cmd.body_base64 === "string") payload.body = Buffer.from(cmd.body_base64, "base64");
+      return request("call", "call", payload, cmd.timeout_ms);
+    }
+    case "upload":
+      if (!needSocket(cmd)) return;
+      return upload(cmd);
     case "set_auto_ack":
       autoAck = Boolean(cmd.value);
       print({ kind: "ok", to: "set_auto_ack" });

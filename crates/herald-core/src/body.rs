@@ -15,7 +15,10 @@ use bytes::{Bytes, BytesMut};
 use futures::{Stream, StreamExt as _};
 use parking_lot::Mutex;
 use serde_json::Value;
-use tokio::{io::AsyncRead, sync::mpsc};
+use tokio::{
+    io::AsyncRead,
+    sync::{Notify, mpsc},
+};
 
 use crate::error::{ApiError, ErrorCode};
 
@@ -131,6 +134,10 @@ impl Answer {
 /// How long a socket client may take between two chunks of a body before the call fails.
 pub const CHUNK_WAIT: Duration = Duration::from_secs(30);
 
+/// How long a chunk waits for the call that opens its body: a transport that runs a socket's
+/// messages concurrently may start a call's first chunk before the call itself.
+const OPEN_WAIT: Duration = Duration::from_secs(2);
+
 /// Chunks queued for a command that has not read them yet; a client that waits for each chunk's
 /// acknowledgement is held back here, so a body costs at most this many frames of memory.
 const QUEUED_CHUNKS: usize = 2;
@@ -142,6 +149,8 @@ const QUEUED_CHUNKS: usize = 2;
 #[derive(Debug, Default)]
 pub struct Incoming {
     open: Mutex<HashMap<String, Feed>>,
+    /// Told whenever a body opens, for chunks that came first.
+    opened: Notify,
 }
 
 #[derive(Debug)]
@@ -163,6 +172,8 @@ impl Incoming {
         }
         let (queue, chunks) = mpsc::channel(QUEUED_CHUNKS);
         open.insert(id.to_owned(), Feed { queue, next: 0 });
+        drop(open);
+        self.opened.notify_waiters();
         let stream = futures::stream::unfold(chunks, |mut chunks| async move {
             let chunk = match tokio::time::timeout(CHUNK_WAIT, chunks.recv()).await {
                 Ok(chunk) => chunk?,
@@ -182,11 +193,25 @@ impl Incoming {
 
     /// Hands chunk `seq` (0, 1, … or `None` on a transport that keeps frames in order) of body
     /// `id` to its command, waiting while the command has not read the previous ones; `end` closes
-    /// the body after it. A chunk out of order, or for a body that is not open, is refused and
-    /// ends the body with that error.
+    /// the body after it. A chunk out of order is refused and ends the body with that error; one
+    /// for a body that is not open is refused, after a moment's wait for chunk 0 (its call may be
+    /// on its way).
     pub async fn push(&self, id: &str, seq: Option<u64>, data: Bytes, end: bool) -> Result<(), ApiError> {
         let not_open = || ApiError::new(ErrorCode::NotFound, format!("no upload {id:?} is open"));
-        let queue = self.open.lock().get(id).map(|feed| feed.queue.clone()).ok_or_else(not_open)?;
+        let deadline = tokio::time::Instant::now() + OPEN_WAIT;
+        let queue = loop {
+            let opened = self.opened.notified();
+            tokio::pin!(opened);
+            opened.as_mut().enable();
+            if let Some(queue) = self.open.lock().get(id).map(|feed| feed.queue.clone()) {
+                break queue;
+            }
+            // Only a first chunk waits: a later one for a body that is not open comes after
+            // its call ended.
+            if seq != Some(0) || tokio::time::timeout_at(deadline, opened).await.is_err() {
+                return Err(not_open());
+            }
+        };
         // Room first, so a push given up while it waits changes nothing.
         let Ok(permit) = queue.reserve().await else {
             // The command stopped reading (it refused the body, or finished).
@@ -250,6 +275,20 @@ mod tests {
             incoming.push("u1", Some(2), Bytes::new(), true).await.map_err(|e| e.code()),
             Err(ErrorCode::NotFound)
         );
+    }
+
+    #[tokio::test]
+    async fn a_chunk_that_comes_before_its_call_waits_for_it() {
+        let incoming = std::sync::Arc::new(Incoming::default());
+        let early = tokio::spawn({
+            let incoming = incoming.clone();
+            async move { incoming.push("u", Some(0), Bytes::from_static(b"first"), true).await }
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let mut body = incoming.open("u").expect("open");
+        early.await.expect("join").expect("the early chunk found its call");
+        assert_eq!(body.next().await.expect("a chunk").expect("ok"), "first");
+        assert!(body.next().await.is_none());
     }
 
     #[tokio::test]

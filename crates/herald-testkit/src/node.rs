@@ -135,6 +135,48 @@ impl SioClient {
         self.reply("call").await
     }
 
+    /// `call {command, input, body: <bytes>}`: the ack's body, with bytes it carries (a
+    /// download's `body`) decoded into the second value.
+    pub async fn call_with_body(
+        &mut self,
+        command: &str,
+        input: Value,
+        body: Option<&[u8]>,
+    ) -> (Value, Option<Vec<u8>>) {
+        use base64::Engine as _;
+        let mut line = json!({"cmd": "call", "command": command, "input": input});
+        if let Some(body) = body {
+            line["body_base64"] = base64::engine::general_purpose::STANDARD.encode(body).into();
+        }
+        self.send(line).await;
+        let mut answer = self.reply("call").await;
+        let bytes = answer.as_object_mut().and_then(|a| a.remove("body_base64")).map(|b| {
+            base64::engine::general_purpose::STANDARD
+                .decode(b.as_str().unwrap_or_default())
+                .expect("base64 from the driver")
+        });
+        (answer, bytes)
+    }
+
+    /// `call {command, input, upload: id}` with `data` sent as `chunk` events of `chunk` bytes,
+    /// each after the previous one's ack: the call's ack body and every chunk's.
+    pub async fn upload(
+        &mut self,
+        command: &str,
+        input: Value,
+        id: &str,
+        data: &[u8],
+        chunk: usize,
+    ) -> (Value, Vec<Value>) {
+        use base64::Engine as _;
+        let data = base64::engine::general_purpose::STANDARD.encode(data);
+        self.send(json!({"cmd": "upload", "command": command, "input": input, "upload": id, "data_base64": data, "chunk": chunk}))
+            .await;
+        let line = self.reply_line("upload").await;
+        let chunks = line["chunks"].as_array().cloned().unwrap_or_default();
+        (line["body"].clone(), chunks)
+    }
+
     /// Calls the kept ack callbacks of `channel`'s events up to `offset`; answers how many.
     pub async fn ack(&mut self, channel: &str, offset: i64) -> u64 {
         self.send(json!({"cmd": "ack", "channel": channel, "offset": offset})).await;
@@ -204,11 +246,15 @@ impl SioClient {
 
     /// The `reply` to `to`, or a panic naming the driver's error.
     async fn reply(&mut self, to: &str) -> Value {
+        self.reply_line(to).await["body"].clone()
+    }
+
+    async fn reply_line(&mut self, to: &str) -> Value {
         let line = self.answer(to, |l| l["kind"] == "reply" && l["to"] == to).await;
         if let Some(error) = line.get("error") {
             panic!("{to}: no answer from the server ({error})");
         }
-        line["body"].clone()
+        line
     }
 
     /// Waits for the line that `is_answer` picks, queueing the unasked ones; panics when the

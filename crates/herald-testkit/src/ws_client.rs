@@ -10,6 +10,15 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, tungstenite::Message};
 
 type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
+/// A binary frame of `/ws`: the length of the call's id, the id, the bytes.
+pub fn binary_frame(id: &str, data: &[u8]) -> Message {
+    let mut frame = Vec::with_capacity(1 + id.len() + data.len());
+    frame.push(u8::try_from(id.len()).expect("a short id"));
+    frame.extend_from_slice(id.as_bytes());
+    frame.extend_from_slice(data);
+    Message::Binary(frame.into())
+}
+
 /// One `/ws` connection.
 #[derive(Debug)]
 pub struct WsClient {
@@ -62,15 +71,7 @@ impl WsClient {
         self.next_id += 1;
         frame["id"] = id.into();
         self.send(frame).await;
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-        loop {
-            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-            let Some(frame) = self.read(left).await else { panic!("no reply to request {id}") };
-            if frame["op"] == "reply" && frame["id"] == id {
-                return frame;
-            }
-            self.backlog.push_back(frame);
-        }
+        self.reply_to(&id.into()).await
     }
 
     /// `subscribe {channel, since?}`; the reply.
@@ -85,6 +86,64 @@ impl WsClient {
     /// `call {command, input}`; the reply.
     pub async fn call(&mut self, command: &str, input: Value) -> Value {
         self.request(json!({"op": "call", "command": command, "input": input})).await
+    }
+
+    /// `call {command, input, body: true}` with `data` sent as binary frames of `chunk` bytes
+    /// tagged with the call's id, and the empty frame that ends them; the reply.
+    pub async fn call_with_body(&mut self, command: &str, input: Value, data: &[u8], chunk: usize) -> Value {
+        let id = format!("b{}", self.next_id);
+        self.next_id += 1;
+        self.send(json!({"op": "call", "id": id, "command": command, "input": input, "body": true})).await;
+        for piece in data.chunks(chunk.max(1)).chain([&[][..]]) {
+            // A refused body stops being read: the server says why in its reply (and an error
+            // frame for each chunk it could no longer take), so stop sending once it did.
+            if self.socket.send(binary_frame(&id, piece)).await.is_err() {
+                break;
+            }
+        }
+        self.reply_to(&Value::String(id)).await
+    }
+
+    /// `call {command, input}` of a command that answers with bytes: the reply and the bytes of
+    /// the binary frames tagged with the call's id, up to the empty one.
+    pub async fn download(&mut self, command: &str, input: Value) -> (Value, Vec<u8>) {
+        let id = format!("d{}", self.next_id);
+        self.next_id += 1;
+        self.send(json!({"op": "call", "id": id, "command": command, "input": input})).await;
+        let reply = self.reply_to(&Value::String(id.clone())).await;
+        let mut bytes = Vec::new();
+        if reply["body"] != true {
+            return (reply, bytes);
+        }
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+        loop {
+            let message = tokio::time::timeout_at(deadline, self.socket.next()).await.expect("the body in time");
+            match message.expect("open").expect("a frame") {
+                Message::Binary(frame) => {
+                    let len = usize::from(frame[0]);
+                    assert_eq!(&frame[1..=len], id.as_bytes(), "frames tagged with the call's id");
+                    if frame.len() == 1 + len {
+                        return (reply, bytes);
+                    }
+                    bytes.extend_from_slice(&frame[1 + len..]);
+                }
+                Message::Text(text) => self.backlog.extend(serde_json::from_str::<Value>(text.as_str()).ok()),
+                _ => {}
+            }
+        }
+    }
+
+    /// Waits for the reply to request `id`; other frames are kept.
+    async fn reply_to(&mut self, id: &Value) -> Value {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let Some(frame) = self.read(left).await else { panic!("no reply to request {id}") };
+            if frame["op"] == "reply" && &frame["id"] == id {
+                return frame;
+            }
+            self.backlog.push_back(frame);
+        }
     }
 
     /// Acknowledges `channel` up to `offset`.

@@ -261,13 +261,23 @@ impl Session {
     /// [`Session::call`] with a body that arrives in chunks under `upload` (see
     /// [`Session::upload_chunk`]) while the command reads it.
     pub async fn call_with_upload(&self, command: &str, input: Value, upload: &str) -> (Value, Option<Body>) {
-        let body = match self.uploads.open(upload) {
+        let body = match self.open_upload(upload) {
             Ok(body) => body,
             Err(err) => return (error_body(&err), None),
         };
         let answer = self.call(command, input, Some(body)).await;
-        self.uploads.close(upload);
+        self.close_upload(upload);
         answer
+    }
+
+    /// Opens the body `upload` for a call about to run (on a transport that keeps a socket's
+    /// frames in order, before it reads the next one); [`Session::close_upload`] once it ended.
+    pub fn open_upload(&self, upload: &str) -> Result<Body, ApiError> {
+        self.uploads.open(upload)
+    }
+
+    pub fn close_upload(&self, upload: &str) {
+        self.uploads.close(upload);
     }
 
     /// Hands one chunk of the body `upload` to its call (see [`Incoming::push`]).

@@ -12,6 +12,7 @@ use socketioxide::{
     handler::ConnectHandler as _,
     layer::SocketIoLayer,
 };
+use tokio::sync::OwnedSemaphorePermit;
 
 use herald_core::realtime::{Engine, EventBody, Outlet, SendFailure, Session, error_body};
 
@@ -57,9 +58,21 @@ struct CallInput {
     #[serde(default)]
     input: Value,
     /// The command's byte stream, whole, as a binary attachment.
-    body: Option<Bytes>,
+    #[serde(default)]
+    body: Binary,
     /// Or the id under which the body comes in `chunk` events.
     upload: Option<String>,
+}
+
+/// A binary attachment that may be absent. (socketioxide finds an attachment where a field is
+/// read as bytes, which `Option<Bytes>` does not do: absence is the field's default instead.)
+#[derive(Debug, Default)]
+struct Binary(Option<Bytes>);
+
+impl<'de> Deserialize<'de> for Binary {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        Bytes::deserialize(deserializer).map(|bytes| Self(Some(bytes)))
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -173,14 +186,9 @@ pub(super) fn layer(gateway: Engine) -> SocketIoLayer {
 
 fn register_handlers(socket: &SocketRef) {
     socket.on("subscribe", |socket: SocketRef, TryData(input): TryData<SubscribeInput>, ack: AckSender| async move {
-        let Some(session) = session_of(&socket) else { return send(ack, error_body(&ended())) };
-        let _slot = match session.begin_request() {
-            Ok(slot) => slot,
-            Err(err) => return send(ack, error_body(&err)),
-        };
-        let input = match input {
-            Ok(input) => input,
-            Err(e) => return send(ack, error_body(&malformed(e))),
+        let (session, _slot, input) = match begin(&socket, input) {
+            Ok(begun) => begun,
+            Err(body) => return send(ack, body),
         };
         match session.subscribe(&input.channel, input.since, input.epoch.as_deref()).await {
             Ok((answer, generation)) => {
@@ -208,16 +216,11 @@ fn register_handlers(socket: &SocketRef) {
         }
     });
     socket.on("call", |socket: SocketRef, TryData(input): TryData<CallInput>, ack: AckSender| async move {
-        let Some(session) = session_of(&socket) else { return send(ack, error_body(&ended())) };
-        let _slot = match session.begin_request() {
-            Ok(slot) => slot,
-            Err(err) => return send(ack, error_body(&err)),
+        let (session, _slot, input) = match begin(&socket, input) {
+            Ok(begun) => begun,
+            Err(body) => return send(ack, body),
         };
-        let input = match input {
-            Ok(input) => input,
-            Err(e) => return send(ack, error_body(&malformed(e))),
-        };
-        let (mut reply, body) = match (input.body, input.upload) {
+        let (mut reply, body) = match (input.body.0, input.upload) {
             (Some(_), Some(_)) => return send(ack, error_body(&malformed("give either `body` or `upload`, not both"))),
             (Some(bytes), None) => session.call(&input.command, input.input, Some(Body::from_bytes(bytes))).await,
             (None, Some(upload)) => session.call_with_upload(&input.command, input.input, &upload).await,
@@ -234,14 +237,9 @@ fn register_handlers(socket: &SocketRef) {
     // A chunk holds a request slot while it waits for its command to read the one before: a
     // client that does not wait for acknowledgements is refused, not queued.
     socket.on("chunk", |socket: SocketRef, TryData(input): TryData<ChunkInput>, ack: AckSender| async move {
-        let Some(session) = session_of(&socket) else { return send(ack, error_body(&ended())) };
-        let _slot = match session.begin_request() {
-            Ok(slot) => slot,
-            Err(err) => return send(ack, error_body(&err)),
-        };
-        let input = match input {
-            Ok(input) => input,
-            Err(e) => return send(ack, error_body(&malformed(e))),
+        let (session, _slot, input) = match begin(&socket, input) {
+            Ok(begun) => begun,
+            Err(body) => return send(ack, body),
         };
         match session.upload_chunk(&input.upload, Some(input.seq), input.data, input.end).await {
             Ok(()) => send(ack, json!({"ok": true, "upload": input.upload, "seq": input.seq})),
@@ -253,6 +251,18 @@ fn register_handlers(socket: &SocketRef) {
             session.ended();
         }
     });
+}
+
+/// The session, one of its request slots (held until the answer) and the request's input, or the
+/// error body to answer with.
+fn begin<T>(
+    socket: &SocketRef,
+    input: Result<T, impl fmt::Display>,
+) -> Result<(Arc<Session>, OwnedSemaphorePermit, T), Value> {
+    let session = session_of(socket).ok_or_else(|| error_body(&ended()))?;
+    let slot = session.begin_request().map_err(|err| error_body(&err))?;
+    let input = input.map_err(|e| error_body(&malformed(e)))?;
+    Ok((session, slot, input))
 }
 
 fn session_of(socket: &SocketRef) -> Option<Arc<Session>> {

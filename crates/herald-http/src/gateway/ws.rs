@@ -325,12 +325,23 @@ async fn handle(
                 let _ = frames.send(reply(id, error_body(&err))).await;
                 return;
             }
+            // Opened here, before the reader takes the next frame: the body's first binary frame
+            // finds it.
+            let upload = match key.as_deref().filter(|_| body).map(|key| session.open_upload(key)) {
+                Some(Ok(upload)) => Some(upload),
+                Some(Err(err)) => {
+                    let _ = frames.send(reply(id, error_body(&err))).await;
+                    return;
+                }
+                None => None,
+            };
             let (session, frames, bodies) = (session.clone(), frames.clone(), bodies.clone());
             tokio::spawn(async move {
-                let (answer, out) = match key.as_deref().filter(|_| body) {
-                    Some(upload) => session.call_with_upload(&command, input, upload).await,
-                    None => session.call(&command, input, None).await,
-                };
+                let uploading = upload.is_some();
+                let (answer, out) = session.call(&command, input, upload).await;
+                if let Some(key) = key.as_deref().filter(|_| uploading) {
+                    session.close_upload(key);
+                }
                 match (out, key) {
                     (Some(out), Some(key)) => {
                         let mut answer = answer;

@@ -76,4 +76,5 @@ mod security_webhooks;
 mod split;
 mod statics;
 mod store;
+mod streams;
 mod tasks;

@@ -58,8 +58,16 @@ fn text(value: &Value) -> String {
 
 impl Setup {
     async fn start(test: &str) -> Option<Self> {
+        Self::start_with(test, |_| {}).await
+    }
+
+    /// [`Setup::start`] with the app's settings changed by `tweak`.
+    async fn start_with(
+        test: &str,
+        tweak: impl FnOnce(&mut std::collections::BTreeMap<String, String>),
+    ) -> Option<Self> {
         let url = herald_testkit::backend_url("HERALD_TEST_NATS_URL", test)?;
-        let app = TestApp::start(Backend::Sqlite, test).await.expect("SQLite always runs");
+        let app = TestApp::start_with(Backend::Sqlite, test, tweak).await.expect("SQLite always runs");
         let namespace = format!("t_{}", Uuid::now_v7().simple());
         let shutdown = CancellationToken::new();
         let server = tokio::spawn({
@@ -240,6 +248,71 @@ async fn malformed_and_unknown_requests_are_refused() {
     nats.client.flush().await.expect("flush");
     let registered = nats.call("auth.register", None, &ghost).await;
     assert_eq!(registered.status, 200, "{:?}", registered.body);
+
+    nats.stop().await;
+}
+
+/// A command with a byte stream: the bytes are the payload, the JSON input the `Herald-Input`
+/// header (ASCII, as NATS headers are); a download answers with the bytes and `Herald-Output`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uploads_and_downloads_ride_in_the_payload() {
+    let Some(nats) = Setup::start_with("uploads_and_downloads_ride_in_the_payload", |env| {
+        env.insert("HERALD_MAX_UPLOAD_SIZE".into(), "300KiB".into());
+    })
+    .await
+    else {
+        return;
+    };
+    let app = &nats.app;
+    let token = app.user("ada@example.org").await;
+    let task = app.post("/api/v1/tasks", Some(&token), &json!({"title": "Over NATS"})).await.body["id"].clone();
+    let content: Vec<u8> = (0..200_000u32).map(|i| (i % 253) as u8).collect();
+    let request = |command: &str, input: Option<&str>, payload: Vec<u8>| {
+        let mut headers = HeaderMap::new();
+        headers.insert("Authorization", format!("Bearer {token}").as_str());
+        if let Some(input) = input {
+            headers.insert(commands::INPUT_HEADER, input);
+        }
+        let request = Request::new().headers(headers).payload(payload.into()).timeout(Some(REPLY_TIMEOUT));
+        nats.client.send_request(commands::subject(&nats.namespace, command), request)
+    };
+    let status = |reply: &async_nats::Message| {
+        reply.headers.as_ref().and_then(|h| h.get(commands::STATUS_HEADER)).map(|v| v.as_str().to_owned())
+    };
+
+    // "résumé.txt", escaped: a header is ASCII.
+    let input = format!(r#"{{"task_id": "{}", "file_name": "r\u00e9sum\u00e9.txt"}}"#, task.as_str().expect("id"));
+    let reply = request("attachments.upload", Some(&input), content.clone()).await.expect("a reply");
+    assert_eq!(status(&reply).as_deref(), Some("200"));
+    let body: Value = serde_json::from_slice(&reply.payload).expect("JSON");
+    let attachment = &body["output"];
+    assert_eq!(
+        (&attachment["size"], &attachment["file_name"]),
+        (&json!(content.len()), &json!("résumé.txt")),
+        "{body}"
+    );
+    let id = attachment["id"].as_str().expect("id");
+    let served = app.client.get(app.url(&format!("/api/v1/attachments/{id}/content"))).bearer_auth(&token).send();
+    assert_eq!(served.await.expect("download").bytes().await.expect("bytes"), content, "REST serves what NATS sent");
+
+    // The download: bytes as the payload, the JSON in a header.
+    let ranged = json!({"id": id, "range": "bytes=100-199"}).to_string().into_bytes();
+    let reply = request("attachments.download", None, ranged).await.expect("a reply");
+    assert_eq!(status(&reply).as_deref(), Some("200"));
+    let output = reply.headers.as_ref().and_then(|h| h.get(commands::OUTPUT_HEADER)).expect("Herald-Output");
+    let output: Value = serde_json::from_str(output.as_str()).expect("JSON");
+    assert_eq!((&output["start"], &output["length"], &output["partial"]), (&json!(100), &json!(100), &json!(true)));
+    assert_eq!(output["attachment"]["file_name"], "résumé.txt");
+    assert_eq!(&reply.payload[..], &content[100..200]);
+
+    // Over the attachment limit: 413, as over HTTP; a header that is not JSON: 400.
+    let oversize = vec![1u8; 400 * 1024];
+    let reply = request("attachments.upload", Some(&input), oversize).await.expect("a reply");
+    assert_eq!(status(&reply).as_deref(), Some("413"));
+    let reply = request("attachments.upload", Some("{not json"), b"x".to_vec()).await.expect("a reply");
+    assert_eq!(status(&reply).as_deref(), Some("400"));
+    let listed = app.get(&format!("/api/v1/tasks/{}/attachments", task.as_str().expect("id")), Some(&token)).await;
+    assert_eq!(listed.body["items"].as_array().map(Vec::len), Some(1), "only the upload that fit is kept");
 
     nats.stop().await;
 }

@@ -154,6 +154,30 @@ async fn api_processes_hosting_different_command_groups_form_one_api() {
     // admin-only command stays refused for this user.
     let (status, problem) = send(reqwest::Method::GET, "/clients", None).await;
     assert_eq!((status, problem["code"].as_str()), (403, Some("forbidden")), "{problem}");
+    // A command with a byte stream too: the upload travels to its host in the request's payload,
+    // and a download comes back in the reply's.
+    let content: Vec<u8> = (0..50_000u32).map(|i| (i % 249) as u8).collect();
+    let part = reqwest::multipart::Part::bytes(content.clone()).file_name("notes.txt");
+    let task_id = task["id"].as_str().expect("task id");
+    let upload = http
+        .post(format!("{base}/tasks/{task_id}/attachments"))
+        .bearer_auth(&token)
+        .multipart(reqwest::multipart::Form::new().part("file", part))
+        .send()
+        .await
+        .expect("upload");
+    assert_eq!(upload.status(), 201);
+    let attachment: Value = upload.json().await.expect("json");
+    assert_eq!(attachment["size"], content.len(), "{attachment}");
+    let download = http
+        .get(format!("{base}/attachments/{}/content", attachment["id"].as_str().expect("id")))
+        .bearer_auth(&token)
+        .header("range", "bytes=10-19")
+        .send()
+        .await
+        .expect("download");
+    assert_eq!(download.status(), 206);
+    assert_eq!(download.bytes().await.expect("bytes"), &content[10..20]);
 
     // The other host stops: its commands are unavailable within seconds, ours still answer.
     let pid = back.id().to_string();
