@@ -157,6 +157,7 @@ pub mod realtime;
 pub mod redact;
 pub mod room;
 pub mod schedule;
+pub mod schema;
 pub mod store;
 pub mod stream;
 pub mod task;
