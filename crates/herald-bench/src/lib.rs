@@ -117,6 +117,8 @@ async fn bench_user(store: &dyn Store, i: usize) -> anyhow::Result<UserId> {
         name: UserName::parse("Bench").map_err(anyhow::Error::msg)?,
         role: Role::User,
         created_at: Utc::now(),
+        phone: None,
+        timezone: None,
     };
     store.create_user(&NewUser { user, password_hash: "bench".into() }).await?;
     Ok(id)

@@ -152,6 +152,7 @@ pub mod health;
 pub mod hosting;
 pub mod metrics;
 pub mod net;
+pub mod notify;
 pub mod page;
 pub mod realtime;
 pub mod redact;

@@ -19,10 +19,11 @@ use crate::{
     change::{ChangeEvent, OutboxEvent},
     delivery::{Delivery, DeliveryId, DeliveryReport, DeliveryStatus, NewDelivery},
     error::{ApiError, ErrorCode},
+    notify::Preferences,
     room::{Room, RoomId, RoomMessage, RoomMessageId},
     stream::StreamStore,
     task::{Attachment, AttachmentId, Task, TaskId, TaskStatus},
-    user::{Email, NewUser, User, UserCredentials, UserId, WebhookUrl},
+    user::{Email, NewUser, ProfileChange, User, UserCredentials, UserId, WebhookUrl},
 };
 
 /// The few errors a store reports; each tells the caller what to do.
@@ -274,6 +275,15 @@ pub trait UserStore: Send + Sync {
 
     /// A user's webhook, if they set one (`None` too when the user is gone).
     async fn webhook(&self, user: UserId) -> Result<Option<WebhookUrl>, StoreError>;
+
+    /// Changes a user's own profile: the user as it is now; `NotFound` when the user is gone.
+    async fn update_profile(&self, user: UserId, change: &ProfileChange) -> Result<User, StoreError>;
+
+    /// A user's preferences (the defaults when they set none); `None` when the user is gone.
+    async fn preferences(&self, user: UserId) -> Result<Option<Preferences>, StoreError>;
+
+    /// Replaces a user's preferences; `NotFound` when the user is gone.
+    async fn set_preferences(&self, user: UserId, preferences: &Preferences) -> Result<(), StoreError>;
 }
 
 /// Tasks and attachments. Every write stores its events in the outbox in the same transaction.

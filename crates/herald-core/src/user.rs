@@ -3,6 +3,8 @@
 use std::fmt;
 
 use chrono::{DateTime, Utc};
+
+use crate::campaign::TimeZone;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
@@ -72,6 +74,20 @@ text_type!(
     |text| crate::one_line(text, NAME_MAX, "must be between 1 and 100 characters")
 );
 
+text_type!(
+    /// A person's phone number for text messages: `7XXXXXXXXXX` (as for campaign clients) or
+    /// E.164 (`+` and 7 to 15 digits, the first not 0).
+    ContactPhone,
+    |raw| {
+        let digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
+        let russian = raw.len() == 11 && raw.starts_with('7') && digits(raw);
+        let e164 = raw
+            .strip_prefix('+')
+            .is_some_and(|rest| (7..=15).contains(&rest.len()) && !rest.starts_with('0') && digits(rest));
+        if russian || e164 { Ok(()) } else { Err("must be 7XXXXXXXXXX or E.164, like +4915112345678") }
+    }
+);
+
 /// Password length bounds. The upper bound keeps hashing cost bounded.
 pub const PASSWORD_MIN: usize = 8;
 pub const PASSWORD_MAX: usize = 128;
@@ -125,6 +141,18 @@ pub struct User {
     pub name: UserName,
     pub role: Role,
     pub created_at: DateTime<Utc>,
+    /// Where text messages reach them, if they gave it.
+    pub phone: Option<ContactPhone>,
+    /// Their zone, for quiet hours (UTC when unset).
+    pub timezone: Option<TimeZone>,
+}
+
+/// A change to a user's own profile: `None` leaves a field, `Some(None)` clears it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ProfileChange {
+    pub name: Option<UserName>,
+    pub phone: Option<Option<ContactPhone>>,
+    pub timezone: Option<Option<TimeZone>>,
 }
 
 /// A user about to be stored, password already hashed.
@@ -152,6 +180,16 @@ mod tests {
             assert!(Email::parse(bad).is_err(), "{bad:?} accepted");
         }
         assert!(Email::parse(&format!("{}@example.org", "a".repeat(65))).is_err());
+    }
+
+    #[test]
+    fn contact_phones_are_russian_or_e164() {
+        for good in ["79161234567", "+79161234567", "+4915112345678", "+1234567"] {
+            assert!(ContactPhone::parse(good).is_ok(), "{good}");
+        }
+        for bad in ["", "89161234567", "7916123456", "+0123456789", "+123456", "+1234567890123456", "+49 151 1234"] {
+            assert!(ContactPhone::parse(bad).is_err(), "{bad:?} accepted");
+        }
     }
 
     #[test]

@@ -7,10 +7,11 @@ use herald_core::{
     campaign::{Client, ClientId, Mailing, MailingFilter, MailingId, MessageText, OperatorCode, Phone, Tag},
     change::{ChangeEvent, OutboxEvent},
     delivery::{Delivery, DeliveryId, LocalTime, SendWindow},
+    notify::Preferences,
     room::{MessageBody, Room, RoomId, RoomMessage, RoomMessageId, RoomName},
     store::StoreError,
     task::{Attachment, AttachmentId, Description, Task, TaskId, Title},
-    user::{Email, User, UserId, UserName},
+    user::{ContactPhone, Email, User, UserId, UserName},
 };
 use sqlx::{FromRow, Row, types::Json};
 use uuid::Uuid;
@@ -25,6 +26,15 @@ fn undecodable(what: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
     move |e| corrupt(what, e)
 }
 
+/// The columns [`user`] reads, for both adapters' queries (a macro, so that a query built with
+/// `concat!` stays a static string).
+macro_rules! user_columns {
+    () => {
+        "id, email, name, role, created_at, phone, timezone"
+    };
+}
+pub(crate) use user_columns;
+
 #[derive(FromRow)]
 pub(crate) struct UserCols {
     id: Uuid,
@@ -32,6 +42,8 @@ pub(crate) struct UserCols {
     name: String,
     role: String,
     created_at: Stamp,
+    phone: Option<String>,
+    timezone: Option<String>,
 }
 
 pub(crate) fn user<'r, R: Row>(row: &'r R) -> Result<User, StoreError>
@@ -45,7 +57,21 @@ where
         name: UserName::parse(&c.name).map_err(|e| corrupt("user name", e))?,
         role: c.role.parse().map_err(|e| corrupt("user role", e))?,
         created_at: c.created_at.0,
+        phone: c.phone.map(|p| ContactPhone::parse(&p).map_err(|e| corrupt("user phone", e))).transpose()?,
+        timezone: c.timezone.map(|tz| tz.parse().map_err(|e| corrupt("user timezone", e))).transpose()?,
     })
+}
+
+/// A user's stored preferences (NULL: the defaults).
+pub(crate) fn preferences(stored: Option<String>) -> Result<Preferences, StoreError> {
+    stored.map_or(Ok(Preferences::default()), |json| {
+        serde_json::from_str(&json).map_err(|e| corrupt("user preferences", e))
+    })
+}
+
+/// Preferences as stored.
+pub(crate) fn preferences_json(preferences: &Preferences) -> Result<String, StoreError> {
+    serde_json::to_string(preferences).map_err(|e| corrupt("user preferences", e))
 }
 
 #[derive(FromRow)]

@@ -6,6 +6,7 @@ pub mod clients;
 pub mod events;
 pub mod import;
 pub mod mailings;
+pub mod profile;
 pub mod rooms;
 pub mod tasks;
 pub mod users;
@@ -26,6 +27,9 @@ pub fn registry() -> Registry {
         .register(users::List)
         .register(users::Webhook)
         .register(users::SetWebhook)
+        .register(profile::UpdateMe)
+        .register(profile::GetPreferences)
+        .register(profile::SetPreferences)
         .register(tasks::Create)
         .register(tasks::Get)
         .register(tasks::List)
@@ -191,7 +195,10 @@ mod tests {
                 "tasks.update",
                 "users.list",
                 "users.me",
+                "users.preferences",
+                "users.set_preferences",
                 "users.set_webhook",
+                "users.update_me",
                 "users.webhook"
             ]
         );

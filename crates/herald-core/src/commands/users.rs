@@ -22,13 +22,17 @@ use crate::{
 
 /// A user as the API shows it.
 #[derive(Debug, Clone, Serialize, ToSchema)]
-#[schema(example = json!({"id": "0192f0c1-5c3a-7b8e-9d4f-1a2b3c4d5e6f", "email": "ada@example.org", "name": "Ada Lovelace", "role": "user", "created_at": "2026-11-22T10:00:00Z"}))]
+#[schema(example = json!({"id": "0192f0c1-5c3a-7b8e-9d4f-1a2b3c4d5e6f", "email": "ada@example.org", "name": "Ada Lovelace", "role": "user", "created_at": "2026-11-22T10:00:00Z", "phone": "+4915112345678", "timezone": "Europe/Berlin"}))]
 pub struct UserView {
     pub id: Uuid,
     pub email: String,
     pub name: String,
     pub role: Role,
     pub created_at: DateTime<Utc>,
+    /// Where text messages reach them (`7XXXXXXXXXX` or E.164), or null.
+    pub phone: Option<String>,
+    /// Their IANA zone, or null (UTC).
+    pub timezone: Option<String>,
 }
 
 impl From<User> for UserView {
@@ -39,6 +43,8 @@ impl From<User> for UserView {
             name: user.name.into(),
             role: user.role,
             created_at: user.created_at,
+            phone: user.phone.map(Into::into),
+            timezone: user.timezone.map(|tz| tz.0.name().to_owned()),
         }
     }
 }
@@ -62,7 +68,7 @@ pub async fn create_user(
 ) -> Result<User, ApiError> {
     let password_hash = passwords.hash(&account.password).await?;
     let NewAccount { email, name, role, .. } = account;
-    let user = User { id: UserId::new(), email, name, role, created_at: clock.now() };
+    let user = User { id: UserId::new(), email, name, role, created_at: clock.now(), phone: None, timezone: None };
     match store.create_user(&NewUser { user: user.clone(), password_hash }).await {
         Ok(()) => Ok(user),
         Err(err) if err.is_conflict_on(Constraint::UsersEmail) => {

@@ -16,8 +16,9 @@ use std::{
 
 use async_trait::async_trait;
 use herald_core::{
+    notify::Preferences,
     store::{Store, StoreError, UserStore},
-    user::{Email, NewUser, User, UserCredentials, UserId, WebhookUrl},
+    user::{ContactPhone, Email, NewUser, ProfileChange, User, UserCredentials, UserId, UserName, WebhookUrl},
 };
 use sqlx::{
     Row as _,
@@ -94,7 +95,8 @@ impl UserStore for PgStore {
     async fn create_user(&self, new: &NewUser) -> Result<(), StoreError> {
         let u = &new.user;
         sqlx::query(
-            "INSERT INTO users (id, email, name, role, password_hash, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
+            "INSERT INTO users (id, email, name, role, password_hash, created_at, phone, timezone) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
         )
         .bind(u.id.0)
         .bind(u.email.as_str())
@@ -102,6 +104,8 @@ impl UserStore for PgStore {
         .bind(u.role.as_str())
         .bind(&new.password_hash)
         .bind(u.created_at)
+        .bind(u.phone.as_ref().map(ContactPhone::as_str))
+        .bind(u.timezone.map(|tz| tz.0.name()))
         .execute(&self.pool)
         .await
         .map(drop)
@@ -109,7 +113,7 @@ impl UserStore for PgStore {
     }
 
     async fn user_by_id(&self, id: UserId) -> Result<Option<User>, StoreError> {
-        let row = sqlx::query("SELECT id, email, name, role, created_at FROM users WHERE id = $1")
+        let row = sqlx::query(concat!("SELECT ", decode::user_columns!(), " FROM users WHERE id = $1"))
             .bind(id.0)
             .fetch_optional(&self.pool)
             .await
@@ -118,11 +122,12 @@ impl UserStore for PgStore {
     }
 
     async fn credentials_by_email(&self, email: &Email) -> Result<Option<UserCredentials>, StoreError> {
-        let row = sqlx::query("SELECT id, email, name, role, created_at, password_hash FROM users WHERE email = $1")
-            .bind(email.as_str())
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(err)?;
+        let row =
+            sqlx::query(concat!("SELECT ", decode::user_columns!(), ", password_hash FROM users WHERE email = $1"))
+                .bind(email.as_str())
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(err)?;
         row.map(|row| {
             Ok(UserCredentials { user: decode::user(&row)?, password_hash: row.try_get("password_hash").map_err(err)? })
         })
@@ -130,7 +135,11 @@ impl UserStore for PgStore {
     }
 
     async fn list_users(&self, after: Option<UserId>, limit: u32) -> Result<Vec<User>, StoreError> {
-        let rows = sqlx::query("SELECT id, email, name, role, created_at FROM users WHERE $1::uuid IS NULL OR id > $1 ORDER BY id LIMIT $2")
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            decode::user_columns!(),
+            " FROM users WHERE $1::uuid IS NULL OR id > $1 ORDER BY id LIMIT $2"
+        ))
         .bind(after.map(|a| a.0))
         .bind(i64::from(limit))
         .fetch_all(&self.pool)
@@ -159,5 +168,46 @@ impl UserStore for PgStore {
             .await
             .map_err(err)?;
         url.flatten().map(|u| WebhookUrl::parse(&u).map_err(|e| error::corrupt("webhook url", e))).transpose()
+    }
+
+    async fn update_profile(&self, user: UserId, change: &ProfileChange) -> Result<User, StoreError> {
+        let row = sqlx::query(concat!(
+            "UPDATE users SET name = COALESCE($2, name), ",
+            "phone = CASE WHEN $3 THEN $4 ELSE phone END, timezone = CASE WHEN $5 THEN $6 ELSE timezone END ",
+            "WHERE id = $1 RETURNING ",
+            decode::user_columns!()
+        ))
+        .bind(user.0)
+        .bind(change.name.as_ref().map(UserName::as_str))
+        .bind(change.phone.is_some())
+        .bind(change.phone.as_ref().and_then(|p| p.as_ref().map(ContactPhone::as_str)))
+        .bind(change.timezone.is_some())
+        .bind(change.timezone.and_then(|tz| tz.map(|tz| tz.0.name())))
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(err)?;
+        row.as_ref().map(decode::user).transpose()?.ok_or(StoreError::NotFound)
+    }
+
+    async fn preferences(&self, user: UserId) -> Result<Option<Preferences>, StoreError> {
+        let stored: Option<Option<String>> = sqlx::query_scalar("SELECT preferences FROM users WHERE id = $1")
+            .bind(user.0)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(err)?;
+        stored.map(decode::preferences).transpose()
+    }
+
+    async fn set_preferences(&self, user: UserId, preferences: &Preferences) -> Result<(), StoreError> {
+        let done = sqlx::query("UPDATE users SET preferences = $1 WHERE id = $2")
+            .bind(decode::preferences_json(preferences)?)
+            .bind(user.0)
+            .execute(&self.pool)
+            .await
+            .map_err(err)?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        Ok(())
     }
 }

@@ -19,8 +19,9 @@ use tokio::sync::Notify;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use herald_core::{
+    notify::Preferences,
     store::{Constraint, Store, StoreError, UserStore},
-    user::{Email, NewUser, User, UserCredentials, UserId, WebhookUrl},
+    user::{ContactPhone, Email, NewUser, ProfileChange, User, UserCredentials, UserId, UserName, WebhookUrl},
 };
 use sqlx::{
     Row as _,
@@ -118,21 +119,26 @@ impl Store for SqliteStore {
 impl UserStore for SqliteStore {
     async fn create_user(&self, new: &NewUser) -> Result<(), StoreError> {
         let u = &new.user;
-        sqlx::query("INSERT INTO users (id, email, name, role, password_hash, created_at) VALUES (?, ?, ?, ?, ?, ?)")
-            .bind(u.id.0)
-            .bind(u.email.as_str())
-            .bind(u.name.as_str())
-            .bind(u.role.as_str())
-            .bind(&new.password_hash)
-            .bind(micros(u.created_at))
-            .execute(&self.writer)
-            .await
-            .map(drop)
-            .map_err(err)
+        sqlx::query(
+            "INSERT INTO users (id, email, name, role, password_hash, created_at, phone, timezone) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(u.id.0)
+        .bind(u.email.as_str())
+        .bind(u.name.as_str())
+        .bind(u.role.as_str())
+        .bind(&new.password_hash)
+        .bind(micros(u.created_at))
+        .bind(u.phone.as_ref().map(ContactPhone::as_str))
+        .bind(u.timezone.map(|tz| tz.0.name()))
+        .execute(&self.writer)
+        .await
+        .map(drop)
+        .map_err(err)
     }
 
     async fn user_by_id(&self, id: UserId) -> Result<Option<User>, StoreError> {
-        let row = sqlx::query("SELECT id, email, name, role, created_at FROM users WHERE id = ?")
+        let row = sqlx::query(concat!("SELECT ", decode::user_columns!(), " FROM users WHERE id = ?"))
             .bind(id.0)
             .fetch_optional(&self.reader)
             .await
@@ -141,11 +147,12 @@ impl UserStore for SqliteStore {
     }
 
     async fn credentials_by_email(&self, email: &Email) -> Result<Option<UserCredentials>, StoreError> {
-        let row = sqlx::query("SELECT id, email, name, role, created_at, password_hash FROM users WHERE email = ?")
-            .bind(email.as_str())
-            .fetch_optional(&self.reader)
-            .await
-            .map_err(err)?;
+        let row =
+            sqlx::query(concat!("SELECT ", decode::user_columns!(), ", password_hash FROM users WHERE email = ?"))
+                .bind(email.as_str())
+                .fetch_optional(&self.reader)
+                .await
+                .map_err(err)?;
         row.map(|row| {
             Ok(UserCredentials { user: decode::user(&row)?, password_hash: row.try_get("password_hash").map_err(err)? })
         })
@@ -153,9 +160,11 @@ impl UserStore for SqliteStore {
     }
 
     async fn list_users(&self, after: Option<UserId>, limit: u32) -> Result<Vec<User>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT id, email, name, role, created_at FROM users WHERE ?1 IS NULL OR id > ?1 ORDER BY id LIMIT ?2",
-        )
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            decode::user_columns!(),
+            " FROM users WHERE ?1 IS NULL OR id > ?1 ORDER BY id LIMIT ?2"
+        ))
         .bind(after.map(|a| a.0))
         .bind(i64::from(limit))
         .fetch_all(&self.reader)
@@ -184,5 +193,46 @@ impl UserStore for SqliteStore {
             .await
             .map_err(err)?;
         url.flatten().map(|u| WebhookUrl::parse(&u).map_err(|e| error::corrupt("webhook url", e))).transpose()
+    }
+
+    async fn update_profile(&self, user: UserId, change: &ProfileChange) -> Result<User, StoreError> {
+        let row = sqlx::query(concat!(
+            "UPDATE users SET name = COALESCE(?2, name), ",
+            "phone = CASE WHEN ?3 THEN ?4 ELSE phone END, timezone = CASE WHEN ?5 THEN ?6 ELSE timezone END ",
+            "WHERE id = ?1 RETURNING ",
+            decode::user_columns!()
+        ))
+        .bind(user.0)
+        .bind(change.name.as_ref().map(UserName::as_str))
+        .bind(change.phone.is_some())
+        .bind(change.phone.as_ref().and_then(|p| p.as_ref().map(ContactPhone::as_str)))
+        .bind(change.timezone.is_some())
+        .bind(change.timezone.and_then(|tz| tz.map(|tz| tz.0.name())))
+        .fetch_optional(&self.writer)
+        .await
+        .map_err(err)?;
+        row.as_ref().map(decode::user).transpose()?.ok_or(StoreError::NotFound)
+    }
+
+    async fn preferences(&self, user: UserId) -> Result<Option<Preferences>, StoreError> {
+        let stored: Option<Option<String>> = sqlx::query_scalar("SELECT preferences FROM users WHERE id = ?")
+            .bind(user.0)
+            .fetch_optional(&self.reader)
+            .await
+            .map_err(err)?;
+        stored.map(decode::preferences).transpose()
+    }
+
+    async fn set_preferences(&self, user: UserId, preferences: &Preferences) -> Result<(), StoreError> {
+        let done = sqlx::query("UPDATE users SET preferences = ? WHERE id = ?")
+            .bind(decode::preferences_json(preferences)?)
+            .bind(user.0)
+            .execute(&self.writer)
+            .await
+            .map_err(err)?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        Ok(())
     }
 }

@@ -6,6 +6,7 @@ mod campaigns;
 mod channels;
 mod deliveries;
 mod messages;
+mod profiles;
 mod rooms;
 
 use chrono::{DateTime, SubsecRound as _, Utc};
@@ -21,6 +22,7 @@ pub use campaigns::*;
 pub use channels::*;
 pub use deliveries::*;
 pub use messages::*;
+pub use profiles::*;
 pub use rooms::*;
 
 /// A user with a unique email, created now.
@@ -32,6 +34,8 @@ pub fn new_user(email: &str, role: Role) -> NewUser {
             name: UserName::parse("Test User").expect("test name"),
             role,
             created_at: now(),
+            phone: None,
+            timezone: None,
         },
         password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA".into(),
     }

@@ -68,6 +68,7 @@ mod long_running;
 mod mock_provider;
 mod nats_commands;
 mod openapi_conformance;
+mod people;
 mod realtime;
 mod relay;
 mod rooms;

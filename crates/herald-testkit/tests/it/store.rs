@@ -28,6 +28,8 @@ store_suite! {
     a_taken_email_is_a_conflict_naming_its_constraint,
     racing_registrations_of_one_email_store_exactly_one,
     users_list_in_id_order_page_by_page,
+    a_profile_changes_only_the_fields_given_and_clears_with_none,
+    preferences_default_until_set_and_read_back_whole,
     tasks_round_trip_and_stay_with_their_owner,
     tasks_list_by_status_page_by_page,
     task_updates_compare_and_swap_their_version,
