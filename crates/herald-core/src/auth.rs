@@ -34,6 +34,8 @@ use crate::{
 pub enum Caller {
     Anonymous,
     User(Identity),
+    /// A service, by an API key: it acts as the key's maker, within the key's scopes.
+    Key(crate::apikey::KeyCaller),
 }
 
 /// An authenticated user, as proven by a token.

@@ -136,6 +136,7 @@ fn one_line(text: &str, max: usize, bounds: &'static str) -> Result<(), &'static
     Ok(())
 }
 
+pub mod apikey;
 pub mod auth;
 pub mod body;
 pub mod broker;
@@ -215,16 +216,11 @@ impl Herald {
         self
     }
 
-    /// The caller an `Authorization` value names, for every transport: anonymous without one, a
-    /// user with a valid `Bearer` token; a present but malformed, forged or expired one is refused
-    /// outright, even for public commands.
-    pub fn caller(&self, authorization: Option<&[u8]>) -> Result<Caller, ApiError> {
-        self.authenticate(authorization).map(|cx| cx.caller)
-    }
-
-    /// The context of a call with this `Authorization` value: the caller as [`Herald::caller`]
-    /// finds it, with the token kept in case the command runs in another process.
-    pub fn authenticate(&self, authorization: Option<&[u8]>) -> Result<command::Ctx, ApiError> {
+    /// The context of a call with this `Authorization` value, for every transport: anonymous
+    /// without one, a user with a valid `Bearer` token, a service with a live API key; a present
+    /// but malformed, forged, expired or revoked one is refused outright, even for public
+    /// commands. The token is kept in case the command runs in another process.
+    pub async fn authenticate(&self, authorization: Option<&[u8]>) -> Result<command::Ctx, ApiError> {
         let Some(value) = authorization else { return Ok(Caller::Anonymous.into()) };
         let token = std::str::from_utf8(value)
             .ok()
@@ -232,7 +228,16 @@ impl Herald {
             .map(str::trim)
             .ok_or_else(|| ApiError::new(error::ErrorCode::InvalidToken, "expected `Authorization: Bearer <token>`"))?;
         let svc = &self.services;
-        let caller = Caller::User(svc.tokens.verify(token, svc.clock.now())?);
+        let caller = if apikey::is_key(token) {
+            let refused = || ApiError::new(error::ErrorCode::InvalidToken, "the API key is not valid or was revoked");
+            let key = svc.store.api_key_by_hash(&apikey::hash(token)).await?.ok_or_else(refused)?;
+            if key.revoked_at.is_some() {
+                return Err(refused());
+            }
+            Caller::Key(apikey::KeyCaller::of(&key))
+        } else {
+            Caller::User(svc.tokens.verify(token, svc.clock.now())?)
+        };
         Ok(command::Ctx { caller, peer: None, bearer: Some(hosting::Bearer(token.into())) })
     }
 

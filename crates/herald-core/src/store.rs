@@ -14,6 +14,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use crate::{
+    apikey::{ApiKey, ApiKeyId},
     calendar::{CalendarEvent, CalendarEventId},
     campaign::{Client, ClientId, FirstAttempts, Mailing, MailingId, MailingStatus, MessageCounts},
     change::{ChangeEvent, OutboxEvent},
@@ -284,6 +285,19 @@ pub trait UserStore: Send + Sync {
 
     /// Replaces a user's preferences; `NotFound` when the user is gone.
     async fn set_preferences(&self, user: UserId, preferences: &Preferences) -> Result<(), StoreError>;
+
+    /// Stores a new API key with the hash of its secret.
+    async fn create_api_key(&self, key: &ApiKey, hash: &str) -> Result<(), StoreError>;
+
+    /// The key whose secret hashes to `hash`, revoked ones too (the caller refuses those).
+    async fn api_key_by_hash(&self, hash: &str) -> Result<Option<ApiKey>, StoreError>;
+
+    /// Keys in id order, after `after`, at most `limit`.
+    async fn list_api_keys(&self, after: Option<ApiKeyId>, limit: u32) -> Result<Vec<ApiKey>, StoreError>;
+
+    /// Revokes a key at `at` (one revoked already keeps its first time): the key as it is now;
+    /// `NotFound` when there is no such key.
+    async fn revoke_api_key(&self, id: ApiKeyId, at: DateTime<Utc>) -> Result<ApiKey, StoreError>;
 }
 
 /// Tasks and attachments. Every write stores its events in the outbox in the same transaction.

@@ -77,7 +77,7 @@ impl Calendar {
 
     async fn call(&self, metadata: &MetadataMap, command: &str, input: Value) -> Result<Value, ApiError> {
         // The caller first, as REST does: a bad token is refused before the input is looked at.
-        let cx = self.herald.authenticate(metadata.get("authorization").map(|v| v.as_bytes()))?;
+        let cx = self.herald.authenticate(metadata.get("authorization").map(|v| v.as_bytes())).await?;
         AssertUnwindSafe(self.herald.call(cx, command, input))
             .catch_unwind()
             .await

@@ -25,7 +25,7 @@ impl FromRequestParts<AppState> for CallOf {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
         let authorization = parts.headers.get(header::AUTHORIZATION).map(|v| v.as_bytes());
-        Ok(Self(state.herald.authenticate(authorization)?))
+        Ok(Self(state.herald.authenticate(authorization).await?))
     }
 }
 

@@ -3,6 +3,7 @@
 //! value, which checks what the database cannot.
 
 use herald_core::{
+    apikey::{ApiKey, ApiKeyId, KeyName},
     calendar::{CalendarEvent, CalendarEventId},
     campaign::{Client, ClientId, Mailing, MailingFilter, MailingId, MessageText, OperatorCode, Phone, Tag},
     change::{ChangeEvent, OutboxEvent},
@@ -60,6 +61,49 @@ where
         phone: c.phone.map(|p| ContactPhone::parse(&p).map_err(|e| corrupt("user phone", e))).transpose()?,
         timezone: c.timezone.map(|tz| tz.parse().map_err(|e| corrupt("user timezone", e))).transpose()?,
     })
+}
+
+/// The columns [`api_key`] reads.
+macro_rules! api_key_columns {
+    () => {
+        "id, name, scopes, created_by, created_at, revoked_at"
+    };
+}
+pub(crate) use api_key_columns;
+
+#[derive(FromRow)]
+pub(crate) struct ApiKeyCols {
+    id: Uuid,
+    name: String,
+    scopes: Texts,
+    created_by: Uuid,
+    created_at: Stamp,
+    revoked_at: Option<Stamp>,
+}
+
+pub(crate) fn api_key<'r, R: Row>(row: &'r R) -> Result<ApiKey, StoreError>
+where
+    ApiKeyCols: FromRow<'r, R>,
+{
+    let c = ApiKeyCols::from_row(row).map_err(undecodable("API key row"))?;
+    Ok(ApiKey {
+        id: ApiKeyId(c.id),
+        name: KeyName::parse(&c.name).map_err(|e| corrupt("API key name", e))?,
+        scopes: c
+            .scopes
+            .0
+            .iter()
+            .map(|s| s.parse().map_err(|e| corrupt("API key scope", e)))
+            .collect::<Result<_, _>>()?,
+        created_by: UserId(c.created_by),
+        created_at: c.created_at.0,
+        revoked_at: c.revoked_at.map(|s| s.0),
+    })
+}
+
+/// A key's scopes as stored.
+pub(crate) fn scopes(key: &ApiKey) -> Texts {
+    Texts(key.scopes.iter().map(|s| s.as_str().to_owned()).collect())
 }
 
 /// A user's stored preferences (NULL: the defaults).

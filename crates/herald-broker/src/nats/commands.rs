@@ -317,7 +317,7 @@ impl Responder {
     async fn call(&self, command: &str, message: &Message) -> Result<Answer, ApiError> {
         // The caller first, as REST does: a bad token is refused before the body is looked at.
         let headers = message.headers.as_ref();
-        let cx = self.herald.authenticate(header(headers, "authorization").map(str::as_bytes))?;
+        let cx = self.herald.authenticate(header(headers, "authorization").map(str::as_bytes)).await?;
         let json = |raw: &[u8], what: &str| {
             if raw.is_empty() {
                 return Ok(Value::Object(Default::default()));

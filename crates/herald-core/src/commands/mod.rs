@@ -1,5 +1,6 @@
 //! The use cases, as commands. [`registry`] lists every command Herald serves.
 
+pub mod api_keys;
 pub mod attachments;
 pub mod auth;
 pub mod clients;
@@ -15,7 +16,8 @@ use crate::command::Registry;
 
 /// The command groups, each the first part of its commands' names; `HERALD_COMMANDS` names some
 /// of them to host (see [`crate::hosting`]).
-pub const GROUPS: &[&str] = &["auth", "users", "tasks", "attachments", "clients", "mailings", "events", "rooms"];
+pub const GROUPS: &[&str] =
+    &["auth", "users", "api_keys", "tasks", "attachments", "clients", "mailings", "events", "rooms"];
 
 /// Every command, registered once; transports and the OpenAPI document read this.
 pub fn registry() -> Registry {
@@ -30,6 +32,9 @@ pub fn registry() -> Registry {
         .register(profile::UpdateMe)
         .register(profile::GetPreferences)
         .register(profile::SetPreferences)
+        .register(api_keys::Create)
+        .register(api_keys::List)
+        .register(api_keys::Revoke)
         .register(tasks::Create)
         .register(tasks::Get)
         .register(tasks::List)
@@ -156,6 +161,9 @@ mod tests {
         assert_eq!(
             names,
             [
+                "api_keys.create",
+                "api_keys.list",
+                "api_keys.revoke",
                 "attachments.delete",
                 "attachments.download",
                 "attachments.list",

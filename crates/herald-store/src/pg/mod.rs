@@ -15,7 +15,9 @@ use std::{
 };
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use herald_core::{
+    apikey::{ApiKey, ApiKeyId},
     notify::Preferences,
     store::{Store, StoreError, UserStore},
     user::{ContactPhone, Email, NewUser, ProfileChange, User, UserCredentials, UserId, UserName, WebhookUrl},
@@ -209,5 +211,58 @@ impl UserStore for PgStore {
             return Err(StoreError::NotFound);
         }
         Ok(())
+    }
+    async fn create_api_key(&self, key: &ApiKey, hash: &str) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO api_keys (id, name, key_hash, scopes, created_by, created_at, revoked_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(key.id.0)
+        .bind(key.name.as_str())
+        .bind(hash)
+        .bind(decode::scopes(key))
+        .bind(key.created_by.0)
+        .bind(crate::columns::Stamp(key.created_at))
+        .bind(key.revoked_at.map(crate::columns::Stamp))
+        .execute(&self.pool)
+        .await
+        .map(drop)
+        .map_err(err)
+    }
+
+    async fn api_key_by_hash(&self, hash: &str) -> Result<Option<ApiKey>, StoreError> {
+        let row = sqlx::query(concat!("SELECT ", decode::api_key_columns!(), " FROM api_keys WHERE key_hash = $1"))
+            .bind(hash)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(err)?;
+        row.as_ref().map(decode::api_key).transpose()
+    }
+
+    async fn list_api_keys(&self, after: Option<ApiKeyId>, limit: u32) -> Result<Vec<ApiKey>, StoreError> {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            decode::api_key_columns!(),
+            " FROM api_keys WHERE $1::uuid IS NULL OR id > $1 ORDER BY id LIMIT $2"
+        ))
+        .bind(after.map(|a| a.0))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(err)?;
+        rows.iter().map(decode::api_key).collect()
+    }
+
+    async fn revoke_api_key(&self, id: ApiKeyId, at: DateTime<Utc>) -> Result<ApiKey, StoreError> {
+        let row = sqlx::query(concat!(
+            "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, $2) WHERE id = $1 RETURNING ",
+            decode::api_key_columns!()
+        ))
+        .bind(id.0)
+        .bind(crate::columns::Stamp(at))
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(err)?;
+        row.as_ref().map(decode::api_key).transpose()?.ok_or(StoreError::NotFound)
     }
 }

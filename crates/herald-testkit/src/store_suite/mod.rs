@@ -42,7 +42,7 @@ pub fn new_user(email: &str, role: Role) -> NewUser {
 }
 
 /// The current instant at the stores' precision (microseconds).
-fn now() -> DateTime<Utc> {
+pub(crate) fn now() -> DateTime<Utc> {
     Utc::now().trunc_subsecs(6)
 }
 

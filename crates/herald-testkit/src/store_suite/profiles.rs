@@ -56,3 +56,35 @@ pub async fn preferences_default_until_set_and_read_back_whole(store: &dyn Store
     let gone = store.set_preferences(UserId::new(), &Preferences::default()).await;
     assert!(matches!(gone, Err(StoreError::NotFound)), "{gone:?}");
 }
+
+pub async fn api_keys_are_found_by_hash_listed_and_revoked_once(store: &dyn Store) {
+    use herald_core::apikey::{ApiKey, ApiKeyId, ApiScope, KeyName};
+    let admin = new_user("keys@example.org", Role::Admin);
+    store.create_user(&admin).await.expect("create");
+    let made = |name: &str, scopes: Vec<ApiScope>| ApiKey {
+        id: ApiKeyId::new(),
+        name: KeyName::parse(name).expect("name"),
+        scopes,
+        created_by: admin.user.id,
+        created_at: super::now(),
+        revoked_at: None,
+    };
+    let (first, second) =
+        (made("billing", vec![ApiScope::Notify]), made("crm", vec![ApiScope::Campaigns, ApiScope::Admin]));
+    store.create_api_key(&first, &"a".repeat(64)).await.expect("store");
+    store.create_api_key(&second, &"b".repeat(64)).await.expect("store");
+    assert_eq!(store.api_key_by_hash(&"a".repeat(64)).await.expect("read"), Some(first.clone()));
+    assert_eq!(store.api_key_by_hash(&"c".repeat(64)).await.expect("read"), None);
+    let listed = store.list_api_keys(None, 10).await.expect("list");
+    assert_eq!(listed, [first.clone(), second.clone()], "in id order, every field back");
+    assert_eq!(store.list_api_keys(Some(first.id), 10).await.expect("page"), std::slice::from_ref(&second));
+
+    let at = super::now();
+    let revoked = store.revoke_api_key(first.id, at).await.expect("revoke");
+    assert_eq!(revoked.revoked_at, Some(at));
+    let again = store.revoke_api_key(first.id, at + chrono::Duration::seconds(5)).await.expect("revoke again");
+    assert_eq!(again.revoked_at, Some(at), "the first revocation stands");
+    assert_eq!(store.api_key_by_hash(&"a".repeat(64)).await.expect("read").and_then(|k| k.revoked_at), Some(at));
+    let gone = store.revoke_api_key(ApiKeyId::new(), at).await;
+    assert!(matches!(gone, Err(StoreError::NotFound)), "{gone:?}");
+}

@@ -316,3 +316,23 @@ async fn uploads_and_downloads_ride_in_the_payload() {
 
     nats.stop().await;
 }
+
+/// An API key is a bearer token over NATS as over REST, within its scopes, until revoked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_keys_work_over_nats_until_revoked() {
+    let Some(nats) = Setup::start("api_keys_work_over_nats_until_revoked").await else { return };
+    let app = &nats.app;
+    let admin = app.admin("root@example.org").await;
+    let made = app.post("/api/v1/api-keys", Some(&admin), &json!({"name": "crm", "scopes": ["campaigns"]})).await;
+    let key = made.body["key"].as_str().expect("key").to_owned();
+    let listed = nats.call("clients.list", Some(&key), &json!({})).await;
+    assert_eq!(listed.status, 200, "{:?}", listed.body);
+    let users = nats.call("users.list", Some(&key), &json!({})).await;
+    assert_eq!((users.status, users.code()), (403, "forbidden"));
+    let id = made.body["id"].as_str().expect("id");
+    let revoked = app.send(reqwest::Method::DELETE, &format!("/api/v1/api-keys/{id}"), Some(&admin), None).await;
+    assert_eq!(revoked.status, StatusCode::NO_CONTENT);
+    let after = nats.call("clients.list", Some(&key), &json!({})).await;
+    assert_eq!((after.status, after.code()), (401, "invalid_token"));
+    nats.stop().await;
+}

@@ -7,6 +7,7 @@ use serde_json::{Value, json};
 api_tests! {
     a_person_sets_and_clears_their_contact_points,
     preferences_default_until_replaced_and_bad_ones_name_every_field,
+    api_keys_act_within_their_scopes_until_revoked,
 }
 
 async fn patch_me(app: &TestApp, token: Option<&str>, body: Value) -> herald_testkit::app::Reply {
@@ -92,4 +93,54 @@ async fn preferences_default_until_replaced_and_bad_ones_name_every_field(app: &
     let refused = app.send(Method::PUT, "/api/v1/me/preferences", Some(&token), Some(&json!({"types": many}))).await;
     assert_eq!(refused.code(), "validation_failed", "{:?}", refused.body);
     assert_eq!(app.get("/api/v1/me/preferences", Some(&token)).await.body, wanted, "refusals change nothing");
+}
+
+/// An admin makes a key for a service: shown once, acting within its scopes on every request,
+/// refused from the moment it is revoked; nobody else makes keys, and no key does.
+async fn api_keys_act_within_their_scopes_until_revoked(app: &TestApp) {
+    let admin = app.admin("root@example.org").await;
+    let made = app.post("/api/v1/api-keys", Some(&admin), &json!({"name": "crm sync", "scopes": ["campaigns"]})).await;
+    assert_eq!(made.status, StatusCode::CREATED, "{:?}", made.body);
+    let key = made.body["key"].as_str().expect("the secret, once").to_owned();
+    assert!(key.starts_with("hk_"), "{key}");
+    assert_eq!(made.body["scopes"], json!(["campaigns"]));
+
+    // The key works as a bearer token for what its scope allows, and only that.
+    let client = app.post("/api/v1/clients", Some(&key), &json!({"phone": "79161234567"})).await;
+    assert_eq!(client.status, StatusCode::CREATED, "{:?}", client.body);
+    assert_eq!(app.get("/api/v1/clients", Some(&key)).await.status, StatusCode::OK);
+    let users = app.get("/api/v1/users", Some(&key)).await;
+    assert_eq!((users.status, users.code()), (StatusCode::FORBIDDEN, "forbidden"), "{:?}", users.body);
+    let more = app.post("/api/v1/api-keys", Some(&key), &json!({"name": "more", "scopes": ["admin"]})).await;
+    assert_eq!(more.code(), "forbidden", "a key makes no keys: {:?}", more.body);
+
+    // Listed without its secret.
+    let listed = app.get("/api/v1/api-keys", Some(&admin)).await;
+    let items = listed.body["items"].as_array().expect("items");
+    assert_eq!(items.len(), 1);
+    assert!(items[0].get("key").is_none() && !listed.body.to_string().contains(&key), "{:?}", listed.body);
+
+    // Revoked: refused at once.
+    let id = made.body["id"].as_str().expect("id");
+    let revoked = app.send(Method::DELETE, &format!("/api/v1/api-keys/{id}"), Some(&admin), None).await;
+    assert_eq!(revoked.status, StatusCode::NO_CONTENT, "{:?}", revoked.body);
+    let after = app.get("/api/v1/clients", Some(&key)).await;
+    assert_eq!((after.status, after.code()), (StatusCode::UNAUTHORIZED, "invalid_token"), "{:?}", after.body);
+    let listed = app.get("/api/v1/api-keys", Some(&admin)).await;
+    assert!(listed.body["items"][0]["revoked_at"].is_string(), "{:?}", listed.body);
+    let forged = format!("{key}x");
+    assert_eq!(app.get("/api/v1/clients", Some(&forged)).await.code(), "invalid_token");
+
+    // Only admins make keys; a bad request names its fields.
+    let user = app.user("ada@example.org").await;
+    let refused = app.post("/api/v1/api-keys", Some(&user), &json!({"name": "mine", "scopes": ["notify"]})).await;
+    assert_eq!(refused.code(), "forbidden");
+    let bad = app.post("/api/v1/api-keys", Some(&admin), &json!({"name": "", "scopes": ["root"]})).await;
+    assert_eq!(bad.code(), "validation_failed", "{:?}", bad.body);
+    assert_eq!(bad.fields(), ["name", "scopes.0"], "{:?}", bad.body);
+    let none = app.post("/api/v1/api-keys", Some(&admin), &json!({"name": "empty", "scopes": []})).await;
+    assert_eq!(none.fields(), ["scopes"], "{:?}", none.body);
+    let unknown =
+        app.send(Method::DELETE, &format!("/api/v1/api-keys/{}", uuid::Uuid::now_v7()), Some(&admin), None).await;
+    assert_eq!(unknown.code(), "not_found");
 }

@@ -30,6 +30,7 @@ store_suite! {
     users_list_in_id_order_page_by_page,
     a_profile_changes_only_the_fields_given_and_clears_with_none,
     preferences_default_until_set_and_read_back_whole,
+    api_keys_are_found_by_hash_listed_and_revoked_once,
     tasks_round_trip_and_stay_with_their_owner,
     tasks_list_by_status_page_by_page,
     task_updates_compare_and_swap_their_version,
