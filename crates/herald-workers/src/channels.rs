@@ -1,6 +1,6 @@
 //! The channels a sender calls: `log`, `provider` (the SMS-gateway contract), `webhook` (signed
-//! POST) and `realtime` (the recipient's `user:<id>` channel, written by the sender through the
-//! store so that it is exactly once).
+//! POST), `email` (SMTP, see [`crate::email`]) and `realtime` (the recipient's `user:<id>`
+//! channel, written by the sender through the store so that it is exactly once).
 
 use std::{
     net::{IpAddr, SocketAddr},
@@ -41,10 +41,10 @@ pub struct WebhookConfig {
     pub timeout: Duration,
 }
 
-/// The HTTP channels: the provider's client, and the webhook client that connects only where
-/// [`Destinations`] allows.
+/// The channels that call out: the provider's client, the webhook client that connects only
+/// where [`Destinations`] allows, and the SMTP transport when email is configured.
 #[derive(Debug, Clone)]
-pub struct HttpChannels {
+pub struct Channels {
     /// For the operator-configured provider URL: no destination policy.
     provider_client: reqwest::Client,
     /// For user-aimed webhooks: names resolve through the destination check, no proxies.
@@ -52,9 +52,10 @@ pub struct HttpChannels {
     destinations: Destinations,
     provider: Option<ProviderConfig>,
     webhook: WebhookConfig,
+    email: Option<crate::email::EmailChannel>,
 }
 
-impl HttpChannels {
+impl Channels {
     /// The channels, with webhooks limited to what `destinations` allows.
     pub fn new(provider: Option<ProviderConfig>, webhook: WebhookConfig, destinations: Destinations) -> Self {
         let builder = || {
@@ -73,7 +74,21 @@ impl HttpChannels {
             // Never a default client in its place: that one would connect anywhere.
             .unwrap_or_else(|e| panic!("the webhook HTTP client: {e}"));
         let provider = provider.map(|p| ProviderConfig { url: p.url.trim_end_matches('/').to_owned(), ..p });
-        Self { provider_client, webhook_client, destinations, provider, webhook }
+        Self { provider_client, webhook_client, destinations, provider, webhook, email: None }
+    }
+
+    /// With the email channel; without it, email deliveries fail (`HERALD_SMTP_URL` is unset).
+    pub fn with_email(mut self, email: crate::email::EmailChannel) -> Self {
+        self.email = Some(email);
+        self
+    }
+
+    /// Sends an email delivery.
+    pub async fn email(&self, job: &DeliveryJob) -> Attempt {
+        match &self.email {
+            Some(email) => email.send(job).await,
+            None => Err(Failure::Malformed { reason: "no mail server is configured (HERALD_SMTP_URL)".into() }),
+        }
     }
 
     /// Calls the provider for `job`. The recipient is the phone (digits) and the payload's `text`
@@ -224,7 +239,7 @@ pub fn webhook_error(failure: &Failure) -> String {
         Failure::Timeout | Failure::Connection => "unreachable".to_owned(),
         Failure::Server { status, .. } | Failure::Rejected { status } => format!("rejected with HTTP {status}"),
         Failure::RateLimited { .. } => "rejected with HTTP 429".to_owned(),
-        Failure::Malformed { .. } => failure.to_string(),
+        Failure::Malformed { .. } | Failure::Smtp { .. } => failure.to_string(),
     }
 }
 

@@ -4,6 +4,7 @@
 pub mod calendar;
 pub mod channels;
 pub mod collector;
+pub mod email;
 pub mod mailings;
 pub mod net;
 pub mod relay;

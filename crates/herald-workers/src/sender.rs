@@ -63,7 +63,7 @@ use self::{
     guards::{Guard, GuardKey, Guards},
     reports::settle,
 };
-use crate::channels::HttpChannels;
+use crate::channels::Channels;
 
 /// A rate limit: per channel, and for webhooks per destination host.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -155,7 +155,7 @@ struct Inner {
     broker: Arc<dyn Broker>,
     clock: Arc<dyn Clock>,
     metrics: Arc<Metrics>,
-    http: HttpChannels,
+    channels: Channels,
     options: SenderOptions,
     guards: Mutex<Guards>,
     rng: Mutex<StdRng>,
@@ -181,7 +181,7 @@ impl Sender {
         broker: Arc<dyn Broker>,
         clock: Arc<dyn Clock>,
         metrics: Arc<Metrics>,
-        http: HttpChannels,
+        channels: Channels,
         options: SenderOptions,
     ) -> Self {
         let guards = Guards::new(options.breaker.clone(), options.rates.clone(), options.max_hosts);
@@ -190,7 +190,7 @@ impl Sender {
             broker,
             clock,
             metrics,
-            http,
+            channels,
             options,
             guards: Mutex::new(guards),
             rng: Mutex::new(StdRng::from_os_rng()),
@@ -416,8 +416,9 @@ impl Sender {
                 });
                 Ok(())
             }
-            Channel::Provider => inner.http.provider(&job, now).instrument(call).await,
-            Channel::Webhook => inner.http.webhook(&job, now).instrument(call).await,
+            Channel::Provider => inner.channels.provider(&job, now).instrument(call).await,
+            Channel::Webhook => inner.channels.webhook(&job, now).instrument(call).await,
+            Channel::Email => inner.channels.email(&job).instrument(call).await,
             Channel::Realtime => return self.realtime(&job, now).instrument(call).await,
             Channel::Queue => self.publish(&job).instrument(call).await,
         };

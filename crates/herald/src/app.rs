@@ -19,7 +19,7 @@ use herald_http::{HttpOptions, Probes};
 use herald_store::{LocalFiles, StoreUrl};
 use herald_workers::{
     calendar::{NotificationRouter, RetentionJob},
-    channels::{HttpChannels, ProviderConfig, WebhookConfig},
+    channels::{Channels, ProviderConfig, WebhookConfig},
     collector::FileCollector,
     mailings::MailingsJob,
     relay::{Relay, RelayOptions},
@@ -143,7 +143,7 @@ pub fn sender_options(config: &Config) -> SenderOptions {
             rates.insert(channel, Rate { per_second, burst: per_second.floor().max(1.0) as u32 });
         }
     }
-    let call_margin = config.provider_timeout.0.max(config.webhook_timeout.0) + std::time::Duration::from_secs(5);
+    let call_margin = config.longest_channel_call() + std::time::Duration::from_secs(5);
     SenderOptions {
         concurrency: config.sender_concurrency.0 as usize,
         // The broker redelivers a message only after its claims lapsed: a live claim is never
@@ -195,8 +195,8 @@ pub fn system_resolver(config: &Config) -> Arc<dyn Resolve> {
     Arc::new(herald_workers::net::SystemResolver::new(concurrency, names))
 }
 
-/// The HTTP channels as configured, with webhooks limited to `destinations`.
-pub fn http_channels(config: &Config, destinations: Destinations) -> HttpChannels {
+/// The channels as configured, with webhooks limited to `destinations`.
+pub fn channels(config: &Config, destinations: Destinations) -> Channels {
     let provider = config.provider_url.0.as_ref().map(|url| ProviderConfig {
         url: url.0.clone(),
         token: config.provider_token.0.as_ref().map(|t| t.expose().into()).unwrap_or_default(),
@@ -206,7 +206,18 @@ pub fn http_channels(config: &Config, destinations: Destinations) -> HttpChannel
         secret: config.webhook_secret.0.as_ref().map(|s| s.expose().into()),
         timeout: config.webhook_timeout.0,
     };
-    HttpChannels::new(provider, webhook, destinations)
+    let channels = Channels::new(provider, webhook, destinations);
+    // Checked when the configuration loaded; only a CA file changed since could fail here.
+    match config.email().map_err(|e| e.message).and_then(|email| {
+        email.map(|email| herald_workers::email::EmailChannel::new(&email)).transpose()
+    }) {
+        Ok(Some(email)) => channels.with_email(email),
+        Ok(None) => channels,
+        Err(error) => {
+            tracing::error!(%error, "the email channel is off: its settings no longer hold");
+            channels
+        }
+    }
 }
 
 /// The delivery sender over the configured store, broker and channels, resolving webhook hosts
@@ -241,7 +252,10 @@ pub fn sender_with(
             "the webhook channel is off (HERALD_WEBHOOK_SECRET is unset): webhook deliveries fail saying so"
         );
     }
-    Sender::new(store, broker, clock, metrics, http_channels(config, destinations), sender_options(config))
+    if config.smtp_url.0.is_none() {
+        tracing::info!("the email channel is off (HERALD_SMTP_URL is unset): email deliveries fail saying so");
+    }
+    Sender::new(store, broker, clock, metrics, channels(config, destinations), sender_options(config))
 }
 
 /// Opens the configured file store.

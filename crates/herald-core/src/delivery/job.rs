@@ -41,6 +41,7 @@ string_enum!(
         Webhook => "webhook",
         Realtime => "realtime",
         Queue => "queue",
+        Email => "email",
     }
 );
 

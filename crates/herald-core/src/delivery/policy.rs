@@ -39,6 +39,12 @@ pub enum Failure {
         /// The HTTP status.
         status: u16,
     },
+    /// A mail server's answer: 4xx says try later (greylisting, a full mailbox), 5xx never.
+    #[error("the mail server answered {code}")]
+    Smtp {
+        /// The SMTP reply code.
+        code: u16,
+    },
     /// The request could not be built or was refused before sending (bad recipient, payload too big, …).
     #[error("malformed request: {reason}")]
     Malformed {
@@ -50,7 +56,11 @@ pub enum Failure {
 impl Failure {
     /// Whether trying again later may succeed.
     pub fn is_transient(&self) -> bool {
-        matches!(self, Self::Timeout | Self::Connection | Self::Server { .. } | Self::RateLimited { .. })
+        match self {
+            Self::Timeout | Self::Connection | Self::Server { .. } | Self::RateLimited { .. } => true,
+            Self::Smtp { code } => (400..500).contains(code),
+            Self::Rejected { .. } | Self::Malformed { .. } => false,
+        }
     }
 
     /// How long the provider asked us to wait, if it did.

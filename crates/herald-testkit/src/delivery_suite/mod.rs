@@ -22,7 +22,7 @@ use herald_core::{
     store::Store,
 };
 use herald_workers::{
-    channels::{HttpChannels, ProviderConfig, SIGNATURE_HEADER, WebhookConfig, verify},
+    channels::{Channels, ProviderConfig, SIGNATURE_HEADER, WebhookConfig, verify},
     scheduler::{PeriodicJob, Scheduler, SchedulerOptions},
     sender::{Rate, Sender, SenderOptions},
 };
@@ -145,7 +145,7 @@ impl Pipeline {
             self.broker.clone(),
             self.clock.clone(),
             self.metrics.clone(),
-            HttpChannels::new(Some(provider), webhook, loopback_destinations()),
+            Channels::new(Some(provider), webhook, loopback_destinations()),
             options,
         )
     }

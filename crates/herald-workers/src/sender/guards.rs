@@ -26,7 +26,8 @@ pub(super) struct Guard {
 pub(super) enum GuardKey {
     /// A channel an operator aims (provider, log, realtime, queue): one guard for all of it.
     Channel(Channel),
-    /// A webhook destination, `host:port`: users aim these, so each has its own.
+    /// A webhook destination, `host:port`, or a mail domain, `email:<domain>`: users aim these,
+    /// so each has its own.
     Host(String),
 }
 
@@ -38,6 +39,11 @@ impl GuardKey {
             Channel::Webhook => {
                 Self::Host(crate::channels::webhook_host(recipient).unwrap_or_else(|| recipient.to_owned()))
             }
+            // One domain's mail servers being down holds back only mail to that domain.
+            Channel::Email => Self::Host(format!(
+                "email:{}",
+                crate::email::domain_of(recipient).unwrap_or_else(|| recipient.to_owned())
+            )),
             channel => Self::Channel(channel),
         }
     }

@@ -12,6 +12,7 @@ use std::{collections::BTreeMap, fmt, net::SocketAddr, path::PathBuf, str::FromS
 use herald_broker::BrokerUrl;
 use herald_core::{hosting::Hosted, net::Networks, schedule::Schedule};
 use herald_store::StoreUrl;
+use herald_workers::email::{EmailFrom, SmtpUrl};
 pub use values::*;
 
 /// Where a setting's effective value came from.
@@ -180,6 +181,14 @@ settings! {
         doc "Longest wait for a webhook receiver's answer; a timeout is retried.";
     webhook_rate: RateLimit = "unlimited", env "HERALD_WEBHOOK_RATE", flag "webhook-rate", secret false,
         doc "Most webhook calls per destination host, per sender: unlimited, <n>/s or <n>/m.";
+    smtp_url: Optional<SmtpUrl> = "", env "HERALD_SMTP_URL", flag "smtp-url", secret true,
+        doc "Mail server of email deliveries: smtp://user:pass@host:587 (STARTTLS when offered; ?tls=starttls requires it, ?tls=none never) or smtps://user:pass@host:465; email deliveries fail while unset.";
+    email_from: Optional<EmailFrom> = "", env "HERALD_EMAIL_FROM", flag "email-from", secret false,
+        doc "From of email deliveries: noreply@example.org or Herald <noreply@example.org>; required with smtp_url.";
+    smtp_timeout: Span = "10s", env "HERALD_SMTP_TIMEOUT", flag "smtp-timeout", secret false,
+        doc "Longest one email delivery's SMTP conversation may take; a timeout is retried.";
+    smtp_ca_file: Optional<FilePath> = "", env "HERALD_SMTP_CA_FILE", flag "smtp-ca-file", secret false,
+        doc "PEM certificate trusted for the mail server besides the system's roots (a private CA).";
     webhook_allowed_networks: Networks = "", env "HERALD_WEBHOOK_ALLOWED_NETWORKS", flag "webhook-allowed-networks",
         secret false,
         doc "Comma-separated CIDRs webhooks may reach although they are internal (loopback, private, link-local, …); empty allows public addresses only.";
@@ -286,6 +295,23 @@ impl FromStr for Dir {
 }
 
 impl fmt::Display for Dir {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.display().fmt(f)
+    }
+}
+
+/// A file's path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FilePath(pub PathBuf);
+
+impl FromStr for FilePath {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.is_empty() { Err("must not be empty".into()) } else { Ok(Self(PathBuf::from(s))) }
+    }
+}
+
+impl fmt::Display for FilePath {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         self.0.display().fmt(f)
     }
@@ -399,11 +425,50 @@ pub fn load(
     Ok(Loaded { config, sources: raw.iter().map(|(k, r)| (*k, r.source)).collect(), unknown_env })
 }
 
+impl Config {
+    /// The longest a sender's call to one channel may take.
+    pub fn longest_channel_call(&self) -> std::time::Duration {
+        self.provider_timeout.0.max(self.webhook_timeout.0).max(self.smtp_timeout.0)
+    }
+
+    /// The email channel's settings, when `smtp_url` and `email_from` are set; reads
+    /// `smtp_ca_file`. `Err` names the setting that is wrong.
+    pub fn email(&self) -> Result<Option<herald_workers::email::EmailConfig>, SettingError> {
+        let (Some(url), Some(from)) = (&self.smtp_url.0, &self.email_from.0) else { return Ok(None) };
+        let extra_roots = match &self.smtp_ca_file.0 {
+            None => Vec::new(),
+            Some(path) => std::fs::read(&path.0).map_err(|e| SettingError {
+                setting: "smtp_ca_file".to_owned(),
+                message: format!("{} cannot be read: {e}", path.0.display()),
+            })?,
+        };
+        let config = herald_workers::email::EmailConfig {
+            url: url.clone(),
+            from: from.clone(),
+            timeout: self.smtp_timeout.0,
+            extra_roots,
+        };
+        // The TLS settings are built once here, so a bad certificate stops the start.
+        herald_workers::email::EmailChannel::check(&config)
+            .map_err(|message| SettingError { setting: "smtp_ca_file".to_owned(), message })?;
+        Ok(Some(config))
+    }
+}
+
 /// Rules between settings, checked once every setting parsed.
 fn check_together(config: &Config, raw: &BTreeMap<&'static str, Raw>, errors: &mut Vec<SettingError>) {
+    if let Err(err) = config.email() {
+        errors.push(err);
+    }
+    if config.smtp_url.0.is_some() && config.email_from.0.is_none() {
+        errors.push(SettingError {
+            setting: "email_from".to_owned(),
+            message: format!("must be set with smtp_url (from {}): every email needs a From", raw["smtp_url"].source),
+        });
+    }
     // A sender keeps the longest channel call plus 5 s free at the end of each claim; a lease no
     // longer than that would have every delivery handed back, unsent, forever.
-    let margin = config.provider_timeout.0.max(config.webhook_timeout.0) + std::time::Duration::from_secs(5);
+    let margin = config.longest_channel_call() + std::time::Duration::from_secs(5);
     if config.delivery_lease.0 <= margin {
         errors.push(SettingError {
             setting: "delivery_lease".to_owned(),

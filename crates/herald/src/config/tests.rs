@@ -110,7 +110,30 @@ fn a_delivery_lease_too_short_for_the_channel_timeouts_is_refused() {
     let err = load(None, &env(&[("HERALD_DELIVERY_LEASE", "10s")]), &Flags::default()).expect_err("10s <= 10s + 5s");
     let text = err.to_string();
     assert!(text.contains("delivery_lease") && text.contains("15s") && text.contains("from env"), "{text}");
-    let short_calls =
-        [("HERALD_DELIVERY_LEASE", "8s"), ("HERALD_PROVIDER_TIMEOUT", "2s"), ("HERALD_WEBHOOK_TIMEOUT", "2s")];
+    let mut short_calls = vec![
+        ("HERALD_DELIVERY_LEASE", "8s"),
+        ("HERALD_PROVIDER_TIMEOUT", "2s"),
+        ("HERALD_WEBHOOK_TIMEOUT", "2s"),
+        ("HERALD_SMTP_TIMEOUT", "2s"),
+    ];
     load(None, &env(&short_calls), &Flags::default()).expect("8s leaves room for 2s calls");
+    short_calls.push(("HERALD_SMTP_TIMEOUT", "5s"));
+    let err = load(None, &env(&short_calls), &Flags::default()).expect_err("the SMTP timeout counts too");
+    assert!(err.to_string().contains("10s"), "{err}");
+}
+
+#[test]
+fn email_settings_go_together_and_never_print_the_password() {
+    let url = ("HERALD_SMTP_URL", "smtp://mailer:hunter22@mail.example.org:587?tls=starttls");
+    let err = load(None, &env(&[url]), &Flags::default()).expect_err("no From");
+    assert!(err.to_string().contains("email_from"), "{err}");
+    let from = ("HERALD_EMAIL_FROM", "Herald <noreply@example.org>");
+    let loaded = load(None, &env(&[url, from]), &Flags::default()).expect("valid");
+    let shown = format!("{:?} {}", loaded.config.smtp_url, loaded.config.smtp_url);
+    assert!(!shown.contains("hunter22") && shown.contains("mailer:***@"), "{shown}");
+    let bad = load(None, &env(&[("HERALD_SMTP_URL", "http://mail.example.org"), from]), &Flags::default());
+    assert!(bad.expect_err("not smtp").to_string().contains("smtp_url"));
+    let missing = ("HERALD_SMTP_CA_FILE", "/nonexistent/ca.pem");
+    let err = load(None, &env(&[url, from, missing]), &Flags::default()).expect_err("no such file");
+    assert!(err.to_string().contains("smtp_ca_file"), "{err}");
 }
