@@ -17,6 +17,7 @@ pub mod processes;
 pub mod proxy;
 pub mod realtime_suite;
 pub mod relay_suite;
+pub mod smtp;
 pub mod store_suite;
 pub mod ws_client;
 

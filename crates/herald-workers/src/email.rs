@@ -270,7 +270,10 @@ mod tests {
         assert_eq!((tls.port, tls.security), (465, SmtpSecurity::Implicit));
         let plain: SmtpUrl = "smtp://127.0.0.1:25?tls=none".parse().expect("url");
         assert_eq!((plain.port, plain.security, plain.user), (25, SmtpSecurity::None, None));
-        assert_eq!("smtp://mx".parse::<SmtpUrl>().map(|u| (u.port, u.security)), Ok((587, SmtpSecurity::Opportunistic)));
+        assert_eq!(
+            "smtp://mx".parse::<SmtpUrl>().map(|u| (u.port, u.security)),
+            Ok((587, SmtpSecurity::Opportunistic))
+        );
         for bad in ["http://mx", "smtp://", "smtp://mx:port", "smtp://mx?tls=maybe", "smtps://mx?tls=none", "mx:25"] {
             assert!(bad.parse::<SmtpUrl>().is_err(), "{bad} accepted");
         }

@@ -198,16 +198,16 @@ impl Sender {
         }))
     }
 
-    /// The breaker state of `channel` in this sender. Webhooks have a breaker per destination
-    /// host instead ([`Sender::webhook_breaker_state`]); for them this is always closed.
+    /// The breaker state of `channel` in this sender. Webhooks and email have a breaker per
+    /// destination instead ([`Sender::destination_breaker_state`]); for them this is always closed.
     pub fn breaker_state(&self, channel: Channel) -> BreakerState {
         let now = self.0.clock.now();
         self.with_guard(&GuardKey::Channel(channel), |g| g.breaker.state(now))
     }
 
-    /// The breaker state of the webhook destination `host` (`host:port`, as in the URL, the port
-    /// always given): closed for a host this sender does not keep.
-    pub fn webhook_breaker_state(&self, host: &str) -> BreakerState {
+    /// The breaker state of a destination: a webhook's `host:port` (as in the URL, the port always
+    /// given) or a mail domain's `email:<domain>`; closed for one this sender does not keep.
+    pub fn destination_breaker_state(&self, host: &str) -> BreakerState {
         let now = self.0.clock.now();
         let guards = self.0.guards.lock();
         guards.host_state(host, now).unwrap_or(BreakerState::Closed)

@@ -208,9 +208,11 @@ pub fn channels(config: &Config, destinations: Destinations) -> Channels {
     };
     let channels = Channels::new(provider, webhook, destinations);
     // Checked when the configuration loaded; only a CA file changed since could fail here.
-    match config.email().map_err(|e| e.message).and_then(|email| {
-        email.map(|email| herald_workers::email::EmailChannel::new(&email)).transpose()
-    }) {
+    match config
+        .email()
+        .map_err(|e| e.message)
+        .and_then(|email| email.map(|email| herald_workers::email::EmailChannel::new(&email)).transpose())
+    {
         Ok(Some(email)) => channels.with_email(email),
         Ok(None) => channels,
         Err(error) => {

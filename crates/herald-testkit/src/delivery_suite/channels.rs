@@ -181,7 +181,7 @@ pub async fn webhook_breakers_are_kept_per_host(store: Arc<dyn Store>, broker: &
         assert_eq!((d.status, d.attempts), (DeliveryStatus::Pending, 1));
         assert_eq!(d.last_error.as_deref(), Some("unreachable"), "no detail for the user");
     }
-    assert!(matches!(sender.sender.webhook_breaker_state(&dead_host), BreakerState::Open { .. }));
+    assert!(matches!(sender.sender.destination_breaker_state(&dead_host), BreakerState::Open { .. }));
     assert_eq!(sender.sender.breaker_state(Channel::Webhook), BreakerState::Closed, "not one breaker for all");
     assert!(!p.metrics.encode().contains(r#"herald_delivery_breaker_state{channel="webhook"}"#), "no gauge");
 
@@ -210,8 +210,77 @@ pub async fn webhook_breakers_are_kept_per_host(store: Arc<dyn Store>, broker: &
     }
     // Four more hosts came through a map of two: the oldest went, the dead one among them.
     assert_eq!(sender.sender.webhook_hosts(), 2);
-    assert_eq!(sender.sender.webhook_breaker_state(&dead_host), BreakerState::Closed, "forgotten");
+    assert_eq!(sender.sender.destination_breaker_state(&dead_host), BreakerState::Closed, "forgotten");
     sender.stop().await;
     server.abort();
+    p.finish().await;
+}
+
+/// Email through a real SMTP server: a message with both bodies and the delivery's id as its
+/// `Message-ID`; a 451 is retried on the policy's schedule and then sent, a 550 fails for good,
+/// a recipient that is no address fails without a call; and one domain's failures open only
+/// that domain's breaker.
+pub async fn email_deliveries_follow_the_mail_servers_answers(store: Arc<dyn Store>, broker: &TestBroker) {
+    let p = Pipeline::new(store, broker).await;
+    let mut options = Pipeline::options();
+    options.breaker = BreakerConfig { failure_threshold: 2, ..BreakerConfig::default() };
+    let sender = p.spawn(options);
+    let mail = json!({"subject": "Your report", "text": "Plain body", "html": "<p>HTML body</p>"});
+
+    let sent = p.create(Channel::Email, "ada@example.org", mail.clone(), None).await;
+    p.tick().await;
+    let d = &p.settled(&[sent]).await[0];
+    assert_eq!((d.status, d.attempts), (DeliveryStatus::Sent, 1), "{:?}", d.last_error);
+    let received = p.smtp.mails();
+    assert_eq!(received.len(), 1);
+    let m = &received[0];
+    assert_eq!(
+        (m.from.as_str(), m.to.as_slice(), m.user.as_deref()),
+        ("noreply@herald.test", &["ada@example.org".to_owned()][..], Some("mailer"))
+    );
+    assert!(m.data.contains("Subject: Your report"), "{}", m.data);
+    assert!(m.data.contains("Plain body") && m.data.contains("<p>HTML body</p>"), "both bodies: {}", m.data);
+    assert!(m.data.contains(&format!("Message-ID: <{sent}@herald>")), "{}", m.data);
+
+    // Try later: retried after 1 s, then sent.
+    p.smtp.answer(crate::smtp::SmtpAnswer::TryLater);
+    let later = p.create(Channel::Email, "bob@example.net", mail.clone(), None).await;
+    p.tick().await;
+    let d = &p.settled(&[later]).await[0];
+    assert_eq!((d.status, d.attempts), (DeliveryStatus::Pending, 1));
+    assert!(d.last_error.as_deref().is_some_and(|e| e.contains("451")), "{:?}", d.last_error);
+    p.smtp.answer(crate::smtp::SmtpAnswer::Accept);
+    p.advance(chrono::Duration::seconds(1));
+    p.tick().await;
+    let d = &p.all_become(&[later], DeliveryStatus::Sent).await[0];
+    assert_eq!(d.attempts, 2);
+
+    // Never: final at once.
+    p.smtp.answer(crate::smtp::SmtpAnswer::Refuse);
+    let refused = p.create(Channel::Email, "nobody@example.net", mail.clone(), None).await;
+    let not_an_address = p.create(Channel::Email, "not an address", mail.clone(), None).await;
+    p.tick().await;
+    let [refused, not_an_address] = <[Delivery; 2]>::try_from(p.settled(&[refused, not_an_address]).await).expect("2");
+    assert_eq!((refused.status, refused.attempts), (DeliveryStatus::Failed, 1));
+    assert!(refused.last_error.as_deref().is_some_and(|e| e.contains("550")), "{:?}", refused.last_error);
+    assert_eq!(not_an_address.status, DeliveryStatus::Failed);
+    assert_eq!(p.smtp.mails().len(), 2, "nothing more was accepted");
+
+    // Two transient failures for one domain open its breaker only.
+    p.smtp.answer(crate::smtp::SmtpAnswer::TryLater);
+    let flaky: Vec<_> = [
+        p.create(Channel::Email, "a@flaky.example", mail.clone(), None).await,
+        p.create(Channel::Email, "b@flaky.example", mail.clone(), None).await,
+    ]
+    .into();
+    p.tick().await;
+    p.settled(&flaky).await;
+    let flaky_state = sender.sender.destination_breaker_state("email:flaky.example");
+    assert!(matches!(flaky_state, herald_core::delivery::BreakerState::Open { .. }), "{flaky_state:?}");
+    assert_eq!(
+        sender.sender.destination_breaker_state("email:example.org"),
+        herald_core::delivery::BreakerState::Closed
+    );
+    sender.stop().await;
     p.finish().await;
 }

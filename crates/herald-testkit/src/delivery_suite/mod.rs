@@ -23,6 +23,7 @@ use herald_core::{
 };
 use herald_workers::{
     channels::{Channels, ProviderConfig, SIGNATURE_HEADER, WebhookConfig, verify},
+    email::{EmailChannel, EmailConfig},
     scheduler::{PeriodicJob, Scheduler, SchedulerOptions},
     sender::{Rate, Sender, SenderOptions},
 };
@@ -34,6 +35,7 @@ use uuid::Uuid;
 use crate::{
     broker_suite::TestBroker,
     mock_provider::{Malformed, MockProvider, Reply},
+    smtp::{SmtpServer, SmtpTls},
 };
 
 mod calendar;
@@ -43,6 +45,8 @@ pub use channels::*;
 
 const TOKEN: &str = "provider-token";
 const WEBHOOK_SECRET: &str = "a-webhook-secret-of-at-least-32-bytes";
+/// The one login the test mail server accepts.
+const SMTP_LOGIN: (&str, &str) = ("mailer", "mail-password");
 
 /// Webhook destinations for the suite: its receivers listen on loopback, which an operator
 /// would have to allow; names do not resolve (the suite uses none).
@@ -77,6 +81,8 @@ pub struct Pipeline {
     pub clock: Arc<ManualClock>,
     pub metrics: Arc<Metrics>,
     pub provider: MockProvider,
+    /// The mail server of the email channel (plain, with a login).
+    pub smtp: SmtpServer,
     pub scheduler: Scheduler,
     webhook_secret: Option<String>,
 }
@@ -119,6 +125,7 @@ impl Pipeline {
             clock,
             metrics,
             provider: MockProvider::start(TOKEN).await,
+            smtp: SmtpServer::start(SmtpTls::None, Some(SMTP_LOGIN)).await,
             scheduler,
             webhook_secret: Some(WEBHOOK_SECRET.to_owned()),
         }
@@ -145,9 +152,22 @@ impl Pipeline {
             self.broker.clone(),
             self.clock.clone(),
             self.metrics.clone(),
-            Channels::new(Some(provider), webhook, loopback_destinations()),
+            Channels::new(Some(provider), webhook, loopback_destinations()).with_email(self.email_channel()),
             options,
         )
+    }
+
+    /// The email channel to [`Pipeline::smtp`], with its login.
+    pub fn email_channel(&self) -> EmailChannel {
+        let (user, password) = SMTP_LOGIN;
+        let url = format!("smtp://{user}:{password}@127.0.0.1:{}?tls=none", self.smtp.addr.port());
+        let config = EmailConfig {
+            url: url.parse().expect("SMTP URL"),
+            from: "Herald <noreply@herald.test>".parse().expect("From"),
+            timeout: Duration::from_secs(5),
+            extra_roots: Vec::new(),
+        };
+        EmailChannel::new(&config).expect("email channel")
     }
 
     pub fn spawn(&self, options: SenderOptions) -> Running {

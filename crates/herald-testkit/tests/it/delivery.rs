@@ -17,6 +17,7 @@ store_broker_suite! {
         the_rate_limit_holds_within_five_percent,
         malformed_answers_are_failures_not_crashes,
         log_webhook_and_realtime_channels_deliver,
+        email_deliveries_follow_the_mail_servers_answers,
         webhook_breakers_are_kept_per_host,
         periodic_jobs_run_on_schedule_on_one_scheduler,
     }

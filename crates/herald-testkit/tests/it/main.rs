@@ -62,6 +62,7 @@ mod campaigns;
 mod collector;
 mod delivery;
 mod edge;
+mod email;
 mod events;
 mod grpc;
 mod long_running;
