@@ -153,6 +153,7 @@ pub mod health;
 pub mod hosting;
 pub mod metrics;
 pub mod net;
+pub mod notice;
 pub mod notify;
 pub mod page;
 pub mod realtime;

@@ -426,9 +426,11 @@ pub fn load(
 }
 
 impl Config {
-    /// The longest a sender's call to one channel may take.
+    /// The longest a sender's call to one channel may take (the email channel's only when it is
+    /// on, so a configuration without it keeps the lease it had).
     pub fn longest_channel_call(&self) -> std::time::Duration {
-        self.provider_timeout.0.max(self.webhook_timeout.0).max(self.smtp_timeout.0)
+        let smtp = if self.smtp_url.0.is_some() { self.smtp_timeout.0 } else { std::time::Duration::ZERO };
+        self.provider_timeout.0.max(self.webhook_timeout.0).max(smtp)
     }
 
     /// The email channel's settings, when `smtp_url` and `email_from` are set; reads
