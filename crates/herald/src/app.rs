@@ -385,6 +385,7 @@ pub fn engine_options(config: &Config) -> EngineOptions {
         session_buffer: usize::try_from(config.session_buffer.0).unwrap_or(usize::MAX),
         session_idle_timeout: config.session_idle_timeout.0,
         sessions_per_user: config.sessions_per_user.0 as usize,
+        max_sessions: config.max_sessions.0 as usize,
         subscriptions_per_session: config.subscriptions_per_session.0 as usize,
         calls_in_flight: config.session_calls_in_flight.0 as usize,
         trusted_proxies: config.trusted_proxies.clone(),

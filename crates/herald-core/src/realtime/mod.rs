@@ -52,6 +52,8 @@ pub struct EngineOptions {
     pub handshake_timeout: Duration,
     /// Most sessions one user may have open on this gateway.
     pub sessions_per_user: usize,
+    /// Most connections this gateway holds at once, sessions and handshakes in progress alike.
+    pub max_sessions: usize,
     /// Most channels one session may subscribe to.
     pub subscriptions_per_session: usize,
     /// Most requests (subscribe, call) one session may have unanswered.
@@ -67,6 +69,7 @@ impl Default for EngineOptions {
             session_idle_timeout: Duration::from_secs(24 * 3600),
             handshake_timeout: Duration::from_secs(10),
             sessions_per_user: 100,
+            max_sessions: 50_000,
             subscriptions_per_session: 256,
             calls_in_flight: 16,
             trusted_proxies: Networks::default(),
@@ -106,12 +109,20 @@ struct Inner {
     next_key: AtomicU64,
     /// Set while the live-event subscription is up: without it sessions would get only replays.
     ready: ReadyFlag,
+    /// One permit per connection admitted (`max_sessions`), from before its handshake until it
+    /// closes.
+    admissions: Arc<tokio::sync::Semaphore>,
 }
+
+/// A connection's place among the gateway's `max_sessions`, held until it closes.
+#[derive(Debug)]
+pub struct Admission(#[allow(dead_code, reason = "held for its drop")] tokio::sync::OwnedSemaphorePermit);
 
 impl Engine {
     /// An engine whose readiness (its live-event subscription is up) is told to `ready`.
     pub fn new(herald: Arc<Herald>, options: EngineOptions, ready: ReadyFlag) -> Self {
         let acks = acks::AckQueue::new(herald.services.store.clone());
+        let admissions = Arc::new(tokio::sync::Semaphore::new(options.max_sessions.max(1)));
         Self {
             inner: Arc::new(Inner {
                 herald,
@@ -120,6 +131,7 @@ impl Engine {
                 acks,
                 open: Mutex::default(),
                 next_key: AtomicU64::new(1),
+                admissions,
                 ready,
             }),
         }
@@ -127,6 +139,20 @@ impl Engine {
 
     pub fn options(&self) -> &EngineOptions {
         &self.inner.options
+    }
+
+    /// Admits a new connection, before its handshake: refused with `unavailable` when the
+    /// gateway holds `max_sessions` connections (a load balancer can send the client elsewhere).
+    pub fn admit(&self) -> Result<Admission, ApiError> {
+        self.inner.admissions.clone().try_acquire_owned().map(Admission).map_err(|_| {
+            ApiError::new(
+                ErrorCode::Unavailable,
+                format!(
+                    "this gateway holds {} connections, the most it takes; try again later or another gateway",
+                    self.inner.options.max_sessions
+                ),
+            )
+        })
     }
 
     pub fn herald(&self) -> &Arc<Herald> {
@@ -292,9 +318,14 @@ impl Engine {
 
     /// Opens a session on `outlet`, replacing (and closing) an open one with the same user and id.
     /// The session ends when its token expires; the client reconnects with a fresh one and resumes.
-    pub fn open_session(&self, handshake: Handshake, outlet: Box<dyn Outlet>) -> Result<Arc<Session>, ApiError> {
+    pub fn open_session(
+        &self,
+        handshake: Handshake,
+        outlet: Box<dyn Outlet>,
+        admission: Admission,
+    ) -> Result<Arc<Session>, ApiError> {
         let Handshake { identity, session: id, expires, peer, bearer } = handshake;
-        let session = Session::new(self.inner.clone(), identity, id.clone(), peer, bearer, outlet);
+        let session = Session::new(self.inner.clone(), identity, id.clone(), peer, bearer, outlet, admission);
         let replaced = {
             let mut open = self.inner.open.lock();
             self.check_session_room(open.get(&identity.user_id), &id)?;

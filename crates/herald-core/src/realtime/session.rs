@@ -71,6 +71,8 @@ pub struct Session {
     requests: Arc<Semaphore>,
     /// Bodies arriving in chunks for calls in flight (so never more than `calls_in_flight`).
     uploads: Incoming,
+    /// Its place among the gateway's connections, given back when the session is dropped.
+    _admission: super::Admission,
 }
 
 /// The answer to `subscribe`.
@@ -90,6 +92,7 @@ impl Session {
         peer: Option<IpAddr>,
         bearer: Bearer,
         outlet: Box<dyn Outlet>,
+        admission: super::Admission,
     ) -> Arc<Self> {
         let key = gw.next_key.fetch_add(1, Ordering::Relaxed);
         let requests = Arc::new(Semaphore::new(gw.options.calls_in_flight.max(1)));
@@ -106,6 +109,7 @@ impl Session {
             ended: CancellationToken::new(),
             requests,
             uploads: Incoming::default(),
+            _admission: admission,
         })
     }
 

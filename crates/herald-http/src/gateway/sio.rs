@@ -169,12 +169,13 @@ pub(super) fn layer(gateway: Engine) -> SocketIoLayer {
     let authenticate = move |socket: SocketRef, TryData(auth): TryData<Auth>| {
         let gateway = gateway.clone();
         async move {
+            let admission = gateway.admit().map_err(Refused)?;
             let auth = auth.unwrap_or(Auth { token: None, session: None });
             let peer = crate::peer::client_ip(socket.req_parts(), &gateway.options().trusted_proxies);
             let handshake =
                 gateway.authenticate(auth.token.as_deref(), auth.session.as_deref(), peer).map_err(Refused)?;
-            let session =
-                gateway.open_session(handshake, Box::new(SioOutlet { socket: socket.clone() })).map_err(Refused)?;
+            let outlet = Box::new(SioOutlet { socket: socket.clone() });
+            let session = gateway.open_session(handshake, outlet, admission).map_err(Refused)?;
             socket.extensions.insert(Attached(session));
             register_handlers(&socket);
             Ok::<(), Refused>(())

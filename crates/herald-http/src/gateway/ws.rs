@@ -23,7 +23,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, oneshot};
 
-use herald_core::realtime::{Engine, EventBody, Handshake, Outlet, SendFailure, Session, error_body};
+use herald_core::realtime::{Admission, Engine, EventBody, Handshake, Outlet, SendFailure, Session, error_body};
 
 /// Largest frame a client may send.
 const MAX_FRAME: usize = 256 * 1024;
@@ -38,6 +38,11 @@ const QUEUED_BODY_FRAMES: usize = 2;
 const MAX_ID: usize = 64;
 
 pub(super) async fn upgrade(State(gateway): State<Engine>, parts: Parts, ws: WebSocketUpgrade) -> Response {
+    // Counted from before the upgrade: a gateway that is full says so with a 503, over HTTP.
+    let admission = match gateway.admit() {
+        Ok(admission) => admission,
+        Err(err) => return axum::response::IntoResponse::into_response(crate::problem::HttpError(err)),
+    };
     let peer = crate::peer::client_ip(&parts, &gateway.options().trusted_proxies);
     // Small buffers: tungstenite's defaults (128 KiB each way) would make an idle session cost
     // a quarter of a megabyte; frames here are small, and a bigger one still fits, in steps.
@@ -45,7 +50,7 @@ pub(super) async fn upgrade(State(gateway): State<Engine>, parts: Parts, ws: Web
         .write_buffer_size(0)
         .max_message_size(MAX_FRAME)
         .max_frame_size(MAX_FRAME)
-        .on_upgrade(move |socket| run(gateway, socket, peer))
+        .on_upgrade(move |socket| run(gateway, socket, peer, admission))
 }
 
 #[derive(Debug, Deserialize)]
@@ -155,7 +160,7 @@ fn close_frame(code: &str, message: &str) -> String {
     json!({"op": "close", "code": code, "message": message}).to_string()
 }
 
-async fn run(gateway: Engine, socket: WebSocket, peer: Option<std::net::IpAddr>) {
+async fn run(gateway: Engine, socket: WebSocket, peer: Option<std::net::IpAddr>, admission: Admission) {
     let (mut sink, mut stream) = socket.split();
     let handshake = match hello(&gateway, &mut stream, peer).await {
         Ok(Some(hello)) => hello,
@@ -169,7 +174,7 @@ async fn run(gateway: Engine, socket: WebSocket, peer: Option<std::net::IpAddr>)
     let outlet = WsOutlet { frames: frames_tx.clone(), closer: Mutex::new(Some(closer)) };
     let welcome =
         json!({"op": "welcome", "user": handshake.identity.user_id, "session": handshake.session}).to_string();
-    let session = match gateway.open_session(handshake, Box::new(outlet)) {
+    let session = match gateway.open_session(handshake, Box::new(outlet), admission) {
         Ok(session) => session,
         Err(err) => return refuse(&mut sink, err).await,
     };

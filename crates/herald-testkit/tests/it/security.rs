@@ -381,3 +381,52 @@ async fn sessions_subscriptions_and_calls_are_capped() {
     resumed.close().await;
     app.stop().await;
 }
+
+/// A gateway holds at most `max_sessions` connections, across users and counting handshakes in
+/// progress: the next is refused (a 503 before the `/ws` upgrade, `unavailable` on Socket.io)
+/// until one closes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_holds_at_most_max_sessions_connections() {
+    let app = TestApp::start_with(Backend::Sqlite, "max_sessions", |env| {
+        env.insert("HERALD_MAX_SESSIONS".into(), "2".into());
+    })
+    .await
+    .expect("SQLite always runs");
+    let (ada, bob) = (app.user("ada@example.org").await, app.user("bob@example.org").await);
+    let url = ws_url(&app.base);
+    let first = WsClient::connect(&url, &ada, "a").await.expect("first");
+    // A connection that has not said hello yet holds its place too.
+    let (pending, _) = tokio_tungstenite::connect_async(url.as_str()).await.expect("upgrade");
+    let refused = reqwest::Client::new()
+        .get(format!("{}/ws", app.base))
+        .header("connection", "upgrade")
+        .header("upgrade", "websocket")
+        .header("sec-websocket-version", "13")
+        .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==")
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let problem: Value = refused.json().await.expect("problem");
+    assert_eq!(problem["code"], "unavailable", "{problem}");
+    if let Some(mut sio) = herald_testkit::node::SioClient::spawn() {
+        let refused = sio.connect(&app.base, &bob, "tab").await.expect_err("full");
+        assert!(refused.to_string().contains("unavailable"), "{refused}");
+        drop(sio);
+    }
+    // One leaves: another user's session gets its place.
+    drop(pending);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let second = loop {
+        match WsClient::connect(&url, &bob, "b").await {
+            Ok(second) => break second,
+            Err(err) => {
+                assert!(tokio::time::Instant::now() < deadline, "the place never came back: {err}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    first.close().await;
+    second.close().await;
+    app.stop().await;
+}

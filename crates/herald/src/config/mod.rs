@@ -223,6 +223,8 @@ settings! {
         doc "Most HTTP connections served at once (upgraded sockets count as sessions, not here); more wait to be accepted.";
     sessions_per_user: Count = "100", env "HERALD_SESSIONS_PER_USER", flag "sessions-per-user", secret false,
         doc "Most real-time sessions one user may have open on one gateway; another is refused with too_many_sessions.";
+    max_sessions: Count = "50000", env "HERALD_MAX_SESSIONS", flag "max-sessions", secret false,
+        doc "Most real-time connections one gateway holds, handshakes in progress included; another is refused with unavailable (HTTP 503 for /ws).";
     subscriptions_per_session: Count = "256", env "HERALD_SUBSCRIPTIONS_PER_SESSION", flag "subscriptions-per-session",
         secret false, doc "Most channels one real-time session may subscribe to; another is refused with too_many_subscriptions.";
     session_calls_in_flight: Count = "16", env "HERALD_SESSION_CALLS_IN_FLIGHT", flag "session-calls-in-flight",
