@@ -60,14 +60,18 @@ pub enum Command {
     Realtime {
         #[arg(long, default_value_t = 10_000)]
         sessions: usize,
-        /// Sessions of one user (each event of that user reaches all of them).
+        /// Sessions of one user (each event of that user reaches all of them). Not
+        /// `--sessions-per-user`: that is the server's own limit, a setting like any other.
         #[arg(long, default_value_t = 1)]
-        sessions_per_user: usize,
+        per_user: usize,
         /// Events written per second.
         #[arg(long, default_value_t = 2_000)]
         rate: u32,
         #[arg(long, default_value_t = 30)]
         seconds: u64,
+        /// How the events are written: through the store port, or as users do, over REST.
+        #[arg(long, value_enum, default_value = "store")]
+        via: realtime::Via,
     },
     /// A long run under churn: start `herald serve` (the binary at --server) as a child on HERALD_HTTP_ADDR; keep N
     /// WebSocket sessions open, each subscribing, receiving and acking events and dropping after
@@ -119,8 +123,8 @@ async fn main() -> ExitCode {
 async fn run(command: Command, config: &config::Config, server: &std::path::Path) -> anyhow::Result<()> {
     match command {
         Command::Relay { events } => herald_bench::relay(config, events).await?.print(config),
-        Command::Realtime { sessions, sessions_per_user, rate, seconds } => {
-            let options = realtime::RealtimeOptions { sessions, sessions_per_user, rate, seconds };
+        Command::Realtime { sessions, per_user, rate, seconds, via } => {
+            let options = realtime::RealtimeOptions { sessions, sessions_per_user: per_user, rate, seconds, via };
             realtime::realtime(config, server, options).await?.print(config);
         }
         Command::Soak { sessions, users, rate, seconds, lifetime, sample } => {

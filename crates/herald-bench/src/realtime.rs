@@ -31,6 +31,15 @@ use tokio_tungstenite::tungstenite::Message;
 use crate::{bench_task, bench_user};
 use herald::{app, config::Config, secret};
 
+/// How the load is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Via {
+    /// Through the store port, in batches (the gateway's ceiling).
+    Store,
+    /// As users do: `POST /api/v1/tasks`, one task (one event) per request, 32 requests in flight.
+    Rest,
+}
+
 /// What `herald-bench realtime` measures.
 #[derive(Debug, Clone, Copy)]
 pub struct RealtimeOptions {
@@ -39,7 +48,11 @@ pub struct RealtimeOptions {
     /// Events written per second during the load phase.
     pub rate: u32,
     pub seconds: u64,
+    pub via: Via,
 }
+
+/// Requests in flight when the load goes through REST.
+const REST_IN_FLIGHT: usize = 32;
 
 /// What it measured.
 #[derive(Debug)]
@@ -56,6 +69,8 @@ pub struct RealtimeReport {
     /// Write-to-client latencies, sorted, in microseconds.
     latencies: Vec<u64>,
     pub rss_loaded: u64,
+    /// Writes the API refused (REST only).
+    pub refused: u64,
 }
 
 impl RealtimeReport {
@@ -76,6 +91,16 @@ impl RealtimeReport {
             mib(self.rss_before),
             mib(self.rss_idle),
             self.rss_idle.saturating_sub(self.rss_before) as f64 / 1024.0 / o.sessions.max(1) as f64
+        );
+        let expected = self.written * o.sessions_per_user as u64;
+        println!(
+            "via        {}; {} writes refused; {} deliveries lost",
+            match o.via {
+                Via::Store => "the store port, batched",
+                Via::Rest => "POST /api/v1/tasks, one event a request",
+            },
+            self.refused,
+            expected.saturating_sub(self.delivered)
         );
         println!(
             "load       {} events written in {:.1} s ({:.0}/s, {}/s asked); {} deliveries in {:.1} s: {:.0} delivered/s",
@@ -152,7 +177,14 @@ pub async fn realtime(config: &Config, server: &Path, options: RealtimeOptions) 
     let ticks = options.seconds * 100;
     let per_tick = f64::from(options.rate) / 100.0;
     let mut written = 0u64;
-    let writers = Arc::new(tokio::sync::Semaphore::new(8));
+    let refused = Arc::new(AtomicU64::new(0));
+    let http = reqwest::Client::builder().pool_max_idle_per_host(REST_IN_FLIGHT).build()?;
+    let owner_tokens: Vec<String> = owners
+        .iter()
+        .map(|owner| tokens.issue(Identity { user_id: *owner, role: Role::User }, Utc::now()).access_token)
+        .collect();
+    let tasks_url = format!("http://{}/api/v1/tasks", config.http_addr);
+    let writers = Arc::new(tokio::sync::Semaphore::new(if options.via == Via::Rest { REST_IN_FLIGHT } else { 8 }));
     let mut pending = tokio::task::JoinSet::new();
     let mut owed = 0.0;
     let load_started = Instant::now();
@@ -164,6 +196,26 @@ pub async fn realtime(config: &Config, server: &Path, options: RealtimeOptions) 
         let n = owed.floor() as usize;
         owed -= n as f64;
         if n == 0 {
+            continue;
+        }
+        if options.via == Via::Rest {
+            // One request per event, as a user's client writes; the send time rides in the
+            // task's description.
+            for _ in 0..n {
+                let permit = writers.clone().acquire_owned().await?;
+                let token = owner_tokens[rand::rng().random_range(0..owner_tokens.len())].clone();
+                let (http, url, refused) = (http.clone(), tasks_url.clone(), refused.clone());
+                pending.spawn(async move {
+                    let _permit = permit;
+                    let body = json!({"title": "bench", "description": Utc::now().timestamp_micros().to_string()});
+                    let answer = http.post(url).bearer_auth(token).json(&body).send().await;
+                    if !answer.is_ok_and(|a| a.status().is_success()) {
+                        refused.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Ok(())
+                });
+            }
+            written += n as u64;
             continue;
         }
         let events = stamped_events(&owners, n, "bench.event");
@@ -180,6 +232,8 @@ pub async fn realtime(config: &Config, server: &Path, options: RealtimeOptions) 
         done.context("a writer panicked")??;
     }
     let write_seconds = load_started.elapsed().as_secs_f64();
+    let refused = refused.load(Ordering::Relaxed);
+    written -= refused;
     let expected = written * options.sessions_per_user as u64;
     let deadline = Instant::now() + Duration::from_secs(30);
     while stats.delivered.load(Ordering::Relaxed) < expected && Instant::now() < deadline {
@@ -207,6 +261,7 @@ pub async fn realtime(config: &Config, server: &Path, options: RealtimeOptions) 
         load_seconds,
         latencies,
         rss_loaded,
+        refused,
     })
 }
 
@@ -298,7 +353,10 @@ impl Session {
         let mut latencies = Vec::new();
         self.run_until(stop, |frame| {
             let now = Utc::now().timestamp_micros();
-            if let Some(sent) = frame["data"]["sent_us"].as_i64() {
+            // A store write stamps `sent_us`; a REST write, the task's description.
+            let data = &frame["data"];
+            let sent = data["sent_us"].as_i64().or_else(|| data["description"].as_str().and_then(|d| d.parse().ok()));
+            if let Some(sent) = sent {
                 latencies.push(u64::try_from(now - sent).unwrap_or(0));
             }
             stats.delivered.fetch_add(1, Ordering::Relaxed);

@@ -85,3 +85,34 @@ fn soak_samples_a_server_child_under_churn() {
     assert!(opened > 20, "{stdout}");
     assert_eq!(failed, 0, "{stdout}");
 }
+
+/// The realtime bench through the public API, briefly: every write goes over REST and reaches
+/// its sessions, none lost (and its flags parse beside the server's settings).
+#[test]
+fn realtime_via_rest_writes_through_the_api() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+    let grpc = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+    let herald = std::path::Path::new(env!("CARGO_BIN_EXE_herald-bench")).with_file_name("herald");
+    if !herald.is_file() {
+        eprintln!("SKIPPED realtime_via_rest_writes_through_the_api: build `herald` first (cargo build -p herald)");
+        assert!(std::env::var("HERALD_TEST_REQUIRE_ALL").as_deref() != Ok("1"), "the herald binary is required");
+        return;
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_herald-bench"))
+        .args(["realtime", "--via", "rest", "--sessions", "4", "--per-user", "2", "--rate", "50", "--seconds", "2"])
+        .env_clear()
+        .env("HERALD_DATA_DIR", dir.path())
+        .env("HERALD_HTTP_ADDR", format!("127.0.0.1:{port}"))
+        .env("HERALD_GRPC_ADDR", format!("127.0.0.1:{grpc}"))
+        .output()
+        .expect("run herald-bench");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let via = stdout.lines().find(|l| l.starts_with("via")).expect("the via line");
+    assert!(
+        via.contains("POST /api/v1/tasks") && via.contains("0 writes refused") && via.contains("0 deliveries lost"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("latency    write to client: p50"), "{stdout}");
+}
