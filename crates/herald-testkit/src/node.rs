@@ -346,3 +346,33 @@ pub async fn sio_churn(
         )
     }))
 }
+
+/// Runs `tests/js/rest-to-socket.mjs` against the Herald at `url`: `users` people with a stock
+/// `socket.io-client` session each, tasks written over REST at `rate` per second for `seconds`.
+/// Returns the script's summary (`written`, `refused`, `delivered`, `lost`, `delivered_per_s`,
+/// `p50_ms`, `p99_ms`, `p999_ms`, `max_ms`), or `None` when `HERALD_TEST_NODE_MODULES` is unset
+/// (skipped loudly, or failed under `HERALD_TEST_REQUIRE_ALL`).
+pub async fn rest_to_socket(url: &str, users: usize, rate: u32, seconds: u32) -> Option<Value> {
+    let modules = node_modules(&current_test())?;
+    let options = json!({"url": url, "users": users, "rate": rate, "seconds": seconds});
+    let run = Command::new("node")
+        .arg(js_dir().join("rest-to-socket.mjs"))
+        .arg(options.to_string())
+        .env("NODE_PATH", &modules)
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(Duration::from_secs(u64::from(seconds) + 60), run)
+        .await
+        .expect("rest-to-socket.mjs finishes")
+        .expect("run node rest-to-socket.mjs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let summary = stdout.lines().last().and_then(|l| serde_json::from_str(l).ok());
+    Some(summary.unwrap_or_else(|| {
+        panic!(
+            "rest-to-socket.mjs printed no summary ({}):\n{stdout}\n{}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        )
+    }))
+}

@@ -60,3 +60,17 @@ async fn the_demo_page_works_in_a_browser() {
         panic!("the demo page's browser test failed:\n{output}");
     }
 }
+
+/// The REST-to-socket bench script, briefly: people with stock `socket.io-client` sessions get
+/// every task written for them over REST, none lost (its figures are in docs/benchmarks.md).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rest_writes_reach_socket_io_clients_none_lost() {
+    let app = herald_testkit::TestApp::start(herald_testkit::Backend::Sqlite, "rest_to_socket").await.expect("SQLite");
+    let summary = herald_testkit::node::rest_to_socket(&app.base, 4, 40, 2).await;
+    app.stop().await;
+    let Some(summary) = summary else { return };
+    assert_eq!(summary["written"], 80, "{summary}");
+    assert_eq!((&summary["refused"], &summary["lost"]), (&serde_json::json!(0), &serde_json::json!(0)), "{summary}");
+    assert_eq!(summary["delivered"], 80, "{summary}");
+    assert!(summary["p99_ms"].is_number(), "{summary}");
+}
