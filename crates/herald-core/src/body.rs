@@ -19,6 +19,7 @@ use tokio::{
     io::AsyncRead,
     sync::{Notify, mpsc},
 };
+use tokio_util::sync::CancellationToken;
 
 use crate::error::{ApiError, ErrorCode};
 
@@ -161,8 +162,10 @@ struct Feed {
 }
 
 impl Incoming {
-    /// Opens the body `id`: the command reads what [`Incoming::push`] feeds under that id.
-    pub fn open(&self, id: &str) -> Result<Body, ApiError> {
+    /// Opens the body `id`: the command reads what [`Incoming::push`] feeds under that id. When
+    /// `gone` is cancelled (the connection closed) before the last chunk, the body ends with an
+    /// error, so its command stops at once rather than wait out [`CHUNK_WAIT`].
+    pub fn open(&self, id: &str, gone: CancellationToken) -> Result<Body, ApiError> {
         if id.is_empty() || id.len() > 64 {
             return Err(ApiError::invalid_field("upload", "must be 1 to 64 characters long"));
         }
@@ -174,8 +177,14 @@ impl Incoming {
         open.insert(id.to_owned(), Feed { queue, next: 0 });
         drop(open);
         self.opened.notify_waiters();
-        let stream = futures::stream::unfold(chunks, |mut chunks| async move {
-            let chunk = match tokio::time::timeout(CHUNK_WAIT, chunks.recv()).await {
+        let stream = futures::stream::unfold((chunks, gone), |(mut chunks, gone)| async move {
+            let next = tokio::select! {
+                next = tokio::time::timeout(CHUNK_WAIT, chunks.recv()) => next,
+                () = gone.cancelled() => {
+                    Ok(Some(Err(ApiError::new(ErrorCode::Unavailable, "the connection closed before the body ended"))))
+                }
+            };
+            let chunk = match next {
                 Ok(chunk) => chunk?,
                 Err(_) => Err(ApiError::new(
                     ErrorCode::RequestTimeout,
@@ -186,7 +195,7 @@ impl Incoming {
             if chunk.is_err() {
                 chunks.close();
             }
-            Some((chunk, chunks))
+            Some((chunk, (chunks, gone)))
         });
         Ok(Body::new(stream))
     }
@@ -263,8 +272,8 @@ mod tests {
     #[tokio::test]
     async fn chunks_arrive_in_order_and_end_with_the_last() {
         let incoming = Incoming::default();
-        let mut body = incoming.open("u1").expect("open");
-        assert!(incoming.open("u1").is_err(), "one body per id");
+        let mut body = incoming.open("u1", CancellationToken::new()).expect("open");
+        assert!(incoming.open("u1", CancellationToken::new()).is_err(), "one body per id");
         incoming.push("u1", Some(0), Bytes::from_static(b"ab"), false).await.expect("chunk 0");
         assert_eq!(body.next().await.expect("a chunk").expect("ok"), "ab");
         incoming.push("u1", Some(1), Bytes::from_static(b"cd"), true).await.expect("chunk 1");
@@ -285,7 +294,7 @@ mod tests {
             async move { incoming.push("u", Some(0), Bytes::from_static(b"first"), true).await }
         });
         tokio::time::sleep(Duration::from_millis(50)).await;
-        let mut body = incoming.open("u").expect("open");
+        let mut body = incoming.open("u", CancellationToken::new()).expect("open");
         early.await.expect("join").expect("the early chunk found its call");
         assert_eq!(body.next().await.expect("a chunk").expect("ok"), "first");
         assert!(body.next().await.is_none());
@@ -294,7 +303,7 @@ mod tests {
     #[tokio::test]
     async fn a_chunk_out_of_order_ends_the_body_with_an_error() {
         let incoming = Incoming::default();
-        let mut body = incoming.open("u").expect("open");
+        let mut body = incoming.open("u", CancellationToken::new()).expect("open");
         let refused = incoming.push("u", Some(1), Bytes::from_static(b"x"), false).await;
         assert_eq!(refused.map_err(|e| e.code()), Err(ErrorCode::Conflict));
         assert_eq!(body.next().await.expect("an item").map_err(|e| e.code()), Err(ErrorCode::Conflict));
@@ -304,7 +313,7 @@ mod tests {
     #[tokio::test]
     async fn a_body_nobody_reads_holds_back_its_sender_and_a_dropped_one_refuses_chunks() {
         let incoming = std::sync::Arc::new(Incoming::default());
-        let body = incoming.open("u").expect("open");
+        let body = incoming.open("u", CancellationToken::new()).expect("open");
         for seq in 0..QUEUED_CHUNKS as u64 {
             incoming.push("u", Some(seq), Bytes::from_static(b"x"), false).await.expect("queued");
         }
@@ -316,6 +325,16 @@ mod tests {
         let refused = incoming.push("u", Some(QUEUED_CHUNKS as u64), Bytes::from_static(b"x"), false).await;
         assert_eq!(refused.map_err(|e| e.code()), Err(ErrorCode::Conflict), "the command stopped reading");
         assert!(incoming.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_closed_connection_ends_its_open_body_with_an_error() {
+        let incoming = Incoming::default();
+        let gone = CancellationToken::new();
+        let mut body = incoming.open("u", gone.clone()).expect("open");
+        gone.cancel();
+        let ended = tokio::time::timeout(Duration::from_secs(1), body.next()).await.expect("at once");
+        assert_eq!(ended.expect("an item").map_err(|e| e.code()), Err(ErrorCode::Unavailable));
     }
 
     #[tokio::test]

@@ -277,7 +277,7 @@ impl Session {
     /// Opens the body `upload` for a call about to run (on a transport that keeps a socket's
     /// frames in order, before it reads the next one); [`Session::close_upload`] once it ended.
     pub fn open_upload(&self, upload: &str) -> Result<Body, ApiError> {
-        self.uploads.open(upload)
+        self.uploads.open(upload, self.ended.clone())
     }
 
     pub fn close_upload(&self, upload: &str) {

@@ -194,3 +194,43 @@ async fn ws_carries_uploads_downloads_and_imports_in_binary_frames() {
     ws.close().await;
     app.stop().await;
 }
+
+/// A body in chunks exists only for a call in flight, so a session holds at most
+/// `HERALD_SESSION_CALLS_IN_FLIGHT` of them: an open upload takes a slot, and the next call is
+/// refused until it ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_uploads_are_bounded_by_the_calls_in_flight() {
+    let app = TestApp::start_with(Backend::Sqlite, "open_uploads_bounded", |env| {
+        env.insert("HERALD_SESSION_CALLS_IN_FLIGHT".into(), "1".into());
+    })
+    .await
+    .expect("SQLite always runs");
+    let token = app.user("ada@example.org").await;
+    let task = task(&app, &token).await;
+    let url = format!("{}/ws", app.base.replacen("http://", "ws://", 1));
+    let mut ws = WsClient::connect(&url, &token, "tab").await.expect("connect");
+    // An upload opened, its bytes not sent yet: it holds the one slot.
+    ws.send(
+        json!({"op": "call", "id": "u1", "command": "attachments.upload", "input": {"task_id": task}, "body": true}),
+    )
+    .await;
+    let second = ws
+        .request(json!({"op": "call", "command": "attachments.upload", "input": {"task_id": task}, "body": true}))
+        .await;
+    assert_eq!(second["error"]["code"], "too_many_requests", "{second}");
+    let listed = ws.call("tasks.list", json!({})).await;
+    assert_eq!(listed["error"]["code"], "too_many_requests", "{listed}");
+    // Closing the connection ends the upload at once: nothing of it stays, file or call.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+    while files(&app) == 0 {
+        assert!(tokio::time::Instant::now() < deadline, "the open upload never started its file");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    ws.close().await;
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+    while files(&app) > 0 {
+        assert!(tokio::time::Instant::now() < deadline, "the open upload outlived its connection");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    app.stop().await;
+}
