@@ -26,6 +26,15 @@ const require = createRequire(import.meta.url);
 const { io } = require("socket.io-client");
 
 
+/** POSTs JSON to `base` + `path`; the status and the parsed answer. */
+async function post(base, path, body, token) {
+  const headers = { "content-type": "application/json" };
+  if (token) headers.authorization = `Bearer ${token}`;
+  const response = await fetch(`${base}${path}`, { method: "POST", headers, body: JSON.stringify(body) });
+  const text = await response.text();
+  return { status: response.status, body: text ? JSON.parse(text) : null };
+}
+
 /** The writer thread: POSTs tasks at `rate` for `seconds`, at most `inFlight` at once. */
 async function writer({ base, tokens, rate, seconds, inFlight }) {
   let written = 0;
@@ -38,13 +47,8 @@ async function writer({ base, tokens, rate, seconds, inFlight }) {
     running += 1;
     const token = tokens[Math.floor(Math.random() * tokens.length)];
     try {
-      const response = await fetch(`${base}/api/v1/tasks`, {
-        method: "POST",
-        headers: { "content-type": "application/json", authorization: `Bearer ${token}` },
-        body: JSON.stringify({ title: "bench", description: String(nowUs()) }),
-      });
-      await response.arrayBuffer();
-      if (response.status === 201) written += 1;
+      const answer = await post(base, "/api/v1/tasks", { title: "bench", description: String(nowUs()) }, token);
+      if (answer.status === 201) written += 1;
       else refused += 1;
     } catch {
       refused += 1;
@@ -79,20 +83,12 @@ const seconds = opts.seconds ?? 30;
 const inFlight = opts.in_flight ?? 32;
 const run = Math.random().toString(36).slice(2, 8);
 
-async function post(path, body, token) {
-  const headers = { "content-type": "application/json" };
-  if (token) headers.authorization = `Bearer ${token}`;
-  const response = await fetch(`${base}${path}`, { method: "POST", headers, body: JSON.stringify(body) });
-  const text = await response.text();
-  return { status: response.status, body: text ? JSON.parse(text) : null };
-}
-
 async function person(n) {
   const email = `rest-${run}-${n}@bench.example`;
   const password = "bench-password";
-  const registered = await post("/api/v1/auth/register", { email, password, name: `Bench ${n}` });
+  const registered = await post(base, "/api/v1/auth/register", { email, password, name: `Bench ${n}` });
   if (registered.status !== 201) throw new Error(`register: ${registered.status} ${JSON.stringify(registered.body)}`);
-  const login = await post("/api/v1/auth/login", { email, password });
+  const login = await post(base, "/api/v1/auth/login", { email, password });
   if (login.status !== 200) throw new Error(`login: ${login.status} ${JSON.stringify(login.body)}`);
   return { id: registered.body.id, token: login.body.access_token };
 }

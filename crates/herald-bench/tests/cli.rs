@@ -14,6 +14,28 @@ fn bench(data_dir: &std::path::Path, args: &[&str]) -> Output {
         .expect("run herald-bench")
 }
 
+/// Runs a bench that starts a `herald serve` child (the binary beside this one) on free ports;
+/// `None`, after saying it was skipped, when that binary is not built.
+fn bench_with_server(test: &str, data_dir: &std::path::Path, args: &[&str]) -> Option<Output> {
+    let free = || std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+    let (port, grpc) = (free(), free());
+    let herald = std::path::Path::new(env!("CARGO_BIN_EXE_herald-bench")).with_file_name("herald");
+    if !herald.is_file() {
+        eprintln!("SKIPPED {test}: build `herald` first (cargo build -p herald)");
+        assert!(std::env::var("HERALD_TEST_REQUIRE_ALL").as_deref() != Ok("1"), "the herald binary is required");
+        return None;
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_herald-bench"))
+        .args(args)
+        .env_clear()
+        .env("HERALD_DATA_DIR", data_dir)
+        .env("HERALD_HTTP_ADDR", format!("127.0.0.1:{port}"))
+        .env("HERALD_GRPC_ADDR", format!("127.0.0.1:{grpc}"))
+        .output()
+        .expect("run herald-bench");
+    Some(out)
+}
+
 #[test]
 fn relay_reports_every_event_relayed() {
     let dir = tempfile::tempdir().expect("temp dir");
@@ -56,23 +78,9 @@ fn a_bad_setting_is_named_with_exit_code_2() {
 #[test]
 fn soak_samples_a_server_child_under_churn() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
-    let grpc = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
-    let herald = std::path::Path::new(env!("CARGO_BIN_EXE_herald-bench")).with_file_name("herald");
-    if !herald.is_file() {
-        eprintln!("SKIPPED soak_samples_a_server_child_under_churn: build `herald` first (cargo build -p herald)");
-        assert!(std::env::var("HERALD_TEST_REQUIRE_ALL").as_deref() != Ok("1"), "the herald binary is required");
-        return;
-    }
-    let out = Command::new(env!("CARGO_BIN_EXE_herald-bench"))
-        .args(["soak", "--sessions", "20", "--users", "4", "--rate", "20", "--seconds", "6", "--lifetime", "2"])
-        .args(["--sample", "2"])
-        .env_clear()
-        .env("HERALD_DATA_DIR", dir.path())
-        .env("HERALD_HTTP_ADDR", format!("127.0.0.1:{port}"))
-        .env("HERALD_GRPC_ADDR", format!("127.0.0.1:{grpc}"))
-        .output()
-        .expect("run herald-bench");
+    let args = ["soak", "--sessions", "20", "--users", "4", "--rate", "20", "--seconds", "6", "--lifetime", "2"];
+    let args: Vec<&str> = args.into_iter().chain(["--sample", "2"]).collect();
+    let Some(out) = bench_with_server("soak_samples_a_server_child_under_churn", dir.path(), &args) else { return };
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("MiB at the start") && stdout.contains("slope/hour RSS"), "{stdout}");
@@ -91,22 +99,8 @@ fn soak_samples_a_server_child_under_churn() {
 #[test]
 fn realtime_via_rest_writes_through_the_api() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
-    let grpc = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
-    let herald = std::path::Path::new(env!("CARGO_BIN_EXE_herald-bench")).with_file_name("herald");
-    if !herald.is_file() {
-        eprintln!("SKIPPED realtime_via_rest_writes_through_the_api: build `herald` first (cargo build -p herald)");
-        assert!(std::env::var("HERALD_TEST_REQUIRE_ALL").as_deref() != Ok("1"), "the herald binary is required");
-        return;
-    }
-    let out = Command::new(env!("CARGO_BIN_EXE_herald-bench"))
-        .args(["realtime", "--via", "rest", "--sessions", "4", "--per-user", "2", "--rate", "50", "--seconds", "2"])
-        .env_clear()
-        .env("HERALD_DATA_DIR", dir.path())
-        .env("HERALD_HTTP_ADDR", format!("127.0.0.1:{port}"))
-        .env("HERALD_GRPC_ADDR", format!("127.0.0.1:{grpc}"))
-        .output()
-        .expect("run herald-bench");
+    let args = ["realtime", "--via", "rest", "--sessions", "4", "--per-user", "2", "--rate", "50", "--seconds", "2"];
+    let Some(out) = bench_with_server("realtime_via_rest_writes_through_the_api", dir.path(), &args) else { return };
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let stdout = String::from_utf8_lossy(&out.stdout);
     let via = stdout.lines().find(|l| l.starts_with("via")).expect("the via line");

@@ -45,51 +45,21 @@ pub struct SmtpUrl {
     pub password: Option<SecretString>,
 }
 
-fn percent_decode(raw: &str) -> Result<String, String> {
-    let bytes = raw.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = raw.get(i + 1..i + 3).ok_or("a % escape is cut short")?;
-            out.push(u8::from_str_radix(hex, 16).map_err(|_| "a % escape is not hex")?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).map_err(|_| "a %-escaped credential is not UTF-8".to_owned())
+/// A `%`-escaped part of a URL's credentials, decoded.
+fn decoded(raw: &str) -> Result<String, String> {
+    percent_encoding::percent_decode_str(raw)
+        .decode_utf8()
+        .map(|s| s.into_owned())
+        .map_err(|_| "a %-escaped credential is not UTF-8".to_owned())
 }
 
 impl FromStr for SmtpUrl {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let (scheme, rest) = s.split_once("://").ok_or("must be smtp://… or smtps://…")?;
-        let (rest, query) = rest.split_once('?').unwrap_or((rest, ""));
-        let rest = rest.trim_end_matches('/');
-        let (credentials, host_port) = match rest.rsplit_once('@') {
-            Some((credentials, host_port)) => (Some(credentials), host_port),
-            None => (None, rest),
-        };
-        let (user, password) = match credentials {
-            None => (None, None),
-            Some(c) => match c.split_once(':') {
-                Some((user, password)) => (Some(percent_decode(user)?), Some(percent_decode(password)?.into())),
-                None => (Some(percent_decode(c)?), None),
-            },
-        };
-        let (host, port) = match host_port.rsplit_once(':') {
-            Some((host, port)) if !host.ends_with(']') || host.starts_with('[') => {
-                (host, Some(port.parse::<u16>().map_err(|_| "the port must be a number from 1 to 65535")?))
-            }
-            _ => (host_port, None),
-        };
-        if host.is_empty() || host.contains(['/', ' ']) {
-            return Err("must name the SMTP server's host".into());
-        }
-        let tls = query.split('&').filter_map(|pair| pair.strip_prefix("tls=")).next_back();
-        let security = match (scheme, tls) {
+        let url = reqwest::Url::parse(s).map_err(|e| format!("must be smtp://… or smtps://…: {e}"))?;
+        let host = url.host_str().filter(|h| !h.is_empty()).ok_or("must name the SMTP server's host")?;
+        let tls = url.query_pairs().filter(|(k, _)| k == "tls").map(|(_, v)| v.into_owned()).last();
+        let security = match (url.scheme(), tls.as_deref()) {
             ("smtps", None) => SmtpSecurity::Implicit,
             ("smtp", None | Some("opportunistic")) => SmtpSecurity::Opportunistic,
             ("smtp", Some("starttls")) => SmtpSecurity::StartTls,
@@ -98,7 +68,9 @@ impl FromStr for SmtpUrl {
             ("smtp", Some(other)) => return Err(format!("tls must be starttls, opportunistic or none, not {other:?}")),
             _ => return Err("must be smtp://… or smtps://…".into()),
         };
-        let port = port.filter(|p| *p != 0).unwrap_or(if security == SmtpSecurity::Implicit { 465 } else { 587 });
+        let user = Some(url.username()).filter(|u| !u.is_empty()).map(decoded).transpose()?;
+        let password = url.password().map(decoded).transpose()?.map(SecretString::from);
+        let port = url.port().filter(|p| *p != 0).unwrap_or(if security == SmtpSecurity::Implicit { 465 } else { 587 });
         Ok(Self { host: host.trim_matches(['[', ']']).to_owned(), port, security, user, password })
     }
 }

@@ -9,7 +9,7 @@ use crate::{
     Services,
     campaign::TimeZone,
     command::{Access, Command, Ctx},
-    error::{ApiError, ErrorCode},
+    error::ApiError,
     notify::Preferences,
     store::StoreError,
     user::{ContactPhone, ProfileChange, UserName},
@@ -17,13 +17,8 @@ use crate::{
 
 use super::{
     tasks::present,
-    users::{NoInput, UserView},
+    users::{NoInput, UserView, account_gone},
 };
-
-/// A valid token for an account that is gone proves nothing any more.
-fn gone() -> ApiError {
-    ApiError::new(ErrorCode::InvalidToken, "the account of this token no longer exists")
-}
 
 /// Input of `users.update_me`: only the fields present change; `phone: null` and
 /// `timezone: null` clear them.
@@ -59,7 +54,7 @@ impl Command for UpdateMe {
         let change = ProfileChange { name: input.name, phone: input.phone, timezone: input.timezone };
         match svc.store.update_profile(cx.identity()?.user_id, &change).await {
             Ok(user) => Ok(user.into()),
-            Err(StoreError::NotFound) => Err(gone()),
+            Err(StoreError::NotFound) => Err(account_gone()),
             Err(err) => Err(err.into()),
         }
     }
@@ -79,7 +74,7 @@ impl Command for GetPreferences {
     type Output = Preferences;
 
     async fn run(&self, svc: &Services, cx: &Ctx, _input: NoInput) -> Result<Preferences, ApiError> {
-        svc.store.preferences(cx.identity()?.user_id).await?.ok_or_else(gone)
+        svc.store.preferences(cx.identity()?.user_id).await?.ok_or_else(account_gone)
     }
 }
 
@@ -98,7 +93,7 @@ impl Command for SetPreferences {
     async fn run(&self, svc: &Services, cx: &Ctx, input: Preferences) -> Result<Preferences, ApiError> {
         match svc.store.set_preferences(cx.identity()?.user_id, &input).await {
             Ok(()) => Ok(input),
-            Err(StoreError::NotFound) => Err(gone()),
+            Err(StoreError::NotFound) => Err(account_gone()),
             Err(err) => Err(err.into()),
         }
     }

@@ -78,6 +78,11 @@ pub async fn create_user(
     }
 }
 
+/// A valid token for an account that is gone proves nothing any more.
+pub(crate) fn account_gone() -> ApiError {
+    ApiError::new(ErrorCode::InvalidToken, "the account of this token no longer exists")
+}
+
 /// An input with no fields.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -100,7 +105,7 @@ impl Command for Me {
         match svc.store.user_by_id(identity.user_id).await? {
             Some(user) => Ok(user.into()),
             // A valid token for an account that is gone proves nothing any more.
-            None => Err(ApiError::new(ErrorCode::InvalidToken, "the account of this token no longer exists")),
+            None => Err(account_gone()),
         }
     }
 }
@@ -159,9 +164,7 @@ impl Command for SetWebhook {
         }
         match svc.store.set_webhook(user, input.url.as_ref()).await {
             Ok(()) => Ok(WebhookView { url: input.url.map(String::from) }),
-            Err(StoreError::NotFound) => {
-                Err(ApiError::new(ErrorCode::InvalidToken, "the account of this token no longer exists"))
-            }
+            Err(StoreError::NotFound) => Err(account_gone()),
             Err(err) => Err(err.into()),
         }
     }
