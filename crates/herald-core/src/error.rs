@@ -54,6 +54,7 @@ error_codes! {
     Conflict => (409, "conflict", "The request conflicts with the current state"),
     EmailTaken => (409, "email_taken", "The email address is already registered"),
     DateBusy => (409, "date_busy", "Another event of yours overlaps this time"),
+    IdempotencyConflict => (409, "idempotency_conflict", "The idempotency key was used for a different request"),
     PreconditionFailed => (412, "precondition_failed", "The resource has changed since it was read"),
     PayloadTooLarge => (413, "payload_too_large", "The request body is too large"),
     RangeNotSatisfiable => (416, "range_not_satisfiable", "The requested range is outside the content"),

@@ -92,6 +92,7 @@ pub struct Metrics {
     /// Tasks alive in the process's async runtime, set when the metrics are scraped.
     pub runtime_alive_tasks: Gauge,
     pub realtime: RealtimeMetrics,
+    pub notices: NoticeMetrics,
 }
 
 impl fmt::Debug for Metrics {
@@ -214,7 +215,9 @@ impl Default for Metrics {
             runtime_alive_tasks.clone(),
         );
         let realtime = RealtimeMetrics::register(&mut registry);
+        let notices = NoticeMetrics::register(&mut registry);
         Self {
+            notices,
             broker_rejected_messages,
             runtime_alive_tasks,
             mailing_messages,
@@ -259,6 +262,67 @@ impl Metrics {
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 pub struct SubscribeLabels {
     pub result: String,
+}
+
+/// A notice step's channel and the status it moved to.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StepLabels {
+    pub channel: String,
+    pub status: String,
+}
+
+/// Notices: how many reached each status, what their steps came to, how soon people answer.
+#[derive(Debug, Clone)]
+pub struct NoticeMetrics {
+    /// Notices by the status they reached: `pending` when made, then `acknowledged`,
+    /// `delivered`, `expired` or `failed`.
+    pub notices: Family<StatusLabels, Counter>,
+    pub steps: Family<StepLabels, Counter>,
+    pub ack_seconds: Histogram,
+}
+
+impl NoticeMetrics {
+    fn register(registry: &mut Registry) -> Self {
+        let notices = Family::<StatusLabels, Counter>::default();
+        registry.register(
+            "notices",
+            "Notices by the status they reached (pending when made; acknowledged, delivered, expired, failed)",
+            notices.clone(),
+        );
+        let steps = Family::<StepLabels, Counter>::default();
+        registry.register("notice_steps", "Notice steps by channel and the status they moved to", steps.clone());
+        let ack_seconds = Histogram::new([1.0, 5.0, 15.0, 30.0, 60.0, 300.0, 900.0, 3600.0, 4.0 * 3600.0, 86400.0]);
+        registry.register(
+            "notice_ack_seconds",
+            "Time from a notice being made to its acknowledgement",
+            ack_seconds.clone(),
+        );
+        Self { notices, steps, ack_seconds }
+    }
+
+    /// Counts a notice reaching `status`.
+    pub fn reached(&self, status: crate::notice::NoticeStatus) {
+        self.notices.get_or_create(&StatusLabels { status: status.as_str().to_owned() }).inc();
+    }
+
+    /// Counts acknowledged notices and observes how long each took, as of `now`.
+    pub fn acknowledged(&self, acked: &[crate::notice::Acknowledged], now: chrono::DateTime<chrono::Utc>) {
+        for a in acked {
+            self.reached(crate::notice::NoticeStatus::Acknowledged);
+            self.ack_seconds.observe((now - a.created_at).num_milliseconds().max(0) as f64 / 1000.0);
+        }
+    }
+
+    /// Counts what an escalation pass did.
+    pub fn escalated(&self, pass: &crate::notice::Escalation) {
+        for (channel, status) in &pass.steps {
+            let labels = StepLabels { channel: channel.as_str().to_owned(), status: status.as_str().to_owned() };
+            self.steps.get_or_create(&labels).inc();
+        }
+        for status in &pass.settled {
+            self.reached(*status);
+        }
+    }
 }
 
 /// The real-time gateway's metrics (`herald_realtime_*`).

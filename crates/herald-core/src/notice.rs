@@ -13,9 +13,22 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::{
+    change::{ChangeEvent, user_stream},
+    delivery::{Channel, DeliveryId, NewDelivery},
     notify::{NoticeChannel, NoticeType, Preferences},
-    user::{ContactPhone, Email, WebhookUrl},
+    user::{ContactPhone, Email, UserId, WebhookUrl},
 };
+
+/// The kind of the deliveries notice steps make.
+pub const STEP_KIND: &str = "notice.step";
+/// The type of the event an in-app step writes to the person's `user:` stream.
+pub const EVENT_TYPE: &str = "notification";
+/// Longest title, in characters.
+pub const TITLE_MAX: usize = 200;
+/// Longest body, in characters.
+pub const BODY_MAX: usize = 4000;
+/// Largest `data`, serialised, in bytes.
+pub const DATA_MAX: usize = 8 * 1024;
 
 id_type!(
     /// A notice's id (UUIDv7).
@@ -51,6 +64,8 @@ string_enum!(
     #[serde(rename_all = "snake_case")]
     StepStatus {
         Pending => "pending",
+        /// Handed to its channel, which has not reported yet.
+        Sending => "sending",
         /// Due inside the person's quiet hours: moved to their end.
         Deferred => "deferred",
         Sent => "sent",
@@ -67,8 +82,189 @@ string_enum!(
 impl StepStatus {
     /// The step will not change any more.
     pub fn is_final(self) -> bool {
-        !matches!(self, Self::Pending | Self::Deferred)
+        !matches!(self, Self::Pending | Self::Deferred | Self::Sending)
     }
+}
+
+/// One step of a notice, as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NoticeStep {
+    pub channel: NoticeChannel,
+    /// Seconds after the notice was made that the step is due.
+    pub after: u32,
+    pub status: StepStatus,
+    /// When it is (or was) due; a deferred step's new time.
+    pub due_at: DateTime<Utc>,
+    pub sent_at: Option<DateTime<Utc>>,
+    /// Why it was skipped, deferred or failed.
+    pub reason: Option<String>,
+    /// The delivery that carries it, once handed to its channel (not for in-app steps).
+    pub delivery_id: Option<DeliveryId>,
+}
+
+/// A notice, as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Notice {
+    pub id: NoticeId,
+    pub user_id: UserId,
+    /// Who made it: `user:<id>` or `key:<id>`; idempotency keys are this caller's own.
+    pub caller: String,
+    pub kind: NoticeType,
+    pub title: String,
+    pub body: String,
+    pub data: Option<serde_json::Value>,
+    pub urgent: bool,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub idempotency_key: Option<String>,
+    /// A digest of the request, to tell a repeat from a reused key.
+    pub request_hash: Option<String>,
+    pub status: NoticeStatus,
+    pub created_at: DateTime<Utc>,
+    pub acknowledged_at: Option<DateTime<Utc>>,
+    /// When the person marked it read (in-app notices only).
+    pub read_at: Option<DateTime<Utc>>,
+    /// The in-app event's stream and offset, once an in-app step went: acknowledging that
+    /// offset on that stream acknowledges the notice.
+    pub event: Option<(String, i64)>,
+    pub steps: Vec<NoticeStep>,
+}
+
+impl Notice {
+    /// The in-app event of this notice: type [`EVENT_TYPE`], `data.id` the notice's id.
+    pub fn event(&self, now: DateTime<Utc>) -> ChangeEvent {
+        ChangeEvent {
+            // One event per notice, however often the step is tried.
+            id: Uuid::new_v5(&self.id.0, b"realtime"),
+            kind: EVENT_TYPE.to_owned(),
+            channel: user_stream(self.user_id),
+            payload: serde_json::json!({
+                "type": EVENT_TYPE,
+                "data": {
+                    "id": self.id.0,
+                    "type": self.kind.as_str(),
+                    "title": self.title,
+                    "body": self.body,
+                    "data": self.data,
+                    "urgent": self.urgent,
+                    "created_at": self.created_at,
+                },
+            }),
+            created_at: now,
+            trace_context: crate::trace::current(),
+        }
+    }
+
+    /// The delivery that carries step `index` on `channel` to `recipient`.
+    fn delivery(&self, index: usize, channel: NoticeChannel, recipient: String, now: DateTime<Utc>) -> NewDelivery {
+        let (channel, payload) = match channel {
+            NoticeChannel::Email => {
+                (Channel::Email, serde_json::json!({"subject": self.title, "text": self.body, "notice_id": self.id.0}))
+            }
+            NoticeChannel::Sms => (
+                Channel::Provider,
+                serde_json::json!({"phone": recipient, "text": self.text(), "notice_id": self.id.0}),
+            ),
+            NoticeChannel::Webhook | NoticeChannel::Realtime => (
+                Channel::Webhook,
+                serde_json::json!({
+                    "type": EVENT_TYPE,
+                    "id": self.id.0,
+                    "user_id": self.user_id.0,
+                    "notice_type": self.kind.as_str(),
+                    "title": self.title,
+                    "body": self.body,
+                    "data": self.data,
+                    "urgent": self.urgent,
+                    "created_at": self.created_at,
+                }),
+            ),
+        };
+        NewDelivery {
+            id: DeliveryId::new(),
+            kind: STEP_KIND.to_owned(),
+            source_key: format!("notice:{}:step:{index}", self.id),
+            recipient,
+            channel,
+            payload,
+            source_id: Some(self.id.0),
+            recipient_id: Some(self.user_id.0),
+            next_attempt_at: now,
+            deadline: self.expires_at,
+            created_at: now,
+            trace_context: crate::trace::current(),
+        }
+    }
+
+    /// The text of a message: the title, then the body.
+    fn text(&self) -> String {
+        if self.body.is_empty() { self.title.clone() } else { format!("{}\n{}", self.title, self.body) }
+    }
+}
+
+/// A step that is due, with what the store knows of its person.
+#[derive(Debug, Clone)]
+pub struct DueStep {
+    pub notice: Notice,
+    pub index: usize,
+    pub reach: Reach,
+}
+
+/// What the store is to do with a due step, in the transaction that holds its notice.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StepMove {
+    /// Write the in-app event; the step is `sent` and the notice is in the inbox.
+    InApp(ChangeEvent),
+    /// Store this delivery; the step is `sending` until its channel reports.
+    Dispatch(NewDelivery),
+    /// The step is `skipped`, for this reason.
+    Skip(String),
+    /// The step is `deferred` to this time, for this reason.
+    Defer(DateTime<Utc>, String),
+    /// The notice is `expired`, with every step still to come.
+    Expire,
+}
+
+/// What a due step comes to at `now`.
+pub fn plan(due: &DueStep, now: DateTime<Utc>) -> StepMove {
+    let notice = &due.notice;
+    let Some(step) = notice.steps.get(due.index) else {
+        return StepMove::Skip("the notice has no such step".into());
+    };
+    match next_move(step.channel, &notice.kind, notice.urgent, notice.expires_at, &due.reach, now) {
+        NextMove::Send { channel: NoticeChannel::Realtime, .. } => StepMove::InApp(notice.event(now)),
+        NextMove::Send { channel, recipient } => {
+            StepMove::Dispatch(notice.delivery(due.index, channel, recipient, now))
+        }
+        NextMove::Skip(reason) => StepMove::Skip(reason),
+        NextMove::Defer(until) => StepMove::Defer(until, "inside the person's quiet hours".into()),
+        NextMove::Expire => StepMove::Expire,
+    }
+}
+
+/// A notice that was just acknowledged, for the time-to-acknowledge metric.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Acknowledged {
+    pub id: NoticeId,
+    pub created_at: DateTime<Utc>,
+}
+
+/// What one escalation pass did.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Escalation {
+    /// Each step that moved: its channel and its new status.
+    pub steps: Vec<(NoticeChannel, StepStatus)>,
+    /// Each notice that settled, with its final status.
+    pub settled: Vec<NoticeStatus>,
+    /// Whether a pass found as many due steps as it could take.
+    pub full: bool,
+}
+
+/// Which notices an admin lists.
+#[derive(Debug, Clone, Default)]
+pub struct NoticeFilter {
+    pub user: Option<UserId>,
+    pub status: Option<NoticeStatus>,
+    pub kind: Option<NoticeType>,
 }
 
 /// What the person a notice is for can be reached by.

@@ -20,6 +20,7 @@ use crate::{
     change::{ChangeEvent, OutboxEvent},
     delivery::{Delivery, DeliveryId, DeliveryReport, DeliveryStatus, NewDelivery},
     error::{ApiError, ErrorCode},
+    notice::{Acknowledged, DueStep, Escalation, Notice, NoticeFilter, NoticeId, StepMove},
     notify::Preferences,
     room::{Room, RoomId, RoomMessage, RoomMessageId},
     stream::StreamStore,
@@ -56,6 +57,8 @@ string_enum!(
         MailingStatus => "mailings_status",
         /// A calendar event overlaps another of its owner's.
         EventsOverlap => "events_overlap",
+        /// A caller's idempotency key names a notice already.
+        NoticesIdempotency => "notices_idempotency_key",
     }
 );
 
@@ -98,6 +101,7 @@ pub trait Store:
     + CalendarStore
     + StreamStore
     + RoomStore
+    + NoticeStore
     + Send
     + Sync
     + std::fmt::Debug
@@ -498,6 +502,69 @@ pub trait RoomStore: Send + Sync {
         limit: u32,
     ) -> Result<Vec<RoomMessage>, StoreError>;
 }
+
+/// Notices and their steps. A notice is acknowledged once, by whichever comes first: a cursor
+/// of its person's stream reaching its in-app event ([`crate::stream::StreamStore::advance_cursors`]),
+/// or the person marking it read. Acknowledging cancels every step still to come, and the
+/// deliveries of its steps not yet claimed, in the same transaction. An escalation pass holds
+/// each notice it moves (PostgreSQL: `FOR UPDATE … SKIP LOCKED`), so of a racing
+/// acknowledgement and due step exactly one wins: the step goes and the acknowledgement comes
+/// after it, or the acknowledgement cancels the step.
+#[async_trait]
+pub trait NoticeStore: Send + Sync {
+    /// Stores a notice and its steps. With `event`, its first step is in-app and went at once:
+    /// the event is written, the step `sent`, the notice in the inbox. `Conflict` on
+    /// [`Constraint::NoticesIdempotency`] when its caller used its idempotency key already;
+    /// `NotFound` when its person is not a user.
+    async fn create_notice(&self, notice: &Notice, event: Option<&ChangeEvent>) -> Result<(), StoreError>;
+
+    async fn notice(&self, id: NoticeId) -> Result<Option<Notice>, StoreError>;
+
+    /// The notice `caller` made with idempotency key `key`.
+    async fn notice_by_key(&self, caller: &str, key: &str) -> Result<Option<Notice>, StoreError>;
+
+    /// Notices matching `filter`, newest first, before `before`, at most `limit`.
+    async fn list_notices(
+        &self,
+        filter: &NoticeFilter,
+        before: Option<NoticeId>,
+        limit: u32,
+    ) -> Result<Vec<Notice>, StoreError>;
+
+    /// `user`'s inbox: the notices whose in-app step went, newest first, before `before`, only
+    /// the unread ones with `unread`, at most `limit`.
+    async fn inbox(
+        &self,
+        user: UserId,
+        unread: bool,
+        before: Option<NoticeId>,
+        limit: u32,
+    ) -> Result<Vec<Notice>, StoreError>;
+
+    /// Marks `user`'s inbox notice `id` read (every unread one with `None`) at `now`, which
+    /// acknowledges those still pending. Returns the notices acknowledged and how many were
+    /// marked; `NotFound` when `id` is not in `user`'s inbox.
+    async fn read_notices(
+        &self,
+        user: UserId,
+        id: Option<NoticeId>,
+        now: DateTime<Utc>,
+    ) -> Result<(u64, Vec<Acknowledged>), StoreError>;
+
+    /// One escalation pass at `now`: settles the steps whose deliveries reported, then takes up
+    /// to `limit` due steps of unacknowledged notices, earliest first, and applies what `plan`
+    /// makes of each (with its person's contact points and preferences read in the same
+    /// transaction); a notice whose every step ended settles.
+    async fn escalate_notices(
+        &self,
+        now: DateTime<Utc>,
+        limit: u32,
+        plan: &StepPlan<'_>,
+    ) -> Result<Escalation, StoreError>;
+}
+
+/// What an escalation pass makes of a due step.
+pub type StepPlan<'a> = dyn Fn(&DueStep) -> StepMove + Sync + 'a;
 
 /// Builds the change events of a calendar event's deletion.
 pub type EventDeleteEvents<'a> = dyn Fn(&CalendarEvent) -> Vec<ChangeEvent> + Sync + 'a;

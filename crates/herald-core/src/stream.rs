@@ -135,8 +135,13 @@ pub trait StreamStore: Send + Sync {
     async fn set_cursor(&self, cursor: &SessionCursor, now: DateTime<Utc>) -> Result<(), StoreError>;
 
     /// Moves each cursor forward to its offset (never back), creating missing ones, in one
-    /// transaction, at `now`.
-    async fn advance_cursors(&self, cursors: &[SessionCursor], now: DateTime<Utc>) -> Result<(), StoreError>;
+    /// transaction, at `now`. In the same transaction it acknowledges every pending notice whose
+    /// in-app event a cursor reached (see [`crate::store::NoticeStore`]), and returns them.
+    async fn advance_cursors(
+        &self,
+        cursors: &[SessionCursor],
+        now: DateTime<Utc>,
+    ) -> Result<Vec<crate::notice::Acknowledged>, StoreError>;
 
     /// Forgets cursors untouched since `idle_before`, at most `limit`; returns how many.
     async fn expire_cursors(&self, idle_before: DateTime<Utc>, limit: u32) -> Result<u64, StoreError>;

@@ -25,6 +25,7 @@ use herald_core::{
     clock::Clock,
     delivery::{DELIVERY_QUEUE, DeliveryJob, DeliveryReport, DeliveryStatus, JobBatch},
     metrics::{JobLabels, Metrics},
+    notice,
     schedule::Schedule,
     store::{Store, StoreError},
     trace,
@@ -178,16 +179,22 @@ impl Scheduler {
             self.metrics.deliveries_rescued.inc_by(rescued);
             tracing::info!(rescued, "returned lapsed delivery claims to pending");
         }
+        // Due notice steps first: the deliveries they make are claimed in this same pass.
+        let escalated = self.store.escalate_notices(now, self.options.batch, &|due| notice::plan(due, now)).await?;
+        if !escalated.steps.is_empty() || !escalated.settled.is_empty() {
+            self.metrics.notices.escalated(&escalated);
+            tracing::debug!(steps = escalated.steps.len(), settled = escalated.settled.len(), "escalated notices");
+        }
         let limit = self.room().await?;
         let capped = limit < self.options.batch;
         if limit == 0 {
-            return Ok(Pass { rescued, queued: 0, full: false, capped });
+            return Ok(Pass { rescued, queued: 0, full: escalated.full, capped });
         }
         let claimed = self.store.claim_due_deliveries(now, limit, self.options.lease).await?;
-        let full = claimed.len() as u32 >= self.options.batch;
+        let full = claimed.len() as u32 >= self.options.batch || escalated.full;
         let jobs: Vec<DeliveryJob> = claimed.iter().filter_map(DeliveryJob::of).collect();
         if jobs.is_empty() {
-            return Ok(Pass { rescued, queued: 0, full: false, capped });
+            return Ok(Pass { rescued, queued: 0, full: escalated.full, capped });
         }
         let messages =
             jobs.chunks(self.options.jobs_per_message.max(1)).map(|c| JobBatch::message(c.to_vec())).collect();

@@ -7,6 +7,7 @@ pub mod clients;
 pub mod events;
 pub mod import;
 pub mod mailings;
+pub mod notifications;
 pub mod profile;
 pub mod rooms;
 pub mod tasks;
@@ -17,7 +18,7 @@ use crate::command::Registry;
 /// The command groups, each the first part of its commands' names; `HERALD_COMMANDS` names some
 /// of them to host (see [`crate::hosting`]).
 pub const GROUPS: &[&str] =
-    &["auth", "users", "api_keys", "tasks", "attachments", "clients", "mailings", "events", "rooms"];
+    &["auth", "users", "api_keys", "notifications", "tasks", "attachments", "clients", "mailings", "events", "rooms"];
 
 /// Every command, registered once; transports and the OpenAPI document read this.
 pub fn registry() -> Registry {
@@ -35,6 +36,12 @@ pub fn registry() -> Registry {
         .register(api_keys::Create)
         .register(api_keys::List)
         .register(api_keys::Revoke)
+        .register(notifications::Create)
+        .register(notifications::Get)
+        .register(notifications::List)
+        .register(notifications::Inbox)
+        .register(notifications::Read)
+        .register(notifications::ReadAll)
         .register(tasks::Create)
         .register(tasks::Get)
         .register(tasks::List)
@@ -190,6 +197,12 @@ mod tests {
                 "mailings.stats",
                 "mailings.stats_one",
                 "mailings.update",
+                "notifications.create",
+                "notifications.get",
+                "notifications.inbox",
+                "notifications.list",
+                "notifications.read",
+                "notifications.read_all",
                 "rooms.add_member",
                 "rooms.create",
                 "rooms.list",

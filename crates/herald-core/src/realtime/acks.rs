@@ -10,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     clock::Clock,
+    metrics::Metrics,
     store::Store,
     stream::{SessionCursor, SessionId},
     user::UserId,
@@ -27,14 +28,15 @@ pub(super) struct AckQueue {
     tx: mpsc::Sender<SessionCursor>,
     rx: tokio::sync::Mutex<mpsc::Receiver<SessionCursor>>,
     store: Arc<dyn Store>,
+    metrics: Arc<Metrics>,
 }
 
 type Key = (UserId, SessionId, String);
 
 impl AckQueue {
-    pub(super) fn new(store: Arc<dyn Store>) -> Self {
+    pub(super) fn new(store: Arc<dyn Store>, metrics: Arc<Metrics>) -> Self {
         let (tx, rx) = mpsc::channel(QUEUE);
-        Self { tx, rx: tokio::sync::Mutex::new(rx), store }
+        Self { tx, rx: tokio::sync::Mutex::new(rx), store, metrics }
     }
 
     pub(super) fn push(&self, cursor: SessionCursor) {
@@ -85,7 +87,13 @@ impl AckQueue {
             })
             .collect();
         match self.store.advance_cursors(&cursors, now).await {
-            Ok(()) => merged.clear(),
+            Ok(acknowledged) => {
+                merged.clear();
+                if !acknowledged.is_empty() {
+                    tracing::debug!(notices = acknowledged.len(), "notices acknowledged in-app");
+                    self.metrics.notices.acknowledged(&acknowledged, now);
+                }
+            }
             // Kept and merged into the next batch.
             Err(err) => tracing::warn!(cursors = cursors.len(), error = %err, "could not write acks; retrying"),
         }

@@ -121,7 +121,7 @@ pub struct Admission(#[allow(dead_code, reason = "held for its drop")] tokio::sy
 impl Engine {
     /// An engine whose readiness (its live-event subscription is up) is told to `ready`.
     pub fn new(herald: Arc<Herald>, options: EngineOptions, ready: ReadyFlag) -> Self {
-        let acks = acks::AckQueue::new(herald.services.store.clone());
+        let acks = acks::AckQueue::new(herald.services.store.clone(), herald.services.metrics.clone());
         let admissions = Arc::new(tokio::sync::Semaphore::new(options.max_sessions.max(1)));
         Self {
             inner: Arc::new(Inner {

@@ -6,6 +6,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use herald_core::{
     change::OutboxEvent,
+    notice::Acknowledged,
     store::StoreError,
     stream::{SessionCursor, SessionId, StreamHead, StreamStore},
     user::UserId,
@@ -78,12 +79,17 @@ impl StreamStore for PgStore {
         .map_err(err)
     }
 
-    async fn advance_cursors(&self, cursors: &[SessionCursor], now: DateTime<Utc>) -> Result<(), StoreError> {
+    async fn advance_cursors(
+        &self,
+        cursors: &[SessionCursor],
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Acknowledged>, StoreError> {
         if cursors.is_empty() {
-            return Ok(());
+            return Ok(Vec::new());
         }
         // One statement for the batch, one row per cursor (the highest offset wins), sorted so
-        // that concurrent batches lock rows in one order.
+        // that concurrent batches lock rows in one order. The same statement acknowledges the
+        // pending notices whose in-app event a cursor reached, and cancels what they had to come.
         let mut highest: BTreeMap<(Uuid, &str, &str), i64> = BTreeMap::new();
         for c in cursors {
             let offset = highest.entry((c.user.0, c.session.as_str(), c.channel.as_str())).or_insert(c.offset);
@@ -93,21 +99,27 @@ impl StreamStore for PgStore {
         let sessions: Vec<&str> = highest.keys().map(|k| k.1).collect();
         let channels: Vec<&str> = highest.keys().map(|k| k.2).collect();
         let offsets: Vec<i64> = highest.values().copied().collect();
-        sqlx::query(
-            "INSERT INTO session_cursors (user_id, session_id, channel, acked, updated_at) \
+        let rows = sqlx::query(concat!(
+            "WITH moved AS (INSERT INTO session_cursors (user_id, session_id, channel, acked, updated_at) \
              SELECT u, s, c, o, $5 FROM unnest($1::uuid[], $2::text[], $3::text[], $4::bigint[]) AS t(u, s, c, o) \
              ON CONFLICT (user_id, session_id, channel) DO UPDATE \
-             SET acked = greatest(session_cursors.acked, excluded.acked), updated_at = excluded.updated_at",
-        )
+             SET acked = greatest(session_cursors.acked, excluded.acked), updated_at = excluded.updated_at \
+             RETURNING channel, acked), \
+             reached AS (SELECT channel, max(acked) AS acked FROM moved GROUP BY channel), \
+             acked AS (UPDATE notices n SET status = 'acknowledged', acknowledged_at = $5 FROM reached r \
+             WHERE n.status = 'pending' AND n.event_offset IS NOT NULL AND n.event_channel = r.channel \
+             AND n.event_offset <= r.acked RETURNING n.id, n.created_at)",
+            super::notices::cancel_rest!("$5")
+        ))
         .bind(&users)
         .bind(&sessions)
         .bind(&channels)
         .bind(&offsets)
         .bind(now)
-        .execute(&self.pool)
+        .fetch_all(&self.pool)
         .await
-        .map(drop)
-        .map_err(err)
+        .map_err(err)?;
+        super::notices::acknowledged(rows)
     }
 
     async fn expire_cursors(&self, idle_before: DateTime<Utc>, limit: u32) -> Result<u64, StoreError> {

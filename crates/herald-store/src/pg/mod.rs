@@ -4,6 +4,7 @@ mod calendar;
 mod campaigns;
 mod channels;
 mod deliveries;
+mod notices;
 mod outbox;
 mod rooms;
 mod tasks;

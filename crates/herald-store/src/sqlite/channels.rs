@@ -4,6 +4,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use herald_core::{
     change::OutboxEvent,
+    notice::Acknowledged,
     store::StoreError,
     stream::{SessionCursor, SessionId, StreamHead, StreamStore},
     user::UserId,
@@ -74,27 +75,43 @@ impl StreamStore for SqliteStore {
         .map_err(err)
     }
 
-    async fn advance_cursors(&self, cursors: &[SessionCursor], now: DateTime<Utc>) -> Result<(), StoreError> {
+    async fn advance_cursors(
+        &self,
+        cursors: &[SessionCursor],
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Acknowledged>, StoreError> {
         if cursors.is_empty() {
-            return Ok(());
+            return Ok(Vec::new());
         }
         let mut tx = self.writer.begin().await.map_err(err)?;
+        let mut reached: std::collections::BTreeMap<&str, i64> = std::collections::BTreeMap::new();
         for cursor in cursors {
-            sqlx::query(
+            let acked: i64 = sqlx::query_scalar(
                 "INSERT INTO session_cursors (user_id, session_id, channel, acked, updated_at) VALUES (?, ?, ?, ?, ?) \
                  ON CONFLICT (user_id, session_id, channel) DO UPDATE \
-                 SET acked = max(session_cursors.acked, excluded.acked), updated_at = excluded.updated_at",
+                 SET acked = max(session_cursors.acked, excluded.acked), updated_at = excluded.updated_at \
+                 RETURNING acked",
             )
             .bind(cursor.user.0)
             .bind(cursor.session.as_str())
             .bind(&cursor.channel)
             .bind(cursor.offset)
             .bind(micros(now))
-            .execute(&mut *tx)
+            .fetch_one(&mut *tx)
             .await
             .map_err(err)?;
+            // Only a person's own stream carries notices.
+            if cursor.channel.starts_with("user:") {
+                let highest = reached.entry(cursor.channel.as_str()).or_insert(acked);
+                *highest = (*highest).max(acked);
+            }
         }
-        tx.commit().await.map_err(err)
+        let mut acknowledged = Vec::new();
+        for (channel, offset) in reached {
+            acknowledged.extend(super::notices::acknowledge_reached(&mut tx, channel, offset, now).await?);
+        }
+        tx.commit().await.map_err(err)?;
+        Ok(acknowledged)
     }
 
     async fn expire_cursors(&self, idle_before: DateTime<Utc>, limit: u32) -> Result<u64, StoreError> {

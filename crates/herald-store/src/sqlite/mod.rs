@@ -8,6 +8,7 @@ mod calendar;
 mod campaigns;
 mod channels;
 mod deliveries;
+mod notices;
 mod outbox;
 mod rooms;
 mod tasks;
@@ -86,6 +87,8 @@ fn err(e: sqlx::Error) -> StoreError {
             Some(Constraint::UsersEmail.as_str())
         } else if message.contains("clients.phone") {
             Some(Constraint::ClientsPhone.as_str())
+        } else if message.contains("notices.idempotency_key") {
+            Some(Constraint::NoticesIdempotency.as_str())
         } else {
             None
         }

@@ -6,6 +6,7 @@ mod campaigns;
 mod channels;
 mod deliveries;
 mod messages;
+mod notices;
 mod profiles;
 mod rooms;
 
@@ -22,6 +23,7 @@ pub use campaigns::*;
 pub use channels::*;
 pub use deliveries::*;
 pub use messages::*;
+pub use notices::*;
 pub use profiles::*;
 pub use rooms::*;
 

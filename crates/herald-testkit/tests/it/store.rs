@@ -22,6 +22,11 @@ macro_rules! store_suite {
 }
 
 store_suite! {
+    a_notice_and_its_in_app_first_step_are_stored_together,
+    an_escalation_pass_sends_skips_and_settles_due_steps,
+    quiet_hours_defer_a_step_and_expiry_ends_the_notice,
+    a_cursor_past_the_event_or_reading_acknowledges_and_cancels_the_rest,
+    an_acknowledgement_racing_a_due_step_wins_or_loses_whole,
     migrations_are_idempotent_and_ping_answers,
     a_created_user_reads_back_identically,
     unknown_users_are_none,

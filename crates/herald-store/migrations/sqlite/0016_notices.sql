@@ -1,0 +1,41 @@
+-- Notices: one call that reaches a person and escalates step by step until someone acknowledges.
+-- `event_channel`/`event_offset` locate the in-app event once it went: a cursor of that stream
+-- reaching that offset acknowledges the notice. `caller` scopes idempotency keys.
+CREATE TABLE notices (
+    id              BLOB    NOT NULL PRIMARY KEY,
+    user_id         BLOB    NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    caller          TEXT    NOT NULL,
+    type            TEXT    NOT NULL,
+    title           TEXT    NOT NULL,
+    body            TEXT    NOT NULL,
+    data            TEXT,
+    urgent          INTEGER NOT NULL,
+    expires_at      INTEGER,
+    idempotency_key TEXT,
+    request_hash    TEXT,
+    status          TEXT    NOT NULL,
+    created_at      INTEGER NOT NULL,
+    acknowledged_at INTEGER,
+    read_at         INTEGER,
+    event_channel   TEXT,
+    event_offset    INTEGER
+) STRICT;
+CREATE UNIQUE INDEX notices_idempotency_key ON notices (caller, idempotency_key) WHERE idempotency_key IS NOT NULL;
+CREATE INDEX notices_unacknowledged ON notices (event_channel, event_offset) WHERE status = 'pending' AND event_offset IS NOT NULL;
+CREATE INDEX notices_inbox ON notices (user_id, id) WHERE event_offset IS NOT NULL;
+CREATE INDEX notices_by_user ON notices (user_id, id);
+
+CREATE TABLE notice_steps (
+    notice_id   BLOB    NOT NULL REFERENCES notices (id) ON DELETE CASCADE,
+    idx         INTEGER NOT NULL,
+    channel     TEXT    NOT NULL,
+    after_secs  INTEGER NOT NULL,
+    status      TEXT    NOT NULL,
+    due_at      INTEGER NOT NULL,
+    sent_at     INTEGER,
+    reason      TEXT,
+    delivery_id BLOB,
+    PRIMARY KEY (notice_id, idx)
+) STRICT;
+CREATE INDEX notice_steps_due ON notice_steps (due_at) WHERE status IN ('pending', 'deferred');
+CREATE INDEX notice_steps_sending ON notice_steps (delivery_id) WHERE status = 'sending';

@@ -1,0 +1,486 @@
+//! SQLite: notices and their steps. Writes go through the one writer connection, so an
+//! escalation pass and an acknowledgement take turns as whole transactions: of a racing
+//! acknowledgement and due step, whichever commits first wins and the other sees it.
+
+use std::collections::{HashMap, HashSet};
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use herald_core::{
+    change::ChangeEvent,
+    delivery::DeliveryId,
+    notice::{Acknowledged, DueStep, Escalation, Notice, NoticeFilter, NoticeId, NoticeStatus, StepMove, StepStatus},
+    store::{NoticeStore, StepPlan, StoreError},
+    user::UserId,
+};
+use sqlx::{Row as _, Sqlite, Transaction};
+use uuid::Uuid;
+
+use super::{
+    SqliteStore,
+    deliveries::{OnTaken, insert_deliveries},
+    err, from_micros, micros,
+    outbox::insert_events,
+};
+use crate::{
+    decode::{self, notice_columns, step_columns},
+    error::{corrupt, missing_as_not_found},
+};
+
+/// Acknowledges the pending notices among `candidates` (their ids and creation times) and
+/// cancels what they had to come: steps not yet due, and deliveries not yet claimed.
+async fn acknowledge(
+    tx: &mut Transaction<'_, Sqlite>,
+    ids: &[Uuid],
+    now: DateTime<Utc>,
+) -> Result<Vec<Acknowledged>, StoreError> {
+    let mut acked = Vec::new();
+    for id in ids {
+        let row = sqlx::query(
+            "UPDATE notices SET status = 'acknowledged', acknowledged_at = ?2 WHERE id = ?1 AND status = 'pending' \
+             RETURNING created_at",
+        )
+        .bind(id)
+        .bind(micros(now))
+        .fetch_optional(&mut **tx)
+        .await
+        .map_err(err)?;
+        let Some(row) = row else { continue };
+        let created_at = from_micros(row.try_get("created_at").map_err(err)?)?;
+        sqlx::query(
+            "UPDATE notice_steps SET status = 'cancelled', reason = 'acknowledged first' \
+             WHERE notice_id = ?1 AND status IN ('pending', 'deferred')",
+        )
+        .bind(id)
+        .execute(&mut **tx)
+        .await
+        .map_err(err)?;
+        sqlx::query(
+            "UPDATE deliveries SET status = 'cancelled', updated_at = ?2 WHERE status = 'pending' AND id IN \
+             (SELECT delivery_id FROM notice_steps WHERE notice_id = ?1 AND status = 'sending')",
+        )
+        .bind(id)
+        .bind(micros(now))
+        .execute(&mut **tx)
+        .await
+        .map_err(err)?;
+        sqlx::query(
+            "UPDATE notice_steps SET status = 'cancelled', reason = 'acknowledged first' WHERE notice_id = ?1 \
+             AND status = 'sending' AND delivery_id IN (SELECT id FROM deliveries WHERE status = 'cancelled')",
+        )
+        .bind(id)
+        .execute(&mut **tx)
+        .await
+        .map_err(err)?;
+        acked.push(Acknowledged { id: NoticeId(*id), created_at });
+    }
+    Ok(acked)
+}
+
+/// In one cursor batch's transaction: acknowledges the pending notices whose in-app event on
+/// `channel` is at or below `offset`.
+pub(super) async fn acknowledge_reached(
+    tx: &mut Transaction<'_, Sqlite>,
+    channel: &str,
+    offset: i64,
+    now: DateTime<Utc>,
+) -> Result<Vec<Acknowledged>, StoreError> {
+    let ids: Vec<Uuid> = sqlx::query_scalar(
+        "SELECT id FROM notices WHERE status = 'pending' AND event_offset IS NOT NULL AND event_channel = ?1 \
+         AND event_offset <= ?2",
+    )
+    .bind(channel)
+    .bind(offset)
+    .fetch_all(&mut **tx)
+    .await
+    .map_err(err)?;
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    acknowledge(tx, &ids, now).await
+}
+
+impl SqliteStore {
+    async fn with_steps(&self, notices: Vec<Notice>) -> Result<Vec<Notice>, StoreError> {
+        let mut steps = Vec::new();
+        for notice in &notices {
+            let rows = sqlx::query(concat!("SELECT ", step_columns!(), " FROM notice_steps WHERE notice_id = ?"))
+                .bind(notice.id.0)
+                .fetch_all(&self.reader)
+                .await
+                .map_err(err)?;
+            for row in &rows {
+                steps.push(decode::notice_step(row)?);
+            }
+        }
+        Ok(decode::with_steps(notices, steps))
+    }
+}
+
+async fn steps_in(
+    tx: &mut Transaction<'_, Sqlite>,
+    notice: Uuid,
+) -> Result<Vec<(NoticeId, usize, herald_core::notice::NoticeStep)>, StoreError> {
+    let rows = sqlx::query(concat!("SELECT ", step_columns!(), " FROM notice_steps WHERE notice_id = ?"))
+        .bind(notice)
+        .fetch_all(&mut **tx)
+        .await
+        .map_err(err)?;
+    rows.iter().map(decode::notice_step).collect()
+}
+
+#[async_trait]
+impl NoticeStore for SqliteStore {
+    async fn create_notice(&self, notice: &Notice, event: Option<&ChangeEvent>) -> Result<(), StoreError> {
+        let mut tx = self.writer.begin().await.map_err(err)?;
+        sqlx::query(concat!(
+            "INSERT INTO notices (",
+            notice_columns!(),
+            ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, NULL, NULL, NULL)"
+        ))
+        .bind(notice.id.0)
+        .bind(notice.user_id.0)
+        .bind(&notice.caller)
+        .bind(notice.kind.as_str())
+        .bind(&notice.title)
+        .bind(&notice.body)
+        .bind(notice.data.as_ref().map(|d| d.to_string()))
+        .bind(notice.urgent)
+        .bind(notice.expires_at.map(micros))
+        .bind(&notice.idempotency_key)
+        .bind(&notice.request_hash)
+        .bind(notice.status.as_str())
+        .bind(micros(notice.created_at))
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| missing_as_not_found(e, err))?;
+        let mut steps = notice.steps.clone();
+        if let Some(event) = event {
+            write_event(&mut tx, notice.id, event).await?;
+            if let Some(first) = steps.first_mut() {
+                first.status = StepStatus::Sent;
+                first.sent_at = Some(notice.created_at);
+            }
+        }
+        for (index, step) in steps.iter().enumerate() {
+            sqlx::query(
+                "INSERT INTO notice_steps (notice_id, idx, channel, after_secs, status, due_at, sent_at) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?)",
+            )
+            .bind(notice.id.0)
+            .bind(i64::try_from(index).unwrap_or(i64::MAX))
+            .bind(step.channel.as_str())
+            .bind(i64::from(step.after))
+            .bind(step.status.as_str())
+            .bind(micros(step.due_at))
+            .bind(step.sent_at.map(micros))
+            .execute(&mut *tx)
+            .await
+            .map_err(err)?;
+        }
+        if event.is_some() { self.commit(tx).await } else { tx.commit().await.map_err(err) }
+    }
+
+    async fn notice(&self, id: NoticeId) -> Result<Option<Notice>, StoreError> {
+        let row = sqlx::query(concat!("SELECT ", notice_columns!(), " FROM notices WHERE id = ?"))
+            .bind(id.0)
+            .fetch_optional(&self.reader)
+            .await
+            .map_err(err)?;
+        let notices = row.iter().map(decode::notice).collect::<Result<Vec<_>, _>>()?;
+        Ok(self.with_steps(notices).await?.pop())
+    }
+
+    async fn notice_by_key(&self, caller: &str, key: &str) -> Result<Option<Notice>, StoreError> {
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            notice_columns!(),
+            " FROM notices WHERE caller = ? AND idempotency_key = ?"
+        ))
+        .bind(caller)
+        .bind(key)
+        .fetch_optional(&self.reader)
+        .await
+        .map_err(err)?;
+        let notices = row.iter().map(decode::notice).collect::<Result<Vec<_>, _>>()?;
+        Ok(self.with_steps(notices).await?.pop())
+    }
+
+    async fn list_notices(
+        &self,
+        filter: &NoticeFilter,
+        before: Option<NoticeId>,
+        limit: u32,
+    ) -> Result<Vec<Notice>, StoreError> {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            notice_columns!(),
+            " FROM notices WHERE (?1 IS NULL OR user_id = ?1) AND (?2 IS NULL OR status = ?2) \
+             AND (?3 IS NULL OR type = ?3) AND (?4 IS NULL OR id < ?4) ORDER BY id DESC LIMIT ?5"
+        ))
+        .bind(filter.user.map(|u| u.0))
+        .bind(filter.status.map(|s| s.as_str()))
+        .bind(filter.kind.as_ref().map(|k| k.as_str()))
+        .bind(before.map(|b| b.0))
+        .bind(i64::from(limit))
+        .fetch_all(&self.reader)
+        .await
+        .map_err(err)?;
+        let notices = rows.iter().map(decode::notice).collect::<Result<Vec<_>, _>>()?;
+        self.with_steps(notices).await
+    }
+
+    async fn inbox(
+        &self,
+        user: UserId,
+        unread: bool,
+        before: Option<NoticeId>,
+        limit: u32,
+    ) -> Result<Vec<Notice>, StoreError> {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            notice_columns!(),
+            " FROM notices WHERE user_id = ?1 AND event_offset IS NOT NULL AND (NOT ?2 OR read_at IS NULL) \
+             AND (?3 IS NULL OR id < ?3) ORDER BY id DESC LIMIT ?4"
+        ))
+        .bind(user.0)
+        .bind(unread)
+        .bind(before.map(|b| b.0))
+        .bind(i64::from(limit))
+        .fetch_all(&self.reader)
+        .await
+        .map_err(err)?;
+        let notices = rows.iter().map(decode::notice).collect::<Result<Vec<_>, _>>()?;
+        self.with_steps(notices).await
+    }
+
+    async fn read_notices(
+        &self,
+        user: UserId,
+        id: Option<NoticeId>,
+        now: DateTime<Utc>,
+    ) -> Result<(u64, Vec<Acknowledged>), StoreError> {
+        let mut tx = self.writer.begin().await.map_err(err)?;
+        let inboxed: Vec<Uuid> = sqlx::query_scalar(
+            "SELECT id FROM notices WHERE user_id = ?1 AND (?2 IS NULL OR id = ?2) AND event_offset IS NOT NULL",
+        )
+        .bind(user.0)
+        .bind(id.map(|i| i.0))
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(err)?;
+        if id.is_some() && inboxed.is_empty() {
+            return Err(StoreError::NotFound);
+        }
+        let read = sqlx::query(
+            "UPDATE notices SET read_at = ?3 WHERE user_id = ?1 AND (?2 IS NULL OR id = ?2) \
+             AND event_offset IS NOT NULL AND read_at IS NULL",
+        )
+        .bind(user.0)
+        .bind(id.map(|i| i.0))
+        .bind(micros(now))
+        .execute(&mut *tx)
+        .await
+        .map_err(err)?
+        .rows_affected();
+        let pending: Vec<Uuid> = sqlx::query_scalar(
+            "SELECT id FROM notices WHERE user_id = ?1 AND (?2 IS NULL OR id = ?2) AND event_offset IS NOT NULL \
+             AND status = 'pending'",
+        )
+        .bind(user.0)
+        .bind(id.map(|i| i.0))
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(err)?;
+        let acked = acknowledge(&mut tx, &pending, now).await?;
+        tx.commit().await.map_err(err)?;
+        Ok((read, acked))
+    }
+
+    async fn escalate_notices(
+        &self,
+        now: DateTime<Utc>,
+        limit: u32,
+        plan: &StepPlan<'_>,
+    ) -> Result<Escalation, StoreError> {
+        let mut pass = Escalation::default();
+        let mut touched: HashSet<Uuid> = HashSet::new();
+        let mut tx = self.writer.begin().await.map_err(err)?;
+        // Steps whose deliveries reported.
+        let rows = sqlx::query(
+            "UPDATE notice_steps AS s SET status = CASE d.status WHEN 'sent' THEN 'sent' WHEN 'cancelled' THEN 'cancelled' \
+             WHEN 'expired' THEN 'expired' ELSE 'failed' END, sent_at = d.sent_at, \
+             reason = CASE WHEN d.status IN ('failed', 'expired') THEN d.last_error ELSE s.reason END \
+             FROM deliveries AS d WHERE s.status = 'sending' AND d.id = s.delivery_id \
+             AND d.status IN ('sent', 'failed', 'expired', 'cancelled') RETURNING notice_id, channel, status",
+        )
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(err)?;
+        for row in &rows {
+            touched.insert(row.try_get("notice_id").map_err(err)?);
+            pass.steps
+                .push(decode::step_change(row.try_get("channel").map_err(err)?, row.try_get("status").map_err(err)?)?);
+        }
+
+        let due = sqlx::query(
+            "SELECT s.notice_id, s.idx, u.email, u.phone, u.timezone, u.preferences, u.webhook_url \
+             FROM notice_steps s JOIN notices n ON n.id = s.notice_id JOIN users u ON u.id = n.user_id \
+             WHERE s.status IN ('pending', 'deferred') AND s.due_at <= ?1 AND n.status = 'pending' \
+             ORDER BY s.due_at, s.notice_id, s.idx LIMIT ?2",
+        )
+        .bind(micros(now))
+        .bind(i64::from(limit))
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(err)?;
+        pass.full = due.len() >= limit as usize;
+        let mut notices: HashMap<Uuid, Notice> = HashMap::new();
+        let mut wrote_events = false;
+        for row in &due {
+            let id: Uuid = row.try_get("notice_id").map_err(err)?;
+            let index: i64 = row.try_get("idx").map_err(err)?;
+            let index = usize::try_from(index).map_err(|e| corrupt("notice step index", e))?;
+            let reach = decode::reach(
+                row.try_get("email").map_err(err)?,
+                row.try_get("phone").map_err(err)?,
+                row.try_get("timezone").map_err(err)?,
+                row.try_get("preferences").map_err(err)?,
+                row.try_get("webhook_url").map_err(err)?,
+            )?;
+            let notice = match notices.entry(id) {
+                std::collections::hash_map::Entry::Occupied(held) => held.into_mut(),
+                std::collections::hash_map::Entry::Vacant(slot) => {
+                    let row = sqlx::query(concat!("SELECT ", notice_columns!(), " FROM notices WHERE id = ?"))
+                        .bind(id)
+                        .fetch_one(&mut *tx)
+                        .await
+                        .map_err(err)?;
+                    let notice = decode::notice(&row)?;
+                    let steps = steps_in(&mut tx, id).await?;
+                    let notice =
+                        decode::with_steps(vec![notice], steps).pop().ok_or_else(|| corrupt("notice", "vanished"))?;
+                    slot.insert(notice)
+                }
+            };
+            if notice.status != NoticeStatus::Pending || notice.steps.get(index).is_none_or(|s| s.status.is_final()) {
+                continue;
+            }
+            touched.insert(id);
+            let due = DueStep { notice: notice.clone(), index, reach };
+            let index_db = i64::try_from(index).unwrap_or(i64::MAX);
+            let step_move = plan(&due);
+            match &step_move {
+                StepMove::InApp(event) => {
+                    write_event(&mut tx, notice.id, event).await?;
+                    set_step(&mut tx, id, index_db, StepStatus::Sent, Some(now), None, None).await?;
+                    wrote_events = true;
+                }
+                StepMove::Dispatch(delivery) => {
+                    let delivery_id = delivery.id;
+                    insert_deliveries(&mut tx, std::slice::from_ref(delivery), OnTaken::Skip).await?;
+                    set_step(&mut tx, id, index_db, StepStatus::Sending, None, None, Some(delivery_id)).await?;
+                }
+                StepMove::Skip(reason) => {
+                    set_step(&mut tx, id, index_db, StepStatus::Skipped, None, Some(reason), None).await?;
+                }
+                StepMove::Defer(until, reason) => {
+                    sqlx::query(
+                        "UPDATE notice_steps SET status = 'deferred', due_at = ?3, reason = ?4 WHERE notice_id = ?1 AND idx = ?2",
+                    )
+                    .bind(id)
+                    .bind(index_db)
+                    .bind(micros(*until))
+                    .bind(reason)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(err)?;
+                }
+                StepMove::Expire => {
+                    sqlx::query(
+                        "UPDATE notice_steps SET status = 'expired', reason = 'the notice expired' \
+                         WHERE notice_id = ?1 AND status IN ('pending', 'deferred')",
+                    )
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(err)?;
+                    sqlx::query("UPDATE notices SET status = 'expired' WHERE id = ?")
+                        .bind(id)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(err)?;
+                }
+            }
+            decode::apply_move(notice, index, &step_move, &mut pass);
+        }
+
+        // Notices whose every step ended.
+        for id in touched {
+            let settled: Option<String> = sqlx::query_scalar(
+                "UPDATE notices AS n SET status = CASE \
+                 WHEN EXISTS (SELECT 1 FROM notice_steps s WHERE s.notice_id = n.id AND s.status = 'sent') THEN 'delivered' \
+                 WHEN EXISTS (SELECT 1 FROM notice_steps s WHERE s.notice_id = n.id AND s.status = 'expired') THEN 'expired' \
+                 ELSE 'failed' END \
+                 WHERE n.id = ?1 AND n.status = 'pending' AND NOT EXISTS (SELECT 1 FROM notice_steps s \
+                 WHERE s.notice_id = n.id AND s.status IN ('pending', 'deferred', 'sending')) RETURNING status",
+            )
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(err)?;
+            if let Some(status) = settled {
+                pass.settled.push(status.parse().map_err(|e| corrupt("notice status", e))?);
+            }
+        }
+        if wrote_events {
+            self.commit(tx).await?
+        } else {
+            tx.commit().await.map_err(err)?
+        }
+        Ok(pass)
+    }
+}
+
+/// Writes a notice's in-app event and records where it went.
+async fn write_event(
+    tx: &mut Transaction<'_, Sqlite>,
+    notice: NoticeId,
+    event: &ChangeEvent,
+) -> Result<(), StoreError> {
+    insert_events(tx, std::slice::from_ref(event)).await?;
+    sqlx::query(
+        "UPDATE notices SET event_channel = ?2, \
+         event_offset = COALESCE(event_offset, (SELECT last_offset FROM channel_offsets WHERE channel = ?2)) WHERE id = ?1",
+    )
+    .bind(notice.0)
+    .bind(&event.channel)
+    .execute(&mut **tx)
+    .await
+    .map(drop)
+    .map_err(err)
+}
+
+async fn set_step(
+    tx: &mut Transaction<'_, Sqlite>,
+    notice: Uuid,
+    index: i64,
+    status: StepStatus,
+    sent_at: Option<DateTime<Utc>>,
+    reason: Option<&str>,
+    delivery: Option<DeliveryId>,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "UPDATE notice_steps SET status = ?3, sent_at = ?4, reason = ?5, delivery_id = ?6 WHERE notice_id = ?1 AND idx = ?2",
+    )
+    .bind(notice)
+    .bind(index)
+    .bind(status.as_str())
+    .bind(sent_at.map(micros))
+    .bind(reason)
+    .bind(delivery.map(|d| d.0))
+    .execute(&mut **tx)
+    .await
+    .map(drop)
+    .map_err(err)
+}
