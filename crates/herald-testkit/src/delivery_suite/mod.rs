@@ -40,8 +40,10 @@ use crate::{
 
 mod calendar;
 mod channels;
+mod notices;
 pub use calendar::*;
 pub use channels::*;
+pub use notices::*;
 
 const TOKEN: &str = "provider-token";
 const WEBHOOK_SECRET: &str = "a-webhook-secret-of-at-least-32-bytes";

@@ -20,6 +20,8 @@ store_broker_suite! {
         email_deliveries_follow_the_mail_servers_answers,
         webhook_breakers_are_kept_per_host,
         periodic_jobs_run_on_schedule_on_one_scheduler,
+        a_notice_escalates_on_time_until_it_is_acknowledged,
+        quiet_hours_defer_to_their_end_across_a_dst_change,
     }
 }
 
