@@ -68,6 +68,7 @@ mod grpc;
 mod long_running;
 mod mock_provider;
 mod nats_commands;
+mod notifications;
 mod openapi_conformance;
 mod people;
 mod realtime;
