@@ -11,8 +11,10 @@ use crate::{
     ws_client::WsClient,
 };
 
+mod notices;
 mod rooms;
 mod sessions;
+pub use notices::*;
 pub use rooms::*;
 pub use sessions::*;
 

@@ -117,7 +117,7 @@ pub async fn a_notice_and_its_in_app_first_step_are_stored_together(store: &dyn 
     assert_eq!(events.len(), 1);
     assert_eq!(events[0].channel_offset, offset);
     assert_eq!(events[0].event.kind, notice::EVENT_TYPE);
-    assert_eq!(events[0].event.payload["data"]["id"], serde_json::json!(n.id.0));
+    assert_eq!(events[0].event.payload["id"], serde_json::json!(n.id.0));
 
     // The inbox lists it; the caller's key finds it; another caller may use the same key.
     assert_eq!(store.inbox(ada, true, None, 10).await.expect("inbox").len(), 1);

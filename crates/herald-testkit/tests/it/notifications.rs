@@ -50,7 +50,12 @@ async fn a_notice_is_made_once_per_key_and_read_from_the_inbox(app: &TestApp) {
     let mut other = notice(&ada_id);
     other["title"] = json!("Something else");
     let conflict = app.post("/api/v1/notifications", Some(&admin), &other).await;
-    assert_eq!((conflict.status, conflict.code()), (StatusCode::CONFLICT, "idempotency_conflict"), "{:?}", conflict.body);
+    assert_eq!(
+        (conflict.status, conflict.code()),
+        (StatusCode::CONFLICT, "idempotency_conflict"),
+        "{:?}",
+        conflict.body
+    );
 
     // Admins and the person see it; others do not.
     let path = format!("/api/v1/notifications/{id}");
@@ -84,7 +89,8 @@ async fn a_notice_is_made_once_per_key_and_read_from_the_inbox(app: &TestApp) {
     app.post("/api/v1/notifications", Some(&admin), &second).await;
     let all = app.post("/api/v1/me/notifications/read-all", Some(&ada), &json!({})).await;
     assert_eq!((all.status, &all.body["read"]), (StatusCode::OK, &json!(1)), "{:?}", all.body);
-    let acknowledged = app.get(&format!("/api/v1/notifications?user_id={ada_id}&status=acknowledged"), Some(&admin)).await;
+    let acknowledged =
+        app.get(&format!("/api/v1/notifications?user_id={ada_id}&status=acknowledged"), Some(&admin)).await;
     assert_eq!(acknowledged.body["items"].as_array().map(Vec::len), Some(2));
 
     // Made, then acknowledged by reading: both counted, and how long it took.

@@ -39,6 +39,7 @@ realtime_suite! {
         a_removed_member_stops_receiving_the_room,
         socketio_clients_get_unacknowledged_events_again_on_any_gateway,
         a_session_ends_when_its_token_expires_and_resumes_with_a_fresh_one,
+        an_acknowledged_notice_sends_no_email_and_an_ignored_one_does,
     }
 }
 
