@@ -10,6 +10,10 @@
 // B leaves it.
 // Exit 0 on success; otherwise 1 with the failing step, the pages' console and screenshots.
 //
+// With HERALD_DEMO_ADMIN_TOKEN (an admin's token) it also sends Ada a notification over REST:
+// it lands in both her tabs' inboxes live, the page's ack acknowledges it (so its email step is
+// cancelled), and "Mark read" marks it read.
+//
 // HERALD_TEST_CHROMIUM names the browser (default /usr/bin/chromium). HERALD_DEMO_TASKS_ONLY=1
 // stops after the task steps (for a server without rooms).
 
@@ -23,6 +27,7 @@ const { chromium } = require("playwright-core");
 const BASE = (process.env.HERALD_URL || "").replace(/\/+$/, "");
 const CHROMIUM = process.env.HERALD_TEST_CHROMIUM || "/usr/bin/chromium";
 const TASKS_ONLY = process.env.HERALD_DEMO_TASKS_ONLY === "1";
+const ADMIN_TOKEN = process.env.HERALD_DEMO_ADMIN_TOKEN || "";
 const TOTAL_TIMEOUT_MS = 60_000;
 const STEP_TIMEOUT_MS = 15_000;
 const PASSWORD = "password-123";
@@ -169,6 +174,7 @@ async function main() {
   if ((await task(bobPage, renamed).count()) !== 0) throw new Error("bob sees ada's task");
   log("tasks travel live between tabs");
 
+  if (ADMIN_TOKEN) await notices(ada, tab1, tab2);
   if (TASKS_ONLY) return;
 
   step = "ada creates a room";
@@ -206,6 +212,40 @@ async function main() {
   await bobPage.locator('[data-testid="room-view"]').waitFor({ state: "hidden" });
   await bobRoom.waitFor({ state: "detached" });
   log("a member leaves a room");
+}
+
+/** A notice to Ada shows in her inbox live; seeing it acknowledges it; "Mark read" reads it. */
+async function notices(ada, tab1, tab2) {
+  step = "a notification sent over REST lands in both of ada's inboxes";
+  const title = `Invoice due ${Date.now()}`;
+  const made = await rest("POST", "/notifications", ADMIN_TOKEN, {
+    user_id: ada.id,
+    type: "invoice.due",
+    title,
+    body: "Invoice 42 is due tomorrow.",
+    steps: [{ channel: "realtime", after: 0 }, { channel: "email", after: 300 }],
+  });
+  const item = (page) => page.locator(`[data-testid="inbox-item"][data-notice-id="${made.id}"]`);
+  await item(tab1).waitFor();
+  await item(tab2).waitFor();
+
+  step = "the page's ack acknowledged it: its email will not go";
+  const deadline = Date.now() + STEP_TIMEOUT_MS;
+  let seen = null;
+  while (Date.now() < deadline) {
+    seen = await rest("GET", `/notifications/${made.id}`, ADMIN_TOKEN);
+    if (seen.status === "acknowledged") break;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  if (seen?.status !== "acknowledged") throw new Error(`the notice is ${seen?.status}, not acknowledged`);
+  if (seen.steps[1].status !== "cancelled") throw new Error(`its email step is ${seen.steps[1].status}`);
+
+  step = "mark read in tab 1";
+  await item(tab1).getByTestId("inbox-read").click();
+  await tab1.locator(`[data-testid="inbox-item"][data-notice-id="${made.id}"][data-read="true"]`).waitFor();
+  const inbox = await rest("GET", "/me/notifications?unread=true", ada.token);
+  if (inbox.items.some((n) => n.id === made.id)) throw new Error("the notice is still unread");
+  log("a notification reached the inbox live, was acknowledged by the page and read");
 }
 
 main().then(

@@ -279,10 +279,11 @@ impl SioClient {
 }
 
 /// Runs the demo page's browser test (`node tests/js/demo.mjs`) against the Herald at `base_url`:
-/// two tabs of one person and a page of another, tasks and a chat room, all live. `Err` holds
+/// two tabs of one person and a page of another, tasks, a notification in the inbox (sent with
+/// `admin_token` when given) and a chat room, all live. `Err` holds
 /// the test's output. Skipped (`Ok`) without `HERALD_TEST_NODE_MODULES` and
 /// `HERALD_TEST_CHROMIUM`, unless `HERALD_TEST_REQUIRE_ALL=1`.
-pub async fn run_demo_browser_test(base_url: &str) -> Result<(), String> {
+pub async fn run_demo_browser_test(base_url: &str, admin_token: Option<&str>) -> Result<(), String> {
     let test = current_test();
     let Some(modules) = node_modules(&test) else { return Ok(()) };
     let Some(chromium) = crate::backend_url("HERALD_TEST_CHROMIUM", &test) else { return Ok(()) };
@@ -292,6 +293,7 @@ pub async fn run_demo_browser_test(base_url: &str) -> Result<(), String> {
         .env("NODE_PATH", &modules)
         .env("HERALD_URL", base_url)
         .env("HERALD_TEST_CHROMIUM", &chromium)
+        .env("HERALD_DEMO_ADMIN_TOKEN", admin_token.unwrap_or_default())
         .stdin(Stdio::null())
         .kill_on_drop(true)
         .output();

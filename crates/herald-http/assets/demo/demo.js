@@ -24,6 +24,7 @@
     rooms: new Map(),
     room: null,
     messages: new Map(),
+    inbox: new Map(),
   };
 
   // ---------- small helpers ----------
@@ -403,6 +404,10 @@
       case "task.deleted":
         removeTask(typeof data === "object" && data ? data.id : data);
         break;
+      case "notification":
+        // Acknowledged with the event (see deliver): no email or text follows it.
+        upsertNotice(data);
+        break;
       default:
         // room.member_added and its kin: which rooms this person is in has changed.
         if (event.type.startsWith("room.") && event.type !== "room.message") {
@@ -412,6 +417,48 @@
           }
           reloadRooms().catch((err) => notice(err.message));
         }
+    }
+  }
+
+  // ---------- inbox ----------
+
+  async function reloadInbox() {
+    const items = await listAll("/me/notifications");
+    state.inbox = new Map(items.map((n) => [n.id, n]));
+    renderInbox();
+  }
+
+  /** A notice from the inbox list, a read answer, or a `notification` event's data. */
+  function upsertNotice(n) {
+    if (!n || !n.id) return;
+    const current = state.inbox.get(n.id);
+    state.inbox.set(n.id, { ...current, ...n, read_at: n.read_at ?? current?.read_at ?? null });
+    renderInbox();
+  }
+
+  function renderInbox() {
+    const items = [...state.inbox.values()].sort(byId).reverse();
+    $("inbox").replaceChildren(
+      ...items.map((n) =>
+        el(
+          "li",
+          { "data-testid": "inbox-item", "data-notice-id": n.id, "data-read": String(Boolean(n.read_at)) },
+          el("span", { class: "title", "data-testid": "inbox-title" }, n.title),
+          n.read_at
+            ? el("small", { class: "hint" }, "read")
+            : el("button", { type: "button", class: "quiet", "data-testid": "inbox-read", onclick: () => markRead(n.id) }, "Mark read"),
+          el("span", { class: "body" }, n.body || ""),
+        ),
+      ),
+    );
+    $("inbox-empty").hidden = items.length > 0;
+  }
+
+  async function markRead(id) {
+    try {
+      upsertNotice(await api("POST", `/me/notifications/${id}/read`, {}));
+    } catch (err) {
+      notice(err.message);
     }
   }
 
@@ -536,7 +583,7 @@
     $("whoami").hidden = false;
     $("me-name").textContent = state.me.name || state.me.email;
     $("me-id").textContent = state.me.id;
-    const reload = () => Promise.all([reloadTasks(), reloadRooms()]);
+    const reload = () => Promise.all([reloadTasks(), reloadRooms(), reloadInbox()]);
     watch(`user:${state.me.id}`, reload, applyUserEvent);
     connect();
   }
@@ -546,8 +593,9 @@
     sessionStorage.removeItem("herald.token");
     disconnect();
     rt.channels.clear();
-    Object.assign(state, { me: null, tasks: new Map(), rooms: new Map(), room: null, messages: new Map() });
+    Object.assign(state, { me: null, tasks: new Map(), rooms: new Map(), room: null, messages: new Map(), inbox: new Map() });
     $("tasks").replaceChildren();
+    $("inbox").replaceChildren();
     $("rooms").replaceChildren();
     $("messages").replaceChildren();
     $("log").replaceChildren();
@@ -605,6 +653,14 @@
       }),
     );
     $("logout").addEventListener("click", () => logout());
+    const readAll = $("inbox-read-all");
+    readAll.addEventListener(
+      "click",
+      guarded(readAll.parentElement, notice, async () => {
+        await api("POST", "/me/notifications/read-all", {});
+        await reloadInbox();
+      }),
+    );
 
     const taskForm = $("task-form");
     taskForm.addEventListener(

@@ -44,7 +44,8 @@ realtime_suite! {
 }
 
 /// The demo page in headless Chromium (Playwright): two tabs of one person see task changes made
-/// in the other tab and by a plain HTTP client, and two people chat in a room, all live.
+/// in the other tab and by a plain HTTP client, a notification lands in the inbox and the page's
+/// ack acknowledges it, and two people chat in a room, all live.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_demo_page_works_in_a_browser() {
     let app = herald_testkit::TestApp::start(herald_testkit::Backend::Sqlite, "demo_page").await.expect("SQLite");
@@ -55,7 +56,8 @@ async fn the_demo_page_works_in_a_browser() {
         "{:?}",
         served.headers
     );
-    let result = herald_testkit::node::run_demo_browser_test(&app.base).await;
+    let admin = app.admin("root@example.org").await;
+    let result = herald_testkit::node::run_demo_browser_test(&app.base, Some(&admin)).await;
     app.stop().await;
     if let Err(output) = result {
         panic!("the demo page's browser test failed:\n{output}");
