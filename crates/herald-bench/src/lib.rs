@@ -159,5 +159,6 @@ fn percentile_ms(sorted: &[u64], p: f64) -> f64 {
 
 pub mod broadcast;
 pub mod mailing;
+pub mod notify;
 pub mod realtime;
 pub mod soak;

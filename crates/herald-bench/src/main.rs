@@ -7,7 +7,7 @@ use std::{collections::BTreeMap, path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand};
 use herald::config::{self, Flags};
-use herald_bench::{broadcast, mailing, realtime, soak};
+use herald_bench::{broadcast, mailing, notify, realtime, soak};
 
 /// Measure Herald against the configured backends (use a scratch database: it writes rows).
 #[derive(Debug, Parser)]
@@ -53,6 +53,20 @@ pub enum Command {
         /// Schedulers in this process (they claim side by side, as separate processes would).
         #[arg(long, default_value_t = 1)]
         schedulers: usize,
+    },
+    /// Notices through the public API: start `herald serve` in this process, POST N notices
+    /// (an in-app step, then an SMS step --after seconds later) with a `notify` API key, nobody
+    /// acknowledging; time their creation, their escalation, and each SMS step from due to sent.
+    /// Needs HERALD_PROVIDER_URL (run the mock provider apart).
+    Notify {
+        #[arg(long, default_value_t = 10_000)]
+        notices: usize,
+        /// People they go to.
+        #[arg(long, default_value_t = 1_000)]
+        users: usize,
+        /// Seconds from each notice to its SMS step.
+        #[arg(long, default_value_t = 5)]
+        after: u32,
     },
     /// Real-time sessions: start `herald serve` (the binary at --server) as a child on HERALD_HTTP_ADDR, open N WebSocket
     /// sessions to it (memory per idle session), then write events at a steady rate and time
@@ -132,6 +146,9 @@ async fn run(command: Command, config: &config::Config, server: &std::path::Path
             soak::soak(config, server, options).await?.print(config);
         }
         Command::Broadcast { batch, batches } => broadcast::broadcast(config, batch, batches).await?.print(config),
+        Command::Notify { notices, users, after } => {
+            notify::notify(config, notices, users, after).await?.print(config);
+        }
         Command::Mailing { clients, senders, schedulers } => {
             mailing::mailing(config, clients, senders, schedulers).await?.print(config);
         }

@@ -110,3 +110,61 @@ fn realtime_via_rest_writes_through_the_api() {
     );
     assert!(stdout.contains("latency    write to client: p50"), "{stdout}");
 }
+
+/// A provider that accepts every message: answers `200 {}` to each request, one per connection.
+fn accepting_provider() -> u16 {
+    use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    std::thread::spawn(move || {
+        for conn in listener.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(conn);
+                let mut length = 0usize;
+                let mut line = String::new();
+                while reader.read_line(&mut line).is_ok_and(|n| n > 0) {
+                    if line == "\r\n" {
+                        break;
+                    }
+                    if let Some(value) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                        length = value.trim().parse().unwrap_or(0);
+                    }
+                    line.clear();
+                }
+                let mut body = vec![0; length];
+                let _ = reader.read_exact(&mut body);
+                let mut conn = reader.into_inner();
+                let _ = conn.write_all(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{}");
+            });
+        }
+    });
+    port
+}
+
+#[test]
+fn notify_makes_notices_over_rest_and_times_their_escalation() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let free = || std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+    let provider = accepting_provider();
+    let out = Command::new(env!("CARGO_BIN_EXE_herald-bench"))
+        .args(["notify", "--notices", "40", "--users", "4", "--after", "1"])
+        .env_clear()
+        .env("HERALD_DATA_DIR", dir.path())
+        .env("HERALD_HTTP_ADDR", format!("127.0.0.1:{}", free()))
+        .env("HERALD_GRPC_ADDR", format!("127.0.0.1:{}", free()))
+        .env("HERALD_PROVIDER_URL", format!("http://127.0.0.1:{provider}"))
+        .env("HERALD_PROVIDER_TOKEN", "t")
+        .env("HERALD_SCHEDULER_INTERVAL", "100ms")
+        .output()
+        .expect("run herald-bench");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("create     40 notices to 4 people") && stdout.contains("0 refused"), "{stdout}");
+    assert!(stdout.contains("escalate   40 SMS steps"), "every step was sent: {stdout}");
+    assert!(stdout.contains("due->sent  p50"), "{stdout}");
+    assert!(!stdout.contains("unsettled"), "{stdout}");
+
+    let missing = bench(dir.path(), &["notify", "--notices", "1"]);
+    assert!(!missing.status.success());
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("HERALD_PROVIDER_URL"), "{missing:?}");
+}

@@ -561,6 +561,10 @@ pub trait NoticeStore: Send + Sync {
         limit: u32,
         plan: &StepPlan<'_>,
     ) -> Result<Escalation, StoreError>;
+
+    /// Deletes up to `limit` notices made before `before` that no longer wait for anything (every
+    /// status but `pending`), with their steps; returns how many.
+    async fn delete_notices_settled_before(&self, before: DateTime<Utc>, limit: u32) -> Result<u64, StoreError>;
 }
 
 /// What an escalation pass makes of a due step.

@@ -22,6 +22,7 @@ use herald_workers::{
     channels::{Channels, ProviderConfig, WebhookConfig},
     collector::FileCollector,
     mailings::MailingsJob,
+    notices::NoticeRetentionJob,
     relay::{Relay, RelayOptions},
     scheduler::{Scheduler, SchedulerOptions},
     sender::{Rate, Sender, SenderOptions},
@@ -119,9 +120,11 @@ pub fn scheduler(
 ) -> Scheduler {
     let mailings = Arc::new(MailingsJob::new(store.clone(), metrics.clone()));
     let retention = Arc::new(RetentionJob::new(store.clone(), config.event_retention.0));
+    let notices = Arc::new(NoticeRetentionJob::new(store.clone(), config.notice_retention.0));
     Scheduler::new(store, broker, clock, metrics, scheduler_options(config))
         .with_job(mailings, config.mailings_schedule.clone())
         .with_job(retention, config.event_retention_schedule.clone())
+        .with_job(notices, config.notice_retention_schedule.clone())
 }
 
 /// The router of calendar reminders: `notifications` queue → deliveries to their owner.

@@ -24,6 +24,9 @@ CREATE UNIQUE INDEX notices_idempotency_key ON notices (caller, idempotency_key)
 CREATE INDEX notices_unacknowledged ON notices (event_channel, event_offset) WHERE status = 'pending' AND event_offset IS NOT NULL;
 CREATE INDEX notices_inbox ON notices (user_id, id) WHERE event_offset IS NOT NULL;
 CREATE INDEX notices_by_user ON notices (user_id, id);
+-- Admins' lists by status or type, newest first.
+CREATE INDEX notices_by_status ON notices (status, id);
+CREATE INDEX notices_by_type ON notices (type, id);
 
 CREATE TABLE notice_steps (
     notice_id   BLOB    NOT NULL REFERENCES notices (id) ON DELETE CASCADE,

@@ -401,6 +401,19 @@ impl NoticeStore for PgStore {
         }
         Ok(pass)
     }
+
+    async fn delete_notices_settled_before(&self, before: DateTime<Utc>, limit: u32) -> Result<u64, StoreError> {
+        let done = sqlx::query(
+            "DELETE FROM notices WHERE id IN (SELECT id FROM notices WHERE status <> 'pending' AND created_at < $1 \
+             ORDER BY id LIMIT $2)",
+        )
+        .bind(before)
+        .bind(i64::from(limit))
+        .execute(&self.pool)
+        .await
+        .map_err(err)?;
+        Ok(done.rows_affected())
+    }
 }
 
 /// Writes a notice's in-app event and records where it went.

@@ -153,6 +153,11 @@ settings! {
     event_retention_schedule: Schedule = "@hourly", env "HERALD_EVENT_RETENTION_SCHEDULE",
         flag "event-retention-schedule", secret false,
         doc "When the scheduler deletes calendar events past retention (cron, @every 1h, or off).";
+    notice_retention: Span = "90d", env "HERALD_NOTICE_RETENTION", flag "notice-retention", secret false,
+        doc "Settled notices (acknowledged, delivered, expired, failed) made longer ago than this are deleted.";
+    notice_retention_schedule: Schedule = "@hourly", env "HERALD_NOTICE_RETENTION_SCHEDULE",
+        flag "notice-retention-schedule", secret false,
+        doc "When the scheduler deletes settled notices past retention (cron, @every 1h, or off).";
     delivery_lease: Span = "2m", env "HERALD_DELIVERY_LEASE", flag "delivery-lease", secret false,
         doc "How long a claimed delivery is a sender's; after it the rescuer hands it out again.";
     sender_concurrency: Count = "64", env "HERALD_SENDER_CONCURRENCY", flag "sender-concurrency", secret false,
