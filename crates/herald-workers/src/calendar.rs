@@ -1,10 +1,8 @@
-//! The calendar's workers: the router that turns reminders published on the `notifications`
-//! queue into deliveries to their owner, and the `events.retention` periodic job.
+//! The calendar's worker: the router that turns reminders published on the `notifications`
+//! queue into deliveries to their owner (the `events.retention` job is in [`crate::retention`]).
 
 use std::{sync::Arc, time::Duration};
 
-use async_trait::async_trait;
-use chrono::{DateTime, Utc};
 use herald_core::{
     broker::{self, Broker, BrokerError, ConsumeOptions},
     calendar::{CalendarEventId, NOTIFICATIONS_QUEUE, Notification},
@@ -16,8 +14,6 @@ use herald_core::{
 };
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
-
-use crate::scheduler::PeriodicJob;
 
 /// Takes each notification a reminder published on [`NOTIFICATIONS_QUEUE`] and stores its
 /// deliveries to the owner (the log, the owner's `user:` channel, and the owner's webhook when
@@ -130,45 +126,5 @@ impl NotificationRouter {
         }
         .instrument(span)
         .await;
-    }
-}
-
-/// Events deleted per statement.
-const BATCH: u32 = 1000;
-
-/// Deletes events that ended more than `retention` ago.
-#[derive(Debug)]
-pub struct RetentionJob {
-    store: Arc<dyn Store>,
-    retention: Duration,
-}
-
-impl RetentionJob {
-    pub fn new(store: Arc<dyn Store>, retention: Duration) -> Self {
-        Self { store, retention }
-    }
-}
-
-#[async_trait]
-impl PeriodicJob for RetentionJob {
-    fn name(&self) -> &str {
-        "events.retention"
-    }
-
-    async fn run(&self, now: DateTime<Utc>) -> Result<String, Box<dyn std::error::Error + Send + Sync>> {
-        let before = now - chrono::Duration::from_std(self.retention)?;
-        let mut deleted = 0;
-        loop {
-            let n = self.store.delete_calendar_events_ended_before(before, BATCH).await?;
-            deleted += n;
-            if n < u64::from(BATCH) {
-                break;
-            }
-        }
-        if deleted == 0 {
-            return Ok(String::new());
-        }
-        tracing::info!(deleted, ended_before = %before, "deleted calendar events past retention");
-        Ok(format!("{deleted} events deleted"))
     }
 }

@@ -7,7 +7,7 @@ pub mod collector;
 pub mod email;
 pub mod mailings;
 pub mod net;
-pub mod notices;
 pub mod relay;
+pub mod retention;
 pub mod scheduler;
 pub mod sender;

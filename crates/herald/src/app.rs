@@ -18,12 +18,12 @@ use herald_core::{
 use herald_http::{HttpOptions, Probes};
 use herald_store::{LocalFiles, StoreUrl};
 use herald_workers::{
-    calendar::{NotificationRouter, RetentionJob},
+    calendar::NotificationRouter,
     channels::{Channels, ProviderConfig, WebhookConfig},
     collector::FileCollector,
     mailings::MailingsJob,
-    notices::NoticeRetentionJob,
     relay::{Relay, RelayOptions},
+    retention::RetentionJob,
     scheduler::{Scheduler, SchedulerOptions},
     sender::{Rate, Sender, SenderOptions},
 };
@@ -119,8 +119,8 @@ pub fn scheduler(
     metrics: Arc<Metrics>,
 ) -> Scheduler {
     let mailings = Arc::new(MailingsJob::new(store.clone(), metrics.clone()));
-    let retention = Arc::new(RetentionJob::new(store.clone(), config.event_retention.0));
-    let notices = Arc::new(NoticeRetentionJob::new(store.clone(), config.notice_retention.0));
+    let retention = Arc::new(RetentionJob::events(store.clone(), config.event_retention.0));
+    let notices = Arc::new(RetentionJob::notices(store.clone(), config.notice_retention.0));
     Scheduler::new(store, broker, clock, metrics, scheduler_options(config))
         .with_job(mailings, config.mailings_schedule.clone())
         .with_job(retention, config.event_retention_schedule.clone())

@@ -240,9 +240,9 @@ async fn events_past_retention_are_deleted_by_the_job(app: &TestApp) {
     let old = create(app, &token, json!({"title": "Old", "starts_at": "2024-01-10T09:00:00Z", "duration": 60})).await;
     let recent = create(app, &token, json!({"title": "Recent", "starts_at": Utc::now(), "duration": 60})).await;
     let store = app.herald().services.store.clone();
-    let job = herald_workers::calendar::RetentionJob::new(store, Duration::from_secs(365 * 24 * 3600));
+    let job = herald_workers::retention::RetentionJob::events(store, Duration::from_secs(365 * 24 * 3600));
     let summary = job.run(Utc::now()).await.expect("run");
-    assert_eq!(summary, "1 events deleted");
+    assert_eq!(summary, "1 calendar events deleted");
     let gone = app.get(&format!("/api/v1/events/{}", old["id"].as_str().expect("id")), Some(&token)).await;
     assert_eq!(gone.code(), "not_found");
     let kept = app.get(&format!("/api/v1/events/{}", recent["id"].as_str().expect("id")), Some(&token)).await;
