@@ -36,6 +36,12 @@ pub struct MailingReport {
     pub start_seconds: f64,
     /// From the mailing's start until every message is final.
     pub total_seconds: f64,
+    /// From the start call's return until the first message was sent.
+    pub first_send_seconds: f64,
+    /// Messages final per second between 20 % and 80 % of them final.
+    pub steady_rate: f64,
+    /// Deliveries the sender kept in flight at the end (its adaptive limit).
+    pub final_concurrency: i64,
     pub counts: MessageCounts,
     /// Channel calls made (first attempts and retries).
     pub attempts: u64,
@@ -56,15 +62,19 @@ impl MailingReport {
             self.load_seconds,
             self.clients as f64 / self.load_seconds
         );
-        println!("start      {:.2} s to create {} messages (one statement)", self.start_seconds, self.counts.total);
+        println!("start      {:.2} s for the start call", self.start_seconds);
+        println!("first send {:.3} s after the start call returned", self.first_send_seconds);
         println!(
-            "delivery   {:.1} s start -> all final: {:.0} messages/s ({} schedulers, {} senders x {} in flight)",
+            "delivery   {:.1} s start -> all final: {:.0} messages/s ({} schedulers, {} senders, {}..{} in flight, {} at the end)",
             self.total_seconds,
             self.counts.total as f64 / self.total_seconds,
             self.schedulers,
             self.senders,
-            config.sender_concurrency.0
+            config.sender_min_concurrency.0.min(config.sender_concurrency.0),
+            config.sender_concurrency.0,
+            self.final_concurrency
         );
+        println!("steady     {:.0} messages/s (from 20 % to 80 % final)", self.steady_rate);
         println!(
             "outcome    {} sent, {} failed, {} expired, {} attempts ({} retries)",
             self.counts.sent,
@@ -108,6 +118,22 @@ pub async fn mailing(
     eprintln!("loaded {loaded} clients in {load_seconds:.1} s; probing the provider");
     let provider_rate = probe(&provider.0, &token).await?;
 
+    let shutdown = CancellationToken::new();
+    let mut workers = tokio::task::JoinSet::new();
+    for _ in 0..senders.max(1) {
+        let sender = app::sender(config, store.clone(), broker.clone(), clock.clone(), metrics.clone());
+        let stop = shutdown.clone();
+        workers.spawn(async move { sender.run(stop).await });
+    }
+    // Schedulers run, idle, before the mailing exists: as in a deployment, the first send waits
+    // for whatever wakes them.
+    for _ in 0..schedulers.max(1) {
+        let scheduler = app::scheduler(config, store.clone(), broker.clone(), clock.clone(), metrics.clone());
+        let stop = shutdown.clone();
+        workers.spawn(async move { scheduler.run(stop).await });
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+
     let now = clock.now();
     let mailing = Mailing {
         id: MailingId::new(),
@@ -120,22 +146,11 @@ pub async fn mailing(
         created_at: now,
         updated_at: now,
     };
-    store.create_mailing(&mailing).await?;
-    let shutdown = CancellationToken::new();
-    let mut workers = tokio::task::JoinSet::new();
-    for _ in 0..senders.max(1) {
-        let sender = app::sender(config, store.clone(), broker.clone(), clock.clone(), metrics.clone());
-        let stop = shutdown.clone();
-        workers.spawn(async move { sender.run(stop).await });
-    }
     let started = Instant::now();
-    mailings::start(store.as_ref(), &metrics, &mailing, clock.now()).await?.context("the mailing did not start")?;
+    store.create_mailing(&mailing).await?;
+    // As `mailings.create` does for a mailing that starts now (a scheduler's job may start it first).
+    mailings::start(store.as_ref(), &metrics, &mailing, clock.now()).await?;
     let start_seconds = started.elapsed().as_secs_f64();
-    for _ in 0..schedulers.max(1) {
-        let scheduler = app::scheduler(config, store.clone(), broker.clone(), clock.clone(), metrics.clone());
-        let stop = shutdown.clone();
-        workers.spawn(async move { scheduler.run(stop).await });
-    }
 
     // Progress comes from this process's own counters: counting a million rows in the store
     // every second would load the database the run is measuring. The store has the last word.
@@ -144,9 +159,22 @@ pub async fn mailing(
         metrics.deliveries.get_or_create(&labels).get()
     };
     let mut printed = Instant::now();
+    let returned = Instant::now();
+    let mut first_send = None;
+    let (mut at20, mut at80) = (None, None);
     let counts = loop {
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        let decided = outcomes("sent") + outcomes("failed") + outcomes("expired");
+        tokio::time::sleep(Duration::from_millis(if first_send.is_none() { 5 } else { 100 })).await;
+        let sent = outcomes("sent");
+        if first_send.is_none() && sent > 0 {
+            first_send = Some(returned.elapsed().as_secs_f64());
+        }
+        let decided = sent + outcomes("failed") + outcomes("expired");
+        if at20.is_none() && decided * 5 >= loaded {
+            at20 = Some((Instant::now(), decided));
+        }
+        if at80.is_none() && decided * 5 >= loaded * 4 {
+            at80 = Some((Instant::now(), decided));
+        }
         if decided < loaded {
             if printed.elapsed() >= Duration::from_secs(5) {
                 printed = Instant::now();
@@ -160,6 +188,10 @@ pub async fn mailing(
         }
         tokio::time::sleep(Duration::from_millis(800)).await;
     };
+    let steady_rate = match (at20, at80) {
+        (Some((t20, n20)), Some((t80, n80))) if t80 > t20 => (n80 - n20) as f64 / (t80 - t20).as_secs_f64(),
+        _ => f64::NAN,
+    };
     let total_seconds = started.elapsed().as_secs_f64();
     shutdown.cancel();
     while workers.join_next().await.is_some() {}
@@ -171,6 +203,9 @@ pub async fn mailing(
         load_seconds,
         start_seconds,
         total_seconds,
+        first_send_seconds: first_send.unwrap_or(f64::NAN),
+        steady_rate,
+        final_concurrency: metrics.sender_concurrency.get(),
         counts,
         attempts,
         provider_rate,

@@ -83,6 +83,7 @@ pub struct Metrics {
     pub deliveries_rescued: Counter,
     pub scheduler_errors: Counter,
     pub sender_errors: Counter,
+    pub sender_concurrency: Gauge,
     pub jobs: Family<JobLabels, Counter>,
     pub mailing_messages: Family<StatusLabels, Gauge>,
     pub mailing_progress: Family<MailingLabels, Gauge<f64, AtomicU64>>,
@@ -214,6 +215,12 @@ impl Default for Metrics {
             "Tasks alive in the async runtime (spawned and not finished), read at each scrape",
             runtime_alive_tasks.clone(),
         );
+        let sender_concurrency = Gauge::default();
+        registry.register(
+            "sender_concurrency",
+            "Deliveries this process's sender keeps in flight now (adapted to the channels' call times and failures)",
+            sender_concurrency.clone(),
+        );
         let realtime = RealtimeMetrics::register(&mut registry);
         let notices = NoticeMetrics::register(&mut registry);
         Self {
@@ -234,6 +241,7 @@ impl Default for Metrics {
             deliveries_rescued,
             scheduler_errors,
             sender_errors,
+            sender_concurrency,
             jobs,
             http_requests,
             http_request_seconds,

@@ -165,6 +165,15 @@ pub trait DeliveryStore: Send + Sync {
     /// How many pending deliveries are due at `now`.
     async fn count_due_deliveries(&self, now: DateTime<Utc>) -> Result<u64, StoreError>;
 
+    /// When the next pending delivery or notice step falls due, if any: a scheduler sleeps no
+    /// longer than that, so retries and escalations go on time rather than at its next pass.
+    async fn next_due_at(&self) -> Result<Option<DateTime<Utc>>, StoreError>;
+
+    /// Waits until deliveries may have become due (a mailing started, deliveries were stored due
+    /// now), or `timeout`. A wake-up is only a hint (coalesced, possibly spurious, possibly from
+    /// another process); schedulers claim to find out.
+    async fn wait_for_due(&self, timeout: Duration);
+
     /// How many deliveries are claimed (`sending`) now: handed to senders and not yet reported.
     /// Schedulers stop claiming above a bound, so the work queue never holds more than senders
     /// can finish within a lease.
@@ -218,21 +227,41 @@ pub trait CampaignStore: Send + Sync {
         now: DateTime<Utc>,
     ) -> Result<(), StoreError>;
 
-    /// Starts a `scheduled` mailing. In one transaction: marks it `running` and creates, in one
-    /// set-based statement, a pending `provider` message for every client its filter matches:
-    /// recipient the phone, payload `{phone, text, mailing_id, client_id, window?}` (the window
-    /// with the client's zone), deadline `end_at`, first attempt from `plan` by the client's zone.
-    /// A message whose first attempt would fall at or after `end_at` is stored `expired`. A
-    /// mailing that got no live message is `finished` at once.
+    /// Starts a `scheduled` mailing. In one transaction: marks it `running`, fixes its clients as
+    /// those stored now, and creates, in one set-based statement, a pending `provider` message
+    /// for each of its first `chunk` matching clients by id: recipient the phone, payload `{phone,
+    /// text, mailing_id, client_id, window?}` (the window with the client's zone), deadline
+    /// `end_at`, first attempt from `plan` by the client's zone. A message whose first attempt
+    /// would fall at or after `end_at` is stored `expired`. The rest of its clients get theirs
+    /// from [`CampaignStore::continue_mailing`], chunk by chunk; a mailing is never finished while
+    /// some are still to be made, and one that got no live message once all are made is
+    /// `finished` at once. Wakes schedulers waiting in [`DeliveryStore::wait_for_due`].
     ///
-    /// Returns how many messages were created, or `None` (nothing done) when the mailing is not
-    /// `scheduled`: gone, started already by another scheduler, or cancelled.
+    /// Returns how many messages this call created, or `None` (nothing done) when the mailing is
+    /// not `scheduled`: gone, started already by another scheduler, or cancelled.
     async fn start_mailing(
         &self,
         id: MailingId,
         plan: &FirstAttempts,
         now: DateTime<Utc>,
+        chunk: u32,
     ) -> Result<Option<u64>, StoreError>;
+
+    /// Creates the messages of the next `chunk` clients of a `running` mailing whose messages are
+    /// still being made, as [`CampaignStore::start_mailing`] does, in one transaction that holds
+    /// the mailing (so two schedulers never make one client's message twice, and a cancel or an
+    /// end-time change waits or wins). Returns how many were created, or `None` when the mailing
+    /// is not running or has all its messages.
+    async fn continue_mailing(
+        &self,
+        id: MailingId,
+        plan: &FirstAttempts,
+        now: DateTime<Utc>,
+        chunk: u32,
+    ) -> Result<Option<u64>, StoreError>;
+
+    /// `running` mailings whose messages are still being made, in id order, at most `limit`.
+    async fn materializing_mailings(&self, limit: u32) -> Result<Vec<Mailing>, StoreError>;
 
     /// Cancels a `scheduled` or `running` mailing and its pending messages, together; returns
     /// how many messages were cancelled. `NotFound` when it is gone; a cancelled one answers

@@ -23,6 +23,7 @@ use chrono::{DateTime, Utc};
 use herald_core::{
     broker::{Broker, BrokerError},
     clock::Clock,
+    commands::mailings,
     delivery::{DELIVERY_QUEUE, DeliveryJob, DeliveryReport, DeliveryStatus, JobBatch},
     metrics::{JobLabels, Metrics},
     notice,
@@ -121,6 +122,8 @@ pub struct Scheduler {
     jobs: Mutex<Vec<Scheduled>>,
     /// When lapsed claims were last looked for: once an interval is enough, leases last minutes.
     rescued_at: Mutex<Option<DateTime<Utc>>>,
+    /// Wakes the loop that makes started mailings' messages, when a pass sees one to make.
+    materializer: tokio::sync::Notify,
 }
 
 impl std::fmt::Debug for Scheduler {
@@ -146,6 +149,7 @@ impl Scheduler {
             holder: Uuid::now_v7().to_string(),
             jobs: Mutex::new(Vec::new()),
             rescued_at: Mutex::new(None),
+            materializer: tokio::sync::Notify::new(),
         }
     }
 
@@ -179,7 +183,12 @@ impl Scheduler {
             self.metrics.deliveries_rescued.inc_by(rescued);
             tracing::info!(rescued, "returned lapsed delivery claims to pending");
         }
-        // Due notice steps first: the deliveries they make are claimed in this same pass.
+        // A started mailing with messages still to make: the materializing loop makes them, beside
+        // the claims (a chunk takes longer than a claim; inline it would slow sending).
+        if !self.store.materializing_mailings(1).await?.is_empty() {
+            self.materializer.notify_one();
+        }
+        // Due notice steps: the deliveries they make are claimed in this same pass.
         let escalated = self.store.escalate_notices(now, self.options.batch, &|due| notice::plan(due, now)).await?;
         if !escalated.steps.is_empty() || !escalated.settled.is_empty() {
             self.metrics.notices.escalated(&escalated);
@@ -288,9 +297,64 @@ impl Scheduler {
         Ok(due)
     }
 
-    /// Runs passes until `shutdown`: at once while batches come back full, else every interval.
+    /// How long to sleep after a pass that left nothing due: until the next delivery or notice
+    /// step falls due, at most an interval.
+    async fn until_next_due(&self) -> Duration {
+        let interval = self.options.interval;
+        match self.store.next_due_at().await {
+            Ok(Some(at)) => {
+                let until = (at - self.clock.now()).to_std().unwrap_or(Duration::ZERO);
+                // Something due but not taken (another scheduler has it): look again shortly.
+                until.max(Duration::from_millis(10)).min(interval)
+            }
+            Ok(None) => interval,
+            Err(err) => {
+                tracing::debug!(error = %err, "could not read the next due time");
+                interval
+            }
+        }
+    }
+
+    /// Makes the next chunk of a started mailing's messages; how many (0: none was left to make).
+    pub async fn materialize(&self) -> Result<u64, StoreError> {
+        mailings::materialize(self.store.as_ref(), self.clock.now(), mailings::CHUNK).await
+    }
+
+    /// Makes started mailings' messages chunk after chunk while some are left, else waits to be
+    /// woken by a pass (or an interval).
+    async fn materialize_loop(&self, shutdown: &CancellationToken) {
+        let mut backoff = Duration::from_millis(100);
+        while !shutdown.is_cancelled() {
+            let wait = match self.materialize().await {
+                Ok(0) => self.options.interval,
+                Ok(_) => {
+                    backoff = Duration::from_millis(100);
+                    continue;
+                }
+                Err(err) => {
+                    self.metrics.scheduler_errors.inc();
+                    tracing::warn!(error = %err, retry_in = ?backoff, "could not make a mailing's messages");
+                    let wait = backoff;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    wait
+                }
+            };
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = self.materializer.notified() => {}
+                () = tokio::time::sleep(wait) => {}
+            }
+        }
+    }
+
+    /// Runs passes until `shutdown`: at once while batches come back full, else every interval
+    /// (or sooner, when deliveries become due); beside them, makes started mailings' messages.
     /// Failures are logged, counted and retried with back-off.
     pub async fn run(&self, shutdown: CancellationToken) {
+        tokio::join!(self.claim_loop(&shutdown), self.materialize_loop(&shutdown));
+    }
+
+    async fn claim_loop(&self, shutdown: &CancellationToken) {
         tracing::info!(jobs = ?self.job_schedules(), "scheduler running");
         let mut backoff = Duration::from_millis(100);
         let mut last_gauge = tokio::time::Instant::now() - Duration::from_secs(60);
@@ -303,7 +367,7 @@ impl Scheduler {
                     } else if pass.capped {
                         CAPPED_POLL.min(self.options.interval)
                     } else {
-                        self.options.interval
+                        self.until_next_due().await
                     }
                 }
                 Err(err) => {
@@ -324,9 +388,10 @@ impl Scheduler {
                 }
             }
             if wait > Duration::ZERO {
+                // Woken early when deliveries become due (a mailing starts, in any process).
                 tokio::select! {
                     () = shutdown.cancelled() => break,
-                    () = tokio::time::sleep(wait) => {}
+                    () = self.store.wait_for_due(wait) => {}
                 }
             }
         }

@@ -24,6 +24,7 @@
 //! rate.
 
 mod guards;
+mod limit;
 mod realtime;
 mod reports;
 mod verdict;
@@ -75,8 +76,12 @@ pub struct Rate {
 /// How a sender behaves.
 #[derive(Debug, Clone)]
 pub struct SenderOptions {
-    /// Deliveries in flight at once (also the broker prefetch, in messages).
+    /// Most deliveries in flight at once (also the broker prefetch, in messages). The sender
+    /// adapts how many it keeps in flight between `min_concurrency` and this, by its channels'
+    /// call times and transient failures (see [`limit`]).
     pub concurrency: usize,
+    /// Fewest deliveries in flight the adaptive limit goes down to; equal to `concurrency` fixes it.
+    pub min_concurrency: usize,
     /// A queue message not acked within this is redelivered to another sender. Longer than the
     /// scheduler's lease, so the broker redelivers only messages whose claims have lapsed.
     pub ack_deadline: Duration,
@@ -99,6 +104,7 @@ impl Default for SenderOptions {
     fn default() -> Self {
         Self {
             concurrency: 64,
+            min_concurrency: 64,
             ack_deadline: Duration::from_secs(60),
             report_batch: 2000,
             policy: RetryPolicy::default(),
@@ -163,6 +169,8 @@ struct Inner {
     /// while the first is in progress (a redelivery racing a release); its claims are still
     /// current, so only this set keeps them from being sent twice by this sender.
     taken: Mutex<HashSet<(DeliveryId, DateTime<Utc>)>>,
+    /// How many deliveries are kept in flight now.
+    limit: limit::Limit,
 }
 
 /// Sends claimed deliveries. Cheap to clone.
@@ -185,7 +193,10 @@ impl Sender {
         options: SenderOptions,
     ) -> Self {
         let guards = Guards::new(options.breaker.clone(), options.rates.clone(), options.max_hosts);
+        let limit = limit::Limit::new(options.min_concurrency, options.concurrency);
+        metrics.sender_concurrency.set(i64::try_from(limit.current()).unwrap_or(i64::MAX));
         Self(Arc::new(Inner {
+            limit,
             store,
             broker,
             clock,
@@ -259,11 +270,19 @@ impl Sender {
         let reporter = tokio::spawn(self.clone().report(received));
         // Abort the reporter if this future is dropped (the sender is killed), as the tasks are.
         let _reporter_guard = AbortOnDrop(reporter.abort_handle());
-        let slots = Arc::new(Semaphore::new(self.0.options.concurrency.max(1)));
+        let limit = &self.0.limit;
+        let slots = Arc::new(Semaphore::new(limit.max()));
+        // The slots above the adaptive limit, held back here.
+        let mut reserve = Vec::new();
         'messages: loop {
+            if let Some(now) = limit.decide() {
+                self.0.metrics.sender_concurrency.set(i64::try_from(now).unwrap_or(i64::MAX));
+                tracing::debug!(limit = now, "sender concurrency adapted");
+            }
+            hold_back(&slots, &mut reserve, limit.max() - limit.current());
             // Take a message only with a slot free for it, so messages wait in the broker rather
             // than here.
-            let Ok(first) = slots.clone().acquire_owned().await else { break };
+            let Ok(first) = take_slot(&slots, limit).await else { break };
             let next = tokio::select! {
                 () = shutdown.cancelled() => break,
                 next = consumer.next() => next,
@@ -291,7 +310,7 @@ impl Sender {
             for job in jobs {
                 let slot = match slot.take() {
                     Some(slot) => slot,
-                    None => match slots.clone().acquire_owned().await {
+                    None => match take_slot(&slots, limit).await {
                         Ok(slot) => slot,
                         Err(_) => break 'messages,
                     },
@@ -422,7 +441,9 @@ impl Sender {
             Channel::Realtime => return self.realtime(&job, now).instrument(call).await,
             Channel::Queue => self.publish(&job).instrument(call).await,
         };
-        inner.metrics.delivery_send_seconds.get_or_create(&labels).observe(started.elapsed().as_secs_f64());
+        let took = started.elapsed();
+        inner.metrics.delivery_send_seconds.get_or_create(&labels).observe(took.as_secs_f64());
+        inner.limit.record(took, outcome.as_ref().err().is_some_and(herald_core::delivery::Failure::is_transient));
         let after = inner.clock.now();
         self.record_health(&key, &outcome, after);
         if let Err(failure) = &outcome {
@@ -457,6 +478,32 @@ fn delivery_span(job: &DeliveryJob) -> tracing::Span {
             )
         }
     })
+}
+
+/// A slot for one job; a job that has to wait for one tells the limit it is the bound.
+async fn take_slot(
+    slots: &Arc<Semaphore>,
+    limit: &limit::Limit,
+) -> Result<tokio::sync::OwnedSemaphorePermit, tokio::sync::AcquireError> {
+    match slots.clone().try_acquire_owned() {
+        Ok(slot) => Ok(slot),
+        Err(_) => {
+            limit.saturated();
+            slots.clone().acquire_owned().await
+        }
+    }
+}
+
+/// Holds `held` slots back in `reserve`: releases the extra ones, or takes free ones (what is
+/// busy now is taken on a later call, as jobs finish).
+fn hold_back(slots: &Arc<Semaphore>, reserve: &mut Vec<tokio::sync::OwnedSemaphorePermit>, held: usize) {
+    reserve.truncate(held);
+    while reserve.len() < held {
+        match slots.clone().try_acquire_owned() {
+            Ok(slot) => reserve.push(slot),
+            Err(_) => break,
+        }
+    }
 }
 
 struct AbortOnDrop(tokio::task::AbortHandle);

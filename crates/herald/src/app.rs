@@ -149,6 +149,7 @@ pub fn sender_options(config: &Config) -> SenderOptions {
     let call_margin = config.longest_channel_call() + std::time::Duration::from_secs(5);
     SenderOptions {
         concurrency: config.sender_concurrency.0 as usize,
+        min_concurrency: (config.sender_min_concurrency.0 as usize).min(config.sender_concurrency.0 as usize),
         // The broker redelivers a message only after its claims lapsed: a live claim is never
         // sent by two senders at once.
         ack_deadline: config.delivery_lease.0 + std::time::Duration::from_secs(30),

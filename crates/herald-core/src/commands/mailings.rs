@@ -65,9 +65,16 @@ fn check_period(start_at: DateTime<Utc>, end_at: DateTime<Utc>) -> Result<(), Ap
     Ok(())
 }
 
-/// Starts the scheduled mailing `mailing` (its start has come): creates its messages, first
-/// attempts in each client's send window. `None` when another scheduler or command started it
-/// first, or it was cancelled meanwhile.
+/// Messages made when a mailing starts: few enough that the start call returns at once and the
+/// first messages can go while the rest are made.
+pub const FIRST_CHUNK: u32 = 1_000;
+/// Messages made per later step (one statement, one transaction), chunk after chunk.
+pub const CHUNK: u32 = 10_000;
+
+/// Starts the scheduled mailing `mailing` (its start has come): creates the messages of its first
+/// [`FIRST_CHUNK`] clients, first attempts in each client's send window; schedulers make the
+/// rest ([`materialize`]). `None` when another scheduler or command started it first, or it was
+/// cancelled meanwhile.
 pub async fn start(
     store: &dyn Store,
     metrics: &Metrics,
@@ -75,12 +82,25 @@ pub async fn start(
     now: DateTime<Utc>,
 ) -> Result<Option<u64>, StoreError> {
     let plan = FirstAttempts::plan(mailing.window, now);
-    let created = store.start_mailing(mailing.id, &plan, now).await?;
+    let created = store.start_mailing(mailing.id, &plan, now, FIRST_CHUNK).await?;
     if let Some(messages) = created {
         metrics.mailings_started.inc();
         tracing::info!(mailing_id = %mailing.id, messages, "mailing started");
     }
     Ok(created)
+}
+
+/// Makes the next chunk of messages of the oldest running mailing that still has some to make
+/// (first attempts planned from `now`); how many were made (0 when none was left to make).
+pub async fn materialize(store: &dyn Store, now: DateTime<Utc>, chunk: u32) -> Result<u64, StoreError> {
+    for mailing in store.materializing_mailings(1).await? {
+        let plan = FirstAttempts::plan(mailing.window, now);
+        if let Some(made) = store.continue_mailing(mailing.id, &plan, now, chunk).await? {
+            tracing::debug!(mailing_id = %mailing.id, made, "made a chunk of a mailing's messages");
+            return Ok(made.max(1));
+        }
+    }
+    Ok(0)
 }
 
 /// Starts `mailing` if it is scheduled and due, then reads it back as it now stands.

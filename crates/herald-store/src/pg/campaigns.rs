@@ -44,17 +44,18 @@ async fn stored_status(tx: &mut Transaction<'_, Postgres>, id: MailingId) -> Res
 
 /// Marks `finished` every `running` mailing with no live message left.
 const FINISH_ALL: &str = "UPDATE mailings m SET status = 'finished', updated_at = $1 WHERE m.status = 'running' \
-    AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.source_id = m.id AND d.status IN ('pending', 'sending')) \
+    AND NOT m.materializing AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.source_id = m.id AND d.status IN ('pending', 'sending')) \
     RETURNING m.id";
 
 /// Marks mailing `$2` `finished` if it is `running` with no live message.
 const FINISH_ONE: &str = "UPDATE mailings m SET status = 'finished', updated_at = $1 \
-    WHERE m.id = $2 AND m.status = 'running' \
+    WHERE m.id = $2 AND m.status = 'running' AND NOT m.materializing \
     AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.source_id = m.id AND d.status IN ('pending', 'sending'))";
 
-/// Creates a started mailing's messages: one row per matching client, joined with the plan's
-/// instant for the client's zone (`$3`, `$4`), else `$5`. Ids carry the creation time `$8` (Unix
-/// milliseconds of `now`, as `created_at`) and the row's place in the statement.
+/// Creates a chunk of a started mailing's messages: one row for each matching client whose id is
+/// in `($9, $10]`, joined with the plan's instant for the client's zone (`$3`, `$4`), else `$5`.
+/// Ids carry the creation time `$8` (Unix milliseconds of `now`, as `created_at`) and the row's
+/// place in the statement.
 const CREATE_MESSAGES: &str = "INSERT INTO deliveries (id, kind, source_key, recipient, channel, payload, \
         source_id, recipient_id, status, attempts, next_attempt_at, deadline, last_error, created_at, updated_at) \
     SELECT herald_uuidv7($8, n.seq), $2, 'mailing:' || n.mailing_id || ':client:' || n.client_id, n.phone, \
@@ -72,8 +73,93 @@ const CREATE_MESSAGES: &str = "INSERT INTO deliveries (id, kind, source_key, rec
         FROM mailings m \
         JOIN clients c ON (m.operator_codes IS NULL OR c.operator_code = ANY (m.operator_codes)) \
             AND (m.tags IS NULL OR c.tag = ANY (m.tags)) \
+            AND c.id > $9 AND c.id <= $10 \
         LEFT JOIN UNNEST($3::text[], $4::timestamptz[]) AS z (zone, at) ON z.zone = c.timezone \
         WHERE m.id = $1) n";
+
+/// Creates the next chunk of mailing `id`'s messages in `tx` (which holds the mailing, running and
+/// materializing): those of the matching clients among the next `chunk` clients by id (found on
+/// the primary key alone, so a chunk costs its own rows whatever the filter), then moves its
+/// cursor; when the chunk reached the last client of the start, the mailing is materialized (and
+/// finished at once if no message is live). Returns how many were created.
+async fn materialize_chunk(
+    tx: &mut Transaction<'_, Postgres>,
+    id: MailingId,
+    plan: &FirstAttempts,
+    now: DateTime<Utc>,
+    chunk: u32,
+) -> Result<u64, StoreError> {
+    let row = sqlx::query("SELECT materialized_through, materialize_high FROM mailings WHERE id = $1")
+        .bind(id.0)
+        .fetch_one(&mut **tx)
+        .await
+        .map_err(err)?;
+    let through: Uuid = row.try_get::<Option<Uuid>, _>("materialized_through").map_err(err)?.unwrap_or(Uuid::nil());
+    let high: Option<Uuid> = row.try_get("materialize_high").map_err(err)?;
+    let mut created = 0;
+    let mut done = true;
+    if let Some(high) = high {
+        let end: Option<Uuid> =
+            sqlx::query_scalar("SELECT id FROM clients WHERE id > $1 AND id <= $2 ORDER BY id OFFSET $3 LIMIT 1")
+                .bind(through)
+                .bind(high)
+                .bind(i64::from(chunk.max(1)) - 1)
+                .fetch_optional(&mut **tx)
+                .await
+                .map_err(err)?;
+        let upper = end.unwrap_or(high);
+        done = upper == high;
+        let plan = PlanParts::of(plan, now);
+        created = sqlx::query(CREATE_MESSAGES)
+            .bind(id.0)
+            .bind(MESSAGE_KIND)
+            .bind(&plan.zones)
+            .bind(&plan.ats)
+            .bind(plan.otherwise)
+            .bind(WINDOW_AFTER_END)
+            .bind(now)
+            .bind(now.timestamp_millis())
+            .bind(through)
+            .bind(upper)
+            .execute(&mut **tx)
+            .await
+            .map_err(err)?
+            .rows_affected();
+        sqlx::query("UPDATE mailings SET materialized_through = $2 WHERE id = $1")
+            .bind(id.0)
+            .bind(upper)
+            .execute(&mut **tx)
+            .await
+            .map_err(err)?;
+    }
+    if done {
+        sqlx::query("UPDATE mailings SET materializing = false WHERE id = $1")
+            .bind(id.0)
+            .execute(&mut **tx)
+            .await
+            .map_err(err)?;
+        sqlx::query(FINISH_ONE).bind(now).bind(id.0).execute(&mut **tx).await.map_err(err)?;
+    }
+    Ok(created)
+}
+
+impl PgStore {
+    /// Makes the next chunk of mailing `id`'s messages in `tx` (which holds it), commits, and
+    /// wakes schedulers: the messages are theirs to claim.
+    async fn commit_chunk(
+        &self,
+        mut tx: Transaction<'_, Postgres>,
+        id: MailingId,
+        plan: &FirstAttempts,
+        now: DateTime<Utc>,
+        chunk: u32,
+    ) -> Result<Option<u64>, StoreError> {
+        let created = materialize_chunk(&mut tx, id, plan, now, chunk).await?;
+        tx.commit().await.map_err(err)?;
+        self.wake_schedulers();
+        Ok(Some(created))
+    }
+}
 
 #[async_trait]
 impl CampaignStore for PgStore {
@@ -287,11 +373,14 @@ impl CampaignStore for PgStore {
         id: MailingId,
         plan: &FirstAttempts,
         now: DateTime<Utc>,
+        chunk: u32,
     ) -> Result<Option<u64>, StoreError> {
         let mut tx = self.pool.begin().await.map_err(err)?;
         // The row lock this takes makes a racing start wait, then find the mailing running.
         let started = sqlx::query(
-            "UPDATE mailings SET status = 'running', updated_at = $2 WHERE id = $1 AND status = 'scheduled'",
+            "UPDATE mailings SET status = 'running', updated_at = $2, materializing = true, \
+             materialized_through = NULL, materialize_high = (SELECT id FROM clients ORDER BY id DESC LIMIT 1) \
+             WHERE id = $1 AND status = 'scheduled'",
         )
         .bind(id.0)
         .bind(now)
@@ -301,23 +390,39 @@ impl CampaignStore for PgStore {
         if started.rows_affected() == 0 {
             return Ok(None);
         }
-        let plan = PlanParts::of(plan, now);
-        let created = sqlx::query(CREATE_MESSAGES)
-            .bind(id.0)
-            .bind(MESSAGE_KIND)
-            .bind(&plan.zones)
-            .bind(&plan.ats)
-            .bind(plan.otherwise)
-            .bind(WINDOW_AFTER_END)
-            .bind(now)
-            .bind(now.timestamp_millis())
-            .execute(&mut *tx)
-            .await
-            .map_err(err)?
-            .rows_affected();
-        sqlx::query(FINISH_ONE).bind(now).bind(id.0).execute(&mut *tx).await.map_err(err)?;
-        tx.commit().await.map_err(err)?;
-        Ok(Some(created))
+        self.commit_chunk(tx, id, plan, now, chunk).await
+    }
+
+    async fn continue_mailing(
+        &self,
+        id: MailingId,
+        plan: &FirstAttempts,
+        now: DateTime<Utc>,
+        chunk: u32,
+    ) -> Result<Option<u64>, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(err)?;
+        // Held until the chunk and its cursor commit: a racing scheduler waits and takes the next.
+        let held: Option<Uuid> = sqlx::query_scalar(
+            "SELECT id FROM mailings WHERE id = $1 AND status = 'running' AND materializing FOR UPDATE",
+        )
+        .bind(id.0)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(err)?;
+        if held.is_none() {
+            return Ok(None);
+        }
+        self.commit_chunk(tx, id, plan, now, chunk).await
+    }
+
+    async fn materializing_mailings(&self, limit: u32) -> Result<Vec<Mailing>, StoreError> {
+        let rows =
+            sqlx::query("SELECT * FROM mailings WHERE materializing AND status = 'running' ORDER BY id LIMIT $1")
+                .bind(i64::from(limit))
+                .fetch_all(&self.pool)
+                .await
+                .map_err(err)?;
+        rows.iter().map(decode::mailing).collect()
     }
 
     async fn cancel_mailing(&self, id: MailingId, now: DateTime<Utc>) -> Result<u64, StoreError> {

@@ -16,12 +16,19 @@ use uuid::Uuid;
 use super::{PgStore, err, outbox::insert_events};
 use crate::decode;
 
+/// The earliest due time of a pending delivery or a notice step still to come (both indexed).
+const NEXT_DUE: &str = "SELECT min(at) FROM (SELECT min(next_attempt_at) AS at FROM deliveries WHERE status = 'pending' \
+     UNION ALL SELECT min(due_at) FROM notice_steps WHERE status IN ('pending', 'deferred')) AS due";
+
 #[async_trait]
 impl DeliveryStore for PgStore {
     async fn create_deliveries(&self, deliveries: &[NewDelivery]) -> Result<u64, StoreError> {
         let mut tx = self.pool.begin().await.map_err(err)?;
         let created = insert_deliveries(&mut tx, deliveries, OnTaken::Skip).await?;
         tx.commit().await.map_err(err)?;
+        if created > 0 && deliveries.iter().any(|d| d.next_attempt_at <= Utc::now()) {
+            self.wake_schedulers();
+        }
         Ok(created)
     }
 
@@ -134,6 +141,14 @@ impl DeliveryStore for PgStore {
                 .await
                 .map_err(err)?;
         Ok(n.max(0) as u64)
+    }
+
+    async fn next_due_at(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
+        sqlx::query_scalar(NEXT_DUE).fetch_one(&self.pool).await.map_err(err)
+    }
+
+    async fn wait_for_due(&self, timeout: Duration) {
+        self.due_wakeup.wait(timeout).await;
     }
 
     async fn count_claimed_deliveries(&self) -> Result<u64, StoreError> {

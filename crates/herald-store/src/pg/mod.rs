@@ -8,12 +8,9 @@ mod notices;
 mod outbox;
 mod rooms;
 mod tasks;
+mod wakeup;
 
-use std::{
-    str::FromStr as _,
-    sync::{Arc, atomic::AtomicBool},
-    time::Duration,
-};
+use std::{str::FromStr as _, sync::Arc, time::Duration};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -36,12 +33,10 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres
 #[derive(Debug, Clone)]
 pub struct PgStore {
     pool: PgPool,
-    /// The relay's `LISTEN` connection (one, separate from the store's pool).
-    listener_pool: PgPool,
-    /// A coalesced outbox `NOTIFY` is on its way.
-    notify_pending: Arc<AtomicBool>,
-    /// The relay's `LISTEN` connection, opened on first wait.
-    listener: Arc<tokio::sync::Mutex<Option<sqlx::postgres::PgListener>>>,
+    /// Relays wait for committed events on it.
+    outbox_wakeup: Arc<wakeup::Wakeup>,
+    /// Schedulers wait for deliveries that became due on it.
+    due_wakeup: Arc<wakeup::Wakeup>,
 }
 
 impl PgStore {
@@ -60,9 +55,19 @@ impl PgStore {
             .connect_with(options.clone())
             .await
             .map_err(err)?;
-        // LISTEN holds its connection for good: give it a pool of its own, opened on first use.
-        let listener_pool = PgPoolOptions::new().max_connections(1).connect_lazy_with(options);
-        Ok(Self { pool, listener_pool, notify_pending: Arc::default(), listener: Arc::default() })
+        let outbox_wakeup = Arc::new(wakeup::Wakeup::new(outbox::CHANNEL, pool.clone(), options.clone()));
+        let due_wakeup = Arc::new(wakeup::Wakeup::new(DUE_CHANNEL, pool.clone(), options));
+        Ok(Self { pool, outbox_wakeup, due_wakeup })
+    }
+}
+
+/// The `LISTEN` channel schedulers wake on.
+const DUE_CHANNEL: &str = "herald_due";
+
+impl PgStore {
+    /// Wakes schedulers (in any process) waiting for due deliveries.
+    fn wake_schedulers(&self) {
+        self.due_wakeup.wake();
     }
 }
 
@@ -83,12 +88,7 @@ impl Store for PgStore {
     }
 
     async fn close(&self) {
-        // The listener returns its connection when dropped; a relay waiting on it is woken by the
-        // pool's close event and lets go of it.
-        let drop_listener = async {
-            self.listener.lock().await.take();
-        };
-        tokio::join!(self.listener_pool.close(), drop_listener);
+        tokio::join!(self.outbox_wakeup.close(), self.due_wakeup.close());
         self.pool.close().await;
     }
 }

@@ -15,6 +15,7 @@ use herald_core::{
     change::ChangeEvent,
     delivery::DeliveryId,
     notice::{Acknowledged, DueStep, Escalation, Notice, NoticeFilter, NoticeId, NoticeStatus, StepMove, StepStatus},
+    notify::NoticeChannel,
     store::{NoticeStore, StepPlan, StoreError},
     user::UserId,
 };
@@ -143,7 +144,16 @@ impl NoticeStore for PgStore {
         .execute(&mut *tx)
         .await
         .map_err(err)?;
-        if event.is_some() { self.commit(tx).await } else { tx.commit().await.map_err(err) }
+        if event.is_some() {
+            self.commit(tx).await?;
+        } else {
+            tx.commit().await.map_err(err)?;
+        }
+        // A step due at once (other than in-app) is for the scheduler to take now.
+        if notice.steps.iter().any(|s| s.channel != NoticeChannel::Realtime && s.due_at <= notice.created_at) {
+            self.wake_schedulers();
+        }
+        Ok(())
     }
 
     async fn notice(&self, id: NoticeId) -> Result<Option<Notice>, StoreError> {

@@ -10,7 +10,7 @@
 //! writer's transaction (a `NOTIFY` inside it would serialise committing writers on the global
 //! notification lock). It carries no payload; the relay reads the table. Polling covers lost ones.
 
-use std::{collections::BTreeMap, sync::atomic::Ordering, time::Duration};
+use std::{collections::BTreeMap, time::Duration};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -77,20 +77,8 @@ impl PgStore {
         Ok(())
     }
 
-    /// Sends one `NOTIFY` for any number of commits that happen before it goes out. The flag is
-    /// cleared before sending, so a commit after the clear sends (or joins) a later notify.
     fn wake_relays(&self) {
-        if self.notify_pending.swap(true, Ordering::AcqRel) {
-            return;
-        }
-        let pool = self.pool.clone();
-        let pending = self.notify_pending.clone();
-        tokio::spawn(async move {
-            pending.store(false, Ordering::Release);
-            if let Err(e) = sqlx::query("SELECT pg_notify($1, '')").bind(CHANNEL).execute(&pool).await {
-                tracing::debug!(error = %e, "outbox notify failed; relays fall back to polling");
-            }
-        });
+        self.outbox_wakeup.wake();
     }
 }
 
@@ -147,25 +135,7 @@ impl OutboxStore for PgStore {
     }
 
     async fn wait_for_outbox(&self, timeout: Duration) {
-        let mut listener = self.listener.lock().await;
-        if listener.is_none() {
-            match sqlx::postgres::PgListener::connect_with(&self.listener_pool).await {
-                Ok(mut new) => match new.listen(CHANNEL).await {
-                    Ok(()) => *listener = Some(new),
-                    Err(e) => tracing::debug!(error = %e, "LISTEN failed; polling"),
-                },
-                Err(e) => tracing::debug!(error = %e, "no LISTEN connection; polling"),
-            }
-        }
-        match listener.as_mut() {
-            Some(l) => {
-                if let Ok(Err(e)) = tokio::time::timeout(timeout, l.recv()).await {
-                    tracing::debug!(error = %e, "LISTEN connection lost; reconnecting next time");
-                    *listener = None;
-                }
-            }
-            None => tokio::time::sleep(timeout).await,
-        }
+        self.outbox_wakeup.wait(timeout).await;
     }
 
     async fn acquire_lease(&self, name: &str, holder: &str, ttl: Duration) -> Result<bool, StoreError> {

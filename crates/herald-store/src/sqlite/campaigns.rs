@@ -48,20 +48,21 @@ async fn stored_status(tx: &mut Transaction<'_, Sqlite>, id: MailingId) -> Resul
 
 /// Marks `finished` every `running` mailing with no live message left.
 const FINISH_ALL: &str = "UPDATE mailings SET status = 'finished', updated_at = ?1 WHERE status = 'running' \
-    AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.source_id = mailings.id \
+    AND NOT materializing AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.source_id = mailings.id \
                     AND d.status IN ('pending', 'sending')) RETURNING id";
 
 /// Marks mailing `?2` `finished` if it is `running` with no live message.
 const FINISH_ONE: &str = "UPDATE mailings SET status = 'finished', updated_at = ?1 \
-    WHERE id = ?2 AND status = 'running' \
+    WHERE id = ?2 AND status = 'running' AND NOT materializing \
     AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.source_id = ?2 AND d.status IN ('pending', 'sending'))";
 
 /// Stores the plan (`?2`: `[[zone, micros], …]`) of mailing `?1` for [`CREATE_MESSAGES`] to join.
 const STORE_PLAN: &str = "INSERT INTO mailing_start_plans (mailing_id, zone, at) \
     SELECT ?1, value ->> 0, value ->> 1 FROM json_each(?2)";
 
-/// Creates a started mailing's messages: one row per client the filter (`?5`, `?6`: JSON arrays
-/// or NULL) matches, its first attempt its zone's instant in the stored plan, else `?4`. The id is
+/// Creates a chunk of a started mailing's messages: one row for each client with an id in
+/// `(?10, ?11]` (from the first when `?10` is NULL) that the filter (`?5`, `?6`: JSON arrays or
+/// NULL) matches, its first attempt its zone's instant in the stored plan, else `?4`. The id is
 /// a UUIDv7 laid out as PostgreSQL's `herald_uuidv7` lays it out: 48 bits of Unix milliseconds
 /// (`?9`, of `now`, as `created_at`), version 7, a 32-bit counter (the row's place in the
 /// statement) around the variant bits `10`, and 42 random bits; ids ascend as rows are written,
@@ -81,10 +82,120 @@ const CREATE_MESSAGES: &str = "INSERT INTO deliveries (id, kind, source_key, rec
         (SELECT c.id, c.phone, c.timezone, coalesce(z.at, ?4) AS at, row_number() OVER () AS seq, \
             lower(substr(hex(c.id), 1, 8) || '-' || substr(hex(c.id), 9, 4) || '-' || substr(hex(c.id), 13, 4) \
                 || '-' || substr(hex(c.id), 17, 4) || '-' || substr(hex(c.id), 21)) AS uuid \
-         FROM clients c LEFT JOIN mailing_start_plans z ON z.mailing_id = ?1 AND z.zone = c.timezone \
-         WHERE (?5 IS NULL OR c.operator_code IN (SELECT value FROM json_each(?5))) \
-           AND (?6 IS NULL OR c.tag IN (SELECT value FROM json_each(?6)))) n \
+         FROM (SELECT id, phone, timezone FROM clients \
+               WHERE (?5 IS NULL OR operator_code IN (SELECT value FROM json_each(?5))) \
+                 AND (?6 IS NULL OR tag IN (SELECT value FROM json_each(?6))) \
+                 AND (?10 IS NULL OR id > ?10) AND id <= ?11) c \
+         LEFT JOIN mailing_start_plans z ON z.mailing_id = ?1 AND z.zone = c.timezone) n \
     WHERE m.id = ?1";
+
+/// Creates the next chunk of mailing `id`'s messages in `tx` and moves its cursor; when the
+/// chunk was the last, the mailing is materialized (and finished at once if no message is live).
+/// Returns how many were created.
+async fn materialize_chunk(
+    tx: &mut Transaction<'_, Sqlite>,
+    id: MailingId,
+    plan: &FirstAttempts,
+    now: DateTime<Utc>,
+    chunk: u32,
+) -> Result<u64, StoreError> {
+    let row =
+        sqlx::query("SELECT operator_codes, tags, materialized_through, materialize_high FROM mailings WHERE id = ?")
+            .bind(id.0)
+            .fetch_one(&mut **tx)
+            .await
+            .map_err(err)?;
+    let codes: Option<String> = row.try_get("operator_codes").map_err(err)?;
+    let tags: Option<String> = row.try_get("tags").map_err(err)?;
+    let through: Option<Uuid> = row.try_get("materialized_through").map_err(err)?;
+    let high: Option<Uuid> = row.try_get("materialize_high").map_err(err)?;
+    let plan = PlanParts::of(plan, now);
+    let zones: Vec<_> = plan.zones.iter().zip(&plan.ats).map(|(z, at)| serde_json::json!([z, micros(*at)])).collect();
+    if !zones.is_empty() {
+        sqlx::query(STORE_PLAN)
+            .bind(id.0)
+            .bind(serde_json::Value::from(zones).to_string())
+            .execute(&mut **tx)
+            .await
+            .map_err(err)?;
+    }
+    // The chunk's last client by id, found on the primary key alone.
+    let upper: Option<Uuid> = match high {
+        None => None,
+        Some(high) => {
+            let end: Option<Uuid> = sqlx::query_scalar(
+                "SELECT id FROM clients WHERE (?1 IS NULL OR id > ?1) AND id <= ?2 ORDER BY id LIMIT 1 OFFSET ?3",
+            )
+            .bind(through)
+            .bind(high)
+            .bind(i64::from(chunk.max(1)) - 1)
+            .fetch_optional(&mut **tx)
+            .await
+            .map_err(err)?;
+            Some(end.unwrap_or(high))
+        }
+    };
+    let created = match upper {
+        // No client at the start: nothing to make.
+        None => 0,
+        Some(upper) => sqlx::query(CREATE_MESSAGES)
+            .bind(id.0)
+            .bind(MESSAGE_KIND)
+            .bind(id.to_string())
+            .bind(micros(plan.otherwise))
+            .bind(codes)
+            .bind(tags)
+            .bind(WINDOW_AFTER_END)
+            .bind(micros(now))
+            .bind(now.timestamp_millis())
+            .bind(through)
+            .bind(upper)
+            .execute(&mut **tx)
+            .await
+            .map_err(err)?
+            .rows_affected(),
+    };
+    if !plan.zones.is_empty() {
+        sqlx::query("DELETE FROM mailing_start_plans WHERE mailing_id = ?")
+            .bind(id.0)
+            .execute(&mut **tx)
+            .await
+            .map_err(err)?;
+    }
+    let done = upper == high;
+    sqlx::query(
+        "UPDATE mailings SET materialized_through = coalesce(?2, materialized_through), materializing = NOT ?3 \
+         WHERE id = ?1",
+    )
+    .bind(id.0)
+    .bind(upper)
+    .bind(done)
+    .execute(&mut **tx)
+    .await
+    .map_err(err)?;
+    if done {
+        sqlx::query(FINISH_ONE).bind(micros(now)).bind(id.0).execute(&mut **tx).await.map_err(err)?;
+    }
+    Ok(created)
+}
+
+impl SqliteStore {
+    /// Makes the next chunk of mailing `id`'s messages in `tx` (which holds it), commits, and
+    /// wakes schedulers: the messages are theirs to claim.
+    async fn commit_chunk(
+        &self,
+        mut tx: Transaction<'_, Sqlite>,
+        id: MailingId,
+        plan: &FirstAttempts,
+        now: DateTime<Utc>,
+        chunk: u32,
+    ) -> Result<Option<u64>, StoreError> {
+        let created = materialize_chunk(&mut tx, id, plan, now, chunk).await?;
+        tx.commit().await.map_err(err)?;
+        self.wake_schedulers();
+        Ok(Some(created))
+    }
+}
 
 #[async_trait]
 impl CampaignStore for SqliteStore {
@@ -296,55 +407,52 @@ impl CampaignStore for SqliteStore {
         id: MailingId,
         plan: &FirstAttempts,
         now: DateTime<Utc>,
+        chunk: u32,
     ) -> Result<Option<u64>, StoreError> {
         let mut tx = self.writer.begin().await.map_err(err)?;
         let started = sqlx::query(
-            "UPDATE mailings SET status = 'running', updated_at = ?2 WHERE id = ?1 AND status = 'scheduled' \
-             RETURNING operator_codes, tags",
+            "UPDATE mailings SET status = 'running', updated_at = ?2, materializing = 1, materialized_through = NULL, \
+             materialize_high = (SELECT id FROM clients ORDER BY id DESC LIMIT 1) \
+             WHERE id = ?1 AND status = 'scheduled' RETURNING id",
         )
         .bind(id.0)
         .bind(micros(now))
         .fetch_optional(&mut *tx)
         .await
         .map_err(err)?;
-        let Some(started) = started else { return Ok(None) };
-        let codes: Option<String> = started.try_get("operator_codes").map_err(err)?;
-        let tags: Option<String> = started.try_get("tags").map_err(err)?;
-        let plan = PlanParts::of(plan, now);
-        let zones: Vec<_> =
-            plan.zones.iter().zip(&plan.ats).map(|(z, at)| serde_json::json!([z, micros(*at)])).collect();
-        if !zones.is_empty() {
-            sqlx::query(STORE_PLAN)
+        if started.is_none() {
+            return Ok(None);
+        }
+        self.commit_chunk(tx, id, plan, now, chunk).await
+    }
+
+    async fn continue_mailing(
+        &self,
+        id: MailingId,
+        plan: &FirstAttempts,
+        now: DateTime<Utc>,
+        chunk: u32,
+    ) -> Result<Option<u64>, StoreError> {
+        let mut tx = self.writer.begin().await.map_err(err)?;
+        let held: Option<Uuid> =
+            sqlx::query_scalar("SELECT id FROM mailings WHERE id = ?1 AND status = 'running' AND materializing")
                 .bind(id.0)
-                .bind(serde_json::Value::from(zones).to_string())
-                .execute(&mut *tx)
+                .fetch_optional(&mut *tx)
                 .await
                 .map_err(err)?;
+        if held.is_none() {
+            return Ok(None);
         }
-        let created = sqlx::query(CREATE_MESSAGES)
-            .bind(id.0)
-            .bind(MESSAGE_KIND)
-            .bind(id.to_string())
-            .bind(micros(plan.otherwise))
-            .bind(codes)
-            .bind(tags)
-            .bind(WINDOW_AFTER_END)
-            .bind(micros(now))
-            .bind(now.timestamp_millis())
-            .execute(&mut *tx)
+        self.commit_chunk(tx, id, plan, now, chunk).await
+    }
+
+    async fn materializing_mailings(&self, limit: u32) -> Result<Vec<Mailing>, StoreError> {
+        let rows = sqlx::query("SELECT * FROM mailings WHERE materializing AND status = 'running' ORDER BY id LIMIT ?")
+            .bind(i64::from(limit))
+            .fetch_all(&self.reader)
             .await
-            .map_err(err)?
-            .rows_affected();
-        if !plan.zones.is_empty() {
-            sqlx::query("DELETE FROM mailing_start_plans WHERE mailing_id = ?")
-                .bind(id.0)
-                .execute(&mut *tx)
-                .await
-                .map_err(err)?;
-        }
-        sqlx::query(FINISH_ONE).bind(micros(now)).bind(id.0).execute(&mut *tx).await.map_err(err)?;
-        tx.commit().await.map_err(err)?;
-        Ok(Some(created))
+            .map_err(err)?;
+        rows.iter().map(decode::mailing).collect()
     }
 
     async fn cancel_mailing(&self, id: MailingId, now: DateTime<Utc>) -> Result<u64, StoreError> {

@@ -19,12 +19,19 @@ fn lease_end(now: DateTime<Utc>, lease: Duration) -> Result<DateTime<Utc>, Store
     Ok(now + chrono::Duration::from_std(lease).map_err(|e| StoreError::Other(Box::new(e)))?)
 }
 
+/// The earliest due time of a pending delivery or a notice step still to come (both indexed).
+const NEXT_DUE: &str = "SELECT min(at) FROM (SELECT min(next_attempt_at) AS at FROM deliveries WHERE status = 'pending' \
+     UNION ALL SELECT min(due_at) FROM notice_steps WHERE status IN ('pending', 'deferred')) AS due";
+
 #[async_trait]
 impl DeliveryStore for SqliteStore {
     async fn create_deliveries(&self, deliveries: &[NewDelivery]) -> Result<u64, StoreError> {
         let mut tx = self.writer.begin().await.map_err(err)?;
         let created = insert_deliveries(&mut tx, deliveries, OnTaken::Skip).await?;
         tx.commit().await.map_err(err)?;
+        if created > 0 && deliveries.iter().any(|d| d.next_attempt_at <= Utc::now()) {
+            self.wake_schedulers();
+        }
         Ok(created)
     }
 
@@ -123,6 +130,15 @@ impl DeliveryStore for SqliteStore {
                 .await
                 .map_err(err)?;
         Ok(n.max(0) as u64)
+    }
+
+    async fn next_due_at(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
+        let at: Option<i64> = sqlx::query_scalar(NEXT_DUE).fetch_one(&self.reader).await.map_err(err)?;
+        at.map(super::from_micros).transpose()
+    }
+
+    async fn wait_for_due(&self, timeout: Duration) {
+        let _ = tokio::time::timeout(timeout, self.due_signal.notified()).await;
     }
 
     async fn count_claimed_deliveries(&self) -> Result<u64, StoreError> {

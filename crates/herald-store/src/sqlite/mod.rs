@@ -41,6 +41,8 @@ pub struct SqliteStore {
     reader: SqlitePool,
     /// Wakes this process's relay after a commit that wrote events.
     outbox_signal: Arc<Notify>,
+    /// Wakes this process's schedulers when deliveries became due.
+    due_signal: Arc<Notify>,
 }
 
 impl SqliteStore {
@@ -68,7 +70,7 @@ impl SqliteStore {
             .connect_with(options.read_only(true))
             .await
             .map_err(err)?;
-        Ok(Self { writer, reader, outbox_signal: Arc::new(Notify::new()) })
+        Ok(Self { writer, reader, outbox_signal: Arc::new(Notify::new()), due_signal: Arc::new(Notify::new()) })
     }
 
     /// Commits a write that stored events, and wakes the relay. `notify_one` keeps a permit when
@@ -77,6 +79,13 @@ impl SqliteStore {
         tx.commit().await.map_err(err)?;
         self.outbox_signal.notify_one();
         Ok(())
+    }
+}
+
+impl SqliteStore {
+    /// Wakes a scheduler waiting for due deliveries (one permit is kept when none waits).
+    fn wake_schedulers(&self) {
+        self.due_signal.notify_one();
     }
 }
 

@@ -394,3 +394,50 @@ pub async fn bad_input_is_refused_and_cancelling_stops_what_is_pending(
     assert_eq!((reply.status, reply.code()), (StatusCode::NOT_FOUND, "not_found"));
     rig.finish().await;
 }
+
+/// A mailing larger than its first chunk: the create call makes the first messages and returns,
+/// the scheduler makes the rest chunk by chunk while the first are sent, it is not finished
+/// until every client's message was made, and every client is texted exactly once.
+pub async fn a_large_mailing_is_made_in_chunks_while_it_sends(
+    store: Arc<dyn herald_core::store::Store>,
+    broker: &TestBroker,
+) {
+    let rig = Campaign::new(store, broker, 500).await;
+    let admin = rig.token(Role::Admin);
+    let total = herald_core::commands::mailings::FIRST_CHUNK as usize * 2 + 500;
+    let phones: Vec<String> = (0..total).map(|i| format!("7916{i:07}")).collect();
+    let clients: Vec<(&str, &str, &str)> = phones.iter().map(|p| (p.as_str(), "vip", "Europe/Moscow")).collect();
+    let reply = rig.bulk(&admin, &ndjson(&clients)).await;
+    assert_eq!(reply.body["created"], total, "{:?}", reply.body);
+    let end = (t0() + chrono::Duration::days(1)).to_rfc3339();
+    let mailing = rig.mailing(&admin, json!({"start_at": t0().to_rfc3339(), "end_at": end, "text": "big"})).await;
+    let stats = rig.stats(&admin, &mailing).await;
+    assert_eq!(stats["messages"]["total"], herald_core::commands::mailings::FIRST_CHUNK, "the first chunk: {stats}");
+
+    // The first chunk goes out before the rest is made.
+    let sender = rig.spawn_sender(Pipeline::options());
+    rig.drain().await;
+    rig.settle(&admin, &mailing).await;
+    assert_eq!(rig.run_job().await, "", "nothing started or finished while messages are to be made");
+    let mut made = 0;
+    loop {
+        let chunk = rig.scheduler.materialize().await.expect("materialize");
+        if chunk == 0 {
+            break;
+        }
+        made += chunk;
+    }
+    assert_eq!(made as usize, total - herald_core::commands::mailings::FIRST_CHUNK as usize);
+    rig.drain().await;
+    let stats = rig.settle(&admin, &mailing).await;
+    assert_eq!(
+        (stats["messages"]["total"].as_u64(), stats["messages"]["sent"].as_u64()),
+        (Some(total as u64), Some(total as u64))
+    );
+    let texted = accepted_phones(&rig.pipe, "big");
+    assert_eq!(texted.len(), total);
+    assert!(rig.pipe.provider.accepted_messages().iter().all(|m| m.times == 1), "a text was sent twice");
+    assert_eq!(rig.run_job().await, "0 started, 1 finished");
+    sender.stop().await;
+    rig.finish().await;
+}

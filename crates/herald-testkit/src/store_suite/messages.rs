@@ -1,4 +1,4 @@
-//! A mailing's messages: created set-based when it starts, planned by the client's zone, moved
+//! A mailing's messages: created set-based when it starts and chunk by chunk after, planned by the client's zone, moved
 //! with the mailing, cancelled with it or with their client, counted, listed, and finished.
 
 use std::collections::{BTreeSet, HashSet};
@@ -29,7 +29,7 @@ async fn seed(store: &dyn Store, clients: &[Client]) {
 /// Stores a scheduled mailing and starts it; returns it and how many messages it got.
 async fn started(store: &dyn Store, m: Mailing, plan: &FirstAttempts, at: DateTime<Utc>) -> (Mailing, u64) {
     store.create_mailing(&m).await.expect("create mailing");
-    let n = store.start_mailing(m.id, plan, at).await.expect("start").expect("it was scheduled");
+    let n = store.start_mailing(m.id, plan, at, 1000).await.expect("start").expect("it was scheduled");
     (m, n)
 }
 
@@ -177,19 +177,19 @@ pub async fn a_mailing_starts_once_and_only_when_scheduled(store: &dyn Store) {
     let at = FirstAttempts::At(t);
     let m = new_mailing(MailingFilter::default(), None, t, t + Duration::hours(1));
     store.create_mailing(&m).await.expect("create");
-    let racing = futures::future::join_all((0..4).map(|_| store.start_mailing(m.id, &at, t))).await;
+    let racing = futures::future::join_all((0..4).map(|_| store.start_mailing(m.id, &at, t, 1000))).await;
     let started: Vec<u64> = racing.into_iter().filter_map(|r| r.expect("start")).collect();
     assert_eq!(started, [4], "exactly one start creates the messages");
-    assert_eq!(store.start_mailing(m.id, &at, t).await.expect("again"), None);
+    assert_eq!(store.start_mailing(m.id, &at, t, 1000).await.expect("again"), None);
     assert_eq!(messages(store, &m).await.len(), 4);
 
     let cancelled = new_mailing(MailingFilter::default(), None, t, t + Duration::hours(1));
     store.create_mailing(&cancelled).await.expect("create");
     store.cancel_mailing(cancelled.id, t).await.expect("cancel");
-    assert_eq!(store.start_mailing(cancelled.id, &at, t).await.expect("start"), None);
+    assert_eq!(store.start_mailing(cancelled.id, &at, t, 1000).await.expect("start"), None);
     assert!(messages(store, &cancelled).await.is_empty());
     let ghost = new_mailing(MailingFilter::default(), None, t, t + Duration::hours(1));
-    assert_eq!(store.start_mailing(ghost.id, &at, t).await.expect("start"), None);
+    assert_eq!(store.start_mailing(ghost.id, &at, t, 1000).await.expect("start"), None);
 }
 
 pub async fn updating_a_running_mailing_moves_its_live_messages(store: &dyn Store) {
@@ -392,4 +392,60 @@ pub async fn messages_list_in_id_order_page_by_page_and_by_status(store: &dyn St
         pending.iter().copied().filter(|id| *id > ids[0]).collect::<Vec<_>>()
     );
     assert!(page(Some(DeliveryStatus::Sent), None, 10).await.is_empty());
+}
+
+/// A mailing's messages are made chunk by chunk of clients by id: each of the clients stored at
+/// its start gets exactly one, however many schedulers race; a client added after the start gets
+/// none; the mailing is not finished while messages are still to be made; a cancel stops it.
+pub async fn a_mailing_is_made_chunk_by_chunk_once_per_client(store: &dyn Store) {
+    let t = now();
+    let clients: Vec<Client> =
+        (0..25).map(|i| new_client(&format!("7916{i:07}"), "916", "vip", "Europe/Moscow")).collect();
+    seed(store, &clients).await;
+    let at = FirstAttempts::At(t);
+    let m = new_mailing(MailingFilter::default(), None, t, t + Duration::hours(1));
+    store.create_mailing(&m).await.expect("create");
+    assert_eq!(store.start_mailing(m.id, &at, t, 10).await.expect("start"), Some(10), "the first chunk");
+    assert_eq!(store.materializing_mailings(10).await.expect("list").iter().map(|x| x.id).collect::<Vec<_>>(), [m.id]);
+
+    // The first chunk all sent: still not finished, messages are to come.
+    let claimed = store.claim_due_deliveries(t, 100, LEASE).await.expect("claim");
+    assert_eq!(claimed.len(), 10);
+    let reports: Vec<_> = claimed.iter().map(|d| report(d, DeliveryStatus::Sent, t)).collect();
+    store.record_deliveries(&reports, t).await.expect("record");
+    assert!(store.finish_mailings(t).await.expect("finish").is_empty(), "not finished while materializing");
+    assert_eq!(status_of(store, &m).await, MailingStatus::Running);
+
+    // A client stored after the start is not in the mailing.
+    seed(store, &[new_client("79169999999", "916", "vip", "Europe/Moscow")]).await;
+    // Schedulers race for the next chunks: each takes its own.
+    let racing = futures::future::join_all((0..4).map(|_| store.continue_mailing(m.id, &at, t, 10))).await;
+    let mut made: Vec<u64> = racing.into_iter().map(|r| r.expect("continue").unwrap_or(0)).collect();
+    made.sort_unstable();
+    assert_eq!(made.iter().sum::<u64>(), 15, "{made:?}");
+    assert_eq!(store.continue_mailing(m.id, &at, t, 10).await.expect("done"), None, "nothing is left to make");
+    assert!(store.materializing_mailings(10).await.expect("list").is_empty());
+    let all = messages(store, &m).await;
+    let per_client: HashSet<_> = all.iter().filter_map(|d| d.recipient_id).collect();
+    assert_eq!((all.len(), per_client.len()), (25, 25), "one message per client stored at the start");
+    assert!(clients.iter().all(|c| per_client.contains(&c.id.0)));
+
+    // Cancelled mid-way: no more chunks.
+    let later = new_mailing(MailingFilter::default(), None, t, t + Duration::hours(1));
+    store.create_mailing(&later).await.expect("create");
+    assert_eq!(store.start_mailing(later.id, &at, t, 10).await.expect("start"), Some(10));
+    store.cancel_mailing(later.id, t).await.expect("cancel");
+    assert_eq!(store.continue_mailing(later.id, &at, t, 10).await.expect("continue"), None);
+    assert_eq!(messages(store, &later).await.len(), 10);
+    assert!(messages(store, &later).await.iter().all(|d| d.status == DeliveryStatus::Cancelled));
+
+    // A chunk is the next clients by id, matching or not: a mailing to nobody gets empty chunks
+    // and is finished once the last is made.
+    let none = new_mailing(filter(Some(&["999"]), None), None, t, t + Duration::hours(1));
+    store.create_mailing(&none).await.expect("create");
+    assert_eq!(store.start_mailing(none.id, &at, t, 10).await.expect("start"), Some(0));
+    assert_eq!(status_of(store, &none).await, MailingStatus::Running);
+    while store.continue_mailing(none.id, &at, t, 10).await.expect("continue").is_some() {}
+    assert_eq!(status_of(store, &none).await, MailingStatus::Finished);
+    assert!(messages(store, &none).await.is_empty());
 }

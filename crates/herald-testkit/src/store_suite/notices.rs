@@ -119,6 +119,9 @@ pub async fn a_notice_and_its_in_app_first_step_are_stored_together(store: &dyn 
     assert_eq!(events[0].event.kind, notice::EVENT_TYPE);
     assert_eq!(events[0].event.payload["id"], serde_json::json!(n.id.0));
 
+    // The scheduler's next wake-up is the email step's due time.
+    assert_eq!(store.next_due_at().await.expect("next due"), Some(at + Duration::seconds(30)));
+
     // The inbox lists it; the caller's key finds it; another caller may use the same key.
     assert_eq!(store.inbox(ada, true, None, 10).await.expect("inbox").len(), 1);
     assert_eq!(store.notice_by_key("user:admin", "invoice-42").await.expect("by key").map(|f| f.id), Some(n.id));

@@ -12,6 +12,7 @@ store_broker_suite! {
         send_windows_follow_each_clients_zone,
         a_provider_outage_mid_mailing_loses_nothing,
         bad_input_is_refused_and_cancelling_stops_what_is_pending,
+        a_large_mailing_is_made_in_chunks_while_it_sends,
     }
 }
 

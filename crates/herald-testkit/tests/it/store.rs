@@ -65,6 +65,7 @@ store_suite! {
     starting_a_mailing_creates_one_message_per_matching_client,
     a_windowed_mailing_plans_each_clients_first_attempt_by_zone,
     a_mailing_starts_once_and_only_when_scheduled,
+    a_mailing_is_made_chunk_by_chunk_once_per_client,
     updating_a_running_mailing_moves_its_live_messages,
     cancelling_a_mailing_cancels_its_pending_messages,
     deleting_a_client_cancels_its_pending_messages,

@@ -160,8 +160,11 @@ settings! {
         doc "When the scheduler deletes settled notices past retention (cron, @every 1h, or off).";
     delivery_lease: Span = "2m", env "HERALD_DELIVERY_LEASE", flag "delivery-lease", secret false,
         doc "How long a claimed delivery is a sender's; after it the rescuer hands it out again.";
-    sender_concurrency: Count = "64", env "HERALD_SENDER_CONCURRENCY", flag "sender-concurrency", secret false,
-        doc "Deliveries one sender has in flight at once.";
+    sender_concurrency: Count = "512", env "HERALD_SENDER_CONCURRENCY", flag "sender-concurrency", secret false,
+        doc "Most deliveries one sender has in flight at once; it adapts below this by its channels' call times and failures.";
+    sender_min_concurrency: Count = "16", env "HERALD_SENDER_MIN_CONCURRENCY", flag "sender-min-concurrency",
+        secret false,
+        doc "Fewest deliveries in flight the sender adapts down to (set it to HERALD_SENDER_CONCURRENCY for a fixed number).";
     retry_max_attempts: Count = "10", env "HERALD_RETRY_MAX_ATTEMPTS", flag "retry-max-attempts", secret false,
         doc "Attempts per delivery, the first included, before it fails.";
     retry_cap: Span = "10m", env "HERALD_RETRY_CAP", flag "retry-cap", secret false,
