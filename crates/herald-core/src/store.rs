@@ -165,8 +165,9 @@ pub trait DeliveryStore: Send + Sync {
     /// How many pending deliveries are due at `now`.
     async fn count_due_deliveries(&self, now: DateTime<Utc>) -> Result<u64, StoreError>;
 
-    /// When the next pending delivery or notice step falls due, if any: a scheduler sleeps no
-    /// longer than that, so retries and escalations go on time rather than at its next pass.
+    /// When the next pending delivery or notice step falls due, or the next scheduled mailing
+    /// starts, if any: a scheduler sleeps no longer than that, so retries, escalations and starts
+    /// go on time rather than at its next pass.
     async fn next_due_at(&self) -> Result<Option<DateTime<Utc>>, StoreError>;
 
     /// Waits until deliveries may have become due (a mailing started, deliveries were stored due

@@ -16,8 +16,6 @@ use herald_core::{
 
 use crate::scheduler::PeriodicJob;
 
-/// Mailings started per store read; a run keeps reading until none is due.
-const BATCH: u32 = 100;
 /// Running mailings whose progress is exported; beyond this the gauges cover the oldest.
 const GAUGED: u32 = 1000;
 /// Counting a large mailing's messages is a scan: the gauges are refreshed this often at most.
@@ -36,23 +34,6 @@ pub struct MailingsJob {
 impl MailingsJob {
     pub fn new(store: Arc<dyn Store>, metrics: Arc<Metrics>) -> Self {
         Self { store, metrics, gauged: Default::default(), measured_at: Default::default() }
-    }
-
-    /// Starts every scheduled mailing due at `now`; how many.
-    async fn start_due(&self, now: DateTime<Utc>) -> Result<usize, StoreError> {
-        let mut started = 0;
-        loop {
-            let due = self.store.due_mailings(now, BATCH).await?;
-            for id in &due {
-                let Some(mailing) = self.store.mailing(*id).await? else { continue };
-                if mailings::start(self.store.as_ref(), &self.metrics, &mailing, now).await?.is_some() {
-                    started += 1;
-                }
-            }
-            if due.len() < BATCH as usize {
-                return Ok(started);
-            }
-        }
     }
 
     /// Sets the message gauges from the running mailings' counts.
@@ -94,7 +75,7 @@ impl PeriodicJob for MailingsJob {
     }
 
     async fn run(&self, now: DateTime<Utc>) -> Result<String, Box<dyn std::error::Error + Send + Sync>> {
-        let started = self.start_due(now).await?;
+        let started = mailings::start_due(self.store.as_ref(), &self.metrics, now).await?;
         let finished = self.store.finish_mailings(now).await?;
         for id in &finished {
             self.metrics.mailings_finished.inc();

@@ -183,6 +183,8 @@ impl Scheduler {
             self.metrics.deliveries_rescued.inc_by(rescued);
             tracing::info!(rescued, "returned lapsed delivery claims to pending");
         }
+        // Mailings whose start has come start now, not at the `mailings` job's next run.
+        mailings::start_due(self.store.as_ref(), &self.metrics, now).await?;
         // A started mailing with messages still to make: the materializing loop makes them, beside
         // the claims (a chunk takes longer than a claim; inline it would slow sending).
         if !self.store.materializing_mailings(1).await?.is_empty() {

@@ -90,6 +90,25 @@ pub async fn start(
     Ok(created)
 }
 
+/// Starts every scheduled mailing due at `now`; how many. Schedulers call it on each pass (and
+/// sleep no longer than the next start), so a mailing starts at its `start_at`.
+pub async fn start_due(store: &dyn Store, metrics: &Metrics, now: DateTime<Utc>) -> Result<usize, StoreError> {
+    const BATCH: u32 = 100;
+    let mut started = 0;
+    loop {
+        let due = store.due_mailings(now, BATCH).await?;
+        for id in &due {
+            let Some(mailing) = store.mailing(*id).await? else { continue };
+            if start(store, metrics, &mailing, now).await?.is_some() {
+                started += 1;
+            }
+        }
+        if due.len() < BATCH as usize {
+            return Ok(started);
+        }
+    }
+}
+
 /// Makes the next chunk of messages of the oldest running mailing that still has some to make
 /// (first attempts planned from `now`); how many were made (0 when none was left to make).
 pub async fn materialize(store: &dyn Store, now: DateTime<Utc>, chunk: u32) -> Result<u64, StoreError> {

@@ -16,9 +16,11 @@ use uuid::Uuid;
 use super::{PgStore, err, outbox::insert_events};
 use crate::decode;
 
-/// The earliest due time of a pending delivery or a notice step still to come (both indexed).
+/// The earliest due time of a pending delivery, a notice step still to come, or a scheduled
+/// mailing's start.
 const NEXT_DUE: &str = "SELECT min(at) FROM (SELECT min(next_attempt_at) AS at FROM deliveries WHERE status = 'pending' \
-     UNION ALL SELECT min(due_at) FROM notice_steps WHERE status IN ('pending', 'deferred')) AS due";
+     UNION ALL SELECT min(due_at) FROM notice_steps WHERE status IN ('pending', 'deferred') \
+     UNION ALL SELECT min(start_at) FROM mailings WHERE status = 'scheduled') AS due";
 
 #[async_trait]
 impl DeliveryStore for PgStore {

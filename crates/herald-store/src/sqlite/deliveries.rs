@@ -19,9 +19,11 @@ fn lease_end(now: DateTime<Utc>, lease: Duration) -> Result<DateTime<Utc>, Store
     Ok(now + chrono::Duration::from_std(lease).map_err(|e| StoreError::Other(Box::new(e)))?)
 }
 
-/// The earliest due time of a pending delivery or a notice step still to come (both indexed).
+/// The earliest due time of a pending delivery, a notice step still to come, or a scheduled
+/// mailing's start.
 const NEXT_DUE: &str = "SELECT min(at) FROM (SELECT min(next_attempt_at) AS at FROM deliveries WHERE status = 'pending' \
-     UNION ALL SELECT min(due_at) FROM notice_steps WHERE status IN ('pending', 'deferred')) AS due";
+     UNION ALL SELECT min(due_at) FROM notice_steps WHERE status IN ('pending', 'deferred') \
+     UNION ALL SELECT min(start_at) FROM mailings WHERE status = 'scheduled') AS due";
 
 #[async_trait]
 impl DeliveryStore for SqliteStore {

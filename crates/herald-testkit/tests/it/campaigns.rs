@@ -66,3 +66,36 @@ async fn serve_starts_a_future_mailing_and_sends_it() {
     app.stop().await;
     provider.stop().await;
 }
+
+/// With default settings a later mailing starts at its `start_at`, not at the scheduler's next
+/// pass: the scheduler sleeps no longer than the next start, and the first text goes out after
+/// `start_at` and well within a second of it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_later_mailing_starts_at_its_time_with_default_settings() {
+    use std::time::Duration;
+
+    use herald_testkit::mock_provider::MockProvider;
+    use reqwest::StatusCode;
+    use serde_json::json;
+
+    let provider = MockProvider::start("serve-token").await;
+    let url = provider.base_url();
+    let app = herald_testkit::TestApp::start_with(herald_testkit::Backend::Sqlite, "later_mailing", |env| {
+        env.insert("HERALD_PROVIDER_URL".into(), url);
+        env.insert("HERALD_PROVIDER_TOKEN".into(), "serve-token".into());
+    })
+    .await
+    .expect("sqlite is always there");
+    let admin = app.admin("ops@example.org").await;
+    let reply = app.post("/api/v1/clients", Some(&admin), &json!({"phone": "79160000001"})).await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{:?}", reply.body);
+    let start = chrono::Utc::now() + chrono::Duration::milliseconds(2500);
+    let body = json!({"start_at": start, "end_at": start + chrono::Duration::hours(1), "text": "on time"});
+    assert_eq!(app.post("/api/v1/mailings", Some(&admin), &body).await.status, StatusCode::CREATED);
+    provider.wait_accepted(1, Duration::from_secs(10)).await.expect("the client gets the text");
+    let sent = chrono::Utc::now();
+    assert!(sent >= start, "sent before its start: {sent} < {start}");
+    assert!(sent - start < chrono::Duration::milliseconds(1500), "sent {} after its start", sent - start);
+    app.stop().await;
+    provider.stop().await;
+}
