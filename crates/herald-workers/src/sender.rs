@@ -310,10 +310,14 @@ impl Sender {
             for job in jobs {
                 let slot = match slot.take() {
                     Some(slot) => slot,
-                    None => match take_slot(&slots, limit).await {
-                        Ok(slot) => slot,
-                        Err(_) => break 'messages,
-                    },
+                    None => {
+                        // A lower limit takes back the slots that freed meanwhile, before this job.
+                        hold_back(&slots, &mut reserve, limit.max() - limit.current());
+                        match take_slot(&slots, limit).await {
+                            Ok(slot) => slot,
+                            Err(_) => break 'messages,
+                        }
+                    }
                 };
                 let (sender, reports, message) = (self.clone(), reports.clone(), message.clone());
                 tasks.spawn(async move {

@@ -284,3 +284,29 @@ pub async fn email_deliveries_follow_the_mail_servers_answers(store: Arc<dyn Sto
     sender.stop().await;
     p.finish().await;
 }
+
+/// The sender's in-flight limit follows the provider: it climbs while every slot is busy and
+/// answers come back healthy, and falls when a third of them fail, never outside its bounds.
+pub async fn the_sender_adapts_its_concurrency_to_the_provider(store: Arc<dyn Store>, broker: &TestBroker) {
+    let p = Pipeline::new(store, broker).await;
+    let options = SenderOptions { concurrency: 64, min_concurrency: 4, ..Pipeline::options() };
+    let sender = p.spawn(options);
+    let gauge = |p: &Pipeline| p.metrics.sender_concurrency.get();
+    assert_eq!(gauge(&p), 16, "it starts at a quarter of its bound");
+    // Slow enough that every slot is busy: healthy answers raise the limit.
+    p.provider.set_latency(Duration::from_millis(20), Duration::ZERO);
+    let healthy = p.sms(600).await;
+    while p.tick().await > 0 {}
+    p.all_become(&healthy, DeliveryStatus::Sent).await;
+    let raised = gauge(&p);
+    assert!(raised > 16 && raised <= 64, "healthy and busy: {raised}");
+    // A third failing: the limit falls, not below its floor.
+    p.provider.set_failure_rate(0.33);
+    let failing = p.sms(600).await;
+    while p.tick().await > 0 {}
+    p.settled(&failing).await;
+    let lowered = gauge(&p);
+    assert!(lowered < raised && lowered >= 4, "failing: {lowered} (was {raised})");
+    sender.stop().await;
+    p.finish().await;
+}

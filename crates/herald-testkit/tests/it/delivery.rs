@@ -19,6 +19,7 @@ store_broker_suite! {
         log_webhook_and_realtime_channels_deliver,
         email_deliveries_follow_the_mail_servers_answers,
         webhook_breakers_are_kept_per_host,
+        the_sender_adapts_its_concurrency_to_the_provider,
         periodic_jobs_run_on_schedule_on_one_scheduler,
         a_notice_escalates_on_time_until_it_is_acknowledged,
         quiet_hours_defer_to_their_end_across_a_dst_change,
