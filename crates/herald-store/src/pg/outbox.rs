@@ -26,10 +26,11 @@ use crate::decode;
 /// The `LISTEN` channel the relay wakes on.
 pub(super) const CHANNEL: &str = "herald_outbox";
 
-/// Writes events with their channel offsets, inside the caller's transaction. Each channel's
-/// counter is bumped once for all its events, channels in name order: two transactions writing to
-/// the same channels lock them in the same order, so they queue instead of deadlocking. Within a
-/// channel the events keep their order.
+/// Writes events with their channel offsets, inside the caller's transaction: one statement per
+/// channel, which bumps the channel's counter once for all its events and inserts them with the
+/// offsets it reserved. Channels go in name order: two transactions writing to the same channels
+/// lock them in the same order, so they queue instead of deadlocking. Within a channel the events
+/// keep their order.
 pub(super) async fn insert_events(
     tx: &mut Transaction<'_, Postgres>,
     events: &[ChangeEvent],
@@ -40,31 +41,30 @@ pub(super) async fn insert_events(
     }
     for (channel, events) in by_channel {
         let count = i64::try_from(events.len()).unwrap_or(i64::MAX);
-        let last: i64 = sqlx::query_scalar(
-            "INSERT INTO channel_offsets (channel, last_offset) VALUES ($1, $2) \
-             ON CONFLICT (channel) DO UPDATE SET last_offset = channel_offsets.last_offset + $2 RETURNING last_offset",
+        let ids: Vec<uuid::Uuid> = events.iter().map(|e| e.id).collect();
+        let kinds: Vec<&str> = events.iter().map(|e| e.kind.as_str()).collect();
+        let payloads: Vec<Json<&serde_json::Value>> = events.iter().map(|e| Json(&e.payload)).collect();
+        let traces: Vec<Option<&str>> = events.iter().map(|e| e.trace_context.as_deref()).collect();
+        let created: Vec<DateTime<Utc>> = events.iter().map(|e| e.created_at).collect();
+        // The counter row's lock is taken before any outbox row (and its `seq`) is made.
+        sqlx::query(
+            "WITH bumped AS (INSERT INTO channel_offsets (channel, last_offset) VALUES ($1, $2) \
+             ON CONFLICT (channel) DO UPDATE SET last_offset = channel_offsets.last_offset + $2 RETURNING last_offset) \
+             INSERT INTO outbox (id, kind, channel, channel_offset, payload, trace_context, created_at) \
+             SELECT e.id, e.kind, $1, bumped.last_offset - $2 + e.ord, e.payload, e.trace, e.created \
+             FROM bumped, unnest($3::uuid[], $4::text[], $5::jsonb[], $6::text[], $7::timestamptz[]) \
+             WITH ORDINALITY AS e (id, kind, payload, trace, created, ord) ORDER BY e.ord",
         )
         .bind(channel)
         .bind(count)
-        .fetch_one(&mut **tx)
+        .bind(&ids)
+        .bind(&kinds)
+        .bind(&payloads)
+        .bind(&traces)
+        .bind(&created)
+        .execute(&mut **tx)
         .await
         .map_err(err)?;
-        for (offset, e) in (last - count + 1..).zip(events) {
-            sqlx::query(
-                "INSERT INTO outbox (id, kind, channel, channel_offset, payload, trace_context, created_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
-            )
-            .bind(e.id)
-            .bind(&e.kind)
-            .bind(&e.channel)
-            .bind(offset)
-            .bind(Json(&e.payload))
-            .bind(&e.trace_context)
-            .bind(e.created_at)
-            .execute(&mut **tx)
-            .await
-            .map_err(err)?;
-        }
     }
     Ok(())
 }
