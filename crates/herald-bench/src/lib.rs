@@ -54,7 +54,7 @@ pub async fn relay(config: &Config, events: usize) -> anyhow::Result<RelayReport
     let broker = app::open_broker(config, &Arc::new(Metrics::default())).await?;
     let mut owners = Vec::new();
     for i in 0..64 {
-        owners.push(bench_user(store.as_ref(), i).await?);
+        owners.push(bench_user(store.as_ref(), i, Role::User).await?);
     }
 
     let started = Instant::now();
@@ -109,13 +109,14 @@ pub async fn relay(config: &Config, events: usize) -> anyhow::Result<RelayReport
     Ok(RelayReport { events: total, write_seconds, relay_seconds })
 }
 
-async fn bench_user(store: &dyn Store, i: usize) -> anyhow::Result<UserId> {
+/// A synthetic account (nobody can log in as it: its password hash is no hash).
+pub(crate) async fn bench_user(store: &dyn Store, i: usize, role: Role) -> anyhow::Result<UserId> {
     let id = UserId::new();
     let user = User {
         id,
         email: Email::parse(&format!("bench-{}-{i}@example.org", id.0.simple())).map_err(anyhow::Error::msg)?,
         name: UserName::parse("Bench").map_err(anyhow::Error::msg)?,
-        role: Role::User,
+        role,
         created_at: Utc::now(),
         phone: None,
         timezone: None,

@@ -18,7 +18,7 @@ use herald_core::{
     notice::{NoticeFilter, NoticeId, NoticeStatus, StepStatus},
     notify::{NoticeChannel, NoticeType},
     store::Store,
-    user::{ContactPhone, Email, NewUser, ProfileChange, Role, User, UserId, UserName},
+    user::{ContactPhone, ProfileChange, Role, UserId},
 };
 use serde_json::json;
 
@@ -97,7 +97,7 @@ pub async fn notify(config: &Config, notices: usize, users: usize, after: u32) -
     let run = uuid::Uuid::now_v7().simple().to_string();
     let kind = NoticeType::parse(&format!("bench-{}", &run[run.len() - 12..])).map_err(anyhow::Error::msg)?;
 
-    let people = make_people(store.as_ref(), users.max(1), &run).await?;
+    let people = make_people(store.as_ref(), users.max(1)).await?;
     let key = make_key(store.as_ref(), people[0]).await?;
     let client = reqwest::Client::builder().timeout(Duration::from_secs(30)).build()?;
     let url = format!("{base}/api/v1/notifications");
@@ -181,25 +181,16 @@ pub async fn notify(config: &Config, notices: usize, users: usize, after: u32) -
     })
 }
 
-/// `n` people with phones, for this run.
-async fn make_people(store: &dyn Store, n: usize, run: &str) -> anyhow::Result<Vec<UserId>> {
+/// `n` people with phones, the first an admin.
+async fn make_people(store: &dyn Store, n: usize) -> anyhow::Result<Vec<UserId>> {
     let mut ids = Vec::with_capacity(n);
     for i in 0..n {
-        let user = User {
-            id: UserId::new(),
-            email: Email::parse(&format!("bench-{i}-{run}@example.org")).map_err(anyhow::Error::msg)?,
-            name: UserName::parse("Bench").map_err(anyhow::Error::msg)?,
-            role: if i == 0 { Role::Admin } else { Role::User },
-            created_at: Utc::now(),
-            phone: None,
-            timezone: None,
-        };
-        // Not a password anybody can log in with: the bench acts through an API key.
-        store.create_user(&NewUser { user: user.clone(), password_hash: "!".into() }).await?;
+        let role = if i == 0 { Role::Admin } else { Role::User };
+        let id = crate::bench_user(store, i, role).await?;
         let phone = ContactPhone::parse(&format!("7999{:07}", i % 10_000_000)).map_err(anyhow::Error::msg)?;
         let change = ProfileChange { name: None, phone: Some(Some(phone)), timezone: None };
-        store.update_profile(user.id, &change).await?;
-        ids.push(user.id);
+        store.update_profile(id, &change).await?;
+        ids.push(id);
     }
     Ok(ids)
 }

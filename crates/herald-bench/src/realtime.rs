@@ -134,7 +134,7 @@ pub async fn realtime(config: &Config, server: &Path, options: RealtimeOptions) 
     let users = options.sessions.div_ceil(options.sessions_per_user);
     let mut owners = Vec::with_capacity(users);
     for i in 0..users {
-        owners.push(bench_user(store.as_ref(), i).await?);
+        owners.push(bench_user(store.as_ref(), i, Role::User).await?);
     }
     let rss_before = rss(pid)?;
 

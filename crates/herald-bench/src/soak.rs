@@ -147,7 +147,7 @@ pub async fn soak(config: &Config, server: &Path, options: SoakOptions) -> anyho
         Server::start(config, server, chrono::Duration::hours(48), &[]).await?;
     let mut owners = Vec::with_capacity(options.users);
     for i in 0..options.users {
-        owners.push(bench_user(store.as_ref(), 1_000_000 + i).await?);
+        owners.push(bench_user(store.as_ref(), 1_000_000 + i, Role::User).await?);
     }
 
     let counters = Arc::new(Counters::default());

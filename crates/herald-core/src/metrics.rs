@@ -321,11 +321,16 @@ impl NoticeMetrics {
         }
     }
 
+    /// Counts a step moving to `status`.
+    pub fn step(&self, channel: crate::notify::NoticeChannel, status: crate::notice::StepStatus) {
+        let labels = StepLabels { channel: channel.as_str().to_owned(), status: status.as_str().to_owned() };
+        self.steps.get_or_create(&labels).inc();
+    }
+
     /// Counts what an escalation pass did.
     pub fn escalated(&self, pass: &crate::notice::Escalation) {
         for (channel, status) in &pass.steps {
-            let labels = StepLabels { channel: channel.as_str().to_owned(), status: status.as_str().to_owned() };
-            self.steps.get_or_create(&labels).inc();
+            self.step(*channel, *status);
         }
         for status in &pass.settled {
             self.reached(*status);

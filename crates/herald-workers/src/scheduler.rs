@@ -317,8 +317,9 @@ impl Scheduler {
         }
     }
 
-    /// Makes the next chunk of a started mailing's messages; how many (0: none was left to make).
-    pub async fn materialize(&self) -> Result<u64, StoreError> {
+    /// Makes the next chunk of a started mailing's messages: how many, or `None` when none was
+    /// left to make.
+    pub async fn materialize(&self) -> Result<Option<u64>, StoreError> {
         mailings::materialize(self.store.as_ref(), self.clock.now(), mailings::CHUNK).await
     }
 
@@ -328,8 +329,8 @@ impl Scheduler {
         let mut backoff = Duration::from_millis(100);
         while !shutdown.is_cancelled() {
             let wait = match self.materialize().await {
-                Ok(0) => self.options.interval,
-                Ok(_) => {
+                Ok(None) => self.options.interval,
+                Ok(Some(_)) => {
                     backoff = Duration::from_millis(100);
                     continue;
                 }

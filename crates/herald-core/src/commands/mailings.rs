@@ -110,16 +110,16 @@ pub async fn start_due(store: &dyn Store, metrics: &Metrics, now: DateTime<Utc>)
 }
 
 /// Makes the next chunk of messages of the oldest running mailing that still has some to make
-/// (first attempts planned from `now`); how many were made (0 when none was left to make).
-pub async fn materialize(store: &dyn Store, now: DateTime<Utc>, chunk: u32) -> Result<u64, StoreError> {
+/// (first attempts planned from `now`): how many were made, or `None` when none was left to make.
+pub async fn materialize(store: &dyn Store, now: DateTime<Utc>, chunk: u32) -> Result<Option<u64>, StoreError> {
     for mailing in store.materializing_mailings(1).await? {
         let plan = FirstAttempts::plan(mailing.window, now);
         if let Some(made) = store.continue_mailing(mailing.id, &plan, now, chunk).await? {
             tracing::debug!(mailing_id = %mailing.id, made, "made a chunk of a mailing's messages");
-            return Ok(made.max(1));
+            return Ok(Some(made));
         }
     }
-    Ok(0)
+    Ok(None)
 }
 
 /// Starts `mailing` if it is scheduled and due, then reads it back as it now stands.

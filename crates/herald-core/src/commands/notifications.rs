@@ -294,10 +294,7 @@ impl Command for Create {
         if first_now && let Some(first) = stored.steps.first_mut() {
             first.status = StepStatus::Sent;
             first.sent_at = Some(now);
-            svc.metrics.notices.escalated(&notice::Escalation {
-                steps: vec![(NoticeChannel::Realtime, StepStatus::Sent)],
-                ..Default::default()
-            });
+            svc.metrics.notices.step(NoticeChannel::Realtime, StepStatus::Sent);
         }
         tracing::info!(notice_id = %stored.id, user_id = %stored.user_id, steps = stored.steps.len(), "notice made");
         Ok(NotifyOutput { notice: NoticeView::from(&stored), created: true })

@@ -271,16 +271,17 @@ impl NoticeStore for SqliteStore {
         now: DateTime<Utc>,
     ) -> Result<(u64, Vec<Acknowledged>), StoreError> {
         let mut tx = self.writer.begin().await.map_err(err)?;
-        let inboxed: Vec<Uuid> = sqlx::query_scalar(
-            "SELECT id FROM notices WHERE user_id = ?1 AND (?2 IS NULL OR id = ?2) AND event_offset IS NOT NULL",
-        )
-        .bind(user.0)
-        .bind(id.map(|i| i.0))
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(err)?;
-        if id.is_some() && inboxed.is_empty() {
-            return Err(StoreError::NotFound);
+        if let Some(id) = id {
+            let found: Option<i64> =
+                sqlx::query_scalar("SELECT 1 FROM notices WHERE id = ?1 AND user_id = ?2 AND event_offset IS NOT NULL")
+                    .bind(id.0)
+                    .bind(user.0)
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(err)?;
+            if found.is_none() {
+                return Err(StoreError::NotFound);
+            }
         }
         let read = sqlx::query(
             "UPDATE notices SET read_at = ?3 WHERE user_id = ?1 AND (?2 IS NULL OR id = ?2) \

@@ -420,11 +420,7 @@ pub async fn a_large_mailing_is_made_in_chunks_while_it_sends(
     rig.settle(&admin, &mailing).await;
     assert_eq!(rig.run_job().await, "", "nothing started or finished while messages are to be made");
     let mut made = 0;
-    loop {
-        let chunk = rig.scheduler.materialize().await.expect("materialize");
-        if chunk == 0 {
-            break;
-        }
+    while let Some(chunk) = rig.scheduler.materialize().await.expect("materialize") {
         made += chunk;
     }
     assert_eq!(made as usize, total - herald_core::commands::mailings::FIRST_CHUNK as usize);
