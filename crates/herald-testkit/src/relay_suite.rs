@@ -148,6 +148,23 @@ pub async fn only_the_lease_holder_publishes(store: Arc<dyn Store>, broker: &Tes
     publish_all(&second, 1).await;
 }
 
+/// A relay renews its lease only now and then, but never publishes on a lease it lost: once the
+/// lease lapsed and another relay took it, the first one stands by.
+pub async fn a_relay_whose_lease_lapsed_stands_by(store: Arc<dyn Store>, broker: &TestBroker) {
+    let ada = owner(store.as_ref(), "ada@example.org").await;
+    write_changes(&store, ada, 1).await;
+    let first = relay(&store, broker, 100);
+    publish_all(&first, 1).await;
+    // The lease lasts 1 s (on the database's clock); the first relay stalls past it.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let second = relay(&store, broker, 100);
+    write_changes(&store, ada, 1).await;
+    publish_all(&second, 1).await;
+    write_changes(&store, ada, 1).await;
+    assert_eq!(first.tick().await.expect("tick"), Step::Standby, "the lapsed holder checks before publishing");
+    publish_all(&second, 1).await;
+}
+
 /// `writers` concurrent writers over `channels` owners make `total` changes while a relay runs;
 /// the relay is killed (aborted, possibly between publish and mark) and restarted part-way. The
 /// subscriber must see every event, once after de-duplication by id, in offset (commit) order

@@ -1,6 +1,8 @@
 //! The relay: committed outbox events → the broker's `events` topic, at least once, in order.
 //!
-//! One pass: hold the relay lease (so that two relays do not both publish in steady state), read
+//! One pass: hold the relay lease (so that two relays do not both publish in steady state; it is
+//! renewed once a third of its life has passed, not on every pass, since each renewal is a
+//! durable write and a pass under load takes a few milliseconds), read
 //! the next unpublished events below the store's visibility horizon, publish them in order with
 //! their event id as the message id, then mark them published. A relay killed between publish and
 //! mark publishes the same events again on restart: consumers drop the duplicates by id, nothing
@@ -94,16 +96,31 @@ pub struct Relay {
     options: RelayOptions,
     /// Unique per relay instance: the lease holder.
     holder: String,
+    /// When this relay last took or renewed the lease (`None`: it does not hold it).
+    renewed: Arc<parking_lot::Mutex<Option<tokio::time::Instant>>>,
 }
 
 impl Relay {
     pub fn new(store: Arc<dyn Store>, broker: Arc<dyn Broker>, metrics: Arc<Metrics>, options: RelayOptions) -> Self {
-        Self { store, broker, metrics, options, holder: Uuid::now_v7().to_string() }
+        Self { store, broker, metrics, options, holder: Uuid::now_v7().to_string(), renewed: Arc::default() }
+    }
+
+    /// Whether this relay holds the lease, renewing it when a third of its life has passed. A
+    /// relay that believes it holds a lease another took over (its clock far behind the
+    /// database's) only publishes some events twice, which consumers drop by id.
+    async fn hold_lease(&self) -> Result<bool, StoreError> {
+        let now = tokio::time::Instant::now();
+        if self.renewed.lock().is_some_and(|at| now < at + self.options.lease_ttl / 3) {
+            return Ok(true);
+        }
+        let held = self.store.acquire_lease(LEASE, &self.holder, self.options.lease_ttl).await?;
+        *self.renewed.lock() = held.then_some(now);
+        Ok(held)
     }
 
     /// One pass: publish the next batch if this relay holds the lease.
     pub async fn tick(&self) -> Result<Step, RelayError> {
-        if !self.store.acquire_lease(LEASE, &self.holder, self.options.lease_ttl).await? {
+        if !self.hold_lease().await? {
             return Ok(Step::Standby);
         }
         let events = self.store.unpublished_events(self.options.batch).await?;
@@ -201,6 +218,7 @@ impl Relay {
             }
         }
         // Let a standby take over at once rather than after the lease expires.
+        *self.renewed.lock() = None;
         if let Err(err) = self.store.release_lease(LEASE, &self.holder).await {
             tracing::debug!(error = %err, "could not release the relay lease");
         }

@@ -4,6 +4,7 @@ mod calendar;
 mod campaigns;
 mod channels;
 mod deliveries;
+mod group;
 mod notices;
 mod outbox;
 mod rooms;
@@ -37,6 +38,8 @@ pub struct PgStore {
     outbox_wakeup: Arc<wakeup::Wakeup>,
     /// Schedulers wait for deliveries that became due on it.
     due_wakeup: Arc<wakeup::Wakeup>,
+    /// Task creations waiting to be written together.
+    task_group: Arc<group::TaskGroup>,
 }
 
 impl PgStore {
@@ -57,7 +60,7 @@ impl PgStore {
             .map_err(err)?;
         let outbox_wakeup = Arc::new(wakeup::Wakeup::new(outbox::CHANNEL, pool.clone(), options.clone()));
         let due_wakeup = Arc::new(wakeup::Wakeup::new(DUE_CHANNEL, pool.clone(), options));
-        Ok(Self { pool, outbox_wakeup, due_wakeup })
+        Ok(Self { pool, outbox_wakeup, due_wakeup, task_group: Arc::default() })
     }
 }
 

@@ -10,7 +10,7 @@
 //! writer's transaction (a `NOTIFY` inside it would serialise committing writers on the global
 //! notification lock). It carries no payload; the relay reads the table. Polling covers lost ones.
 
-use std::{collections::BTreeMap, time::Duration};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -26,50 +26,102 @@ use crate::decode;
 /// The `LISTEN` channel the relay wakes on.
 pub(super) const CHANNEL: &str = "herald_outbox";
 
-/// Writes events with their channel offsets, inside the caller's transaction: one statement per
-/// channel, which bumps the channel's counter once for all its events and inserts them with the
-/// offsets it reserved. Channels go in name order: two transactions writing to the same channels
-/// lock them in the same order, so they queue instead of deadlocking. Within a channel the events
-/// keep their order.
+/// A write and the events it makes, as one statement: `$write` (a data-modifying statement
+/// ending in `RETURNING 1`, its parameters numbered from `$7`) becomes the CTE `w`; when it wrote
+/// a row, each channel of the events (`$1`..`$6`, bound by [`Events::query`]) has its counter
+/// bumped once for all its events, in channel-name order (two writers of the same channels lock
+/// them in the same order, so they queue instead of deadlocking), and the events are inserted
+/// with the offsets reserved, in their order within each channel. The counter rows' locks are
+/// taken before any outbox row (and its `seq`) is made: the outbox insert reads the bump. The
+/// statement answers how many rows `w` wrote.
+macro_rules! with_events {
+    ($write:literal) => {
+        concat!(
+            "WITH w AS (",
+            $write,
+            "), events AS (SELECT e.*, row_number() OVER (PARTITION BY e.channel ORDER BY e.ord) AS rank, \
+             count(*) OVER (PARTITION BY e.channel) AS n \
+             FROM unnest($1::uuid[], $2::text[], $3::text[], $4::jsonb[], $5::text[], $6::timestamptz[]) \
+             WITH ORDINALITY AS e (id, channel, kind, payload, trace, created, ord) WHERE EXISTS (SELECT 1 FROM w)), \
+             bumped AS (INSERT INTO channel_offsets (channel, last_offset) \
+             SELECT DISTINCT ON (channel) channel, n FROM events ORDER BY channel \
+             ON CONFLICT (channel) DO UPDATE SET last_offset = channel_offsets.last_offset + excluded.last_offset \
+             RETURNING channel, last_offset), \
+             appended AS (INSERT INTO outbox (id, kind, channel, channel_offset, payload, trace_context, created_at) \
+             SELECT e.id, e.kind, e.channel, b.last_offset - e.n + e.rank, e.payload, e.trace, e.created \
+             FROM events e JOIN bumped b USING (channel) ORDER BY e.channel, e.rank) \
+             SELECT count(*) FROM w"
+        )
+    };
+}
+pub(super) use with_events;
+
+/// A [`with_events!`] statement being built: its answer is the rows `w` wrote.
+pub(super) type PgScalar<'q> = sqlx::query::QueryScalar<'q, Postgres, i64, sqlx::postgres::PgArguments>;
+
+/// Events as the arrays a [`with_events!`] statement binds.
+#[derive(Debug, Default)]
+pub(super) struct Events<'a> {
+    ids: Vec<uuid::Uuid>,
+    channels: Vec<&'a str>,
+    kinds: Vec<&'a str>,
+    payloads: Vec<Json<&'a serde_json::Value>>,
+    traces: Vec<Option<&'a str>>,
+    created: Vec<DateTime<Utc>>,
+}
+
+impl<'a> Events<'a> {
+    pub(super) fn new(events: impl IntoIterator<Item = &'a ChangeEvent>) -> Self {
+        let mut arrays = Self::default();
+        for e in events {
+            arrays.ids.push(e.id);
+            arrays.channels.push(e.channel.as_str());
+            arrays.kinds.push(e.kind.as_str());
+            arrays.payloads.push(Json(&e.payload));
+            arrays.traces.push(e.trace_context.as_deref());
+            arrays.created.push(e.created_at);
+        }
+        arrays
+    }
+
+    /// `statement` (made by [`with_events!`]) with the events bound as `$1`..`$6`; bind the
+    /// write's own parameters (`$7`, …) after them and run it with [`PgStore::write_with_events`].
+    pub(super) fn query<'q>(&'q self, statement: &'static str) -> PgScalar<'q> {
+        sqlx::query_scalar(statement)
+            .bind(&self.ids)
+            .bind(&self.channels)
+            .bind(&self.kinds)
+            .bind(&self.payloads)
+            .bind(&self.traces)
+            .bind(&self.created)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+}
+
+/// Writes events with their channel offsets inside the caller's transaction, in one statement.
 pub(super) async fn insert_events(
     tx: &mut Transaction<'_, Postgres>,
     events: &[ChangeEvent],
 ) -> Result<(), StoreError> {
-    let mut by_channel: BTreeMap<&str, Vec<&ChangeEvent>> = BTreeMap::new();
-    for e in events {
-        by_channel.entry(e.channel.as_str()).or_default().push(e);
-    }
-    for (channel, events) in by_channel {
-        let count = i64::try_from(events.len()).unwrap_or(i64::MAX);
-        let ids: Vec<uuid::Uuid> = events.iter().map(|e| e.id).collect();
-        let kinds: Vec<&str> = events.iter().map(|e| e.kind.as_str()).collect();
-        let payloads: Vec<Json<&serde_json::Value>> = events.iter().map(|e| Json(&e.payload)).collect();
-        let traces: Vec<Option<&str>> = events.iter().map(|e| e.trace_context.as_deref()).collect();
-        let created: Vec<DateTime<Utc>> = events.iter().map(|e| e.created_at).collect();
-        // The counter row's lock is taken before any outbox row (and its `seq`) is made.
-        sqlx::query(
-            "WITH bumped AS (INSERT INTO channel_offsets (channel, last_offset) VALUES ($1, $2) \
-             ON CONFLICT (channel) DO UPDATE SET last_offset = channel_offsets.last_offset + $2 RETURNING last_offset) \
-             INSERT INTO outbox (id, kind, channel, channel_offset, payload, trace_context, created_at) \
-             SELECT e.id, e.kind, $1, bumped.last_offset - $2 + e.ord, e.payload, e.trace, e.created \
-             FROM bumped, unnest($3::uuid[], $4::text[], $5::jsonb[], $6::text[], $7::timestamptz[]) \
-             WITH ORDINALITY AS e (id, kind, payload, trace, created, ord) ORDER BY e.ord",
-        )
-        .bind(channel)
-        .bind(count)
-        .bind(&ids)
-        .bind(&kinds)
-        .bind(&payloads)
-        .bind(&traces)
-        .bind(&created)
-        .execute(&mut **tx)
-        .await
-        .map_err(err)?;
-    }
-    Ok(())
+    let events = Events::new(events);
+    events.query(with_events!("SELECT 1")).fetch_one(&mut **tx).await.map(drop).map_err(err)
 }
 
 impl PgStore {
+    /// Runs `write` — a statement from [`Events::query`] with its own parameters bound — in its
+    /// own implicit transaction (one round trip, whatever the channels), answers how many rows
+    /// its write made, and wakes relays when it wrote events.
+    pub(super) async fn write_with_events(&self, write: PgScalar<'_>, events: &Events<'_>) -> Result<u64, StoreError> {
+        let written = write.fetch_one(&self.pool).await.map_err(err)?;
+        if written > 0 && !events.is_empty() {
+            self.wake_relays();
+        }
+        Ok(u64::try_from(written).unwrap_or(0))
+    }
+
     /// Commits a write that stored events, then wakes relays.
     pub(super) async fn commit(&self, tx: Transaction<'_, Postgres>) -> Result<(), StoreError> {
         tx.commit().await.map_err(err)?;
@@ -77,7 +129,7 @@ impl PgStore {
         Ok(())
     }
 
-    fn wake_relays(&self) {
+    pub(super) fn wake_relays(&self) {
         self.outbox_wakeup.wake();
     }
 }
@@ -104,14 +156,20 @@ impl OutboxStore for PgStore {
         rows.iter().map(decode::outbox_event).collect()
     }
 
+    /// Committed without waiting for the WAL to reach the disk (`synchronous_commit` off for this
+    /// statement's own transaction): a mark lost in a crash only publishes its events again, which
+    /// consumers drop by id, and the relay's pass does not wait for an fsync.
     async fn mark_published(&self, seqs: &[i64], at: DateTime<Utc>) -> Result<(), StoreError> {
-        sqlx::query("UPDATE outbox SET published_at = $1 WHERE seq = ANY($2)")
-            .bind(at)
-            .bind(seqs)
-            .execute(&self.pool)
-            .await
-            .map(drop)
-            .map_err(err)
+        sqlx::query(
+            "WITH lazy AS MATERIALIZED (SELECT set_config('synchronous_commit', 'off', true)) \
+             UPDATE outbox SET published_at = $1 FROM lazy WHERE seq = ANY($2)",
+        )
+        .bind(at)
+        .bind(seqs)
+        .execute(&self.pool)
+        .await
+        .map(drop)
+        .map_err(err)
     }
 
     async fn prune_published(&self, before: DateTime<Utc>, limit: u32) -> Result<u64, StoreError> {

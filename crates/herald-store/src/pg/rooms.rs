@@ -11,7 +11,10 @@ use herald_core::{
     user::UserId,
 };
 
-use super::{PgStore, err, outbox::insert_events};
+use super::{
+    PgStore, err,
+    outbox::{Events, insert_events, with_events},
+};
 use crate::{decode, error::missing_as_not_found};
 
 /// A write's error, with a missing room or user (a foreign key) as `NotFound`.
@@ -117,24 +120,21 @@ impl RoomStore for PgStore {
     }
 
     async fn post_message(&self, m: &RoomMessage, events: &[ChangeEvent]) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await.map_err(err)?;
-        let done = sqlx::query(
-            "INSERT INTO room_messages (id, room_id, author_id, body, created_at) SELECT $1, $2, $3, $4, $5 \
-             WHERE EXISTS (SELECT 1 FROM room_members WHERE room_id = $2 AND user_id = $3)",
-        )
-        .bind(m.id.0)
-        .bind(m.room.0)
-        .bind(m.author.0)
-        .bind(m.body.as_str())
-        .bind(m.created_at)
-        .execute(&mut *tx)
-        .await
-        .map_err(err)?;
-        if done.rows_affected() == 0 {
-            return Err(StoreError::NotFound);
+        let events = Events::new(events);
+        let write = events
+            .query(with_events!(
+                "INSERT INTO room_messages (id, room_id, author_id, body, created_at) SELECT $7, $8, $9, $10, $11 \
+                 WHERE EXISTS (SELECT 1 FROM room_members WHERE room_id = $8 AND user_id = $9) RETURNING 1"
+            ))
+            .bind(m.id.0)
+            .bind(m.room.0)
+            .bind(m.author.0)
+            .bind(m.body.as_str())
+            .bind(m.created_at);
+        match self.write_with_events(write, &events).await? {
+            0 => Err(StoreError::NotFound),
+            _ => Ok(()),
         }
-        insert_events(&mut tx, events).await?;
-        self.commit(tx).await
     }
 
     async fn room_messages(

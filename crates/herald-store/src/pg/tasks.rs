@@ -11,31 +11,17 @@ use herald_core::{
 };
 use sqlx::Row as _;
 
-use super::{PgStore, err, outbox::insert_events};
+use super::{
+    PgStore, err,
+    outbox::{Events, insert_events, with_events},
+};
 use crate::{decode, error};
 
 #[async_trait]
 impl TaskStore for PgStore {
+    /// Written with the other creations waiting at the same moment (see `group`).
     async fn create_task(&self, t: &Task, events: &[ChangeEvent]) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await.map_err(err)?;
-        sqlx::query(
-            "INSERT INTO tasks (id, owner_id, title, description, status, due_at, version, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-        )
-        .bind(t.id.0)
-        .bind(t.owner.0)
-        .bind(t.title.as_str())
-        .bind(t.description.as_str())
-        .bind(t.status.as_str())
-        .bind(t.due_at)
-        .bind(t.version)
-        .bind(t.created_at)
-        .bind(t.updated_at)
-        .execute(&mut *tx)
-        .await
-        .map_err(err)?;
-        insert_events(&mut tx, events).await?;
-        self.commit(tx).await
+        self.create_task_grouped(t, events).await
     }
 
     async fn task(&self, owner: UserId, id: TaskId) -> Result<Option<Task>, StoreError> {
@@ -70,34 +56,31 @@ impl TaskStore for PgStore {
     }
 
     async fn update_task(&self, t: &Task, expected: i64, events: &[ChangeEvent]) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await.map_err(err)?;
-        let done = sqlx::query(
-            "UPDATE tasks SET title = $1, description = $2, status = $3, due_at = $4, version = $5, updated_at = $6 \
-             WHERE id = $7 AND owner_id = $8 AND version = $9",
-        )
-        .bind(t.title.as_str())
-        .bind(t.description.as_str())
-        .bind(t.status.as_str())
-        .bind(t.due_at)
-        .bind(t.version)
-        .bind(t.updated_at)
-        .bind(t.id.0)
-        .bind(t.owner.0)
-        .bind(expected)
-        .execute(&mut *tx)
-        .await
-        .map_err(err)?;
-        if done.rows_affected() == 0 {
-            let exists = sqlx::query("SELECT 1 FROM tasks WHERE id = $1 AND owner_id = $2")
-                .bind(t.id.0)
-                .bind(t.owner.0)
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(err)?;
-            return Err(error::unchanged(exists.is_some(), Constraint::TaskVersion));
+        let events = Events::new(events);
+        let write = events
+            .query(with_events!(
+                "UPDATE tasks SET title = $7, description = $8, status = $9, due_at = $10, version = $11, \
+                 updated_at = $12 WHERE id = $13 AND owner_id = $14 AND version = $15 RETURNING 1"
+            ))
+            .bind(t.title.as_str())
+            .bind(t.description.as_str())
+            .bind(t.status.as_str())
+            .bind(t.due_at)
+            .bind(t.version)
+            .bind(t.updated_at)
+            .bind(t.id.0)
+            .bind(t.owner.0)
+            .bind(expected);
+        if self.write_with_events(write, &events).await? > 0 {
+            return Ok(());
         }
-        insert_events(&mut tx, events).await?;
-        self.commit(tx).await
+        let exists = sqlx::query("SELECT 1 FROM tasks WHERE id = $1 AND owner_id = $2")
+            .bind(t.id.0)
+            .bind(t.owner.0)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(err)?;
+        Err(error::unchanged(exists.is_some(), Constraint::TaskVersion))
     }
 
     async fn delete_task(

@@ -221,6 +221,76 @@ pub async fn a_failed_write_leaves_neither_row_nor_event(store: &dyn Store) {
     assert_eq!(kinds(store).await, ["task.created"]);
 }
 
+/// Task creations made at the same moment (which PostgreSQL writes together, several to a
+/// statement) each get their own place: every task stored, every event once, each channel's
+/// offsets 1..n without a gap in `seq` order, and a creation whose events span two channels
+/// lands on both.
+pub async fn concurrent_task_creations_get_gap_free_offsets(store: &dyn Store) {
+    let mut owners = Vec::new();
+    for i in 0..4 {
+        owners.push(owner(store, &format!("writer{i}@example.org")).await);
+    }
+    let writes: Vec<(Task, Vec<ChangeEvent>)> = (0..200)
+        .map(|i| {
+            let owner = owners[i % owners.len()];
+            let task = new_task(owner, &format!("task {i}"));
+            let mut events = vec![event(owner, "task.created")];
+            if i % 7 == 0 {
+                events.push(event(owners[(i + 1) % owners.len()], "task.shared"));
+            }
+            (task, events)
+        })
+        .collect();
+    let results = futures::future::join_all(writes.iter().map(|(task, events)| store.create_task(task, events))).await;
+    for result in results {
+        result.expect("every concurrent creation is stored");
+    }
+    for (task, _) in &writes {
+        assert_eq!(store.task(task.owner, task.id).await.expect("get").as_ref(), Some(task));
+    }
+    let outbox = store.read_outbox(0, 1000).await.expect("outbox");
+    let written: usize = writes.iter().map(|(_, events)| events.len()).sum();
+    assert_eq!(outbox.len(), written, "every event once");
+    let mut ids: Vec<_> = outbox.iter().map(|e| e.event.id).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), written, "no event twice");
+    let mut offsets: std::collections::BTreeMap<&str, Vec<i64>> = std::collections::BTreeMap::new();
+    for e in &outbox {
+        offsets.entry(e.event.channel.as_str()).or_default().push(e.channel_offset);
+    }
+    assert_eq!(offsets.len(), owners.len());
+    for (channel, offsets) in offsets {
+        let expected: Vec<i64> = (1..=i64::try_from(offsets.len()).expect("count")).collect();
+        assert_eq!(offsets, expected, "{channel}: offsets 1..n in seq order, no gap");
+    }
+}
+
+/// A creation that cannot be stored (an unknown owner, a taken id) among creations made at the
+/// same moment fails alone: the others are stored with their events, gap-free.
+pub async fn a_bad_task_among_concurrent_creations_fails_alone(store: &dyn Store) {
+    let ada = owner(store, "ada@example.org").await;
+    let taken = new_task(ada, "first");
+    store.create_task(&taken, &[event(ada, "task.created")]).await.expect("create");
+    let ghost = UserId::new();
+    let mut writes: Vec<(Task, Vec<ChangeEvent>)> =
+        (0..30).map(|i| (new_task(ada, &format!("task {i}")), vec![event(ada, "task.created")])).collect();
+    writes.insert(10, (new_task(ghost, "orphan"), vec![event(ghost, "task.created")]));
+    writes.insert(20, (taken.clone(), vec![event(ada, "task.created")]));
+    let results = futures::future::join_all(writes.iter().map(|(task, events)| store.create_task(task, events))).await;
+    for (i, result) in results.iter().enumerate() {
+        match i {
+            10 | 20 => assert!(result.is_err(), "write {i} must fail: {result:?}"),
+            _ => assert!(result.is_ok(), "write {i} must be stored: {result:?}"),
+        }
+    }
+    assert_eq!(store.task(ghost, writes[10].0.id).await.expect("get"), None);
+    let outbox = store.read_outbox(0, 1000).await.expect("outbox");
+    assert_eq!(outbox.len(), 30 + 1, "the good ones' events and the first task's, none of the bad ones'");
+    let offsets: Vec<i64> = outbox.iter().map(|e| e.channel_offset).collect();
+    assert_eq!(offsets, (1..=31).collect::<Vec<i64>>(), "one channel, no gap");
+}
+
 pub async fn deleting_a_task_takes_its_attachments_and_reports_them(store: &dyn Store) {
     let ada = owner(store, "ada@example.org").await;
     let task = new_task(ada, "Buy milk");

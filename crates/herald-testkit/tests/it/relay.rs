@@ -15,6 +15,7 @@ store_broker_suite! {
         committed_events_are_published_in_order_and_marked,
         a_relay_killed_before_marking_republishes_and_loses_nothing,
         only_the_lease_holder_publishes,
+        a_relay_whose_lease_lapsed_stands_by,
         many_writers_and_a_killed_relay_lose_nothing(10_000),
     }
 }

@@ -40,6 +40,8 @@ store_suite! {
     tasks_list_by_status_page_by_page,
     task_updates_compare_and_swap_their_version,
     a_failed_write_leaves_neither_row_nor_event,
+    concurrent_task_creations_get_gap_free_offsets,
+    a_bad_task_among_concurrent_creations_fails_alone,
     deleting_a_task_takes_its_attachments_and_reports_them,
     attachments_belong_to_their_owners_task,
     outbox_events_read_back_in_order_with_every_field,
