@@ -6,7 +6,10 @@
 // Prints one JSON line:
 //
 //   {"users":n,"rate":n,"written":n,"refused":n,"delivered":n,"lost":n,"seconds":s,
-//    "delivered_per_s":n,"p50_ms":x,"p99_ms":x,"p999_ms":x,"max_ms":x}
+//    "delivered_per_s":n,"p50_ms":x,"p99_ms":x,"p999_ms":x,"max_ms":x,
+//    "write_p50_ms":x,"write_p99_ms":x}
+//
+// (`write_*`: from the same stamp to the POST's answer, so the write's share of the latency.)
 //
 // Usage: node rest-to-socket.mjs '{"url":"http://127.0.0.1:8080","users":100,"rate":600,
 //                                  "seconds":30,"in_flight":32}'
@@ -40,6 +43,7 @@ async function writer({ base, tokens, rate, seconds, inFlight }) {
   let written = 0;
   let refused = 0;
   let running = 0;
+  const answered = [];
   const waiters = [];
   const slot = () => (running < inFlight ? Promise.resolve() : new Promise((resolve) => waiters.push(resolve)));
   async function write() {
@@ -47,7 +51,9 @@ async function writer({ base, tokens, rate, seconds, inFlight }) {
     running += 1;
     const token = tokens[Math.floor(Math.random() * tokens.length)];
     try {
-      const answer = await post(base, "/api/v1/tasks", { title: "bench", description: String(nowUs()) }, token);
+      const sent = nowUs();
+      const answer = await post(base, "/api/v1/tasks", { title: "bench", description: String(sent) }, token);
+      answered.push(nowUs() - sent);
       if (answer.status === 201) written += 1;
       else refused += 1;
     } catch {
@@ -67,7 +73,7 @@ async function writer({ base, tokens, rate, seconds, inFlight }) {
     for (; owed >= 1; owed -= 1) pending.push(write());
   }
   await Promise.all(pending);
-  return { written, refused };
+  return { written, refused, answered };
 }
 
 if (!isMainThread) {
@@ -124,7 +130,7 @@ const sockets = await Promise.all(people.map((p, n) => connect(p, n)));
 // The writer runs in its own thread, so the sockets' event handling does not delay its requests
 // (nor its requests the events' arrival times).
 const started = performance.now();
-const { written, refused } = await new Promise((resolve, reject) => {
+const { written, refused, answered } = await new Promise((resolve, reject) => {
   const worker = new Worker(new URL(import.meta.url), {
     workerData: { base, tokens: people.map((p) => p.token), rate, seconds, inFlight },
   });
@@ -137,7 +143,9 @@ const elapsed = (performance.now() - started) / 1000;
 for (const socket of sockets) socket.disconnect();
 
 latencies.sort((a, b) => a - b);
-const pct = (p) => (latencies.length ? latencies[Math.min(latencies.length - 1, Math.ceil(p * latencies.length) - 1)] / 1000 : null);
+answered.sort((a, b) => a - b);
+const pctOf = (sorted, p) => (sorted.length ? sorted[Math.min(sorted.length - 1, Math.ceil(p * sorted.length) - 1)] / 1000 : null);
+const pct = (p) => pctOf(latencies, p);
 console.log(
   JSON.stringify({
     users,
@@ -152,6 +160,8 @@ console.log(
     p99_ms: pct(0.99),
     p999_ms: pct(0.999),
     max_ms: pct(1),
+    write_p50_ms: pctOf(answered, 0.5),
+    write_p99_ms: pctOf(answered, 0.99),
   }),
 );
 process.exit(0);
