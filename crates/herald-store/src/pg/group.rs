@@ -47,6 +47,22 @@ pub(super) struct TaskGroup {
     state: Mutex<State>,
 }
 
+/// A writer's place among the [`WRITERS`], for a writer that ends without emptying the queue
+/// (its task cancelled with the runtime, or a panic): the place is given back, and when no writer
+/// is left, what is still queued is failed (its callers get `Unavailable`) rather than left
+/// waiting for a writer that only the next caller would start.
+struct WriterSlot<'a>(&'a TaskGroup);
+
+impl Drop for WriterSlot<'_> {
+    fn drop(&mut self) {
+        let mut state = self.0.state.lock();
+        state.writers -= 1;
+        if state.writers == 0 {
+            state.queue.clear();
+        }
+    }
+}
+
 impl PgStore {
     /// Writes `task` and its `events` with whatever other creations are waiting; answers once
     /// the batch that holds them has committed.
@@ -71,11 +87,15 @@ impl PgStore {
 
     /// Writes queued batches until the queue is empty.
     async fn write_task_batches(&self) {
+        let slot = WriterSlot(&self.task_group);
         loop {
             let batch: Vec<Queued> = {
                 let mut state = self.task_group.state.lock();
                 if state.queue.is_empty() {
+                    // Given back in the same critical section as the check, so a caller that
+                    // queues right after finds a free place and starts a writer.
                     state.writers -= 1;
+                    std::mem::forget(slot);
                     return;
                 }
                 let n = state.queue.len().min(MAX_BATCH);
