@@ -35,31 +35,66 @@ struct Queued {
     answer: oneshot::Sender<Result<(), StoreError>>,
 }
 
-#[derive(Debug, Default)]
-struct State {
-    queue: VecDeque<Queued>,
+/// The queue and its writers' count, apart from what is queued so the bounds can be tested alone.
+#[derive(Debug)]
+struct State<T> {
+    queue: VecDeque<T>,
     writers: usize,
+}
+
+impl<T> Default for State<T> {
+    fn default() -> Self {
+        Self { queue: VecDeque::new(), writers: 0 }
+    }
+}
+
+impl<T> State<T> {
+    /// Queues `item`; true when the caller is to start a writer (fewer than [`WRITERS`] run).
+    fn enqueue(&mut self, item: T) -> bool {
+        self.queue.push_back(item);
+        let start = self.writers < WRITERS;
+        if start {
+            self.writers += 1;
+        }
+        start
+    }
+
+    /// A writer's next batch (at most [`MAX_BATCH`]), or `None` when the queue is empty: then the
+    /// writer's place is given back in the same critical section, so a caller that queues right
+    /// after finds it free and starts a writer.
+    fn next_batch(&mut self) -> Option<Vec<T>> {
+        if self.queue.is_empty() {
+            self.writers -= 1;
+            return None;
+        }
+        let n = self.queue.len().min(MAX_BATCH);
+        Some(self.queue.drain(..n).collect())
+    }
+
+    /// A writer ended without emptying the queue (cancelled with the runtime, or a panic): its
+    /// place is given back and, when no writer is left, what is queued is dropped (its callers
+    /// get `Unavailable`) rather than left waiting for a writer only the next caller would start.
+    fn abandon(&mut self) {
+        self.writers -= 1;
+        if self.writers == 0 {
+            self.queue.clear();
+        }
+    }
 }
 
 /// The queue of task creations waiting to be written, and how many writers are at it.
 #[derive(Debug, Default)]
 pub(super) struct TaskGroup {
-    state: Mutex<State>,
+    state: Mutex<State<Queued>>,
 }
 
-/// A writer's place among the [`WRITERS`], for a writer that ends without emptying the queue
-/// (its task cancelled with the runtime, or a panic): the place is given back, and when no writer
-/// is left, what is still queued is failed (its callers get `Unavailable`) rather than left
-/// waiting for a writer that only the next caller would start.
+/// A writer's place among the [`WRITERS`], given back by [`State::abandon`] when the writer ends
+/// without emptying the queue.
 struct WriterSlot<'a>(&'a TaskGroup);
 
 impl Drop for WriterSlot<'_> {
     fn drop(&mut self) {
-        let mut state = self.0.state.lock();
-        state.writers -= 1;
-        if state.writers == 0 {
-            state.queue.clear();
-        }
+        self.0.state.lock().abandon();
     }
 }
 
@@ -69,15 +104,7 @@ impl PgStore {
     pub(super) async fn create_task_grouped(&self, task: &Task, events: &[ChangeEvent]) -> Result<(), StoreError> {
         let (answer, answered) = oneshot::channel();
         let queued = Queued { task: task.clone(), events: events.to_vec(), answer };
-        let start_writer = {
-            let mut state = self.task_group.state.lock();
-            state.queue.push_back(queued);
-            let start = state.writers < WRITERS;
-            if start {
-                state.writers += 1;
-            }
-            start
-        };
+        let start_writer = self.task_group.state.lock().enqueue(queued);
         if start_writer {
             let store = self.clone();
             tokio::spawn(async move { store.write_task_batches().await });
@@ -89,17 +116,9 @@ impl PgStore {
     async fn write_task_batches(&self) {
         let slot = WriterSlot(&self.task_group);
         loop {
-            let batch: Vec<Queued> = {
-                let mut state = self.task_group.state.lock();
-                if state.queue.is_empty() {
-                    // Given back in the same critical section as the check, so a caller that
-                    // queues right after finds a free place and starts a writer.
-                    state.writers -= 1;
-                    std::mem::forget(slot);
-                    return;
-                }
-                let n = state.queue.len().min(MAX_BATCH);
-                state.queue.drain(..n).collect()
+            let Some(batch) = self.task_group.state.lock().next_batch() else {
+                std::mem::forget(slot);
+                return;
             };
             match self.insert_tasks(&batch).await {
                 Ok(()) => {
@@ -148,5 +167,34 @@ impl PgStore {
             .bind(tasks.clone().map(|t| t.created_at).collect::<Vec<_>>())
             .bind(tasks.map(|t| t.updated_at).collect::<Vec<_>>());
         self.write_with_events(write, &events).await.map(drop)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn at_most_four_writers_start_and_each_batch_is_bounded() {
+        let mut state = State::default();
+        let started = (0..1000).filter(|&i| state.enqueue(i)).count();
+        assert_eq!(started, WRITERS, "every caller queues; only the first four start a writer");
+        let first = state.next_batch().expect("a batch");
+        assert_eq!(first, (0..256).collect::<Vec<_>>(), "queue order, at most MAX_BATCH");
+        let sizes: Vec<usize> = std::iter::from_fn(|| state.next_batch().map(|b| b.len())).collect();
+        assert_eq!(sizes, [256, 256, 232], "the rest, in batches");
+        assert_eq!(state.writers, WRITERS - 1, "the writer that found the queue empty gave its place back");
+        assert!(state.enqueue(1000), "a free place: the next caller starts a writer");
+    }
+
+    #[test]
+    fn the_last_writer_to_abandon_drops_what_is_queued() {
+        let mut state = State::default();
+        assert!(state.enqueue(1) && state.enqueue(2));
+        state.abandon();
+        assert_eq!(state.queue.len(), 2, "another writer is still at it");
+        state.abandon();
+        assert!(state.queue.is_empty(), "nobody left to write them: their callers are answered");
+        assert_eq!(state.writers, 0);
     }
 }
