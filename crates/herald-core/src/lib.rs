@@ -165,6 +165,7 @@ pub mod store;
 pub mod stream;
 pub mod task;
 pub mod throttle;
+pub mod timeline;
 pub mod trace;
 pub mod user;
 pub mod wire;

@@ -290,6 +290,38 @@ pub trait CampaignStore: Send + Sync {
         after: Option<DeliveryId>,
         limit: u32,
     ) -> Result<Vec<Delivery>, StoreError>;
+
+    /// The timeline's counters summed into buckets of `width` seconds (a multiple of
+    /// [`crate::timeline::BUCKET_SECONDS`]) over the stored buckets starting in `[from, to)` (Unix
+    /// seconds): of mailing `mailing`, or of every mailing when `None`. Each sum comes with the
+    /// start of its bucket (a multiple of `width`), earliest first, at most `limit`; buckets with
+    /// nothing counted are absent.
+    ///
+    /// Contract: every change of a mailing message's status is counted, in the transaction
+    /// that makes it, in the bucket of the change's `now` — `created` (and `expired`, for a
+    /// message stored expired) by [`CampaignStore::start_mailing`] and
+    /// [`CampaignStore::continue_mailing`]; `expired` by [`CampaignStore::update_mailing`];
+    /// `cancelled` by [`CampaignStore::cancel_mailing`] and [`CampaignStore::delete_client`];
+    /// and by [`DeliveryStore::record_deliveries`], for each report applied: its final status,
+    /// `retried` for a report back to pending after a call, and a call (`attempts`, and its time
+    /// in `calls`) for each report with a `call_time`.
+    async fn mailing_timeline(
+        &self,
+        mailing: Option<MailingId>,
+        width: i64,
+        from: i64,
+        to: i64,
+        limit: u32,
+    ) -> Result<Vec<(i64, crate::timeline::Tally)>, StoreError>;
+
+    /// The timeline's counters over the stored buckets starting in `[from, to)`, summed per
+    /// mailing, in mailing id order, at most `limit`; mailings with nothing counted are absent.
+    async fn mailing_tallies(
+        &self,
+        from: i64,
+        to: i64,
+        limit: u32,
+    ) -> Result<Vec<(MailingId, crate::timeline::Tally)>, StoreError>;
 }
 
 /// Accounts.

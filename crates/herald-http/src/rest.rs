@@ -145,6 +145,7 @@ pub const ROUTES: &[Route] = &[
     Route::new("DELETE", "/api/v1/mailings/{id}", "mailings.delete", Nothing, 204),
     Route::new("GET", "/api/v1/mailings/{id}/stats", "mailings.stats_one", Nothing, 200),
     Route::new("GET", "/api/v1/mailings/{id}/messages", "mailings.messages", Query, 200),
+    Route::new("GET", "/api/v1/mailings/{id}/timeline", "mailings.timeline", Query, 200),
     Route::new("POST", "/api/v1/events", "events.create", Body, 201),
     Route::new("GET", "/api/v1/events", "events.list", Query, 200),
     Route::new("GET", "/api/v1/events/{id}", "events.get", Nothing, 200),

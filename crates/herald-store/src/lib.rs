@@ -8,6 +8,7 @@ mod error;
 mod files;
 mod pg;
 mod sqlite;
+mod timeline;
 
 use std::{fmt, path::PathBuf, str::FromStr, sync::Arc};
 

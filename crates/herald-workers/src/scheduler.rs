@@ -243,6 +243,7 @@ impl Scheduler {
                 next_attempt_at: now,
                 last_error: None,
                 sent_at: None,
+                call_time: None,
             })
             .collect();
         if let Err(err) = self.store.record_deliveries(&reports, now).await {

@@ -453,7 +453,7 @@ impl Sender {
         if let Err(failure) = &outcome {
             tracing::debug!(delivery = %id, channel = channel.as_str(), error = %failure, "a delivery attempt failed");
         }
-        Disposition::Report(self.decide(&job, channel, outcome, after))
+        Disposition::Report(self.decide(&job, channel, outcome, took, after))
     }
 }
 

@@ -9,6 +9,7 @@ pub mod import;
 pub mod mailings;
 pub mod notifications;
 pub mod profile;
+pub mod reports;
 pub mod rooms;
 pub mod tasks;
 pub mod users;
@@ -65,6 +66,7 @@ pub fn registry() -> Registry {
         .register(mailings::Stats)
         .register(mailings::StatsOne)
         .register(mailings::Messages)
+        .register(reports::MailingTimeline)
         .register(events::Create)
         .register(events::Get)
         .register(events::List)

@@ -112,6 +112,8 @@ pub struct DeliveryReport {
     pub next_attempt_at: DateTime<Utc>,
     pub last_error: Option<String>,
     pub sent_at: Option<DateTime<Utc>>,
+    /// How long the channel call took, when one was made (a mailing's timeline counts it).
+    pub call_time: Option<std::time::Duration>,
 }
 
 /// The work queue through which the scheduler hands claimed deliveries to senders.

@@ -10,15 +10,17 @@ use herald_core::{
     campaign::{Client, ClientId, FirstAttempts, MESSAGE_KIND, Mailing, MailingId, MailingStatus, MessageCounts},
     delivery::{Delivery, DeliveryId, DeliveryStatus},
     store::{CampaignStore, Constraint, StoreError},
+    timeline::Tally,
 };
 use sqlx::{Postgres, Row as _, Transaction};
 use uuid::Uuid;
 
-use super::{PgStore, err};
+use super::{PgStore, deliveries::add_to_timeline, err};
 use crate::{
     campaign::{self, ENDS_BEFORE_ATTEMPT, PlanParts, WINDOW_AFTER_END},
     decode,
     error::{self, corrupt},
+    timeline::{self, Tallies},
 };
 
 /// `id > $n` when a page starts after an id, else a condition on `$n` that always holds: a plain
@@ -55,8 +57,8 @@ const FINISH_ONE: &str = "UPDATE mailings m SET status = 'finished', updated_at 
 /// Creates a chunk of a started mailing's messages: one row for each matching client whose id is
 /// in `($9, $10]`, joined with the plan's instant for the client's zone (`$3`, `$4`), else `$5`.
 /// Ids carry the creation time `$8` (Unix milliseconds of `now`, as `created_at`) and the row's
-/// place in the statement.
-const CREATE_MESSAGES: &str = "INSERT INTO deliveries (id, kind, source_key, recipient, channel, payload, \
+/// place in the statement. Answers how many it made, and how many of them it stored expired.
+const CREATE_MESSAGES: &str = "WITH made AS (INSERT INTO deliveries (id, kind, source_key, recipient, channel, payload, \
         source_id, recipient_id, status, attempts, next_attempt_at, deadline, last_error, created_at, updated_at) \
     SELECT herald_uuidv7($8, n.seq), $2, 'mailing:' || n.mailing_id || ':client:' || n.client_id, n.phone, \
         'provider', \
@@ -75,7 +77,9 @@ const CREATE_MESSAGES: &str = "INSERT INTO deliveries (id, kind, source_key, rec
             AND (m.tags IS NULL OR c.tag = ANY (m.tags)) \
             AND c.id > $9 AND c.id <= $10 \
         LEFT JOIN UNNEST($3::text[], $4::timestamptz[]) AS z (zone, at) ON z.zone = c.timezone \
-        WHERE m.id = $1) n";
+        WHERE m.id = $1) n \
+    RETURNING status) \
+    SELECT count(*) AS created, count(*) FILTER (WHERE status = 'expired') AS expired FROM made";
 
 /// Creates the next chunk of mailing `id`'s messages in `tx` (which holds the mailing, running and
 /// materializing): those of the matching clients among the next `chunk` clients by id (found on
@@ -110,7 +114,7 @@ async fn materialize_chunk(
         let upper = end.unwrap_or(high);
         done = upper == high;
         let plan = PlanParts::of(plan, now);
-        created = sqlx::query(CREATE_MESSAGES)
+        let made = sqlx::query(CREATE_MESSAGES)
             .bind(id.0)
             .bind(MESSAGE_KIND)
             .bind(&plan.zones)
@@ -121,10 +125,13 @@ async fn materialize_chunk(
             .bind(now.timestamp_millis())
             .bind(through)
             .bind(upper)
-            .execute(&mut **tx)
+            .fetch_one(&mut **tx)
             .await
-            .map_err(err)?
-            .rows_affected();
+            .map_err(err)?;
+        let count = |name: &str| made.try_get::<i64, _>(name).map(|n| n.max(0) as u64).map_err(err);
+        let tally = Tally { created: count("created")?, expired: count("expired")?, ..Tally::default() };
+        created = tally.created;
+        add_to_timeline(tx, &Tallies::of(id, tally), now).await?;
         sqlx::query("UPDATE mailings SET materialized_through = $2 WHERE id = $1")
             .bind(id.0)
             .bind(upper)
@@ -254,16 +261,23 @@ impl CampaignStore for PgStore {
         if done.rows_affected() == 0 {
             return Ok(false);
         }
-        sqlx::query(
-            "UPDATE deliveries SET status = 'cancelled', updated_at = $2 \
-             WHERE recipient_id = $1 AND kind = $3 AND status = 'pending'",
+        let rows = sqlx::query(
+            "WITH cancelled AS (UPDATE deliveries SET status = 'cancelled', updated_at = $2 \
+               WHERE recipient_id = $1 AND kind = $3 AND status = 'pending' RETURNING source_id) \
+             SELECT source_id, count(*) AS n FROM cancelled WHERE source_id IS NOT NULL GROUP BY source_id",
         )
         .bind(id.0)
         .bind(now)
         .bind(MESSAGE_KIND)
-        .execute(&mut *tx)
+        .fetch_all(&mut *tx)
         .await
         .map_err(err)?;
+        let mut tallies = Tallies::default();
+        for row in rows {
+            let cancelled = row.try_get::<i64, _>("n").map_err(err)?.max(0) as u64;
+            tallies.0.insert(row.try_get("source_id").map_err(err)?, Tally { cancelled, ..Tally::default() });
+        }
+        add_to_timeline(&mut tx, &tallies, now).await?;
         tx.commit().await.map_err(err)?;
         Ok(true)
     }
@@ -347,13 +361,15 @@ impl CampaignStore for PgStore {
         }
         if expected == MailingStatus::Running {
             // SET expressions all read the row as it was, so `status = 'pending'` is the old status.
-            sqlx::query(
-                "UPDATE deliveries SET deadline = $2, updated_at = $3, \
+            let expired: i64 = sqlx::query_scalar(
+                "WITH moved AS (UPDATE deliveries SET deadline = $2, updated_at = $3, \
                  status = CASE WHEN status = 'pending' AND next_attempt_at >= $2 THEN 'expired' ELSE status END, \
                  last_error = CASE WHEN status = 'pending' AND next_attempt_at >= $2 THEN $5 ELSE last_error END, \
                  payload = CASE WHEN status = 'pending' THEN jsonb_set(payload, '{text}', to_jsonb($4::text)) \
                            ELSE payload END \
-                 WHERE source_id = $1 AND kind = $6 AND status IN ('pending', 'sending')",
+                 WHERE source_id = $1 AND kind = $6 AND status IN ('pending', 'sending') \
+                 RETURNING status, last_error) \
+                 SELECT count(*) FROM moved WHERE status = 'expired' AND last_error = $5",
             )
             .bind(m.id.0)
             .bind(m.end_at)
@@ -361,9 +377,11 @@ impl CampaignStore for PgStore {
             .bind(m.text.as_str())
             .bind(ENDS_BEFORE_ATTEMPT)
             .bind(MESSAGE_KIND)
-            .execute(&mut *tx)
+            .fetch_one(&mut *tx)
             .await
             .map_err(err)?;
+            let tally = Tally { expired: expired.max(0) as u64, ..Tally::default() };
+            add_to_timeline(&mut tx, &Tallies::of(m.id, tally), now).await?;
         }
         tx.commit().await.map_err(err)
     }
@@ -454,6 +472,7 @@ impl CampaignStore for PgStore {
         .await
         .map_err(err)?
         .rows_affected();
+        add_to_timeline(&mut tx, &Tallies::of(id, Tally { cancelled, ..Tally::default() }), now).await?;
         tx.commit().await.map_err(err)?;
         Ok(cancelled)
     }
@@ -519,5 +538,40 @@ impl CampaignStore for PgStore {
             .await
             .map_err(err)?;
         rows.iter().map(decode::delivery).collect()
+    }
+
+    async fn mailing_timeline(
+        &self,
+        mailing: Option<MailingId>,
+        width: i64,
+        from: i64,
+        to: i64,
+        limit: u32,
+    ) -> Result<Vec<(i64, Tally)>, StoreError> {
+        // A plain key range or none: a condition `<id> IS NULL OR mailing_id = <id>` would leave the key unused.
+        let of_mailing = if mailing.is_some() { "mailing_id = $1" } else { "$1::uuid IS NULL" };
+        let sql = timeline::by_bucket_sql(of_mailing, |n| format!("${n}"));
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(mailing.map(|m| m.0))
+            .bind(width.max(1))
+            .bind(from)
+            .bind(to)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(err)?;
+        rows.iter().map(|row| Ok((row.try_get("at").map_err(err)?, timeline::tally(row)?))).collect()
+    }
+
+    async fn mailing_tallies(&self, from: i64, to: i64, limit: u32) -> Result<Vec<(MailingId, Tally)>, StoreError> {
+        let sql = timeline::by_mailing_sql(|n| format!("${n}"));
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(from)
+            .bind(to)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(err)?;
+        rows.iter().map(|row| Ok((MailingId(row.try_get("mailing_id").map_err(err)?), timeline::tally(row)?))).collect()
     }
 }

@@ -6,15 +6,22 @@ use std::{collections::HashSet, time::Duration};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use herald_core::{
+    campaign::MESSAGE_KIND,
+    timeline::{CALL_BUCKETS, bucket_of},
+};
+use herald_core::{
     change::ChangeEvent,
     delivery::{Delivery, DeliveryId, DeliveryReport, DeliveryStatus, NewDelivery},
     store::{DeliveryStore, StoreError},
 };
-use sqlx::{Postgres, Transaction, types::Json};
+use sqlx::{Postgres, Row, Transaction, types::Json};
 use uuid::Uuid;
 
 use super::{PgStore, err, outbox::insert_events};
-use crate::decode;
+use crate::{
+    decode,
+    timeline::{self, Tallies},
+};
 
 /// The earliest due time of a pending delivery, a notice step still to come, or a scheduled
 /// mailing's start.
@@ -75,7 +82,8 @@ impl DeliveryStore for PgStore {
     }
 
     async fn record_deliveries(&self, reports: &[DeliveryReport], now: DateTime<Utc>) -> Result<u64, StoreError> {
-        // One statement for the whole batch: a round trip per report would bound every sender.
+        // One statement for the whole batch, its mailing timeline counts included: a round trip
+        // per report would bound every sender.
         let ids: Vec<Uuid> = reports.iter().map(|r| r.id.0).collect();
         let leases: Vec<DateTime<Utc>> = reports.iter().map(|r| r.lease_until).collect();
         let statuses: Vec<&str> = reports.iter().map(|r| r.status.as_str()).collect();
@@ -83,26 +91,23 @@ impl DeliveryStore for PgStore {
         let next: Vec<DateTime<Utc>> = reports.iter().map(|r| r.next_attempt_at).collect();
         let errors: Vec<Option<&str>> = reports.iter().map(|r| r.last_error.as_deref()).collect();
         let sent: Vec<Option<DateTime<Utc>>> = reports.iter().map(|r| r.sent_at).collect();
-        let done = sqlx::query(
-            "UPDATE deliveries d SET status = r.status, attempts = r.attempts, next_attempt_at = r.next_attempt_at, \
-             last_error = r.last_error, sent_at = r.sent_at, \
-             lease_until = CASE WHEN r.status = 'sending' THEN r.lease ELSE NULL END, updated_at = $8 \
-             FROM UNNEST($1::uuid[], $2::timestamptz[], $3::text[], $4::int4[], $5::timestamptz[], $6::text[], \
-                         $7::timestamptz[]) AS r (id, lease, status, attempts, next_attempt_at, last_error, sent_at) \
-             WHERE d.id = r.id AND d.status = 'sending' AND d.lease_until = r.lease",
-        )
-        .bind(&ids)
-        .bind(&leases)
-        .bind(&statuses)
-        .bind(&attempts)
-        .bind(&next)
-        .bind(&errors)
-        .bind(&sent)
-        .bind(now)
-        .execute(&self.pool)
-        .await
-        .map_err(err)?;
-        Ok(done.rows_affected())
+        let calls: Vec<Option<i16>> = reports.iter().map(timeline::call_slot).collect();
+        let applied: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(record_reports_sql()))
+            .bind(&ids)
+            .bind(&leases)
+            .bind(&statuses)
+            .bind(&attempts)
+            .bind(&next)
+            .bind(&errors)
+            .bind(&sent)
+            .bind(now)
+            .bind(&calls)
+            .bind(bucket_of(now))
+            .bind(MESSAGE_KIND)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(err)?;
+        Ok(applied.max(0) as u64)
     }
 
     async fn record_delivery_with_events(
@@ -112,9 +117,12 @@ impl DeliveryStore for PgStore {
         now: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
         let mut tx = self.pool.begin().await.map_err(err)?;
-        if apply_report(&mut tx, report, now).await? == 0 {
+        let Some((kind, source)) = apply_report(&mut tx, report, now).await? else {
             return Ok(false);
-        }
+        };
+        let mut tallies = Tallies::default();
+        tallies.count(&kind, source, report);
+        add_to_timeline(&mut tx, &tallies, now).await?;
         insert_events(&mut tx, events).await?;
         self.commit(tx).await?;
         Ok(true)
@@ -213,17 +221,18 @@ pub(super) async fn insert_deliveries(
     Ok(stored)
 }
 
-/// Applies one report if its claim is current; 1 when it did, 0 when the claim was stale.
+/// Applies one report if its claim is current: the delivery's kind and source when it did,
+/// `None` when the claim was stale.
 async fn apply_report(
     tx: &mut Transaction<'_, Postgres>,
     r: &DeliveryReport,
     now: DateTime<Utc>,
-) -> Result<u64, StoreError> {
+) -> Result<Option<(String, Option<Uuid>)>, StoreError> {
     let lease = (r.status == DeliveryStatus::Sending).then_some(r.lease_until);
-    let done = sqlx::query(
+    let row = sqlx::query(
         "UPDATE deliveries SET status = $1, attempts = $2, next_attempt_at = $3, last_error = $4, \
          sent_at = $5, lease_until = $6, updated_at = $7 \
-         WHERE id = $8 AND status = 'sending' AND lease_until = $9",
+         WHERE id = $8 AND status = 'sending' AND lease_until = $9 RETURNING kind, source_id",
     )
     .bind(r.status.as_str())
     .bind(i32::try_from(r.attempts).unwrap_or(i32::MAX))
@@ -234,8 +243,54 @@ async fn apply_report(
     .bind(now)
     .bind(r.id.0)
     .bind(r.lease_until)
-    .execute(&mut **tx)
+    .fetch_optional(&mut **tx)
     .await
     .map_err(err)?;
-    Ok(done.rows_affected())
+    row.map(|row| Ok((row.try_get("kind").map_err(err)?, row.try_get("source_id").map_err(err)?))).transpose()
+}
+
+/// Applies a batch of reports (`$1`…`$7` their columns, `$9` their call-time buckets, `$8` now)
+/// whose claims are current, and adds what they did to mailing `$10`'s timeline bucket for the
+/// messages among them (kind `$11`); answers how many applied. The timeline rows are added to in
+/// mailing id order, the order every writer of them takes.
+fn record_reports_sql() -> String {
+    let calls =
+        (0..CALL_BUCKETS).map(|i| format!("count(*) FILTER (WHERE r.call = {i})")).collect::<Vec<_>>().join(", ");
+    format!(
+        "WITH r AS (UPDATE deliveries d SET status = r.status, attempts = r.attempts, \
+             next_attempt_at = r.next_attempt_at, last_error = r.last_error, sent_at = r.sent_at, \
+             lease_until = CASE WHEN r.status = 'sending' THEN r.lease ELSE NULL END, updated_at = $8 \
+           FROM UNNEST($1::uuid[], $2::timestamptz[], $3::text[], $4::int4[], $5::timestamptz[], $6::text[], \
+                       $7::timestamptz[], $9::int2[]) \
+             AS r (id, lease, status, attempts, next_attempt_at, last_error, sent_at, call) \
+           WHERE d.id = r.id AND d.status = 'sending' AND d.lease_until = r.lease \
+           RETURNING d.kind, d.source_id, r.status, r.call), \
+         counted AS (INSERT INTO mailing_timeline AS t (mailing_id, bucket, {counters}) \
+           SELECT r.source_id, $10, 0, count(r.call), count(*) FILTER (WHERE r.status = 'sent'), \
+             count(*) FILTER (WHERE r.status = 'failed'), count(*) FILTER (WHERE r.status = 'expired'), \
+             count(*) FILTER (WHERE r.status = 'cancelled'), \
+             count(*) FILTER (WHERE r.status = 'pending' AND r.call IS NOT NULL), {calls} \
+           FROM r WHERE r.kind = $11 AND r.source_id IS NOT NULL GROUP BY r.source_id ORDER BY r.source_id \
+           {on_conflict}) \
+         SELECT count(*) FROM r",
+        counters = timeline::COUNTERS.join(", "),
+        on_conflict = timeline::add_on_conflict(),
+    )
+}
+
+/// Adds `tallies` to their mailings' timeline bucket of `now`, in mailing id order.
+pub(super) async fn add_to_timeline(
+    tx: &mut Transaction<'_, Postgres>,
+    tallies: &Tallies,
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    let sql = timeline::add_one(|n| format!("${n}"));
+    for (mailing, tally) in &tallies.0 {
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql.clone())).bind(mailing).bind(bucket_of(now));
+        for n in timeline::counters(tally) {
+            query = query.bind(n);
+        }
+        query.execute(&mut **tx).await.map_err(err)?;
+    }
+    Ok(())
 }

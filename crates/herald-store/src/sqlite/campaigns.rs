@@ -10,15 +10,17 @@ use herald_core::{
     campaign::{Client, ClientId, FirstAttempts, MESSAGE_KIND, Mailing, MailingId, MailingStatus, MessageCounts},
     delivery::{Delivery, DeliveryId, DeliveryStatus},
     store::{CampaignStore, Constraint, StoreError},
+    timeline::Tally,
 };
 use sqlx::{Row as _, Sqlite, Transaction};
 use uuid::Uuid;
 
-use super::{SqliteStore, err, micros};
+use super::{SqliteStore, deliveries::add_to_timeline, err, micros};
 use crate::{
     campaign::{self, ENDS_BEFORE_ATTEMPT, PlanParts, WINDOW_AFTER_END},
     decode,
     error::{self, corrupt},
+    timeline::{self, Tallies},
 };
 
 /// Clients per `INSERT`: seven bound values each keeps a statement well under SQLite's limit of
@@ -155,6 +157,22 @@ async fn materialize_chunk(
             .map_err(err)?
             .rows_affected(),
     };
+    if let Some(upper) = upper.filter(|_| created > 0) {
+        // This chunk's messages are those of its clients.
+        let expired: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM deliveries WHERE source_id = ?1 AND status = 'expired' AND last_error = ?2 \
+             AND (?3 IS NULL OR recipient_id > ?3) AND recipient_id <= ?4",
+        )
+        .bind(id.0)
+        .bind(WINDOW_AFTER_END)
+        .bind(through)
+        .bind(upper)
+        .fetch_one(&mut **tx)
+        .await
+        .map_err(err)?;
+        let tally = Tally { created, expired: expired.max(0) as u64, ..Tally::default() };
+        add_to_timeline(tx, &Tallies::of(id, tally), now).await?;
+    }
     if !plan.zones.is_empty() {
         sqlx::query("DELETE FROM mailing_start_plans WHERE mailing_id = ?")
             .bind(id.0)
@@ -289,6 +307,21 @@ impl CampaignStore for SqliteStore {
         if done.rows_affected() == 0 {
             return Ok(false);
         }
+        // Counted before they change: SQLite's one writer keeps them as they are meanwhile.
+        let rows = sqlx::query(
+            "SELECT source_id, count(*) AS n FROM deliveries \
+             WHERE recipient_id = ?1 AND kind = ?2 AND status = 'pending' AND source_id IS NOT NULL GROUP BY source_id",
+        )
+        .bind(id.0)
+        .bind(MESSAGE_KIND)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(err)?;
+        let mut tallies = Tallies::default();
+        for row in rows {
+            let cancelled = row.try_get::<i64, _>("n").map_err(err)?.max(0) as u64;
+            tallies.0.insert(row.try_get("source_id").map_err(err)?, Tally { cancelled, ..Tally::default() });
+        }
         sqlx::query(
             "UPDATE deliveries SET status = 'cancelled', updated_at = ?2 \
              WHERE recipient_id = ?1 AND kind = ?3 AND status = 'pending'",
@@ -299,6 +332,7 @@ impl CampaignStore for SqliteStore {
         .execute(&mut *tx)
         .await
         .map_err(err)?;
+        add_to_timeline(&mut tx, &tallies, now).await?;
         tx.commit().await.map_err(err)?;
         Ok(true)
     }
@@ -381,6 +415,18 @@ impl CampaignStore for SqliteStore {
             return Err(error::unchanged(stored_status(&mut tx, m.id).await?.is_some(), Constraint::MailingStatus));
         }
         if expected == MailingStatus::Running {
+            let expired: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM deliveries \
+                 WHERE source_id = ?1 AND kind = ?2 AND status = 'pending' AND next_attempt_at >= ?3",
+            )
+            .bind(m.id.0)
+            .bind(MESSAGE_KIND)
+            .bind(micros(m.end_at))
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(err)?;
+            let tally = Tally { expired: expired.max(0) as u64, ..Tally::default() };
+            add_to_timeline(&mut tx, &Tallies::of(m.id, tally), now).await?;
             // SET expressions all read the row as it was, so `status = 'pending'` is the old status.
             sqlx::query(
                 "UPDATE deliveries SET deadline = ?2, updated_at = ?3, \
@@ -484,6 +530,7 @@ impl CampaignStore for SqliteStore {
         .await
         .map_err(err)?
         .rows_affected();
+        add_to_timeline(&mut tx, &Tallies::of(id, Tally { cancelled, ..Tally::default() }), now).await?;
         tx.commit().await.map_err(err)?;
         Ok(cancelled)
     }
@@ -550,5 +597,40 @@ impl CampaignStore for SqliteStore {
             .await
             .map_err(err)?;
         rows.iter().map(decode::delivery).collect()
+    }
+
+    async fn mailing_timeline(
+        &self,
+        mailing: Option<MailingId>,
+        width: i64,
+        from: i64,
+        to: i64,
+        limit: u32,
+    ) -> Result<Vec<(i64, Tally)>, StoreError> {
+        // A plain key range or none: a condition `<id> IS NULL OR mailing_id = <id>` would leave the key unused.
+        let of_mailing = if mailing.is_some() { "mailing_id = ?1" } else { "?1 IS NULL" };
+        let sql = timeline::by_bucket_sql(of_mailing, |n| format!("?{n}"));
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(mailing.map(|m| m.0))
+            .bind(width.max(1))
+            .bind(from)
+            .bind(to)
+            .bind(i64::from(limit))
+            .fetch_all(&self.reader)
+            .await
+            .map_err(err)?;
+        rows.iter().map(|row| Ok((row.try_get("at").map_err(err)?, timeline::tally(row)?))).collect()
+    }
+
+    async fn mailing_tallies(&self, from: i64, to: i64, limit: u32) -> Result<Vec<(MailingId, Tally)>, StoreError> {
+        let sql = timeline::by_mailing_sql(|n| format!("?{n}"));
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(from)
+            .bind(to)
+            .bind(i64::from(limit))
+            .fetch_all(&self.reader)
+            .await
+            .map_err(err)?;
+        rows.iter().map(|row| Ok((MailingId(row.try_get("mailing_id").map_err(err)?), timeline::tally(row)?))).collect()
     }
 }

@@ -4,16 +4,20 @@ use std::{collections::HashSet, time::Duration};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use herald_core::timeline::bucket_of;
 use herald_core::{
     change::ChangeEvent,
     delivery::{Delivery, DeliveryId, DeliveryReport, DeliveryStatus, NewDelivery},
     store::{DeliveryStore, StoreError},
 };
-use sqlx::{Sqlite, Transaction};
+use sqlx::{Row as _, Sqlite, Transaction};
 use uuid::Uuid;
 
 use super::{SqliteStore, err, micros, outbox::insert_events};
-use crate::decode;
+use crate::{
+    decode,
+    timeline::{self, Tallies},
+};
 
 fn lease_end(now: DateTime<Utc>, lease: Duration) -> Result<DateTime<Utc>, StoreError> {
     Ok(now + chrono::Duration::from_std(lease).map_err(|e| StoreError::Other(Box::new(e)))?)
@@ -83,9 +87,14 @@ impl DeliveryStore for SqliteStore {
     async fn record_deliveries(&self, reports: &[DeliveryReport], now: DateTime<Utc>) -> Result<u64, StoreError> {
         let mut tx = self.writer.begin().await.map_err(err)?;
         let mut applied = 0;
+        let mut tallies = Tallies::default();
         for r in reports {
-            applied += apply_report(&mut tx, r, now).await?;
+            if let Some((kind, source)) = apply_report(&mut tx, r, now).await? {
+                applied += 1;
+                tallies.count(&kind, source, r);
+            }
         }
+        add_to_timeline(&mut tx, &tallies, now).await?;
         tx.commit().await.map_err(err)?;
         Ok(applied)
     }
@@ -97,9 +106,12 @@ impl DeliveryStore for SqliteStore {
         now: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
         let mut tx = self.writer.begin().await.map_err(err)?;
-        if apply_report(&mut tx, report, now).await? == 0 {
+        let Some((kind, source)) = apply_report(&mut tx, report, now).await? else {
             return Ok(false);
-        }
+        };
+        let mut tallies = Tallies::default();
+        tallies.count(&kind, source, report);
+        add_to_timeline(&mut tx, &tallies, now).await?;
         insert_events(&mut tx, events).await?;
         self.commit(tx).await?;
         Ok(true)
@@ -205,16 +217,18 @@ pub(super) async fn insert_deliveries(
     Ok(stored)
 }
 
-/// Applies one report if its claim is current; 1 when it did, 0 when the claim was stale.
+/// Applies one report if its claim is current: the delivery's kind and source when it did,
+/// `None` when the claim was stale.
 async fn apply_report(
     tx: &mut Transaction<'_, Sqlite>,
     r: &DeliveryReport,
     now: DateTime<Utc>,
-) -> Result<u64, StoreError> {
+) -> Result<Option<(String, Option<Uuid>)>, StoreError> {
     let lease = (r.status == DeliveryStatus::Sending).then_some(micros(r.lease_until));
-    let done = sqlx::query(
+    let row = sqlx::query(
         "UPDATE deliveries SET status = ?, attempts = ?, next_attempt_at = ?, last_error = ?, sent_at = ?, \
-         lease_until = ?, updated_at = ? WHERE id = ? AND status = 'sending' AND lease_until = ?",
+         lease_until = ?, updated_at = ? WHERE id = ? AND status = 'sending' AND lease_until = ? \
+         RETURNING kind, source_id",
     )
     .bind(r.status.as_str())
     .bind(i64::from(r.attempts))
@@ -225,8 +239,25 @@ async fn apply_report(
     .bind(micros(now))
     .bind(r.id.0)
     .bind(micros(r.lease_until))
-    .execute(&mut **tx)
+    .fetch_optional(&mut **tx)
     .await
     .map_err(err)?;
-    Ok(done.rows_affected())
+    row.map(|row| Ok((row.try_get("kind").map_err(err)?, row.try_get("source_id").map_err(err)?))).transpose()
+}
+
+/// Adds `tallies` to their mailings' timeline bucket of `now`.
+pub(super) async fn add_to_timeline(
+    tx: &mut Transaction<'_, Sqlite>,
+    tallies: &Tallies,
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    let sql = timeline::add_one(|n| format!("?{n}"));
+    for (mailing, tally) in &tallies.0 {
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql.clone())).bind(mailing).bind(bucket_of(now));
+        for n in timeline::counters(tally) {
+            query = query.bind(n);
+        }
+        query.execute(&mut **tx).await.map_err(err)?;
+    }
+    Ok(())
 }

@@ -178,6 +178,35 @@ pub async fn a_provider_outage_mid_mailing_loses_nothing(
     let all = rig.send(Method::GET, "/api/v1/mailings/stats", &admin, None).await;
     let item = all.body["items"].as_array().expect("items").iter().find(|i| i["mailing"]["id"] == mailing.as_str());
     assert_eq!(item.map(|i| i["messages"]["sent"].clone()), Some(json!(60)));
+
+    // The timeline's counters tell the same story: every message made and sent, every provider
+    // call counted with its time, the calls the outage failed among the retries.
+    let path = format!("/api/v1/mailings/{mailing}/timeline");
+    let timeline = rig.send(Method::GET, &format!("{path}?bucket=1d"), &admin, None).await;
+    assert_eq!(timeline.status, reqwest::StatusCode::OK, "{:?}", timeline.body);
+    let totals = &timeline.body["totals"];
+    assert_eq!((totals["created"].as_u64(), totals["sent"].as_u64()), (Some(60), Some(60)), "{totals}");
+    assert_eq!(totals["attempts"].as_u64(), Some(rig.pipe.provider.stats().requests as u64), "{totals}");
+    assert!(totals["retried"].as_u64() >= Some(1), "{totals}");
+    assert!(totals["provider_latency_ms"]["p50"].as_u64().is_some(), "{totals}");
+    let fine = rig.send(Method::GET, &path, &admin, None).await;
+    assert_eq!(fine.body["bucket_seconds"], 10);
+    let buckets = fine.body["buckets"].as_array().expect("buckets");
+    let sent: u64 = buckets.iter().map(|b| b["sent"].as_u64().expect("sent")).sum();
+    assert_eq!(sent, 60, "the ten-second buckets add up to the totals");
+    assert_eq!(fine.body["totals"], *totals);
+    for (query, status) in [
+        ("?bucket=15s", 422),
+        ("?bucket=2d", 422),
+        ("?bucket=10s&from=2030-01-01T00:00:00Z&to=2029-01-01T00:00:00Z", 422),
+    ] {
+        let bad = rig.send(Method::GET, &format!("{path}{query}"), &admin, None).await;
+        assert_eq!((bad.status.as_u16(), bad.body["code"].as_str()), (status, Some("validation_failed")), "{query}");
+    }
+    let unknown = format!("/api/v1/mailings/{}/timeline", uuid::Uuid::now_v7());
+    assert_eq!(rig.send(Method::GET, &unknown, &admin, None).await.status, reqwest::StatusCode::NOT_FOUND);
+    let user = rig.token(Role::User);
+    assert_eq!(rig.send(Method::GET, &path, &user, None).await.status, reqwest::StatusCode::FORBIDDEN);
     sender.stop().await;
     rig.finish().await;
 }

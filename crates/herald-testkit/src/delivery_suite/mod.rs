@@ -479,6 +479,7 @@ pub async fn claims_travel_in_batches_and_stop_at_the_bound(store: Arc<dyn Store
         next_attempt_at: p.clock.now(),
         last_error: Some("cancelled".into()),
         sent_at: None,
+        call_time: None,
     };
     assert_eq!(p.store.record_deliveries(&[report], p.clock.now()).await.expect("record"), 1);
 

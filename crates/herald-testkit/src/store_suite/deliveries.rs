@@ -114,6 +114,7 @@ pub async fn lapsed_leases_are_rescued_and_stale_reports_change_nothing(store: &
         next_attempt_at: after,
         last_error: None,
         sent_at: Some(after),
+        call_time: None,
     };
     let stale = report(&first, DeliveryStatus::Failed, 1);
     assert_eq!(store.record_deliveries(&[stale], after).await.expect("record"), 0, "the old lease is gone");
@@ -140,6 +141,7 @@ pub async fn a_retry_report_returns_the_delivery_to_pending_until_its_next_attem
         next_attempt_at: retry_at,
         last_error: Some("provider answered 503".into()),
         sent_at: None,
+        call_time: None,
     };
     assert_eq!(store.record_deliveries(&[report], t).await.expect("record"), 1);
     let pending = store.delivery(d.id).await.expect("read").expect("present");
@@ -177,6 +179,7 @@ pub async fn claims_are_checked_counted_and_settled_with_their_events(store: &dy
         next_attempt_at: t,
         last_error: None,
         sent_at: Some(t),
+        call_time: None,
     };
     assert!(store.record_delivery_with_events(&report(claims[0]), &[event(claims[0].0.0)], t).await.expect("record"));
     assert!(

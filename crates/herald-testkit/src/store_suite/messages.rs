@@ -56,6 +56,7 @@ fn report(d: &Delivery, status: DeliveryStatus, at: DateTime<Utc>) -> DeliveryRe
         next_attempt_at: at + Duration::minutes(1),
         last_error: None,
         sent_at: (status == DeliveryStatus::Sent).then_some(at),
+        call_time: None,
     }
 }
 

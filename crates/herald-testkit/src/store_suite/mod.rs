@@ -9,6 +9,7 @@ mod messages;
 mod notices;
 mod profiles;
 mod rooms;
+mod timeline;
 
 use chrono::{DateTime, SubsecRound as _, Utc};
 use herald_core::{
@@ -26,6 +27,7 @@ pub use messages::*;
 pub use notices::*;
 pub use profiles::*;
 pub use rooms::*;
+pub use timeline::*;
 
 /// A user with a unique email, created now.
 pub fn new_user(email: &str, role: Role) -> NewUser {

@@ -92,6 +92,7 @@ async fn report_sent(store: &dyn Store, id: DeliveryId, at: DateTime<Utc>) {
         next_attempt_at: at,
         last_error: None,
         sent_at: Some(at),
+        call_time: None,
     };
     assert_eq!(store.record_deliveries(&[report], at).await.expect("record"), 1);
 }

@@ -73,6 +73,7 @@ store_suite! {
     deleting_a_client_cancels_its_pending_messages,
     running_mailings_finish_when_no_message_is_live,
     message_counts_add_up_by_status,
+    the_timeline_counts_every_change_of_a_mailings_messages,
     messages_list_in_id_order_page_by_page_and_by_status,
     overlapping_events_of_one_owner_are_refused,
     periods_list_what_overlaps_them_by_start,

@@ -18,6 +18,7 @@ impl Sender {
         job: &DeliveryJob,
         channel: Channel,
         outcome: Attempt,
+        took: std::time::Duration,
         now: DateTime<Utc>,
     ) -> DeliveryReport {
         let attempts = job.attempts + 1;
@@ -29,6 +30,7 @@ impl Sender {
             next_attempt_at: now,
             last_error: None,
             sent_at: Some(now),
+            call_time: Some(took),
         };
         let failure: Failure = match outcome {
             Ok(()) => {
@@ -97,6 +99,7 @@ impl Sender {
             next_attempt_at: now,
             last_error,
             sent_at,
+            call_time: None,
         }
     }
 
@@ -117,6 +120,7 @@ impl Sender {
             next_attempt_at: at,
             last_error: reason,
             sent_at: None,
+            call_time: None,
         }
     }
 
