@@ -431,6 +431,10 @@ pub trait OutboxStore: Send + Sync {
     /// overtaken by a later one.
     async fn unpublished_events(&self, limit: u32) -> Result<Vec<OutboxEvent>, StoreError>;
 
+    /// Appends events that stand alone (no other write goes with them, like a mailing's progress
+    /// snapshot) to their channels, in one transaction.
+    async fn append_events(&self, events: &[ChangeEvent]) -> Result<(), StoreError>;
+
     /// Marks events published.
     async fn mark_published(&self, seqs: &[i64], at: DateTime<Utc>) -> Result<(), StoreError>;
 

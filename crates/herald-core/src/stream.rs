@@ -1,6 +1,6 @@
 //! Streams and session cursors: what a real-time session resumes from.
 //!
-//! A stream (`user:<id>`, `room:<id>`; the socket protocol calls its name `channel`) is the ordered
+//! A stream (`user:<id>`, `room:<id>`, `mailing:<id>`; the socket protocol calls its name `channel`) is the ordered
 //! sequence of its outbox events: offsets 1, 2, 3, … given in the writing transaction, never reused. The stream keeps a window of recent events
 //! (by age and by count); a session's cursor is the highest offset its client acknowledged.
 
@@ -12,14 +12,16 @@ use serde::{Deserialize, Serialize};
 
 use uuid::Uuid;
 
-use crate::{change::OutboxEvent, error::ApiError, room::RoomId, store::StoreError, user::UserId};
+use crate::{campaign::MailingId, change::OutboxEvent, error::ApiError, room::RoomId, store::StoreError, user::UserId};
 
-/// A stream's name, typed: `user:<id>` (a user's own changes) or `room:<id>` (a room's). Ids are
-/// in their canonical form (lowercase, hyphenated), so one stream has one name.
+/// A stream's name, typed: `user:<id>` (a user's own changes), `room:<id>` (a room's) or
+/// `mailing:<id>` (a mailing's progress, for administrators). Ids are in their canonical form
+/// (lowercase, hyphenated), so one stream has one name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum StreamName {
     User(UserId),
     Room(RoomId),
+    Mailing(MailingId),
 }
 
 impl StreamName {
@@ -39,7 +41,12 @@ impl StreamName {
                 .map(|id| Self::Room(RoomId(id)))
                 .ok_or_else(|| ApiError::invalid_field("channel", "`room:<id>` needs a room id"));
         }
-        Err(ApiError::invalid_field("channel", "expected `user:<id>` or `room:<id>`"))
+        if let Some(mailing) = raw.strip_prefix("mailing:") {
+            return id(mailing)
+                .map(|id| Self::Mailing(MailingId(id)))
+                .ok_or_else(|| ApiError::invalid_field("channel", "`mailing:<id>` needs a mailing id"));
+        }
+        Err(ApiError::invalid_field("channel", "expected `user:<id>`, `room:<id>` or `mailing:<id>`"))
     }
 }
 
@@ -48,6 +55,7 @@ impl fmt::Display for StreamName {
         match self {
             Self::User(user) => write!(f, "user:{}", user.0.hyphenated()),
             Self::Room(room) => write!(f, "room:{}", room.0.hyphenated()),
+            Self::Mailing(mailing) => write!(f, "mailing:{}", mailing.0.hyphenated()),
         }
     }
 }
@@ -173,10 +181,20 @@ mod tests {
         assert_eq!(user.to_string(), format!("user:{id}"));
         let room = StreamName::parse(&format!("room:{id}")).expect("room");
         assert_eq!(room.to_string(), format!("room:{id}"));
+        let mailing = StreamName::parse(&format!("mailing:{id}")).expect("mailing");
+        assert_eq!(mailing, StreamName::Mailing(MailingId(id)));
+        assert_eq!(mailing.to_string(), format!("mailing:{id}"));
         let upper = id.hyphenated().to_string().to_uppercase();
-        for bad in
-            ["user:", "user:nope", "room:1", "task:x", "", &format!("user:{upper}"), &format!("user:{}", id.simple())]
-        {
+        for bad in [
+            "user:",
+            "user:nope",
+            "room:1",
+            "mailing:7",
+            "task:x",
+            "",
+            &format!("user:{upper}"),
+            &format!("user:{}", id.simple()),
+        ] {
             assert!(StreamName::parse(bad).is_err(), "{bad:?} accepted");
         }
     }

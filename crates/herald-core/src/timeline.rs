@@ -142,6 +142,83 @@ impl From<&Tally> for TallyView {
     }
 }
 
+/// The kind of a mailing's progress snapshot on its `mailing:<id>` stream.
+pub const PROGRESS_KIND: &str = "mailing.progress";
+
+/// A mailing's messages by status, from its timeline's counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+pub struct ProgressCounts {
+    /// Messages made so far.
+    pub total: u64,
+    /// Made and not settled yet (waiting or being sent).
+    pub pending: u64,
+    pub sent: u64,
+    pub failed: u64,
+    pub expired: u64,
+    pub cancelled: u64,
+}
+
+/// A snapshot of a mailing's progress, as its `mailing:<id>` stream carries it (at most one a
+/// second, and only when something changed).
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct Progress {
+    pub mailing_id: uuid::Uuid,
+    pub status: crate::campaign::MailingStatus,
+    /// When it was taken.
+    pub at: DateTime<Utc>,
+    pub messages: ProgressCounts,
+    /// Provider calls made so far.
+    pub attempts: u64,
+    /// Calls that failed and were scheduled again, so far.
+    pub retried: u64,
+    /// Provider calls per second since the previous snapshot; absent on the first.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sends_per_second: Option<f64>,
+    /// Provider call times over the whole mailing; absent without calls.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub provider_latency_ms: Option<CallTimes>,
+}
+
+impl Progress {
+    /// The snapshot of mailing `id` in `status` whose counters sum to `t`, taken at `at`, after
+    /// `previous` (for the send rate).
+    pub fn of(
+        id: crate::campaign::MailingId,
+        status: crate::campaign::MailingStatus,
+        t: &Tally,
+        at: DateTime<Utc>,
+        previous: Option<&Progress>,
+    ) -> Self {
+        let sends_per_second = previous.and_then(|p| {
+            let secs = (at - p.at).num_milliseconds() as f64 / 1000.0;
+            (secs > 0.0).then(|| t.attempts.saturating_sub(p.attempts) as f64 / secs)
+        });
+        Self {
+            mailing_id: id.0,
+            status,
+            at,
+            messages: ProgressCounts {
+                total: t.created,
+                pending: t.created.saturating_sub(t.settled()),
+                sent: t.sent,
+                failed: t.failed,
+                expired: t.expired,
+                cancelled: t.cancelled,
+            },
+            attempts: t.attempts,
+            retried: t.retried,
+            sends_per_second,
+            provider_latency_ms: TallyView::from(t).provider_latency_ms,
+        }
+    }
+
+    /// Whether `other` shows the same state (whatever the time and rate).
+    pub fn same_state(&self, other: &Progress) -> bool {
+        (self.status, self.messages, self.attempts, self.retried)
+            == (other.status, other.messages, other.attempts, other.retried)
+    }
+}
+
 /// The instant of a bucket start given as Unix seconds.
 pub fn instant(secs: i64) -> DateTime<Utc> {
     Utc.timestamp_opt(secs, 0).single().unwrap_or(DateTime::<Utc>::MIN_UTC)

@@ -1,17 +1,25 @@
 //! The `mailings` periodic job: starts scheduled mailings whose start has come, marks running
-//! ones `finished` once no message is pending or sending, and refreshes the campaign gauges.
+//! ones `finished` once no message is pending or sending, refreshes the campaign gauges, and
+//! appends a progress snapshot to the `mailing:<id>` stream of each mailing whose counters moved
+//! (at most one a second each, whatever the number of messages).
 //! Idempotent: a start is one transaction guarded by the mailing's status, so two runs (or a run
 //! racing the API) start a mailing once.
 
-use std::{collections::HashSet, sync::Arc};
+use std::{
+    collections::{HashMap, HashSet},
+    sync::Arc,
+};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use herald_core::{
-    campaign::{MailingStatus, MessageCounts},
+    campaign::{MailingId, MailingStatus, MessageCounts},
+    change::ChangeEvent,
     commands::mailings,
     metrics::{MailingLabels, Metrics, StatusLabels},
     store::{Store, StoreError},
+    stream::StreamName,
+    timeline::{BUCKET_SECONDS, PROGRESS_KIND, Progress, bucket_of},
 };
 
 use crate::scheduler::PeriodicJob;
@@ -20,6 +28,13 @@ use crate::scheduler::PeriodicJob;
 const GAUGED: u32 = 1000;
 /// Counting a large mailing's messages is a scan: the gauges are refreshed this often at most.
 const MEASURE_EVERY: chrono::TimeDelta = chrono::TimeDelta::seconds(10);
+/// Mailings followed at once: those whose counters moved in the last [`ACTIVE_BUCKETS`] buckets,
+/// at most this many (the oldest by id first).
+const FOLLOWED: u32 = 1000;
+/// How far back a mailing's counters must have moved for its progress to be looked at.
+const ACTIVE_BUCKETS: i64 = 3;
+/// The shortest time between two snapshots of one mailing.
+const SNAPSHOT_EVERY: chrono::TimeDelta = chrono::TimeDelta::seconds(1);
 
 /// Starts due mailings and finishes drained ones.
 #[derive(Debug)]
@@ -29,11 +44,61 @@ pub struct MailingsJob {
     /// Mailings whose progress gauge is set, so finished ones are removed from the export.
     gauged: parking_lot::Mutex<HashSet<String>>,
     measured_at: parking_lot::Mutex<Option<DateTime<Utc>>>,
+    /// The last snapshot published of each mailing followed (at most [`FOLLOWED`] and the
+    /// mailings finished in one run); a mailing leaves when its counters stop moving.
+    published: parking_lot::Mutex<HashMap<MailingId, Progress>>,
 }
 
 impl MailingsJob {
     pub fn new(store: Arc<dyn Store>, metrics: Arc<Metrics>) -> Self {
-        Self { store, metrics, gauged: Default::default(), measured_at: Default::default() }
+        Self {
+            store,
+            metrics,
+            gauged: Default::default(),
+            measured_at: Default::default(),
+            published: Default::default(),
+        }
+    }
+
+    /// Appends a snapshot to the stream of each mailing whose counters moved lately (and each of
+    /// `finished`) when its state changed since its last snapshot, a second ago or more; answers
+    /// how many.
+    async fn publish_progress(&self, now: DateTime<Utc>, finished: &[MailingId]) -> Result<usize, StoreError> {
+        let since = bucket_of(now) - ACTIVE_BUCKETS * BUCKET_SECONDS;
+        let mut followed: Vec<MailingId> =
+            self.store.mailing_tallies(since, i64::MAX, FOLLOWED).await?.into_iter().map(|(id, _)| id).collect();
+        let mut seen: HashSet<MailingId> = followed.iter().copied().collect();
+        for id in finished {
+            if seen.insert(*id) {
+                followed.push(*id);
+            }
+        }
+        let mut events = Vec::new();
+        let mut snapshots = Vec::new();
+        for id in &followed {
+            let previous = self.published.lock().get(id).cloned();
+            if previous.as_ref().is_some_and(|p| now - p.at < SNAPSHOT_EVERY) {
+                continue;
+            }
+            let Some(mailing) = self.store.mailing(*id).await? else { continue };
+            let totals = self.store.mailing_timeline(Some(*id), i64::MAX, 0, i64::MAX, 1).await?;
+            let tally = totals.into_iter().next().map(|(_, t)| t).unwrap_or_default();
+            let progress = Progress::of(*id, mailing.status, &tally, now, previous.as_ref());
+            if previous.is_some_and(|p| p.same_state(&progress)) {
+                continue;
+            }
+            let payload = serde_json::to_value(&progress).map_err(|e| StoreError::Other(Box::new(e)))?;
+            events.push(ChangeEvent::on_channel(StreamName::Mailing(*id).to_string(), PROGRESS_KIND, payload, now));
+            snapshots.push(progress);
+        }
+        self.store.append_events(&events).await?;
+        let mut published = self.published.lock();
+        for progress in snapshots {
+            published.insert(MailingId(progress.mailing_id), progress);
+        }
+        // Mailings whose counters stopped moving are no longer followed.
+        published.retain(|id, _| seen.contains(id));
+        Ok(events.len())
     }
 
     /// Sets the message gauges from the running mailings' counts.
@@ -92,9 +157,10 @@ impl PeriodicJob for MailingsJob {
         if measure {
             self.measure().await?;
         }
+        let snapshots = self.publish_progress(now, &finished).await?;
         if started == 0 && finished.is_empty() {
             return Ok(String::new());
         }
-        Ok(format!("{started} started, {} finished", finished.len()))
+        Ok(format!("{started} started, {} finished, {snapshots} progress snapshots", finished.len()))
     }
 }

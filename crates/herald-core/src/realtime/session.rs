@@ -26,6 +26,7 @@ use crate::{
     error::{ApiError, ErrorCode, Problem},
     hosting::Bearer,
     stream::{SessionCursor, SessionId, StreamName},
+    user::Role,
 };
 
 /// Send times kept per channel for the ack-latency histogram; older ones are forgotten.
@@ -335,12 +336,17 @@ impl Session {
         channels.get(channel).filter(|c| c.generation == generation).map(f)
     }
 
-    /// Who may read what: a user their own stream, a room's members the room's.
+    /// Who may read what: a user their own stream, a room's members the room's, administrators a
+    /// mailing's.
     async fn authorize(&self, stream: StreamName) -> Result<(), ApiError> {
         let me = self.identity.user_id;
         match stream {
             StreamName::User(user) if user == me => Ok(()),
             StreamName::User(_) => Err(ApiError::new(ErrorCode::Forbidden, "only the user may read their own channel")),
+            StreamName::Mailing(_) if self.identity.role == Role::Admin => Ok(()),
+            StreamName::Mailing(_) => {
+                Err(ApiError::new(ErrorCode::Forbidden, "only administrators may follow a mailing's progress"))
+            }
             StreamName::Room(room) => {
                 if self.gw.herald.services.store.is_member(room, me).await? {
                     Ok(())

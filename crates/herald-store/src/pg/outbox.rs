@@ -159,6 +159,15 @@ impl OutboxStore for PgStore {
     /// Committed without waiting for the WAL to reach the disk (`synchronous_commit` off for this
     /// statement's own transaction): a mark lost in a crash only publishes its events again, which
     /// consumers drop by id, and the relay's pass does not wait for an fsync.
+    async fn append_events(&self, events: &[ChangeEvent]) -> Result<(), StoreError> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.pool.begin().await.map_err(err)?;
+        insert_events(&mut tx, events).await?;
+        self.commit(tx).await
+    }
+
     async fn mark_published(&self, seqs: &[i64], at: DateTime<Utc>) -> Result<(), StoreError> {
         sqlx::query(
             "WITH lazy AS MATERIALIZED (SELECT set_config('synchronous_commit', 'off', true)) \

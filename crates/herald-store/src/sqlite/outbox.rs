@@ -69,6 +69,15 @@ impl OutboxStore for SqliteStore {
         rows.iter().map(decode::outbox_event).collect()
     }
 
+    async fn append_events(&self, events: &[ChangeEvent]) -> Result<(), StoreError> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.writer.begin().await.map_err(err)?;
+        insert_events(&mut tx, events).await?;
+        self.commit(tx).await
+    }
+
     async fn mark_published(&self, seqs: &[i64], at: DateTime<Utc>) -> Result<(), StoreError> {
         sqlx::query("UPDATE outbox SET published_at = ? WHERE seq IN (SELECT value FROM json_each(?))")
             .bind(micros(at))

@@ -248,6 +248,8 @@ pub async fn forged_tokens_and_other_users_channels_are_refused(cluster: &Cluste
     assert_eq!(theirs["error"]["code"], "forbidden", "{theirs}");
     let room = ws.subscribe(&format!("room:{}", uuid::Uuid::now_v7()), None).await;
     assert_eq!(room["error"]["code"], "forbidden", "not a member: {room}");
+    let mailing = ws.subscribe(&format!("mailing:{}", uuid::Uuid::now_v7()), None).await;
+    assert_eq!(mailing["error"]["code"], "forbidden", "not an administrator: {mailing}");
     let odd = ws.subscribe("everything", None).await;
     assert_eq!(odd["error"]["code"], "validation_failed", "{odd}");
     ws.send_text("not json").await;

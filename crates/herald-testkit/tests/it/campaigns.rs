@@ -52,6 +52,11 @@ async fn serve_starts_a_future_mailing_and_sends_it() {
         reply.body
     );
     let id = reply.body["id"].as_str().expect("id").to_owned();
+    // An administrator follows its progress live on its stream.
+    let ws_url = format!("{}/ws", app.base.replacen("http://", "ws://", 1));
+    let mut ws = herald_testkit::ws_client::WsClient::connect(&ws_url, &admin, "console").await.expect("connect");
+    let subscribed = ws.subscribe(&format!("mailing:{id}"), None).await;
+    assert_eq!(subscribed["offset"], 0, "{subscribed}");
     provider.wait_accepted(2, Duration::from_secs(20)).await.expect("both 916 clients get the text");
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     loop {
@@ -63,6 +68,29 @@ async fn serve_starts_a_future_mailing_and_sends_it() {
         assert!(tokio::time::Instant::now() < deadline, "the mailing never finished: {:?}", stats.body);
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    // Snapshots, each a second or more after the one before, until the last says finished.
+    let mut snapshots: Vec<serde_json::Value> = Vec::new();
+    while snapshots.last().is_none_or(|s| s["status"] != "finished") {
+        let event = ws.next_event(Duration::from_secs(10)).await;
+        let event = event.unwrap_or_else(|| panic!("no finished snapshot: {snapshots:?}"));
+        assert_eq!(
+            (event["channel"].as_str(), event["type"].as_str()),
+            (Some(format!("mailing:{id}").as_str()), Some("mailing.progress"))
+        );
+        ws.ack(&format!("mailing:{id}"), event["offset"].as_i64().expect("offset")).await;
+        snapshots.push(event["data"].clone());
+    }
+    let last = snapshots.last().expect("a snapshot");
+    assert_eq!(
+        last["messages"],
+        json!({"total": 2, "pending": 0, "sent": 2, "failed": 0, "expired": 0, "cancelled": 0})
+    );
+    assert_eq!(last["attempts"], 2);
+    let at = |s: &serde_json::Value| s["at"].as_str().and_then(|t| t.parse::<chrono::DateTime<chrono::Utc>>().ok());
+    for pair in snapshots.windows(2) {
+        assert!(at(&pair[1]) >= at(&pair[0]).map(|t| t + chrono::Duration::seconds(1)), "{snapshots:?}");
+    }
+    ws.close().await;
     app.stop().await;
     provider.stop().await;
 }
