@@ -108,6 +108,12 @@ impl TimeZone {
     }
 }
 
+impl fmt::Display for TimeZone {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// A recipient of mailings.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Client {

@@ -196,6 +196,8 @@ pub struct Services {
     pub metrics: Arc<metrics::Metrics>,
     /// The largest attachment, in bytes (`HERALD_MAX_UPLOAD_SIZE`).
     pub max_upload: u64,
+    /// The zone whose days the daily report covers (`HERALD_REPORT_TIMEZONE`).
+    pub report_zone: chrono_tz::Tz,
 }
 
 /// The application as every transport sees it: its services and its commands.

@@ -146,6 +146,7 @@ pub const ROUTES: &[Route] = &[
     Route::new("GET", "/api/v1/mailings/{id}/stats", "mailings.stats_one", Nothing, 200),
     Route::new("GET", "/api/v1/mailings/{id}/messages", "mailings.messages", Query, 200),
     Route::new("GET", "/api/v1/mailings/{id}/timeline", "mailings.timeline", Query, 200),
+    Route::new("GET", "/api/v1/reports/daily", "reports.daily", Query, 200),
     Route::new("POST", "/api/v1/events", "events.create", Body, 201),
     Route::new("GET", "/api/v1/events", "events.list", Query, 200),
     Route::new("GET", "/api/v1/events/{id}", "events.get", Nothing, 200),

@@ -8,6 +8,7 @@ pub mod email;
 pub mod mailings;
 pub mod net;
 pub mod relay;
+pub mod reports;
 pub mod retention;
 pub mod scheduler;
 pub mod sender;

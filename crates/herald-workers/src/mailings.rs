@@ -158,9 +158,10 @@ impl PeriodicJob for MailingsJob {
             self.measure().await?;
         }
         let snapshots = self.publish_progress(now, &finished).await?;
+        tracing::debug!(snapshots, "published mailing progress");
         if started == 0 && finished.is_empty() {
             return Ok(String::new());
         }
-        Ok(format!("{started} started, {} finished, {snapshots} progress snapshots", finished.len()))
+        Ok(format!("{started} started, {} finished", finished.len()))
     }
 }

@@ -23,6 +23,7 @@ use herald_workers::{
     collector::FileCollector,
     mailings::MailingsJob,
     relay::{Relay, RelayOptions},
+    reports::DailyReportJob,
     retention::RetentionJob,
     scheduler::{Scheduler, SchedulerOptions},
     sender::{Rate, Sender, SenderOptions},
@@ -121,8 +122,10 @@ pub fn scheduler(
     let mailings = Arc::new(MailingsJob::new(store.clone(), metrics.clone()));
     let retention = Arc::new(RetentionJob::events(store.clone(), config.event_retention.0));
     let notices = Arc::new(RetentionJob::notices(store.clone(), config.notice_retention.0));
+    let report = Arc::new(DailyReportJob::new(store.clone(), config.report_timezone, config.smtp_url.0.is_some()));
     Scheduler::new(store, broker, clock, metrics, scheduler_options(config))
         .with_job(mailings, config.mailings_schedule.clone())
+        .with_job(report, config.report_schedule.clone())
         .with_job(retention, config.event_retention_schedule.clone())
         .with_job(notices, config.notice_retention_schedule.clone())
 }
@@ -423,6 +426,7 @@ async fn start_roles(config: &Config, roles: Roles, parts: Parts) -> anyhow::Res
             clock: Arc::new(SystemClock),
             metrics: metrics.clone(),
             max_upload: config.max_upload_size.0,
+            report_zone: config.report_timezone.0,
         })
         .with_hosting(hosting),
     );

@@ -18,8 +18,19 @@ use crate::command::Registry;
 
 /// The command groups, each the first part of its commands' names; `HERALD_COMMANDS` names some
 /// of them to host (see [`crate::hosting`]).
-pub const GROUPS: &[&str] =
-    &["auth", "users", "api_keys", "notifications", "tasks", "attachments", "clients", "mailings", "events", "rooms"];
+pub const GROUPS: &[&str] = &[
+    "auth",
+    "users",
+    "api_keys",
+    "notifications",
+    "tasks",
+    "attachments",
+    "clients",
+    "mailings",
+    "reports",
+    "events",
+    "rooms",
+];
 
 /// Every command, registered once; transports and the OpenAPI document read this.
 pub fn registry() -> Registry {
@@ -67,6 +78,7 @@ pub fn registry() -> Registry {
         .register(mailings::StatsOne)
         .register(mailings::Messages)
         .register(reports::MailingTimeline)
+        .register(reports::Daily)
         .register(events::Create)
         .register(events::Get)
         .register(events::List)
@@ -198,6 +210,7 @@ mod tests {
                 "mailings.messages",
                 "mailings.stats",
                 "mailings.stats_one",
+                "mailings.timeline",
                 "mailings.update",
                 "notifications.create",
                 "notifications.get",
@@ -205,6 +218,7 @@ mod tests {
                 "notifications.list",
                 "notifications.read",
                 "notifications.read_all",
+                "reports.daily",
                 "rooms.add_member",
                 "rooms.create",
                 "rooms.list",

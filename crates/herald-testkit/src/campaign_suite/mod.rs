@@ -28,7 +28,9 @@ use crate::{
     delivery_suite::{Pipeline, Running},
 };
 
+mod reports;
 mod timing;
+pub use reports::*;
 pub use timing::*;
 
 /// The instant every test's clock starts at: 09:00 UTC, which is 12:00 in Moscow, 19:00 in
@@ -73,6 +75,7 @@ impl Campaign {
             clock: pipe.clock.clone(),
             metrics: pipe.metrics.clone(),
             max_upload: 1 << 20,
+            report_zone: "UTC".parse::<herald_core::campaign::TimeZone>().expect("zone").0,
         }));
         let options = HttpOptions {
             body_limit: 1 << 20,

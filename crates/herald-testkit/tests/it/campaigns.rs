@@ -13,6 +13,7 @@ store_broker_suite! {
         a_provider_outage_mid_mailing_loses_nothing,
         bad_input_is_refused_and_cancelling_stops_what_is_pending,
         a_large_mailing_is_made_in_chunks_while_it_sends,
+        the_daily_report_sums_a_day_and_reaches_each_administrator_once,
     }
 }
 

@@ -10,7 +10,7 @@ mod values;
 use std::{collections::BTreeMap, fmt, net::SocketAddr, path::PathBuf, str::FromStr};
 
 use herald_broker::BrokerUrl;
-use herald_core::{hosting::Hosted, net::Networks, schedule::Schedule};
+use herald_core::{campaign::TimeZone, hosting::Hosted, net::Networks, schedule::Schedule};
 use herald_store::StoreUrl;
 use herald_workers::email::{EmailFrom, SmtpUrl};
 pub use values::*;
@@ -148,6 +148,10 @@ settings! {
         doc "Longest wait between scheduler passes (how late a due delivery may be picked up).";
     mailings_schedule: Schedule = "@every 1s", env "HERALD_MAILINGS_SCHEDULE", flag "mailings-schedule", secret false,
         doc "When the scheduler starts due mailings and finishes drained ones (cron, @every 10s, or off).";
+    report_schedule: Schedule = "off", env "HERALD_REPORT_SCHEDULE", flag "report-schedule", secret false,
+        doc "When the scheduler sends administrators the previous day's mailing report, by email when HERALD_SMTP_URL is set, else to their webhook (cron in UTC like 0 7 * * *, CRON_TZ=Europe/Moscow 0 7 * * *, @daily, or off).";
+    report_timezone: TimeZone = "UTC", env "HERALD_REPORT_TIMEZONE", flag "report-timezone", secret false,
+        doc "The IANA zone whose days the daily report covers (GET /api/v1/reports/daily and the scheduled report).";
     event_retention: Span = "365d", env "HERALD_EVENT_RETENTION", flag "event-retention", secret false,
         doc "Calendar events that ended longer ago than this are deleted by the scheduler.";
     event_retention_schedule: Schedule = "@hourly", env "HERALD_EVENT_RETENTION_SCHEDULE",
