@@ -126,6 +126,15 @@ pub struct Client {
     pub updated_at: DateTime<Utc>,
 }
 
+/// Which clients a list shows: those whose phone starts with `phone_prefix` (digits), with this
+/// operator code, with this tag; an absent part matches every client.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClientFilter {
+    pub phone_prefix: Option<String>,
+    pub operator_code: Option<OperatorCode>,
+    pub tag: Option<Tag>,
+}
+
 /// Which clients a mailing goes to: a client matches when its operator code is among
 /// `operator_codes` and its tag among `tags`; an absent part matches every client.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]

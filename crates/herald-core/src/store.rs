@@ -16,7 +16,7 @@ use chrono::{DateTime, Utc};
 use crate::{
     apikey::{ApiKey, ApiKeyId},
     calendar::{CalendarEvent, CalendarEventId},
-    campaign::{Client, ClientId, FirstAttempts, Mailing, MailingId, MailingStatus, MessageCounts},
+    campaign::{Client, ClientFilter, ClientId, FirstAttempts, Mailing, MailingId, MailingStatus, MessageCounts},
     change::{ChangeEvent, OutboxEvent},
     delivery::{Delivery, DeliveryId, DeliveryReport, DeliveryStatus, NewDelivery},
     error::{ApiError, ErrorCode},
@@ -194,8 +194,13 @@ pub trait CampaignStore: Send + Sync {
 
     async fn client(&self, id: ClientId) -> Result<Option<Client>, StoreError>;
 
-    /// Clients in id order after `after`, at most `limit`.
-    async fn list_clients(&self, after: Option<ClientId>, limit: u32) -> Result<Vec<Client>, StoreError>;
+    /// Clients that `filter` admits, in id order after `after`, at most `limit`.
+    async fn list_clients(
+        &self,
+        filter: &ClientFilter,
+        after: Option<ClientId>,
+        limit: u32,
+    ) -> Result<Vec<Client>, StoreError>;
 
     /// Replaces a stored client. `NotFound` when it is gone; `Conflict` on [`Constraint::ClientsPhone`]
     /// when its new phone is taken.

@@ -20,6 +20,7 @@ pub fn routes() -> Router {
         .route("/demo/demo.css", get(|| async { asset("text/css; charset=utf-8", STYLE) }))
 }
 
-fn asset(content_type: &'static str, body: &'static str) -> Response {
+/// A static page or asset, revalidated on every load.
+pub(crate) fn asset(content_type: &'static str, body: &'static str) -> Response {
     ([(header::CONTENT_TYPE, content_type), (header::CACHE_CONTROL, "no-cache")], body).into_response()
 }

@@ -1,6 +1,7 @@
 //! Herald's HTTP edge: REST adapters over the command registry, problem+json errors, health
 //! probes, the generated OpenAPI document and Swagger UI served from the binary.
 
+pub mod admin;
 pub mod attachments;
 pub mod bulk;
 pub mod demo;
@@ -93,6 +94,7 @@ pub fn router(herald: Arc<Herald>, options: &HttpOptions, readiness: Readiness) 
     let mut app = Router::new()
         .merge(SwaggerUi::new("/docs").external_url_unchecked("/openapi.json", openapi))
         .merge(probe_routes(probes))
+        .merge(admin::routes())
         .merge(api)
         .layer(DefaultBodyLimit::max(options.body_limit))
         .layer(CatchPanicLayer::custom(on_panic))

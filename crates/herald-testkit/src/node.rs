@@ -284,20 +284,37 @@ impl SioClient {
 /// the test's output. Skipped (`Ok`) without `HERALD_TEST_NODE_MODULES` and
 /// `HERALD_TEST_CHROMIUM`, unless `HERALD_TEST_REQUIRE_ALL=1`.
 pub async fn run_demo_browser_test(base_url: &str, admin_token: Option<&str>) -> Result<(), String> {
+    run_browser_script("demo.mjs", base_url, &[("HERALD_DEMO_ADMIN_TOKEN", admin_token.unwrap_or_default())]).await
+}
+
+/// Runs the admin console's browser test (`node tests/js/admin.mjs`) against the Herald at
+/// `base_url` with `env` (the accounts and the mailing it looks at; see the script). Screenshots
+/// go to `target/browser-screenshots/`. `Err` holds the test's output; skipped as
+/// [`run_demo_browser_test`] is.
+pub async fn run_admin_browser_test(base_url: &str, env: &[(&str, &str)]) -> Result<(), String> {
+    run_browser_script("admin.mjs", base_url, env).await
+}
+
+/// Runs `tests/js/<script>` with Playwright on the system's Chromium against `base_url`.
+async fn run_browser_script(script: &str, base_url: &str, env: &[(&str, &str)]) -> Result<(), String> {
     let test = current_test();
     let Some(modules) = node_modules(&test) else { return Ok(()) };
     let Some(chromium) = crate::backend_url("HERALD_TEST_CHROMIUM", &test) else { return Ok(()) };
-    let script = js_dir().join("demo.mjs");
-    let run = Command::new("node")
+    let script = js_dir().join(script);
+    let screenshots = js_dir().join("../../target/browser-screenshots");
+    let mut command = Command::new("node");
+    command
         .arg(&script)
         .env("NODE_PATH", &modules)
         .env("HERALD_URL", base_url)
         .env("HERALD_TEST_CHROMIUM", &chromium)
-        .env("HERALD_DEMO_ADMIN_TOKEN", admin_token.unwrap_or_default())
+        .env("HERALD_SCREENSHOTS", &screenshots)
         .stdin(Stdio::null())
-        .kill_on_drop(true)
-        .output();
-    let output = match tokio::time::timeout(BROWSER_TEST_TIMEOUT, run).await {
+        .kill_on_drop(true);
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    let output = match tokio::time::timeout(BROWSER_TEST_TIMEOUT, command.output()).await {
         Ok(Ok(output)) => output,
         Ok(Err(e)) => return Err(format!("could not start node {}: {e}", script.display())),
         Err(_) => return Err(format!("{} did not finish in {BROWSER_TEST_TIMEOUT:?}", script.display())),

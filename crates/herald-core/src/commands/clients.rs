@@ -9,14 +9,14 @@ use uuid::Uuid;
 
 use crate::{
     Services,
-    campaign::{Client, ClientId, OperatorCode, Phone, Tag, TimeZone},
+    campaign::{Client, ClientFilter, ClientId, OperatorCode, Phone, Tag, TimeZone},
     command::{Access, Command, Ctx},
     error::{ApiError, ErrorCode},
     page::{self, Page},
     store::{Constraint, StoreError},
 };
 
-use super::{tasks::Deleted, users::ListInput};
+use super::tasks::Deleted;
 
 /// A client as the API shows it.
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -138,6 +138,28 @@ impl Command for Get {
     }
 }
 
+/// Input of `clients.list`: a page of the clients every given part matches.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(as = clients::ListInput)]
+pub struct ListInput {
+    /// Only clients whose phone starts with these digits.
+    #[schema(pattern = r"^[0-9]{1,11}$", example = "7916")]
+    pub phone: Option<String>,
+    /// Only clients with this operator code.
+    #[schema(value_type = Option<String>, pattern = r"^[0-9]{3}$")]
+    pub operator_code: Option<OperatorCode>,
+    /// Only clients with this tag.
+    #[schema(value_type = Option<String>, max_length = 64)]
+    pub tag: Option<Tag>,
+    /// Items per page (default 50).
+    #[schema(minimum = 1, maximum = 200)]
+    pub limit: Option<u32>,
+    /// `next_cursor` of the previous page.
+    #[schema(max_length = 64)]
+    pub cursor: Option<String>,
+}
+
 /// Lists clients, oldest first.
 #[derive(Debug)]
 pub struct List;
@@ -152,7 +174,13 @@ impl Command for List {
 
     async fn run(&self, svc: &Services, _cx: &Ctx, input: ListInput) -> Result<Page<ClientView>, ApiError> {
         let (limit, after) = page::request::<ClientId>(input.limit, input.cursor.as_deref())?;
-        let rows = svc.store.list_clients(after, limit + 1).await?;
+        if let Some(phone) = &input.phone
+            && !(phone.len() <= 11 && !phone.is_empty() && phone.bytes().all(|b| b.is_ascii_digit()))
+        {
+            return Err(ApiError::invalid_field("phone", "1 to 11 digits, the start of a phone"));
+        }
+        let filter = ClientFilter { phone_prefix: input.phone, operator_code: input.operator_code, tag: input.tag };
+        let rows = svc.store.list_clients(&filter, after, limit + 1).await?;
         Ok(Page::from_rows(rows, limit, |c| c.id.0, |c| ClientView::from(&c)))
     }
 }

@@ -7,7 +7,9 @@ use std::collections::{HashMap, HashSet};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use herald_core::{
-    campaign::{Client, ClientId, FirstAttempts, MESSAGE_KIND, Mailing, MailingId, MailingStatus, MessageCounts},
+    campaign::{
+        Client, ClientFilter, ClientId, FirstAttempts, MESSAGE_KIND, Mailing, MailingId, MailingStatus, MessageCounts,
+    },
     delivery::{Delivery, DeliveryId, DeliveryStatus},
     store::{CampaignStore, Constraint, StoreError},
     timeline::Tally,
@@ -227,11 +229,30 @@ impl CampaignStore for PgStore {
         row.as_ref().map(decode::client).transpose()
     }
 
-    async fn list_clients(&self, after: Option<ClientId>, limit: u32) -> Result<Vec<Client>, StoreError> {
-        let sql = format!("SELECT * FROM clients WHERE {} ORDER BY id LIMIT $2", after_id(1, after.is_some()));
+    async fn list_clients(
+        &self,
+        filter: &ClientFilter,
+        after: Option<ClientId>,
+        limit: u32,
+    ) -> Result<Vec<Client>, StoreError> {
+        // A plain condition for each part given, one that always holds for the others (as
+        // `after_id` does), so each plan is a plain one and every placeholder is used.
+        let part = |given: bool, condition: &str, n: u8| {
+            if given { condition.to_owned() } else { format!("${n}::text IS NULL") }
+        };
+        let conditions = [
+            after_id(1, after.is_some()),
+            part(filter.phone_prefix.is_some(), "phone LIKE $3 || '%'", 3),
+            part(filter.operator_code.is_some(), "operator_code = $4", 4),
+            part(filter.tag.is_some(), "tag = $5", 5),
+        ];
+        let sql = format!("SELECT * FROM clients WHERE {} ORDER BY id LIMIT $2", conditions.join(" AND "));
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(after.map(|a| a.0))
             .bind(i64::from(limit))
+            .bind(filter.phone_prefix.as_deref())
+            .bind(filter.operator_code.as_ref().map(|c| c.as_str()))
+            .bind(filter.tag.as_ref().map(|t| t.as_str()))
             .fetch_all(&self.pool)
             .await
             .map_err(err)?;

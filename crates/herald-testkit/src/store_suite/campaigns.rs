@@ -4,7 +4,8 @@
 use chrono::{DateTime, Duration, Utc};
 use herald_core::{
     campaign::{
-        Client, ClientId, Mailing, MailingFilter, MailingId, MailingStatus, MessageText, OperatorCode, Phone, Tag,
+        Client, ClientFilter, ClientId, Mailing, MailingFilter, MailingId, MailingStatus, MessageText, OperatorCode,
+        Phone, Tag,
     },
     delivery::SendWindow,
     store::{Constraint, Store, StoreError},
@@ -91,7 +92,7 @@ pub async fn clients_round_trip_and_a_taken_phone_names_its_constraint(store: &d
     assert_eq!(store.client(bob.id).await.expect("get"), Some(changed));
     let ghost = new_client("79990000004", "999", "", "UTC");
     assert!(matches!(store.update_client(&ghost).await, Err(StoreError::NotFound)));
-    assert_eq!(store.list_clients(None, 10).await.expect("list").len(), 2);
+    assert_eq!(store.list_clients(&ClientFilter::default(), None, 10).await.expect("list").len(), 2);
 }
 
 pub async fn inserting_clients_skips_taken_phones_and_repeats_in_the_batch(store: &dyn Store) {
@@ -126,7 +127,7 @@ pub async fn inserting_a_large_batch_of_clients_stores_every_new_one(store: &dyn
     let mut listed = Vec::new();
     let mut after = None;
     loop {
-        let page = store.list_clients(after, 1000).await.expect("list");
+        let page = store.list_clients(&ClientFilter::default(), after, 1000).await.expect("list");
         let Some(last) = page.last() else { break };
         after = Some(last.id);
         listed.extend(page);
@@ -139,12 +140,47 @@ pub async fn clients_list_in_id_order_page_by_page(store: &dyn Store) {
     assert!(store.insert_clients(&clients).await.expect("insert").is_empty());
     let ids: Vec<ClientId> = clients.iter().map(|c| c.id).collect();
     let page = |after, limit| async move {
-        store.list_clients(after, limit).await.expect("list").into_iter().map(|c| c.id).collect::<Vec<_>>()
+        store
+            .list_clients(&ClientFilter::default(), after, limit)
+            .await
+            .expect("list")
+            .into_iter()
+            .map(|c| c.id)
+            .collect::<Vec<_>>()
     };
     assert_eq!(page(None, 2).await, ids[..2]);
     assert_eq!(page(Some(ids[1]), 2).await, ids[2..4]);
     assert_eq!(page(Some(ids[3]), 2).await, ids[4..]);
     assert!(page(Some(ids[4]), 2).await.is_empty());
+
+    // Filtered: by the start of the phone, the operator code, the tag, and all together.
+    let more = [
+        new_client("79031110000", "903", "vip", "UTC"),
+        new_client("79031120000", "777", "vip", "UTC"),
+        new_client("79251110000", "925", "new", "UTC"),
+    ];
+    assert!(store.insert_clients(&more).await.expect("insert").is_empty());
+    let phones = |filter: ClientFilter| async move {
+        let listed = store.list_clients(&filter, None, 100).await.expect("list");
+        listed.into_iter().map(|c| c.phone.as_str().to_owned()).collect::<Vec<_>>()
+    };
+    let code = |c: &str| Some(OperatorCode::parse(c).expect("code"));
+    let tag = |t: &str| Some(Tag::parse(t).expect("tag"));
+    let prefix = |p: &str| Some(p.to_owned());
+    assert_eq!(
+        phones(ClientFilter { phone_prefix: prefix("7903"), ..Default::default() }).await,
+        ["79031110000", "79031120000"]
+    );
+    assert_eq!(
+        phones(ClientFilter { phone_prefix: prefix("79031110000"), ..Default::default() }).await,
+        ["79031110000"]
+    );
+    assert_eq!(phones(ClientFilter { operator_code: code("777"), ..Default::default() }).await, ["79031120000"]);
+    assert_eq!(phones(ClientFilter { tag: tag("vip"), ..Default::default() }).await, ["79031110000", "79031120000"]);
+    let all_three = ClientFilter { phone_prefix: prefix("790"), operator_code: code("903"), tag: tag("vip") };
+    assert_eq!(phones(all_three).await, ["79031110000"]);
+    assert!(phones(ClientFilter { phone_prefix: prefix("8"), ..Default::default() }).await.is_empty());
+    assert_eq!(phones(ClientFilter::default()).await.len(), 8);
 }
 
 pub async fn mailings_round_trip_and_list_by_status_page_by_page(store: &dyn Store) {

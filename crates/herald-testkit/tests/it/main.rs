@@ -56,6 +56,7 @@ macro_rules! api_tests {
     };
 }
 
+mod admin_console;
 mod api;
 mod broker;
 mod campaigns;
