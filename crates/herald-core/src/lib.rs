@@ -155,6 +155,7 @@ pub mod metrics;
 pub mod net;
 pub mod notice;
 pub mod notify;
+pub mod oidc;
 pub mod page;
 pub mod realtime;
 pub mod redact;

@@ -339,6 +339,22 @@ pub trait UserStore: Send + Sync {
 
     async fn credentials_by_email(&self, email: &Email) -> Result<Option<UserCredentials>, StoreError>;
 
+    /// The account linked to `subject` at OpenID Connect provider `issuer`, if any.
+    async fn user_by_identity(&self, issuer: &str, subject: &str) -> Result<Option<User>, StoreError>;
+
+    /// Links `subject` at `issuer` to account `user`; `Conflict` when that identity is linked
+    /// already.
+    async fn link_identity(
+        &self,
+        issuer: &str,
+        subject: &str,
+        user: UserId,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError>;
+
+    /// Gives account `user` `role`; answers the account as it now is, `NotFound` when it is gone.
+    async fn set_role(&self, user: UserId, role: crate::user::Role) -> Result<User, StoreError>;
+
     /// Users in id order, starting after `after`, at most `limit`.
     async fn list_users(&self, after: Option<UserId>, limit: u32) -> Result<Vec<User>, StoreError>;
 

@@ -8,6 +8,7 @@ pub mod demo;
 pub mod extract;
 pub mod gateway;
 pub mod observe;
+pub mod oidc;
 pub mod openapi;
 pub mod peer;
 pub mod problem;
@@ -66,11 +67,14 @@ pub struct HttpOptions {
     pub ready_timeout: Duration,
     /// Reverse proxies whose `X-Forwarded-For` names the client.
     pub trusted_proxies: Networks,
+    /// Single sign-on through an OpenID Connect provider, when configured.
+    pub oidc: Option<herald_core::oidc::OidcSettings>,
 }
 
 /// The whole HTTP application; `/readyz` also waits for every part registered in `readiness`.
 pub fn router(herald: Arc<Herald>, options: &HttpOptions, readiness: Readiness) -> Router {
     let metrics_registry = herald.services.metrics.clone();
+    let oidc_herald = herald.clone();
     let state = AppState { herald, body_limit: options.body_limit, trusted_proxies: options.trusted_proxies.clone() };
     let openapi = openapi::document(&state.herald);
     let ready_timeout = options.ready_timeout;
@@ -95,6 +99,7 @@ pub fn router(herald: Arc<Herald>, options: &HttpOptions, readiness: Readiness) 
         .merge(SwaggerUi::new("/docs").external_url_unchecked("/openapi.json", openapi))
         .merge(probe_routes(probes))
         .merge(admin::routes())
+        .merge(oidc::routes(oidc_herald, options.oidc.clone().map(|o| Arc::new(oidc::OidcClient::new(o)))))
         .merge(api)
         .layer(DefaultBodyLimit::max(options.body_limit))
         .layer(CatchPanicLayer::custom(on_panic))

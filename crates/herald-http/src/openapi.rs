@@ -121,7 +121,7 @@ pub fn document(herald: &Herald) -> Value {
         add(&info.output);
         stream_outputs.insert(name, info.output.name.clone());
     }
-    for (path, item) in stream_paths(&stream_outputs) {
+    for (path, item) in stream_paths(&stream_outputs).into_iter().chain(sign_in_paths()) {
         // Merge: a path may also have command routes under other methods.
         let entry = paths.entry(path).or_insert_with(|| json!({}));
         if let (Some(entry), Value::Object(methods)) = (entry.as_object_mut(), item) {
@@ -273,6 +273,69 @@ fn stream_paths(outputs: &std::collections::BTreeMap<&str, String>) -> Vec<(&'st
                     {"name": "If-None-Match", "in": "header", "required": false, "schema": {"type": "string"}},
                 ],
                 "responses": download_responses,
+            }}),
+        ),
+    ]
+}
+
+/// Sign-in through an OpenID Connect provider: browser redirects, not JSON commands.
+fn sign_in_paths() -> Vec<(&'static str, Value)> {
+    let mut start = Map::new();
+    start.insert(
+        "302".into(),
+        json!({"description": "To the provider's authorization endpoint, with a sign-in cookie (HttpOnly, 10 minutes)"}),
+    );
+    problem_responses(&mut start, &[ErrorCode::NotFound, ErrorCode::Unavailable, ErrorCode::Internal]);
+    let mut callback = Map::new();
+    callback.insert(
+        "303".into(),
+        json!({"description": "Back to the page the sign-in started from, with `#access_token=<Herald token>`"}),
+    );
+    problem_responses(
+        &mut callback,
+        &[
+            ErrorCode::Unauthorized,
+            ErrorCode::NotFound,
+            ErrorCode::Conflict,
+            ErrorCode::ValidationFailed,
+            ErrorCode::Unavailable,
+            ErrorCode::Internal,
+        ],
+    );
+    let query = |name: &str, description: &str| json!({"name": name, "in": "query", "required": false, "description": description, "schema": {"type": "string"}});
+    vec![
+        (
+            "/api/v1/auth/oidc",
+            json!({"get": {
+                "operationId": "auth.oidc",
+                "summary": "Whether single sign-on through an OpenID Connect provider is configured",
+                "tags": ["auth"],
+                "responses": {"200": {"description": "On or off", "content": {"application/json": {"schema": {
+                    "type": "object", "required": ["enabled"], "properties": {"enabled": {"type": "boolean"}},
+                }}}}},
+            }}),
+        ),
+        (
+            "/api/v1/auth/oidc/start",
+            json!({"get": {
+                "operationId": "auth.oidc_start",
+                "summary": "Start a single sign-on (authorization code with PKCE)",
+                "tags": ["auth"],
+                "parameters": [query("to", "A path of this origin to return to (default /admin/)")],
+                "responses": start,
+            }}),
+        ),
+        (
+            "/api/v1/auth/oidc/callback",
+            json!({"get": {
+                "operationId": "auth.oidc_callback",
+                "summary": "The provider's redirect back: exchanges the code and signs in",
+                "description": "Accounts are keyed by issuer and subject; an existing account is linked by email \
+                    only when the provider says the email is verified. The role comes from the configured claim.",
+                "tags": ["auth"],
+                "parameters": [query("code", "The authorization code"), query("state", "The sign-in's state"),
+                    query("error", "The provider's refusal"), query("error_description", "Why")],
+                "responses": callback,
             }}),
         ),
     ]

@@ -13,6 +13,7 @@ pub mod cluster;
 pub mod delivery_suite;
 pub mod mock_provider;
 pub mod node;
+pub mod oidc_provider;
 pub mod processes;
 pub mod proxy;
 pub mod realtime_suite;

@@ -435,6 +435,7 @@ async fn start_roles(config: &Config, roles: Roles, parts: Parts) -> anyhow::Res
         cors_origins: config.cors_origins.0.clone(),
         ready_timeout: std::time::Duration::from_secs(2),
         trusted_proxies: config.trusted_proxies.clone(),
+        oidc: config.oidc(),
     };
     let shutdown = CancellationToken::new();
     let workers = tokio_util::task::TaskTracker::new();

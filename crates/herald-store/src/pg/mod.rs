@@ -127,6 +127,48 @@ impl UserStore for PgStore {
         row.as_ref().map(decode::user).transpose()
     }
 
+    async fn user_by_identity(&self, issuer: &str, subject: &str) -> Result<Option<User>, StoreError> {
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            decode::user_columns!(),
+            " FROM users WHERE id = (SELECT user_id FROM user_identities WHERE issuer = $1 AND subject = $2)"
+        ))
+        .bind(issuer)
+        .bind(subject)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(err)?;
+        row.as_ref().map(decode::user).transpose()
+    }
+
+    async fn link_identity(
+        &self,
+        issuer: &str,
+        subject: &str,
+        user: UserId,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        sqlx::query("INSERT INTO user_identities (issuer, subject, user_id, created_at) VALUES ($1, $2, $3, $4)")
+            .bind(issuer)
+            .bind(subject)
+            .bind(user.0)
+            .bind(now)
+            .execute(&self.pool)
+            .await
+            .map_err(err)?;
+        Ok(())
+    }
+
+    async fn set_role(&self, user: UserId, role: herald_core::user::Role) -> Result<User, StoreError> {
+        let row = sqlx::query(concat!("UPDATE users SET role = $2 WHERE id = $1 RETURNING ", decode::user_columns!()))
+            .bind(user.0)
+            .bind(role.as_str())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(err)?;
+        row.as_ref().map(decode::user).transpose()?.ok_or(StoreError::NotFound)
+    }
+
     async fn credentials_by_email(&self, email: &Email) -> Result<Option<UserCredentials>, StoreError> {
         let row =
             sqlx::query(concat!("SELECT ", decode::user_columns!(), ", password_hash FROM users WHERE email = $1"))

@@ -82,6 +82,7 @@ impl Campaign {
             cors_origins: Vec::new(),
             ready_timeout: Duration::from_secs(2),
             trusted_proxies: Default::default(),
+            oidc: None,
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let base = format!("http://{}", listener.local_addr().expect("addr"));

@@ -3,7 +3,10 @@
 
 use std::time::Duration;
 
-use herald_testkit::mock_provider::MockProvider;
+use herald_testkit::{
+    mock_provider::MockProvider,
+    oidc_provider::{Person, TestOidcProvider},
+};
 use reqwest::StatusCode;
 use serde_json::json;
 
@@ -38,12 +41,23 @@ async fn the_console_is_served_from_the_binary() {
     app.stop().await;
 }
 
-/// The console in a browser: a plain user is refused; an administrator watches a running
+/// The console in a browser: a plain user is refused; an administrator (signed in with a
+/// password, and again through the test OpenID Connect provider) watches a running
 /// mailing's counts move live and its charts draw, at desktop and phone widths, imports a file
 /// with a bad line, searches clients, opens the provider and real-time panels; nothing loads
 /// from another host (see `tests/js/admin.mjs`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_console_works_in_a_browser() {
+    let sso = TestOidcProvider::start("herald-console", "console-secret").await;
+    sso.sign_in_next(Person {
+        subject: "ops-1".into(),
+        email: "ops@example.org".into(),
+        email_verified: true,
+        name: "Ops".into(),
+        groups: vec!["herald-admin".into()],
+    });
+    let addr = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr");
+    let issuer = sso.issuer();
     let provider = MockProvider::start("console-token").await;
     // Slow enough that the mailing is still running while the browser watches it.
     provider.set_latency(Duration::from_millis(150), Duration::ZERO);
@@ -53,6 +67,11 @@ async fn the_console_works_in_a_browser() {
         env.insert("HERALD_PROVIDER_TOKEN".into(), "console-token".into());
         env.insert("HERALD_SENDER_CONCURRENCY".into(), "2".into());
         env.insert("HERALD_SENDER_MIN_CONCURRENCY".into(), "2".into());
+        env.insert("HERALD_HTTP_ADDR".into(), addr.to_string());
+        env.insert("HERALD_OIDC_ISSUER".into(), issuer);
+        env.insert("HERALD_OIDC_CLIENT_ID".into(), "herald-console".into());
+        env.insert("HERALD_OIDC_CLIENT_SECRET".into(), "console-secret".into());
+        env.insert("HERALD_OIDC_REDIRECT_URL".into(), format!("http://{addr}/api/v1/auth/oidc/callback"));
     })
     .await
     .expect("SQLite");
@@ -75,16 +94,20 @@ async fn the_console_works_in_a_browser() {
     let id = mailing.body["id"].as_str().expect("id").to_owned();
     provider.wait_accepted(1, Duration::from_secs(10)).await.expect("sending began");
 
+    let sso_host = sso.host();
     let env = [
         ("HERALD_ADMIN_EMAIL", "root@example.org"),
         ("HERALD_ADMIN_PASSWORD", "password123"),
         ("HERALD_USER_EMAIL", "plain@example.org"),
         ("HERALD_USER_PASSWORD", "password123"),
         ("HERALD_MAILING_ID", id.as_str()),
+        ("HERALD_OIDC", "1"),
+        ("HERALD_OIDC_HOST", &sso_host),
     ];
     let result = herald_testkit::node::run_admin_browser_test(&app.base, &env).await;
     app.stop().await;
     provider.stop().await;
+    sso.stop();
     if let Err(output) = result {
         panic!("the admin console's browser test failed:\n{output}");
     }

@@ -78,6 +78,7 @@ mod rooms;
 mod security;
 mod security_webhooks;
 mod split;
+mod sso;
 mod statics;
 mod store;
 mod streams;

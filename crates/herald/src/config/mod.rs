@@ -252,6 +252,20 @@ settings! {
         doc "The Cache-Control header sent with every static file.";
     cors_origins: Origins = "", env "HERALD_CORS_ORIGINS", flag "cors-origins", secret false,
         doc "Comma-separated origins allowed by CORS, or *; empty turns CORS off.";
+    oidc_issuer: Optional<AnyHttpUrl> = "", env "HERALD_OIDC_ISSUER", flag "oidc-issuer", secret false,
+        doc "OpenID Connect issuer for single sign-on to the console and the API (its /.well-known/openid-configuration is read); empty turns it off.";
+    oidc_client_id: Optional<HeaderText> = "", env "HERALD_OIDC_CLIENT_ID", flag "oidc-client-id", secret false,
+        doc "Herald's client id at the OpenID Connect provider; required with oidc_issuer.";
+    oidc_client_secret: Optional<Token> = "", env "HERALD_OIDC_CLIENT_SECRET", flag "oidc-client-secret", secret true,
+        doc "Herald's client secret at the OpenID Connect provider (sent with HTTP Basic to its token endpoint); required with oidc_issuer.";
+    oidc_redirect_url: Optional<AnyHttpUrl> = "", env "HERALD_OIDC_REDIRECT_URL", flag "oidc-redirect-url", secret false,
+        doc "Herald's callback as registered at the provider: https://<herald>/api/v1/auth/oidc/callback; required with oidc_issuer.";
+    oidc_scopes: HeaderText = "openid email profile", env "HERALD_OIDC_SCOPES", flag "oidc-scopes", secret false,
+        doc "Scopes asked of the provider (openid is needed).";
+    oidc_role_claim: Name = "groups", env "HERALD_OIDC_ROLE_CLAIM", flag "oidc-role-claim", secret false,
+        doc "The ID token claim (a string or a list) that gives the Herald role.";
+    oidc_admin_values: List = "herald-admin", env "HERALD_OIDC_ADMIN_VALUES", flag "oidc-admin-values", secret false,
+        doc "Comma-separated values of oidc_role_claim that make an administrator; anyone else signs in as a user.";
     log_format: LogFormat = "auto", env "HERALD_LOG_FORMAT", flag "log-format", secret false,
         doc "Log format on stderr: auto (pretty on a terminal, JSON otherwise), pretty or json.";
     log_level: LogFilter = "info", env "HERALD_LOG", flag "log", secret false,
@@ -471,6 +485,22 @@ impl Config {
     }
 }
 
+impl Config {
+    /// Single sign-on's settings, when `oidc_issuer` is set (the others are checked with it).
+    pub fn oidc(&self) -> Option<herald_core::oidc::OidcSettings> {
+        let issuer = self.oidc_issuer.0.as_ref()?;
+        Some(herald_core::oidc::OidcSettings {
+            issuer: issuer.0.clone(),
+            client_id: self.oidc_client_id.0.as_ref()?.0.clone(),
+            client_secret: self.oidc_client_secret.0.as_ref()?.expose().to_owned(),
+            redirect_url: self.oidc_redirect_url.0.as_ref()?.0.clone(),
+            scopes: self.oidc_scopes.0.clone(),
+            role_claim: self.oidc_role_claim.0.clone(),
+            admin_values: self.oidc_admin_values.0.clone(),
+        })
+    }
+}
+
 /// Rules between settings, checked once every setting parsed.
 fn check_together(config: &Config, raw: &BTreeMap<&'static str, Raw>, errors: &mut Vec<SettingError>) {
     if let Err(err) = config.email() {
@@ -481,6 +511,21 @@ fn check_together(config: &Config, raw: &BTreeMap<&'static str, Raw>, errors: &m
             setting: "email_from".to_owned(),
             message: format!("must be set with smtp_url (from {}): every email needs a From", raw["smtp_url"].source),
         });
+    }
+    if config.oidc_issuer.0.is_some() {
+        let missing = [
+            ("oidc_client_id", config.oidc_client_id.0.is_none()),
+            ("oidc_client_secret", config.oidc_client_secret.0.is_none()),
+            ("oidc_redirect_url", config.oidc_redirect_url.0.is_none()),
+        ];
+        for (setting, absent) in missing {
+            if absent {
+                errors.push(SettingError {
+                    setting: setting.to_owned(),
+                    message: format!("must be set with oidc_issuer (from {})", raw["oidc_issuer"].source),
+                });
+            }
+        }
     }
     // A sender keeps the longest channel call plus 5 s free at the end of each claim; a lease no
     // longer than that would have every delivery handed back, unsent, forever.

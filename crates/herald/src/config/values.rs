@@ -356,6 +356,30 @@ impl fmt::Display for Fraction {
     }
 }
 
+/// An `http://` or `https://` URL with a host, kept exactly as written (an OpenID Connect
+/// issuer is compared with its tokens' `iss` character for character).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AnyHttpUrl(pub String);
+
+impl FromStr for AnyHttpUrl {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let rest = s.strip_prefix("https://").or_else(|| s.strip_prefix("http://"));
+        match rest {
+            Some(rest) if !rest.is_empty() && !rest.starts_with('/') && !s.contains(char::is_whitespace) => {
+                Ok(Self(s.to_owned()))
+            }
+            _ => Err("must be an http:// or https:// URL with a host".into()),
+        }
+    }
+}
+
+impl fmt::Display for AnyHttpUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

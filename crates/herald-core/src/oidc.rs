@@ -1,0 +1,461 @@
+//! Sign-in with OpenID Connect (authorization code + PKCE), without IO: the provider's discovery
+//! and keys as data, the browser's sealed sign-in state, ID token verification (RS256 or ES256
+//! against the issuer's JWKS; an unknown key id asks the caller to fetch the keys again, which is
+//! how a rotation is followed), the Herald role from a claim, and the account a verified identity
+//! signs in as. `herald-http` does the fetching and the redirects.
+
+use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD as B64};
+use chrono::{DateTime, Utc};
+use rand::RngCore as _;
+use ring::signature;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sha2::{Digest as _, Sha256};
+
+use crate::{
+    Services,
+    auth::{AccessToken, Identity},
+    error::{ApiError, ErrorCode},
+    store::{Constraint, StoreError},
+    user::{Email, NewUser, Password, Role, User, UserId, UserName},
+};
+
+/// What an operator configures. `Debug` leaves the client secret out.
+#[derive(Clone)]
+pub struct OidcSettings {
+    /// The issuer URL, exactly as its tokens' `iss` says it.
+    pub issuer: String,
+    pub client_id: String,
+    pub client_secret: String,
+    /// Herald's callback as the provider knows it: `https://<herald>/api/v1/auth/oidc/callback`.
+    pub redirect_url: String,
+    pub scopes: String,
+    /// The claim that carries the role: a string or a list of strings (`groups`, `roles`).
+    pub role_claim: String,
+    /// Values of `role_claim` that make an administrator; anyone else signs in as a user.
+    pub admin_values: Vec<String>,
+}
+
+impl std::fmt::Debug for OidcSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OidcSettings")
+            .field("issuer", &self.issuer)
+            .field("client_id", &self.client_id)
+            .field("client_secret", &"***")
+            .field("redirect_url", &self.redirect_url)
+            .field("scopes", &self.scopes)
+            .field("role_claim", &self.role_claim)
+            .field("admin_values", &self.admin_values)
+            .finish()
+    }
+}
+
+/// The parts of the provider's discovery document Herald uses.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Discovery {
+    pub issuer: String,
+    pub authorization_endpoint: String,
+    pub token_endpoint: String,
+    pub jwks_uri: String,
+}
+
+/// The provider's signing keys.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct Jwks {
+    pub keys: Vec<Jwk>,
+}
+
+/// One public key (RSA or P-256 EC).
+#[derive(Debug, Clone, Deserialize)]
+pub struct Jwk {
+    pub kty: String,
+    #[serde(default)]
+    pub kid: Option<String>,
+    #[serde(default)]
+    pub n: Option<String>,
+    #[serde(default)]
+    pub e: Option<String>,
+    #[serde(default)]
+    pub crv: Option<String>,
+    #[serde(default)]
+    pub x: Option<String>,
+    #[serde(default)]
+    pub y: Option<String>,
+}
+
+/// What a browser carries (sealed, in a cookie) from the start of a sign-in to its callback.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pending {
+    pub state: String,
+    pub nonce: String,
+    pub verifier: String,
+    /// Where the browser goes once signed in: a path of this origin.
+    pub to: String,
+    /// Unix seconds after which the sign-in is stale.
+    pub exp: i64,
+}
+
+/// The purpose a [`Pending`] is sealed for.
+pub const PENDING_PURPOSE: &str = "oidc-pending";
+
+/// How long a sign-in may take, from its start to its callback.
+pub const PENDING_SECONDS: i64 = 600;
+
+fn random_token() -> String {
+    let mut bytes = [0u8; 32];
+    rand::rng().fill_bytes(&mut bytes);
+    B64.encode(bytes)
+}
+
+impl Pending {
+    /// A new sign-in to `to` at `now`: fresh state, nonce and PKCE verifier.
+    pub fn new(to: String, now: DateTime<Utc>) -> Self {
+        Self {
+            state: random_token(),
+            nonce: random_token(),
+            verifier: random_token(),
+            to,
+            exp: now.timestamp() + PENDING_SECONDS,
+        }
+    }
+
+    /// The PKCE challenge of its verifier (S256).
+    pub fn challenge(&self) -> String {
+        B64.encode(Sha256::digest(self.verifier.as_bytes()))
+    }
+}
+
+/// Where a sign-in may send the browser: a path of this origin (never `//host` or a scheme),
+/// `/admin/` when none or a bad one is given; without its fragment, which carries the token.
+pub fn safe_return(to: Option<&str>) -> String {
+    let to = to.map(|t| t.split('#').next().unwrap_or_default());
+    match to {
+        Some(to) if to.starts_with('/') && !to.starts_with("//") && !to.contains('\\') && to.len() <= 512 => {
+            to.chars().filter(|c| !c.is_control()).collect()
+        }
+        _ => "/admin/".to_owned(),
+    }
+}
+
+/// Why an ID token was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IdTokenError {
+    #[error("the ID token is malformed")]
+    Malformed,
+    #[error("the ID token is signed with {0:?}, which Herald does not accept")]
+    Algorithm(String),
+    /// Fetch the keys again and retry once: the provider may have rotated them.
+    #[error("the ID token is signed with a key the issuer does not list")]
+    UnknownKey,
+    #[error("the ID token's signature does not hold")]
+    BadSignature,
+    #[error("the ID token {0}")]
+    Claim(&'static str),
+}
+
+impl From<IdTokenError> for ApiError {
+    fn from(err: IdTokenError) -> Self {
+        ApiError::new(ErrorCode::Unauthorized, format!("single sign-on failed: {err}"))
+    }
+}
+
+/// The verified claims of an ID token that Herald reads.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IdClaims {
+    pub subject: String,
+    pub email: Option<String>,
+    pub email_verified: bool,
+    pub name: Option<String>,
+    /// Every claim, for the role.
+    pub all: Value,
+}
+
+/// How much a token's times may be off the clock.
+const LEEWAY_SECONDS: i64 = 60;
+
+/// Verifies `token`'s signature against `keys` and its claims against the issuer, the client,
+/// the sign-in's nonce and `now`.
+pub fn verify_id_token(
+    token: &str,
+    keys: &Jwks,
+    issuer: &str,
+    client_id: &str,
+    nonce: &str,
+    now: DateTime<Utc>,
+) -> Result<IdClaims, IdTokenError> {
+    let mut parts = token.split('.');
+    let (Some(header), Some(payload), Some(sig), None) = (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(IdTokenError::Malformed);
+    };
+    let header: Value = serde_json::from_slice(&B64.decode(header).map_err(|_| IdTokenError::Malformed)?)
+        .map_err(|_| IdTokenError::Malformed)?;
+    let sig = B64.decode(sig).map_err(|_| IdTokenError::Malformed)?;
+    let alg = header["alg"].as_str().unwrap_or_default();
+    let kid = header["kid"].as_str();
+    let (kty, algorithm): (&str, &dyn signature::VerificationAlgorithm) = match alg {
+        "RS256" => ("RSA", &signature::RSA_PKCS1_2048_8192_SHA256),
+        "ES256" => ("EC", &signature::ECDSA_P256_SHA256_FIXED),
+        other => return Err(IdTokenError::Algorithm(other.to_owned())),
+    };
+    let candidates: Vec<&Jwk> =
+        keys.keys.iter().filter(|k| k.kty == kty && (kid.is_none() || k.kid.as_deref() == kid)).collect();
+    if candidates.is_empty() {
+        return Err(IdTokenError::UnknownKey);
+    }
+    let message = &token.as_bytes()[..header_and_payload_len(token)];
+    let verified = candidates.iter().any(|k| {
+        public_key(k).is_some_and(|key| signature::UnparsedPublicKey::new(algorithm, key).verify(message, &sig).is_ok())
+    });
+    if !verified {
+        return Err(IdTokenError::BadSignature);
+    }
+    let claims: Value = serde_json::from_slice(&B64.decode(payload).map_err(|_| IdTokenError::Malformed)?)
+        .map_err(|_| IdTokenError::Malformed)?;
+    if claims["iss"].as_str() != Some(issuer) {
+        return Err(IdTokenError::Claim("is from another issuer"));
+    }
+    let audience_ok = match &claims["aud"] {
+        Value::String(aud) => aud == client_id,
+        Value::Array(auds) => auds.iter().any(|a| a.as_str() == Some(client_id)),
+        _ => false,
+    };
+    if !audience_ok {
+        return Err(IdTokenError::Claim("is for another client"));
+    }
+    let t = now.timestamp();
+    if claims["exp"].as_i64().is_none_or(|exp| exp + LEEWAY_SECONDS <= t) {
+        return Err(IdTokenError::Claim("has expired"));
+    }
+    if claims["iat"].as_i64().is_some_and(|iat| iat - LEEWAY_SECONDS > t) {
+        return Err(IdTokenError::Claim("was issued in the future"));
+    }
+    if claims["nonce"].as_str() != Some(nonce) {
+        return Err(IdTokenError::Claim("belongs to another sign-in (nonce)"));
+    }
+    let subject = claims["sub"]
+        .as_str()
+        .filter(|s| !s.is_empty() && s.len() <= 255)
+        .ok_or(IdTokenError::Claim("has no subject"))?;
+    Ok(IdClaims {
+        subject: subject.to_owned(),
+        email: claims["email"].as_str().map(str::to_owned),
+        email_verified: claims["email_verified"].as_bool() == Some(true),
+        name: claims["name"].as_str().map(str::to_owned),
+        all: claims,
+    })
+}
+
+fn header_and_payload_len(token: &str) -> usize {
+    token.rfind('.').unwrap_or(0)
+}
+
+/// A key's public bytes as ring reads them: an RSA key as DER `RSAPublicKey` (n, e), a P-256
+/// key as an uncompressed point.
+fn public_key(k: &Jwk) -> Option<Vec<u8>> {
+    match k.kty.as_str() {
+        "RSA" => {
+            let n = B64.decode(k.n.as_deref()?).ok()?;
+            let e = B64.decode(k.e.as_deref()?).ok()?;
+            Some(rsa_public_key_der(&n, &e))
+        }
+        "EC" if k.crv.as_deref() == Some("P-256") => {
+            let x = B64.decode(k.x.as_deref()?).ok()?;
+            let y = B64.decode(k.y.as_deref()?).ok()?;
+            (x.len() == 32 && y.len() == 32).then(|| [&[4u8][..], &x, &y].concat())
+        }
+        _ => None,
+    }
+}
+
+/// DER `SEQUENCE { INTEGER n, INTEGER e }`.
+fn rsa_public_key_der(n: &[u8], e: &[u8]) -> Vec<u8> {
+    fn integer(bytes: &[u8]) -> Vec<u8> {
+        let trimmed: &[u8] = {
+            let start = bytes.iter().position(|&b| b != 0).unwrap_or(bytes.len().saturating_sub(1));
+            &bytes[start..]
+        };
+        let mut value = Vec::with_capacity(trimmed.len() + 1);
+        if trimmed.first().is_some_and(|&b| b & 0x80 != 0) {
+            value.push(0);
+        }
+        value.extend_from_slice(trimmed);
+        tlv(0x02, &value)
+    }
+    fn tlv(tag: u8, value: &[u8]) -> Vec<u8> {
+        let mut out = vec![tag];
+        let len = value.len();
+        if len < 0x80 {
+            out.push(len as u8);
+        } else {
+            let bytes: Vec<u8> = len.to_be_bytes().into_iter().skip_while(|&b| b == 0).collect();
+            out.push(0x80 | bytes.len() as u8);
+            out.extend(bytes);
+        }
+        out.extend_from_slice(value);
+        out
+    }
+    tlv(0x30, &[integer(n), integer(e)].concat())
+}
+
+/// The role the claims give: admin when `role_claim` (a string or a list) holds one of
+/// `admin_values`.
+pub fn role_of(claims: &IdClaims, role_claim: &str, admin_values: &[String]) -> Role {
+    let holds = |v: &Value| v.as_str().is_some_and(|s| admin_values.iter().any(|a| a == s));
+    let admin = match &claims.all[role_claim] {
+        Value::Array(values) => values.iter().any(holds),
+        v => holds(v),
+    };
+    if admin { Role::Admin } else { Role::User }
+}
+
+/// Signs in the person `claims` names at `issuer`: the account linked to issuer and subject; else
+/// the account with their email, linked now, when the provider vouches for the email; else a new
+/// account (no usable password). The role follows `role`, on every sign-in. Answers the account
+/// and a Herald access token, as a local login does.
+pub async fn sign_in(
+    svc: &Services,
+    issuer: &str,
+    claims: &IdClaims,
+    role: Role,
+) -> Result<(User, AccessToken), ApiError> {
+    let store = svc.store.as_ref();
+    let now = svc.clock.now();
+    let user = match store.user_by_identity(issuer, &claims.subject).await? {
+        Some(user) => user,
+        None => {
+            let email = claims.email.as_deref().and_then(|e| Email::parse(e).ok()).ok_or_else(|| {
+                ApiError::new(ErrorCode::Unauthorized, "single sign-on failed: the provider gave no email")
+            })?;
+            let existing = store.credentials_by_email(&email).await?;
+            let id = match existing {
+                Some(_) if !claims.email_verified => {
+                    return Err(ApiError::new(
+                        ErrorCode::Conflict,
+                        "an account with this email exists, and the provider does not say the email is verified",
+                    ));
+                }
+                Some(credentials) => credentials.user.id,
+                None => {
+                    let name = claims.name.as_deref().and_then(|n| UserName::parse(n).ok());
+                    let name =
+                        name.or_else(|| UserName::parse(email.as_str().split('@').next().unwrap_or("user")).ok());
+                    let name = name
+                        .unwrap_or_else(|| UserName::parse("Single sign-on user").unwrap_or_else(|_| unreachable!()));
+                    // A password nobody knows: this account signs in through its provider.
+                    let secret =
+                        Password::new_secret(random_token()).map_err(|e| ApiError::new(ErrorCode::Internal, e))?;
+                    let password_hash = svc.passwords.hash(&secret).await?;
+                    let user =
+                        User { id: UserId::new(), email, name, role, created_at: now, phone: None, timezone: None };
+                    match store.create_user(&NewUser { user: user.clone(), password_hash }).await {
+                        Ok(()) => user.id,
+                        Err(e) if e.is_conflict_on(Constraint::UsersEmail) => {
+                            return Err(ApiError::new(
+                                ErrorCode::Conflict,
+                                "an account with this email was just made; sign in again",
+                            ));
+                        }
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+            };
+            match store.link_identity(issuer, &claims.subject, id, now).await {
+                Ok(()) => {}
+                // A racing sign-in of the same person linked it first.
+                Err(StoreError::Conflict { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+            tracing::info!(user = %id, issuer, "linked a single sign-on identity");
+            store
+                .user_by_identity(issuer, &claims.subject)
+                .await?
+                .ok_or_else(|| ApiError::new(ErrorCode::Internal, "the linked account is gone"))?
+        }
+    };
+    let user = if user.role == role { user } else { store.set_role(user.id, role).await? };
+    let token = svc.tokens.issue(Identity { user_id: user.id, role: user.role }, now);
+    Ok((user, token))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ring::{rand::SystemRandom, signature::KeyPair as _};
+
+    fn es256_key() -> (signature::EcdsaKeyPair, Jwk) {
+        let rng = SystemRandom::new();
+        let pkcs8 =
+            signature::EcdsaKeyPair::generate_pkcs8(&signature::ECDSA_P256_SHA256_FIXED_SIGNING, &rng).expect("key");
+        let pair =
+            signature::EcdsaKeyPair::from_pkcs8(&signature::ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref(), &rng)
+                .expect("pair");
+        let point = pair.public_key().as_ref();
+        let jwk = Jwk {
+            kty: "EC".into(),
+            kid: Some("k1".into()),
+            n: None,
+            e: None,
+            crv: Some("P-256".into()),
+            x: Some(B64.encode(&point[1..33])),
+            y: Some(B64.encode(&point[33..])),
+        };
+        (pair, jwk)
+    }
+
+    fn sign(pair: &signature::EcdsaKeyPair, kid: &str, claims: &Value) -> String {
+        let header = B64.encode(serde_json::json!({"alg": "ES256", "kid": kid}).to_string());
+        let input = format!("{header}.{}", B64.encode(claims.to_string()));
+        let sig = pair.sign(&SystemRandom::new(), input.as_bytes()).expect("sign");
+        format!("{input}.{}", B64.encode(sig.as_ref()))
+    }
+
+    #[test]
+    fn id_tokens_are_checked_whole() {
+        let (pair, jwk) = es256_key();
+        let keys = Jwks { keys: vec![jwk] };
+        let now = Utc::now();
+        let good = serde_json::json!({"iss": "https://id.example", "aud": "herald", "sub": "u1", "nonce": "n",
+            "exp": now.timestamp() + 300, "iat": now.timestamp(), "email": "a@example.org", "email_verified": true,
+            "groups": ["staff", "herald-admin"]});
+        let verify = |token: &str| verify_id_token(token, &keys, "https://id.example", "herald", "n", now);
+        let claims = verify(&sign(&pair, "k1", &good)).expect("verified");
+        assert_eq!((claims.subject.as_str(), claims.email_verified), ("u1", true));
+        assert_eq!(role_of(&claims, "groups", &["herald-admin".into()]), Role::Admin);
+        assert_eq!(role_of(&claims, "groups", &["ops".into()]), Role::User);
+        assert_eq!(role_of(&claims, "role", &["herald-admin".into()]), Role::User);
+
+        let with = |key: &str, value: Value| {
+            let mut c = good.clone();
+            c[key] = value;
+            sign(&pair, "k1", &c)
+        };
+        assert_eq!(verify(&with("iss", "https://evil".into())), Err(IdTokenError::Claim("is from another issuer")));
+        assert_eq!(verify(&with("aud", "other".into())), Err(IdTokenError::Claim("is for another client")));
+        assert!(verify(&with("aud", serde_json::json!(["other", "herald"]))).is_ok());
+        assert_eq!(verify(&with("exp", (now.timestamp() - 61).into())), Err(IdTokenError::Claim("has expired")));
+        assert_eq!(verify(&with("nonce", "m".into())), Err(IdTokenError::Claim("belongs to another sign-in (nonce)")));
+        assert_eq!(verify(&sign(&pair, "k2", &good)), Err(IdTokenError::UnknownKey), "a rotated key");
+        let (other, _) = es256_key();
+        assert_eq!(verify(&sign(&other, "k1", &good)), Err(IdTokenError::BadSignature));
+        let token = sign(&pair, "k1", &good);
+        let (head, _) = token.split_once('.').expect("parts");
+        let none = format!("{}.{}.", B64.encode(r#"{"alg":"none"}"#), token.split('.').nth(1).expect("payload"));
+        assert_eq!(verify(&none), Err(IdTokenError::Algorithm("none".into())));
+        let hs = format!("{}.{}", B64.encode(r#"{"alg":"HS256","kid":"k1"}"#), &token[head.len() + 1..]);
+        assert_eq!(verify(&hs), Err(IdTokenError::Algorithm("HS256".into())));
+        assert_eq!(verify("a.b"), Err(IdTokenError::Malformed));
+    }
+
+    #[test]
+    fn sign_ins_return_only_to_paths_of_this_origin() {
+        assert_eq!(safe_return(Some("/admin/?x=1#/mailings")), "/admin/?x=1");
+        for bad in ["//evil.example", "https://evil.example", "evil", "/\\evil.example", ""] {
+            assert_eq!(safe_return(Some(bad)), "/admin/", "{bad}");
+        }
+        assert_eq!(safe_return(None), "/admin/");
+        let p = Pending::new("/admin/".into(), Utc::now());
+        assert_eq!(p.challenge(), B64.encode(Sha256::digest(p.verifier.as_bytes())));
+        assert_ne!(p.state, p.nonce);
+    }
+}
