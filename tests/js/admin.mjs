@@ -182,6 +182,9 @@ async function main() {
   step = "the provider and real-time panels";
   await admin.getByTestId("nav-provider").click();
   await admin.waitForFunction(() => /^\d/.test(document.querySelector('[data-testid="provider-calls"]')?.textContent || ""));
+  const limit = (await admin.getByTestId("provider-rate-limit").textContent()).trim();
+  if (limit !== "50/s") throw new Error(`the provider panel shows a rate limit of ${limit}, expected 50/s`);
+  await shoot("provider", admin);
   await admin.getByTestId("nav-realtime").click();
   await admin.waitForFunction(() => /^\d/.test(document.querySelector('[data-testid="rt-sessions"]')?.textContent || ""));
   await shoot("realtime", admin);

@@ -78,6 +78,7 @@ pub struct Metrics {
     pub delivery_attempts: Family<ChannelLabels, Counter>,
     pub delivery_send_seconds: Family<ChannelLabels, Histogram>,
     pub delivery_breaker_state: Family<ChannelLabels, Gauge>,
+    pub delivery_rate_limit: Family<ChannelLabels, Gauge<f64, AtomicU64>>,
     pub deliveries_due: Gauge,
     pub deliveries_claimed: Counter,
     pub deliveries_rescued: Counter,
@@ -154,6 +155,12 @@ impl Default for Metrics {
             "delivery_breaker_state",
             "Circuit breaker per channel in this sender: 0 closed, 1 open, 2 half-open",
             delivery_breaker_state.clone(),
+        );
+        let delivery_rate_limit = Family::<ChannelLabels, Gauge<f64, AtomicU64>>::default();
+        registry.register(
+            "delivery_rate_limit",
+            "Calls per second this sender allows per channel (absent: unlimited)",
+            delivery_rate_limit.clone(),
         );
         let deliveries_due = Gauge::default();
         registry.register(
@@ -236,6 +243,7 @@ impl Default for Metrics {
             delivery_attempts,
             delivery_send_seconds,
             delivery_breaker_state,
+            delivery_rate_limit,
             deliveries_due,
             deliveries_claimed,
             deliveries_rescued,

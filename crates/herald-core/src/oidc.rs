@@ -447,6 +447,68 @@ mod tests {
         assert_eq!(verify("a.b"), Err(IdTokenError::Malformed));
     }
 
+    /// A 2048-bit RSA test key (PKCS#1 DER, base64) and its modulus (base64url), made with
+    /// `openssl genpkey -algorithm RSA`: ring verifies RS256 but does not make RSA keys.
+    const RSA_PKCS1: &[&str] = &[
+        "MIIEoAIBAAKCAQEAossBTwHk89V/hR57yMz7rc1D/V+GynWp7yrEbcjq6jrwDgrugcf27fA6fW0C+i6GRIexcArK69OfUfB4",
+        "auv2776nee+IRzBjSlHtZWwUOzKKqMq6wXLD9DcqsP0MxVq375iMHiQ963vt3Wmhs6J4eM5VjINqsHUqqaN1FajErc+EMpya",
+        "ZraO62/BPBUiqmZJh2V07CM213B5WGSqRacQxCXVTwVFd1uFWjoS0v0J6RKT15u8k2pTKrnIvz+asOvoHDuA4ZdPgOmCCXk2",
+        "oQXYQVu0eN5iGG/YHrFiAGVfPYefrBENYUtiTw/xybVnwnA84FEbbtPiFdZOOqTz2bh40wIDAQABAoH/G+TRg1CIq4AkiEMg",
+        "pXpJXHxwA1WmHmQvgyLvVKuQeI3+NpJn7kKkcH41Fa5RAwMSO4tV6jQwO6H4+dpxQZe7PDit0xRakKtywZR47kNj1pg6CZGG",
+        "ereG1/IyTC2Bp0MfCFqK5K+F5Hg1JzcQzTrzNLvlHXmwRh5XkIzxhQOMn4iGr7ZQRAJh90mvvDYcfjQ8mHO73zVtqIinXSNm",
+        "m2WxaEBsPM4yrvgy/r8l48PaX6jGURfrCaawluUWeZ08rsXAQJ2iOtDyhsGift1MfncDtKBxrELgqmkjxGDtC1MjSvVK14hA",
+        "MyRJ3XxvSCEX/Ebs2GPcXmqH+DFrrOdKYaSpAoGBAM5vrh1C+ric+91ZBFNwofGwEwtvGGdfOYHWLzHdy7YkzeXJQ1Nc3Adq",
+        "BqPuHf14WN/rODfL0LYJsPo63G4VKSThwSk/Wvhcj4rRzM9AlQZrqAftJK5nInQXTYKJtQqEPANu1uSuZRezL6fIHsfWm5c8",
+        "Q6V46bMUs3iO1Id67lN7AoGBAMng2hwARNw9kgifKE77hx0HaPIWsK7lg79GGOwop0FcvKZ+6eC0x1I8M1bM1IHhfAV9iCzM",
+        "JuZAOMbkhdU7x9PlkTF9PfJkeIWEtIFagGEe5N7nrEyZJ838Zf0MRNRK3k/qakxaXU3zHI8UBSv3SNMnAbKP7VyB+0WaLLPM",
+        "KaSJAoGAJplfNv11H9vKhELGuktPHH/Nr8+gAoQdnpdLz8km8/HBxftx6T5trb03bKNzXBeKlqPGqTgk2ETLoJ4s5TBztv+3",
+        "PF0qR1IXTN+Zqg7rTn4GtySyPSHvoUFSLtxMy6CaEBJDgBLTuDC68mZKyxbnlMmh5GjNWby/KgWa25Iyyc0CgYBVTgM8I8z1",
+        "N7s2k3Jn9ZdBZ/krmvTr4qYKNCeh2wfZ8cLxo91WC23STQfwnLsLaumKNGJPc7DYSLj1Kml3Ejy9SFtTCzYa7+ORn+LaahCn",
+        "eXOC0WiYMXuFair6g62t+zj3kfl67BBTOPCPcQlCa8rFFs1705+cIHy6C4zqKNJL6QKBgGzBMXVXmS9Cd+Ax6cg/cmkUsOJ+",
+        "Vk8QG0gdZtARYEf5Ui3OH06y/D53GvJett3+ZNifS9qwhhXtU3fSJyQPOn+kULAwyg9qiGHhJAHpsZOuqSvKZeafpOgt7Bmt",
+        "seO3LT+1SPPYquyB1iHDVdfQxXqsHrLvBUXHKgKU8YyFzypv",
+    ];
+    const RSA_N: &[&str] = &[
+        "ossBTwHk89V_hR57yMz7rc1D_V-GynWp7yrEbcjq6jrwDgrugcf27fA6fW0C-i6GRIexcArK69OfUfB4auv2776nee-IRzBj",
+        "SlHtZWwUOzKKqMq6wXLD9DcqsP0MxVq375iMHiQ963vt3Wmhs6J4eM5VjINqsHUqqaN1FajErc-EMpyaZraO62_BPBUiqmZJ",
+        "h2V07CM213B5WGSqRacQxCXVTwVFd1uFWjoS0v0J6RKT15u8k2pTKrnIvz-asOvoHDuA4ZdPgOmCCXk2oQXYQVu0eN5iGG_Y",
+        "HrFiAGVfPYefrBENYUtiTw_xybVnwnA84FEbbtPiFdZOOqTz2bh40w",
+    ];
+
+    #[test]
+    fn rs256_tokens_verify_against_the_modulus_and_exponent() {
+        use base64::engine::general_purpose::STANDARD;
+        let der = STANDARD.decode(RSA_PKCS1.concat()).expect("base64");
+        let pair = signature::RsaKeyPair::from_der(&der).expect("an RSA key");
+        let jwk = Jwk {
+            kty: "RSA".into(),
+            kid: Some("r1".into()),
+            n: Some(RSA_N.concat()),
+            e: Some("AQAB".into()),
+            crv: None,
+            x: None,
+            y: None,
+        };
+        assert_eq!(public_key(&jwk).as_deref(), Some(pair.public().as_ref()), "the DER ring reads");
+        let now = Utc::now();
+        let claims = serde_json::json!({"iss": "https://id.example", "aud": "herald", "sub": "u1", "nonce": "n",
+            "exp": now.timestamp() + 300});
+        let header = B64.encode(serde_json::json!({"alg": "RS256", "kid": "r1"}).to_string());
+        let input = format!("{header}.{}", B64.encode(claims.to_string()));
+        let mut sig = vec![0; pair.public().modulus_len()];
+        pair.sign(&signature::RSA_PKCS1_SHA256, &SystemRandom::new(), input.as_bytes(), &mut sig).expect("sign");
+        let token = format!("{input}.{}", B64.encode(&sig));
+        let keys = Jwks { keys: vec![jwk] };
+        assert!(verify_id_token(&token, &keys, "https://id.example", "herald", "n", now).is_ok());
+        let mut bad = sig.clone();
+        bad[10] ^= 1;
+        let forged = format!("{input}.{}", B64.encode(&bad));
+        assert_eq!(
+            verify_id_token(&forged, &keys, "https://id.example", "herald", "n", now),
+            Err(IdTokenError::BadSignature)
+        );
+    }
+
     #[test]
     fn sign_ins_return_only_to_paths_of_this_origin() {
         assert_eq!(safe_return(Some("/admin/?x=1#/mailings")), "/admin/?x=1");

@@ -195,6 +195,10 @@ impl Sender {
         let guards = Guards::new(options.breaker.clone(), options.rates.clone(), options.max_hosts);
         let limit = limit::Limit::new(options.min_concurrency, options.concurrency);
         metrics.sender_concurrency.set(i64::try_from(limit.current()).unwrap_or(i64::MAX));
+        for (channel, rate) in &options.rates {
+            let labels = ChannelLabels { channel: channel.as_str().to_owned() };
+            metrics.delivery_rate_limit.get_or_create(&labels).set(rate.per_second);
+        }
         Self(Arc::new(Inner {
             limit,
             store,

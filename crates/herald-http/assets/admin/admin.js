@@ -585,6 +585,7 @@
       const attempts = m.sum("herald_delivery_attempts_total", { channel: "provider" });
       const failed = outcome("retry") + outcome("failed");
       const breaker = m.samples.find((s) => s.name === "herald_delivery_breaker_state" && s.labels.channel === "provider");
+      const limit = m.samples.find((s) => s.name === "herald_delivery_rate_limit" && s.labels.channel === "provider");
       const rate = before ? (attempts - before.m.sum("herald_delivery_attempts_total", { channel: "provider" })) / before.secs : null;
       return [
         ["breaker", breaker ? BREAKER[breaker.value] || String(breaker.value) : "no sender here", "provider-breaker"],
@@ -592,6 +593,7 @@
         ["calls", fmt.n(attempts), "provider-calls"],
         ["calls/s", rate === null ? "—" : rate.toFixed(1), "provider-rate"],
         ["deferred (breaker)", fmt.n(outcome("deferred")), "provider-deferred"],
+        ["rate limit", limit ? `${limit.value}/s` : "unlimited", "provider-rate-limit"],
         ["in flight allowed", fmt.n(m.sum("herald_sender_concurrency")), "provider-concurrency"],
       ];
     });

@@ -67,6 +67,7 @@ async fn the_console_works_in_a_browser() {
         env.insert("HERALD_PROVIDER_TOKEN".into(), "console-token".into());
         env.insert("HERALD_SENDER_CONCURRENCY".into(), "2".into());
         env.insert("HERALD_SENDER_MIN_CONCURRENCY".into(), "2".into());
+        env.insert("HERALD_PROVIDER_RATE".into(), "50/s".into());
         env.insert("HERALD_HTTP_ADDR".into(), addr.to_string());
         env.insert("HERALD_OIDC_ISSUER".into(), issuer);
         env.insert("HERALD_OIDC_CLIENT_ID".into(), "herald-console".into());
