@@ -3,7 +3,7 @@
 //! which the scheduler's `reports.daily` job also delivers to administrators.
 
 use async_trait::async_trait;
-use chrono::{DateTime, Days, NaiveDate, TimeZone as _, Utc};
+use chrono::{DateTime, Datelike as _, Days, NaiveDate, TimeZone as _, Utc};
 use chrono_tz::Tz;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -356,6 +356,9 @@ impl Command for Daily {
     async fn run(&self, svc: &Services, _cx: &Ctx, input: DailyInput) -> Result<DailyReport, ApiError> {
         let zone = svc.report_zone;
         let date = input.date.unwrap_or_else(|| yesterday(zone, svc.clock.now()));
+        if !(1970..=9999).contains(&date.year()) {
+            return Err(ApiError::invalid_field("date", "a day between 1970-01-01 and 9999-12-31"));
+        }
         Ok(DailyReport::of(svc.store.as_ref(), zone, date).await?)
     }
 }

@@ -49,8 +49,15 @@ pub async fn the_daily_report_sums_a_day_and_reaches_each_administrator_once(
     let admin = rig.token(Role::Admin);
     let default = rig.send(Method::GET, "/api/v1/reports/daily", &admin, None).await;
     assert_eq!(default.body, day.body);
-    let bad = rig.send(Method::GET, "/api/v1/reports/daily?date=2026-13-01", &admin, None).await;
-    assert_eq!((bad.status.as_u16(), bad.body["code"].as_str()), (422, Some("validation_failed")), "{:?}", bad.body);
+    for date in ["2026-13-01", "0001-01-01", "+262142-12-31", "yesterday"] {
+        let bad = rig.send(Method::GET, &format!("/api/v1/reports/daily?date={date}"), &admin, None).await;
+        assert_eq!(
+            (bad.status.as_u16(), bad.body["code"].as_str()),
+            (422, Some("validation_failed")),
+            "{date}: {:?}",
+            bad.body
+        );
+    }
     let user = rig.token(Role::User);
     assert_eq!(rig.send(Method::GET, "/api/v1/reports/daily", &user, None).await.status, StatusCode::FORBIDDEN);
 
