@@ -189,6 +189,16 @@ async function main() {
   await admin.waitForFunction(() => /^\d/.test(document.querySelector('[data-testid="rt-sessions"]')?.textContent || ""));
   await shoot("realtime", admin);
 
+  step = "a token in a link does not sign a browser in";
+  const login = await fetch(`${BASE}/api/v1/auth/login`, {
+    method: "POST", headers: { "content-type": "application/json" },
+    body: JSON.stringify({ email: env("HERALD_ADMIN_EMAIL"), password: env("HERALD_ADMIN_PASSWORD") }),
+  }).then((r) => r.json());
+  const lured = await openPage(await browser.newContext(), "lured");
+  await lured.goto(`${BASE}/admin/?sso=guess#access_token=${login.access_token}`);
+  await lured.getByTestId("signin").waitFor();
+  if (await lured.getByTestId("nav-mailings").isVisible()) throw new Error("a token from a link signed the page in");
+
   if (process.env.HERALD_OIDC === "1") {
     step = "sign in through single sign-on";
     const sso = await openPage(await browser.newContext({ viewport: { width: 1400, height: 900 } }), "sso");

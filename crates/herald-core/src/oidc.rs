@@ -125,13 +125,20 @@ impl Pending {
     }
 }
 
-/// Where a sign-in may send the browser: a path of this origin (never `//host` or a scheme),
-/// `/admin/` when none or a bad one is given; without its fragment, which carries the token.
+/// Where a sign-in may send the browser: a path of this origin, `/admin/` when none or a bad one
+/// is given, without its fragment (which will carry the token). Anything a browser might read as
+/// another host is refused whole, not mended: `//host`, a scheme, a backslash, and any control,
+/// space or non-ASCII character (browsers drop tabs and newlines, so `/\t/host` is `//host`).
 pub fn safe_return(to: Option<&str>) -> String {
     let to = to.map(|t| t.split('#').next().unwrap_or_default());
     match to {
-        Some(to) if to.starts_with('/') && !to.starts_with("//") && !to.contains('\\') && to.len() <= 512 => {
-            to.chars().filter(|c| !c.is_control()).collect()
+        Some(to)
+            if to.starts_with('/')
+                && !to.starts_with("//")
+                && to.len() <= 512
+                && to.bytes().all(|b| b.is_ascii_graphic() && b != b'\\') =>
+        {
+            to.to_owned()
         }
         _ => "/admin/".to_owned(),
     }
@@ -223,11 +230,15 @@ pub fn verify_id_token(
     if !audience_ok {
         return Err(IdTokenError::Claim("is for another client"));
     }
+    // With several audiences the token must name this client as the party it was issued to.
+    if claims["aud"].as_array().is_some_and(|a| a.len() > 1) && claims["azp"].as_str() != Some(client_id) {
+        return Err(IdTokenError::Claim("names this client among others but not as its authorized party"));
+    }
     let t = now.timestamp();
-    if claims["exp"].as_i64().is_none_or(|exp| exp + LEEWAY_SECONDS <= t) {
+    if claims["exp"].as_i64().is_none_or(|exp| exp.saturating_add(LEEWAY_SECONDS) <= t) {
         return Err(IdTokenError::Claim("has expired"));
     }
-    if claims["iat"].as_i64().is_some_and(|iat| iat - LEEWAY_SECONDS > t) {
+    if claims["iat"].as_i64().is_some_and(|iat| iat.saturating_sub(LEEWAY_SECONDS) > t) {
         return Err(IdTokenError::Claim("was issued in the future"));
     }
     if claims["nonce"].as_str() != Some(nonce) {
@@ -309,10 +320,11 @@ pub fn role_of(claims: &IdClaims, role_claim: &str, admin_values: &[String]) -> 
     if admin { Role::Admin } else { Role::User }
 }
 
-/// Signs in the person `claims` names at `issuer`: the account linked to issuer and subject; else
-/// the account with their email, linked now, when the provider vouches for the email; else a new
-/// account (no usable password). The role follows `role`, on every sign-in. Answers the account
-/// and a Herald access token, as a local login does.
+/// Signs in the person `claims` names at `issuer`: the account linked to issuer and subject; else,
+/// only when the provider vouches for their email (`email_verified`), the account with that
+/// email, linked now unless it is linked to another subject at this issuer, or a new account (no
+/// usable password). The role follows `role`, on every sign-in. Answers the account and a Herald
+/// access token, as a local login does.
 pub async fn sign_in(
     svc: &Services,
     issuer: &str,
@@ -327,12 +339,20 @@ pub async fn sign_in(
             let email = claims.email.as_deref().and_then(|e| Email::parse(e).ok()).ok_or_else(|| {
                 ApiError::new(ErrorCode::Unauthorized, "single sign-on failed: the provider gave no email")
             })?;
+            // An email the provider does not vouch for makes no account and links none: else
+            // someone could claim another's address first and have its owner land in their account.
+            if !claims.email_verified {
+                return Err(ApiError::new(
+                    ErrorCode::Forbidden,
+                    "single sign-on refused: the provider does not say this person's email is verified",
+                ));
+            }
             let existing = store.credentials_by_email(&email).await?;
             let id = match existing {
-                Some(_) if !claims.email_verified => {
+                Some(credentials) if store.linked_subject(issuer, credentials.user.id).await?.is_some() => {
                     return Err(ApiError::new(
                         ErrorCode::Conflict,
-                        "an account with this email exists, and the provider does not say the email is verified",
+                        "the account with this email is linked to another person at this provider",
                     ));
                 }
                 Some(credentials) => credentials.user.id,
@@ -432,7 +452,12 @@ mod tests {
         };
         assert_eq!(verify(&with("iss", "https://evil".into())), Err(IdTokenError::Claim("is from another issuer")));
         assert_eq!(verify(&with("aud", "other".into())), Err(IdTokenError::Claim("is for another client")));
-        assert!(verify(&with("aud", serde_json::json!(["other", "herald"]))).is_ok());
+        assert!(verify(&with("aud", serde_json::json!(["herald"]))).is_ok());
+        let several = with("aud", serde_json::json!(["other", "herald"]));
+        assert!(matches!(verify(&several), Err(IdTokenError::Claim(_))), "several audiences need azp");
+        let mut c = good.clone();
+        (c["aud"], c["azp"]) = (serde_json::json!(["other", "herald"]), "herald".into());
+        assert!(verify(&sign(&pair, "k1", &c)).is_ok());
         assert_eq!(verify(&with("exp", (now.timestamp() - 61).into())), Err(IdTokenError::Claim("has expired")));
         assert_eq!(verify(&with("nonce", "m".into())), Err(IdTokenError::Claim("belongs to another sign-in (nonce)")));
         assert_eq!(verify(&sign(&pair, "k2", &good)), Err(IdTokenError::UnknownKey), "a rotated key");
@@ -512,7 +537,17 @@ mod tests {
     #[test]
     fn sign_ins_return_only_to_paths_of_this_origin() {
         assert_eq!(safe_return(Some("/admin/?x=1#/mailings")), "/admin/?x=1");
-        for bad in ["//evil.example", "https://evil.example", "evil", "/\\evil.example", ""] {
+        for bad in [
+            "//evil.example",
+            "https://evil.example",
+            "evil",
+            "/\\evil.example",
+            "",
+            "/\t/evil.example",
+            "/\n/evil",
+            "/ /x",
+            "/é",
+        ] {
             assert_eq!(safe_return(Some(bad)), "/admin/", "{bad}");
         }
         assert_eq!(safe_return(None), "/admin/");

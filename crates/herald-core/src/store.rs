@@ -342,6 +342,9 @@ pub trait UserStore: Send + Sync {
     /// The account linked to `subject` at OpenID Connect provider `issuer`, if any.
     async fn user_by_identity(&self, issuer: &str, subject: &str) -> Result<Option<User>, StoreError>;
 
+    /// The subject at `issuer` linked to account `user`, if any.
+    async fn linked_subject(&self, issuer: &str, user: UserId) -> Result<Option<String>, StoreError>;
+
     /// Links `subject` at `issuer` to account `user`; `Conflict` when that identity is linked
     /// already.
     async fn link_identity(

@@ -7,8 +7,8 @@
 //!
 //! The provider is the operator's, not a user's: its URLs come from configuration and from its
 //! discovery document, and the ID token comes from its token endpoint (a browser never hands one
-//! in). Every fetch has a timeout and a size bound; the keys are fetched again when a token names
-//! a key they lack (a rotation), once per sign-in.
+//! in). Every fetch has a timeout and a size bound; the keys are fetched again hourly, and when a
+//! token names a key they lack (a rotation), once per sign-in.
 
 use std::{sync::Arc, time::Duration};
 
@@ -40,7 +40,8 @@ const COOKIE: &str = "herald_oidc";
 const MAX_ANSWER: usize = 1 << 20;
 /// How long one exchange with the provider may take.
 const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long discovery is reused.
+/// How long discovery and the key set are reused (the keys are also fetched again as soon as a
+/// token names one they lack), so a key the provider withdrew stops being trusted within it.
 const DISCOVERY_TTL: Duration = Duration::from_secs(3600);
 
 /// An OpenID Connect provider and what Herald knows of it.
@@ -88,12 +89,12 @@ impl OidcClient {
         Ok(d)
     }
 
-    /// The keys, fetched when none are known yet or (`refresh`) when a token names a key they
-    /// lack.
+    /// The keys, fetched when none are known yet, when they are older than [`DISCOVERY_TTL`], or
+    /// (`refresh`) when a token names a key they lack.
     async fn keys(&self, d: &Discovery, refresh: bool) -> Result<Arc<Jwks>, ApiError> {
         {
             let (fetched, keys) = &*self.keys.lock();
-            if fetched.is_some() && !refresh {
+            if fetched.is_some_and(|at| at.elapsed() < DISCOVERY_TTL) && !refresh {
                 return Ok(keys.clone());
             }
         }

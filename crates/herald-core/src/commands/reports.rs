@@ -152,7 +152,8 @@ impl Command for MailingTimeline {
 /// The kind of a daily report's deliveries.
 pub const DAILY_REPORT_KIND: &str = "report.daily";
 
-/// Mailings a daily report lists (the busiest by calls first); beyond them `more_mailings` says so.
+/// Mailings a daily report lists (the busiest by calls first, ranked among the first 10,000 by id
+/// that had activity that day); beyond them `more_mailings` says so.
 pub const REPORT_MAILINGS: u32 = 200;
 
 /// Mailings with activity in one day that a report ranks to pick those it lists.
@@ -199,7 +200,8 @@ pub struct DailyReport {
     pub provider_error_rate: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub busiest_hour: Option<BusiestHour>,
-    /// The mailings with activity that day, the busiest first.
+    /// The mailings with activity that day, the busiest first: at most 200, ranked among the first
+    /// 10,000 by id (the totals count every mailing).
     pub mailings: Vec<MailingDay>,
     /// More mailings had activity than are listed.
     pub more_mailings: bool,

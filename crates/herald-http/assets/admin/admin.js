@@ -114,6 +114,16 @@
     api("GET", "auth/oidc").then((sso) => { $("sso").hidden = !sso?.enabled; }, () => {});
   }
 
+  // A sign-in through the provider is started here with a one-time value the page keeps: the
+  // token it comes back with is taken only with that value, so a link carrying someone else's
+  // token cannot sign this browser in.
+  function startSso(event) {
+    event.preventDefault();
+    const once = Array.from(crypto.getRandomValues(new Uint8Array(16)), (b) => b.toString(16).padStart(2, "0")).join("");
+    sessionStorage.setItem("herald.admin.sso", once);
+    location.assign(`/api/v1/auth/oidc/start?to=${encodeURIComponent(`/admin/?sso=${once}`)}`);
+  }
+
   async function signIn(event) {
     event.preventDefault();
     $("signin-error").textContent = "";
@@ -162,8 +172,9 @@
     }
     const view = $("view");
     view.replaceChildren();
+    const uuid = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
     const render = {
-      mailings: () => (id ? mailingView(view, id) : mailingsView(view)),
+      mailings: () => (id && uuid.test(id) ? mailingView(view, id) : mailingsView(view)),
       clients: () => clientsView(view),
       provider: () => providerView(view),
       realtime: () => realtimeView(view),
@@ -264,9 +275,17 @@
 
     const plots = makeCharts(charts);
     let refreshing = null;
+    // About 500 points at most: a bucket wide enough for the mailing's whole span so far.
+    const span = (Math.min(Date.now(), Date.parse(m.end_at)) - Date.parse(m.created_at)) / 1000;
+    const bucket = ["10s", "30s", "1m", "5m", "15m", "1h", "6h", "1d"]
+      .find((b) => span / ({ s: 1, m: 60, h: 3600, d: 86400 }[b.slice(-1)] * parseInt(b, 10)) <= 500) || "1d";
     const refresh = async () => {
-      const t = await api("GET", `mailings/${id}/timeline?bucket=10s`);
-      plots.update(t);
+      try {
+        plots.update(await api("GET", `mailings/${id}/timeline?bucket=${bucket}`));
+      } catch (err) {
+        // The charts wait for the next snapshot; the counts keep moving.
+        notice(`The charts could not be drawn: ${err instanceof ApiError ? problemText(err) : err}`);
+      }
     };
     const scheduleRefresh = () => {
       // A snapshot comes at most once a second; the charts follow at most every two.
@@ -632,15 +651,20 @@
     $("signin-form").addEventListener("submit", signIn);
     $("logout").addEventListener("click", signOut);
     window.addEventListener("hashchange", route);
-    // A single sign-on ends here with the token in the fragment, which no server sees.
+    $("sso-link").addEventListener("click", startSso);
+    // A single sign-on ends here with the token in the fragment, which no server sees; it is
+    // taken only when this tab started that sign-in.
     const fragment = new URLSearchParams(location.hash.replace(/^#/, ""));
     if (fragment.get("access_token")) {
-      state.token = fragment.get("access_token");
-      sessionStorage.setItem("herald.admin.token", state.token);
+      const once = sessionStorage.getItem("herald.admin.sso");
+      sessionStorage.removeItem("herald.admin.sso");
+      if (once && new URLSearchParams(location.search).get("sso") === once) {
+        state.token = fragment.get("access_token");
+        sessionStorage.setItem("herald.admin.token", state.token);
+      } else {
+        notice("A sign-in this page did not start was ignored.");
+      }
       history.replaceState(null, "", "/admin/#/mailings");
-    } else if (fragment.get("error")) {
-      notice(`Single sign-on failed: ${fragment.get("error")}`);
-      history.replaceState(null, "", "/admin/");
     }
     if (state.token) start(); else showSignin();
   });

@@ -141,6 +141,15 @@ impl UserStore for PgStore {
         row.as_ref().map(decode::user).transpose()
     }
 
+    async fn linked_subject(&self, issuer: &str, user: UserId) -> Result<Option<String>, StoreError> {
+        sqlx::query_scalar("SELECT subject FROM user_identities WHERE issuer = $1 AND user_id = $2 LIMIT 1")
+            .bind(issuer)
+            .bind(user.0)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(err)
+    }
+
     async fn link_identity(
         &self,
         issuer: &str,

@@ -156,9 +156,6 @@ impl OutboxStore for PgStore {
         rows.iter().map(decode::outbox_event).collect()
     }
 
-    /// Committed without waiting for the WAL to reach the disk (`synchronous_commit` off for this
-    /// statement's own transaction): a mark lost in a crash only publishes its events again, which
-    /// consumers drop by id, and the relay's pass does not wait for an fsync.
     async fn append_events(&self, events: &[ChangeEvent]) -> Result<(), StoreError> {
         if events.is_empty() {
             return Ok(());
@@ -168,6 +165,9 @@ impl OutboxStore for PgStore {
         self.commit(tx).await
     }
 
+    /// Committed without waiting for the WAL to reach the disk (`synchronous_commit` off for this
+    /// statement's own transaction): a mark lost in a crash only publishes its events again, which
+    /// consumers drop by id, and the relay's pass does not wait for an fsync.
     async fn mark_published(&self, seqs: &[i64], at: DateTime<Utc>) -> Result<(), StoreError> {
         sqlx::query(
             "WITH lazy AS MATERIALIZED (SELECT set_config('synchronous_commit', 'off', true)) \

@@ -70,7 +70,7 @@ const STORE_PLAN: &str = "INSERT INTO mailing_start_plans (mailing_id, zone, at)
 /// a UUIDv7 laid out as PostgreSQL's `herald_uuidv7` lays it out: 48 bits of Unix milliseconds
 /// (`?9`, of `now`, as `created_at`), version 7, a 32-bit counter (the row's place in the
 /// statement) around the variant bits `10`, and 42 random bits; ids ascend as rows are written,
-/// which keeps index inserts at the right edge.
+/// which keeps index inserts at the right edge. Answers the status of each message it made.
 const CREATE_MESSAGES: &str = "INSERT INTO deliveries (id, kind, source_key, recipient, channel, payload, \
         source_id, recipient_id, status, attempts, next_attempt_at, deadline, last_error, created_at, updated_at) \
     SELECT unhex(printf('%012x7%03x%04x%012x', ?9, (n.seq >> 20) & 4095, 32768 | ((n.seq >> 6) & 16383), \
@@ -91,7 +91,8 @@ const CREATE_MESSAGES: &str = "INSERT INTO deliveries (id, kind, source_key, rec
                  AND (?6 IS NULL OR tag IN (SELECT value FROM json_each(?6))) \
                  AND (?10 IS NULL OR id > ?10) AND id <= ?11) c \
          LEFT JOIN mailing_start_plans z ON z.mailing_id = ?1 AND z.zone = c.timezone) n \
-    WHERE m.id = ?1";
+    WHERE m.id = ?1 \
+    RETURNING status";
 
 /// Creates the next chunk of mailing `id`'s messages in `tx` and moves its cursor; when the
 /// chunk was the last, the mailing is materialized (and finished at once if no message is live).
@@ -139,10 +140,11 @@ async fn materialize_chunk(
             Some(end.unwrap_or(high))
         }
     };
-    let created = match upper {
+    // Each message's status, so the ones stored expired are counted without another scan.
+    let statuses: Vec<String> = match upper {
         // No client at the start: nothing to make.
-        None => 0,
-        Some(upper) => sqlx::query(CREATE_MESSAGES)
+        None => Vec::new(),
+        Some(upper) => sqlx::query_scalar(CREATE_MESSAGES)
             .bind(id.0)
             .bind(MESSAGE_KIND)
             .bind(id.to_string())
@@ -154,26 +156,14 @@ async fn materialize_chunk(
             .bind(now.timestamp_millis())
             .bind(through)
             .bind(upper)
-            .execute(&mut **tx)
+            .fetch_all(&mut **tx)
             .await
-            .map_err(err)?
-            .rows_affected(),
+            .map_err(err)?,
     };
-    if let Some(upper) = upper.filter(|_| created > 0) {
-        // This chunk's messages are those of its clients.
-        let expired: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM deliveries WHERE source_id = ?1 AND status = 'expired' AND last_error = ?2 \
-             AND (?3 IS NULL OR recipient_id > ?3) AND recipient_id <= ?4",
-        )
-        .bind(id.0)
-        .bind(WINDOW_AFTER_END)
-        .bind(through)
-        .bind(upper)
-        .fetch_one(&mut **tx)
-        .await
-        .map_err(err)?;
-        let tally = Tally { created, expired: expired.max(0) as u64, ..Tally::default() };
-        add_to_timeline(tx, &Tallies::of(id, tally), now).await?;
+    let created = statuses.len() as u64;
+    if created > 0 {
+        let expired = statuses.iter().filter(|s| s.as_str() == "expired").count() as u64;
+        add_to_timeline(tx, &Tallies::of(id, Tally { created, expired, ..Tally::default() }), now).await?;
     }
     if !plan.zones.is_empty() {
         sqlx::query("DELETE FROM mailing_start_plans WHERE mailing_id = ?")

@@ -95,16 +95,25 @@ async fn single_sign_on_links_accounts_by_subject_and_verified_email() {
     assert_eq!(me.body["id"], bob);
     app.login("bob@example.org", "password123").await;
 
-    // An unverified email never takes over a local account.
+    // An unverified email never takes over a local account, nor makes one that its owner would
+    // later land in.
     app.user("carol@example.org").await;
-    provider.sign_in_next(person("carol-at-idp", "carol@example.org", false, &["herald-admin"]));
+    for (subject, email) in [("carol-at-idp", "carol@example.org"), ("eve-1", "victim@example.org")] {
+        provider.sign_in_next(person(subject, email, false, &["herald-admin"]));
+        let (status, problem) = sign_in(&app, "/admin/").await.expect_err("refused");
+        assert_eq!((status, problem["code"].as_str()), (StatusCode::FORBIDDEN, Some("forbidden")), "{problem}");
+    }
+    // A second person at the provider with the email of an account linked to the first is refused.
+    provider.sign_in_next(person("ada-2", "ada@example.org", true, &["herald-admin"]));
     let (status, problem) = sign_in(&app, "/admin/").await.expect_err("refused");
     assert_eq!((status, problem["code"].as_str()), (StatusCode::CONFLICT, Some("conflict")), "{problem}");
 
     // Only paths of this origin are returned to.
-    provider.sign_in_next(person("ada-1", "ada@example.org", true, &[]));
-    let landing = sign_in(&app, "//evil.example/").await.expect("signed in");
-    assert!(landing.starts_with("/admin/#access_token="), "{landing}");
+    for to in ["//evil.example/", "/%09/evil.example", "/%5Cevil.example", "https://evil.example"] {
+        provider.sign_in_next(person("ada-1", "ada@example.org", true, &[]));
+        let landing = sign_in(&app, to).await.expect("signed in");
+        assert!(landing.starts_with("/admin/#access_token="), "{to}: {landing}");
+    }
     app.stop().await;
     provider.stop();
 }
