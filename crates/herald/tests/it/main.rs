@@ -135,7 +135,9 @@ async fn a_large_upload_streams_through_without_growing_the_server() {
     assert_eq!(resp.status(), 201);
     let stored: Value = resp.json().await.expect("json");
     assert_eq!(stored["size"].as_u64(), Some((size_mib * MIB) as u64));
-    let grown_mib = (peak_rss_kib(child.id()) - before) as f64 / 1024.0;
+    // The kernel's RSS counters are per-CPU and read approximately, so the high-water mark can
+    // read a little lower than before: that is no growth.
+    let grown_mib = peak_rss_kib(child.id()).saturating_sub(before) as f64 / 1024.0;
     drop(child);
     eprintln!("peak RSS grew by {grown_mib:.1} MiB during a {size_mib} MiB upload");
     assert!(grown_mib < 8.0, "a {size_mib} MiB upload grew the server's peak RSS by {grown_mib:.1} MiB");
