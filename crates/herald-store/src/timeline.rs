@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use herald_core::{
-    campaign::{MESSAGE_KIND, MailingId},
+    campaign::{MESSAGE_KIND, MailingId, MessageCounts},
     delivery::{DeliveryReport, DeliveryStatus},
     store::StoreError,
     timeline::{CALL_BUCKETS, Tally, call_bucket},
@@ -155,4 +155,19 @@ impl Tallies {
 /// The histogram bucket of a report's call, as PostgreSQL's batch statement binds it.
 pub(crate) fn call_slot(r: &DeliveryReport) -> Option<i16> {
     r.call_time.map(|took| call_bucket(took) as i16)
+}
+
+/// A mailing's messages by status from its counters and the number being sent now (which the
+/// counters do not keep: a claim and its rescue change no count).
+pub(crate) fn message_counts(t: &Tally, sending: u64) -> MessageCounts {
+    let sending = sending.min(t.created.saturating_sub(t.settled()));
+    MessageCounts {
+        total: t.created,
+        pending: t.created.saturating_sub(t.settled()).saturating_sub(sending),
+        sending,
+        sent: t.sent,
+        failed: t.failed,
+        expired: t.expired,
+        cancelled: t.cancelled,
+    }
 }

@@ -517,23 +517,23 @@ impl CampaignStore for PgStore {
     }
 
     async fn message_counts(&self, mailings: &[MailingId]) -> Result<HashMap<MailingId, MessageCounts>, StoreError> {
+        // From the counters (a few rows a mailing, whatever its size) and the messages being
+        // sent now (an index range as short as the claims in flight), never a count of all rows.
         let ids: Vec<Uuid> = mailings.iter().map(|m| m.0).collect();
-        let rows = sqlx::query(
-            "SELECT source_id, status, count(*) AS n FROM deliveries WHERE source_id = ANY ($1) \
-             GROUP BY source_id, status",
-        )
-        .bind(&ids)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(err)?;
+        // One statement, so the counters and the messages being sent are read in one snapshot.
+        let sql = format!(
+            "SELECT t.mailing_id, {}, (SELECT count(*) FROM deliveries d \
+               WHERE d.source_id = t.mailing_id AND d.status = 'sending') AS sending \
+             FROM mailing_timeline t WHERE t.mailing_id = ANY ($1) GROUP BY t.mailing_id",
+            timeline::sums()
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(&ids).fetch_all(&self.pool).await.map_err(err)?;
         let mut counts: HashMap<MailingId, MessageCounts> =
             mailings.iter().map(|&m| (m, MessageCounts::default())).collect();
         for row in rows {
-            let mailing = MailingId(row.try_get("source_id").map_err(err)?);
-            let status: DeliveryStatus =
-                row.try_get::<String, _>("status").map_err(err)?.parse().map_err(|e| corrupt("delivery status", e))?;
-            let n: i64 = row.try_get("n").map_err(err)?;
-            counts.entry(mailing).or_default().add(status, n.max(0) as u64);
+            let mailing: Uuid = row.try_get("mailing_id").map_err(err)?;
+            let now_sending = row.try_get::<i64, _>("sending").map_err(err)?.max(0) as u64;
+            counts.insert(MailingId(mailing), timeline::message_counts(&timeline::tally(&row)?, now_sending));
         }
         Ok(counts)
     }

@@ -566,23 +566,23 @@ impl CampaignStore for SqliteStore {
     }
 
     async fn message_counts(&self, mailings: &[MailingId]) -> Result<HashMap<MailingId, MessageCounts>, StoreError> {
-        let ids: Vec<String> = mailings.iter().map(|m| m.0.simple().to_string()).collect();
-        let rows = sqlx::query(
-            "SELECT source_id, status, count(*) AS n FROM deliveries \
-             WHERE source_id IN (SELECT unhex(value) FROM json_each(?)) GROUP BY source_id, status",
-        )
-        .bind(serde_json::Value::from(ids).to_string())
-        .fetch_all(&self.reader)
-        .await
-        .map_err(err)?;
+        // From the counters and the messages being sent now, never a count of all rows.
+        let ids =
+            serde_json::Value::from(mailings.iter().map(|m| m.0.simple().to_string()).collect::<Vec<_>>()).to_string();
+        // One statement, so the counters and the messages being sent are read in one snapshot.
+        let sql = format!(
+            "SELECT t.mailing_id, {}, (SELECT count(*) FROM deliveries d \
+               WHERE d.source_id = t.mailing_id AND d.status = 'sending') AS sending \
+             FROM mailing_timeline t WHERE t.mailing_id IN (SELECT unhex(value) FROM json_each(?)) GROUP BY t.mailing_id",
+            timeline::sums()
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(&ids).fetch_all(&self.reader).await.map_err(err)?;
         let mut counts: HashMap<MailingId, MessageCounts> =
             mailings.iter().map(|&m| (m, MessageCounts::default())).collect();
         for row in rows {
-            let mailing = MailingId(row.try_get("source_id").map_err(err)?);
-            let status: DeliveryStatus =
-                row.try_get::<String, _>("status").map_err(err)?.parse().map_err(|e| corrupt("delivery status", e))?;
-            let n: i64 = row.try_get("n").map_err(err)?;
-            counts.entry(mailing).or_default().add(status, n.max(0) as u64);
+            let mailing: Uuid = row.try_get("mailing_id").map_err(err)?;
+            let now_sending = row.try_get::<i64, _>("sending").map_err(err)?.max(0) as u64;
+            counts.insert(MailingId(mailing), timeline::message_counts(&timeline::tally(&row)?, now_sending));
         }
         Ok(counts)
     }

@@ -344,6 +344,10 @@ pub async fn message_counts_add_up_by_status(store: &dyn Store) {
     let expected = MessageCounts { total: 4, pending: 1, sending: 0, sent: 1, failed: 1, expired: 0, cancelled: 1 };
     assert_eq!(counts[&m.id], expected);
     assert_eq!(counts[&m.id].settled(), 3);
+    // A claimed message counts as sending until its report.
+    assert_eq!(store.claim_due_deliveries(t, 10, LEASE).await.expect("claim").len(), 1);
+    let claimed = MessageCounts { pending: 0, sending: 1, ..expected };
+    assert_eq!(store.message_counts(&[m.id]).await.expect("counts")[&m.id], claimed);
     let zero = MessageCounts::default();
     assert_eq!(counts.get(&idle.id).copied().unwrap_or_default(), zero, "a mailing without messages counts nothing");
     assert_eq!(counts.get(&ghost.id).copied().unwrap_or_default(), zero);

@@ -109,12 +109,22 @@ pub async fn the_timeline_counts_every_change_of_a_mailings_messages(store: &dyn
     let mut total = Tally::default();
     expected.iter().for_each(|(_, t)| total.add(t));
     assert_eq!((total.created, total.settled()), (5, 5), "every message made is settled");
-    let counts = store.message_counts(&[m.id]).await.expect("counts")[&m.id];
+    let rows =
+        |status| async move { store.list_messages(m.id, Some(status), None, 100).await.expect("list").len() as u64 };
     assert_eq!(
-        (counts.total, counts.sent, counts.failed, counts.expired, counts.cancelled),
+        (
+            store.list_messages(m.id, None, None, 100).await.expect("list").len() as u64,
+            rows(DeliveryStatus::Sent).await,
+            rows(DeliveryStatus::Failed).await,
+            rows(DeliveryStatus::Expired).await,
+            rows(DeliveryStatus::Cancelled).await,
+        ),
         (total.created, total.sent, total.failed, total.expired, total.cancelled),
         "the counters agree with the rows"
     );
+    let counts = store.message_counts(&[m.id, m2.id]).await.expect("counts");
+    assert_eq!((counts[&m.id].total, counts[&m.id].settled()), (5, 5));
+    assert_eq!((counts[&m2.id].total, counts[&m2.id].expired), (4, 4));
     let whole = store.mailing_timeline(Some(m.id), i64::MAX, 0, i64::MAX, 10).await.expect("whole");
     assert_eq!(whole, [(0, total.clone())]);
     let minute = store.mailing_timeline(Some(m.id), 60, 0, i64::MAX, 10).await.expect("by minute");
