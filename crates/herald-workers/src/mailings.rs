@@ -26,7 +26,7 @@ use crate::scheduler::PeriodicJob;
 
 /// Running mailings whose progress is exported; beyond this the gauges cover the oldest.
 const GAUGED: u32 = 1000;
-/// Counting a large mailing's messages is a scan: the gauges are refreshed this often at most.
+/// The gauges are refreshed this often at most (up to a thousand running mailings each time).
 const MEASURE_EVERY: chrono::TimeDelta = chrono::TimeDelta::seconds(10);
 /// Mailings followed at once: those whose counters moved in the last [`ACTIVE_BUCKETS`] buckets,
 /// at most this many (the oldest by id first).
