@@ -83,6 +83,17 @@ impl Throttle {
         Ok(())
     }
 
+    /// Takes one single sign-on from `address` (its code is exchanged with the provider), from
+    /// the same budget per address as password checks, or refuses it.
+    pub fn sign_in_attempt(&self, address: Option<IpAddr>) -> Result<(), ApiError> {
+        match (&self.addresses, address) {
+            (Some(limiter), Some(address)) => {
+                limiter.take(client_key(address), "too many sign-in attempts from your address")
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// Takes one look-up of a destination host name for `user`, or refuses it.
     pub fn destination_lookup(&self, user: UserId) -> Result<(), ApiError> {
         match &self.lookups {

@@ -99,7 +99,11 @@ pub fn router(herald: Arc<Herald>, options: &HttpOptions, readiness: Readiness) 
         .merge(SwaggerUi::new("/docs").external_url_unchecked("/openapi.json", openapi))
         .merge(probe_routes(probes))
         .merge(admin::routes())
-        .merge(oidc::routes(oidc_herald, options.oidc.clone().map(|o| Arc::new(oidc::OidcClient::new(o)))))
+        .merge(oidc::routes(
+            oidc_herald,
+            options.oidc.clone().map(|o| Arc::new(oidc::OidcClient::new(o))),
+            options.trusted_proxies.clone(),
+        ))
         .merge(api)
         .layer(DefaultBodyLimit::max(options.body_limit))
         .layer(CatchPanicLayer::custom(on_panic))

@@ -195,16 +195,20 @@ fn unavailable(detail: String) -> ApiError {
 struct OidcState {
     herald: Arc<Herald>,
     client: Option<Arc<OidcClient>>,
+    /// Reverse proxies whose `X-Forwarded-For` names the client (for the sign-in limit).
+    trusted: herald_core::net::Networks,
 }
 
 /// `/api/v1/auth/oidc`, `/start` and `/callback`; with `client` unset sign-in through a provider
-/// is off (the first says so, the others answer 404).
-pub fn routes(herald: Arc<Herald>, client: Option<Arc<OidcClient>>) -> Router {
+/// is off (the first says so, the others answer 404). Each callback takes one attempt from its
+/// client address's budget of password checks (`HERALD_AUTH_ADDRESS_RATE`): it makes Herald call
+/// the provider.
+pub fn routes(herald: Arc<Herald>, client: Option<Arc<OidcClient>>, trusted: herald_core::net::Networks) -> Router {
     Router::new()
         .route("/api/v1/auth/oidc", get(status))
         .route("/api/v1/auth/oidc/start", get(start))
         .route("/api/v1/auth/oidc/callback", get(callback))
-        .with_state(OidcState { herald, client })
+        .with_state(OidcState { herald, client, trusted })
 }
 
 async fn status(State(s): State<OidcState>) -> Json<serde_json::Value> {
@@ -285,10 +289,13 @@ struct TokenAnswer {
 
 async fn callback(
     State(s): State<OidcState>,
-    headers: HeaderMap,
+    parts: axum::http::request::Parts,
     Query(q): Query<CallbackQuery>,
 ) -> Result<Response, HttpError> {
     let client = s.client.as_ref().ok_or_else(off)?;
+    let headers = &parts.headers;
+    let address = crate::peer::client_ip(&parts, &s.trusted);
+    s.herald.services.throttle.sign_in_attempt(address).map_err(HttpError::from)?;
     let refused = |detail: String| HttpError::new(ErrorCode::Unauthorized, format!("single sign-on failed: {detail}"));
     if let Some(error) = q.error {
         let detail = q.error_description.unwrap_or_default();
@@ -299,7 +306,7 @@ async fn callback(
     }
     let svc = &s.herald.services;
     let now = svc.clock.now();
-    let pending: Pending = cookie(&headers)
+    let pending: Pending = cookie(headers)
         .and_then(|sealed| svc.tokens.open(PENDING_PURPOSE, sealed))
         .and_then(|bytes| serde_json::from_slice(&bytes).ok())
         .ok_or_else(|| refused("this browser did not start the sign-in (no or a bad sign-in cookie)".into()))?;

@@ -12,9 +12,18 @@ fn free_addr() -> std::net::SocketAddr {
 }
 
 async fn app_with(provider: &TestOidcProvider, test: &str) -> herald_testkit::TestApp {
+    app_tweaked(provider, test, |_| {}).await
+}
+
+async fn app_tweaked(
+    provider: &TestOidcProvider,
+    test: &str,
+    tweak: impl FnOnce(&mut std::collections::BTreeMap<String, String>),
+) -> herald_testkit::TestApp {
     let addr = free_addr();
     let issuer = provider.issuer();
     herald_testkit::TestApp::start_with(herald_testkit::Backend::Sqlite, test, |env| {
+        tweak(env);
         env.insert("HERALD_HTTP_ADDR".into(), addr.to_string());
         env.insert("HERALD_OIDC_ISSUER".into(), issuer);
         env.insert("HERALD_OIDC_CLIENT_ID".into(), "herald".into());
@@ -173,4 +182,28 @@ async fn single_sign_on_is_off_unless_configured() {
     assert_eq!(app.get("/api/v1/auth/oidc/start", None).await.status, StatusCode::NOT_FOUND);
     assert_eq!(app.get("/api/v1/auth/oidc/callback?code=a&state=b", None).await.status, StatusCode::NOT_FOUND);
     app.stop().await;
+}
+
+/// Each callback makes Herald call the provider: one client address gets the budget of password
+/// checks (`HERALD_AUTH_ADDRESS_RATE`) for them, then 429.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn callbacks_from_one_address_are_limited() {
+    let provider = TestOidcProvider::start("herald", "s3cret/with&odd=chars").await;
+    let app = app_tweaked(&provider, "sso_limited", |env| {
+        env.insert("HERALD_AUTH_ADDRESS_RATE".into(), "3/m".into());
+    })
+    .await;
+    provider.sign_in_next(person("lim-1", "lim@example.org", true, &[]));
+    sign_in(&app, "/admin/").await.expect("a sign-in within the budget");
+    let http = reqwest::Client::new();
+    let callback = app.url("/api/v1/auth/oidc/callback?code=x&state=y");
+    let statuses: Vec<u16> = futures::future::join_all((0..3).map(|_| http.get(&callback).send()))
+        .await
+        .into_iter()
+        .map(|r| r.expect("callback").status().as_u16())
+        .collect();
+    assert_eq!(statuses.iter().filter(|&&s| s == 429).count(), 1, "{statuses:?}");
+    assert_eq!(statuses.iter().filter(|&&s| s == 401).count(), 2, "{statuses:?}");
+    app.stop().await;
+    provider.stop();
 }
