@@ -361,7 +361,8 @@ pub async fn sign_in(
                     let name =
                         name.or_else(|| UserName::parse(email.as_str().split('@').next().unwrap_or("user")).ok());
                     let name = name
-                        .unwrap_or_else(|| UserName::parse("Single sign-on user").unwrap_or_else(|_| unreachable!()));
+                        .or_else(|| UserName::parse("Single sign-on user").ok())
+                        .ok_or_else(|| ApiError::new(ErrorCode::Internal, "no name for the new account"))?;
                     // A password nobody knows: this account signs in through its provider.
                     let secret =
                         Password::new_secret(random_token()).map_err(|e| ApiError::new(ErrorCode::Internal, e))?;
