@@ -19,6 +19,7 @@ use axum::{
     response::{IntoResponse, Response},
     routing::get,
 };
+use base64::Engine as _;
 use bytes::Bytes;
 use herald_core::{
     Herald,
@@ -230,7 +231,7 @@ async fn start(State(s): State<OidcState>, Query(q): Query<StartQuery>) -> Resul
     let now = s.herald.services.clock.now();
     let pending = Pending::new(oidc::safe_return(q.to.as_deref()), now);
     let settings = &client.settings;
-    let query = [
+    let query = form(&[
         ("response_type", "code"),
         ("client_id", settings.client_id.as_str()),
         ("redirect_uri", settings.redirect_url.as_str()),
@@ -239,11 +240,7 @@ async fn start(State(s): State<OidcState>, Query(q): Query<StartQuery>) -> Resul
         ("nonce", pending.nonce.as_str()),
         ("code_challenge", &pending.challenge()),
         ("code_challenge_method", "S256"),
-    ]
-    .iter()
-    .map(|(k, v)| format!("{k}={}", encode(v)))
-    .collect::<Vec<_>>()
-    .join("&");
+    ]);
     let separator = if d.authorization_endpoint.contains('?') { '&' } else { '?' };
     let location = format!("{}{separator}{query}", d.authorization_endpoint);
     #[allow(clippy::expect_used, reason = "a struct of strings and a number always serialises")]
@@ -272,6 +269,11 @@ const UNRESERVED: &percent_encoding::AsciiSet =
 
 fn encode(value: &str) -> String {
     percent_encoding::utf8_percent_encode(value, UNRESERVED).to_string()
+}
+
+/// `k=v&…`, each value percent-encoded: a query string or a form body.
+fn form(pairs: &[(&str, &str)]) -> String {
+    pairs.iter().map(|(k, v)| format!("{k}={}", encode(v))).collect::<Vec<_>>().join("&")
 }
 
 #[derive(Debug, Deserialize)]
@@ -321,23 +323,17 @@ async fn callback(
     }
     let settings = &client.settings;
     let d = client.discovery().await.map_err(HttpError::from)?;
-    let form = [
+    let body = form(&[
         ("grant_type", "authorization_code"),
         ("code", code.as_str()),
         ("redirect_uri", settings.redirect_url.as_str()),
         ("client_id", settings.client_id.as_str()),
         ("code_verifier", pending.verifier.as_str()),
-    ]
-    .iter()
-    .map(|(k, v)| format!("{k}={}", encode(v)))
-    .collect::<Vec<_>>()
-    .join("&");
-    let basic = format!(
-        "Basic {}",
-        base64_encode(format!("{}:{}", encode(&settings.client_id), encode(&settings.client_secret)).as_bytes())
-    );
+    ]);
+    let credentials = format!("{}:{}", encode(&settings.client_id), encode(&settings.client_secret));
+    let basic = format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(credentials));
     let answer: TokenAnswer =
-        serde_json::from_slice(&client.fetch(&d.token_endpoint, Some((form, basic))).await.map_err(HttpError::from)?)
+        serde_json::from_slice(&client.fetch(&d.token_endpoint, Some((body, basic))).await.map_err(HttpError::from)?)
             .map_err(|_| refused("the provider's token answer is not JSON".into()))?;
     let id_token = answer.id_token.ok_or_else(|| refused("the provider gave no ID token".into()))?;
     let verify = |keys: &Jwks| {
@@ -377,9 +373,4 @@ fn cookie(headers: &HeaderMap) -> Option<&str> {
 fn subtle_eq(a: &[u8], b: &[u8]) -> subtle::Choice {
     use subtle::ConstantTimeEq as _;
     if a.len() == b.len() { a.ct_eq(b) } else { subtle::Choice::from(0) }
-}
-
-fn base64_encode(bytes: &[u8]) -> String {
-    use base64::Engine as _;
-    base64::engine::general_purpose::STANDARD.encode(bytes)
 }

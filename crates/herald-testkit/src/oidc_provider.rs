@@ -200,36 +200,17 @@ async fn authorize(State(inner): State<Shared>, Query(q): Query<HashMap<String, 
     Redirect::to(&target).into_response()
 }
 
+/// What RFC 3986 leaves unencoded.
+const UNRESERVED: &percent_encoding::AsciiSet =
+    &percent_encoding::NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
+
 fn encode(v: &str) -> String {
-    v.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
+    percent_encoding::utf8_percent_encode(v, UNRESERVED).to_string()
 }
 
+/// A form value: `+` is a space, then percent-decoding.
 fn decode(v: &str) -> String {
-    let bytes = v.replace('+', " ").into_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%'
-            && let Some(b) = std::str::from_utf8(bytes.get(i + 1..i + 3).unwrap_or_default())
-                .ok()
-                .and_then(|h| u8::from_str_radix(h, 16).ok())
-        {
-            out.push(b);
-            i += 3;
-            continue;
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    percent_encoding::percent_decode_str(&v.replace('+', " ")).decode_utf8_lossy().into_owned()
 }
 
 async fn token(State(inner): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {

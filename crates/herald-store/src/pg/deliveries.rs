@@ -1,7 +1,7 @@
 //! PostgreSQL: deliveries. Claims take due rows with `FOR UPDATE SKIP LOCKED`, so any number of
 //! schedulers claim disjoint batches without waiting on each other.
 
-use std::{collections::HashSet, time::Duration};
+use std::{collections::HashSet, sync::LazyLock, time::Duration};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -92,7 +92,7 @@ impl DeliveryStore for PgStore {
         let errors: Vec<Option<&str>> = reports.iter().map(|r| r.last_error.as_deref()).collect();
         let sent: Vec<Option<DateTime<Utc>>> = reports.iter().map(|r| r.sent_at).collect();
         let calls: Vec<Option<i16>> = reports.iter().map(timeline::call_slot).collect();
-        let applied: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(record_reports_sql()))
+        let applied: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(RECORD_REPORTS.as_str()))
             .bind(&ids)
             .bind(&leases)
             .bind(&statuses)
@@ -253,6 +253,9 @@ async fn apply_report(
 /// whose claims are current, and adds what they did to mailing `$10`'s timeline bucket for the
 /// messages among them (kind `$11`); answers how many applied. The timeline rows are added to in
 /// mailing id order, the order every writer of them takes.
+/// The statement is made once: it serves every report batch.
+static RECORD_REPORTS: LazyLock<String> = LazyLock::new(record_reports_sql);
+
 fn record_reports_sql() -> String {
     let calls =
         (0..CALL_BUCKETS).map(|i| format!("count(*) FILTER (WHERE r.call = {i})")).collect::<Vec<_>>().join(", ");
@@ -284,9 +287,9 @@ pub(super) async fn add_to_timeline(
     tallies: &Tallies,
     now: DateTime<Utc>,
 ) -> Result<(), StoreError> {
-    let sql = timeline::add_one(|n| format!("${n}"));
+    static ADD_ONE: LazyLock<String> = LazyLock::new(|| timeline::add_one(|n| format!("${n}")));
     for (mailing, tally) in &tallies.0 {
-        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql.clone())).bind(mailing).bind(bucket_of(now));
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(ADD_ONE.as_str())).bind(mailing).bind(bucket_of(now));
         for n in timeline::counters(tally) {
             query = query.bind(n);
         }

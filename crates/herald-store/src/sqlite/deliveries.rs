@@ -1,6 +1,6 @@
 //! SQLite: deliveries. One writer at a time makes a claim exclusive without row locks.
 
-use std::{collections::HashSet, time::Duration};
+use std::{collections::HashSet, sync::LazyLock, time::Duration};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -251,9 +251,9 @@ pub(super) async fn add_to_timeline(
     tallies: &Tallies,
     now: DateTime<Utc>,
 ) -> Result<(), StoreError> {
-    let sql = timeline::add_one(|n| format!("?{n}"));
+    static ADD_ONE: LazyLock<String> = LazyLock::new(|| timeline::add_one(|n| format!("?{n}")));
     for (mailing, tally) in &tallies.0 {
-        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql.clone())).bind(mailing).bind(bucket_of(now));
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(ADD_ONE.as_str())).bind(mailing).bind(bucket_of(now));
         for n in timeline::counters(tally) {
             query = query.bind(n);
         }
