@@ -1,5 +1,6 @@
 //! Broker port adapters: [`MemoryBroker`] (in-process, for `herald serve`), [`AmqpBroker`]
-//! (RabbitMQ through lapin) and [`NatsBroker`] (NATS JetStream through async-nats). [`BrokerUrl`]
+//! (RabbitMQ through lapin), [`NatsBroker`] (NATS JetStream through async-nats) and
+//! [`RedisBroker`] (Redis streams and pub/sub through the `redis` crate). [`BrokerUrl`]
 //! picks one from a URL, once, at the edge. [`SignedBroker`] wraps any of them to sign what it
 //! publishes and drop what it receives unsigned. `docs/brokers.md` says how each maps the port.
 
@@ -8,6 +9,7 @@ mod error;
 mod lease;
 mod memory;
 mod nats;
+mod redis_streams;
 mod signed;
 
 /// Commands over NATS request-reply: the NATS transport of the command registry.
@@ -21,6 +23,7 @@ pub use amqp::AmqpBroker;
 pub use error::AdapterError;
 pub use memory::MemoryBroker;
 pub use nats::NatsBroker;
+pub use redis_streams::{DEDUPE_WINDOW as REDIS_DEDUPE_WINDOW, RedisBroker};
 pub use signed::{MIN_KEY_LEN, SIGNATURE_HEADER, ShortSigningKey, SignedBroker};
 
 /// Which broker to open, parsed from `HERALD_BROKER_URL`.
@@ -33,6 +36,9 @@ pub enum BrokerUrl {
     /// `nats://…` (or `tls://…`): NATS with JetStream enabled. `user:password@` or `token@` in the
     /// URL (percent-encoded) authenticate the connection; async-nats gets the rest as the address.
     Nats(String),
+    /// `redis://…` or `rediss://…` (TLS): Redis 6.2 or later, URL passed to the `redis` crate as
+    /// is (`user:password@`, `/db`).
+    Redis(String),
 }
 
 impl FromStr for BrokerUrl {
@@ -47,8 +53,12 @@ impl FromStr for BrokerUrl {
             // Credentials are checked now, so that a malformed one fails at startup, not on connect.
             nats::check_url(url)?;
             Ok(Self::Nats(url.to_owned()))
+        } else if url.starts_with("redis://") || url.starts_with("rediss://") {
+            // Parsed now, so that a malformed URL fails at startup (the error never echoes it).
+            redis::Client::open(url).map_err(|_| "not a valid redis:// or rediss:// URL".to_owned())?;
+            Ok(Self::Redis(url.to_owned()))
         } else {
-            Err("must be memory://, or start with amqp://, amqps:// or nats://".into())
+            Err("must be memory://, or start with amqp://, amqps://, nats://, redis:// or rediss://".into())
         }
     }
 }
@@ -58,7 +68,9 @@ impl fmt::Display for BrokerUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Memory => f.write_str("memory://"),
-            Self::Amqp(url) | Self::Nats(url) => f.write_str(&herald_core::redact::url_password(url)),
+            Self::Amqp(url) | Self::Nats(url) | Self::Redis(url) => {
+                f.write_str(&herald_core::redact::url_password(url))
+            }
         }
     }
 }
@@ -77,6 +89,7 @@ impl BrokerUrl {
             Self::Memory => Arc::new(MemoryBroker::new()),
             Self::Amqp(url) => Arc::new(AmqpBroker::connect(url, namespace).await?),
             Self::Nats(url) => Arc::new(NatsBroker::connect(url, namespace).await?),
+            Self::Redis(url) => Arc::new(RedisBroker::connect(url, namespace).await?),
         })
     }
 }
@@ -112,7 +125,10 @@ mod tests {
         let nats: BrokerUrl = "nats://tok3n@nats:4222".parse().expect("nats");
         assert_eq!(nats.to_string(), "nats://***@nats:4222");
         assert_eq!("nats://127.0.0.1:4222".parse::<BrokerUrl>().expect("nats").to_string(), "nats://127.0.0.1:4222");
-        assert!("redis://x".parse::<BrokerUrl>().is_err());
+        let redis: BrokerUrl = "redis://:s3cret@cache:6379/2".parse().expect("redis");
+        assert_eq!(redis.to_string(), "redis://:***@cache:6379/2");
+        assert!(matches!("rediss://cache".parse(), Ok(BrokerUrl::Redis(_))));
+        assert!("kafka://x".parse::<BrokerUrl>().is_err());
     }
 
     #[test]

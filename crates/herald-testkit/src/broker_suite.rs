@@ -11,7 +11,7 @@ use std::{
     time::Duration,
 };
 
-use herald_broker::{AmqpBroker, MemoryBroker, NatsBroker};
+use herald_broker::{AmqpBroker, MemoryBroker, NatsBroker, RedisBroker};
 use herald_core::broker::{Broker, BrokerError, ConsumeOptions, Message, QueueConsumer, QueueMessage, Subscription};
 use tokio::time::Instant;
 use uuid::Uuid;
@@ -34,6 +34,7 @@ pub enum BrokerKind {
     Memory,
     Amqp,
     Nats,
+    Redis,
 }
 
 /// A broker for one test, in a namespace of its own.
@@ -45,6 +46,7 @@ pub struct TestBroker {
     url: Option<String>,
     amqp: Mutex<Vec<Arc<AmqpBroker>>>,
     nats: Mutex<Vec<Arc<NatsBroker>>>,
+    redis: Mutex<Vec<Arc<RedisBroker>>>,
 }
 
 impl TestBroker {
@@ -59,6 +61,7 @@ impl TestBroker {
             BrokerKind::Memory => Some(Self::memory()),
             BrokerKind::Amqp => Self::amqp(test).await,
             BrokerKind::Nats => Self::nats(test).await,
+            BrokerKind::Redis => Self::redis(test).await,
         }
     }
 
@@ -82,13 +85,31 @@ impl TestBroker {
         Some(test_broker)
     }
 
+    /// Redis in a fresh namespace, when `HERALD_TEST_REDIS_URL` is set.
+    pub async fn redis(test: &str) -> Option<Self> {
+        let url = crate::backend_url("HERALD_TEST_REDIS_URL", test)?;
+        let namespace = namespace();
+        let broker = Arc::new(RedisBroker::connect(&url, &namespace).await.expect("connect to HERALD_TEST_REDIS_URL"));
+        let test_broker = Self { namespace, ..Self::new(broker.clone(), BrokerKind::Redis, Some(url)) };
+        test_broker.redis.lock().expect("redis list").push(broker);
+        Some(test_broker)
+    }
+
     fn new(broker: Arc<dyn Broker>, kind: BrokerKind, url: Option<String>) -> Self {
-        Self { broker, kind, namespace: namespace(), url, amqp: Mutex::default(), nats: Mutex::default() }
+        Self {
+            broker,
+            kind,
+            namespace: namespace(),
+            url,
+            amqp: Mutex::default(),
+            nats: Mutex::default(),
+            redis: Mutex::default(),
+        }
     }
 
     /// Whether the backend drops a duplicate message id by itself (RabbitMQ cannot).
     pub fn dedups_natively(&self) -> bool {
-        matches!(self.kind, BrokerKind::Memory | BrokerKind::Nats)
+        matches!(self.kind, BrokerKind::Memory | BrokerKind::Nats | BrokerKind::Redis)
     }
 
     /// Another connection to the same backend and namespace (in-process: the same broker).
@@ -102,6 +123,12 @@ impl TestBroker {
             (BrokerKind::Nats, Some(url)) => {
                 let broker = Arc::new(NatsBroker::connect(url, &self.namespace).await.expect("second NATS connection"));
                 self.nats.lock().expect("nats list").push(broker.clone());
+                broker
+            }
+            (BrokerKind::Redis, Some(url)) => {
+                let broker =
+                    Arc::new(RedisBroker::connect(url, &self.namespace).await.expect("second Redis connection"));
+                self.redis.lock().expect("redis list").push(broker.clone());
                 broker
             }
             _ => Arc::clone(&self.broker),
@@ -120,6 +147,9 @@ impl TestBroker {
         Some(match self.kind {
             BrokerKind::Amqp => Arc::new(AmqpBroker::connect(&proxied, &self.namespace).await.expect("AMQP via proxy")),
             BrokerKind::Nats => Arc::new(NatsBroker::connect(&proxied, &self.namespace).await.expect("NATS via proxy")),
+            BrokerKind::Redis => {
+                Arc::new(RedisBroker::connect(&proxied, &self.namespace).await.expect("Redis via proxy"))
+            }
             BrokerKind::Memory => return None,
         })
     }
@@ -138,6 +168,13 @@ impl TestBroker {
         for broker in nats {
             broker.close().await;
         }
+        let redis = std::mem::take(&mut *self.redis.lock().expect("redis list"));
+        if let Some(first) = redis.first() {
+            first.delete_namespace().await.expect("delete the test's keys");
+        }
+        for broker in redis {
+            broker.close().await;
+        }
         self.broker.close().await;
     }
 }
@@ -149,7 +186,11 @@ fn namespace() -> String {
 
 /// The `host:port` a broker URL (`amqp://…`, `nats://…`) points at, for a [`Proxy`] to forward to.
 pub fn broker_target(kind: BrokerKind, url: &str) -> String {
-    let default_port = if kind == BrokerKind::Amqp { 5672 } else { 4222 };
+    let default_port = match kind {
+        BrokerKind::Amqp => 5672,
+        BrokerKind::Redis => 6379,
+        BrokerKind::Memory | BrokerKind::Nats => 4222,
+    };
     let (_, authority, _) = split_url(url);
     let host = authority.rsplit_once('@').map_or(authority, |(_, host)| host);
     if host.contains(':') { host.to_owned() } else { format!("{host}:{default_port}") }

@@ -48,6 +48,7 @@ impl Cluster {
             BrokerKind::Memory => "memory://".to_owned(),
             BrokerKind::Amqp => crate::backend_url("HERALD_TEST_AMQP_URL", test)?,
             BrokerKind::Nats => crate::backend_url("HERALD_TEST_NATS_URL", test)?,
+            BrokerKind::Redis => crate::backend_url("HERALD_TEST_REDIS_URL", test)?,
         };
         let store = TestStore::new(backend, test).await?;
         Some(Self {

@@ -1,5 +1,5 @@
-//! The broker conformance suite, run on the in-process broker always and on RabbitMQ and NATS when
-//! `HERALD_TEST_AMQP_URL` / `HERALD_TEST_NATS_URL` are set. Each test has its own namespace.
+//! The broker conformance suite, run on the in-process broker always and on RabbitMQ, NATS and
+//! Redis when `HERALD_TEST_AMQP_URL` / `HERALD_TEST_NATS_URL` / `HERALD_TEST_REDIS_URL` are set. Each test has its own namespace.
 
 macro_rules! broker_suite {
     ($($name:ident),* $(,)?) => {
@@ -23,6 +23,14 @@ macro_rules! broker_suite {
             $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $name() {
                 let Some(env) = herald_testkit::broker_suite::TestBroker::nats(stringify!($name)).await else { return };
+                herald_testkit::broker_suite::$name(env.broker.as_ref(), &env).await;
+                env.finish().await;
+            })*
+        }
+        mod redis {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                let Some(env) = herald_testkit::broker_suite::TestBroker::redis(stringify!($name)).await else { return };
                 herald_testkit::broker_suite::$name(env.broker.as_ref(), &env).await;
                 env.finish().await;
             })*

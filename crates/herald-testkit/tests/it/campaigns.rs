@@ -5,6 +5,7 @@ store_broker_suite! {
         sqlite_memory: Sqlite + Memory,
         postgres_amqp: Postgres + Amqp,
         postgres_nats: Postgres + Nats,
+        postgres_redis: Postgres + Redis,
     }
     {
         filters_pick_clients_by_code_tag_and_both,

@@ -5,6 +5,7 @@ store_broker_suite! {
         sqlite_memory: Sqlite + Memory,
         postgres_amqp: Postgres + Amqp,
         postgres_nats: Postgres + Nats,
+        postgres_redis: Postgres + Redis,
     }
     {
         the_retry_schedule_is_honoured_on_a_paused_clock,

@@ -1,5 +1,5 @@
 //! The real-time gateway over `/ws`, on SQLite with the in-process broker, PostgreSQL with
-//! RabbitMQ and PostgreSQL with NATS (the suite is in `herald_testkit::realtime_suite`).
+//! RabbitMQ, PostgreSQL with NATS and PostgreSQL with Redis (the suite is in `herald_testkit::realtime_suite`).
 
 macro_rules! realtime_suite {
     ($($module:ident: $store:ident + $broker:ident),+ ; $tests:tt) => {
@@ -25,7 +25,8 @@ macro_rules! realtime_suite {
 realtime_suite! {
     sqlite_memory: Sqlite + Memory,
     postgres_amqp: Postgres + Amqp,
-    postgres_nats: Postgres + Nats;
+    postgres_nats: Postgres + Nats,
+    postgres_redis: Postgres + Redis;
     {
         unacknowledged_events_come_again_after_a_reconnect,
         nothing_is_lost_across_a_gateway_restart,

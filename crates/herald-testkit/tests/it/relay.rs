@@ -10,6 +10,7 @@ store_broker_suite! {
         postgres_memory: Postgres + Memory,
         postgres_amqp: Postgres + Amqp,
         postgres_nats: Postgres + Nats,
+        postgres_redis: Postgres + Redis,
     }
     {
         committed_events_are_published_in_order_and_marked,

@@ -1,6 +1,6 @@
 //! The split deployment end to end: the built binary as separate processes on loopback (api, and
 //! two of every other role: gateways, relays, schedulers, senders) beside the mock provider, on
-//! PostgreSQL with RabbitMQ and with NATS. A task change reaches a Socket.io client and a
+//! PostgreSQL with RabbitMQ, with NATS and with Redis. A task change reaches a Socket.io client and a
 //! WebSocket client on different gateways, a calendar reminder reaches the log and the user's
 //! channel, a mailing reaches the provider; one sender and one gateway are SIGKILLed mid-flow and
 //! nothing is lost; the pairs did no double work (one relay published each event once, claims
@@ -31,6 +31,11 @@ async fn postgres_rabbitmq() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn postgres_nats() {
     split_deployment(BrokerKind::Nats, "split_postgres_nats").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_redis() {
+    split_deployment(BrokerKind::Redis, "split_postgres_redis").await;
 }
 
 struct Http {
@@ -71,7 +76,11 @@ impl Http {
 }
 
 async fn split_deployment(broker: BrokerKind, test: &str) {
-    let var = if broker == BrokerKind::Amqp { "HERALD_TEST_AMQP_URL" } else { "HERALD_TEST_NATS_URL" };
+    let var = match broker {
+        BrokerKind::Amqp => "HERALD_TEST_AMQP_URL",
+        BrokerKind::Redis => "HERALD_TEST_REDIS_URL",
+        BrokerKind::Memory | BrokerKind::Nats => "HERALD_TEST_NATS_URL",
+    };
     let Some(broker_url) = herald_testkit::backend_url(var, test) else { return };
     let Some(store) = TestStore::new(Backend::Postgres, test).await else { return };
     let Some(mut sio) = SioClient::spawn() else { return };
