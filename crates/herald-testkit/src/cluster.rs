@@ -50,6 +50,12 @@ impl Cluster {
             BrokerKind::Nats => crate::backend_url("HERALD_TEST_NATS_URL", test)?,
             BrokerKind::Redis => crate::backend_url("HERALD_TEST_REDIS_URL", test)?,
         };
+        Self::with_broker_url(backend, broker, broker_url, test).await
+    }
+
+    /// A cluster on `backend` and the broker of `kind` at `broker_url` (a server the test owns),
+    /// or `None` (skipped, loudly) when the store is not configured.
+    pub async fn with_broker_url(backend: Backend, broker: BrokerKind, broker_url: String, test: &str) -> Option<Self> {
         let store = TestStore::new(backend, test).await?;
         Some(Self {
             backend,

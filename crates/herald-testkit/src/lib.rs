@@ -17,6 +17,7 @@ pub mod oidc_provider;
 pub mod processes;
 pub mod proxy;
 pub mod realtime_suite;
+pub mod redis_server;
 pub mod relay_suite;
 pub mod smtp;
 pub mod store_suite;

@@ -214,6 +214,45 @@ pub async fn a_gateway_cut_off_from_the_broker_catches_up_when_it_is_back(cluste
     api.stop().await;
 }
 
+/// Task changes made before, while and after the broker restarts (`restart` stops it, keeping
+/// its data, and starts it again) all reach a session on another gateway, in order, each at its
+/// offset: the store and its outbox take the writes while the broker is away, the relay publishes
+/// them once it is back, and the gateway, told its subscription was interrupted, reads the gap
+/// from the store.
+pub async fn nothing_is_lost_across_a_broker_restart<F, R>(cluster: &Cluster, restart: R)
+where
+    R: FnOnce() -> F,
+    F: std::future::Future<Output = ()>,
+{
+    const DURING: i64 = 20;
+    let api = cluster.serve().await;
+    let gateway = cluster.gateway().await;
+    let ada = cluster.account(&api, "ada@example.org").await;
+    let mut ws = connect(&gateway, &ada, "laptop").await;
+    let head = ws.subscribe(&channel(&ada), None).await["offset"].as_i64().expect("offset");
+    create_task(cluster, &api, &ada, "before").await;
+    assert_eq!(titles(&ws.events(1, WAIT).await), ["before"]);
+
+    let writes = async {
+        for i in 0..DURING {
+            create_task(cluster, &api, &ada, &format!("during {i}")).await;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    tokio::join!(writes, restart());
+    create_task(cluster, &api, &ada, "after").await;
+
+    let events = ws.events(usize::try_from(DURING + 1).expect("count"), 3 * WAIT).await;
+    let mut expected: Vec<String> = (0..DURING).map(|i| format!("during {i}")).collect();
+    expected.push("after".to_owned());
+    assert_eq!(titles(&events), expected, "every change, in order");
+    assert_eq!(offsets(&events), ((head + 2)..=(head + DURING + 2)).collect::<Vec<_>>());
+    assert!(ws.next_event(QUIET).await.is_none(), "nothing twice");
+    ws.close().await;
+    gateway.stop().await;
+    api.stop().await;
+}
+
 /// Polls the node's `/readyz` for up to 15 s until it answers `status`; the last status seen.
 async fn readiness_becomes(node: &Node, status: u16) -> u16 {
     let client = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().expect("client");

@@ -73,6 +73,7 @@ mod notifications;
 mod openapi_conformance;
 mod people;
 mod realtime;
+mod redis_restart;
 mod relay;
 mod rooms;
 mod security;
