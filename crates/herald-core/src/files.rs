@@ -1,10 +1,14 @@
-//! The Files port: where attachment bytes live. The adapter for a local directory is
-//! `herald_store::LocalFiles`; an object store can implement the same trait.
+//! The Files port: where attachment bytes live. Adapters: `herald_store::LocalFiles` (a local
+//! directory) and `herald_store::S3Files` (an S3-compatible object store).
 //!
-//! Contract: bytes are streamed, never held whole in memory. An upload is invisible under its key
-//! until [`Upload::finish`] returns; an aborted or dropped upload leaves at most a partial file that
-//! [`Files::scan`] reports, so the orphan collector removes it. The store's attachment rows are the
-//! truth: a file no row references is an orphan.
+//! Contract: bytes are streamed, never held whole in memory (an adapter buffers a bounded amount
+//! per upload). An upload is invisible under its key until [`Upload::finish`] returns. An aborted
+//! or dropped upload leaves nothing visible: at most a partial entry that [`Files::scan`] reports
+//! so the orphan collector removes it. On an object store an unfinished multipart upload is not an
+//! object at all: it is aborted at the store, and partial entries are never reported (uploads cut
+//! off by a crash are the bucket lifecycle rule's). The store's attachment rows are the truth: a
+//! file no row references is an orphan. Keys are plain names (no `/`, no leading `.`); any other
+//! key is refused with `InvalidInput`, so no key reaches outside the adapter's directory or prefix.
 
 use std::{fmt, io, time::SystemTime};
 
@@ -50,9 +54,9 @@ impl fmt::Debug for Opened {
 pub struct FileEntry {
     /// The key it would have, or the partial upload's name.
     pub key: String,
-    /// Last write.
+    /// Last write; the collector's grace period counts from it.
     pub modified: SystemTime,
-    /// An upload that never finished.
+    /// An upload that never finished (never on an object store).
     pub partial: bool,
 }
 
@@ -62,14 +66,14 @@ pub trait Files: Send + Sync + fmt::Debug + 'static {
     /// Starts an upload under a fresh key.
     async fn begin_upload(&self) -> io::Result<Box<dyn Upload>>;
 
-    /// Opens `key`, positioned at `range.0` and limited to `range.1` bytes when given.
-    /// `None` when there is no such file.
+    /// Opens `key`, positioned at `range.0` and limited to `range.1` bytes when given (a range
+    /// past the end reads nothing). `None` when there is no such file.
     async fn open(&self, key: &str, range: Option<(u64, u64)>) -> io::Result<Option<Opened>>;
 
     /// Removes `key` (a finished file or a partial upload); false when it was not there.
     async fn remove(&self, key: &str, partial: bool) -> io::Result<bool>;
 
-    /// Every regular file in the store, finished or partial. Links and directories are not
-    /// followed or reported.
+    /// Every file in the store, finished or partial (an object store reports finished objects
+    /// only). Links, directories and keys below nested prefixes are not followed or reported.
     async fn scan(&self) -> io::Result<Vec<FileEntry>>;
 }

@@ -1,11 +1,13 @@
 //! Store port adapters: [`SqliteStore`] (embedded default) and [`PgStore`], each with its own
 //! migrations under `migrations/<backend>/`. [`StoreUrl`] picks one from a URL, once, at the edge.
+//! Files port adapters: [`LocalFiles`] (embedded default) and [`S3Files`], picked by [`FilesUrl`].
 
 mod campaign;
 mod columns;
 mod decode;
 mod error;
 mod files;
+mod objects;
 mod pg;
 mod sqlite;
 mod timeline;
@@ -15,6 +17,7 @@ use std::{fmt, path::PathBuf, str::FromStr, sync::Arc};
 use herald_core::store::{Store, StoreError};
 
 pub use files::LocalFiles;
+pub use objects::{PART_SIZE as S3_PART_SIZE, S3Endpoint, S3Files, S3Location};
 pub use pg::PgStore;
 pub use sqlite::SqliteStore;
 
@@ -71,6 +74,41 @@ impl StoreUrl {
     }
 }
 
+/// Where attachment bytes live, parsed from `HERALD_FILES_URL`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FilesUrl {
+    /// `file://<dir>`: a local directory.
+    Local(PathBuf),
+    /// `s3://<bucket>/<prefix>`: an S3-compatible object store.
+    S3(S3Location),
+}
+
+impl FromStr for FilesUrl {
+    type Err = String;
+
+    fn from_str(url: &str) -> Result<Self, Self::Err> {
+        if let Some(dir) = url.strip_prefix("file://") {
+            if dir.is_empty() {
+                return Err("a file URL needs a directory, e.g. file://./herald-data/files".into());
+            }
+            Ok(Self::Local(PathBuf::from(dir)))
+        } else if url.starts_with("s3://") {
+            url.parse().map(Self::S3)
+        } else {
+            Err("must be file://<dir> or s3://<bucket>/<prefix>".into())
+        }
+    }
+}
+
+impl fmt::Display for FilesUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Local(dir) => write!(f, "file://{}", dir.display()),
+            Self::S3(location) => location.fmt(f),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -83,5 +121,16 @@ mod tests {
         assert!("mysql://x".parse::<StoreUrl>().is_err());
         let pg: StoreUrl = "postgres://app:s3cret@db:5432/herald?sslmode=disable".parse().expect("pg");
         assert_eq!(pg.to_string(), "postgres://app:***@db:5432/herald?sslmode=disable");
+    }
+
+    #[test]
+    fn files_urls_parse() {
+        assert_eq!("file://./d/files".parse(), Ok(FilesUrl::Local("./d/files".into())));
+        assert_eq!("file:///srv/files".parse::<FilesUrl>().map(|u| u.to_string()), Ok("file:///srv/files".into()));
+        let s3: FilesUrl = "s3://herald/att".parse().expect("s3");
+        assert_eq!(s3, FilesUrl::S3(S3Location { bucket: "herald".into(), prefix: "att".into() }));
+        for bad in ["file://", "/srv/files", "gs://b/p", "s3://B"] {
+            assert!(bad.parse::<FilesUrl>().is_err(), "{bad}");
+        }
     }
 }

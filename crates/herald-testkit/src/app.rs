@@ -248,9 +248,12 @@ impl TestApp {
         self.store.store.as_ref()
     }
 
-    /// The directory attachment files are kept in.
+    /// The directory attachment files are kept in (test apps keep them in a local directory).
     pub fn files_dir(&self) -> &std::path::Path {
-        &self.config.files_dir.0
+        match &self.config.files_url {
+            herald_store::FilesUrl::Local(dir) => dir,
+            other => panic!("this test app keeps its files at {other}, not in a directory"),
+        }
     }
 
     /// The app's orphan-file collector, with another grace period.

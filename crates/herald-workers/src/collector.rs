@@ -1,7 +1,8 @@
-//! The orphan-file collector. The database wins over the file system: a file that no attachment
-//! references and that has not been written for the grace period is removed. The grace period is
-//! what protects uploads in flight (their file is written continuously, then renamed into place
-//! just before its row commits), so it must exceed the longest pause inside an upload.
+//! The orphan-file collector. The database wins over the file store: a file (in a directory, or
+//! an object under the bucket's prefix) that no attachment references and that has not been
+//! written for the grace period is removed. The grace period is what protects uploads in flight
+//! (their file is written continuously, then renamed into place, or their multipart upload
+//! completed, just before its row commits), so it must exceed the longest pause inside an upload.
 
 use std::{
     sync::Arc,

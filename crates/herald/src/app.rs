@@ -9,6 +9,7 @@ use herald_core::{
     broker::Broker,
     clock::{Clock, SystemClock},
     delivery::{BreakerConfig, Channel, RetryPolicy},
+    files::Files,
     metrics::Metrics,
     net::{Destinations, Resolve},
     realtime::{Engine, EngineOptions},
@@ -16,7 +17,7 @@ use herald_core::{
     throttle::{Throttle, ThrottleOptions},
 };
 use herald_http::{HttpOptions, Probes};
-use herald_store::{LocalFiles, StoreUrl};
+use herald_store::{FilesUrl, LocalFiles, S3Files, StoreUrl};
 use herald_workers::{
     calendar::NotificationRouter,
     channels::{Channels, ProviderConfig, WebhookConfig},
@@ -267,13 +268,29 @@ pub fn sender_with(
     Sender::new(store, broker, clock, metrics, channels(config, destinations), sender_options(config))
 }
 
-/// Opens the configured file store.
-pub async fn open_files(config: &Config) -> anyhow::Result<Arc<LocalFiles>> {
-    let dir = &config.files_dir.0;
-    create_private_dir(dir)?;
-    let files =
-        LocalFiles::open(dir).await.with_context(|| format!("opening the files directory {}", dir.display()))?;
-    Ok(Arc::new(files))
+/// Opens the configured file store: a private local directory, or a bucket whose region and
+/// credentials come from the process's `AWS_*` variables (read here, at the edge).
+pub async fn open_files(config: &Config) -> anyhow::Result<Arc<dyn Files>> {
+    match &config.files_url {
+        FilesUrl::Local(dir) => {
+            create_private_dir(dir)?;
+            let files = LocalFiles::open(dir)
+                .await
+                .with_context(|| format!("opening the files directory {}", dir.display()))?;
+            Ok(Arc::new(files))
+        }
+        FilesUrl::S3(location) => {
+            let endpoint = config.s3_endpoint.0.as_ref();
+            // Variables that are not Unicode cannot be AWS settings; `vars()` would panic on them.
+            let env = std::env::vars_os().filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)));
+            let files = S3Files::open(location, endpoint, env).await.with_context(|| {
+                let at = endpoint.map(|e| format!(" at {e}")).unwrap_or_default();
+                format!("opening the object store {location}{at}")
+            })?;
+            tracing::info!(files = %location, "attachment files live in an object store");
+            Ok(Arc::new(files))
+        }
+    }
 }
 
 /// The scheduler of [`scheduler`] with the orphan-file collector among its jobs, every
@@ -284,7 +301,7 @@ pub fn scheduler_with_collector(
     broker: Arc<dyn Broker>,
     clock: Arc<dyn Clock>,
     metrics: Arc<Metrics>,
-    files: Arc<LocalFiles>,
+    files: Arc<dyn Files>,
 ) -> Scheduler {
     let gc = collector(config, store.clone(), files, metrics.clone());
     scheduler(config, store, broker, clock, metrics)
@@ -295,7 +312,7 @@ pub fn scheduler_with_collector(
 pub fn collector(
     config: &Config,
     store: Arc<dyn Store>,
-    files: Arc<LocalFiles>,
+    files: Arc<dyn Files>,
     metrics: Arc<Metrics>,
 ) -> FileCollector {
     FileCollector { store, files, metrics, grace: config.gc_grace.0 }

@@ -168,8 +168,8 @@ async fn execute(command: Command, config: &config::Config) -> anyhow::Result<Ex
             .await?;
         }
         Command::Scheduler => {
-            // The orphan-file collector is one of its jobs: this role needs the files directory
-            // (shared with the API processes that store uploads).
+            // The orphan-file collector is one of its jobs: this role needs the files store (the
+            // directory or bucket shared with the API processes that store uploads).
             let files = app::open_files(config).await?;
             run_role(config, "scheduler", |store, broker, clock, metrics, stop| {
                 let scheduler = app::scheduler_with_collector(config, store, broker, clock, metrics, files);

@@ -65,6 +65,8 @@ mod delivery;
 mod edge;
 mod email;
 mod events;
+mod files;
+mod files_s3;
 mod grpc;
 mod long_running;
 mod mock_provider;

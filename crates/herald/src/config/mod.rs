@@ -11,7 +11,7 @@ use std::{collections::BTreeMap, fmt, net::SocketAddr, path::PathBuf, str::FromS
 
 use herald_broker::BrokerUrl;
 use herald_core::{campaign::TimeZone, hosting::Hosted, net::Networks, schedule::Schedule};
-use herald_store::StoreUrl;
+use herald_store::{FilesUrl, S3Endpoint, StoreUrl};
 use herald_workers::email::{EmailFrom, SmtpUrl};
 pub use values::*;
 
@@ -110,8 +110,12 @@ settings! {
         doc "Store backend: sqlite://<file> (embedded) or postgres://user:pass@host/db.";
     store_pool_size: Count = "10", env "HERALD_STORE_POOL_SIZE", flag "store-pool-size", secret false,
         doc "Most store connections held open (readers, for SQLite).";
-    files_dir: Dir = "{data_dir}/files", env "HERALD_FILES_DIR", flag "files-dir", secret false,
-        doc "Directory of attachment files.";
+    files_url: FilesUrl = "file://{data_dir}/files", env "HERALD_FILES_URL", flag "files-url", secret false,
+        doc "Where attachment files live: file://<dir> (a local directory) or s3://<bucket>/<prefix> (an S3-compatible object store; region and credentials from the AWS_* variables).";
+    files_dir: Optional<Dir> = "", env "HERALD_FILES_DIR", flag "files-dir", secret false,
+        doc "Short form of files_url=file://<dir>; setting both is an error.";
+    s3_endpoint: Optional<S3Endpoint> = "", env "HERALD_S3_ENDPOINT", flag "s3-endpoint", secret false,
+        doc "Endpoint of an S3-compatible store other than AWS (http(s)://host:port, addressed path-style, plain HTTP only when it says http://); empty is AWS S3.";
     max_upload_size: ByteSize = "100MiB", env "HERALD_MAX_UPLOAD_SIZE", flag "max-upload-size", secret false,
         doc "Largest attachment accepted; bigger uploads are refused with 413 and nothing is kept.";
     gc_interval: Span = "1h", env "HERALD_GC_INTERVAL", flag "gc-interval", secret false,
@@ -436,6 +440,7 @@ pub fn load(
     for r in raw.values_mut().filter(|r| r.source == Source::Default) {
         r.value = r.value.replace("{data_dir}", &data_dir);
     }
+    expand_short_forms(&mut raw, &mut errors);
     let config = Config::from_raw(&raw).map_err(|mut e| {
         errors.append(&mut e);
         ConfigError(errors.clone())
@@ -499,6 +504,28 @@ impl Config {
             admin_values: self.oidc_admin_values.0.clone(),
         })
     }
+}
+
+/// `files_dir` is the short form of `files_url=file://<dir>`: it becomes `files_url` (with its
+/// source, so `herald config` says where the value came from). Setting both is an error.
+fn expand_short_forms(raw: &mut BTreeMap<&'static str, Raw>, errors: &mut Vec<SettingError>) {
+    let dir = &raw["files_dir"];
+    if dir.value.is_empty() {
+        return;
+    }
+    let url = &raw["files_url"];
+    if url.source != Source::Default {
+        errors.push(SettingError {
+            setting: "files_dir".to_owned(),
+            message: format!(
+                "cannot be set with files_url (from {} and {}): files_dir is the short form of files_url=file://<dir>, set one of them",
+                dir.source, url.source
+            ),
+        });
+        return;
+    }
+    let expanded = Raw { value: format!("file://{}", dir.value), source: dir.source };
+    raw.insert("files_url", expanded);
 }
 
 /// Rules between settings, checked once every setting parsed.

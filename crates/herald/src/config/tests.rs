@@ -137,3 +137,33 @@ fn email_settings_go_together_and_never_print_the_password() {
     let err = load(None, &env(&[url, from, missing]), &Flags::default()).expect_err("no such file");
     assert!(err.to_string().contains("smtp_ca_file"), "{err}");
 }
+
+#[test]
+fn files_live_in_a_directory_or_a_bucket_named_once() {
+    let loaded = load(None, &env(&[("HERALD_DATA_DIR", "/var/lib/herald")]), &Flags::default()).expect("load");
+    assert_eq!(loaded.config.files_url, FilesUrl::Local("/var/lib/herald/files".into()));
+
+    let short = load(None, &env(&[("HERALD_FILES_DIR", "/srv/files")]), &Flags::default()).expect("short form");
+    assert_eq!(short.config.files_url, FilesUrl::Local("/srv/files".into()));
+    assert_eq!(short.sources["files_url"], Source::Env);
+    assert_eq!(short.config.display("files_url"), "file:///srv/files");
+
+    let s3 =
+        env(&[("HERALD_FILES_URL", "s3://herald-files/attachments"), ("HERALD_S3_ENDPOINT", "http://127.0.0.1:9000")]);
+    let loaded = load(None, &s3, &Flags::default()).expect("s3");
+    assert_eq!(loaded.config.display("files_url"), "s3://herald-files/attachments");
+    assert_eq!(loaded.config.display("s3_endpoint"), "http://127.0.0.1:9000");
+
+    let both = env(&[("HERALD_FILES_DIR", "/srv/files"), ("HERALD_FILES_URL", "file:///srv/other")]);
+    let err = load(None, &both, &Flags::default()).expect_err("both set");
+    let text = err.to_string();
+    assert!(text.contains("HERALD_FILES_DIR") && text.contains("cannot be set with files_url"), "{text}");
+    let flag = Flags { files_url: Some("s3://bucket/p".into()), ..Default::default() };
+    assert!(load(None, &env(&[("HERALD_FILES_DIR", "/srv/files")]), &flag).is_err(), "a flag counts as setting it");
+
+    let bad = env(&[("HERALD_FILES_URL", "/srv/files"), ("HERALD_S3_ENDPOINT", "http://key:secret@host")]);
+    let err = load(None, &bad, &Flags::default()).expect_err("invalid");
+    let named: Vec<_> = err.0.iter().map(|e| e.setting.as_str()).collect();
+    assert_eq!(named, ["files_url", "s3_endpoint"]);
+    assert!(!err.to_string().contains("secret@"), "{err}");
+}
