@@ -36,7 +36,7 @@ pub enum BrokerUrl {
     /// `nats://…` (or `tls://…`): NATS with JetStream enabled. `user:password@` or `token@` in the
     /// URL (percent-encoded) authenticate the connection; async-nats gets the rest as the address.
     Nats(String),
-    /// `redis://…` or `rediss://…` (TLS): Redis 6.2 or later, URL passed to the `redis` crate as
+    /// `redis://…` or `rediss://…` (TLS): Redis 7.0 or later, URL passed to the `redis` crate as
     /// is (`user:password@`, `/db`).
     Redis(String),
 }

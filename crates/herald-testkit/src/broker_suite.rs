@@ -348,6 +348,52 @@ pub async fn an_unacked_delivery_comes_back_after_the_ack_deadline(broker: &dyn 
     again.ack().await.expect("ack the redelivery");
 }
 
+/// A delivery held past its ack deadline (neither settled nor dropped) no longer counts against
+/// the consumer's prefetch: with a prefetch of one, the queue goes on.
+pub async fn an_expired_delivery_frees_its_prefetch_slot(broker: &dyn Broker, _env: &TestBroker) {
+    let mut consumer = broker.consume("jobs.expiry", options(Duration::from_millis(600), 1)).await.expect("consume");
+    let sent = vec![message("a"), message("b")];
+    broker.enqueue_all("jobs.expiry", sent.clone()).await.expect("enqueue");
+    let held = next_delivery(consumer.as_mut(), "the first message").await;
+    assert_eq!(held.message, sent[0]);
+    let mut got = HashSet::new();
+    while got.len() < 2 {
+        let delivery = next_delivery(consumer.as_mut(), "the messages after the deadline").await;
+        got.insert(delivery.message.id);
+        delivery.ack().await.expect("ack");
+    }
+    assert_eq!(got, sent.iter().map(|m| m.id).collect::<HashSet<_>>());
+    assert!(held.ack().await.is_err(), "the expired delivery can no longer be acked");
+}
+
+/// A dropped consumer hands on at once what it was given (even a delivery dropped before it) and
+/// what reached it while it was waiting for more.
+pub async fn a_dropped_consumer_releases_everything_it_was_given(broker: &dyn Broker, env: &TestBroker) {
+    let mut first = broker.consume("jobs.release", options(Duration::from_secs(30), 8)).await.expect("consume");
+    let given = message("given");
+    broker.enqueue("jobs.release", given.clone()).await.expect("enqueue");
+    let delivery = next_delivery(first.as_mut(), "the message").await;
+    drop(delivery);
+    let waiting = message("arrived while the consumer waited");
+    broker.enqueue("jobs.release", waiting.clone()).await.expect("enqueue");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    drop(first);
+
+    let other = env.open_another().await;
+    let mut second = other.consume("jobs.release", options(Duration::from_secs(30), 8)).await.expect("consume");
+    let started = Instant::now();
+    let mut got = HashSet::new();
+    while got.len() < 2 {
+        let delivery = within(Duration::from_secs(20), "the dropped consumer's messages", second.next())
+            .await
+            .expect("a delivery");
+        got.insert(delivery.message.id);
+        delivery.ack().await.expect("ack");
+    }
+    assert_eq!(got, HashSet::from([given.id, waiting.id]));
+    assert!(started.elapsed() < Duration::from_secs(30), "released by the drop, not by the 30 s deadline");
+}
+
 pub async fn every_subscription_gets_every_broadcast_in_order(broker: &dyn Broker, env: &TestBroker) {
     let other = env.open_another().await;
     let mut here = broker.subscribe("events.fanout").await.expect("subscribe");

@@ -115,6 +115,14 @@ impl HeraldProcess {
         );
     }
 
+    /// Waits up to `wait` for it to exit by itself; its exit status.
+    pub async fn wait_exit(&mut self, wait: Duration) -> std::process::ExitStatus {
+        match tokio::time::timeout(wait, self.child.wait()).await {
+            Ok(status) => status.expect("wait for the process"),
+            Err(_) => panic!("{} still runs after {wait:?}; log:\n{}", self.name, self.log_text()),
+        }
+    }
+
     /// The process's resident memory now and at its peak (`VmRSS`, `VmHWM`), in bytes.
     pub fn memory(&self) -> (u64, u64) {
         let pid = self.child.id().expect("the process is running");

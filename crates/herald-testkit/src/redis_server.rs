@@ -1,6 +1,6 @@
 //! A Redis server of a test's own (never the shared one), on a free loopback port with
 //! `appendonly yes` in a temporary directory, so a test can stop and restart it and find its
-//! data again.
+//! data again; or serving TLS only, with a self-signed certificate made for it.
 
 use std::{process::Stdio, time::Duration};
 
@@ -18,12 +18,24 @@ pub struct RedisServer {
     port: u16,
     dir: TempDir,
     child: Option<Child>,
+    /// The certificate's PEM file when it serves TLS only.
+    certificate: Option<std::path::PathBuf>,
 }
 
 impl RedisServer {
     /// Starts one, or `None` after saying loudly that `test` is skipped (fails instead with
     /// `HERALD_TEST_REQUIRE_ALL=1`) when `redis-server` is not installed.
     pub async fn start(test: &str) -> Option<Self> {
+        Self::start_with(test, false).await
+    }
+
+    /// Starts one that serves only TLS (`rediss://`) with a self-signed certificate for
+    /// `127.0.0.1` ([`RedisServer::certificate`]), or `None` as [`RedisServer::start`].
+    pub async fn start_tls(test: &str) -> Option<Self> {
+        Self::start_with(test, true).await
+    }
+
+    async fn start_with(test: &str, tls: bool) -> Option<Self> {
         let installed = std::process::Command::new(REDIS_SERVER)
             .arg("--version")
             .stdout(Stdio::null())
@@ -36,19 +48,43 @@ impl RedisServer {
             return None;
         }
         let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port").port();
-        let mut server = Self { port, dir: tempfile::tempdir().expect("temp dir"), child: None };
+        let mut server = Self { port, dir: tempfile::tempdir().expect("temp dir"), child: None, certificate: None };
+        if tls {
+            let key = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
+                .expect("a test certificate");
+            let certificate = server.dir.path().join("redis.crt");
+            std::fs::write(&certificate, key.cert.pem()).expect("write the certificate");
+            std::fs::write(server.dir.path().join("redis.key"), key.signing_key.serialize_pem())
+                .expect("write the key");
+            server.certificate = Some(certificate);
+        }
         server.run().await;
         Some(server)
     }
 
-    /// `redis://127.0.0.1:<port>`.
+    /// `redis://127.0.0.1:<port>`, or `rediss://…` when it serves TLS.
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+        let scheme = if self.certificate.is_some() { "rediss" } else { "redis" };
+        format!("{scheme}://127.0.0.1:{}", self.port)
+    }
+
+    /// The PEM file of its self-signed certificate, when it serves TLS.
+    pub fn certificate(&self) -> Option<&std::path::Path> {
+        self.certificate.as_deref()
     }
 
     async fn run(&mut self) {
-        let child = Command::new(REDIS_SERVER)
-            .args(["--bind", "127.0.0.1", "--port", &self.port.to_string(), "--appendonly", "yes", "--save", ""])
+        let port = self.port.to_string();
+        let mut command = Command::new(REDIS_SERVER);
+        command.args(["--bind", "127.0.0.1", "--appendonly", "yes", "--save", ""]);
+        if self.certificate.is_some() {
+            command.args(["--port", "0", "--tls-port", &port, "--tls-auth-clients", "no"]);
+            command.arg("--tls-cert-file").arg(self.dir.path().join("redis.crt"));
+            command.arg("--tls-key-file").arg(self.dir.path().join("redis.key"));
+        } else {
+            command.args(["--port", &port]);
+        }
+        let child = command
             .arg("--dir")
             .arg(self.dir.path())
             .stdin(Stdio::null())

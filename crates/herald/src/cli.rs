@@ -300,8 +300,8 @@ where
 fn needs_networked_broker(config: &config::Config, role: &str) -> anyhow::Result<()> {
     if config.broker_url == herald_broker::BrokerUrl::Memory {
         bail!(
-            "herald {role} needs a broker other processes can reach: set HERALD_BROKER_URL to amqp://… or \
-             nats://… (memory:// only works inside `herald serve`)"
+            "herald {role} needs a broker other processes can reach: set HERALD_BROKER_URL to amqp://…, \
+             nats://… or redis://… (memory:// only works inside `herald serve`)"
         );
     }
     Ok(())

@@ -1,8 +1,10 @@
 //! A competing consumer of one queue: a named consumer of the queue's group, reading on a
-//! connection of its own. A task takes entries while the consumer holds fewer than `prefetch`:
-//! first what is due (delayed messages moved back into the stream, entries pending longer than the
-//! ack deadline or nacked, claimed with `XAUTOCLAIM`), then new entries (`XREADGROUP … >`, blocking
-//! up to [`BLOCK`]).
+//! connection of its own. A task takes entries while the consumer holds fewer than `prefetch`
+//! unexpired deliveries: first the entries it nacked for now (`XCLAIM`), then, every quarter of its
+//! ack deadline (at most every [`BLOCK`]), due delayed messages moved back into the stream and
+//! entries pending longer than the ack deadline (`XAUTOCLAIM`), then new entries (`XREADGROUP … >`,
+//! blocking up to [`BLOCK`]). When the consumer is dropped or its broker closed, the task hands
+//! every entry the consumer still holds in Redis to the others before it ends.
 
 use std::{
     collections::HashMap,
@@ -20,7 +22,7 @@ use parking_lot::Mutex;
 use redis::{
     Value,
     aio::ConnectionManager,
-    streams::{StreamAutoClaimReply, StreamId, StreamReadReply},
+    streams::{StreamAutoClaimReply, StreamClaimReply, StreamId, StreamReadReply},
 };
 use tokio::{
     sync::{OwnedSemaphorePermit, Semaphore, mpsc},
@@ -94,18 +96,21 @@ redis.call('ZADD', KEYS[2], due, ARGV[5])
 return 1
 ";
 
-/// Makes every entry in `ARGV[5..]` that consumer `ARGV[3]` still holds claimable at once.
-const RELEASE: &str = r"
-local released = 0
-for i = 5, #ARGV do
-  local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1)
-  if #p == 1 and p[1][2] == ARGV[3] then
-    redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[3], 0, ARGV[i], 'IDLE', ARGV[4], 'JUSTID')
-    released = released + 1
-  end
-end
-return released
-";
+/// An idle time an entry nacked for now keeps at least until it is taken again: entries another
+/// consumer claimed in between have a small one and are left alone.
+const NACKED_MIN_IDLE_MS: u64 = CLAIMABLE_NOW_MS - 24 * 3600 * 1000;
+/// Most `XAUTOCLAIM` calls in one pass looking for expired entries (each scans up to ten times
+/// the entries it may claim).
+const CLAIM_CALLS: usize = 10;
+/// Pending entries released per call, and most calls, when a consumer ends.
+const RELEASE_BATCH: usize = 500;
+const RELEASE_CALLS: usize = 1_000;
+
+/// A delivery not yet settled: the prefetch slot it holds, until settled, dropped or expired.
+struct Held {
+    expires: Instant,
+    _permit: OwnedSemaphorePermit,
+}
 
 /// What a consumer, its reading task and its deliveries share.
 struct State {
@@ -114,14 +119,14 @@ struct State {
     delayed: String,
     name: String,
     ack_deadline: Duration,
-    /// Deliveries not settled (by a number of their own: an entry claimed again after its
-    /// deadline is a second delivery of the same id), released when the consumer is dropped.
-    held: Mutex<HashMap<u64, String>>,
+    /// Deliveries not settled, by a number of their own (an entry claimed again after its deadline
+    /// is a second delivery of the same id).
+    held: Mutex<HashMap<u64, Held>>,
     deliveries: AtomicU64,
-    /// Set when the consumer is dropped: its deliveries can no longer be settled.
+    /// Set when the consumer ends: its deliveries can no longer be settled.
     released: AtomicBool,
-    /// A delivery was nacked for now: claim before reading new entries.
-    claim_now: AtomicBool,
+    /// Entries this consumer nacked for now, taken back before anything else.
+    nacked: Mutex<Vec<String>>,
 }
 
 impl State {
@@ -141,6 +146,17 @@ impl State {
         }
         let done: i64 = call.query_async(&mut connection).await.map_err(classify)?;
         Ok(done == 1)
+    }
+
+    /// When the first held delivery's deadline passes.
+    fn earliest_expiry(&self) -> Option<Instant> {
+        self.held.lock().values().map(|held| held.expires).min()
+    }
+
+    /// Forgets deliveries whose deadline has passed, freeing their prefetch slots: Redis hands
+    /// them out again, and settling them fails.
+    fn expire(&self, now: Instant) {
+        self.held.lock().retain(|_, held| held.expires > now);
     }
 }
 
@@ -168,7 +184,7 @@ impl RedisConsumer {
             held: Mutex::default(),
             deliveries: AtomicU64::new(0),
             released: AtomicBool::new(false),
-            claim_now: AtomicBool::new(false),
+            nacked: Mutex::default(),
         });
         // The channel holds at most `prefetch` deliveries: each takes a permit first.
         let (tx, rx) = mpsc::unbounded_channel();
@@ -188,35 +204,14 @@ impl QueueConsumer for RedisConsumer {
 
 impl Drop for RedisConsumer {
     fn drop(&mut self) {
-        self.stop.cancel();
+        // Its deliveries can no longer be settled; the reading task hands everything the consumer
+        // holds in Redis to the others as it ends.
         self.state.released.store(true, Ordering::Release);
-        let held: Vec<String> = self.state.held.lock().drain().map(|(_, id)| id).collect();
-        if held.is_empty() {
-            return;
-        }
-        // Hand what this consumer held to the others now, not at its ack deadline.
-        let state = Arc::clone(&self.state);
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(async move {
-                let Ok(mut connection) = state.shared.commands() else { return };
-                let mut call = redis::cmd("EVAL");
-                call.arg(RELEASE)
-                    .arg(1)
-                    .arg(&state.stream)
-                    .arg(GROUP)
-                    .arg("")
-                    .arg(&state.name)
-                    .arg(CLAIMABLE_NOW_MS)
-                    .arg(&held);
-                if let Err(error) = call.query_async::<i64>(&mut connection).await {
-                    tracing::warn!(error = %chain(&error), stream = %state.stream, "could not release a dropped consumer's messages; they come back at their ack deadline");
-                }
-            });
-        }
+        self.stop.cancel();
     }
 }
 
-/// Takes entries while permits last, until stopped.
+/// Takes entries while permits last, until stopped; then releases what the consumer holds.
 async fn read(
     state: Arc<State>,
     mut connection: ConnectionManager,
@@ -231,13 +226,21 @@ async fn read(
     let mut cursor = "0-0".to_owned();
     let mut backoff = Duration::from_millis(50);
     loop {
-        let first = tokio::select! {
-            () = stop.cancelled() => return,
-            permit = Arc::clone(&permits).acquire_owned() => match permit {
-                Ok(permit) => permit,
-                Err(_) => return,
-            },
+        let first = loop {
+            let earliest = state.earliest_expiry();
+            let expiry = async move {
+                match earliest {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                () = stop.cancelled() => break None,
+                permit = Arc::clone(&permits).acquire_owned() => break permit.ok(),
+                () = expiry => state.expire(Instant::now()),
+            }
         };
+        let Some(first) = first else { break };
         let mut batch = vec![first];
         while batch.len() < READ_BATCH {
             match Arc::clone(&permits).try_acquire_owned() {
@@ -245,14 +248,21 @@ async fn read(
                 Err(_) => break,
             }
         }
-        let claim = state.claim_now.swap(false, Ordering::AcqRel) || Instant::now() >= next_claim;
-        let started = Instant::now();
-        let taken = tokio::select! {
-            () = stop.cancelled() => return,
-            taken = take(&state, &mut connection, batch.len(), claim, &mut cursor, next_claim) => taken,
+        let retake = {
+            let mut nacked = state.nacked.lock();
+            let keep = nacked.len().saturating_sub(batch.len());
+            nacked.split_off(keep)
         };
+        let claim = Instant::now() >= next_claim;
+        let started = Instant::now();
+        // Not cancelled by `stop`: what a read takes belongs to this consumer in Redis either way,
+        // and the release below hands it on.
+        let taken = take(&state, &mut connection, batch.len(), &retake, claim, &mut cursor, next_claim).await;
         if claim {
             next_claim = started + claim_every;
+        }
+        if stop.is_cancelled() {
+            break;
         }
         match taken {
             Ok(entries) => {
@@ -262,6 +272,7 @@ async fn read(
                     match delivery(&state, entry, redelivered, started, permit) {
                         Ok(delivery) => {
                             if tx.send(delivery).is_err() {
+                                release(&state, &mut connection).await;
                                 return;
                             }
                         }
@@ -269,18 +280,19 @@ async fn read(
                     }
                 }
             }
-            Err(error) if error.code() == Some("NOGROUP") => {
-                // The stream and its group are gone (Redis restarted without its data): make
-                // them again and go on.
-                if let Err(error) = state.shared.ensure_group(&state.stream).await {
-                    tracing::warn!(error = %chain(&error), stream = %state.stream, "could not create the consumer group");
-                    tokio::time::sleep(backoff).await;
-                }
-            }
             Err(error) => {
-                tracing::warn!(error = %chain(&error), stream = %state.stream, "Redis consumer could not read; retrying");
+                state.nacked.lock().extend(retake);
+                if error.code() == Some("NOGROUP") {
+                    // The stream and its group are gone (Redis restarted without its data):
+                    // make them again and go on.
+                    if let Err(error) = state.shared.ensure_group(&state.stream).await {
+                        tracing::warn!(error = %chain(&error), stream = %state.stream, "could not create the consumer group");
+                    }
+                } else {
+                    tracing::warn!(error = %chain(&error), stream = %state.stream, "Redis consumer could not read; retrying");
+                }
                 tokio::select! {
-                    () = stop.cancelled() => return,
+                    () = stop.cancelled() => break,
                     () = tokio::time::sleep(backoff) => {}
                 }
                 backoff = (backoff * 2).min(Duration::from_secs(2));
@@ -293,41 +305,59 @@ async fn read(
             }
         }
     }
+    release(&state, &mut connection).await;
 }
 
-/// Up to `count` entries: due and expired ones when `claim`, else (or when there are none) new
-/// ones, blocking until `next_claim` at most. Each comes with whether it was delivered before.
+/// Up to `count` entries: first the ones this consumer nacked for now (`retake`), then, when
+/// `claim`, due delayed ones and those pending longer than the ack deadline; when there are none,
+/// new ones, blocking until `next_claim` at most. Each comes with whether it was delivered before.
 async fn take(
     state: &State,
     connection: &mut ConnectionManager,
     count: usize,
+    retake: &[String],
     claim: bool,
     cursor: &mut String,
     next_claim: Instant,
 ) -> redis::RedisResult<Vec<(StreamId, bool)>> {
-    if claim {
-        let min_idle = u64::try_from(state.ack_deadline.as_millis()).unwrap_or(u64::MAX);
-        let (_, claimed): (i64, StreamAutoClaimReply) = redis::pipe()
-            .cmd("EVAL")
-            .arg(PROMOTE)
-            .arg(2)
-            .arg(&state.stream)
-            .arg(&state.delayed)
-            .arg(PROMOTE_BATCH)
-            .cmd("XAUTOCLAIM")
+    let mut taken = Vec::new();
+    if !retake.is_empty() {
+        let reply: StreamClaimReply = redis::cmd("XCLAIM")
             .arg(&state.stream)
             .arg(GROUP)
             .arg(&state.name)
-            .arg(min_idle)
-            .arg(&*cursor)
-            .arg("COUNT")
-            .arg(count)
+            .arg(NACKED_MIN_IDLE_MS)
+            .arg(retake)
             .query_async(connection)
             .await?;
-        *cursor = claimed.next_stream_id;
-        if !claimed.claimed.is_empty() {
-            return Ok(claimed.claimed.into_iter().map(|entry| (entry, true)).collect());
+        taken.extend(reply.ids.into_iter().map(|entry| (entry, true)));
+    }
+    if claim && taken.len() < count {
+        let min_idle = u64::try_from(state.ack_deadline.as_millis()).unwrap_or(u64::MAX);
+        let mut promote = true;
+        for _ in 0..CLAIM_CALLS {
+            let mut pipe = redis::pipe();
+            if std::mem::take(&mut promote) {
+                pipe.cmd("EVAL").arg(PROMOTE).arg(2).arg(&state.stream).arg(&state.delayed).arg(PROMOTE_BATCH).ignore();
+            }
+            pipe.cmd("XAUTOCLAIM")
+                .arg(&state.stream)
+                .arg(GROUP)
+                .arg(&state.name)
+                .arg(min_idle)
+                .arg(&*cursor)
+                .arg("COUNT")
+                .arg(count - taken.len());
+            let (claimed,): (StreamAutoClaimReply,) = pipe.query_async(connection).await?;
+            *cursor = claimed.next_stream_id;
+            taken.extend(claimed.claimed.into_iter().map(|entry| (entry, true)));
+            if !taken.is_empty() || cursor.as_str() == "0-0" {
+                break;
+            }
         }
+    }
+    if !taken.is_empty() {
+        return Ok(taken);
     }
     let block = next_claim.saturating_duration_since(Instant::now()).clamp(Duration::from_millis(10), BLOCK);
     let reply: Option<StreamReadReply> = redis::cmd("XREADGROUP")
@@ -354,6 +384,49 @@ async fn take(
         .collect())
 }
 
+/// Hands everything this consumer still holds in Redis to the other consumers at once (an idle
+/// time that any claim takes), instead of at its ack deadline.
+async fn release(state: &State, connection: &mut ConnectionManager) {
+    state.released.store(true, Ordering::Release);
+    state.held.lock().clear();
+    let mut start = "-".to_owned();
+    for _ in 0..RELEASE_CALLS {
+        let pending: redis::RedisResult<Vec<(String, String, u64, u64)>> = redis::cmd("XPENDING")
+            .arg(&state.stream)
+            .arg(GROUP)
+            .arg(&start)
+            .arg("+")
+            .arg(RELEASE_BATCH)
+            .arg(&state.name)
+            .query_async(connection)
+            .await;
+        let ids: Vec<String> = match pending {
+            Ok(pending) => pending.into_iter().map(|(id, ..)| id).collect(),
+            Err(error) => {
+                tracing::warn!(error = %chain(&error), stream = %state.stream, "could not release a consumer's messages; they come back at their ack deadline");
+                return;
+            }
+        };
+        let Some(last) = ids.last() else { return };
+        start = format!("({last}");
+        let released: redis::RedisResult<Vec<String>> = redis::cmd("XCLAIM")
+            .arg(&state.stream)
+            .arg(GROUP)
+            .arg(&state.name)
+            .arg(0)
+            .arg(&ids)
+            .arg("IDLE")
+            .arg(CLAIMABLE_NOW_MS)
+            .arg("JUSTID")
+            .query_async(connection)
+            .await;
+        if let Err(error) = released {
+            tracing::warn!(error = %chain(&error), stream = %state.stream, "could not release a consumer's messages; they come back at their ack deadline");
+            return;
+        }
+    }
+}
+
 /// A delivery for `entry`, or its id when it holds no message Herald wrote.
 fn delivery(
     state: &Arc<State>,
@@ -373,12 +446,12 @@ fn delivery(
             return Err(entry.id);
         }
     };
-    let number = state.deliveries.fetch_add(1, Ordering::Relaxed);
-    state.held.lock().insert(number, entry.id.clone());
     // The deadline runs from before the read: Redis counts it from the delivery, which is later,
     // so a delivery can never be settled after another consumer could have claimed it.
     let expires = read_at + state.ack_deadline;
-    let acker = RedisAcker { state: Arc::clone(state), number, id: entry.id, frame, expires, _permit: permit };
+    let number = state.deliveries.fetch_add(1, Ordering::Relaxed);
+    state.held.lock().insert(number, Held { expires, _permit: permit });
+    let acker = RedisAcker { state: Arc::clone(state), number, id: entry.id, frame };
     Ok(QueueMessage::new(message, redelivered, Box::new(acker)))
 }
 
@@ -405,7 +478,7 @@ async fn discard(state: &State, id: &str) {
 
 /// Removes the group's consumers that hold nothing and have been idle for [`STALE_CONSUMER`].
 async fn prune(state: &State, connection: &mut ConnectionManager) -> redis::RedisResult<()> {
-    let consumers: Vec<std::collections::HashMap<String, Value>> =
+    let consumers: Vec<HashMap<String, Value>> =
         redis::cmd("XINFO").arg("CONSUMERS").arg(&state.stream).arg(GROUP).query_async(connection).await?;
     let stale = u64::try_from(STALE_CONSUMER.as_millis()).unwrap_or(u64::MAX);
     for consumer in consumers {
@@ -432,25 +505,24 @@ struct RedisAcker {
     number: u64,
     id: String,
     frame: Vec<u8>,
-    expires: Instant,
-    _permit: OwnedSemaphorePermit,
 }
 
 impl RedisAcker {
     /// Takes the right to settle: the consumer is still there and the deadline has not passed.
-    fn take_lease(&self) -> Result<(), BrokerError> {
-        let held = self.state.held.lock().remove(&self.number).is_some();
-        if !held || self.state.released.load(Ordering::Acquire) || Instant::now() >= self.expires {
-            return Err(AdapterError::LeaseLost.into());
+    /// The caller keeps the prefetch slot until it has settled, so the consumer reads nothing
+    /// new before a `nack(None)` is recorded.
+    fn take_lease(&self) -> Result<Held, BrokerError> {
+        let held = self.state.held.lock().remove(&self.number);
+        match held {
+            Some(held) if Instant::now() < held.expires && !self.state.released.load(Ordering::Acquire) => Ok(held),
+            _ => Err(AdapterError::LeaseLost.into()),
         }
-        Ok(())
     }
 }
 
 impl Drop for RedisAcker {
     fn drop(&mut self) {
-        // Settled or not, the consumer no longer hands this one over when dropped: an unsettled
-        // delivery is left to its ack deadline.
+        // Unsettled, it is left to its ack deadline; its prefetch slot is free again.
         self.state.held.lock().remove(&self.number);
     }
 }
@@ -458,17 +530,19 @@ impl Drop for RedisAcker {
 #[async_trait]
 impl Acker for RedisAcker {
     async fn ack(self: Box<Self>) -> Result<(), BrokerError> {
-        self.take_lease()?;
+        let _slot = self.take_lease()?;
         if self.state.settle(ACK, &self.id, &[]).await? { Ok(()) } else { Err(AdapterError::LeaseLost.into()) }
     }
 
     async fn nack(self: Box<Self>, redeliver_after: Option<Duration>) -> Result<(), BrokerError> {
-        self.take_lease()?;
+        let _slot = self.take_lease()?;
         let settled = match redeliver_after.filter(|delay| !delay.is_zero()) {
             None => {
                 let idle = CLAIMABLE_NOW_MS.to_string();
                 let settled = self.state.settle(NACK_NOW, &self.id, &[idle.as_bytes()]).await?;
-                self.state.claim_now.store(true, Ordering::Release);
+                if settled {
+                    self.state.nacked.lock().push(self.id.clone());
+                }
                 settled
             }
             Some(delay) => {

@@ -1,10 +1,11 @@
-//! [`RedisBroker`]: the Broker port on Redis (6.2 or later) through the `redis` crate.
+//! [`RedisBroker`]: the Broker port on Redis (7.0 or later) through the `redis` crate.
 //!
 //! - **Work queues** are streams (`<ns>:q:<queue>`) read by one consumer group (`herald`). Each
 //!   [`Broker::consume`] is a named consumer of the group; what it reads stays in the group's
 //!   pending list until acked (`XACK` + `XDEL`). Consumers take back, with `XAUTOCLAIM`, what has
-//!   been pending longer than their ack deadline: a dead consumer's messages come back that way.
-//!   `nack(None)` makes the entry claimable at once; `nack(Some(d))` moves it to a sorted set
+//!   been pending longer than their ack deadline: a dead consumer's messages come back that way,
+//!   and a dropped consumer makes all it holds claimable at once. `nack(None)` makes the entry
+//!   claimable at once (and the same consumer takes it back first); `nack(Some(d))` moves it to a sorted set
 //!   (`<ns>:qd:<queue>`, scored by when it is due) that consumers move back into the stream.
 //!   Every settle checks, in one script, that this consumer still holds the entry.
 //! - **De-duplication**: an enqueue script appends only when the message id was not seen on the

@@ -75,7 +75,7 @@ mod notifications;
 mod openapi_conformance;
 mod people;
 mod realtime;
-mod redis_restart;
+mod redis_server;
 mod relay;
 mod rooms;
 mod security;

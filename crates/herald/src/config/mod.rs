@@ -123,7 +123,7 @@ settings! {
     gc_grace: Span = "1h", env "HERALD_GC_GRACE", flag "gc-grace", secret false,
         doc "A file unreferenced and unwritten for this long is an orphan; protects uploads in flight.";
     broker_url: BrokerUrl = "memory://", env "HERALD_BROKER_URL", flag "broker-url", secret false,
-        doc "Broker backend: memory:// (in-process, serve only), amqp://user:pass@host/vhost or nats://host:4222.";
+        doc "Broker backend: memory:// (in-process, serve only), amqp://user:pass@host/vhost, nats://host:4222 or redis://host:6379/0 (amqps://, tls://, rediss:// for TLS).";
     broker_namespace: Name = "herald", env "HERALD_BROKER_NAMESPACE", flag "broker-namespace", secret false,
         doc "Prefix of every queue, topic, stream and subject, so deployments can share a broker.";
     commands: Hosted = "all", env "HERALD_COMMANDS", flag "commands", secret false,
