@@ -46,6 +46,12 @@ pub(crate) fn is_plain_key(name: &str) -> bool {
     !name.is_empty() && name.len() <= 255 && !name.starts_with('.') && !name.contains(['/', '\\', '\0'])
 }
 
+/// Whether `name` has the shape of a key Herald makes (a UUID's 32 lower-case hex digits):
+/// scans report these alone, so the collector never removes a file someone else put there.
+pub(crate) fn is_herald_key(name: &str) -> bool {
+    name.len() == 32 && name.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
 /// [`is_plain_key`] as an error naming the key.
 pub(crate) fn check_key(name: &str) -> io::Result<()> {
     if is_plain_key(name) {
@@ -145,8 +151,8 @@ impl Files for LocalFiles {
     }
 }
 
-/// Regular files directly in `dir`. `DirEntry::file_type` does not follow links, so a link is
-/// never reported, let alone followed out of the directory.
+/// Regular files directly in `dir` named like Herald's keys. `DirEntry::file_type` does not
+/// follow links, so a link is never reported, let alone followed out of the directory.
 async fn scan_dir(dir: &Path, partial: bool) -> io::Result<Vec<FileEntry>> {
     let mut out = Vec::new();
     let mut entries = match fs::read_dir(dir).await {
@@ -158,10 +164,9 @@ async fn scan_dir(dir: &Path, partial: bool) -> io::Result<Vec<FileEntry>> {
         if !entry.file_type().await?.is_file() {
             continue;
         }
-        let Some(name) = entry.file_name().to_str().map(str::to_owned) else { continue };
-        if name.starts_with('.') {
+        let Some(name) = entry.file_name().to_str().filter(|n| is_herald_key(n)).map(str::to_owned) else {
             continue;
-        }
+        };
         let modified = entry.metadata().await?.modified()?;
         out.push(FileEntry { key: name, modified, partial });
     }
@@ -180,7 +185,8 @@ mod tests {
         let files = LocalFiles::open(dir.path().join("files")).await.expect("open");
         std::fs::write(dir.path().join("secret"), b"x").expect("write");
         assert!(files.open("../secret", None).await.is_err());
-        std::os::unix::fs::symlink(dir.path().join("secret"), dir.path().join("files/link")).expect("symlink");
+        let link = dir.path().join("files/0123456789abcdef0123456789abcdef");
+        std::os::unix::fs::symlink(dir.path().join("secret"), link).expect("symlink");
         assert!(files.scan().await.expect("scan").is_empty(), "links are not reported");
         assert!(dir.path().join("secret").exists());
     }

@@ -17,7 +17,7 @@ use std::{fmt, path::PathBuf, str::FromStr, sync::Arc};
 use herald_core::store::{Store, StoreError};
 
 pub use files::LocalFiles;
-pub use objects::{PART_SIZE as S3_PART_SIZE, S3Endpoint, S3Files, S3Location};
+pub use objects::{MIN_PART_SIZE as S3_MIN_PART_SIZE, S3Endpoint, S3Files, S3Location, S3Options};
 pub use pg::PgStore;
 pub use sqlite::SqliteStore;
 

@@ -1,19 +1,27 @@
 //! [`S3Files`]: attachment bytes in an S3-compatible object store, through the `object_store`
 //! crate (request signing, retries and multipart uploads are its own).
 //!
-//! Objects live at `<prefix>/<key>` in one bucket; keys are fresh UUIDs, as with
-//! [`crate::LocalFiles`]. An upload is buffered up to one part ([`PART_SIZE`]): a file no larger
-//! is stored with one PUT when it finishes, a larger one goes up as a multipart upload with at
-//! most [`PARTS_IN_FLIGHT`] parts on the wire, so one upload holds at most
-//! `(1 + PARTS_IN_FLIGHT) × PART_SIZE` bytes, whatever the file's size. An unfinished multipart
-//! upload is not an object: nothing is visible under the key until it completes, and an aborted
-//! or dropped upload is aborted at the store. Uploads cut off by a crash are the bucket lifecycle
-//! rule's (`AbortIncompleteMultipartUpload`): the S3 API lists them apart from objects, so
+//! Objects live at `<prefix>/<key>` in one bucket; keys are fresh UUIDs (32 lower-case hex
+//! digits), as with [`crate::LocalFiles`], and [`Files::scan`] reports nothing else, so the
+//! collector never touches an object Herald did not write. An upload is buffered up to one part
+//! ([`S3Options::part_size`]: 5 MiB, more when the largest upload would need over 10,000 parts): a
+//! file no larger is stored with one PUT when it finishes, a larger one goes up as a multipart
+//! upload with at most [`PARTS_IN_FLIGHT`] parts on the wire, so one upload holds at most
+//! `(1 + PARTS_IN_FLIGHT) × part size` bytes, whatever the file's size. All uploads of a process
+//! share a budget of memory ([`S3Options::upload_memory`], counted in MiB): a buffer grows only
+//! with memory taken from it, a part keeps its share until it is on the store, and an upload that
+//! finds the budget spent (once its own parts have landed) fails with
+//! [`io::ErrorKind::ResourceBusy`] instead of waiting. An unfinished multipart upload is not an
+//! object: nothing is visible under the key until it completes, and an aborted or dropped upload
+//! is aborted at the store. Uploads cut off by a crash are the bucket lifecycle rule's
+//! (`AbortIncompleteMultipartUpload`): the S3 API lists them apart from objects, so
 //! [`Files::scan`] never reports partial entries here.
 //!
 //! Every call to the store is bounded in time: connecting by [`CONNECT_TIMEOUT`], each request
 //! (retries included) by [`REQUEST_TIMEOUT`], a download by [`READ_IDLE_TIMEOUT`] between chunks,
 //! so a dead endpoint fails requests instead of hanging them, and a slow reader is never cut off.
+//! Errors name what was being done and the store's status, never the text of its answer (an S3
+//! error body may quote the access key and the signed request).
 
 use std::{fmt, io, str::FromStr, sync::Arc, time::Duration};
 
@@ -28,14 +36,25 @@ use object_store::{
     path::Path,
 };
 use sha2::{Digest as _, Sha256};
-use tokio::task::JoinSet;
+use tokio::{
+    sync::{OwnedSemaphorePermit, Semaphore, TryAcquireError},
+    task::JoinSet,
+};
 use uuid::Uuid;
 
-use crate::files::{check_key, is_plain_key};
+use crate::files::{check_key, is_herald_key};
 
-/// The size of every part of a multipart upload but the last (S3's smallest allowed part is
-/// 5 MiB, and some stores want every part but the last of one size).
-pub const PART_SIZE: usize = 5 * 1024 * 1024;
+const MIB: u64 = 1024 * 1024;
+/// The unit of the upload memory budget, and the most a small file's buffer grows to before
+/// it takes a whole part.
+const SMALL: usize = MIB as usize;
+/// The smallest part of a multipart upload (S3's smallest allowed part, but for the last), and
+/// the part size while the largest upload fits in [`MAX_PARTS`] of them.
+pub const MIN_PART_SIZE: u64 = 5 * MIB;
+/// The most parts one multipart upload may have (S3's limit).
+pub const MAX_PARTS: u64 = 10_000;
+/// The largest object S3 stores.
+pub const MAX_OBJECT_SIZE: u64 = 5 * 1024 * 1024 * MIB;
 /// Parts of one upload sent at once; the next waits for one of them to finish.
 pub const PARTS_IN_FLIGHT: usize = 2;
 /// Longest wait for a connection to the store.
@@ -124,6 +143,56 @@ impl fmt::Display for S3Endpoint {
     }
 }
 
+/// How uploads to the store are cut and how much memory they may hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct S3Options {
+    /// The largest file accepted (`max_upload_size`): it sets the part size.
+    pub max_upload_size: u64,
+    /// Memory all uploads of the process may hold in buffers and parts in flight
+    /// (`s3_upload_memory`); whole MiB count.
+    pub upload_memory: u64,
+}
+
+impl S3Options {
+    /// Every part of a multipart upload but the last: [`MIN_PART_SIZE`], or the whole MiB that
+    /// fit the largest upload in [`MAX_PARTS`] parts.
+    pub fn part_size(&self) -> u64 {
+        let fitting = self.max_upload_size.div_ceil(MAX_PARTS).div_ceil(MIB).saturating_mul(MIB);
+        fitting.max(MIN_PART_SIZE)
+    }
+
+    /// The most one upload holds: a part being filled and [`PARTS_IN_FLIGHT`] on the wire.
+    pub fn memory_per_upload(&self) -> u64 {
+        self.part_size().saturating_mul(1 + PARTS_IN_FLIGHT as u64)
+    }
+
+    /// Whether S3 can store a file of `max_upload_size`.
+    pub fn check_max_upload_size(&self) -> Result<(), String> {
+        if self.max_upload_size > MAX_OBJECT_SIZE {
+            return Err(format!(
+                "must be at most 5TiB on an object store (S3's largest object), not {} bytes",
+                self.max_upload_size
+            ));
+        }
+        Ok(())
+    }
+
+    /// Whether the budget holds one upload of any size.
+    pub fn check_upload_memory(&self) -> Result<(), String> {
+        let least = self.memory_per_upload();
+        if self.upload_memory < least {
+            return Err(format!(
+                "must be at least {}MiB: one upload holds a part being filled and {PARTS_IN_FLIGHT} on the wire, \
+                 {}MiB each for max_upload_size {} bytes",
+                least / MIB,
+                self.part_size() / MIB,
+                self.max_upload_size
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// Attachment bytes in an S3-compatible object store.
 #[derive(Clone)]
 pub struct S3Files {
@@ -131,6 +200,56 @@ pub struct S3Files {
     location: S3Location,
     endpoint: Option<S3Endpoint>,
     prefix: Path,
+    part_size: usize,
+    /// The upload memory left, in MiB.
+    budget: Arc<Semaphore>,
+    budget_mib: u64,
+}
+
+/// The `AWS_*` variables passed to the client: credentials (static, web identity, container)
+/// and the region. The others the SDKs read (`AWS_ENDPOINT_URL`, `AWS_SKIP_SIGNATURE`,
+/// `AWS_METADATA_ENDPOINT`, …) would redirect or unsign requests behind Herald's settings:
+/// they are ignored.
+pub const AWS_VARIABLES: &[&str] = &[
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_REGION",
+    "AWS_DEFAULT_REGION",
+    "AWS_WEB_IDENTITY_TOKEN_FILE",
+    "AWS_ROLE_ARN",
+    "AWS_ROLE_SESSION_NAME",
+    "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+    "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+    "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE",
+];
+
+/// The client's settings from [`AWS_VARIABLES`] in `env`, at `endpoint` (path-style) or else AWS.
+fn client_builder(
+    location: &S3Location,
+    endpoint: Option<&S3Endpoint>,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> AmazonS3Builder {
+    let mut builder = AmazonS3Builder::new();
+    for (name, value) in env {
+        if AWS_VARIABLES.contains(&name.as_str())
+            && let Ok(key) = name.to_ascii_lowercase().parse::<AmazonS3ConfigKey>()
+        {
+            builder = builder.with_config(key, value);
+        }
+    }
+    // Herald bounds each call itself (a download may stream for as long as its reader
+    // takes); the client's own whole-request timeout would cut long downloads off.
+    let client = ClientOptions::new()
+        .with_connect_timeout(CONNECT_TIMEOUT)
+        .with_timeout_disabled()
+        .with_allow_http(endpoint.is_some_and(S3Endpoint::is_http));
+    let retry = RetryConfig { backoff: BackoffConfig::default(), max_retries: 3, retry_timeout: REQUEST_TIMEOUT };
+    builder = builder.with_bucket_name(&location.bucket).with_client_options(client).with_retry(retry);
+    if let Some(endpoint) = endpoint {
+        builder = builder.with_endpoint(endpoint.as_str()).with_virtual_hosted_style_request(false);
+    }
+    builder
 }
 
 impl fmt::Debug for S3Files {
@@ -145,38 +264,34 @@ impl fmt::Debug for S3Files {
 
 impl S3Files {
     /// A client for `location`, at `endpoint` (path-style) or else AWS S3. Region and
-    /// credentials come from the `AWS_*` entries of `env` (`AWS_ACCESS_KEY_ID`,
-    /// `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`, `AWS_REGION` or `AWS_DEFAULT_REGION`, and the
-    /// other credential sources the AWS SDKs read); the process passes its environment. Lists
-    /// one page under the prefix, so a missing bucket or refused credentials stop the start.
+    /// credentials come from the [`AWS_VARIABLES`] of `env` (the process passes its
+    /// environment); other `AWS_*` variables are ignored. Lists one page under the prefix, so a
+    /// missing bucket or refused credentials stop the start.
     pub async fn open(
         location: &S3Location,
         endpoint: Option<&S3Endpoint>,
+        options: S3Options,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> io::Result<Self> {
-        let mut builder = AmazonS3Builder::new();
-        for (name, value) in env {
-            if name.starts_with("AWS_")
-                && let Ok(key) = name.to_ascii_lowercase().parse::<AmazonS3ConfigKey>()
-            {
-                builder = builder.with_config(key, value);
-            }
-        }
-        // Herald bounds each call itself (a download may stream for as long as its reader
-        // takes); the client's own whole-request timeout would cut long downloads off.
-        let client = ClientOptions::new()
-            .with_connect_timeout(CONNECT_TIMEOUT)
-            .with_timeout_disabled()
-            .with_allow_http(endpoint.is_some_and(S3Endpoint::is_http));
-        let retry = RetryConfig { backoff: BackoffConfig::default(), max_retries: 3, retry_timeout: REQUEST_TIMEOUT };
-        builder = builder.with_bucket_name(&location.bucket).with_client_options(client).with_retry(retry);
-        if let Some(endpoint) = endpoint {
-            builder = builder.with_endpoint(endpoint.as_str()).with_virtual_hosted_style_request(false);
-        }
-        let store = builder.build().map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
-        let prefix = Path::parse(&location.prefix)
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("{location}: {e}")))?;
-        let files = Self { store: Arc::new(store), location: location.clone(), endpoint: endpoint.cloned(), prefix };
+        options
+            .check_max_upload_size()
+            .and_then(|()| options.check_upload_memory())
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        let invalid = |e: String| io::Error::new(io::ErrorKind::InvalidInput, e);
+        let part_size = usize::try_from(options.part_size()).map_err(|e| invalid(e.to_string()))?;
+        let budget_mib = options.upload_memory / MIB;
+        let permits = usize::try_from(budget_mib).unwrap_or(usize::MAX).min(Semaphore::MAX_PERMITS);
+        let store = client_builder(location, endpoint, env).build().map_err(|e| invalid(e.to_string()))?;
+        let prefix = Path::parse(&location.prefix).map_err(|e| invalid(format!("{location}: {e}")))?;
+        let files = Self {
+            store: Arc::new(store),
+            location: location.clone(),
+            endpoint: endpoint.cloned(),
+            prefix,
+            part_size,
+            budget: Arc::new(Semaphore::new(permits)),
+            budget_mib,
+        };
         files.check().await?;
         Ok(files)
     }
@@ -187,7 +302,7 @@ impl S3Files {
         let mut listing = self.store.list(self.listed_prefix().as_ref());
         match tokio::time::timeout(REQUEST_TIMEOUT, listing.next()).await {
             Ok(None | Some(Ok(_))) => Ok(()),
-            Ok(Some(Err(err))) => Err(store_error(&format!("listing {}", self.location), err)),
+            Ok(Some(Err(err))) => Err(store_error(&format!("listing {}", self.location), &err)),
             Err(_) => Err(timed_out(&format!("listing {}", self.location))),
         }
     }
@@ -210,16 +325,62 @@ impl S3Files {
     }
 }
 
-/// An `object_store` error as an I/O error that names what was being done.
-fn store_error(what: &str, err: object_store::Error) -> io::Error {
-    let kind = match &err {
-        object_store::Error::NotFound { .. } => io::ErrorKind::NotFound,
-        object_store::Error::PermissionDenied { .. } | object_store::Error::Unauthenticated { .. } => {
-            io::ErrorKind::PermissionDenied
+/// An `object_store` error as an I/O error that names what was being done and, when the store
+/// answered, its status. Nothing of the error's own text is kept: for an answer it holds the
+/// body, and an S3 error body may quote the access key id and the signed request (with the
+/// session token).
+fn store_error(what: &str, err: &object_store::Error) -> io::Error {
+    use object_store::Error as E;
+    let (kind, why) = match err {
+        E::NotFound { .. } => (io::ErrorKind::NotFound, "not found (404)".to_owned()),
+        E::PermissionDenied { .. } => (io::ErrorKind::PermissionDenied, "access denied (403)".to_owned()),
+        E::Unauthenticated { .. } => (io::ErrorKind::PermissionDenied, "not authenticated (401)".to_owned()),
+        E::AlreadyExists { .. } => (io::ErrorKind::AlreadyExists, "already exists (409)".to_owned()),
+        E::Precondition { .. } => (io::ErrorKind::Other, "precondition failed (412)".to_owned()),
+        E::NotModified { .. } => (io::ErrorKind::Other, "not modified (304)".to_owned()),
+        E::InvalidPath { .. } => (io::ErrorKind::InvalidInput, "not a valid object path".to_owned()),
+        E::NotSupported { .. } | E::NotImplemented { .. } => {
+            (io::ErrorKind::Unsupported, "not supported by the object store".to_owned())
         }
-        _ => io::ErrorKind::Other,
+        _ => failure(err),
     };
-    io::Error::new(kind, format!("{what}: {err}"))
+    io::Error::new(kind, format!("{what}: {why}"))
+}
+
+/// Why a request failed, from the transport error's kind or the status the store answered.
+fn failure(err: &object_store::Error) -> (io::ErrorKind, String) {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(current) = source {
+        if let Some(http) = current.downcast_ref::<object_store::client::HttpError>() {
+            use object_store::client::HttpErrorKind as K;
+            let why = match http.kind() {
+                K::Connect => "could not connect to the object store",
+                K::Timeout => "the object store did not answer in time",
+                K::Decode => "the object store's answer could not be read",
+                _ => "the request to the object store failed",
+            };
+            return (io::ErrorKind::Other, why.to_owned());
+        }
+        source = current.source();
+    }
+    // The status is only in the text (`… status code: 400 Bad Request: <body>`): the digits
+    // after the marker, never what follows them.
+    let text = err.to_string();
+    let status = text.split_once("status code: ").and_then(|(_, rest)| {
+        let digits = rest.get(..3).filter(|d| d.bytes().all(|b| b.is_ascii_digit()))?;
+        digits.parse::<u16>().ok()
+    });
+    match status {
+        Some(status) => {
+            let kind = match status {
+                404 => io::ErrorKind::NotFound,
+                401 | 403 => io::ErrorKind::PermissionDenied,
+                _ => io::ErrorKind::Other,
+            };
+            (kind, format!("the object store answered {status}"))
+        }
+        None => (io::ErrorKind::Other, "the object store failed the request".to_owned()),
+    }
 }
 
 fn timed_out(what: &str) -> io::Error {
@@ -233,7 +394,7 @@ async fn bounded<T>(
 ) -> io::Result<T> {
     match tokio::time::timeout(REQUEST_TIMEOUT, call).await {
         Ok(Ok(value)) => Ok(value),
-        Ok(Err(err)) => Err(store_error(&what(), err)),
+        Ok(Err(err)) => Err(store_error(&what(), &err)),
         Err(_) => Err(timed_out(&what())),
     }
 }
@@ -247,8 +408,14 @@ struct S3Upload {
     path: Path,
     key: String,
     name: String,
+    part_size: usize,
     /// Bytes not yet sent: less than one part.
     buffer: Vec<u8>,
+    /// The budget's MiB the buffer holds: one while the file is at most [`SMALL`] bytes, a
+    /// whole part beyond; each part takes its share along.
+    held: Option<OwnedSemaphorePermit>,
+    budget: Arc<Semaphore>,
+    budget_mib: u64,
     /// Started once the file outgrows one part.
     multipart: Option<Box<dyn MultipartUpload>>,
     parts: JoinSet<io::Result<()>>,
@@ -258,9 +425,61 @@ struct S3Upload {
 }
 
 impl S3Upload {
-    /// Sends the full buffer as the next part, waiting while [`PARTS_IN_FLIGHT`] are on the wire.
+    fn held_bytes(&self) -> usize {
+        self.held.as_ref().map_or(0, |held| held.num_permits().saturating_mul(SMALL))
+    }
+
+    /// Makes room in the buffer for `extra` more bytes, with memory from the budget: a small
+    /// file's buffer grows by doubling within one MiB; past it (or once the file is known to be
+    /// large) the buffer is a whole part, allocated once. When the budget is spent, this
+    /// upload's parts in flight are waited for (they give theirs back); once none is left, the
+    /// upload fails with `ResourceBusy`.
+    async fn make_room(&mut self, extra: usize) -> io::Result<()> {
+        let wanted = self.buffer.len() + extra;
+        let small = self.multipart.is_none() && wanted <= SMALL;
+        let needed = if small { SMALL } else { self.part_size };
+        let held = self.held_bytes();
+        if needed > held {
+            let more = u32::try_from((needed - held).div_ceil(SMALL))
+                .map_err(|_| io::Error::other(format!("uploading {}: a part too large", self.name)))?;
+            let permit = loop {
+                match self.budget.clone().try_acquire_many_owned(more) {
+                    Ok(permit) => break permit,
+                    Err(TryAcquireError::NoPermits) if !self.parts.is_empty() => self.settle_one().await?,
+                    Err(_) => {
+                        return Err(io::Error::new(
+                            io::ErrorKind::ResourceBusy,
+                            format!(
+                                "uploading {}: the memory for uploads to the object store ({} MiB, \
+                                 HERALD_S3_UPLOAD_MEMORY) is held by other uploads",
+                                self.name, self.budget_mib
+                            ),
+                        ));
+                    }
+                }
+            };
+            match &mut self.held {
+                Some(held) => held.merge(permit),
+                None => self.held = Some(permit),
+            }
+        }
+        if wanted > self.buffer.capacity() {
+            let capacity = if small { wanted.max(self.buffer.capacity().saturating_mul(2)).min(SMALL) } else { needed };
+            self.buffer.reserve_exact(capacity - self.buffer.len());
+        }
+        Ok(())
+    }
+
+    /// The buffer as a payload, leaving it empty.
+    fn take_buffer(&mut self) -> PutPayload {
+        PutPayload::from(Bytes::from(std::mem::take(&mut self.buffer)))
+    }
+
+    /// Sends the buffer as the next part, waiting while [`PARTS_IN_FLIGHT`] are on the wire. The
+    /// part keeps the buffer's memory until it is on the store.
     async fn send_part(&mut self) -> io::Result<()> {
-        let data = std::mem::take(&mut self.buffer);
+        let data = self.take_buffer();
+        let memory = self.held.take();
         let multipart = match &mut self.multipart {
             Some(multipart) => multipart,
             None => {
@@ -270,12 +489,16 @@ impl S3Upload {
                 self.multipart.insert(started)
             }
         };
-        let part = multipart.put_part(PutPayload::from(Bytes::from(data)));
+        let part = multipart.put_part(data);
         while self.parts.len() >= PARTS_IN_FLIGHT {
             self.settle_one().await?;
         }
         let name = self.name.clone();
-        self.parts.spawn(bounded(move || format!("uploading a part of {name}"), part));
+        self.parts.spawn(async move {
+            let sent = bounded(move || format!("uploading a part of {name}"), part).await;
+            drop(memory);
+            sent
+        });
         Ok(())
     }
 
@@ -290,8 +513,9 @@ impl S3Upload {
 
     async fn complete(&mut self) -> io::Result<()> {
         if self.multipart.is_none() {
-            let data = PutPayload::from(Bytes::from(std::mem::take(&mut self.buffer)));
+            let data = self.take_buffer();
             bounded(|| format!("storing {}", self.name), self.store.put(&self.path, data)).await?;
+            self.held = None;
             return Ok(());
         }
         if !self.buffer.is_empty() {
@@ -306,10 +530,16 @@ impl S3Upload {
         Ok(())
     }
 
-    /// Aborts the multipart upload at the store, once no part is on the wire.
+    /// Aborts the multipart upload at the store, once no part is on the wire. The abort runs as
+    /// a task of its own: were this future dropped midway, the upload would still be aborted.
     async fn abort_at_store(&mut self) {
+        self.held = None;
         if let Some(multipart) = self.multipart.take() {
-            abort_multipart(std::mem::take(&mut self.name), multipart, std::mem::take(&mut self.parts)).await;
+            let name = std::mem::take(&mut self.name);
+            let aborting = tokio::spawn(abort_multipart(name, multipart, std::mem::take(&mut self.parts)));
+            if let Err(err) = aborting.await {
+                tracing::warn!(%err, "an upload's abort did not run to its end");
+            }
         }
     }
 }
@@ -333,13 +563,11 @@ impl Upload for S3Upload {
         self.size += chunk.len() as u64;
         let mut rest = chunk;
         while !rest.is_empty() {
-            if self.buffer.capacity() == 0 {
-                self.buffer.reserve_exact(PART_SIZE);
-            }
-            let (now, later) = rest.split_at(rest.len().min(PART_SIZE - self.buffer.len()));
+            let (now, later) = rest.split_at(rest.len().min(self.part_size - self.buffer.len()));
+            self.make_room(now.len()).await?;
             self.buffer.extend_from_slice(now);
             rest = later;
-            if self.buffer.len() == PART_SIZE {
+            if self.buffer.len() == self.part_size {
                 self.send_part().await?;
             }
         }
@@ -396,7 +624,7 @@ fn body_stream(
         match tokio::time::timeout(READ_IDLE_TIMEOUT, stream.next()).await {
             Ok(None) => None,
             Ok(Some(Ok(bytes))) => Some((Ok(bytes), Some((name, stream)))),
-            Ok(Some(Err(err))) => Some((Err(store_error(&format!("reading {name}"), err)), None)),
+            Ok(Some(Err(err))) => Some((Err(store_error(&format!("reading {name}"), &err)), None)),
             Err(_) => Some((Err(timed_out(&format!("reading {name}"))), None)),
         }
     }))
@@ -411,7 +639,11 @@ impl Files for S3Files {
             path: self.path(&key)?,
             name: self.describe(&key),
             key,
+            part_size: self.part_size,
             buffer: Vec::new(),
+            held: None,
+            budget: self.budget.clone(),
+            budget_mib: self.budget_mib,
             multipart: None,
             parts: JoinSet::new(),
             hasher: Sha256::new(),
@@ -482,17 +714,18 @@ impl Files for S3Files {
             let meta = match tokio::time::timeout(REQUEST_TIMEOUT, listing.next()).await {
                 Ok(None) => break,
                 Ok(Some(Ok(meta))) => meta,
-                Ok(Some(Err(err))) => return Err(store_error(&what(), err)),
+                Ok(Some(Err(err))) => return Err(store_error(&what(), &err)),
                 Err(_) => return Err(timed_out(&what())),
             };
-            // Only plain keys directly under the prefix: nothing deeper is Herald's.
+            // Only Herald's keys directly under the prefix: nothing deeper, nothing of another
+            // shape is Herald's, and the collector must not delete what others keep there.
             let Some(name) = meta.location.prefix_match(&self.prefix).and_then(|mut parts| {
                 let first = parts.next()?;
                 parts.next().is_none().then(|| first.as_ref().to_owned())
             }) else {
                 continue;
             };
-            if is_plain_key(&name) {
+            if is_herald_key(&name) {
                 out.push(FileEntry { key: name, modified: meta.last_modified.into(), partial: false });
             }
         }
@@ -502,7 +735,239 @@ impl Files for S3Files {
 
 #[cfg(test)]
 mod tests {
+    use object_store::memory::InMemory;
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
     use super::*;
+
+    const SECRET: &str = "SECRETVALUE";
+
+    fn options(max_upload_size: u64, upload_memory: u64) -> S3Options {
+        S3Options { max_upload_size, upload_memory }
+    }
+
+    /// An adapter over an in-memory store, as `open` makes it.
+    fn in_memory(options: S3Options) -> (S3Files, Arc<InMemory>) {
+        let store = Arc::new(InMemory::new());
+        let files = S3Files {
+            store: store.clone(),
+            location: "s3://bucket/p".parse().expect("location"),
+            endpoint: None,
+            prefix: Path::from("p"),
+            part_size: usize::try_from(options.part_size()).expect("part size"),
+            budget: Arc::new(Semaphore::new(usize::try_from(options.upload_memory / MIB).expect("permits"))),
+            budget_mib: options.upload_memory / MIB,
+        };
+        (files, store)
+    }
+
+    async fn objects(store: &InMemory) -> Vec<String> {
+        let listed: Vec<_> = store.list(None).collect().await;
+        listed.into_iter().map(|meta| meta.expect("listed").location.to_string()).collect()
+    }
+
+    fn mib(n: u64) -> Vec<u8> {
+        vec![7; usize::try_from(n * MIB).expect("fits")]
+    }
+
+    #[test]
+    fn parts_grow_so_the_largest_upload_fits_in_ten_thousand() {
+        let gib = 1024 * MIB;
+        for (max, part) in [
+            (100 * MIB, 5 * MIB),
+            (MAX_PARTS * 5 * MIB, 5 * MIB),
+            (MAX_PARTS * 5 * MIB + 1, 6 * MIB),
+            (60 * gib, 7 * MIB),
+            (MAX_OBJECT_SIZE, 525 * MIB),
+        ] {
+            let o = options(max, 4 * gib);
+            assert_eq!(o.part_size(), part, "max {max}");
+            assert!(o.part_size() * MAX_PARTS >= max && o.part_size().is_multiple_of(MIB), "max {max}");
+            assert_eq!(o.memory_per_upload(), 3 * part);
+        }
+        assert!(options(MAX_OBJECT_SIZE + 1, u64::MAX).check_max_upload_size().is_err());
+        assert!(options(MAX_OBJECT_SIZE, u64::MAX).check_max_upload_size().is_ok());
+        let tight = options(100 * MIB, 15 * MIB);
+        assert!(tight.check_upload_memory().is_ok());
+        let err = options(100 * MIB, 15 * MIB - 1).check_upload_memory().expect_err("less than three parts");
+        assert!(err.contains("at least 15MiB"), "{err}");
+        assert!(options(60 * gib, 20 * MIB).check_upload_memory().is_err(), "three 7 MiB parts");
+    }
+
+    #[tokio::test]
+    async fn uploads_share_a_memory_budget_and_fail_cleanly_beyond_it() {
+        // 15 MiB: three buffers of just under a part, or one upload of any size.
+        let (files, store) = in_memory(options(100 * MIB, 15 * MIB));
+        let mut holders = Vec::new();
+        for _ in 0..3 {
+            let mut upload = files.begin_upload().await.expect("begin");
+            upload.write(&vec![1; 5 * MIB as usize - 1]).await.expect("fits the budget");
+            holders.push(upload);
+        }
+        assert_eq!(files.budget.available_permits(), 0);
+        let mut refused = files.begin_upload().await.expect("begin");
+        let err = refused.write(b"x").await.expect_err("the budget is spent");
+        assert_eq!(err.kind(), io::ErrorKind::ResourceBusy, "{err}");
+        assert!(err.to_string().contains("HERALD_S3_UPLOAD_MEMORY"), "{err}");
+        refused.abort().await;
+        let small = holders.pop().expect("holder");
+        small.abort().await;
+        assert_eq!(files.budget.available_permits(), 5, "an aborted upload gives its memory back");
+
+        // A multipart upload: its part keeps its memory while in flight (this runtime runs one
+        // task at a time, so a spawned part waits for the test to yield), and the upload waits
+        // for its own parts before it gives up.
+        let mut multipart = files.begin_upload().await.expect("begin");
+        multipart.write(&mib(5)).await.expect("one part, sent");
+        assert_eq!(files.budget.available_permits(), 0, "the part in flight holds its 5 MiB");
+        let mut other = files.begin_upload().await.expect("begin");
+        assert_eq!(other.write(b"x").await.map_err(|e| e.kind()), Err(io::ErrorKind::ResourceBusy));
+        other.abort().await;
+        multipart.write(b"x").await.expect("waits for its own part, then has room");
+        multipart.write(&vec![2; 5 * MIB as usize - 1]).await.expect("a second part, sent");
+        for _ in 0..1000 {
+            if files.budget.available_permits() == 5 {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(files.budget.available_permits(), 5, "the part on the store gave its memory back");
+        let mut filler = files.begin_upload().await.expect("begin");
+        filler.write(&mib(4)).await.expect("the rest of the budget");
+        let err = multipart.write(b"x").await.expect_err("no part of its own to wait for");
+        assert_eq!(err.kind(), io::ErrorKind::ResourceBusy);
+        multipart.abort().await;
+        filler.abort().await;
+        for holder in holders {
+            holder.abort().await;
+        }
+        assert_eq!(files.budget.available_permits(), 15, "every MiB is back");
+        assert!(objects(&store).await.is_empty(), "refused uploads leave no object");
+
+        // With the budget free again, an upload of many parts goes through within it.
+        let mut large = files.begin_upload().await.expect("begin");
+        for _ in 0..24 {
+            large.write(&mib(1)).await.expect("write");
+            assert!(files.budget.available_permits() <= 15);
+        }
+        let stored = large.finish().await.expect("finish");
+        assert_eq!(stored.size, 24 * MIB);
+        assert_eq!(files.budget.available_permits(), 15);
+        assert_eq!(objects(&store).await, [format!("p/{}", stored.key)]);
+    }
+
+    #[tokio::test]
+    async fn a_small_upload_takes_little_memory() {
+        let (files, _store) = in_memory(options(100 * MIB, 15 * MIB));
+        let mut upload = files.begin_upload().await.expect("begin");
+        upload.write(b"hello").await.expect("write");
+        assert_eq!(files.budget.available_permits(), 14, "one MiB taken");
+        drop(upload);
+        assert_eq!(files.budget.available_permits(), 15);
+        let mut upload = S3Upload {
+            store: files.store.clone(),
+            path: Path::from("p/x"),
+            key: "x".into(),
+            name: "x".into(),
+            part_size: files.part_size,
+            buffer: Vec::new(),
+            held: None,
+            budget: files.budget.clone(),
+            budget_mib: files.budget_mib,
+            multipart: None,
+            parts: JoinSet::new(),
+            hasher: Sha256::new(),
+            size: 0,
+            finished: false,
+        };
+        upload.write(b"hello").await.expect("write");
+        assert!(upload.buffer.capacity() < 1024, "no part-sized buffer up front: {}", upload.buffer.capacity());
+        upload.write(&vec![0; MIB as usize]).await.expect("write");
+        assert_eq!(upload.held_bytes(), 5 * MIB as usize, "past one MiB, a whole part");
+        assert_eq!(upload.buffer.capacity(), 5 * MIB as usize);
+    }
+
+    #[test]
+    fn only_credentials_and_region_come_from_the_environment() {
+        let env = [
+            ("AWS_ACCESS_KEY_ID", "id"),
+            ("AWS_SECRET_ACCESS_KEY", "secret"),
+            ("AWS_REGION", "eu-central-1"),
+            ("AWS_ENDPOINT", "http://elsewhere.example"),
+            ("AWS_ENDPOINT_URL", "http://elsewhere.example"),
+            ("AWS_SKIP_SIGNATURE", "true"),
+            ("AWS_METADATA_ENDPOINT", "http://elsewhere.example"),
+            ("AWS_VIRTUAL_HOSTED_STYLE_REQUEST", "true"),
+            ("AWS_ALLOW_HTTP", "true"),
+        ]
+        .map(|(k, v)| (k.to_owned(), v.to_owned()));
+        let location: S3Location = "s3://bucket/p".parse().expect("location");
+        let aws = client_builder(&location, None, env.clone());
+        let get = |b: &AmazonS3Builder, key: AmazonS3ConfigKey| b.get_config_value(&key);
+        assert_eq!(get(&aws, AmazonS3ConfigKey::AccessKeyId).as_deref(), Some("id"));
+        assert_eq!(get(&aws, AmazonS3ConfigKey::Region).as_deref(), Some("eu-central-1"));
+        assert_eq!(get(&aws, AmazonS3ConfigKey::Endpoint), None, "AWS_ENDPOINT(_URL) is ignored");
+        assert_ne!(get(&aws, AmazonS3ConfigKey::SkipSignature).as_deref(), Some("true"));
+        assert_ne!(get(&aws, AmazonS3ConfigKey::VirtualHostedStyleRequest).as_deref(), Some("true"));
+        assert_ne!(get(&aws, AmazonS3ConfigKey::MetadataEndpoint).as_deref(), Some("http://elsewhere.example"));
+        let endpoint: S3Endpoint = "http://127.0.0.1:9000".parse().expect("endpoint");
+        let other = client_builder(&location, Some(&endpoint), env);
+        assert_eq!(get(&other, AmazonS3ConfigKey::Endpoint).as_deref(), Some("http://127.0.0.1:9000"));
+    }
+
+    /// A store on loopback that answers every request with `status` and an S3 error body quoting
+    /// the credentials, as AWS does for a bad signature.
+    async fn refusing_store(status: &'static str) -> S3Endpoint {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move {
+            while let Ok((mut conn, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let mut head = Vec::new();
+                    let mut byte = [0u8; 1];
+                    while !head.ends_with(b"\r\n\r\n") && conn.read(&mut byte).await.is_ok_and(|n| n == 1) {
+                        head.push(byte[0]);
+                    }
+                    let body = format!(
+                        "<?xml version=\"1.0\"?><Error><Code>SignatureDoesNotMatch</Code><AWSAccessKeyId>{SECRET}\
+                         </AWSAccessKeyId><CanonicalRequest>x-amz-security-token:{SECRET}</CanonicalRequest></Error>"
+                    );
+                    let reply = format!(
+                        "HTTP/1.1 {status}\r\ncontent-type: application/xml\r\ncontent-length: {}\r\n\
+                         connection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                    let _ = conn.write_all(reply.as_bytes()).await;
+                });
+            }
+        });
+        format!("http://{addr}").parse().expect("endpoint")
+    }
+
+    #[tokio::test]
+    async fn errors_never_carry_the_stores_answer() {
+        let location: S3Location = "s3://bucket/p".parse().expect("location");
+        let env = [("AWS_ACCESS_KEY_ID", "id"), ("AWS_SECRET_ACCESS_KEY", "secret"), ("AWS_REGION", "us-east-1")]
+            .map(|(k, v)| (k.to_owned(), v.to_owned()));
+        for (status, expected) in
+            [("403 Forbidden", "the object store answered 403"), ("400 Bad Request", "the object store answered 400")]
+        {
+            let endpoint = refusing_store(status).await;
+            let err = S3Files::open(&location, Some(&endpoint), options(100 * MIB, 256 * MIB), env.clone())
+                .await
+                .expect_err("refused");
+            let mut chain = vec![err.to_string(), format!("{err:?}")];
+            let mut source = std::error::Error::source(&err);
+            while let Some(current) = source {
+                chain.push(current.to_string());
+                source = current.source();
+            }
+            assert!(chain.iter().all(|text| !text.contains(SECRET)), "{chain:?}");
+            assert!(err.to_string().contains(expected) && err.to_string().contains("s3://bucket/p"), "{err}");
+            let denied = status.starts_with("403");
+            assert_eq!(err.kind() == io::ErrorKind::PermissionDenied, denied, "{err}");
+        }
+    }
 
     #[test]
     fn locations_and_endpoints_parse() {

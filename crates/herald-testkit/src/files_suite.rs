@@ -75,11 +75,20 @@ impl FilesTarget {
     /// waiting up to `wait` for background aborts.
     pub async fn unfinished(&self, wait: Duration) -> Vec<String> {
         match &self.backing {
-            Backing::Dir(dir) => std::fs::read_dir(dir.path().join("files/.partial"))
-                .expect("read .partial")
-                .flatten()
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .collect(),
+            Backing::Dir(dir) => {
+                let deadline = tokio::time::Instant::now() + wait;
+                loop {
+                    let partial: Vec<String> = std::fs::read_dir(dir.path().join("files/.partial"))
+                        .expect("read .partial")
+                        .flatten()
+                        .map(|e| e.file_name().to_string_lossy().into_owned())
+                        .collect();
+                    if partial.is_empty() || tokio::time::Instant::now() >= deadline {
+                        return partial;
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
             Backing::Bucket(bucket) => bucket.wait_no_open_uploads(wait).await,
         }
     }
@@ -91,6 +100,9 @@ impl FilesTarget {
         }
     }
 }
+
+/// The part size of an object store at the default `max_upload_size`.
+const PART: usize = herald_store::S3_MIN_PART_SIZE as usize;
 
 /// `len` bytes that differ from offset to offset (so a misplaced range shows), as chunks.
 fn pattern(len: usize) -> Vec<u8> {
@@ -175,7 +187,7 @@ pub async fn removes_say_whether_the_file_was_there(t: &FilesTarget) {
 /// object, nothing in a scan, no unfinished upload held by the backend.
 pub async fn aborted_and_dropped_uploads_leave_nothing(t: &FilesTarget) {
     let files = t.files.as_ref();
-    let big = pattern(herald_store::S3_PART_SIZE + 1024 * 1024);
+    let big = pattern(PART + 1024 * 1024);
 
     let mut small = files.begin_upload().await.expect("begin");
     small.write(b"partial").await.expect("write");
@@ -196,6 +208,25 @@ pub async fn aborted_and_dropped_uploads_leave_nothing(t: &FilesTarget) {
     assert!(files.scan().await.expect("scan").is_empty());
 }
 
+/// An abort whose caller gives up on it at its first wait (a cancelled request task) still
+/// removes what was written: nothing stays partial or open at the store.
+pub async fn a_cancelled_abort_still_leaves_nothing(t: &FilesTarget) {
+    use futures::FutureExt as _;
+    let files = t.files.as_ref();
+    let big = pattern(2 * PART + 1024);
+    let mut upload = files.begin_upload().await.expect("begin");
+    upload.write(&big).await.expect("write past two parts");
+    // Polled once, then dropped: on an object store the abort is still waiting for the store.
+    let _ = upload.abort().now_or_never();
+    let mut small = files.begin_upload().await.expect("begin");
+    small.write(b"partial").await.expect("write");
+    let _ = small.abort().now_or_never();
+
+    assert_eq!(t.unfinished(Duration::from_secs(10)).await, Vec::<String>::new(), "the abort ran to its end");
+    assert!(t.stored().await.is_empty());
+    assert!(files.scan().await.expect("scan").is_empty());
+}
+
 /// 20 MiB streamed in 64 KiB chunks (several parts on an object store) arrive whole: size, hash,
 /// every byte, and ranges across part boundaries.
 pub async fn a_large_upload_streams_through_in_chunks(t: &FilesTarget) {
@@ -210,7 +241,7 @@ pub async fn a_large_upload_streams_through_in_chunks(t: &FilesTarget) {
     let (size, whole) = read(files, &stored.key, None).await;
     assert_eq!(size, content.len() as u64);
     assert!(whole == content, "the file reads back byte for byte");
-    let part = herald_store::S3_PART_SIZE as u64;
+    let part = herald_store::S3_MIN_PART_SIZE;
     for (start, len) in [(part - 10, 20), (3 * part - 1, 2), (content.len() as u64 - 5, 50)] {
         let end = usize::try_from(start + len).expect("fits").min(content.len());
         let expected = content[usize::try_from(start).expect("fits")..end].to_vec();
@@ -220,12 +251,17 @@ pub async fn a_large_upload_streams_through_in_chunks(t: &FilesTarget) {
 }
 
 /// Keys that are not plain names are refused, so none reaches outside the directory or prefix;
-/// scans report plain names directly under the root and nothing else.
+/// scans report names of the shape Herald makes (32 lower-case hex digits) directly under the
+/// root and nothing else, so the collector leaves other files alone.
 pub async fn keys_that_try_to_escape_are_refused(t: &FilesTarget) {
     let files = t.files.as_ref();
+    let planted = "0123456789abcdef0123456789abcdef";
     t.plant("nested/deep", b"x").await;
     t.plant(".hidden", b"x").await;
-    t.plant("planted", b"x").await;
+    t.plant(planted, b"x").await;
+    for foreign in ["report.pdf", "0123456789ABCDEF0123456789ABCDEF", "0123456789abcdef0123456789abcde", "planted"] {
+        t.plant(foreign, b"not Herald's").await;
+    }
     for name in ["../secret", "/etc/passwd", "..", ".", ".partial", "a/b", "", "nested/deep", ".hidden", "a\\b", "a\0b"]
     {
         let opened = files.open(name, None).await;
@@ -234,6 +270,6 @@ pub async fn keys_that_try_to_escape_are_refused(t: &FilesTarget) {
         assert!(files.remove(name, true).await.is_err(), "remove partial {name:?}");
     }
     let keys: Vec<String> = files.scan().await.expect("scan").into_iter().map(|e| e.key).collect();
-    assert_eq!(keys, ["planted"], "only plain names directly under the root");
-    assert!(files.remove("planted", false).await.expect("remove"));
+    assert_eq!(keys, [planted], "only Herald's keys directly under the root");
+    assert!(files.remove(planted, false).await.expect("remove"));
 }

@@ -6,7 +6,7 @@
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use futures::TryStreamExt as _;
-use herald_store::{S3Endpoint, S3Files, S3Location};
+use herald_store::{S3Endpoint, S3Files, S3Location, S3Options};
 use object_store::{
     ClientOptions, ObjectStore, ObjectStoreExt as _, PutPayload,
     aws::{AmazonS3Builder, AmazonS3ConfigKey},
@@ -74,11 +74,22 @@ impl TestBucket {
         env
     }
 
-    /// The Files adapter over this prefix, opened as a Herald process opens it.
+    /// The Files adapter over this prefix, opened as a Herald process opens it with the default
+    /// settings (100 MiB uploads, 256 MiB of upload memory).
     pub async fn files(&self) -> S3Files {
+        self.files_with(S3Options { max_upload_size: 100 << 20, upload_memory: 256 << 20 }).await
+    }
+
+    /// The Files adapter over this prefix with `options`.
+    pub async fn files_with(&self, options: S3Options) -> S3Files {
         let location: S3Location = self.files_url().parse().expect("location");
         let endpoint: S3Endpoint = self.endpoint.parse().expect("endpoint");
-        S3Files::open(&location, Some(&endpoint), Self::credentials()).await.expect("open the test bucket")
+        S3Files::open(&location, Some(&endpoint), options, Self::credentials()).await.expect("open the test bucket")
+    }
+
+    /// The entity tag of the object at `<prefix>/<name>`: `"…-<parts>"` for a multipart upload.
+    pub async fn etag(&self, name: &str) -> String {
+        self.raw.head(&self.path(name)).await.expect("head").e_tag.unwrap_or_default()
     }
 
     fn path(&self, name: &str) -> Path {

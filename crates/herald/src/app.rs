@@ -283,7 +283,7 @@ pub async fn open_files(config: &Config) -> anyhow::Result<Arc<dyn Files>> {
             let endpoint = config.s3_endpoint.0.as_ref();
             // Variables that are not Unicode cannot be AWS settings; `vars()` would panic on them.
             let env = std::env::vars_os().filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)));
-            let files = S3Files::open(location, endpoint, env).await.with_context(|| {
+            let files = S3Files::open(location, endpoint, config.s3_options(), env).await.with_context(|| {
                 let at = endpoint.map(|e| format!(" at {e}")).unwrap_or_default();
                 format!("opening the object store {location}{at}")
             })?;

@@ -114,30 +114,40 @@ impl StreamCommand for Upload {
             return Err(too_large(max));
         }
         let mut body = body.ok_or_else(|| ApiError::invalid_field("body", "is required"))?;
-        let mut upload = svc.files.begin_upload().await.map_err(ApiError::internal)?;
+        let mut upload = svc.files.begin_upload().await.map_err(file_error)?;
+        let mut written: u64 = 0;
         let stored = loop {
             let chunk = match body.next().await {
-                None => break upload.finish().await.map_err(ApiError::internal)?,
+                None => break upload.finish().await.map_err(file_error)?,
                 Some(Ok(chunk)) => chunk,
                 Some(Err(err)) => {
                     upload.abort().await;
                     return Err(err);
                 }
             };
-            match upload.write(&chunk).await {
-                Ok(total) if total > max => {
-                    upload.abort().await;
-                    return Err(too_large(max));
-                }
-                Ok(_) => {}
-                Err(err) => {
-                    upload.abort().await;
-                    return Err(ApiError::internal(err));
-                }
+            // Refused before it is written: no byte past the limit reaches the file store.
+            written = written.saturating_add(chunk.len() as u64);
+            if written > max {
+                upload.abort().await;
+                return Err(too_large(max));
+            }
+            if let Err(err) = upload.write(&chunk).await {
+                upload.abort().await;
+                return Err(file_error(err));
             }
         };
         let view = attach(svc, cx, task, stored, input.file_name.as_deref(), input.content_type.as_deref()).await?;
         Ok((view, None))
+    }
+}
+
+/// A file store failure: `unavailable` (503) when the store turned the upload away for want of
+/// capacity (`ResourceBusy`, e.g. the object store's upload memory in use), else `internal`.
+fn file_error(err: std::io::Error) -> ApiError {
+    if err.kind() == std::io::ErrorKind::ResourceBusy {
+        ApiError::new(ErrorCode::Unavailable, "too many uploads at once; retry later").with_source(err)
+    } else {
+        ApiError::internal(err)
     }
 }
 

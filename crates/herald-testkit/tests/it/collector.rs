@@ -44,24 +44,35 @@ async fn the_collector_removes_only_orphans(app: &TestApp) {
     for entry in std::fs::read_dir(dir).expect("dir").flatten().filter(|e| e.file_type().is_ok_and(|t| t.is_file())) {
         age(&entry.path(), 2 * hour);
     }
-    std::fs::write(dir.join("old-orphan"), b"x").expect("write");
-    age(&dir.join("old-orphan"), 2 * hour);
-    std::fs::write(dir.join("new-orphan"), b"x").expect("write");
-    std::fs::write(dir.join(".partial/abandoned"), b"x").expect("write");
-    age(&dir.join(".partial/abandoned"), 2 * hour);
+    // Orphans have names of the shape of Herald's keys (a UUID's 32 hex digits); a file of any
+    // other name is not Herald's, however old.
+    let (old, new, abandoned) =
+        ("0000000000000000000000000000001d", "0000000000000000000000000000002e", "0000000000000000000000000000003f");
+    std::fs::write(dir.join(old), b"x").expect("write");
+    age(&dir.join(old), 2 * hour);
+    std::fs::write(dir.join(new), b"x").expect("write");
+    std::fs::write(dir.join(".partial").join(abandoned), b"x").expect("write");
+    age(&dir.join(".partial").join(abandoned), 2 * hour);
+    for foreign in ["old-orphan", "README", "0000000000000000000000000000001D"] {
+        std::fs::write(dir.join(foreign), b"x").expect("write");
+        age(&dir.join(foreign), 2 * hour);
+    }
     let outside = tempfile::NamedTempFile::new().expect("outside file");
     age(outside.path(), 2 * hour);
-    std::os::unix::fs::symlink(outside.path(), dir.join("link-out")).expect("symlink");
+    std::os::unix::fs::symlink(outside.path(), dir.join("0000000000000000000000000000004a")).expect("symlink");
     std::fs::create_dir(dir.join("subdir")).expect("mkdir");
     std::fs::write(dir.join("subdir/old"), b"x").expect("write");
     age(&dir.join("subdir/old"), 2 * hour);
 
     let outcome = app.collector(hour).tick().await.expect("collect");
     assert_eq!((outcome.removed, outcome.referenced, outcome.fresh, outcome.failed), (2, 1, 1, 0), "{outcome:?}");
-    assert!(!dir.join("old-orphan").exists() && !dir.join(".partial/abandoned").exists());
-    assert!(dir.join("new-orphan").exists(), "younger than the grace period");
+    assert!(!dir.join(old).exists() && !dir.join(".partial").join(abandoned).exists());
+    assert!(dir.join(new).exists(), "younger than the grace period");
+    for foreign in ["old-orphan", "README", "0000000000000000000000000000001D"] {
+        assert!(dir.join(foreign).exists(), "{foreign} is not Herald's");
+    }
     assert!(
-        std::fs::symlink_metadata(dir.join("link-out")).is_ok() && outside.path().exists(),
+        std::fs::symlink_metadata(dir.join("0000000000000000000000000000004a")).is_ok() && outside.path().exists(),
         "links are not followed"
     );
     assert!(dir.join("subdir/old").exists(), "the collector does not descend into directories");

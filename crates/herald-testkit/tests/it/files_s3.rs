@@ -2,8 +2,9 @@
 //! a prefix of the test bucket (`HERALD_FILES_URL=s3://…`, `HERALD_S3_ENDPOINT`, credentials from
 //! `AWS_*`). An attachment uploaded through one process downloads through another, whole and by
 //! range, with the uploading process's memory bounded whatever the file's size; an upload cut
-//! off midway leaves no object and no open multipart upload; `herald gc files` removes orphaned
-//! objects past the grace period and keeps the rest.
+//! off midway leaves no object and no open multipart upload; uploads beyond
+//! `HERALD_S3_UPLOAD_MEMORY` are refused with 503 and leave nothing; `herald gc files` removes
+//! orphaned objects past the grace period and keeps the rest, objects of other names among them.
 
 use std::time::Duration;
 
@@ -97,17 +98,20 @@ impl Deployment {
 
     /// Uploads `body` as the `file` field through `api`; returns the attachment.
     async fn upload(&self, api: &Api, token: &str, task: &str, body: reqwest::Body) -> Value {
-        let part = multipart::Part::stream(body).file_name("data.bin");
-        let reply = self
-            .client
+        let reply = self.send_file(api, token, task, multipart::Part::stream(body).file_name("data.bin")).await;
+        assert_eq!(reply.status(), StatusCode::CREATED);
+        reply.json().await.expect("attachment")
+    }
+
+    /// Sends `part` as the `file` field through `api`; returns the answer, whatever it is.
+    async fn send_file(&self, api: &Api, token: &str, task: &str, part: multipart::Part) -> reqwest::Response {
+        self.client
             .post(format!("{}/api/v1/tasks/{task}/attachments", api.base))
             .bearer_auth(token)
             .multipart(multipart::Form::new().part("file", part))
             .send()
             .await
-            .expect("upload");
-        assert_eq!(reply.status(), StatusCode::CREATED);
-        reply.json().await.expect("attachment")
+            .expect("upload")
     }
 
     async fn download(&self, api: &Api, token: &str, id: &str, range: Option<&str>) -> reqwest::Response {
@@ -197,20 +201,7 @@ async fn an_upload_cut_off_midway_leaves_no_object() {
     let (token, task) = d.user_with_task(&api, "ada@example.org").await;
 
     // A multipart body that declares 12 MiB of file, of which 7 MiB are sent: past the first part.
-    let boundary = "herald-cut-off";
-    let head = format!(
-        "--{boundary}\r\ncontent-disposition: form-data; name=\"file\"; filename=\"cut.bin\"\r\n\
-         content-type: application/octet-stream\r\n\r\n"
-    );
-    let tail = format!("\r\n--{boundary}--\r\n");
-    let length = head.len() + 12 * MIB + tail.len();
-    let addr = api.base.trim_start_matches("http://");
-    let mut conn = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    let request = format!(
-        "POST /api/v1/tasks/{task}/attachments HTTP/1.1\r\nhost: {addr}\r\nauthorization: Bearer {token}\r\n\
-         content-type: multipart/form-data; boundary={boundary}\r\ncontent-length: {length}\r\n\r\n{head}"
-    );
-    conn.write_all(request.as_bytes()).await.expect("head sent");
+    let mut conn = start_upload(&api, &token, &task).await;
     for i in 0..7 * MIB / (64 * 1024) {
         conn.write_all(&chunk(i)).await.expect("chunk sent");
     }
@@ -240,12 +231,17 @@ async fn gc_files_removes_orphaned_objects_past_the_grace_period() {
     let (token, task) = d.user_with_task(&api, "ada@example.org").await;
     let kept = d.upload(&api, &token, &task, reqwest::Body::from("kept")).await;
     let kept_key = d.bucket.objects().await.pop().expect("the attachment's object").0;
-    d.bucket.put("0000old0orphan", b"x").await;
+    let (old, new) = ("0000000000000000000000000000001d", "0000000000000000000000000000002e");
+    d.bucket.put(old, b"x").await;
     d.bucket.put("nested/old", b"x").await;
+    // Objects others keep under the prefix: not of the shape of Herald's keys, never collected.
+    for foreign in ["report.pdf", "0000000000000000000000000000001D", "0000000000000000000000000000001"] {
+        d.bucket.put(foreign, b"not Herald's").await;
+    }
     // Object stores keep their own times (and lists round them down to the second): the fresh
     // orphan comes 6 s later, and the grace period falls between the two.
     tokio::time::sleep(Duration::from_secs(6)).await;
-    d.bucket.put("0000new0orphan", b"x").await;
+    d.bucket.put(new, b"x").await;
 
     let out = tokio::process::Command::new(herald_bin())
         .args(["gc", "files", "--gc-grace", "4s"])
@@ -263,10 +259,107 @@ async fn gc_files_removes_orphaned_objects_past_the_grace_period() {
     );
     let mut left: Vec<String> = d.bucket.objects().await.into_iter().map(|(name, _)| name).collect();
     left.sort();
-    let mut expected = vec!["0000new0orphan".to_owned(), kept_key, "nested/old".to_owned()];
+    let mut expected: Vec<String> = [
+        new,
+        &kept_key,
+        "nested/old",
+        "report.pdf",
+        "0000000000000000000000000000001D",
+        "0000000000000000000000000000001",
+    ]
+    .map(str::to_owned)
+    .into();
     expected.sort();
-    assert_eq!(left, expected, "the old orphan alone is gone; nested keys are not Herald's");
+    assert_eq!(left, expected, "the old orphan alone is gone; nested keys and other names are not Herald's");
     let content = d.download(&api, &token, kept["id"].as_str().expect("id"), None).await;
     assert_eq!(content.bytes().await.expect("body").as_ref(), b"kept");
+    d.finish().await;
+}
+
+/// Starts an upload on a connection of its own: the request and the multipart head of a file
+/// declared 12 MiB long, none of its bytes yet.
+async fn start_upload(api: &Api, token: &str, task: &str) -> tokio::net::TcpStream {
+    let boundary = "herald-raw";
+    let head = format!(
+        "--{boundary}\r\ncontent-disposition: form-data; name=\"file\"; filename=\"raw.bin\"\r\n\
+         content-type: application/octet-stream\r\n\r\n"
+    );
+    let tail = format!("\r\n--{boundary}--\r\n");
+    let length = head.len() + 12 * MIB + tail.len();
+    let addr = api.base.trim_start_matches("http://");
+    let mut conn = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let request = format!(
+        "POST /api/v1/tasks/{task}/attachments HTTP/1.1\r\nhost: {addr}\r\nauthorization: Bearer {token}\r\n\
+         content-type: multipart/form-data; boundary={boundary}\r\ncontent-length: {length}\r\n\r\n{head}"
+    );
+    conn.write_all(request.as_bytes()).await.expect("head sent");
+    conn
+}
+
+/// An upload that sends `file_bytes` of its file and holds there.
+async fn hold_upload(api: &Api, token: &str, task: &str, file_bytes: usize) -> tokio::net::TcpStream {
+    let mut conn = start_upload(api, token, task).await;
+    conn.write_all(&vec![5u8; file_bytes]).await.expect("file sent");
+    conn.flush().await.expect("flush");
+    conn
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn uploads_beyond_the_upload_memory_are_refused_with_503_and_leave_nothing() {
+    let test = "uploads_beyond_the_upload_memory_are_refused_with_503_and_leave_nothing";
+    let Some(mut d) = Deployment::start(test).await else { return };
+    // The least allowed: one upload of any size, or three buffers of just under a part.
+    d.env.push(("HERALD_S3_UPLOAD_MEMORY".into(), "15MiB".into()));
+    let api = d.api("api").await;
+    let (token, task) = d.user_with_task(&api, "ada@example.org").await;
+
+    let held = 5 * MIB - 64 * 1024;
+    let mut holders = Vec::new();
+    for _ in 0..3 {
+        holders.push(hold_upload(&api, &token, &task, held).await);
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    // Until the server has read the held bytes, a small upload may still fit: it is kept (and
+    // counted); once they are in, uploads are refused. A held upload that lost the race for
+    // the last MiB was answered (503): another takes its place.
+    let mut kept = 0;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let refused = loop {
+        assert!(tokio::time::Instant::now() < deadline, "no upload was ever refused");
+        let reply = d.send_file(&api, &token, &task, multipart::Part::bytes(b"hello".to_vec())).await;
+        match reply.status() {
+            StatusCode::CREATED => {
+                kept += 1;
+                for holder in &mut holders {
+                    if !matches!(holder.try_read(&mut [0; 1]), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock) {
+                        *holder = hold_upload(&api, &token, &task, held).await;
+                    }
+                }
+            }
+            StatusCode::SERVICE_UNAVAILABLE => break reply.json::<Value>().await.expect("problem"),
+            other => panic!("an upload beyond the budget is refused with 503, not {other}"),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(refused["code"], "unavailable", "{refused}");
+    assert_eq!(d.bucket.objects().await.len(), kept, "the refused upload left no object");
+
+    // The held uploads gone, the budget is free again: a multipart upload goes through.
+    drop(holders);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let large = loop {
+        let stream = futures::stream::iter((0..12 * MIB / (64 * 1024)).map(|i| Ok::<_, std::io::Error>(chunk(i))));
+        let part = multipart::Part::stream(reqwest::Body::wrap_stream(stream)).file_name("large.bin");
+        let reply = d.send_file(&api, &token, &task, part).await;
+        if reply.status() == StatusCode::CREATED {
+            break reply.json::<Value>().await.expect("attachment");
+        }
+        assert_eq!(reply.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert!(tokio::time::Instant::now() < deadline, "the held uploads never gave their memory back");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(large["size"], 12 * MIB);
+    assert_eq!(d.bucket.objects().await.len(), kept + 1);
+    assert_eq!(d.bucket.wait_no_open_uploads(Duration::from_secs(10)).await, Vec::<String>::new());
     d.finish().await;
 }

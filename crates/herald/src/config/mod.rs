@@ -11,7 +11,7 @@ use std::{collections::BTreeMap, fmt, net::SocketAddr, path::PathBuf, str::FromS
 
 use herald_broker::BrokerUrl;
 use herald_core::{campaign::TimeZone, hosting::Hosted, net::Networks, schedule::Schedule};
-use herald_store::{FilesUrl, S3Endpoint, StoreUrl};
+use herald_store::{FilesUrl, S3Endpoint, S3Options, StoreUrl};
 use herald_workers::email::{EmailFrom, SmtpUrl};
 pub use values::*;
 
@@ -118,6 +118,8 @@ settings! {
         doc "Endpoint of an S3-compatible store other than AWS (http(s)://host:port, addressed path-style, plain HTTP only when it says http://); empty is AWS S3.";
     max_upload_size: ByteSize = "100MiB", env "HERALD_MAX_UPLOAD_SIZE", flag "max-upload-size", secret false,
         doc "Largest attachment accepted; bigger uploads are refused with 413 and nothing is kept.";
+    s3_upload_memory: ByteSize = "256MiB", env "HERALD_S3_UPLOAD_MEMORY", flag "s3-upload-memory", secret false,
+        doc "Memory all uploads to the object store may hold at once (part buffers and parts in flight, at most 15MiB per upload with 5MiB parts); an upload that finds it in use is refused with 503 and nothing is kept.";
     gc_interval: Span = "1h", env "HERALD_GC_INTERVAL", flag "gc-interval", secret false,
         doc "How often the orphan-file collector runs: a scheduler job, in serve and in herald scheduler.";
     gc_grace: Span = "1h", env "HERALD_GC_GRACE", flag "gc-grace", secret false,
@@ -491,6 +493,13 @@ impl Config {
 }
 
 impl Config {
+    /// How uploads to an object store are cut and how much memory they may hold.
+    pub fn s3_options(&self) -> S3Options {
+        S3Options { max_upload_size: self.max_upload_size.0, upload_memory: self.s3_upload_memory.0 }
+    }
+}
+
+impl Config {
     /// Single sign-on's settings, when `oidc_issuer` is set (the others are checked with it).
     pub fn oidc(&self) -> Option<herald_core::oidc::OidcSettings> {
         let issuer = self.oidc_issuer.0.as_ref()?;
@@ -551,6 +560,19 @@ fn check_together(config: &Config, raw: &BTreeMap<&'static str, Raw>, errors: &m
                     setting: setting.to_owned(),
                     message: format!("must be set with oidc_issuer (from {})", raw["oidc_issuer"].source),
                 });
+            }
+        }
+    }
+    if matches!(config.files_url, FilesUrl::S3(_)) {
+        let options = config.s3_options();
+        let checks = [
+            ("max_upload_size", options.check_max_upload_size()),
+            ("s3_upload_memory", options.check_upload_memory()),
+        ];
+        for (setting, check) in checks {
+            if let Err(message) = check {
+                let message = format!("{message} (from {})", raw[setting].source);
+                errors.push(SettingError { setting: setting.to_owned(), message });
             }
         }
     }

@@ -167,3 +167,30 @@ fn files_live_in_a_directory_or_a_bucket_named_once() {
     assert_eq!(named, ["files_url", "s3_endpoint"]);
     assert!(!err.to_string().contains("secret@"), "{err}");
 }
+
+#[test]
+fn an_object_store_needs_room_for_one_upload_and_parts_that_fit_the_largest() {
+    let s3 = ("HERALD_FILES_URL", "s3://herald-files/attachments");
+    let loaded = load(None, &env(&[s3]), &Flags::default()).expect("defaults");
+    assert_eq!(loaded.config.display("s3_upload_memory"), "256MiB");
+    assert_eq!(loaded.config.s3_options().part_size(), 5 << 20);
+
+    // 60 GiB needs 7 MiB parts (10,000 of 5 MiB hold 48.8 GiB): 21 MiB per upload.
+    let large = ("HERALD_MAX_UPLOAD_SIZE", "60GiB");
+    let loaded = load(None, &env(&[s3, large]), &Flags::default()).expect("60GiB");
+    assert_eq!(loaded.config.s3_options().part_size(), 7 << 20);
+    let err = load(None, &env(&[s3, large, ("HERALD_S3_UPLOAD_MEMORY", "20MiB")]), &Flags::default())
+        .expect_err("less than one upload");
+    let named: Vec<_> = err.0.iter().map(|e| e.setting.as_str()).collect();
+    assert_eq!(named, ["s3_upload_memory"]);
+    assert!(err.to_string().contains("at least 21MiB") && err.to_string().contains("from env"), "{err}");
+
+    let err = load(None, &env(&[s3, ("HERALD_MAX_UPLOAD_SIZE", "6000GiB")]), &Flags::default())
+        .expect_err("larger than S3 stores");
+    let named: Vec<_> = err.0.iter().map(|e| e.setting.as_str()).collect();
+    assert_eq!(named, ["max_upload_size", "s3_upload_memory"]);
+
+    // A directory has neither limit.
+    let local = [("HERALD_MAX_UPLOAD_SIZE", "6000GiB"), ("HERALD_S3_UPLOAD_MEMORY", "1MiB")];
+    assert!(load(None, &env(&local), &Flags::default()).is_ok());
+}

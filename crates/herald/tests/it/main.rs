@@ -256,14 +256,23 @@ async fn an_admin_made_by_the_cli_logs_in_to_a_served_herald_that_stops_on_sigte
     assert!(rest.iter().any(|l| l.contains("\"stopped\"")), "{rest:?}");
 }
 
-/// A files directory in `data_dir` holding an orphan two hours old (`old`) and a fresh one (`new`).
+/// Names of the shape of Herald's keys (a UUID's 32 hex digits): the collector considers no other.
+const OLD: &str = "0000000000000000000000000000001d";
+const NEW: &str = "0000000000000000000000000000002e";
+/// Not of that shape: never collected, however old.
+const FOREIGN: &str = "report.pdf";
+
+/// A files directory in `data_dir` holding an orphan two hours old ([`OLD`]), a fresh one
+/// ([`NEW`]) and an old file that is not Herald's ([`FOREIGN`]).
 fn old_and_new_files(data_dir: &std::path::Path) -> std::path::PathBuf {
     let files = data_dir.join("files");
     std::fs::create_dir_all(&files).expect("mkdir");
-    std::fs::write(files.join("old"), b"x").expect("write");
-    let old = std::fs::File::options().write(true).open(files.join("old")).expect("open");
-    old.set_modified(std::time::SystemTime::now() - Duration::from_secs(7200)).expect("age");
-    std::fs::write(files.join("new"), b"x").expect("write");
+    for name in [OLD, FOREIGN] {
+        std::fs::write(files.join(name), b"x").expect("write");
+        let old = std::fs::File::options().write(true).open(files.join(name)).expect("open");
+        old.set_modified(std::time::SystemTime::now() - Duration::from_secs(7200)).expect("age");
+    }
+    std::fs::write(files.join(NEW), b"x").expect("write");
     files
 }
 
@@ -276,7 +285,8 @@ fn gc_files_removes_old_orphans_and_nothing_else() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("scanned 2 files: removed 1"), "{stdout}");
-    assert!(!files.join("old").exists() && files.join("new").exists());
+    assert!(!files.join(OLD).exists() && files.join(NEW).exists());
+    assert!(files.join(FOREIGN).exists(), "a file not named like Herald's keys is not Herald's");
 }
 
 /// `herald relay`, `scheduler` and `sender` each answer `/healthz`, `/readyz` and `/metrics` on

@@ -5,7 +5,7 @@ use std::{process::Command, time::Duration};
 
 use serde_json::{Value, json};
 
-use super::{Served, herald, old_and_new_files, run, serve_role};
+use super::{NEW, OLD, Served, herald, old_and_new_files, run, serve_role};
 
 /// The NATS URL of the test environment, or `None` after saying loudly that `test` is skipped.
 fn nats_or_skip(test: &str) -> Option<String> {
@@ -83,11 +83,11 @@ fn the_split_scheduler_collects_orphaned_files() {
     ];
     let _scheduler = Served(Some(herald(dir.path(), &["scheduler"], &env).spawn().expect("spawn scheduler")));
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while files.join("old").exists() {
+    while files.join(OLD).exists() {
         assert!(std::time::Instant::now() < deadline, "the scheduler never collected the old orphan");
         std::thread::sleep(Duration::from_millis(100));
     }
-    assert!(files.join("new").exists(), "a file younger than the grace period stays");
+    assert!(files.join(NEW).exists(), "a file younger than the grace period stays");
 }
 
 /// Two `herald api` processes with different `HERALD_COMMANDS` behind one HTTP address: the
