@@ -565,10 +565,8 @@ fn check_together(config: &Config, raw: &BTreeMap<&'static str, Raw>, errors: &m
     }
     if matches!(config.files_url, FilesUrl::S3(_)) {
         let options = config.s3_options();
-        let checks = [
-            ("max_upload_size", options.check_max_upload_size()),
-            ("s3_upload_memory", options.check_upload_memory()),
-        ];
+        let checks =
+            [("max_upload_size", options.check_max_upload_size()), ("s3_upload_memory", options.check_upload_memory())];
         for (setting, check) in checks {
             if let Err(message) = check {
                 let message = format!("{message} (from {})", raw[setting].source);
