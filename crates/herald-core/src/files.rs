@@ -10,10 +10,18 @@
 //! file no row references is an orphan. Keys are plain names (no `/`, no leading `.`); any other
 //! key is refused with `InvalidInput`, so no key reaches outside the adapter's directory or prefix.
 
-use std::{fmt, io, time::SystemTime};
+use std::{
+    collections::{HashMap, hash_map::Entry},
+    fmt, io,
+    sync::Arc,
+    time::SystemTime,
+};
 
 use async_trait::async_trait;
+use parking_lot::Mutex;
 use tokio::io::AsyncRead;
+
+use crate::user::UserId;
 
 /// A finished upload.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -76,4 +84,88 @@ pub trait Files: Send + Sync + fmt::Debug + 'static {
     /// Every file in the store, finished or partial (an object store reports finished objects
     /// only). Links, directories and keys below nested prefixes are not followed or reported.
     async fn scan(&self) -> io::Result<Vec<FileEntry>>;
+}
+
+/// How many uploads each user has in progress, at most `limit` (`HERALD_UPLOADS_PER_USER`), on
+/// every file store: one account's slow uploads cannot take all of a process's upload memory or
+/// connections. A user has an entry only while an upload of theirs runs, so the map never holds
+/// more entries than uploads in progress.
+#[derive(Debug)]
+pub struct UploadsPerUser {
+    limit: usize,
+    running: Arc<Mutex<HashMap<UserId, usize>>>,
+}
+
+impl UploadsPerUser {
+    pub fn new(limit: usize) -> Self {
+        Self { limit, running: Arc::default() }
+    }
+
+    /// The most uploads one user may have in progress.
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+
+    /// One of `user`'s upload slots, held until the slot is dropped; `None` when they have
+    /// `limit` uploads in progress.
+    pub fn try_begin(&self, user: UserId) -> Option<UploadSlot> {
+        let mut running = self.running.lock();
+        let count = running.entry(user).or_insert(0);
+        if *count >= self.limit {
+            // Never left behind empty: a limit of 0 would otherwise insert one.
+            if *count == 0 {
+                running.remove(&user);
+            }
+            return None;
+        }
+        *count += 1;
+        Some(UploadSlot { running: self.running.clone(), user })
+    }
+
+    /// Users with an upload in progress.
+    pub fn users(&self) -> usize {
+        self.running.lock().len()
+    }
+}
+
+/// One upload in progress of one user; dropping it frees the slot.
+#[derive(Debug)]
+pub struct UploadSlot {
+    running: Arc<Mutex<HashMap<UserId, usize>>>,
+    user: UserId,
+}
+
+impl Drop for UploadSlot {
+    fn drop(&mut self) {
+        let mut running = self.running.lock();
+        if let Entry::Occupied(mut entry) = running.entry(self.user) {
+            *entry.get_mut() = entry.get().saturating_sub(1);
+            if *entry.get() == 0 {
+                entry.remove();
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uploads_per_user_are_bounded_and_forgotten_when_done() {
+        let uploads = UploadsPerUser::new(2);
+        let (ada, eve) = (UserId::new(), UserId::new());
+        let first = uploads.try_begin(ada).expect("a first upload");
+        let second = uploads.try_begin(ada).expect("a second upload");
+        assert!(uploads.try_begin(ada).is_none(), "a third is refused");
+        let other = uploads.try_begin(eve).expect("another user is not affected");
+        assert_eq!(uploads.users(), 2);
+        drop(first);
+        let third = uploads.try_begin(ada).expect("an ended upload frees its slot");
+        drop((second, third, other));
+        assert_eq!(uploads.users(), 0, "no entry is left once every upload has ended");
+        let none = UploadsPerUser::new(0);
+        assert!(none.try_begin(ada).is_none());
+        assert_eq!(none.users(), 0);
+    }
 }

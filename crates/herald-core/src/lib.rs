@@ -197,6 +197,8 @@ pub struct Services {
     pub metrics: Arc<metrics::Metrics>,
     /// The largest attachment, in bytes (`HERALD_MAX_UPLOAD_SIZE`).
     pub max_upload: u64,
+    /// Uploads each user may have in progress (`HERALD_UPLOADS_PER_USER`).
+    pub uploads: files::UploadsPerUser,
     /// The zone whose days the daily report covers (`HERALD_REPORT_TIMEZONE`).
     pub report_zone: chrono_tz::Tz,
 }

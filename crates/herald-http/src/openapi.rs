@@ -203,7 +203,13 @@ fn stream_paths(outputs: &std::collections::BTreeMap<&str, String>) -> Vec<(&'st
         json!({"description": "Stored", "content": {"application/json": {"schema": output("attachments.upload")}}}),
     );
     let mut upload_errors = common.to_vec();
-    upload_errors.extend([ErrorCode::PayloadTooLarge, ErrorCode::UnsupportedMediaType, ErrorCode::MalformedRequest]);
+    upload_errors.extend([
+        ErrorCode::PayloadTooLarge,
+        ErrorCode::UnsupportedMediaType,
+        ErrorCode::MalformedRequest,
+        ErrorCode::TooManyRequests,
+        ErrorCode::Unavailable,
+    ]);
     problem_responses(&mut upload_responses, &upload_errors);
 
     let mut download_responses = Map::new();
@@ -248,7 +254,9 @@ fn stream_paths(outputs: &std::collections::BTreeMap<&str, String>) -> Vec<(&'st
                 "operationId": "attachments.upload",
                 "summary": "Attach a file to a task (multipart field `file`, streamed)",
                 "description": "The file is streamed to storage while its size and SHA-256 are computed; beyond the \
-                    configured maximum the upload is refused with 413 and nothing is kept. The client's file name is \
+                    configured maximum the upload is refused with 413 and nothing is kept. A user with as many \
+                    uploads in progress as allowed (`HERALD_UPLOADS_PER_USER`) is refused with 429 before any byte \
+                    is stored; 503 when the object store's upload memory is in use. The client's file name is \
                     kept as metadata only.",
                 "tags": ["attachments"],
                 "security": [{"bearer": []}],

@@ -5,13 +5,16 @@
 //! digits), as with [`crate::LocalFiles`], and [`Files::scan`] reports nothing else, so the
 //! collector never touches an object Herald did not write. An upload is buffered up to one part
 //! ([`S3Options::part_size`]: 5 MiB, more when the largest upload would need over 10,000 parts): a
-//! file no larger is stored with one PUT when it finishes, a larger one goes up as a multipart
-//! upload with at most [`PARTS_IN_FLIGHT`] parts on the wire, so one upload holds at most
-//! `(1 + PARTS_IN_FLIGHT) × part size` bytes, whatever the file's size. All uploads of a process
-//! share a budget of memory ([`S3Options::upload_memory`], counted in MiB): a buffer grows only
-//! with memory taken from it, a part keeps its share until it is on the store, and an upload that
-//! finds the budget spent (once its own parts have landed) fails with
-//! [`io::ErrorKind::ResourceBusy`] instead of waiting. An unfinished multipart upload is not an
+//! smaller file is stored with one PUT when it finishes, a file of a part or more goes up as a
+//! multipart upload with at most [`PARTS_IN_FLIGHT`] parts on the wire, so one upload holds at
+//! most `(1 + PARTS_IN_FLIGHT) × part size` bytes, whatever the file's size. All uploads of a
+//! process share a budget of memory ([`S3Options::upload_memory`], counted in MiB): a buffer grows
+//! only with memory taken from it, and a part keeps its share until it is on the store, then gives
+//! it back to its upload, for the next part. Only an upload's admission can fail: its first MiB,
+//! and the whole part it takes when it outgrows one MiB. An upload that finds the budget spent
+//! then fails with [`io::ErrorKind::ResourceBusy`] instead of waiting; once its multipart upload
+//! has started, it always has memory of its own to wait for (parts in flight), so it is never
+//! refused midway, after most of its bytes are stored. An unfinished multipart upload is not an
 //! object: nothing is visible under the key until it completes, and an aborted or dropped upload
 //! is aborted at the store. Uploads cut off by a crash are the bucket lifecycle rule's
 //! (`AbortIncompleteMultipartUpload`): the S3 API lists them apart from objects, so
@@ -23,7 +26,15 @@
 //! Errors name what was being done and the store's status, never the text of its answer (an S3
 //! error body may quote the access key and the signed request).
 
-use std::{fmt, io, str::FromStr, sync::Arc, time::Duration};
+use std::{
+    fmt, io,
+    str::FromStr,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -38,7 +49,7 @@ use object_store::{
 use sha2::{Digest as _, Sha256};
 use tokio::{
     sync::{OwnedSemaphorePermit, Semaphore, TryAcquireError},
-    task::JoinSet,
+    task::{JoinError, JoinSet},
 };
 use uuid::Uuid;
 
@@ -403,6 +414,24 @@ fn is_not_found(err: &io::Error) -> bool {
     err.kind() == io::ErrorKind::NotFound
 }
 
+/// What a part's task answers: the memory the part held, for the next one (`None` when the
+/// upload keeps a part's worth without it: it went back to the budget).
+type PartResult = io::Result<Option<OwnedSemaphorePermit>>;
+
+/// A landed part's memory: back to the budget when its upload holds a part's worth without it
+/// (`None`), else kept for the upload's next part. A stalled upload so holds one part, not
+/// every part it sent.
+fn spare_memory(memory: OwnedSemaphorePermit, own: &AtomicUsize, part_mib: usize) -> Option<OwnedSemaphorePermit> {
+    let mib = memory.num_permits();
+    let freed = own.fetch_update(Ordering::AcqRel, Ordering::Acquire, |own| {
+        (own.saturating_sub(mib) >= part_mib).then(|| own - mib)
+    });
+    match freed {
+        Ok(_) => None,
+        Err(_) => Some(memory),
+    }
+}
+
 struct S3Upload {
     store: Arc<dyn ObjectStore>,
     path: Path,
@@ -412,13 +441,18 @@ struct S3Upload {
     /// Bytes not yet sent: less than one part.
     buffer: Vec<u8>,
     /// The budget's MiB the buffer holds: one while the file is at most [`SMALL`] bytes, a
-    /// whole part beyond; each part takes its share along.
+    /// whole part beyond; each part takes its share along and gives it back once on the store.
     held: Option<OwnedSemaphorePermit>,
     budget: Arc<Semaphore>,
     budget_mib: u64,
     /// Started once the file outgrows one part.
     multipart: Option<Box<dyn MultipartUpload>>,
-    parts: JoinSet<io::Result<()>>,
+    /// Parts on the wire; each answers with the memory it held, unless the upload had enough
+    /// without it.
+    parts: JoinSet<PartResult>,
+    /// The budget's MiB this upload holds, for its buffer and its parts: never less than a part
+    /// once its multipart upload has started, so it always has memory of its own to wait for.
+    own: Arc<AtomicUsize>,
     hasher: Sha256,
     size: u64,
     finished: bool,
@@ -429,38 +463,40 @@ impl S3Upload {
         self.held.as_ref().map_or(0, |held| held.num_permits().saturating_mul(SMALL))
     }
 
-    /// Makes room in the buffer for `extra` more bytes, with memory from the budget: a small
-    /// file's buffer grows by doubling within one MiB; past it (or once the file is known to be
-    /// large) the buffer is a whole part, allocated once. When the budget is spent, this
-    /// upload's parts in flight are waited for (they give theirs back); once none is left, the
-    /// upload fails with `ResourceBusy`.
+    /// Makes room in the buffer for `extra` more bytes: a small file's buffer grows by doubling
+    /// within one MiB; past it (or once the file is known to be large) the buffer is a whole
+    /// part, allocated once. The memory comes from this upload's parts already on the store,
+    /// else from the budget, else from its parts in flight, waited for. Only an upload with no
+    /// part in flight (one not yet multipart: its first MiB, its first part) can find none left:
+    /// it fails with `ResourceBusy`.
     async fn make_room(&mut self, extra: usize) -> io::Result<()> {
         let wanted = self.buffer.len() + extra;
         let small = self.multipart.is_none() && wanted <= SMALL;
         let needed = if small { SMALL } else { self.part_size };
-        let held = self.held_bytes();
-        if needed > held {
-            let more = u32::try_from((needed - held).div_ceil(SMALL))
+        while self.held_bytes() < needed
+            && let Some(landed) = self.parts.try_join_next()
+        {
+            self.reclaim(landed)?;
+        }
+        while self.held_bytes() < needed {
+            let more = u32::try_from((needed - self.held_bytes()).div_ceil(SMALL))
                 .map_err(|_| io::Error::other(format!("uploading {}: a part too large", self.name)))?;
-            let permit = loop {
-                match self.budget.clone().try_acquire_many_owned(more) {
-                    Ok(permit) => break permit,
-                    Err(TryAcquireError::NoPermits) if !self.parts.is_empty() => self.settle_one().await?,
-                    Err(_) => {
-                        return Err(io::Error::new(
-                            io::ErrorKind::ResourceBusy,
-                            format!(
-                                "uploading {}: the memory for uploads to the object store ({} MiB, \
-                                 HERALD_S3_UPLOAD_MEMORY) is held by other uploads",
-                                self.name, self.budget_mib
-                            ),
-                        ));
-                    }
+            match self.budget.clone().try_acquire_many_owned(more) {
+                Ok(permit) => {
+                    self.own.fetch_add(permit.num_permits(), Ordering::AcqRel);
+                    self.keep(permit);
                 }
-            };
-            match &mut self.held {
-                Some(held) => held.merge(permit),
-                None => self.held = Some(permit),
+                Err(TryAcquireError::NoPermits) if !self.parts.is_empty() => self.settle_one().await?,
+                Err(_) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::ResourceBusy,
+                        format!(
+                            "uploading {}: the memory for uploads to the object store ({} MiB, \
+                             HERALD_S3_UPLOAD_MEMORY) is held by other uploads",
+                            self.name, self.budget_mib
+                        ),
+                    ));
+                }
             }
         }
         if wanted > self.buffer.capacity() {
@@ -476,7 +512,7 @@ impl S3Upload {
     }
 
     /// Sends the buffer as the next part, waiting while [`PARTS_IN_FLIGHT`] are on the wire. The
-    /// part keeps the buffer's memory until it is on the store.
+    /// part keeps the buffer's memory until it is on the store, then hands it back to the upload.
     async fn send_part(&mut self) -> io::Result<()> {
         let data = self.take_buffer();
         let memory = self.held.take();
@@ -493,21 +529,48 @@ impl S3Upload {
         while self.parts.len() >= PARTS_IN_FLIGHT {
             self.settle_one().await?;
         }
-        let name = self.name.clone();
+        let (name, own, part_mib) = (self.name.clone(), self.own.clone(), self.part_size / SMALL);
         self.parts.spawn(async move {
-            let sent = bounded(move || format!("uploading a part of {name}"), part).await;
-            drop(memory);
-            sent
+            bounded(move || format!("uploading a part of {name}"), part).await?;
+            Ok(memory.and_then(|memory| spare_memory(memory, &own, part_mib)))
         });
         Ok(())
     }
 
-    /// Waits for one part in flight; its failure fails the upload.
+    /// Waits for one part in flight and keeps its memory; its failure fails the upload.
     async fn settle_one(&mut self) -> io::Result<()> {
         match self.parts.join_next().await {
-            None | Some(Ok(Ok(()))) => Ok(()),
-            Some(Ok(Err(err))) => Err(err),
-            Some(Err(join)) => Err(io::Error::other(format!("uploading a part of {}: {join}", self.name))),
+            None => Ok(()),
+            Some(landed) => self.reclaim(landed),
+        }
+    }
+
+    /// Keeps the memory of a part that has ended; its failure fails the upload.
+    fn reclaim(&mut self, landed: Result<PartResult, JoinError>) -> io::Result<()> {
+        match landed {
+            Ok(Ok(memory)) => {
+                if let Some(memory) = memory {
+                    self.keep(memory);
+                }
+                Ok(())
+            }
+            Ok(Err(err)) => Err(err),
+            Err(join) => Err(io::Error::other(format!("uploading a part of {}: {join}", self.name))),
+        }
+    }
+
+    /// Adds `memory` to the buffer's, up to one part; the rest goes back to the budget.
+    fn keep(&mut self, memory: OwnedSemaphorePermit) {
+        let held = match &mut self.held {
+            Some(held) => {
+                held.merge(memory);
+                held
+            }
+            None => self.held.insert(memory),
+        };
+        let part_mib = self.part_size / SMALL;
+        if let Some(spare) = held.split(held.num_permits().saturating_sub(part_mib)) {
+            self.own.fetch_sub(spare.num_permits(), Ordering::AcqRel);
         }
     }
 
@@ -546,7 +609,7 @@ impl S3Upload {
 
 /// Lets the parts in flight end (each is bounded), then aborts the upload: a part that reached
 /// the store after its upload was aborted would hold storage until the lifecycle rule ran.
-async fn abort_multipart(name: String, mut multipart: Box<dyn MultipartUpload>, mut parts: JoinSet<io::Result<()>>) {
+async fn abort_multipart(name: String, mut multipart: Box<dyn MultipartUpload>, mut parts: JoinSet<PartResult>) {
     while parts.join_next().await.is_some() {}
     if let Err(err) = bounded(|| format!("aborting the upload of {name}"), multipart.abort()).await {
         tracing::warn!(%err, "could not abort an upload; the bucket's lifecycle rule removes its parts");
@@ -646,6 +709,7 @@ impl Files for S3Files {
             budget_mib: self.budget_mib,
             multipart: None,
             parts: JoinSet::new(),
+            own: Arc::default(),
             hasher: Sha256::new(),
             size: 0,
             finished: false,
@@ -816,7 +880,7 @@ mod tests {
 
         // A multipart upload: its part keeps its memory while in flight (this runtime runs one
         // task at a time, so a spawned part waits for the test to yield), and the upload waits
-        // for its own parts before it gives up.
+        // for its own parts rather than give up.
         let mut multipart = files.begin_upload().await.expect("begin");
         multipart.write(&mib(5)).await.expect("one part, sent");
         assert_eq!(files.budget.available_permits(), 0, "the part in flight holds its 5 MiB");
@@ -826,18 +890,15 @@ mod tests {
         multipart.write(b"x").await.expect("waits for its own part, then has room");
         multipart.write(&vec![2; 5 * MIB as usize - 1]).await.expect("a second part, sent");
         for _ in 0..1000 {
-            if files.budget.available_permits() == 5 {
-                break;
-            }
             tokio::task::yield_now().await;
         }
-        assert_eq!(files.budget.available_permits(), 5, "the part on the store gave its memory back");
+        assert_eq!(files.budget.available_permits(), 0, "the part on the store gave its memory to its upload");
         let mut filler = files.begin_upload().await.expect("begin");
-        filler.write(&mib(4)).await.expect("the rest of the budget");
-        let err = multipart.write(b"x").await.expect_err("no part of its own to wait for");
-        assert_eq!(err.kind(), io::ErrorKind::ResourceBusy);
-        multipart.abort().await;
+        assert_eq!(filler.write(b"x").await.map_err(|e| e.kind()), Err(io::ErrorKind::ResourceBusy));
         filler.abort().await;
+        multipart.write(b"x").await.expect("the memory of its part on the store");
+        multipart.abort().await;
+        assert_eq!(files.budget.available_permits(), 5, "an aborted multipart upload gives its memory back");
         for holder in holders {
             holder.abort().await;
         }
@@ -854,6 +915,47 @@ mod tests {
         assert_eq!(stored.size, 24 * MIB);
         assert_eq!(files.budget.available_permits(), 15);
         assert_eq!(objects(&store).await, [format!("p/{}", stored.key)]);
+    }
+
+    #[tokio::test]
+    async fn a_multipart_upload_is_never_refused_midway() {
+        // Exactly one upload's needs: a part being filled and two on the wire.
+        let budget = options(100 * MIB, 15 * MIB);
+        let (files, store) = in_memory(budget);
+        assert_eq!(files.budget.available_permits() as u64 * MIB, budget.memory_per_upload());
+        let mut large = files.begin_upload().await.expect("begin");
+        let mut small = Vec::new();
+        for part in 0..5 {
+            large.write(&mib(5)).await.expect("a started upload always has memory for its next part");
+            // Its parts land (this runtime runs one task at a time); then other uploads take
+            // whatever memory is free, one MiB each, until they are refused.
+            for _ in 0..100 {
+                tokio::task::yield_now().await;
+            }
+            loop {
+                let mut other = files.begin_upload().await.expect("begin");
+                match other.write(b"small").await {
+                    Ok(_) => small.push(other),
+                    Err(err) => {
+                        assert_eq!(err.kind(), io::ErrorKind::ResourceBusy, "{err}");
+                        other.abort().await;
+                        break;
+                    }
+                }
+            }
+            if part == 0 {
+                assert!(!small.is_empty(), "a small upload took one MiB between two parts");
+            }
+        }
+        large.write(b"tail").await.expect("and for its last bytes");
+        let stored = large.finish().await.expect("the large upload completes");
+        assert_eq!(stored.size, 25 * MIB + 4);
+        assert_eq!(objects(&store).await, [format!("p/{}", stored.key)]);
+        assert_eq!(files.budget.available_permits(), 15 - small.len(), "the large upload gave its memory back");
+        for upload in small {
+            upload.abort().await;
+        }
+        assert_eq!(files.budget.available_permits(), 15);
     }
 
     #[tokio::test]
@@ -876,6 +978,7 @@ mod tests {
             budget_mib: files.budget_mib,
             multipart: None,
             parts: JoinSet::new(),
+            own: Arc::default(),
             hasher: Sha256::new(),
             size: 0,
             finished: false,

@@ -443,6 +443,7 @@ async fn start_roles(config: &Config, roles: Roles, parts: Parts) -> anyhow::Res
             clock: Arc::new(SystemClock),
             metrics: metrics.clone(),
             max_upload: config.max_upload_size.0,
+            uploads: herald_core::files::UploadsPerUser::new(config.uploads_per_user.0 as usize),
             report_zone: config.report_timezone.0,
         })
         .with_hosting(hosting),

@@ -1,6 +1,8 @@
 //! `attachments.*`: the streamed upload and download (commands with a byte stream beside their
 //! JSON, on every transport), the list and the delete.
 
+use std::time::Duration;
+
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -114,6 +116,9 @@ impl StreamCommand for Upload {
             return Err(too_large(max));
         }
         let mut body = body.ok_or_else(|| ApiError::invalid_field("body", "is required"))?;
+        // Held until the upload has ended, whatever way: one user's uploads at once are bounded
+        // before a byte is stored, so a few slow clients cannot hold every upload's memory.
+        let _slot = svc.uploads.try_begin(identity.user_id).ok_or_else(|| too_many_uploads(svc.uploads.limit()))?;
         let mut upload = svc.files.begin_upload().await.map_err(file_error)?;
         let mut written: u64 = 0;
         let stored = loop {
@@ -149,6 +154,17 @@ fn file_error(err: std::io::Error) -> ApiError {
     } else {
         ApiError::internal(err)
     }
+}
+
+/// `too_many_requests` for a user who has `limit` uploads in progress.
+fn too_many_uploads(limit: usize) -> ApiError {
+    ApiError::too_many_requests(
+        format!(
+            "this user has {limit} uploads in progress, the most allowed (HERALD_UPLOADS_PER_USER); \
+             retry when one has finished"
+        ),
+        Duration::from_secs(1),
+    )
 }
 
 fn too_large(max: u64) -> ApiError {

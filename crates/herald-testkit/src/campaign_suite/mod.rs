@@ -75,6 +75,7 @@ impl Campaign {
             clock: pipe.clock.clone(),
             metrics: pipe.metrics.clone(),
             max_upload: 1 << 20,
+            uploads: herald_core::files::UploadsPerUser::new(4),
             report_zone: "UTC".parse::<herald_core::campaign::TimeZone>().expect("zone").0,
         }));
         let options = HttpOptions {

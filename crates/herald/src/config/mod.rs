@@ -119,7 +119,9 @@ settings! {
     max_upload_size: ByteSize = "100MiB", env "HERALD_MAX_UPLOAD_SIZE", flag "max-upload-size", secret false,
         doc "Largest attachment accepted; bigger uploads are refused with 413 and nothing is kept.";
     s3_upload_memory: ByteSize = "256MiB", env "HERALD_S3_UPLOAD_MEMORY", flag "s3-upload-memory", secret false,
-        doc "Memory all uploads to the object store may hold at once (part buffers and parts in flight, at most 15MiB per upload with 5MiB parts); an upload that finds it in use is refused with 503 and nothing is kept.";
+        doc "Memory all uploads to the object store may hold at once (part buffers and parts in flight, at most 15MiB per upload with 5MiB parts); an upload that finds it in use when it starts, or when it outgrows one MiB, is refused with 503 and nothing is kept.";
+    uploads_per_user: Count = "4", env "HERALD_UPLOADS_PER_USER", flag "uploads-per-user", secret false,
+        doc "Attachment uploads one user may have in progress at once in one process, on every file store; another is refused with 429 too_many_requests before any byte is stored.";
     gc_interval: Span = "1h", env "HERALD_GC_INTERVAL", flag "gc-interval", secret false,
         doc "How often the orphan-file collector runs: a scheduler job, in serve and in herald scheduler.";
     gc_grace: Span = "1h", env "HERALD_GC_GRACE", flag "gc-grace", secret false,
