@@ -366,6 +366,30 @@ pub async fn an_expired_delivery_frees_its_prefetch_slot(broker: &dyn Broker, _e
     assert!(held.ack().await.is_err(), "the expired delivery can no longer be acked");
 }
 
+/// A consumer whose owner stops calling `next` for longer than the ack deadline keeps working when
+/// it reads again: every message arrives and is acked. The in-process broker and Redis hand out
+/// only live deliveries then; RabbitMQ and NATS may first hand out ones whose lease ran out while
+/// they waited in the consumer's buffer (settling those fails, and they come again).
+pub async fn a_consumer_read_after_a_pause_hands_out_live_deliveries(broker: &dyn Broker, env: &TestBroker) {
+    let only_live = matches!(env.kind, BrokerKind::Memory | BrokerKind::Redis);
+    let sent: Vec<Message> = (0..5).map(|i| message(&format!("paused {i}"))).collect();
+    broker.enqueue_all("jobs.paused", sent.clone()).await.expect("enqueue");
+    let mut consumer = broker.consume("jobs.paused", options(Duration::from_millis(600), 2)).await.expect("consume");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut got = HashSet::new();
+    while got.len() < sent.len() {
+        let delivery = next_delivery(consumer.as_mut(), "a message after the pause").await;
+        let id = delivery.message.id;
+        match delivery.ack().await {
+            Ok(()) => {
+                got.insert(id);
+            }
+            Err(error) => assert!(!only_live, "a delivery handed out after the pause is live: {error:?}"),
+        }
+    }
+    assert_eq!(got, sent.iter().map(|m| m.id).collect::<HashSet<_>>());
+}
+
 /// A dropped consumer hands on at once what it was given (even a delivery dropped before it) and
 /// what reached it while it was waiting for more.
 pub async fn a_dropped_consumer_releases_everything_it_was_given(broker: &dyn Broker, env: &TestBroker) {

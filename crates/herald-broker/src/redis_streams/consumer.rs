@@ -25,7 +25,7 @@ use redis::{
     streams::{StreamAutoClaimReply, StreamClaimReply, StreamId, StreamReadReply},
 };
 use tokio::{
-    sync::{OwnedSemaphorePermit, Semaphore, mpsc},
+    sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc},
     time::Instant,
 };
 use tokio_util::sync::CancellationToken;
@@ -96,6 +96,21 @@ redis.call('ZADD', KEYS[2], due, ARGV[5])
 return 1
 ";
 
+/// Makes claimable at once (idle `ARGV[5]`) up to `ARGV[4]` entries that consumer `ARGV[2]` of
+/// group `ARGV[1]` holds in stream `KEYS[1]`, from id `ARGV[3]` on; the last id, or nil when
+/// there were none. One script, so no entry another consumer claims in between is taken back.
+const RELEASE: &str = r"
+local pending = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[3], '+', tonumber(ARGV[4]), ARGV[2])
+if #pending == 0 then return false end
+local claim = {'XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0}
+for _, entry in ipairs(pending) do claim[#claim + 1] = entry[1] end
+claim[#claim + 1] = 'IDLE'
+claim[#claim + 1] = ARGV[5]
+claim[#claim + 1] = 'JUSTID'
+redis.call(unpack(claim))
+return pending[#pending][1]
+";
+
 /// An idle time an entry nacked for now keeps at least until it is taken again: entries another
 /// consumer claimed in between have a small one and are left alone.
 const NACKED_MIN_IDLE_MS: u64 = CLAIMABLE_NOW_MS - 24 * 3600 * 1000;
@@ -109,6 +124,9 @@ const RELEASE_CALLS: usize = 1_000;
 /// A delivery not yet settled: the prefetch slot it holds, until settled, dropped or expired.
 struct Held {
     expires: Instant,
+    /// Returned by `next`: from then on its deadline frees the slot. Until then it waits in the
+    /// consumer's channel, holding the slot, so the channel never holds more than `prefetch`.
+    handed: bool,
     _permit: OwnedSemaphorePermit,
 }
 
@@ -127,6 +145,8 @@ struct State {
     released: AtomicBool,
     /// Entries this consumer nacked for now, taken back before anything else.
     nacked: Mutex<Vec<String>>,
+    /// Signalled when a delivery is handed out: its deadline now counts for the reading task.
+    handed: Notify,
 }
 
 impl State {
@@ -149,19 +169,20 @@ impl State {
     }
 
     /// When the first held delivery's deadline passes.
+    /// When the first delivery handed out and held past its deadline frees its slot.
     fn earliest_expiry(&self) -> Option<Instant> {
-        self.held.lock().values().map(|held| held.expires).min()
+        self.held.lock().values().filter(|held| held.handed).map(|held| held.expires).min()
     }
 
-    /// Forgets deliveries whose deadline has passed, freeing their prefetch slots: Redis hands
-    /// them out again, and settling them fails.
+    /// Forgets deliveries handed out whose deadline has passed, freeing their prefetch slots:
+    /// Redis hands them out again, and settling them fails.
     fn expire(&self, now: Instant) {
-        self.held.lock().retain(|_, held| held.expires > now);
+        self.held.lock().retain(|_, held| !held.handed || held.expires > now);
     }
 }
 
 pub(super) struct RedisConsumer {
-    rx: mpsc::UnboundedReceiver<QueueMessage>,
+    rx: mpsc::UnboundedReceiver<(u64, QueueMessage)>,
     state: Arc<State>,
     stop: CancellationToken,
 }
@@ -185,6 +206,7 @@ impl RedisConsumer {
             deliveries: AtomicU64::new(0),
             released: AtomicBool::new(false),
             nacked: Mutex::default(),
+            handed: Notify::new(),
         });
         // The channel holds at most `prefetch` deliveries: each takes a permit first.
         let (tx, rx) = mpsc::unbounded_channel();
@@ -198,7 +220,22 @@ impl RedisConsumer {
 #[async_trait]
 impl QueueConsumer for RedisConsumer {
     async fn next(&mut self) -> Result<QueueMessage, BrokerError> {
-        self.rx.recv().await.ok_or(BrokerError::Closed)
+        loop {
+            let (number, message) = self.rx.recv().await.ok_or(BrokerError::Closed)?;
+            {
+                let mut held = self.state.held.lock();
+                if let Some(entry) = held.get_mut(&number)
+                    && Instant::now() < entry.expires
+                {
+                    entry.handed = true;
+                    self.state.handed.notify_one();
+                    return Ok(message);
+                }
+            }
+            // Its deadline passed while it waited here: dropping it frees its slot, and Redis
+            // hands it out again.
+            drop(message);
+        }
     }
 }
 
@@ -216,7 +253,7 @@ async fn read(
     state: Arc<State>,
     mut connection: ConnectionManager,
     permits: Arc<Semaphore>,
-    tx: mpsc::UnboundedSender<QueueMessage>,
+    tx: mpsc::UnboundedSender<(u64, QueueMessage)>,
     stop: CancellationToken,
 ) {
     // Expired entries are looked for four times per ack deadline (at most once per read).
@@ -227,6 +264,9 @@ async fn read(
     let mut backoff = Duration::from_millis(50);
     loop {
         let first = loop {
+            // Registered before the deadlines are read, so a delivery handed out in between
+            // wakes this wait (`notify_one` keeps the wake-up if nobody waits yet).
+            let handed = state.handed.notified();
             let earliest = state.earliest_expiry();
             let expiry = async move {
                 match earliest {
@@ -238,6 +278,7 @@ async fn read(
                 () = stop.cancelled() => break None,
                 permit = Arc::clone(&permits).acquire_owned() => break permit.ok(),
                 () = expiry => state.expire(Instant::now()),
+                () = handed => {}
             }
         };
         let Some(first) = first else { break };
@@ -258,14 +299,14 @@ async fn read(
         // Not cancelled by `stop`: what a read takes belongs to this consumer in Redis either way,
         // and the release below hands it on.
         let taken = take(&state, &mut connection, batch.len(), &retake, claim, &mut cursor, next_claim).await;
-        if claim {
-            next_claim = started + claim_every;
-        }
         if stop.is_cancelled() {
             break;
         }
         match taken {
-            Ok(entries) => {
+            Ok((entries, claimed)) => {
+                if claimed {
+                    next_claim = started + claim_every;
+                }
                 backoff = Duration::from_millis(50);
                 for (entry, redelivered) in entries {
                     let Some(permit) = batch.pop() else { break };
@@ -281,6 +322,7 @@ async fn read(
                 }
             }
             Err(error) => {
+                // The retake failed (or its answer was lost): try again on the next read.
                 state.nacked.lock().extend(retake);
                 if error.code() == Some("NOGROUP") {
                     // The stream and its group are gone (Redis restarted without its data):
@@ -310,7 +352,8 @@ async fn read(
 
 /// Up to `count` entries: first the ones this consumer nacked for now (`retake`), then, when
 /// `claim`, due delayed ones and those pending longer than the ack deadline; when there are none,
-/// new ones, blocking until `next_claim` at most. Each comes with whether it was delivered before.
+/// new ones, blocking until `next_claim` at most. Each comes with whether it was delivered before;
+/// and whether the claim pass ran (the retaken entries may have filled the read).
 async fn take(
     state: &State,
     connection: &mut ConnectionManager,
@@ -319,7 +362,7 @@ async fn take(
     claim: bool,
     cursor: &mut String,
     next_claim: Instant,
-) -> redis::RedisResult<Vec<(StreamId, bool)>> {
+) -> redis::RedisResult<(Vec<(StreamId, bool)>, bool)> {
     let mut taken = Vec::new();
     if !retake.is_empty() {
         let reply: StreamClaimReply = redis::cmd("XCLAIM")
@@ -332,7 +375,8 @@ async fn take(
             .await?;
         taken.extend(reply.ids.into_iter().map(|entry| (entry, true)));
     }
-    if claim && taken.len() < count {
+    let claimed = claim && taken.len() < count;
+    if claimed {
         let min_idle = u64::try_from(state.ack_deadline.as_millis()).unwrap_or(u64::MAX);
         let mut promote = true;
         for _ in 0..CLAIM_CALLS {
@@ -348,16 +392,25 @@ async fn take(
                 .arg(&*cursor)
                 .arg("COUNT")
                 .arg(count - taken.len());
-            let (claimed,): (StreamAutoClaimReply,) = pipe.query_async(connection).await?;
-            *cursor = claimed.next_stream_id;
-            taken.extend(claimed.claimed.into_iter().map(|entry| (entry, true)));
+            let reply: redis::RedisResult<(StreamAutoClaimReply,)> = pipe.query_async(connection).await;
+            let (reply,) = match reply {
+                Ok(reply) => reply,
+                // The retaken entries are this consumer's now: hand them out, claim next time.
+                Err(error) if !taken.is_empty() => {
+                    tracing::debug!(error = %chain(&error), stream = %state.stream, "claim pass failed");
+                    return Ok((taken, false));
+                }
+                Err(error) => return Err(error),
+            };
+            *cursor = reply.next_stream_id;
+            taken.extend(reply.claimed.into_iter().map(|entry| (entry, true)));
             if !taken.is_empty() || cursor.as_str() == "0-0" {
                 break;
             }
         }
     }
     if !taken.is_empty() {
-        return Ok(taken);
+        return Ok((taken, claimed));
     }
     let block = next_claim.saturating_duration_since(Instant::now()).clamp(Duration::from_millis(10), BLOCK);
     let reply: Option<StreamReadReply> = redis::cmd("XREADGROUP")
@@ -373,7 +426,7 @@ async fn take(
         .arg(">")
         .query_async(connection)
         .await?;
-    Ok(reply
+    let fresh = reply
         .into_iter()
         .flat_map(|reply| reply.keys)
         .flat_map(|key| key.ids)
@@ -381,7 +434,8 @@ async fn take(
             let redelivered = entry.map.contains_key("r");
             (entry, redelivered)
         })
-        .collect())
+        .collect();
+    Ok((fresh, claimed))
 }
 
 /// Hands everything this consumer still holds in Redis to the other consumers at once (an idle
@@ -391,38 +445,24 @@ async fn release(state: &State, connection: &mut ConnectionManager) {
     state.held.lock().clear();
     let mut start = "-".to_owned();
     for _ in 0..RELEASE_CALLS {
-        let pending: redis::RedisResult<Vec<(String, String, u64, u64)>> = redis::cmd("XPENDING")
+        let released: redis::RedisResult<Option<String>> = redis::cmd("EVAL")
+            .arg(RELEASE)
+            .arg(1)
             .arg(&state.stream)
             .arg(GROUP)
-            .arg(&start)
-            .arg("+")
-            .arg(RELEASE_BATCH)
             .arg(&state.name)
+            .arg(&start)
+            .arg(RELEASE_BATCH)
+            .arg(CLAIMABLE_NOW_MS)
             .query_async(connection)
             .await;
-        let ids: Vec<String> = match pending {
-            Ok(pending) => pending.into_iter().map(|(id, ..)| id).collect(),
+        match released {
+            Ok(Some(last)) => start = format!("({last}"),
+            Ok(None) => return,
             Err(error) => {
                 tracing::warn!(error = %chain(&error), stream = %state.stream, "could not release a consumer's messages; they come back at their ack deadline");
                 return;
             }
-        };
-        let Some(last) = ids.last() else { return };
-        start = format!("({last}");
-        let released: redis::RedisResult<Vec<String>> = redis::cmd("XCLAIM")
-            .arg(&state.stream)
-            .arg(GROUP)
-            .arg(&state.name)
-            .arg(0)
-            .arg(&ids)
-            .arg("IDLE")
-            .arg(CLAIMABLE_NOW_MS)
-            .arg("JUSTID")
-            .query_async(connection)
-            .await;
-        if let Err(error) = released {
-            tracing::warn!(error = %chain(&error), stream = %state.stream, "could not release a consumer's messages; they come back at their ack deadline");
-            return;
         }
     }
 }
@@ -434,7 +474,7 @@ fn delivery(
     redelivered: bool,
     read_at: Instant,
     permit: OwnedSemaphorePermit,
-) -> Result<QueueMessage, String> {
+) -> Result<(u64, QueueMessage), String> {
     let frame = match entry.map.get("m") {
         Some(Value::BulkString(bytes)) => bytes.clone(),
         _ => return Err(entry.id),
@@ -450,9 +490,9 @@ fn delivery(
     // so a delivery can never be settled after another consumer could have claimed it.
     let expires = read_at + state.ack_deadline;
     let number = state.deliveries.fetch_add(1, Ordering::Relaxed);
-    state.held.lock().insert(number, Held { expires, _permit: permit });
+    state.held.lock().insert(number, Held { expires, handed: false, _permit: permit });
     let acker = RedisAcker { state: Arc::clone(state), number, id: entry.id, frame };
-    Ok(QueueMessage::new(message, redelivered, Box::new(acker)))
+    Ok((number, QueueMessage::new(message, redelivered, Box::new(acker))))
 }
 
 /// Acks and deletes an entry that can never be delivered.

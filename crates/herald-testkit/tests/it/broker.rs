@@ -45,6 +45,7 @@ broker_suite! {
     a_dropped_consumer_gives_its_messages_to_another,
     an_unacked_delivery_comes_back_after_the_ack_deadline,
     an_expired_delivery_frees_its_prefetch_slot,
+    a_consumer_read_after_a_pause_hands_out_live_deliveries,
     a_dropped_consumer_releases_everything_it_was_given,
     every_subscription_gets_every_broadcast_in_order,
     duplicate_ids_are_dropped_or_left_to_the_consumer,
