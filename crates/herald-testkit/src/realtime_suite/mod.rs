@@ -198,7 +198,8 @@ pub async fn a_gateway_cut_off_from_the_broker_catches_up_when_it_is_back(cluste
     proxy.hold();
     create_task(cluster, &api, &ada, "during").await;
     wait_relayed(&api).await;
-    assert!(ws.next_event(QUIET).await.is_none(), "the gateway hears nothing while cut off");
+    let heard = ws.next_event(QUIET).await;
+    assert!(heard.is_none(), "the gateway hears nothing while cut off, heard {heard:?}");
     assert_eq!(readiness_becomes(&gateway, 503).await, 503, "not ready while the broker is out of reach");
     proxy.release();
     assert_eq!(readiness_becomes(&gateway, 200).await, 200, "ready again once the broker is back");

@@ -167,7 +167,9 @@ async fn an_attachment_uploaded_through_one_api_downloads_through_another() {
     let grown = peak_after.saturating_sub(peak_before);
     eprintln!("api-1 peak RSS grew by {:.1} MiB during a 48 MiB upload", grown as f64 / MIB as f64);
     assert_eq!((large["size"].as_u64(), large["sha256"].as_str()), (Some(48 * MIB as u64), Some(expected.as_str())));
-    assert!(grown < 32 * MIB as u64, "the upload was held in memory: peak RSS grew by {grown} bytes");
+    // Bounded by the upload's share of the budget (15 MiB) plus the HTTP server's and the S3
+    // client's buffers: 18–30 MiB measured. Holding the file would take 48 MiB or more.
+    assert!(grown < 40 * MIB as u64, "the upload was held in memory: peak RSS grew by {grown} bytes");
 
     let large_id = large["id"].as_str().expect("id");
     let download = d.download(&api2, &token, large_id, None).await;
