@@ -178,9 +178,9 @@ pub async fn a_session_moves_between_gateway_instances(cluster: &Cluster) {
 }
 
 /// A gateway cut off from the broker misses the live broadcasts of the outage and says so on
-/// `/readyz` (503, so a load balancer sends no new sessions there); once it is back, ready again,
-/// its sessions get what was committed meanwhile from the store, with no later event needed to
-/// reveal the gap.
+/// `/readyz` (503, so a load balancer sends no new sessions there); its sessions get what was
+/// committed meanwhile from the store (while cut off, or once it is back and ready again), once
+/// each, with no later event needed to reveal the gap.
 pub async fn a_gateway_cut_off_from_the_broker_catches_up_when_it_is_back(cluster: &Cluster) {
     let Some(target) = cluster.broker_target() else {
         eprintln!("(in-process broker: there is no connection to cut)");
@@ -198,15 +198,24 @@ pub async fn a_gateway_cut_off_from_the_broker_catches_up_when_it_is_back(cluste
     proxy.hold();
     create_task(cluster, &api, &ada, "during").await;
     wait_relayed(&api).await;
-    let heard = ws.next_event(QUIET).await;
-    assert!(heard.is_none(), "the gateway hears nothing while cut off, heard {heard:?}");
+    // Nothing reaches the gateway through the broker now. It may still find "during" in the store
+    // while cut off: when its subscription ends, it subscribes again (a NATS client takes the
+    // subscription while disconnected) and sends every session what the store holds past what it
+    // sent. Either way "during" comes once, at its offset.
+    let early = ws.next_event(QUIET).await;
+    if let Some(event) = &early {
+        let event = std::slice::from_ref(event);
+        assert_eq!((titles(event), offsets(event)), (vec!["during".to_owned()], vec![head + 2]), "{event:?}");
+    }
     assert_eq!(readiness_becomes(&gateway, 503).await, 503, "not ready while the broker is out of reach");
     proxy.release();
     assert_eq!(readiness_becomes(&gateway, 200).await, 200, "ready again once the broker is back");
 
-    let caught_up = ws.events(1, 2 * WAIT).await;
-    assert_eq!(titles(&caught_up), ["during"], "the broadcast missed in the outage, from the store");
-    assert_eq!(offsets(&caught_up), [head + 2]);
+    if early.is_none() {
+        let caught_up = ws.events(1, 2 * WAIT).await;
+        assert_eq!(titles(&caught_up), ["during"], "the broadcast missed in the outage, from the store");
+        assert_eq!(offsets(&caught_up), [head + 2]);
+    }
     create_task(cluster, &api, &ada, "after").await;
     let live = ws.events(1, WAIT).await;
     assert_eq!((titles(&live), offsets(&live)), (vec!["after".to_owned()], vec![head + 3]));
