@@ -693,14 +693,13 @@ fn body_stream(
     }))
 }
 
-#[async_trait]
-impl Files for S3Files {
-    async fn begin_upload(&self) -> io::Result<Box<dyn Upload>> {
-        let key = Uuid::now_v7().simple().to_string();
-        Ok(Box::new(S3Upload {
+impl S3Files {
+    /// A fresh upload of `key` at `path`, nothing written yet.
+    fn upload(&self, path: Path, name: String, key: String) -> S3Upload {
+        S3Upload {
             store: self.store.clone(),
-            path: self.path(&key)?,
-            name: self.describe(&key),
+            path,
+            name,
             key,
             part_size: self.part_size,
             buffer: Vec::new(),
@@ -713,7 +712,15 @@ impl Files for S3Files {
             hasher: Sha256::new(),
             size: 0,
             finished: false,
-        }))
+        }
+    }
+}
+
+#[async_trait]
+impl Files for S3Files {
+    async fn begin_upload(&self) -> io::Result<Box<dyn Upload>> {
+        let key = Uuid::now_v7().simple().to_string();
+        Ok(Box::new(self.upload(self.path(&key)?, self.describe(&key), key)))
     }
 
     async fn open(&self, key: &str, range: Option<(u64, u64)>) -> io::Result<Option<Opened>> {
@@ -966,23 +973,7 @@ mod tests {
         assert_eq!(files.budget.available_permits(), 14, "one MiB taken");
         drop(upload);
         assert_eq!(files.budget.available_permits(), 15);
-        let mut upload = S3Upload {
-            store: files.store.clone(),
-            path: Path::from("p/x"),
-            key: "x".into(),
-            name: "x".into(),
-            part_size: files.part_size,
-            buffer: Vec::new(),
-            held: None,
-            budget: files.budget.clone(),
-            budget_mib: files.budget_mib,
-            multipart: None,
-            parts: JoinSet::new(),
-            own: Arc::default(),
-            hasher: Sha256::new(),
-            size: 0,
-            finished: false,
-        };
+        let mut upload = files.upload(Path::from("p/x"), "x".into(), "x".into());
         upload.write(b"hello").await.expect("write");
         assert!(upload.buffer.capacity() < 1024, "no part-sized buffer up front: {}", upload.buffer.capacity());
         upload.write(&vec![0; MIB as usize]).await.expect("write");

@@ -236,6 +236,49 @@ fn options(ack_deadline: Duration, prefetch: u16) -> ConsumeOptions {
     ConsumeOptions { ack_deadline, prefetch }
 }
 
+/// Enqueues `message` once the broker takes it again: while cut off it must fail with the
+/// retryable `Unavailable`, anything else fails the test.
+async fn enqueue_once_back(broker: &dyn Broker, queue: &str, message: &Message) {
+    within(RECONNECT_WAIT, "enqueueing to work again", async {
+        loop {
+            match broker.enqueue(queue, message.clone()).await {
+                Ok(()) => break,
+                Err(BrokerError::Unavailable(_)) => tokio::time::sleep(Duration::from_millis(100)).await,
+                Err(other) => panic!("a broker out of reach must be Unavailable, got {other:?}"),
+            }
+        }
+    })
+    .await;
+}
+
+/// Reads `subscription` until it says `Interrupted`, broadcasting a "ping" on `topic` every
+/// 200 ms meanwhile (each must be accepted when `pings_must_land`); pings are all it may see
+/// before.
+async fn until_interrupted(
+    subscription: &mut dyn Subscription,
+    broker: &dyn Broker,
+    topic: &str,
+    pings_must_land: bool,
+) {
+    within(RECONNECT_WAIT, "the subscription to report the interruption", async {
+        let mut tick = tokio::time::interval(Duration::from_millis(200));
+        loop {
+            tokio::select! {
+                received = subscription.next() => match received {
+                    Err(BrokerError::Interrupted) => break,
+                    Ok(received) => assert!(body(&received).starts_with("ping"), "{received:?}"),
+                    Err(error) => panic!("the subscription keeps working, got {error:?}"),
+                },
+                _ = tick.tick() => {
+                    let pinged = broker.broadcast(topic, message("ping")).await;
+                    assert!(pinged.is_ok() || !pings_must_land, "broadcast: {pinged:?}");
+                }
+            }
+        }
+    })
+    .await;
+}
+
 pub async fn a_consumer_sees_a_queue_in_publish_order(broker: &dyn Broker, _env: &TestBroker) {
     broker.ping().await.expect("ping");
     broker.enqueue("jobs.ordered", message("0")).await.expect("enqueue");
@@ -538,16 +581,7 @@ pub async fn consumers_and_subscriptions_survive_a_dropped_connection(broker: &d
 
     // Publishing through the dropped connection fails with a retryable error until it is back.
     let after = message("after");
-    within(RECONNECT_WAIT, "publishing to work again", async {
-        loop {
-            match via.enqueue("jobs.reconnect", after.clone()).await {
-                Ok(()) => break,
-                Err(BrokerError::Unavailable(_)) => tokio::time::sleep(Duration::from_millis(100)).await,
-                Err(other) => panic!("a dropped connection must be Unavailable, got {other:?}"),
-            }
-        }
-    })
-    .await;
+    enqueue_once_back(via.as_ref(), "jobs.reconnect", &after).await;
 
     // The existing consumer receives on the new connection (acking anything else it sees).
     within(RECONNECT_WAIT, "the consumer to receive after the reconnect", async {
@@ -564,20 +598,7 @@ pub async fn consumers_and_subscriptions_survive_a_dropped_connection(broker: &d
 
     // The existing subscription says it was interrupted (broadcasts in the gap may be lost) while
     // others keep broadcasting; from then on, every broadcast reaches it.
-    within(RECONNECT_WAIT, "the subscription to report the interruption", async {
-        let mut tick = tokio::time::interval(Duration::from_millis(200));
-        loop {
-            tokio::select! {
-                received = subscription.next() => match received {
-                    Err(BrokerError::Interrupted) => break,
-                    Ok(received) => assert!(body(&received).starts_with("ping"), "{received:?}"),
-                    Err(error) => panic!("the subscription keeps working, got {error:?}"),
-                },
-                _ = tick.tick() => broker.broadcast("events.reconnect", message("ping")).await.expect("broadcast"),
-            }
-        }
-    })
-    .await;
+    until_interrupted(subscription.as_mut(), broker, "events.reconnect", true).await;
     let resumed = message("resumed");
     broker.broadcast("events.reconnect", resumed.clone()).await.expect("broadcast after the interruption");
     within(WAIT, "the first broadcast after the interruption", async {
@@ -623,16 +644,7 @@ where
     restart().await;
 
     let after = message("enqueued after the restart");
-    within(RECONNECT_WAIT, "enqueueing to work again", async {
-        loop {
-            match broker.enqueue("jobs.restart", after.clone()).await {
-                Ok(()) => break,
-                Err(BrokerError::Unavailable(_)) => tokio::time::sleep(Duration::from_millis(100)).await,
-                Err(other) => panic!("a restarting broker must be Unavailable, got {other:?}"),
-            }
-        }
-    })
-    .await;
+    enqueue_once_back(broker, "jobs.restart", &after).await;
     let mut expected: HashSet<Uuid> = sent.iter().map(|m| m.id).collect();
     expected.insert(after.id);
     let mut again = 0;
@@ -649,20 +661,7 @@ where
     .await;
     assert!(again <= 16, "{again} jobs came twice: only those held (prefetch 16) may");
 
-    within(RECONNECT_WAIT, "the subscription to report the interruption", async {
-        let mut tick = tokio::time::interval(Duration::from_millis(200));
-        loop {
-            tokio::select! {
-                received = subscription.next() => match received {
-                    Err(BrokerError::Interrupted) => break,
-                    Ok(received) => assert!(body(&received).starts_with("ping"), "{received:?}"),
-                    Err(error) => panic!("the subscription keeps working, got {error:?}"),
-                },
-                _ = tick.tick() => { broker.broadcast("events.restart", message("ping")).await.ok(); }
-            }
-        }
-    })
-    .await;
+    until_interrupted(subscription.as_mut(), broker, "events.restart", false).await;
     let resumed = message("resumed");
     broker.broadcast("events.restart", resumed.clone()).await.expect("broadcast after the restart");
     within(WAIT, "the broadcast after the restart", async {

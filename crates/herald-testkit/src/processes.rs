@@ -24,6 +24,27 @@ pub fn herald_bin() -> PathBuf {
     bin
 }
 
+/// The settings every role of a test deployment shares: `store_url` and `broker_url` (in a fresh
+/// namespace), the test JWT secret, no login limits (the security suite tests them), `data_dir`,
+/// and HTTP and gRPC on free loopback ports.
+pub fn deployment_env(store_url: &str, broker_url: &str, data_dir: &std::path::Path) -> Vec<(String, String)> {
+    [
+        ("HERALD_STORE_URL", store_url),
+        ("HERALD_STORE_POOL_SIZE", "4"),
+        ("HERALD_BROKER_URL", broker_url),
+        ("HERALD_BROKER_NAMESPACE", &format!("t_{}", uuid::Uuid::now_v7().simple())),
+        ("HERALD_JWT_SECRET", crate::app::TEST_JWT_SECRET),
+        ("HERALD_AUTH_ACCOUNT_RATE", "unlimited"),
+        ("HERALD_AUTH_ADDRESS_RATE", "unlimited"),
+        ("HERALD_DATA_DIR", &data_dir.display().to_string()),
+        ("HERALD_HTTP_ADDR", "127.0.0.1:0"),
+        ("HERALD_GRPC_ADDR", "127.0.0.1:0"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect()
+}
+
 /// One running `herald <args>` process.
 #[derive(Debug)]
 pub struct HeraldProcess {

@@ -10,7 +10,7 @@ use std::{
     collections::HashMap,
     fmt,
     sync::{
-        Arc,
+        Arc, LazyLock,
         atomic::{AtomicBool, AtomicU64, Ordering},
     },
     time::Duration,
@@ -20,7 +20,7 @@ use async_trait::async_trait;
 use herald_core::broker::{Acker, BrokerError, ConsumeOptions, QueueConsumer, QueueMessage};
 use parking_lot::Mutex;
 use redis::{
-    Value,
+    Script, Value,
     aio::ConnectionManager,
     streams::{StreamAutoClaimReply, StreamClaimReply, StreamId, StreamReadReply},
 };
@@ -96,6 +96,13 @@ redis.call('ZADD', KEYS[2], due, ARGV[5])
 return 1
 ";
 
+/// The settle scripts, each with the `held` helper, made once; run by `EVALSHA` (loaded again by
+/// the `redis` crate when Redis does not know them, after a restart).
+static ACK_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(&format!("{HELD}{ACK}")));
+static NACK_NOW_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(&format!("{HELD}{NACK_NOW}")));
+static NACK_LATER_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(&format!("{HELD}{NACK_LATER}")));
+static RELEASE_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(RELEASE));
+
 /// Makes claimable at once (idle `ARGV[5]`) up to `ARGV[4]` entries that consumer `ARGV[2]` of
 /// group `ARGV[1]` holds in stream `KEYS[1]`, from id `ARGV[3]` on; the last id, or nil when
 /// there were none. One script, so no entry another consumer claims in between is taken back.
@@ -150,21 +157,15 @@ struct State {
 }
 
 impl State {
-    /// Runs `script` (after the `held` helper) on the entry `id`.
-    async fn settle(&self, script: &str, id: &str, extra: &[&[u8]]) -> Result<bool, BrokerError> {
+    /// Runs a settle `script` on the entry `id`.
+    async fn settle(&self, script: &Script, id: &str, extra: &[&[u8]]) -> Result<bool, BrokerError> {
         let mut connection = self.shared.commands()?;
-        let mut call = redis::cmd("EVAL");
-        call.arg(format!("{HELD}{script}"))
-            .arg(2)
-            .arg(&self.stream)
-            .arg(&self.delayed)
-            .arg(GROUP)
-            .arg(id)
-            .arg(&self.name);
+        let mut call = script.key(&self.stream);
+        call.key(&self.delayed).arg(GROUP).arg(id).arg(&self.name);
         for arg in extra {
             call.arg(*arg);
         }
-        let done: i64 = call.query_async(&mut connection).await.map_err(classify)?;
+        let done: i64 = call.invoke_async(&mut connection).await.map_err(classify)?;
         Ok(done == 1)
     }
 
@@ -381,6 +382,7 @@ async fn take(
         let mut promote = true;
         for _ in 0..CLAIM_CALLS {
             let mut pipe = redis::pipe();
+            // Plain EVAL: a pipeline cannot load a script Redis does not know.
             if std::mem::take(&mut promote) {
                 pipe.cmd("EVAL").arg(PROMOTE).arg(2).arg(&state.stream).arg(&state.delayed).arg(PROMOTE_BATCH).ignore();
             }
@@ -445,16 +447,14 @@ async fn release(state: &State, connection: &mut ConnectionManager) {
     state.held.lock().clear();
     let mut start = "-".to_owned();
     for _ in 0..RELEASE_CALLS {
-        let released: redis::RedisResult<Option<String>> = redis::cmd("EVAL")
-            .arg(RELEASE)
-            .arg(1)
-            .arg(&state.stream)
+        let released: redis::RedisResult<Option<String>> = RELEASE_SCRIPT
+            .key(&state.stream)
             .arg(GROUP)
             .arg(&state.name)
             .arg(&start)
             .arg(RELEASE_BATCH)
             .arg(CLAIMABLE_NOW_MS)
-            .query_async(connection)
+            .invoke_async(connection)
             .await;
         match released {
             Ok(Some(last)) => start = format!("({last}"),
@@ -571,7 +571,7 @@ impl Drop for RedisAcker {
 impl Acker for RedisAcker {
     async fn ack(self: Box<Self>) -> Result<(), BrokerError> {
         let _slot = self.take_lease()?;
-        if self.state.settle(ACK, &self.id, &[]).await? { Ok(()) } else { Err(AdapterError::LeaseLost.into()) }
+        if self.state.settle(&ACK_SCRIPT, &self.id, &[]).await? { Ok(()) } else { Err(AdapterError::LeaseLost.into()) }
     }
 
     async fn nack(self: Box<Self>, redeliver_after: Option<Duration>) -> Result<(), BrokerError> {
@@ -579,7 +579,7 @@ impl Acker for RedisAcker {
         let settled = match redeliver_after.filter(|delay| !delay.is_zero()) {
             None => {
                 let idle = CLAIMABLE_NOW_MS.to_string();
-                let settled = self.state.settle(NACK_NOW, &self.id, &[idle.as_bytes()]).await?;
+                let settled = self.state.settle(&NACK_NOW_SCRIPT, &self.id, &[idle.as_bytes()]).await?;
                 if settled {
                     self.state.nacked.lock().push(self.id.clone());
                 }
@@ -587,7 +587,7 @@ impl Acker for RedisAcker {
             }
             Some(delay) => {
                 let delay = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX).to_string();
-                self.state.settle(NACK_LATER, &self.id, &[delay.as_bytes(), &self.frame]).await?
+                self.state.settle(&NACK_LATER_SCRIPT, &self.id, &[delay.as_bytes(), &self.frame]).await?
             }
         };
         if settled { Ok(()) } else { Err(AdapterError::LeaseLost.into()) }

@@ -23,7 +23,11 @@ mod consumer;
 mod frame;
 mod subscription;
 
-use std::{fmt, sync::Arc, time::Duration};
+use std::{
+    fmt,
+    sync::{Arc, LazyLock},
+    time::Duration,
+};
 
 use async_trait::async_trait;
 use herald_core::broker::{Broker, BrokerError, ConsumeOptions, Message, QueueConsumer, Subscription};
@@ -58,6 +62,8 @@ for i = 3, #ARGV, 2 do
 end
 return added
 ";
+
+static ENQUEUE_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(ENQUEUE));
 
 /// Redis through one shared connection (and one per consumer and subscription).
 pub struct RedisBroker {
@@ -231,12 +237,12 @@ impl Broker for RedisBroker {
         let (stream, prefix) = (self.shared.queue_key(queue), self.shared.dedupe_prefix(queue));
         let window = u64::try_from(DEDUPE_WINDOW.as_millis()).unwrap_or(u64::MAX);
         for batch in messages.chunks(ENQUEUE_BATCH) {
-            let mut call = redis::cmd("EVAL");
-            call.arg(ENQUEUE).arg(1).arg(&stream).arg(&prefix).arg(window);
+            let mut call = ENQUEUE_SCRIPT.key(&stream);
+            call.arg(&prefix).arg(window);
             for message in batch {
                 call.arg(message.id.simple().to_string()).arg(frame::encode(message));
             }
-            call.query_async::<i64>(&mut connection).await.map_err(classify)?;
+            call.invoke_async::<i64>(&mut connection).await.map_err(classify)?;
         }
         Ok(())
     }

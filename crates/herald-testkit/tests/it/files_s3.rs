@@ -46,21 +46,7 @@ impl Deployment {
         let store = TestStore::new(Backend::Postgres, test).await?;
         herald_bin();
         let data = tempfile::tempdir().expect("data dir");
-        let mut env: Vec<(String, String)> = [
-            ("HERALD_STORE_URL", store.url.as_str()),
-            ("HERALD_STORE_POOL_SIZE", "4"),
-            ("HERALD_BROKER_URL", broker_url.as_str()),
-            ("HERALD_BROKER_NAMESPACE", &format!("t_{}", uuid::Uuid::now_v7().simple())),
-            ("HERALD_JWT_SECRET", herald_testkit::app::TEST_JWT_SECRET),
-            ("HERALD_AUTH_ACCOUNT_RATE", "unlimited"),
-            ("HERALD_AUTH_ADDRESS_RATE", "unlimited"),
-            ("HERALD_DATA_DIR", &data.path().display().to_string()),
-            ("HERALD_HTTP_ADDR", "127.0.0.1:0"),
-            ("HERALD_GRPC_ADDR", "127.0.0.1:0"),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v.to_owned()))
-        .collect();
+        let mut env = herald_testkit::processes::deployment_env(&store.url, &broker_url, data.path());
         env.extend(bucket.env());
         HeraldProcess::start("migrate", &["migrate"], &env).wait_success().await;
         let client = reqwest::Client::builder().timeout(Duration::from_secs(120)).build().expect("client");

@@ -88,32 +88,25 @@ async fn split_deployment(broker: BrokerKind, test: &str) {
     let provider = MockProvider::start("split-token").await;
     provider.set_latency(Duration::from_millis(100), Duration::from_millis(50));
     let data = tempfile::tempdir().expect("data dir");
-    let env: Vec<(String, String)> = [
-        ("HERALD_STORE_URL", store.url.as_str()),
-        ("HERALD_STORE_POOL_SIZE", "4"),
-        ("HERALD_BROKER_URL", broker_url.as_str()),
-        ("HERALD_BROKER_NAMESPACE", &format!("t_{}", uuid::Uuid::now_v7().simple())),
-        ("HERALD_JWT_SECRET", herald_testkit::app::TEST_JWT_SECRET),
-        // Hundreds of clients register from loopback; the security suite tests the limits.
-        ("HERALD_AUTH_ACCOUNT_RATE", "unlimited"),
-        ("HERALD_AUTH_ADDRESS_RATE", "unlimited"),
-        ("HERALD_DATA_DIR", &data.path().display().to_string()),
-        ("HERALD_HTTP_ADDR", "127.0.0.1:0"),
-        ("HERALD_GRPC_ADDR", "127.0.0.1:0"),
-        ("HERALD_ADMIN_ADDR", "127.0.0.1:0"),
-        ("HERALD_PROVIDER_URL", &provider.base_url()),
-        ("HERALD_PROVIDER_TOKEN", "split-token"),
-        ("HERALD_SENDER_CONCURRENCY", "8"),
-        ("HERALD_DELIVERY_LEASE", "8s"),
-        ("HERALD_PROVIDER_TIMEOUT", "2s"),
-        ("HERALD_WEBHOOK_TIMEOUT", "2s"),
-        ("HERALD_SCHEDULER_INTERVAL", "100ms"),
-        ("HERALD_MAILINGS_SCHEDULE", "@every 1s"),
-        ("HERALD_RELAY_POLL_INTERVAL", "100ms"),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v.to_owned()))
-    .collect();
+    // Hundreds of clients register from loopback: the shared settings lift the login limits.
+    let mut env = herald_testkit::processes::deployment_env(&store.url, &broker_url, data.path());
+    let provider_url = provider.base_url();
+    env.extend(
+        [
+            ("HERALD_ADMIN_ADDR", "127.0.0.1:0"),
+            ("HERALD_PROVIDER_URL", provider_url.as_str()),
+            ("HERALD_PROVIDER_TOKEN", "split-token"),
+            ("HERALD_SENDER_CONCURRENCY", "8"),
+            ("HERALD_DELIVERY_LEASE", "8s"),
+            ("HERALD_PROVIDER_TIMEOUT", "2s"),
+            ("HERALD_WEBHOOK_TIMEOUT", "2s"),
+            ("HERALD_SCHEDULER_INTERVAL", "100ms"),
+            ("HERALD_MAILINGS_SCHEDULE", "@every 1s"),
+            ("HERALD_RELAY_POLL_INTERVAL", "100ms"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned())),
+    );
 
     let mut migrate = HeraldProcess::start("migrate", &["migrate"], &env);
     migrate.wait_success().await;
