@@ -110,15 +110,11 @@ impl UploadsPerUser {
     /// `limit` uploads in progress.
     pub fn try_begin(&self, user: UserId) -> Option<UploadSlot> {
         let mut running = self.running.lock();
-        let count = running.entry(user).or_insert(0);
-        if *count >= self.limit {
-            // Never left behind empty: a limit of 0 would otherwise insert one.
-            if *count == 0 {
-                running.remove(&user);
-            }
+        let count = running.get(&user).copied().unwrap_or(0);
+        if count >= self.limit {
             return None;
         }
-        *count += 1;
+        running.insert(user, count + 1);
         Some(UploadSlot { running: self.running.clone(), user })
     }
 

@@ -327,6 +327,27 @@ impl S3Files {
         Ok(self.prefix.clone().join(key))
     }
 
+    /// A fresh upload of `key` at `path`, nothing written yet.
+    fn upload(&self, path: Path, name: String, key: String) -> S3Upload {
+        S3Upload {
+            store: self.store.clone(),
+            path,
+            name,
+            key,
+            part_size: self.part_size,
+            buffer: Vec::new(),
+            held: None,
+            budget: self.budget.clone(),
+            budget_mib: self.budget_mib,
+            multipart: None,
+            parts: JoinSet::new(),
+            own: Arc::default(),
+            hasher: Sha256::new(),
+            size: 0,
+            finished: false,
+        }
+    }
+
     fn describe(&self, key: &str) -> String {
         if self.location.prefix.is_empty() {
             format!("s3://{}/{key}", self.location.bucket)
@@ -691,29 +712,6 @@ fn body_stream(
             Err(_) => Some((Err(timed_out(&format!("reading {name}"))), None)),
         }
     }))
-}
-
-impl S3Files {
-    /// A fresh upload of `key` at `path`, nothing written yet.
-    fn upload(&self, path: Path, name: String, key: String) -> S3Upload {
-        S3Upload {
-            store: self.store.clone(),
-            path,
-            name,
-            key,
-            part_size: self.part_size,
-            buffer: Vec::new(),
-            held: None,
-            budget: self.budget.clone(),
-            budget_mib: self.budget_mib,
-            multipart: None,
-            parts: JoinSet::new(),
-            own: Arc::default(),
-            hasher: Sha256::new(),
-            size: 0,
-            finished: false,
-        }
-    }
 }
 
 #[async_trait]

@@ -196,7 +196,7 @@ impl fmt::Debug for RedisConsumer {
 
 impl RedisConsumer {
     pub(super) async fn start(shared: Arc<Shared>, queue: &str, options: ConsumeOptions) -> Result<Self, BrokerError> {
-        let connection = shared.dedicated(BLOCK + super::RESPONSE_TIMEOUT).await?;
+        let connection = super::connect_manager(&shared.client, BLOCK + super::RESPONSE_TIMEOUT).await?;
         let state = Arc::new(State {
             stream: shared.queue_key(queue),
             delayed: shared.delayed_key(queue),

@@ -110,16 +110,6 @@ impl Shared {
         Ok(self.commands.clone())
     }
 
-    /// A connection of its own that reconnects by itself, answering within `response_timeout`.
-    async fn dedicated(&self, response_timeout: Duration) -> Result<ConnectionManager, BrokerError> {
-        let config = manager_config(response_timeout);
-        match tokio::time::timeout(CONNECT_TIMEOUT * 2, self.client.get_connection_manager_with_config(config)).await {
-            Ok(Ok(connection)) => Ok(connection),
-            Ok(Err(error)) => Err(classify(error)),
-            Err(_) => Err(AdapterError::Timeout(CONNECT_TIMEOUT * 2, "connecting to Redis").into()),
-        }
-    }
-
     /// Creates the queue's stream and group when missing (from the start of the stream, so what
     /// was enqueued before the first consumer is read).
     async fn ensure_group(&self, stream: &str) -> Result<(), BrokerError> {
@@ -137,6 +127,17 @@ impl Shared {
             Err(error) if error.code() == Some("BUSYGROUP") => Ok(()),
             Err(error) => Err(classify(error)),
         }
+    }
+}
+
+/// A connection of its own to `client`'s server that reconnects by itself, answering within
+/// `response_timeout`; `Unavailable` when Redis cannot be reached now.
+async fn connect_manager(client: &redis::Client, response_timeout: Duration) -> Result<ConnectionManager, BrokerError> {
+    let config = manager_config(response_timeout);
+    match tokio::time::timeout(CONNECT_TIMEOUT * 2, client.get_connection_manager_with_config(config)).await {
+        Ok(Ok(connection)) => Ok(connection),
+        Ok(Err(error)) => Err(classify(error)),
+        Err(_) => Err(AdapterError::Timeout(CONNECT_TIMEOUT * 2, "connecting to Redis").into()),
     }
 }
 
@@ -183,18 +184,11 @@ impl RedisBroker {
     pub async fn connect(url: &str, namespace: &str) -> Result<Self, BrokerError> {
         check_namespace(namespace)?;
         let client = redis::Client::open(url).map_err(|error| other(AdapterError::Refused(error.to_string())))?;
-        let config = manager_config(RESPONSE_TIMEOUT);
-        let commands =
-            match tokio::time::timeout(CONNECT_TIMEOUT * 2, client.get_connection_manager_with_config(config)).await {
-                Ok(Ok(connection)) => connection,
-                Ok(Err(error)) => return Err(classify(error)),
-                Err(_) => return Err(AdapterError::Timeout(CONNECT_TIMEOUT * 2, "connecting to Redis").into()),
-            };
+        let commands = connect_manager(&client, RESPONSE_TIMEOUT).await?;
         let shared =
             Arc::new(Shared { client, commands, namespace: namespace.to_owned(), closed: CancellationToken::new() });
-        let broker = Self { shared };
-        broker.ping().await?;
-        Ok(broker)
+        // The manager has connected (and authenticated, and selected the database) by now.
+        Ok(Self { shared })
     }
 
     /// Deletes every key in this broker's namespace. Tests call it to leave nothing behind;
