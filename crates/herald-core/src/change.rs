@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 use uuid::Uuid;
 
-use crate::user::UserId;
+use crate::{quarantine::ItemFailure, user::UserId};
 
 /// An event about to be written to the outbox.
 #[derive(Debug, Clone, PartialEq)]
@@ -38,6 +38,14 @@ impl ChangeEvent {
 /// The channel of a user's own events.
 pub fn user_stream(user: UserId) -> String {
     crate::stream::StreamName::User(user).to_string()
+}
+
+/// What the relay may publish now: unpublished events in order, but for the streams it holds
+/// back and the streams of rows that cannot be read (named in `unreadable`, by stream).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Unpublished {
+    pub events: Vec<OutboxEvent>,
+    pub unreadable: Vec<ItemFailure>,
 }
 
 /// An event as stored in the outbox, with its position.

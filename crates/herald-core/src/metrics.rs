@@ -64,6 +64,13 @@ pub struct RejectionLabels {
     pub reason: String,
 }
 
+/// Labels of a record a worker could not handle: the worker and a reason from a fixed set.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct ItemFailureLabels {
+    pub worker: String,
+    pub reason: String,
+}
+
 /// Every metric Herald exports.
 pub struct Metrics {
     registry: Registry,
@@ -83,6 +90,8 @@ pub struct Metrics {
     pub deliveries_claimed: Counter,
     pub deliveries_rescued: Counter,
     pub scheduler_errors: Counter,
+    /// Records a worker could not handle (each backed off, then quarantined), by worker and reason.
+    pub worker_item_failures: Family<ItemFailureLabels, Counter>,
     pub sender_errors: Counter,
     pub sender_concurrency: Gauge,
     pub jobs: Family<JobLabels, Counter>,
@@ -182,6 +191,13 @@ impl Default for Metrics {
         );
         let scheduler_errors = Counter::default();
         registry.register("scheduler_errors", "Scheduler passes that failed", scheduler_errors.clone());
+        let worker_item_failures = Family::<ItemFailureLabels, Counter>::default();
+        registry.register(
+            "worker_item_failures",
+            "Records a worker could not handle, by worker (escalation, scheduler, sender, router, relay) and reason \
+             (unreadable, conflict, refused, failing); each is backed off, then quarantined",
+            worker_item_failures.clone(),
+        );
         let sender_errors = Counter::default();
         registry.register(
             "sender_errors",
@@ -248,6 +264,7 @@ impl Default for Metrics {
             deliveries_claimed,
             deliveries_rescued,
             scheduler_errors,
+            worker_item_failures,
             sender_errors,
             sender_concurrency,
             jobs,

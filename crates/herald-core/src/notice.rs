@@ -16,6 +16,7 @@ use crate::{
     change::{ChangeEvent, user_stream},
     delivery::{Channel, DeliveryId, NewDelivery},
     notify::{NoticeChannel, NoticeType, Preferences},
+    quarantine::ItemFailure,
     user::{ContactPhone, Email, UserId, WebhookUrl},
 };
 
@@ -229,6 +230,11 @@ pub fn plan(due: &DueStep, now: DateTime<Utc>) -> StepMove {
         return StepMove::Skip("the notice has no such step".into());
     };
     match next_move(step.channel, &notice.kind, notice.urgent, notice.expires_at, &due.reach, now) {
+        // Its one in-app event went already (a notice stored before a second in-app step was
+        // refused): a second copy would collide with it.
+        NextMove::Send { channel: NoticeChannel::Realtime, .. } if notice.event.is_some() => {
+            StepMove::Skip("the notice's in-app event went already".into())
+        }
         NextMove::Send { channel: NoticeChannel::Realtime, .. } => StepMove::InApp(notice.event(now)),
         NextMove::Send { channel, recipient } => {
             StepMove::Dispatch(notice.delivery(due.index, channel, recipient, now))
@@ -255,6 +261,9 @@ pub struct Escalation {
     pub settled: Vec<NoticeStatus>,
     /// Whether a pass found as many due steps as it could take.
     pub full: bool,
+    /// Notices a step of which could not be moved (an error retrying does not mend): left as
+    /// they were, for the worker to back off.
+    pub failed: Vec<ItemFailure>,
 }
 
 /// Which notices an admin lists.

@@ -13,81 +13,21 @@ use std::{collections::HashSet, time::Duration};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
+pub use crate::store_error::{Constraint, StoreError};
 use crate::{
     apikey::{ApiKey, ApiKeyId},
     calendar::{CalendarEvent, CalendarEventId},
     campaign::{Client, ClientFilter, ClientId, FirstAttempts, Mailing, MailingId, MailingStatus, MessageCounts},
-    change::{ChangeEvent, OutboxEvent},
-    delivery::{Delivery, DeliveryId, DeliveryReport, DeliveryStatus, NewDelivery},
-    error::{ApiError, ErrorCode},
+    change::{ChangeEvent, OutboxEvent, Unpublished},
+    delivery::{Claimed, Delivery, DeliveryId, DeliveryReport, DeliveryStatus, NewDelivery},
     notice::{Acknowledged, DueStep, Escalation, Notice, NoticeFilter, NoticeId, StepMove},
     notify::Preferences,
+    quarantine::QuarantineStore,
     room::{Room, RoomId, RoomMessage, RoomMessageId},
     stream::StreamStore,
     task::{Attachment, AttachmentId, Task, TaskId, TaskStatus},
     user::{Email, NewUser, ProfileChange, User, UserCredentials, UserId, WebhookUrl},
 };
-
-/// The few errors a store reports; each tells the caller what to do.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    #[error("not found")]
-    NotFound,
-    /// A unique constraint refused the write; `constraint` names it (e.g. `users_email_key`).
-    #[error("conflict on {constraint}")]
-    Conflict { constraint: String },
-    /// The backend is unreachable or overloaded; retrying may succeed.
-    #[error("store unavailable")]
-    Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
-    #[error("store error")]
-    Other(#[source] Box<dyn std::error::Error + Send + Sync>),
-}
-
-string_enum!(
-    /// The conflicts commands tell apart, by the name both adapters give them (a unique index's
-    /// name, or a check of the adapter's own). Any other constraint is reported by its name.
-    Constraint {
-        /// A user's email is taken.
-        UsersEmail => "users_email_key",
-        /// A client's phone is taken.
-        ClientsPhone => "clients_phone_key",
-        /// `update_task`: the task changed since it was read.
-        TaskVersion => "tasks_version",
-        /// A mailing change: the mailing's status moved on.
-        MailingStatus => "mailings_status",
-        /// A calendar event overlaps another of its owner's.
-        EventsOverlap => "events_overlap",
-        /// A caller's idempotency key names a notice already.
-        NoticesIdempotency => "notices_idempotency_key",
-    }
-);
-
-impl StoreError {
-    /// A conflict on `constraint`.
-    pub fn conflict(constraint: Constraint) -> Self {
-        Self::Conflict { constraint: constraint.as_str().to_owned() }
-    }
-
-    /// Whether this is a conflict on `constraint`.
-    pub fn is_conflict_on(&self, constraint: Constraint) -> bool {
-        matches!(self, Self::Conflict { constraint: name } if name == constraint.as_str())
-    }
-}
-
-impl From<StoreError> for ApiError {
-    fn from(err: StoreError) -> Self {
-        match err {
-            StoreError::NotFound => ApiError::new(ErrorCode::NotFound, "not found"),
-            StoreError::Conflict { ref constraint } => {
-                ApiError::new(ErrorCode::Conflict, format!("conflicts with an existing record ({constraint})"))
-            }
-            StoreError::Unavailable(_) => {
-                ApiError::new(ErrorCode::Unavailable, "the store is unavailable").with_source(err)
-            }
-            StoreError::Other(_) => ApiError::internal(err),
-        }
-    }
-}
 
 /// Herald's durable state: every focused store trait, plus lifecycle. See the module docs for
 /// the contract every adapter keeps.
@@ -102,6 +42,7 @@ pub trait Store:
     + StreamStore
     + RoomStore
     + NoticeStore
+    + QuarantineStore
     + Send
     + Sync
     + std::fmt::Debug
@@ -132,13 +73,15 @@ pub trait DeliveryStore: Send + Sync {
     async fn delivery(&self, id: DeliveryId) -> Result<Option<Delivery>, StoreError>;
 
     /// Claims up to `limit` pending deliveries due at `now`, earliest first, leased until
-    /// `now + lease`.
+    /// `now + lease`, leaving out those the scheduler holds back ([`QuarantineStore`]). A due
+    /// row that cannot be read is not claimed: it comes back in [`Claimed::unreadable`] for the
+    /// scheduler to hold back, and every other row is claimed as usual.
     async fn claim_due_deliveries(
         &self,
         now: DateTime<Utc>,
         limit: u32,
         lease: Duration,
-    ) -> Result<Vec<Delivery>, StoreError>;
+    ) -> Result<Claimed, StoreError>;
 
     /// Returns `sending` deliveries whose lease lapsed before `now` to `pending`; how many.
     async fn rescue_expired_leases(&self, now: DateTime<Utc>) -> Result<u64, StoreError>;
@@ -454,8 +397,10 @@ pub trait OutboxStore: Send + Sync {
     /// Unpublished events in `seq` order, at most `limit`, all committed and safe to publish in
     /// this order: on PostgreSQL only rows written by transactions older than every transaction
     /// still running (the visibility horizon), so a long transaction that commits late is never
-    /// overtaken by a later one.
-    async fn unpublished_events(&self, limit: u32) -> Result<Vec<OutboxEvent>, StoreError>;
+    /// overtaken by a later one. Streams the relay holds back ([`QuarantineStore`]) are left out,
+    /// and so is every event of a stream with a row in the batch that cannot be read (that row
+    /// named, by its stream, in [`Unpublished::unreadable`]): a stream never skips an offset.
+    async fn unpublished_events(&self, limit: u32) -> Result<Unpublished, StoreError>;
 
     /// Appends events that stand alone (no other write goes with them, like a mailing's progress
     /// snapshot) to their channels, in one transaction.
@@ -646,7 +591,10 @@ pub trait NoticeStore: Send + Sync {
     /// One escalation pass at `now`: settles the steps whose deliveries reported, then takes up
     /// to `limit` due steps of unacknowledged notices, earliest first, and applies what `plan`
     /// makes of each (with its person's contact points and preferences read in the same
-    /// transaction); a notice whose every step ended settles.
+    /// transaction); a notice whose every step ended settles. Notices the escalation worker
+    /// holds back are left out; a notice that cannot be read, or whose step's writes fail with
+    /// an error other than [`StoreError::Unavailable`], is left as it was and named in
+    /// [`Escalation::failed`], and the pass goes on with the others.
     async fn escalate_notices(
         &self,
         now: DateTime<Utc>,

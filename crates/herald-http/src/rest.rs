@@ -116,6 +116,8 @@ pub const ROUTES: &[Route] = &[
     Route::new("POST", "/api/v1/api-keys", "api_keys.create", Body, 201),
     Route::new("GET", "/api/v1/api-keys", "api_keys.list", Query, 200),
     Route::new("DELETE", "/api/v1/api-keys/{id}", "api_keys.revoke", Nothing, 204),
+    Route::new("GET", "/api/v1/quarantine", "admin.quarantined", Query, 200),
+    Route::new("POST", "/api/v1/quarantine/{id}/retry", "admin.retry_quarantined", Nothing, 200),
     Route::new("POST", "/api/v1/notifications", "notifications.create", Body, 201).created_when("created"),
     Route::new("GET", "/api/v1/notifications", "notifications.list", Query, 200),
     Route::new("GET", "/api/v1/notifications/{id}", "notifications.get", Nothing, 200),

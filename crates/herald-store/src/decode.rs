@@ -589,6 +589,10 @@ pub(crate) fn apply_move(notice: &mut Notice, index: usize, step_move: &StepMove
             return;
         }
     };
+    if let StepMove::InApp(event) = step_move {
+        // Its in-app event went: a later in-app step of the same pass has nothing to send.
+        notice.event.get_or_insert_with(|| (event.channel.clone(), 0));
+    }
     if let Some(step) = notice.steps.get_mut(index) {
         step.status = status;
         pass.steps.push((step.channel, status));

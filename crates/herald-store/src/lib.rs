@@ -9,8 +9,10 @@ mod error;
 mod files;
 mod objects;
 mod pg;
+mod quarantine;
 mod sqlite;
 mod timeline;
+mod unreadable;
 
 use std::{fmt, path::PathBuf, str::FromStr, sync::Arc};
 

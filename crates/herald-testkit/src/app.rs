@@ -244,6 +244,12 @@ impl TestApp {
     }
 
     /// The store the app runs on, for checks behind the API.
+    /// Runs `sql` on the app's database directly (SQLite file or PostgreSQL schema), as an
+    /// operator or a bug would, outside Herald.
+    pub async fn raw_sql(&self, sql: &str) {
+        self.store.raw_sql(sql).await;
+    }
+
     pub fn store(&self) -> &dyn herald_core::store::Store {
         self.store.store.as_ref()
     }

@@ -66,6 +66,21 @@ impl TestStore {
         Some(Self { store: Arc::new(store), url, cleanup: Cleanup::Schema { admin_url, schema } })
     }
 
+    /// Runs `sql` on this store's database with a connection of its own.
+    pub async fn raw_sql(&self, sql: &str) {
+        let sql = sqlx::AssertSqlSafe(sql.to_owned());
+        if let Some(path) = self.url.strip_prefix("sqlite://") {
+            let options = sqlx::sqlite::SqliteConnectOptions::new().filename(path);
+            let mut conn = sqlx::SqliteConnection::connect_with(&options).await.expect("connect sqlite");
+            sqlx::raw_sql(sql).execute(&mut conn).await.expect("raw sql");
+            conn.close().await.ok();
+        } else {
+            let mut conn = PgConnection::connect(&self.url).await.expect("connect postgres");
+            sqlx::raw_sql(sql).execute(&mut conn).await.expect("raw sql");
+            conn.close().await.ok();
+        }
+    }
+
     /// Closes the store and removes its data.
     pub async fn finish(self) {
         self.store.close().await;

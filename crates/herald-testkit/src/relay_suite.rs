@@ -110,11 +110,11 @@ pub async fn a_relay_killed_before_marking_republishes_and_loses_nothing(store: 
     // The first relay publishes and dies before it can mark: exactly the relay's publish step.
     let mut pending = Vec::new();
     while pending.len() < 4 {
-        pending = store.unpublished_events(10).await.expect("pending");
+        pending = store.unpublished_events(10).await.expect("pending").events;
     }
     let messages = pending.iter().map(EventEnvelope::message).collect();
     broker.broker.broadcast_all(EVENTS_TOPIC, messages).await.expect("publish");
-    assert!(store.unpublished_events(10).await.expect("pending").len() == 4, "nothing was marked");
+    assert!(store.unpublished_events(10).await.expect("pending").events.len() == 4, "nothing was marked");
 
     let restarted = relay(&store, broker, 100);
     publish_all(&restarted, 4).await;
@@ -222,5 +222,5 @@ pub async fn many_writers_and_a_killed_relay_lose_nothing(store: Arc<dyn Store>,
             panic!("{channel}: offsets arrived out of commit order or with gaps at position {at}: {around:?}");
         }
     }
-    assert_eq!(store.unpublished_events(10).await.expect("pending").len(), 0);
+    assert_eq!(store.unpublished_events(10).await.expect("pending").events.len(), 0);
 }

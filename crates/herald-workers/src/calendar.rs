@@ -8,12 +8,15 @@ use herald_core::{
     calendar::{CalendarEventId, NOTIFICATIONS_QUEUE, Notification},
     clock::Clock,
     metrics::Metrics,
+    quarantine::{FailurePolicy, ItemFailure, Worker},
     store::Store,
     trace,
     user::UserId,
 };
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
+
+use crate::failures::Failures;
 
 /// Takes each notification a reminder published on [`NOTIFICATIONS_QUEUE`] and stores its
 /// deliveries to the owner (the log, the owner's `user:` channel, and the owner's webhook when
@@ -26,11 +29,14 @@ pub struct NotificationRouter {
     broker: Arc<dyn Broker>,
     clock: Arc<dyn Clock>,
     metrics: Arc<Metrics>,
+    /// Backs off reminders whose deliveries the store refuses.
+    failures: Failures,
 }
 
 impl NotificationRouter {
     pub fn new(store: Arc<dyn Store>, broker: Arc<dyn Broker>, clock: Arc<dyn Clock>, metrics: Arc<Metrics>) -> Self {
-        Self { store, broker, clock, metrics }
+        let failures = Failures::new(store.clone(), metrics.clone(), FailurePolicy::default());
+        Self { store, broker, clock, metrics, failures }
     }
 
     /// Consumes the queue until `shutdown`, reconnecting with back-off.
@@ -86,6 +92,17 @@ impl NotificationRouter {
                 return;
             }
         };
+        // A quarantined reminder waits for an administrator's retry, put off each time it comes.
+        if delivery.redelivered
+            && let Ok(Some(held)) = self.store.held_record(Worker::Router, &id.to_string()).await
+            && held.quarantined_at.is_some()
+        {
+            tracing::debug!(message = %id, "a quarantined reminder came back; putting it off");
+            if let Err(err) = delivery.nack(Some(self.failures.policy().max_delay)).await {
+                tracing::debug!(error = %err, "could not put off a quarantined reminder; the broker redelivers it");
+            }
+            return;
+        }
         // A child of the queue channel's call that published it: the reminder's trace goes on.
         let span = trace::child_of(delivery.message.traceparent(), || {
             tracing::info_span!(
@@ -115,10 +132,25 @@ impl NotificationRouter {
                     tracing::debug!(created, "routed a reminder to its owner");
                     delivery.ack().await
                 }
-                Err(err) => {
-                    tracing::warn!(error = %err, "could not store a notification's deliveries; retrying");
-                    delivery.nack(Some(Duration::from_secs(1))).await
-                }
+                Err(err) => match ItemFailure::of_store(Worker::Router, id.to_string(), &err) {
+                    // This reminder is refused: it waits, backed off (in the broker, so nothing is
+                    // lost), while the others go on; quarantined, it comes back only to be put off.
+                    Some(failure) => {
+                        let now = self.clock.now();
+                        let wait = match self.failures.record(&failure, now).await {
+                            Some(held) if held.quarantined_at.is_none() => {
+                                (held.retry_at - now).to_std().unwrap_or(Duration::from_secs(1))
+                            }
+                            Some(_) => self.failures.policy().max_delay,
+                            None => Duration::from_secs(1),
+                        };
+                        delivery.nack(Some(wait)).await
+                    }
+                    None => {
+                        tracing::warn!(error = %err, "could not store a notification's deliveries; retrying");
+                        delivery.nack(Some(Duration::from_secs(1))).await
+                    }
+                },
             };
             if let Err(err) = settled {
                 tracing::debug!(error = %err, "could not settle a notification; the broker redelivers it");

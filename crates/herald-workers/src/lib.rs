@@ -5,6 +5,7 @@ pub mod calendar;
 pub mod channels;
 pub mod collector;
 pub mod email;
+pub mod failures;
 pub mod mailings;
 pub mod net;
 pub mod relay;

@@ -15,12 +15,15 @@ use herald_core::{
     broker::{Broker, BrokerError},
     change::OutboxEvent,
     metrics::Metrics,
+    quarantine::{FailurePolicy, FailureReason, ItemFailure, Worker, with_causes},
     store::{Store, StoreError},
     trace,
     wire::{EVENTS_TOPIC, EventEnvelope},
 };
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
+
+use crate::failures::Failures;
 
 /// The span of one event's publish: a child of the span that wrote the event.
 fn publish_span(e: &OutboxEvent) -> tracing::Span {
@@ -98,11 +101,14 @@ pub struct Relay {
     holder: String,
     /// When this relay last took or renewed the lease (`None`: it does not hold it).
     renewed: Arc<parking_lot::Mutex<Option<tokio::time::Instant>>>,
+    /// Backs off streams whose events cannot be published.
+    failures: Failures,
 }
 
 impl Relay {
     pub fn new(store: Arc<dyn Store>, broker: Arc<dyn Broker>, metrics: Arc<Metrics>, options: RelayOptions) -> Self {
-        Self { store, broker, metrics, options, holder: Uuid::now_v7().to_string(), renewed: Arc::default() }
+        let failures = Failures::new(store.clone(), metrics.clone(), FailurePolicy::default());
+        Self { store, broker, metrics, options, holder: Uuid::now_v7().to_string(), renewed: Arc::default(), failures }
     }
 
     /// Whether this relay holds the lease, renewing it when a third of its life has passed. A
@@ -118,27 +124,84 @@ impl Relay {
         Ok(held)
     }
 
+    /// Sets how streams that fail are backed off and quarantined.
+    pub fn with_failure_policy(mut self, policy: FailurePolicy) -> Self {
+        self.failures = Failures::new(self.store.clone(), self.metrics.clone(), policy);
+        self
+    }
+
     /// One pass: publish the next batch if this relay holds the lease.
+    ///
+    /// An event that cannot be read, or that the broker refuses, holds back its own stream (the
+    /// stream is backed off, then quarantined; none of its later events goes before it) while
+    /// every other stream's events are published.
     pub async fn tick(&self) -> Result<Step, RelayError> {
         if !self.hold_lease().await? {
             return Ok(Step::Standby);
         }
-        let events = self.store.unpublished_events(self.options.batch).await?;
+        let batch = self.store.unpublished_events(self.options.batch).await?;
+        let now = Utc::now();
+        self.failures.record_all(&batch.unreadable, now).await;
+        let events = batch.events;
         if events.is_empty() {
-            return Ok(Step::Idle);
+            return Ok(if batch.unreadable.is_empty() { Step::Idle } else { Step::Published(0) });
         }
-        // One span per event, continuing the trace of the request that wrote it; the message
-        // carries the span on, so the gateway's span is its child.
+        let published = match self.publish(&events).await {
+            Ok(()) => events,
+            Err(BrokerError::Other(err)) => {
+                // Something in the batch is refused: publish stream by stream, holding back those
+                // the broker refuses.
+                tracing::debug!(error = %err, "the broker refused a batch; publishing stream by stream");
+                self.publish_by_stream(events, now).await?
+            }
+            Err(err) => return Err(err.into()),
+        };
+        if published.is_empty() {
+            return Ok(Step::Published(0));
+        }
+        let seqs: Vec<i64> = published.iter().map(|e| e.seq).collect();
+        self.store.mark_published(&seqs, Utc::now()).await?;
+        self.metrics.relay_published.inc_by(published.len() as u64);
+        tracing::debug!(count = published.len(), first_seq = seqs[0], "relayed outbox events");
+        Ok(Step::Published(published.len()))
+    }
+
+    /// Broadcasts events in order, one span each continuing the trace of the request that wrote
+    /// it (the message carries the span on, so the gateway's span is its child).
+    async fn publish(&self, events: &[OutboxEvent]) -> Result<(), BrokerError> {
         let spans: Vec<tracing::Span> = events.iter().map(publish_span).collect();
         let messages =
             events.iter().zip(&spans).map(|(e, span)| EventEnvelope::message(e).with_traceparent(trace::of(span)));
-        self.broker.broadcast_all(EVENTS_TOPIC, messages.collect()).await?;
-        drop(spans);
-        let seqs: Vec<i64> = events.iter().map(|e| e.seq).collect();
-        self.store.mark_published(&seqs, Utc::now()).await?;
-        self.metrics.relay_published.inc_by(events.len() as u64);
-        tracing::debug!(count = events.len(), first_seq = seqs[0], "relayed outbox events");
-        Ok(Step::Published(events.len()))
+        self.broker.broadcast_all(EVENTS_TOPIC, messages.collect()).await
+    }
+
+    /// Publishes each stream's events on their own; a stream whose events the broker refuses is
+    /// backed off. Returns the events published.
+    async fn publish_by_stream(
+        &self,
+        events: Vec<OutboxEvent>,
+        now: chrono::DateTime<Utc>,
+    ) -> Result<Vec<OutboxEvent>, BrokerError> {
+        let mut streams: Vec<(String, Vec<OutboxEvent>)> = Vec::new();
+        for event in events {
+            match streams.iter_mut().find(|(name, _)| *name == event.event.channel) {
+                Some((_, events)) => events.push(event),
+                None => streams.push((event.event.channel.clone(), vec![event])),
+            }
+        }
+        let mut published = Vec::new();
+        for (stream, events) in streams {
+            match self.publish(&events).await {
+                Ok(()) => published.extend(events),
+                Err(BrokerError::Other(err)) => {
+                    let failure =
+                        ItemFailure::new(Worker::Relay, stream, FailureReason::Refused, with_causes(err.as_ref()));
+                    self.failures.record(&failure, now).await;
+                }
+                Err(err) => return Err(err),
+            }
+        }
+        Ok(published)
     }
 
     /// Deletes events published longer ago than the retention period, and those more than

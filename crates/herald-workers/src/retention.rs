@@ -1,5 +1,5 @@
 //! Retention jobs: periodic deletes of what is kept for a while only (calendar events that
-//! ended, settled notices), a thousand rows per statement until none is left past retention.
+//! ended, settled notices, entries of records that stopped failing), a thousand rows per statement until none is left past retention.
 
 use std::{sync::Arc, time::Duration};
 
@@ -44,6 +44,13 @@ impl RetentionJob {
     pub fn notices(store: Arc<dyn Store>, retention: Duration) -> Self {
         let delete: Delete = |store, before, limit| store.delete_notices_settled_before(before, limit);
         Self { name: "notices.retention", what: "settled notices", store, retention, delete }
+    }
+
+    /// `held.retention`: entries of records that stopped failing (not quarantined, due again more
+    /// than `retention` ago), so the table keeps only records that fail now.
+    pub fn held(store: Arc<dyn Store>, retention: Duration) -> Self {
+        let delete: Delete = |store, before, limit| store.prune_held(before, limit);
+        Self { name: "held.retention", what: "entries of records that stopped failing", store, retention, delete }
     }
 }
 

@@ -27,6 +27,7 @@ use herald_core::{
     delivery::{DELIVERY_QUEUE, DeliveryJob, DeliveryReport, DeliveryStatus, JobBatch},
     metrics::{JobLabels, Metrics},
     notice,
+    quarantine::{FailurePolicy, with_causes},
     schedule::Schedule,
     store::{Store, StoreError},
     trace,
@@ -34,6 +35,8 @@ use herald_core::{
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 use uuid::Uuid;
+
+use crate::failures::Failures;
 
 /// The lease the scheduler that runs periodic jobs holds.
 pub const JOBS_LEASE: &str = "scheduler-jobs";
@@ -124,6 +127,8 @@ pub struct Scheduler {
     rescued_at: Mutex<Option<DateTime<Utc>>>,
     /// Wakes the loop that makes started mailings' messages, when a pass sees one to make.
     materializer: tokio::sync::Notify,
+    /// Backs off notices and deliveries that fail.
+    failures: Failures,
 }
 
 impl std::fmt::Debug for Scheduler {
@@ -140,7 +145,9 @@ impl Scheduler {
         metrics: Arc<Metrics>,
         options: SchedulerOptions,
     ) -> Self {
+        let failures = Failures::new(store.clone(), metrics.clone(), FailurePolicy::default());
         Self {
+            failures,
             store,
             broker,
             clock,
@@ -166,7 +173,18 @@ impl Scheduler {
         jobs.iter().map(|s| (s.job.name().to_owned(), s.schedule.to_string())).collect()
     }
 
+    /// Sets how records that fail are backed off and quarantined.
+    pub fn with_failure_policy(mut self, policy: FailurePolicy) -> Self {
+        self.failures = Failures::new(self.store.clone(), self.metrics.clone(), policy);
+        self
+    }
+
     /// One pass: rescue lapsed claims (at most once an interval), then claim and enqueue one batch.
+    ///
+    /// A record that fails (a notice step that cannot be moved, a delivery row that cannot be
+    /// read) is backed off on its own and the pass goes on; a step of the pass that fails on
+    /// something other than one record is logged and the other steps still run. Only an
+    /// unavailable store or broker fails the pass (it is retried with back-off).
     pub async fn tick(&self) -> Result<Pass, SchedulerError> {
         let now = self.clock.now();
         let rescue = {
@@ -178,20 +196,32 @@ impl Scheduler {
             }
             due
         };
-        let rescued = if rescue { self.store.rescue_expired_leases(now).await? } else { 0 };
+        let rescued =
+            if rescue { self.step("rescue", self.store.rescue_expired_leases(now)).await?.unwrap_or(0) } else { 0 };
         if rescued > 0 {
             self.metrics.deliveries_rescued.inc_by(rescued);
             tracing::info!(rescued, "returned lapsed delivery claims to pending");
         }
         // Mailings whose start has come start now, not at the `mailings` job's next run.
-        mailings::start_due(self.store.as_ref(), &self.metrics, now).await?;
+        self.step("start mailings", mailings::start_due(self.store.as_ref(), &self.metrics, now)).await?;
         // A started mailing with messages still to make: the materializing loop makes them, beside
         // the claims (a chunk takes longer than a claim; inline it would slow sending).
-        if !self.store.materializing_mailings(1).await?.is_empty() {
+        if self
+            .step("find mailings to make", self.store.materializing_mailings(1))
+            .await?
+            .is_some_and(|m| !m.is_empty())
+        {
             self.materializer.notify_one();
         }
         // Due notice steps: the deliveries they make are claimed in this same pass.
-        let escalated = self.store.escalate_notices(now, self.options.batch, &|due| notice::plan(due, now)).await?;
+        let escalated = self
+            .step(
+                "escalate notices",
+                self.store.escalate_notices(now, self.options.batch, &|due| notice::plan(due, now)),
+            )
+            .await?
+            .unwrap_or_default();
+        self.failures.record_all(&escalated.failed, now).await;
         if !escalated.steps.is_empty() || !escalated.settled.is_empty() {
             self.metrics.notices.escalated(&escalated);
             tracing::debug!(steps = escalated.steps.len(), settled = escalated.settled.len(), "escalated notices");
@@ -202,10 +232,11 @@ impl Scheduler {
             return Ok(Pass { rescued, queued: 0, full: escalated.full, capped });
         }
         let claimed = self.store.claim_due_deliveries(now, limit, self.options.lease).await?;
-        let full = claimed.len() as u32 >= self.options.batch || escalated.full;
-        let jobs: Vec<DeliveryJob> = claimed.iter().filter_map(DeliveryJob::of).collect();
+        self.failures.record_all(&claimed.unreadable, now).await;
+        let full = (claimed.deliveries.len() + claimed.unreadable.len()) as u32 >= self.options.batch || escalated.full;
+        let jobs: Vec<DeliveryJob> = claimed.deliveries.iter().filter_map(DeliveryJob::of).collect();
         if jobs.is_empty() {
-            return Ok(Pass { rescued, queued: 0, full: escalated.full, capped });
+            return Ok(Pass { rescued, queued: 0, full, capped });
         }
         let messages =
             jobs.chunks(self.options.jobs_per_message.max(1)).map(|c| JobBatch::message(c.to_vec())).collect();
@@ -218,6 +249,24 @@ impl Scheduler {
         self.metrics.deliveries_claimed.inc_by(jobs.len() as u64);
         tracing::debug!(count = jobs.len(), "queued due deliveries");
         Ok(Pass { rescued, queued: jobs.len(), full, capped })
+    }
+
+    /// Runs one step of a pass: an unavailable store fails the pass; any other error is logged
+    /// and counted, and the pass goes on without the step's result.
+    async fn step<T>(
+        &self,
+        name: &'static str,
+        step: impl std::future::Future<Output = Result<T, StoreError>>,
+    ) -> Result<Option<T>, SchedulerError> {
+        match step.await {
+            Ok(done) => Ok(Some(done)),
+            Err(err @ StoreError::Unavailable(_)) => Err(err.into()),
+            Err(err) => {
+                self.metrics.scheduler_errors.inc();
+                tracing::error!(step = name, error = %with_causes(&err), "a scheduler step failed; the pass goes on without it");
+                Ok(None)
+            }
+        }
     }
 
     /// How many deliveries this pass may claim: a batch, less what `max_claimed` leaves no room for.

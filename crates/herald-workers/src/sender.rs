@@ -49,6 +49,7 @@ use herald_core::{
         JobBatch, RetryPolicy, ZonedWindow,
     },
     metrics::{ChannelLabels, Metrics},
+    quarantine::FailurePolicy,
     store::Store,
     trace,
 };
@@ -64,7 +65,7 @@ use self::{
     guards::{Guard, GuardKey, Guards},
     reports::settle,
 };
-use crate::channels::Channels;
+use crate::{channels::Channels, failures::Failures};
 
 /// A rate limit: per channel, and for webhooks per destination host.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -171,6 +172,8 @@ struct Inner {
     taken: Mutex<HashSet<(DeliveryId, DateTime<Utc>)>>,
     /// How many deliveries are kept in flight now.
     limit: limit::Limit,
+    /// Backs off deliveries whose outcome the store refuses.
+    failures: Failures,
 }
 
 /// Sends claimed deliveries. Cheap to clone.
@@ -199,7 +202,9 @@ impl Sender {
             let labels = ChannelLabels { channel: channel.as_str().to_owned() };
             metrics.delivery_rate_limit.get_or_create(&labels).set(rate.per_second);
         }
+        let failures = Failures::new(store.clone(), metrics.clone(), FailurePolicy::default());
         Self(Arc::new(Inner {
+            failures,
             limit,
             store,
             broker,

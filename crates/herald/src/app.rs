@@ -123,12 +123,15 @@ pub fn scheduler(
     let mailings = Arc::new(MailingsJob::new(store.clone(), metrics.clone()));
     let retention = Arc::new(RetentionJob::events(store.clone(), config.event_retention.0));
     let notices = Arc::new(RetentionJob::notices(store.clone(), config.notice_retention.0));
+    // Held records that stopped failing a day ago are forgotten, on the notices' schedule (hourly).
+    let held = Arc::new(RetentionJob::held(store.clone(), std::time::Duration::from_secs(24 * 3600)));
     let report = Arc::new(DailyReportJob::new(store.clone(), config.report_timezone, config.smtp_url.0.is_some()));
     Scheduler::new(store, broker, clock, metrics, scheduler_options(config))
         .with_job(mailings, config.mailings_schedule.clone())
         .with_job(report, config.report_schedule.clone())
         .with_job(retention, config.event_retention_schedule.clone())
         .with_job(notices, config.notice_retention_schedule.clone())
+        .with_job(held, config.notice_retention_schedule.clone())
 }
 
 /// The router of calendar reminders: `notifications` queue → deliveries to their owner.

@@ -1,5 +1,6 @@
 //! The use cases, as commands. [`registry`] lists every command Herald serves.
 
+pub mod admin;
 pub mod api_keys;
 pub mod attachments;
 pub mod auth;
@@ -30,6 +31,7 @@ pub const GROUPS: &[&str] = &[
     "reports",
     "events",
     "rooms",
+    "admin",
 ];
 
 /// Every command, registered once; transports and the OpenAPI document read this.
@@ -91,6 +93,8 @@ pub fn registry() -> Registry {
         .register(rooms::RemoveMember)
         .register(rooms::PostMessage)
         .register(rooms::Messages)
+        .register(admin::Quarantined)
+        .register(admin::Retry)
         .check_outputs();
     registry
 }
@@ -182,6 +186,8 @@ mod tests {
         assert_eq!(
             names,
             [
+                "admin.quarantined",
+                "admin.retry_quarantined",
                 "api_keys.create",
                 "api_keys.list",
                 "api_keys.revoke",

@@ -9,6 +9,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
 
+use crate::quarantine::ItemFailure;
+
 id_type!(
     /// A delivery's id (UUIDv7).
     DeliveryId
@@ -68,6 +70,15 @@ pub struct NewDelivery {
     pub created_at: DateTime<Utc>,
     /// W3C `traceparent` of the span that created it: the sender's span continues that trace.
     pub trace_context: Option<String>,
+}
+
+/// What one claim of due deliveries took.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Claimed {
+    /// The deliveries claimed, earliest first.
+    pub deliveries: Vec<Delivery>,
+    /// Due rows that could not be read (left unclaimed), with why.
+    pub unreadable: Vec<ItemFailure>,
 }
 
 /// A stored delivery.

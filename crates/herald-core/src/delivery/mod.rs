@@ -9,7 +9,8 @@ pub mod window;
 
 pub use breaker::{BreakerConfig, BreakerState, CircuitBreaker};
 pub use job::{
-    Channel, DELIVERY_QUEUE, Delivery, DeliveryId, DeliveryJob, DeliveryReport, DeliveryStatus, JobBatch, NewDelivery,
+    Channel, Claimed, DELIVERY_QUEUE, Delivery, DeliveryId, DeliveryJob, DeliveryReport, DeliveryStatus, JobBatch,
+    NewDelivery,
 };
 pub use policy::{Attempt, Decision, FailReason, Failure, RetryPolicy, classify_http, parse_retry_after};
 pub use rate::{InvalidRate, TokenBucket};

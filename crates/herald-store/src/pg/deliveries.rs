@@ -11,13 +11,14 @@ use herald_core::{
 };
 use herald_core::{
     change::ChangeEvent,
-    delivery::{Delivery, DeliveryId, DeliveryReport, DeliveryStatus, NewDelivery},
+    delivery::{Claimed, Delivery, DeliveryId, DeliveryReport, DeliveryStatus, NewDelivery},
+    quarantine::Worker,
     store::{DeliveryStore, StoreError},
 };
 use sqlx::{Postgres, Row, Transaction, types::Json};
 use uuid::Uuid;
 
-use super::{PgStore, err, outbox::insert_events};
+use super::{PgStore, err, held_ids, outbox::insert_events};
 use crate::{
     decode,
     timeline::{self, Tallies},
@@ -55,22 +56,33 @@ impl DeliveryStore for PgStore {
         now: DateTime<Utc>,
         limit: u32,
         lease: Duration,
-    ) -> Result<Vec<Delivery>, StoreError> {
+    ) -> Result<Claimed, StoreError> {
         let lease_until = now + chrono::Duration::from_std(lease).map_err(|e| StoreError::Other(Box::new(e)))?;
+        let held = held_ids(&self.pool, Worker::Scheduler, now).await?;
         let rows = sqlx::query(
             "WITH due AS (SELECT number FROM deliveries WHERE status = 'pending' AND next_attempt_at <= $1 \
-                          ORDER BY next_attempt_at, number LIMIT $2 FOR UPDATE SKIP LOCKED) \
+                          AND NOT (id = ANY($4)) ORDER BY next_attempt_at, number LIMIT $2 FOR UPDATE SKIP LOCKED) \
              UPDATE deliveries d SET status = 'sending', lease_until = $3, updated_at = $1 \
              FROM due WHERE d.number = due.number RETURNING d.*",
         )
         .bind(now)
         .bind(i64::from(limit))
         .bind(lease_until)
+        .bind(&held)
         .fetch_all(&self.pool)
         .await
         .map_err(err)?;
-        let mut claimed = rows.iter().map(decode::delivery).collect::<Result<Vec<_>, _>>()?;
-        claimed.sort_by_key(|d| (d.next_attempt_at, d.number));
+        let mut claimed = crate::unreadable::claimed(&rows);
+        if !claimed.unreadable.is_empty() {
+            // Not claimed after all: left pending for the scheduler to hold back.
+            let ids: Vec<Uuid> = claimed.unreadable.iter().filter_map(|f| f.record.parse().ok()).collect();
+            sqlx::query("UPDATE deliveries SET status = 'pending', lease_until = NULL WHERE id = ANY($1)")
+                .bind(&ids)
+                .execute(&self.pool)
+                .await
+                .map_err(err)?;
+        }
+        claimed.deliveries.sort_by_key(|d| (d.next_attempt_at, d.number));
         Ok(claimed)
     }
 

@@ -4,6 +4,7 @@ mod calendar;
 mod campaigns;
 mod channels;
 mod deliveries;
+mod escalate;
 mod group;
 mod notices;
 mod outbox;
@@ -320,4 +321,15 @@ impl UserStore for PgStore {
         .map_err(err)?;
         row.as_ref().map(decode::api_key).transpose()?.ok_or(StoreError::NotFound)
     }
+}
+crate::quarantine::quarantine_store!(PgStore, pool, pool, err);
+
+/// The ids of `worker`'s records held back at `now`.
+async fn held_ids(
+    pool: impl sqlx::PgExecutor<'_>,
+    worker: herald_core::quarantine::Worker,
+    now: DateTime<Utc>,
+) -> Result<Vec<uuid::Uuid>, StoreError> {
+    let held = crate::quarantine::held_now(worker, now).fetch_all(pool).await.map_err(err)?;
+    Ok(held.iter().filter_map(|r| r.parse().ok()).collect())
 }

@@ -15,7 +15,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use herald_core::{
-    change::{ChangeEvent, OutboxEvent},
+    change::{ChangeEvent, OutboxEvent, Unpublished},
+    quarantine::Worker,
     store::{OutboxStore, StoreError},
 };
 use sqlx::{Postgres, Transaction, types::Json};
@@ -140,20 +141,23 @@ impl OutboxStore for PgStore {
     /// below the horizon. Filtering rows one by one would not do: a writer that took its xid
     /// before another but the channel lock after it holds the later offset with the smaller xid,
     /// and could pass the horizon first.
-    async fn unpublished_events(&self, limit: u32) -> Result<Vec<OutboxEvent>, StoreError> {
+    async fn unpublished_events(&self, limit: u32) -> Result<Unpublished, StoreError> {
+        let held = crate::quarantine::held_now(Worker::Relay, Utc::now()).fetch_all(&self.pool).await.map_err(err)?;
         let rows = sqlx::query(
             "WITH horizon AS (SELECT pg_snapshot_xmin(pg_current_snapshot()) AS xmin), \
-             candidates AS (SELECT * FROM outbox WHERE published_at IS NULL ORDER BY seq LIMIT $1) \
+             candidates AS (SELECT * FROM outbox WHERE published_at IS NULL AND NOT (channel = ANY($2)) \
+                            ORDER BY seq LIMIT $1) \
              SELECT * FROM candidates WHERE seq < COALESCE( \
                  (SELECT min(c.seq) FROM candidates c, horizon h WHERE c.txid >= h.xmin), \
                  9223372036854775807) \
              ORDER BY seq",
         )
         .bind(i64::from(limit))
+        .bind(&held)
         .fetch_all(&self.pool)
         .await
         .map_err(err)?;
-        rows.iter().map(decode::outbox_event).collect()
+        Ok(crate::unreadable::unpublished(&rows))
     }
 
     async fn append_events(&self, events: &[ChangeEvent]) -> Result<(), StoreError> {

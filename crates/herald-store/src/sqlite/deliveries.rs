@@ -7,13 +7,14 @@ use chrono::{DateTime, Utc};
 use herald_core::timeline::bucket_of;
 use herald_core::{
     change::ChangeEvent,
-    delivery::{Delivery, DeliveryId, DeliveryReport, DeliveryStatus, NewDelivery},
+    delivery::{Claimed, Delivery, DeliveryId, DeliveryReport, DeliveryStatus, NewDelivery},
+    quarantine::Worker,
     store::{DeliveryStore, StoreError},
 };
 use sqlx::{Row as _, Sqlite, Transaction};
 use uuid::Uuid;
 
-use super::{SqliteStore, err, micros, outbox::insert_events};
+use super::{SqliteStore, err, held_ids, micros, outbox::insert_events};
 use crate::{
     decode,
     timeline::{self, Tallies},
@@ -55,20 +56,37 @@ impl DeliveryStore for SqliteStore {
         now: DateTime<Utc>,
         limit: u32,
         lease: Duration,
-    ) -> Result<Vec<Delivery>, StoreError> {
+    ) -> Result<Claimed, StoreError> {
+        let held = held_ids(&self.reader, Worker::Scheduler, now).await?;
         let rows = sqlx::query(
             "UPDATE deliveries SET status = 'sending', lease_until = ?1, updated_at = ?2 WHERE number IN \
              (SELECT number FROM deliveries WHERE status = 'pending' AND next_attempt_at <= ?2 \
+              AND id NOT IN (SELECT unhex(value) FROM json_each(?4)) \
               ORDER BY next_attempt_at, number LIMIT ?3) RETURNING *",
         )
         .bind(micros(lease_end(now, lease)?))
         .bind(micros(now))
         .bind(i64::from(limit))
+        .bind(&held)
         .fetch_all(&self.writer)
         .await
         .map_err(err)?;
-        let mut claimed = rows.iter().map(decode::delivery).collect::<Result<Vec<_>, _>>()?;
-        claimed.sort_by_key(|d| (d.next_attempt_at, d.number));
+        let mut claimed = crate::unreadable::claimed(&rows);
+        if !claimed.unreadable.is_empty() {
+            // Not claimed after all: left pending for the scheduler to hold back.
+            let ids: Vec<String> = claimed
+                .unreadable
+                .iter()
+                .filter_map(|f| f.record.parse::<uuid::Uuid>().ok())
+                .map(|id| id.simple().to_string())
+                .collect();
+            sqlx::query("UPDATE deliveries SET status = 'pending', lease_until = NULL WHERE id IN (SELECT unhex(value) FROM json_each(?1))")
+                .bind(serde_json::to_string(&ids).map_err(|e| StoreError::Other(Box::new(e)))?)
+                .execute(&self.writer)
+                .await
+                .map_err(err)?;
+        }
+        claimed.deliveries.sort_by_key(|d| (d.next_attempt_at, d.number));
         Ok(claimed)
     }
 

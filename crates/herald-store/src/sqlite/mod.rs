@@ -8,6 +8,7 @@ mod calendar;
 mod campaigns;
 mod channels;
 mod deliveries;
+mod escalate;
 mod notices;
 mod outbox;
 mod rooms;
@@ -352,4 +353,18 @@ impl UserStore for SqliteStore {
         .map_err(err)?;
         row.as_ref().map(decode::api_key).transpose()?.ok_or(StoreError::NotFound)
     }
+}
+crate::quarantine::quarantine_store!(SqliteStore, writer, reader, err);
+
+/// The ids of `worker`'s records held back at `now`, as a JSON array of their hex forms (for
+/// `id NOT IN (SELECT unhex(value) FROM json_each(…))`).
+async fn held_ids(
+    pool: impl sqlx::SqliteExecutor<'_>,
+    worker: herald_core::quarantine::Worker,
+    now: DateTime<Utc>,
+) -> Result<String, StoreError> {
+    let held = crate::quarantine::held_now(worker, now).fetch_all(pool).await.map_err(err)?;
+    let hex: Vec<String> =
+        held.iter().filter_map(|r| r.parse::<uuid::Uuid>().ok()).map(|id| id.simple().to_string()).collect();
+    serde_json::to_string(&hex).map_err(|e| StoreError::Other(Box::new(e)))
 }

@@ -2,14 +2,11 @@
 //! escalation pass and an acknowledgement take turns as whole transactions: of a racing
 //! acknowledgement and due step, whichever commits first wins and the other sees it.
 
-use std::collections::{HashMap, HashSet};
-
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use herald_core::{
     change::ChangeEvent,
-    delivery::DeliveryId,
-    notice::{Acknowledged, DueStep, Escalation, Notice, NoticeFilter, NoticeId, NoticeStatus, StepMove, StepStatus},
+    notice::{Acknowledged, Escalation, Notice, NoticeFilter, NoticeId, StepStatus},
     notify::NoticeChannel,
     store::{NoticeStore, StepPlan, StoreError},
     user::UserId,
@@ -17,15 +14,10 @@ use herald_core::{
 use sqlx::{Row as _, Sqlite, Transaction};
 use uuid::Uuid;
 
-use super::{
-    SqliteStore,
-    deliveries::{OnTaken, insert_deliveries},
-    err, from_micros, micros,
-    outbox::insert_events,
-};
+use super::{SqliteStore, err, escalate::write_event, from_micros, micros};
 use crate::{
     decode::{self, notice_columns, step_columns},
-    error::{corrupt, missing_as_not_found},
+    error::missing_as_not_found,
 };
 
 /// Acknowledges the pending notices among `candidates` (their ids and creation times) and
@@ -116,18 +108,6 @@ impl SqliteStore {
         }
         Ok(decode::with_steps(notices, steps))
     }
-}
-
-async fn steps_in(
-    tx: &mut Transaction<'_, Sqlite>,
-    notice: Uuid,
-) -> Result<Vec<(NoticeId, usize, herald_core::notice::NoticeStep)>, StoreError> {
-    let rows = sqlx::query(concat!("SELECT ", step_columns!(), " FROM notice_steps WHERE notice_id = ?"))
-        .bind(notice)
-        .fetch_all(&mut **tx)
-        .await
-        .map_err(err)?;
-    rows.iter().map(decode::notice_step).collect()
 }
 
 #[async_trait]
@@ -314,142 +294,7 @@ impl NoticeStore for SqliteStore {
         limit: u32,
         plan: &StepPlan<'_>,
     ) -> Result<Escalation, StoreError> {
-        let mut pass = Escalation::default();
-        let mut touched: HashSet<Uuid> = HashSet::new();
-        let mut tx = self.writer.begin().await.map_err(err)?;
-        // Steps whose deliveries reported.
-        let rows = sqlx::query(
-            "UPDATE notice_steps AS s SET status = CASE d.status WHEN 'sent' THEN 'sent' WHEN 'cancelled' THEN 'cancelled' \
-             WHEN 'expired' THEN 'expired' ELSE 'failed' END, sent_at = d.sent_at, \
-             reason = CASE WHEN d.status IN ('failed', 'expired') THEN d.last_error ELSE s.reason END \
-             FROM deliveries AS d WHERE s.status = 'sending' AND d.id = s.delivery_id \
-             AND d.status IN ('sent', 'failed', 'expired', 'cancelled') RETURNING notice_id, channel, status",
-        )
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(err)?;
-        for row in &rows {
-            touched.insert(row.try_get("notice_id").map_err(err)?);
-            pass.steps
-                .push(decode::step_change(row.try_get("channel").map_err(err)?, row.try_get("status").map_err(err)?)?);
-        }
-
-        let due = sqlx::query(
-            "SELECT s.notice_id, s.idx, u.email, u.phone, u.timezone, u.preferences, u.webhook_url \
-             FROM notice_steps s JOIN notices n ON n.id = s.notice_id JOIN users u ON u.id = n.user_id \
-             WHERE s.status IN ('pending', 'deferred') AND s.due_at <= ?1 AND n.status = 'pending' \
-             ORDER BY s.due_at, s.notice_id, s.idx LIMIT ?2",
-        )
-        .bind(micros(now))
-        .bind(i64::from(limit))
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(err)?;
-        pass.full = due.len() >= limit as usize;
-        let mut notices: HashMap<Uuid, Notice> = HashMap::new();
-        let mut wrote_events = false;
-        for row in &due {
-            let id: Uuid = row.try_get("notice_id").map_err(err)?;
-            let index: i64 = row.try_get("idx").map_err(err)?;
-            let index = usize::try_from(index).map_err(|e| corrupt("notice step index", e))?;
-            let reach = decode::reach(
-                row.try_get("email").map_err(err)?,
-                row.try_get("phone").map_err(err)?,
-                row.try_get("timezone").map_err(err)?,
-                row.try_get("preferences").map_err(err)?,
-                row.try_get("webhook_url").map_err(err)?,
-            )?;
-            let notice = match notices.entry(id) {
-                std::collections::hash_map::Entry::Occupied(held) => held.into_mut(),
-                std::collections::hash_map::Entry::Vacant(slot) => {
-                    let row = sqlx::query(concat!("SELECT ", notice_columns!(), " FROM notices WHERE id = ?"))
-                        .bind(id)
-                        .fetch_one(&mut *tx)
-                        .await
-                        .map_err(err)?;
-                    let notice = decode::notice(&row)?;
-                    let steps = steps_in(&mut tx, id).await?;
-                    let notice =
-                        decode::with_steps(vec![notice], steps).pop().ok_or_else(|| corrupt("notice", "vanished"))?;
-                    slot.insert(notice)
-                }
-            };
-            if notice.status != NoticeStatus::Pending || notice.steps.get(index).is_none_or(|s| s.status.is_final()) {
-                continue;
-            }
-            touched.insert(id);
-            let due = DueStep { notice: notice.clone(), index, reach };
-            let index_db = i64::try_from(index).unwrap_or(i64::MAX);
-            let step_move = plan(&due);
-            match &step_move {
-                StepMove::InApp(event) => {
-                    write_event(&mut tx, notice.id, event).await?;
-                    set_step(&mut tx, id, index_db, StepStatus::Sent, Some(now), None, None).await?;
-                    wrote_events = true;
-                }
-                StepMove::Dispatch(delivery) => {
-                    let delivery_id = delivery.id;
-                    insert_deliveries(&mut tx, std::slice::from_ref(delivery), OnTaken::Skip).await?;
-                    set_step(&mut tx, id, index_db, StepStatus::Sending, None, None, Some(delivery_id)).await?;
-                }
-                StepMove::Skip(reason) => {
-                    set_step(&mut tx, id, index_db, StepStatus::Skipped, None, Some(reason), None).await?;
-                }
-                StepMove::Defer(until, reason) => {
-                    sqlx::query(
-                        "UPDATE notice_steps SET status = 'deferred', due_at = ?3, reason = ?4 WHERE notice_id = ?1 AND idx = ?2",
-                    )
-                    .bind(id)
-                    .bind(index_db)
-                    .bind(micros(*until))
-                    .bind(reason)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(err)?;
-                }
-                StepMove::Expire => {
-                    sqlx::query(
-                        "UPDATE notice_steps SET status = 'expired', reason = 'the notice expired' \
-                         WHERE notice_id = ?1 AND status IN ('pending', 'deferred')",
-                    )
-                    .bind(id)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(err)?;
-                    sqlx::query("UPDATE notices SET status = 'expired' WHERE id = ?")
-                        .bind(id)
-                        .execute(&mut *tx)
-                        .await
-                        .map_err(err)?;
-                }
-            }
-            decode::apply_move(notice, index, &step_move, &mut pass);
-        }
-
-        // Notices whose every step ended.
-        for id in touched {
-            let settled: Option<String> = sqlx::query_scalar(
-                "UPDATE notices AS n SET status = CASE \
-                 WHEN EXISTS (SELECT 1 FROM notice_steps s WHERE s.notice_id = n.id AND s.status = 'sent') THEN 'delivered' \
-                 WHEN EXISTS (SELECT 1 FROM notice_steps s WHERE s.notice_id = n.id AND s.status = 'expired') THEN 'expired' \
-                 ELSE 'failed' END \
-                 WHERE n.id = ?1 AND n.status = 'pending' AND NOT EXISTS (SELECT 1 FROM notice_steps s \
-                 WHERE s.notice_id = n.id AND s.status IN ('pending', 'deferred', 'sending')) RETURNING status",
-            )
-            .bind(id)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(err)?;
-            if let Some(status) = settled {
-                pass.settled.push(status.parse().map_err(|e| corrupt("notice status", e))?);
-            }
-        }
-        if wrote_events {
-            self.commit(tx).await?
-        } else {
-            tx.commit().await.map_err(err)?
-        }
-        Ok(pass)
+        self.escalate(now, limit, plan).await
     }
 
     async fn delete_notices_settled_before(&self, before: DateTime<Utc>, limit: u32) -> Result<u64, StoreError> {
@@ -464,47 +309,4 @@ impl NoticeStore for SqliteStore {
         .map_err(err)?;
         Ok(done.rows_affected())
     }
-}
-
-/// Writes a notice's in-app event and records where it went.
-async fn write_event(
-    tx: &mut Transaction<'_, Sqlite>,
-    notice: NoticeId,
-    event: &ChangeEvent,
-) -> Result<(), StoreError> {
-    insert_events(tx, std::slice::from_ref(event)).await?;
-    sqlx::query(
-        "UPDATE notices SET event_channel = ?2, \
-         event_offset = COALESCE(event_offset, (SELECT last_offset FROM channel_offsets WHERE channel = ?2)) WHERE id = ?1",
-    )
-    .bind(notice.0)
-    .bind(&event.channel)
-    .execute(&mut **tx)
-    .await
-    .map(drop)
-    .map_err(err)
-}
-
-async fn set_step(
-    tx: &mut Transaction<'_, Sqlite>,
-    notice: Uuid,
-    index: i64,
-    status: StepStatus,
-    sent_at: Option<DateTime<Utc>>,
-    reason: Option<&str>,
-    delivery: Option<DeliveryId>,
-) -> Result<(), StoreError> {
-    sqlx::query(
-        "UPDATE notice_steps SET status = ?3, sent_at = ?4, reason = ?5, delivery_id = ?6 WHERE notice_id = ?1 AND idx = ?2",
-    )
-    .bind(notice)
-    .bind(index)
-    .bind(status.as_str())
-    .bind(sent_at.map(micros))
-    .bind(reason)
-    .bind(delivery.map(|d| d.0))
-    .execute(&mut **tx)
-    .await
-    .map(drop)
-    .map_err(err)
 }

@@ -6,7 +6,8 @@ use std::{collections::BTreeMap, time::Duration};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use herald_core::{
-    change::{ChangeEvent, OutboxEvent},
+    change::{ChangeEvent, OutboxEvent, Unpublished},
+    quarantine::Worker,
     store::{OutboxStore, StoreError},
 };
 use sqlx::{Sqlite, Transaction};
@@ -60,13 +61,18 @@ fn seq_list(seqs: &[i64]) -> Result<String, StoreError> {
 
 #[async_trait]
 impl OutboxStore for SqliteStore {
-    async fn unpublished_events(&self, limit: u32) -> Result<Vec<OutboxEvent>, StoreError> {
-        let rows = sqlx::query("SELECT * FROM outbox WHERE published_at IS NULL ORDER BY seq LIMIT ?")
-            .bind(i64::from(limit))
-            .fetch_all(&self.reader)
-            .await
-            .map_err(err)?;
-        rows.iter().map(decode::outbox_event).collect()
+    async fn unpublished_events(&self, limit: u32) -> Result<Unpublished, StoreError> {
+        let held = crate::quarantine::held_now(Worker::Relay, Utc::now()).fetch_all(&self.reader).await.map_err(err)?;
+        let rows = sqlx::query(
+            "SELECT * FROM outbox WHERE published_at IS NULL \
+             AND channel NOT IN (SELECT value FROM json_each(?2)) ORDER BY seq LIMIT ?1",
+        )
+        .bind(i64::from(limit))
+        .bind(serde_json::to_string(&held).map_err(|e| StoreError::Other(Box::new(e)))?)
+        .fetch_all(&self.reader)
+        .await
+        .map_err(err)?;
+        Ok(crate::unreadable::unpublished(&rows))
     }
 
     async fn append_events(&self, events: &[ChangeEvent]) -> Result<(), StoreError> {

@@ -84,6 +84,7 @@ pub async fn the_daily_report_sums_a_day_and_reaches_each_administrator_once(
         .claim_due_deliveries(now, 100, Duration::from_secs(60))
         .await
         .expect("claim")
+        .deliveries
         .into_iter()
         .filter(|d| d.kind == DAILY_REPORT_KIND)
         .collect();

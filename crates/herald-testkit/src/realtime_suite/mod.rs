@@ -426,7 +426,7 @@ pub async fn a_slow_session_is_disconnected_and_catches_up_by_recovery(cluster: 
 async fn wait_relayed(node: &Node) {
     let store = node.herald().services.store.clone();
     let deadline = tokio::time::Instant::now() + 3 * WAIT;
-    while !store.unpublished_events(10).await.expect("unpublished").is_empty() {
+    while !store.unpublished_events(10).await.expect("unpublished").events.is_empty() {
         assert!(tokio::time::Instant::now() < deadline, "the relay did not publish within {:?}", 3 * WAIT);
         tokio::time::sleep(Duration::from_millis(25)).await;
     }

@@ -65,12 +65,15 @@ pub async fn only_due_pending_deliveries_are_claimed_earliest_first(store: &dyn 
     let second = new_delivery("second", t - chrono::Duration::seconds(10));
     let first = new_delivery("first", t - chrono::Duration::seconds(20));
     store.create_deliveries(&[later.clone(), second.clone(), first.clone()]).await.expect("create");
-    let claimed = store.claim_due_deliveries(t, 10, LEASE).await.expect("claim");
+    let claimed = store.claim_due_deliveries(t, 10, LEASE).await.expect("claim").deliveries;
     let keys: Vec<&str> = claimed.iter().map(|d| d.source_key.as_str()).collect();
     assert_eq!(keys, ["first", "second"], "due ones only, earliest first");
     assert!(claimed.iter().all(|d| d.status == DeliveryStatus::Sending && d.lease_until.is_some()));
-    assert!(store.claim_due_deliveries(t, 10, LEASE).await.expect("claim").is_empty(), "a lease is exclusive");
-    let late = store.claim_due_deliveries(t + chrono::Duration::minutes(6), 10, LEASE).await.expect("claim");
+    assert!(
+        store.claim_due_deliveries(t, 10, LEASE).await.expect("claim").deliveries.is_empty(),
+        "a lease is exclusive"
+    );
+    let late = store.claim_due_deliveries(t + chrono::Duration::minutes(6), 10, LEASE).await.expect("claim").deliveries;
     assert_eq!(late.len(), 1);
     assert_eq!(late[0].id, later.id);
 }
@@ -82,7 +85,7 @@ pub async fn concurrent_claimers_never_share_a_delivery(store: &dyn Store) {
     let claimers = (0..4).map(|_| async {
         let mut mine = Vec::new();
         loop {
-            let got = store.claim_due_deliveries(t, 7, LEASE).await.expect("claim");
+            let got = store.claim_due_deliveries(t, 7, LEASE).await.expect("claim").deliveries;
             if got.is_empty() {
                 return mine;
             }
@@ -98,12 +101,12 @@ pub async fn lapsed_leases_are_rescued_and_stale_reports_change_nothing(store: &
     let t = now();
     let d = new_delivery("lease", t);
     store.create_deliveries(std::slice::from_ref(&d)).await.expect("create");
-    let first = store.claim_due_deliveries(t, 1, LEASE).await.expect("claim").remove(0);
+    let first = store.claim_due_deliveries(t, 1, LEASE).await.expect("claim").deliveries.remove(0);
     assert_eq!(store.rescue_expired_leases(t + chrono::Duration::seconds(10)).await.expect("rescue"), 0);
     // The sender holding the first lease dies; after the lease lapses the rescuer returns it.
     let after = t + chrono::Duration::seconds(31);
     assert_eq!(store.rescue_expired_leases(after).await.expect("rescue"), 1);
-    let second = store.claim_due_deliveries(after, 1, LEASE).await.expect("claim again").remove(0);
+    let second = store.claim_due_deliveries(after, 1, LEASE).await.expect("claim again").deliveries.remove(0);
     assert_ne!(first.lease_until, second.lease_until);
 
     let report = |lease: &Delivery, status, attempts| DeliveryReport {
@@ -131,7 +134,7 @@ pub async fn a_retry_report_returns_the_delivery_to_pending_until_its_next_attem
     let t = now();
     let d = new_delivery("retry", t);
     store.create_deliveries(std::slice::from_ref(&d)).await.expect("create");
-    let claimed = store.claim_due_deliveries(t, 1, LEASE).await.expect("claim").remove(0);
+    let claimed = store.claim_due_deliveries(t, 1, LEASE).await.expect("claim").deliveries.remove(0);
     let retry_at = t + chrono::Duration::seconds(2);
     let report = DeliveryReport {
         id: d.id,
@@ -147,8 +150,15 @@ pub async fn a_retry_report_returns_the_delivery_to_pending_until_its_next_attem
     let pending = store.delivery(d.id).await.expect("read").expect("present");
     assert_eq!((pending.status, pending.attempts, pending.next_attempt_at), (DeliveryStatus::Pending, 1, retry_at));
     assert_eq!(pending.last_error.as_deref(), Some("provider answered 503"));
-    assert!(store.claim_due_deliveries(t + chrono::Duration::seconds(1), 1, LEASE).await.expect("claim").is_empty());
-    assert_eq!(store.claim_due_deliveries(retry_at, 1, LEASE).await.expect("claim").len(), 1);
+    assert!(
+        store
+            .claim_due_deliveries(t + chrono::Duration::seconds(1), 1, LEASE)
+            .await
+            .expect("claim")
+            .deliveries
+            .is_empty()
+    );
+    assert_eq!(store.claim_due_deliveries(retry_at, 1, LEASE).await.expect("claim").deliveries.len(), 1);
 }
 
 pub async fn claims_are_checked_counted_and_settled_with_their_events(store: &dyn Store) {
@@ -159,7 +169,7 @@ pub async fn claims_are_checked_counted_and_settled_with_their_events(store: &dy
     store.create_deliveries(std::slice::from_ref(&later)).await.expect("create");
     assert_eq!(store.count_due_deliveries(t).await.expect("count"), 3, "the later one is not due");
 
-    let claimed = store.claim_due_deliveries(t, 2, LEASE).await.expect("claim");
+    let claimed = store.claim_due_deliveries(t, 2, LEASE).await.expect("claim").deliveries;
     assert_eq!(store.count_due_deliveries(t).await.expect("count"), 1, "claimed ones are not due");
     assert_eq!(store.count_claimed_deliveries().await.expect("count"), 2, "claimed and not yet reported");
     let claims: Vec<_> = claimed.iter().map(|d| (d.id, d.lease_until.expect("leased"))).collect();

@@ -115,7 +115,7 @@ pub async fn starting_a_mailing_creates_one_message_per_matching_client(store: &
         let status = if expected.is_empty() { MailingStatus::Finished } else { MailingStatus::Running };
         assert_eq!(status_of(store, &m).await, status, "a mailing without live messages is finished at once");
     }
-    let claimed = store.claim_due_deliveries(t, 100, LEASE).await.expect("claim");
+    let claimed = store.claim_due_deliveries(t, 100, LEASE).await.expect("claim").deliveries;
     assert_eq!(claimed.len(), ids.len(), "every message is due at its first attempt");
 }
 
@@ -202,7 +202,7 @@ pub async fn updating_a_running_mailing_moves_its_live_messages(store: &dyn Stor
     plan[1].1 = t + Duration::hours(2);
     let m = new_mailing(MailingFilter::default(), None, t, t + Duration::hours(3));
     let (m, _) = started(store, m, &FirstAttempts::ByZone(plan), t).await;
-    let claimed = store.claim_due_deliveries(t, 2, LEASE).await.expect("claim");
+    let claimed = store.claim_due_deliveries(t, 2, LEASE).await.expect("claim").deliveries;
     let (sent, sending) = (&claimed[0], &claimed[1]);
     store.record_deliveries(&[report(sent, DeliveryStatus::Sent, t)], t).await.expect("report");
     let waiting =
@@ -242,7 +242,7 @@ pub async fn cancelling_a_mailing_cancels_its_pending_messages(store: &dyn Store
     seed(store, &four_clients()).await;
     let at = FirstAttempts::At(t);
     let (m, _) = started(store, new_mailing(MailingFilter::default(), None, t, t + Duration::hours(1)), &at, t).await;
-    let claimed = store.claim_due_deliveries(t, 1, LEASE).await.expect("claim");
+    let claimed = store.claim_due_deliveries(t, 1, LEASE).await.expect("claim").deliveries;
     assert_eq!(store.cancel_mailing(m.id, t).await.expect("cancel"), 3, "the pending ones");
     let counts = store.message_counts(&[m.id]).await.expect("counts")[&m.id];
     assert_eq!((counts.total, counts.cancelled, counts.sending, counts.pending), (4, 3, 1, 0));
@@ -307,7 +307,7 @@ pub async fn running_mailings_finish_when_no_message_is_live(store: &dyn Store) 
     store.create_mailing(&m3).await.expect("create");
     assert!(store.finish_mailings(t).await.expect("finish").is_empty(), "pending messages are live");
 
-    let claimed = store.claim_due_deliveries(t, 10, LEASE).await.expect("claim");
+    let claimed = store.claim_due_deliveries(t, 10, LEASE).await.expect("claim").deliveries;
     assert_eq!(claimed.len(), 4);
     assert!(store.finish_mailings(t).await.expect("finish").is_empty(), "sending messages are live");
     let reports: Vec<_> = claimed
@@ -330,7 +330,7 @@ pub async fn message_counts_add_up_by_status(store: &dyn Store) {
     seed(store, &four_clients()).await;
     let at = FirstAttempts::At(t);
     let (m, _) = started(store, new_mailing(MailingFilter::default(), None, t, t + Duration::hours(1)), &at, t).await;
-    let claimed = store.claim_due_deliveries(t, 2, LEASE).await.expect("claim");
+    let claimed = store.claim_due_deliveries(t, 2, LEASE).await.expect("claim").deliveries;
     let reports = [report(&claimed[0], DeliveryStatus::Sent, t), report(&claimed[1], DeliveryStatus::Failed, t)];
     store.record_deliveries(&reports, t).await.expect("report");
     let pending = store.list_messages(m.id, Some(DeliveryStatus::Pending), None, 1).await.expect("list").remove(0);
@@ -345,7 +345,7 @@ pub async fn message_counts_add_up_by_status(store: &dyn Store) {
     assert_eq!(counts[&m.id], expected);
     assert_eq!(counts[&m.id].settled(), 3);
     // A claimed message counts as sending until its report.
-    assert_eq!(store.claim_due_deliveries(t, 10, LEASE).await.expect("claim").len(), 1);
+    assert_eq!(store.claim_due_deliveries(t, 10, LEASE).await.expect("claim").deliveries.len(), 1);
     let claimed = MessageCounts { pending: 0, sending: 1, ..expected };
     assert_eq!(store.message_counts(&[m.id]).await.expect("counts")[&m.id], claimed);
     let zero = MessageCounts::default();
@@ -386,7 +386,7 @@ pub async fn messages_list_in_id_order_page_by_page_and_by_status(store: &dyn St
     // Only this mailing's messages are pending now; two of them go out.
     store.cancel_mailing(other.id, t).await.expect("cancel the other");
     let mut sending: Vec<_> =
-        store.claim_due_deliveries(t, 2, LEASE).await.expect("claim").iter().map(|d| d.id).collect();
+        store.claim_due_deliveries(t, 2, LEASE).await.expect("claim").deliveries.iter().map(|d| d.id).collect();
     sending.sort();
     let pending: Vec<_> = ids.iter().copied().filter(|id| !sending.contains(id)).collect();
     assert_eq!(page(Some(DeliveryStatus::Sending), None, 10).await, sending);
@@ -414,7 +414,7 @@ pub async fn a_mailing_is_made_chunk_by_chunk_once_per_client(store: &dyn Store)
     assert_eq!(store.materializing_mailings(10).await.expect("list").iter().map(|x| x.id).collect::<Vec<_>>(), [m.id]);
 
     // The first chunk all sent: still not finished, messages are to come.
-    let claimed = store.claim_due_deliveries(t, 100, LEASE).await.expect("claim");
+    let claimed = store.claim_due_deliveries(t, 100, LEASE).await.expect("claim").deliveries;
     assert_eq!(claimed.len(), 10);
     let reports: Vec<_> = claimed.iter().map(|d| report(d, DeliveryStatus::Sent, t)).collect();
     store.record_deliveries(&reports, t).await.expect("record");

@@ -378,7 +378,7 @@ pub async fn published_events_are_pruned_after_retention_and_no_others(store: &d
     assert_eq!(pruned, 2);
     let left: Vec<i64> = store.read_outbox(0, 10).await.expect("outbox").iter().map(|e| e.seq).collect();
     assert_eq!(left, [read[2].seq, read[3].seq], "recent and unpublished events stay");
-    assert_eq!(store.unpublished_events(10).await.expect("pending").len(), 1);
+    assert_eq!(store.unpublished_events(10).await.expect("pending").events.len(), 1);
     assert_eq!(store.oldest_unpublished().await.expect("oldest"), Some(read[3].event.created_at));
 }
 

@@ -82,7 +82,8 @@ fn cursor(user: UserId, session: &str, channel: &str, offset: i64) -> SessionCur
 
 /// Reports a claimed delivery as sent.
 async fn report_sent(store: &dyn Store, id: DeliveryId, at: DateTime<Utc>) {
-    let claimed = store.claim_due_deliveries(at, 100, std::time::Duration::from_secs(60)).await.expect("claim");
+    let claimed =
+        store.claim_due_deliveries(at, 100, std::time::Duration::from_secs(60)).await.expect("claim").deliveries;
     let d = claimed.into_iter().find(|d| d.id == id).expect("claimed");
     let report = DeliveryReport {
         id,

@@ -58,7 +58,7 @@ pub async fn the_timeline_counts_every_change_of_a_mailings_messages(store: &dyn
 
     // Reported at t1: sent after 3 ms, retried after 40 ms, failed after 7 s, deferred without a
     // call; and a stale report, which applies nothing and counts nothing.
-    let claimed = store.claim_due_deliveries(t1, 10, LEASE).await.expect("claim");
+    let claimed = store.claim_due_deliveries(t1, 10, LEASE).await.expect("claim").deliveries;
     assert_eq!(claimed.len(), 4);
     let of = |i: usize| claimed.iter().find(|d| d.recipient_id == Some(clients[i].id.0)).expect("claimed");
     let mut stale = report(of(0), DeliveryStatus::Failed, Some(1), t1);

@@ -74,6 +74,8 @@ mod nats_commands;
 mod notifications;
 mod openapi_conformance;
 mod people;
+mod poison;
+mod poison_store;
 mod realtime;
 mod redis_server;
 mod relay;

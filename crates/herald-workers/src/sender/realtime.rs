@@ -6,7 +6,8 @@ use chrono::{DateTime, Utc};
 use herald_core::{
     broker,
     change::{ChangeEvent, user_stream},
-    delivery::{Attempt, DeliveryJob, DeliveryStatus, Failure},
+    delivery::{Attempt, Channel, DeliveryJob, DeliveryStatus, Failure},
+    quarantine::{ItemFailure, Worker},
     trace,
     user::UserId,
     wire::TYPE_HEADER,
@@ -35,10 +36,21 @@ impl Sender {
         let report = self.report_for(job, "realtime", DeliveryStatus::Sent, now, None);
         match self.0.store.record_delivery_with_events(&report, &[event], now).await {
             Ok(_) => Disposition::Done,
-            Err(err) => {
-                tracing::warn!(delivery = %job.id, error = %err, "could not append a realtime delivery; retrying");
-                Disposition::Retry
-            }
+            Err(err) => match ItemFailure::of_store(Worker::Sender, job.id.to_string(), &err) {
+                // The store refused this delivery's write: it waits, backed off, and the other
+                // deliveries go on.
+                Some(failure) => match self.0.failures.record(&failure, now).await {
+                    Some(held) => {
+                        let reason = Some(format!("held back: {}", failure.error));
+                        Disposition::Report(self.defer(job, Channel::Realtime, held.retry_at, reason))
+                    }
+                    None => Disposition::Retry,
+                },
+                None => {
+                    tracing::warn!(delivery = %job.id, error = %err, "could not append a realtime delivery; retrying");
+                    Disposition::Retry
+                }
+            },
         }
     }
 

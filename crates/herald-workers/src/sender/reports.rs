@@ -3,7 +3,11 @@
 
 use std::time::Duration;
 
-use herald_core::broker;
+use herald_core::{
+    broker,
+    delivery::DeliveryReport,
+    quarantine::{ItemFailure, Worker, reason_of},
+};
 use tokio::sync::mpsc;
 
 use super::{Disposition, Handled, Sender};
@@ -35,6 +39,21 @@ impl Sender {
             let mut backoff = Duration::from_millis(100);
             while !reports.is_empty() {
                 match self.0.store.record_deliveries(&reports, self.0.clock.now()).await {
+                    Err(err) if reason_of(&err).is_some() && reports.len() > 1 => {
+                        // Something in the batch is refused: record the reports one by one, so
+                        // only the ones refused wait.
+                        tracing::debug!(error = %err, "a batch of reports was refused; recording them one by one");
+                        reports = self.record_one_by_one(reports).await;
+                    }
+                    Err(err) if reason_of(&err).is_some() => {
+                        // One report the store refuses: its delivery is backed off (its claim lapses
+                        // and the rescuer returns it) and the others go on.
+                        if let Some(report) = reports.pop()
+                            && let Some(failure) = ItemFailure::of_store(Worker::Sender, report.id.to_string(), &err)
+                        {
+                            self.0.failures.record(&failure, self.0.clock.now()).await;
+                        }
+                    }
                     Ok(applied) => {
                         if (applied as usize) < reports.len() {
                             tracing::debug!(
@@ -70,6 +89,27 @@ impl Sender {
             }
             futures::future::join_all(settling).await;
         }
+    }
+}
+
+impl Sender {
+    /// Records reports one at a time; returns those the store could not reach (to retry as a
+    /// batch), with the refused ones backed off and dropped.
+    async fn record_one_by_one(&self, reports: Vec<DeliveryReport>) -> Vec<DeliveryReport> {
+        let mut unreached = Vec::new();
+        for report in reports {
+            let now = self.0.clock.now();
+            match self.0.store.record_deliveries(std::slice::from_ref(&report), now).await {
+                Ok(_) => {}
+                Err(err) => match ItemFailure::of_store(Worker::Sender, report.id.to_string(), &err) {
+                    Some(failure) => {
+                        self.0.failures.record(&failure, now).await;
+                    }
+                    None => unreached.push(report),
+                },
+            }
+        }
+        unreached
     }
 }
 
