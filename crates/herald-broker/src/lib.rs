@@ -13,7 +13,12 @@ mod redis_streams;
 mod signed;
 
 /// Commands over NATS request-reply: the NATS transport of the command registry.
-pub use nats::{commands as nats_commands, forward::NatsForward};
+pub use nats::{
+    commands as nats_commands,
+    forward::NatsForward,
+    forwarded::{ForwardSealing, fwd_subject},
+    seal::{ForwardKey, Way as SealWay, now_ms},
+};
 
 use std::{fmt, str::FromStr, sync::Arc};
 

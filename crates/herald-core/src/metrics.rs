@@ -100,6 +100,7 @@ pub struct Metrics {
     pub mailings_started: Counter,
     pub mailings_finished: Counter,
     pub broker_rejected_messages: Family<RejectionLabels, Counter>,
+    pub forward_rejected_messages: Family<RejectionLabels, Counter>,
     /// Tasks alive in the process's async runtime, set when the metrics are scraped.
     pub runtime_alive_tasks: Gauge,
     pub realtime: RealtimeMetrics,
@@ -232,6 +233,12 @@ impl Default for Metrics {
             "Broker messages dropped on receipt because their signature is missing (unsigned) or wrong (bad_signature)",
             broker_rejected_messages.clone(),
         );
+        let forward_rejected_messages = Family::<RejectionLabels, Counter>::default();
+        registry.register(
+            "forward_rejected_messages",
+            "Forwarded command messages dropped: unopenable, stale, replayed, replay_cache_full (requests) or bad_reply",
+            forward_rejected_messages.clone(),
+        );
         let runtime_alive_tasks = Gauge::default();
         registry.register(
             "runtime_alive_tasks",
@@ -249,6 +256,7 @@ impl Default for Metrics {
         Self {
             notices,
             broker_rejected_messages,
+            forward_rejected_messages,
             runtime_alive_tasks,
             mailing_messages,
             mailing_progress,

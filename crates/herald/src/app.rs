@@ -428,7 +428,7 @@ async fn start_roles(config: &Config, roles: Roles, parts: Parts) -> anyhow::Res
     let files = open_files(config).await?;
     let metrics = Arc::new(Metrics::default());
     let broker = open_broker(config, &metrics).await?;
-    let hosting = hosting::hosting(config).await?;
+    let hosting = hosting::hosting(config, &metrics).await?;
     let herald = Arc::new(
         Herald::new(Services {
             store: store.clone(),
@@ -504,7 +504,7 @@ async fn start_roles(config: &Config, roles: Roles, parts: Parts) -> anyhow::Res
             }
         });
         // Commands answer NATS request-reply too: `<namespace>.cmd.<command>`.
-        hosting::serve_nats_commands(config, herald.clone(), &readiness, &workers, shutdown.clone());
+        hosting::serve_nats_commands(config, herald.clone(), &readiness, &workers, shutdown.clone())?;
     }
     if !roles.workers {
         let role = if roles.api { "api" } else { "gateway" };

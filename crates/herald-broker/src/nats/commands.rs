@@ -13,7 +13,10 @@
 //! group per namespace, so each request is answered by exactly one of them; a process that hosts
 //! only some command groups (`HERALD_COMMANDS`) subscribes to those groups' subjects only, and
 //! reaches the others through [`super::forward`]. A request's `traceparent` header makes its
-//! server span continue the caller's trace.
+//! server span continue the caller's trace. The same commands answer Herald's own forwarded calls
+//! on `<namespace>.fwd.<command>` (queue group `<namespace>.fwd`), sealed when the deployment has a
+//! signing key (see [`super::forwarded`]); this public API is not: it needs NATS's own TLS and
+//! permissions.
 
 use std::{
     panic::AssertUnwindSafe,
@@ -41,6 +44,7 @@ use tokio::{sync::Semaphore, time::Instant};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tracing::Instrument as _;
 
+use super::forwarded::{Answering, ForwardHost, ForwardSealing, Inbound, fwd_subject};
 use crate::{check_namespace, error::unavailable};
 
 /// The namespace subjects live under unless configured otherwise.
@@ -93,7 +97,8 @@ pub fn subject(namespace: &str, command: &str) -> String {
 }
 
 /// Connects to NATS at `url` and answers every command of `herald` on
-/// `<namespace>.cmd.<command>` until `shutdown` is cancelled; then it unsubscribes, answers what
+/// `<namespace>.cmd.<command>`, and the calls other Herald processes forward here on
+/// `<namespace>.fwd.<command>` as `sealing` says, until `shutdown` is cancelled; then it unsubscribes, answers what
 /// the server had already routed to it, waits for in-flight requests and flushes their replies.
 ///
 /// Fails early, with [`BrokerError::Unavailable`], when NATS cannot be reached or refuses the
@@ -104,6 +109,7 @@ pub async fn serve(
     url: &str,
     namespace: &str,
     herald: Arc<Herald>,
+    sealing: &ForwardSealing,
     ready: ReadyFlag,
     shutdown: CancellationToken,
 ) -> Result<(), BrokerError> {
@@ -133,14 +139,13 @@ pub async fn serve(
         .map_err(crate::nats::connect_error)?;
     // Only the groups this process hosts: a command it forwards must never come back to it.
     let hosted = &herald.hosting.hosted;
-    let subjects: Vec<String> = if hosted.is_all() {
-        vec![subject(namespace, ">")]
-    } else {
-        hosted.groups().iter().map(|group| subject(namespace, &format!("{group}.>"))).collect()
-    };
-    let mut subscribers = Vec::with_capacity(subjects.len());
-    for wanted in subjects {
-        subscribers.push(client.queue_subscribe(wanted, format!("{namespace}.cmd")).await.map_err(unavailable)?);
+    let wildcards: Vec<String> =
+        if hosted.is_all() { vec![">".into()] } else { hosted.groups().iter().map(|g| format!("{g}.>")).collect() };
+    let mut subscribers = Vec::with_capacity(2 * wildcards.len());
+    for wanted in &wildcards {
+        let (public, forwarded) = (subject(namespace, wanted), fwd_subject(namespace, wanted));
+        subscribers.push(client.queue_subscribe(public, format!("{namespace}.cmd")).await.map_err(unavailable)?);
+        subscribers.push(client.queue_subscribe(forwarded, format!("{namespace}.fwd")).await.map_err(unavailable)?);
     }
     // `flush` only empties the socket buffer; a message to ourselves that comes back proves the
     // server has processed the subscription before it (it reads one connection in order).
@@ -148,7 +153,9 @@ pub async fn serve(
     serving.store(true, Ordering::Release);
     ready.set(true);
     tracing::info!(namespace, groups = %herald.hosting.hosted, "answering commands over NATS request-reply");
-    let responder = Arc::new(Responder { client: client.clone(), herald, prefix: subject(namespace, "") });
+    let forwarded = ForwardHost::new(sealing, herald.services.metrics.clone());
+    let (prefix, fwd_prefix) = (subject(namespace, ""), fwd_subject(namespace, ""));
+    let responder = Arc::new(Responder { client: client.clone(), herald, prefix, fwd_prefix, forwarded });
     run(responder, subscribers, shutdown).await;
     if let Err(error) = client.flush().await {
         tracing::warn!(error = %crate::error::chain(&error), "could not flush the last command replies");
@@ -225,6 +232,9 @@ struct Responder {
     herald: Arc<Herald>,
     /// `<namespace>.cmd.`, stripped from a subject to get the command name.
     prefix: String,
+    /// `<namespace>.fwd.`, the same for a forwarded call.
+    fwd_prefix: String,
+    forwarded: ForwardHost,
 }
 
 /// The reply body.
@@ -250,22 +260,46 @@ impl Reply {
 
 impl Responder {
     async fn answer(&self, message: Message) {
-        let subject = message.subject.as_str();
         let Some(reply_to) = message.reply.clone() else {
-            tracing::debug!(subject, "ignoring a command request without a reply subject");
+            tracing::debug!(subject = message.subject.as_str(), "ignoring a command request without a reply subject");
             return;
         };
         let started = Instant::now();
-        let command = subject.strip_prefix(&self.prefix).unwrap_or_default();
+        let (message, answering) = match message.subject.clone() {
+            subject if !subject.starts_with(self.fwd_prefix.as_str()) => (message, Answering::Plain),
+            subject => match self.forwarded.open(message) {
+                Some(Inbound::Run(message, answering)) => (message, answering),
+                Some(Inbound::Busy(answering)) => return self.busy(&subject, &reply_to, answering).await,
+                None => return,
+            },
+        };
+        let subject = message.subject.as_str();
+        let command = subject.strip_prefix(&self.prefix).or_else(|| subject.strip_prefix(&self.fwd_prefix));
+        let command = command.unwrap_or_default();
         let parent = header(message.headers.as_ref(), TRACEPARENT_HEADER);
         let span = trace::child_of(parent, || {
             tracing::info_span!("nats command", otel.name = subject, otel.kind = "server", messaging.system = "nats")
         });
-        self.respond(command, &message, &reply_to, started).instrument(span).await;
+        self.respond(command, &message, &reply_to, answering, started).instrument(span).await;
+    }
+
+    /// Answers a genuine forwarded request this host cannot take now with `503`, sealed for it.
+    async fn busy(&self, subject: &str, reply_to: &async_nats::Subject, answering: Answering) {
+        let err = ApiError::new(ErrorCode::Unavailable, "the host is at its limit of forwarded requests");
+        if let Err(error) = self.send(reply_to, 503, Reply::new(Err(err), subject), answering).await {
+            tracing::warn!(subject, error = %crate::error::chain(&error), "could not send a command reply");
+        }
     }
 
     /// Runs the request's command and sends the reply.
-    async fn respond(&self, command: &str, message: &Message, reply_to: &async_nats::Subject, started: Instant) {
+    async fn respond(
+        &self,
+        command: &str,
+        message: &Message,
+        reply_to: &async_nats::Subject,
+        answering: Answering,
+        started: Instant,
+    ) {
         let subject = message.subject.as_str();
         let result = match self.call(command, message).await {
             Ok(Answer { output, body: Some(body) }) => {
@@ -292,17 +326,17 @@ impl Responder {
                 let mut headers = HeaderMap::new();
                 headers.insert(STATUS_HEADER, "200");
                 headers.insert(OUTPUT_HEADER, ascii_json(&output).as_str());
-                self.client.publish_with_headers(reply_to.clone(), headers, bytes).await
+                self.publish(reply_to, headers, bytes, answering).await
             }
-            Ok((output, None)) => self.send(reply_to, status, Reply::new(Ok(output), subject)).await,
-            Err(err) => self.send(reply_to, status, Reply::new(Err(err), subject)).await,
+            Ok((output, None)) => self.send(reply_to, status, Reply::new(Ok(output), subject), answering).await,
+            Err(err) => self.send(reply_to, status, Reply::new(Err(err), subject), answering).await,
         };
         if let Err(error) = sent {
             if error.kind() == PublishErrorKind::MaxPayloadExceeded {
                 // Too big for the server's max_payload: tell the requester rather than let it time out.
                 let err = ApiError::internal(error);
                 tracing::error!(subject, error = %err.cause_chain(), "NATS command reply too large");
-                let fallback = self.send(reply_to, 500, Reply::new(Err(err), subject)).await;
+                let fallback = self.send(reply_to, 500, Reply::new(Err(err), subject), answering).await;
                 if let Err(error) = fallback {
                     tracing::warn!(subject, error = %crate::error::chain(&error), "could not send a command reply");
                 }
@@ -343,6 +377,7 @@ impl Responder {
         reply_to: &async_nats::Subject,
         status: u16,
         reply: Reply,
+        answering: Answering,
     ) -> Result<(), async_nats::PublishError> {
         let body = match serde_json::to_vec(&reply) {
             Ok(body) => body,
@@ -354,7 +389,19 @@ impl Responder {
         };
         let mut headers = HeaderMap::new();
         headers.insert(STATUS_HEADER, status.to_string().as_str());
-        self.client.publish_with_headers(reply_to.clone(), headers, body.into()).await
+        self.publish(reply_to, headers, body.into(), answering).await
+    }
+
+    /// Publishes a reply, sealed when its request was.
+    async fn publish(
+        &self,
+        reply_to: &async_nats::Subject,
+        headers: HeaderMap,
+        body: bytes::Bytes,
+        answering: Answering,
+    ) -> Result<(), async_nats::PublishError> {
+        let (headers, body) = self.forwarded.reply(answering, reply_to.as_str(), headers, body);
+        self.client.publish_with_headers(reply_to.clone(), headers, body).await
     }
 }
 

@@ -9,6 +9,9 @@ mod auth;
 pub mod commands;
 mod consumer;
 pub mod forward;
+pub mod forwarded;
+mod replay;
+pub mod seal;
 
 use std::{
     collections::BTreeMap,

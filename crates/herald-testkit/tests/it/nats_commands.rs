@@ -73,7 +73,7 @@ impl Setup {
         let server = tokio::spawn({
             let (url, namespace, herald, shutdown) = (url.clone(), namespace.clone(), app.herald(), shutdown.clone());
             let ready = herald_core::health::Readiness::default().register("nats_commands");
-            async move { commands::serve(&url, &namespace, herald, ready, shutdown).await }
+            async move { commands::serve(&url, &namespace, herald, &Default::default(), ready, shutdown).await }
         });
         let client = async_nats::connect(&url).await.expect("connect to HERALD_TEST_NATS_URL");
         let setup = Self { app, client, namespace, shutdown, server };

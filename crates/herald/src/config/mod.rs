@@ -251,6 +251,10 @@ settings! {
         secret false, doc "Requests (subscribe, call) one real-time session may have unanswered; another is refused with too_many_requests.";
     broker_signing_key: Optional<Secret> = "", env "HERALD_BROKER_SIGNING_KEY", flag "broker-signing-key", secret true,
         doc "HMAC key (32+ bytes) every process signs its broker messages with and checks them by; unsigned or forged messages are dropped. Unset: the broker is trusted.";
+    forward_replay_window: Span = "30s", env "HERALD_FORWARD_REPLAY_WINDOW", flag "forward-replay-window", secret false,
+        doc "With a signing key: how far (either way) a forwarded command's seal time may be from the host's clock; older or newer requests are dropped.";
+    forward_replay_ids: Count = "100000", env "HERALD_FORWARD_REPLAY_IDS", flag "forward-replay-ids", secret false,
+        doc "With a signing key: most forwarded request ids a host remembers (each for its replay window) to drop replays; when all are live, new forwarded requests get 503.";
     body_limit: ByteSize = "1MiB", env "HERALD_BODY_LIMIT", flag "body-limit", secret false,
         doc "Largest JSON request body accepted.";
     static_dir: Optional<Dir> = "", env "HERALD_STATIC_DIR", flag "static-dir", secret false,

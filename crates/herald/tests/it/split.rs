@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use super::{NEW, OLD, Served, herald, old_and_new_files, run, serve_role};
 
 /// The NATS URL of the test environment, or `None` after saying loudly that `test` is skipped.
-fn nats_or_skip(test: &str) -> Option<String> {
+pub(super) fn nats_or_skip(test: &str) -> Option<String> {
     match std::env::var("HERALD_TEST_NATS_URL") {
         Ok(url) => Some(url),
         Err(_) => {
@@ -20,7 +20,7 @@ fn nats_or_skip(test: &str) -> Option<String> {
 }
 
 /// Waits until `GET /readyz` at `addr` answers 200.
-async fn wait_ready(addr: &str) {
+pub(super) async fn wait_ready(addr: &str) {
     for _ in 0..200 {
         let status = reqwest::get(format!("http://{addr}/readyz")).await.expect("readyz").status().as_u16();
         if status == 200 {
