@@ -162,6 +162,7 @@ pub mod redact;
 pub mod room;
 pub mod schedule;
 pub mod schema;
+pub mod slots;
 pub mod store;
 pub mod stream;
 pub mod task;
