@@ -2,7 +2,8 @@
 //! at a time is cut at `HERALD_HTTP_BODY_TIMEOUT` (408) while other clients are served; an
 //! upload at a slow but steady rate is not, one below `HERALD_HTTP_BODY_MIN_RATE` is; and
 //! connections over `HERALD_HTTP_MAX_CONNECTIONS_PER_ADDRESS` are closed at accept while another
-//! address is served, upgraded sessions and a trusted proxy's other clients uncounted.
+//! address is served, upgraded sessions and a trusted proxy's other clients uncounted; and a
+//! webhook receiver's answer trickled after its status is cut at `HERALD_WEBHOOK_TIMEOUT`.
 
 use std::{net::SocketAddr, time::Duration};
 
@@ -229,5 +230,58 @@ async fn a_trusted_proxys_clients_are_counted_by_their_forwarded_address() {
     conn.read_to_end(&mut answer).await.expect("answer");
     assert_eq!(status_and_code(&answer).0, 200, "another client through the same proxy");
     slow.abort();
+    app.stop().await;
+}
+
+/// A webhook receiver that sends its `200` at once and then its body a byte at a time is cut at
+/// `HERALD_WEBHOOK_TIMEOUT`: the delivery is sent (the status decides) and the connection closed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_webhook_answer_is_cut_at_the_timeout_and_the_delivery_is_sent() {
+    let app = start(
+        "slow_webhook_answer",
+        &[
+            ("HERALD_WEBHOOK_SECRET", "a-webhook-secret-of-at-least-32-bytes"),
+            ("HERALD_WEBHOOK_TIMEOUT", "1s"),
+            ("HERALD_SCHEDULER_INTERVAL", "200ms"),
+        ],
+    )
+    .await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let (hung_up, seen) = tokio::sync::oneshot::channel::<()>();
+    let receiver = tokio::spawn(async move {
+        let (mut conn, _) = listener.accept().await.expect("the sender calls");
+        let mut request = vec![0; 64 * 1024];
+        let _ = tokio::time::timeout(Duration::from_millis(500), conn.read(&mut request)).await;
+        conn.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 1000000\r\n\r\n").await.expect("head");
+        // A byte every 100 ms: 28 hours for the whole body, unless the sender hangs up.
+        while conn.write_all(b"x").await.is_ok() {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let _ = hung_up.send(());
+    });
+    let token = app.user("ada@example.org").await;
+    let hook_url = json!({"url": format!("http://127.0.0.1:{port}/hook")});
+    let set = app.send(reqwest::Method::PUT, "/api/v1/me/webhook", Some(&token), Some(&hook_url)).await;
+    assert_eq!(set.status, StatusCode::OK);
+    let due = chrono::Utc::now() + chrono::Duration::seconds(2);
+    let event = json!({"title": "Call", "starts_at": due + chrono::Duration::seconds(60), "duration": 30,
+        "remind_before": 60});
+    let created = app.post("/api/v1/events", Some(&token), &event).await;
+    assert_eq!(created.status, StatusCode::CREATED, "{:?}", created.body);
+    tokio::time::timeout(PATIENCE, seen).await.expect("the sender hung up").expect("receiver");
+    let path = format!("/api/v1/events/{}/notifications", created.body["id"].as_str().expect("id"));
+    let mut hook = Value::Null;
+    for _ in 0..100 {
+        let items = app.get(&path, Some(&token)).await.body["items"].as_array().cloned().unwrap_or_default();
+        if let Some(found) = items.into_iter().find(|n| n["channel"] == "webhook" && n["attempts"].as_u64() >= Some(1))
+        {
+            hook = found;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(hook["status"], "sent", "{hook}");
+    receiver.abort();
     app.stop().await;
 }
