@@ -10,18 +10,15 @@
 //! file no row references is an orphan. Keys are plain names (no `/`, no leading `.`); any other
 //! key is refused with `InvalidInput`, so no key reaches outside the adapter's directory or prefix.
 
-use std::{
-    collections::{HashMap, hash_map::Entry},
-    fmt, io,
-    sync::Arc,
-    time::SystemTime,
-};
+use std::{fmt, io, time::SystemTime};
 
 use async_trait::async_trait;
-use parking_lot::Mutex;
 use tokio::io::AsyncRead;
 
-use crate::user::UserId;
+use crate::{
+    slots::{KeyedSlots, Slot},
+    user::UserId,
+};
 
 /// A finished upload.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -91,55 +88,30 @@ pub trait Files: Send + Sync + fmt::Debug + 'static {
 /// connections. A user has an entry only while an upload of theirs runs, so the map never holds
 /// more entries than uploads in progress.
 #[derive(Debug)]
-pub struct UploadsPerUser {
-    limit: usize,
-    running: Arc<Mutex<HashMap<UserId, usize>>>,
-}
+pub struct UploadsPerUser(KeyedSlots<UserId>);
+
+/// One upload in progress of one user; dropping it frees the slot.
+pub type UploadSlot = Slot<UserId>;
 
 impl UploadsPerUser {
     pub fn new(limit: usize) -> Self {
-        Self { limit, running: Arc::default() }
+        Self(KeyedSlots::new(limit))
     }
 
     /// The most uploads one user may have in progress.
     pub fn limit(&self) -> usize {
-        self.limit
+        self.0.limit()
     }
 
     /// One of `user`'s upload slots, held until the slot is dropped; `None` when they have
     /// `limit` uploads in progress.
     pub fn try_begin(&self, user: UserId) -> Option<UploadSlot> {
-        let mut running = self.running.lock();
-        let count = running.get(&user).copied().unwrap_or(0);
-        if count >= self.limit {
-            return None;
-        }
-        running.insert(user, count + 1);
-        Some(UploadSlot { running: self.running.clone(), user })
+        self.0.try_take(user)
     }
 
     /// Users with an upload in progress.
     pub fn users(&self) -> usize {
-        self.running.lock().len()
-    }
-}
-
-/// One upload in progress of one user; dropping it frees the slot.
-#[derive(Debug)]
-pub struct UploadSlot {
-    running: Arc<Mutex<HashMap<UserId, usize>>>,
-    user: UserId,
-}
-
-impl Drop for UploadSlot {
-    fn drop(&mut self) {
-        let mut running = self.running.lock();
-        if let Entry::Occupied(mut entry) = running.entry(self.user) {
-            *entry.get_mut() = entry.get().saturating_sub(1);
-            if *entry.get() == 0 {
-                entry.remove();
-            }
-        }
+        self.0.keys()
     }
 }
 

@@ -163,6 +163,7 @@ pub mod redact;
 pub mod room;
 pub mod schedule;
 pub mod schema;
+pub mod slots;
 pub mod store;
 pub mod store_error;
 pub mod stream;

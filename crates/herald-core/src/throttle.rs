@@ -106,7 +106,7 @@ impl Throttle {
 /// The key of a client address: an IPv4 address itself, an IPv6 address by its /64 (one host
 /// or home network holds a whole /64, so counting single addresses would let one client make
 /// endless keys and fill the limiter).
-fn client_key(address: IpAddr) -> IpAddr {
+pub fn client_key(address: IpAddr) -> IpAddr {
     match address {
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
             Some(v4) => IpAddr::V4(v4),

@@ -20,7 +20,7 @@ use herald_core::{
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::{AppState, extract::CallOf, peer::Peer, problem::HttpError};
+use crate::{AppState, extract::CallOf, pace::BodyPace, peer::Peer, problem::HttpError};
 
 /// Multipart framing and small fields allowed on top of the largest file.
 const MULTIPART_OVERHEAD: u64 = 64 * 1024;
@@ -65,10 +65,13 @@ async fn upload(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| multer::parse_boundary(v).ok())
         .ok_or_else(|| HttpError::new(ErrorCode::UnsupportedMediaType, "send the file as multipart/form-data"))?;
+    // A file may be large and its line slow: held to a least rate, not a deadline.
+    let pace = BodyPace::of(&request);
+    pace.stream();
     let constraints = multer::Constraints::new().size_limit(multer::SizeLimit::new().whole_stream(limit));
     let mut form = multer::Multipart::with_constraints(request.into_body().into_data_stream(), boundary, constraints);
     loop {
-        let Some(field) = form.next_field().await.map_err(|e| HttpError(malformed(&e, max)))? else {
+        let Some(field) = form.next_field().await.map_err(|e| HttpError(pace.error(malformed(&e, max))))? else {
             return Err(ApiError::invalid_field(
                 "file",
                 "is required: send the file in a multipart field named `file`",
@@ -83,7 +86,8 @@ async fn upload(
             "file_name": field.file_name(),
             "content_type": field.content_type().map(ToString::to_string),
         });
-        let body = CommandBody::new(field.map(move |chunk| chunk.map_err(|e| malformed(&e, max))));
+        let pace = pace.clone();
+        let body = CommandBody::new(field.map(move |chunk| chunk.map_err(|e| pace.error(malformed(&e, max)))));
         let answer = state.herald.call_body(cx, "attachments.upload", input, Some(body)).await?;
         return Ok((StatusCode::CREATED, Json(answer.output)).into_response());
     }

@@ -15,7 +15,7 @@ use herald_core::{
 };
 use serde_json::{Value, json};
 
-use crate::{AppState, extract::CallOf, peer::Peer, problem::HttpError};
+use crate::{AppState, extract::CallOf, pace::BodyPace, peer::Peer, problem::HttpError};
 
 /// The bulk import route.
 pub fn router() -> Router<AppState> {
@@ -38,10 +38,12 @@ async fn import(
             "send clients as application/x-ndjson: one JSON object per line",
         ));
     }
-    let chunks = request
-        .into_body()
-        .into_data_stream()
-        .map_err(|e| ApiError::new(ErrorCode::MalformedRequest, format!("the request body could not be read: {e}")));
+    // An import may be long: held to a least rate, not a deadline.
+    let pace = BodyPace::of(&request);
+    pace.stream();
+    let chunks = request.into_body().into_data_stream().map_err(move |e| {
+        pace.error(ApiError::new(ErrorCode::MalformedRequest, format!("the request body could not be read: {e}")))
+    });
     let answer = state.herald.call_body(cx, "clients.import", json!({}), Some(Body::new(chunks))).await?;
     Ok(Json(answer.output))
 }

@@ -12,7 +12,7 @@ use herald_core::{
 };
 use serde_json::{Map, Value};
 
-use crate::{AppState, problem::HttpError};
+use crate::{AppState, pace::BodyPace, problem::HttpError};
 
 /// A command call's context: anonymous without `Authorization`, a user with a valid bearer token
 /// (a present but invalid token is refused outright, even on public routes), with the token it
@@ -57,11 +57,13 @@ impl FromRequest<AppState> for JsonBody {
         if declared.is_some_and(|len| len > state.body_limit as u64) {
             return Err(HttpError::new(ErrorCode::PayloadTooLarge, "the request body exceeds the configured limit"));
         }
+        let pace = BodyPace::of(&req);
         let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
             if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
                 HttpError::new(ErrorCode::PayloadTooLarge, "the request body exceeds the configured limit")
             } else {
-                HttpError::new(ErrorCode::MalformedRequest, "the request body could not be read")
+                // Past `HERALD_HTTP_BODY_TIMEOUT`: 408, and the connection closes.
+                HttpError(pace.error(ApiError::new(ErrorCode::MalformedRequest, "the request body could not be read")))
             }
         })?;
         if bytes.is_empty() {

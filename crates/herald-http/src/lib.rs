@@ -10,7 +10,9 @@ pub mod gateway;
 pub mod observe;
 pub mod oidc;
 pub mod openapi;
+pub mod pace;
 pub mod peer;
+pub mod per_address;
 pub mod problem;
 pub mod rest;
 pub mod server;
@@ -69,6 +71,8 @@ pub struct HttpOptions {
     pub trusted_proxies: Networks,
     /// Single sign-on through an OpenID Connect provider, when configured.
     pub oidc: Option<herald_core::oidc::OidcSettings>,
+    /// Most bytes of an answer of the OpenID Connect provider read.
+    pub oidc_answer_limit: usize,
 }
 
 /// The whole HTTP application; `/readyz` also waits for every part registered in `readiness`.
@@ -101,7 +105,7 @@ pub fn router(herald: Arc<Herald>, options: &HttpOptions, readiness: Readiness) 
         .merge(admin::routes())
         .merge(oidc::routes(
             oidc_herald,
-            options.oidc.clone().map(|o| Arc::new(oidc::OidcClient::new(o))),
+            options.oidc.clone().map(|o| Arc::new(oidc::OidcClient::new(o, options.oidc_answer_limit))),
             options.trusted_proxies.clone(),
         ))
         .merge(api)

@@ -37,8 +37,6 @@ use crate::problem::HttpError;
 
 /// The cookie that carries a sign-in from its start to its callback.
 const COOKIE: &str = "herald_oidc";
-/// The longest answer read from the provider.
-const MAX_ANSWER: usize = 1 << 20;
 /// How long one exchange with the provider may take.
 const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long discovery and the key set are reused (the keys are also fetched again as soon as a
@@ -49,13 +47,15 @@ const DISCOVERY_TTL: Duration = Duration::from_secs(3600);
 #[derive(Debug)]
 pub struct OidcClient {
     settings: OidcSettings,
+    /// The longest answer read from the provider (`HERALD_OIDC_ANSWER_LIMIT`).
+    max_answer: usize,
     tls: Arc<tokio_rustls::rustls::ClientConfig>,
     discovery: tokio::sync::Mutex<Option<(Instant, Discovery)>>,
     keys: Mutex<(Option<Instant>, Arc<Jwks>)>,
 }
 
 impl OidcClient {
-    pub fn new(settings: OidcSettings) -> Self {
+    pub fn new(settings: OidcSettings, max_answer: usize) -> Self {
         let mut roots = tokio_rustls::rustls::RootCertStore::empty();
         for cert in rustls_native_certs::load_native_certs().certs {
             let _ = roots.add(cert);
@@ -67,6 +67,7 @@ impl OidcClient {
             .unwrap_or_else(|e| panic!("rustls with ring supports its default versions: {e}"));
         Self {
             settings,
+            max_answer,
             tls: Arc::new(tls),
             discovery: tokio::sync::Mutex::new(None),
             keys: Mutex::new((None, Arc::new(Jwks::default()))),
@@ -156,7 +157,7 @@ impl OidcClient {
             send(TokioIo::new(tcp), request).await?
         };
         let (parts, body) = answer.into_parts();
-        let body = Limited::new(body, MAX_ANSWER)
+        let body = Limited::new(body, self.max_answer)
             .collect()
             .await
             .map_err(|e| unavailable(format!("{url}: the answer could not be read: {e}")))?

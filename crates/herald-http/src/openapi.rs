@@ -72,6 +72,7 @@ pub fn document(herald: &Herald) -> Value {
                     ErrorCode::UnsupportedMediaType,
                     ErrorCode::PayloadTooLarge,
                     ErrorCode::ValidationFailed,
+                    ErrorCode::RequestTimeout,
                 ]);
             }
             InputFrom::Query => {
@@ -91,6 +92,9 @@ pub fn document(herald: &Herald) -> Value {
             Access::Admin => errors.extend([ErrorCode::Unauthorized, ErrorCode::InvalidToken, ErrorCode::Forbidden]),
         }
         errors.extend(command_errors(info.name));
+        // Behind a trusted proxy, a client with HERALD_HTTP_MAX_CONNECTIONS_PER_ADDRESS requests
+        // in flight: on every route.
+        errors.push(ErrorCode::TooManyRequests);
         let mut responses = Map::new();
         let success = if route.status == 204 {
             json!({"description": "Done; no content"})
@@ -196,6 +200,7 @@ fn stream_paths(outputs: &std::collections::BTreeMap<&str, String>) -> Vec<(&'st
         ErrorCode::NotFound,
         ErrorCode::ValidationFailed,
         ErrorCode::Internal,
+        ErrorCode::TooManyRequests,
     ];
     let mut upload_responses = Map::new();
     upload_responses.insert(
@@ -207,7 +212,7 @@ fn stream_paths(outputs: &std::collections::BTreeMap<&str, String>) -> Vec<(&'st
         ErrorCode::PayloadTooLarge,
         ErrorCode::UnsupportedMediaType,
         ErrorCode::MalformedRequest,
-        ErrorCode::TooManyRequests,
+        ErrorCode::RequestTimeout,
         ErrorCode::Unavailable,
     ]);
     problem_responses(&mut upload_responses, &upload_errors);
@@ -229,7 +234,12 @@ fn stream_paths(outputs: &std::collections::BTreeMap<&str, String>) -> Vec<(&'st
         }}}),
     );
     let mut bulk_errors = common.to_vec();
-    bulk_errors.extend([ErrorCode::Forbidden, ErrorCode::UnsupportedMediaType, ErrorCode::MalformedRequest]);
+    bulk_errors.extend([
+        ErrorCode::Forbidden,
+        ErrorCode::UnsupportedMediaType,
+        ErrorCode::MalformedRequest,
+        ErrorCode::RequestTimeout,
+    ]);
     problem_responses(&mut bulk_responses, &bulk_errors);
 
     vec![

@@ -20,7 +20,7 @@ pub fn client_ip(parts: &Parts, trusted: &Networks) -> Option<IpAddr> {
 /// Walks `X-Forwarded-For` from the right (the hop nearest to us) while the address seen so far
 /// is a trusted proxy. A client cannot spoof past the first untrusted hop: whatever it wrote
 /// stands to the left of what our proxies appended.
-fn forwarded_client(peer: IpAddr, headers: &HeaderMap, trusted: &Networks) -> IpAddr {
+pub(crate) fn forwarded_client(peer: IpAddr, headers: &HeaderMap, trusted: &Networks) -> IpAddr {
     if !trusted.contains(peer) {
         return peer;
     }

@@ -9,6 +9,9 @@
 //!   it bounds a half-sent head and the quiet between two keep-alive requests alike.
 //! - **Idle timeout**: a connection on which nothing is read or written for this long is shut
 //!   dropped (a stalled body upload, a client that stopped reading its answer).
+//! - **Bodies**: every request body is held to a deadline or a minimum rate ([`crate::pace`]).
+//! - **Per address**: each client address holds at most so many connections
+//!   ([`crate::per_address`]); one over it is closed at accept.
 
 use std::{
     io,
@@ -22,7 +25,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use axum::{Router, extract::ConnectInfo};
+use axum::{Router, body::Body, extract::ConnectInfo, response::IntoResponse as _};
+use herald_core::{error::ErrorCode, net::Networks};
+use http_body_util::BodyExt as _;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::{
     io::{AsyncRead, AsyncWrite, ReadBuf},
@@ -32,8 +37,15 @@ use tokio::{
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tower::ServiceExt as _;
 
+use crate::{
+    pace::{BodyLimits, Paced},
+    peer::forwarded_client,
+    per_address::{AddressSlot, PerAddress},
+    problem::HttpError,
+};
+
 /// Limits of the HTTP server; from the configuration.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct ServerLimits {
     /// Longest wait for a whole request head (also the keep-alive wait between requests).
     pub header_timeout: Duration,
@@ -41,11 +53,24 @@ pub struct ServerLimits {
     pub idle_timeout: Duration,
     /// Most connections served at once.
     pub max_connections: usize,
+    /// Most connections (or, through a trusted proxy, requests) one client address holds.
+    pub max_connections_per_address: usize,
+    /// The deadline and least rate of request bodies.
+    pub body: BodyLimits,
+    /// Reverse proxies whose `X-Forwarded-For` names the client.
+    pub trusted_proxies: Networks,
 }
 
 impl Default for ServerLimits {
     fn default() -> Self {
-        Self { header_timeout: Duration::from_secs(30), idle_timeout: Duration::from_secs(75), max_connections: 10_000 }
+        Self {
+            header_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(75),
+            max_connections: 10_000,
+            max_connections_per_address: 256,
+            body: BodyLimits::default(),
+            trusted_proxies: Networks::default(),
+        }
     }
 }
 
@@ -58,6 +83,8 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) -> io::Result<()> {
     let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let addresses = PerAddress::new(limits.max_connections_per_address);
+    let limits = Arc::new(limits);
     let connections = TaskTracker::new();
     loop {
         let permit = tokio::select! {
@@ -77,10 +104,21 @@ pub async fn serve(
                 }
             },
         };
-        let (app, shutdown) = (app.clone(), shutdown.clone());
+        // A trusted proxy's clients are counted per request, once its head names them.
+        let slot = if limits.trusted_proxies.contains(peer.ip()) {
+            None
+        } else if let Some(slot) = addresses.take(peer.ip()) {
+            Some(slot)
+        } else {
+            tracing::debug!(%peer, "closed a connection over the per-address cap");
+            drop(stream);
+            continue;
+        };
+        let (app, shutdown, addresses, limits) = (app.clone(), shutdown.clone(), addresses.clone(), limits.clone());
         connections.spawn(async move {
-            serve_connection(stream, peer, app, limits, shutdown).await;
-            drop(permit);
+            // Returns when the connection closes, or when it upgrades: its slots are free then.
+            serve_connection(stream, peer, app, &limits, addresses, shutdown).await;
+            drop((permit, slot));
         });
     }
     connections.close();
@@ -92,16 +130,37 @@ async fn serve_connection(
     stream: TcpStream,
     peer: SocketAddr,
     app: Router,
-    limits: ServerLimits,
+    limits: &Arc<ServerLimits>,
+    addresses: PerAddress,
     shutdown: CancellationToken,
 ) {
     let _ = stream.set_nodelay(true);
     let started = Instant::now();
     let activity = Arc::new(AtomicU64::new(0));
     let io = Watched { inner: stream, activity: activity.clone(), started };
-    let service = hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
-        request.extensions_mut().insert(ConnectInfo(peer));
-        app.clone().oneshot(request)
+    let request_limits = limits.clone();
+    let service = hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
+        let (app, limits, addresses) = (app.clone(), request_limits.clone(), addresses.clone());
+        async move {
+            let slot = match proxied_slot(&request, peer, &limits.trusted_proxies, &addresses) {
+                Ok(slot) => slot,
+                Err(()) => {
+                    let detail = "too many connections from this address";
+                    return Ok(HttpError::new(ErrorCode::TooManyRequests, detail).into_response());
+                }
+            };
+            let (parts, body) = request.into_parts();
+            let (body, pace) = Paced::new(body, limits.body);
+            let mut request = hyper::Request::from_parts(parts, Body::new(body));
+            request.extensions_mut().insert(ConnectInfo(peer));
+            request.extensions_mut().insert(pace);
+            let response = app.oneshot(request).await?;
+            // A proxied client's slot is held until the last byte of its answer has gone.
+            Ok::<_, std::convert::Infallible>(match slot {
+                Some(slot) => response.map(|body| Body::new(body.map_frame(move |frame| (&slot, frame).1))),
+                None => response,
+            })
+        }
     });
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder.timer(TokioTimer::new()).header_read_timeout(limits.header_timeout).keep_alive(true);
@@ -134,6 +193,23 @@ async fn serve_connection(
             }
         }
     }
+}
+
+/// A slot for the client a trusted proxy forwards `request` for (`None` when `peer` is no trusted
+/// proxy: its connection holds the slot); `Err` when that client has none left (429).
+fn proxied_slot<B>(
+    request: &hyper::Request<B>,
+    peer: SocketAddr,
+    trusted: &Networks,
+    addresses: &PerAddress,
+) -> Result<Option<AddressSlot>, ()> {
+    if !trusted.contains(peer.ip()) {
+        return Ok(None);
+    }
+    let client = forwarded_client(peer.ip(), request.headers(), trusted);
+    addresses.take(client).map(Some).ok_or_else(|| {
+        tracing::debug!(%peer, %client, "refused a proxied request over the per-address cap");
+    })
 }
 
 pin_project_lite::pin_project! {

@@ -29,8 +29,10 @@ pub struct ProviderConfig {
     pub url: String,
     /// Prints as `***`.
     pub token: SecretString,
-    /// Longest wait for an answer.
+    /// Longest wait for an answer, its body included.
     pub timeout: Duration,
+    /// Most bytes of an answer's body read (see [`Channels`]).
+    pub answer_limit: usize,
 }
 
 /// Signed webhooks.
@@ -38,11 +40,19 @@ pub struct ProviderConfig {
 pub struct WebhookConfig {
     /// The HMAC key; without one, webhook deliveries fail (never go out unsigned). Prints as `***`.
     pub secret: Option<SecretString>,
+    /// Longest wait for an answer, its body included.
     pub timeout: Duration,
+    /// Most bytes of an answer's body read (see [`Channels`]).
+    pub answer_limit: usize,
 }
 
 /// The channels that call out: the provider's client, the webhook client that connects only
 /// where [`Destinations`] allows, and the SMTP transport when email is configured.
+///
+/// A provider's or a receiver's answer is its status: the outcome of a call is decided by it
+/// alone (a 2xx is sent, whatever follows). Its body is read only so the connection can be
+/// reused, and only up to `answer_limit` bytes, chunk by chunk, within the call's timeout; a
+/// longer or slower body is dropped unread and its connection closed, and the outcome stands.
 #[derive(Debug, Clone)]
 pub struct Channels {
     /// For the operator-configured provider URL: no destination policy.
@@ -115,7 +125,7 @@ impl Channels {
             .bearer_auth(provider.token.expose())
             .timeout(provider.timeout)
             .json(&body);
-        call(request, now).await.map_err(|e| failure(&e))?
+        call(request, provider.answer_limit, now).await.map_err(|e| failure(&e))?
     }
 
     /// POSTs the payload to the recipient URL, signed, if the destination is one webhooks may
@@ -152,7 +162,7 @@ impl Channels {
             .header("Herald-Kind", &job.kind)
             .timeout(self.webhook.timeout)
             .body(body);
-        match call(request, now).await {
+        match call(request, self.webhook.answer_limit, now).await {
             Ok(outcome) => outcome,
             Err(e) => {
                 match refusal_in(&e) {
@@ -169,15 +179,34 @@ impl Channels {
     }
 }
 
-/// Sends `request` and classifies the answer; `Err` when no answer came.
-async fn call(request: reqwest::RequestBuilder, now: DateTime<Utc>) -> Result<Attempt, reqwest::Error> {
-    let response = request.send().await?;
+/// Sends `request` and classifies the answer by its status; `Err` when no answer came.
+async fn call(
+    request: reqwest::RequestBuilder,
+    answer_limit: usize,
+    now: DateTime<Utc>,
+) -> Result<Attempt, reqwest::Error> {
+    let mut response = request.send().await?;
     let retry_after = response.headers().get(header::RETRY_AFTER).and_then(|v| v.to_str().ok()).map(str::to_owned);
     let status = response.status().as_u16();
-    // The status decides; the body is read (and dropped) so the connection can be reused. A
-    // body that breaks off after a 2xx does not undo the send.
-    if let Err(e) = response.bytes().await {
-        tracing::debug!(status, error = %e, "the channel's answer body broke off");
+    // The status decides; the body is read and dropped, a chunk at a time, so the connection can
+    // be reused. One that is longer than the limit, breaks off or is still coming at the timeout
+    // does not undo the outcome: it is dropped, and its connection with it.
+    let mut read = 0usize;
+    loop {
+        match response.chunk().await {
+            Ok(Some(chunk)) => {
+                read = read.saturating_add(chunk.len());
+                if read > answer_limit {
+                    tracing::debug!(status, answer_limit, "the channel's answer is longer than allowed; dropped");
+                    break;
+                }
+            }
+            Ok(None) => break,
+            Err(e) => {
+                tracing::debug!(status, error = %e, "the channel's answer body broke off");
+                break;
+            }
+        }
     }
     Ok(classify_http(status, retry_after.as_deref(), now))
 }

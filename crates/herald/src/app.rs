@@ -212,10 +212,12 @@ pub fn channels(config: &Config, destinations: Destinations) -> Channels {
         url: url.0.clone(),
         token: config.provider_token.0.as_ref().map(|t| t.expose().into()).unwrap_or_default(),
         timeout: config.provider_timeout.0,
+        answer_limit: usize::try_from(config.provider_answer_limit.0).unwrap_or(usize::MAX),
     });
     let webhook = WebhookConfig {
         secret: config.webhook_secret.0.as_ref().map(|s| s.expose().into()),
         timeout: config.webhook_timeout.0,
+        answer_limit: usize::try_from(config.webhook_answer_limit.0).unwrap_or(usize::MAX),
     };
     let channels = Channels::new(provider, webhook, destinations);
     // Checked when the configuration loaded; only a CA file changed since could fail here.
@@ -397,15 +399,6 @@ pub async fn start_gateway(config: &Config) -> anyhow::Result<Running> {
     start_roles(config, Roles { api: false, gateway: true, workers: false }, Parts::default()).await
 }
 
-/// The HTTP server's limits.
-pub fn server_limits(config: &Config) -> herald_http::server::ServerLimits {
-    herald_http::server::ServerLimits {
-        header_timeout: config.http_header_timeout.0,
-        idle_timeout: config.http_idle_timeout.0,
-        max_connections: config.http_max_connections.0 as usize,
-    }
-}
-
 /// The session engine's settings.
 pub fn engine_options(config: &Config) -> EngineOptions {
     EngineOptions {
@@ -457,6 +450,7 @@ async fn start_roles(config: &Config, roles: Roles, parts: Parts) -> anyhow::Res
         ready_timeout: std::time::Duration::from_secs(2),
         trusted_proxies: config.trusted_proxies.clone(),
         oidc: config.oidc(),
+        oidc_answer_limit: usize::try_from(config.oidc_answer_limit.0).unwrap_or(usize::MAX),
     };
     let shutdown = CancellationToken::new();
     let workers = tokio_util::task::TaskTracker::new();
@@ -489,7 +483,7 @@ async fn start_roles(config: &Config, roles: Roles, parts: Parts) -> anyhow::Res
         .await
         .with_context(|| format!("binding the HTTP server to {}", config.http_addr))?;
     let http_addr = listener.local_addr()?;
-    let server = tokio::spawn(herald_http::serve(listener, router, server_limits(config), shutdown.clone()));
+    let server = tokio::spawn(herald_http::serve(listener, router, config.server_limits(), shutdown.clone()));
     let mut grpc_addr = None;
     if roles.api {
         let grpc_listener = TcpListener::bind(config.grpc_addr)

@@ -275,7 +275,7 @@ where
     let admin = tokio::spawn(herald_http::serve(
         admin,
         herald_http::admin_router(probes),
-        crate::app::server_limits(config),
+        config.server_limits(),
         shutdown.clone(),
     ));
     tracing::info!(role, %admin_addr, store = %config.store_url, broker = %config.broker_url, "{role} starting");

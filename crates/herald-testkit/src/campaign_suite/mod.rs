@@ -84,6 +84,7 @@ impl Campaign {
             ready_timeout: Duration::from_secs(2),
             trusted_proxies: Default::default(),
             oidc: None,
+            oidc_answer_limit: 1 << 20,
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let base = format!("http://{}", listener.local_addr().expect("addr"));

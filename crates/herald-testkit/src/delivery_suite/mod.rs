@@ -145,10 +145,9 @@ impl Pipeline {
     }
 
     pub fn sender(&self, options: SenderOptions) -> Sender {
-        let provider =
-            ProviderConfig { url: self.provider.base_url(), token: TOKEN.into(), timeout: Duration::from_secs(2) };
-        let webhook =
-            WebhookConfig { secret: self.webhook_secret.clone().map(Into::into), timeout: Duration::from_secs(2) };
+        let (timeout, answer_limit) = (Duration::from_secs(2), 64 << 10);
+        let provider = ProviderConfig { url: self.provider.base_url(), token: TOKEN.into(), timeout, answer_limit };
+        let webhook = WebhookConfig { secret: self.webhook_secret.clone().map(Into::into), timeout, answer_limit };
         Sender::new(
             self.store.clone(),
             self.broker.clone(),

@@ -73,6 +73,7 @@ mod mock_provider;
 mod nats_commands;
 mod notifications;
 mod openapi_conformance;
+mod peer_bytes;
 mod people;
 mod poison;
 mod poison_store;

@@ -207,3 +207,20 @@ async fn callbacks_from_one_address_are_limited() {
     app.stop().await;
     provider.stop();
 }
+
+/// The provider's answers are read up to `HERALD_OIDC_ANSWER_LIMIT`: a discovery document longer
+/// than that fails the sign-in (503), read no further.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn provider_answers_over_their_limit_are_refused() {
+    let provider = TestOidcProvider::start("herald", "s3cret/with&odd=chars").await;
+    let app = app_tweaked(&provider, "sso_answer_limit", |env| {
+        env.insert("HERALD_OIDC_ANSWER_LIMIT".into(), "64".into());
+    })
+    .await;
+    let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("client");
+    let start = http.get(app.url("/api/v1/auth/oidc/start?to=/admin/")).send().await.expect("start");
+    assert_eq!(start.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(start.json::<serde_json::Value>().await.expect("problem")["code"], "unavailable");
+    app.stop().await;
+    provider.stop();
+}

@@ -5,6 +5,7 @@
 //! value passes through its type's `FromStr`, whatever its source; all errors are collected and
 //! reported together, each naming its setting. Loading has no side effects.
 
+mod limits;
 mod values;
 
 use std::{collections::BTreeMap, fmt, net::SocketAddr, path::PathBuf, str::FromStr};
@@ -193,12 +194,16 @@ settings! {
         doc "Bearer token for the SMS provider.";
     provider_timeout: Span = "10s", env "HERALD_PROVIDER_TIMEOUT", flag "provider-timeout", secret false,
         doc "Longest wait for the provider's answer; a timeout is retried.";
+    provider_answer_limit: ByteSize = "64KiB", env "HERALD_PROVIDER_ANSWER_LIMIT", flag "provider-answer-limit",
+        secret false, doc "Most bytes of a provider answer's body read (its status decides); the rest is dropped and the connection closed.";
     provider_rate: RateLimit = "unlimited", env "HERALD_PROVIDER_RATE", flag "provider-rate", secret false,
         doc "Most provider calls per sender: unlimited, <n>/s or <n>/m.";
     webhook_secret: Optional<Secret> = "", env "HERALD_WEBHOOK_SECRET", flag "webhook-secret", secret true,
         doc "HMAC-SHA256 key of the Herald-Signature header (32+ bytes); webhook deliveries fail while unset.";
     webhook_timeout: Span = "10s", env "HERALD_WEBHOOK_TIMEOUT", flag "webhook-timeout", secret false,
         doc "Longest wait for a webhook receiver's answer; a timeout is retried.";
+    webhook_answer_limit: ByteSize = "64KiB", env "HERALD_WEBHOOK_ANSWER_LIMIT", flag "webhook-answer-limit",
+        secret false, doc "Most bytes of a webhook receiver's answer body read (its status decides); the rest is dropped and the connection closed.";
     webhook_rate: RateLimit = "unlimited", env "HERALD_WEBHOOK_RATE", flag "webhook-rate", secret false,
         doc "Most webhook calls per destination host, per sender: unlimited, <n>/s or <n>/m.";
     smtp_url: Optional<SmtpUrl> = "", env "HERALD_SMTP_URL", flag "smtp-url", secret true,
@@ -241,6 +246,13 @@ settings! {
         doc "A keep-alive connection with no request for this long is closed.";
     http_max_connections: Count = "10000", env "HERALD_HTTP_MAX_CONNECTIONS", flag "http-max-connections", secret false,
         doc "Most HTTP connections served at once (upgraded sockets count as sessions, not here); more wait to be accepted.";
+    http_max_connections_per_address: Count = "256", env "HERALD_HTTP_MAX_CONNECTIONS_PER_ADDRESS",
+        flag "http-max-connections-per-address", secret false,
+        doc "Most HTTP connections one client address holds (IPv6 by its /64; behind HERALD_TRUSTED_PROXIES, requests in flight per forwarded client, else 429); another is closed at accept.";
+    http_body_timeout: Span = "30s", env "HERALD_HTTP_BODY_TIMEOUT", flag "http-body-timeout", secret false,
+        doc "Longest a request body may take to arrive (else 408 and the connection closes); uploads and imports get a least rate over each such window instead.";
+    http_body_min_rate: ByteSize = "1KiB", env "HERALD_HTTP_BODY_MIN_RATE", flag "http-body-min-rate", secret false,
+        doc "Least bytes a second an upload or import body must bring, over each HERALD_HTTP_BODY_TIMEOUT spent waiting for it.";
     sessions_per_user: Count = "100", env "HERALD_SESSIONS_PER_USER", flag "sessions-per-user", secret false,
         doc "Most real-time sessions one user may have open on one gateway; another is refused with too_many_sessions.";
     max_sessions: Count = "50000", env "HERALD_MAX_SESSIONS", flag "max-sessions", secret false,
@@ -278,6 +290,8 @@ settings! {
         doc "The ID token claim (a string or a list) that gives the Herald role.";
     oidc_admin_values: List = "herald-admin", env "HERALD_OIDC_ADMIN_VALUES", flag "oidc-admin-values", secret false,
         doc "Comma-separated values of oidc_role_claim that make an administrator; anyone else signs in as a user.";
+    oidc_answer_limit: ByteSize = "1MiB", env "HERALD_OIDC_ANSWER_LIMIT", flag "oidc-answer-limit", secret false,
+        doc "Most bytes of an OpenID Connect provider's answer (discovery, keys, token) read; a longer one fails the sign-in.";
     log_format: LogFormat = "auto", env "HERALD_LOG_FORMAT", flag "log-format", secret false,
         doc "Log format on stderr: auto (pretty on a terminal, JSON otherwise), pretty or json.";
     log_level: LogFilter = "info", env "HERALD_LOG", flag "log", secret false,
