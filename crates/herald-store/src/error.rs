@@ -31,19 +31,19 @@ pub(crate) fn missing_as_not_found(err: sqlx::Error, classify: impl Fn(sqlx::Err
     }
 }
 
-/// PostgreSQL connection, shutdown and serialisation classes; SQLite BUSY and LOCKED.
+/// Errors of the store as a whole, not of one record: PostgreSQL connection, shutdown,
+/// serialisation, read-only after a failover (25006), statement timeout (57014), lock not
+/// available (55P03) and insufficient resources (53…); SQLite BUSY, LOCKED, I/O error and disk full,
+/// by their primary code (sqlx reports extended codes such as 517 or 773).
 fn is_transient(code: Option<&str>) -> bool {
-    match code {
-        Some(code) => {
-            code.starts_with("08")
-                || code.starts_with("57P")
-                || code == "40001"
-                || code == "40P01"
-                || code == "5"
-                || code == "6"
-        }
-        None => false,
+    let Some(code) = code else { return false };
+    if let Ok(sqlite) = code.parse::<u32>() {
+        return matches!(sqlite & 0xff, 5 | 6 | 10 | 13);
     }
+    code.starts_with("08")
+        || code.starts_with("57P")
+        || code.starts_with("53")
+        || matches!(code, "40001" | "40P01" | "25006" | "57014" | "55P03")
 }
 
 /// A stored row that no longer satisfies the domain's rules.

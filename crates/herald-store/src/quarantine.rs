@@ -15,9 +15,10 @@ use crate::{columns::Stamp, error::corrupt};
 /// newest failures are taken again early, which only means they fail again sooner.
 pub(crate) const HELD_MAX: i64 = 10_000;
 
-/// The records of worker `$1` to leave out at `$2`: quarantined, or backed off past it.
-pub(crate) const HELD_NOW: &str = "SELECT record FROM held_records WHERE worker = $1 \
-     AND (quarantined_at IS NOT NULL OR retry_at > $2) ORDER BY last_failed_at LIMIT $3";
+/// The records of workers `$1` and `$4` to leave out at `$2`: quarantined, or backed off past it;
+/// the latest failures first, should there be more than the bound.
+pub(crate) const HELD_NOW: &str = "SELECT record FROM held_records WHERE worker IN ($1, $4) \
+     AND (quarantined_at IS NOT NULL OR retry_at > $2) ORDER BY last_failed_at DESC LIMIT $3";
 
 /// Counts a failure: a new entry, or one more failure in a row of an entry there.
 const COUNT_FAILURE: &str = "INSERT INTO held_records (id, worker, record, reason, error, failures, \
@@ -27,7 +28,7 @@ const COUNT_FAILURE: &str = "INSERT INTO held_records (id, worker, record, reaso
 
 /// Sets when the record is taken again, and whether it is quarantined.
 const BACK_OFF: &str = "UPDATE held_records SET retry_at = $2, \
-     quarantined_at = CASE WHEN $3 THEN COALESCE(quarantined_at, $4) ELSE NULL END WHERE id = $1";
+     quarantined_at = CASE WHEN $3 THEN COALESCE(quarantined_at, $4) ELSE quarantined_at END WHERE id = $1";
 
 const BY_RECORD: &str = "SELECT * FROM held_records WHERE worker = $1 AND record = $2";
 
@@ -178,7 +179,7 @@ where
         let delay = chrono::Duration::from_std(policy.delay(held.failures)).unwrap_or(chrono::Duration::MAX);
         held.retry_at = now.checked_add_signed(delay).unwrap_or(now);
         let quarantine = policy.quarantines(held.failures, held.reason);
-        let at = if quarantine { Some(held.quarantined_at.unwrap_or(now)) } else { None };
+        let at = if quarantine { Some(held.quarantined_at.unwrap_or(now)) } else { held.quarantined_at };
         let query =
             sqlx::query::<DB>(BACK_OFF).bind(held.id.0).bind(Stamp(held.retry_at)).bind(quarantine).bind(Stamp(now));
         (query, at)
@@ -220,9 +221,9 @@ where
     sqlx::query::<DB>(PRUNE).bind(Stamp(before)).bind(i64::from(limit))
 }
 
-/// The records of `worker` to leave out at `now` (see [`HELD_NOW`]).
+/// The records of `workers` to leave out at `now` (see [`HELD_NOW`]).
 pub(crate) fn held_now<'q, DB>(
-    worker: Worker,
+    workers: [Worker; 2],
     now: DateTime<Utc>,
 ) -> sqlx::query::QueryScalar<'q, DB, String, <DB as sqlx::Database>::Arguments>
 where
@@ -233,5 +234,9 @@ where
     String: sqlx::Type<DB> + for<'r> sqlx::Decode<'r, DB>,
     (String,): for<'r> FromRow<'r, DB::Row>,
 {
-    sqlx::query_scalar::<DB, String>(HELD_NOW).bind(worker.as_str()).bind(Stamp(now)).bind(HELD_MAX)
+    sqlx::query_scalar::<DB, String>(HELD_NOW)
+        .bind(workers[0].as_str())
+        .bind(Stamp(now))
+        .bind(HELD_MAX)
+        .bind(workers[1].as_str())
 }

@@ -190,17 +190,25 @@ impl Relay {
             }
         }
         let mut published = Vec::new();
+        let mut refused = Vec::new();
         for (stream, events) in streams {
             match self.publish(&events).await {
                 Ok(()) => published.extend(events),
                 Err(BrokerError::Other(err)) => {
-                    let failure =
-                        ItemFailure::new(Worker::Relay, stream, FailureReason::Refused, with_causes(err.as_ref()));
-                    self.failures.record(&failure, now).await;
+                    let error = with_causes(err.as_ref());
+                    refused.push(ItemFailure::new(Worker::Relay, stream, FailureReason::Refused, error));
                 }
                 Err(err) => return Err(err),
             }
         }
+        // Every stream refused: the broker refuses the relay (permissions, a full server), not
+        // one stream's events; the pass fails and is retried, no stream is blamed.
+        if published.is_empty()
+            && let Some(first) = refused.first()
+        {
+            return Err(BrokerError::Other(first.error.clone().into()));
+        }
+        self.failures.record_all(&refused, now).await;
         Ok(published)
     }
 

@@ -26,7 +26,7 @@ pub trait QuarantineStore: Send + Sync {
     /// The entry of `record` of `worker`, if it failed lately.
     async fn held_record(&self, worker: Worker, record: &str) -> Result<Option<HeldRecord>, StoreError>;
 
-    /// Quarantined records, newest first, before `before`, at most `limit`.
+    /// Quarantined records, the latest to start failing first, before `before`, at most `limit`.
     async fn quarantined(&self, before: Option<HeldId>, limit: u32) -> Result<Vec<HeldRecord>, StoreError>;
 
     /// Deletes the entry `id` (its record is taken again at its worker's next pass, its failures

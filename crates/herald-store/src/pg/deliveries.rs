@@ -58,7 +58,7 @@ impl DeliveryStore for PgStore {
         lease: Duration,
     ) -> Result<Claimed, StoreError> {
         let lease_until = now + chrono::Duration::from_std(lease).map_err(|e| StoreError::Other(Box::new(e)))?;
-        let held = held_ids(&self.pool, Worker::Scheduler, now).await?;
+        let held = held_ids(&self.pool, [Worker::Scheduler, Worker::Sender], now).await?;
         let rows = sqlx::query(
             "WITH due AS (SELECT number FROM deliveries WHERE status = 'pending' AND next_attempt_at <= $1 \
                           AND NOT (id = ANY($4)) ORDER BY next_attempt_at, number LIMIT $2 FOR UPDATE SKIP LOCKED) \

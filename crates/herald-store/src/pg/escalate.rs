@@ -47,12 +47,15 @@ impl PgStore {
         .await
         .map_err(err)?;
         for row in &rows {
-            touched.insert(row.try_get("notice_id").map_err(err)?);
-            pass.steps
-                .push(decode::step_change(row.try_get("channel").map_err(err)?, row.try_get("status").map_err(err)?)?);
+            let id: Uuid = row.try_get("notice_id").map_err(err)?;
+            touched.insert(id);
+            match decode::step_change(row.try_get("channel").map_err(err)?, row.try_get("status").map_err(err)?) {
+                Ok(change) => pass.steps.push(change),
+                Err(e) => pass.failed.push(crate::unreadable::unreadable(Worker::Escalation, id.to_string(), &e)),
+            }
         }
 
-        let held = held_ids(&self.pool, Worker::Escalation, now).await?;
+        let held = held_ids(&self.pool, [Worker::Escalation; 2], now).await?;
         let mut tx = self.pool.begin().await.map_err(err)?;
         let due = sqlx::query(
             "SELECT s.notice_id, s.idx, u.email, u.phone, u.timezone, u.preferences, u.webhook_url \

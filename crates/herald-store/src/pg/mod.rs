@@ -324,12 +324,12 @@ impl UserStore for PgStore {
 }
 crate::quarantine::quarantine_store!(PgStore, pool, pool, err);
 
-/// The ids of `worker`'s records held back at `now`.
+/// The ids of the records `workers` hold back at `now`.
 async fn held_ids(
     pool: impl sqlx::PgExecutor<'_>,
-    worker: herald_core::quarantine::Worker,
+    workers: [herald_core::quarantine::Worker; 2],
     now: DateTime<Utc>,
 ) -> Result<Vec<uuid::Uuid>, StoreError> {
-    let held = crate::quarantine::held_now(worker, now).fetch_all(pool).await.map_err(err)?;
+    let held = crate::quarantine::held_now(workers, now).fetch_all(pool).await.map_err(err)?;
     Ok(held.iter().filter_map(|r| r.parse().ok()).collect())
 }

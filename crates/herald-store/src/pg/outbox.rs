@@ -142,7 +142,8 @@ impl OutboxStore for PgStore {
     /// before another but the channel lock after it holds the later offset with the smaller xid,
     /// and could pass the horizon first.
     async fn unpublished_events(&self, limit: u32) -> Result<Unpublished, StoreError> {
-        let held = crate::quarantine::held_now(Worker::Relay, Utc::now()).fetch_all(&self.pool).await.map_err(err)?;
+        let held =
+            crate::quarantine::held_now([Worker::Relay; 2], Utc::now()).fetch_all(&self.pool).await.map_err(err)?;
         let rows = sqlx::query(
             "WITH horizon AS (SELECT pg_snapshot_xmin(pg_current_snapshot()) AS xmin), \
              candidates AS (SELECT * FROM outbox WHERE published_at IS NULL AND NOT (channel = ANY($2)) \

@@ -57,7 +57,7 @@ impl DeliveryStore for SqliteStore {
         limit: u32,
         lease: Duration,
     ) -> Result<Claimed, StoreError> {
-        let held = held_ids(&self.reader, Worker::Scheduler, now).await?;
+        let held = held_ids(&self.reader, [Worker::Scheduler, Worker::Sender], now).await?;
         let rows = sqlx::query(
             "UPDATE deliveries SET status = 'sending', lease_until = ?1, updated_at = ?2 WHERE number IN \
              (SELECT number FROM deliveries WHERE status = 'pending' AND next_attempt_at <= ?2 \

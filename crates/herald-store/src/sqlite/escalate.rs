@@ -36,7 +36,7 @@ impl SqliteStore {
     ) -> Result<Escalation, StoreError> {
         let mut pass = Escalation::default();
         let mut touched: HashSet<Uuid> = HashSet::new();
-        let held = held_ids(&self.reader, Worker::Escalation, now).await?;
+        let held = held_ids(&self.reader, [Worker::Escalation; 2], now).await?;
         let mut tx = self.writer.begin().await.map_err(err)?;
         // Steps whose deliveries reported.
         let rows = sqlx::query(
@@ -50,9 +50,12 @@ impl SqliteStore {
         .await
         .map_err(err)?;
         for row in &rows {
-            touched.insert(row.try_get("notice_id").map_err(err)?);
-            pass.steps
-                .push(decode::step_change(row.try_get("channel").map_err(err)?, row.try_get("status").map_err(err)?)?);
+            let id: Uuid = row.try_get("notice_id").map_err(err)?;
+            touched.insert(id);
+            match decode::step_change(row.try_get("channel").map_err(err)?, row.try_get("status").map_err(err)?) {
+                Ok(change) => pass.steps.push(change),
+                Err(e) => pass.failed.push(crate::unreadable::unreadable(Worker::Escalation, id.to_string(), &e)),
+            }
         }
 
         let due = sqlx::query(

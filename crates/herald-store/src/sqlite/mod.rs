@@ -356,14 +356,14 @@ impl UserStore for SqliteStore {
 }
 crate::quarantine::quarantine_store!(SqliteStore, writer, reader, err);
 
-/// The ids of `worker`'s records held back at `now`, as a JSON array of their hex forms (for
+/// The ids of the records `workers` hold back at `now`, as a JSON array of their hex forms (for
 /// `id NOT IN (SELECT unhex(value) FROM json_each(…))`).
 async fn held_ids(
     pool: impl sqlx::SqliteExecutor<'_>,
-    worker: herald_core::quarantine::Worker,
+    workers: [herald_core::quarantine::Worker; 2],
     now: DateTime<Utc>,
 ) -> Result<String, StoreError> {
-    let held = crate::quarantine::held_now(worker, now).fetch_all(pool).await.map_err(err)?;
+    let held = crate::quarantine::held_now(workers, now).fetch_all(pool).await.map_err(err)?;
     let hex: Vec<String> =
         held.iter().filter_map(|r| r.parse::<uuid::Uuid>().ok()).map(|id| id.simple().to_string()).collect();
     serde_json::to_string(&hex).map_err(|e| StoreError::Other(Box::new(e)))

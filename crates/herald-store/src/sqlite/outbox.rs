@@ -62,7 +62,8 @@ fn seq_list(seqs: &[i64]) -> Result<String, StoreError> {
 #[async_trait]
 impl OutboxStore for SqliteStore {
     async fn unpublished_events(&self, limit: u32) -> Result<Unpublished, StoreError> {
-        let held = crate::quarantine::held_now(Worker::Relay, Utc::now()).fetch_all(&self.reader).await.map_err(err)?;
+        let held =
+            crate::quarantine::held_now([Worker::Relay; 2], Utc::now()).fetch_all(&self.reader).await.map_err(err)?;
         let rows = sqlx::query(
             "SELECT * FROM outbox WHERE published_at IS NULL \
              AND channel NOT IN (SELECT value FROM json_each(?2)) ORDER BY seq LIMIT ?1",

@@ -76,6 +76,11 @@ async fn failures_back_off_then_quarantine(backend: Backend) {
     let third = store.record_failure(&failure, &policy, later).await.expect("third");
     assert!(third.quarantined_at.is_some(), "quarantined at the third failure");
     assert_eq!(third.retry_at.timestamp_micros(), (later + chrono::Duration::seconds(25)).timestamp_micros());
+    // A later failure for another reason leaves it quarantined.
+    let fourth = ItemFailure::new(Worker::Scheduler, due.id.to_string(), FailureReason::Failing, "again");
+    let fourth = store.record_failure(&fourth, &policy, later).await.expect("fourth");
+    let micros = |at: Option<chrono::DateTime<Utc>>| at.map(|at| at.timestamp_micros());
+    assert_eq!(micros(fourth.quarantined_at), micros(third.quarantined_at), "still quarantined, since the third");
     let listed = store.quarantined(None, 10).await.expect("list");
     assert_eq!(listed.iter().map(|h| h.id).collect::<Vec<_>>(), [first.id]);
     assert_eq!(store.held_record(Worker::Scheduler, &due.id.to_string()).await.expect("read"), Some(listed[0].clone()));
@@ -93,6 +98,13 @@ async fn failures_back_off_then_quarantine(backend: Backend) {
         store.claim_due_deliveries(much_later, 10, Duration::from_secs(60)).await.expect("claim").deliveries.len(),
         1
     );
+    // A delivery the sender backed off is left out of claims as well.
+    let sent_twice = log_delivery(much_later);
+    store.create_deliveries(std::slice::from_ref(&sent_twice)).await.expect("create");
+    let refused = ItemFailure::new(Worker::Sender, sent_twice.id.to_string(), FailureReason::Failing, "refused");
+    store.record_failure(&refused, &policy, much_later).await.expect("record");
+    let claimed = store.claim_due_deliveries(much_later, 10, Duration::from_secs(60)).await.expect("claim");
+    assert!(claimed.deliveries.iter().all(|d| d.id != sent_twice.id), "held by the sender");
     // An unreadable record is quarantined at its first failure; a backed-off one is pruned once due.
     let unreadable = ItemFailure::new(Worker::Relay, "user:x", FailureReason::Unreadable, "bad row");
     assert!(store.record_failure(&unreadable, &policy, now).await.expect("record").quarantined_at.is_some());
