@@ -136,11 +136,13 @@ fn one_line(text: &str, max: usize, bounds: &'static str) -> Result<(), &'static
     Ok(())
 }
 
+pub mod accounts;
 pub mod apikey;
 pub mod auth;
 pub mod body;
 pub mod broker;
 pub mod calendar;
+pub mod caller;
 pub mod campaign;
 pub mod change;
 pub mod clock;

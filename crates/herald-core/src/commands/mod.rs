@@ -1,5 +1,6 @@
 //! The use cases, as commands. [`registry`] lists every command Herald serves.
 
+pub mod accounts;
 pub mod api_keys;
 pub mod attachments;
 pub mod auth;
@@ -40,6 +41,8 @@ pub fn registry() -> Registry {
         .register(auth::Login)
         .register(users::Me)
         .register(users::List)
+        .register(accounts::SetRole)
+        .register(accounts::Delete)
         .register(users::Webhook)
         .register(users::SetWebhook)
         .register(profile::UpdateMe)
