@@ -79,7 +79,7 @@ pub enum GcCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum UsersCommand {
-    /// Create an account; with --admin, an administrator (the only way to make one).
+    /// Create an account; with --admin, an administrator (how the first one is made).
     Create {
         #[arg(long)]
         email: String,
