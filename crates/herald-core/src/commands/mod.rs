@@ -233,10 +233,12 @@ mod tests {
                 "tasks.get",
                 "tasks.list",
                 "tasks.update",
+                "users.delete",
                 "users.list",
                 "users.me",
                 "users.preferences",
                 "users.set_preferences",
+                "users.set_role",
                 "users.set_webhook",
                 "users.update_me",
                 "users.webhook"

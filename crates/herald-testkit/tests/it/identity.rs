@@ -69,6 +69,11 @@ async fn a_deleted_accounts_token_and_socket_stop_on_every_transport(app: &TestA
     let mut socket = WsClient::connect(&ws_url, &ada, "phone").await.expect("a session");
     let subscribed = socket.subscribe(&format!("user:{ada_id}"), None).await;
     assert_eq!(subscribed["ok"], true, "{subscribed}");
+    // And a stock Socket.io client, when Node.js and the packages of tests/js are there.
+    let mut sio = herald_testkit::node::SioClient::spawn();
+    if let Some(sio) = sio.as_mut() {
+        sio.connect(&app.base, &ada, "browser").await.expect("a Socket.io session");
+    }
 
     let user = app.user("bob@example.org").await;
     let forbidden = delete(app, &user, &ada_id).await;
@@ -86,6 +91,14 @@ async fn a_deleted_accounts_token_and_socket_stop_on_every_transport(app: &TestA
     };
     assert_eq!(close["code"], "account_gone", "{close}");
     assert!(socket.next_frame(Duration::from_secs(5)).await.is_none(), "and the socket ends");
+    if let Some(sio) = sio.as_mut() {
+        let close = sio.next_notice(Duration::from_secs(10)).await.expect("Socket.io: a close event");
+        assert_eq!((&close["kind"], &close["data"]["code"]), (&json!("close"), &json!("account_gone")), "{close}");
+        let ended = sio.next_notice(Duration::from_secs(10)).await.expect("Socket.io: then a disconnect");
+        assert_eq!(ended["kind"], "disconnected", "{ended}");
+        let refused = sio.connect(&app.base, &ada, "browser-2").await.expect_err("no new Socket.io session");
+        assert!(refused["message"].as_str().is_some_and(|m| m.starts_with("invalid_token")), "{refused}");
+    }
 
     // REST: every route, never a 500.
     for (method, path, body) in [
