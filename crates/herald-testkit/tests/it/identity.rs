@@ -81,14 +81,7 @@ async fn a_deleted_accounts_token_and_socket_stop_on_every_transport(app: &TestA
     assert_eq!(delete(app, &root, &ada_id).await.status, StatusCode::NO_CONTENT);
 
     // The open socket is told why, then closed.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    let close = loop {
-        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-        let frame = socket.next_frame(left).await.expect("a close frame before the socket ends");
-        if frame["op"] == "close" {
-            break frame;
-        }
-    };
+    let close = socket.next_op("close", Duration::from_secs(10)).await.expect("a close frame before the socket ends");
     assert_eq!(close["code"], "account_gone", "{close}");
     assert!(socket.next_frame(Duration::from_secs(5)).await.is_none(), "and the socket ends");
     if let Some(sio) = sio.as_mut() {
