@@ -160,6 +160,7 @@ fn percentile_ms(sorted: &[u64], p: f64) -> f64 {
 
 pub mod broadcast;
 pub mod mailing;
+pub mod me;
 pub mod notify;
 pub mod realtime;
 pub mod soak;

@@ -7,7 +7,7 @@ use std::{collections::BTreeMap, path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand};
 use herald::config::{self, Flags};
-use herald_bench::{broadcast, mailing, notify, realtime, soak};
+use herald_bench::{broadcast, mailing, me, notify, realtime, soak};
 
 /// Measure Herald against the configured backends (use a scratch database: it writes rows).
 #[derive(Debug, Parser)]
@@ -87,6 +87,14 @@ pub enum Command {
         #[arg(long, value_enum, default_value = "store")]
         via: realtime::Via,
     },
+    /// A token's cost: start `herald serve` in this process, make one account, and call
+    /// `GET /api/v1/me` with its token from N clients for S seconds (requests/s, p50, p99).
+    Me {
+        #[arg(long, default_value_t = 16)]
+        concurrency: usize,
+        #[arg(long, default_value_t = 20)]
+        seconds: u64,
+    },
     /// A long run under churn: start `herald serve` (the binary at --server) as a child on HERALD_HTTP_ADDR; keep N
     /// WebSocket sessions open, each subscribing, receiving and acking events and dropping after
     /// a random lifetime (then replaced), while events are written at a steady rate; sample the
@@ -145,6 +153,7 @@ async fn run(command: Command, config: &config::Config, server: &std::path::Path
             let options = soak::SoakOptions { sessions, users, rate, seconds, lifetime, sample };
             soak::soak(config, server, options).await?.print(config);
         }
+        Command::Me { concurrency, seconds } => me::me(config, concurrency, seconds).await?.print(config),
         Command::Broadcast { batch, batches } => broadcast::broadcast(config, batch, batches).await?.print(config),
         Command::Notify { notices, users, after } => {
             notify::notify(config, notices, users, after).await?.print(config);

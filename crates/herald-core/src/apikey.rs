@@ -78,11 +78,13 @@ pub struct ApiKey {
 pub struct KeyCaller {
     pub id: ApiKeyId,
     pub scopes: Vec<ApiScope>,
-    /// Who the key acts as: its maker, with the admin role (the scopes narrow it).
+    /// Who the key acts as: its maker, with the maker's current role (the scopes narrow it).
     pub identity: Identity,
 }
 
 impl KeyCaller {
+    /// The caller of a live key. Its role is its maker's as the store says it is now, set on
+    /// every call ([`crate::caller::current`]); until then the admin role, as only admins make keys.
     pub fn of(key: &ApiKey) -> Self {
         Self {
             id: key.id,

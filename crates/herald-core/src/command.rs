@@ -44,10 +44,11 @@ impl Access {
         match (self, caller) {
             (Access::Public, _) => Ok(()),
             (_, Caller::Anonymous) => Err(ApiError::new(ErrorCode::Unauthorized, "an access token is required")),
-            // A key acts as an admin; its scopes are checked against the command's name.
+            // A key acts with its maker's role; its scopes are checked against the command's name.
             (Access::User, Caller::User(_) | Caller::Key(_)) => Ok(()),
-            (Access::Admin, Caller::User(Identity { role: Role::Admin, .. }) | Caller::Key(_)) => Ok(()),
-            (Access::Admin, Caller::User(_)) => {
+            (Access::Admin, Caller::User(Identity { role: Role::Admin, .. })) => Ok(()),
+            (Access::Admin, Caller::Key(key)) if key.identity.role == Role::Admin => Ok(()),
+            (Access::Admin, Caller::User(_) | Caller::Key(_)) => {
                 Err(ApiError::new(ErrorCode::Forbidden, "this command requires the admin role"))
             }
         }
@@ -385,6 +386,7 @@ impl Registry {
             error.code = tracing::field::Empty,
         );
         let result = async {
+            let cx = Ctx { caller: crate::caller::current(svc.store.as_ref(), cx.caller).await?, ..cx };
             info.access.check(&cx.caller)?;
             if let Caller::Key(key) = &cx.caller {
                 key.check(info.name)?;

@@ -136,11 +136,13 @@ fn one_line(text: &str, max: usize, bounds: &'static str) -> Result<(), &'static
     Ok(())
 }
 
+pub mod accounts;
 pub mod apikey;
 pub mod auth;
 pub mod body;
 pub mod broker;
 pub mod calendar;
+pub mod caller;
 pub mod campaign;
 pub mod change;
 pub mod clock;
@@ -229,7 +231,8 @@ impl Herald {
     /// The context of a call with this `Authorization` value, for every transport: anonymous
     /// without one, a user with a valid `Bearer` token, a service with a live API key; a present
     /// but malformed, forged, expired or revoked one is refused outright, even for public
-    /// commands. The token is kept in case the command runs in another process.
+    /// commands. The token is kept in case the command runs in another process. Whether its
+    /// account still exists, and with which role, is read when the command runs ([`caller`]).
     pub async fn authenticate(&self, authorization: Option<&[u8]>) -> Result<command::Ctx, ApiError> {
         let Some(value) = authorization else { return Ok(Caller::Anonymous.into()) };
         let token = std::str::from_utf8(value)

@@ -276,7 +276,7 @@ pub trait CampaignStore: Send + Sync {
 
 /// Accounts.
 #[async_trait]
-pub trait UserStore: Send + Sync {
+pub trait UserStore: crate::accounts::AccountStore + Send + Sync {
     /// Stores a new user. A taken email is `Conflict { constraint: "users_email_key" }`.
     async fn create_user(&self, user: &NewUser) -> Result<(), StoreError>;
 

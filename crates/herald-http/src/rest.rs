@@ -125,6 +125,8 @@ pub const ROUTES: &[Route] = &[
     Route::new("POST", "/api/v1/me/notifications/read-all", "notifications.read_all", Nothing, 200),
     Route::new("POST", "/api/v1/me/notifications/{id}/read", "notifications.read", Nothing, 200),
     Route::new("GET", "/api/v1/users", "users.list", Query, 200),
+    Route::new("PATCH", "/api/v1/users/{id}", "users.set_role", Body, 200),
+    Route::new("DELETE", "/api/v1/users/{id}", "users.delete", Nothing, 204),
     Route::new("GET", "/api/v1/me/webhook", "users.webhook", Nothing, 200),
     Route::new("PUT", "/api/v1/me/webhook", "users.set_webhook", Body, 200),
     Route::new("POST", "/api/v1/tasks", "tasks.create", Body, 201).versioned(),

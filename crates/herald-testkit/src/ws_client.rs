@@ -159,16 +159,22 @@ impl WsClient {
         self.read(wait).await
     }
 
-    /// The next `event` frame, or `None` after `wait`; other frames are dropped.
-    pub async fn next_event(&mut self, wait: Duration) -> Option<Value> {
+    /// The next frame whose `op` is `op`, or `None` after `wait` or when closed; other frames
+    /// are dropped.
+    pub async fn next_op(&mut self, op: &str, wait: Duration) -> Option<Value> {
         let deadline = tokio::time::Instant::now() + wait;
         loop {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
             let frame = self.next_frame(left).await?;
-            if frame["op"] == "event" {
+            if frame["op"] == op {
                 return Some(frame);
             }
         }
+    }
+
+    /// The next `event` frame, or `None` after `wait`; other frames are dropped.
+    pub async fn next_event(&mut self, wait: Duration) -> Option<Value> {
+        self.next_op("event", wait).await
     }
 
     /// `n` events, in arrival order; panics naming what came when fewer arrive within `wait`.

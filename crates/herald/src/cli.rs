@@ -79,7 +79,7 @@ pub enum GcCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum UsersCommand {
-    /// Create an account; with --admin, an administrator (the only way to make one).
+    /// Create an account; with --admin, an administrator (how the first one is made).
     Create {
         #[arg(long)]
         email: String,
@@ -95,6 +95,18 @@ pub enum UsersCommand {
         /// Give the account the admin role.
         #[arg(long)]
         admin: bool,
+    },
+    /// Change an account's role (refused for the only administrator's demotion).
+    SetRole {
+        #[command(flatten)]
+        which: crate::accounts::Which,
+        #[arg(long, value_enum)]
+        role: crate::accounts::RoleArg,
+    },
+    /// Delete an account with everything that is theirs (not the only administrator).
+    Delete {
+        #[command(flatten)]
+        which: crate::accounts::Which,
     },
 }
 
@@ -210,6 +222,18 @@ async fn execute(command: Command, config: &config::Config) -> anyhow::Result<Ex
             let user = created
                 .map_err(|e| anyhow::anyhow!("{}", e.public_detail().to_owned() + " (" + e.code().as_str() + ")"))?;
             println!("created {} {} ({})", user.role.as_str(), user.email, user.id);
+        }
+        Command::Users { command: UsersCommand::SetRole { which, role } } => {
+            let store = app::open_store(config).await?;
+            let done = crate::accounts::run_set_role(store.as_ref(), which, role).await;
+            store.close().await;
+            done?;
+        }
+        Command::Users { command: UsersCommand::Delete { which } } => {
+            let store = app::open_store(config).await?;
+            let done = crate::accounts::run_delete(store.as_ref(), which).await;
+            store.close().await;
+            done?;
         }
         Command::Gc { command: GcCommand::Files } => {
             let store = app::open_store(config).await?;

@@ -1,6 +1,7 @@
 //! The `herald` binary's library half: configuration, CLI and the wiring of roles. The test kit
 //! starts the real application through [`app::start`].
 
+pub mod accounts;
 pub mod app;
 pub mod cli;
 pub mod config;

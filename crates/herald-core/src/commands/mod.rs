@@ -1,5 +1,6 @@
 //! The use cases, as commands. [`registry`] lists every command Herald serves.
 
+pub mod accounts;
 pub mod admin;
 pub mod api_keys;
 pub mod attachments;
@@ -42,6 +43,8 @@ pub fn registry() -> Registry {
         .register(auth::Login)
         .register(users::Me)
         .register(users::List)
+        .register(accounts::SetRole)
+        .register(accounts::Delete)
         .register(users::Webhook)
         .register(users::SetWebhook)
         .register(profile::UpdateMe)
@@ -236,10 +239,12 @@ mod tests {
                 "tasks.get",
                 "tasks.list",
                 "tasks.update",
+                "users.delete",
                 "users.list",
                 "users.me",
                 "users.preferences",
                 "users.set_preferences",
+                "users.set_role",
                 "users.set_webhook",
                 "users.update_me",
                 "users.webhook"

@@ -78,10 +78,7 @@ pub async fn create_user(
     }
 }
 
-/// A valid token for an account that is gone proves nothing any more.
-pub(crate) fn account_gone() -> ApiError {
-    ApiError::new(ErrorCode::InvalidToken, "the account of this token no longer exists")
-}
+pub(crate) use crate::caller::account_gone;
 
 /// An input with no fields.
 #[derive(Debug, Deserialize, ToSchema)]

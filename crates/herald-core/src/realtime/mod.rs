@@ -225,7 +225,11 @@ impl Engine {
                                     event.id = %message.id,
                                 )
                             });
-                            span.in_scope(|| self.inner.hub.dispatch(Arc::new(EventBody::from(envelope))));
+                            let body = Arc::new(EventBody::from(envelope));
+                            span.in_scope(|| self.inner.hub.dispatch(body.clone()));
+                            if let Some(user) = gone_account(&body) {
+                                self.close_user(user);
+                            }
                         }
                         Err(err) => {
                             tracing::warn!(id = %message.id, error = %err, "dropping an undecodable live event")
@@ -265,6 +269,16 @@ impl Engine {
         }
     }
 
+    /// Closes every open session of `user` on this process (their account was deleted).
+    fn close_user(&self, user: UserId) {
+        let open: Vec<Arc<Session>> =
+            self.inner.open.lock().get(&user).into_iter().flat_map(|s| s.values()).filter_map(Weak::upgrade).collect();
+        for session in open {
+            session.close_with(ErrorCode::AccountGone.as_str(), "this account was deleted");
+            session.ended();
+        }
+    }
+
     /// Closes every open session of this process.
     fn close_all(&self, code: &str, message: &str) {
         let open: Vec<Arc<Session>> =
@@ -274,9 +288,10 @@ impl Engine {
         }
     }
 
-    /// Authenticates a handshake: the bearer token and the client's session id; refuses a user
-    /// who has as many sessions open here as allowed (unless this one resumes one of them).
-    pub fn authenticate(
+    /// Authenticates a handshake: the bearer token (whose account must still exist; the session
+    /// gets its current role) and the client's session id; refuses a user who has as many
+    /// sessions open here as allowed (unless this one resumes one of them).
+    pub async fn authenticate(
         &self,
         token: Option<&str>,
         session: Option<&str>,
@@ -287,6 +302,7 @@ impl Engine {
         })?;
         let svc = &self.inner.herald.services;
         let (identity, expires) = svc.tokens.verify_until(token, svc.clock.now())?;
+        let identity = crate::caller::current_identity(svc.store.as_ref(), identity).await?;
         let session = SessionId::parse(session.unwrap_or_default())?;
         let open = self.inner.open.lock();
         self.check_session_room(open.get(&identity.user_id), &session)?;
@@ -370,5 +386,16 @@ impl Inner {
         if sessions.is_empty() {
             open.remove(&user);
         }
+    }
+}
+
+/// The account an `account.gone` event on a user's own stream names (see [`crate::accounts`]).
+fn gone_account(event: &EventBody) -> Option<UserId> {
+    if event.kind != crate::accounts::ACCOUNT_GONE_EVENT {
+        return None;
+    }
+    match crate::stream::StreamName::parse(&event.channel).ok()? {
+        crate::stream::StreamName::User(user) => Some(user),
+        _ => None,
     }
 }

@@ -337,13 +337,16 @@ impl Session {
     }
 
     /// Who may read what: a user their own stream, a room's members the room's, administrators a
-    /// mailing's.
+    /// mailing's. The account is read first: a deleted one may read nothing (`invalid_token`),
+    /// a demoted one no mailing.
     async fn authorize(&self, stream: StreamName) -> Result<(), ApiError> {
-        let me = self.identity.user_id;
+        let svc = &self.gw.herald.services;
+        let identity = crate::caller::current_identity(svc.store.as_ref(), self.identity).await?;
+        let me = identity.user_id;
         match stream {
             StreamName::User(user) if user == me => Ok(()),
             StreamName::User(_) => Err(ApiError::new(ErrorCode::Forbidden, "only the user may read their own channel")),
-            StreamName::Mailing(_) if self.identity.role == Role::Admin => Ok(()),
+            StreamName::Mailing(_) if identity.role == Role::Admin => Ok(()),
             StreamName::Mailing(_) => {
                 Err(ApiError::new(ErrorCode::Forbidden, "only administrators may follow a mailing's progress"))
             }

@@ -173,7 +173,7 @@ pub(super) fn layer(gateway: Engine) -> SocketIoLayer {
             let auth = auth.unwrap_or(Auth { token: None, session: None });
             let peer = crate::peer::client_ip(socket.req_parts(), &gateway.options().trusted_proxies);
             let handshake =
-                gateway.authenticate(auth.token.as_deref(), auth.session.as_deref(), peer).map_err(Refused)?;
+                gateway.authenticate(auth.token.as_deref(), auth.session.as_deref(), peer).await.map_err(Refused)?;
             let outlet = Box::new(SioOutlet { socket: socket.clone() });
             let session = gateway.open_session(handshake, outlet, admission).map_err(Refused)?;
             socket.extensions.insert(Attached(session));

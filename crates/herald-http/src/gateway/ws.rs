@@ -262,7 +262,7 @@ async fn hello(
     };
     match serde_json::from_str::<ClientFrame>(text.as_str()) {
         Ok(ClientFrame::Hello { token, session }) => {
-            gateway.authenticate(token.as_deref(), session.as_deref(), peer).map(Some)
+            gateway.authenticate(token.as_deref(), session.as_deref(), peer).await.map(Some)
         }
         _ => Err(ApiError::new(
             ErrorCode::Unauthorized,

@@ -1,5 +1,6 @@
 //! [`PgStore`]: the PostgreSQL store, for deployments that outgrow one machine.
 
+mod accounts;
 mod calendar;
 mod campaigns;
 mod channels;

@@ -4,6 +4,7 @@
 //! this process queue in order instead of failing with `SQLITE_BUSY`; reads use a pool of
 //! read-only connections, which WAL mode lets run beside the writer.
 
+mod accounts;
 mod calendar;
 mod campaigns;
 mod channels;

@@ -55,6 +55,8 @@ pub struct Campaign {
     http: reqwest::Client,
     stop: CancellationToken,
     _files: tempfile::TempDir,
+    /// The accounts [`Campaign::token`] made.
+    accounts: parking_lot::Mutex<Vec<UserId>>,
 }
 
 impl Campaign {
@@ -104,13 +106,28 @@ impl Campaign {
         );
         let job = MailingsJob::new(pipe.store.clone(), pipe.metrics.clone());
         let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("client");
-        Self { pipe, scheduler, job, herald, base, http, stop, _files: files }
+        Self { pipe, scheduler, job, herald, base, http, stop, _files: files, accounts: Default::default() }
     }
 
-    /// A token for a new identity with `role`, valid at the paused clock's time.
-    pub fn token(&self, role: Role) -> String {
-        let identity = Identity { user_id: UserId::new(), role };
-        self.herald.services.tokens.issue(identity, self.pipe.clock.now()).access_token
+    /// A token for a new account with `role`, valid at the paused clock's time.
+    pub async fn token(&self, role: Role) -> String {
+        let user_id = UserId::new();
+        let account = crate::store_suite::new_user(&format!("{user_id}@example.org"), role);
+        let account =
+            herald_core::user::NewUser { user: herald_core::user::User { id: user_id, ..account.user }, ..account };
+        self.pipe.store.create_user(&account).await.expect("create the token's account");
+        self.accounts.lock().push(user_id);
+        self.herald.services.tokens.issue(Identity { user_id, role }, self.pipe.clock.now()).access_token
+    }
+
+    /// Deletes the accounts [`Campaign::token`] made (another administrator must exist).
+    pub async fn forget_token_accounts(&self) {
+        let accounts = std::mem::take(&mut *self.accounts.lock());
+        for user in accounts {
+            let gone =
+                herald_core::change::ChangeEvent::for_user(user, "test.gone", Value::Null, self.pipe.clock.now());
+            self.pipe.store.delete_user(user, &gone, self.pipe.clock.now()).await.expect("delete a token's account");
+        }
     }
 
     pub async fn send(&self, method: Method, path: &str, token: &str, body: Option<&Value>) -> Reply {
@@ -229,7 +246,7 @@ fn counts(stats: &Value) -> BTreeMap<String, u64> {
 /// its text once.
 pub async fn filters_pick_clients_by_code_tag_and_both(store: Arc<dyn herald_core::store::Store>, broker: &TestBroker) {
     let rig = Campaign::new(store, broker, 100).await;
-    let admin = rig.token(Role::Admin);
+    let admin = rig.token(Role::Admin).await;
     let clients = [
         ("79160000001", "vip", "Europe/Moscow"),
         ("79160000002", "new", "Europe/Moscow"),
@@ -298,8 +315,8 @@ pub async fn bad_input_is_refused_and_cancelling_stops_what_is_pending(
     broker: &TestBroker,
 ) {
     let rig = Campaign::new(store, broker, 100).await;
-    let admin = rig.token(Role::Admin);
-    let user = rig.token(Role::User);
+    let admin = rig.token(Role::Admin).await;
+    let user = rig.token(Role::User).await;
     let ok = json!({"phone": "79161234567", "timezone": "Europe/Moscow"});
     let reply = rig.send(Method::POST, "/api/v1/clients", &user, Some(&ok)).await;
     assert_eq!((reply.status, reply.code()), (StatusCode::FORBIDDEN, "forbidden"));
@@ -409,7 +426,7 @@ pub async fn a_large_mailing_is_made_in_chunks_while_it_sends(
     broker: &TestBroker,
 ) {
     let rig = Campaign::new(store, broker, 500).await;
-    let admin = rig.token(Role::Admin);
+    let admin = rig.token(Role::Admin).await;
     let total = herald_core::commands::mailings::FIRST_CHUNK as usize * 2 + 500;
     let phones: Vec<String> = (0..total).map(|i| format!("7916{i:07}")).collect();
     let clients: Vec<(&str, &str, &str)> = phones.iter().map(|p| (p.as_str(), "vip", "Europe/Moscow")).collect();

@@ -10,7 +10,7 @@ pub async fn a_future_mailing_starts_by_itself_and_stops_at_its_end(
     broker: &TestBroker,
 ) {
     let rig = Campaign::new(store, broker, 100).await;
-    let admin = rig.token(Role::Admin);
+    let admin = rig.token(Role::Admin).await;
     rig.bulk(&admin, &ndjson(&[("79160000001", "", "UTC"), ("79160000002", "", "UTC")])).await;
     let later = rig
         .mailing(&admin, json!({"start_at": "2026-11-22T10:00:00Z", "end_at": "2026-11-22T10:00:30Z", "text": "later"}))
@@ -68,7 +68,7 @@ pub async fn a_future_mailing_starts_by_itself_and_stops_at_its_end(
 /// (09:00 the next day); a client whose window opens only after the end is expired at once.
 pub async fn send_windows_follow_each_clients_zone(store: Arc<dyn herald_core::store::Store>, broker: &TestBroker) {
     let rig = Campaign::new(store, broker, 100).await;
-    let admin = rig.token(Role::Admin);
+    let admin = rig.token(Role::Admin).await;
     let clients = [
         ("79160000001", "", "Europe/Moscow"),
         ("79160000002", "", "America/New_York"),
@@ -130,7 +130,7 @@ pub async fn a_provider_outage_mid_mailing_loses_nothing(
     broker: &TestBroker,
 ) {
     let rig = Campaign::new(store, broker, 20).await;
-    let admin = rig.token(Role::Admin);
+    let admin = rig.token(Role::Admin).await;
     let clients: Vec<(String, &str, &str)> = (0..60).map(|i| (format!("7916{i:07}"), "", "UTC")).collect();
     let lines: Vec<(&str, &str, &str)> = clients.iter().map(|(p, t, z)| (p.as_str(), *t, *z)).collect();
     assert_eq!(rig.bulk(&admin, &ndjson(&lines)).await.body["created"], 60);
@@ -205,7 +205,7 @@ pub async fn a_provider_outage_mid_mailing_loses_nothing(
     }
     let unknown = format!("/api/v1/mailings/{}/timeline", uuid::Uuid::now_v7());
     assert_eq!(rig.send(Method::GET, &unknown, &admin, None).await.status, reqwest::StatusCode::NOT_FOUND);
-    let user = rig.token(Role::User);
+    let user = rig.token(Role::User).await;
     assert_eq!(rig.send(Method::GET, &path, &user, None).await.status, reqwest::StatusCode::FORBIDDEN);
     sender.stop().await;
     rig.finish().await;

@@ -11,9 +11,11 @@ use crate::{
     ws_client::WsClient,
 };
 
+mod accounts;
 mod notices;
 mod rooms;
 mod sessions;
+pub use accounts::*;
 pub use notices::*;
 pub use rooms::*;
 pub use sessions::*;

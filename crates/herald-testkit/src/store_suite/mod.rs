@@ -1,6 +1,7 @@
 //! The Store port's conformance suite, written once. `tests/it/store.rs` runs every function here
 //! against every backend; an adapter passes when it behaves exactly as the port's contract says.
 
+mod accounts;
 mod calendar;
 mod campaigns;
 mod channels;
@@ -19,6 +20,7 @@ use herald_core::{
     user::{Email, NewUser, Role, User, UserId, UserName},
 };
 
+pub use accounts::*;
 pub use calendar::*;
 pub use campaigns::*;
 pub use channels::*;

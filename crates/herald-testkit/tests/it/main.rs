@@ -68,6 +68,7 @@ mod events;
 mod files;
 mod files_s3;
 mod grpc;
+mod identity;
 mod long_running;
 mod mock_provider;
 mod nats_commands;

@@ -31,6 +31,7 @@ realtime_suite! {
         unacknowledged_events_come_again_after_a_reconnect,
         nothing_is_lost_across_a_gateway_restart,
         a_session_moves_between_gateway_instances,
+        a_deleted_accounts_sessions_close_on_every_gateway,
         a_gateway_cut_off_from_the_broker_catches_up_when_it_is_back,
         forged_tokens_and_other_users_channels_are_refused,
         recovery_fails_once_the_gap_has_left_the_stream,

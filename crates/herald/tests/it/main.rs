@@ -11,6 +11,7 @@ use std::{
 
 use serde_json::{Value, json};
 
+mod accounts;
 mod answers;
 mod sealed;
 mod split;
