@@ -162,4 +162,5 @@ pub mod broadcast;
 pub mod mailing;
 pub mod notify;
 pub mod realtime;
+pub mod refusals;
 pub mod soak;

@@ -58,6 +58,7 @@ macro_rules! api_tests {
 
 mod admin_console;
 mod api;
+mod bounded_errors;
 mod broker;
 mod campaigns;
 mod collector;
