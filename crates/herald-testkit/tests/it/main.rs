@@ -66,6 +66,7 @@ mod delivery;
 mod edge;
 mod email;
 mod events;
+mod file_modes;
 mod files;
 mod files_s3;
 mod grpc;
