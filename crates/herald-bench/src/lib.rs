@@ -163,4 +163,5 @@ pub mod mailing;
 pub mod me;
 pub mod notify;
 pub mod realtime;
+pub mod refusals;
 pub mod soak;

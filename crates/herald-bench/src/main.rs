@@ -7,7 +7,7 @@ use std::{collections::BTreeMap, path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand};
 use herald::config::{self, Flags};
-use herald_bench::{broadcast, mailing, me, notify, realtime, soak};
+use herald_bench::{broadcast, mailing, me, notify, realtime, refusals, soak};
 
 /// Measure Herald against the configured backends (use a scratch database: it writes rows).
 #[derive(Debug, Parser)]
@@ -95,6 +95,15 @@ pub enum Command {
         #[arg(long, default_value_t = 20)]
         seconds: u64,
     },
+    /// What a refused request costs: start `herald serve` in this process and POST four bodies
+    /// to /api/v1/auth/login, each refused before any password check: 1 MiB of unknown keys,
+    /// 1 MiB failing one field (an object of as many keys, or a string), a small body failing one
+    /// field; time the JSON parse and the input check alone (in process) and each request over
+    /// HTTP, and size each answer.
+    Refusals {
+        #[arg(long, default_value_t = 100)]
+        rounds: usize,
+    },
     /// A long run under churn: start `herald serve` (the binary at --server) as a child on HERALD_HTTP_ADDR; keep N
     /// WebSocket sessions open, each subscribing, receiving and acking events and dropping after
     /// a random lifetime (then replaced), while events are written at a steady rate; sample the
@@ -158,6 +167,7 @@ async fn run(command: Command, config: &config::Config, server: &std::path::Path
         Command::Notify { notices, users, after } => {
             notify::notify(config, notices, users, after).await?.print(config);
         }
+        Command::Refusals { rounds } => refusals::refusals(config, rounds).await?.print(config),
         Command::Mailing { clients, senders, schedulers } => {
             mailing::mailing(config, clients, senders, schedulers).await?.print(config);
         }

@@ -22,7 +22,7 @@ use crate::{
     Services,
     auth::{Caller, Identity},
     body::{Answer, Body, BodyUse},
-    error::{ApiError, ErrorCode, FieldError},
+    error::{ApiError, ErrorCode, FieldError, MAX_FIELD_ERRORS},
     user::Role,
 };
 
@@ -126,9 +126,9 @@ pub trait StreamCommand: Send + Sync + 'static {
 trait DynCommand: Send + Sync {
     async fn call(&self, svc: &Services, cx: &Ctx, input: Value, body: Option<Body>) -> Result<Answer, ApiError>;
 
-    /// The typed checks' failures (the newtypes' rules: phone, time zone, lengths, …) of every
-    /// top-level field of `input` not in `reported`, as field errors, however many fields fail.
-    fn typed_errors(&self, input: &Value, reported: &BTreeSet<String>) -> Vec<FieldError>;
+    /// The typed checks' failures (the newtypes' rules: phone, time zone, lengths, …) of the
+    /// top-level fields of `input` not in `reported`, as field errors: every one, up to `max`.
+    fn typed_errors(&self, input: &Value, reported: &BTreeSet<String>, max: usize) -> Vec<FieldError>;
 }
 
 /// The top-level field of a dotted field path (`filter.tags.0` → `filter`).
@@ -140,7 +140,7 @@ fn top_field(path: &str) -> &str {
 /// every field that fails it.
 fn decode<I: DeserializeOwned>(input: &Value) -> Result<I, ApiError> {
     serde_path_to_error::deserialize(input).map_err(|err| {
-        let mut errors = typed_errors::<I>(input, &BTreeSet::new());
+        let mut errors = typed_errors::<I>(input, &BTreeSet::new(), MAX_FIELD_ERRORS + 1);
         if errors.is_empty() {
             let field = err.path().to_string();
             let field = if field == "." { String::new() } else { field };
@@ -150,15 +150,15 @@ fn decode<I: DeserializeOwned>(input: &Value) -> Result<I, ApiError> {
     })
 }
 
-fn typed_errors<I: DeserializeOwned>(input: &Value, reported: &BTreeSet<String>) -> Vec<FieldError> {
+fn typed_errors<I: DeserializeOwned>(input: &Value, reported: &BTreeSet<String>, max: usize) -> Vec<FieldError> {
     let Value::Object(fields) = input else { return Vec::new() };
-    let mut fields = fields.clone();
-    fields.retain(|name, _| !reported.contains(name));
+    let mut fields: serde_json::Map<String, Value> =
+        fields.iter().filter(|(name, _)| !reported.contains(*name)).map(|(k, v)| (k.clone(), v.clone())).collect();
     let mut errors = Vec::new();
     // Serde stops at the first field that fails: record it, take the field out, go on. A field
     // taken out (or one the schema already reported) then fails as missing, after every present
     // field was read, which ends the search.
-    for _ in 0..=fields.len() {
+    for _ in 0..=fields.len().min(max.saturating_sub(1)) {
         let Err(err) = serde_path_to_error::deserialize::<_, I>(Value::Object(fields.clone())) else {
             break;
         };
@@ -187,8 +187,8 @@ impl<C: Command> DynCommand for Typed<C> {
         Ok(Answer::json(serde_json::to_value(output).map_err(ApiError::internal)?))
     }
 
-    fn typed_errors(&self, input: &Value, reported: &BTreeSet<String>) -> Vec<FieldError> {
-        typed_errors::<C::Input>(input, reported)
+    fn typed_errors(&self, input: &Value, reported: &BTreeSet<String>, max: usize) -> Vec<FieldError> {
+        typed_errors::<C::Input>(input, reported, max)
     }
 }
 
@@ -213,8 +213,8 @@ impl<C: StreamCommand> DynCommand for Streamed<C> {
         Ok(Answer { output: serde_json::to_value(output).map_err(ApiError::internal)?, body })
     }
 
-    fn typed_errors(&self, input: &Value, reported: &BTreeSet<String>) -> Vec<FieldError> {
-        typed_errors::<C::Input>(input, reported)
+    fn typed_errors(&self, input: &Value, reported: &BTreeSet<String>, max: usize) -> Vec<FieldError> {
+        typed_errors::<C::Input>(input, reported, max)
     }
 }
 
@@ -259,7 +259,7 @@ impl CommandInfo {
     /// field the schema did not already refuse, so one answer lists every bad field.
     pub fn check_input(&self, input: &Value) -> Result<(), ApiError> {
         self.check_schema(input)?;
-        let errors = self.command.typed_errors(input, &BTreeSet::new());
+        let errors = self.command.typed_errors(input, &BTreeSet::new(), MAX_FIELD_ERRORS + 1);
         if errors.is_empty() { Ok(()) } else { Err(ApiError::validation(errors)) }
     }
 
@@ -270,10 +270,10 @@ impl CommandInfo {
         let Err(err) = self.validate(input) else { return Ok(()) };
         let mut errors = err.field_errors().to_vec();
         let reported: BTreeSet<String> = errors.iter().map(|e| top_field(&e.field).to_owned()).collect();
-        if reported.contains("") {
+        if reported.contains("") || err.errors_truncated() {
             return Err(err);
         }
-        errors.extend(self.command.typed_errors(input, &reported));
+        errors.extend(self.command.typed_errors(input, &reported, MAX_FIELD_ERRORS + 1 - errors.len()));
         Err(ApiError::validation(errors))
     }
 

@@ -92,12 +92,19 @@ impl FieldError {
     }
 }
 
+/// The most field errors one answer lists: a validator stops once it has found one more (so an
+/// object of a hundred thousand unknown keys costs no more to refuse than one bad field), and the
+/// answer says `errors_truncated`.
+pub const MAX_FIELD_ERRORS: usize = 20;
+
 /// An error every transport can show a client. Cheap to clone; the cause is kept for logs only.
 #[derive(Clone)]
 pub struct ApiError {
     code: ErrorCode,
     detail: String,
     errors: Vec<FieldError>,
+    /// More fields failed than `errors` lists.
+    errors_truncated: bool,
     /// For `too_many_requests`: how long the client should wait (HTTP `Retry-After`).
     retry_after: Option<Duration>,
     source: Option<Arc<dyn StdError + Send + Sync>>,
@@ -106,7 +113,14 @@ pub struct ApiError {
 impl ApiError {
     /// An error with a code and a detail for the client.
     pub fn new(code: ErrorCode, detail: impl Into<String>) -> Self {
-        Self { code, detail: detail.into(), errors: Vec::new(), retry_after: None, source: None }
+        Self {
+            code,
+            detail: detail.into(),
+            errors: Vec::new(),
+            errors_truncated: false,
+            retry_after: None,
+            source: None,
+        }
     }
 
     /// `too_many_requests`, to be retried after `wait` (rounded up to whole seconds for clients).
@@ -121,9 +135,12 @@ impl ApiError {
         self.retry_after.map(|wait| (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1))
     }
 
-    /// `validation_failed` with one error per field.
-    pub fn validation(errors: Vec<FieldError>) -> Self {
+    /// `validation_failed` with one error per field: the first [`MAX_FIELD_ERRORS`] of them, and
+    /// `errors_truncated` when there were more.
+    pub fn validation(mut errors: Vec<FieldError>) -> Self {
         let mut err = Self::new(ErrorCode::ValidationFailed, "the input failed validation");
+        err.errors_truncated = errors.len() > MAX_FIELD_ERRORS;
+        errors.truncate(MAX_FIELD_ERRORS);
         err.errors = errors;
         err
     }
@@ -157,6 +174,11 @@ impl ApiError {
         &self.errors
     }
 
+    /// More fields failed than [`ApiError::field_errors`] lists.
+    pub fn errors_truncated(&self) -> bool {
+        self.errors_truncated
+    }
+
     pub fn is_server_error(&self) -> bool {
         self.code.status() >= 500
     }
@@ -181,6 +203,7 @@ impl fmt::Debug for ApiError {
             .field("code", &self.code)
             .field("detail", &self.detail)
             .field("errors", &self.errors)
+            .field("errors_truncated", &self.errors_truncated)
             .field("retry_after", &self.retry_after)
             .field("source", &self.source.as_ref().map(|s| s.to_string()))
             .finish()
@@ -221,6 +244,9 @@ pub struct Problem {
     /// Field errors, for `validation_failed`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<FieldError>,
+    /// More fields failed than `errors` lists (it lists at most 20); absent when it lists all.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub errors_truncated: bool,
     /// Seconds to wait before retrying, for `too_many_requests` (also the `Retry-After` header).
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(example = 12)]
@@ -242,6 +268,7 @@ impl ApiError {
             code,
             detail: problem.detail,
             errors: problem.errors,
+            errors_truncated: problem.errors_truncated,
             retry_after: problem.retry_after.map(Duration::from_secs),
             source: None,
         }
@@ -260,6 +287,7 @@ impl Problem {
             instance,
             request_id,
             errors: err.field_errors().to_vec(),
+            errors_truncated: err.errors_truncated(),
             retry_after: err.retry_after_secs(),
         }
     }

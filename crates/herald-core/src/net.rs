@@ -22,9 +22,14 @@ pub struct Network {
 }
 
 impl Network {
-    /// Whether `ip` lies in this network (an IPv4-mapped IPv6 address counts as its IPv4 one).
+    /// Whether `ip` lies in this network (an IPv6 address that embeds an IPv4 one counts as that
+    /// IPv4 address: see [`canonical`]).
     pub fn contains(&self, ip: IpAddr) -> bool {
-        match (self.addr, canonical(ip)) {
+        self.holds(ip) || self.holds(canonical(ip))
+    }
+
+    fn holds(&self, ip: IpAddr) -> bool {
+        match (self.addr, ip) {
             (IpAddr::V4(net), IpAddr::V4(ip)) => {
                 let mask = u32::MAX.checked_shl(32 - u32::from(self.prefix)).unwrap_or(0);
                 u32::from(net) & mask == u32::from(ip) & mask
@@ -90,17 +95,25 @@ impl fmt::Display for Networks {
     }
 }
 
-/// An IPv4-mapped IPv6 address (`::ffff:127.0.0.1`) as the IPv4 address it is.
+/// An IPv6 address that embeds an IPv4 one as that IPv4 address: IPv4-mapped
+/// (`::ffff:127.0.0.1`), IPv4-translated (SIIT, `::ffff:0:127.0.0.1`), IPv4-compatible
+/// (`::127.0.0.1`, but not `::` or `::1`) and NAT64 through the well-known prefix
+/// (`64:ff9b::127.0.0.1`). Any other address as it is.
 fn canonical(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-        v4 => v4,
+    let IpAddr::V6(v6) = ip else { return ip };
+    let [a, b, c, d, e, f, g, h] = v6.segments();
+    let v4 = || IpAddr::V4(Ipv4Addr::from((u32::from(g) << 16) | u32::from(h)));
+    match [a, b, c, d, e, f] {
+        [0, 0, 0, 0, 0, 0xffff] | [0, 0, 0, 0, 0xffff, 0] | [0x64, 0xff9b, 0, 0, 0, 0] => v4(),
+        [0, 0, 0, 0, 0, 0] if !v6.is_unspecified() && !v6.is_loopback() => v4(),
+        _ => ip,
     }
 }
 
 /// Why an address is not one to connect to on a user's behalf, or `None` for a public one:
 /// loopback, private, shared (CGNAT), link-local, unique-local, multicast, broadcast,
-/// unspecified, documentation and other reserved ranges.
+/// unspecified, documentation and other reserved ranges. An IPv6 address that embeds an IPv4 one
+/// is that IPv4 address (see [`canonical`]); 6to4, Teredo and local-use NAT64 are refused whole.
 pub fn internal_class(ip: IpAddr) -> Option<&'static str> {
     match canonical(ip) {
         IpAddr::V4(v4) => v4_class(v4),
@@ -127,7 +140,7 @@ fn v4_class(ip: Ipv4Addr) -> Option<&'static str> {
 }
 
 fn v6_class(ip: Ipv6Addr) -> Option<&'static str> {
-    let first = ip.segments()[0];
+    let [first, second, third, ..] = ip.segments();
     Some(match () {
         () if ip.is_unspecified() => "unspecified",
         () if ip.is_loopback() => "loopback",
@@ -135,10 +148,17 @@ fn v6_class(ip: Ipv6Addr) -> Option<&'static str> {
         () if first & 0xfe00 == 0xfc00 => "unique-local",
         () if first & 0xffc0 == 0xfe80 => "link-local",
         () if first & 0xffc0 == 0xfec0 => "site-local",
-        // NAT64 and 6to4 embed IPv4 addresses; documentation and discard-only are not destinations.
-        () if first == 0x2001 && ip.segments()[1] == 0x0db8 => "reserved",
-        () if first == 0x0064 && ip.segments()[1] == 0xff9b => "reserved",
-        () if first == 0x2002 => "reserved",
+        () if first == 0x2001 && second == 0x0db8 => "reserved",
+        // They embed IPv4 addresses in ways that cannot be read off the address alone: 6to4
+        // relays, Teredo (the client's address obfuscated) and local-use NAT64, whose IPv4 bits
+        // sit where the network's prefix length (/48 to /96, unknown here) puts them. The
+        // well-known NAT64 prefix is read as its IPv4 address; the rest of 64:ff9b::/32 is
+        // unassigned.
+        () if first == 0x2002 => "6to4",
+        () if first == 0x2001 && second == 0 => "Teredo",
+        () if first == 0x0064 && second == 0xff9b && third == 1 => "local-use NAT64",
+        () if first == 0x0064 && second == 0xff9b => "reserved",
+        // Discard-only.
         () if first == 0x0100 && ip.segments()[1..4] == [0, 0, 0] => "reserved",
         () => return None,
     })
@@ -245,11 +265,79 @@ mod tests {
             ("fe80::1", "link-local"),
             ("ff02::1", "multicast"),
             ("::ffff:127.0.0.1", "loopback"),
-            ("64:ff9b::7f00:1", "reserved"),
         ] {
             assert_eq!(internal_class(ip(addr)), Some(class), "{addr}");
         }
         for public in ["93.184.216.34", "8.8.8.8", "2606:4700::1111", "172.32.0.1"] {
+            assert_eq!(internal_class(ip(public)), None, "{public}");
+        }
+    }
+
+    /// Every IPv6 form that embeds an IPv4 address is that address: a public one is public, an
+    /// internal one is refused as what it is.
+    #[test]
+    fn ipv6_forms_that_embed_an_ipv4_address_are_classified_by_it() {
+        // Each form written as a prefix to the dotted IPv4 address.
+        let embeddings = [
+            ("IPv4-mapped", "::ffff:"),
+            ("IPv4-translated (SIIT)", "::ffff:0:"),
+            ("IPv4-compatible", "::"),
+            ("NAT64 well-known prefix", "64:ff9b::"),
+        ];
+        let internal = [
+            ("127.0.0.1", "loopback"),
+            ("10.1.2.3", "private"),
+            ("192.168.0.9", "private"),
+            ("169.254.169.254", "link-local"),
+            ("100.64.0.1", "shared (carrier-grade NAT)"),
+            ("0.0.0.2", "unspecified"),
+            ("224.0.0.1", "multicast"),
+            ("240.0.0.1", "reserved"),
+        ];
+        for (form, prefix) in embeddings {
+            for (v4, class) in internal {
+                let v6 = format!("{prefix}{v4}");
+                assert_eq!(internal_class(ip(&v6)), Some(class), "{form} {v6}");
+            }
+            for v4 in ["93.184.216.34", "8.8.8.8"] {
+                let v6 = format!("{prefix}{v4}");
+                assert_eq!(internal_class(ip(&v6)), None, "{form} {v6}");
+                assert!(Destinations::new(Networks::default(), Arc::new(Fixed(vec![]))).check_ip(ip(&v6)).is_ok());
+            }
+        }
+        // An allowed network allows its addresses in every form.
+        let allowed: Networks = "10.0.0.0/8".parse().expect("nets");
+        for v6 in ["::ffff:10.1.2.3", "::ffff:0:10.1.2.3", "::10.1.2.3", "64:ff9b::10.1.2.3"] {
+            assert!(allowed.contains(ip(v6)), "{v6}");
+        }
+        // And an IPv6 network keeps its own addresses, embedded ones included.
+        let nat64: Networks = "64:ff9b::/96,64:ff9b:1::/48".parse().expect("nets");
+        assert!(nat64.contains(ip("64:ff9b::10.1.2.3")) && nat64.contains(ip("64:ff9b:1::1")));
+        assert!(!nat64.contains(ip("10.1.2.3")));
+    }
+
+    /// Forms whose IPv4 address cannot be read off the address alone are refused whatever they
+    /// carry; `::` and `::1` stay unspecified and loopback.
+    #[test]
+    fn six_to_four_teredo_and_local_use_nat64_are_refused_whole() {
+        for (addr, class) in [
+            ("2002:5db8:d822::1", "6to4"),
+            ("2002:7f00:1::1", "6to4"),
+            ("2001:0:4136:e378:8000:63bf:a247:d8dd", "Teredo"),
+            ("2001::1", "Teredo"),
+            ("64:ff9b:1::5db8:d822", "local-use NAT64"),
+            ("64:ff9b:1:5db8:d8:2200::", "local-use NAT64"),
+            ("64:ff9b:1:7f00:0:100::", "local-use NAT64"),
+            ("64:ff9b:0:0:1::5db8:d822", "reserved"),
+            ("2001:db8::1", "reserved"),
+            ("100::1", "reserved"),
+            ("::", "unspecified"),
+            ("::1", "loopback"),
+        ] {
+            assert_eq!(internal_class(ip(addr)), Some(class), "{addr}");
+        }
+        // Neighbours of these ranges are public.
+        for public in ["2001:4860:4860::8888", "2003::1", "64:ff9a::1"] {
             assert_eq!(internal_class(ip(public)), None, "{public}");
         }
     }

@@ -387,7 +387,8 @@ pub async fn sign_in(
                 Err(StoreError::Conflict { .. }) => {}
                 Err(e) => return Err(e.into()),
             }
-            tracing::info!(user = %id, issuer, "linked a single sign-on identity");
+            let issuer_shown = crate::redact::url_password(issuer);
+            tracing::info!(user = %id, issuer = issuer_shown, "linked a single sign-on identity");
             store
                 .user_by_identity(issuer, &claims.subject)
                 .await?

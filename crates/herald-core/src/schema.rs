@@ -1,7 +1,7 @@
 //! JSON Schemas of command inputs and outputs: the documents the OpenAPI spec files them under,
 //! compiled checks, and schema violations as Herald's field errors (never echoing the input).
 
-use std::{any::type_name, borrow::Cow, fmt};
+use std::{any::type_name, borrow::Cow, collections::BTreeSet, fmt};
 
 use serde_json::{Value, json};
 use utoipa::{
@@ -9,7 +9,7 @@ use utoipa::{
     openapi::{RefOr, Schema},
 };
 
-use crate::error::{ApiError, FieldError};
+use crate::error::{ApiError, FieldError, MAX_FIELD_ERRORS};
 
 /// A named schema with the component schemas it refers to.
 #[derive(Clone)]
@@ -55,7 +55,13 @@ impl SchemaDoc {
 /// A compiled JSON Schema with Herald's field errors: what a command checks its input against,
 /// and what a command that takes another command's input (an import of `clients.create` lines)
 /// checks each item against.
-pub struct SchemaCheck(jsonschema::Validator);
+pub struct SchemaCheck {
+    validator: jsonschema::Validator,
+    /// The top-level fields, when the schema allows no others: an object with more unknown keys
+    /// than an answer lists is refused on them before the full check (which would collect them
+    /// all).
+    known: Option<BTreeSet<String>>,
+}
 
 impl fmt::Debug for SchemaCheck {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -71,33 +77,94 @@ impl SchemaCheck {
     }
 
     pub(crate) fn compile(doc: &SchemaDoc) -> Self {
+        let document = doc.to_json_schema();
         let validator = jsonschema::options()
             .with_draft(jsonschema::Draft::Draft202012)
             .should_validate_formats(true)
-            .build(&doc.to_json_schema())
+            .build(&document)
             .unwrap_or_else(|err| panic!("the schema {} does not compile: {err}", doc.name));
-        Self(validator)
+        Self { validator, known: closed_fields(&document) }
     }
 
-    /// Every failing field of `input`.
+    /// The failing fields of `input`: every one up to [`MAX_FIELD_ERRORS`]; past that the check
+    /// stops and the error says `errors_truncated`.
     pub fn validate(&self, input: &Value) -> Result<(), ApiError> {
-        let errors: Vec<FieldError> = self.0.iter_errors(input).flat_map(|e| field_errors(&e)).collect();
-        if errors.is_empty() { Ok(()) } else { Err(ApiError::validation(errors)) }
+        // One more than an answer lists, so the error knows there were more.
+        let mut errors = Found::new(MAX_FIELD_ERRORS + 1);
+        if let (Some(known), Value::Object(fields)) = (&self.known, input) {
+            for name in fields.keys().filter(|name| !known.contains(*name)) {
+                errors.push(FieldError::new(name.clone(), UNKNOWN));
+                if errors.full() {
+                    return Err(ApiError::validation(errors.0));
+                }
+            }
+            errors.0.clear();
+        }
+        for err in self.validator.iter_errors(input) {
+            field_errors(&err, &mut errors);
+            if errors.full() {
+                break;
+            }
+        }
+        if errors.0.is_empty() { Ok(()) } else { Err(ApiError::validation(errors.0)) }
     }
 }
 
-/// Turns one schema violation into field errors, in words that never echo the input's value
-/// (inputs hold passwords).
-fn field_errors(err: &jsonschema::ValidationError<'_>) -> Vec<FieldError> {
+/// The message of a key the schema does not know.
+const UNKNOWN: &str = "is not a known field";
+
+/// The top-level property names of a schema document whose root (through one `$ref`) sets
+/// `additionalProperties: false`.
+fn closed_fields(document: &Value) -> Option<BTreeSet<String>> {
+    let mut root = document;
+    if let Some(pointer) = root.get("$ref").and_then(Value::as_str) {
+        root = document.pointer(pointer.strip_prefix('#')?)?;
+    }
+    if root.get("additionalProperties") != Some(&Value::Bool(false)) {
+        return None;
+    }
+    let properties = root.get("properties").and_then(Value::as_object);
+    Some(properties.map(|p| p.keys().cloned().collect()).unwrap_or_default())
+}
+
+/// Field errors found so far, up to a capacity.
+struct Found(Vec<FieldError>, usize);
+
+impl Found {
+    fn new(cap: usize) -> Self {
+        Self(Vec::new(), cap)
+    }
+
+    fn full(&self) -> bool {
+        self.0.len() >= self.1
+    }
+
+    fn push(&mut self, err: FieldError) {
+        if !self.full() {
+            self.0.push(err);
+        }
+    }
+}
+
+/// Turns one schema violation into field errors (as many as `found` has room for), in words that
+/// never echo the input's value (inputs hold passwords).
+fn field_errors(err: &jsonschema::ValidationError<'_>, found: &mut Found) {
     use jsonschema::error::ValidationErrorKind as K;
     let path = pointer_to_field(err.instance_path().as_str());
     let at = |child: &str| if path.is_empty() { child.to_owned() } else { format!("{path}.{child}") };
     let message: Cow<'static, str> = match err.kind() {
         K::Required { property } => {
-            return vec![FieldError::new(at(property.as_str().unwrap_or_default()), "is required")];
+            found.push(FieldError::new(at(property.as_str().unwrap_or_default()), "is required"));
+            return;
         }
         K::AdditionalProperties { unexpected } => {
-            return unexpected.iter().map(|name| FieldError::new(at(name), "is not a known field")).collect();
+            for name in unexpected {
+                if found.full() {
+                    break;
+                }
+                found.push(FieldError::new(at(name), UNKNOWN));
+            }
+            return;
         }
         // An optional object is `oneOf: [null, {...}]`: report why the object branch failed,
         // not that the value matched neither branch.
@@ -108,7 +175,13 @@ fn field_errors(err: &jsonschema::ValidationError<'_>) -> Vec<FieldError> {
             };
             let mut branches = context.iter().filter(|branch| !branch.iter().all(wrong_type));
             if let (Some(branch), None) = (branches.next(), branches.next()) {
-                return branch.iter().flat_map(field_errors).collect();
+                for e in branch {
+                    if found.full() {
+                        break;
+                    }
+                    field_errors(e, found);
+                }
+                return;
             }
             "matches none of the allowed forms".into()
         }
@@ -124,7 +197,7 @@ fn field_errors(err: &jsonschema::ValidationError<'_>) -> Vec<FieldError> {
         K::MaxItems { limit } => format!("must have at most {limit} items").into(),
         other => format!("fails the {:?} rule", other.keyword()).into(),
     };
-    vec![FieldError::new(path, message)]
+    found.push(FieldError::new(path, message));
 }
 
 fn type_words(kind: &jsonschema::error::TypeKind) -> String {
@@ -148,5 +221,51 @@ mod tests {
         assert_eq!(pointer_to_field(""), "");
         assert_eq!(pointer_to_field("/filter/tags/0"), "filter.tags.0");
         assert_eq!(pointer_to_field("/a~1b"), "a/b");
+    }
+
+    #[derive(serde::Deserialize, ToSchema)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Login {
+        email: String,
+        password: String,
+    }
+
+    fn errors_of(input: &Value) -> ApiError {
+        SchemaCheck::of::<Login>("Login".into()).validate(input).expect_err("refused")
+    }
+
+    #[test]
+    fn a_hundred_thousand_unknown_keys_give_the_first_twenty_and_say_there_were_more() {
+        let mut input: serde_json::Map<String, Value> = (0..111_841).map(|i| (format!("k{i:06}"), json!(0))).collect();
+        input.insert("email".into(), json!("a@example.com"));
+        input.insert("password".into(), json!("secret"));
+        let err = errors_of(&Value::Object(input));
+        assert_eq!(err.field_errors().len(), MAX_FIELD_ERRORS);
+        assert!(err.errors_truncated());
+        assert!(err.field_errors().iter().all(|e| e.field.starts_with('k') && e.message == "is not a known field"));
+    }
+
+    #[test]
+    fn a_closed_schema_knows_its_fields() {
+        let check = SchemaCheck::of::<Login>("Login".into());
+        let known: Vec<&str> = check.known.iter().flatten().map(String::as_str).collect();
+        assert_eq!(known, ["email", "password"]);
+    }
+
+    #[test]
+    fn one_failure_too_many_is_truncated_and_a_short_list_is_whole() {
+        let mut input: serde_json::Map<String, Value> =
+            (0..MAX_FIELD_ERRORS - 1).map(|i| (format!("k{i}"), json!(0))).collect();
+        input.insert("email".into(), json!(1));
+        let err = errors_of(&Value::Object(input));
+        let mut fields: Vec<&str> = err.field_errors().iter().map(|e| e.field.as_str()).collect();
+        fields.sort_unstable();
+        // 19 unknown keys, `email` of the wrong type and `password` missing: one too many.
+        assert_eq!(fields.len(), MAX_FIELD_ERRORS);
+        assert!(err.errors_truncated());
+        let exact = errors_of(&json!({"email": 1, "password": 2}));
+        assert_eq!(exact.field_errors().len(), 2);
+        assert!(!exact.errors_truncated());
     }
 }

@@ -60,7 +60,10 @@ impl From<GrpcError> for Status {
             "" => code.title(),
             detail => detail,
         };
-        let mut details = ErrorDetails::with_error_info(code.as_str(), ERROR_DOMAIN, HashMap::<String, String>::new());
+        // An answer that lists only the first field errors says so, as REST's `errors_truncated`.
+        let metadata: HashMap<String, String> =
+            err.errors_truncated().then(|| ("errors_truncated".to_owned(), "true".to_owned())).into_iter().collect();
+        let mut details = ErrorDetails::with_error_info(code.as_str(), ERROR_DOMAIN, metadata);
         if !err.field_errors().is_empty() {
             let violations: Vec<FieldViolation> =
                 err.field_errors().iter().map(|e| FieldViolation::new(e.field.clone(), e.message.clone())).collect();
@@ -143,6 +146,18 @@ mod tests {
             bad.field_violations.iter().map(|v| (v.field.as_str(), v.description.as_str())).collect();
         assert_eq!(fields, [("duration", "must be at least 1"), ("title", "must be at most 200 characters long")]);
         assert_eq!(details.error_info().map(|i| i.reason.as_str()), Some("validation_failed"));
+    }
+
+    #[test]
+    fn a_truncated_list_of_field_errors_says_so_in_its_error_info() {
+        let many = (0..herald_core::error::MAX_FIELD_ERRORS + 5).map(|i| FieldError::new(format!("k{i}"), "x"));
+        let details = status(ApiError::validation(many.collect())).get_error_details();
+        let listed = details.bad_request().expect("bad request details").field_violations.len();
+        assert_eq!(listed, herald_core::error::MAX_FIELD_ERRORS);
+        let info = details.error_info().expect("error info");
+        assert_eq!(info.metadata.get("errors_truncated").map(String::as_str), Some("true"));
+        let few = status(ApiError::invalid_field("title", "x")).get_error_details();
+        assert!(few.error_info().expect("error info").metadata.is_empty(), "only a truncated list says so");
     }
 
     #[test]

@@ -25,6 +25,7 @@ use herald_core::{
     Herald,
     error::{ApiError, ErrorCode},
     oidc::{self, Discovery, IdTokenError, Jwks, OidcSettings, PENDING_PURPOSE, Pending},
+    redact::url_password,
 };
 use http_body_util::{BodyExt as _, Full, Limited};
 use hyper_util::rt::TokioIo;
@@ -111,17 +112,18 @@ impl OidcClient {
     async fn fetch(&self, url: &str, form: Option<(String, String)>) -> Result<Bytes, ApiError> {
         tokio::time::timeout(FETCH_TIMEOUT, self.fetch_once(url, form))
             .await
-            .map_err(|_| unavailable(format!("{url} did not answer within {FETCH_TIMEOUT:?}")))?
+            .map_err(|_| unavailable(format!("{} did not answer within {FETCH_TIMEOUT:?}", url_password(url))))?
     }
 
     async fn fetch_once(&self, url: &str, form: Option<(String, String)>) -> Result<Bytes, ApiError> {
-        let uri: Uri = url.parse().map_err(|_| unavailable(format!("{url:?} is not a URL")))?;
+        let shown = url_password(url);
+        let uri: Uri = url.parse().map_err(|_| unavailable(format!("{shown:?} is not a URL")))?;
         let https = match uri.scheme_str() {
             Some("https") => true,
             Some("http") => false,
-            _ => return Err(unavailable(format!("{url:?} is neither http nor https"))),
+            _ => return Err(unavailable(format!("{shown:?} is neither http nor https"))),
         };
-        let host = uri.host().ok_or_else(|| unavailable(format!("{url:?} has no host")))?.to_owned();
+        let host = uri.host().ok_or_else(|| unavailable(format!("{shown:?} has no host")))?.to_owned();
         let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
         let tcp = tokio::net::TcpStream::connect((host.trim_start_matches('[').trim_end_matches(']'), port))
             .await
@@ -160,7 +162,7 @@ impl OidcClient {
         let body = Limited::new(body, self.max_answer)
             .collect()
             .await
-            .map_err(|e| unavailable(format!("{url}: the answer could not be read: {e}")))?
+            .map_err(|e| unavailable(format!("{shown}: the answer could not be read: {e}")))?
             .to_bytes();
         if !parts.status.is_success() {
             let text = String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned();

@@ -27,10 +27,15 @@ pub struct LocalFiles {
 }
 
 impl LocalFiles {
-    /// Uses `root` (created, with `.partial/`, when missing).
+    /// Uses `root` (created, with `.partial/`, when missing: mode 0700 on Unix, like the files in
+    /// it are 0600; an existing directory keeps its mode).
     pub async fn open(root: impl Into<PathBuf>) -> io::Result<Self> {
         let root = root.into();
-        fs::create_dir_all(root.join(PARTIAL)).await?;
+        let mut dirs = fs::DirBuilder::new();
+        dirs.recursive(true);
+        #[cfg(unix)]
+        dirs.mode(0o700);
+        dirs.create(root.join(PARTIAL)).await?;
         Ok(Self { root })
     }
 
@@ -114,7 +119,12 @@ impl Files for LocalFiles {
         let key = Uuid::now_v7().simple().to_string();
         let partial = self.path(&key, true)?;
         let target = self.path(&key, false)?;
-        let file = fs::OpenOptions::new().write(true).create_new(true).open(&partial).await?;
+        let mut options = fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        // Readable by Herald's user only (the rename into place keeps the mode).
+        #[cfg(unix)]
+        options.mode(0o600);
+        let file = options.open(&partial).await?;
         Ok(Box::new(LocalUpload { file: Some(file), key, partial, target, hasher: Sha256::new(), size: 0 }))
     }
 

@@ -54,7 +54,9 @@ impl fmt::Display for StoreUrl {
     /// Shows the URL with any password replaced by `***`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::Sqlite(path) => write!(f, "sqlite://{}", path.display()),
+            Self::Sqlite(path) => {
+                f.write_str(&herald_core::redact::url_password(&format!("sqlite://{}", path.display())))
+            }
             Self::Postgres(url) => f.write_str(&herald_core::redact::url_password(url)),
         }
     }
@@ -77,7 +79,7 @@ impl StoreUrl {
 }
 
 /// Where attachment bytes live, parsed from `HERALD_FILES_URL`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub enum FilesUrl {
     /// `file://<dir>`: a local directory.
     Local(PathBuf),
@@ -103,11 +105,19 @@ impl FromStr for FilesUrl {
 }
 
 impl fmt::Display for FilesUrl {
+    /// Shows the URL with any userinfo password or secret-named query value replaced by `***`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Local(dir) => write!(f, "file://{}", dir.display()),
-            Self::S3(location) => location.fmt(f),
-        }
+        let url = match self {
+            Self::Local(dir) => format!("file://{}", dir.display()),
+            Self::S3(location) => location.to_string(),
+        };
+        f.write_str(&herald_core::redact::url_password(&url))
+    }
+}
+
+impl fmt::Debug for FilesUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
     }
 }
 

@@ -94,15 +94,19 @@ impl FromStr for S3Location {
             && bucket.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-')
             && bucket.starts_with(|c: char| c.is_ascii_alphanumeric())
             && bucket.ends_with(|c: char| c.is_ascii_alphanumeric());
+        // What the errors echo, without a password or a secret query value.
+        let shown = |part: &str| herald_core::redact::url_password(&format!("s3://{part}"))[5..].to_owned();
         if !bucket_ok {
             return Err(format!(
-                "{bucket:?} is not a bucket name (3 to 63 lower-case letters, digits, . and -): use s3://<bucket>/<prefix>"
+                "{:?} is not a bucket name (3 to 63 lower-case letters, digits, . and -): use s3://<bucket>/<prefix>",
+                shown(bucket)
             ));
         }
         let prefix = prefix.trim_end_matches('/');
         let segments_ok = prefix.is_empty()
             || prefix.split('/').all(|s| !s.is_empty() && s != "." && s != ".." && !s.contains(char::is_control));
         if !segments_ok || prefix.len() > 512 || Path::parse(prefix).is_err() {
+            let prefix = shown(&format!("{bucket}/{prefix}"))[bucket.len() + 1..].to_owned();
             return Err(format!("{prefix:?} is not a prefix: segments separated by single slashes, no . or .."));
         }
         Ok(Self { bucket: bucket.to_owned(), prefix: prefix.to_owned() })

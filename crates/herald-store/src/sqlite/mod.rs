@@ -49,7 +49,10 @@ pub struct SqliteStore {
 
 impl SqliteStore {
     /// Opens (creating if needed) the database file at `path`, with up to `readers` read connections.
+    /// A new file is made readable by Herald's user only (0600 on Unix; SQLite gives its `-wal` and
+    /// `-shm` files the database file's mode); an existing one keeps its mode.
     pub async fn open(path: &Path, readers: u32) -> Result<Self, StoreError> {
+        create_private_file(path).map_err(|e| err(sqlx::Error::Io(e)))?;
         let options = SqliteConnectOptions::from_str("sqlite://")
             .map_err(err)?
             .filename(path)
@@ -82,6 +85,25 @@ impl SqliteStore {
         self.outbox_signal.notify_one();
         Ok(())
     }
+}
+
+/// Creates `path` empty with mode 0600 (an empty file is a new SQLite database) unless it exists,
+/// so that SQLite, which would create it 0644 less the umask, opens it as it is.
+#[cfg(unix)]
+fn create_private_file(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    if path.as_os_str().is_empty() || path.as_os_str() == ":memory:" {
+        return Ok(());
+    }
+    match std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => Err(e),
+        _ => Ok(()),
+    }
+}
+
+#[cfg(not(unix))]
+fn create_private_file(_path: &Path) -> std::io::Result<()> {
+    Ok(())
 }
 
 impl SqliteStore {

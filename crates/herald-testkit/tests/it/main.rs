@@ -58,6 +58,7 @@ macro_rules! api_tests {
 
 mod admin_console;
 mod api;
+mod bounded_errors;
 mod broker;
 mod campaigns;
 mod collector;
@@ -65,6 +66,7 @@ mod delivery;
 mod edge;
 mod email;
 mod events;
+mod file_modes;
 mod files;
 mod files_s3;
 mod grpc;

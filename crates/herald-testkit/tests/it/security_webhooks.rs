@@ -198,6 +198,14 @@ async fn internal_addresses_are_refused_when_a_webhook_is_set() {
         ("[fd00::1]", "unique-local"),
         ("224.0.0.1", "multicast"),
         ("[::ffff:127.0.0.1]", "loopback"),
+        // IPv6 forms that embed an IPv4 address are that address; 6to4, Teredo and local-use
+        // NAT64 are refused whole.
+        ("[::ffff:0:10.0.0.1]", "private"),
+        ("[::127.0.0.1]", "loopback"),
+        ("[64:ff9b::169.254.169.254]", "link-local"),
+        ("[64:ff9b:1::a00:1]", "local-use NAT64"),
+        ("[2002:7f00:1::1]", "6to4"),
+        ("[2001:0:4136:e378:8000:63bf:a247:d8dd]", "Teredo"),
         // Forms a URL parser reads as an address, and userinfo in front of one.
         ("user:pass@127.0.0.1", "loopback"),
         ("127.1", ""),
@@ -211,6 +219,9 @@ async fn internal_addresses_are_refused_when_a_webhook_is_set() {
         assert!(message.contains(class), "{host}: {message:?} names the class");
         assert_eq!(app.get(WEBHOOK, Some(&token)).await.body["url"], previous, "{host}: nothing stored");
     }
+    let public = format!("http://[64:ff9b::{PUBLIC}]/hook");
+    let set = set_webhook(&app, &token, &public).await;
+    assert_eq!(set.status, StatusCode::OK, "a public address through NAT64 is accepted: {:?}", set.body);
     app.stop().await;
 }
 

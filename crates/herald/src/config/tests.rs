@@ -194,3 +194,100 @@ fn an_object_store_needs_room_for_one_upload_and_parts_that_fit_the_largest() {
     let local = [("HERALD_MAX_UPLOAD_SIZE", "6000GiB"), ("HERALD_S3_UPLOAD_MEMORY", "1MiB")];
     assert!(load(None, &env(&local), &Flags::default()).is_ok());
 }
+
+/// Every URL setting (named `*_url`, `*_issuer` or `*_endpoint`, or with a URL default) is
+/// offered a URL of every scheme Herald knows, with a password in its userinfo and every
+/// secret-named query parameter: where the setting takes it, neither `herald config` (`display`)
+/// nor a `Config` printed whole (`Debug`, as a log would) shows a secret; where it refuses it,
+/// the error does not either. A URL setting added later is checked without being named here.
+#[test]
+fn every_url_setting_prints_without_its_userinfo_or_secret_parameters() {
+    let names = [
+        "token",
+        "sig",
+        "signature",
+        "pw",
+        "pwd",
+        "password",
+        "session",
+        "code",
+        "hash",
+        "auth",
+        "api_key",
+        "access_token",
+        "secret",
+        "key",
+        "Access_Token",
+        "SIG",
+    ];
+    let query: Vec<String> = names.iter().map(|n| format!("{n}=hidden-{}", n.to_ascii_lowercase())).collect();
+    let query = format!("{}&keep=shown", query.join("&"));
+    let secrets: Vec<String> = names.iter().map(|n| format!("hidden-{}", n.to_ascii_lowercase())).collect();
+    // The settings the rules between settings ask for beside the one under test.
+    let partners = [
+        ("HERALD_OIDC_ISSUER", "https://idp.example"),
+        ("HERALD_OIDC_CLIENT_ID", "herald"),
+        ("HERALD_OIDC_CLIENT_SECRET", "client-secret"),
+        ("HERALD_OIDC_REDIRECT_URL", "https://herald.example/api/v1/auth/oidc/callback"),
+        ("HERALD_EMAIL_FROM", "noreply@example.org"),
+    ];
+    load(None, &env(&partners), &Flags::default()).expect("the partners alone load");
+    let schemes = [
+        "http",
+        "https",
+        "postgres",
+        "postgresql",
+        "sqlite",
+        "file",
+        "s3",
+        "amqp",
+        "amqps",
+        "nats",
+        "tls",
+        "redis",
+        "rediss",
+        "smtp",
+        "smtps",
+    ];
+    let is_url = |s: &Setting| {
+        s.name.contains("url")
+            || s.name.ends_with("_issuer")
+            || s.name.ends_with("_endpoint")
+            || s.default.contains("://")
+    };
+    let url_settings: Vec<&Setting> = SETTINGS.iter().filter(|s| is_url(s)).collect();
+    let mut takers = std::collections::BTreeSet::new();
+    for setting in &url_settings {
+        for scheme in schemes {
+            for tail in [format!("/h?{query}"), String::new()] {
+                let value = format!("{scheme}://alice:hunter2@host.example:4222{tail}");
+                let mut e = env(&partners);
+                e.insert(setting.env.to_owned(), value.clone());
+                let shown = match load(None, &e, &Flags::default()) {
+                    Ok(loaded) => {
+                        takers.insert(setting.name);
+                        [loaded.config.display(setting.name), format!("{:?}", loaded.config)]
+                    }
+                    Err(err) => {
+                        assert!(err.0.iter().all(|e| e.setting == setting.name), "{value} for {}: {err}", setting.name);
+                        [err.to_string(), String::new()]
+                    }
+                };
+                for secret in secrets.iter().map(String::as_str).chain(["hunter2"]) {
+                    assert!(!shown[0].contains(secret), "{} = {value} shows {secret}: {}", setting.name, shown[0]);
+                    assert!(
+                        !shown[1].contains(secret),
+                        "{} = {value}: the Config's Debug shows {secret}",
+                        setting.name
+                    );
+                }
+            }
+        }
+    }
+    let known =
+        ["store_url", "files_url", "broker_url", "provider_url", "smtp_url", "oidc_issuer", "oidc_redirect_url"];
+    for name in known {
+        assert!(takers.contains(name), "{name} took none of the URLs: {takers:?}");
+    }
+    assert!(url_settings.iter().any(|s| s.name == "s3_endpoint"), "every URL setting is offered them");
+}

@@ -281,7 +281,7 @@ impl FromStr for Token {
 
 /// An `http://` base URL. (The HTTP channels do not originate TLS yet: `https://` is refused
 /// rather than failing at the first send.)
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct HttpUrl(pub String);
 
 impl FromStr for HttpUrl {
@@ -358,7 +358,7 @@ impl fmt::Display for Fraction {
 
 /// An `http://` or `https://` URL with a host, kept exactly as written (an OpenID Connect
 /// issuer is compared with its tokens' `iss` character for character).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct AnyHttpUrl(pub String);
 
 impl FromStr for AnyHttpUrl {
@@ -374,11 +374,25 @@ impl FromStr for AnyHttpUrl {
     }
 }
 
+/// Printed (`herald config`, logs, errors) with its userinfo and secret query values hidden; the
+/// value itself is used as written.
 impl fmt::Display for AnyHttpUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(&herald_core::redact::url_password(&self.0))
     }
 }
+
+/// Redacted, as Display is: a `Config` printed whole says no more than `herald config`.
+macro_rules! debug_as_display {
+    ($($ty:ty),*) => {$(
+        impl fmt::Debug for $ty {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                fmt::Display::fmt(self, f)
+            }
+        }
+    )*};
+}
+debug_as_display!(HttpUrl, AnyHttpUrl);
 
 #[cfg(test)]
 mod tests {
