@@ -162,15 +162,18 @@ fn role_name(command: &Command) -> Option<&'static str> {
 async fn execute(command: Command, config: &config::Config) -> anyhow::Result<ExitCode> {
     match command {
         Command::Serve => {
-            return serve_until_signal(app::start(config).await?, config).await;
+            let stop = shutdown_signal();
+            return serve_until_signal(stop, app::start(config).await?, config).await;
         }
         Command::Api => {
             needs_networked_broker(config, "api")?;
-            return serve_until_signal(app::start_api(config).await?, config).await;
+            let stop = shutdown_signal();
+            return serve_until_signal(stop, app::start_api(config).await?, config).await;
         }
         Command::Gateway => {
             needs_networked_broker(config, "gateway")?;
-            return serve_until_signal(app::start_gateway(config).await?, config).await;
+            let stop = shutdown_signal();
+            return serve_until_signal(stop, app::start_gateway(config).await?, config).await;
         }
         Command::Relay => {
             run_role(config, "relay", |store, broker, _, metrics, stop| {
@@ -256,9 +259,13 @@ async fn execute(command: Command, config: &config::Config) -> anyhow::Result<Ex
 }
 
 /// Serves until SIGINT or SIGTERM, then drains; a server that stops by itself is a failure.
-async fn serve_until_signal(mut running: app::Running, config: &config::Config) -> anyhow::Result<ExitCode> {
+async fn serve_until_signal(
+    stop: impl std::future::Future<Output = ()>,
+    mut running: app::Running,
+    config: &config::Config,
+) -> anyhow::Result<ExitCode> {
     tokio::select! {
-        () = shutdown_signal() => tracing::info!("shutting down"),
+        () = stop => tracing::info!("shutting down"),
         result = running.stopped() => return result.map(|()| ExitCode::FAILURE),
     }
     running.stop(config.shutdown_timeout.0).await?;
@@ -302,10 +309,11 @@ where
         config.server_limits(),
         shutdown.clone(),
     ));
+    let stop = shutdown_signal();
     tracing::info!(role, %admin_addr, store = %config.store_url, broker = %config.broker_url, "{role} starting");
     let work = make(store.clone(), broker.clone(), Arc::new(SystemClock), metrics, shutdown.clone());
     let task = tokio::spawn(work);
-    shutdown_signal().await;
+    stop.await;
     shutdown.cancel();
     match tokio::time::timeout(config.shutdown_timeout.0, task).await {
         Ok(joined) => joined.with_context(|| format!("{role} task"))?,
@@ -369,21 +377,28 @@ fn print_config(loaded: Result<Loaded, config::ConfigError>, check: bool) -> Exi
     ExitCode::SUCCESS
 }
 
-/// Resolves on SIGINT or SIGTERM.
-async fn shutdown_signal() {
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(err) => {
-                tracing::error!(%err, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
-        }
+/// Resolves on SIGINT or SIGTERM. The handlers are installed when this is called, not when it
+/// is first awaited: a signal that comes once the process said it started is never the default
+/// action (an exit without draining).
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let listen = |kind: SignalKind, name: &'static str| {
+        signal(kind).map_err(|err| tracing::error!(%err, "cannot listen for {name}")).ok()
     };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        () = terminate => {}
+    let (mut terminate, mut interrupt) =
+        (listen(SignalKind::terminate(), "SIGTERM"), listen(SignalKind::interrupt(), "SIGINT"));
+    async move {
+        tokio::select! {
+            () = received(terminate.as_mut()) => {}
+            () = received(interrupt.as_mut()) => {}
+        }
+    }
+}
+
+/// Resolves when `signal` is received; never without one.
+async fn received(signal: Option<&mut tokio::signal::unix::Signal>) {
+    match signal {
+        Some(signal) => drop(signal.recv().await),
+        None => std::future::pending::<()>().await,
     }
 }
