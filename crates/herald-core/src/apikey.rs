@@ -52,8 +52,10 @@ impl ApiScope {
     /// Whether a key with this scope may run `command`.
     fn allows(self, command: &str) -> bool {
         match (self, group_of(command)) {
-            // Keys are managed with a person's own token: a leaked key cannot make more.
+            // Keys are managed with a person's own token: a leaked key cannot make more, nor make
+            // an account an administrator (or remove the administrators) to make more with.
             (_, "api_keys") => false,
+            _ if matches!(command, "users.set_role" | "users.delete") => false,
             (ApiScope::Admin, _) => true,
             (ApiScope::Campaigns, group) => matches!(group, "clients" | "mailings"),
             (ApiScope::Notify, group) => group == "notifications",

@@ -20,6 +20,18 @@ use crate::{
     user::{ContactPhone, Email, UserId, WebhookUrl},
 };
 
+/// Whether the last of `channels` is a second in-app step: a notice has one in-app event (one
+/// inbox entry, acknowledged once), so a second would have nothing to send.
+pub fn second_in_app(channels: impl Iterator<Item = NoticeChannel>) -> bool {
+    let mut seen = 0;
+    let mut last = None;
+    for channel in channels {
+        seen += usize::from(channel == NoticeChannel::Realtime);
+        last = Some(channel);
+    }
+    last == Some(NoticeChannel::Realtime) && seen > 1
+}
+
 /// The kind of the deliveries notice steps make.
 pub const STEP_KIND: &str = "notice.step";
 /// The type of the event an in-app step writes to the person's `user:` stream.

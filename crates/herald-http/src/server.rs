@@ -67,7 +67,7 @@ impl Default for ServerLimits {
             header_timeout: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(75),
             max_connections: 10_000,
-            max_connections_per_address: 256,
+            max_connections_per_address: 2000,
             body: BodyLimits::default(),
             trusted_proxies: Networks::default(),
         }

@@ -8,7 +8,7 @@ use herald_core::{
     campaign::{Client, ClientId, Mailing, MailingFilter, MailingId, MessageText, OperatorCode, Phone, Tag},
     change::{ChangeEvent, OutboxEvent},
     delivery::{Delivery, DeliveryId, LocalTime, SendWindow},
-    notice::{Escalation, Notice, NoticeId, NoticeStep, Reach, StepMove, StepStatus},
+    notice::{Notice, NoticeId, NoticeStep, Reach, StepStatus},
     notify::{NoticeChannel, NoticeType, Preferences},
     room::{MessageBody, Room, RoomId, RoomMessage, RoomMessageId, RoomName},
     store::StoreError,
@@ -566,35 +566,4 @@ pub(crate) fn reach(
         timezone: timezone.map(|tz| tz.parse().map_err(|e| corrupt("user timezone", e))).transpose()?,
         preferences: self::preferences(stored_preferences)?,
     })
-}
-
-/// Applies a step's move to the notice as the pass holds it, and counts it: both adapters write
-/// the same move in their own SQL, then call this.
-pub(crate) fn apply_move(notice: &mut Notice, index: usize, step_move: &StepMove, pass: &mut Escalation) {
-    let status = match step_move {
-        StepMove::InApp(_) => StepStatus::Sent,
-        StepMove::Dispatch(_) => StepStatus::Sending,
-        StepMove::Skip(_) => StepStatus::Skipped,
-        StepMove::Defer(..) => StepStatus::Deferred,
-        StepMove::Expire => {
-            // Steps handed to a channel end by their delivery's deadline, the notice's expiry.
-            for step in
-                notice.steps.iter_mut().filter(|s| matches!(s.status, StepStatus::Pending | StepStatus::Deferred))
-            {
-                step.status = StepStatus::Expired;
-                pass.steps.push((step.channel, StepStatus::Expired));
-            }
-            notice.status = herald_core::notice::NoticeStatus::Expired;
-            pass.settled.push(herald_core::notice::NoticeStatus::Expired);
-            return;
-        }
-    };
-    if let StepMove::InApp(event) = step_move {
-        // Its in-app event went: a later in-app step of the same pass has nothing to send.
-        notice.event.get_or_insert_with(|| (event.channel.clone(), 0));
-    }
-    if let Some(step) = notice.steps.get_mut(index) {
-        step.status = status;
-        pass.steps.push((step.channel, status));
-    }
 }

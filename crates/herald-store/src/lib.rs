@@ -6,6 +6,7 @@ mod campaign;
 mod columns;
 mod decode;
 mod error;
+mod escalation;
 mod files;
 mod objects;
 mod pg;

@@ -27,6 +27,7 @@ mod guards;
 mod limit;
 mod realtime;
 mod reports;
+mod span;
 mod verdict;
 
 use parking_lot::Mutex;
@@ -42,7 +43,6 @@ use std::{
 use chrono::{DateTime, Utc};
 use herald_core::{
     broker::{self, Broker, ConsumeOptions},
-    campaign::MESSAGE_KIND,
     clock::Clock,
     delivery::{
         BreakerConfig, BreakerState, Channel, DELIVERY_QUEUE, DeliveryId, DeliveryJob, DeliveryReport, DeliveryStatus,
@@ -64,6 +64,7 @@ use tracing::Instrument as _;
 use self::{
     guards::{Guard, GuardKey, Guards},
     reports::settle,
+    span::delivery_span,
 };
 use crate::{channels::Channels, failures::Failures};
 
@@ -464,33 +465,6 @@ impl Sender {
         }
         Disposition::Report(self.decide(&job, channel, outcome, took, after))
     }
-}
-
-/// The span of one delivery's handling: every line about a mailing message carries the message,
-/// mailing and client ids; about any other delivery, its id, source and recipient.
-fn delivery_span(job: &DeliveryJob) -> tracing::Span {
-    let ids = |id: Option<uuid::Uuid>| id.map(tracing::field::display);
-    // A child of the span that created the delivery (the request, for a reminder).
-    trace::child_of(job.trace_context.as_deref(), || {
-        if job.kind == MESSAGE_KIND {
-            tracing::info_span!(
-                "message",
-                otel.name = "sender.deliver",
-                message_id = %job.id,
-                mailing_id = ids(job.source_id),
-                client_id = ids(job.recipient_id),
-            )
-        } else {
-            tracing::info_span!(
-                "delivery",
-                otel.name = "sender.deliver",
-                delivery_id = %job.id,
-                kind = %job.kind,
-                source_id = ids(job.source_id),
-                recipient_id = ids(job.recipient_id),
-            )
-        }
-    })
 }
 
 /// A slot for one job; a job that has to wait for one tells the limit it is the bound.

@@ -188,13 +188,8 @@ fn checked(input: &NotifyInput, now: DateTime<Utc>) -> Result<(), ApiError> {
         errors.push(FieldError::new("steps", "must have at most 8 steps"));
     }
     for (i, step) in input.steps.iter().enumerate() {
-        // A notice has one in-app event (one inbox entry, acknowledged once): a second in-app step
-        // would have nothing to send.
-        if step.channel == NoticeChannel::Realtime
-            && input.steps[..i].iter().any(|s| s.channel == NoticeChannel::Realtime)
-        {
-            errors
-                .push(FieldError::new(format!("steps.{i}.channel"), "a notice has one realtime (in-app) step at most"));
+        if notice::second_in_app(input.steps[..=i].iter().map(|s| s.channel)) {
+            errors.push(FieldError::new(format!("steps.{i}.channel"), "a notice has one realtime step at most"));
         }
         if step.after > notice::MAX_AFTER_SECS {
             errors.push(FieldError::new(format!("steps.{i}.after"), "must be at most 2592000 (30 days)"));

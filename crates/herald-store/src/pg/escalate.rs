@@ -125,7 +125,7 @@ impl PgStore {
                     step.commit().await.map_err(err)?;
                     wrote_events |= wrote;
                     touched.insert(id);
-                    decode::apply_move(notice, index, &step_move, &mut pass);
+                    crate::escalation::apply_move(notice, index, &step_move, &mut pass);
                 }
                 Err(e) => {
                     let Some(failure) = ItemFailure::of_store(Worker::Escalation, id.to_string(), &e) else {

@@ -37,6 +37,13 @@ async fn a_demoted_makers_key_loses_admin_power_at_once(app: &TestApp) {
     assert_eq!(made.status, StatusCode::CREATED, "{:?}", made.body);
     let key = made.body["key"].as_str().expect("key").to_owned();
     assert_eq!(app.get("/api/v1/users", Some(&key)).await.status, StatusCode::OK);
+    // A key, even an admin one, neither promotes an account nor deletes one: a leaked key cannot
+    // make itself an administrator's account.
+    let mallory = app.user("mallory@example.org").await;
+    let mallory_id = id_of(app, &mallory).await;
+    assert_eq!(set_role(app, &key, &mallory_id, "admin").await.status, StatusCode::FORBIDDEN);
+    assert_eq!(delete(app, &key, &mallory_id).await.status, StatusCode::FORBIDDEN);
+    assert_eq!(app.get("/api/v1/me", Some(&mallory)).await.body["role"], "user");
 
     let demoted = set_role(app, &root, &maker_id, "user").await;
     assert_eq!((demoted.status, demoted.body["role"].as_str()), (StatusCode::OK, Some("user")), "{:?}", demoted.body);

@@ -16,4 +16,14 @@ impl Config {
             trusted_proxies: self.trusted_proxies.clone(),
         }
     }
+
+    /// `http_body_timeout` is a window as well as a deadline: zero would let a silent upload
+    /// spin, and a huge one overflow the clock.
+    pub(super) fn check_body_timeout(&self) -> Result<(), String> {
+        let timeout = self.http_body_timeout.0;
+        if timeout.is_zero() || timeout > std::time::Duration::from_secs(24 * 3600) {
+            return Err("must be between 1s and 24h".into());
+        }
+        Ok(())
+    }
 }

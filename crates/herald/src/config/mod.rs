@@ -246,7 +246,7 @@ settings! {
         doc "A keep-alive connection with no request for this long is closed.";
     http_max_connections: Count = "10000", env "HERALD_HTTP_MAX_CONNECTIONS", flag "http-max-connections", secret false,
         doc "Most HTTP connections served at once (upgraded sockets count as sessions, not here); more wait to be accepted.";
-    http_max_connections_per_address: Count = "256", env "HERALD_HTTP_MAX_CONNECTIONS_PER_ADDRESS",
+    http_max_connections_per_address: Count = "2000", env "HERALD_HTTP_MAX_CONNECTIONS_PER_ADDRESS",
         flag "http-max-connections-per-address", secret false,
         doc "Most HTTP connections one client address holds (IPv6 by its /64; behind HERALD_TRUSTED_PROXIES, requests in flight per forwarded client, else 429); another is closed at accept.";
     http_body_timeout: Span = "30s", env "HERALD_HTTP_BODY_TIMEOUT", flag "http-body-timeout", secret false,
@@ -593,6 +593,10 @@ fn check_together(config: &Config, raw: &BTreeMap<&'static str, Raw>, errors: &m
                 errors.push(SettingError { setting: setting.to_owned(), message });
             }
         }
+    }
+    if let Err(message) = config.check_body_timeout() {
+        let message = format!("{message} (from {})", raw["http_body_timeout"].source);
+        errors.push(SettingError { setting: "http_body_timeout".to_owned(), message });
     }
     // A sender keeps the longest channel call plus 5 s free at the end of each claim; a lease no
     // longer than that would have every delivery handed back, unsent, forever.

@@ -291,3 +291,10 @@ fn every_url_setting_prints_without_its_userinfo_or_secret_parameters() {
     }
     assert!(url_settings.iter().any(|s| s.name == "s3_endpoint"), "every URL setting is offered them");
 }
+
+#[test]
+fn a_body_timeout_of_zero_is_refused() {
+    let env = BTreeMap::from([("HERALD_HTTP_BODY_TIMEOUT".to_owned(), "0s".to_owned())]);
+    let errors = load(None, &env, &Flags::default()).expect_err("refused");
+    assert!(errors.0.iter().any(|e| e.setting == "http_body_timeout"), "{errors:?}");
+}
