@@ -101,6 +101,9 @@ pub fn router(herald: Arc<Herald>, options: &HttpOptions, readiness: Readiness) 
 
     let mut app = Router::new()
         .merge(SwaggerUi::new("/docs").external_url_unchecked("/openapi.json", openapi))
+        // Where the to-do system's and the mailing service's users look for it.
+        .route("/swagger", get(to_docs))
+        .route("/api/v1/docs", get(to_docs))
         .merge(probe_routes(probes))
         .merge(admin::routes())
         .merge(oidc::routes(
@@ -267,6 +270,11 @@ fn cors_layer(origins: &[String]) -> Option<CorsLayer> {
             .expose_headers([observe::REQUEST_ID.clone(), header::ETAG, HeaderName::from_static("www-authenticate")])
             .max_age(Duration::from_secs(600)),
     )
+}
+
+/// The Swagger UI's other addresses lead to it.
+async fn to_docs() -> axum::response::Redirect {
+    axum::response::Redirect::permanent("/docs/")
 }
 
 #[cfg(test)]

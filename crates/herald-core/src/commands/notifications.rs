@@ -100,8 +100,10 @@ impl From<&Notice> for NoticeView {
 pub struct StepInput {
     /// `realtime` (an event on the person's stream and an inbox entry), `email`, `sms` or `webhook`.
     pub channel: NoticeChannel,
-    /// Seconds after the notice is made; the step goes only if nobody acknowledged it by then.
-    #[schema(minimum = 0, maximum = 2592000)]
+    /// Seconds after the notice is made (0 when left out); the step goes only if nobody
+    /// acknowledged it by then.
+    #[serde(default)]
+    #[schema(minimum = 0, maximum = 2592000, default = 0)]
     pub after: u32,
 }
 

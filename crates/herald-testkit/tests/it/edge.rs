@@ -155,6 +155,16 @@ async fn swagger_ui_loads_every_asset_from_herald_itself() {
     let init = init.text().await.expect("js");
     assert!(init.contains("/openapi.json"), "the UI loads Herald's own spec: {init}");
     assert!(!init.contains("petstore"), "no demo spec from the internet");
+    // Where the to-do system's and the mailing service's users look for it.
+    let direct = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("client");
+    for path in ["/swagger", "/api/v1/docs"] {
+        let moved = direct.get(app.url(path)).send().await.expect("send");
+        assert_eq!(moved.status(), StatusCode::PERMANENT_REDIRECT, "{path}");
+        assert_eq!(moved.headers()["location"], "/docs/", "{path}");
+        let followed = app.client.get(app.url(path)).send().await.expect("send");
+        assert_eq!(followed.status(), StatusCode::OK, "{path}");
+        assert!(followed.text().await.expect("html").contains("swagger-ui-bundle.js"), "{path}");
+    }
     app.stop().await;
 }
 

@@ -111,7 +111,6 @@ async fn bad_notices_are_refused_with_field_errors(app: &TestApp) {
         (json!({"steps": [{"channel": "pigeon", "after": 0}]}), "steps.0.channel"),
         (json!({"steps": []}), "steps"),
         (json!({"steps": [{"channel": "email", "after": -5}]}), "steps.0.after"),
-        (json!({"steps": [{"channel": "email"}]}), "steps.0.after"),
         (json!({"title": ""}), "title"),
         (json!({"type": "Not A Type"}), "type"),
         (json!({"user_id": "not-a-uuid"}), "user_id"),
@@ -148,6 +147,16 @@ async fn bad_notices_are_refused_with_field_errors(app: &TestApp) {
     // Nothing of it was stored.
     let listed = app.get("/api/v1/notifications", Some(&admin)).await;
     assert_eq!(listed.body["items"], json!([]), "refused notices leave nothing");
+    // A step's `after` defaults to 0: the first step need not spell it.
+    let mut body = notice(&ada_id);
+    body["steps"] = json!([{"channel": "realtime"}, {"channel": "email", "after": 60}]);
+    body.as_object_mut().expect("object").remove("idempotency_key");
+    let made = post(body, admin.clone()).await;
+    assert_eq!(made.status, StatusCode::CREATED, "{:?}", made.body);
+    assert_eq!(
+        (made.body["steps"][0]["after"].as_u64(), made.body["steps"][0]["status"].as_str()),
+        (Some(0), Some("sent"))
+    );
     let garbage = app.get("/api/v1/notifications/not-a-uuid", Some(&admin)).await;
     assert!(garbage.status.is_client_error(), "{:?}", garbage.body);
 }
