@@ -27,6 +27,7 @@ mod guards;
 mod limit;
 mod realtime;
 mod reports;
+mod slots;
 mod span;
 mod verdict;
 
@@ -64,6 +65,7 @@ use tracing::Instrument as _;
 use self::{
     guards::{Guard, GuardKey, Guards},
     reports::settle,
+    slots::{AbortOnDrop, hold_back, take_slot},
     span::delivery_span,
 };
 use crate::{channels::Channels, failures::Failures};
@@ -464,39 +466,5 @@ impl Sender {
             tracing::debug!(delivery = %id, channel = channel.as_str(), error = %failure, "a delivery attempt failed");
         }
         Disposition::Report(self.decide(&job, channel, outcome, took, after))
-    }
-}
-
-/// A slot for one job; a job that has to wait for one tells the limit it is the bound.
-async fn take_slot(
-    slots: &Arc<Semaphore>,
-    limit: &limit::Limit,
-) -> Result<tokio::sync::OwnedSemaphorePermit, tokio::sync::AcquireError> {
-    match slots.clone().try_acquire_owned() {
-        Ok(slot) => Ok(slot),
-        Err(_) => {
-            limit.saturated();
-            slots.clone().acquire_owned().await
-        }
-    }
-}
-
-/// Holds `held` slots back in `reserve`: releases the extra ones, or takes free ones (what is
-/// busy now is taken on a later call, as jobs finish).
-fn hold_back(slots: &Arc<Semaphore>, reserve: &mut Vec<tokio::sync::OwnedSemaphorePermit>, held: usize) {
-    reserve.truncate(held);
-    while reserve.len() < held {
-        match slots.clone().try_acquire_owned() {
-            Ok(slot) => reserve.push(slot),
-            Err(_) => break,
-        }
-    }
-}
-
-struct AbortOnDrop(tokio::task::AbortHandle);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
     }
 }

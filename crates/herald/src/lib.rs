@@ -3,6 +3,7 @@
 
 pub mod accounts;
 pub mod app;
+pub mod backends;
 pub mod cli;
 pub mod config;
 pub mod hosting;

@@ -5,15 +5,22 @@
 //! value passes through its type's `FromStr`, whatever its source; all errors are collected and
 //! reported together, each naming its setting. Loading has no side effects.
 
+mod checks;
+mod errors;
 mod limits;
+mod texts;
 mod values;
 
-use std::{collections::BTreeMap, fmt, net::SocketAddr, path::PathBuf, str::FromStr};
+use std::{collections::BTreeMap, fmt, net::SocketAddr};
 
+use checks::{check_together, expand_short_forms};
+pub use errors::{ConfigError, SettingError};
+use errors::{Raw, parse};
 use herald_broker::BrokerUrl;
 use herald_core::{campaign::TimeZone, hosting::Hosted, net::Networks, schedule::Schedule};
 use herald_store::{FilesUrl, S3Endpoint, S3Options, StoreUrl};
 use herald_workers::email::{EmailFrom, SmtpUrl};
+pub use texts::{Dir, FilePath, HeaderText, Name};
 pub use values::*;
 
 /// Where a setting's effective value came from.
@@ -300,132 +307,6 @@ settings! {
         doc "How long a stopping server waits for in-flight requests.";
 }
 
-/// A name of letters, digits, `_` and `-` (1 to 64).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Name(pub String);
-
-impl FromStr for Name {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let valid =
-            (1..=64).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
-        if valid { Ok(Self(s.to_owned())) } else { Err("must be 1 to 64 letters, digits, _ or -".into()) }
-    }
-}
-
-impl fmt::Display for Name {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-/// A header value: visible ASCII and spaces, not empty.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HeaderText(pub String);
-
-impl FromStr for HeaderText {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let ok = !s.trim().is_empty() && s.bytes().all(|b| b == b' ' || b.is_ascii_graphic());
-        if ok { Ok(Self(s.to_owned())) } else { Err("must be a non-empty header value (visible ASCII)".into()) }
-    }
-}
-
-impl fmt::Display for HeaderText {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-/// A directory path.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Dir(pub PathBuf);
-
-impl FromStr for Dir {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        if s.is_empty() { Err("must not be empty".into()) } else { Ok(Self(PathBuf::from(s))) }
-    }
-}
-
-impl fmt::Display for Dir {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.display().fmt(f)
-    }
-}
-
-/// A file's path.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FilePath(pub PathBuf);
-
-impl FromStr for FilePath {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        if s.is_empty() { Err("must not be empty".into()) } else { Ok(Self(PathBuf::from(s))) }
-    }
-}
-
-impl fmt::Display for FilePath {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.display().fmt(f)
-    }
-}
-
-/// A raw, unparsed value and where it came from.
-#[derive(Debug, Clone)]
-struct Raw {
-    value: String,
-    source: Source,
-}
-
-/// A setting that could not be used.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SettingError {
-    /// The setting's name, or `config file` for problems with the file itself.
-    pub setting: String,
-    pub message: String,
-}
-
-impl fmt::Display for SettingError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match SETTINGS.iter().find(|s| s.name == self.setting) {
-            Some(s) => write!(f, "{} ({}, --{}): {}", s.name, s.env, s.flag, self.message),
-            None => write!(f, "{}: {}", self.setting, self.message),
-        }
-    }
-}
-
-/// Everything that was wrong with the configuration.
-#[derive(Debug, Clone)]
-pub struct ConfigError(pub Vec<SettingError>);
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "invalid configuration:")?;
-        for err in &self.0 {
-            writeln!(f, "  - {err}")?;
-        }
-        Ok(())
-    }
-}
-
-impl std::error::Error for ConfigError {}
-
-fn parse<T: FromStr<Err: fmt::Display>>(
-    raw: &BTreeMap<&'static str, Raw>,
-    name: &str,
-    errors: &mut Vec<SettingError>,
-) -> Option<T> {
-    let raw = &raw[name];
-    match raw.value.parse() {
-        Ok(value) => Some(value),
-        Err(message) => {
-            errors.push(SettingError { setting: name.to_owned(), message: format!("{message} (from {})", raw.source) });
-            None
-        }
-    }
-}
-
 /// A loaded configuration with the source of every value.
 #[derive(Debug, Clone)]
 pub struct Loaded {
@@ -532,84 +413,6 @@ impl Config {
             role_claim: self.oidc_role_claim.0.clone(),
             admin_values: self.oidc_admin_values.0.clone(),
         })
-    }
-}
-
-/// `files_dir` is the short form of `files_url=file://<dir>`: it becomes `files_url` (with its
-/// source, so `herald config` says where the value came from). Setting both is an error.
-fn expand_short_forms(raw: &mut BTreeMap<&'static str, Raw>, errors: &mut Vec<SettingError>) {
-    let dir = &raw["files_dir"];
-    if dir.value.is_empty() {
-        return;
-    }
-    let url = &raw["files_url"];
-    if url.source != Source::Default {
-        errors.push(SettingError {
-            setting: "files_dir".to_owned(),
-            message: format!(
-                "cannot be set with files_url (from {} and {}): files_dir is the short form of files_url=file://<dir>, set one of them",
-                dir.source, url.source
-            ),
-        });
-        return;
-    }
-    let expanded = Raw { value: format!("file://{}", dir.value), source: dir.source };
-    raw.insert("files_url", expanded);
-}
-
-/// Rules between settings, checked once every setting parsed.
-fn check_together(config: &Config, raw: &BTreeMap<&'static str, Raw>, errors: &mut Vec<SettingError>) {
-    if let Err(err) = config.email() {
-        errors.push(err);
-    }
-    if config.smtp_url.0.is_some() && config.email_from.0.is_none() {
-        errors.push(SettingError {
-            setting: "email_from".to_owned(),
-            message: format!("must be set with smtp_url (from {}): every email needs a From", raw["smtp_url"].source),
-        });
-    }
-    if config.oidc_issuer.0.is_some() {
-        let missing = [
-            ("oidc_client_id", config.oidc_client_id.0.is_none()),
-            ("oidc_client_secret", config.oidc_client_secret.0.is_none()),
-            ("oidc_redirect_url", config.oidc_redirect_url.0.is_none()),
-        ];
-        for (setting, absent) in missing {
-            if absent {
-                errors.push(SettingError {
-                    setting: setting.to_owned(),
-                    message: format!("must be set with oidc_issuer (from {})", raw["oidc_issuer"].source),
-                });
-            }
-        }
-    }
-    if matches!(config.files_url, FilesUrl::S3(_)) {
-        let options = config.s3_options();
-        let checks =
-            [("max_upload_size", options.check_max_upload_size()), ("s3_upload_memory", options.check_upload_memory())];
-        for (setting, check) in checks {
-            if let Err(message) = check {
-                let message = format!("{message} (from {})", raw[setting].source);
-                errors.push(SettingError { setting: setting.to_owned(), message });
-            }
-        }
-    }
-    if let Err(message) = config.check_body_timeout() {
-        let message = format!("{message} (from {})", raw["http_body_timeout"].source);
-        errors.push(SettingError { setting: "http_body_timeout".to_owned(), message });
-    }
-    // A sender keeps the longest channel call plus 5 s free at the end of each claim; a lease no
-    // longer than that would have every delivery handed back, unsent, forever.
-    let margin = config.longest_channel_call() + std::time::Duration::from_secs(5);
-    if config.delivery_lease.0 <= margin {
-        errors.push(SettingError {
-            setting: "delivery_lease".to_owned(),
-            message: format!(
-                "must be longer than the longest channel timeout plus 5 s ({}), or no delivery is ever sent (from {})",
-                humantime::format_duration(margin),
-                raw["delivery_lease"].source
-            ),
-        });
     }
 }
 
