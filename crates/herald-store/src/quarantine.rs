@@ -54,7 +54,8 @@ pub(crate) struct HeldCols {
     quarantined_at: Option<Stamp>,
 }
 
-fn held<'r, R: sqlx::Row>(row: &'r R) -> Result<HeldRecord, StoreError>
+/// Decodes a held record from either database's row.
+pub(crate) fn decode<'r, R: sqlx::Row>(row: &'r R) -> Result<HeldRecord, StoreError>
 where
     HeldCols: FromRow<'r, R>,
 {
@@ -142,14 +143,6 @@ macro_rules! quarantine_store {
 pub(crate) use quarantine_store;
 
 type Query<'q, DB> = sqlx::query::Query<'q, DB, <DB as sqlx::Database>::Arguments>;
-
-/// Decodes a held record from either database's row.
-pub(crate) fn decode<'r, R: sqlx::Row>(row: &'r R) -> Result<HeldRecord, StoreError>
-where
-    HeldCols: FromRow<'r, R>,
-{
-    held(row)
-}
 
 /// The statement that counts `failure`, and what sets its back-off once the count is known.
 #[allow(clippy::type_complexity)]

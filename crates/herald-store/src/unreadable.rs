@@ -89,18 +89,19 @@ where
     &'static str: sqlx::ColumnIndex<R>,
 {
     let mut batch = Unpublished::default();
+    let mut events = Vec::with_capacity(rows.len());
     for row in rows {
-        if let Err(e) = decode::outbox_event(row) {
-            let stream = row.try_get::<String, _>("channel").unwrap_or_default();
-            if !batch.unreadable.iter().any(|f| f.record == stream) {
-                batch.unreadable.push(unreadable(Worker::Relay, stream, &e));
+        match decode::outbox_event(row) {
+            Ok(event) => events.push(event),
+            Err(e) => {
+                let stream = row.try_get::<String, _>("channel").unwrap_or_default();
+                if !batch.unreadable.iter().any(|f| f.record == stream) {
+                    batch.unreadable.push(unreadable(Worker::Relay, stream, &e));
+                }
             }
         }
     }
-    batch.events = rows
-        .iter()
-        .filter_map(|row| decode::outbox_event(row).ok())
-        .filter(|e| !batch.unreadable.iter().any(|f| f.record == e.event.channel))
-        .collect();
+    events.retain(|e| !batch.unreadable.iter().any(|f| f.record == e.event.channel));
+    batch.events = events;
     batch
 }

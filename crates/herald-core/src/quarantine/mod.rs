@@ -77,13 +77,7 @@ impl ItemFailure {
 
     pub fn new(worker: Worker, record: impl Into<String>, reason: FailureReason, error: impl fmt::Display) -> Self {
         let mut error = error.to_string();
-        if error.len() > Self::ERROR_MAX {
-            let mut end = Self::ERROR_MAX;
-            while !error.is_char_boundary(end) {
-                end -= 1;
-            }
-            error.truncate(end);
-        }
+        error.truncate(error.floor_char_boundary(Self::ERROR_MAX));
         Self { worker, record: record.into(), reason, error }
     }
 }
