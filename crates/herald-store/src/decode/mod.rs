@@ -1,23 +1,33 @@
 //! Rows of both adapters: one struct of columns per table, decoded by sqlx from a PostgreSQL or a
 //! SQLite row (the storage that differs is in [`crate::columns`]), and one conversion to the domain
 //! value, which checks what the database cannot.
+//!
+//! Campaign rows are in [`campaigns`], notice and step rows in [`notices`]; both are re-exported
+//! here, so callers name them `decode::…` as the rest.
+
+mod campaigns;
+mod notices;
 
 use herald_core::{
     apikey::{ApiKey, ApiKeyId, KeyName},
     calendar::{CalendarEvent, CalendarEventId},
-    campaign::{Client, ClientId, Mailing, MailingFilter, MailingId, MessageText, OperatorCode, Phone, Tag},
     change::{ChangeEvent, OutboxEvent},
-    delivery::{Delivery, DeliveryId, LocalTime, SendWindow},
-    notice::{Notice, NoticeId, NoticeStep, Reach, StepStatus},
-    notify::{NoticeChannel, NoticeType, Preferences},
+    delivery::{Delivery, DeliveryId},
+    notify::Preferences,
     room::{MessageBody, Room, RoomId, RoomMessage, RoomMessageId, RoomName},
     store::StoreError,
     task::{Attachment, AttachmentId, Description, Task, TaskId, Title},
-    user::{ContactPhone, Email, User, UserId, UserName, WebhookUrl},
+    user::{ContactPhone, Email, User, UserId, UserName},
 };
 use sqlx::{FromRow, Row, types::Json};
 use uuid::Uuid;
 
+pub(crate) use self::{
+    campaigns::{client, mailing},
+    notices::{
+        NoticeCols, StepCols, notice, notice_columns, notice_step, reach, step_change, step_columns, with_steps,
+    },
+};
 use crate::{
     columns::{Stamp, Texts},
     error::corrupt,
@@ -345,225 +355,5 @@ where
             trace_context: c.trace_context,
         },
         published_at: c.published_at.map(Into::into),
-    })
-}
-
-#[derive(FromRow)]
-pub(crate) struct ClientCols {
-    id: Uuid,
-    phone: String,
-    operator_code: String,
-    tag: String,
-    timezone: String,
-    created_at: Stamp,
-    updated_at: Stamp,
-}
-
-pub(crate) fn client<'r, R: Row>(row: &'r R) -> Result<Client, StoreError>
-where
-    ClientCols: FromRow<'r, R>,
-{
-    let c = ClientCols::from_row(row).map_err(undecodable("client row"))?;
-    Ok(Client {
-        id: ClientId(c.id),
-        phone: Phone::parse(&c.phone).map_err(|e| corrupt("client phone", e))?,
-        operator_code: OperatorCode::parse(&c.operator_code).map_err(|e| corrupt("client operator code", e))?,
-        tag: Tag::parse(&c.tag).map_err(|e| corrupt("client tag", e))?,
-        timezone: c.timezone.parse().map_err(|e| corrupt("client timezone", e))?,
-        created_at: c.created_at.0,
-        updated_at: c.updated_at.0,
-    })
-}
-
-/// A mailing row's columns; filter parts as lists of texts, the window as `HH:MM` texts.
-#[derive(FromRow)]
-pub(crate) struct MailingCols {
-    id: Uuid,
-    start_at: Stamp,
-    end_at: Stamp,
-    text: String,
-    operator_codes: Option<Texts>,
-    tags: Option<Texts>,
-    window_from: Option<String>,
-    window_to: Option<String>,
-    status: String,
-    created_at: Stamp,
-    updated_at: Stamp,
-}
-
-pub(crate) fn mailing<'r, R: Row>(row: &'r R) -> Result<Mailing, StoreError>
-where
-    MailingCols: FromRow<'r, R>,
-{
-    let c = MailingCols::from_row(row).map_err(undecodable("mailing row"))?;
-    let window = match (c.window_from, c.window_to) {
-        (Some(from), Some(to)) => {
-            let time = |t: &str| t.parse::<LocalTime>().map_err(|e| corrupt("mailing window", e));
-            Some(SendWindow::new(time(&from)?, time(&to)?).map_err(|e| corrupt("mailing window", e))?)
-        }
-        (None, None) => None,
-        _ => return Err(corrupt("mailing window", "one end of the window is missing")),
-    };
-    Ok(Mailing {
-        id: MailingId(c.id),
-        start_at: c.start_at.0,
-        end_at: c.end_at.0,
-        text: MessageText::parse(&c.text).map_err(|e| corrupt("mailing text", e))?,
-        filter: MailingFilter {
-            operator_codes: filter_part(c.operator_codes, OperatorCode::parse)?,
-            tags: filter_part(c.tags, Tag::parse)?,
-        },
-        window,
-        status: c.status.parse().map_err(|e| corrupt("mailing status", e))?,
-        created_at: c.created_at.0,
-        updated_at: c.updated_at.0,
-    })
-}
-
-/// One part of a mailing's filter (operator codes or tags), each text checked by `parse`.
-fn filter_part<T>(
-    texts: Option<Texts>,
-    parse: fn(&str) -> Result<T, &'static str>,
-) -> Result<Option<Vec<T>>, StoreError> {
-    texts
-        .map(|Texts(texts)| texts.iter().map(|t| parse(t).map_err(|e| corrupt("mailing filter", e))).collect())
-        .transpose()
-}
-
-/// The columns [`notice`] reads.
-macro_rules! notice_columns {
-    () => {
-        "id, user_id, caller, type, title, body, data, urgent, expires_at, idempotency_key, request_hash, status, \
-         created_at, acknowledged_at, read_at, event_channel, event_offset"
-    };
-}
-pub(crate) use notice_columns;
-
-#[derive(FromRow)]
-pub(crate) struct NoticeCols {
-    id: Uuid,
-    user_id: Uuid,
-    caller: String,
-    #[sqlx(rename = "type")]
-    kind: String,
-    title: String,
-    body: String,
-    data: Option<Json<serde_json::Value>>,
-    urgent: bool,
-    expires_at: Option<Stamp>,
-    idempotency_key: Option<String>,
-    request_hash: Option<String>,
-    status: String,
-    created_at: Stamp,
-    acknowledged_at: Option<Stamp>,
-    read_at: Option<Stamp>,
-    event_channel: Option<String>,
-    event_offset: Option<i64>,
-}
-
-/// A notice without its steps (see [`notice_step`]).
-pub(crate) fn notice<'r, R: Row>(row: &'r R) -> Result<Notice, StoreError>
-where
-    NoticeCols: FromRow<'r, R>,
-{
-    let c = NoticeCols::from_row(row).map_err(undecodable("notice row"))?;
-    Ok(Notice {
-        id: NoticeId(c.id),
-        user_id: UserId(c.user_id),
-        caller: c.caller,
-        kind: NoticeType::parse(&c.kind).map_err(|e| corrupt("notice type", e))?,
-        title: c.title,
-        body: c.body,
-        data: c.data.map(|d| d.0),
-        urgent: c.urgent,
-        expires_at: c.expires_at.map(Into::into),
-        idempotency_key: c.idempotency_key,
-        request_hash: c.request_hash,
-        status: c.status.parse().map_err(|e| corrupt("notice status", e))?,
-        created_at: c.created_at.0,
-        acknowledged_at: c.acknowledged_at.map(Into::into),
-        read_at: c.read_at.map(Into::into),
-        event: c.event_channel.zip(c.event_offset),
-        steps: Vec::new(),
-    })
-}
-
-/// The columns [`notice_step`] reads.
-macro_rules! step_columns {
-    () => {
-        "notice_id, idx, channel, after_secs, status, due_at, sent_at, reason, delivery_id"
-    };
-}
-pub(crate) use step_columns;
-
-#[derive(FromRow)]
-pub(crate) struct StepCols {
-    notice_id: Uuid,
-    idx: i32,
-    channel: String,
-    after_secs: i32,
-    status: String,
-    due_at: Stamp,
-    sent_at: Option<Stamp>,
-    reason: Option<String>,
-    delivery_id: Option<Uuid>,
-}
-
-/// A step, with its notice's id and its place among the notice's steps.
-pub(crate) fn notice_step<'r, R: Row>(row: &'r R) -> Result<(NoticeId, usize, NoticeStep), StoreError>
-where
-    StepCols: FromRow<'r, R>,
-{
-    let c = StepCols::from_row(row).map_err(undecodable("notice step row"))?;
-    let step = NoticeStep {
-        channel: c.channel.parse().map_err(|e| corrupt("notice step channel", e))?,
-        after: u32::try_from(c.after_secs).map_err(|e| corrupt("notice step delay", e))?,
-        status: c.status.parse().map_err(|e| corrupt("notice step status", e))?,
-        due_at: c.due_at.0,
-        sent_at: c.sent_at.map(Into::into),
-        reason: c.reason,
-        delivery_id: c.delivery_id.map(DeliveryId),
-    };
-    let index = usize::try_from(c.idx).map_err(|e| corrupt("notice step index", e))?;
-    Ok((NoticeId(c.notice_id), index, step))
-}
-
-/// Puts each step under its notice, in order.
-pub(crate) fn with_steps(mut notices: Vec<Notice>, steps: Vec<(NoticeId, usize, NoticeStep)>) -> Vec<Notice> {
-    let mut by_id: std::collections::HashMap<NoticeId, Vec<(usize, NoticeStep)>> = std::collections::HashMap::new();
-    for (id, index, step) in steps {
-        by_id.entry(id).or_default().push((index, step));
-    }
-    for notice in &mut notices {
-        if let Some(mut steps) = by_id.remove(&notice.id) {
-            steps.sort_by_key(|(index, _)| *index);
-            notice.steps = steps.into_iter().map(|(_, step)| step).collect();
-        }
-    }
-    notices
-}
-
-/// A step change read back from a statement.
-pub(crate) fn step_change(channel: String, status: String) -> Result<(NoticeChannel, StepStatus), StoreError> {
-    Ok((
-        channel.parse().map_err(|e| corrupt("notice step channel", e))?,
-        status.parse().map_err(|e| corrupt("notice step status", e))?,
-    ))
-}
-
-/// A person's reach from their stored columns.
-pub(crate) fn reach(
-    email: String,
-    phone: Option<String>,
-    timezone: Option<String>,
-    stored_preferences: Option<String>,
-    webhook: Option<String>,
-) -> Result<Reach, StoreError> {
-    Ok(Reach {
-        email: Some(Email::parse(&email).map_err(|e| corrupt("user email", e))?),
-        phone: phone.map(|p| ContactPhone::parse(&p).map_err(|e| corrupt("user phone", e))).transpose()?,
-        webhook: webhook.map(|w| WebhookUrl::parse(&w).map_err(|e| corrupt("webhook url", e))).transpose()?,
-        timezone: timezone.map(|tz| tz.parse().map_err(|e| corrupt("user timezone", e))).transpose()?,
-        preferences: self::preferences(stored_preferences)?,
     })
 }
