@@ -10,17 +10,17 @@ use std::{
     collections::HashMap,
     fmt,
     sync::{
-        Arc, LazyLock,
+        Arc,
         atomic::{AtomicBool, AtomicU64, Ordering},
     },
     time::Duration,
 };
 
 use async_trait::async_trait;
-use herald_core::broker::{Acker, BrokerError, ConsumeOptions, QueueConsumer, QueueMessage};
+use herald_core::broker::{BrokerError, ConsumeOptions, QueueConsumer, QueueMessage};
 use parking_lot::Mutex;
 use redis::{
-    Script, Value,
+    Value,
     aio::ConnectionManager,
     streams::{StreamAutoClaimReply, StreamClaimReply, StreamId, StreamReadReply},
 };
@@ -31,8 +31,15 @@ use tokio::{
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+mod acker;
+mod scripts;
+
+use self::{
+    acker::RedisAcker,
+    scripts::{PROMOTE, RELEASE_SCRIPT},
+};
 use super::{GROUP, Shared, classify, frame};
-use crate::error::{AdapterError, chain};
+use crate::error::chain;
 
 /// Longest a read blocks waiting for new entries (so due and expired entries are looked at again).
 const BLOCK: Duration = Duration::from_secs(1);
@@ -47,76 +54,6 @@ const CLAIMABLE_NOW_MS: u64 = 10 * 365 * 24 * 3600 * 1000;
 /// [`STALE_CONSUMER`] (those of processes that are gone).
 const PRUNE_EVERY: Duration = Duration::from_secs(300);
 const STALE_CONSUMER: Duration = Duration::from_secs(3600);
-
-/// Moves due entries of the delayed set `KEYS[2]` into the stream `KEYS[1]`, flagged as
-/// redeliveries. `ARGV[1]`: most to move.
-const PROMOTE: &str = r"
-local now = redis.call('TIME')
-local ms = now[1] * 1000 + math.floor(now[2] / 1000)
-local due = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ms, 'LIMIT', 0, tonumber(ARGV[1]))
-for _, frame in ipairs(due) do
-  redis.call('XADD', KEYS[1], '*', 'm', frame, 'r', '1')
-  redis.call('ZREM', KEYS[2], frame)
-end
-return #due
-";
-
-/// Whether consumer `ARGV[3]` of group `ARGV[1]` still holds entry `ARGV[2]` of stream `KEYS[1]`.
-const HELD: &str = r"
-local function held()
-  local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[2], ARGV[2], 1)
-  return #p == 1 and p[1][2] == ARGV[3]
-end
-";
-
-/// Acks and deletes the entry if still held.
-const ACK: &str = r"
-if not held() then return 0 end
-redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
-redis.call('XDEL', KEYS[1], ARGV[2])
-return 1
-";
-
-/// Makes the entry claimable at once if still held. `ARGV[4]`: the idle time to set.
-const NACK_NOW: &str = r"
-if not held() then return 0 end
-redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[3], 0, ARGV[2], 'IDLE', ARGV[4], 'JUSTID')
-return 1
-";
-
-/// Moves the entry to the delayed set `KEYS[2]` if still held. `ARGV[4]`: delay in ms;
-/// `ARGV[5]`: the frame.
-const NACK_LATER: &str = r"
-if not held() then return 0 end
-local now = redis.call('TIME')
-local due = now[1] * 1000 + math.floor(now[2] / 1000) + tonumber(ARGV[4])
-redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
-redis.call('XDEL', KEYS[1], ARGV[2])
-redis.call('ZADD', KEYS[2], due, ARGV[5])
-return 1
-";
-
-/// The settle scripts, each with the `held` helper, made once; run by `EVALSHA` (loaded again by
-/// the `redis` crate when Redis does not know them, after a restart).
-static ACK_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(&format!("{HELD}{ACK}")));
-static NACK_NOW_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(&format!("{HELD}{NACK_NOW}")));
-static NACK_LATER_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(&format!("{HELD}{NACK_LATER}")));
-static RELEASE_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(RELEASE));
-
-/// Makes claimable at once (idle `ARGV[5]`) up to `ARGV[4]` entries that consumer `ARGV[2]` of
-/// group `ARGV[1]` holds in stream `KEYS[1]`, from id `ARGV[3]` on; the last id, or nil when
-/// there were none. One script, so no entry another consumer claims in between is taken back.
-const RELEASE: &str = r"
-local pending = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[3], '+', tonumber(ARGV[4]), ARGV[2])
-if #pending == 0 then return false end
-local claim = {'XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0}
-for _, entry in ipairs(pending) do claim[#claim + 1] = entry[1] end
-claim[#claim + 1] = 'IDLE'
-claim[#claim + 1] = ARGV[5]
-claim[#claim + 1] = 'JUSTID'
-redis.call(unpack(claim))
-return pending[#pending][1]
-";
 
 /// An idle time an entry nacked for now keeps at least until it is taken again: entries another
 /// consumer claimed in between have a small one and are left alone.
@@ -157,18 +94,6 @@ struct State {
 }
 
 impl State {
-    /// Runs a settle `script` on the entry `id`.
-    async fn settle(&self, script: &Script, id: &str, extra: &[&[u8]]) -> Result<bool, BrokerError> {
-        let mut connection = self.shared.commands()?;
-        let mut call = script.key(&self.stream);
-        call.key(&self.delayed).arg(GROUP).arg(id).arg(&self.name);
-        for arg in extra {
-            call.arg(*arg);
-        }
-        let done: i64 = call.invoke_async(&mut connection).await.map_err(classify)?;
-        Ok(done == 1)
-    }
-
     /// When the first held delivery's deadline passes.
     /// When the first delivery handed out and held past its deadline frees its slot.
     fn earliest_expiry(&self) -> Option<Instant> {
@@ -538,58 +463,4 @@ async fn prune(state: &State, connection: &mut ConnectionManager) -> redis::Redi
         }
     }
     Ok(())
-}
-
-struct RedisAcker {
-    state: Arc<State>,
-    number: u64,
-    id: String,
-    frame: Vec<u8>,
-}
-
-impl RedisAcker {
-    /// Takes the right to settle: the consumer is still there and the deadline has not passed.
-    /// The caller keeps the prefetch slot until it has settled, so the consumer reads nothing
-    /// new before a `nack(None)` is recorded.
-    fn take_lease(&self) -> Result<Held, BrokerError> {
-        let held = self.state.held.lock().remove(&self.number);
-        match held {
-            Some(held) if Instant::now() < held.expires && !self.state.released.load(Ordering::Acquire) => Ok(held),
-            _ => Err(AdapterError::LeaseLost.into()),
-        }
-    }
-}
-
-impl Drop for RedisAcker {
-    fn drop(&mut self) {
-        // Unsettled, it is left to its ack deadline; its prefetch slot is free again.
-        self.state.held.lock().remove(&self.number);
-    }
-}
-
-#[async_trait]
-impl Acker for RedisAcker {
-    async fn ack(self: Box<Self>) -> Result<(), BrokerError> {
-        let _slot = self.take_lease()?;
-        if self.state.settle(&ACK_SCRIPT, &self.id, &[]).await? { Ok(()) } else { Err(AdapterError::LeaseLost.into()) }
-    }
-
-    async fn nack(self: Box<Self>, redeliver_after: Option<Duration>) -> Result<(), BrokerError> {
-        let _slot = self.take_lease()?;
-        let settled = match redeliver_after.filter(|delay| !delay.is_zero()) {
-            None => {
-                let idle = CLAIMABLE_NOW_MS.to_string();
-                let settled = self.state.settle(&NACK_NOW_SCRIPT, &self.id, &[idle.as_bytes()]).await?;
-                if settled {
-                    self.state.nacked.lock().push(self.id.clone());
-                }
-                settled
-            }
-            Some(delay) => {
-                let delay = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX).to_string();
-                self.state.settle(&NACK_LATER_SCRIPT, &self.id, &[delay.as_bytes(), &self.frame]).await?
-            }
-        };
-        if settled { Ok(()) } else { Err(AdapterError::LeaseLost.into()) }
-    }
 }
