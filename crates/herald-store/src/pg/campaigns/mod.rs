@@ -1,8 +1,12 @@
 //! PostgreSQL: clients, mailings and their messages. A mailing starts with one `INSERT … SELECT`
 //! over the clients, with ids made in SQL (`herald_uuidv7`, from the migration), so a mailing to a
 //! million clients is one statement and no round trip per client.
+//! The `CampaignStore` impl is here; client bodies are in `clients`, the chunked start in `materialize`.
 
-use std::collections::{HashMap, HashSet};
+mod clients;
+mod materialize;
+
+use std::collections::HashMap;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -19,7 +23,7 @@ use uuid::Uuid;
 
 use super::{PgStore, deliveries::add_to_timeline, err};
 use crate::{
-    campaign::{self, ENDS_BEFORE_ATTEMPT, PlanParts, WINDOW_AFTER_END},
+    campaign::{self, ENDS_BEFORE_ATTEMPT},
     decode,
     error::{self, corrupt},
     timeline::{self, Tallies},
@@ -51,182 +55,18 @@ const FINISH_ALL: &str = "UPDATE mailings m SET status = 'finished', updated_at 
     AND NOT m.materializing AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.source_id = m.id AND d.status IN ('pending', 'sending')) \
     RETURNING m.id";
 
-/// Marks mailing `$2` `finished` if it is `running` with no live message.
-const FINISH_ONE: &str = "UPDATE mailings m SET status = 'finished', updated_at = $1 \
-    WHERE m.id = $2 AND m.status = 'running' AND NOT m.materializing \
-    AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.source_id = m.id AND d.status IN ('pending', 'sending'))";
-
-/// Creates a chunk of a started mailing's messages: one row for each matching client whose id is
-/// in `($9, $10]`, joined with the plan's instant for the client's zone (`$3`, `$4`), else `$5`.
-/// Ids carry the creation time `$8` (Unix milliseconds of `now`, as `created_at`) and the row's
-/// place in the statement. Answers how many it made, and how many of them it stored expired.
-const CREATE_MESSAGES: &str = "WITH made AS (INSERT INTO deliveries (id, kind, source_key, recipient, channel, payload, \
-        source_id, recipient_id, status, attempts, next_attempt_at, deadline, last_error, created_at, updated_at) \
-    SELECT herald_uuidv7($8, n.seq), $2, 'mailing:' || n.mailing_id || ':client:' || n.client_id, n.phone, \
-        'provider', \
-        CASE WHEN n.window_from IS NULL \
-            THEN jsonb_build_object('phone', n.phone, 'text', n.text, 'mailing_id', n.mailing_id, \
-                'client_id', n.client_id) \
-            ELSE jsonb_build_object('phone', n.phone, 'text', n.text, 'mailing_id', n.mailing_id, \
-                'client_id', n.client_id, 'window', \
-                jsonb_build_object('from', n.window_from, 'to', n.window_to, 'tz', n.timezone)) END, \
-        n.mailing_id, n.client_id, CASE WHEN n.at >= n.end_at THEN 'expired' ELSE 'pending' END, 0, n.at, \
-        n.end_at, CASE WHEN n.at >= n.end_at THEN $6 END, $7, $7 \
-    FROM (SELECT m.id AS mailing_id, m.text, m.end_at, m.window_from, m.window_to, c.id AS client_id, c.phone, \
-            c.timezone, COALESCE(z.at, $5) AS at, row_number() OVER () AS seq \
-        FROM mailings m \
-        JOIN clients c ON (m.operator_codes IS NULL OR c.operator_code = ANY (m.operator_codes)) \
-            AND (m.tags IS NULL OR c.tag = ANY (m.tags)) \
-            AND c.id > $9 AND c.id <= $10 \
-        LEFT JOIN UNNEST($3::text[], $4::timestamptz[]) AS z (zone, at) ON z.zone = c.timezone \
-        WHERE m.id = $1) n \
-    RETURNING status) \
-    SELECT count(*) AS created, count(*) FILTER (WHERE status = 'expired') AS expired FROM made";
-
-/// Creates the next chunk of mailing `id`'s messages in `tx` (which holds the mailing, running and
-/// materializing): those of the matching clients among the next `chunk` clients by id (found on
-/// the primary key alone, so a chunk costs its own rows whatever the filter), then moves its
-/// cursor; when the chunk reached the last client of the start, the mailing is materialized (and
-/// finished at once if no message is live). Returns how many were created.
-async fn materialize_chunk(
-    tx: &mut Transaction<'_, Postgres>,
-    id: MailingId,
-    plan: &FirstAttempts,
-    now: DateTime<Utc>,
-    chunk: u32,
-) -> Result<u64, StoreError> {
-    let row = sqlx::query("SELECT materialized_through, materialize_high FROM mailings WHERE id = $1")
-        .bind(id.0)
-        .fetch_one(&mut **tx)
-        .await
-        .map_err(err)?;
-    let through: Uuid = row.try_get::<Option<Uuid>, _>("materialized_through").map_err(err)?.unwrap_or(Uuid::nil());
-    let high: Option<Uuid> = row.try_get("materialize_high").map_err(err)?;
-    let mut created = 0;
-    let mut done = true;
-    if let Some(high) = high {
-        let end: Option<Uuid> =
-            sqlx::query_scalar("SELECT id FROM clients WHERE id > $1 AND id <= $2 ORDER BY id OFFSET $3 LIMIT 1")
-                .bind(through)
-                .bind(high)
-                .bind(i64::from(chunk.max(1)) - 1)
-                .fetch_optional(&mut **tx)
-                .await
-                .map_err(err)?;
-        let upper = end.unwrap_or(high);
-        done = upper == high;
-        let plan = PlanParts::of(plan, now);
-        let made = sqlx::query(CREATE_MESSAGES)
-            .bind(id.0)
-            .bind(MESSAGE_KIND)
-            .bind(&plan.zones)
-            .bind(&plan.ats)
-            .bind(plan.otherwise)
-            .bind(WINDOW_AFTER_END)
-            .bind(now)
-            .bind(now.timestamp_millis())
-            .bind(through)
-            .bind(upper)
-            .fetch_one(&mut **tx)
-            .await
-            .map_err(err)?;
-        let count = |name: &str| made.try_get::<i64, _>(name).map(|n| n.max(0) as u64).map_err(err);
-        let tally = Tally { created: count("created")?, expired: count("expired")?, ..Tally::default() };
-        created = tally.created;
-        add_to_timeline(tx, &Tallies::of(id, tally), now).await?;
-        sqlx::query("UPDATE mailings SET materialized_through = $2 WHERE id = $1")
-            .bind(id.0)
-            .bind(upper)
-            .execute(&mut **tx)
-            .await
-            .map_err(err)?;
-    }
-    if done {
-        sqlx::query("UPDATE mailings SET materializing = false WHERE id = $1")
-            .bind(id.0)
-            .execute(&mut **tx)
-            .await
-            .map_err(err)?;
-        sqlx::query(FINISH_ONE).bind(now).bind(id.0).execute(&mut **tx).await.map_err(err)?;
-    }
-    Ok(created)
-}
-
-impl PgStore {
-    /// Makes the next chunk of mailing `id`'s messages in `tx` (which holds it), commits, and
-    /// wakes schedulers: the messages are theirs to claim.
-    async fn commit_chunk(
-        &self,
-        mut tx: Transaction<'_, Postgres>,
-        id: MailingId,
-        plan: &FirstAttempts,
-        now: DateTime<Utc>,
-        chunk: u32,
-    ) -> Result<Option<u64>, StoreError> {
-        let created = materialize_chunk(&mut tx, id, plan, now, chunk).await?;
-        tx.commit().await.map_err(err)?;
-        self.wake_schedulers();
-        Ok(Some(created))
-    }
-}
-
 #[async_trait]
 impl CampaignStore for PgStore {
     async fn create_client(&self, c: &Client) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO clients (id, phone, operator_code, tag, timezone, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
-        )
-        .bind(c.id.0)
-        .bind(c.phone.as_str())
-        .bind(c.operator_code.as_str())
-        .bind(c.tag.as_str())
-        .bind(c.timezone.name())
-        .bind(c.created_at)
-        .bind(c.updated_at)
-        .execute(&self.pool)
-        .await
-        .map(drop)
-        .map_err(err)
+        clients::create(self, c).await
     }
 
     async fn insert_clients(&self, clients: &[Client]) -> Result<Vec<usize>, StoreError> {
-        let (tried, repeats) = campaign::first_of_each_phone(clients);
-        if tried.is_empty() {
-            return Ok(repeats);
-        }
-        let column = |f: fn(&Client) -> String| tried.iter().map(|&i| f(&clients[i])).collect::<Vec<_>>();
-        let ids: Vec<Uuid> = tried.iter().map(|&i| clients[i].id.0).collect();
-        let times = |f: fn(&Client) -> DateTime<Utc>| tried.iter().map(|&i| f(&clients[i])).collect::<Vec<_>>();
-        // One statement, so it is atomic; a phone stored already (or by a racing insert) is skipped.
-        let inserted: HashSet<Uuid> = sqlx::query_scalar(
-            "INSERT INTO clients (id, phone, operator_code, tag, timezone, created_at, updated_at) \
-             SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], \
-                                  $6::timestamptz[], $7::timestamptz[]) \
-             ON CONFLICT (phone) DO NOTHING RETURNING id",
-        )
-        .bind(&ids)
-        .bind(column(|c| c.phone.as_str().to_owned()))
-        .bind(column(|c| c.operator_code.as_str().to_owned()))
-        .bind(column(|c| c.tag.as_str().to_owned()))
-        .bind(column(|c| c.timezone.name().to_owned()))
-        .bind(times(|c| c.created_at))
-        .bind(times(|c| c.updated_at))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(err)?
-        .into_iter()
-        .collect();
-        Ok(campaign::skipped(clients, repeats, &tried, &inserted))
+        clients::insert(self, clients).await
     }
 
     async fn client(&self, id: ClientId) -> Result<Option<Client>, StoreError> {
-        let row = sqlx::query("SELECT * FROM clients WHERE id = $1")
-            .bind(id.0)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(err)?;
-        row.as_ref().map(decode::client).transpose()
+        clients::find(self, id).await
     }
 
     async fn list_clients(
@@ -235,72 +75,15 @@ impl CampaignStore for PgStore {
         after: Option<ClientId>,
         limit: u32,
     ) -> Result<Vec<Client>, StoreError> {
-        // A plain condition for each part given, one that always holds for the others (as
-        // `after_id` does), so each plan is a plain one and every placeholder is used.
-        let part = |given: bool, condition: &str, n: u8| {
-            if given { condition.to_owned() } else { format!("${n}::text IS NULL") }
-        };
-        let conditions = [
-            after_id(1, after.is_some()),
-            part(filter.phone_prefix.is_some(), "phone LIKE $3 || '%'", 3),
-            part(filter.operator_code.is_some(), "operator_code = $4", 4),
-            part(filter.tag.is_some(), "tag = $5", 5),
-        ];
-        let sql = format!("SELECT * FROM clients WHERE {} ORDER BY id LIMIT $2", conditions.join(" AND "));
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(after.map(|a| a.0))
-            .bind(i64::from(limit))
-            .bind(filter.phone_prefix.as_deref())
-            .bind(filter.operator_code.as_ref().map(|c| c.as_str()))
-            .bind(filter.tag.as_ref().map(|t| t.as_str()))
-            .fetch_all(&self.pool)
-            .await
-            .map_err(err)?;
-        rows.iter().map(decode::client).collect()
+        clients::list(self, filter, after, limit).await
     }
 
     async fn update_client(&self, c: &Client) -> Result<(), StoreError> {
-        let done = sqlx::query(
-            "UPDATE clients SET phone = $2, operator_code = $3, tag = $4, timezone = $5, updated_at = $6 \
-             WHERE id = $1",
-        )
-        .bind(c.id.0)
-        .bind(c.phone.as_str())
-        .bind(c.operator_code.as_str())
-        .bind(c.tag.as_str())
-        .bind(c.timezone.name())
-        .bind(c.updated_at)
-        .execute(&self.pool)
-        .await
-        .map_err(err)?;
-        if done.rows_affected() == 0 { Err(StoreError::NotFound) } else { Ok(()) }
+        clients::update(self, c).await
     }
 
     async fn delete_client(&self, id: ClientId, now: DateTime<Utc>) -> Result<bool, StoreError> {
-        let mut tx = self.pool.begin().await.map_err(err)?;
-        let done = sqlx::query("DELETE FROM clients WHERE id = $1").bind(id.0).execute(&mut *tx).await.map_err(err)?;
-        if done.rows_affected() == 0 {
-            return Ok(false);
-        }
-        let rows = sqlx::query(
-            "WITH cancelled AS (UPDATE deliveries SET status = 'cancelled', updated_at = $2 \
-               WHERE recipient_id = $1 AND kind = $3 AND status = 'pending' RETURNING source_id) \
-             SELECT source_id, count(*) AS n FROM cancelled WHERE source_id IS NOT NULL GROUP BY source_id",
-        )
-        .bind(id.0)
-        .bind(now)
-        .bind(MESSAGE_KIND)
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(err)?;
-        let mut tallies = Tallies::default();
-        for row in rows {
-            let cancelled = row.try_get::<i64, _>("n").map_err(err)?.max(0) as u64;
-            tallies.0.insert(row.try_get("source_id").map_err(err)?, Tally { cancelled, ..Tally::default() });
-        }
-        add_to_timeline(&mut tx, &tallies, now).await?;
-        tx.commit().await.map_err(err)?;
-        Ok(true)
+        clients::delete(self, id, now).await
     }
 
     async fn create_mailing(&self, m: &Mailing) -> Result<(), StoreError> {
