@@ -10,16 +10,21 @@ use uuid::Uuid;
 
 use crate::{
     Services,
-    campaign::{FirstAttempts, Mailing, MailingFilter, MailingId, MailingStatus, MessageCounts, MessageText},
+    campaign::{Mailing, MailingFilter, MailingId, MailingStatus, MessageCounts, MessageText},
     command::{Access, Command, Ctx},
-    delivery::{Delivery, DeliveryId, DeliveryStatus, SendWindow},
+    delivery::SendWindow,
     error::{ApiError, ErrorCode},
-    metrics::Metrics,
     page::{self, Page},
-    store::{Constraint, Store, StoreError},
+    store::{Constraint, StoreError},
 };
 
 use super::tasks::{Deleted, present};
+
+mod lifecycle;
+mod messages;
+
+pub use lifecycle::{CHUNK, FIRST_CHUNK, materialize, start, start_due};
+pub use messages::{MessagePage, MessageStatus, MessageView, Messages, MessagesInput};
 
 /// A mailing as the API shows it.
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -63,63 +68,6 @@ fn check_period(start_at: DateTime<Utc>, end_at: DateTime<Utc>) -> Result<(), Ap
         return Err(ApiError::invalid_field("end_at", "must be after start_at"));
     }
     Ok(())
-}
-
-/// Messages made when a mailing starts: few enough that the start call returns at once and the
-/// first messages can go while the rest are made.
-pub const FIRST_CHUNK: u32 = 1_000;
-/// Messages made per later step (one statement, one transaction), chunk after chunk.
-pub const CHUNK: u32 = 10_000;
-
-/// Starts the scheduled mailing `mailing` (its start has come): creates the messages of its first
-/// [`FIRST_CHUNK`] clients, first attempts in each client's send window; schedulers make the
-/// rest ([`materialize`]). `None` when another scheduler or command started it first, or it was
-/// cancelled meanwhile.
-pub async fn start(
-    store: &dyn Store,
-    metrics: &Metrics,
-    mailing: &Mailing,
-    now: DateTime<Utc>,
-) -> Result<Option<u64>, StoreError> {
-    let plan = FirstAttempts::plan(mailing.window, now);
-    let created = store.start_mailing(mailing.id, &plan, now, FIRST_CHUNK).await?;
-    if let Some(messages) = created {
-        metrics.mailings_started.inc();
-        tracing::info!(mailing_id = %mailing.id, messages, "mailing started");
-    }
-    Ok(created)
-}
-
-/// Starts every scheduled mailing due at `now`; how many. Schedulers call it on each pass (and
-/// sleep no longer than the next start), so a mailing starts at its `start_at`.
-pub async fn start_due(store: &dyn Store, metrics: &Metrics, now: DateTime<Utc>) -> Result<usize, StoreError> {
-    const BATCH: u32 = 100;
-    let mut started = 0;
-    loop {
-        let due = store.due_mailings(now, BATCH).await?;
-        for id in &due {
-            let Some(mailing) = store.mailing(*id).await? else { continue };
-            if start(store, metrics, &mailing, now).await?.is_some() {
-                started += 1;
-            }
-        }
-        if due.len() < BATCH as usize {
-            return Ok(started);
-        }
-    }
-}
-
-/// Makes the next chunk of messages of the oldest running mailing that still has some to make
-/// (first attempts planned from `now`): how many were made, or `None` when none was left to make.
-pub async fn materialize(store: &dyn Store, now: DateTime<Utc>, chunk: u32) -> Result<Option<u64>, StoreError> {
-    for mailing in store.materializing_mailings(1).await? {
-        let plan = FirstAttempts::plan(mailing.window, now);
-        if let Some(made) = store.continue_mailing(mailing.id, &plan, now, chunk).await? {
-            tracing::debug!(mailing_id = %mailing.id, made, "made a chunk of a mailing's messages");
-            return Ok(Some(made));
-        }
-    }
-    Ok(None)
 }
 
 /// Starts `mailing` if it is scheduled and due, then reads it back as it now stands.
@@ -429,111 +377,5 @@ impl Command for StatsOne {
             messages: counts.get(&mailing.id).copied().unwrap_or_default(),
             mailing: MailingView::from(&mailing),
         })
-    }
-}
-
-/// One message of a mailing.
-#[derive(Debug, Serialize, ToSchema)]
-#[schema(as = mailings::MessageView)]
-pub struct MessageView {
-    pub id: Uuid,
-    pub created_at: DateTime<Utc>,
-    #[schema(value_type = String, example = "sent")]
-    pub status: &'static str,
-    pub mailing_id: Option<Uuid>,
-    pub client_id: Option<Uuid>,
-    pub attempts: u32,
-    pub last_error: Option<String>,
-    pub sent_at: Option<DateTime<Utc>>,
-    /// While pending: when the next attempt is due.
-    pub next_attempt_at: Option<DateTime<Utc>>,
-}
-
-impl From<Delivery> for MessageView {
-    fn from(d: Delivery) -> Self {
-        Self {
-            id: d.id.0,
-            created_at: d.created_at,
-            status: d.status.as_str(),
-            mailing_id: d.source_id,
-            client_id: d.recipient_id,
-            attempts: d.attempts,
-            last_error: d.last_error,
-            sent_at: d.sent_at,
-            next_attempt_at: (d.status == DeliveryStatus::Pending).then_some(d.next_attempt_at),
-        }
-    }
-}
-
-/// A page of messages. (Not `Page<MessageView>`: a generic page does not carry its item's schema
-/// into the OpenAPI document, and no other command outputs a message.)
-#[derive(Debug, Serialize, ToSchema)]
-pub struct MessagePage {
-    pub items: Vec<MessageView>,
-    /// Pass as `cursor` to get the next page; absent on the last page.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub next_cursor: Option<String>,
-}
-
-/// A message status, as a filter.
-#[derive(Debug, Clone, Copy, Deserialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum MessageStatus {
-    Pending,
-    Sending,
-    Sent,
-    Failed,
-    Expired,
-    Cancelled,
-}
-
-impl From<MessageStatus> for DeliveryStatus {
-    fn from(s: MessageStatus) -> Self {
-        match s {
-            MessageStatus::Pending => Self::Pending,
-            MessageStatus::Sending => Self::Sending,
-            MessageStatus::Sent => Self::Sent,
-            MessageStatus::Failed => Self::Failed,
-            MessageStatus::Expired => Self::Expired,
-            MessageStatus::Cancelled => Self::Cancelled,
-        }
-    }
-}
-
-/// Input of `mailings.messages`.
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct MessagesInput {
-    /// The mailing's id.
-    pub id: Uuid,
-    /// Only messages with this status.
-    pub status: Option<MessageStatus>,
-    /// Items per page (default 50).
-    #[schema(minimum = 1, maximum = 200)]
-    pub limit: Option<u32>,
-    /// `next_cursor` of the previous page.
-    #[schema(max_length = 64)]
-    pub cursor: Option<String>,
-}
-
-/// A mailing's messages, a page at a time.
-#[derive(Debug)]
-pub struct Messages;
-
-#[async_trait]
-impl Command for Messages {
-    const NAME: &'static str = "mailings.messages";
-    const ACCESS: Access = Access::Admin;
-    const SUMMARY: &'static str = "A mailing's messages, optionally of one status (admin)";
-    type Input = MessagesInput;
-    type Output = MessagePage;
-
-    async fn run(&self, svc: &Services, _cx: &Ctx, input: MessagesInput) -> Result<MessagePage, ApiError> {
-        let mailing = MailingId(input.id);
-        svc.store.mailing(mailing).await?.ok_or_else(not_found)?;
-        let (limit, after) = page::request::<DeliveryId>(input.limit, input.cursor.as_deref())?;
-        let rows = svc.store.list_messages(mailing, input.status.map(Into::into), after, limit + 1).await?;
-        let page = Page::from_rows(rows, limit, |d| d.id.0, MessageView::from);
-        Ok(MessagePage { items: page.items, next_cursor: page.next_cursor })
     }
 }
