@@ -92,3 +92,4 @@ mod statics;
 mod store;
 mod streams;
 mod tasks;
+mod upload_slots;
