@@ -19,7 +19,8 @@ use anyhow::{Context as _, bail};
 use chrono::Utc;
 use futures::{SinkExt as _, StreamExt as _};
 use herald_core::{
-    auth::{Identity, TokenIssuer},
+    auth::TokenIssuer,
+    identity::Identity,
     change::ChangeEvent,
     user::{Role, UserId},
 };

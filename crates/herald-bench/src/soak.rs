@@ -15,7 +15,7 @@ use std::{
 
 use anyhow::{Context as _, bail};
 use chrono::Utc;
-use herald_core::{auth::Identity, user::Role};
+use herald_core::{identity::Identity, user::Role};
 use rand::Rng as _;
 
 use crate::{

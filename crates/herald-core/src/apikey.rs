@@ -13,12 +13,7 @@ use sha2::{Digest as _, Sha256};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use crate::{
-    auth::Identity,
-    error::{ApiError, ErrorCode},
-    hosting::group_of,
-    user::{Role, UserId},
-};
+use crate::{command_group::group_of, user::UserId};
 
 id_type!(
     /// An API key's id (UUIDv7).
@@ -31,7 +26,7 @@ pub const KEY_PREFIX: &str = "hk_";
 text_type!(
     /// A key's name, for the people who manage keys: 1 to 100 characters, one line.
     trimmed KeyName,
-    |text| crate::one_line(text, 100, "must be between 1 and 100 characters")
+    |text| crate::macros::one_line(text, 100, "must be between 1 and 100 characters")
 );
 
 string_enum!(
@@ -50,7 +45,7 @@ string_enum!(
 
 impl ApiScope {
     /// Whether a key with this scope may run `command`.
-    fn allows(self, command: &str) -> bool {
+    pub fn allows(self, command: &str) -> bool {
         match (self, group_of(command)) {
             // Keys are managed with a person's own token: a leaked key cannot make more, nor make
             // an account an administrator (or remove the administrators) to make more with.
@@ -73,39 +68,6 @@ pub struct ApiKey {
     pub created_by: UserId,
     pub created_at: DateTime<Utc>,
     pub revoked_at: Option<DateTime<Utc>>,
-}
-
-/// A caller authenticated by an API key.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct KeyCaller {
-    pub id: ApiKeyId,
-    pub scopes: Vec<ApiScope>,
-    /// Who the key acts as: its maker, with the maker's current role (the scopes narrow it).
-    pub identity: Identity,
-}
-
-impl KeyCaller {
-    /// The caller of a live key. Its role is its maker's as the store says it is now, set on
-    /// every call ([`crate::caller::current`]); until then the admin role, as only admins make keys.
-    pub fn of(key: &ApiKey) -> Self {
-        Self {
-            id: key.id,
-            scopes: key.scopes.clone(),
-            identity: Identity { user_id: key.created_by, role: Role::Admin },
-        }
-    }
-
-    /// Refuses a command none of the key's scopes allows.
-    pub fn check(&self, command: &str) -> Result<(), ApiError> {
-        if self.scopes.iter().any(|scope| scope.allows(command)) {
-            return Ok(());
-        }
-        let scopes: Vec<&str> = self.scopes.iter().map(|s| s.as_str()).collect();
-        Err(ApiError::new(
-            ErrorCode::Forbidden,
-            format!("this API key's scopes ({}) do not allow {command}", scopes.join(", ")),
-        ))
-    }
 }
 
 /// A new key's secret (shown once) and the hash the store keeps.
@@ -153,22 +115,5 @@ mod tests {
         assert_eq!(a.hash, hash(&a.key));
         assert_eq!(a.hash.len(), 64);
         assert!(!format!("{a:?}").contains(&a.key), "the secret never prints");
-    }
-
-    #[test]
-    fn scopes_allow_their_groups_and_never_key_management() {
-        let key = |scopes: Vec<ApiScope>| KeyCaller {
-            id: ApiKeyId::new(),
-            scopes,
-            identity: Identity { user_id: UserId::new(), role: Role::Admin },
-        };
-        let campaigns = key(vec![ApiScope::Campaigns]);
-        assert!(campaigns.check("clients.create").is_ok() && campaigns.check("mailings.list").is_ok());
-        assert_eq!(campaigns.check("users.list").map_err(|e| e.code()), Err(ErrorCode::Forbidden));
-        let notify = key(vec![ApiScope::Notify]);
-        assert!(notify.check("notifications.create").is_ok() && notify.check("clients.list").is_err());
-        let admin = key(vec![ApiScope::Admin]);
-        assert!(admin.check("users.list").is_ok() && admin.check("tasks.create").is_ok());
-        assert!(admin.check("api_keys.create").is_err(), "no key makes keys");
     }
 }

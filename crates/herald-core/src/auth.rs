@@ -1,4 +1,4 @@
-//! Authentication: HS256 access tokens, argon2 password hashes, and the caller a command runs for.
+//! Authentication: HS256 access tokens and argon2 password hashes.
 //!
 //! Tokens are compact JWS (RFC 7515) with exactly one accepted algorithm, HS256: the header is
 //! compared byte for byte, so `alg: none` and algorithm confusion are impossible by construction.
@@ -26,24 +26,9 @@ use tokio::sync::{OnceCell, Semaphore};
 
 use crate::{
     error::{ApiError, ErrorCode},
+    identity::Identity,
     user::{Password, Role, UserId},
 };
-
-/// Who a command runs for.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Caller {
-    Anonymous,
-    User(Identity),
-    /// A service, by an API key: it acts as the key's maker, within the key's scopes.
-    Key(crate::apikey::KeyCaller),
-}
-
-/// An authenticated user, as proven by a token.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Identity {
-    pub user_id: UserId,
-    pub role: Role,
-}
 
 /// The shortest HS256 secret accepted: 256 bits.
 pub const MIN_SECRET_LEN: usize = 32;

@@ -4,7 +4,7 @@
 //! subscription: one read of the account by its primary key, no cache.
 
 use crate::{
-    auth::{Caller, Identity},
+    identity::{Caller, Identity},
     error::{ApiError, ErrorCode},
     store::Store,
 };

@@ -19,8 +19,8 @@ use utoipa::ToSchema;
 
 pub use crate::schema::{SchemaCheck, SchemaDoc};
 use crate::{
-    Services,
-    auth::{Caller, Identity},
+    services::Services,
+    identity::{Caller, Identity},
     body::{Answer, Body, BodyUse},
     error::{ApiError, ErrorCode, FieldError, MAX_FIELD_ERRORS},
     user::Role,
@@ -62,7 +62,7 @@ pub struct Ctx {
     /// The client's address, where the transport knows one (HTTP and sockets; not NATS or gRPC).
     pub peer: Option<std::net::IpAddr>,
     /// The token the caller presented, which a command forwarded to another process carries.
-    pub bearer: Option<crate::hosting::Bearer>,
+    pub bearer: Option<crate::identity::Bearer>,
 }
 
 impl From<Caller> for Ctx {

@@ -14,15 +14,10 @@ use serde_json::Value;
 use crate::{
     body::{Answer, Body},
     command::Ctx,
+    command_group::group_of,
     commands::GROUPS,
     error::{ApiError, ErrorCode},
-    redact::SecretString,
 };
-
-/// The group of a command: its name up to the first dot.
-pub fn group_of(command: &str) -> &str {
-    command.split_once('.').map_or(command, |(group, _)| group)
-}
 
 /// The command groups a process hosts: every group (the default), or a named subset.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -80,18 +75,6 @@ impl fmt::Display for Hosted {
             Hosted::All => f.write_str("all"),
             Hosted::Only(_) => f.write_str(&self.groups().join(",")),
         }
-    }
-}
-
-/// The bearer token a caller presented, kept so a forwarded command carries the caller's own
-/// credential (never an identity this process vouches for). Prints as `***`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Bearer(pub SecretString);
-
-impl Bearer {
-    /// The `Authorization` header value.
-    pub fn header_value(&self) -> String {
-        format!("Bearer {}", self.0.expose())
     }
 }
 
@@ -159,12 +142,5 @@ mod tests {
         assert!("".parse::<Hosted>().is_err() && " , ".parse::<Hosted>().is_err());
         assert!("all,tasks".parse::<Hosted>().is_err(), "all is alone or not at all");
         assert_eq!(group_of("attachments.list"), "attachments");
-    }
-
-    #[test]
-    fn a_bearer_prints_no_token() {
-        let bearer = Bearer(SecretString::new("eyJ.secret"));
-        assert_eq!(format!("{bearer:?}"), "Bearer(***)");
-        assert_eq!(bearer.header_value(), "Bearer eyJ.secret");
     }
 }

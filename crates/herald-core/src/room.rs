@@ -33,7 +33,7 @@ pub fn room_stream(room: RoomId) -> String {
 text_type!(
     /// A room name: trimmed, 1 to 100 characters, no control characters.
     trimmed RoomName,
-    |text| crate::one_line(text, ROOM_NAME_MAX, "must be between 1 and 100 characters")
+    |text| crate::macros::one_line(text, ROOM_NAME_MAX, "must be between 1 and 100 characters")
 );
 
 text_type!(

@@ -37,7 +37,7 @@ string_enum!(
 text_type!(
     /// A task title: trimmed, 1 to 200 characters, no control characters.
     trimmed Title,
-    |text| crate::one_line(text, TITLE_MAX, "must be between 1 and 200 characters")
+    |text| crate::macros::one_line(text, TITLE_MAX, "must be between 1 and 200 characters")
 );
 
 /// A task description: up to 10,000 characters (new lines allowed).

@@ -71,7 +71,7 @@ pub const NAME_MAX: usize = 100;
 text_type!(
     /// A display name: trimmed, 1 to 100 characters, no control characters.
     trimmed UserName,
-    |text| crate::one_line(text, NAME_MAX, "must be between 1 and 100 characters")
+    |text| crate::macros::one_line(text, NAME_MAX, "must be between 1 and 100 characters")
 );
 
 text_type!(

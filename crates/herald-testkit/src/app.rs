@@ -4,7 +4,8 @@ use std::{collections::BTreeMap, time::Duration};
 
 use herald::{app::Running, config};
 use herald_core::{
-    auth::{Identity, PasswordHasher},
+    auth::PasswordHasher,
+    identity::Identity,
     commands::users::{NewAccount, create_user},
     user::{Email, Password, Role, UserName},
 };

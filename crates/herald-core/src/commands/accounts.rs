@@ -9,7 +9,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::{
-    Services,
+    services::Services,
     accounts::{ACCOUNT_GONE_EVENT, AccountChange},
     change::ChangeEvent,
     clock::Clock,

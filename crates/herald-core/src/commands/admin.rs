@@ -7,7 +7,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::{
-    Services,
+    services::Services,
     command::{Access, Command, Ctx},
     error::{ApiError, ErrorCode},
     page::{self, Page},

@@ -9,7 +9,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::{
-    Services,
+    services::Services,
     apikey::{self, ApiKey, ApiKeyId, ApiScope, KeyName},
     command::{Access, Command, Ctx},
     error::{ApiError, ErrorCode},

@@ -11,7 +11,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::{
-    Services,
+    services::Services,
     body::{Body, BodyUse},
     change::ChangeEvent,
     command::{Access, Command, Ctx, StreamCommand},

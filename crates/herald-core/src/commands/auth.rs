@@ -6,8 +6,9 @@ use serde::Deserialize;
 use utoipa::ToSchema;
 
 use crate::{
-    Services,
-    auth::{AccessToken, Identity},
+    services::Services,
+    auth::AccessToken,
+    identity::Identity,
     command::{Access, Command, Ctx},
     error::{ApiError, ErrorCode},
     user::{Email, Password, Role, UserName},

@@ -8,7 +8,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::{
-    Services,
+    services::Services,
     campaign::{Client, ClientFilter, ClientId, OperatorCode, Phone, Tag, TimeZone},
     command::{Access, Command, Ctx},
     error::{ApiError, ErrorCode},

@@ -13,7 +13,7 @@ use uuid::Uuid;
 
 use super::tasks::Deleted;
 use crate::{
-    Services,
+    services::Services,
     calendar::{CalendarEvent, CalendarEventId, MAX_SPAN_SECONDS, Period},
     campaign::TimeZone,
     change::ChangeEvent,

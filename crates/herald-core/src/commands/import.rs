@@ -10,7 +10,7 @@ use serde_json::Value;
 use utoipa::ToSchema;
 
 use crate::{
-    Services,
+    services::Services,
     body::{Body, BodyUse},
     campaign::Client,
     command::{Access, Ctx, SchemaCheck, StreamCommand},

@@ -125,7 +125,7 @@ mod tests {
     #[test]
     fn groups_are_the_registrys() {
         let registered: std::collections::BTreeSet<&str> =
-            registry().iter().map(|info| crate::hosting::group_of(info.name)).collect();
+            registry().iter().map(|info| crate::command_group::group_of(info.name)).collect();
         let listed: std::collections::BTreeSet<&str> = GROUPS.iter().copied().collect();
         assert_eq!(registered, listed);
     }

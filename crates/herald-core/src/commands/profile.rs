@@ -6,7 +6,7 @@ use serde::Deserialize;
 use utoipa::ToSchema;
 
 use crate::{
-    Services,
+    services::Services,
     campaign::TimeZone,
     command::{Access, Command, Ctx},
     error::ApiError,

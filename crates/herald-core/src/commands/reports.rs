@@ -10,7 +10,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::{
-    Services,
+    services::Services,
     campaign::{MailingId, MailingStatus},
     command::{Access, Command, Ctx},
     delivery::{Channel, DeliveryId, NewDelivery},

@@ -12,7 +12,7 @@ use uuid::Uuid;
 
 use super::users::ListInput;
 use crate::{
-    Services,
+    services::Services,
     change::ChangeEvent,
     command::{Access, Command, Ctx},
     error::{ApiError, ErrorCode},

@@ -10,7 +10,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::{
-    Services,
+    services::Services,
     change::ChangeEvent,
     command::{Access, Command, Ctx},
     error::{ApiError, ErrorCode},

@@ -9,7 +9,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::{
-    Services,
+    services::Services,
     auth::PasswordHasher,
     clock::Clock,
     command::{Access, Command, Ctx},

@@ -11,8 +11,9 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
 use crate::{
-    Services,
-    auth::{AccessToken, Identity},
+    services::Services,
+    auth::AccessToken,
+    identity::Identity,
     error::{ApiError, ErrorCode},
     store::{Constraint, StoreError},
     user::{Email, NewUser, Password, Role, User, UserId, UserName},

@@ -26,11 +26,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     Herald,
-    auth::Identity,
+    identity::Identity,
     broker::BrokerError,
     error::{ApiError, ErrorCode},
     health::ReadyFlag,
-    hosting::Bearer,
+    identity::Bearer,
     net::Networks,
     stream::SessionId,
     trace,

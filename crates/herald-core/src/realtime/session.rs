@@ -20,11 +20,11 @@ use tokio_util::sync::CancellationToken;
 
 use super::{EventBody, Inner, Outlet, SendFailure};
 use crate::{
-    auth::{Caller, Identity},
+    identity::{Caller, Identity},
     body::{Body, Incoming},
     command::Ctx,
     error::{ApiError, ErrorCode, Problem},
-    hosting::Bearer,
+    identity::Bearer,
     stream::{SessionCursor, SessionId, StreamName},
     user::Role,
 };

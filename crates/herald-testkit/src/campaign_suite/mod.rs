@@ -7,7 +7,8 @@ use std::{collections::BTreeMap, sync::Arc, time::Duration};
 use chrono::{DateTime, TimeZone as _, Utc};
 use herald_core::{
     Herald, Services,
-    auth::{Identity, TokenIssuer},
+    auth::TokenIssuer,
+    identity::Identity,
     clock::Clock as _,
     delivery::BreakerConfig,
     user::{Role, UserId},

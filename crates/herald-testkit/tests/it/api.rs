@@ -2,7 +2,7 @@
 
 use chrono::{Duration, Utc};
 use herald_core::{
-    auth::Identity,
+    identity::Identity,
     user::{Role, UserId},
 };
 use herald_testkit::TestApp;

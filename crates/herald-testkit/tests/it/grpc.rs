@@ -5,7 +5,7 @@
 
 use chrono::{Duration as Span, Utc};
 use herald_core::{
-    auth::Identity,
+    identity::Identity,
     user::{Role, UserId},
 };
 use herald_grpc::pb::{

@@ -8,7 +8,7 @@ use uuid::Uuid;
 
 use super::not_found;
 use crate::{
-    Services,
+    services::Services,
     campaign::MailingId,
     command::{Access, Command, Ctx},
     delivery::{Delivery, DeliveryId, DeliveryStatus},

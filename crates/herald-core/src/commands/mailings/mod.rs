@@ -9,7 +9,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::{
-    Services,
+    services::Services,
     campaign::{Mailing, MailingFilter, MailingId, MailingStatus, MessageCounts, MessageText},
     command::{Access, Command, Ctx},
     delivery::SendWindow,

@@ -10,8 +10,8 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::{
-    Services,
-    auth::Caller,
+    services::Services,
+    identity::Caller,
     command::{Access, Command, Ctx},
     error::{ApiError, ErrorCode},
     notice::{Notice, NoticeFilter, NoticeId, NoticeStatus, NoticeStep, StepStatus},
