@@ -20,8 +20,8 @@ use chrono::Utc;
 use futures::{SinkExt as _, StreamExt as _};
 use herald_core::{
     auth::TokenIssuer,
-    identity::Identity,
     change::ChangeEvent,
+    identity::Identity,
     user::{Role, UserId},
 };
 use rand::Rng as _;

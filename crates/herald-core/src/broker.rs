@@ -54,14 +54,14 @@ impl Message {
     /// Carries `traceparent` (when there is one) in the W3C header, replacing any it had.
     pub fn with_traceparent(self, traceparent: Option<String>) -> Self {
         match traceparent {
-            Some(traceparent) => self.with_header(crate::wire::TRACEPARENT_HEADER, traceparent),
+            Some(traceparent) => self.with_header(crate::trace::TRACEPARENT_HEADER, traceparent),
             None => self,
         }
     }
 
     /// The W3C `traceparent` the message carries, if any.
     pub fn traceparent(&self) -> Option<&str> {
-        self.headers.get(crate::wire::TRACEPARENT_HEADER).map(String::as_str)
+        self.headers.get(crate::trace::TRACEPARENT_HEADER).map(String::as_str)
     }
 }
 

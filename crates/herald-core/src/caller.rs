@@ -4,8 +4,8 @@
 //! subscription: one read of the account by its primary key, no cache.
 
 use crate::{
-    identity::{Caller, Identity},
     error::{ApiError, ErrorCode},
+    identity::{Caller, Identity},
     store::Store,
 };
 

@@ -19,10 +19,10 @@ use utoipa::ToSchema;
 
 pub use crate::schema::{SchemaCheck, SchemaDoc};
 use crate::{
-    services::Services,
-    identity::{Caller, Identity},
     body::{Answer, Body, BodyUse},
     error::{ApiError, ErrorCode, FieldError, MAX_FIELD_ERRORS},
+    identity::{Caller, Identity},
+    services::Services,
     user::Role,
 };
 

@@ -136,7 +136,6 @@ pub(crate) fn one_line(text: &str, max: usize, bounds: &'static str) -> Result<(
     Ok(())
 }
 
-
 #[cfg(test)]
 mod string_enum_tests {
     /// Serde and `ToSchema` name every variant as `as_str` does, for each string enum with serde.

@@ -1,6 +1,6 @@
 //! Chat rooms: rooms, their members and their messages, the chat behind the demo page.
 //!
-//! A room's events go to its channel `room:<id>` (see [`room_stream`]), which only its members
+//! A room's events go to its channel `room:<id>` (see [`crate::stream::room_stream`]), which only its members
 //! may follow; the owner is a room's first member.
 
 use std::fmt;
@@ -24,11 +24,6 @@ id_type!(
 pub const ROOM_NAME_MAX: usize = 100;
 /// Longest message body, in characters.
 pub const MESSAGE_BODY_MAX: usize = 4000;
-
-/// The stream of a room's events: `room:<id>`.
-pub fn room_stream(room: RoomId) -> String {
-    crate::stream::StreamName::Room(room).to_string()
-}
 
 text_type!(
     /// A room name: trimmed, 1 to 100 characters, no control characters.
@@ -97,6 +92,6 @@ mod tests {
     #[test]
     fn a_rooms_channel_names_it() {
         let id = RoomId::new();
-        assert_eq!(room_stream(id), format!("room:{}", id.0));
+        assert_eq!(crate::stream::room_stream(id), format!("room:{}", id.0));
     }
 }

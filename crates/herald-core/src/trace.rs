@@ -19,6 +19,9 @@ use opentelemetry::{
 /// The `tracing` target of spans that exist for traces only.
 pub const TARGET: &str = "herald::trace";
 
+/// The W3C trace context header, on broker messages and HTTP and gRPC requests alike.
+pub const TRACEPARENT_HEADER: &str = "traceparent";
+
 /// A span around one store call (`create_calendar_event`, …), for traces only.
 pub fn store_span(call: &'static str) -> tracing::Span {
     tracing::info_span!(target: TARGET, "store", otel.name = call, otel.kind = "client", db.operation = call)

@@ -7,7 +7,13 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
 
-use crate::{broker::Message, change::OutboxEvent};
+use std::fmt::Write as _;
+
+use crate::{
+    broker::Message,
+    change::OutboxEvent,
+    delivery::{DeliveryJob, JobBatch},
+};
 
 /// The topic every change event is broadcast on (gateways subscribe to it).
 pub const EVENTS_TOPIC: &str = "events";
@@ -16,8 +22,7 @@ pub const EVENTS_TOPIC: &str = "events";
 pub const TYPE_HEADER: &str = "herald-type";
 /// Header carrying the event's channel.
 pub const CHANNEL_HEADER: &str = "herald-channel";
-/// W3C trace context header.
-pub const TRACEPARENT_HEADER: &str = "traceparent";
+pub use crate::trace::TRACEPARENT_HEADER;
 
 /// A change event on the wire.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -59,5 +64,21 @@ impl EventEnvelope {
     /// Decodes a message's payload.
     pub fn decode(payload: &[u8]) -> Result<Self, serde_json::Error> {
         serde_json::from_slice(payload)
+    }
+}
+
+impl JobBatch {
+    /// The broker message for `jobs`. Its id is derived from every claim in it, so a redelivered
+    /// copy is dropped where the broker de-duplicates, and a new claim is never mistaken for an
+    /// old one.
+    pub fn message(jobs: Vec<DeliveryJob>) -> Message {
+        let mut claims = String::with_capacity(jobs.len() * 54);
+        for job in &jobs {
+            let _ = write!(claims, "{}:{};", job.id, job.lease_until.timestamp_micros());
+        }
+        let id = Uuid::new_v5(&Uuid::NAMESPACE_OID, claims.as_bytes());
+        let count = jobs.len();
+        let payload = serde_json::to_vec(&Self::V1 { jobs }).unwrap_or_default();
+        Message::new(id, payload).with_header("herald-jobs", count.to_string())
     }
 }

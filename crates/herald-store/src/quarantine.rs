@@ -79,7 +79,7 @@ where
 macro_rules! quarantine_store {
     ($store:ty, $write:ident, $read:ident, $err:path) => {
         #[async_trait::async_trait]
-        impl herald_core::quarantine::QuarantineStore for $store {
+        impl herald_core::store::QuarantineStore for $store {
             async fn record_failure(
                 &self,
                 failure: &herald_core::quarantine::ItemFailure,

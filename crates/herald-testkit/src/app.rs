@@ -5,8 +5,8 @@ use std::{collections::BTreeMap, time::Duration};
 use herald::{app::Running, config};
 use herald_core::{
     auth::PasswordHasher,
-    identity::Identity,
     commands::users::{NewAccount, create_user},
+    identity::Identity,
     user::{Email, Password, Role, UserName},
 };
 use herald_workers::collector::FileCollector;

@@ -9,12 +9,12 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::{
-    services::Services,
     accounts::{ACCOUNT_GONE_EVENT, AccountChange},
     change::ChangeEvent,
     clock::Clock,
     command::{Access, Command, Ctx},
     error::{ApiError, ErrorCode},
+    services::Services,
     store::Store,
     user::{Role, User, UserId},
 };

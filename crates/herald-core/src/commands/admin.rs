@@ -7,11 +7,11 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::{
-    services::Services,
     command::{Access, Command, Ctx},
     error::{ApiError, ErrorCode},
     page::{self, Page},
     quarantine::{HeldId, HeldRecord},
+    services::Services,
 };
 
 use super::users::ListInput;

@@ -9,11 +9,11 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::{
-    services::Services,
     apikey::{self, ApiKey, ApiKeyId, ApiScope, KeyName},
     command::{Access, Command, Ctx},
     error::{ApiError, ErrorCode},
     page::{self, Page},
+    services::Services,
     store::StoreError,
 };
 

@@ -11,12 +11,12 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::{
-    services::Services,
     body::{Body, BodyUse},
     change::ChangeEvent,
     command::{Access, Command, Ctx, StreamCommand},
     error::{ApiError, ErrorCode},
     files::StoredFile,
+    services::Services,
     task::{Attachment, AttachmentId, TaskId, clean_content_type, clean_file_name},
 };
 

@@ -6,11 +6,11 @@ use serde::Deserialize;
 use utoipa::ToSchema;
 
 use crate::{
-    services::Services,
     auth::AccessToken,
-    identity::Identity,
     command::{Access, Command, Ctx},
     error::{ApiError, ErrorCode},
+    identity::Identity,
+    services::Services,
     user::{Email, Password, Role, UserName},
 };
 

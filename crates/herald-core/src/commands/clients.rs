@@ -8,11 +8,11 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::{
-    services::Services,
     campaign::{Client, ClientFilter, ClientId, OperatorCode, Phone, Tag, TimeZone},
     command::{Access, Command, Ctx},
     error::{ApiError, ErrorCode},
     page::{self, Page},
+    services::Services,
     store::{Constraint, StoreError},
 };
 

@@ -13,13 +13,13 @@ use uuid::Uuid;
 
 use super::tasks::Deleted;
 use crate::{
-    services::Services,
     calendar::{CalendarEvent, CalendarEventId, MAX_SPAN_SECONDS, Period},
     campaign::TimeZone,
     change::ChangeEvent,
     command::{Access, Command, Ctx},
     delivery::Delivery,
     error::{ApiError, ErrorCode, FieldError},
+    services::Services,
     store::{Constraint, StoreError},
     task::{Description, Title},
     trace,

@@ -10,11 +10,11 @@ use serde_json::Value;
 use utoipa::ToSchema;
 
 use crate::{
-    services::Services,
     body::{Body, BodyUse},
     campaign::Client,
     command::{Access, Ctx, SchemaCheck, StreamCommand},
     error::ApiError,
+    services::Services,
 };
 
 use super::clients::ClientInput;

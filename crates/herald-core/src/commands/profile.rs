@@ -6,11 +6,11 @@ use serde::Deserialize;
 use utoipa::ToSchema;
 
 use crate::{
-    services::Services,
     campaign::TimeZone,
     command::{Access, Command, Ctx},
     error::ApiError,
     notify::Preferences,
+    services::Services,
     store::StoreError,
     user::{ContactPhone, ProfileChange, UserName},
 };

@@ -10,11 +10,11 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::{
-    services::Services,
     campaign::{MailingId, MailingStatus},
     command::{Access, Command, Ctx},
     delivery::{Channel, DeliveryId, NewDelivery},
     error::{ApiError, ErrorCode},
+    services::Services,
     store::{Store, StoreError},
     timeline::{BUCKET_SECONDS, Tally, TallyView, instant},
     user::User,

@@ -12,13 +12,14 @@ use uuid::Uuid;
 
 use super::users::ListInput;
 use crate::{
-    services::Services,
     change::ChangeEvent,
     command::{Access, Command, Ctx},
     error::{ApiError, ErrorCode},
     page::{self, Page},
-    room::{MessageBody, Room, RoomId, RoomMessage, RoomMessageId, RoomName, room_stream},
+    room::{MessageBody, Room, RoomId, RoomMessage, RoomMessageId, RoomName},
+    services::Services,
     store::StoreError,
+    stream::room_stream,
     user::UserId,
 };
 

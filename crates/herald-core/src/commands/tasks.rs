@@ -10,11 +10,11 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::{
-    services::Services,
     change::ChangeEvent,
     command::{Access, Command, Ctx},
     error::{ApiError, ErrorCode},
     page::{self, Page},
+    services::Services,
     store::{Constraint, StoreError},
     task::{Attachment, Description, Task, TaskId, TaskStatus, Title},
     trace,

@@ -9,13 +9,13 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::{
-    services::Services,
     auth::PasswordHasher,
     clock::Clock,
     command::{Access, Command, Ctx},
     error::{ApiError, ErrorCode},
     net::Refusal,
     page::{self, Page},
+    services::Services,
     store::{Constraint, Store, StoreError},
     user::{Email, NewUser, Password, Role, User, UserId, UserName, WebhookUrl},
 };

@@ -2,7 +2,7 @@
 //! reminder). The store is their truth; the scheduler claims due ones under a lease and senders
 //! report what happened.
 
-use std::fmt::{self, Write as _};
+use std::fmt;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -191,20 +191,6 @@ pub enum JobBatch {
 }
 
 impl JobBatch {
-    /// The broker message for `jobs`. Its id is derived from every claim in it, so a redelivered
-    /// copy is dropped where the broker de-duplicates, and a new claim is never mistaken for an
-    /// old one.
-    pub fn message(jobs: Vec<DeliveryJob>) -> crate::broker::Message {
-        let mut claims = String::with_capacity(jobs.len() * 54);
-        for job in &jobs {
-            let _ = write!(claims, "{}:{};", job.id, job.lease_until.timestamp_micros());
-        }
-        let id = Uuid::new_v5(&Uuid::NAMESPACE_OID, claims.as_bytes());
-        let count = jobs.len();
-        let payload = serde_json::to_vec(&Self::V1 { jobs }).unwrap_or_default();
-        crate::broker::Message::new(id, payload).with_header("herald-jobs", count.to_string())
-    }
-
     /// The jobs of a queue message: a batch, or a lone [`DeliveryJob`] as versions before
     /// batches queued them.
     pub fn decode(payload: &[u8]) -> Result<Vec<DeliveryJob>, serde_json::Error> {

@@ -11,10 +11,10 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
 use crate::{
-    services::Services,
     auth::AccessToken,
-    identity::Identity,
     error::{ApiError, ErrorCode},
+    identity::Identity,
+    services::Services,
     store::{Constraint, StoreError},
     user::{Email, NewUser, Password, Role, User, UserId, UserName},
 };

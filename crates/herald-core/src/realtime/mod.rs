@@ -26,11 +26,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     Herald,
-    identity::Identity,
     broker::BrokerError,
     error::{ApiError, ErrorCode},
     health::ReadyFlag,
     identity::Bearer,
+    identity::Identity,
     net::Networks,
     stream::SessionId,
     trace,

@@ -20,11 +20,11 @@ use tokio_util::sync::CancellationToken;
 
 use super::{EventBody, Inner, Outlet, SendFailure};
 use crate::{
-    identity::{Caller, Identity},
     body::{Body, Incoming},
     command::Ctx,
     error::{ApiError, ErrorCode, Problem},
     identity::Bearer,
+    identity::{Caller, Identity},
     stream::{SessionCursor, SessionId, StreamName},
     user::Role,
 };

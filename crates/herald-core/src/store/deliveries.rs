@@ -30,7 +30,7 @@ pub trait DeliveryStore: Send + Sync {
     /// row that cannot be read is not claimed: it comes back in [`Claimed::unreadable`] for the
     /// scheduler to hold back, and every other row is claimed as usual.
     ///
-    /// [`QuarantineStore`]: crate::quarantine::QuarantineStore
+    /// [`QuarantineStore`]: crate::store::QuarantineStore
     async fn claim_due_deliveries(
         &self,
         now: DateTime<Utc>,

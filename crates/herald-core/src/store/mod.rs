@@ -10,26 +10,31 @@
 
 use async_trait::async_trait;
 
+mod accounts;
 mod calendar;
 mod campaigns;
 mod deliveries;
 mod notices;
 mod outbox;
+mod quarantine;
 mod rooms;
+mod streams;
 mod tasks;
 mod users;
 
+pub use accounts::AccountStore;
 pub use calendar::{CalendarStore, EventDeleteEvents};
 pub use campaigns::CampaignStore;
 pub use deliveries::DeliveryStore;
 pub use notices::{NoticeStore, StepPlan};
 pub use outbox::OutboxStore;
+pub use quarantine::QuarantineStore;
 pub use rooms::RoomStore;
+pub use streams::StreamStore;
 pub use tasks::{AttachmentEvents, DeleteEvents, TaskStore};
 pub use users::UserStore;
 
 pub use crate::store_error::{Constraint, StoreError};
-use crate::{quarantine::QuarantineStore, stream::StreamStore};
 
 /// Herald's durable state: every focused store trait, plus lifecycle. See the module docs for
 /// the contract every adapter keeps.

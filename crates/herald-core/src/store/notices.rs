@@ -11,7 +11,7 @@ use crate::{
 };
 
 /// Notices and their steps. A notice is acknowledged once, by whichever comes first: a cursor
-/// of its person's stream reaching its in-app event ([`crate::stream::StreamStore::advance_cursors`]),
+/// of its person's stream reaching its in-app event ([`crate::store::StreamStore::advance_cursors`]),
 /// or the person marking it read. Acknowledging cancels every step still to come, and the
 /// deliveries of its steps not yet claimed, in the same transaction. An escalation pass holds
 /// each notice it moves (PostgreSQL: `FOR UPDATE … SKIP LOCKED`), so of a racing

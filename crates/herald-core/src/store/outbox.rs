@@ -21,7 +21,7 @@ pub trait OutboxStore: Send + Sync {
     /// and so is every event of a stream with a row in the batch that cannot be read (that row
     /// named, by its stream, in [`Unpublished::unreadable`]): a stream never skips an offset.
     ///
-    /// [`QuarantineStore`]: crate::quarantine::QuarantineStore
+    /// [`QuarantineStore`]: crate::store::QuarantineStore
     async fn unpublished_events(&self, limit: u32) -> Result<Unpublished, StoreError>;
 
     /// Appends events that stand alone (no other write goes with them, like a mailing's progress

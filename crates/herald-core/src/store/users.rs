@@ -12,7 +12,7 @@ use crate::{
 
 /// Accounts.
 #[async_trait]
-pub trait UserStore: crate::accounts::AccountStore + Send + Sync {
+pub trait UserStore: super::AccountStore + Send + Sync {
     /// Stores a new user. A taken email is `Conflict { constraint: "users_email_key" }`.
     async fn create_user(&self, user: &NewUser) -> Result<(), StoreError>;
 

@@ -5,8 +5,9 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use herald_core::{
-    accounts::{AccountChange, AccountStore},
+    accounts::AccountChange,
     change::ChangeEvent,
+    store::AccountStore,
     store::StoreError,
     user::{Role, User, UserId},
 };

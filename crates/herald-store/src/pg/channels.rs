@@ -8,7 +8,8 @@ use herald_core::{
     change::OutboxEvent,
     notice::Acknowledged,
     store::StoreError,
-    stream::{SessionCursor, SessionId, StreamHead, StreamStore},
+    store::StreamStore,
+    stream::{SessionCursor, SessionId, StreamHead},
     user::UserId,
 };
 use sqlx::Row as _;

@@ -8,9 +8,9 @@ use chrono::{DateTime, TimeZone as _, Utc};
 use herald_core::{
     Herald, Services,
     auth::TokenIssuer,
-    identity::Identity,
     clock::Clock as _,
     delivery::BreakerConfig,
+    identity::Identity,
     user::{Role, UserId},
 };
 use herald_http::HttpOptions;

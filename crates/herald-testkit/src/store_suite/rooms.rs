@@ -3,8 +3,9 @@
 
 use herald_core::{
     change::{ChangeEvent, OutboxEvent},
-    room::{MessageBody, Room, RoomId, RoomMessage, RoomMessageId, RoomName, room_stream},
+    room::{MessageBody, Room, RoomId, RoomMessage, RoomMessageId, RoomName},
     store::{Store, StoreError},
+    stream::room_stream,
     user::UserId,
 };
 use serde_json::json;

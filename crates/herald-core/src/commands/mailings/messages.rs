@@ -8,12 +8,12 @@ use uuid::Uuid;
 
 use super::not_found;
 use crate::{
-    services::Services,
     campaign::MailingId,
     command::{Access, Command, Ctx},
     delivery::{Delivery, DeliveryId, DeliveryStatus},
     error::ApiError,
     page::{self, Page},
+    services::Services,
 };
 
 /// One message of a mailing.

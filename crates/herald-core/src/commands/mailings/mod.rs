@@ -9,12 +9,12 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::{
-    services::Services,
     campaign::{Mailing, MailingFilter, MailingId, MailingStatus, MessageCounts, MessageText},
     command::{Access, Command, Ctx},
     delivery::SendWindow,
     error::{ApiError, ErrorCode},
     page::{self, Page},
+    services::Services,
     store::{Constraint, StoreError},
 };
 

@@ -10,13 +10,13 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::{
-    services::Services,
-    identity::Caller,
     command::{Access, Command, Ctx},
     error::{ApiError, ErrorCode},
+    identity::Caller,
     notice::{Notice, NoticeFilter, NoticeId, NoticeStatus, NoticeStep, StepStatus},
     notify::{NoticeChannel, NoticeType},
     page::{self, Page},
+    services::Services,
     store::{Constraint, StoreError},
     user::{Role, UserId},
 };

@@ -7,8 +7,6 @@
 //! holds back a stream rather than skip one of its events). Only errors that retrying cannot
 //! mend count; an unavailable store or broker backs off the whole pass instead.
 
-mod port;
-
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -16,8 +14,6 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 use utoipa::ToSchema;
 use uuid::Uuid;
-
-pub use port::QuarantineStore;
 
 use crate::store_error::StoreError;
 

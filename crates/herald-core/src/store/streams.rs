@@ -1,0 +1,49 @@
+//! The streams port: each stream's events in offset order, and each session's cursor in it.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+use super::StoreError;
+use crate::{
+    change::OutboxEvent,
+    notice::Acknowledged,
+    stream::{SessionCursor, SessionId, StreamHead},
+    user::UserId,
+};
+
+/// Channel streams and session cursors.
+///
+/// Contract: offsets of one channel are gap-free and, read in offset order, are commit order; a
+/// reader that sees offset `n` sees every retained offset below it. Cursor writes are durable when
+/// they return; [`StreamStore::advance_cursors`] never moves a cursor back.
+#[async_trait]
+pub trait StreamStore: Send + Sync {
+    /// Where `channel` stands now.
+    async fn stream_head(&self, channel: &str) -> Result<StreamHead, StoreError>;
+
+    /// The channel's retained events after offset `after`, in offset order, at most `limit`.
+    async fn read_stream(&self, channel: &str, after: i64, limit: u32) -> Result<Vec<OutboxEvent>, StoreError>;
+
+    /// The session's cursor in `channel`, if it has one.
+    async fn session_cursor(&self, user: UserId, session: &SessionId, channel: &str)
+    -> Result<Option<i64>, StoreError>;
+
+    /// Sets a cursor to exactly `cursor.offset` (a subscription's starting point), at `now`.
+    async fn set_cursor(&self, cursor: &SessionCursor, now: DateTime<Utc>) -> Result<(), StoreError>;
+
+    /// Moves each cursor forward to its offset (never back), creating missing ones, in one
+    /// transaction, at `now`. In the same transaction it acknowledges every pending notice whose
+    /// in-app event a cursor reached (see [`crate::store::NoticeStore`]), and returns them.
+    async fn advance_cursors(
+        &self,
+        cursors: &[SessionCursor],
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Acknowledged>, StoreError>;
+
+    /// Forgets cursors untouched since `idle_before`, at most `limit`; returns how many.
+    async fn expire_cursors(&self, idle_before: DateTime<Utc>, limit: u32) -> Result<u64, StoreError>;
+
+    /// Deletes published events that are more than `keep` behind their channel's head, at most
+    /// `limit`; returns how many. (Age is bounded by [`crate::store::OutboxStore::prune_published`].)
+    async fn trim_streams(&self, keep: u32, limit: u32) -> Result<u64, StoreError>;
+}
