@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use herald::{app, config::Config};
 use herald_core::{
     auth::PasswordHasher,
-    commands::users::{NewAccount, create_user},
+    new_account::{NewAccount, create_user},
     user::{Email, Password, Role, UserName},
 };
 use serde_json::json;

@@ -1,6 +1,8 @@
 //! Time, injected: use cases never read the system clock themselves.
 
-use chrono::{DateTime, SubsecRound, Utc};
+use std::time::Duration;
+
+use chrono::{DateTime, SubsecRound, TimeDelta, Utc};
 
 /// A source of the current time.
 pub trait Clock: Send + Sync + std::fmt::Debug + 'static {
@@ -44,4 +46,9 @@ impl Clock for ManualClock {
     fn now(&self) -> DateTime<Utc> {
         *self.0.lock()
     }
+}
+
+/// `at + wait`, saturating at the latest representable instant instead of overflowing.
+pub fn add_saturating(at: DateTime<Utc>, wait: Duration) -> DateTime<Utc> {
+    TimeDelta::from_std(wait).ok().and_then(|wait| at.checked_add_signed(wait)).unwrap_or(DateTime::<Utc>::MAX_UTC)
 }

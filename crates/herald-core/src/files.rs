@@ -17,6 +17,7 @@ use tokio::io::AsyncRead;
 
 use crate::{
     slots::{KeyedSlots, Slot},
+    task::Attachment,
     user::UserId,
 };
 
@@ -112,6 +113,16 @@ impl UploadsPerUser {
     /// Users with an upload in progress.
     pub fn users(&self) -> usize {
         self.0.keys()
+    }
+}
+
+/// Removes the files of deleted attachments. Failures are logged: the orphan collector removes
+/// whatever is left, since no row references those files any more.
+pub async fn remove_attachment_files(files: &dyn Files, attachments: &[Attachment]) {
+    for a in attachments {
+        if let Err(err) = files.remove(&a.storage_key, false).await {
+            tracing::warn!(attachment_id = %a.id, key = %a.storage_key, %err, "could not remove a deleted attachment's file; the collector will");
+        }
     }
 }
 

@@ -8,7 +8,6 @@
 
 use std::{collections::BTreeSet, fmt, str::FromStr, sync::Arc};
 
-use async_trait::async_trait;
 use serde_json::Value;
 
 use crate::{
@@ -17,6 +16,7 @@ use crate::{
     command_group::group_of,
     commands::GROUPS,
     error::{ApiError, ErrorCode},
+    forward::Forward,
 };
 
 /// The command groups a process hosts: every group (the default), or a named subset.
@@ -76,17 +76,6 @@ impl fmt::Display for Hosted {
             Hosted::Only(_) => f.write_str(&self.groups().join(",")),
         }
     }
-}
-
-/// Runs a command in the process that hosts it and answers with that process's answer.
-///
-/// An implementation answers within a bounded time: `unavailable` when no process hosts the
-/// command or the host does not answer in time, never a hang.
-#[async_trait]
-pub trait Forward: Send + Sync + 'static {
-    /// `body` is the caller's byte stream, for a command that reads one; the answer carries the
-    /// host's bytes for one that gives them.
-    async fn forward(&self, command: &str, cx: &Ctx, input: Value, body: Option<Body>) -> Result<Answer, ApiError>;
 }
 
 /// Where this process's commands run: the groups it hosts, and the way to the others.

@@ -20,6 +20,9 @@ id_type!(
     RoomMessageId
 );
 
+/// The event that ends a membership; a session of the removed user stops reading the room there.
+pub const MEMBER_REMOVED: &str = "room.member_removed";
+
 /// Longest room name, in characters.
 pub const ROOM_NAME_MAX: usize = 100;
 /// Longest message body, in characters.

@@ -7,7 +7,9 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use crate::user::UserId;
+use serde_json::json;
+
+use crate::{change::ChangeEvent, user::UserId};
 
 id_type!(
     /// A task's id (UUIDv7).
@@ -125,6 +127,13 @@ pub fn clean_content_type(raw: Option<&str>) -> String {
     match essence.split_once('/') {
         Some((kind, sub)) if token(kind) && token(sub) && essence.len() <= 127 => essence,
         _ => "application/octet-stream".into(),
+    }
+}
+
+impl Attachment {
+    /// The `attachment.deleted` event of this attachment.
+    pub fn deleted_event(&self, now: DateTime<Utc>) -> ChangeEvent {
+        ChangeEvent::for_user(self.owner, "attachment.deleted", json!({"id": self.id, "task_id": self.task_id}), now)
     }
 }
 

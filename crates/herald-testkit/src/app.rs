@@ -5,8 +5,8 @@ use std::{collections::BTreeMap, time::Duration};
 use herald::{app::Running, config};
 use herald_core::{
     auth::PasswordHasher,
-    commands::users::{NewAccount, create_user},
     identity::Identity,
+    new_account::{NewAccount, create_user},
     user::{Email, Password, Role, UserName},
 };
 use herald_workers::collector::FileCollector;

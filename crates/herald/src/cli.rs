@@ -8,8 +8,8 @@ use herald_core::{
     auth::PasswordHasher,
     broker::Broker,
     clock::{Clock, SystemClock},
-    commands::users::{NewAccount, create_user},
     metrics::Metrics,
+    new_account::{NewAccount, create_user},
     store::Store,
     user::{Email, Password, Role, UserName},
 };

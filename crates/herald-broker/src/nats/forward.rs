@@ -18,7 +18,7 @@ use herald_core::{
     command::Ctx,
     command_group::group_of,
     error::{ApiError, ErrorCode, Problem},
-    hosting::Forward,
+    forward::Forward,
     metrics::Metrics,
     trace,
     wire::TRACEPARENT_HEADER,

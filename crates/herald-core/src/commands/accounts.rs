@@ -19,7 +19,7 @@ use crate::{
     user::{Role, User, UserId},
 };
 
-use super::{tasks::Deleted, users::UserView};
+use crate::shapes::{Deleted, UserView};
 
 fn refused(change: AccountChange, what: &str) -> Result<User, ApiError> {
     match change {

@@ -14,7 +14,7 @@ use crate::{
     services::Services,
 };
 
-use super::users::ListInput;
+use crate::shapes::ListInput;
 
 /// Lists quarantined records, newest first.
 #[derive(Debug)]

@@ -17,7 +17,7 @@ use crate::{
     store::StoreError,
 };
 
-use super::{tasks::Deleted, users::ListInput};
+use crate::shapes::{Deleted, ListInput};
 
 /// An API key as the API shows it (never its secret, except once in [`NewKeyView`]).
 #[derive(Debug, Serialize, ToSchema)]

@@ -15,12 +15,12 @@ use crate::{
     change::ChangeEvent,
     command::{Access, Command, Ctx, StreamCommand},
     error::{ApiError, ErrorCode},
-    files::StoredFile,
+    files::{StoredFile, remove_attachment_files},
     services::Services,
     task::{Attachment, AttachmentId, TaskId, clean_content_type, clean_file_name},
 };
 
-use super::tasks::Deleted;
+use crate::shapes::Deleted;
 
 /// An attachment as the API shows it.
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -46,26 +46,6 @@ impl From<&Attachment> for AttachmentView {
             size: a.size,
             sha256: a.sha256.clone(),
             created_at: a.created_at,
-        }
-    }
-}
-
-/// The `attachment.deleted` event of `attachment`.
-pub fn deleted_event(attachment: &Attachment, now: DateTime<Utc>) -> ChangeEvent {
-    ChangeEvent::for_user(
-        attachment.owner,
-        "attachment.deleted",
-        json!({"id": attachment.id, "task_id": attachment.task_id}),
-        now,
-    )
-}
-
-/// Removes the files of deleted attachments. Failures are logged: the orphan collector removes
-/// whatever is left, since no row references those files any more.
-pub async fn remove_files(svc: &Services, attachments: &[Attachment]) {
-    for a in attachments {
-        if let Err(err) = svc.files.remove(&a.storage_key, false).await {
-            tracing::warn!(attachment_id = %a.id, key = %a.storage_key, %err, "could not remove a deleted attachment's file; the collector will");
         }
     }
 }
@@ -197,7 +177,7 @@ async fn attach(
     let view = AttachmentView::from(&attachment);
     let event = ChangeEvent::for_user(identity.user_id, "attachment.added", json!(view), now);
     if let Err(err) = svc.store.add_attachment(&attachment, &[event]).await {
-        remove_files(svc, std::slice::from_ref(&attachment)).await;
+        remove_attachment_files(svc.files.as_ref(), std::slice::from_ref(&attachment)).await;
         return Err(match err {
             crate::store::StoreError::NotFound => not_found("task"),
             other => other.into(),
@@ -396,13 +376,13 @@ impl Command for Delete {
 
     async fn run(&self, svc: &Services, cx: &Ctx, input: AttachmentRef) -> Result<Deleted, ApiError> {
         let now = svc.clock.now();
-        let events = |a: &Attachment| vec![deleted_event(a, now)];
+        let events = |a: &Attachment| vec![a.deleted_event(now)];
         let deleted = svc
             .store
             .delete_attachment(cx.identity()?.user_id, AttachmentId(input.id), &events)
             .await?
             .ok_or_else(|| not_found("attachment"))?;
-        remove_files(svc, std::slice::from_ref(&deleted)).await;
+        remove_attachment_files(svc.files.as_ref(), std::slice::from_ref(&deleted)).await;
         Ok(Deleted {})
     }
 }

@@ -14,7 +14,10 @@ use crate::{
     user::{Email, Password, Role, UserName},
 };
 
-use super::users::{NewAccount, UserView, create_user};
+use crate::{
+    new_account::{NewAccount, create_user},
+    shapes::UserView,
+};
 
 /// Input of `auth.register`.
 #[derive(Debug, Deserialize, ToSchema)]

@@ -16,7 +16,7 @@ use crate::{
     store::{Constraint, StoreError},
 };
 
-use super::tasks::Deleted;
+use crate::shapes::{ClientInput, Deleted};
 
 /// A client as the API shows it.
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -41,40 +41,6 @@ impl From<&Client> for ClientView {
             timezone: c.timezone.name().to_owned(),
             created_at: c.created_at,
             updated_at: c.updated_at,
-        }
-    }
-}
-
-/// Input of `clients.create`, and one line of a bulk import.
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-#[schema(example = json!({"phone": "79161234567", "tag": "vip", "timezone": "Europe/Moscow"}))]
-pub struct ClientInput {
-    /// `7` and ten digits.
-    #[schema(value_type = String, pattern = r"^7[0-9]{10}$")]
-    pub phone: Phone,
-    /// Three digits; defaults to digits 2 to 4 of the phone.
-    #[schema(value_type = Option<String>, pattern = r"^[0-9]{3}$")]
-    pub operator_code: Option<OperatorCode>,
-    /// Free text used by mailing filters (default empty).
-    #[schema(value_type = Option<String>, max_length = 64)]
-    pub tag: Option<Tag>,
-    /// IANA time zone (default `UTC`); send windows are in this zone.
-    #[schema(value_type = Option<String>, example = "Europe/Moscow")]
-    pub timezone: Option<TimeZone>,
-}
-
-impl ClientInput {
-    /// The client this input describes, new at `now`.
-    pub fn into_client(self, now: DateTime<Utc>) -> Client {
-        Client {
-            id: ClientId::new(),
-            operator_code: self.operator_code.unwrap_or_else(|| self.phone.operator_code()),
-            phone: self.phone,
-            tag: self.tag.unwrap_or_else(|| Tag::parse("").unwrap_or_else(|_| unreachable!("empty tags are valid"))),
-            timezone: self.timezone.unwrap_or(TimeZone(chrono_tz::UTC)),
-            created_at: now,
-            updated_at: now,
         }
     }
 }

@@ -11,7 +11,7 @@ use tracing::Instrument as _;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use super::tasks::Deleted;
+use crate::shapes::Deleted;
 use crate::{
     calendar::{CalendarEvent, CalendarEventId, MAX_SPAN_SECONDS, Period},
     campaign::TimeZone,

@@ -17,7 +17,7 @@ use crate::{
     services::Services,
 };
 
-use super::clients::ClientInput;
+use crate::shapes::ClientInput;
 
 /// Longest line accepted, in bytes; a longer one is reported and skipped.
 pub const MAX_LINE: usize = 4096;

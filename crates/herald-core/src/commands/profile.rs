@@ -15,9 +15,9 @@ use crate::{
     user::{ContactPhone, ProfileChange, UserName},
 };
 
-use super::{
-    tasks::present,
-    users::{NoInput, UserView, account_gone},
+use crate::{
+    caller::account_gone,
+    shapes::{NoInput, UserView, present},
 };
 
 /// Input of `users.update_me`: only the fields present change; `phone: null` and

@@ -10,13 +10,13 @@ use serde_json::json;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use super::users::ListInput;
+use crate::shapes::{Deleted, ListInput};
 use crate::{
     change::ChangeEvent,
     command::{Access, Command, Ctx},
     error::{ApiError, ErrorCode},
     page::{self, Page},
-    room::{MessageBody, Room, RoomId, RoomMessage, RoomMessageId, RoomName},
+    room::{MEMBER_REMOVED, MessageBody, Room, RoomId, RoomMessage, RoomMessageId, RoomName},
     services::Services,
     store::StoreError,
     stream::room_stream,
@@ -198,9 +198,9 @@ impl Command for RemoveMember {
     const ACCESS: Access = Access::User;
     const SUMMARY: &'static str = "Leave a room, or, as its owner, remove a member (the owner stays)";
     type Input = MemberInput;
-    type Output = super::tasks::Deleted;
+    type Output = Deleted;
 
-    async fn run(&self, svc: &Services, cx: &Ctx, input: MemberInput) -> Result<super::tasks::Deleted, ApiError> {
+    async fn run(&self, svc: &Services, cx: &Ctx, input: MemberInput) -> Result<Deleted, ApiError> {
         let (room_id, user) = (RoomId(input.room), UserId(input.user));
         let me = cx.identity()?.user_id;
         check_member(svc, room_id, me).await?;
@@ -214,19 +214,16 @@ impl Command for RemoveMember {
         let now = svc.clock.now();
         let data = json!({"room": room_id, "user": user});
         let events = [
-            ChangeEvent::on_channel(room_stream(room_id), REMOVED, data.clone(), now),
-            ChangeEvent::for_user(user, REMOVED, data, now),
+            ChangeEvent::on_channel(room_stream(room_id), MEMBER_REMOVED, data.clone(), now),
+            ChangeEvent::for_user(user, MEMBER_REMOVED, data, now),
         ];
         if svc.store.remove_member(room_id, user, &events).await? {
-            Ok(super::tasks::Deleted {})
+            Ok(Deleted {})
         } else {
             Err(ApiError::new(ErrorCode::NotFound, "the user is not a member of this room"))
         }
     }
 }
-
-/// The event that ends a membership; a session of the removed user stops reading the room there.
-pub const REMOVED: &str = "room.member_removed";
 
 /// Input of `rooms.post_message`.
 #[derive(Debug, Deserialize, ToSchema)]

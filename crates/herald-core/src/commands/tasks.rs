@@ -3,7 +3,7 @@
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tracing::Instrument as _;
 use utoipa::ToSchema;
@@ -13,8 +13,10 @@ use crate::{
     change::ChangeEvent,
     command::{Access, Command, Ctx},
     error::{ApiError, ErrorCode},
+    files::remove_attachment_files,
     page::{self, Page},
     services::Services,
+    shapes::{Deleted, present},
     store::{Constraint, StoreError},
     task::{Attachment, Description, Task, TaskId, TaskStatus, Title},
     trace,
@@ -184,11 +186,6 @@ pub struct UpdateInput {
     pub due_at: Option<Option<DateTime<Utc>>>,
 }
 
-/// `Some(None)` for an explicit `null`, `None` (by `default`) for an absent field.
-pub(crate) fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<Option<T>>, D::Error> {
-    Option::<T>::deserialize(d).map(Some)
-}
-
 /// Changes a task.
 #[derive(Debug)]
 pub struct Update;
@@ -255,10 +252,6 @@ fn stale(current: i64) -> ApiError {
     ApiError::new(ErrorCode::PreconditionFailed, format!("the task has changed; its version is now {current} or later"))
 }
 
-/// Nothing: the answer of a deletion.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct Deleted {}
-
 /// Deletes a task and its attachments.
 #[derive(Debug)]
 pub struct Delete;
@@ -274,14 +267,13 @@ impl Command for Delete {
     async fn run(&self, svc: &Services, cx: &Ctx, input: TaskRef) -> Result<Deleted, ApiError> {
         let now = svc.clock.now();
         let events = |task: &Task, attachments: &[Attachment]| {
-            let mut events: Vec<ChangeEvent> =
-                attachments.iter().map(|a| super::attachments::deleted_event(a, now)).collect();
+            let mut events: Vec<ChangeEvent> = attachments.iter().map(|a| a.deleted_event(now)).collect();
             events.push(ChangeEvent::for_user(task.owner, "task.deleted", json!({"id": task.id}), now));
             events
         };
         let (_, attachments) =
             svc.store.delete_task(cx.identity()?.user_id, TaskId(input.id), &events).await?.ok_or_else(not_found)?;
-        super::attachments::remove_files(svc, &attachments).await;
+        remove_attachment_files(svc.files.as_ref(), &attachments).await;
         Ok(Deleted {})
     }
 }

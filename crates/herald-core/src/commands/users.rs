@@ -3,87 +3,20 @@
 use std::net::IpAddr;
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
-use uuid::Uuid;
 
 use crate::{
-    auth::PasswordHasher,
-    clock::Clock,
+    caller::account_gone,
     command::{Access, Command, Ctx},
-    error::{ApiError, ErrorCode},
+    error::ApiError,
     net::Refusal,
     page::{self, Page},
     services::Services,
-    store::{Constraint, Store, StoreError},
-    user::{Email, NewUser, Password, Role, User, UserId, UserName, WebhookUrl},
+    shapes::{ListInput, NoInput, UserView},
+    store::StoreError,
+    user::{UserId, WebhookUrl},
 };
-
-/// A user as the API shows it.
-#[derive(Debug, Clone, Serialize, ToSchema)]
-#[schema(example = json!({"id": "0192f0c1-5c3a-7b8e-9d4f-1a2b3c4d5e6f", "email": "ada@example.org", "name": "Ada Lovelace", "role": "user", "created_at": "2026-11-22T10:00:00Z", "phone": "+4915112345678", "timezone": "Europe/Berlin"}))]
-pub struct UserView {
-    pub id: Uuid,
-    pub email: String,
-    pub name: String,
-    pub role: Role,
-    pub created_at: DateTime<Utc>,
-    /// Where text messages reach them (`7XXXXXXXXXX` or E.164), or null.
-    pub phone: Option<String>,
-    /// Their IANA zone, or null (UTC).
-    pub timezone: Option<String>,
-}
-
-impl From<User> for UserView {
-    fn from(user: User) -> Self {
-        Self {
-            id: user.id.0,
-            email: user.email.into(),
-            name: user.name.into(),
-            role: user.role,
-            created_at: user.created_at,
-            phone: user.phone.map(Into::into),
-            timezone: user.timezone.map(|tz| tz.0.name().to_owned()),
-        }
-    }
-}
-
-/// An account about to be created.
-#[derive(Debug)]
-pub struct NewAccount {
-    pub email: Email,
-    pub name: UserName,
-    pub password: Password,
-    pub role: Role,
-}
-
-/// Creates a user with a hashed password. Registration and `herald users create` both use it;
-/// it needs only the store, the hasher and the clock.
-pub async fn create_user(
-    store: &dyn Store,
-    passwords: &PasswordHasher,
-    clock: &dyn Clock,
-    account: NewAccount,
-) -> Result<User, ApiError> {
-    let password_hash = passwords.hash(&account.password).await?;
-    let NewAccount { email, name, role, .. } = account;
-    let user = User { id: UserId::new(), email, name, role, created_at: clock.now(), phone: None, timezone: None };
-    match store.create_user(&NewUser { user: user.clone(), password_hash }).await {
-        Ok(()) => Ok(user),
-        Err(err) if err.is_conflict_on(Constraint::UsersEmail) => {
-            Err(ApiError::new(ErrorCode::EmailTaken, "this email address is already registered"))
-        }
-        Err(err) => Err(err.into()),
-    }
-}
-
-pub(crate) use crate::caller::account_gone;
-
-/// An input with no fields.
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct NoInput {}
 
 /// The caller's own account.
 #[derive(Debug)]
@@ -197,19 +130,6 @@ async fn check_destination(svc: &Services, user: UserId, url: &WebhookUrl) -> Re
         _ => "names a host that does not resolve, or resolves to an address webhooks may not reach".to_owned(),
     };
     Err(ApiError::invalid_field("url", message))
-}
-
-/// Input of `users.list`.
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-#[schema(as = users::ListInput)]
-pub struct ListInput {
-    /// Items per page (default 50).
-    #[schema(minimum = 1, maximum = 200)]
-    pub limit: Option<u32>,
-    /// `next_cursor` of the previous page.
-    #[schema(max_length = 64)]
-    pub cursor: Option<String>,
 }
 
 /// Every account, for administrators.

@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use super::{Attempt, add_saturating};
+use super::policy::Attempt;
+use crate::clock::add_saturating;
 
 /// How a [`CircuitBreaker`] trips and recovers.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -15,12 +15,3 @@ pub use job::{
 pub use policy::{Attempt, Decision, FailReason, Failure, RetryPolicy, classify_http, parse_retry_after};
 pub use rate::{InvalidRate, TokenBucket};
 pub use window::{LocalTime, SendWindow, ZonedWindow};
-
-use std::time::Duration;
-
-use chrono::{DateTime, TimeDelta, Utc};
-
-/// `at + wait`, saturating at the latest representable instant instead of overflowing.
-fn add_saturating(at: DateTime<Utc>, wait: Duration) -> DateTime<Utc> {
-    TimeDelta::from_std(wait).ok().and_then(|wait| at.checked_add_signed(wait)).unwrap_or(DateTime::<Utc>::MAX_UTC)
-}

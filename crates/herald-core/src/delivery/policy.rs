@@ -5,7 +5,7 @@ use std::time::Duration;
 use chrono::{DateTime, NaiveDateTime, Utc};
 use rand::Rng;
 
-use super::add_saturating;
+use crate::clock::add_saturating;
 
 /// What one channel call produced: `Ok` when the channel accepted the message.
 pub type Attempt = Result<(), Failure>;

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use super::add_saturating;
+use crate::clock::add_saturating;
 
 /// A rate that is not a positive, finite number per second, or a burst of zero.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]

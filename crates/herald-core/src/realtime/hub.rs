@@ -4,7 +4,7 @@
 use parking_lot::RwLock;
 use std::{collections::HashMap, sync::Arc};
 
-use super::{EventBody, Session};
+use super::{outlet::EventBody, session::Session};
 
 /// Channel name -> the sessions subscribed to it here, by connection key.
 #[derive(Debug, Default)]

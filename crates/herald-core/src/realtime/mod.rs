@@ -25,10 +25,10 @@ use std::{
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    Herald,
     broker::BrokerError,
     error::{ApiError, ErrorCode},
     health::ReadyFlag,
+    herald::Herald,
     identity::Bearer,
     identity::Identity,
     net::Networks,

@@ -9,7 +9,7 @@ use serde::Serialize;
 use serde_json::Value;
 use uuid::Uuid;
 
-use super::Session;
+use super::session::Session;
 use crate::{change::OutboxEvent, wire::EventEnvelope};
 
 /// An event as a client receives it.

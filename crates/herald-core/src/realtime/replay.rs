@@ -12,7 +12,7 @@ use std::{
 
 use uuid::Uuid;
 
-use super::{EventBody, Session};
+use super::{outlet::EventBody, session::Session};
 use crate::stream::{SessionCursor, StreamName};
 
 /// Events read from the stream per store round trip while replaying.
@@ -182,7 +182,7 @@ impl Session {
     /// Whether `event` removes this session's user from the room whose channel carries it: the
     /// last event of that channel they receive.
     fn ends_membership(&self, event: &EventBody) -> bool {
-        event.kind == crate::commands::rooms::REMOVED
+        event.kind == crate::room::MEMBER_REMOVED
             && matches!(StreamName::parse(&event.channel), Ok(StreamName::Room(_)))
             && event.data["user"].as_str().and_then(|u| u.parse::<Uuid>().ok()) == Some(self.identity.user_id.0)
     }

@@ -4,7 +4,7 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
-use super::StoreError;
+use crate::store_error::StoreError;
 use crate::{
     accounts::AccountChange,
     change::ChangeEvent,

@@ -3,7 +3,7 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
-use super::StoreError;
+use crate::store_error::StoreError;
 use crate::{
     campaign::{Client, ClientFilter, ClientId, FirstAttempts, Mailing, MailingId, MailingStatus, MessageCounts},
     delivery::{Delivery, DeliveryId, DeliveryStatus},

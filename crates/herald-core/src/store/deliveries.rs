@@ -5,7 +5,7 @@ use std::{collections::HashSet, time::Duration};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
-use super::StoreError;
+use crate::store_error::StoreError;
 use crate::{
     change::ChangeEvent,
     delivery::{Claimed, Delivery, DeliveryId, DeliveryReport, NewDelivery},

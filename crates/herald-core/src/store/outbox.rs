@@ -5,8 +5,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
-use super::StoreError;
 use crate::change::{ChangeEvent, OutboxEvent, Unpublished};
+use crate::store_error::StoreError;
 
 /// The transactional outbox, and leases for workers of which only one may be active.
 ///

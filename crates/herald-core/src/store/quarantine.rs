@@ -3,8 +3,8 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
-use super::StoreError;
 use crate::quarantine::{FailurePolicy, HeldId, HeldRecord, ItemFailure, Worker};
+use crate::store_error::StoreError;
 
 /// Failures of records that workers could not handle.
 ///

@@ -3,7 +3,7 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
-use super::StoreError;
+use crate::store_error::StoreError;
 use crate::{
     change::ChangeEvent,
     room::{Room, RoomId, RoomMessage, RoomMessageId},

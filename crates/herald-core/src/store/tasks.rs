@@ -4,7 +4,7 @@ use std::collections::HashSet;
 
 use async_trait::async_trait;
 
-use super::StoreError;
+use crate::store_error::StoreError;
 use crate::{
     change::ChangeEvent,
     task::{Attachment, AttachmentId, Task, TaskId, TaskStatus},

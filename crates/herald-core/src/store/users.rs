@@ -3,7 +3,7 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
-use super::StoreError;
+use crate::store_error::StoreError;
 use crate::{
     apikey::{ApiKey, ApiKeyId},
     notify::Preferences,
@@ -12,7 +12,7 @@ use crate::{
 
 /// Accounts.
 #[async_trait]
-pub trait UserStore: super::AccountStore + Send + Sync {
+pub trait UserStore: super::accounts::AccountStore + Send + Sync {
     /// Stores a new user. A taken email is `Conflict { constraint: "users_email_key" }`.
     async fn create_user(&self, user: &NewUser) -> Result<(), StoreError>;
 

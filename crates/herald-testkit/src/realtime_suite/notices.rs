@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use herald_core::{
     auth::PasswordHasher,
-    commands::users::{NewAccount, create_user},
+    new_account::{NewAccount, create_user},
     user::{Email, Password, Role, UserName},
 };
 use serde_json::{Value, json};

@@ -18,7 +18,7 @@ use crate::{
     store::{Constraint, StoreError},
 };
 
-use super::tasks::{Deleted, present};
+use crate::shapes::{Deleted, present};
 
 mod lifecycle;
 mod messages;
