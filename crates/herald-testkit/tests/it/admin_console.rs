@@ -17,6 +17,8 @@ async fn the_console_is_served_from_the_binary() {
     for (path, kind) in [
         ("/admin/", "text/html"),
         ("/admin/admin.js", "text/javascript"),
+        // A module the entry imports, from the same table.
+        ("/admin/mailings.js", "text/javascript"),
         ("/admin/admin.css", "text/css"),
         ("/admin/vendor/uPlot.iife.min.js", "text/javascript"),
         ("/admin/vendor/uPlot.min.css", "text/css"),
@@ -29,6 +31,8 @@ async fn the_console_is_served_from_the_binary() {
         let csp = reply.headers["content-security-policy"].to_str().unwrap_or_default();
         assert!(csp.contains("default-src 'self'") && csp.contains("script-src 'self'"), "{path}: {csp}");
     }
+    let unknown = app.get("/admin/nothing.js", None).await;
+    assert_eq!((unknown.status, unknown.code()), (StatusCode::NOT_FOUND, "not_found"));
     let redirect = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()

@@ -268,10 +268,12 @@ async fn slow_clients_are_cut_off_and_connections_are_capped() {
 }
 
 /// Every page and asset carries the security headers; a path that is not UTF-8 is a problem.
+/// The demo's modules (the entry and those it imports) are JavaScript revalidated on each load,
+/// and a module name the page does not have is the usual 404.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pages_carry_security_headers_and_bad_paths_are_problems() {
     let app = TestApp::start(Backend::Sqlite, "headers").await.expect("SQLite always runs");
-    for path in ["/demo/", "/demo/demo.js", "/docs/", "/openapi.json", "/api/v1/me", "/healthz"] {
+    for path in ["/demo/", "/demo/demo.js", "/demo/realtime.js", "/docs/", "/openapi.json", "/api/v1/me", "/healthz"] {
         let reply = app.client.get(app.url(path)).send().await.expect("get");
         let headers = reply.headers();
         assert_eq!(headers.get("x-content-type-options").map(|v| v.as_bytes()), Some(&b"nosniff"[..]), "{path}");
@@ -279,6 +281,14 @@ async fn pages_carry_security_headers_and_bad_paths_are_problems() {
         assert!(csp.contains("frame-ancestors 'none'") && csp.contains("script-src 'self'"), "{path}: {csp}");
         assert!(headers.contains_key("referrer-policy"), "{path}");
     }
+    for path in ["/demo/demo.js", "/demo/realtime.js"] {
+        let reply = app.get(path, None).await;
+        assert_eq!(reply.status, StatusCode::OK, "{path}");
+        assert_eq!(reply.headers["content-type"], "text/javascript; charset=utf-8", "{path}");
+        assert_eq!(reply.headers["cache-control"], "no-cache", "{path}");
+    }
+    let unknown = app.get("/demo/nothing.js", None).await;
+    assert_eq!((unknown.status, unknown.code()), (StatusCode::NOT_FOUND, "not_found"));
     for path in ["/api/v1/tasks/%FF", "/%C3", "/demo/%80"] {
         let reply = app.get(path, None).await;
         assert_eq!((reply.status, reply.code()), (StatusCode::BAD_REQUEST, "malformed_request"), "{path}");
