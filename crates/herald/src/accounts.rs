@@ -4,7 +4,7 @@
 use clap::{Args, ValueEnum};
 use herald_core::{
     clock::SystemClock,
-    commands::accounts::{delete_user, set_role},
+    commands::users::accounts::{delete_user, set_role},
     error::ApiError,
     store::Store,
     user::{Email, Role, UserId},

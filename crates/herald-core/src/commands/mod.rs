@@ -1,16 +1,13 @@
 //! The use cases, as commands. [`registry`] lists every command Herald serves.
 
-pub mod accounts;
 pub mod admin;
 pub mod api_keys;
 pub mod attachments;
 pub mod auth;
 pub mod clients;
 pub mod events;
-pub mod import;
 pub mod mailings;
 pub mod notifications;
-pub mod profile;
 pub mod reports;
 pub mod rooms;
 pub mod tasks;
@@ -43,13 +40,13 @@ pub fn registry() -> Registry {
         .register(auth::Login)
         .register(users::Me)
         .register(users::List)
-        .register(accounts::SetRole)
-        .register(accounts::Delete)
+        .register(users::accounts::SetRole)
+        .register(users::accounts::Delete)
         .register(users::Webhook)
         .register(users::SetWebhook)
-        .register(profile::UpdateMe)
-        .register(profile::GetPreferences)
-        .register(profile::SetPreferences)
+        .register(users::profile::UpdateMe)
+        .register(users::profile::GetPreferences)
+        .register(users::profile::SetPreferences)
         .register(api_keys::Create)
         .register(api_keys::List)
         .register(api_keys::Revoke)
@@ -73,7 +70,7 @@ pub fn registry() -> Registry {
         .register(clients::List)
         .register(clients::Update)
         .register(clients::Delete)
-        .register_streamed(import::Import::default())
+        .register_streamed(clients::import::Import::default())
         .register(mailings::Create)
         .register(mailings::Get)
         .register(mailings::List)
@@ -82,7 +79,7 @@ pub fn registry() -> Registry {
         .register(mailings::Stats)
         .register(mailings::StatsOne)
         .register(mailings::Messages)
-        .register(reports::MailingTimeline)
+        .register(mailings::timeline::MailingTimeline)
         .register(reports::Daily)
         .register(events::Create)
         .register(events::Get)

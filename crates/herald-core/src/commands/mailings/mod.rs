@@ -22,6 +22,7 @@ use crate::shapes::{Deleted, present};
 
 mod lifecycle;
 mod messages;
+pub mod timeline;
 
 pub use lifecycle::{CHUNK, FIRST_CHUNK, materialize, start, start_due};
 pub use messages::{MessagePage, MessageStatus, MessageView, Messages, MessagesInput};

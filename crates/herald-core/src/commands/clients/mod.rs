@@ -1,6 +1,8 @@
 //! `clients.*`: the recipients of mailings, for administrators. Bulk import (NDJSON) is a
 //! streamed HTTP route that validates each line with [`ClientInput::into_client`].
 
+pub mod import;
+
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};

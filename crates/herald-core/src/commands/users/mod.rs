@@ -1,5 +1,8 @@
 //! `users.me`, `users.list`, a user's own webhook, and the one way a user is created.
 
+pub mod accounts;
+pub mod profile;
+
 use std::net::IpAddr;
 
 use async_trait::async_trait;
