@@ -1,5 +1,5 @@
 //! The Broker port: transport for events and jobs. The store is the truth; the broker carries.
-//! Adapters live in `herald-broker` (in-process, RabbitMQ, NATS JetStream).
+//! Adapters live in `herald-broker` (in-process, RabbitMQ, NATS JetStream, Redis Streams).
 //!
 //! Contract, for every adapter:
 //! - **At-least-once.** A message whose publish returned `Ok` has been accepted durably (publisher
