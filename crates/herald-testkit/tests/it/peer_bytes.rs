@@ -209,13 +209,19 @@ async fn a_trusted_proxys_clients_are_counted_by_their_forwarded_address() {
     // 203.0.113.9's one request in flight: a body that comes slowly.
     let head = "POST /api/v1/auth/login HTTP/1.1\r\nhost: herald\r\nx-forwarded-for: 203.0.113.9\r\n\
                 content-type: application/json\r\ncontent-length: 100\r\n\r\n";
-    let mut slow = trickle(connect_from(&app, "127.0.0.1").await, head.to_owned(), vec![b' '; 100], Duration::from_secs(1));
+    let mut slow =
+        trickle(connect_from(&app, "127.0.0.1").await, head.to_owned(), vec![b' '; 100], Duration::from_secs(1));
     let mut refused = false;
     for _ in 0..50 {
         // A quick request of the loop may have held the client's one slot when the slow head
         // came, which was then refused itself: start it again.
         if slow.is_finished() {
-            slow = trickle(connect_from(&app, "127.0.0.1").await, head.to_owned(), vec![b' '; 100], Duration::from_secs(1));
+            slow = trickle(
+                connect_from(&app, "127.0.0.1").await,
+                head.to_owned(),
+                vec![b' '; 100],
+                Duration::from_secs(1),
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         let mut conn = connect_from(&app, "127.0.0.1").await;
