@@ -23,7 +23,7 @@ use tokio::{
 };
 use uuid::Uuid;
 
-use crate::{check_name, error::AdapterError};
+use crate::{error::AdapterError, names::check_name};
 
 /// How long a message id is remembered for de-duplication by default (as JetStream's default).
 pub const DEFAULT_DEDUP_WINDOW: Duration = Duration::from_secs(120);

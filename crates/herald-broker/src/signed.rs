@@ -282,7 +282,7 @@ mod tests {
     use uuid::Uuid;
 
     use super::*;
-    use crate::MemoryBroker;
+    use crate::memory::MemoryBroker;
 
     const KEY: &[u8] = b"0123456789abcdef0123456789abcdef";
 

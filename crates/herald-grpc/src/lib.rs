@@ -16,19 +16,11 @@ use tonic::transport::server::TcpIncoming;
 
 mod convert;
 mod error;
+pub mod pb;
 mod service;
 
 pub use error::GrpcError;
 pub use service::Calendar;
-
-/// The generated proto messages, `CalendarService` server and client, and the descriptor set.
-pub mod pb {
-    tonic::include_proto!("herald.calendar.v1");
-
-    /// The encoded `FileDescriptorSet` of the calendar proto and every file it imports (the
-    /// well-known types), as server reflection serves it.
-    pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("calendar_descriptor");
-}
 
 /// The fully-qualified name of the calendar service.
 pub const SERVICE_NAME: &str = "herald.calendar.v1.CalendarService";

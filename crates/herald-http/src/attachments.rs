@@ -20,7 +20,7 @@ use herald_core::{
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::{AppState, extract::CallOf, pace::BodyPace, peer::Peer, problem::HttpError};
+use crate::{extract::CallOf, pace::BodyPace, peer::Peer, problem::HttpError, state::AppState};
 
 /// Multipart framing and small fields allowed on top of the largest file.
 const MULTIPART_OVERHEAD: u64 = 64 * 1024;

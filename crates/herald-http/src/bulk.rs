@@ -15,7 +15,7 @@ use herald_core::{
 };
 use serde_json::{Value, json};
 
-use crate::{AppState, extract::CallOf, pace::BodyPace, peer::Peer, problem::HttpError};
+use crate::{extract::CallOf, pace::BodyPace, peer::Peer, problem::HttpError, state::AppState};
 
 /// The bulk import route.
 pub fn router() -> Router<AppState> {

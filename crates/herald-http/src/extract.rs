@@ -12,7 +12,7 @@ use herald_core::{
 };
 use serde_json::{Map, Value};
 
-use crate::{AppState, pace::BodyPace, problem::HttpError};
+use crate::{pace::BodyPace, problem::HttpError, state::AppState};
 
 /// A command call's context: anonymous without `Authorization`, a user with a valid bearer token
 /// (a present but invalid token is refused outright, even on public routes), with the token it

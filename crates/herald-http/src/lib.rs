@@ -16,6 +16,7 @@ pub mod per_address;
 pub mod problem;
 pub mod rest;
 pub mod server;
+pub mod state;
 pub mod statics;
 
 use std::{any::Any, io, sync::Arc, time::Duration};
@@ -47,16 +48,7 @@ use tower_http::{
 use utoipa_swagger_ui::SwaggerUi;
 
 use problem::HttpError;
-
-/// What every handler can reach.
-#[derive(Debug, Clone)]
-pub struct AppState {
-    pub herald: Arc<Herald>,
-    /// Largest JSON body accepted, in bytes: a larger declared `Content-Length` is refused unread.
-    pub body_limit: usize,
-    /// Reverse proxies whose `X-Forwarded-For` names the client.
-    pub trusted_proxies: Networks,
-}
+pub use state::AppState;
 
 /// HTTP settings, taken from the configuration by the binary.
 #[derive(Debug, Clone)]

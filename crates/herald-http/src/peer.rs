@@ -9,7 +9,7 @@ use axum::{
 };
 use herald_core::net::Networks;
 
-use crate::AppState;
+use crate::state::AppState;
 
 /// The client address of a request, as the password-check limits count it.
 pub fn client_ip(parts: &Parts, trusted: &Networks) -> Option<IpAddr> {

@@ -16,10 +16,10 @@ use serde_json::Value;
 use herald_core::error::ErrorCode;
 
 use crate::{
-    AppState,
     extract::{CallOf, JsonBody, query_object},
     peer::Peer,
     problem::HttpError,
+    state::AppState,
 };
 
 /// The version in `If-Match: "3"` (or `3`); `*` and absence mean no condition.

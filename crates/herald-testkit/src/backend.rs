@@ -51,7 +51,7 @@ impl TestStore {
 
     /// A migrated PostgreSQL store in a schema of its own, when `HERALD_TEST_POSTGRES_URL` is set.
     pub async fn postgres(test: &str) -> Option<Self> {
-        let admin_url = crate::backend_url("HERALD_TEST_POSTGRES_URL", test)?;
+        let admin_url = crate::test_env::backend_url("HERALD_TEST_POSTGRES_URL", test)?;
         let schema = format!("herald_t_{}", Uuid::now_v7().simple());
         let mut admin = PgConnection::connect(&admin_url).await.expect("connect to HERALD_TEST_POSTGRES_URL");
         sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE SCHEMA \"{schema}\"")))

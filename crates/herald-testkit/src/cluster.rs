@@ -46,9 +46,9 @@ impl Cluster {
     pub async fn new(backend: Backend, broker: BrokerKind, test: &str) -> Option<Self> {
         let broker_url = match broker {
             BrokerKind::Memory => "memory://".to_owned(),
-            BrokerKind::Amqp => crate::backend_url("HERALD_TEST_AMQP_URL", test)?,
-            BrokerKind::Nats => crate::backend_url("HERALD_TEST_NATS_URL", test)?,
-            BrokerKind::Redis => crate::backend_url("HERALD_TEST_REDIS_URL", test)?,
+            BrokerKind::Amqp => crate::test_env::backend_url("HERALD_TEST_AMQP_URL", test)?,
+            BrokerKind::Nats => crate::test_env::backend_url("HERALD_TEST_NATS_URL", test)?,
+            BrokerKind::Redis => crate::test_env::backend_url("HERALD_TEST_REDIS_URL", test)?,
         };
         Self::with_broker_url(backend, broker, broker_url, test).await
     }

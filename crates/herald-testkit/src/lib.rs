@@ -23,25 +23,9 @@ pub mod relay_suite;
 pub mod s3;
 pub mod smtp;
 pub mod store_suite;
+pub mod test_env;
 pub mod ws_client;
 
 pub use app::TestApp;
 pub use backend::{Backend, TestStore};
-
-/// Whether every backend must be present (`HERALD_TEST_REQUIRE_ALL=1`, as in CI).
-pub fn require_all() -> bool {
-    std::env::var("HERALD_TEST_REQUIRE_ALL").is_ok_and(|v| v == "1")
-}
-
-/// The URL in `var`, or `None` after saying loudly that the test is skipped. With
-/// `HERALD_TEST_REQUIRE_ALL=1` a missing URL fails the test instead.
-pub fn backend_url(var: &str, test: &str) -> Option<String> {
-    match std::env::var(var) {
-        Ok(url) if !url.is_empty() => Some(url),
-        _ if require_all() => panic!("{var} is not set but HERALD_TEST_REQUIRE_ALL=1: {test} cannot be skipped"),
-        _ => {
-            eprintln!("SKIPPED {test}: {var} is not set");
-            None
-        }
-    }
-}
+pub use test_env::{backend_url, require_all};

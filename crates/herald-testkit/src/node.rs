@@ -40,7 +40,7 @@ fn current_test() -> String {
 /// The `node_modules` folder from `HERALD_TEST_NODE_MODULES`, or `None` after saying loudly that
 /// `test` is skipped (a failure under `HERALD_TEST_REQUIRE_ALL=1`).
 fn node_modules(test: &str) -> Option<PathBuf> {
-    let dir = PathBuf::from(crate::backend_url("HERALD_TEST_NODE_MODULES", test)?);
+    let dir = PathBuf::from(crate::test_env::backend_url("HERALD_TEST_NODE_MODULES", test)?);
     assert!(
         dir.join("socket.io-client").is_dir() && dir.join("playwright-core").is_dir(),
         "HERALD_TEST_NODE_MODULES={} holds no socket.io-client and playwright-core: run `npm ci --prefix tests/js`",
@@ -299,7 +299,7 @@ pub async fn run_admin_browser_test(base_url: &str, env: &[(&str, &str)]) -> Res
 async fn run_browser_script(script: &str, base_url: &str, env: &[(&str, &str)]) -> Result<(), String> {
     let test = current_test();
     let Some(modules) = node_modules(&test) else { return Ok(()) };
-    let Some(chromium) = crate::backend_url("HERALD_TEST_CHROMIUM", &test) else { return Ok(()) };
+    let Some(chromium) = crate::test_env::backend_url("HERALD_TEST_CHROMIUM", &test) else { return Ok(()) };
     let script = js_dir().join(script);
     let screenshots = js_dir().join("../../target/browser-screenshots");
     let mut command = Command::new("node");

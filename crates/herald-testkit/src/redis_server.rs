@@ -10,6 +10,8 @@ use tokio::{
     process::{Child, Command},
 };
 
+use crate::test_env::require_all;
+
 const REDIS_SERVER: &str = "redis-server";
 
 /// A running `redis-server` that a test owns.
@@ -43,7 +45,7 @@ impl RedisServer {
             .status()
             .is_ok_and(|status| status.success());
         if !installed {
-            assert!(!crate::require_all(), "redis-server is not installed but HERALD_TEST_REQUIRE_ALL=1: {test}");
+            assert!(!require_all(), "redis-server is not installed but HERALD_TEST_REQUIRE_ALL=1: {test}");
             eprintln!("SKIPPED {test}: redis-server is not installed (apt-get install redis-server)");
             return None;
         }

@@ -32,7 +32,7 @@ impl TestBucket {
     /// A fresh prefix, when `HERALD_TEST_S3_ENDPOINT` is set (else skipped loudly, or failed
     /// under `HERALD_TEST_REQUIRE_ALL=1`).
     pub fn new(test: &str) -> Option<Self> {
-        let endpoint = crate::backend_url("HERALD_TEST_S3_ENDPOINT", test)?.trim_end_matches('/').to_owned();
+        let endpoint = crate::test_env::backend_url("HERALD_TEST_S3_ENDPOINT", test)?.trim_end_matches('/').to_owned();
         let bucket = std::env::var(BUCKET_VAR).ok().filter(|b| !b.is_empty()).unwrap_or_else(|| "herald-test".into());
         let mut builder = AmazonS3Builder::new()
             .with_bucket_name(&bucket)

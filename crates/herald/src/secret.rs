@@ -27,7 +27,7 @@ pub fn load_or_generate(config: &Config) -> anyhow::Result<Vec<u8>> {
     if let Some(secret) = read(&path)? {
         return Ok(secret);
     }
-    crate::app::create_private_dir(dir)?;
+    crate::backends::create_private_dir(dir)?;
     let mut bytes = [0u8; 32];
     rand::rng().fill_bytes(&mut bytes);
     let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();

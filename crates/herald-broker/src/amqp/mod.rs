@@ -21,7 +21,10 @@ use lapin::{
 use tokio::time::timeout;
 use tokio_util::sync::CancellationToken;
 
-use crate::{check_name, check_namespace, error::AdapterError};
+use crate::{
+    error::AdapterError,
+    names::{check_name, check_namespace},
+};
 use link::{Link, Shared};
 
 /// How long a publish or a new consumer waits for a lost connection to come back before it fails

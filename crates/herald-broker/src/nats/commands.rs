@@ -45,7 +45,7 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tracing::Instrument as _;
 
 use super::forwarded::{Answering, ForwardHost, ForwardSealing, Inbound, fwd_subject};
-use crate::{check_namespace, error::unavailable};
+use crate::{error::unavailable, names::check_namespace};
 
 /// The namespace subjects live under unless configured otherwise.
 pub const DEFAULT_NAMESPACE: &str = "herald";

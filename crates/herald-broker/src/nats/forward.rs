@@ -31,7 +31,7 @@ use super::{
     forwarded::{ForwardSealing, count, fwd_subject},
     seal::{ForwardKey, RequestId, Way, now_ms},
 };
-use crate::check_namespace;
+use crate::names::check_namespace;
 
 /// The reply body of [`super::commands`].
 #[derive(Deserialize)]

@@ -42,8 +42,8 @@ use uuid::Uuid;
 
 use self::auth::NatsTarget;
 use crate::{
-    check_name, check_namespace,
     error::{AdapterError, other, unavailable},
+    names::{check_name, check_namespace},
 };
 
 /// How long a message id is remembered by the queue stream (JetStream's own default).

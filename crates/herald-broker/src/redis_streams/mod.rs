@@ -35,8 +35,8 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    check_name, check_namespace,
     error::{AdapterError, other, unavailable},
+    names::{check_name, check_namespace},
 };
 
 /// How long an enqueued message id is remembered to drop a second copy.

@@ -82,7 +82,7 @@ impl TestBroker {
 
     /// RabbitMQ in a fresh namespace, when `HERALD_TEST_AMQP_URL` is set.
     pub async fn amqp(test: &str) -> Option<Self> {
-        let url = crate::backend_url("HERALD_TEST_AMQP_URL", test)?;
+        let url = crate::test_env::backend_url("HERALD_TEST_AMQP_URL", test)?;
         let namespace = namespace();
         let broker = Arc::new(AmqpBroker::connect(&url, &namespace).await.expect("connect to HERALD_TEST_AMQP_URL"));
         let test_broker = Self { namespace, ..Self::new(broker.clone(), BrokerKind::Amqp, Some(url)) };
@@ -92,7 +92,7 @@ impl TestBroker {
 
     /// NATS JetStream in a fresh namespace, when `HERALD_TEST_NATS_URL` is set.
     pub async fn nats(test: &str) -> Option<Self> {
-        let url = crate::backend_url("HERALD_TEST_NATS_URL", test)?;
+        let url = crate::test_env::backend_url("HERALD_TEST_NATS_URL", test)?;
         let namespace = namespace();
         let broker = Arc::new(NatsBroker::connect(&url, &namespace).await.expect("connect to HERALD_TEST_NATS_URL"));
         let test_broker = Self { namespace, ..Self::new(broker.clone(), BrokerKind::Nats, Some(url)) };
@@ -102,7 +102,7 @@ impl TestBroker {
 
     /// Redis in a fresh namespace, when `HERALD_TEST_REDIS_URL` is set.
     pub async fn redis(test: &str) -> Option<Self> {
-        let url = crate::backend_url("HERALD_TEST_REDIS_URL", test)?;
+        let url = crate::test_env::backend_url("HERALD_TEST_REDIS_URL", test)?;
         let namespace = namespace();
         let broker = Arc::new(RedisBroker::connect(&url, &namespace).await.expect("connect to HERALD_TEST_REDIS_URL"));
         let test_broker = Self { namespace, ..Self::new(broker.clone(), BrokerKind::Redis, Some(url)) };
