@@ -105,6 +105,23 @@ fn the_readme_documents_every_setting_and_error_code() {
     }
 }
 
+/// `HERALD_COMMANDS`'s documentation names every command group, in the registry's order: the
+/// README's configuration row and the operations guide's list.
+#[test]
+fn the_docs_name_every_command_group() {
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
+    let groups = herald_core::commands::GROUPS;
+    let readme = std::fs::read_to_string(format!("{root}/README.md")).expect("README.md");
+    let listed = format!("(`{}`)", groups.join(","));
+    let row = readme.lines().find(|l| l.starts_with("| `commands` | `HERALD_COMMANDS` |")).expect("the row");
+    assert!(row.contains(&listed), "README's HERALD_COMMANDS row should list {listed}: {row}");
+    let guide = std::fs::read_to_string(format!("{root}/docs/operations.md")).expect("docs/operations.md");
+    let prose = guide.split_whitespace().collect::<Vec<_>>().join(" ");
+    let quoted: Vec<String> = groups.iter().map(|g| format!("`{g}`")).collect();
+    let sentence = format!("the first part of its name: {}.", quoted.join(", "));
+    assert!(prose.contains(&sentence), "docs/operations.md should say: {sentence}");
+}
+
 #[test]
 fn a_delivery_lease_too_short_for_the_channel_timeouts_is_refused() {
     let err = load(None, &env(&[("HERALD_DELIVERY_LEASE", "10s")]), &Flags::default()).expect_err("10s <= 10s + 5s");
