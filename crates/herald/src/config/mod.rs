@@ -139,7 +139,7 @@ settings! {
     broker_namespace: Name = "herald", env "HERALD_BROKER_NAMESPACE", flag "broker-namespace", secret false,
         doc "Prefix of every queue, topic, stream and subject, so deployments can share a broker.";
     commands: Hosted = "all", env "HERALD_COMMANDS", flag "commands", secret false,
-        doc "Command groups this process runs: all, or some of auth, users, tasks, attachments, clients, mailings, events, rooms; the others are forwarded over NATS (needs a nats:// broker) to a process that hosts them.";
+        doc "Command groups this process runs: all, or some of auth, users, api_keys, notifications, tasks, attachments, clients, mailings, reports, events, rooms, admin; the others are forwarded over NATS (needs a nats:// broker) to a process that hosts them.";
     command_forward_timeout: Span = "10s", env "HERALD_COMMAND_FORWARD_TIMEOUT", flag "command-forward-timeout",
         secret false, doc "Longest wait for a forwarded command's answer; then the caller gets 503 unavailable.";
     relay_batch: Count = "500", env "HERALD_RELAY_BATCH", flag "relay-batch", secret false,

@@ -106,7 +106,7 @@ fn the_readme_documents_every_setting_and_error_code() {
 }
 
 /// `HERALD_COMMANDS`'s documentation names every command group, in the registry's order: the
-/// README's configuration row and the operations guide's list.
+/// README's configuration row, the operations guide's list and `--help`.
 #[test]
 fn the_docs_name_every_command_group() {
     let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
@@ -120,6 +120,8 @@ fn the_docs_name_every_command_group() {
     let quoted: Vec<String> = groups.iter().map(|g| format!("`{g}`")).collect();
     let sentence = format!("the first part of its name: {}.", quoted.join(", "));
     assert!(prose.contains(&sentence), "docs/operations.md should say: {sentence}");
+    let help = SETTINGS.iter().find(|s| s.env == "HERALD_COMMANDS").expect("the setting").doc;
+    assert!(help.contains(&format!("all, or some of {};", groups.join(", "))), "--help: {help}");
 }
 
 #[test]
