@@ -11,6 +11,7 @@ mod files;
 mod objects;
 mod pg;
 mod quarantine;
+mod sql;
 mod sqlite;
 mod timeline;
 mod unreadable;

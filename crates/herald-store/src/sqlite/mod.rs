@@ -4,7 +4,6 @@
 //! this process queue in order instead of failing with `SQLITE_BUSY`; reads use a pool of
 //! read-only connections, which WAL mode lets run beside the writer.
 
-mod accounts;
 mod calendar;
 mod campaigns;
 mod channels;
@@ -21,18 +20,10 @@ use tokio::sync::Notify;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use herald_core::{
-    apikey::{ApiKey, ApiKeyId},
-    notify::Preferences,
-    store::{Constraint, Store, StoreError, UserStore},
-    user::{ContactPhone, Email, NewUser, ProfileChange, User, UserCredentials, UserId, UserName, WebhookUrl},
-};
-use sqlx::{
-    Row as _,
-    sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous},
-};
+use herald_core::store::{Constraint, Store, StoreError};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 
-use crate::{decode, error};
+use crate::error;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
@@ -152,232 +143,40 @@ impl Store for SqliteStore {
     }
 }
 
-#[async_trait]
-impl UserStore for SqliteStore {
-    async fn create_user(&self, new: &NewUser) -> Result<(), StoreError> {
-        let u = &new.user;
-        sqlx::query(
-            "INSERT INTO users (id, email, name, role, password_hash, created_at, phone, timezone) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(u.id.0)
-        .bind(u.email.as_str())
-        .bind(u.name.as_str())
-        .bind(u.role.as_str())
-        .bind(&new.password_hash)
-        .bind(micros(u.created_at))
-        .bind(u.phone.as_ref().map(ContactPhone::as_str))
-        .bind(u.timezone.map(|tz| tz.0.name()))
-        .execute(&self.writer)
-        .await
-        .map(drop)
-        .map_err(err)
+impl crate::sql::Adapter for SqliteStore {
+    type Db = sqlx::Sqlite;
+
+    const DIALECT: crate::sql::Dialect = crate::sql::Dialect::Sqlite;
+
+    fn writer(&self) -> &SqlitePool {
+        &self.writer
     }
 
-    async fn user_by_id(&self, id: UserId) -> Result<Option<User>, StoreError> {
-        let row = sqlx::query(concat!("SELECT ", decode::user_columns!(), " FROM users WHERE id = ?"))
-            .bind(id.0)
-            .fetch_optional(&self.reader)
-            .await
-            .map_err(err)?;
-        row.as_ref().map(decode::user).transpose()
+    fn reader(&self) -> &SqlitePool {
+        &self.reader
     }
 
-    async fn user_by_identity(&self, issuer: &str, subject: &str) -> Result<Option<User>, StoreError> {
-        let row = sqlx::query(concat!(
-            "SELECT ",
-            decode::user_columns!(),
-            " FROM users WHERE id = (SELECT user_id FROM user_identities WHERE issuer = ?1 AND subject = ?2)"
-        ))
-        .bind(issuer)
-        .bind(subject)
-        .fetch_optional(&self.reader)
-        .await
-        .map_err(err)?;
-        row.as_ref().map(decode::user).transpose()
+    fn err(e: sqlx::Error) -> StoreError {
+        err(e)
     }
 
-    async fn linked_subject(&self, issuer: &str, user: UserId) -> Result<Option<String>, StoreError> {
-        sqlx::query_scalar("SELECT subject FROM user_identities WHERE issuer = ?1 AND user_id = ?2 LIMIT 1")
-            .bind(issuer)
-            .bind(user.0)
-            .fetch_optional(&self.reader)
-            .await
-            .map_err(err)
-    }
-
-    async fn link_identity(
-        &self,
-        issuer: &str,
-        subject: &str,
-        user: UserId,
-        now: DateTime<Utc>,
+    async fn insert_events(
+        tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+        events: &[herald_core::change::ChangeEvent],
     ) -> Result<(), StoreError> {
-        sqlx::query("INSERT INTO user_identities (issuer, subject, user_id, created_at) VALUES (?1, ?2, ?3, ?4)")
-            .bind(issuer)
-            .bind(subject)
-            .bind(user.0)
-            .bind(micros(now))
-            .execute(&self.writer)
-            .await
-            .map_err(err)?;
-        Ok(())
+        outbox::insert_events(tx, events).await
     }
 
-    async fn set_role(&self, user: UserId, role: herald_core::user::Role) -> Result<User, StoreError> {
-        let row = sqlx::query(concat!("UPDATE users SET role = ?2 WHERE id = ?1 RETURNING ", decode::user_columns!()))
-            .bind(user.0)
-            .bind(role.as_str())
-            .fetch_optional(&self.writer)
-            .await
-            .map_err(err)?;
-        row.as_ref().map(decode::user).transpose()?.ok_or(StoreError::NotFound)
+    async fn commit(&self, tx: sqlx::Transaction<'_, sqlx::Sqlite>) -> Result<(), StoreError> {
+        SqliteStore::commit(self, tx).await
     }
 
-    async fn credentials_by_email(&self, email: &Email) -> Result<Option<UserCredentials>, StoreError> {
-        let row =
-            sqlx::query(concat!("SELECT ", decode::user_columns!(), ", password_hash FROM users WHERE email = ?"))
-                .bind(email.as_str())
-                .fetch_optional(&self.reader)
-                .await
-                .map_err(err)?;
-        row.map(|row| {
-            Ok(UserCredentials { user: decode::user(&row)?, password_hash: row.try_get("password_hash").map_err(err)? })
-        })
-        .transpose()
-    }
-
-    async fn list_users(&self, after: Option<UserId>, limit: u32) -> Result<Vec<User>, StoreError> {
-        let rows = sqlx::query(concat!(
-            "SELECT ",
-            decode::user_columns!(),
-            " FROM users WHERE ?1 IS NULL OR id > ?1 ORDER BY id LIMIT ?2"
-        ))
-        .bind(after.map(|a| a.0))
-        .bind(i64::from(limit))
-        .fetch_all(&self.reader)
-        .await
-        .map_err(err)?;
-        rows.iter().map(decode::user).collect()
-    }
-
-    async fn set_webhook(&self, user: UserId, url: Option<&WebhookUrl>) -> Result<(), StoreError> {
-        let done = sqlx::query("UPDATE users SET webhook_url = ? WHERE id = ?")
-            .bind(url.map(WebhookUrl::as_str))
-            .bind(user.0)
-            .execute(&self.writer)
-            .await
-            .map_err(err)?;
-        if done.rows_affected() == 0 {
-            return Err(StoreError::NotFound);
-        }
-        Ok(())
-    }
-
-    async fn webhook(&self, user: UserId) -> Result<Option<WebhookUrl>, StoreError> {
-        let url: Option<Option<String>> = sqlx::query_scalar("SELECT webhook_url FROM users WHERE id = ?")
-            .bind(user.0)
-            .fetch_optional(&self.reader)
-            .await
-            .map_err(err)?;
-        url.flatten().map(|u| WebhookUrl::parse(&u).map_err(|e| error::corrupt("webhook url", e))).transpose()
-    }
-
-    async fn update_profile(&self, user: UserId, change: &ProfileChange) -> Result<User, StoreError> {
-        let row = sqlx::query(concat!(
-            "UPDATE users SET name = COALESCE(?2, name), ",
-            "phone = CASE WHEN ?3 THEN ?4 ELSE phone END, timezone = CASE WHEN ?5 THEN ?6 ELSE timezone END ",
-            "WHERE id = ?1 RETURNING ",
-            decode::user_columns!()
-        ))
-        .bind(user.0)
-        .bind(change.name.as_ref().map(UserName::as_str))
-        .bind(change.phone.is_some())
-        .bind(change.phone.as_ref().and_then(|p| p.as_ref().map(ContactPhone::as_str)))
-        .bind(change.timezone.is_some())
-        .bind(change.timezone.and_then(|tz| tz.map(|tz| tz.0.name())))
-        .fetch_optional(&self.writer)
-        .await
-        .map_err(err)?;
-        row.as_ref().map(decode::user).transpose()?.ok_or(StoreError::NotFound)
-    }
-
-    async fn preferences(&self, user: UserId) -> Result<Option<Preferences>, StoreError> {
-        let stored: Option<Option<String>> = sqlx::query_scalar("SELECT preferences FROM users WHERE id = ?")
-            .bind(user.0)
-            .fetch_optional(&self.reader)
-            .await
-            .map_err(err)?;
-        stored.map(decode::preferences).transpose()
-    }
-
-    async fn set_preferences(&self, user: UserId, preferences: &Preferences) -> Result<(), StoreError> {
-        let done = sqlx::query("UPDATE users SET preferences = ? WHERE id = ?")
-            .bind(decode::preferences_json(preferences)?)
-            .bind(user.0)
-            .execute(&self.writer)
-            .await
-            .map_err(err)?;
-        if done.rows_affected() == 0 {
-            return Err(StoreError::NotFound);
-        }
-        Ok(())
-    }
-    async fn create_api_key(&self, key: &ApiKey, hash: &str) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO api_keys (id, name, key_hash, scopes, created_by, created_at, revoked_at) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-        )
-        .bind(key.id.0)
-        .bind(key.name.as_str())
-        .bind(hash)
-        .bind(decode::scopes(key))
-        .bind(key.created_by.0)
-        .bind(crate::columns::Stamp(key.created_at))
-        .bind(key.revoked_at.map(crate::columns::Stamp))
-        .execute(&self.writer)
-        .await
-        .map(drop)
-        .map_err(err)
-    }
-
-    async fn api_key_by_hash(&self, hash: &str) -> Result<Option<ApiKey>, StoreError> {
-        let row = sqlx::query(concat!("SELECT ", decode::api_key_columns!(), " FROM api_keys WHERE key_hash = ?1"))
-            .bind(hash)
-            .fetch_optional(&self.reader)
-            .await
-            .map_err(err)?;
-        row.as_ref().map(decode::api_key).transpose()
-    }
-
-    async fn list_api_keys(&self, after: Option<ApiKeyId>, limit: u32) -> Result<Vec<ApiKey>, StoreError> {
-        let rows = sqlx::query(concat!(
-            "SELECT ",
-            decode::api_key_columns!(),
-            " FROM api_keys WHERE ?1 IS NULL OR id > ?1 ORDER BY id LIMIT ?2"
-        ))
-        .bind(after.map(|a| a.0))
-        .bind(i64::from(limit))
-        .fetch_all(&self.reader)
-        .await
-        .map_err(err)?;
-        rows.iter().map(decode::api_key).collect()
-    }
-
-    async fn revoke_api_key(&self, id: ApiKeyId, at: DateTime<Utc>) -> Result<ApiKey, StoreError> {
-        let row = sqlx::query(concat!(
-            "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, ?2) WHERE id = ?1 RETURNING ",
-            decode::api_key_columns!()
-        ))
-        .bind(id.0)
-        .bind(crate::columns::Stamp(at))
-        .fetch_optional(&self.writer)
-        .await
-        .map_err(err)?;
-        row.as_ref().map(decode::api_key).transpose()?.ok_or(StoreError::NotFound)
+    fn wake_schedulers(&self) {
+        SqliteStore::wake_schedulers(self);
     }
 }
-crate::quarantine::quarantine_store!(SqliteStore, writer, reader, err);
+
+crate::sql::shared_ports!(SqliteStore);
 
 /// The ids of the records `workers` hold back at `now`, as a JSON array of their hex forms (for
 /// `id NOT IN (SELECT unhex(value) FROM json_each(…))`).

@@ -1,0 +1,72 @@
+//! What the two adapters share: one copy of each query body where only the dialect differs. The
+//! queries use `$N` placeholders (sqlx's SQLite binds them by number too), bind times as
+//! [`Stamp`](crate::columns::Stamp) and lists as the other [`crate::columns`] types, and read rows
+//! through [`crate::decode`]. Each store port's body is a macro here that both adapters invoke for
+//! themselves (through [`shared_ports!`]), as [`crate::quarantine`] does; its SQL differs only
+//! where the [`Dialect`] says, and it runs on the [`Adapter`]'s pools.
+//!
+//! What truly behaves differently stays with each adapter, behind [`Adapter`]: locking, wake-ups,
+//! group commit, offset allocation, and one pool against a writer and its readers. This module
+//! imports nothing from `pg` or `sqlite`; they build on it.
+
+pub(crate) mod accounts;
+mod dialect;
+pub(crate) mod users;
+
+use chrono::{DateTime, Utc};
+use herald_core::{change::ChangeEvent, quarantine::Worker, store::StoreError};
+
+pub(crate) use self::dialect::{Dialect, Sql, Write};
+use crate::columns::Ids;
+
+/// What each adapter gives the shared bodies: its dialect and pools, and what it does its own way.
+pub(crate) trait Adapter: Sized + Sync {
+    type Db: sqlx::Database;
+
+    const DIALECT: Dialect;
+
+    /// The pool writes run on (SQLite's single writer connection).
+    fn writer(&self) -> &sqlx::Pool<Self::Db>;
+
+    /// The pool reads run on (SQLite's read-only connections; PostgreSQL's one pool).
+    fn reader(&self) -> &sqlx::Pool<Self::Db>;
+
+    /// A driver error as the port's error (SQLite names a violated constraint only in its message).
+    fn err(e: sqlx::Error) -> StoreError;
+
+    /// Stores `events` with their channel offsets inside `tx`.
+    async fn insert_events(tx: &mut sqlx::Transaction<'_, Self::Db>, events: &[ChangeEvent]) -> Result<(), StoreError>;
+
+    /// Commits a transaction that stored events, and wakes the relays waiting for them.
+    async fn commit(&self, tx: sqlx::Transaction<'_, Self::Db>) -> Result<(), StoreError>;
+
+    /// Wakes schedulers waiting for due deliveries.
+    fn wake_schedulers(&self);
+}
+
+/// The ids of the records `workers` hold back at `now`, run on `reader` (see
+/// [`crate::quarantine::held_now`]).
+pub(crate) async fn held_ids<'e, DB, E>(reader: E, workers: [Worker; 2], now: DateTime<Utc>) -> Result<Ids, sqlx::Error>
+where
+    DB: sqlx::Database,
+    DB::Arguments: sqlx::IntoArguments<DB>,
+    E: sqlx::Executor<'e, Database = DB>,
+    for<'q> &'q str: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    for<'q> crate::columns::Stamp: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    for<'q> i64: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    String: sqlx::Type<DB> + for<'r> sqlx::Decode<'r, DB>,
+    (String,): for<'r> sqlx::FromRow<'r, DB::Row>,
+{
+    let held = crate::quarantine::held_now::<DB>(workers, now).fetch_all(reader).await?;
+    Ok(Ids(held.iter().filter_map(|r| r.parse().ok()).collect()))
+}
+
+/// Implements, for adapter `$store`, every store port written here.
+macro_rules! shared_ports {
+    ($store:ty) => {
+        $crate::sql::users::user_store!($store);
+        $crate::sql::accounts::account_store!($store);
+        $crate::quarantine::quarantine_store!($store);
+    };
+}
+pub(crate) use shared_ports;
