@@ -31,6 +31,11 @@ pub(crate) struct Ids(pub Vec<Uuid>);
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub(crate) struct Ints(pub Vec<i64>);
 
+/// A length of time: an `interval` in PostgreSQL, microseconds in SQLite (as [`Stamp`]s are, so
+/// that one added to a time is a time).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Span(pub chrono::Duration);
+
 impl From<Stamp> for DateTime<Utc> {
     fn from(s: Stamp) -> Self {
         s.0
@@ -71,6 +76,7 @@ as_in_postgres!(Stamp: DateTime<Utc>, decode);
 as_in_postgres!(Texts: Vec<String>, decode);
 as_in_postgres!(Ids: Vec<Uuid>);
 as_in_postgres!(Ints: Vec<i64>);
+as_in_postgres!(Span: chrono::Duration);
 
 /// Gives a wrapper SQLite's type `$inner` (the storage class it is bound as).
 macro_rules! stored_in_sqlite_as {
@@ -87,7 +93,14 @@ macro_rules! stored_in_sqlite_as {
     )+};
 }
 
-stored_in_sqlite_as!(Stamp: i64, Texts: String, Ids: String, Ints: String);
+stored_in_sqlite_as!(Stamp: i64, Span: i64, Texts: String, Ids: String, Ints: String);
+
+impl Encode<'_, Sqlite> for Span {
+    fn encode_by_ref(&self, buf: &mut SqliteArgumentsBuffer) -> Result<IsNull, BoxDynError> {
+        let us = self.0.num_microseconds().ok_or("span out of range")?;
+        <i64 as Encode<Sqlite>>::encode_by_ref(&us, buf)
+    }
+}
 
 impl Encode<'_, Sqlite> for Stamp {
     fn encode_by_ref(&self, buf: &mut SqliteArgumentsBuffer) -> Result<IsNull, BoxDynError> {

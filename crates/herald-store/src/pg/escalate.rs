@@ -15,15 +15,11 @@ use herald_core::{
 use sqlx::{Postgres, Row as _, Transaction};
 use uuid::Uuid;
 
-use super::{
-    PgStore,
-    deliveries::{OnTaken, insert_deliveries},
-    err, held_ids,
-    outbox::insert_events,
-};
+use super::{PgStore, err, outbox::insert_events};
 use crate::{
     decode::{self, notice_columns, step_columns},
     error::corrupt,
+    sql::{Adapter as _, deliveries::OnTaken},
 };
 
 impl PgStore {
@@ -55,7 +51,7 @@ impl PgStore {
             }
         }
 
-        let held = held_ids(&self.pool, [Worker::Escalation; 2], now).await?;
+        let held = crate::sql::held_ids(&self.pool, [Worker::Escalation; 2], now).await.map_err(err)?;
         let mut tx = self.pool.begin().await.map_err(err)?;
         let due = sqlx::query(
             "SELECT s.notice_id, s.idx, u.email, u.phone, u.timezone, u.preferences, u.webhook_url \
@@ -186,7 +182,7 @@ async fn apply_step(
             return Ok(true);
         }
         StepMove::Dispatch(delivery) => {
-            insert_deliveries(tx, std::slice::from_ref(delivery), OnTaken::Skip).await?;
+            PgStore::insert_deliveries(tx, std::slice::from_ref(delivery), OnTaken::Skip).await?;
             set_step(tx, id, index, StepStatus::Sending, None, None, Some(delivery.id)).await?;
         }
         StepMove::Skip(reason) => set_step(tx, id, index, StepStatus::Skipped, None, Some(reason), None).await?,

@@ -1,25 +1,29 @@
 //! [`PgStore`]: the PostgreSQL store, for deployments that outgrow one machine.
 
-mod calendar;
 mod campaigns;
-mod channels;
 mod deliveries;
 mod escalate;
 mod group;
 mod notices;
 mod outbox;
-mod rooms;
-mod tasks;
 mod wakeup;
 
 use std::{str::FromStr as _, sync::Arc, time::Duration};
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
-use herald_core::store::{Store, StoreError};
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use herald_core::{
+    change::ChangeEvent,
+    store::{Store, StoreError},
+};
+use sqlx::{
+    Postgres, Transaction,
+    postgres::{PgConnectOptions, PgPool, PgPoolOptions},
+};
 
-use crate::error;
+use crate::{
+    error,
+    sql::{Adapter, Dialect, Query, Write},
+};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
@@ -60,13 +64,6 @@ impl PgStore {
 /// The `LISTEN` channel schedulers wake on.
 const DUE_CHANNEL: &str = "herald_due";
 
-impl PgStore {
-    /// Wakes schedulers (in any process) waiting for due deliveries.
-    fn wake_schedulers(&self) {
-        self.due_wakeup.wake();
-    }
-}
-
 fn err(e: sqlx::Error) -> StoreError {
     // PostgreSQL names the violated constraint itself.
     error::classify(e, |_| None)
@@ -89,10 +86,10 @@ impl Store for PgStore {
     }
 }
 
-impl crate::sql::Adapter for PgStore {
-    type Db = sqlx::Postgres;
+impl Adapter for PgStore {
+    type Db = Postgres;
 
-    const DIALECT: crate::sql::Dialect = crate::sql::Dialect::Postgres;
+    const DIALECT: Dialect = Dialect::Postgres;
 
     fn writer(&self) -> &PgPool {
         &self.pool
@@ -106,30 +103,42 @@ impl crate::sql::Adapter for PgStore {
         err(e)
     }
 
-    async fn insert_events(
-        tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
-        events: &[herald_core::change::ChangeEvent],
-    ) -> Result<(), StoreError> {
+    async fn insert_events(tx: &mut Transaction<'_, Postgres>, events: &[ChangeEvent]) -> Result<(), StoreError> {
         outbox::insert_events(tx, events).await
     }
 
-    async fn commit(&self, tx: sqlx::Transaction<'_, sqlx::Postgres>) -> Result<(), StoreError> {
-        PgStore::commit(self, tx).await
+    async fn commit(&self, tx: Transaction<'_, Postgres>) -> Result<(), StoreError> {
+        tx.commit().await.map_err(err)?;
+        self.outbox_wakeup.wake();
+        Ok(())
     }
 
+    async fn write_with_events<'q, B>(
+        &self,
+        write: &'static Write,
+        events: &[ChangeEvent],
+        bind: B,
+    ) -> Result<u64, StoreError>
+    where
+        B: FnOnce(Query<'q, Self>) -> Query<'q, Self> + Send,
+    {
+        let arrays = outbox::Events::new(events);
+        let statement = arrays.bind(bind(sqlx::query(write.with_events(outbox::with_events))));
+        self.run_with_events(statement, &arrays).await
+    }
+
+    async fn wait_for_events(&self, timeout: Duration) {
+        self.outbox_wakeup.wait(timeout).await;
+    }
+
+    /// Wakes schedulers in any process.
     fn wake_schedulers(&self) {
-        PgStore::wake_schedulers(self);
+        self.due_wakeup.wake();
+    }
+
+    async fn wait_for_due_deliveries(&self, timeout: Duration) {
+        self.due_wakeup.wait(timeout).await;
     }
 }
 
 crate::sql::shared_ports!(PgStore);
-
-/// The ids of the records `workers` hold back at `now`.
-async fn held_ids(
-    pool: impl sqlx::PgExecutor<'_>,
-    workers: [herald_core::quarantine::Worker; 2],
-    now: DateTime<Utc>,
-) -> Result<Vec<uuid::Uuid>, StoreError> {
-    let held = crate::quarantine::held_now(workers, now).fetch_all(pool).await.map_err(err)?;
-    Ok(held.iter().filter_map(|r| r.parse().ok()).collect())
-}

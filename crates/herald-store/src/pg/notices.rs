@@ -7,6 +7,8 @@
 //! statements, never while a notice row is held: no pass waits on an acknowledgement that waits
 //! on it.
 
+use std::collections::BTreeMap;
+
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use herald_core::{
@@ -14,12 +16,14 @@ use herald_core::{
     notice::{Acknowledged, Escalation, Notice, NoticeFilter, NoticeId, StepStatus},
     notify::NoticeChannel,
     store::{NoticeStore, StepPlan, StoreError},
+    stream::SessionCursor,
     user::UserId,
 };
 use sqlx::{Postgres, Row as _, types::Json};
 use uuid::Uuid;
 
 use super::{PgStore, err, escalate::write_event};
+use crate::sql::{Adapter as _, streams::CursorBatches};
 use crate::{
     decode::{self, notice_columns, step_columns},
     error::missing_as_not_found,
@@ -43,10 +47,9 @@ macro_rules! cancel_rest {
         )
     };
 }
-pub(super) use cancel_rest;
 
 /// Reads acknowledged notices from a statement ending in [`cancel_rest`].
-pub(super) fn acknowledged(rows: Vec<sqlx::postgres::PgRow>) -> Result<Vec<Acknowledged>, StoreError> {
+fn acknowledged(rows: Vec<sqlx::postgres::PgRow>) -> Result<Vec<Acknowledged>, StoreError> {
     rows.iter()
         .map(|row| {
             Ok(Acknowledged {
@@ -271,5 +274,47 @@ impl NoticeStore for PgStore {
         .await
         .map_err(err)?;
         Ok(done.rows_affected())
+    }
+}
+
+impl CursorBatches for PgStore {
+    /// One statement for the batch, one row per cursor (the highest offset wins), sorted so that
+    /// concurrent batches lock rows in one order. The same statement acknowledges the pending
+    /// notices whose in-app event a cursor reached, and cancels what they had to come.
+    async fn advance_session_cursors(
+        &self,
+        cursors: &[SessionCursor],
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Acknowledged>, StoreError> {
+        let mut highest: BTreeMap<(Uuid, &str, &str), i64> = BTreeMap::new();
+        for c in cursors {
+            let offset = highest.entry((c.user.0, c.session.as_str(), c.channel.as_str())).or_insert(c.offset);
+            *offset = (*offset).max(c.offset);
+        }
+        let users: Vec<Uuid> = highest.keys().map(|k| k.0).collect();
+        let sessions: Vec<&str> = highest.keys().map(|k| k.1).collect();
+        let channels: Vec<&str> = highest.keys().map(|k| k.2).collect();
+        let offsets: Vec<i64> = highest.values().copied().collect();
+        let rows = sqlx::query(concat!(
+            "WITH moved AS (INSERT INTO session_cursors (user_id, session_id, channel, acked, updated_at) \
+             SELECT u, s, c, o, $5 FROM unnest($1::uuid[], $2::text[], $3::text[], $4::bigint[]) AS t(u, s, c, o) \
+             ON CONFLICT (user_id, session_id, channel) DO UPDATE \
+             SET acked = greatest(session_cursors.acked, excluded.acked), updated_at = excluded.updated_at \
+             RETURNING channel, acked), \
+             reached AS (SELECT channel, max(acked) AS acked FROM moved GROUP BY channel), \
+             acked AS (UPDATE notices n SET status = 'acknowledged', acknowledged_at = $5 FROM reached r \
+             WHERE n.status = 'pending' AND n.event_offset IS NOT NULL AND n.event_channel = r.channel \
+             AND n.event_offset <= r.acked RETURNING n.id, n.created_at)",
+            cancel_rest!("$5")
+        ))
+        .bind(&users)
+        .bind(&sessions)
+        .bind(&channels)
+        .bind(&offsets)
+        .bind(now)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(err)?;
+        acknowledged(rows)
     }
 }

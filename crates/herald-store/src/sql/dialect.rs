@@ -41,6 +41,20 @@ impl Dialect {
         }
     }
 
+    /// The current time: PostgreSQL's clock (so processes on hosts with skewed clocks agree);
+    /// SQLite runs in this process, whose clock the body binds as `$n` (see [`Self::binds_now`]).
+    pub(crate) fn now(self, n: u8) -> String {
+        match self {
+            Self::Postgres => "now()".to_owned(),
+            Self::Sqlite => format!("${n}"),
+        }
+    }
+
+    /// Whether a statement of [`Self::now`] takes the current time as a parameter.
+    pub(crate) fn binds_now(self) -> bool {
+        self == Self::Sqlite
+    }
+
     /// The column that names a row of any table: `ctid`, or SQLite's `rowid`.
     pub(crate) fn row_id(self) -> &'static str {
         match self {

@@ -10,8 +10,16 @@
 //! imports nothing from `pg` or `sqlite`; they build on it.
 
 pub(crate) mod accounts;
+pub(crate) mod calendar;
+pub(crate) mod deliveries;
 mod dialect;
+pub(crate) mod outbox;
+pub(crate) mod rooms;
+pub(crate) mod streams;
+pub(crate) mod tasks;
 pub(crate) mod users;
+
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use herald_core::{change::ChangeEvent, quarantine::Worker, store::StoreError};
@@ -19,7 +27,14 @@ use herald_core::{change::ChangeEvent, quarantine::Worker, store::StoreError};
 pub(crate) use self::dialect::{Dialect, Sql, Write};
 use crate::columns::Ids;
 
-/// What each adapter gives the shared bodies: its dialect and pools, and what it does its own way.
+/// A statement being built for adapter `A`.
+pub(crate) type Query<'q, A> =
+    sqlx::query::Query<'q, <A as Adapter>::Db, <<A as Adapter>::Db as sqlx::Database>::Arguments>;
+
+/// What each adapter gives the shared bodies: its dialect and pools, and what it does its own way
+/// whatever the port (how events are stored and relays woken, how schedulers wake). What it does
+/// its own way within one port is that port's trait beside its bodies (`TaskWrites`,
+/// `DeliveryBatches`, `CursorBatches`, `NoticeWrites`, `CampaignWrites`).
 pub(crate) trait Adapter: Sized + Sync {
     type Db: sqlx::Database;
 
@@ -40,8 +55,26 @@ pub(crate) trait Adapter: Sized + Sync {
     /// Commits a transaction that stored events, and wakes the relays waiting for them.
     async fn commit(&self, tx: sqlx::Transaction<'_, Self::Db>) -> Result<(), StoreError>;
 
+    /// Runs `write` with its parameters bound by `bind` and, when it wrote a row, stores `events`
+    /// with it (PostgreSQL: in the same statement, one round trip; SQLite: in the same
+    /// transaction); answers how many rows it wrote.
+    async fn write_with_events<'q, B>(
+        &self,
+        write: &'static Write,
+        events: &[ChangeEvent],
+        bind: B,
+    ) -> Result<u64, StoreError>
+    where
+        B: FnOnce(Query<'q, Self>) -> Query<'q, Self> + Send;
+
+    /// Waits for a committed event (a relay's wake-up), or `timeout`.
+    async fn wait_for_events(&self, timeout: Duration);
+
     /// Wakes schedulers waiting for due deliveries.
     fn wake_schedulers(&self);
+
+    /// Waits for deliveries that became due (a scheduler's wake-up), or `timeout`.
+    async fn wait_for_due_deliveries(&self, timeout: Duration);
 }
 
 /// The ids of the records `workers` hold back at `now`, run on `reader` (see
@@ -66,6 +99,12 @@ macro_rules! shared_ports {
     ($store:ty) => {
         $crate::sql::users::user_store!($store);
         $crate::sql::accounts::account_store!($store);
+        $crate::sql::tasks::task_store!($store);
+        $crate::sql::calendar::calendar_store!($store);
+        $crate::sql::rooms::room_store!($store);
+        $crate::sql::streams::stream_store!($store);
+        $crate::sql::outbox::outbox_store!($store);
+        $crate::sql::deliveries::delivery_store!($store);
         $crate::quarantine::quarantine_store!($store);
     };
 }

@@ -15,15 +15,11 @@ use herald_core::{
 use sqlx::{Row as _, Sqlite, Transaction};
 use uuid::Uuid;
 
-use super::{
-    SqliteStore,
-    deliveries::{OnTaken, insert_deliveries},
-    err, held_ids, micros,
-    outbox::insert_events,
-};
+use super::{SqliteStore, err, micros, outbox::insert_events};
 use crate::{
     decode::{self, notice_columns, step_columns},
     error::corrupt,
+    sql::{Adapter as _, deliveries::OnTaken},
     unreadable::{notices_with_steps, unreadable},
 };
 
@@ -36,7 +32,7 @@ impl SqliteStore {
     ) -> Result<Escalation, StoreError> {
         let mut pass = Escalation::default();
         let mut touched: HashSet<Uuid> = HashSet::new();
-        let held = held_ids(&self.reader, [Worker::Escalation; 2], now).await?;
+        let held = crate::sql::held_ids(&self.reader, [Worker::Escalation; 2], now).await.map_err(err)?;
         let mut tx = self.writer.begin().await.map_err(err)?;
         // Steps whose deliveries reported.
         let rows = sqlx::query(
@@ -186,7 +182,7 @@ async fn apply_step(
             return Ok(true);
         }
         StepMove::Dispatch(delivery) => {
-            insert_deliveries(tx, std::slice::from_ref(delivery), OnTaken::Skip).await?;
+            SqliteStore::insert_deliveries(tx, std::slice::from_ref(delivery), OnTaken::Skip).await?;
             set_step(tx, id, index, StepStatus::Sending, None, None, Some(delivery.id)).await?;
         }
         StepMove::Skip(reason) => set_step(tx, id, index, StepStatus::Skipped, None, Some(reason), None).await?,

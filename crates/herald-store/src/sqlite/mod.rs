@@ -4,15 +4,11 @@
 //! this process queue in order instead of failing with `SQLITE_BUSY`; reads use a pool of
 //! read-only connections, which WAL mode lets run beside the writer.
 
-mod calendar;
 mod campaigns;
-mod channels;
 mod deliveries;
 mod escalate;
 mod notices;
 mod outbox;
-mod rooms;
-mod tasks;
 
 use std::{path::Path, str::FromStr as _, sync::Arc, time::Duration};
 
@@ -20,10 +16,21 @@ use tokio::sync::Notify;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use herald_core::store::{Constraint, Store, StoreError};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use herald_core::{
+    change::ChangeEvent,
+    store::{Constraint, Store, StoreError},
+    task::Task,
+};
+use sqlx::{
+    Sqlite, Transaction,
+    sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous},
+};
 
-use crate::error;
+use crate::{
+    columns::Stamp,
+    error,
+    sql::{Adapter, Dialect, Query, Write, tasks::TaskWrites},
+};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
@@ -68,14 +75,6 @@ impl SqliteStore {
             .map_err(err)?;
         Ok(Self { writer, reader, outbox_signal: Arc::new(Notify::new()), due_signal: Arc::new(Notify::new()) })
     }
-
-    /// Commits a write that stored events, and wakes the relay. `notify_one` keeps a permit when
-    /// the relay is busy, so a wake-up between two passes is not lost.
-    async fn commit(&self, tx: sqlx::Transaction<'_, sqlx::Sqlite>) -> Result<(), StoreError> {
-        tx.commit().await.map_err(err)?;
-        self.outbox_signal.notify_one();
-        Ok(())
-    }
 }
 
 /// Creates `path` empty with mode 0600 (an empty file is a new SQLite database) unless it exists,
@@ -95,13 +94,6 @@ fn create_private_file(path: &Path) -> std::io::Result<()> {
 #[cfg(not(unix))]
 fn create_private_file(_path: &Path) -> std::io::Result<()> {
     Ok(())
-}
-
-impl SqliteStore {
-    /// Wakes a scheduler waiting for due deliveries (one permit is kept when none waits).
-    fn wake_schedulers(&self) {
-        self.due_signal.notify_one();
-    }
 }
 
 fn err(e: sqlx::Error) -> StoreError {
@@ -143,10 +135,10 @@ impl Store for SqliteStore {
     }
 }
 
-impl crate::sql::Adapter for SqliteStore {
-    type Db = sqlx::Sqlite;
+impl Adapter for SqliteStore {
+    type Db = Sqlite;
 
-    const DIALECT: crate::sql::Dialect = crate::sql::Dialect::Sqlite;
+    const DIALECT: Dialect = Dialect::Sqlite;
 
     fn writer(&self) -> &SqlitePool {
         &self.writer
@@ -160,33 +152,71 @@ impl crate::sql::Adapter for SqliteStore {
         err(e)
     }
 
-    async fn insert_events(
-        tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
-        events: &[herald_core::change::ChangeEvent],
-    ) -> Result<(), StoreError> {
+    async fn insert_events(tx: &mut Transaction<'_, Sqlite>, events: &[ChangeEvent]) -> Result<(), StoreError> {
         outbox::insert_events(tx, events).await
     }
 
-    async fn commit(&self, tx: sqlx::Transaction<'_, sqlx::Sqlite>) -> Result<(), StoreError> {
-        SqliteStore::commit(self, tx).await
+    /// Commits, and wakes the relay. `notify_one` keeps a permit when the relay is busy, so a
+    /// wake-up between two passes is not lost.
+    async fn commit(&self, tx: Transaction<'_, Sqlite>) -> Result<(), StoreError> {
+        tx.commit().await.map_err(err)?;
+        self.outbox_signal.notify_one();
+        Ok(())
     }
 
+    /// In one transaction: the write, then its events when it wrote a row.
+    async fn write_with_events<'q, B>(
+        &self,
+        write: &'static Write,
+        events: &[ChangeEvent],
+        bind: B,
+    ) -> Result<u64, StoreError>
+    where
+        B: FnOnce(Query<'q, Self>) -> Query<'q, Self> + Send,
+    {
+        let mut tx = self.writer.begin().await.map_err(err)?;
+        let written = bind(sqlx::query(write.sql)).execute(&mut *tx).await.map_err(err)?.rows_affected();
+        if written > 0 {
+            outbox::insert_events(&mut tx, events).await?;
+            self.commit(tx).await?;
+        }
+        Ok(written)
+    }
+
+    async fn wait_for_events(&self, timeout: Duration) {
+        let _ = tokio::time::timeout(timeout, self.outbox_signal.notified()).await;
+    }
+
+    /// Wakes a scheduler of this process (one permit is kept when none waits).
     fn wake_schedulers(&self) {
-        SqliteStore::wake_schedulers(self);
+        self.due_signal.notify_one();
+    }
+
+    async fn wait_for_due_deliveries(&self, timeout: Duration) {
+        let _ = tokio::time::timeout(timeout, self.due_signal.notified()).await;
+    }
+}
+
+impl TaskWrites for SqliteStore {
+    async fn write_task(&self, t: &Task, events: &[ChangeEvent]) -> Result<(), StoreError> {
+        static INSERT_TASK: Write = Write::new(
+            "INSERT INTO tasks (id, owner_id, title, description, status, due_at, version, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING 1",
+        );
+        self.write_with_events(&INSERT_TASK, events, |q| {
+            q.bind(t.id.0)
+                .bind(t.owner.0)
+                .bind(t.title.as_str())
+                .bind(t.description.as_str())
+                .bind(t.status.as_str())
+                .bind(t.due_at.map(Stamp))
+                .bind(t.version)
+                .bind(Stamp(t.created_at))
+                .bind(Stamp(t.updated_at))
+        })
+        .await
+        .map(drop)
     }
 }
 
 crate::sql::shared_ports!(SqliteStore);
-
-/// The ids of the records `workers` hold back at `now`, as a JSON array of their hex forms (for
-/// `id NOT IN (SELECT unhex(value) FROM json_each(…))`).
-async fn held_ids(
-    pool: impl sqlx::SqliteExecutor<'_>,
-    workers: [herald_core::quarantine::Worker; 2],
-    now: DateTime<Utc>,
-) -> Result<String, StoreError> {
-    let held = crate::quarantine::held_now(workers, now).fetch_all(pool).await.map_err(err)?;
-    let hex: Vec<String> =
-        held.iter().filter_map(|r| r.parse::<uuid::Uuid>().ok()).map(|id| id.simple().to_string()).collect();
-    serde_json::to_string(&hex).map_err(|e| StoreError::Other(Box::new(e)))
-}

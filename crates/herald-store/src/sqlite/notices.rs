@@ -2,6 +2,8 @@
 //! escalation pass and an acknowledgement take turns as whole transactions: of a racing
 //! acknowledgement and due step, whichever commits first wins and the other sees it.
 
+use std::collections::BTreeMap;
+
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use herald_core::{
@@ -9,12 +11,14 @@ use herald_core::{
     notice::{Acknowledged, Escalation, Notice, NoticeFilter, NoticeId, StepStatus},
     notify::NoticeChannel,
     store::{NoticeStore, StepPlan, StoreError},
+    stream::SessionCursor,
     user::UserId,
 };
 use sqlx::{Row as _, Sqlite, Transaction};
 use uuid::Uuid;
 
 use super::{SqliteStore, err, escalate::write_event, from_micros, micros};
+use crate::sql::{Adapter as _, streams::CursorBatches};
 use crate::{
     decode::{self, notice_columns, step_columns},
     error::missing_as_not_found,
@@ -72,7 +76,7 @@ async fn acknowledge(
 
 /// In one cursor batch's transaction: acknowledges the pending notices whose in-app event on
 /// `channel` is at or below `offset`.
-pub(super) async fn acknowledge_reached(
+async fn acknowledge_reached(
     tx: &mut Transaction<'_, Sqlite>,
     channel: &str,
     offset: i64,
@@ -308,5 +312,45 @@ impl NoticeStore for SqliteStore {
         .await
         .map_err(err)?;
         Ok(done.rows_affected())
+    }
+}
+
+impl CursorBatches for SqliteStore {
+    /// One transaction on the writer, a statement per cursor; then the notices each of the
+    /// person's own streams reached are acknowledged.
+    async fn advance_session_cursors(
+        &self,
+        cursors: &[SessionCursor],
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Acknowledged>, StoreError> {
+        let mut tx = self.writer.begin().await.map_err(err)?;
+        let mut reached: BTreeMap<&str, i64> = BTreeMap::new();
+        for cursor in cursors {
+            let acked: i64 = sqlx::query_scalar(
+                "INSERT INTO session_cursors (user_id, session_id, channel, acked, updated_at) \
+                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT (user_id, session_id, channel) DO UPDATE \
+                 SET acked = max(session_cursors.acked, excluded.acked), updated_at = excluded.updated_at \
+                 RETURNING acked",
+            )
+            .bind(cursor.user.0)
+            .bind(cursor.session.as_str())
+            .bind(&cursor.channel)
+            .bind(cursor.offset)
+            .bind(micros(now))
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(err)?;
+            // Only a person's own stream carries notices.
+            if cursor.channel.starts_with("user:") {
+                let highest = reached.entry(cursor.channel.as_str()).or_insert(acked);
+                *highest = (*highest).max(acked);
+            }
+        }
+        let mut acknowledged = Vec::new();
+        for (channel, offset) in reached {
+            acknowledged.extend(acknowledge_reached(&mut tx, channel, offset, now).await?);
+        }
+        tx.commit().await.map_err(err)?;
+        Ok(acknowledged)
     }
 }

@@ -16,7 +16,7 @@ use uuid::Uuid;
 use super::after_id;
 use crate::{
     campaign, decode,
-    pg::{PgStore, deliveries::add_to_timeline, err},
+    pg::{PgStore, err},
     timeline::Tallies,
 };
 
@@ -143,7 +143,7 @@ pub(super) async fn delete(store: &PgStore, id: ClientId, now: DateTime<Utc>) ->
         let cancelled = row.try_get::<i64, _>("n").map_err(err)?.max(0) as u64;
         tallies.0.insert(row.try_get("source_id").map_err(err)?, Tally { cancelled, ..Tally::default() });
     }
-    add_to_timeline(&mut tx, &tallies, now).await?;
+    PgStore::add_to_timeline(&mut tx, &tallies, now).await?;
     tx.commit().await.map_err(err)?;
     Ok(true)
 }

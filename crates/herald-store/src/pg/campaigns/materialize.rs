@@ -12,7 +12,8 @@ use uuid::Uuid;
 
 use crate::{
     campaign::{PlanParts, WINDOW_AFTER_END},
-    pg::{PgStore, deliveries::add_to_timeline, err},
+    pg::{PgStore, err},
+    sql::Adapter as _,
     timeline::Tallies,
 };
 
@@ -98,7 +99,7 @@ async fn materialize_chunk(
         let count = |name: &str| made.try_get::<i64, _>(name).map(|n| n.max(0) as u64).map_err(err);
         let tally = Tally { created: count("created")?, expired: count("expired")?, ..Tally::default() };
         created = tally.created;
-        add_to_timeline(tx, &Tallies::of(id, tally), now).await?;
+        PgStore::add_to_timeline(tx, &Tallies::of(id, tally), now).await?;
         sqlx::query("UPDATE mailings SET materialized_through = $2 WHERE id = $1")
             .bind(id.0)
             .bind(upper)

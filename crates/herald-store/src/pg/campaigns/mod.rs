@@ -21,7 +21,7 @@ use herald_core::{
 use sqlx::{Postgres, Row as _, Transaction};
 use uuid::Uuid;
 
-use super::{PgStore, deliveries::add_to_timeline, err};
+use super::{PgStore, err};
 use crate::{
     campaign::{self, ENDS_BEFORE_ATTEMPT},
     decode,
@@ -185,7 +185,7 @@ impl CampaignStore for PgStore {
             .await
             .map_err(err)?;
             let tally = Tally { expired: expired.max(0) as u64, ..Tally::default() };
-            add_to_timeline(&mut tx, &Tallies::of(m.id, tally), now).await?;
+            PgStore::add_to_timeline(&mut tx, &Tallies::of(m.id, tally), now).await?;
         }
         tx.commit().await.map_err(err)
     }
@@ -276,7 +276,7 @@ impl CampaignStore for PgStore {
         .await
         .map_err(err)?
         .rows_affected();
-        add_to_timeline(&mut tx, &Tallies::of(id, Tally { cancelled, ..Tally::default() }), now).await?;
+        PgStore::add_to_timeline(&mut tx, &Tallies::of(id, Tally { cancelled, ..Tally::default() }), now).await?;
         tx.commit().await.map_err(err)?;
         Ok(cancelled)
     }
@@ -354,7 +354,7 @@ impl CampaignStore for PgStore {
     ) -> Result<Vec<(i64, Tally)>, StoreError> {
         // A plain key range or none: a condition `<id> IS NULL OR mailing_id = <id>` would leave the key unused.
         let of_mailing = if mailing.is_some() { "mailing_id = $1" } else { "$1::uuid IS NULL" };
-        let sql = timeline::by_bucket_sql(of_mailing, |n| format!("${n}"));
+        let sql = timeline::by_bucket_sql(of_mailing);
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(mailing.map(|m| m.0))
             .bind(width.max(1))
@@ -368,7 +368,7 @@ impl CampaignStore for PgStore {
     }
 
     async fn mailing_tallies(&self, from: i64, to: i64, limit: u32) -> Result<Vec<(MailingId, Tally)>, StoreError> {
-        let sql = timeline::by_mailing_sql(|n| format!("${n}"));
+        let sql = timeline::BY_MAILING.as_str();
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(from)
             .bind(to)

@@ -16,7 +16,7 @@ use uuid::Uuid;
 use super::after_id;
 use crate::{
     campaign, decode,
-    sqlite::{SqliteStore, deliveries::add_to_timeline, err, micros},
+    sqlite::{SqliteStore, err, micros},
     timeline::Tallies,
 };
 
@@ -158,7 +158,7 @@ pub(super) async fn delete(store: &SqliteStore, id: ClientId, now: DateTime<Utc>
     .execute(&mut *tx)
     .await
     .map_err(err)?;
-    add_to_timeline(&mut tx, &tallies, now).await?;
+    SqliteStore::add_to_timeline(&mut tx, &tallies, now).await?;
     tx.commit().await.map_err(err)?;
     Ok(true)
 }

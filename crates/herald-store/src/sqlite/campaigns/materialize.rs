@@ -12,7 +12,8 @@ use uuid::Uuid;
 
 use crate::{
     campaign::{PlanParts, WINDOW_AFTER_END},
-    sqlite::{SqliteStore, deliveries::add_to_timeline, err, micros},
+    sql::Adapter as _,
+    sqlite::{SqliteStore, err, micros},
     timeline::Tallies,
 };
 
@@ -124,7 +125,7 @@ async fn materialize_chunk(
     let created = statuses.len() as u64;
     if created > 0 {
         let expired = statuses.iter().filter(|s| s.as_str() == "expired").count() as u64;
-        add_to_timeline(tx, &Tallies::of(id, Tally { created, expired, ..Tally::default() }), now).await?;
+        SqliteStore::add_to_timeline(tx, &Tallies::of(id, Tally { created, expired, ..Tally::default() }), now).await?;
     }
     if !plan.zones.is_empty() {
         sqlx::query("DELETE FROM mailing_start_plans WHERE mailing_id = ?")

@@ -21,7 +21,7 @@ use herald_core::{
 use sqlx::{Row as _, Sqlite, Transaction};
 use uuid::Uuid;
 
-use super::{SqliteStore, deliveries::add_to_timeline, err, micros};
+use super::{SqliteStore, err, micros};
 use crate::{
     campaign::{self, ENDS_BEFORE_ATTEMPT},
     decode,
@@ -175,7 +175,7 @@ impl CampaignStore for SqliteStore {
             .await
             .map_err(err)?;
             let tally = Tally { expired: expired.max(0) as u64, ..Tally::default() };
-            add_to_timeline(&mut tx, &Tallies::of(m.id, tally), now).await?;
+            SqliteStore::add_to_timeline(&mut tx, &Tallies::of(m.id, tally), now).await?;
             // SET expressions all read the row as it was, so `status = 'pending'` is the old status.
             sqlx::query(
                 "UPDATE deliveries SET deadline = ?2, updated_at = ?3, \
@@ -279,7 +279,7 @@ impl CampaignStore for SqliteStore {
         .await
         .map_err(err)?
         .rows_affected();
-        add_to_timeline(&mut tx, &Tallies::of(id, Tally { cancelled, ..Tally::default() }), now).await?;
+        SqliteStore::add_to_timeline(&mut tx, &Tallies::of(id, Tally { cancelled, ..Tally::default() }), now).await?;
         tx.commit().await.map_err(err)?;
         Ok(cancelled)
     }
@@ -357,8 +357,8 @@ impl CampaignStore for SqliteStore {
         limit: u32,
     ) -> Result<Vec<(i64, Tally)>, StoreError> {
         // A plain key range or none: a condition `<id> IS NULL OR mailing_id = <id>` would leave the key unused.
-        let of_mailing = if mailing.is_some() { "mailing_id = ?1" } else { "?1 IS NULL" };
-        let sql = timeline::by_bucket_sql(of_mailing, |n| format!("?{n}"));
+        let of_mailing = if mailing.is_some() { "mailing_id = $1" } else { "$1 IS NULL" };
+        let sql = timeline::by_bucket_sql(of_mailing);
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(mailing.map(|m| m.0))
             .bind(width.max(1))
@@ -372,7 +372,7 @@ impl CampaignStore for SqliteStore {
     }
 
     async fn mailing_tallies(&self, from: i64, to: i64, limit: u32) -> Result<Vec<(MailingId, Tally)>, StoreError> {
-        let sql = timeline::by_mailing_sql(|n| format!("?{n}"));
+        let sql = timeline::BY_MAILING.as_str();
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(from)
             .bind(to)
