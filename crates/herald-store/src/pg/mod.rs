@@ -2,7 +2,6 @@
 
 mod campaigns;
 mod deliveries;
-mod escalate;
 mod group;
 mod notices;
 mod outbox;

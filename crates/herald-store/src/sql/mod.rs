@@ -13,6 +13,8 @@ pub(crate) mod accounts;
 pub(crate) mod calendar;
 pub(crate) mod deliveries;
 mod dialect;
+pub(crate) mod escalate;
+pub(crate) mod notices;
 pub(crate) mod outbox;
 pub(crate) mod rooms;
 pub(crate) mod streams;
@@ -105,6 +107,8 @@ macro_rules! shared_ports {
         $crate::sql::streams::stream_store!($store);
         $crate::sql::outbox::outbox_store!($store);
         $crate::sql::deliveries::delivery_store!($store);
+        $crate::sql::notices::notice_store!($store);
+        $crate::sql::escalate::escalation!($store);
         $crate::quarantine::quarantine_store!($store);
     };
 }

@@ -6,7 +6,6 @@
 
 mod campaigns;
 mod deliveries;
-mod escalate;
 mod notices;
 mod outbox;
 
@@ -113,10 +112,6 @@ fn err(e: sqlx::Error) -> StoreError {
 
 fn micros(at: DateTime<Utc>) -> i64 {
     at.timestamp_micros()
-}
-
-fn from_micros(us: i64) -> Result<DateTime<Utc>, StoreError> {
-    DateTime::from_timestamp_micros(us).ok_or_else(|| error::corrupt("timestamp", us))
 }
 
 #[async_trait]
