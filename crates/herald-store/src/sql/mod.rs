@@ -11,6 +11,7 @@
 
 pub(crate) mod accounts;
 pub(crate) mod calendar;
+pub(crate) mod campaigns;
 pub(crate) mod deliveries;
 mod dialect;
 pub(crate) mod escalate;
@@ -109,6 +110,7 @@ macro_rules! shared_ports {
         $crate::sql::deliveries::delivery_store!($store);
         $crate::sql::notices::notice_store!($store);
         $crate::sql::escalate::escalation!($store);
+        $crate::sql::campaigns::campaign_store!($store);
         $crate::quarantine::quarantine_store!($store);
     };
 }

@@ -10,7 +10,7 @@ use herald_core::{
 };
 use uuid::Uuid;
 
-use super::{SqliteStore, err};
+use super::{SqliteStore, err, values};
 use crate::{columns::Stamp, sql::deliveries::DeliveryBatches, timeline::Tallies};
 
 impl DeliveryBatches for SqliteStore {
@@ -37,7 +37,7 @@ impl DeliveryBatches for SqliteStore {
         let mut current = HashSet::new();
         // One statement per bounded chunk keeps under SQLite's bound-parameter limit.
         for chunk in claims.chunks(400) {
-            let pairs = vec!["(?, ?)"; chunk.len()].join(", ");
+            let pairs = values(chunk.len(), 2);
             let sql = format!(
                 "WITH c (id, lease_until) AS (VALUES {pairs}) SELECT d.id FROM deliveries d JOIN c \
                  ON d.id = c.id AND d.lease_until = c.lease_until WHERE d.status = 'sending'"

@@ -14,7 +14,6 @@ use std::{path::Path, str::FromStr as _, sync::Arc, time::Duration};
 use tokio::sync::Notify;
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
 use herald_core::{
     change::ChangeEvent,
     store::{Constraint, Store, StoreError},
@@ -110,8 +109,13 @@ fn err(e: sqlx::Error) -> StoreError {
     })
 }
 
-fn micros(at: DateTime<Utc>) -> i64 {
-    at.timestamp_micros()
+/// `($1, $2, …), ($n+1, …), …`: `rows` rows of `columns` placeholders, for a `VALUES` list.
+fn values(rows: usize, columns: usize) -> String {
+    let row = |r: usize| {
+        let placeholders: Vec<String> = (1..=columns).map(|c| format!("${}", r * columns + c)).collect();
+        format!("({})", placeholders.join(", "))
+    };
+    (0..rows).map(row).collect::<Vec<_>>().join(", ")
 }
 
 #[async_trait]
