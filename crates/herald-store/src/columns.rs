@@ -1,7 +1,7 @@
 //! Column and parameter types whose storage differs between the adapters, so that one row struct
 //! (see [`crate::decode`]) decodes from either database and one value binds to either: a time, and
-//! lists (PostgreSQL arrays, JSON arrays in SQLite read back with `json_each`; see
-//! [`Dialect::in_list`](crate::sql::Dialect::in_list)).
+//! lists (PostgreSQL arrays, JSON arrays in SQLite read back with `json_each`; see the dialect's
+//! `in_list`).
 
 use chrono::{DateTime, Utc};
 use sqlx::{
@@ -23,7 +23,7 @@ pub(crate) struct Stamp(pub DateTime<Utc>);
 pub(crate) struct Texts(pub Vec<String>);
 
 /// A list of ids bound as one parameter: `uuid[]` in PostgreSQL, a JSON array of their hex forms
-/// in SQLite (read back with `unhex`, see [`Dialect::in_ids`](crate::sql::Dialect::in_ids)).
+/// in SQLite (read back with `unhex`: see the dialect's `in_ids`).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub(crate) struct Ids(pub Vec<Uuid>);
 

@@ -9,17 +9,20 @@ use std::collections::HashSet;
 
 use chrono::{DateTime, Utc};
 use herald_core::{
-    campaign::{Client, ClientId, FirstAttempts, MESSAGE_KIND, Mailing, MailingId},
+    campaign::{Client, ClientId, MESSAGE_KIND, Mailing},
     store::StoreError,
     timeline::Tally,
 };
-use sqlx::{Postgres, Row as _, Transaction};
+use sqlx::{Postgres, Row as _, Transaction, postgres::PgRow};
 use uuid::Uuid;
 
 use super::{PgStore, err};
 use crate::{
-    campaign::{self, ENDS_BEFORE_ATTEMPT, PlanParts, WINDOW_AFTER_END},
-    sql::campaigns::CampaignWrites,
+    campaign::{self, PlanParts, WINDOW_AFTER_END},
+    sql::{
+        Query,
+        campaigns::{CampaignWrites, Chunk},
+    },
     timeline::Tallies,
 };
 
@@ -81,69 +84,28 @@ impl CampaignWrites for PgStore {
         Ok(campaign::skipped(clients, repeats, &tried, &inserted))
     }
 
-    /// Counted by the statement that cancels them.
-    async fn cancel_client_messages(
+    /// The statement counts them.
+    async fn count_cancelled(
         tx: &mut Transaction<'_, Postgres>,
-        client: ClientId,
-        now: DateTime<Utc>,
-    ) -> Result<Tallies, StoreError> {
-        let rows = sqlx::query(
-            "WITH cancelled AS (UPDATE deliveries SET status = 'cancelled', updated_at = $2 \
-               WHERE recipient_id = $1 AND kind = $3 AND status = 'pending' RETURNING source_id) \
-             SELECT source_id, count(*) AS n FROM cancelled WHERE source_id IS NOT NULL GROUP BY source_id",
-        )
-        .bind(client.0)
-        .bind(now)
-        .bind(MESSAGE_KIND)
-        .fetch_all(&mut **tx)
-        .await
-        .map_err(err)?;
-        let mut tallies = Tallies::default();
-        for row in rows {
-            let cancelled = row.try_get::<i64, _>("n").map_err(err)?.max(0) as u64;
-            tallies.0.insert(row.try_get("source_id").map_err(err)?, Tally { cancelled, ..Tally::default() });
-        }
-        Ok(tallies)
+        cancel: Query<'_, Self>,
+        _client: ClientId,
+    ) -> Result<Vec<PgRow>, StoreError> {
+        cancel.fetch_all(&mut **tx).await.map_err(err)
     }
 
-    /// Counted by the statement that moves them.
-    async fn move_live_messages(
+    /// The statement counts them.
+    async fn count_expired(
         tx: &mut Transaction<'_, Postgres>,
-        m: &Mailing,
-        now: DateTime<Utc>,
+        moving: Query<'_, Self>,
+        _m: &Mailing,
     ) -> Result<u64, StoreError> {
-        // SET expressions all read the row as it was, so `status = 'pending'` is the old status.
-        let expired: i64 = sqlx::query_scalar(
-            "WITH moved AS (UPDATE deliveries SET deadline = $2, updated_at = $3, \
-             status = CASE WHEN status = 'pending' AND next_attempt_at >= $2 THEN 'expired' ELSE status END, \
-             last_error = CASE WHEN status = 'pending' AND next_attempt_at >= $2 THEN $5 ELSE last_error END, \
-             payload = CASE WHEN status = 'pending' THEN jsonb_set(payload, '{text}', to_jsonb($4::text)) \
-                       ELSE payload END \
-             WHERE source_id = $1 AND kind = $6 AND status IN ('pending', 'sending') \
-             RETURNING status, last_error) \
-             SELECT count(*) FROM moved WHERE status = 'expired' AND last_error = $5",
-        )
-        .bind(m.id.0)
-        .bind(m.end_at)
-        .bind(now)
-        .bind(m.text.as_str())
-        .bind(ENDS_BEFORE_ATTEMPT)
-        .bind(MESSAGE_KIND)
-        .fetch_one(&mut **tx)
-        .await
-        .map_err(err)?;
+        let expired: i64 = moving.fetch_one(&mut **tx).await.map_err(err)?.try_get(0).map_err(err)?;
         Ok(expired.max(0) as u64)
     }
 
     /// The timeline counts what the statement made, even none.
-    async fn make_messages(
-        tx: &mut Transaction<'_, Postgres>,
-        id: MailingId,
-        plan: &FirstAttempts,
-        now: DateTime<Utc>,
-        after: Uuid,
-        upto: Uuid,
-    ) -> Result<u64, StoreError> {
+    async fn make_messages(tx: &mut Transaction<'_, Postgres>, chunk: &Chunk<'_>) -> Result<u64, StoreError> {
+        let Chunk { mailing: id, plan, now, after, upto } = *chunk;
         let plan = PlanParts::of(plan, now);
         let made = sqlx::query(CREATE_MESSAGES)
             .bind(id.0)

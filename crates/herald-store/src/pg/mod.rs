@@ -7,7 +7,11 @@ mod notices;
 mod outbox;
 mod wakeup;
 
-use std::{str::FromStr as _, sync::Arc, time::Duration};
+use std::{
+    str::FromStr as _,
+    sync::{Arc, LazyLock},
+    time::Duration,
+};
 
 use async_trait::async_trait;
 use herald_core::{
@@ -94,16 +98,16 @@ impl Adapter for PgStore {
         &self.pool
     }
 
-    fn reader(&self) -> &PgPool {
-        &self.pool
-    }
-
     fn err(e: sqlx::Error) -> StoreError {
         err(e)
     }
 
+    /// In one statement (see [`outbox::with_events`]).
     async fn insert_events(tx: &mut Transaction<'_, Postgres>, events: &[ChangeEvent]) -> Result<(), StoreError> {
-        outbox::insert_events(tx, events).await
+        static STATEMENT: LazyLock<String> = LazyLock::new(|| outbox::with_events("SELECT 1"));
+        let events = outbox::Events::new(events);
+        let statement = events.bind(sqlx::query(sqlx::AssertSqlSafe(STATEMENT.as_str())));
+        statement.fetch_one(&mut **tx).await.map(drop).map_err(err)
     }
 
     async fn commit(&self, tx: Transaction<'_, Postgres>) -> Result<(), StoreError> {
@@ -112,18 +116,13 @@ impl Adapter for PgStore {
         Ok(())
     }
 
-    async fn write_with_events<'q, B>(
-        &self,
-        write: &'static Write,
-        events: &[ChangeEvent],
-        bind: B,
-    ) -> Result<u64, StoreError>
-    where
-        B: FnOnce(Query<'q, Self>) -> Query<'q, Self> + Send,
-    {
+    fn write_statement(write: &'static Write) -> &'static str {
+        write.with_events(outbox::with_events)
+    }
+
+    async fn run_write(&self, statement: Query<'_, Self>, events: &[ChangeEvent]) -> Result<u64, StoreError> {
         let arrays = outbox::Events::new(events);
-        let statement = arrays.bind(bind(sqlx::query(write.with_events(outbox::with_events))));
-        self.run_with_events(statement, &arrays).await
+        self.run_with_events(arrays.bind(statement), &arrays).await
     }
 
     async fn wait_for_events(&self, timeout: Duration) {

@@ -10,11 +10,9 @@
 //! writer's transaction (a `NOTIFY` inside it would serialise committing writers on the global
 //! notification lock). It carries no payload; the relay reads the table. Polling covers lost ones.
 
-use std::sync::LazyLock;
-
 use chrono::{DateTime, Utc};
 use herald_core::{change::ChangeEvent, store::StoreError};
-use sqlx::{Postgres, Row as _, Transaction, postgres::PgArguments, query::Query, types::Json};
+use sqlx::{Postgres, Row as _, postgres::PgArguments, query::Query, types::Json};
 
 use super::{PgStore, err};
 
@@ -98,17 +96,6 @@ impl<'a> Events<'a> {
     fn is_empty(&self) -> bool {
         self.ids.is_empty()
     }
-}
-
-/// Writes events with their channel offsets inside the caller's transaction, in one statement.
-pub(super) async fn insert_events(
-    tx: &mut Transaction<'_, Postgres>,
-    events: &[ChangeEvent],
-) -> Result<(), StoreError> {
-    static STATEMENT: LazyLock<String> = LazyLock::new(|| with_events("SELECT 1"));
-    let events = Events::new(events);
-    let statement = events.bind(sqlx::query(sqlx::AssertSqlSafe(STATEMENT.as_str())));
-    statement.fetch_one(&mut **tx).await.map(drop).map_err(err)
 }
 
 impl PgStore {

@@ -55,6 +55,14 @@ impl Dialect {
         self == Self::Sqlite
     }
 
+    /// JSON object `json` with its member `text` set to the text bound as `$n`.
+    pub(crate) fn with_text(self, json: &str, n: u8) -> String {
+        match self {
+            Self::Postgres => format!("jsonb_set({json}, '{{text}}', to_jsonb(${n}::text))"),
+            Self::Sqlite => format!("json_set({json}, '$.text', ${n})"),
+        }
+    }
+
     /// The column that names a row of any table: `ctid`, or SQLite's `rowid`.
     pub(crate) fn row_id(self) -> &'static str {
         match self {

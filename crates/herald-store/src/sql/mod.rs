@@ -2,7 +2,7 @@
 //! queries use `$N` placeholders (sqlx's SQLite binds them by number too), bind times as
 //! [`Stamp`](crate::columns::Stamp) and lists as the other [`crate::columns`] types, and read rows
 //! through [`crate::decode`]. Each store port's body is a macro here that both adapters invoke for
-//! themselves (through [`shared_ports!`]), as [`crate::quarantine`] does; its SQL differs only
+//! themselves (through [`shared_ports!`]), as [`quarantine`] does; its SQL differs only
 //! where the [`Dialect`] says, and it runs on the [`Adapter`]'s pools.
 //!
 //! What truly behaves differently stays with each adapter, behind [`Adapter`]: locking, wake-ups,
@@ -17,6 +17,7 @@ mod dialect;
 pub(crate) mod escalate;
 pub(crate) mod notices;
 pub(crate) mod outbox;
+pub(crate) mod quarantine;
 pub(crate) mod rooms;
 pub(crate) mod streams;
 pub(crate) mod tasks;
@@ -46,8 +47,11 @@ pub(crate) trait Adapter: Sized + Sync {
     /// The pool writes run on (SQLite's single writer connection).
     fn writer(&self) -> &sqlx::Pool<Self::Db>;
 
-    /// The pool reads run on (SQLite's read-only connections; PostgreSQL's one pool).
-    fn reader(&self) -> &sqlx::Pool<Self::Db>;
+    /// The pool reads run on: SQLite's read-only connections; where writers lock rows, the
+    /// writers' pool.
+    fn reader(&self) -> &sqlx::Pool<Self::Db> {
+        self.writer()
+    }
 
     /// A driver error as the port's error (SQLite names a violated constraint only in its message).
     fn err(e: sqlx::Error) -> StoreError;
@@ -58,9 +62,16 @@ pub(crate) trait Adapter: Sized + Sync {
     /// Commits a transaction that stored events, and wakes the relays waiting for them.
     async fn commit(&self, tx: sqlx::Transaction<'_, Self::Db>) -> Result<(), StoreError>;
 
-    /// Runs `write` with its parameters bound by `bind` and, when it wrote a row, stores `events`
-    /// with it (PostgreSQL: in the same statement, one round trip; SQLite: in the same
-    /// transaction); answers how many rows it wrote.
+    /// The statement that runs `write`: PostgreSQL's stores its events too (see [`Write`]).
+    fn write_statement(write: &'static Write) -> &'static str;
+
+    /// Runs `statement` (a [`Self::write_statement`] with the write's parameters bound) and,
+    /// when it wrote a row, stores `events` with it (PostgreSQL: in the same statement, one round
+    /// trip; SQLite: in the same transaction); answers how many rows it wrote.
+    async fn run_write(&self, statement: Query<'_, Self>, events: &[ChangeEvent]) -> Result<u64, StoreError>;
+
+    /// Runs `write`, its parameters bound by `bind`, and stores `events` with it (see
+    /// [`Self::run_write`]).
     async fn write_with_events<'q, B>(
         &self,
         write: &'static Write,
@@ -68,7 +79,10 @@ pub(crate) trait Adapter: Sized + Sync {
         bind: B,
     ) -> Result<u64, StoreError>
     where
-        B: FnOnce(Query<'q, Self>) -> Query<'q, Self> + Send;
+        B: FnOnce(Query<'q, Self>) -> Query<'q, Self> + Send,
+    {
+        self.run_write(bind(sqlx::query(Self::write_statement(write))), events).await
+    }
 
     /// Waits for a committed event (a relay's wake-up), or `timeout`.
     async fn wait_for_events(&self, timeout: Duration);
@@ -81,7 +95,7 @@ pub(crate) trait Adapter: Sized + Sync {
 }
 
 /// The ids of the records `workers` hold back at `now`, run on `reader` (see
-/// [`crate::quarantine::held_now`]).
+/// [`quarantine::held_now`]).
 pub(crate) async fn held_ids<'e, DB, E>(reader: E, workers: [Worker; 2], now: DateTime<Utc>) -> Result<Ids, sqlx::Error>
 where
     DB: sqlx::Database,
@@ -93,7 +107,7 @@ where
     String: sqlx::Type<DB> + for<'r> sqlx::Decode<'r, DB>,
     (String,): for<'r> sqlx::FromRow<'r, DB::Row>,
 {
-    let held = crate::quarantine::held_now::<DB>(workers, now).fetch_all(reader).await?;
+    let held = quarantine::held_now::<DB>(workers, now).fetch_all(reader).await?;
     Ok(Ids(held.iter().filter_map(|r| r.parse().ok()).collect()))
 }
 
@@ -111,7 +125,7 @@ macro_rules! shared_ports {
         $crate::sql::notices::notice_store!($store);
         $crate::sql::escalate::escalation!($store);
         $crate::sql::campaigns::campaign_store!($store);
-        $crate::quarantine::quarantine_store!($store);
+        $crate::sql::quarantine::quarantine_store!($store);
     };
 }
 pub(crate) use shared_ports;

@@ -83,7 +83,7 @@ macro_rules! outbox_store {
             #[async_trait]
             impl OutboxStore for $store {
                 async fn unpublished_events(&self, limit: u32) -> Result<Unpublished, StoreError> {
-                    let held = $crate::quarantine::held_now([Worker::Relay; 2], Utc::now())
+                    let held = $crate::sql::quarantine::held_now([Worker::Relay; 2], Utc::now())
                         .fetch_all(self.reader())
                         .await
                         .map_err(Self::err)?;

@@ -7,20 +7,22 @@
 
 use std::collections::HashSet;
 
-use chrono::{DateTime, Utc};
 use herald_core::{
-    campaign::{Client, ClientId, FirstAttempts, MESSAGE_KIND, Mailing, MailingId},
+    campaign::{Client, ClientId, MESSAGE_KIND, Mailing},
     store::StoreError,
     timeline::Tally,
 };
-use sqlx::{Row as _, Sqlite, Transaction};
+use sqlx::{Row as _, Sqlite, Transaction, sqlite::SqliteRow};
 use uuid::Uuid;
 
 use super::{SqliteStore, err, values};
 use crate::{
-    campaign::{self, ENDS_BEFORE_ATTEMPT, PlanParts, WINDOW_AFTER_END},
+    campaign::{self, PlanParts, WINDOW_AFTER_END},
     columns::Stamp,
-    sql::campaigns::CampaignWrites,
+    sql::{
+        Query,
+        campaigns::{CampaignWrites, Chunk},
+    },
     timeline::Tallies,
 };
 
@@ -94,12 +96,12 @@ impl CampaignWrites for SqliteStore {
     }
 
     /// Counted before they change.
-    async fn cancel_client_messages(
+    async fn count_cancelled(
         tx: &mut Transaction<'_, Sqlite>,
+        cancel: Query<'_, Self>,
         client: ClientId,
-        now: DateTime<Utc>,
-    ) -> Result<Tallies, StoreError> {
-        let rows = sqlx::query(
+    ) -> Result<Vec<SqliteRow>, StoreError> {
+        let counts = sqlx::query(
             "SELECT source_id, count(*) AS n FROM deliveries \
              WHERE recipient_id = $1 AND kind = $2 AND status = 'pending' AND source_id IS NOT NULL GROUP BY source_id",
         )
@@ -108,29 +110,15 @@ impl CampaignWrites for SqliteStore {
         .fetch_all(&mut **tx)
         .await
         .map_err(err)?;
-        let mut tallies = Tallies::default();
-        for row in rows {
-            let cancelled = row.try_get::<i64, _>("n").map_err(err)?.max(0) as u64;
-            tallies.0.insert(row.try_get("source_id").map_err(err)?, Tally { cancelled, ..Tally::default() });
-        }
-        sqlx::query(
-            "UPDATE deliveries SET status = 'cancelled', updated_at = $2 \
-             WHERE recipient_id = $1 AND kind = $3 AND status = 'pending'",
-        )
-        .bind(client.0)
-        .bind(Stamp(now))
-        .bind(MESSAGE_KIND)
-        .execute(&mut **tx)
-        .await
-        .map_err(err)?;
-        Ok(tallies)
+        cancel.execute(&mut **tx).await.map_err(err)?;
+        Ok(counts)
     }
 
     /// Counted before they move.
-    async fn move_live_messages(
+    async fn count_expired(
         tx: &mut Transaction<'_, Sqlite>,
+        moving: Query<'_, Self>,
         m: &Mailing,
-        now: DateTime<Utc>,
     ) -> Result<u64, StoreError> {
         let expired: i64 = sqlx::query_scalar(
             "SELECT count(*) FROM deliveries \
@@ -142,36 +130,14 @@ impl CampaignWrites for SqliteStore {
         .fetch_one(&mut **tx)
         .await
         .map_err(err)?;
-        // SET expressions all read the row as it was, so `status = 'pending'` is the old status.
-        sqlx::query(
-            "UPDATE deliveries SET deadline = $2, updated_at = $3, \
-             status = CASE WHEN status = 'pending' AND next_attempt_at >= $2 THEN 'expired' ELSE status END, \
-             last_error = CASE WHEN status = 'pending' AND next_attempt_at >= $2 THEN $5 ELSE last_error END, \
-             payload = CASE WHEN status = 'pending' THEN json_set(payload, '$.text', $4) ELSE payload END \
-             WHERE source_id = $1 AND kind = $6 AND status IN ('pending', 'sending')",
-        )
-        .bind(m.id.0)
-        .bind(Stamp(m.end_at))
-        .bind(Stamp(now))
-        .bind(m.text.as_str())
-        .bind(ENDS_BEFORE_ATTEMPT)
-        .bind(MESSAGE_KIND)
-        .execute(&mut **tx)
-        .await
-        .map_err(err)?;
+        moving.execute(&mut **tx).await.map_err(err)?;
         Ok(expired.max(0) as u64)
     }
 
     /// The plan is stored for the statement to join, and taken away after it; the timeline
     /// counts what the statement made, when it made any.
-    async fn make_messages(
-        tx: &mut Transaction<'_, Sqlite>,
-        id: MailingId,
-        plan: &FirstAttempts,
-        now: DateTime<Utc>,
-        after: Uuid,
-        upto: Uuid,
-    ) -> Result<u64, StoreError> {
+    async fn make_messages(tx: &mut Transaction<'_, Sqlite>, chunk: &Chunk<'_>) -> Result<u64, StoreError> {
+        let Chunk { mailing: id, plan, now, after, upto } = *chunk;
         let row = sqlx::query("SELECT operator_codes, tags FROM mailings WHERE id = $1")
             .bind(id.0)
             .fetch_one(&mut **tx)

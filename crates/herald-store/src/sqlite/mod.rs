@@ -151,6 +151,7 @@ impl Adapter for SqliteStore {
         err(e)
     }
 
+    /// A statement per channel and event (see [`outbox::insert_events`]).
     async fn insert_events(tx: &mut Transaction<'_, Sqlite>, events: &[ChangeEvent]) -> Result<(), StoreError> {
         outbox::insert_events(tx, events).await
     }
@@ -163,18 +164,14 @@ impl Adapter for SqliteStore {
         Ok(())
     }
 
+    fn write_statement(write: &'static Write) -> &'static str {
+        write.sql
+    }
+
     /// In one transaction: the write, then its events when it wrote a row.
-    async fn write_with_events<'q, B>(
-        &self,
-        write: &'static Write,
-        events: &[ChangeEvent],
-        bind: B,
-    ) -> Result<u64, StoreError>
-    where
-        B: FnOnce(Query<'q, Self>) -> Query<'q, Self> + Send,
-    {
+    async fn run_write(&self, statement: Query<'_, Self>, events: &[ChangeEvent]) -> Result<u64, StoreError> {
         let mut tx = self.writer.begin().await.map_err(err)?;
-        let written = bind(sqlx::query(write.sql)).execute(&mut *tx).await.map_err(err)?.rows_affected();
+        let written = statement.execute(&mut *tx).await.map_err(err)?.rows_affected();
         if written > 0 {
             outbox::insert_events(&mut tx, events).await?;
             self.commit(tx).await?;

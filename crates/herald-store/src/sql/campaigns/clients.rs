@@ -1,10 +1,10 @@
 //! Clients, the people a mailing goes to, in both adapters: one made, read, listed, changed and
 //! deleted (their pending messages cancelled, the adapter's own way; see
-//! [`Adapter::cancel_client_messages`](crate::sql::Adapter::cancel_client_messages)). Many are
+//! [`CampaignWrites::count_cancelled`](super::CampaignWrites::count_cancelled)). Many are
 //! imported at once the adapter's own way too (see
-//! [`Adapter::import_clients`](crate::sql::Adapter::import_clients)).
+//! [`CampaignWrites::import_clients`](super::CampaignWrites::import_clients)).
 
-use super::after_id;
+use super::{super::Dialect, Sql, after_id};
 
 pub(crate) const CREATE_CLIENT: &str = "INSERT INTO clients (id, phone, operator_code, tag, timezone, created_at, \
      updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7)";
@@ -15,6 +15,20 @@ pub(crate) const UPDATE_CLIENT: &str = "UPDATE clients SET phone = $2, operator_
      updated_at = $6 WHERE id = $1";
 
 pub(crate) const DELETE_CLIENT: &str = "DELETE FROM clients WHERE id = $1";
+
+/// Cancels the pending messages (kind `$3`) of client `$1` at `$2`; PostgreSQL's statement
+/// answers how many of each mailing, as rows of `source_id` and `n`.
+pub(crate) static CANCEL_CLIENT_MESSAGES: Sql = Sql::new(|d| {
+    let cancel = "UPDATE deliveries SET status = 'cancelled', updated_at = $2 \
+         WHERE recipient_id = $1 AND kind = $3 AND status = 'pending'";
+    match d {
+        Dialect::Postgres => format!(
+            "WITH cancelled AS ({cancel} RETURNING source_id) \
+             SELECT source_id, count(*) AS n FROM cancelled WHERE source_id IS NOT NULL GROUP BY source_id"
+        ),
+        Dialect::Sqlite => cancel.to_owned(),
+    }
+});
 
 /// Clients after `$1` (when given), at most `$2`, of phones starting with `$3`, operator `$4` and
 /// tag `$5` (those given). A plain condition for each part given, one that always holds for the
@@ -39,9 +53,11 @@ macro_rules! client_bodies {
         const _: () = {
             use chrono::{DateTime, Utc};
             use herald_core::{
-                campaign::{Client, ClientFilter, ClientId},
+                campaign::{Client, ClientFilter, ClientId, MESSAGE_KIND},
                 store::StoreError,
+                timeline::Tally,
             };
+            use sqlx::Row as _;
             use $crate::{
                 columns::Stamp,
                 decode,
@@ -49,6 +65,7 @@ macro_rules! client_bodies {
                     Adapter,
                     campaigns::{CampaignWrites, clients::*},
                 },
+                timeline::Tallies,
             };
 
             impl $store {
@@ -118,7 +135,16 @@ macro_rules! client_bodies {
                     if done.rows_affected() == 0 {
                         return Ok(false);
                     }
-                    let tallies = Self::cancel_client_messages(&mut tx, id, now).await?;
+                    let cancel = sqlx::query(CANCEL_CLIENT_MESSAGES.text(Self::DIALECT))
+                        .bind(id.0)
+                        .bind(Stamp(now))
+                        .bind(MESSAGE_KIND);
+                    let mut tallies = Tallies::default();
+                    for row in Self::count_cancelled(&mut tx, cancel, id).await? {
+                        let cancelled = row.try_get::<i64, _>("n").map_err(Self::err)?.max(0) as u64;
+                        let mailing = row.try_get("source_id").map_err(Self::err)?;
+                        tallies.0.insert(mailing, Tally { cancelled, ..Tally::default() });
+                    }
                     Self::add_to_timeline(&mut tx, &tallies, now).await?;
                     tx.commit().await.map_err(Self::err)?;
                     Ok(true)

@@ -3,16 +3,15 @@
 //! own way (see [`Adapter::materialize_chunk`](crate::sql::Adapter::materialize_chunk)).
 
 pub(crate) mod clients;
+pub(crate) mod materialize;
 
-use chrono::{DateTime, Utc};
+pub(crate) use self::materialize::Chunk;
+use super::{Adapter, Dialect, Query, Sql};
+use crate::timeline;
 use herald_core::{
-    campaign::{Client, ClientId, FirstAttempts, Mailing, MailingId},
+    campaign::{Client, ClientId, Mailing},
     store::StoreError,
 };
-use uuid::Uuid;
-
-use super::{Adapter, Sql};
-use crate::timeline::{self, Tallies};
 
 /// What each adapter does its own way for campaigns: PostgreSQL writes many rows in one
 /// statement over arrays and counts what a statement changes as it changes it; SQLite writes
@@ -22,32 +21,27 @@ pub(crate) trait CampaignWrites: Adapter {
     /// repeats of an earlier phone of the batch: the indexes of `clients` skipped, in order.
     async fn import_clients(&self, clients: &[Client]) -> Result<Vec<usize>, StoreError>;
 
-    /// Cancels in `tx` the pending messages of deleted client `client`: how many of each mailing.
-    async fn cancel_client_messages(
+    /// Runs `cancel` (a [`clients::CANCEL_CLIENT_MESSAGES`] with its parameters bound) in `tx`, and
+    /// answers how many of deleted client `client`'s messages it cancelled of each mailing, as
+    /// rows of `source_id` and `n` (PostgreSQL: the statement's own; SQLite counts them first).
+    async fn count_cancelled(
         tx: &mut sqlx::Transaction<'_, Self::Db>,
+        cancel: Query<'_, Self>,
         client: ClientId,
-        now: DateTime<Utc>,
-    ) -> Result<Tallies, StoreError>;
+    ) -> Result<Vec<<Self::Db as sqlx::Database>::Row>, StoreError>;
 
-    /// Moves in `tx` the live messages of running mailing `m` to its new end and text: a pending
-    /// one whose next attempt is not before the end is stored expired. Answers how many.
-    async fn move_live_messages(
+    /// Runs `moving` (a [`MOVE_LIVE_MESSAGES`] with its parameters bound) in `tx`, and answers
+    /// how many of running mailing `m`'s messages it stored expired (PostgreSQL: the statement
+    /// counts them; SQLite counts them first).
+    async fn count_expired(
         tx: &mut sqlx::Transaction<'_, Self::Db>,
+        moving: Query<'_, Self>,
         m: &Mailing,
-        now: DateTime<Utc>,
     ) -> Result<u64, StoreError>;
 
-    /// Makes in `tx` the messages of started mailing `id` for the matching clients with ids in
-    /// `(after, upto]`, their first attempts as `plan` says, and counts them in the mailing's
-    /// timeline: how many it made.
-    async fn make_messages(
-        tx: &mut sqlx::Transaction<'_, Self::Db>,
-        id: MailingId,
-        plan: &FirstAttempts,
-        now: DateTime<Utc>,
-        after: Uuid,
-        upto: Uuid,
-    ) -> Result<u64, StoreError>;
+    /// Makes in `tx` the messages of a chunk of a started mailing, and counts them in the
+    /// mailing's timeline: how many it made.
+    async fn make_messages(tx: &mut sqlx::Transaction<'_, Self::Db>, chunk: &Chunk<'_>) -> Result<u64, StoreError>;
 }
 
 /// `id > $n` when a page starts after an id, else a condition on `$n` that always holds: a plain
@@ -67,11 +61,6 @@ pub(crate) const MAILING_STATUS: &str = "SELECT status FROM mailings WHERE id = 
 pub(crate) const FINISH_ALL: &str = "UPDATE mailings AS m SET status = 'finished', updated_at = $1 \
      WHERE m.status = 'running' AND NOT m.materializing AND NOT EXISTS (SELECT 1 FROM deliveries d \
      WHERE d.source_id = m.id AND d.status IN ('pending', 'sending')) RETURNING id";
-
-/// Marks mailing `$2` `finished` if it is `running` with no live message.
-pub(crate) const FINISH_ONE: &str = "UPDATE mailings AS m SET status = 'finished', updated_at = $1 \
-     WHERE m.id = $2 AND m.status = 'running' AND NOT m.materializing AND NOT EXISTS (SELECT 1 FROM deliveries d \
-     WHERE d.source_id = m.id AND d.status IN ('pending', 'sending'))";
 
 pub(crate) const CREATE_MAILING: &str = "INSERT INTO mailings (id, start_at, end_at, text, operator_codes, tags, \
      window_from, window_to, status, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)";
@@ -95,16 +84,27 @@ pub(crate) static MATERIALIZING: Sql = Sql::new(|d| {
     format!("SELECT id FROM mailings WHERE id = $1 AND status = 'running' AND materializing{}", d.lock(" FOR UPDATE"))
 });
 
-/// The cursor of a started mailing: the last client its messages were made for, and the last
-/// client when it started.
-pub(crate) const CURSOR: &str = "SELECT materialized_through, materialize_high FROM mailings WHERE id = $1";
-
-/// The `$3`-th client after `$1` up to `$2`: the last of a chunk, found on the primary key alone.
-pub(crate) const CHUNK_END: &str = "SELECT id FROM clients WHERE id > $1 AND id <= $2 ORDER BY id LIMIT 1 OFFSET $3";
-
-/// Moves mailing `$1`'s cursor to `$2` (when given), and ends its making when `$3`.
-pub(crate) const MOVE_CURSOR: &str = "UPDATE mailings SET materialized_through = COALESCE($2, materialized_through), \
-     materializing = NOT $3 WHERE id = $1";
+/// Moves the live messages (kind `$6`) of mailing `$1` to its end `$2` and text `$4` at `$3`: a
+/// pending one whose next attempt is not before the end is stored expired, for reason `$5` (SET
+/// expressions all read the row as it was, so `status = 'pending'` is the old status).
+/// PostgreSQL's statement answers how many it stored expired.
+pub(crate) static MOVE_LIVE_MESSAGES: Sql = Sql::new(|d| {
+    let moving = format!(
+        "UPDATE deliveries SET deadline = $2, updated_at = $3, \
+         status = CASE WHEN status = 'pending' AND next_attempt_at >= $2 THEN 'expired' ELSE status END, \
+         last_error = CASE WHEN status = 'pending' AND next_attempt_at >= $2 THEN $5 ELSE last_error END, \
+         payload = CASE WHEN status = 'pending' THEN {} ELSE payload END \
+         WHERE source_id = $1 AND kind = $6 AND status IN ('pending', 'sending')",
+        d.with_text("payload", 4)
+    );
+    match d {
+        Dialect::Postgres => format!(
+            "WITH moved AS ({moving} RETURNING status, last_error) \
+             SELECT count(*) FROM moved WHERE status = 'expired' AND last_error = $5"
+        ),
+        Dialect::Sqlite => moving,
+    }
+});
 
 pub(crate) const MATERIALIZING_MAILINGS: &str =
     "SELECT * FROM mailings WHERE materializing AND status = 'running' ORDER BY id LIMIT $1";
@@ -144,6 +144,7 @@ pub(crate) fn list_messages(status: bool, after: bool) -> String {
 macro_rules! campaign_store {
     ($store:ty) => {
         $crate::sql::campaigns::clients::client_bodies!($store);
+        $crate::sql::campaigns::materialize::chunk_bodies!($store);
 
         const _: () = {
             use std::collections::HashMap;
@@ -162,7 +163,7 @@ macro_rules! campaign_store {
             use sqlx::Row as _;
             use uuid::Uuid;
             use $crate::{
-                campaign,
+                campaign::{self, ENDS_BEFORE_ATTEMPT},
                 columns::{Ids, Stamp},
                 decode,
                 error::{self, corrupt},
@@ -180,61 +181,6 @@ macro_rules! campaign_store {
                     .await
                     .map_err(<$store>::err)?;
                 status.map(|s| s.parse().map_err(|e| corrupt("mailing status", e))).transpose()
-            }
-
-            impl $store {
-                /// Makes the next chunk of mailing `id`'s messages in `tx` (which holds the mailing,
-                /// running and materializing): those of the matching clients among the next `chunk`
-                /// clients by id (found on the primary key alone, so a chunk costs its own rows
-                /// whatever the filter), then moves its cursor; when the chunk reached the last
-                /// client of the start, the mailing is materialized (and finished at once if no
-                /// message is live). Commits, and wakes schedulers: the messages are theirs to claim.
-                async fn commit_chunk(
-                    &self,
-                    mut tx: Tx<'_>,
-                    id: MailingId,
-                    plan: &FirstAttempts,
-                    now: DateTime<Utc>,
-                    chunk: u32,
-                ) -> Result<Option<u64>, StoreError> {
-                    let row = sqlx::query(CURSOR).bind(id.0).fetch_one(&mut *tx).await.map_err(Self::err)?;
-                    let through: Option<Uuid> = row.try_get("materialized_through").map_err(Self::err)?;
-                    let through = through.unwrap_or(Uuid::nil());
-                    let high: Option<Uuid> = row.try_get("materialize_high").map_err(Self::err)?;
-                    let mut created = 0;
-                    let mut upper = None;
-                    if let Some(high) = high {
-                        let end: Option<Uuid> = sqlx::query_scalar(CHUNK_END)
-                            .bind(through)
-                            .bind(high)
-                            .bind(i64::from(chunk.max(1)) - 1)
-                            .fetch_optional(&mut *tx)
-                            .await
-                            .map_err(Self::err)?;
-                        let last = end.unwrap_or(high);
-                        created = Self::make_messages(&mut tx, id, plan, now, through, last).await?;
-                        upper = Some(last);
-                    }
-                    let done = upper == high;
-                    sqlx::query(MOVE_CURSOR)
-                        .bind(id.0)
-                        .bind(upper)
-                        .bind(done)
-                        .execute(&mut *tx)
-                        .await
-                        .map_err(Self::err)?;
-                    if done {
-                        sqlx::query(FINISH_ONE)
-                            .bind(Stamp(now))
-                            .bind(id.0)
-                            .execute(&mut *tx)
-                            .await
-                            .map_err(Self::err)?;
-                    }
-                    tx.commit().await.map_err(Self::err)?;
-                    Adapter::wake_schedulers(self);
-                    Ok(Some(created))
-                }
             }
 
             #[async_trait]
@@ -342,7 +288,14 @@ macro_rules! campaign_store {
                         return Err(error::unchanged(there, Constraint::MailingStatus));
                     }
                     if expected == MailingStatus::Running {
-                        let expired = Self::move_live_messages(&mut tx, m, now).await?;
+                        let moving = sqlx::query(MOVE_LIVE_MESSAGES.text(Self::DIALECT))
+                            .bind(m.id.0)
+                            .bind(Stamp(m.end_at))
+                            .bind(Stamp(now))
+                            .bind(m.text.as_str())
+                            .bind(ENDS_BEFORE_ATTEMPT)
+                            .bind(MESSAGE_KIND);
+                        let expired = Self::count_expired(&mut tx, moving, m).await?;
                         let tally = Tally { expired, ..Tally::default() };
                         Self::add_to_timeline(&mut tx, &Tallies::of(m.id, tally), now).await?;
                     }

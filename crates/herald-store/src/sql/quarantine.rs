@@ -54,12 +54,12 @@ pub(crate) struct HeldCols {
     quarantined_at: Option<Stamp>,
 }
 
-/// Decodes a held record from either database's row.
-pub(crate) fn decode<'r, R: sqlx::Row>(row: &'r R) -> Result<HeldRecord, StoreError>
-where
-    HeldCols: FromRow<'r, R>,
-{
-    let c = HeldCols::from_row(row).map_err(|e| corrupt("held record", e))?;
+crate::decode::readers! {
+    /// Decodes a held record from either database's row.
+    decode(HeldCols) -> HeldRecord = held_record_of, "held record";
+}
+
+fn held_record_of(c: HeldCols) -> Result<HeldRecord, StoreError> {
     Ok(HeldRecord {
         id: HeldId(c.id),
         worker: c.worker.parse().map_err(|e| corrupt("held record worker", e))?,
@@ -84,7 +84,7 @@ macro_rules! quarantine_store {
                 quarantine::{FailurePolicy, HeldId, HeldRecord, ItemFailure, QuarantineStore, Worker},
                 store::StoreError,
             };
-            use $crate::{quarantine, sql::Adapter};
+            use $crate::sql::{Adapter, quarantine};
 
             #[async_trait]
             impl QuarantineStore for $store {
