@@ -1,4 +1,7 @@
-//! [`PgStore`]: the PostgreSQL store, for deployments that outgrow one machine.
+//! [`PgStore`]: the PostgreSQL store, for deployments that outgrow one machine. Its queries are
+//! the shared ones of [`crate::sql`]; here are its pools, its events and wake-ups, and what it
+//! does its own way (group commit of tasks, statements over arrays, counting what a statement
+//! changes).
 
 mod campaigns;
 mod deliveries;

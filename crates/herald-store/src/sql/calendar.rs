@@ -23,13 +23,15 @@ pub(crate) static CANCEL_REMINDERS: Sql = Sql::new(|d| {
     )
 });
 
+/// Stores event `$1` of owner `$2` (the parameters of [`UPDATE_EVENT`], then its creation time).
 pub(crate) const CREATE_EVENT: &str = "INSERT INTO calendar_events (id, owner_id, title, description, starts_at, \
-     ends_at, remind_before, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)";
+     ends_at, remind_before, updated_at, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)";
 
 pub(crate) const EVENT: &str = "SELECT * FROM calendar_events WHERE id = $1 AND owner_id = $2";
 
-pub(crate) const UPDATE_EVENT: &str = "UPDATE calendar_events SET title = $1, description = $2, starts_at = $3, \
-     ends_at = $4, remind_before = $5, updated_at = $6 WHERE id = $7 AND owner_id = $8";
+/// Changes event `$1` of owner `$2`.
+pub(crate) const UPDATE_EVENT: &str = "UPDATE calendar_events SET title = $3, description = $4, starts_at = $5, \
+     ends_at = $6, remind_before = $7, updated_at = $8 WHERE id = $1 AND owner_id = $2";
 
 pub(crate) const DELETE_EVENT: &str = "DELETE FROM calendar_events WHERE id = $1 AND owner_id = $2 RETURNING *";
 
@@ -58,10 +60,23 @@ macro_rules! calendar_store {
             use $crate::{
                 columns::{Stamp, Texts},
                 decode,
-                sql::{Adapter, calendar::*, deliveries::OnTaken},
+                sql::{Adapter, Query, calendar::*, deliveries::OnTaken},
             };
 
             type Tx<'c> = sqlx::Transaction<'c, <$store as Adapter>::Db>;
+
+            /// `query` with the parameters of [`UPDATE_EVENT`] bound.
+            fn bind_event<'q>(query: Query<'q, $store>, e: &CalendarEvent) -> Query<'q, $store> {
+                query
+                    .bind(e.id.0)
+                    .bind(e.owner.0)
+                    .bind(e.title.as_str())
+                    .bind(e.description.as_str())
+                    .bind(Stamp(e.starts_at))
+                    .bind(Stamp(e.ends_at()))
+                    .bind(e.remind_before.map(|d| d.num_seconds()))
+                    .bind(Stamp(e.updated_at))
+            }
 
             /// Locks `owner` for this transaction where writers lock rows, then fails with
             /// `Constraint::EventsOverlap` if another of their events overlaps `event`.
@@ -112,16 +127,8 @@ macro_rules! calendar_store {
                 ) -> Result<(), StoreError> {
                     let mut tx = self.writer().begin().await.map_err(Self::err)?;
                     lock_and_check(&mut tx, e).await?;
-                    sqlx::query(CREATE_EVENT)
-                        .bind(e.id.0)
-                        .bind(e.owner.0)
-                        .bind(e.title.as_str())
-                        .bind(e.description.as_str())
-                        .bind(Stamp(e.starts_at))
-                        .bind(Stamp(e.ends_at()))
-                        .bind(e.remind_before.map(|d| d.num_seconds()))
+                    bind_event(sqlx::query(CREATE_EVENT), e)
                         .bind(Stamp(e.created_at))
-                        .bind(Stamp(e.updated_at))
                         .execute(&mut *tx)
                         .await
                         .map_err(Self::err)?;
@@ -135,12 +142,7 @@ macro_rules! calendar_store {
                     owner: UserId,
                     id: CalendarEventId,
                 ) -> Result<Option<CalendarEvent>, StoreError> {
-                    let row = sqlx::query(EVENT)
-                        .bind(id.0)
-                        .bind(owner.0)
-                        .fetch_optional(self.reader())
-                        .await
-                        .map_err(Self::err)?;
+                    let row = self.owned_row(EVENT, id.0, owner.0).await?;
                     row.as_ref().map(decode::calendar_event).transpose()
                 }
 
@@ -152,18 +154,7 @@ macro_rules! calendar_store {
                 ) -> Result<(), StoreError> {
                     let mut tx = self.writer().begin().await.map_err(Self::err)?;
                     lock_and_check(&mut tx, e).await?;
-                    let done = sqlx::query(UPDATE_EVENT)
-                        .bind(e.title.as_str())
-                        .bind(e.description.as_str())
-                        .bind(Stamp(e.starts_at))
-                        .bind(Stamp(e.ends_at()))
-                        .bind(e.remind_before.map(|d| d.num_seconds()))
-                        .bind(Stamp(e.updated_at))
-                        .bind(e.id.0)
-                        .bind(e.owner.0)
-                        .execute(&mut *tx)
-                        .await
-                        .map_err(Self::err)?;
+                    let done = bind_event(sqlx::query(UPDATE_EVENT), e).execute(&mut *tx).await.map_err(Self::err)?;
                     if done.rows_affected() == 0 {
                         return Err(StoreError::NotFound);
                     }
@@ -222,13 +213,7 @@ macro_rules! calendar_store {
                     before: DateTime<Utc>,
                     limit: u32,
                 ) -> Result<u64, StoreError> {
-                    let done = sqlx::query(DELETE_ENDED)
-                        .bind(Stamp(before))
-                        .bind(i64::from(limit))
-                        .execute(self.writer())
-                        .await
-                        .map_err(Self::err)?;
-                    Ok(done.rows_affected())
+                    self.delete_before(DELETE_ENDED, before, limit).await
                 }
 
                 async fn calendar_event_reminders(

@@ -86,16 +86,18 @@ pub(crate) static CLAIM_DUE: Sql = Sql::new(|d| {
 pub(crate) static UNCLAIM: Sql =
     Sql::new(|d| format!("UPDATE deliveries SET status = 'pending', lease_until = NULL WHERE {}", d.in_ids("id", 1)));
 
-/// A function of the migration's that scans the index of claims without a bitmap (see
-/// migration 0006): how many lapsed claims at `$1` it gave back.
+/// Gives back the claims lapsed at `$1`, in PostgreSQL through a function of the migration's that
+/// scans the index of claims without a bitmap (see migration 0006) and answers how many.
 pub(crate) const RESCUE_LAPSED_PG: &str = "SELECT herald_rescue_lapsed($1)";
 
+/// Gives back the claims lapsed at `$1` (SQLite).
 pub(crate) const RESCUE_LAPSED: &str = "UPDATE deliveries SET status = 'pending', lease_until = NULL, \
      updated_at = $1 WHERE status = 'sending' AND lease_until < $1";
 
+/// How many deliveries are claimed, in PostgreSQL through a function of the migration's that scans
+/// the index of claims without a bitmap (see migration 0006).
 pub(crate) static COUNT_CLAIMED: Sql = Sql::new(|d| {
     match d {
-        // A function that scans the index of claims without a bitmap (see migration 0006).
         super::Dialect::Postgres => "SELECT herald_count_claimed()",
         super::Dialect::Sqlite => "SELECT count(*) FROM deliveries WHERE status = 'sending'",
     }

@@ -191,12 +191,15 @@ macro_rules! escalation {
             }
 
             impl $store {
+                /// One escalation pass (see [`crate::sql::escalate`]).
                 pub(crate) async fn escalate(
                     &self,
                     now: DateTime<Utc>,
                     limit: u32,
                     plan: &StepPlan<'_>,
                 ) -> Result<Escalation, StoreError> {
+                    // Where writers lock rows, the settling statements run on their own, holding
+                    // no notice; SQLite's one writer runs them in the pass's transaction.
                     let one_writer = !Self::DIALECT.locks_rows();
                     let mut pass = Escalation::default();
                     let mut touched: HashSet<Uuid> = HashSet::new();

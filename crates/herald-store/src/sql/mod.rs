@@ -5,9 +5,10 @@
 //! themselves (through [`shared_ports!`]), as [`quarantine`] does; its SQL differs only
 //! where the [`Dialect`] says, and it runs on the [`Adapter`]'s pools.
 //!
-//! What truly behaves differently stays with each adapter, behind [`Adapter`]: locking, wake-ups,
-//! group commit, offset allocation, and one pool against a writer and its readers. This module
-//! imports nothing from `pg` or `sqlite`; they build on it.
+//! What truly behaves differently stays with each adapter, behind [`Adapter`] (pools, how events
+//! get their offsets, wake-ups) and a trait beside the bodies of the port concerned (group
+//! commit, statements over arrays, counting what a statement changes). This module imports
+//! nothing from `pg` or `sqlite`; they build on it.
 
 pub(crate) mod accounts;
 pub(crate) mod calendar;
@@ -114,6 +115,7 @@ where
 /// Implements, for adapter `$store`, every store port written here.
 macro_rules! shared_ports {
     ($store:ty) => {
+        $crate::sql::shared_helpers!($store);
         $crate::sql::users::user_store!($store);
         $crate::sql::accounts::account_store!($store);
         $crate::sql::tasks::task_store!($store);
@@ -129,3 +131,45 @@ macro_rules! shared_ports {
     };
 }
 pub(crate) use shared_ports;
+
+/// Implements, for adapter `$store`, what several ports' bodies share.
+macro_rules! shared_helpers {
+    ($store:ty) => {
+        const _: () = {
+            use chrono::{DateTime, Utc};
+            use herald_core::store::StoreError;
+            use uuid::Uuid;
+            use $crate::{columns::Stamp, sql::Adapter};
+
+            impl $store {
+                /// The row `statement` reads: the one of id `$1` that owner `$2` owns, if any.
+                pub(crate) async fn owned_row(
+                    &self,
+                    statement: &'static str,
+                    id: Uuid,
+                    owner: Uuid,
+                ) -> Result<Option<<<$store as Adapter>::Db as sqlx::Database>::Row>, StoreError> {
+                    sqlx::query(statement).bind(id).bind(owner).fetch_optional(self.reader()).await.map_err(Self::err)
+                }
+
+                /// Runs `statement`, which deletes rows of a time before `$1`, at most `$2` of
+                /// them: how many it deleted.
+                pub(crate) async fn delete_before(
+                    &self,
+                    statement: &'static str,
+                    before: DateTime<Utc>,
+                    limit: u32,
+                ) -> Result<u64, StoreError> {
+                    let done = sqlx::query(statement)
+                        .bind(Stamp(before))
+                        .bind(i64::from(limit))
+                        .execute(self.writer())
+                        .await
+                        .map_err(Self::err)?;
+                    Ok(done.rows_affected())
+                }
+            }
+        };
+    };
+}
+pub(crate) use shared_helpers;

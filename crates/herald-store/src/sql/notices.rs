@@ -104,11 +104,10 @@ macro_rules! notice_store {
                 columns::{Ids, Stamp},
                 decode,
                 error::missing_as_not_found,
-                sql::{Adapter, notices::*},
+                sql::{Adapter, Query, notices::*},
             };
 
             type Tx<'c> = sqlx::Transaction<'c, <$store as Adapter>::Db>;
-            type Row = <<$store as Adapter>::Db as sqlx::Database>::Row;
 
             impl $store {
                 /// Writes a notice's in-app event and records where it went.
@@ -127,8 +126,9 @@ macro_rules! notice_store {
                         .map_err(Self::err)
                 }
 
-                /// The notices of `rows`, each with its steps.
-                async fn with_steps(&self, rows: &[Row]) -> Result<Vec<Notice>, StoreError> {
+                /// The notices `query` reads, each with its steps.
+                async fn notices_where(&self, query: Query<'_, Self>) -> Result<Vec<Notice>, StoreError> {
+                    let rows = query.fetch_all(self.reader()).await.map_err(Self::err)?;
                     let notices = rows.iter().map(decode::notice).collect::<Result<Vec<_>, _>>()?;
                     if notices.is_empty() {
                         return Ok(notices);
@@ -190,18 +190,11 @@ macro_rules! notice_store {
                 }
 
                 async fn notice(&self, id: NoticeId) -> Result<Option<Notice>, StoreError> {
-                    let row = sqlx::query(NOTICE).bind(id.0).fetch_optional(self.reader()).await.map_err(Self::err)?;
-                    Ok(self.with_steps(row.as_slice()).await?.pop())
+                    Ok(self.notices_where(sqlx::query(NOTICE).bind(id.0)).await?.pop())
                 }
 
                 async fn notice_by_key(&self, caller: &str, key: &str) -> Result<Option<Notice>, StoreError> {
-                    let row = sqlx::query(NOTICE_BY_KEY)
-                        .bind(caller)
-                        .bind(key)
-                        .fetch_optional(self.reader())
-                        .await
-                        .map_err(Self::err)?;
-                    Ok(self.with_steps(row.as_slice()).await?.pop())
+                    Ok(self.notices_where(sqlx::query(NOTICE_BY_KEY).bind(caller).bind(key)).await?.pop())
                 }
 
                 async fn list_notices(
@@ -210,16 +203,13 @@ macro_rules! notice_store {
                     before: Option<NoticeId>,
                     limit: u32,
                 ) -> Result<Vec<Notice>, StoreError> {
-                    let rows = sqlx::query(LIST_NOTICES)
+                    let query = sqlx::query(LIST_NOTICES)
                         .bind(filter.user.map(|u| u.0))
                         .bind(filter.status.map(|s| s.as_str()))
                         .bind(filter.kind.as_ref().map(|k| k.as_str()))
                         .bind(before.map(|b| b.0))
-                        .bind(i64::from(limit))
-                        .fetch_all(self.reader())
-                        .await
-                        .map_err(Self::err)?;
-                    self.with_steps(&rows).await
+                        .bind(i64::from(limit));
+                    self.notices_where(query).await
                 }
 
                 async fn inbox(
@@ -229,15 +219,9 @@ macro_rules! notice_store {
                     before: Option<NoticeId>,
                     limit: u32,
                 ) -> Result<Vec<Notice>, StoreError> {
-                    let rows = sqlx::query(INBOX)
-                        .bind(user.0)
-                        .bind(unread)
-                        .bind(before.map(|b| b.0))
-                        .bind(i64::from(limit))
-                        .fetch_all(self.reader())
-                        .await
-                        .map_err(Self::err)?;
-                    self.with_steps(&rows).await
+                    let query =
+                        sqlx::query(INBOX).bind(user.0).bind(unread).bind(before.map(|b| b.0)).bind(i64::from(limit));
+                    self.notices_where(query).await
                 }
 
                 async fn read_notices(
@@ -285,13 +269,7 @@ macro_rules! notice_store {
                     before: DateTime<Utc>,
                     limit: u32,
                 ) -> Result<u64, StoreError> {
-                    let done = sqlx::query(DELETE_SETTLED)
-                        .bind(Stamp(before))
-                        .bind(i64::from(limit))
-                        .execute(self.writer())
-                        .await
-                        .map_err(Self::err)?;
-                    Ok(done.rows_affected())
+                    self.delete_before(DELETE_SETTLED, before, limit).await
                 }
             }
         };

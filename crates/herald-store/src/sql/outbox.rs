@@ -116,13 +116,7 @@ macro_rules! outbox_store {
                 }
 
                 async fn prune_published(&self, before: DateTime<Utc>, limit: u32) -> Result<u64, StoreError> {
-                    let done = sqlx::query(PRUNE_PUBLISHED)
-                        .bind(Stamp(before))
-                        .bind(i64::from(limit))
-                        .execute(self.writer())
-                        .await
-                        .map_err(Self::err)?;
-                    Ok(done.rows_affected())
+                    self.delete_before(PRUNE_PUBLISHED, before, limit).await
                 }
 
                 async fn oldest_unpublished(&self) -> Result<Option<DateTime<Utc>>, StoreError> {

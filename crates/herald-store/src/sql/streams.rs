@@ -132,13 +132,7 @@ macro_rules! stream_store {
                 }
 
                 async fn expire_cursors(&self, idle_before: DateTime<Utc>, limit: u32) -> Result<u64, StoreError> {
-                    let done = sqlx::query(EXPIRE_CURSORS.text(Self::DIALECT))
-                        .bind(Stamp(idle_before))
-                        .bind(i64::from(limit))
-                        .execute(self.writer())
-                        .await
-                        .map_err(Self::err)?;
-                    Ok(done.rows_affected())
+                    self.delete_before(EXPIRE_CURSORS.text(Self::DIALECT), idle_before, limit).await
                 }
 
                 async fn trim_streams(&self, keep: u32, limit: u32) -> Result<u64, StoreError> {

@@ -77,12 +77,7 @@ macro_rules! task_store {
                 }
 
                 async fn task(&self, owner: UserId, id: TaskId) -> Result<Option<Task>, StoreError> {
-                    let row = sqlx::query(TASK)
-                        .bind(id.0)
-                        .bind(owner.0)
-                        .fetch_optional(self.reader())
-                        .await
-                        .map_err(Self::err)?;
+                    let row = self.owned_row(TASK, id.0, owner.0).await?;
                     row.as_ref().map(decode::task).transpose()
                 }
 
@@ -190,12 +185,7 @@ macro_rules! task_store {
                 }
 
                 async fn attachment(&self, owner: UserId, id: AttachmentId) -> Result<Option<Attachment>, StoreError> {
-                    let row = sqlx::query(ATTACHMENT)
-                        .bind(id.0)
-                        .bind(owner.0)
-                        .fetch_optional(self.reader())
-                        .await
-                        .map_err(Self::err)?;
+                    let row = self.owned_row(ATTACHMENT, id.0, owner.0).await?;
                     row.as_ref().map(decode::attachment).transpose()
                 }
 

@@ -77,19 +77,13 @@ impl CampaignWrites for SqliteStore {
                  VALUES {rows} ON CONFLICT (phone) DO NOTHING RETURNING id"
             );
             // Only the number of placeholders varies; full chunks share one cached statement.
-            let mut query =
-                sqlx::query_scalar::<_, Uuid>(sqlx::AssertSqlSafe(sql)).persistent(chunk.len() == CLIENTS_PER_INSERT);
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(chunk.len() == CLIENTS_PER_INSERT);
             for c in chunk.iter().map(|&i| &clients[i]) {
-                query = query
-                    .bind(c.id.0)
-                    .bind(c.phone.as_str())
-                    .bind(c.operator_code.as_str())
-                    .bind(c.tag.as_str())
-                    .bind(c.timezone.name())
-                    .bind(Stamp(c.created_at))
-                    .bind(Stamp(c.updated_at));
+                query = Self::bind_client(query, c);
             }
-            inserted.extend(query.fetch_all(&mut *tx).await.map_err(err)?);
+            for row in query.fetch_all(&mut *tx).await.map_err(err)? {
+                inserted.insert(row.try_get::<Uuid, _>(0).map_err(err)?);
+            }
         }
         tx.commit().await.map_err(err)?;
         Ok(campaign::skipped(clients, repeats, &tried, &inserted))

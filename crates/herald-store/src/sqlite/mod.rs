@@ -3,6 +3,9 @@
 //! SQLite allows one writer at a time. Writes go through a single-connection pool, so writers in
 //! this process queue in order instead of failing with `SQLITE_BUSY`; reads use a pool of
 //! read-only connections, which WAL mode lets run beside the writer.
+//!
+//! Its queries are the shared ones of [`crate::sql`]; here are its pools, its events and
+//! wake-ups, and what it does a statement at a time where PostgreSQL takes arrays.
 
 mod campaigns;
 mod deliveries;

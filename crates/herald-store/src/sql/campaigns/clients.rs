@@ -62,15 +62,17 @@ macro_rules! client_bodies {
                 columns::Stamp,
                 decode,
                 sql::{
-                    Adapter,
+                    Adapter, Query,
                     campaigns::{CampaignWrites, clients::*},
                 },
                 timeline::Tallies,
             };
 
             impl $store {
-                pub(crate) async fn store_client(&self, c: &Client) -> Result<(), StoreError> {
-                    sqlx::query(CREATE_CLIENT)
+                /// `query` with client `c` bound as its next seven parameters, in the order of
+                /// [`CREATE_CLIENT`]'s columns.
+                pub(crate) fn bind_client<'q>(query: Query<'q, Self>, c: &Client) -> Query<'q, Self> {
+                    query
                         .bind(c.id.0)
                         .bind(c.phone.as_str())
                         .bind(c.operator_code.as_str())
@@ -78,6 +80,10 @@ macro_rules! client_bodies {
                         .bind(c.timezone.name())
                         .bind(Stamp(c.created_at))
                         .bind(Stamp(c.updated_at))
+                }
+
+                pub(crate) async fn store_client(&self, c: &Client) -> Result<(), StoreError> {
+                    Self::bind_client(sqlx::query(CREATE_CLIENT), c)
                         .execute(self.writer())
                         .await
                         .map(drop)
