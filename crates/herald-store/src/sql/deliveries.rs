@@ -1,7 +1,7 @@
 //! Deliveries, in both adapters. A claim takes due rows `FOR UPDATE SKIP LOCKED` in PostgreSQL,
 //! so any number of schedulers claim disjoint batches without waiting on each other; in SQLite
 //! one writer at a time makes a claim exclusive without row locks. A batch of reports is the
-//! adapter's own (see [`Adapter::record_reports`](super::Adapter::record_reports)).
+//! adapter's own (see [`DeliveryBatches::record_reports`]).
 
 use std::collections::HashSet;
 

@@ -10,7 +10,7 @@
 //! whichever commits first wins and the other sees it.
 //!
 //! How an acknowledgement cancels what is left of its notices, and how steps are stored, is each
-//! adapter's own (see [`Adapter::acknowledge_read`](super::Adapter::acknowledge_read)).
+//! adapter's own (see [`NoticeWrites::acknowledge_read`]).
 
 use chrono::{DateTime, Utc};
 use herald_core::{

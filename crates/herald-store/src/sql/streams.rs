@@ -1,6 +1,6 @@
 //! Channel streams (the outbox read by channel and offset) and session cursors, in both adapters.
 //! Advancing a batch of cursors, which acknowledges the notices they reached, is the adapter's
-//! own (see [`Adapter::advance_session_cursors`](super::Adapter::advance_session_cursors)).
+//! own (see [`CursorBatches::advance_session_cursors`]).
 
 use chrono::{DateTime, Utc};
 use herald_core::{notice::Acknowledged, store::StoreError, stream::SessionCursor};

@@ -1,6 +1,5 @@
 //! Tasks and their attachments, in both adapters. A task is created the adapter's own way (see
-//! [`Adapter::write_task`](super::Adapter::write_task)); an update is a [`Write`] stored with
-//! its events.
+//! [`TaskWrites::write_task`]); an update is a [`Write`] stored with its events.
 
 use herald_core::{change::ChangeEvent, store::StoreError, task::Task};
 

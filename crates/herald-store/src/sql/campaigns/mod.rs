@@ -1,6 +1,6 @@
 //! Clients, mailings and their messages, in both adapters: the `CampaignStore` impl is here, the
-//! client bodies in [`clients`]. A started mailing's messages are made in chunks, the adapter's
-//! own way (see [`Adapter::materialize_chunk`](crate::sql::Adapter::materialize_chunk)).
+//! client bodies in [`clients`]. A started mailing's messages are made in chunks ([`materialize`]),
+//! each the adapter's own way (see [`CampaignWrites::make_messages`]).
 
 pub(crate) mod clients;
 pub(crate) mod materialize;
