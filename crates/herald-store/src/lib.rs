@@ -10,7 +10,7 @@ mod escalation;
 mod files;
 mod objects;
 mod pg;
-mod quarantine;
+mod sql;
 mod sqlite;
 mod timeline;
 mod unreadable;

@@ -1,7 +1,7 @@
 //! What both adapters share of the mailing timeline (see [`herald_core::timeline`]): its counter
 //! columns, the SQL that sums and adds to them, and how a sender's report counts.
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, sync::LazyLock};
 
 use herald_core::{
     campaign::{MESSAGE_KIND, MailingId, MessageCounts},
@@ -59,42 +59,35 @@ pub(crate) fn add_on_conflict() -> String {
     format!("ON CONFLICT (mailing_id, bucket) DO UPDATE SET {sets}")
 }
 
-/// `INSERT INTO mailing_timeline AS t (mailing_id, bucket, <counters>) VALUES (…)` adding to the
-/// counters of a bucket, with placeholders made by `placeholder(n)` for n = 1, 2, ….
-pub(crate) fn add_one(placeholder: fn(usize) -> String) -> String {
-    let values = (1..=2 + COUNTERS.len()).map(placeholder).collect::<Vec<_>>().join(", ");
+/// `INSERT INTO mailing_timeline AS t (mailing_id, bucket, <counters>) VALUES ($1, $2, …)` adding
+/// to the counters of a bucket, made once.
+pub(crate) static ADD_ONE: LazyLock<String> = LazyLock::new(|| {
+    let values = (1..=2 + COUNTERS.len()).map(|n| format!("${n}")).collect::<Vec<_>>().join(", ");
     format!(
         "INSERT INTO mailing_timeline AS t (mailing_id, bucket, {}) VALUES ({values}) {}",
         COUNTERS.join(", "),
         add_on_conflict()
     )
-}
+});
 
-/// The sums of the buckets starting in `[p(3), p(4))` grouped by width `p(2)` (as `at`), of the
-/// mailings `of_mailing` admits (a condition on `p(1)`), earliest first, at most `p(5)`.
-pub(crate) fn by_bucket_sql(of_mailing: &str, p: fn(usize) -> String) -> String {
+/// The sums of the buckets starting in `[$3, $4)` grouped by width `$2` (as `at`), of the
+/// mailings `of_mailing` admits (a condition on `$1`), earliest first, at most `$5`.
+pub(crate) fn by_bucket_sql(of_mailing: &str) -> String {
     format!(
-        "SELECT bucket / {w} * {w} AS at, {sums} FROM mailing_timeline \
-         WHERE {of_mailing} AND bucket >= {from} AND bucket < {to} GROUP BY 1 ORDER BY 1 LIMIT {limit}",
-        w = p(2),
-        sums = sums(),
-        from = p(3),
-        to = p(4),
-        limit = p(5),
-    )
-}
-
-/// The sums per mailing of the buckets starting in `[p(1), p(2))`, in mailing order, at most `p(3)`.
-pub(crate) fn by_mailing_sql(p: fn(usize) -> String) -> String {
-    format!(
-        "SELECT mailing_id, {} FROM mailing_timeline WHERE bucket >= {} AND bucket < {} \
-         GROUP BY mailing_id ORDER BY mailing_id LIMIT {}",
+        "SELECT bucket / $2 * $2 AS at, {} FROM mailing_timeline \
+         WHERE {of_mailing} AND bucket >= $3 AND bucket < $4 GROUP BY 1 ORDER BY 1 LIMIT $5",
         sums(),
-        p(1),
-        p(2),
-        p(3)
     )
 }
+
+/// The sums per mailing of the buckets starting in `[$1, $2)`, in mailing order, at most `$3`.
+pub(crate) static BY_MAILING: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT mailing_id, {} FROM mailing_timeline WHERE bucket >= $1 AND bucket < $2 \
+         GROUP BY mailing_id ORDER BY mailing_id LIMIT $3",
+        sums(),
+    )
+});
 
 /// The sums a query of [`sums`] answered.
 pub(crate) fn tally<R: Row>(row: &R) -> Result<Tally, StoreError>

@@ -6,14 +6,18 @@ use herald_core::{
     delivery::{LocalTime, SendWindow},
     store::StoreError,
 };
-use sqlx::{FromRow, Row};
+use sqlx::FromRow;
 use uuid::Uuid;
 
-use super::undecodable;
 use crate::{
     columns::{Stamp, Texts},
     error::corrupt,
 };
+
+super::readers! {
+    client(ClientCols) -> Client = client_of, "client row";
+    mailing(MailingCols) -> Mailing = mailing_of, "mailing row";
+}
 
 #[derive(FromRow)]
 pub(crate) struct ClientCols {
@@ -26,11 +30,7 @@ pub(crate) struct ClientCols {
     updated_at: Stamp,
 }
 
-pub(crate) fn client<'r, R: Row>(row: &'r R) -> Result<Client, StoreError>
-where
-    ClientCols: FromRow<'r, R>,
-{
-    let c = ClientCols::from_row(row).map_err(undecodable("client row"))?;
+fn client_of(c: ClientCols) -> Result<Client, StoreError> {
     Ok(Client {
         id: ClientId(c.id),
         phone: Phone::parse(&c.phone).map_err(|e| corrupt("client phone", e))?,
@@ -58,11 +58,7 @@ pub(crate) struct MailingCols {
     updated_at: Stamp,
 }
 
-pub(crate) fn mailing<'r, R: Row>(row: &'r R) -> Result<Mailing, StoreError>
-where
-    MailingCols: FromRow<'r, R>,
-{
-    let c = MailingCols::from_row(row).map_err(undecodable("mailing row"))?;
+fn mailing_of(c: MailingCols) -> Result<Mailing, StoreError> {
     let window = match (c.window_from, c.window_to) {
         (Some(from), Some(to)) => {
             let time = |t: &str| t.parse::<LocalTime>().map_err(|e| corrupt("mailing window", e));

@@ -38,6 +38,49 @@ fn undecodable(what: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
     move |e| corrupt(what, e)
 }
 
+/// Reads a domain value from a row of either database: its columns `C` as sqlx decodes them (a
+/// row that does not decode is corrupt, named by `what`), then the value `make` makes of them,
+/// checking what the database cannot.
+pub(crate) fn read<'r, C, T, R>(
+    row: &'r R,
+    what: &'static str,
+    make: fn(C) -> Result<T, StoreError>,
+) -> Result<T, StoreError>
+where
+    R: Row,
+    C: FromRow<'r, R>,
+{
+    make(C::from_row(row).map_err(undecodable(what))?)
+}
+
+/// Defines, for each entry, `$name(row)`: a reader of rows of either database through their
+/// columns `$cols` into a `$value` made by `$make` (see [`read`]); `$what` names a row that does
+/// not decode.
+macro_rules! readers {
+    ($($(#[$attr:meta])* $name:ident($cols:ty) -> $value:ty = $make:ident, $what:literal;)+) => {$(
+        $(#[$attr])*
+        pub(crate) fn $name<'r, R: sqlx::Row>(row: &'r R) -> Result<$value, herald_core::store::StoreError>
+        where
+            $cols: sqlx::FromRow<'r, R>,
+        {
+            $crate::decode::read(row, $what, $make)
+        }
+    )+};
+}
+pub(crate) use readers;
+
+readers! {
+    user(UserCols) -> User = user_of, "user row";
+    api_key(ApiKeyCols) -> ApiKey = api_key_of, "API key row";
+    task(TaskCols) -> Task = task_of, "task row";
+    room(RoomCols) -> Room = room_of, "room row";
+    room_message(RoomMessageCols) -> RoomMessage = room_message_of, "room message row";
+    calendar_event(CalendarEventCols) -> CalendarEvent = calendar_event_of, "calendar event row";
+    attachment(AttachmentCols) -> Attachment = attachment_of, "attachment row";
+    delivery(DeliveryCols) -> Delivery = delivery_of, "delivery row";
+    outbox_event(OutboxCols) -> OutboxEvent = outbox_event_of, "outbox row";
+}
+
 /// The columns [`user`] reads, for both adapters' queries (a macro, so that a query built with
 /// `concat!` stays a static string).
 macro_rules! user_columns {
@@ -58,11 +101,7 @@ pub(crate) struct UserCols {
     timezone: Option<String>,
 }
 
-pub(crate) fn user<'r, R: Row>(row: &'r R) -> Result<User, StoreError>
-where
-    UserCols: FromRow<'r, R>,
-{
-    let c = UserCols::from_row(row).map_err(undecodable("user row"))?;
+fn user_of(c: UserCols) -> Result<User, StoreError> {
     Ok(User {
         id: UserId(c.id),
         email: Email::parse(&c.email).map_err(|e| corrupt("user email", e))?,
@@ -92,11 +131,7 @@ pub(crate) struct ApiKeyCols {
     revoked_at: Option<Stamp>,
 }
 
-pub(crate) fn api_key<'r, R: Row>(row: &'r R) -> Result<ApiKey, StoreError>
-where
-    ApiKeyCols: FromRow<'r, R>,
-{
-    let c = ApiKeyCols::from_row(row).map_err(undecodable("API key row"))?;
+fn api_key_of(c: ApiKeyCols) -> Result<ApiKey, StoreError> {
     Ok(ApiKey {
         id: ApiKeyId(c.id),
         name: KeyName::parse(&c.name).map_err(|e| corrupt("API key name", e))?,
@@ -143,11 +178,7 @@ pub(crate) struct TaskCols {
     updated_at: Stamp,
 }
 
-pub(crate) fn task<'r, R: Row>(row: &'r R) -> Result<Task, StoreError>
-where
-    TaskCols: FromRow<'r, R>,
-{
-    let c = TaskCols::from_row(row).map_err(undecodable("task row"))?;
+fn task_of(c: TaskCols) -> Result<Task, StoreError> {
     Ok(Task {
         id: TaskId(c.id),
         owner: UserId(c.owner),
@@ -170,11 +201,7 @@ pub(crate) struct RoomCols {
     created_at: Stamp,
 }
 
-pub(crate) fn room<'r, R: Row>(row: &'r R) -> Result<Room, StoreError>
-where
-    RoomCols: FromRow<'r, R>,
-{
-    let c = RoomCols::from_row(row).map_err(undecodable("room row"))?;
+fn room_of(c: RoomCols) -> Result<Room, StoreError> {
     Ok(Room {
         id: RoomId(c.id),
         name: RoomName::parse(&c.name).map_err(|e| corrupt("room name", e))?,
@@ -194,11 +221,7 @@ pub(crate) struct RoomMessageCols {
     created_at: Stamp,
 }
 
-pub(crate) fn room_message<'r, R: Row>(row: &'r R) -> Result<RoomMessage, StoreError>
-where
-    RoomMessageCols: FromRow<'r, R>,
-{
-    let c = RoomMessageCols::from_row(row).map_err(undecodable("room message row"))?;
+fn room_message_of(c: RoomMessageCols) -> Result<RoomMessage, StoreError> {
     Ok(RoomMessage {
         id: RoomMessageId(c.id),
         room: RoomId(c.room),
@@ -223,11 +246,7 @@ pub(crate) struct CalendarEventCols {
     updated_at: Stamp,
 }
 
-pub(crate) fn calendar_event<'r, R: Row>(row: &'r R) -> Result<CalendarEvent, StoreError>
-where
-    CalendarEventCols: FromRow<'r, R>,
-{
-    let c = CalendarEventCols::from_row(row).map_err(undecodable("calendar event row"))?;
+fn calendar_event_of(c: CalendarEventCols) -> Result<CalendarEvent, StoreError> {
     Ok(CalendarEvent {
         id: CalendarEventId(c.id),
         owner: UserId(c.owner),
@@ -255,11 +274,7 @@ pub(crate) struct AttachmentCols {
     created_at: Stamp,
 }
 
-pub(crate) fn attachment<'r, R: Row>(row: &'r R) -> Result<Attachment, StoreError>
-where
-    AttachmentCols: FromRow<'r, R>,
-{
-    let c = AttachmentCols::from_row(row).map_err(undecodable("attachment row"))?;
+fn attachment_of(c: AttachmentCols) -> Result<Attachment, StoreError> {
     Ok(Attachment {
         id: AttachmentId(c.id),
         task_id: TaskId(c.task_id),
@@ -297,11 +312,7 @@ pub(crate) struct DeliveryCols {
     trace_context: Option<String>,
 }
 
-pub(crate) fn delivery<'r, R: Row>(row: &'r R) -> Result<Delivery, StoreError>
-where
-    DeliveryCols: FromRow<'r, R>,
-{
-    let c = DeliveryCols::from_row(row).map_err(undecodable("delivery row"))?;
+fn delivery_of(c: DeliveryCols) -> Result<Delivery, StoreError> {
     Ok(Delivery {
         id: DeliveryId(c.id),
         number: c.number,
@@ -338,11 +349,7 @@ pub(crate) struct OutboxCols {
     published_at: Option<Stamp>,
 }
 
-pub(crate) fn outbox_event<'r, R: Row>(row: &'r R) -> Result<OutboxEvent, StoreError>
-where
-    OutboxCols: FromRow<'r, R>,
-{
-    let c = OutboxCols::from_row(row).map_err(undecodable("outbox row"))?;
+fn outbox_event_of(c: OutboxCols) -> Result<OutboxEvent, StoreError> {
     Ok(OutboxEvent {
         seq: c.seq,
         channel_offset: c.channel_offset,

@@ -23,6 +23,11 @@ macro_rules! notice_columns {
 }
 pub(crate) use notice_columns;
 
+super::readers! {
+    /// A notice without its steps (see [`notice_step`]).
+    notice(NoticeCols) -> Notice = notice_of, "notice row";
+}
+
 #[derive(FromRow)]
 pub(crate) struct NoticeCols {
     id: Uuid,
@@ -45,12 +50,7 @@ pub(crate) struct NoticeCols {
     event_offset: Option<i64>,
 }
 
-/// A notice without its steps (see [`notice_step`]).
-pub(crate) fn notice<'r, R: Row>(row: &'r R) -> Result<Notice, StoreError>
-where
-    NoticeCols: FromRow<'r, R>,
-{
-    let c = NoticeCols::from_row(row).map_err(undecodable("notice row"))?;
+fn notice_of(c: NoticeCols) -> Result<Notice, StoreError> {
     Ok(Notice {
         id: NoticeId(c.id),
         user_id: UserId(c.user_id),

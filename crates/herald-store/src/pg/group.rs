@@ -21,6 +21,7 @@ use super::{
     PgStore,
     outbox::{Events, with_events},
 };
+use crate::sql::{Write, tasks::TaskWrites};
 
 /// Batches written at once.
 const WRITERS: usize = 4;
@@ -101,7 +102,7 @@ impl Drop for WriterSlot<'_> {
 impl PgStore {
     /// Writes `task` and its `events` with whatever other creations are waiting; answers once
     /// the batch that holds them has committed.
-    pub(super) async fn create_task_grouped(&self, task: &Task, events: &[ChangeEvent]) -> Result<(), StoreError> {
+    async fn create_task_grouped(&self, task: &Task, events: &[ChangeEvent]) -> Result<(), StoreError> {
         let (answer, answered) = oneshot::channel();
         let queued = Queued { task: task.clone(), events: events.to_vec(), answer };
         let start_writer = self.task_group.state.lock().enqueue(queued);
@@ -147,16 +148,16 @@ impl PgStore {
         }
     }
 
-    /// One statement: the tasks and their events (see [`with_events!`]), in queue order.
+    /// One statement: the tasks and their events (see [`with_events`]), in queue order.
     async fn insert_tasks(&self, batch: &[Queued]) -> Result<(), StoreError> {
+        static INSERT_TASKS: Write = Write::new(
+            "INSERT INTO tasks (id, owner_id, title, description, status, due_at, version, created_at, updated_at) \
+             SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::timestamptz[], \
+             $7::bigint[], $8::timestamptz[], $9::timestamptz[]) RETURNING 1",
+        );
         let tasks = batch.iter().map(|q| &q.task);
         let events = Events::new(batch.iter().flat_map(|q| &q.events));
-        let write = events
-            .query(with_events!(
-                "INSERT INTO tasks (id, owner_id, title, description, status, due_at, version, created_at, updated_at) \
-                 SELECT * FROM unnest($7::uuid[], $8::uuid[], $9::text[], $10::text[], $11::text[], \
-                 $12::timestamptz[], $13::bigint[], $14::timestamptz[], $15::timestamptz[]) RETURNING 1"
-            ))
+        let statement = sqlx::query(INSERT_TASKS.with_events(with_events))
             .bind(tasks.clone().map(|t| t.id.0).collect::<Vec<_>>())
             .bind(tasks.clone().map(|t| t.owner.0).collect::<Vec<_>>())
             .bind(tasks.clone().map(|t| t.title.as_str()).collect::<Vec<_>>())
@@ -166,7 +167,14 @@ impl PgStore {
             .bind(tasks.clone().map(|t| t.version).collect::<Vec<_>>())
             .bind(tasks.clone().map(|t| t.created_at).collect::<Vec<_>>())
             .bind(tasks.map(|t| t.updated_at).collect::<Vec<_>>());
-        self.write_with_events(write, &events).await.map(drop)
+        self.run_with_events(events.bind(statement), &events).await.map(drop)
+    }
+}
+
+impl TaskWrites for PgStore {
+    /// Written with the other creations waiting at the same moment.
+    async fn write_task(&self, task: &Task, events: &[ChangeEvent]) -> Result<(), StoreError> {
+        self.create_task_grouped(task, events).await
     }
 }
 

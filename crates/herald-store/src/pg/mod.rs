@@ -1,34 +1,35 @@
-//! [`PgStore`]: the PostgreSQL store, for deployments that outgrow one machine.
+//! [`PgStore`]: the PostgreSQL store, for deployments that outgrow one machine. Its queries are
+//! the shared ones of [`crate::sql`]; here are its pools, its events and wake-ups, and what it
+//! does its own way (group commit of tasks, statements over arrays, counting what a statement
+//! changes).
 
-mod accounts;
-mod calendar;
 mod campaigns;
-mod channels;
 mod deliveries;
-mod escalate;
 mod group;
 mod notices;
 mod outbox;
-mod rooms;
-mod tasks;
 mod wakeup;
 
-use std::{str::FromStr as _, sync::Arc, time::Duration};
+use std::{
+    str::FromStr as _,
+    sync::{Arc, LazyLock},
+    time::Duration,
+};
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
 use herald_core::{
-    apikey::{ApiKey, ApiKeyId},
-    notify::Preferences,
-    store::{Store, StoreError, UserStore},
-    user::{ContactPhone, Email, NewUser, ProfileChange, User, UserCredentials, UserId, UserName, WebhookUrl},
+    change::ChangeEvent,
+    store::{Store, StoreError},
 };
 use sqlx::{
-    Row as _,
+    Postgres, Transaction,
     postgres::{PgConnectOptions, PgPool, PgPoolOptions},
 };
 
-use crate::{decode, error};
+use crate::{
+    error,
+    sql::{Adapter, Dialect, Query, Write},
+};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
@@ -69,13 +70,6 @@ impl PgStore {
 /// The `LISTEN` channel schedulers wake on.
 const DUE_CHANNEL: &str = "herald_due";
 
-impl PgStore {
-    /// Wakes schedulers (in any process) waiting for due deliveries.
-    fn wake_schedulers(&self) {
-        self.due_wakeup.wake();
-    }
-}
-
 fn err(e: sqlx::Error) -> StoreError {
     // PostgreSQL names the violated constraint itself.
     error::classify(e, |_| None)
@@ -98,239 +92,54 @@ impl Store for PgStore {
     }
 }
 
-#[async_trait]
-impl UserStore for PgStore {
-    async fn create_user(&self, new: &NewUser) -> Result<(), StoreError> {
-        let u = &new.user;
-        sqlx::query(
-            "INSERT INTO users (id, email, name, role, password_hash, created_at, phone, timezone) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-        )
-        .bind(u.id.0)
-        .bind(u.email.as_str())
-        .bind(u.name.as_str())
-        .bind(u.role.as_str())
-        .bind(&new.password_hash)
-        .bind(u.created_at)
-        .bind(u.phone.as_ref().map(ContactPhone::as_str))
-        .bind(u.timezone.map(|tz| tz.0.name()))
-        .execute(&self.pool)
-        .await
-        .map(drop)
-        .map_err(err)
+impl Adapter for PgStore {
+    type Db = Postgres;
+
+    const DIALECT: Dialect = Dialect::Postgres;
+
+    fn writer(&self) -> &PgPool {
+        &self.pool
     }
 
-    async fn user_by_id(&self, id: UserId) -> Result<Option<User>, StoreError> {
-        let row = sqlx::query(concat!("SELECT ", decode::user_columns!(), " FROM users WHERE id = $1"))
-            .bind(id.0)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(err)?;
-        row.as_ref().map(decode::user).transpose()
+    fn err(e: sqlx::Error) -> StoreError {
+        err(e)
     }
 
-    async fn user_by_identity(&self, issuer: &str, subject: &str) -> Result<Option<User>, StoreError> {
-        let row = sqlx::query(concat!(
-            "SELECT ",
-            decode::user_columns!(),
-            " FROM users WHERE id = (SELECT user_id FROM user_identities WHERE issuer = $1 AND subject = $2)"
-        ))
-        .bind(issuer)
-        .bind(subject)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(err)?;
-        row.as_ref().map(decode::user).transpose()
+    /// In one statement (see [`outbox::with_events`]).
+    async fn insert_events(tx: &mut Transaction<'_, Postgres>, events: &[ChangeEvent]) -> Result<(), StoreError> {
+        static STATEMENT: LazyLock<String> = LazyLock::new(|| outbox::with_events("SELECT 1"));
+        let events = outbox::Events::new(events);
+        let statement = events.bind(sqlx::query(sqlx::AssertSqlSafe(STATEMENT.as_str())));
+        statement.fetch_one(&mut **tx).await.map(drop).map_err(err)
     }
 
-    async fn linked_subject(&self, issuer: &str, user: UserId) -> Result<Option<String>, StoreError> {
-        sqlx::query_scalar("SELECT subject FROM user_identities WHERE issuer = $1 AND user_id = $2 LIMIT 1")
-            .bind(issuer)
-            .bind(user.0)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(err)
-    }
-
-    async fn link_identity(
-        &self,
-        issuer: &str,
-        subject: &str,
-        user: UserId,
-        now: DateTime<Utc>,
-    ) -> Result<(), StoreError> {
-        sqlx::query("INSERT INTO user_identities (issuer, subject, user_id, created_at) VALUES ($1, $2, $3, $4)")
-            .bind(issuer)
-            .bind(subject)
-            .bind(user.0)
-            .bind(now)
-            .execute(&self.pool)
-            .await
-            .map_err(err)?;
+    async fn commit(&self, tx: Transaction<'_, Postgres>) -> Result<(), StoreError> {
+        tx.commit().await.map_err(err)?;
+        self.outbox_wakeup.wake();
         Ok(())
     }
 
-    async fn set_role(&self, user: UserId, role: herald_core::user::Role) -> Result<User, StoreError> {
-        let row = sqlx::query(concat!("UPDATE users SET role = $2 WHERE id = $1 RETURNING ", decode::user_columns!()))
-            .bind(user.0)
-            .bind(role.as_str())
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(err)?;
-        row.as_ref().map(decode::user).transpose()?.ok_or(StoreError::NotFound)
+    fn write_statement(write: &'static Write) -> &'static str {
+        write.with_events(outbox::with_events)
     }
 
-    async fn credentials_by_email(&self, email: &Email) -> Result<Option<UserCredentials>, StoreError> {
-        let row =
-            sqlx::query(concat!("SELECT ", decode::user_columns!(), ", password_hash FROM users WHERE email = $1"))
-                .bind(email.as_str())
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(err)?;
-        row.map(|row| {
-            Ok(UserCredentials { user: decode::user(&row)?, password_hash: row.try_get("password_hash").map_err(err)? })
-        })
-        .transpose()
+    async fn run_write(&self, statement: Query<'_, Self>, events: &[ChangeEvent]) -> Result<u64, StoreError> {
+        let arrays = outbox::Events::new(events);
+        self.run_with_events(arrays.bind(statement), &arrays).await
     }
 
-    async fn list_users(&self, after: Option<UserId>, limit: u32) -> Result<Vec<User>, StoreError> {
-        let rows = sqlx::query(concat!(
-            "SELECT ",
-            decode::user_columns!(),
-            " FROM users WHERE $1::uuid IS NULL OR id > $1 ORDER BY id LIMIT $2"
-        ))
-        .bind(after.map(|a| a.0))
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(err)?;
-        rows.iter().map(decode::user).collect()
+    async fn wait_for_events(&self, timeout: Duration) {
+        self.outbox_wakeup.wait(timeout).await;
     }
 
-    async fn set_webhook(&self, user: UserId, url: Option<&WebhookUrl>) -> Result<(), StoreError> {
-        let done = sqlx::query("UPDATE users SET webhook_url = $1 WHERE id = $2")
-            .bind(url.map(WebhookUrl::as_str))
-            .bind(user.0)
-            .execute(&self.pool)
-            .await
-            .map_err(err)?;
-        if done.rows_affected() == 0 {
-            return Err(StoreError::NotFound);
-        }
-        Ok(())
+    /// Wakes schedulers in any process.
+    fn wake_schedulers(&self) {
+        self.due_wakeup.wake();
     }
 
-    async fn webhook(&self, user: UserId) -> Result<Option<WebhookUrl>, StoreError> {
-        let url: Option<Option<String>> = sqlx::query_scalar("SELECT webhook_url FROM users WHERE id = $1")
-            .bind(user.0)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(err)?;
-        url.flatten().map(|u| WebhookUrl::parse(&u).map_err(|e| error::corrupt("webhook url", e))).transpose()
-    }
-
-    async fn update_profile(&self, user: UserId, change: &ProfileChange) -> Result<User, StoreError> {
-        let row = sqlx::query(concat!(
-            "UPDATE users SET name = COALESCE($2, name), ",
-            "phone = CASE WHEN $3 THEN $4 ELSE phone END, timezone = CASE WHEN $5 THEN $6 ELSE timezone END ",
-            "WHERE id = $1 RETURNING ",
-            decode::user_columns!()
-        ))
-        .bind(user.0)
-        .bind(change.name.as_ref().map(UserName::as_str))
-        .bind(change.phone.is_some())
-        .bind(change.phone.as_ref().and_then(|p| p.as_ref().map(ContactPhone::as_str)))
-        .bind(change.timezone.is_some())
-        .bind(change.timezone.and_then(|tz| tz.map(|tz| tz.0.name())))
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(err)?;
-        row.as_ref().map(decode::user).transpose()?.ok_or(StoreError::NotFound)
-    }
-
-    async fn preferences(&self, user: UserId) -> Result<Option<Preferences>, StoreError> {
-        let stored: Option<Option<String>> = sqlx::query_scalar("SELECT preferences FROM users WHERE id = $1")
-            .bind(user.0)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(err)?;
-        stored.map(decode::preferences).transpose()
-    }
-
-    async fn set_preferences(&self, user: UserId, preferences: &Preferences) -> Result<(), StoreError> {
-        let done = sqlx::query("UPDATE users SET preferences = $1 WHERE id = $2")
-            .bind(decode::preferences_json(preferences)?)
-            .bind(user.0)
-            .execute(&self.pool)
-            .await
-            .map_err(err)?;
-        if done.rows_affected() == 0 {
-            return Err(StoreError::NotFound);
-        }
-        Ok(())
-    }
-    async fn create_api_key(&self, key: &ApiKey, hash: &str) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO api_keys (id, name, key_hash, scopes, created_by, created_at, revoked_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
-        )
-        .bind(key.id.0)
-        .bind(key.name.as_str())
-        .bind(hash)
-        .bind(decode::scopes(key))
-        .bind(key.created_by.0)
-        .bind(crate::columns::Stamp(key.created_at))
-        .bind(key.revoked_at.map(crate::columns::Stamp))
-        .execute(&self.pool)
-        .await
-        .map(drop)
-        .map_err(err)
-    }
-
-    async fn api_key_by_hash(&self, hash: &str) -> Result<Option<ApiKey>, StoreError> {
-        let row = sqlx::query(concat!("SELECT ", decode::api_key_columns!(), " FROM api_keys WHERE key_hash = $1"))
-            .bind(hash)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(err)?;
-        row.as_ref().map(decode::api_key).transpose()
-    }
-
-    async fn list_api_keys(&self, after: Option<ApiKeyId>, limit: u32) -> Result<Vec<ApiKey>, StoreError> {
-        let rows = sqlx::query(concat!(
-            "SELECT ",
-            decode::api_key_columns!(),
-            " FROM api_keys WHERE $1::uuid IS NULL OR id > $1 ORDER BY id LIMIT $2"
-        ))
-        .bind(after.map(|a| a.0))
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(err)?;
-        rows.iter().map(decode::api_key).collect()
-    }
-
-    async fn revoke_api_key(&self, id: ApiKeyId, at: DateTime<Utc>) -> Result<ApiKey, StoreError> {
-        let row = sqlx::query(concat!(
-            "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, $2) WHERE id = $1 RETURNING ",
-            decode::api_key_columns!()
-        ))
-        .bind(id.0)
-        .bind(crate::columns::Stamp(at))
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(err)?;
-        row.as_ref().map(decode::api_key).transpose()?.ok_or(StoreError::NotFound)
+    async fn wait_for_due_deliveries(&self, timeout: Duration) {
+        self.due_wakeup.wait(timeout).await;
     }
 }
-crate::quarantine::quarantine_store!(PgStore, pool, pool, err);
 
-/// The ids of the records `workers` hold back at `now`.
-async fn held_ids(
-    pool: impl sqlx::PgExecutor<'_>,
-    workers: [herald_core::quarantine::Worker; 2],
-    now: DateTime<Utc>,
-) -> Result<Vec<uuid::Uuid>, StoreError> {
-    let held = crate::quarantine::held_now(workers, now).fetch_all(pool).await.map_err(err)?;
-    Ok(held.iter().filter_map(|r| r.parse().ok()).collect())
-}
+crate::sql::shared_ports!(PgStore);

@@ -3,36 +3,35 @@
 //! SQLite allows one writer at a time. Writes go through a single-connection pool, so writers in
 //! this process queue in order instead of failing with `SQLITE_BUSY`; reads use a pool of
 //! read-only connections, which WAL mode lets run beside the writer.
+//!
+//! Its queries are the shared ones of [`crate::sql`]; here are its pools, its events and
+//! wake-ups, and what it does a statement at a time where PostgreSQL takes arrays.
 
-mod accounts;
-mod calendar;
 mod campaigns;
-mod channels;
 mod deliveries;
-mod escalate;
 mod notices;
 mod outbox;
-mod rooms;
-mod tasks;
 
 use std::{path::Path, str::FromStr as _, sync::Arc, time::Duration};
 
 use tokio::sync::Notify;
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
 use herald_core::{
-    apikey::{ApiKey, ApiKeyId},
-    notify::Preferences,
-    store::{Constraint, Store, StoreError, UserStore},
-    user::{ContactPhone, Email, NewUser, ProfileChange, User, UserCredentials, UserId, UserName, WebhookUrl},
+    change::ChangeEvent,
+    store::{Constraint, Store, StoreError},
+    task::Task,
 };
 use sqlx::{
-    Row as _,
+    Sqlite, Transaction,
     sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous},
 };
 
-use crate::{decode, error};
+use crate::{
+    columns::Stamp,
+    error,
+    sql::{Adapter, Dialect, Query, Write, tasks::TaskWrites},
+};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
@@ -77,14 +76,6 @@ impl SqliteStore {
             .map_err(err)?;
         Ok(Self { writer, reader, outbox_signal: Arc::new(Notify::new()), due_signal: Arc::new(Notify::new()) })
     }
-
-    /// Commits a write that stored events, and wakes the relay. `notify_one` keeps a permit when
-    /// the relay is busy, so a wake-up between two passes is not lost.
-    async fn commit(&self, tx: sqlx::Transaction<'_, sqlx::Sqlite>) -> Result<(), StoreError> {
-        tx.commit().await.map_err(err)?;
-        self.outbox_signal.notify_one();
-        Ok(())
-    }
 }
 
 /// Creates `path` empty with mode 0600 (an empty file is a new SQLite database) unless it exists,
@@ -106,13 +97,6 @@ fn create_private_file(_path: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
-impl SqliteStore {
-    /// Wakes a scheduler waiting for due deliveries (one permit is kept when none waits).
-    fn wake_schedulers(&self) {
-        self.due_signal.notify_one();
-    }
-}
-
 fn err(e: sqlx::Error) -> StoreError {
     // SQLite names the violated columns only in its message ("UNIQUE constraint failed: users.email").
     error::classify(e, |message| {
@@ -128,12 +112,13 @@ fn err(e: sqlx::Error) -> StoreError {
     })
 }
 
-fn micros(at: DateTime<Utc>) -> i64 {
-    at.timestamp_micros()
-}
-
-fn from_micros(us: i64) -> Result<DateTime<Utc>, StoreError> {
-    DateTime::from_timestamp_micros(us).ok_or_else(|| error::corrupt("timestamp", us))
+/// `($1, $2, …), ($n+1, …), …`: `rows` rows of `columns` placeholders, for a `VALUES` list.
+fn values(rows: usize, columns: usize) -> String {
+    let row = |r: usize| {
+        let placeholders: Vec<String> = (1..=columns).map(|c| format!("${}", r * columns + c)).collect();
+        format!("({})", placeholders.join(", "))
+    };
+    (0..rows).map(row).collect::<Vec<_>>().join(", ")
 }
 
 #[async_trait]
@@ -152,242 +137,85 @@ impl Store for SqliteStore {
     }
 }
 
-#[async_trait]
-impl UserStore for SqliteStore {
-    async fn create_user(&self, new: &NewUser) -> Result<(), StoreError> {
-        let u = &new.user;
-        sqlx::query(
-            "INSERT INTO users (id, email, name, role, password_hash, created_at, phone, timezone) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(u.id.0)
-        .bind(u.email.as_str())
-        .bind(u.name.as_str())
-        .bind(u.role.as_str())
-        .bind(&new.password_hash)
-        .bind(micros(u.created_at))
-        .bind(u.phone.as_ref().map(ContactPhone::as_str))
-        .bind(u.timezone.map(|tz| tz.0.name()))
-        .execute(&self.writer)
-        .await
-        .map(drop)
-        .map_err(err)
+impl Adapter for SqliteStore {
+    type Db = Sqlite;
+
+    const DIALECT: Dialect = Dialect::Sqlite;
+
+    fn writer(&self) -> &SqlitePool {
+        &self.writer
     }
 
-    async fn user_by_id(&self, id: UserId) -> Result<Option<User>, StoreError> {
-        let row = sqlx::query(concat!("SELECT ", decode::user_columns!(), " FROM users WHERE id = ?"))
-            .bind(id.0)
-            .fetch_optional(&self.reader)
-            .await
-            .map_err(err)?;
-        row.as_ref().map(decode::user).transpose()
+    fn reader(&self) -> &SqlitePool {
+        &self.reader
     }
 
-    async fn user_by_identity(&self, issuer: &str, subject: &str) -> Result<Option<User>, StoreError> {
-        let row = sqlx::query(concat!(
-            "SELECT ",
-            decode::user_columns!(),
-            " FROM users WHERE id = (SELECT user_id FROM user_identities WHERE issuer = ?1 AND subject = ?2)"
-        ))
-        .bind(issuer)
-        .bind(subject)
-        .fetch_optional(&self.reader)
-        .await
-        .map_err(err)?;
-        row.as_ref().map(decode::user).transpose()
+    fn err(e: sqlx::Error) -> StoreError {
+        err(e)
     }
 
-    async fn linked_subject(&self, issuer: &str, user: UserId) -> Result<Option<String>, StoreError> {
-        sqlx::query_scalar("SELECT subject FROM user_identities WHERE issuer = ?1 AND user_id = ?2 LIMIT 1")
-            .bind(issuer)
-            .bind(user.0)
-            .fetch_optional(&self.reader)
-            .await
-            .map_err(err)
+    /// A statement per channel and event (see [`outbox::insert_events`]).
+    async fn insert_events(tx: &mut Transaction<'_, Sqlite>, events: &[ChangeEvent]) -> Result<(), StoreError> {
+        outbox::insert_events(tx, events).await
     }
 
-    async fn link_identity(
-        &self,
-        issuer: &str,
-        subject: &str,
-        user: UserId,
-        now: DateTime<Utc>,
-    ) -> Result<(), StoreError> {
-        sqlx::query("INSERT INTO user_identities (issuer, subject, user_id, created_at) VALUES (?1, ?2, ?3, ?4)")
-            .bind(issuer)
-            .bind(subject)
-            .bind(user.0)
-            .bind(micros(now))
-            .execute(&self.writer)
-            .await
-            .map_err(err)?;
+    /// Commits, and wakes the relay. `notify_one` keeps a permit when the relay is busy, so a
+    /// wake-up between two passes is not lost.
+    async fn commit(&self, tx: Transaction<'_, Sqlite>) -> Result<(), StoreError> {
+        tx.commit().await.map_err(err)?;
+        self.outbox_signal.notify_one();
         Ok(())
     }
 
-    async fn set_role(&self, user: UserId, role: herald_core::user::Role) -> Result<User, StoreError> {
-        let row = sqlx::query(concat!("UPDATE users SET role = ?2 WHERE id = ?1 RETURNING ", decode::user_columns!()))
-            .bind(user.0)
-            .bind(role.as_str())
-            .fetch_optional(&self.writer)
-            .await
-            .map_err(err)?;
-        row.as_ref().map(decode::user).transpose()?.ok_or(StoreError::NotFound)
+    fn write_statement(write: &'static Write) -> &'static str {
+        write.sql
     }
 
-    async fn credentials_by_email(&self, email: &Email) -> Result<Option<UserCredentials>, StoreError> {
-        let row =
-            sqlx::query(concat!("SELECT ", decode::user_columns!(), ", password_hash FROM users WHERE email = ?"))
-                .bind(email.as_str())
-                .fetch_optional(&self.reader)
-                .await
-                .map_err(err)?;
-        row.map(|row| {
-            Ok(UserCredentials { user: decode::user(&row)?, password_hash: row.try_get("password_hash").map_err(err)? })
+    /// In one transaction: the write, then its events when it wrote a row.
+    async fn run_write(&self, statement: Query<'_, Self>, events: &[ChangeEvent]) -> Result<u64, StoreError> {
+        let mut tx = self.writer.begin().await.map_err(err)?;
+        let written = statement.execute(&mut *tx).await.map_err(err)?.rows_affected();
+        if written > 0 {
+            outbox::insert_events(&mut tx, events).await?;
+            self.commit(tx).await?;
+        }
+        Ok(written)
+    }
+
+    async fn wait_for_events(&self, timeout: Duration) {
+        let _ = tokio::time::timeout(timeout, self.outbox_signal.notified()).await;
+    }
+
+    /// Wakes a scheduler of this process (one permit is kept when none waits).
+    fn wake_schedulers(&self) {
+        self.due_signal.notify_one();
+    }
+
+    async fn wait_for_due_deliveries(&self, timeout: Duration) {
+        let _ = tokio::time::timeout(timeout, self.due_signal.notified()).await;
+    }
+}
+
+impl TaskWrites for SqliteStore {
+    async fn write_task(&self, t: &Task, events: &[ChangeEvent]) -> Result<(), StoreError> {
+        static INSERT_TASK: Write = Write::new(
+            "INSERT INTO tasks (id, owner_id, title, description, status, due_at, version, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING 1",
+        );
+        self.write_with_events(&INSERT_TASK, events, |q| {
+            q.bind(t.id.0)
+                .bind(t.owner.0)
+                .bind(t.title.as_str())
+                .bind(t.description.as_str())
+                .bind(t.status.as_str())
+                .bind(t.due_at.map(Stamp))
+                .bind(t.version)
+                .bind(Stamp(t.created_at))
+                .bind(Stamp(t.updated_at))
         })
-        .transpose()
-    }
-
-    async fn list_users(&self, after: Option<UserId>, limit: u32) -> Result<Vec<User>, StoreError> {
-        let rows = sqlx::query(concat!(
-            "SELECT ",
-            decode::user_columns!(),
-            " FROM users WHERE ?1 IS NULL OR id > ?1 ORDER BY id LIMIT ?2"
-        ))
-        .bind(after.map(|a| a.0))
-        .bind(i64::from(limit))
-        .fetch_all(&self.reader)
-        .await
-        .map_err(err)?;
-        rows.iter().map(decode::user).collect()
-    }
-
-    async fn set_webhook(&self, user: UserId, url: Option<&WebhookUrl>) -> Result<(), StoreError> {
-        let done = sqlx::query("UPDATE users SET webhook_url = ? WHERE id = ?")
-            .bind(url.map(WebhookUrl::as_str))
-            .bind(user.0)
-            .execute(&self.writer)
-            .await
-            .map_err(err)?;
-        if done.rows_affected() == 0 {
-            return Err(StoreError::NotFound);
-        }
-        Ok(())
-    }
-
-    async fn webhook(&self, user: UserId) -> Result<Option<WebhookUrl>, StoreError> {
-        let url: Option<Option<String>> = sqlx::query_scalar("SELECT webhook_url FROM users WHERE id = ?")
-            .bind(user.0)
-            .fetch_optional(&self.reader)
-            .await
-            .map_err(err)?;
-        url.flatten().map(|u| WebhookUrl::parse(&u).map_err(|e| error::corrupt("webhook url", e))).transpose()
-    }
-
-    async fn update_profile(&self, user: UserId, change: &ProfileChange) -> Result<User, StoreError> {
-        let row = sqlx::query(concat!(
-            "UPDATE users SET name = COALESCE(?2, name), ",
-            "phone = CASE WHEN ?3 THEN ?4 ELSE phone END, timezone = CASE WHEN ?5 THEN ?6 ELSE timezone END ",
-            "WHERE id = ?1 RETURNING ",
-            decode::user_columns!()
-        ))
-        .bind(user.0)
-        .bind(change.name.as_ref().map(UserName::as_str))
-        .bind(change.phone.is_some())
-        .bind(change.phone.as_ref().and_then(|p| p.as_ref().map(ContactPhone::as_str)))
-        .bind(change.timezone.is_some())
-        .bind(change.timezone.and_then(|tz| tz.map(|tz| tz.0.name())))
-        .fetch_optional(&self.writer)
-        .await
-        .map_err(err)?;
-        row.as_ref().map(decode::user).transpose()?.ok_or(StoreError::NotFound)
-    }
-
-    async fn preferences(&self, user: UserId) -> Result<Option<Preferences>, StoreError> {
-        let stored: Option<Option<String>> = sqlx::query_scalar("SELECT preferences FROM users WHERE id = ?")
-            .bind(user.0)
-            .fetch_optional(&self.reader)
-            .await
-            .map_err(err)?;
-        stored.map(decode::preferences).transpose()
-    }
-
-    async fn set_preferences(&self, user: UserId, preferences: &Preferences) -> Result<(), StoreError> {
-        let done = sqlx::query("UPDATE users SET preferences = ? WHERE id = ?")
-            .bind(decode::preferences_json(preferences)?)
-            .bind(user.0)
-            .execute(&self.writer)
-            .await
-            .map_err(err)?;
-        if done.rows_affected() == 0 {
-            return Err(StoreError::NotFound);
-        }
-        Ok(())
-    }
-    async fn create_api_key(&self, key: &ApiKey, hash: &str) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO api_keys (id, name, key_hash, scopes, created_by, created_at, revoked_at) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-        )
-        .bind(key.id.0)
-        .bind(key.name.as_str())
-        .bind(hash)
-        .bind(decode::scopes(key))
-        .bind(key.created_by.0)
-        .bind(crate::columns::Stamp(key.created_at))
-        .bind(key.revoked_at.map(crate::columns::Stamp))
-        .execute(&self.writer)
         .await
         .map(drop)
-        .map_err(err)
-    }
-
-    async fn api_key_by_hash(&self, hash: &str) -> Result<Option<ApiKey>, StoreError> {
-        let row = sqlx::query(concat!("SELECT ", decode::api_key_columns!(), " FROM api_keys WHERE key_hash = ?1"))
-            .bind(hash)
-            .fetch_optional(&self.reader)
-            .await
-            .map_err(err)?;
-        row.as_ref().map(decode::api_key).transpose()
-    }
-
-    async fn list_api_keys(&self, after: Option<ApiKeyId>, limit: u32) -> Result<Vec<ApiKey>, StoreError> {
-        let rows = sqlx::query(concat!(
-            "SELECT ",
-            decode::api_key_columns!(),
-            " FROM api_keys WHERE ?1 IS NULL OR id > ?1 ORDER BY id LIMIT ?2"
-        ))
-        .bind(after.map(|a| a.0))
-        .bind(i64::from(limit))
-        .fetch_all(&self.reader)
-        .await
-        .map_err(err)?;
-        rows.iter().map(decode::api_key).collect()
-    }
-
-    async fn revoke_api_key(&self, id: ApiKeyId, at: DateTime<Utc>) -> Result<ApiKey, StoreError> {
-        let row = sqlx::query(concat!(
-            "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, ?2) WHERE id = ?1 RETURNING ",
-            decode::api_key_columns!()
-        ))
-        .bind(id.0)
-        .bind(crate::columns::Stamp(at))
-        .fetch_optional(&self.writer)
-        .await
-        .map_err(err)?;
-        row.as_ref().map(decode::api_key).transpose()?.ok_or(StoreError::NotFound)
     }
 }
-crate::quarantine::quarantine_store!(SqliteStore, writer, reader, err);
 
-/// The ids of the records `workers` hold back at `now`, as a JSON array of their hex forms (for
-/// `id NOT IN (SELECT unhex(value) FROM json_each(…))`).
-async fn held_ids(
-    pool: impl sqlx::SqliteExecutor<'_>,
-    workers: [herald_core::quarantine::Worker; 2],
-    now: DateTime<Utc>,
-) -> Result<String, StoreError> {
-    let held = crate::quarantine::held_now(workers, now).fetch_all(pool).await.map_err(err)?;
-    let hex: Vec<String> =
-        held.iter().filter_map(|r| r.parse::<uuid::Uuid>().ok()).map(|id| id.simple().to_string()).collect();
-    serde_json::to_string(&hex).map_err(|e| StoreError::Other(Box::new(e)))
-}
+crate::sql::shared_ports!(SqliteStore);

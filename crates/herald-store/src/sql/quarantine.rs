@@ -54,12 +54,12 @@ pub(crate) struct HeldCols {
     quarantined_at: Option<Stamp>,
 }
 
-/// Decodes a held record from either database's row.
-pub(crate) fn decode<'r, R: sqlx::Row>(row: &'r R) -> Result<HeldRecord, StoreError>
-where
-    HeldCols: FromRow<'r, R>,
-{
-    let c = HeldCols::from_row(row).map_err(|e| corrupt("held record", e))?;
+crate::decode::readers! {
+    /// Decodes a held record from either database's row.
+    decode(HeldCols) -> HeldRecord = held_record_of, "held record";
+}
+
+fn held_record_of(c: HeldCols) -> Result<HeldRecord, StoreError> {
     Ok(HeldRecord {
         id: HeldId(c.id),
         worker: c.worker.parse().map_err(|e| corrupt("held record worker", e))?,
@@ -74,70 +74,65 @@ where
     })
 }
 
-/// Implements `QuarantineStore` for an adapter: `$write` and `$read` are its pools for writes
-/// and reads (the same pool on PostgreSQL), `$err` its error conversion.
+/// Implements `QuarantineStore` for an adapter (see [`crate::sql`]).
 macro_rules! quarantine_store {
-    ($store:ty, $write:ident, $read:ident, $err:path) => {
-        #[async_trait::async_trait]
-        impl herald_core::store::QuarantineStore for $store {
-            async fn record_failure(
-                &self,
-                failure: &herald_core::quarantine::ItemFailure,
-                policy: &herald_core::quarantine::FailurePolicy,
-                now: chrono::DateTime<chrono::Utc>,
-            ) -> Result<herald_core::quarantine::HeldRecord, herald_core::store::StoreError> {
-                let mut tx = self.$write.begin().await.map_err($err)?;
-                let (query, back_off) = $crate::quarantine::count_failure(failure, now);
-                let row = query.fetch_one(&mut *tx).await.map_err($err)?;
-                let mut held = $crate::quarantine::decode(&row)?;
-                let (query, quarantined) = back_off(&mut held, policy, now);
-                query.execute(&mut *tx).await.map_err($err)?;
-                tx.commit().await.map_err($err)?;
-                held.quarantined_at = quarantined;
-                Ok(held)
-            }
+    ($store:ty) => {
+        const _: () = {
+            use async_trait::async_trait;
+            use chrono::{DateTime, Utc};
+            use herald_core::{
+                quarantine::{FailurePolicy, HeldId, HeldRecord, ItemFailure, Worker},
+                store::{QuarantineStore, StoreError},
+            };
+            use $crate::sql::{Adapter, quarantine};
 
-            async fn held_record(
-                &self,
-                worker: herald_core::quarantine::Worker,
-                record: &str,
-            ) -> Result<Option<herald_core::quarantine::HeldRecord>, herald_core::store::StoreError> {
-                let row =
-                    $crate::quarantine::by_record(worker, record).fetch_optional(&self.$read).await.map_err($err)?;
-                row.as_ref().map(|r| $crate::quarantine::decode(r)).transpose()
-            }
-
-            async fn quarantined(
-                &self,
-                before: Option<herald_core::quarantine::HeldId>,
-                limit: u32,
-            ) -> Result<Vec<herald_core::quarantine::HeldRecord>, herald_core::store::StoreError> {
-                let rows = $crate::quarantine::quarantined(before, limit).fetch_all(&self.$read).await.map_err($err)?;
-                rows.iter().map(|r| $crate::quarantine::decode(r)).collect()
-            }
-
-            async fn release_held(
-                &self,
-                id: herald_core::quarantine::HeldId,
-            ) -> Result<Option<herald_core::quarantine::HeldRecord>, herald_core::store::StoreError> {
-                let row = $crate::quarantine::release(id).fetch_optional(&self.$write).await.map_err($err)?;
-                let released = row.as_ref().map(|r| $crate::quarantine::decode(r)).transpose()?;
-                if released.is_some() {
-                    // Its record may be due at once.
-                    self.wake_schedulers();
+            #[async_trait]
+            impl QuarantineStore for $store {
+                async fn record_failure(
+                    &self,
+                    failure: &ItemFailure,
+                    policy: &FailurePolicy,
+                    now: DateTime<Utc>,
+                ) -> Result<HeldRecord, StoreError> {
+                    let mut tx = self.writer().begin().await.map_err(Self::err)?;
+                    let (query, back_off) = quarantine::count_failure(failure, now);
+                    let row = query.fetch_one(&mut *tx).await.map_err(Self::err)?;
+                    let mut held = quarantine::decode(&row)?;
+                    let (query, quarantined) = back_off(&mut held, policy, now);
+                    query.execute(&mut *tx).await.map_err(Self::err)?;
+                    tx.commit().await.map_err(Self::err)?;
+                    held.quarantined_at = quarantined;
+                    Ok(held)
                 }
-                Ok(released)
-            }
 
-            async fn prune_held(
-                &self,
-                before: chrono::DateTime<chrono::Utc>,
-                limit: u32,
-            ) -> Result<u64, herald_core::store::StoreError> {
-                let done = $crate::quarantine::prune(before, limit).execute(&self.$write).await.map_err($err)?;
-                Ok(done.rows_affected())
+                async fn held_record(&self, worker: Worker, record: &str) -> Result<Option<HeldRecord>, StoreError> {
+                    let row =
+                        quarantine::by_record(worker, record).fetch_optional(self.reader()).await.map_err(Self::err)?;
+                    row.as_ref().map(|r| quarantine::decode(r)).transpose()
+                }
+
+                async fn quarantined(&self, before: Option<HeldId>, limit: u32) -> Result<Vec<HeldRecord>, StoreError> {
+                    let rows =
+                        quarantine::quarantined(before, limit).fetch_all(self.reader()).await.map_err(Self::err)?;
+                    rows.iter().map(|r| quarantine::decode(r)).collect()
+                }
+
+                async fn release_held(&self, id: HeldId) -> Result<Option<HeldRecord>, StoreError> {
+                    let row = quarantine::release(id).fetch_optional(self.writer()).await.map_err(Self::err)?;
+                    let released = row.as_ref().map(|r| quarantine::decode(r)).transpose()?;
+                    if released.is_some() {
+                        // Its record may be due at once.
+                        Adapter::wake_schedulers(self);
+                    }
+                    Ok(released)
+                }
+
+                async fn prune_held(&self, before: DateTime<Utc>, limit: u32) -> Result<u64, StoreError> {
+                    let done = quarantine::prune(before, limit).execute(self.writer()).await.map_err(Self::err)?;
+                    Ok(done.rows_affected())
+                }
             }
-        }
+        };
     };
 }
 pub(crate) use quarantine_store;
