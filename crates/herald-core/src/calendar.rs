@@ -28,30 +28,32 @@ id_type!(
 /// Longest event, and longest reminder lead, in seconds: 31 days.
 pub const MAX_SPAN_SECONDS: i64 = 31 * 24 * 3600;
 
-/// The delivery kind of a reminder: at its time the notification is published on
-/// [`NOTIFICATIONS_QUEUE`].
-pub const REMINDER_KIND: &str = "calendar.reminder";
+/// The delivery kind of a reminder coming due: at its time the [`Reminder`] is published on
+/// [`REMINDERS_QUEUE`] (the stored string stays `calendar.reminder`).
+pub const REMINDER_DUE_KIND: &str = "calendar.reminder";
 
-/// The delivery kind of a notification taken from [`NOTIFICATIONS_QUEUE`] and delivered on one
-/// of [`NOTIFICATION_CHANNELS`].
-pub const NOTIFICATION_KIND: &str = "calendar.notification";
+/// The delivery kind of a reminder taken from [`REMINDERS_QUEUE`] and sent on one of
+/// [`REMINDER_CHANNELS`] or to the owner's webhook. The string, stored in rows and sent as
+/// `Herald-Kind`, stays `calendar.notification` (a public name).
+pub const REMINDER_SENT_KIND: &str = "calendar.notification";
 
-/// The work queue reminders are published on, as [`Notification`] JSON.
-pub const NOTIFICATIONS_QUEUE: &str = "notifications";
+/// The work queue reminders are published on, as [`Reminder`] JSON (its name stays
+/// `notifications`: old and new processes share it during a rolling restart).
+pub const REMINDERS_QUEUE: &str = "notifications";
 
-/// Where a notification is always delivered (and to the owner's webhook, when they set one).
-pub const NOTIFICATION_CHANNELS: [Channel; 2] = [Channel::Log, Channel::Realtime];
+/// Where a reminder is always sent (and to the owner's webhook, when they set one).
+pub const REMINDER_CHANNELS: [Channel; 2] = [Channel::Log, Channel::Realtime];
 
-/// A reminder as it travels on [`NOTIFICATIONS_QUEUE`]: `{event_id, title, starts_at, user_id}`.
+/// A reminder as it travels on [`REMINDERS_QUEUE`]: `{event_id, title, starts_at, user_id}`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Notification {
+pub struct Reminder {
     pub event_id: Uuid,
     pub title: String,
     pub starts_at: DateTime<Utc>,
     pub user_id: Uuid,
 }
 
-impl Notification {
+impl Reminder {
     /// Its deliveries to the owner for the queue message `message_id`: one per channel, and one
     /// to the owner's `webhook` if they set one. Keyed by the message, so a message taken twice
     /// is delivered once. They continue the current span's trace.
@@ -61,13 +63,13 @@ impl Notification {
         let user = self.user_id.to_string();
         let webhook = webhook.map(|url| (Channel::Webhook, url.as_str().to_owned()));
         let trace_context = crate::trace::current();
-        NOTIFICATION_CHANNELS
+        REMINDER_CHANNELS
             .iter()
             .map(|&channel| (channel, user.clone()))
             .chain(webhook)
             .map(|(channel, recipient)| NewDelivery {
                 id: DeliveryId::new(),
-                kind: NOTIFICATION_KIND.to_owned(),
+                kind: REMINDER_SENT_KIND.to_owned(),
                 source_key: format!("notification:{message_id}:{}", channel.as_str()),
                 recipient,
                 channel,
@@ -108,9 +110,9 @@ impl CalendarEvent {
         self.remind_before.map(|before| self.starts_at - before)
     }
 
-    /// The notification a reminder carries.
-    pub fn notification(&self) -> Notification {
-        Notification {
+    /// The reminder this event publishes when it comes due.
+    pub fn reminder(&self) -> Reminder {
+        Reminder {
             event_id: self.id.0,
             title: self.title.as_str().to_owned(),
             starts_at: self.starts_at,
@@ -119,7 +121,7 @@ impl CalendarEvent {
     }
 
     /// The reminder of this event as it is now, created at `now`: a delivery that publishes the
-    /// notification on [`NOTIFICATIONS_QUEUE`] at `starts_at - remind_before`.
+    /// [`Reminder`] on [`REMINDERS_QUEUE`] at `starts_at - remind_before`.
     ///
     /// It is keyed by the event and the instant it is due, so storing it twice stores one, and a
     /// moved event gets a new one (the store cancels the old one if it is still pending). It
@@ -128,11 +130,11 @@ impl CalendarEvent {
         let Some(at) = self.remind_at() else { return Vec::new() };
         vec![NewDelivery {
             id: DeliveryId::new(),
-            kind: REMINDER_KIND.to_owned(),
+            kind: REMINDER_DUE_KIND.to_owned(),
             source_key: format!("event:{}:reminder:{}", self.id, at.timestamp_micros()),
-            recipient: NOTIFICATIONS_QUEUE.to_owned(),
+            recipient: REMINDERS_QUEUE.to_owned(),
             channel: Channel::Queue,
-            payload: json!(self.notification()),
+            payload: json!(self.reminder()),
             source_id: Some(self.id.0),
             recipient_id: Some(self.owner.0),
             next_attempt_at: at,
@@ -268,15 +270,15 @@ mod tests {
         let reminders = event.reminders(now);
         assert_eq!(reminders.len(), 1);
         let reminder = &reminders[0];
-        assert_eq!((reminder.channel, reminder.recipient.as_str()), (Channel::Queue, NOTIFICATIONS_QUEUE));
+        assert_eq!((reminder.channel, reminder.recipient.as_str()), (Channel::Queue, REMINDERS_QUEUE));
         assert_eq!(reminder.next_attempt_at, utc("2026-12-01T08:50:00Z"));
         assert_eq!(reminder.deadline, Some(utc("2026-12-01T09:15:00Z")));
         let expected = json!({"event_id": event.id.0, "title": "Stand-up", "starts_at": "2026-12-01T09:00:00Z", "user_id": event.owner.0});
         assert_eq!(reminder.payload, expected, "the notification exactly as the queue carries it");
-        let notification: Notification = serde_json::from_value(reminder.payload.clone()).expect("decodes");
+        let notification: Reminder = serde_json::from_value(reminder.payload.clone()).expect("decodes");
         let message = Uuid::now_v7();
         let deliveries = notification.deliveries(message, None, now);
-        assert_eq!(deliveries.iter().map(|d| d.channel).collect::<Vec<_>>(), NOTIFICATION_CHANNELS);
+        assert_eq!(deliveries.iter().map(|d| d.channel).collect::<Vec<_>>(), REMINDER_CHANNELS);
         assert!(deliveries.iter().all(|d| d.payload["type"] == "event.reminder" && d.source_id == Some(event.id.0)));
         assert_eq!(
             notification.deliveries(message, None, now)[0].source_key,

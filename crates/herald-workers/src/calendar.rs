@@ -5,7 +5,7 @@ use std::{sync::Arc, time::Duration};
 
 use herald_core::{
     broker::{self, Broker, BrokerError, ConsumeOptions},
-    calendar::{CalendarEventId, NOTIFICATIONS_QUEUE, Notification},
+    calendar::{CalendarEventId, REMINDERS_QUEUE, Reminder},
     clock::Clock,
     metrics::Metrics,
     quarantine::{FailurePolicy, ItemFailure, Worker},
@@ -18,13 +18,12 @@ use tracing::Instrument as _;
 
 use crate::failures::Failures;
 
-/// Takes each notification a reminder published on [`NOTIFICATIONS_QUEUE`] and stores its
-/// deliveries to the owner (the log, the owner's `user:` channel, and the owner's webhook when
-/// they set one), which the scheduler and senders then carry out and record. A notification
-/// whose event was deleted, or moved to another time, after the reminder left is dropped. The message is acked once they are stored; they are keyed
+/// Takes each reminder published on [`REMINDERS_QUEUE`] and stores its deliveries to the
+/// owner (the log, the owner's `user:` stream, and the owner's webhook when they set one), which
+/// the scheduler and senders then carry out and record. A reminder whose event was deleted, or moved to another time, after the reminder left is dropped. The message is acked once they are stored; they are keyed
 /// by the message, so a message taken twice is delivered once.
 #[derive(Debug)]
-pub struct NotificationRouter {
+pub struct ReminderRouter {
     store: Arc<dyn Store>,
     broker: Arc<dyn Broker>,
     clock: Arc<dyn Clock>,
@@ -33,7 +32,7 @@ pub struct NotificationRouter {
     failures: Failures,
 }
 
-impl NotificationRouter {
+impl ReminderRouter {
     pub fn new(store: Arc<dyn Store>, broker: Arc<dyn Broker>, clock: Arc<dyn Clock>, metrics: Arc<Metrics>) -> Self {
         let failures = Failures::new(store.clone(), metrics.clone(), FailurePolicy::default());
         Self { store, broker, clock, metrics, failures }
@@ -46,7 +45,7 @@ impl NotificationRouter {
             let options = ConsumeOptions { ack_deadline: Duration::from_secs(60), prefetch: 16 };
             let consumer = tokio::select! {
                 () = shutdown.cancelled() => return,
-                consumer = self.broker.consume(NOTIFICATIONS_QUEUE, options) => consumer,
+                consumer = self.broker.consume(REMINDERS_QUEUE, options) => consumer,
             };
             match consumer {
                 Ok(mut consumer) => {
@@ -83,11 +82,11 @@ impl NotificationRouter {
     /// Stores one message's deliveries, then acks it; redelivers it later if the store failed.
     pub async fn route(&self, delivery: broker::QueueMessage) {
         let id = delivery.message.id;
-        let notification: Notification = match serde_json::from_slice(&delivery.message.payload) {
-            Ok(notification) => notification,
+        let reminder: Reminder = match serde_json::from_slice(&delivery.message.payload) {
+            Ok(reminder) => reminder,
             Err(err) => {
                 self.metrics.sender_errors.inc();
-                tracing::warn!(message = %id, error = %err, "dropped an unreadable notification");
+                tracing::warn!(message = %id, error = %err, "dropped an unreadable reminder");
                 let _ = delivery.ack().await;
                 return;
             }
@@ -108,23 +107,23 @@ impl NotificationRouter {
             tracing::info_span!(
                 "notification",
                 otel.name = "notification.route",
-                event_id = %notification.event_id,
-                user_id = %notification.user_id,
+                event_id = %reminder.event_id,
+                user_id = %reminder.user_id,
             )
         });
         async move {
             let stored = async {
                 // Deleted or moved after its reminder left: the reminder is stale, nobody is told.
                 // Compared to the microsecond, as the store keeps times.
-                let owner = UserId(notification.user_id);
-                let event = self.store.calendar_event(owner, CalendarEventId(notification.event_id)).await?;
-                let starts_at = notification.starts_at.timestamp_micros();
+                let owner = UserId(reminder.user_id);
+                let event = self.store.calendar_event(owner, CalendarEventId(reminder.event_id)).await?;
+                let starts_at = reminder.starts_at.timestamp_micros();
                 if event.is_none_or(|e| e.starts_at.timestamp_micros() != starts_at) {
                     tracing::info!("the event was deleted or moved after its reminder left; not delivered");
                     return Ok(0);
                 }
                 let webhook = self.store.webhook(owner).await?;
-                let deliveries = notification.deliveries(id, webhook.as_ref(), self.clock.now());
+                let deliveries = reminder.deliveries(id, webhook.as_ref(), self.clock.now());
                 self.store.create_deliveries(&deliveries).await
             };
             let settled = match stored.await {

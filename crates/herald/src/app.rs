@@ -18,7 +18,7 @@ use herald_core::{
 };
 use herald_http::{HttpOptions, Probes};
 use herald_workers::{
-    calendar::NotificationRouter,
+    calendar::ReminderRouter,
     channels::{Channels, ProviderConfig, WebhookConfig},
     collector::FileCollector,
     mailings::MailingsJob,
@@ -81,13 +81,13 @@ pub fn scheduler(
 }
 
 /// The router of calendar reminders: `notifications` queue → deliveries to their owner.
-pub fn notification_router(
+pub fn reminder_router(
     store: Arc<dyn Store>,
     broker: Arc<dyn Broker>,
     clock: Arc<dyn Clock>,
     metrics: Arc<Metrics>,
-) -> NotificationRouter {
-    NotificationRouter::new(store, broker, clock, metrics)
+) -> ReminderRouter {
+    ReminderRouter::new(store, broker, clock, metrics)
 }
 
 /// The sender's settings.
@@ -435,7 +435,7 @@ async fn start_roles(config: &Config, roles: Roles, parts: Parts) -> anyhow::Res
         scheduler_with_collector(config, store.clone(), broker.clone(), clock.clone(), metrics.clone(), files);
     let stop = shutdown.clone();
     workers.spawn(async move { scheduler.run(stop).await });
-    let router = notification_router(store.clone(), broker.clone(), clock.clone(), metrics.clone());
+    let router = reminder_router(store.clone(), broker.clone(), clock.clone(), metrics.clone());
     let stop = shutdown.clone();
     workers.spawn(async move { router.run(stop).await });
     // The same destinations as the API checks webhooks against when they are set.

@@ -195,7 +195,7 @@ async fn execute(command: Command, config: &config::Config) -> anyhow::Result<Ex
         Command::Sender => {
             run_role(config, "sender", |store, broker, clock, metrics, stop| {
                 // Senders also route calendar reminders from the `notifications` queue.
-                let router = app::notification_router(store.clone(), broker.clone(), clock.clone(), metrics.clone());
+                let router = app::reminder_router(store.clone(), broker.clone(), clock.clone(), metrics.clone());
                 let sender = app::sender(config, store, broker, clock, metrics);
                 async move {
                     tokio::join!(sender.run(stop.clone()), router.run(stop));

@@ -51,7 +51,7 @@ macro_rules! calendar_store {
             use async_trait::async_trait;
             use chrono::{DateTime, Utc};
             use herald_core::{
-                calendar::{CalendarEvent, CalendarEventId, NOTIFICATION_KIND, REMINDER_KIND},
+                calendar::{CalendarEvent, CalendarEventId, REMINDER_DUE_KIND, REMINDER_SENT_KIND},
                 change::ChangeEvent,
                 delivery::{Delivery, NewDelivery},
                 store::{CalendarStore, Constraint, EventDeleteEvents, StoreError},
@@ -160,7 +160,7 @@ macro_rules! calendar_store {
                     }
                     let keep: Vec<String> = reminders.iter().map(|r| r.source_key.clone()).collect();
                     // The notifications of a reminder already sent stay: the owner was reminded.
-                    cancel_reminders(&mut tx, e.id, &[REMINDER_KIND], &keep, e.updated_at).await?;
+                    cancel_reminders(&mut tx, e.id, &[REMINDER_DUE_KIND], &keep, e.updated_at).await?;
                     Self::insert_deliveries(&mut tx, reminders, OnTaken::RefreshPending).await?;
                     Self::insert_events(&mut tx, events).await?;
                     self.commit(tx).await
@@ -181,7 +181,7 @@ macro_rules! calendar_store {
                         .await
                         .map_err(Self::err)?;
                     let Some(event) = row.as_ref().map(decode::calendar_event).transpose()? else { return Ok(None) };
-                    cancel_reminders(&mut tx, id, &[REMINDER_KIND, NOTIFICATION_KIND], &[], now).await?;
+                    cancel_reminders(&mut tx, id, &[REMINDER_DUE_KIND, REMINDER_SENT_KIND], &[], now).await?;
                     Self::insert_events(&mut tx, &events(&event)).await?;
                     self.commit(tx).await?;
                     Ok(Some(event))
@@ -226,8 +226,8 @@ macro_rules! calendar_store {
                     }
                     let rows = sqlx::query(REMINDERS)
                         .bind(id.0)
-                        .bind(REMINDER_KIND)
-                        .bind(NOTIFICATION_KIND)
+                        .bind(REMINDER_DUE_KIND)
+                        .bind(REMINDER_SENT_KIND)
                         .fetch_all(self.reader())
                         .await
                         .map_err(Self::err)?;

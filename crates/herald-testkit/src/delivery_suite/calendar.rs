@@ -11,13 +11,11 @@ use super::{channels::webhook_receiver, *};
 pub async fn calendar_reminders_go_out_once_at_their_time(store: Arc<dyn Store>, broker: &TestBroker) {
     use herald_core::{
         broker::Message,
-        calendar::{
-            CalendarEvent, CalendarEventId, NOTIFICATION_KIND, NOTIFICATIONS_QUEUE, Notification, REMINDER_KIND,
-        },
+        calendar::{CalendarEvent, CalendarEventId, REMINDER_DUE_KIND, REMINDER_SENT_KIND, REMINDERS_QUEUE, Reminder},
         task::{Description, Title},
         user::{Role, UserId},
     };
-    use herald_workers::calendar::NotificationRouter;
+    use herald_workers::calendar::ReminderRouter;
 
     let p = Pipeline::new(store, broker).await;
     let user = crate::store_suite::new_user("ada@example.org", Role::User);
@@ -26,7 +24,7 @@ pub async fn calendar_reminders_go_out_once_at_their_time(store: Arc<dyn Store>,
     let hook = herald_core::user::WebhookUrl::parse(&hook_url).expect("url");
     p.store.set_webhook(user.user.id, Some(&hook)).await.expect("webhook");
     let sender = p.spawn(Pipeline::options());
-    let router = NotificationRouter::new(p.store.clone(), p.broker.clone(), p.clock.clone(), p.metrics.clone());
+    let router = ReminderRouter::new(p.store.clone(), p.broker.clone(), p.clock.clone(), p.metrics.clone());
     let stop_router = CancellationToken::new();
     let routing = tokio::spawn({
         let stop = stop_router.clone();
@@ -58,7 +56,7 @@ pub async fn calendar_reminders_go_out_once_at_their_time(store: Arc<dyn Store>,
     assert_eq!(p.tick().await, 0, "not a microsecond early");
     p.clock.set(t + secs(3000));
     assert_eq!(p.tick().await, 1, "the reminder is due");
-    let reminder = reminders(event.owner, event.id, REMINDER_KIND).await;
+    let reminder = reminders(event.owner, event.id, REMINDER_DUE_KIND).await;
     let published = p.all_become(&[reminder[0].id], DeliveryStatus::Sent).await;
     assert_eq!((published[0].attempts, published[0].sent_at), (1, Some(t + secs(3000))));
 
@@ -66,7 +64,7 @@ pub async fn calendar_reminders_go_out_once_at_their_time(store: Arc<dyn Store>,
     // owner's webhook, due now.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     let notifications = loop {
-        let found = reminders(event.owner, event.id, NOTIFICATION_KIND).await;
+        let found = reminders(event.owner, event.id, REMINDER_SENT_KIND).await;
         if found.len() == 3 {
             break found;
         }
@@ -100,14 +98,14 @@ pub async fn calendar_reminders_go_out_once_at_their_time(store: Arc<dyn Store>,
     assert_eq!(p.tick().await, 0);
     p.clock.set(due);
     assert_eq!(p.tick().await, 1, "the moved reminder");
-    let moved: Vec<_> = reminders(event.owner, event.id, REMINDER_KIND)
+    let moved: Vec<_> = reminders(event.owner, event.id, REMINDER_DUE_KIND)
         .await
         .into_iter()
         .filter(|d| d.next_attempt_at == due)
         .collect();
     p.all_become(&[moved[0].id], DeliveryStatus::Sent).await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while reminders(event.owner, event.id, NOTIFICATION_KIND).await.len() < 6 {
+    while reminders(event.owner, event.id, REMINDER_SENT_KIND).await.len() < 6 {
         assert!(tokio::time::Instant::now() < deadline, "the moved reminder was not routed");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -133,17 +131,17 @@ pub async fn calendar_reminders_go_out_once_at_their_time(store: Arc<dyn Store>,
     other.starts_at = event.starts_at + chrono::Duration::days(7);
     p.store.create_calendar_event(&other, &[], &other.reminders(now)).await.expect("another event");
     let notification = |event_id: CalendarEventId, starts_at| {
-        let body = Notification { event_id: event_id.0, title: "Late".into(), starts_at, user_id: event.owner.0 };
+        let body = Reminder { event_id: event_id.0, title: "Late".into(), starts_at, user_id: event.owner.0 };
         Message::new(Uuid::now_v7(), serde_json::to_vec(&body).expect("JSON"))
     };
     let deleted = notification(event.id, event.starts_at);
     let moved = notification(other.id, other.starts_at - chrono::Duration::hours(1));
     let current = notification(other.id, other.starts_at);
     for message in [deleted, moved, current] {
-        p.broker.enqueue(NOTIFICATIONS_QUEUE, message).await.expect("enqueue");
+        p.broker.enqueue(REMINDERS_QUEUE, message).await.expect("enqueue");
     }
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while reminders(other.owner, other.id, NOTIFICATION_KIND).await.len() < 3 {
+    while reminders(other.owner, other.id, REMINDER_SENT_KIND).await.len() < 3 {
         assert!(tokio::time::Instant::now() < deadline, "the current notification was not routed");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }

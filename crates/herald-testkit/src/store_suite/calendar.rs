@@ -3,7 +3,7 @@
 
 use chrono::{DateTime, Duration, Utc};
 use herald_core::{
-    calendar::{CalendarEvent, CalendarEventId, NOTIFICATION_KIND, REMINDER_KIND},
+    calendar::{CalendarEvent, CalendarEventId, REMINDER_DUE_KIND, REMINDER_SENT_KIND},
     change::ChangeEvent,
     delivery::DeliveryStatus,
     store::{Constraint, Store, StoreError},
@@ -106,7 +106,7 @@ pub async fn reminders_follow_their_event(store: &dyn Store) {
     let reminders = store.calendar_event_reminders(ada, e.id).await.expect("read").expect("event");
     assert_eq!(reminders.len(), 1);
     let first = &reminders[0];
-    assert_eq!((first.kind.as_str(), first.status), (REMINDER_KIND, DeliveryStatus::Pending));
+    assert_eq!((first.kind.as_str(), first.status), (REMINDER_DUE_KIND, DeliveryStatus::Pending));
     assert_eq!(first.next_attempt_at, t + Duration::minutes(105));
 
     // A new title only: the same reminder, carrying it.
@@ -132,10 +132,10 @@ pub async fn reminders_follow_their_event(store: &dyn Store) {
     assert!(store.calendar_event_reminders(UserId::new(), e.id).await.expect("read").is_none(), "not another's");
 
     // The notifications a reminder led to are listed with it and, still pending, die with the event.
-    let notification = e.notification();
+    let notification = e.reminder();
     store.create_deliveries(&notification.deliveries(uuid::Uuid::now_v7(), None, t)).await.expect("notifications");
     let listed = store.calendar_event_reminders(ada, e.id).await.expect("read").expect("event");
-    assert_eq!(listed.iter().filter(|d| d.kind == NOTIFICATION_KIND).count(), 2);
+    assert_eq!(listed.iter().filter(|d| d.kind == REMINDER_SENT_KIND).count(), 2);
 
     let deleted = store.delete_calendar_event(ada, e.id, t, &|e| changed(e, "event.deleted")).await.expect("delete");
     assert_eq!(deleted.map(|d| d.id), Some(e.id));
