@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use crate::delivery::{DeliveryStatus, SendWindow};
+use crate::delivery::{DailyWindow, DeliveryStatus};
 
 id_type!(
     /// A client's id (UUIDv7).
@@ -177,7 +177,7 @@ pub struct Mailing {
     pub end_at: DateTime<Utc>,
     pub text: MessageText,
     pub filter: MailingFilter,
-    pub window: Option<SendWindow>,
+    pub window: Option<DailyWindow>,
     pub status: MailingStatus,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
@@ -194,11 +194,11 @@ pub enum FirstAttempts {
 
 impl FirstAttempts {
     /// The plan for a mailing starting at `now`: every IANA zone's next allowed instant.
-    pub fn plan(window: Option<SendWindow>, now: DateTime<Utc>) -> Self {
+    pub fn plan(window: Option<DailyWindow>, now: DateTime<Utc>) -> Self {
         match window {
             None => Self::At(now),
             Some(w) => {
-                Self::ByZone(chrono_tz::TZ_VARIANTS.iter().map(|tz| (tz.name(), w.next_allowed(now, *tz))).collect())
+                Self::ByZone(chrono_tz::TZ_VARIANTS.iter().map(|tz| (tz.name(), w.next_inside(now, *tz))).collect())
             }
         }
     }
@@ -293,7 +293,7 @@ mod tests {
     fn a_plan_covers_every_zone_only_with_a_window() {
         let now = Utc::now();
         assert_eq!(FirstAttempts::plan(None, now), FirstAttempts::At(now));
-        let w = SendWindow::new("09:00".parse().expect("t"), "21:00".parse().expect("t")).expect("window");
+        let w = DailyWindow::new("09:00".parse().expect("t"), "21:00".parse().expect("t")).expect("window");
         let FirstAttempts::ByZone(zones) = FirstAttempts::plan(Some(w), now) else { panic!("no zones") };
         assert!(zones.len() > 400 && zones.iter().any(|(z, _)| *z == "Europe/Moscow"));
         assert!(zones.iter().all(|(_, at)| *at >= now));

@@ -341,7 +341,7 @@ pub fn next_move(
     };
     if !urgent && let Some(quiet) = reach.preferences.quiet_hours {
         let tz = reach.timezone.unwrap_or(chrono_tz::UTC);
-        let until = quiet.defer(now, tz);
+        let until = quiet.next_outside(now, tz);
         if until > now {
             // Quiet until after the notice expires: nothing more will go.
             if expires_at.is_some_and(|at| until >= at) {

@@ -3,12 +3,10 @@
 
 use std::{collections::BTreeMap, fmt};
 
-use chrono::{DateTime, NaiveTime, Utc};
-use chrono_tz::Tz;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::delivery::{LocalTime, SendWindow};
+use crate::delivery::{DailyWindow, LocalTime};
 
 /// Most notice types one person may set preferences for.
 pub const TYPES_MAX: usize = 100;
@@ -82,10 +80,11 @@ pub struct TypePreference {
     pub channels: TypeSwitches,
 }
 
-/// The daily hours, in the person's zone, in which nothing but in-app notices (and urgent ones)
-/// reach them. `start` after `end` spans midnight (`22:00`–`07:00`); they must differ.
+/// A person's quiet hours as the API shows them: `{"start": "22:00", "end": "07:00"}`, the
+/// daily hours, in the person's zone, in which nothing but in-app notices (and urgent ones)
+/// reach them; in Rust a [`DailyWindow`] (`start` after `end` spans midnight; they must differ).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(try_from = "RawQuietHours")]
+#[serde(deny_unknown_fields)]
 #[schema(example = json!({"start": "22:00", "end": "07:00"}))]
 pub struct QuietHours {
     /// Local time, `HH:MM`.
@@ -96,38 +95,23 @@ pub struct QuietHours {
     pub end: LocalTime,
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawQuietHours {
-    start: LocalTime,
-    end: LocalTime,
-}
+/// Quiet hours in their `{"start", "end"}` shape, for `#[serde(with)]` on an
+/// `Option<DailyWindow>`.
+mod quiet_hours {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-impl TryFrom<RawQuietHours> for QuietHours {
-    type Error = &'static str;
-    fn try_from(raw: RawQuietHours) -> Result<Self, Self::Error> {
-        if raw.start == raw.end {
-            return Err("the quiet hours' start and end must differ");
-        }
-        Ok(Self { start: raw.start, end: raw.end })
-    }
-}
+    use super::QuietHours;
+    use crate::delivery::DailyWindow;
 
-impl QuietHours {
-    /// The hours that are not quiet, as a send window.
-    fn awake(&self) -> SendWindow {
-        SendWindow { from: self.end, to: self.start }
+    pub fn serialize<S: Serializer>(window: &Option<DailyWindow>, s: S) -> Result<S::Ok, S::Error> {
+        window.map(|w| QuietHours { start: w.start, end: w.end }).serialize(s)
     }
 
-    /// Whether a local time of day is quiet.
-    pub fn contains(&self, t: NaiveTime) -> bool {
-        !self.awake().contains(t)
-    }
-
-    /// `at` when it is not quiet in `tz`, else the end of the quiet hours it falls in (across a
-    /// daylight-saving change, the first instant that exists after it).
-    pub fn defer(&self, at: DateTime<Utc>, tz: Tz) -> DateTime<Utc> {
-        self.awake().next_allowed(at, tz)
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<DailyWindow>, D::Error> {
+        let Some(shape) = Option::<QuietHours>::deserialize(d)? else { return Ok(None) };
+        DailyWindow::new(shape.start, shape.end)
+            .map(Some)
+            .map_err(|_| serde::de::Error::custom("the quiet hours' start and end must differ"))
     }
 }
 
@@ -137,8 +121,9 @@ impl QuietHours {
 #[schema(example = json!({"quiet_hours": {"start": "22:00", "end": "07:00"}, "channels": {"email": true, "sms": false, "webhook": true}, "types": {"marketing": {"channels": {"email": false}}}}))]
 pub struct Preferences {
     /// Null: no quiet hours.
-    #[serde(default)]
-    pub quiet_hours: Option<QuietHours>,
+    #[serde(default, with = "quiet_hours")]
+    #[schema(value_type = Option<QuietHours>)]
+    pub quiet_hours: Option<DailyWindow>,
     #[serde(default)]
     pub channels: ChannelSwitches,
     /// Overrides by notice type (at most 100 types).
@@ -150,8 +135,8 @@ pub struct Preferences {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawPreferences {
-    #[serde(default)]
-    quiet_hours: Option<QuietHours>,
+    #[serde(default, with = "quiet_hours")]
+    quiet_hours: Option<DailyWindow>,
     #[serde(default)]
     channels: ChannelSwitches,
     #[serde(default)]
@@ -189,6 +174,8 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+    use chrono::Utc;
+    use chrono_tz::Tz;
 
     fn prefs(value: serde_json::Value) -> Result<Preferences, String> {
         serde_json::from_value(value).map_err(|e| e.to_string())
@@ -220,14 +207,14 @@ mod tests {
 
     #[test]
     fn quiet_hours_defer_to_their_end_in_the_persons_zone_across_dst() {
-        let quiet = QuietHours { start: "22:00".parse().expect("t"), end: "07:00".parse().expect("t") };
+        let quiet = DailyWindow { start: "22:00".parse().expect("t"), end: "07:00".parse().expect("t") };
         let tz: Tz = "Europe/Berlin".parse().expect("zone");
         // 23:30 on 2026-03-28 in Berlin (UTC+1): the night the clocks go forward at 02:00.
         let at = Utc.with_ymd_and_hms(2026, 3, 28, 22, 30, 0).single().expect("time");
         assert!(quiet.contains(at.with_timezone(&tz).time()));
         // 07:00 on the 29th is UTC+2 by then: 05:00 UTC, not 06:00.
-        assert_eq!(quiet.defer(at, tz), Utc.with_ymd_and_hms(2026, 3, 29, 5, 0, 0).single().expect("time"));
+        assert_eq!(quiet.next_outside(at, tz), Utc.with_ymd_and_hms(2026, 3, 29, 5, 0, 0).single().expect("time"));
         let noon = Utc.with_ymd_and_hms(2026, 3, 29, 11, 0, 0).single().expect("time");
-        assert_eq!(quiet.defer(noon, tz), noon, "outside the quiet hours nothing waits");
+        assert_eq!(quiet.next_outside(noon, tz), noon, "outside the quiet hours nothing waits");
     }
 }

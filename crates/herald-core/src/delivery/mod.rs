@@ -14,4 +14,4 @@ pub use job::{
 };
 pub use policy::{Attempt, Decision, FailReason, Failure, RetryPolicy, classify_http, parse_retry_after};
 pub use rate::{InvalidRate, TokenBucket};
-pub use window::{LocalTime, SendWindow, ZonedWindow};
+pub use window::{DailyWindow, LocalTime, SendWindow, ZonedWindow};

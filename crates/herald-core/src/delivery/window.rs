@@ -55,10 +55,22 @@ impl fmt::Display for LocalTime {
     }
 }
 
-/// The daily hours `[from, to)` in which sending is allowed. `from` after `to` spans midnight
-/// (`21:00`–`09:00` allows the night); `from == to` is refused, as it says nothing clear.
+/// A span of every day, in local time: `[start, end)`. `start` after `end` spans midnight
+/// (`21:00`–`09:00` is the night); `start == end` is refused, as it says nothing clear. A
+/// mailing's send window and a person's quiet hours are both one; on the wire each keeps its own
+/// shape: [`SendWindow`] (`{"from", "to"}`, this type's serde form) and
+/// [`crate::notify::QuietHours`] (`{"start", "end"}`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "SendWindow", into = "SendWindow")]
+pub struct DailyWindow {
+    pub start: LocalTime,
+    pub end: LocalTime,
+}
+
+/// A mailing's sending hours as the API shows them: `{"from": "09:00", "to": "21:00"}`, the
+/// hours `[from, to)` of each client's day in which sending is allowed (see [`DailyWindow`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(try_from = "RawWindow")]
+#[serde(deny_unknown_fields)]
 #[schema(example = json!({"from": "09:00", "to": "21:00"}))]
 pub struct SendWindow {
     /// Start of the allowed hours, local time, `HH:MM`.
@@ -69,49 +81,48 @@ pub struct SendWindow {
     pub to: LocalTime,
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawWindow {
-    from: LocalTime,
-    to: LocalTime,
-}
-
-impl TryFrom<RawWindow> for SendWindow {
+impl TryFrom<SendWindow> for DailyWindow {
     type Error = &'static str;
-    fn try_from(raw: RawWindow) -> Result<Self, Self::Error> {
-        Self::new(raw.from, raw.to)
+    fn try_from(shape: SendWindow) -> Result<Self, Self::Error> {
+        Self::new(shape.from, shape.to).map_err(|_| "the window's from and to must differ")
     }
 }
 
-impl SendWindow {
-    pub fn new(from: LocalTime, to: LocalTime) -> Result<Self, &'static str> {
-        if from == to {
-            return Err("the window's from and to must differ");
+impl From<DailyWindow> for SendWindow {
+    fn from(window: DailyWindow) -> Self {
+        Self { from: window.start, to: window.end }
+    }
+}
+
+impl DailyWindow {
+    pub fn new(start: LocalTime, end: LocalTime) -> Result<Self, &'static str> {
+        if start == end {
+            return Err("start and end must differ");
         }
-        Ok(Self { from, to })
+        Ok(Self { start, end })
     }
 
     /// Whether a local time of day is inside the window.
     pub fn contains(&self, t: NaiveTime) -> bool {
-        let (from, to) = (self.from.time(), self.to.time());
-        if from < to { from <= t && t < to } else { t >= from || t < to }
+        let (start, end) = (self.start.time(), self.end.time());
+        if start < end { start <= t && t < end } else { t >= start || t < end }
     }
 
     /// The first instant at or after `at` whose local time in `tz` is inside the window.
     ///
     /// Across a daylight-saving change the window's start may not exist that day (clocks jump
     /// over it): the first instant after the jump is used. When it exists twice, the earlier.
-    pub fn next_allowed(&self, at: DateTime<Utc>, tz: Tz) -> DateTime<Utc> {
+    pub fn next_inside(&self, at: DateTime<Utc>, tz: Tz) -> DateTime<Utc> {
         let local = at.with_timezone(&tz);
         if self.contains(local.time()) {
             return at;
         }
-        // Outside the window: it opens at `from`, today if that is still ahead, else tomorrow.
+        // Outside the window: it opens at `start`, today if that is still ahead, else tomorrow.
         let mut day = local.date_naive();
-        if local.time() >= self.from.time() {
+        if local.time() >= self.start.time() {
             day = day + Days::new(1);
         }
-        let start = day.and_time(self.from.time());
+        let start = day.and_time(self.start.time());
         match tz.from_local_datetime(&start) {
             LocalResult::Single(t) | LocalResult::Ambiguous(t, _) => t.with_timezone(&Utc),
             LocalResult::None => {
@@ -121,6 +132,13 @@ impl SendWindow {
                     .map_or(at, |t| t.with_timezone(&Utc))
             }
         }
+    }
+
+    /// The first instant at or after `at` whose local time in `tz` is outside the window: `at`
+    /// itself when it is outside, else the window's end (across a daylight-saving change, the
+    /// first instant that exists after it).
+    pub fn next_outside(&self, at: DateTime<Utc>, tz: Tz) -> DateTime<Utc> {
+        Self { start: self.end, end: self.start }.next_inside(at, tz)
     }
 }
 
@@ -135,18 +153,18 @@ pub struct ZonedWindow {
 }
 
 impl ZonedWindow {
-    pub fn new(window: SendWindow, tz: Tz) -> Self {
-        Self { from: window.from, to: window.to, tz }
+    pub fn new(window: DailyWindow, tz: Tz) -> Self {
+        Self { from: window.start, to: window.end, tz }
     }
 
     /// The window a delivery payload carries, if any; an unreadable one is ignored (none).
     pub fn of_payload(payload: &serde_json::Value) -> Option<Self> {
         let zoned = Self::deserialize(payload.get("window")?).ok()?;
-        SendWindow::new(zoned.from, zoned.to).is_ok().then_some(zoned)
+        DailyWindow::new(zoned.from, zoned.to).is_ok().then_some(zoned)
     }
 
     pub fn next_allowed(&self, at: DateTime<Utc>) -> DateTime<Utc> {
-        SendWindow { from: self.from, to: self.to }.next_allowed(at, self.tz)
+        DailyWindow { start: self.from, end: self.to }.next_inside(at, self.tz)
     }
 }
 
@@ -172,8 +190,8 @@ mod tests {
         s.parse().expect("an RFC 3339 instant")
     }
 
-    fn window(from: &str, to: &str) -> SendWindow {
-        SendWindow::new(from.parse().expect("from"), to.parse().expect("to")).expect("window")
+    fn window(from: &str, to: &str) -> DailyWindow {
+        DailyWindow::new(from.parse().expect("from"), to.parse().expect("to")).expect("window")
     }
 
     #[test]
@@ -182,7 +200,7 @@ mod tests {
         for bad in ["25:00", "9:00", "09:60", "09-00", "0900", "", "ab:cd", "+1:00", "23:59:00"] {
             assert!(bad.parse::<LocalTime>().is_err(), "{bad} was accepted");
         }
-        assert!(SendWindow::new("10:00".parse().expect("t"), "10:00".parse().expect("t")).is_err());
+        assert!(DailyWindow::new("10:00".parse().expect("t"), "10:00".parse().expect("t")).is_err());
     }
 
     #[test]
@@ -190,23 +208,23 @@ mod tests {
         let day = window("09:00", "21:00");
         let moscow: Tz = "Europe/Moscow".parse().expect("zone");
         // 05:00 UTC is 08:00 in Moscow: the window opens an hour later.
-        assert_eq!(day.next_allowed(at("2026-11-22T05:00:00Z"), moscow), at("2026-11-22T06:00:00Z"));
+        assert_eq!(day.next_inside(at("2026-11-22T05:00:00Z"), moscow), at("2026-11-22T06:00:00Z"));
         // 10:00 in Moscow: now.
-        assert_eq!(day.next_allowed(at("2026-11-22T07:00:00Z"), moscow), at("2026-11-22T07:00:00Z"));
+        assert_eq!(day.next_inside(at("2026-11-22T07:00:00Z"), moscow), at("2026-11-22T07:00:00Z"));
         // 21:00 in Moscow is closed: tomorrow 09:00.
-        assert_eq!(day.next_allowed(at("2026-11-22T18:00:00Z"), moscow), at("2026-11-23T06:00:00Z"));
+        assert_eq!(day.next_inside(at("2026-11-22T18:00:00Z"), moscow), at("2026-11-23T06:00:00Z"));
         let vladivostok: Tz = "Asia/Vladivostok".parse().expect("zone");
         // 05:00 UTC is 15:00 in Vladivostok (UTC+10): now.
-        assert_eq!(day.next_allowed(at("2026-11-22T05:00:00Z"), vladivostok), at("2026-11-22T05:00:00Z"));
+        assert_eq!(day.next_inside(at("2026-11-22T05:00:00Z"), vladivostok), at("2026-11-22T05:00:00Z"));
     }
 
     #[test]
     fn a_window_across_midnight_allows_the_night() {
         let night = window("21:00", "09:00");
         let utc = Tz::UTC;
-        assert_eq!(night.next_allowed(at("2026-11-22T23:30:00Z"), utc), at("2026-11-22T23:30:00Z"));
-        assert_eq!(night.next_allowed(at("2026-11-22T03:00:00Z"), utc), at("2026-11-22T03:00:00Z"));
-        assert_eq!(night.next_allowed(at("2026-11-22T09:00:00Z"), utc), at("2026-11-22T21:00:00Z"));
+        assert_eq!(night.next_inside(at("2026-11-22T23:30:00Z"), utc), at("2026-11-22T23:30:00Z"));
+        assert_eq!(night.next_inside(at("2026-11-22T03:00:00Z"), utc), at("2026-11-22T03:00:00Z"));
+        assert_eq!(night.next_inside(at("2026-11-22T09:00:00Z"), utc), at("2026-11-22T21:00:00Z"));
     }
 
     #[test]
@@ -215,10 +233,10 @@ mod tests {
         let ny: Tz = "America/New_York".parse().expect("zone");
         let w = window("02:30", "04:00");
         // 2026-03-08T06:00Z is 01:00 EST; 02:30 does not exist, so 03:00 EDT (07:00Z).
-        assert_eq!(w.next_allowed(at("2026-03-08T06:00:00Z"), ny), at("2026-03-08T07:00:00Z"));
+        assert_eq!(w.next_inside(at("2026-03-08T06:00:00Z"), ny), at("2026-03-08T07:00:00Z"));
         // In autumn 01:30 happens twice; the earlier (EDT, 05:30Z) is taken.
         let w = window("01:30", "04:00");
-        assert_eq!(w.next_allowed(at("2026-11-01T04:00:00Z"), ny), at("2026-11-01T05:30:00Z"));
+        assert_eq!(w.next_inside(at("2026-11-01T04:00:00Z"), ny), at("2026-11-01T05:30:00Z"));
     }
 
     #[test]
@@ -228,5 +246,19 @@ mod tests {
         assert_eq!(json["window"], serde_json::json!({"from": "09:00", "to": "21:00", "tz": "Asia/Tokyo"}));
         assert_eq!(ZonedWindow::of_payload(&json), Some(zoned));
         assert_eq!(ZonedWindow::of_payload(&serde_json::json!({"window": {"from": "x"}})), None);
+    }
+
+    #[test]
+    fn a_window_reads_and_prints_as_from_and_to_and_ends_where_it_ends() {
+        let w: DailyWindow =
+            serde_json::from_value(serde_json::json!({"from": "22:00", "to": "07:00"})).expect("window");
+        assert_eq!(w, window("22:00", "07:00"));
+        assert_eq!(serde_json::to_value(w).expect("json"), serde_json::json!({"from": "22:00", "to": "07:00"}));
+        let same = serde_json::from_value::<DailyWindow>(serde_json::json!({"from": "07:00", "to": "07:00"}));
+        assert!(same.expect_err("equal").to_string().contains("from and to must differ"));
+        assert!(serde_json::from_value::<DailyWindow>(serde_json::json!({"start": "22:00", "end": "07:00"})).is_err());
+        // Inside the night it ends at 07:00; outside it, now.
+        assert_eq!(w.next_outside(at("2026-11-22T23:00:00Z"), Tz::UTC), at("2026-11-23T07:00:00Z"));
+        assert_eq!(w.next_outside(at("2026-11-22T12:00:00Z"), Tz::UTC), at("2026-11-22T12:00:00Z"));
     }
 }

@@ -3,7 +3,7 @@
 
 use herald_core::{
     campaign::{Client, ClientId, Mailing, MailingFilter, MailingId, MessageText, OperatorCode, Phone, Tag},
-    delivery::{LocalTime, SendWindow},
+    delivery::{DailyWindow, LocalTime},
     store::StoreError,
 };
 use sqlx::FromRow;
@@ -62,7 +62,7 @@ fn mailing_of(c: MailingCols) -> Result<Mailing, StoreError> {
     let window = match (c.window_from, c.window_to) {
         (Some(from), Some(to)) => {
             let time = |t: &str| t.parse::<LocalTime>().map_err(|e| corrupt("mailing window", e));
-            Some(SendWindow::new(time(&from)?, time(&to)?).map_err(|e| corrupt("mailing window", e))?)
+            Some(DailyWindow::new(time(&from)?, time(&to)?).map_err(|e| corrupt("mailing window", e))?)
         }
         (None, None) => None,
         _ => return Err(corrupt("mailing window", "one end of the window is missing")),

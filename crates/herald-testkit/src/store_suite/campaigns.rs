@@ -7,7 +7,7 @@ use herald_core::{
         Client, ClientFilter, ClientId, Mailing, MailingFilter, MailingId, MailingStatus, MessageText, OperatorCode,
         Phone, Tag,
     },
-    delivery::SendWindow,
+    delivery::DailyWindow,
     store::{Constraint, Store, StoreError},
 };
 
@@ -30,7 +30,7 @@ pub fn new_client(phone: &str, code: &str, tag: &str, zone: &str) -> Client {
 /// A scheduled mailing from `start_at` to `end_at` with a filter and an optional window.
 pub fn new_mailing(
     filter: MailingFilter,
-    window: Option<SendWindow>,
+    window: Option<DailyWindow>,
     start_at: DateTime<Utc>,
     end_at: DateTime<Utc>,
 ) -> Mailing {
@@ -57,8 +57,8 @@ pub fn filter(codes: Option<&[&str]>, tags: Option<&[&str]>) -> MailingFilter {
 }
 
 /// A send window from `from` to `to` (`HH:MM`).
-pub fn window(from: &str, to: &str) -> SendWindow {
-    SendWindow::new(from.parse().expect("from"), to.parse().expect("to")).expect("window")
+pub fn window(from: &str, to: &str) -> DailyWindow {
+    DailyWindow::new(from.parse().expect("from"), to.parse().expect("to")).expect("window")
 }
 
 fn phone_conflict(result: Result<(), StoreError>) {

@@ -132,7 +132,7 @@ pub async fn a_windowed_mailing_plans_each_clients_first_attempt_by_zone(store: 
     let list = messages(store, &m).await;
     for c in &clients {
         let d = message_for(&list, c);
-        assert_eq!((d.status, d.next_attempt_at), (DeliveryStatus::Pending, w.next_allowed(t, c.timezone.0)));
+        assert_eq!((d.status, d.next_attempt_at), (DeliveryStatus::Pending, w.next_inside(t, c.timezone.0)));
         let expected = json!({"from": "09:00", "to": "21:00", "tz": c.timezone.name()});
         assert_eq!(d.payload["window"], expected, "the window travels in the client's zone");
         assert_eq!(ZonedWindow::of_payload(&d.payload), Some(ZonedWindow::new(w, c.timezone.0)));

@@ -4,9 +4,9 @@
 
 use chrono::{DateTime, Duration, Timelike as _, Utc};
 use herald_core::{
-    delivery::{DeliveryId, DeliveryReport, DeliveryStatus},
+    delivery::{DailyWindow, DeliveryId, DeliveryReport, DeliveryStatus},
     notice::{self, Notice, NoticeFilter, NoticeId, NoticeStatus, NoticeStep, StepStatus},
-    notify::{NoticeChannel, NoticeType, Preferences, QuietHours},
+    notify::{NoticeChannel, NoticeType, Preferences},
     store::{Constraint, Store, StoreError},
     stream::{SessionCursor, SessionId},
     user::{ProfileChange, UserId},
@@ -202,8 +202,9 @@ pub async fn quiet_hours_defer_a_step_and_expiry_ends_the_notice(store: &dyn Sto
     let at = now();
     // Quiet from an hour ago until an hour from now, in UTC (the person set no zone).
     let hm = |t: DateTime<Utc>| format!("{:02}:{:02}", t.hour(), t.minute());
-    let quiet: QuietHours = serde_json::from_value(
-        serde_json::json!({"start": hm(at - Duration::hours(1)), "end": hm(at + Duration::hours(1))}),
+    let quiet = DailyWindow::new(
+        hm(at - Duration::hours(1)).parse().expect("start"),
+        hm(at + Duration::hours(1)).parse().expect("end"),
     )
     .expect("quiet hours");
     let prefs = Preferences { quiet_hours: Some(quiet), ..Preferences::default() };

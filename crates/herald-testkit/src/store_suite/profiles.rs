@@ -2,7 +2,8 @@
 
 use herald_core::{
     campaign::TimeZone,
-    notify::{ChannelSwitches, NoticeType, Preferences, QuietHours, TypePreference, TypeSwitches},
+    delivery::DailyWindow,
+    notify::{ChannelSwitches, NoticeType, Preferences, TypePreference, TypeSwitches},
     store::{Store, StoreError},
     user::{ContactPhone, ProfileChange, Role, UserId, UserName},
 };
@@ -41,7 +42,7 @@ pub async fn preferences_default_until_set_and_read_back_whole(store: &dyn Store
     assert_eq!(store.preferences(UserId::new()).await.expect("read"), None, "an unknown user has none");
 
     let preferences = Preferences {
-        quiet_hours: Some(QuietHours { start: "22:00".parse().expect("t"), end: "07:00".parse().expect("t") }),
+        quiet_hours: Some(DailyWindow { start: "22:00".parse().expect("t"), end: "07:00".parse().expect("t") }),
         channels: ChannelSwitches { email: true, sms: false, webhook: true },
         types: [(
             NoticeType::parse("marketing").expect("type"),

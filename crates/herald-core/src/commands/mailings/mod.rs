@@ -11,7 +11,7 @@ use uuid::Uuid;
 use crate::{
     campaign::{Mailing, MailingFilter, MailingId, MailingStatus, MessageCounts, MessageText},
     command::{Access, Command, Ctx},
-    delivery::SendWindow,
+    delivery::{DailyWindow, SendWindow},
     error::{ApiError, ErrorCode},
     page::{self, Page},
     services::Services,
@@ -37,7 +37,8 @@ pub struct MailingView {
     pub text: String,
     pub filter: MailingFilter,
     /// Sending hours in each client's local time; absent: any time.
-    pub window: Option<SendWindow>,
+    #[schema(value_type = Option<SendWindow>)]
+    pub window: Option<DailyWindow>,
     pub status: MailingStatus,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
@@ -96,7 +97,8 @@ pub struct CreateInput {
     /// Which clients receive it; absent: every client.
     pub filter: Option<MailingFilter>,
     /// Sending hours in each client's local time.
-    pub window: Option<SendWindow>,
+    #[schema(value_type = Option<SendWindow>)]
+    pub window: Option<DailyWindow>,
 }
 
 /// Creates a mailing; one whose period has begun starts at once.
@@ -215,7 +217,7 @@ pub struct UpdateInput {
     /// Replaces the window; `null` removes it.
     #[serde(default, deserialize_with = "present")]
     #[schema(value_type = Option<SendWindow>)]
-    pub window: Option<Option<SendWindow>>,
+    pub window: Option<Option<DailyWindow>>,
 }
 
 /// Changes a mailing.
