@@ -22,7 +22,6 @@ pub const EVENTS_TOPIC: &str = "events";
 pub const TYPE_HEADER: &str = "herald-type";
 /// Header carrying the event's channel.
 pub const CHANNEL_HEADER: &str = "herald-channel";
-pub use crate::trace::TRACEPARENT_HEADER;
 
 /// A change event on the wire.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

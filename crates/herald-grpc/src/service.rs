@@ -10,7 +10,7 @@ use herald_core::{
     calendar::Period,
     error::{ApiError, ErrorCode},
     trace,
-    wire::TRACEPARENT_HEADER,
+    trace::TRACEPARENT_HEADER,
 };
 use serde_json::Value;
 use tokio::time::Instant;

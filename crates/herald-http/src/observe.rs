@@ -16,7 +16,7 @@ use herald_core::{
     error::ApiError,
     metrics::{Metrics, RequestLabels, RouteLabels},
     trace,
-    wire::TRACEPARENT_HEADER,
+    trace::TRACEPARENT_HEADER,
 };
 use tracing::Instrument as _;
 use uuid::Uuid;

@@ -36,7 +36,7 @@ use herald_core::{
     error::{ApiError, ErrorCode, Problem},
     health::ReadyFlag,
     trace,
-    wire::TRACEPARENT_HEADER,
+    trace::TRACEPARENT_HEADER,
 };
 use serde::Serialize;
 use serde_json::Value;

@@ -21,7 +21,7 @@ use herald_core::{
     forward::Forward,
     metrics::Metrics,
     trace,
-    wire::TRACEPARENT_HEADER,
+    trace::TRACEPARENT_HEADER,
 };
 use serde::Deserialize;
 use serde_json::Value;
