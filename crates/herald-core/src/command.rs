@@ -97,39 +97,43 @@ pub trait Command: Send + Sync + 'static {
     async fn run(&self, svc: &Services, cx: &Ctx, input: Self::Input) -> Result<Self::Output, ApiError>;
 }
 
-/// A command that reads a byte stream beside its JSON input, or answers with one (see
-/// [`crate::body`]): an upload, an import, a download. Every transport carries the bytes in its
-/// own framing; the command sees one [`Body`].
+/// A command that reads a byte stream beside its JSON input (see [`crate::body`]): an upload,
+/// an import. Every transport carries the bytes in its own framing; the command sees one
+/// [`Body`], and the registry refuses a call that brings none.
 #[async_trait]
-pub trait StreamCommand: Send + Sync + 'static {
+pub trait UploadCommand: Send + Sync + 'static {
     const NAME: &'static str;
     const ACCESS: Access;
     const SUMMARY: &'static str;
-    /// [`BodyUse::Takes`] or [`BodyUse::Gives`].
-    const BODY: BodyUse;
     type Input: DeserializeOwned + ToSchema + Send + 'static;
     type Output: Serialize + ToSchema + Send + 'static;
 
-    /// `body` is the caller's bytes for a command that takes them (never `None` then: the
-    /// registry refuses a call without); the answer carries bytes for a command that gives them.
-    async fn run(
-        &self,
-        svc: &Services,
-        cx: &Ctx,
-        input: Self::Input,
-        body: Option<Body>,
-    ) -> Result<(Self::Output, Option<Body>), ApiError>;
+    async fn run(&self, svc: &Services, cx: &Ctx, input: Self::Input, body: Body) -> Result<Self::Output, ApiError>;
 }
 
-/// A registered command, its types erased to JSON.
+/// A command that answers with a byte stream beside its JSON output: a download. The registry
+/// refuses a call that brings bytes.
+#[async_trait]
+pub trait DownloadCommand: Send + Sync + 'static {
+    const NAME: &'static str;
+    const ACCESS: Access;
+    const SUMMARY: &'static str;
+    type Input: DeserializeOwned + ToSchema + Send + 'static;
+    type Output: Serialize + ToSchema + Send + 'static;
+
+    async fn run(&self, svc: &Services, cx: &Ctx, input: Self::Input) -> Result<(Self::Output, Body), ApiError>;
+}
+
+/// A registered command, its types erased to JSON. The registry has checked the body against
+/// the command's [`BodyUse`]: a command that takes bytes gets some, any other gets none.
 #[async_trait]
 trait DynCommand: Send + Sync {
     async fn call(&self, svc: &Services, cx: &Ctx, input: Value, body: Option<Body>) -> Result<Answer, ApiError>;
-
-    /// The typed checks' failures (the newtypes' rules: phone, time zone, lengths, …) of the
-    /// top-level fields of `input` not in `reported`, as field errors: every one, up to `max`.
-    fn typed_errors(&self, input: &Value, reported: &BTreeSet<String>, max: usize) -> Vec<FieldError>;
 }
+
+/// The typed checks' failures (the newtypes' rules: phone, time zone, lengths, …) of the
+/// top-level fields of an input not in `reported`, as field errors: every one, up to `max`.
+type TypedErrors = fn(input: &Value, reported: &BTreeSet<String>, max: usize) -> Vec<FieldError>;
 
 /// The top-level field of a dotted field path (`filter.tags.0` → `filter`).
 fn top_field(path: &str) -> &str {
@@ -176,45 +180,30 @@ struct Typed<C>(C);
 
 #[async_trait]
 impl<C: Command> DynCommand for Typed<C> {
-    async fn call(&self, svc: &Services, cx: &Ctx, input: Value, body: Option<Body>) -> Result<Answer, ApiError> {
-        if body.is_some() {
-            return Err(ApiError::new(
-                ErrorCode::UnsupportedMediaType,
-                format!("{} takes JSON input only, not a byte stream", C::NAME),
-            ));
-        }
+    async fn call(&self, svc: &Services, cx: &Ctx, input: Value, _: Option<Body>) -> Result<Answer, ApiError> {
         let output = self.0.run(svc, cx, decode(&input)?).await?;
         Ok(Answer::json(serde_json::to_value(output).map_err(ApiError::internal)?))
     }
+}
 
-    fn typed_errors(&self, input: &Value, reported: &BTreeSet<String>, max: usize) -> Vec<FieldError> {
-        typed_errors::<C::Input>(input, reported, max)
+struct Uploading<C>(C);
+
+#[async_trait]
+impl<C: UploadCommand> DynCommand for Uploading<C> {
+    async fn call(&self, svc: &Services, cx: &Ctx, input: Value, body: Option<Body>) -> Result<Answer, ApiError> {
+        let body = body.ok_or_else(|| ApiError::invalid_field("body", "is required"))?;
+        let output = self.0.run(svc, cx, decode(&input)?, body).await?;
+        Ok(Answer::json(serde_json::to_value(output).map_err(ApiError::internal)?))
     }
 }
 
-struct Streamed<C>(C);
+struct Downloading<C>(C);
 
 #[async_trait]
-impl<C: StreamCommand> DynCommand for Streamed<C> {
-    async fn call(&self, svc: &Services, cx: &Ctx, input: Value, body: Option<Body>) -> Result<Answer, ApiError> {
-        match (C::BODY, &body) {
-            (BodyUse::Takes, None) => {
-                return Err(ApiError::invalid_field("body", "is required: this command reads a byte stream"));
-            }
-            (BodyUse::Gives | BodyUse::None, Some(_)) => {
-                return Err(ApiError::new(
-                    ErrorCode::UnsupportedMediaType,
-                    format!("{} takes JSON input only, not a byte stream", C::NAME),
-                ));
-            }
-            _ => {}
-        }
-        let (output, body) = self.0.run(svc, cx, decode(&input)?, body).await?;
-        Ok(Answer { output: serde_json::to_value(output).map_err(ApiError::internal)?, body })
-    }
-
-    fn typed_errors(&self, input: &Value, reported: &BTreeSet<String>, max: usize) -> Vec<FieldError> {
-        typed_errors::<C::Input>(input, reported, max)
+impl<C: DownloadCommand> DynCommand for Downloading<C> {
+    async fn call(&self, svc: &Services, cx: &Ctx, input: Value, _: Option<Body>) -> Result<Answer, ApiError> {
+        let (output, body) = self.0.run(svc, cx, decode(&input)?).await?;
+        Ok(Answer { output: serde_json::to_value(output).map_err(ApiError::internal)?, body: Some(body) })
     }
 }
 
@@ -231,6 +220,7 @@ pub struct CommandInfo {
     /// Checks every answer against the documented output schema in debug builds (so in every
     /// test run); `None` in release builds.
     output_validator: Option<jsonschema::Validator>,
+    typed_errors: TypedErrors,
     command: Box<dyn DynCommand>,
 }
 
@@ -259,7 +249,7 @@ impl CommandInfo {
     /// field the schema did not already refuse, so one answer lists every bad field.
     pub fn check_input(&self, input: &Value) -> Result<(), ApiError> {
         self.check_schema(input)?;
-        let errors = self.command.typed_errors(input, &BTreeSet::new(), MAX_FIELD_ERRORS + 1);
+        let errors = (self.typed_errors)(input, &BTreeSet::new(), MAX_FIELD_ERRORS + 1);
         if errors.is_empty() { Ok(()) } else { Err(ApiError::validation(errors)) }
     }
 
@@ -273,8 +263,23 @@ impl CommandInfo {
         if reported.contains("") || err.errors_truncated() {
             return Err(err);
         }
-        errors.extend(self.command.typed_errors(input, &reported, MAX_FIELD_ERRORS + 1 - errors.len()));
+        errors.extend((self.typed_errors)(input, &reported, MAX_FIELD_ERRORS + 1 - errors.len()));
         Err(ApiError::validation(errors))
+    }
+
+    /// Refuses a call whose bytes do not fit the command: none for one that reads them, some for
+    /// one that takes JSON only.
+    fn check_body(&self, given: bool) -> Result<(), ApiError> {
+        match (self.body, given) {
+            (BodyUse::Takes, false) => {
+                Err(ApiError::invalid_field("body", "is required: this command reads a byte stream"))
+            }
+            (BodyUse::None | BodyUse::Gives, true) => Err(ApiError::new(
+                ErrorCode::UnsupportedMediaType,
+                format!("{} takes JSON input only, not a byte stream", self.name),
+            )),
+            _ => Ok(()),
+        }
     }
 
     /// Validates raw input against the command's schema, reporting every failing field.
@@ -296,13 +301,17 @@ impl Registry {
         self.add::<C::Input, C::Output>(C::NAME, C::ACCESS, C::SUMMARY, BodyUse::None, Box::new(Typed(command)))
     }
 
-    /// Adds a command that reads or gives a byte stream, as [`Registry::register`] does.
-    pub fn register_streamed<C: StreamCommand>(&mut self, command: C) -> &mut Self {
-        assert!(C::BODY != BodyUse::None, "{} is registered as streamed but uses no body", C::NAME);
-        self.add::<C::Input, C::Output>(C::NAME, C::ACCESS, C::SUMMARY, C::BODY, Box::new(Streamed(command)))
+    /// Adds a command that reads a byte stream, as [`Registry::register`] does.
+    pub fn register_upload<C: UploadCommand>(&mut self, command: C) -> &mut Self {
+        self.add::<C::Input, C::Output>(C::NAME, C::ACCESS, C::SUMMARY, BodyUse::Takes, Box::new(Uploading(command)))
     }
 
-    fn add<I: ToSchema, O: ToSchema>(
+    /// Adds a command that answers with a byte stream, as [`Registry::register`] does.
+    pub fn register_download<C: DownloadCommand>(&mut self, command: C) -> &mut Self {
+        self.add::<C::Input, C::Output>(C::NAME, C::ACCESS, C::SUMMARY, BodyUse::Gives, Box::new(Downloading(command)))
+    }
+
+    fn add<I: DeserializeOwned + ToSchema, O: ToSchema>(
         &mut self,
         name: &'static str,
         access: Access,
@@ -314,8 +323,18 @@ impl Registry {
         let input = SchemaDoc::of::<I>(format!("{pascal}Input"));
         let output = SchemaDoc::of::<O>(format!("{pascal}Output"));
         let validator = SchemaCheck::compile(&input);
-        let info =
-            CommandInfo { name, access, summary, input, output, body, validator, output_validator: None, command };
+        let info = CommandInfo {
+            name,
+            access,
+            summary,
+            input,
+            output,
+            body,
+            validator,
+            output_validator: None,
+            typed_errors: typed_errors::<I>,
+            command,
+        };
         assert!(self.commands.insert(name, info).is_none(), "command {name} registered twice");
         self
     }
@@ -392,6 +411,7 @@ impl Registry {
                 key.check(info.name)?;
             }
             info.check_schema(&input)?;
+            info.check_body(body.is_some())?;
             let answer = info.command.call(svc, &cx, input, body).await?;
             info.check_output(&answer.output)?;
             Ok::<_, ApiError>(answer)

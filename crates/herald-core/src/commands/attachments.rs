@@ -11,9 +11,9 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::{
-    body::{Body, BodyUse},
+    body::Body,
     change::ChangeEvent,
-    command::{Access, Command, Ctx, StreamCommand},
+    command::{Access, Command, Ctx, DownloadCommand, UploadCommand},
     error::{ApiError, ErrorCode},
     files::{StoredFile, remove_attachment_files},
     services::Services,
@@ -72,11 +72,10 @@ pub struct UploadInput {
 pub struct Upload;
 
 #[async_trait]
-impl StreamCommand for Upload {
+impl UploadCommand for Upload {
     const NAME: &'static str = "attachments.upload";
     const ACCESS: Access = Access::User;
     const SUMMARY: &'static str = "Attach a file to a task (streamed)";
-    const BODY: BodyUse = BodyUse::Takes;
     type Input = UploadInput;
     type Output = AttachmentView;
 
@@ -85,17 +84,16 @@ impl StreamCommand for Upload {
         svc: &Services,
         cx: &Ctx,
         input: UploadInput,
-        body: Option<Body>,
-    ) -> Result<(AttachmentView, Option<Body>), ApiError> {
+        mut body: Body,
+    ) -> Result<AttachmentView, ApiError> {
         let identity = cx.identity()?;
         let task = TaskId(input.task_id);
         // The task first: nothing is read from a caller who may not attach to it.
         svc.store.task(identity.user_id, task).await?.ok_or_else(|| not_found("task"))?;
         let max = svc.max_upload;
-        if body.as_ref().and_then(Body::length).is_some_and(|length| length > max) {
+        if body.length().is_some_and(|length| length > max) {
             return Err(too_large(max));
         }
-        let mut body = body.ok_or_else(|| ApiError::invalid_field("body", "is required"))?;
         // Held until the upload has ended, whatever way: one user's uploads at once are bounded
         // before a byte is stored, so a few slow clients cannot hold every upload's memory.
         let _slot = svc.uploads.try_begin(identity.user_id).ok_or_else(|| too_many_uploads(svc.uploads.limit()))?;
@@ -122,7 +120,7 @@ impl StreamCommand for Upload {
             }
         };
         let view = attach(svc, cx, task, stored, input.file_name.as_deref(), input.content_type.as_deref()).await?;
-        Ok((view, None))
+        Ok(view)
     }
 }
 
@@ -263,21 +261,14 @@ pub struct AttachmentContent {
 pub struct Download;
 
 #[async_trait]
-impl StreamCommand for Download {
+impl DownloadCommand for Download {
     const NAME: &'static str = "attachments.download";
     const ACCESS: Access = Access::User;
     const SUMMARY: &'static str = "Download an attachment (streamed; single byte ranges)";
-    const BODY: BodyUse = BodyUse::Gives;
     type Input = DownloadInput;
     type Output = AttachmentContent;
 
-    async fn run(
-        &self,
-        svc: &Services,
-        cx: &Ctx,
-        input: DownloadInput,
-        _body: Option<Body>,
-    ) -> Result<(AttachmentContent, Option<Body>), ApiError> {
+    async fn run(&self, svc: &Services, cx: &Ctx, input: DownloadInput) -> Result<(AttachmentContent, Body), ApiError> {
         let range = match input.range.as_deref() {
             None => None,
             Some(spec) => Some(RangeSpec::parse(spec).ok_or_else(|| {
@@ -314,7 +305,7 @@ impl StreamCommand for Download {
             length,
             partial: resolved.is_some(),
         };
-        Ok((content, Some(Body::from_reader(file.reader, length))))
+        Ok((content, Body::from_reader(file.reader, length)))
     }
 }
 

@@ -10,9 +10,9 @@ use serde_json::Value;
 use utoipa::ToSchema;
 
 use crate::{
-    body::{Body, BodyUse},
+    body::Body,
     campaign::Client,
-    command::{Access, Ctx, SchemaCheck, StreamCommand},
+    command::{Access, Ctx, SchemaCheck, UploadCommand},
     error::ApiError,
     services::Services,
 };
@@ -77,22 +77,14 @@ impl Default for Import {
 }
 
 #[async_trait]
-impl StreamCommand for Import {
+impl UploadCommand for Import {
     const NAME: &'static str = "clients.import";
     const ACCESS: Access = Access::Admin;
     const SUMMARY: &'static str = "Import clients from NDJSON, streamed";
-    const BODY: BodyUse = BodyUse::Takes;
     type Input = ImportInput;
     type Output = BulkReport;
 
-    async fn run(
-        &self,
-        svc: &Services,
-        _cx: &Ctx,
-        _input: ImportInput,
-        body: Option<Body>,
-    ) -> Result<(BulkReport, Option<Body>), ApiError> {
-        let mut body = body.ok_or_else(|| ApiError::invalid_field("body", "is required"))?;
+    async fn run(&self, svc: &Services, _: &Ctx, _: ImportInput, mut body: Body) -> Result<BulkReport, ApiError> {
         let mut import = Lines::new(svc, &self.line_schema);
         let mut buffer = BytesMut::new();
         // While a line is over the limit its bytes are dropped until its end.
@@ -121,7 +113,7 @@ impl StreamCommand for Import {
         // Duplicates are found when their batch is stored, after later bad lines: list in line order.
         import.report.errors.sort_by_key(|e| e.line);
         tracing::info!(created = import.report.created, failed = import.report.failed, "clients imported");
-        Ok((import.report, None))
+        Ok(import.report)
     }
 }
 
