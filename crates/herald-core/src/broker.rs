@@ -13,7 +13,7 @@
 //!   `d`; `nack(None)` at once.
 //! - **Topics** ([`Broker::broadcast`], [`Broker::subscribe`]) fan out: every live subscription gets
 //!   every message broadcast after it subscribed, in broadcast order. They are not durable: what a
-//!   subscriber misses while away, the store's channel streams fill in. A subscription that may
+//!   subscriber misses while away, the store's streams fill in. A subscription that may
 //!   have missed messages (its connection dropped and came back, or the adapter had to drop some)
 //!   says so: [`Subscription::next`] returns [`BrokerError::Interrupted`] once it is receiving
 //!   again, so everything broadcast after that error arrives, and the subscriber reads the store

@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 use uuid::Uuid;
 
-use crate::{quarantine::ItemFailure, user::UserId};
+use crate::{quarantine::ItemFailure, stream::StreamName, user::UserId};
 
 /// An event about to be written to the outbox.
 #[derive(Debug, Clone, PartialEq)]
@@ -13,8 +13,8 @@ pub struct ChangeEvent {
     pub id: Uuid,
     /// Dotted type, e.g. `task.updated`.
     pub kind: String,
-    /// Where the event goes: `user:<id>` or `room:<id>`.
-    pub channel: String,
+    /// Where the event goes (stored, and sent to clients, as its `channel`).
+    pub stream: StreamName,
     pub payload: Value,
     pub created_at: DateTime<Utc>,
     /// W3C `traceparent` of the span that caused it, when spans are exported (see [`crate::trace`]).
@@ -22,22 +22,16 @@ pub struct ChangeEvent {
 }
 
 impl ChangeEvent {
-    /// An event for one user's own channel.
+    /// An event for one user's own stream.
     pub fn for_user(owner: UserId, kind: &str, payload: Value, now: DateTime<Utc>) -> Self {
-        Self::on_channel(user_stream(owner), kind, payload, now)
+        Self::on_stream(StreamName::User(owner), kind, payload, now)
     }
 
-    /// An event for any channel (`room:<id>`, see [`crate::room::room_stream`]), caused by the
-    /// current span (the command that writes it).
-    pub fn on_channel(channel: String, kind: &str, payload: Value, now: DateTime<Utc>) -> Self {
+    /// An event for any stream, caused by the current span (the command that writes it).
+    pub fn on_stream(stream: StreamName, kind: &str, payload: Value, now: DateTime<Utc>) -> Self {
         let trace_context = crate::trace::current();
-        Self { id: Uuid::now_v7(), kind: kind.to_owned(), channel, payload, created_at: now, trace_context }
+        Self { id: Uuid::now_v7(), kind: kind.to_owned(), stream, payload, created_at: now, trace_context }
     }
-}
-
-/// The channel of a user's own events.
-pub fn user_stream(user: UserId) -> String {
-    crate::stream::StreamName::User(user).to_string()
 }
 
 /// What the relay may publish now: unpublished events in order, but for the streams it holds
@@ -52,10 +46,10 @@ pub struct Unpublished {
 #[derive(Debug, Clone, PartialEq)]
 pub struct OutboxEvent {
     /// Position in the outbox: commit order on SQLite; insertion order on PostgreSQL, which within
-    /// one channel is commit order.
+    /// one stream is commit order.
     pub seq: i64,
-    /// Gap-free position within the event's channel, from 1.
-    pub channel_offset: i64,
+    /// Gap-free position within the event's stream, from 1.
+    pub stream_offset: i64,
     pub event: ChangeEvent,
     pub published_at: Option<DateTime<Utc>>,
 }

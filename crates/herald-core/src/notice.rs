@@ -13,10 +13,11 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::{
-    change::{ChangeEvent, user_stream},
+    change::ChangeEvent,
     delivery::{Channel, DeliveryId, NewDelivery},
     notify::{NoticeChannel, NoticeType, Preferences},
     quarantine::ItemFailure,
+    stream::StreamName,
     user::{ContactPhone, Email, UserId, WebhookUrl},
 };
 
@@ -138,7 +139,7 @@ pub struct Notice {
     pub read_at: Option<DateTime<Utc>>,
     /// The in-app event's stream and offset, once an in-app step went: acknowledging that
     /// offset on that stream acknowledges the notice.
-    pub event: Option<(String, i64)>,
+    pub event: Option<(StreamName, i64)>,
     pub steps: Vec<NoticeStep>,
 }
 
@@ -149,7 +150,7 @@ impl Notice {
             // One event per notice, however often the step is tried.
             id: Uuid::new_v5(&self.id.0, b"realtime"),
             kind: EVENT_TYPE.to_owned(),
-            channel: user_stream(self.user_id),
+            stream: StreamName::User(self.user_id),
             // The frame's `data`: `data.id` is the notice's id.
             payload: serde_json::json!({
                 "id": self.id.0,

@@ -15,7 +15,7 @@ use crate::{campaign::MailingId, error::ApiError, room::RoomId, user::UserId};
 /// A stream's name, typed: `user:<id>` (a user's own changes), `room:<id>` (a room's) or
 /// `mailing:<id>` (a mailing's progress, for administrators). Ids are in their canonical form
 /// (lowercase, hyphenated), so one stream has one name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum StreamName {
     User(UserId),
     Room(RoomId),
@@ -48,6 +48,28 @@ impl StreamName {
     }
 }
 
+impl Serialize for StreamName {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+/// Read as [`StreamName::parse`] reads a client's name: a stored row or a broker message whose
+/// name is not a stream's is refused, not carried on.
+impl<'de> Deserialize<'de> for StreamName {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let raw = String::deserialize(d)?;
+        Self::parse(&raw).map_err(|_| serde::de::Error::custom(format!("{raw:?} is not a stream name")))
+    }
+}
+
+impl std::str::FromStr for StreamName {
+    type Err = ApiError;
+    fn from_str(raw: &str) -> Result<Self, ApiError> {
+        Self::parse(raw)
+    }
+}
+
 impl fmt::Display for StreamName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -58,12 +80,12 @@ impl fmt::Display for StreamName {
     }
 }
 
-/// Where a channel stands.
+/// Where a stream stands.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StreamHead {
     /// Names the stream's history; offsets of another epoch mean nothing here.
     pub epoch: String,
-    /// The last offset given out (0 when the channel never had an event).
+    /// The last offset given out (0 when the stream never had an event).
     pub offset: i64,
     /// The oldest offset the stream still holds; `offset + 1` when it holds none.
     pub first: i64,
@@ -110,19 +132,14 @@ impl fmt::Display for SessionId {
     }
 }
 
-/// A session's position in one channel.
+/// A session's position in one stream.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SessionCursor {
     pub user: UserId,
     pub session: SessionId,
-    pub channel: String,
+    pub stream: StreamName,
     /// The highest offset the client acknowledged.
     pub offset: i64,
-}
-
-/// The stream of a room's events: `room:<id>`.
-pub fn room_stream(room: RoomId) -> String {
-    StreamName::Room(room).to_string()
 }
 
 #[cfg(test)]
@@ -163,6 +180,16 @@ mod tests {
         ] {
             assert!(StreamName::parse(bad).is_err(), "{bad:?} accepted");
         }
+    }
+
+    #[test]
+    fn stream_names_go_through_serde_as_their_text() {
+        let room = StreamName::Room(RoomId::new());
+        let json = serde_json::to_value(room).expect("serialise");
+        assert_eq!(json, serde_json::json!(room.to_string()));
+        assert_eq!(serde_json::from_value::<StreamName>(json).expect("read back"), room);
+        let refused = serde_json::from_value::<StreamName>(serde_json::json!("room:1")).expect_err("not a stream");
+        assert!(refused.to_string().contains("is not a stream name"), "{refused}");
     }
 
     #[test]

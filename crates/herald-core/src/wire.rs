@@ -13,6 +13,7 @@ use crate::{
     broker::Message,
     change::OutboxEvent,
     delivery::{DeliveryJob, JobBatch},
+    stream::StreamName,
 };
 
 /// The topic every change event is broadcast on (gateways subscribe to it).
@@ -20,8 +21,8 @@ pub const EVENTS_TOPIC: &str = "events";
 
 /// Header carrying the event type, so consumers can route without decoding.
 pub const TYPE_HEADER: &str = "herald-type";
-/// Header carrying the event's channel.
-pub const CHANNEL_HEADER: &str = "herald-channel";
+/// Header carrying the event's stream (named `channel` on the wire, as in the envelope).
+pub const STREAM_HEADER: &str = "herald-channel";
 
 /// A change event on the wire.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -32,8 +33,9 @@ pub enum EventEnvelope {
         id: Uuid,
         #[serde(rename = "type")]
         kind: String,
-        channel: String,
-        /// Gap-free position within the channel.
+        #[serde(rename = "channel")]
+        stream: StreamName,
+        /// Gap-free position within the stream.
         offset: i64,
         data: Value,
         ts: DateTime<Utc>,
@@ -47,8 +49,8 @@ impl EventEnvelope {
         let envelope = EventEnvelope::V1 {
             id: e.id,
             kind: e.kind.clone(),
-            channel: e.channel.clone(),
-            offset: event.channel_offset,
+            stream: e.stream,
+            offset: event.stream_offset,
             data: e.payload.clone(),
             ts: e.created_at,
         };
@@ -56,7 +58,7 @@ impl EventEnvelope {
         let payload = serde_json::to_vec(&envelope).expect("an envelope serialises");
         Message::new(e.id, payload)
             .with_header(TYPE_HEADER, &e.kind)
-            .with_header(CHANNEL_HEADER, &e.channel)
+            .with_header(STREAM_HEADER, e.stream.to_string())
             .with_traceparent(e.trace_context.clone())
     }
 

@@ -26,7 +26,7 @@ pub(crate) fn apply_move(notice: &mut Notice, index: usize, step_move: &StepMove
     };
     if let StepMove::InApp(event) = step_move {
         // Its in-app event went: a later in-app step of the same pass has nothing to send.
-        notice.event.get_or_insert_with(|| (event.channel.clone(), 0));
+        notice.event.get_or_insert((event.stream, 0));
     }
     if let Some(step) = notice.steps.get_mut(index) {
         step.status = status;

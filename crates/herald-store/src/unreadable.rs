@@ -101,7 +101,7 @@ where
             }
         }
     }
-    events.retain(|e| !batch.unreadable.iter().any(|f| f.record == e.event.channel));
+    events.retain(|e| !batch.unreadable.iter().any(|f| f.record == e.event.stream.to_string()));
     batch.events = events;
     batch
 }

@@ -50,15 +50,14 @@ fn relay(store: &Arc<dyn Store>, broker: &TestBroker, batch: u32) -> Relay {
     Relay::new(store.clone(), broker.broker.clone(), Arc::new(Metrics::default()), options)
 }
 
-/// One decoded event as received: (id, channel, offset, type).
+/// One decoded event as received: (id, stream, offset, type).
 type Seen = (uuid::Uuid, String, i64, String);
 
 async fn receive(sub: &mut Box<dyn Subscription>, wait: Duration) -> Option<Seen> {
     let message = tokio::time::timeout(wait, sub.next()).await.ok()?.expect("subscription open");
-    let EventEnvelope::V1 { id, kind, channel, offset, .. } =
-        EventEnvelope::decode(&message.payload).expect("envelope");
+    let EventEnvelope::V1 { id, kind, stream, offset, .. } = EventEnvelope::decode(&message.payload).expect("envelope");
     assert_eq!(message.id, id, "the message id is the event id");
-    Some((id, channel, offset, kind))
+    Some((id, stream.to_string(), offset, kind))
 }
 
 /// Writes `count` task events for one owner: a create, then updates.

@@ -88,7 +88,7 @@ impl MailingsJob {
                 continue;
             }
             let payload = serde_json::to_value(&progress).map_err(|e| StoreError::Other(Box::new(e)))?;
-            events.push(ChangeEvent::on_channel(StreamName::Mailing(*id).to_string(), PROGRESS_KIND, payload, now));
+            events.push(ChangeEvent::on_stream(StreamName::Mailing(*id), PROGRESS_KIND, payload, now));
             snapshots.push(progress);
         }
         self.store.append_events(&events).await?;

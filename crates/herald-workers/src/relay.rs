@@ -17,6 +17,7 @@ use herald_core::{
     metrics::Metrics,
     quarantine::{FailurePolicy, FailureReason, ItemFailure, Worker, with_causes},
     store::{Store, StoreError},
+    stream::StreamName,
     trace,
     wire::{EVENTS_TOPIC, EventEnvelope},
 };
@@ -34,7 +35,7 @@ fn publish_span(e: &OutboxEvent) -> tracing::Span {
             otel.kind = "producer",
             event.id = %e.event.id,
             event.kind = %e.event.kind,
-            event.channel = %e.event.channel,
+            event.channel = %e.event.stream,
             outbox.seq = e.seq,
         )
     })
@@ -54,7 +55,7 @@ pub struct RelayOptions {
     pub poll_interval: Duration,
     /// Published events are deleted after this long.
     pub retention: Duration,
-    /// A channel's stream keeps at most this many published events (the newest).
+    /// A stream keeps at most this many published events (the newest).
     pub channel_max_events: u32,
 }
 
@@ -182,11 +183,11 @@ impl Relay {
         events: Vec<OutboxEvent>,
         now: chrono::DateTime<Utc>,
     ) -> Result<Vec<OutboxEvent>, BrokerError> {
-        let mut streams: Vec<(String, Vec<OutboxEvent>)> = Vec::new();
+        let mut streams: Vec<(StreamName, Vec<OutboxEvent>)> = Vec::new();
         for event in events {
-            match streams.iter_mut().find(|(name, _)| *name == event.event.channel) {
+            match streams.iter_mut().find(|(name, _)| *name == event.event.stream) {
                 Some((_, events)) => events.push(event),
-                None => streams.push((event.event.channel.clone(), vec![event])),
+                None => streams.push((event.event.stream, vec![event])),
             }
         }
         let mut published = Vec::new();
@@ -196,7 +197,7 @@ impl Relay {
                 Ok(()) => published.extend(events),
                 Err(BrokerError::Other(err)) => {
                     let error = with_causes(err.as_ref());
-                    refused.push(ItemFailure::new(Worker::Relay, stream, FailureReason::Refused, error));
+                    refused.push(ItemFailure::new(Worker::Relay, stream.to_string(), FailureReason::Refused, error));
                 }
                 Err(err) => return Err(err),
             }
@@ -213,7 +214,7 @@ impl Relay {
     }
 
     /// Deletes events published longer ago than the retention period, and those more than
-    /// `channel_max_events` behind their channel's head; returns how many.
+    /// `channel_max_events` behind their stream's head; returns how many.
     pub async fn prune(&self) -> Result<u64, StoreError> {
         let retention = chrono::Duration::from_std(self.options.retention).unwrap_or(chrono::Duration::MAX);
         let before = Utc::now() - retention;

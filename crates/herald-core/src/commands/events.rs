@@ -1,5 +1,5 @@
 //! `events.*`: a person's calendar. Events of one owner never overlap (`date_busy`); every change
-//! writes an `event.*` change event to the owner's channel and keeps the event's reminder
+//! writes an `event.*` change event to the owner's stream and keeps the event's reminder
 //! deliveries in step, in the same transaction. Another user's event answers `not_found`.
 
 use async_trait::async_trait;
@@ -354,7 +354,7 @@ impl Command for List {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct NotificationView {
     pub id: Uuid,
-    /// Where it goes: `log` or `realtime` (the owner's `user:` channel).
+    /// Where it goes: `log` or `realtime` (the owner's `user:` stream).
     pub channel: String,
     pub status: String,
     pub attempts: u32,

@@ -1,7 +1,7 @@
 //! `rooms.*`: chat rooms. Only members see a room: to anyone else it answers `not_found`, never
 //! `forbidden`. Every write stores its events in the same transaction: `room.created` to the
-//! creator's `user:` channel, `room.member_added` and `room.member_removed` to the room's channel
-//! and to the user's, `room.message` to the room's channel.
+//! creator's `user:` stream, `room.member_added` and `room.member_removed` to the room's stream
+//! and to the user's, `room.message` to the room's stream.
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -19,7 +19,7 @@ use crate::{
     room::{MEMBER_REMOVED, MessageBody, Room, RoomId, RoomMessage, RoomMessageId, RoomName},
     services::Services,
     store::StoreError,
-    stream::room_stream,
+    stream::StreamName,
     user::UserId,
 };
 
@@ -148,7 +148,7 @@ pub struct MemberView {
 }
 
 /// Adds a user to a room. Only the room's owner adds members, so nobody is put into a room (and
-/// onto its channel) by a stranger: another member gets `forbidden`, a non-member `not_found`.
+/// onto its stream) by a stranger: another member gets `forbidden`, a non-member `not_found`.
 #[derive(Debug)]
 pub struct AddMember;
 
@@ -173,7 +173,7 @@ impl Command for AddMember {
         let now = svc.clock.now();
         let data = json!({"room": room, "user": user});
         let events = [
-            ChangeEvent::on_channel(room_stream(room), "room.member_added", data.clone(), now),
+            ChangeEvent::on_stream(StreamName::Room(room), "room.member_added", data.clone(), now),
             ChangeEvent::for_user(user, "room.member_added", data, now),
         ];
         // Rooms are never deleted and the caller's membership was just seen, so a missing row
@@ -188,7 +188,7 @@ impl Command for AddMember {
 
 /// Removes a member from a room: any member may leave, and the room's owner may remove anyone
 /// else. The owner stays (`conflict`). The removed user's open sessions stop receiving the room's
-/// channel at the `room.member_removed` event, which goes to the room and to them.
+/// stream at the `room.member_removed` event, which goes to the room and to them.
 #[derive(Debug)]
 pub struct RemoveMember;
 
@@ -214,7 +214,7 @@ impl Command for RemoveMember {
         let now = svc.clock.now();
         let data = json!({"room": room_id, "user": user});
         let events = [
-            ChangeEvent::on_channel(room_stream(room_id), MEMBER_REMOVED, data.clone(), now),
+            ChangeEvent::on_stream(StreamName::Room(room_id), MEMBER_REMOVED, data.clone(), now),
             ChangeEvent::for_user(user, MEMBER_REMOVED, data, now),
         ];
         if svc.store.remove_member(room_id, user, &events).await? {
@@ -258,7 +258,7 @@ impl Command for PostMessage {
             created_at: now,
         };
         let view = MessageView::from(&message);
-        let event = ChangeEvent::on_channel(room_stream(message.room), "room.message", json!(view), now);
+        let event = ChangeEvent::on_stream(StreamName::Room(message.room), "room.message", json!(view), now);
         // The store refuses a non-member's message itself, in the same statement.
         match svc.store.post_message(&message, &[event]).await {
             Err(StoreError::NotFound) => Err(not_found()),

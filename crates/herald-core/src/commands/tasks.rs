@@ -1,4 +1,4 @@
-//! `tasks.*`: a user's own tasks. Every change writes a `task.*` event to the owner's channel in
+//! `tasks.*`: a user's own tasks. Every change writes a `task.*` event to the owner's stream in
 //! the same transaction. Tasks of other users answer `not_found`, never `forbidden`.
 
 use async_trait::async_trait;

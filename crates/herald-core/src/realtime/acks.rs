@@ -12,7 +12,7 @@ use crate::{
     clock::Clock,
     metrics::Metrics,
     store::Store,
-    stream::{SessionCursor, SessionId},
+    stream::{SessionCursor, SessionId, StreamName},
     user::UserId,
 };
 
@@ -31,7 +31,7 @@ pub(super) struct AckQueue {
     metrics: Arc<Metrics>,
 }
 
-type Key = (UserId, SessionId, String);
+type Key = (UserId, SessionId, StreamName);
 
 impl AckQueue {
     pub(super) fn new(store: Arc<dyn Store>, metrics: Arc<Metrics>) -> Self {
@@ -63,7 +63,7 @@ impl AckQueue {
                 while rx.try_recv().map(|c| buf.push(c)).is_ok() {}
             }
             for c in buf.drain(..) {
-                let offset = merged.entry((c.user, c.session, c.channel)).or_insert(c.offset);
+                let offset = merged.entry((c.user, c.session, c.stream)).or_insert(c.offset);
                 *offset = (*offset).max(c.offset);
             }
             self.flush(&mut merged, clock.now()).await;
@@ -79,10 +79,10 @@ impl AckQueue {
         }
         let cursors: Vec<SessionCursor> = merged
             .iter()
-            .map(|((user, session, channel), offset)| SessionCursor {
+            .map(|((user, session, stream), offset)| SessionCursor {
                 user: *user,
                 session: session.clone(),
-                channel: channel.clone(),
+                stream: *stream,
                 offset: *offset,
             })
             .collect();

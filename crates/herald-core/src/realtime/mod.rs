@@ -5,7 +5,7 @@
 //! requests; everything else happens here.
 //!
 //! A change reaches a session twice over: live, from the broker's `events` topic, and from the
-//! channel's stream in the store whenever the live path may have missed something (a resubscribe,
+//! stream in the store whenever the live path may have missed something (a resubscribe,
 //! a gap in offsets, a broker reconnect). The store is the truth; the broker only makes it fast.
 
 mod acks;
@@ -54,7 +54,7 @@ pub struct EngineOptions {
     pub sessions_per_user: usize,
     /// Most connections this gateway holds at once, sessions and handshakes in progress alike.
     pub max_sessions: usize,
-    /// Most channels one session may subscribe to.
+    /// Most streams one session may subscribe to.
     pub subscriptions_per_session: usize,
     /// Most requests (subscribe, call) one session may have unanswered.
     pub calls_in_flight: usize,
@@ -178,7 +178,7 @@ impl Engine {
         let _ = expiry.await;
     }
 
-    /// Receives every live event and hands it to the sessions subscribed to its channel. After a
+    /// Receives every live event and hands it to the sessions subscribed to its stream. After a
     /// broker error, or an interruption of the subscription, every session checks the store for
     /// what it missed (after an error, once subscribed again).
     async fn fan_out(self, shutdown: CancellationToken) {
@@ -394,7 +394,7 @@ fn gone_account(event: &EventBody) -> Option<UserId> {
     if event.kind != crate::accounts::ACCOUNT_GONE_EVENT {
         return None;
     }
-    match crate::stream::StreamName::parse(&event.channel).ok()? {
+    match event.stream {
         crate::stream::StreamName::User(user) => Some(user),
         _ => None,
     }

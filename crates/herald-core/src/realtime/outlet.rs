@@ -10,12 +10,13 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use super::session::Session;
-use crate::{change::OutboxEvent, wire::EventEnvelope};
+use crate::{change::OutboxEvent, stream::StreamName, wire::EventEnvelope};
 
 /// An event as a client receives it.
 #[derive(Debug, Clone, Serialize)]
 pub struct EventBody {
-    pub channel: String,
+    #[serde(rename = "channel")]
+    pub stream: StreamName,
     pub offset: i64,
     pub id: Uuid,
     #[serde(rename = "type")]
@@ -26,8 +27,8 @@ pub struct EventBody {
 
 impl From<EventEnvelope> for EventBody {
     fn from(envelope: EventEnvelope) -> Self {
-        let EventEnvelope::V1 { id, kind, channel, offset, data, ts } = envelope;
-        Self { channel, offset, id, kind, data, ts }
+        let EventEnvelope::V1 { id, kind, stream, offset, data, ts } = envelope;
+        Self { stream, offset, id, kind, data, ts }
     }
 }
 
@@ -35,8 +36,8 @@ impl From<&OutboxEvent> for EventBody {
     fn from(event: &OutboxEvent) -> Self {
         let e = &event.event;
         Self {
-            channel: e.channel.clone(),
-            offset: event.channel_offset,
+            stream: e.stream,
+            offset: event.stream_offset,
             id: e.id,
             kind: e.kind.clone(),
             data: e.payload.clone(),

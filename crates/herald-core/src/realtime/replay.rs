@@ -20,7 +20,7 @@ const REPLAY_PAGE: u32 = 500;
 /// How long a replay waits for room in a session's buffer before giving up on the client.
 const PACED_WAIT: Duration = Duration::from_secs(30);
 
-/// Why a channel reads its stream: a subscription starting from its position (what it sends up
+/// Why a session reads a stream: a subscription starting from its position (what it sends up
 /// to the head it answered with is redelivered: sent before, or missed while away), or a gap in
 /// the live path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,50 +31,50 @@ enum Replay {
 
 impl Session {
     /// Starts sending what the stream holds after the subscription's position, then goes live.
-    pub fn start_replay(self: &Arc<Self>, channel: String, generation: u64) {
-        self.spawn_replay(channel, generation, Replay::Resume);
+    pub fn start_replay(self: &Arc<Self>, stream: StreamName, generation: u64) {
+        self.spawn_replay(stream, generation, Replay::Resume);
     }
 
-    fn spawn_replay(self: &Arc<Self>, channel: String, generation: u64, why: Replay) {
+    fn spawn_replay(self: &Arc<Self>, stream: StreamName, generation: u64, why: Replay) {
         let session = self.clone();
-        tokio::spawn(async move { session.replay(&channel, generation, why).await });
+        tokio::spawn(async move { session.replay(stream, generation, why).await });
     }
 
-    /// Sends the stream after the channel's position at the client's pace (waiting for room in
+    /// Sends the stream after the subscription's position at the client's pace (waiting for room in
     /// its buffer, not disconnecting it), then what came live meanwhile, then turns live.
-    async fn replay(self: Arc<Self>, channel: &str, generation: u64, why: Replay) {
+    async fn replay(self: Arc<Self>, stream: StreamName, generation: u64, why: Replay) {
         let svc = &self.gw.herald.services;
-        let Some(redeliver_until) = self.with_channel(channel, generation, |c| c.redeliver_until) else { return };
+        let Some(redeliver_until) = self.with_stream(stream, generation, |c| c.redeliver_until) else { return };
         loop {
-            let Some(from) = self.with_channel(channel, generation, |c| c.sent) else { return };
-            let page = match svc.store.read_stream(channel, from, REPLAY_PAGE).await {
+            let Some(from) = self.with_stream(stream, generation, |c| c.sent) else { return };
+            let page = match svc.store.read_stream(stream, from, REPLAY_PAGE).await {
                 Ok(page) => page,
                 Err(err) => {
-                    tracing::warn!(channel, error = %err, "could not read a channel's stream; retrying");
+                    tracing::warn!(%stream, error = %err, "could not read a stream; retrying");
                     tokio::time::sleep(Duration::from_millis(500)).await;
                     continue;
                 }
             };
             let full = page.len() == REPLAY_PAGE as usize;
-            if page.first().is_some_and(|e| e.channel_offset > from + 1) {
+            if page.first().is_some_and(|e| e.stream_offset > from + 1) {
                 // Pruned since the subscription was answered: the gap is gone after all.
-                self.close_with("stream_moved", "the channel's stream no longer holds the gap; subscribe again");
+                self.close_with("stream_moved", "the stream no longer holds the gap; subscribe again");
                 return;
             }
             let mut next = from;
-            for event in page.iter().filter(|e| e.channel_offset > from) {
-                if event.channel_offset != next + 1 {
+            for event in page.iter().filter(|e| e.stream_offset > from) {
+                if event.stream_offset != next + 1 {
                     break;
                 }
                 let body = Arc::new(EventBody::from(event));
-                if !self.send_paced(channel, generation, body.clone()).await {
+                if !self.send_paced(stream, generation, body.clone()).await {
                     return;
                 }
-                next = event.channel_offset;
-                if why == Replay::Resume && event.channel_offset <= redeliver_until {
+                next = event.stream_offset;
+                if why == Replay::Resume && event.stream_offset <= redeliver_until {
                     svc.metrics.realtime.redeliveries.inc();
                 }
-                if self.left_after(channel, &body).await {
+                if self.left_after(stream, &body).await {
                     return;
                 }
             }
@@ -83,8 +83,8 @@ impl Session {
             }
             // Caught up with the store: what came live meanwhile follows, unless it left a gap.
             let waiting = {
-                let mut channels = self.channels.lock();
-                let Some(state) = channels.get_mut(channel).filter(|c| c.generation == generation) else { return };
+                let mut streams = self.streams.lock();
+                let Some(state) = streams.get_mut(&stream).filter(|c| c.generation == generation) else { return };
                 if std::mem::take(&mut state.overflowed) {
                     state.waiting.clear();
                     continue;
@@ -98,24 +98,24 @@ impl Session {
             let mut waiting = waiting;
             waiting.sort_by_key(|e| e.offset);
             for event in waiting {
-                let Some(sent) = self.with_channel(channel, generation, |c| c.sent) else { return };
+                let Some(sent) = self.with_stream(stream, generation, |c| c.sent) else { return };
                 if event.offset <= sent {
                     continue;
                 }
                 // A gap: the store has the missing ones; read it again.
-                if event.offset != sent + 1 || !self.send_paced(channel, generation, event.clone()).await {
+                if event.offset != sent + 1 || !self.send_paced(stream, generation, event.clone()).await {
                     break;
                 }
-                if self.left_after(channel, &event).await {
+                if self.left_after(stream, &event).await {
                     return;
                 }
             }
         }
     }
 
-    /// Sends one event of a replaying channel, waiting for room; false when the session or the
+    /// Sends one event of a replaying stream, waiting for room; false when the session or the
     /// subscription is gone (or the client stayed stuck too long and was disconnected).
-    async fn send_paced(self: &Arc<Self>, channel: &str, generation: u64, event: Arc<EventBody>) -> bool {
+    async fn send_paced(self: &Arc<Self>, stream: StreamName, generation: u64, event: Arc<EventBody>) -> bool {
         if self.closed.load(Ordering::Acquire) {
             return false;
         }
@@ -127,16 +127,16 @@ impl Session {
                 return false;
             }
         }
-        let mut channels = self.channels.lock();
-        let Some(state) = channels.get_mut(channel).filter(|c| c.generation == generation) else { return false };
+        let mut streams = self.streams.lock();
+        let Some(state) = streams.get_mut(&stream).filter(|c| c.generation == generation) else { return false };
         self.sent(state, &event);
         true
     }
 
-    /// A live event of a channel this session is subscribed to.
+    /// A live event of a stream this session is subscribed to.
     pub(super) fn on_live(self: &Arc<Self>, event: &Arc<EventBody>) {
-        let mut channels = self.channels.lock();
-        let Some(state) = channels.get_mut(&event.channel) else { return };
+        let mut streams = self.streams.lock();
+        let Some(state) = streams.get_mut(&event.stream) else { return };
         if !state.live {
             if state.waiting.len() >= self.gw.options.session_buffer {
                 state.overflowed = true;
@@ -151,8 +151,8 @@ impl Session {
         }
         if event.offset == state.sent + 1 {
             if self.send(state, event) && self.ends_membership(event) {
-                drop(channels);
-                self.leave_removed(&event.channel, event.offset);
+                drop(streams);
+                self.leave_removed(event.stream, event.offset);
             }
             return;
         }
@@ -160,58 +160,53 @@ impl Session {
         state.live = false;
         state.waiting.push(event.clone());
         let generation = state.generation;
-        drop(channels);
-        self.spawn_replay(event.channel.clone(), generation, Replay::Gap);
+        drop(streams);
+        self.spawn_replay(event.stream, generation, Replay::Gap);
     }
 
-    /// Turns every live channel back to replaying, to pick up what the live path may have missed.
+    /// Turns every live stream back to replaying, to pick up what the live path may have missed.
     pub(super) fn resync(self: &Arc<Self>) {
         let mut restart = Vec::new();
         {
-            let mut channels = self.channels.lock();
-            for (name, state) in channels.iter_mut().filter(|(_, c)| c.live) {
+            let mut streams = self.streams.lock();
+            for (name, state) in streams.iter_mut().filter(|(_, c)| c.live) {
                 state.live = false;
-                restart.push((name.clone(), state.generation));
+                restart.push((*name, state.generation));
             }
         }
-        for (channel, generation) in restart {
-            self.spawn_replay(channel, generation, Replay::Gap);
+        for (stream, generation) in restart {
+            self.spawn_replay(stream, generation, Replay::Gap);
         }
     }
 
-    /// Whether `event` removes this session's user from the room whose channel carries it: the
-    /// last event of that channel they receive.
+    /// Whether `event` removes this session's user from the room whose stream carries it: the
+    /// last event of that stream they receive.
     fn ends_membership(&self, event: &EventBody) -> bool {
         event.kind == crate::room::MEMBER_REMOVED
-            && matches!(StreamName::parse(&event.channel), Ok(StreamName::Room(_)))
+            && matches!(event.stream, StreamName::Room(_))
             && event.data["user"].as_str().and_then(|u| u.parse::<Uuid>().ok()) == Some(self.identity.user_id.0)
     }
 
-    /// After a replay sent `event` on `channel`: when it removed this session's user and they are
+    /// After a replay sent `event` on `stream`: when it removed this session's user and they are
     /// not a member now (a replay may meet an old removal of a member added again since), leaves
-    /// the channel and answers true.
-    async fn left_after(self: &Arc<Self>, channel: &str, event: &EventBody) -> bool {
+    /// the stream and answers true.
+    async fn left_after(self: &Arc<Self>, stream: StreamName, event: &EventBody) -> bool {
         if !self.ends_membership(event) {
             return false;
         }
-        let Ok(StreamName::Room(room)) = StreamName::parse(channel) else { return false };
+        let StreamName::Room(room) = stream else { return false };
         let member = self.gw.herald.services.store.is_member(room, self.identity.user_id).await;
         if matches!(member, Ok(true)) {
             return false;
         }
-        self.leave_removed(channel, event.offset);
+        self.leave_removed(stream, event.offset);
         true
     }
 
-    /// Stops reading a room's channel after the event (`offset`) that removed this session's user,
+    /// Stops reading a room's stream after the event (`offset`) that removed this session's user,
     /// and keeps the cursor there, so that being added again resumes after it.
-    fn leave_removed(self: &Arc<Self>, channel: &str, offset: i64) {
-        self.unsubscribe(channel);
-        self.gw.acks.push(SessionCursor {
-            user: self.identity.user_id,
-            session: self.id.clone(),
-            channel: channel.to_owned(),
-            offset,
-        });
+    fn leave_removed(self: &Arc<Self>, stream: StreamName, offset: i64) {
+        self.unsubscribe(stream);
+        self.gw.acks.push(SessionCursor { user: self.identity.user_id, session: self.id.clone(), stream, offset });
     }
 }

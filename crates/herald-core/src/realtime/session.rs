@@ -29,7 +29,7 @@ use crate::{
     user::Role,
 };
 
-/// Send times kept per channel for the ack-latency histogram; older ones are forgotten.
+/// Send times kept per stream for the ack-latency histogram; older ones are forgotten.
 const MAX_PENDING_TIMES: usize = 4096;
 
 #[derive(Debug)]
@@ -46,7 +46,7 @@ pub(super) struct StreamState {
     pub(super) overflowed: bool,
     /// (offset, commit time) of events sent and not yet acknowledged.
     pub(super) pending: VecDeque<(i64, DateTime<Utc>)>,
-    /// The channel's head when a resuming subscription was answered: what it replays up to there
+    /// The stream's head when a resuming subscription was answered: what it replays up to there
     /// was sent before or missed while away (a redelivery); what follows is new.
     pub(super) redeliver_until: i64,
 }
@@ -64,7 +64,7 @@ pub struct Session {
     /// The token the session was opened with (it ends when the token expires).
     bearer: Bearer,
     pub(super) outlet: Box<dyn Outlet>,
-    pub(super) channels: Mutex<HashMap<String, StreamState>>,
+    pub(super) streams: Mutex<HashMap<StreamName, StreamState>>,
     pub(super) closed: AtomicBool,
     /// Cancelled when the session ends: what was spawned for it stops with it.
     ended: CancellationToken,
@@ -79,7 +79,8 @@ pub struct Session {
 /// The answer to `subscribe`.
 #[derive(Debug, Clone, Serialize)]
 pub struct Subscribed {
-    pub channel: String,
+    #[serde(rename = "channel")]
+    pub stream: StreamName,
     pub epoch: String,
     pub offset: i64,
     pub recovered: bool,
@@ -105,7 +106,7 @@ impl Session {
             peer,
             bearer,
             outlet,
-            channels: Mutex::default(),
+            streams: Mutex::default(),
             closed: AtomicBool::new(false),
             ended: CancellationToken::new(),
             requests,
@@ -131,10 +132,14 @@ impl Session {
         })
     }
 
-    /// Refuses a channel this session is not subscribed to yet when it has as many as allowed.
-    fn check_subscription_room(&self, channels: &HashMap<String, StreamState>, channel: &str) -> Result<(), ApiError> {
+    /// Refuses a stream this session is not subscribed to yet when it has as many as allowed.
+    fn check_subscription_room(
+        &self,
+        streams: &HashMap<StreamName, StreamState>,
+        stream: StreamName,
+    ) -> Result<(), ApiError> {
         let limit = self.gw.options.subscriptions_per_session;
-        if channels.len() >= limit && !channels.contains_key(channel) {
+        if streams.len() >= limit && !streams.contains_key(&stream) {
             return Err(ApiError::new(
                 ErrorCode::TooManySubscriptions,
                 format!("this session has {limit} subscriptions, the most allowed; unsubscribe from one first"),
@@ -143,23 +148,22 @@ impl Session {
         Ok(())
     }
 
-    /// Subscribes to `channel` from `since` (or the session's cursor), answering where it starts;
+    /// Subscribes to `stream` from `since` (or the session's cursor), answering where it starts;
     /// then replays what follows. The answer goes out before the first replayed event because
     /// the replay starts only when `start` (the transport's reply) has been queued.
     pub async fn subscribe(
         self: &Arc<Self>,
-        channel: &str,
+        stream: StreamName,
         since: Option<i64>,
         epoch: Option<&str>,
     ) -> Result<(Subscribed, u64), ApiError> {
-        let stream = StreamName::parse(channel)?;
-        self.check_subscription_room(&self.channels.lock(), channel)?;
+        self.check_subscription_room(&self.streams.lock(), stream)?;
         self.authorize(stream).await?;
         let svc = &self.gw.herald.services;
-        let head = svc.store.stream_head(channel).await?;
+        let head = svc.store.stream_head(stream).await?;
         let known = match since {
             Some(since) => Some(since),
-            None => svc.store.session_cursor(self.identity.user_id, &self.id, channel).await?,
+            None => svc.store.session_cursor(self.identity.user_id, &self.id, stream).await?,
         };
         let same_epoch = epoch.is_none_or(|e| e == head.epoch);
         let (position, result) = match known {
@@ -167,22 +171,17 @@ impl Session {
             Some(_) => (head.offset, "lost"),
             None => (head.offset, "fresh"),
         };
-        let cursor = SessionCursor {
-            user: self.identity.user_id,
-            session: self.id.clone(),
-            channel: channel.to_owned(),
-            offset: position,
-        };
+        let cursor = SessionCursor { user: self.identity.user_id, session: self.id.clone(), stream, offset: position };
         svc.store.set_cursor(&cursor, svc.clock.now()).await?;
         svc.metrics.realtime.subscriptions.get_or_create(&result_labels(result)).inc();
 
         let generation = {
-            let mut channels = self.channels.lock();
+            let mut streams = self.streams.lock();
             // Checked again: other subscribes may have filled the room while this one waited.
-            self.check_subscription_room(&channels, channel)?;
-            let generation = channels.get(channel).map_or(0, |c| c.generation + 1);
-            channels.insert(
-                channel.to_owned(),
+            self.check_subscription_room(&streams, stream)?;
+            let generation = streams.get(&stream).map_or(0, |c| c.generation + 1);
+            streams.insert(
+                stream,
                 StreamState {
                     generation,
                     live: false,
@@ -196,28 +195,23 @@ impl Session {
             );
             generation
         };
-        self.gw.hub.add(channel, self);
+        self.gw.hub.add(stream, self);
         if self.closed.load(Ordering::Acquire) {
             // The connection ended while this subscribe waited on the store.
-            self.gw.hub.remove(channel, self.key);
+            self.gw.hub.remove(stream, self.key);
             return Err(ApiError::new(ErrorCode::Unavailable, "the session has ended"));
         }
-        let answer = Subscribed {
-            channel: channel.to_owned(),
-            epoch: head.epoch,
-            offset: head.offset,
-            recovered: result == "recovered",
-        };
+        let answer = Subscribed { stream, epoch: head.epoch, offset: head.offset, recovered: result == "recovered" };
         Ok((answer, generation))
     }
 
-    /// The client acknowledged every event of `channel` up to `offset`.
-    pub fn ack(&self, channel: &str, offset: i64) {
+    /// The client acknowledged every event of `stream` up to `offset`.
+    pub fn ack(&self, stream: StreamName, offset: i64) {
         let now = self.gw.herald.services.clock.now();
         let metrics = &self.gw.herald.services.metrics.realtime;
         let advanced = {
-            let mut channels = self.channels.lock();
-            let Some(state) = channels.get_mut(channel) else { return };
+            let mut streams = self.streams.lock();
+            let Some(state) = streams.get_mut(&stream) else { return };
             // An ack beyond what was sent acknowledges only what was sent.
             let offset = offset.min(state.sent);
             if offset <= state.acked {
@@ -237,14 +231,14 @@ impl Session {
         self.gw.acks.push(SessionCursor {
             user: self.identity.user_id,
             session: self.id.clone(),
-            channel: channel.to_owned(),
+            stream,
             offset: advanced,
         });
     }
 
-    pub fn unsubscribe(self: &Arc<Self>, channel: &str) -> bool {
-        let removed = self.channels.lock().remove(channel).is_some();
-        self.gw.hub.remove(channel, self.key);
+    pub fn unsubscribe(self: &Arc<Self>, stream: StreamName) -> bool {
+        let removed = self.streams.lock().remove(&stream).is_some();
+        self.gw.hub.remove(stream, self.key);
         removed
     }
 
@@ -326,14 +320,14 @@ impl Session {
         self.close_with("slow_consumer", "the session fell too far behind; reconnect to catch up");
     }
 
-    pub(super) fn with_channel<T>(
+    pub(super) fn with_stream<T>(
         &self,
-        channel: &str,
+        stream: StreamName,
         generation: u64,
         f: impl FnOnce(&StreamState) -> T,
     ) -> Option<T> {
-        let channels = self.channels.lock();
-        channels.get(channel).filter(|c| c.generation == generation).map(f)
+        let streams = self.streams.lock();
+        streams.get(&stream).filter(|c| c.generation == generation).map(f)
     }
 
     /// Who may read what: a user their own stream, a room's members the room's, administrators a
@@ -345,7 +339,7 @@ impl Session {
         let me = identity.user_id;
         match stream {
             StreamName::User(user) if user == me => Ok(()),
-            StreamName::User(_) => Err(ApiError::new(ErrorCode::Forbidden, "only the user may read their own channel")),
+            StreamName::User(_) => Err(ApiError::new(ErrorCode::Forbidden, "only the user may read their own stream")),
             StreamName::Mailing(_) if identity.role == Role::Admin => Ok(()),
             StreamName::Mailing(_) => {
                 Err(ApiError::new(ErrorCode::Forbidden, "only administrators may follow a mailing's progress"))
@@ -354,7 +348,7 @@ impl Session {
                 if self.gw.herald.services.store.is_member(room, me).await? {
                     Ok(())
                 } else {
-                    Err(ApiError::new(ErrorCode::Forbidden, "only the room's members may read its channel"))
+                    Err(ApiError::new(ErrorCode::Forbidden, "only the room's members may read its stream"))
                 }
             }
         }
@@ -365,15 +359,15 @@ impl Session {
         self.outlet.close(code, message);
     }
 
-    /// The connection ended: leave every channel. Unacknowledged events stay pending in the
+    /// The connection ended: leave every stream. Unacknowledged events stay pending in the
     /// cursors, for the next connection of this session.
     pub fn ended(self: &Arc<Self>) {
         if self.closed.swap(true, Ordering::AcqRel) {
             return;
         }
-        let channels: Vec<String> = self.channels.lock().drain().map(|(name, _)| name).collect();
-        for channel in channels {
-            self.gw.hub.remove(&channel, self.key);
+        let streams: Vec<StreamName> = self.streams.lock().drain().map(|(name, _)| name).collect();
+        for stream in streams {
+            self.gw.hub.remove(stream, self.key);
         }
         self.ended.cancel();
         self.outlet.release();

@@ -10,8 +10,8 @@ use crate::store_error::StoreError;
 
 /// The transactional outbox, and leases for workers of which only one may be active.
 ///
-/// Every event gets a gap-free offset within its channel in the transaction that writes it.
-/// Within a channel, outbox order (`seq`) is commit order.
+/// Every event gets a gap-free offset within its stream in the transaction that writes it.
+/// Within a stream, outbox order (`seq`) is commit order.
 #[async_trait]
 pub trait OutboxStore: Send + Sync {
     /// Unpublished events in `seq` order, at most `limit`, all committed and safe to publish in
@@ -25,7 +25,7 @@ pub trait OutboxStore: Send + Sync {
     async fn unpublished_events(&self, limit: u32) -> Result<Unpublished, StoreError>;
 
     /// Appends events that stand alone (no other write goes with them, like a mailing's progress
-    /// snapshot) to their channels, in one transaction.
+    /// snapshot) to their streams, in one transaction.
     async fn append_events(&self, events: &[ChangeEvent]) -> Result<(), StoreError>;
 
     /// Marks events published.

@@ -11,7 +11,7 @@ use crate::{
 };
 
 /// Chat rooms, their members and messages. Every write stores its events in the outbox in the
-/// same transaction, each with the next offset of its channel. Rooms are never deleted.
+/// same transaction, each with the next offset of its stream. Rooms are never deleted.
 ///
 /// Membership is the only access rule the store keeps itself: a message is stored only for a
 /// member of its room. Who may add members is the use case's to decide.

@@ -7,26 +7,30 @@ use crate::store_error::StoreError;
 use crate::{
     change::OutboxEvent,
     notice::Acknowledged,
-    stream::{SessionCursor, SessionId, StreamHead},
+    stream::{SessionCursor, SessionId, StreamHead, StreamName},
     user::UserId,
 };
 
-/// Channel streams and session cursors.
+/// Streams and session cursors.
 ///
-/// Contract: offsets of one channel are gap-free and, read in offset order, are commit order; a
+/// Contract: offsets of one stream are gap-free and, read in offset order, are commit order; a
 /// reader that sees offset `n` sees every retained offset below it. Cursor writes are durable when
 /// they return; [`StreamStore::advance_cursors`] never moves a cursor back.
 #[async_trait]
 pub trait StreamStore: Send + Sync {
-    /// Where `channel` stands now.
-    async fn stream_head(&self, channel: &str) -> Result<StreamHead, StoreError>;
+    /// Where `stream` stands now.
+    async fn stream_head(&self, stream: StreamName) -> Result<StreamHead, StoreError>;
 
-    /// The channel's retained events after offset `after`, in offset order, at most `limit`.
-    async fn read_stream(&self, channel: &str, after: i64, limit: u32) -> Result<Vec<OutboxEvent>, StoreError>;
+    /// The stream's retained events after offset `after`, in offset order, at most `limit`.
+    async fn read_stream(&self, stream: StreamName, after: i64, limit: u32) -> Result<Vec<OutboxEvent>, StoreError>;
 
-    /// The session's cursor in `channel`, if it has one.
-    async fn session_cursor(&self, user: UserId, session: &SessionId, channel: &str)
-    -> Result<Option<i64>, StoreError>;
+    /// The session's cursor in `stream`, if it has one.
+    async fn session_cursor(
+        &self,
+        user: UserId,
+        session: &SessionId,
+        stream: StreamName,
+    ) -> Result<Option<i64>, StoreError>;
 
     /// Sets a cursor to exactly `cursor.offset` (a subscription's starting point), at `now`.
     async fn set_cursor(&self, cursor: &SessionCursor, now: DateTime<Utc>) -> Result<(), StoreError>;
@@ -43,7 +47,7 @@ pub trait StreamStore: Send + Sync {
     /// Forgets cursors untouched since `idle_before`, at most `limit`; returns how many.
     async fn expire_cursors(&self, idle_before: DateTime<Utc>, limit: u32) -> Result<u64, StoreError>;
 
-    /// Deletes published events that are more than `keep` behind their channel's head, at most
+    /// Deletes published events that are more than `keep` behind their stream's head, at most
     /// `limit`; returns how many. (Age is bounded by [`crate::store::OutboxStore::prune_published`].)
     async fn trim_streams(&self, keep: u32, limit: u32) -> Result<u64, StoreError>;
 }

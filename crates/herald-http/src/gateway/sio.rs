@@ -3,7 +3,7 @@
 use std::{fmt, sync::Arc, time::Duration};
 
 use bytes::Bytes;
-use herald_core::{body::Body, error::ApiError};
+use herald_core::{body::Body, error::ApiError, stream::StreamName};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use socketioxide::{
@@ -112,11 +112,11 @@ impl Outlet for SioOutlet {
         let ack = self.socket.timeout(ACK_WAIT).emit_with_ack::<_, Value>("event", event.as_ref());
         match ack {
             Ok(ack) => {
-                let (session, channel, offset) = (session.clone(), event.channel.clone(), event.offset);
+                let (session, stream, offset) = (session.clone(), event.stream, event.offset);
                 tokio::spawn(async move {
                     // Whatever the client passes to its ack callback (often nothing), it acked.
                     if matches!(ack.await, Ok(_) | Err(socketioxide::AckError::Decode(_))) {
-                        session.ack(&channel, offset);
+                        session.ack(stream, offset);
                     }
                 });
                 Ok(())
@@ -191,12 +191,16 @@ fn register_handlers(socket: &SocketRef) {
             Ok(begun) => begun,
             Err(body) => return send(ack, body),
         };
-        match session.subscribe(&input.channel, input.since, input.epoch.as_deref()).await {
+        let subscribed = match StreamName::parse(&input.channel) {
+            Ok(stream) => session.subscribe(stream, input.since, input.epoch.as_deref()).await,
+            Err(err) => Err(err),
+        };
+        match subscribed {
             Ok((answer, generation)) => {
                 let mut body = serde_json::to_value(&answer).unwrap_or_default();
                 body["ok"] = true.into();
                 send(ack, body);
-                session.start_replay(input.channel, generation);
+                session.start_replay(answer.stream, generation);
             }
             Err(err) => send(ack, error_body(&err)),
         }
@@ -205,15 +209,15 @@ fn register_handlers(socket: &SocketRef) {
         let Some(session) = session_of(&socket) else { return send(ack, error_body(&ended())) };
         match input {
             Ok(input) => {
-                let removed = session.unsubscribe(&input.channel);
+                let removed = StreamName::parse(&input.channel).is_ok_and(|stream| session.unsubscribe(stream));
                 send(ack, json!({"ok": true, "channel": input.channel, "subscribed": removed}));
             }
             Err(e) => send(ack, error_body(&malformed(e))),
         }
     });
     socket.on("ack", |socket: SocketRef, Data(input): Data<AckInput>| async move {
-        if let Some(session) = session_of(&socket) {
-            session.ack(&input.channel, input.offset);
+        if let (Some(session), Ok(stream)) = (session_of(&socket), StreamName::parse(&input.channel)) {
+            session.ack(stream, input.offset);
         }
     });
     socket.on("call", |socket: SocketRef, TryData(input): TryData<CallInput>, ack: AckSender| async move {

@@ -18,6 +18,7 @@ use futures::{SinkExt as _, StreamExt as _};
 use herald_core::{
     body::Body,
     error::{ApiError, ErrorCode},
+    stream::StreamName,
 };
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -278,7 +279,11 @@ async fn handle(
     frame: ClientFrame,
 ) {
     match frame {
-        ClientFrame::Ack { channel, offset } => session.ack(&channel, offset),
+        ClientFrame::Ack { channel, offset } => {
+            if let Ok(stream) = StreamName::parse(&channel) {
+                session.ack(stream, offset);
+            }
+        }
         ClientFrame::Hello { .. } => {
             let err = ApiError::new(ErrorCode::MalformedRequest, "this connection said hello already");
             let _ = frames.send(error_frame(&err, None)).await;
@@ -295,12 +300,16 @@ async fn handle(
             let (session, frames) = (session.clone(), frames.clone());
             tokio::spawn(async move {
                 let _slot = slot;
-                match session.subscribe(&channel, since, epoch.as_deref()).await {
+                let subscribed = match StreamName::parse(&channel) {
+                    Ok(stream) => session.subscribe(stream, since, epoch.as_deref()).await,
+                    Err(err) => Err(err),
+                };
+                match subscribed {
                     Ok((answer, generation)) => {
                         let mut body = serde_json::to_value(&answer).unwrap_or_default();
                         body["ok"] = true.into();
                         if frames.send(reply(id, body)).await.is_ok() {
-                            session.start_replay(channel, generation);
+                            session.start_replay(answer.stream, generation);
                         }
                     }
                     Err(err) => {
@@ -310,7 +319,7 @@ async fn handle(
             });
         }
         ClientFrame::Unsubscribe { id, channel } => {
-            let removed = session.unsubscribe(&channel);
+            let removed = StreamName::parse(&channel).is_ok_and(|stream| session.unsubscribe(stream));
             let _ = frames.send(reply(id, json!({"ok": true, "channel": channel, "subscribed": removed}))).await;
         }
         ClientFrame::Call { id, command, input, body } => {

@@ -352,11 +352,11 @@ pub(crate) struct OutboxCols {
 fn outbox_event_of(c: OutboxCols) -> Result<OutboxEvent, StoreError> {
     Ok(OutboxEvent {
         seq: c.seq,
-        channel_offset: c.channel_offset,
+        stream_offset: c.channel_offset,
         event: ChangeEvent {
             id: c.id,
             kind: c.kind,
-            channel: c.channel,
+            stream: c.channel.parse().map_err(|e| corrupt("event stream", e))?,
             payload: c.payload.0,
             created_at: c.created_at.0,
             trace_context: c.trace_context,

@@ -67,7 +67,10 @@ fn notice_of(c: NoticeCols) -> Result<Notice, StoreError> {
         created_at: c.created_at.0,
         acknowledged_at: c.acknowledged_at.map(Into::into),
         read_at: c.read_at.map(Into::into),
-        event: c.event_channel.zip(c.event_offset),
+        event: match c.event_channel {
+            Some(stream) => Some(stream.parse().map_err(|e| corrupt("notice event stream", e))?).zip(c.event_offset),
+            None => None,
+        },
         steps: Vec::new(),
     })
 }

@@ -109,14 +109,14 @@ impl CursorBatches for PgStore {
         cursors: &[SessionCursor],
         now: DateTime<Utc>,
     ) -> Result<Vec<Acknowledged>, StoreError> {
-        let mut highest: BTreeMap<(Uuid, &str, &str), i64> = BTreeMap::new();
+        let mut highest: BTreeMap<(Uuid, &str, String), i64> = BTreeMap::new();
         for c in cursors {
-            let offset = highest.entry((c.user.0, c.session.as_str(), c.channel.as_str())).or_insert(c.offset);
+            let offset = highest.entry((c.user.0, c.session.as_str(), c.stream.to_string())).or_insert(c.offset);
             *offset = (*offset).max(c.offset);
         }
         let users: Vec<Uuid> = highest.keys().map(|k| k.0).collect();
         let sessions: Vec<&str> = highest.keys().map(|k| k.1).collect();
-        let channels: Vec<&str> = highest.keys().map(|k| k.2).collect();
+        let streams: Vec<&str> = highest.keys().map(|k| k.2.as_str()).collect();
         let offsets: Vec<i64> = highest.values().copied().collect();
         let rows = sqlx::query(concat!(
             "WITH moved AS (INSERT INTO session_cursors (user_id, session_id, channel, acked, updated_at) \
@@ -132,7 +132,7 @@ impl CursorBatches for PgStore {
         ))
         .bind(&users)
         .bind(&sessions)
-        .bind(&channels)
+        .bind(&streams)
         .bind(&offsets)
         .bind(now)
         .fetch_all(&self.pool)

@@ -1,8 +1,8 @@
 //! PostgreSQL: how events are stored with their offsets, and how relays wake (the outbox's
 //! queries are in [`crate::sql::outbox`]).
 //!
-//! Order: a writer bumps its channel's row in `channel_offsets` in the same transaction as its
-//! events, so writers of one channel take turns and, within a channel, `seq` order is commit
+//! Order: a writer bumps its stream's row in `channel_offsets` in the same transaction as its
+//! events, so writers of one stream take turns and, within a stream, `seq` order is commit
 //! order. The relay reads the unpublished prefix whose transactions are all below the visibility
 //! horizon, so no later commit overtakes an earlier, still-open one.
 //!
@@ -21,10 +21,10 @@ pub(super) const CHANNEL: &str = "herald_outbox";
 
 /// A write and the events it makes, as one statement: `write` (a data-modifying statement ending
 /// in `RETURNING 1`, its parameters `$1` to `$n`) becomes the CTE `w`; when it wrote a row, each
-/// channel of the events (`$n+1` to `$n+6`, bound by [`Events::bind`]) has its counter bumped
-/// once for all its events, in channel-name order (two writers of the same channels lock them in
+/// stream of the events (`$n+1` to `$n+6`, bound by [`Events::bind`]) has its counter bumped
+/// once for all its events, in stream-name order (two writers of the same streams lock them in
 /// the same order, so they queue instead of deadlocking), and the events are inserted with the
-/// offsets reserved, in their order within each channel. The counter rows' locks are taken
+/// offsets reserved, in their order within each stream. The counter rows' locks are taken
 /// before any outbox row (and its `seq`) is made: the outbox insert reads the bump. The statement
 /// answers how many rows `w` wrote.
 pub(super) fn with_events(write: &str) -> String {
@@ -60,7 +60,7 @@ fn highest_parameter(sql: &str) -> usize {
 #[derive(Debug, Default)]
 pub(super) struct Events<'a> {
     ids: Vec<uuid::Uuid>,
-    channels: Vec<&'a str>,
+    streams: Vec<String>,
     kinds: Vec<&'a str>,
     payloads: Vec<Json<&'a serde_json::Value>>,
     traces: Vec<Option<&'a str>>,
@@ -72,7 +72,7 @@ impl<'a> Events<'a> {
         let mut arrays = Self::default();
         for e in events {
             arrays.ids.push(e.id);
-            arrays.channels.push(e.channel.as_str());
+            arrays.streams.push(e.stream.to_string());
             arrays.kinds.push(e.kind.as_str());
             arrays.payloads.push(Json(&e.payload));
             arrays.traces.push(e.trace_context.as_deref());
@@ -86,7 +86,7 @@ impl<'a> Events<'a> {
     pub(super) fn bind<'q>(&self, statement: Query<'q, Postgres, PgArguments>) -> Query<'q, Postgres, PgArguments> {
         statement
             .bind(&self.ids)
-            .bind(&self.channels)
+            .bind(&self.streams)
             .bind(&self.kinds)
             .bind(&self.payloads)
             .bind(&self.traces)
@@ -100,7 +100,7 @@ impl<'a> Events<'a> {
 
 impl PgStore {
     /// Runs `statement` (a [`with_events`] statement with everything bound) in its own implicit
-    /// transaction (one round trip, whatever the channels), answers how many rows its write made,
+    /// transaction (one round trip, whatever the streams), answers how many rows its write made,
     /// and wakes relays when it wrote events.
     pub(super) async fn run_with_events(
         &self,

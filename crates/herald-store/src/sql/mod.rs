@@ -57,7 +57,7 @@ pub(crate) trait Adapter: Sized + Sync {
     /// A driver error as the port's error (SQLite names a violated constraint only in its message).
     fn err(e: sqlx::Error) -> StoreError;
 
-    /// Stores `events` with their channel offsets inside `tx`.
+    /// Stores `events` with their stream offsets inside `tx`.
     async fn insert_events(tx: &mut sqlx::Transaction<'_, Self::Db>, events: &[ChangeEvent]) -> Result<(), StoreError>;
 
     /// Commits a transaction that stored events, and wakes the relays waiting for them.

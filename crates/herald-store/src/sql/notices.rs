@@ -119,7 +119,7 @@ macro_rules! notice_store {
                     Self::insert_events(tx, std::slice::from_ref(event)).await?;
                     sqlx::query(EVENT_WRITTEN)
                         .bind(notice.0)
-                        .bind(&event.channel)
+                        .bind(event.stream.to_string())
                         .execute(&mut **tx)
                         .await
                         .map(drop)

@@ -4,13 +4,13 @@
 
 use super::{Dialect, Sql};
 
-/// The unpublished events in `seq` order, at most `$1`, but those of the channels `$2` (held
+/// The unpublished events in `seq` order, at most `$1`, but those of the streams `$2` (held
 /// back).
 ///
 /// PostgreSQL: the prefix up to the first row whose transaction is not yet below the visibility
 /// horizon (`txid` older than every transaction still running), so no later commit overtakes an
 /// earlier, still-open one. Filtering rows one by one would not do: a writer that took its xid
-/// before another but the channel lock after it holds the later offset with the smaller xid, and
+/// before another but the stream's counter lock after it holds the later offset with the smaller xid, and
 /// could pass the horizon first. SQLite: one writer at a time makes `seq` commit order.
 pub(crate) static UNPUBLISHED: Sql = Sql::new(|d| match d {
     Dialect::Postgres => format!(

@@ -1,4 +1,4 @@
-//! Channel streams (the outbox read by channel and offset) and session cursors, in both adapters.
+//! Streams (the outbox read by stream and offset) and session cursors, in both adapters.
 //! Advancing a batch of cursors, which acknowledges the notices they reached, is the adapter's
 //! own (see [`CursorBatches::advance_session_cursors`]).
 
@@ -18,7 +18,7 @@ pub(crate) trait CursorBatches: Adapter {
     ) -> Result<Vec<Acknowledged>, StoreError>;
 }
 
-/// The epoch, a channel's head and its oldest retained offset, in one statement: one snapshot, so
+/// The epoch, a stream's head and its oldest retained offset, in one statement: one snapshot, so
 /// the head and the oldest offset agree.
 pub(crate) const STREAM_HEAD: &str = "SELECT (SELECT value FROM store_meta WHERE key = 'epoch') AS epoch, \
      COALESCE((SELECT last_offset FROM channel_offsets WHERE channel = $1), 0) AS last_offset, \
@@ -55,7 +55,7 @@ macro_rules! stream_store {
                 change::OutboxEvent,
                 notice::Acknowledged,
                 store::{StoreError, StreamStore},
-                stream::{SessionCursor, SessionId, StreamHead},
+                stream::{SessionCursor, SessionId, StreamHead, StreamName},
                 user::UserId,
             };
             use sqlx::Row as _;
@@ -67,9 +67,12 @@ macro_rules! stream_store {
 
             #[async_trait]
             impl StreamStore for $store {
-                async fn stream_head(&self, channel: &str) -> Result<StreamHead, StoreError> {
-                    let row =
-                        sqlx::query(STREAM_HEAD).bind(channel).fetch_one(self.reader()).await.map_err(Self::err)?;
+                async fn stream_head(&self, stream: StreamName) -> Result<StreamHead, StoreError> {
+                    let row = sqlx::query(STREAM_HEAD)
+                        .bind(stream.to_string())
+                        .fetch_one(self.reader())
+                        .await
+                        .map_err(Self::err)?;
                     let offset: i64 = row.try_get("last_offset").map_err(Self::err)?;
                     let first: Option<i64> = row.try_get("first_offset").map_err(Self::err)?;
                     let epoch = row.try_get("epoch").map_err(Self::err)?;
@@ -78,12 +81,12 @@ macro_rules! stream_store {
 
                 async fn read_stream(
                     &self,
-                    channel: &str,
+                    stream: StreamName,
                     after: i64,
                     limit: u32,
                 ) -> Result<Vec<OutboxEvent>, StoreError> {
                     let rows = sqlx::query(READ_STREAM)
-                        .bind(channel)
+                        .bind(stream.to_string())
                         .bind(after)
                         .bind(i64::from(limit))
                         .fetch_all(self.reader())
@@ -96,12 +99,12 @@ macro_rules! stream_store {
                     &self,
                     user: UserId,
                     session: &SessionId,
-                    channel: &str,
+                    stream: StreamName,
                 ) -> Result<Option<i64>, StoreError> {
                     sqlx::query_scalar(SESSION_CURSOR)
                         .bind(user.0)
                         .bind(session.as_str())
-                        .bind(channel)
+                        .bind(stream.to_string())
                         .fetch_optional(self.reader())
                         .await
                         .map_err(Self::err)
@@ -111,7 +114,7 @@ macro_rules! stream_store {
                     sqlx::query(SET_CURSOR)
                         .bind(cursor.user.0)
                         .bind(cursor.session.as_str())
-                        .bind(&cursor.channel)
+                        .bind(cursor.stream.to_string())
                         .bind(cursor.offset)
                         .bind(Stamp(now))
                         .execute(self.writer())

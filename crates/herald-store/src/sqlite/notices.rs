@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 use herald_core::{
     notice::{Acknowledged, NoticeId, NoticeStep},
     store::StoreError,
-    stream::SessionCursor,
+    stream::{SessionCursor, StreamName},
     user::UserId,
 };
 use sqlx::{Row as _, Sqlite, Transaction};
@@ -148,7 +148,7 @@ impl CursorBatches for SqliteStore {
         now: DateTime<Utc>,
     ) -> Result<Vec<Acknowledged>, StoreError> {
         let mut tx = self.writer.begin().await.map_err(err)?;
-        let mut reached: BTreeMap<&str, i64> = BTreeMap::new();
+        let mut reached: BTreeMap<String, i64> = BTreeMap::new();
         for cursor in cursors {
             let acked: i64 = sqlx::query_scalar(
                 "INSERT INTO session_cursors (user_id, session_id, channel, acked, updated_at) \
@@ -158,21 +158,21 @@ impl CursorBatches for SqliteStore {
             )
             .bind(cursor.user.0)
             .bind(cursor.session.as_str())
-            .bind(&cursor.channel)
+            .bind(cursor.stream.to_string())
             .bind(cursor.offset)
             .bind(Stamp(now))
             .fetch_one(&mut *tx)
             .await
             .map_err(err)?;
             // Only a person's own stream carries notices.
-            if cursor.channel.starts_with("user:") {
-                let highest = reached.entry(cursor.channel.as_str()).or_insert(acked);
+            if matches!(cursor.stream, StreamName::User(_)) {
+                let highest = reached.entry(cursor.stream.to_string()).or_insert(acked);
                 *highest = (*highest).max(acked);
             }
         }
         let mut acknowledged = Vec::new();
-        for (channel, offset) in reached {
-            acknowledged.extend(acknowledge_reached(&mut tx, channel, offset, now).await?);
+        for (stream, offset) in reached {
+            acknowledged.extend(acknowledge_reached(&mut tx, &stream, offset, now).await?);
         }
         tx.commit().await.map_err(err)?;
         Ok(acknowledged)

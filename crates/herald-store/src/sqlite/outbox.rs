@@ -10,22 +10,22 @@ use sqlx::{Sqlite, Transaction, types::Json};
 use super::err;
 use crate::columns::Stamp;
 
-/// Writes events with their channel offsets, inside the caller's transaction. Each channel's
-/// counter is bumped once for all its events, channels in name order: two transactions writing to
-/// the same channels lock them in the same order, so they queue instead of deadlocking. Within a
-/// channel the events keep their order.
+/// Writes events with their stream offsets, inside the caller's transaction. Each stream's
+/// counter is bumped once for all its events, streams in name order: two transactions writing to
+/// the same streams lock them in the same order, so they queue instead of deadlocking. Within a
+/// stream the events keep their order.
 pub(super) async fn insert_events(tx: &mut Transaction<'_, Sqlite>, events: &[ChangeEvent]) -> Result<(), StoreError> {
-    let mut by_channel: BTreeMap<&str, Vec<&ChangeEvent>> = BTreeMap::new();
+    let mut by_stream: BTreeMap<String, Vec<&ChangeEvent>> = BTreeMap::new();
     for e in events {
-        by_channel.entry(e.channel.as_str()).or_default().push(e);
+        by_stream.entry(e.stream.to_string()).or_default().push(e);
     }
-    for (channel, events) in by_channel {
+    for (stream, events) in by_stream {
         let count = i64::try_from(events.len()).unwrap_or(i64::MAX);
         let last: i64 = sqlx::query_scalar(
             "INSERT INTO channel_offsets (channel, last_offset) VALUES ($1, $2) \
              ON CONFLICT (channel) DO UPDATE SET last_offset = last_offset + $2 RETURNING last_offset",
         )
-        .bind(channel)
+        .bind(&stream)
         .bind(count)
         .fetch_one(&mut **tx)
         .await
@@ -37,7 +37,7 @@ pub(super) async fn insert_events(tx: &mut Transaction<'_, Sqlite>, events: &[Ch
             )
             .bind(e.id)
             .bind(&e.kind)
-            .bind(&e.channel)
+            .bind(&stream)
             .bind(offset)
             .bind(Json(&e.payload))
             .bind(&e.trace_context)

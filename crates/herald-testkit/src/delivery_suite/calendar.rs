@@ -78,10 +78,10 @@ pub async fn calendar_reminders_go_out_once_at_their_time(store: Arc<dyn Store>,
     p.advance(secs(600));
     assert_eq!(p.tick().await, 0, "never twice");
     let outbox = p.store.read_outbox(0, 100).await.expect("outbox");
-    let on_channel: Vec<_> = outbox.iter().filter(|o| o.event.kind == "event.reminder").collect();
-    assert_eq!(on_channel.len(), 1);
-    assert_eq!(on_channel[0].event.channel, format!("user:{}", event.owner));
-    assert_eq!(on_channel[0].event.payload["event_id"], serde_json::json!(event.id.0));
+    let on_stream: Vec<_> = outbox.iter().filter(|o| o.event.kind == "event.reminder").collect();
+    assert_eq!(on_stream.len(), 1);
+    assert_eq!(on_stream[0].event.stream.to_string(), format!("user:{}", event.owner));
+    assert_eq!(on_stream[0].event.payload["event_id"], serde_json::json!(event.id.0));
     let posted = hooks.0.lock().expect("hooks").clone();
     assert_eq!(posted.len(), 1, "the owner's webhook got it once");
     let body: serde_json::Value = serde_json::from_slice(&posted[0].1).expect("JSON");

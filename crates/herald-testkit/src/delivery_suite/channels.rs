@@ -135,7 +135,7 @@ pub async fn log_webhook_and_realtime_channels_deliver(store: Arc<dyn Store>, br
     assert_eq!(headers["herald-delivery"].to_str().expect("ascii"), hooked.id.to_string());
 
     let events = p.store.read_outbox(0, 100).await.expect("outbox");
-    let mine: Vec<_> = events.iter().filter(|e| e.event.channel == format!("user:{user}")).collect();
+    let mine: Vec<_> = events.iter().filter(|e| e.event.stream.to_string() == format!("user:{user}")).collect();
     assert_eq!(mine.len(), 1);
     assert_eq!((mine[0].event.id, mine[0].event.kind.as_str()), (live.id.0, "reminder"));
     assert_eq!(mine[0].event.payload["title"], "Standup");

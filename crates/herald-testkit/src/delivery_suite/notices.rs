@@ -57,9 +57,9 @@ async fn step_ends(p: &Pipeline, id: NoticeId, index: usize) -> Notice {
 }
 
 async fn acknowledge(p: &Pipeline, notice: &Notice, at: DateTime<Utc>) {
-    let (channel, offset) = read(p, notice.id).await.event.expect("its in-app event went");
+    let (stream, offset) = read(p, notice.id).await.event.expect("its in-app event went");
     let cursor =
-        SessionCursor { user: notice.user_id, session: SessionId::parse("phone").expect("session"), channel, offset };
+        SessionCursor { user: notice.user_id, session: SessionId::parse("phone").expect("session"), stream, offset };
     assert_eq!(p.store.advance_cursors(&[cursor], at).await.expect("ack").len(), 1, "acknowledged");
 }
 

@@ -444,10 +444,11 @@ async fn wait_for_cursor_on(node: &Node, account: &Account, session: &str, chann
     let store = node.herald().services.store.clone();
     let session = herald_core::stream::SessionId::parse(session).expect("session");
     let user = herald_core::user::UserId(account.id);
+    let stream = herald_core::stream::StreamName::parse(channel).expect("a stream name");
     let deadline = tokio::time::Instant::now() + WAIT;
     let mut seen = None;
     while tokio::time::Instant::now() < deadline {
-        seen = store.session_cursor(user, &session, channel).await.expect("cursor");
+        seen = store.session_cursor(user, &session, stream).await.expect("cursor");
         if seen == Some(offset) {
             return;
         }

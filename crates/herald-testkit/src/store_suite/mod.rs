@@ -4,12 +4,12 @@
 mod accounts;
 mod calendar;
 mod campaigns;
-mod channels;
 mod deliveries;
 mod messages;
 mod notices;
 mod profiles;
 mod rooms;
+mod streams;
 mod timeline;
 
 use chrono::{DateTime, SubsecRound as _, Utc};
@@ -23,12 +23,12 @@ use herald_core::{
 pub use accounts::*;
 pub use calendar::*;
 pub use campaigns::*;
-pub use channels::*;
 pub use deliveries::*;
 pub use messages::*;
 pub use notices::*;
 pub use profiles::*;
 pub use rooms::*;
+pub use streams::*;
 pub use timeline::*;
 
 /// A user with a unique email, created now.
@@ -259,14 +259,15 @@ pub async fn concurrent_task_creations_get_gap_free_offsets(store: &dyn Store) {
     ids.sort_unstable();
     ids.dedup();
     assert_eq!(ids.len(), written, "no event twice");
-    let mut offsets: std::collections::BTreeMap<&str, Vec<i64>> = std::collections::BTreeMap::new();
+    let mut offsets: std::collections::BTreeMap<herald_core::stream::StreamName, Vec<i64>> =
+        std::collections::BTreeMap::new();
     for e in &outbox {
-        offsets.entry(e.event.channel.as_str()).or_default().push(e.channel_offset);
+        offsets.entry(e.event.stream).or_default().push(e.stream_offset);
     }
     assert_eq!(offsets.len(), owners.len());
-    for (channel, offsets) in offsets {
+    for (stream, offsets) in offsets {
         let expected: Vec<i64> = (1..=i64::try_from(offsets.len()).expect("count")).collect();
-        assert_eq!(offsets, expected, "{channel}: offsets 1..n in seq order, no gap");
+        assert_eq!(offsets, expected, "{stream}: offsets 1..n in seq order, no gap");
     }
 }
 
@@ -291,7 +292,7 @@ pub async fn a_bad_task_among_concurrent_creations_fails_alone(store: &dyn Store
     assert_eq!(store.task(ghost, writes[10].0.id).await.expect("get"), None);
     let outbox = store.read_outbox(0, 1000).await.expect("outbox");
     assert_eq!(outbox.len(), 30 + 1, "the good ones' events and the first task's, none of the bad ones'");
-    let offsets: Vec<i64> = outbox.iter().map(|e| e.channel_offset).collect();
+    let offsets: Vec<i64> = outbox.iter().map(|e| e.stream_offset).collect();
     assert_eq!(offsets, (1..=31).collect::<Vec<i64>>(), "one channel, no gap");
 }
 
@@ -373,7 +374,7 @@ pub async fn published_events_are_pruned_after_retention_and_no_others(store: &d
     let (old, recent) = (now() - chrono::Duration::hours(48), now());
     store.mark_published(&[read[0].seq, read[1].seq], old).await.expect("mark old");
     store.mark_published(&[read[2].seq], recent).await.expect("mark recent");
-    let offsets: Vec<i64> = read.iter().map(|e| e.channel_offset).collect();
+    let offsets: Vec<i64> = read.iter().map(|e| e.stream_offset).collect();
     assert_eq!(offsets, [1, 2, 3, 4], "gap-free offsets within the channel");
 
     let pruned = store.prune_published(now() - chrono::Duration::hours(24), 100).await.expect("prune");

@@ -8,7 +8,7 @@ use herald_core::{
     notice::{self, Notice, NoticeFilter, NoticeId, NoticeStatus, NoticeStep, StepStatus},
     notify::{NoticeChannel, NoticeType, Preferences},
     store::{Constraint, Store, StoreError},
-    stream::{SessionCursor, SessionId},
+    stream::{SessionCursor, SessionId, StreamName},
     user::{ProfileChange, UserId},
 };
 
@@ -76,8 +76,8 @@ async fn with_phone_and_zone(store: &dyn Store, user: UserId) {
     store.update_profile(user, &change).await.expect("profile");
 }
 
-fn cursor(user: UserId, session: &str, channel: &str, offset: i64) -> SessionCursor {
-    SessionCursor { user, session: SessionId::parse(session).expect("session"), channel: channel.into(), offset }
+fn cursor(user: UserId, session: &str, stream: StreamName, offset: i64) -> SessionCursor {
+    SessionCursor { user, session: SessionId::parse(session).expect("session"), stream, offset }
 }
 
 /// Reports a claimed delivery as sent.
@@ -113,11 +113,11 @@ pub async fn a_notice_and_its_in_app_first_step_are_stored_together(store: &dyn 
         (found.title.as_str(), found.data.clone(), found.status),
         (n.title.as_str(), n.data.clone(), NoticeStatus::Pending)
     );
-    let (channel, offset) = found.event.clone().expect("its event went");
-    assert_eq!(channel, format!("user:{}", ada.0));
-    let events = store.read_stream(&channel, 0, 10).await.expect("stream");
+    let (stream, offset) = found.event.expect("its event went");
+    assert_eq!(stream, StreamName::User(ada));
+    let events = store.read_stream(stream, 0, 10).await.expect("stream");
     assert_eq!(events.len(), 1);
-    assert_eq!(events[0].channel_offset, offset);
+    assert_eq!(events[0].stream_offset, offset);
     assert_eq!(events[0].event.kind, notice::EVENT_TYPE);
     assert_eq!(events[0].event.payload["id"], serde_json::json!(n.id.0));
 
@@ -139,7 +139,7 @@ pub async fn a_notice_and_its_in_app_first_step_are_stored_together(store: &dyn 
     let ghost = new_notice(UserId::new(), "user:admin", &[(NoticeChannel::Realtime, 0)], at);
     let refused = store.create_notice(&ghost, Some(&ghost.event(at))).await;
     assert!(matches!(refused, Err(StoreError::NotFound)), "{refused:?}");
-    assert_eq!(store.read_stream(&format!("user:{}", ghost.user_id.0), 0, 10).await.expect("stream").len(), 0);
+    assert_eq!(store.read_stream(StreamName::User(ghost.user_id), 0, 10).await.expect("stream").len(), 0);
 
     // Admins list by person and status, newest first.
     let listed = store
@@ -244,28 +244,28 @@ pub async fn a_cursor_past_the_event_or_reading_acknowledges_and_cancels_the_res
     let steps = [(NoticeChannel::Realtime, 0), (NoticeChannel::Email, 30)];
     let first = new_notice(ada, "user:admin", &steps, at);
     store_notice(store, &first).await;
-    let (channel, offset) = read(store, first.id).await.event.expect("its event");
+    let (stream, offset) = read(store, first.id).await.event.expect("its event");
 
     // A cursor below the event acknowledges nothing; one at it acknowledges the notice.
     let later = at + Duration::seconds(3);
     assert!(
-        store.advance_cursors(&[cursor(ada, "tab-1", &channel, offset - 1)], later).await.expect("behind").is_empty()
+        store.advance_cursors(&[cursor(ada, "tab-1", stream, offset - 1)], later).await.expect("behind").is_empty()
     );
-    let acked = store.advance_cursors(&[cursor(ada, "tab-1", &channel, offset)], later).await.expect("at");
+    let acked = store.advance_cursors(&[cursor(ada, "tab-1", stream, offset)], later).await.expect("at");
     assert_eq!(acked.iter().map(|a| (a.id, a.created_at)).collect::<Vec<_>>(), [(first.id, at)]);
     let found = read(store, first.id).await;
     assert_eq!((found.status, found.acknowledged_at), (NoticeStatus::Acknowledged, Some(later)));
     assert_eq!(statuses(&found), [StepStatus::Sent, StepStatus::Cancelled]);
     assert!(
-        store.advance_cursors(&[cursor(ada, "tab-2", &channel, offset)], later).await.expect("again").is_empty(),
+        store.advance_cursors(&[cursor(ada, "tab-2", stream, offset)], later).await.expect("again").is_empty(),
         "once"
     );
     assert!(escalate(store, at + Duration::seconds(31)).await.steps.is_empty(), "the email never goes");
     // Another person's cursor on their own stream acknowledges nothing of Ada's.
     let second = new_notice(ada, "user:admin", &steps, at);
     store_notice(store, &second).await;
-    let bobs = format!("user:{}", bob.0);
-    assert!(store.advance_cursors(&[cursor(bob, "tab-1", &bobs, 1_000)], later).await.expect("bob").is_empty());
+    let bobs = StreamName::User(bob);
+    assert!(store.advance_cursors(&[cursor(bob, "tab-1", bobs, 1_000)], later).await.expect("bob").is_empty());
 
     // Reading: another person's notice is not found; one's own is read and acknowledged.
     assert!(matches!(store.read_notices(bob, Some(second.id), later).await, Err(StoreError::NotFound)));
@@ -295,9 +295,9 @@ pub async fn an_acknowledgement_racing_a_due_step_wins_or_loses_whole(store: &dy
         let at = now();
         let n = new_notice(ada, "user:admin", &[(NoticeChannel::Realtime, 0), (NoticeChannel::Email, 0)], at);
         store_notice(store, &n).await;
-        let (channel, offset) = read(store, n.id).await.event.expect("its event");
+        let (stream, offset) = read(store, n.id).await.event.expect("its event");
         let session = format!("tab-{i}");
-        let cursors = [cursor(ada, &session, &channel, offset)];
+        let cursors = [cursor(ada, &session, stream, offset)];
         let (ack, step) = tokio::join!(store.advance_cursors(&cursors, at), async {
             store.escalate_notices(at, 100, &|due| notice::plan(due, at)).await?;
             store.claim_due_deliveries(at, 100, std::time::Duration::from_secs(60)).await

@@ -5,7 +5,7 @@ use herald_core::{
     change::{ChangeEvent, OutboxEvent},
     room::{MessageBody, Room, RoomId, RoomMessage, RoomMessageId, RoomName},
     store::{Store, StoreError},
-    stream::room_stream,
+    stream::StreamName,
     user::UserId,
 };
 use serde_json::json;
@@ -29,16 +29,16 @@ pub fn new_message(room: RoomId, author: UserId, body: &str) -> RoomMessage {
 }
 
 fn on_room(room: RoomId, kind: &str) -> ChangeEvent {
-    ChangeEvent::on_channel(room_stream(room), kind, json!({"kind": kind}), now())
+    ChangeEvent::on_stream(StreamName::Room(room), kind, json!({"kind": kind}), now())
 }
 
 async fn outbox(store: &dyn Store) -> Vec<OutboxEvent> {
     store.read_outbox(0, 1000).await.expect("outbox")
 }
 
-/// (kind, channel, offset) of every outbox event, in order.
-async fn written(store: &dyn Store) -> Vec<(String, String, i64)> {
-    outbox(store).await.into_iter().map(|e| (e.event.kind, e.event.channel, e.channel_offset)).collect()
+/// (kind, stream, offset) of every outbox event, in order.
+async fn written(store: &dyn Store) -> Vec<(String, StreamName, i64)> {
+    outbox(store).await.into_iter().map(|e| (e.event.kind, e.event.stream, e.stream_offset)).collect()
 }
 
 pub async fn a_room_is_created_with_its_owner_as_first_member(store: &dyn Store) {
@@ -139,21 +139,21 @@ pub async fn room_events_take_consecutive_offsets_on_the_room_channel(store: &dy
         let message = new_message(room.id, author, body);
         store.post_message(&message, &[on_room(room.id, "room.message")]).await.expect("post");
     }
-    let (channel, other_channel) = (room_stream(room.id), room_stream(other.id));
-    let on = |kind: &str, channel: &str, offset| (kind.to_owned(), channel.to_owned(), offset);
-    let (ada_channel, bob_channel) = (format!("user:{ada}"), format!("user:{bob}"));
+    let (stream, other_stream) = (StreamName::Room(room.id), StreamName::Room(other.id));
+    let on = |kind: &str, stream: StreamName, offset| (kind.to_owned(), stream, offset);
+    let (ada_stream, bob_stream) = (StreamName::User(ada), StreamName::User(bob));
     assert_eq!(
         written(store).await,
         [
-            on("room.created", &ada_channel, 1),
-            on("room.created", &other_channel, 1),
-            on("room.member_added", &channel, 1),
-            on("room.member_added", &bob_channel, 1),
-            on("room.message", &channel, 2),
-            on("room.message", &channel, 3),
-            on("room.message", &channel, 4),
+            on("room.created", ada_stream, 1),
+            on("room.created", other_stream, 1),
+            on("room.member_added", stream, 1),
+            on("room.member_added", bob_stream, 1),
+            on("room.message", stream, 2),
+            on("room.message", stream, 3),
+            on("room.message", stream, 4),
         ],
-        "each channel counts its own events, gap-free"
+        "each stream counts its own events, gap-free"
     );
 }
 

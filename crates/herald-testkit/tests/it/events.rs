@@ -70,7 +70,12 @@ async fn events_are_created_read_replaced_and_deleted(app: &TestApp) {
     let kinds: Vec<_> =
         outbox.iter().filter(|o| o.event.kind.starts_with("event.")).map(|o| o.event.kind.as_str()).collect();
     assert_eq!(kinds, ["event.created", "event.updated", "event.deleted", "event.created"]);
-    assert!(outbox.iter().filter(|o| o.event.kind.starts_with("event.")).all(|o| o.event.channel.starts_with("user:")));
+    assert!(
+        outbox
+            .iter()
+            .filter(|o| o.event.kind.starts_with("event."))
+            .all(|o| matches!(o.event.stream, herald_core::stream::StreamName::User(_)))
+    );
 }
 
 async fn overlapping_events_are_date_busy(app: &TestApp) {

@@ -16,6 +16,7 @@ use herald_core::{
     notify::NoticeChannel,
     quarantine::{FailurePolicy, FailureReason, ItemFailure, Worker},
     store::Store,
+    stream::StreamName,
     user::UserId,
 };
 use herald_testkit::{Backend, TestStore, proxy::Proxy, store_suite};
@@ -170,7 +171,7 @@ async fn an_unreadable_event_holds_back_only_its_stream() {
     let event = |stream: &str, n: u32| ChangeEvent {
         id: uuid::Uuid::now_v7(),
         kind: "note".into(),
-        channel: stream.into(),
+        stream: StreamName::parse(stream).expect("a stream"),
         payload: json!({"n": n}),
         created_at: Utc::now(),
         trace_context: None,
@@ -189,7 +190,7 @@ async fn an_unreadable_event_holds_back_only_its_stream() {
     test.raw_sql(&format!("UPDATE outbox SET payload = '{{\"n\":1}}' WHERE channel = '{a}'")).await;
     store.release_held(held.id).await.expect("release").expect("released");
     let waiting = store.unpublished_events(10).await.expect("read").events;
-    let offsets: Vec<(String, i64)> = waiting.iter().map(|e| (e.event.channel.clone(), e.channel_offset)).collect();
+    let offsets: Vec<(String, i64)> = waiting.iter().map(|e| (e.event.stream.to_string(), e.stream_offset)).collect();
     assert_eq!(offsets, [(a.to_owned(), 1), (a.to_owned(), 2)], "b went, a waited whole");
     relay.tick().await.expect("pass");
     assert!(store.unpublished_events(10).await.expect("read").events.is_empty());

@@ -33,7 +33,8 @@ async fn postgres_relay_waits_for_a_long_transaction_below_the_horizon() {
     let mut long = sqlx::PgConnection::connect(&db.url).await.expect("connect");
     let mut tx = sqlx::Connection::begin(&mut long).await.expect("begin");
     sqlx::query(
-        "INSERT INTO outbox (id, kind, channel, payload, created_at) VALUES ($1, 'slow.write', 'room:1', '{}', now())",
+        "INSERT INTO outbox (id, kind, channel, payload, created_at) \
+         VALUES ($1, 'slow.write', 'room:0192f0c1-5c3a-7b8e-9d4f-000000000001', '{}', now())",
     )
     .bind(uuid::Uuid::now_v7())
     .execute(&mut *tx)
@@ -79,7 +80,8 @@ async fn postgres_relay_never_publishes_a_later_offset_before_an_earlier_one() {
 
     async fn write_event(tx: &mut sqlx::Transaction<'_, sqlx::Postgres>, kind: &str) {
         let offset: i64 = sqlx::query_scalar(
-            "INSERT INTO channel_offsets (channel, last_offset) VALUES ('room:race', 1) \
+            "INSERT INTO channel_offsets (channel, last_offset) \
+             VALUES ('room:0192f0c1-5c3a-7b8e-9d4f-00000000aace', 1) \
              ON CONFLICT (channel) DO UPDATE SET last_offset = channel_offsets.last_offset + 1 RETURNING last_offset",
         )
         .fetch_one(&mut **tx)
@@ -87,7 +89,7 @@ async fn postgres_relay_never_publishes_a_later_offset_before_an_earlier_one() {
         .expect("offset");
         sqlx::query(
             "INSERT INTO outbox (id, kind, channel, channel_offset, payload, created_at) \
-             VALUES ($1, $2, 'room:race', $3, '{}', now())",
+             VALUES ($1, $2, 'room:0192f0c1-5c3a-7b8e-9d4f-00000000aace', $3, '{}', now())",
         )
         .bind(uuid::Uuid::now_v7())
         .bind(kind)

@@ -110,17 +110,17 @@ async fn room_writes_leave_their_events_on_the_right_channels(app: &TestApp) {
     let message = post(app, &bob, room_id, "hi").await.body;
 
     let events = app.store().read_outbox(0, 100).await.expect("outbox");
-    let seen: Vec<(&str, &str, i64)> =
-        events.iter().map(|e| (e.event.kind.as_str(), e.event.channel.as_str(), e.channel_offset)).collect();
+    let seen: Vec<(&str, String, i64)> =
+        events.iter().map(|e| (e.event.kind.as_str(), e.event.stream.to_string(), e.stream_offset)).collect();
     let (ada_channel, bob_channel, room_stream) =
         (format!("user:{ada_id}"), format!("user:{bob_id}"), format!("room:{room_id}"));
     assert_eq!(
         seen,
         [
-            ("room.created", ada_channel.as_str(), 1),
-            ("room.member_added", room_stream.as_str(), 1),
-            ("room.member_added", bob_channel.as_str(), 1),
-            ("room.message", room_stream.as_str(), 2),
+            ("room.created", ada_channel, 1),
+            ("room.member_added", room_stream.clone(), 1),
+            ("room.member_added", bob_channel, 1),
+            ("room.message", room_stream, 2),
         ],
         "adding a member again wrote nothing"
     );

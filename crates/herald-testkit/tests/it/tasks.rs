@@ -153,8 +153,8 @@ async fn every_change_leaves_its_event_for_the_owner(app: &TestApp) {
             "task.deleted"
         ]
     );
-    let channel = format!("user:{}", me["id"].as_str().expect("id"));
-    assert!(events.iter().all(|e| e.event.channel == channel), "all addressed to the owner");
+    let stream = format!("user:{}", me["id"].as_str().expect("id"));
+    assert!(events.iter().all(|e| e.event.stream.to_string() == stream), "all addressed to the owner");
     assert_eq!(events[0].event.payload, task, "task.created carries the new state");
     assert_eq!(events[1].event.payload["status"], "done");
     assert_eq!(events[1].event.payload["version"], 2);

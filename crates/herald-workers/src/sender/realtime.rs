@@ -5,9 +5,10 @@
 use chrono::{DateTime, Utc};
 use herald_core::{
     broker,
-    change::{ChangeEvent, user_stream},
+    change::ChangeEvent,
     delivery::{Attempt, Channel, DeliveryJob, DeliveryStatus, Failure},
     quarantine::{ItemFailure, Worker},
+    stream::StreamName,
     trace,
     user::UserId,
     wire::TYPE_HEADER,
@@ -16,7 +17,7 @@ use herald_core::{
 use super::{Disposition, Sender};
 
 impl Sender {
-    /// Appends the payload to the recipient's `user:` channel and records the delivery, together.
+    /// Appends the payload to the recipient's `user:` stream and records the delivery, together.
     pub(super) async fn realtime(&self, job: &DeliveryJob, now: DateTime<Utc>) -> Disposition {
         let Ok(user) = job.recipient.parse::<uuid::Uuid>() else {
             let reason = Some(format!("the recipient {:?} is not a user id", job.recipient));
@@ -27,7 +28,7 @@ impl Sender {
             // The delivery's id: the event of a delivery is one event, however often it is tried.
             id: job.id,
             kind,
-            channel: user_stream(UserId(user)),
+            stream: StreamName::User(UserId(user)),
             payload: job.payload.clone(),
             created_at: now,
             // The channel call's span: the relay and the gateway continue this delivery's trace.
