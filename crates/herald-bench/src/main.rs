@@ -130,6 +130,7 @@ pub enum Command {
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    herald_egress::install_ring_provider();
     let cli = Cli::parse();
     let env: BTreeMap<String, String> = std::env::vars().collect();
     let file = cli.config.clone().or_else(|| env.get("HERALD_CONFIG").map(PathBuf::from));

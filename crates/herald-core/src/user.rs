@@ -222,6 +222,9 @@ mod tests {
             ("http://127.0.0.1./", "127.0.0.1", 80),
             ("http://hook#frag", "hook", 80),
             ("http://my_host.example:0080", "my_host.example", 80),
+            ("https://hooks.example.org/r", "hooks.example.org", 443),
+            ("https://hooks.example.org:8443/r", "hooks.example.org", 8443),
+            ("https://[::1]/", "[::1]", 443),
         ] {
             assert_eq!(host_port(raw), Ok((host.to_owned(), port)), "{raw}");
         }
@@ -248,8 +251,13 @@ mod tests {
     }
 }
 
-/// Where a user's own notifications are POSTed: an `http://` URL with a host, at most 2048
-/// characters (the webhook channel does not speak TLS yet, so `https://` is refused up front).
+/// A webhook URL's scheme's default port and what follows `scheme://`.
+fn split_scheme(url: &str) -> Option<(u16, &str)> {
+    url.strip_prefix("https://").map(|rest| (443, rest)).or_else(|| url.strip_prefix("http://").map(|rest| (80, rest)))
+}
+
+/// Where a user's own notifications are POSTed: an `https://` or `http://` URL with a host, at
+/// most 2048 characters.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct WebhookUrl(String);
@@ -260,13 +268,10 @@ impl WebhookUrl {
         if url.len() > 2048 {
             return Err("must be at most 2048 characters");
         }
-        if url.starts_with("https://") {
-            return Err("must be an http:// URL: https webhooks are not supported yet");
-        }
-        let Some(rest) = url.strip_prefix("http://") else { return Err("must be an http:// URL") };
+        let Some((_, rest)) = split_scheme(url) else { return Err("must be an https:// or http:// URL") };
         let host = rest.split(['/', '?', '#']).next().unwrap_or_default();
         if host.is_empty() || host.starts_with(':') || url.chars().any(|c| c.is_whitespace() || c.is_control()) {
-            return Err("must be an http:// URL with a host");
+            return Err("must be an https:// or http:// URL with a host");
         }
         Ok(Self(url.to_owned()))
     }
@@ -276,7 +281,7 @@ impl WebhookUrl {
     }
 
     /// The host (a lower-cased name, a dotted IPv4 address, or an IPv6 address in brackets) and
-    /// the port (80 unless given) this URL connects to.
+    /// the port (443 for `https://`, 80 for `http://`, unless given) this URL connects to.
     ///
     /// Stricter than [`WebhookUrl::parse`], which stored URLs are read back with: a host that a
     /// URL parser would read as something else is refused, so the host checked when the URL is
@@ -286,7 +291,7 @@ impl WebhookUrl {
     /// `0x7f.1`, `2130706433`), which parsers read as IPv4 addresses.
     pub fn host_and_port(&self) -> Result<(String, u16), &'static str> {
         const BAD_HOST: &str = "must name its host as a DNS name, a dotted IPv4 address or a bracketed IPv6 address";
-        let rest = self.0.strip_prefix("http://").ok_or("must be an http:// URL")?;
+        let (default_port, rest) = split_scheme(&self.0).ok_or("must be an https:// or http:// URL")?;
         let authority = rest.split(['/', '?', '#', '\\']).next().unwrap_or_default();
         let host_port = authority.rsplit_once('@').map_or(authority, |(_, host_port)| host_port);
         let (host, port) = match host_port.strip_prefix('[') {
@@ -316,7 +321,7 @@ impl WebhookUrl {
             }
         };
         let port = match port {
-            None | Some("") => 80,
+            None | Some("") => default_port,
             Some(port) if port.bytes().all(|b| b.is_ascii_digit()) => {
                 port.parse().map_err(|_| "must have a port from 1 to 65535")?
             }

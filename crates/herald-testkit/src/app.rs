@@ -100,7 +100,7 @@ impl TestApp {
         let config = loaded.config;
         let running = herald::app::start_with(&config, parts).await.expect("start herald");
         let base = format!("http://{}", running.http_addr);
-        let client = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("http client");
+        let client = crate::http::builder().timeout(Duration::from_secs(30)).build().expect("http client");
         let app = Self { base, client, backend, running, store, config, _data_dir: data_dir };
         app.wait_ready().await;
         Some(app)

@@ -64,7 +64,7 @@ impl Cluster {
             broker_url,
             namespace: format!("t_{}", Uuid::now_v7().simple()),
             data_dir: tempfile::tempdir().expect("temp data dir"),
-            client: reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("http client"),
+            client: crate::http::builder().timeout(Duration::from_secs(30)).build().expect("http client"),
         })
     }
 

@@ -12,6 +12,7 @@ pub mod campaign_suite;
 pub mod cluster;
 pub mod delivery_suite;
 pub mod files_suite;
+pub mod http;
 pub mod mock_provider;
 pub mod node;
 pub mod oidc_provider;
@@ -24,6 +25,7 @@ pub mod s3;
 pub mod smtp;
 pub mod store_suite;
 pub mod test_env;
+pub mod tls;
 pub mod ws_client;
 
 pub use app::TestApp;

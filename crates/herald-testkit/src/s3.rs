@@ -44,7 +44,7 @@ impl TestBucket {
         }
         let raw = Arc::new(builder.build().expect("test bucket client"));
         let prefix = format!("t-{}", Uuid::now_v7().simple());
-        let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().expect("http client");
+        let http = crate::http::builder().timeout(Duration::from_secs(10)).build().expect("http client");
         Some(Self { endpoint, bucket, prefix, raw, http })
     }
 

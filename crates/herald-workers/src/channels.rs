@@ -2,17 +2,15 @@
 //! POST), `email` (SMTP, see [`crate::email`]) and `realtime` (the recipient's `user:<id>`
 //! channel, written by the sender through the store so that it is exactly once).
 
-use std::{
-    net::{IpAddr, SocketAddr},
-    time::Duration,
-};
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use herald_core::{
     delivery::{Attempt, DeliveryJob, Failure, classify_http},
-    net::{Destinations, Refusal},
+    net::Destinations,
     redact::SecretString,
 };
+use herald_egress::{Egress, Outbound};
 use hmac::{Hmac, Mac};
 use reqwest::header;
 use sha2::Sha256;
@@ -47,7 +45,8 @@ pub struct WebhookConfig {
 }
 
 /// The channels that call out: the provider's client, the webhook client that connects only
-/// where [`Destinations`] allows, and the SMTP transport when email is configured.
+/// where [`Destinations`] allows (both from one [`Egress`]: TLS, no redirects, no proxy), and
+/// the SMTP transport when email is configured.
 ///
 /// A provider's or a receiver's answer is its status: the outcome of a call is decided by it
 /// alone (a 2xx is sent, whatever follows). Its body is read only so the connection can be
@@ -57,7 +56,7 @@ pub struct WebhookConfig {
 pub struct Channels {
     /// For the operator-configured provider URL: no destination policy.
     provider_client: reqwest::Client,
-    /// For user-aimed webhooks: names resolve through the destination check, no proxies.
+    /// For user-aimed webhooks: names resolve through the destination check.
     webhook_client: reqwest::Client,
     destinations: Destinations,
     provider: Option<ProviderConfig>,
@@ -66,23 +65,16 @@ pub struct Channels {
 }
 
 impl Channels {
-    /// The channels, with webhooks limited to what `destinations` allows.
-    pub fn new(provider: Option<ProviderConfig>, webhook: WebhookConfig, destinations: Destinations) -> Self {
-        let builder = || {
-            reqwest::Client::builder()
-                .user_agent(concat!("herald/", env!("CARGO_PKG_VERSION")))
-                .redirect(reqwest::redirect::Policy::none())
-                .pool_max_idle_per_host(256)
-        };
-        let provider_client = builder().build().unwrap_or_default();
-        // A proxy would connect for us, past the check; every name the client looks up goes
-        // through it (addresses in URLs are checked before the request, as they bypass it).
-        let webhook_client = builder()
-            .no_proxy()
-            .dns_resolver(CheckedResolver(destinations.clone()))
-            .build()
-            // Never a default client in its place: that one would connect anywhere.
-            .unwrap_or_else(|e| panic!("the webhook HTTP client: {e}"));
+    /// The channels, calling out through `egress`, with webhooks limited to what
+    /// `destinations` allows.
+    pub fn new(
+        egress: &Egress,
+        provider: Option<ProviderConfig>,
+        webhook: WebhookConfig,
+        destinations: Destinations,
+    ) -> Self {
+        let provider_client = egress.open().clone();
+        let webhook_client = egress.guarded(destinations.clone());
         let provider = provider.map(|p| ProviderConfig { url: p.url.trim_end_matches('/').to_owned(), ..p });
         Self { provider_client, webhook_client, destinations, provider, webhook, email: None }
     }
@@ -125,7 +117,14 @@ impl Channels {
             .bearer_auth(provider.token.expose())
             .timeout(provider.timeout)
             .json(&body);
-        call(request, provider.answer_limit, now).await.map_err(|e| failure(&e))?
+        match call(request, provider.answer_limit, now).await {
+            Ok(outcome) => outcome,
+            Err(e) => {
+                let outbound = Outbound::of(&e);
+                tracing::warn!(delivery = %job.id, failure = ?outbound, "a provider call failed");
+                Err(failure(outbound))
+            }
+        }
     }
 
     /// POSTs the payload to the recipient URL, signed, if the destination is one webhooks may
@@ -138,17 +137,11 @@ impl Channels {
             });
         };
         let url = match reqwest::Url::parse(&job.recipient) {
-            Ok(url) if url.scheme() == "http" && url.has_host() => url,
-            Ok(url) if url.scheme() == "https" => {
-                return Err(Failure::Malformed { reason: "https webhooks are not supported yet".into() });
-            }
-            _ => return Err(Failure::Malformed { reason: format!("{:?} is not an http URL", job.recipient) }),
+            Ok(url) if matches!(url.scheme(), "http" | "https") && url.has_host() => url,
+            _ => return Err(Failure::Malformed { reason: format!("{:?} is not an http(s) URL", job.recipient) }),
         };
         let host = destination_host(&url);
-        // The connector takes an address in the URL as it is, without asking the resolver.
-        let literal =
-            url.host_str().and_then(|h| h.trim_start_matches('[').trim_end_matches(']').parse::<IpAddr>().ok());
-        if let Some(Err(refusal)) = literal.map(|ip| self.destinations.check_ip(ip)) {
+        if let Err(refusal) = herald_egress::check_literal(&self.destinations, &url) {
             tracing::warn!(delivery = %job.id, %host, reason = %refusal, "refused a webhook destination");
             return Err(Failure::Connection);
         }
@@ -165,15 +158,18 @@ impl Channels {
         match call(request, self.webhook.answer_limit, now).await {
             Ok(outcome) => outcome,
             Err(e) => {
-                match refusal_in(&e) {
-                    Some(refusal) => {
+                let outbound = Outbound::of(&e);
+                match &outbound {
+                    Outbound::Refused(refusal) => {
                         tracing::warn!(delivery = %job.id, %host, reason = %refusal, "refused a webhook destination");
                     }
-                    None => {
-                        tracing::debug!(delivery = %job.id, %host, error = %error_chain(&e), "a webhook call failed")
+                    Outbound::Tls(reason) => {
+                        // The user is told `tls`; which certificate problem it was is the operator's.
+                        tracing::warn!(delivery = %job.id, %host, %reason, "a webhook's TLS handshake failed");
                     }
+                    other => tracing::debug!(delivery = %job.id, %host, failure = ?other, "a webhook call failed"),
                 }
-                Err(failure(&e))
+                Err(failure(outbound))
             }
         }
     }
@@ -185,64 +181,18 @@ async fn call(
     answer_limit: usize,
     now: DateTime<Utc>,
 ) -> Result<Attempt, reqwest::Error> {
-    let mut response = request.send().await?;
-    let retry_after = response.headers().get(header::RETRY_AFTER).and_then(|v| v.to_str().ok()).map(str::to_owned);
-    let status = response.status().as_u16();
-    // The status decides; the body is read and dropped, a chunk at a time, so the connection can
-    // be reused. One that is longer than the limit, breaks off or is still coming at the timeout
-    // does not undo the outcome: it is dropped, and its connection with it.
-    let mut read = 0usize;
-    loop {
-        match response.chunk().await {
-            Ok(Some(chunk)) => {
-                read = read.saturating_add(chunk.len());
-                if read > answer_limit {
-                    tracing::debug!(status, answer_limit, "the channel's answer is longer than allowed; dropped");
-                    break;
-                }
-            }
-            Ok(None) => break,
-            Err(e) => {
-                tracing::debug!(status, error = %e, "the channel's answer body broke off");
-                break;
-            }
-        }
-    }
-    Ok(classify_http(status, retry_after.as_deref(), now))
+    let answer = herald_egress::send(request, answer_limit).await?;
+    Ok(classify_http(answer.status, answer.retry_after.as_deref(), now))
 }
 
-fn failure(e: &reqwest::Error) -> Failure {
-    if e.is_timeout() {
-        Failure::Timeout
-    } else if e.is_builder() {
-        Failure::Malformed { reason: e.to_string() }
-    } else {
-        Failure::Connection
+/// The delivery failure of a call that got no answer.
+fn failure(outbound: Outbound) -> Failure {
+    match outbound {
+        Outbound::Timeout => Failure::Timeout,
+        Outbound::Tls(_) => Failure::Tls,
+        Outbound::Refused(_) | Outbound::Unreachable(_) => Failure::Connection,
+        Outbound::Invalid(reason) => Failure::Malformed { reason },
     }
-}
-
-/// The destination refusal behind a failed request, if the resolver refused its host.
-fn refusal_in(e: &reqwest::Error) -> Option<Refusal> {
-    let mut source = std::error::Error::source(e);
-    while let Some(err) = source {
-        if let Some(refusal) = err.downcast_ref::<Refusal>() {
-            return Some(refusal.clone());
-        }
-        source = err.source();
-    }
-    None
-}
-
-/// An error and its causes, for the operator's log.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(err) = source {
-        text.push_str(": ");
-        text.push_str(&err.to_string());
-        source = err.source();
-    }
-    text
 }
 
 /// The `host:port` a webhook URL connects to (the port the scheme's default when not given): the
@@ -260,32 +210,17 @@ fn destination_host(url: &reqwest::Url) -> String {
     }
 }
 
-/// What a webhook delivery's `last_error` says of `failure`: `unreachable` or `rejected with HTTP
-/// <status>`, nothing a user could learn the network from (whether a port is open, what answers
-/// on it). A request Herald could not make says why, in Herald's own words.
+/// What a webhook delivery's `last_error` says of `failure`: `unreachable`, `tls` (any
+/// certificate or handshake problem) or `rejected with HTTP <status>`, nothing a user could
+/// learn the network from (whether a port is open, what answers on it, which certificate it
+/// shows). A request Herald could not make says why, in Herald's own words.
 pub fn webhook_error(failure: &Failure) -> String {
     match failure {
         Failure::Timeout | Failure::Connection => "unreachable".to_owned(),
+        Failure::Tls => "tls".to_owned(),
         Failure::Server { status, .. } | Failure::Rejected { status } => format!("rejected with HTTP {status}"),
         Failure::RateLimited { .. } => "rejected with HTTP 429".to_owned(),
         Failure::Malformed { .. } | Failure::Smtp { .. } => failure.to_string(),
-    }
-}
-
-/// Resolves webhook hosts through [`Destinations`]: a name with any address webhooks may not
-/// reach does not resolve at all, so no connection to it is tried.
-#[derive(Debug, Clone)]
-struct CheckedResolver(Destinations);
-
-impl reqwest::dns::Resolve for CheckedResolver {
-    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
-        let (destinations, host) = (self.0.clone(), name.as_str().to_owned());
-        Box::pin(async move {
-            // Port 0: reqwest puts the URL's port (or the scheme's) in its place.
-            let addrs = destinations.check_host(&host, 0).await?;
-            let addrs: reqwest::dns::Addrs = Box::new(addrs.into_iter().map(|ip| SocketAddr::new(ip, 0)));
-            Ok(addrs)
-        })
     }
 }
 

@@ -165,7 +165,12 @@ pub fn channels(config: &Config, destinations: Destinations) -> Channels {
         timeout: config.webhook_timeout.0,
         answer_limit: usize::try_from(config.webhook_answer_limit.0).unwrap_or(usize::MAX),
     };
-    let channels = Channels::new(provider, webhook, destinations);
+    // Checked when the configuration loaded; only a CA file changed since could fail here.
+    let egress = config.egress().unwrap_or_else(|error| {
+        tracing::error!(%error, "outbound TLS trusts the system's roots only: the CA file no longer holds");
+        herald_egress::Egress::system()
+    });
+    let channels = Channels::new(&egress, provider, webhook, destinations);
     // Checked when the configuration loaded; only a CA file changed since could fail here.
     match config
         .email()

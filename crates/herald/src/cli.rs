@@ -112,6 +112,8 @@ pub enum UsersCommand {
 
 /// Runs the parsed command line.
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    // Before any HTTP client (the OTLP exporter's, the channels') is built.
+    herald_egress::install_ring_provider();
     let env: BTreeMap<String, String> = std::env::vars().collect();
     let file = cli.config.clone().or_else(|| env.get("HERALD_CONFIG").map(PathBuf::from));
     let loaded = config::load(file.as_deref(), &env, &cli.flags);

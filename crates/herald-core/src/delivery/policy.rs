@@ -19,6 +19,10 @@ pub enum Failure {
     /// The connection could not be made or broke before an answer.
     #[error("could not reach the provider")]
     Connection,
+    /// The TLS handshake failed: a certificate not trusted, for another name or expired, or no
+    /// protocol in common. Retried: the other side may mend it.
+    #[error("the TLS handshake failed")]
+    Tls,
     /// The provider failed (HTTP 5xx); a 503 may say when to come back.
     #[error("provider error: HTTP {status}")]
     Server {
@@ -57,7 +61,7 @@ impl Failure {
     /// Whether trying again later may succeed.
     pub fn is_transient(&self) -> bool {
         match self {
-            Self::Timeout | Self::Connection | Self::Server { .. } | Self::RateLimited { .. } => true,
+            Self::Timeout | Self::Connection | Self::Tls | Self::Server { .. } | Self::RateLimited { .. } => true,
             Self::Smtp { code } => (400..500).contains(code),
             Self::Rejected { .. } | Self::Malformed { .. } => false,
         }

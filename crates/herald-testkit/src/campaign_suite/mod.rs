@@ -106,7 +106,7 @@ impl Campaign {
             SchedulerOptions { batch, lease: Duration::from_secs(120), ..SchedulerOptions::default() },
         );
         let job = MailingsJob::new(pipe.store.clone(), pipe.metrics.clone());
-        let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("client");
+        let http = crate::http::builder().timeout(Duration::from_secs(30)).build().expect("client");
         Self { pipe, scheduler, job, herald, base, http, stop, _files: files, accounts: Default::default() }
     }
 
@@ -396,7 +396,7 @@ pub async fn bad_input_is_refused_and_cancelling_stops_what_is_pending(
     let wrong_type = rig.bulk(&admin, "").await;
     assert_eq!(wrong_type.body["created"], 0);
     let req =
-        reqwest::Client::new().post(format!("{}/api/v1/clients/bulk", rig.base)).bearer_auth(&admin).json(&json!([ok]));
+        crate::http::client().post(format!("{}/api/v1/clients/bulk", rig.base)).bearer_auth(&admin).json(&json!([ok]));
     let reply = TestApp::reply(req.send().await.expect("sent")).await;
     assert_eq!((reply.status, reply.code()), (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"));
 

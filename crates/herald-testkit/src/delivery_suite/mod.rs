@@ -154,7 +154,8 @@ impl Pipeline {
             self.broker.clone(),
             self.clock.clone(),
             self.metrics.clone(),
-            Channels::new(Some(provider), webhook, loopback_destinations()).with_email(self.email_channel()),
+            Channels::new(&herald_egress::Egress::system(), Some(provider), webhook, loopback_destinations())
+                .with_email(self.email_channel()),
             options,
         )
     }

@@ -35,7 +35,7 @@ pub async fn a_deleted_accounts_sessions_close_on_every_gateway(cluster: &Cluste
     let mut idle = connect(&west, &ada, "phone").await;
     let mut other = connect(&west, &bob, "phone").await;
 
-    let reply = reqwest::Client::new()
+    let reply = crate::http::client()
         .delete(api.url(&format!("/api/v1/users/{}", ada.id)))
         .bearer_auth(&root.token)
         .send()

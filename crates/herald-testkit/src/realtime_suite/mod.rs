@@ -267,7 +267,7 @@ where
 
 /// Polls the node's `/readyz` for up to 15 s until it answers `status`; the last status seen.
 async fn readiness_becomes(node: &Node, status: u16) -> u16 {
-    let client = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().expect("client");
+    let client = crate::http::builder().timeout(Duration::from_secs(5)).build().expect("client");
     let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
     loop {
         let seen = client.get(node.url("/readyz")).send().await.map_or(0, |r| r.status().as_u16());

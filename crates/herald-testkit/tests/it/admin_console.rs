@@ -33,7 +33,7 @@ async fn the_console_is_served_from_the_binary() {
     }
     let unknown = app.get("/admin/nothing.js", None).await;
     assert_eq!((unknown.status, unknown.code()), (StatusCode::NOT_FOUND, "not_found"));
-    let redirect = reqwest::Client::builder()
+    let redirect = herald_testkit::http::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .expect("client")
@@ -83,7 +83,7 @@ async fn the_console_works_in_a_browser() {
     let admin = app.admin("root@example.org").await;
     app.user("plain@example.org").await;
     let lines: String = (0..2000).map(|i| format!("{{\"phone\":\"7916{i:07}\"}}\n")).collect();
-    let imported = reqwest::Client::new()
+    let imported = herald_testkit::http::client()
         .post(format!("{}/api/v1/clients/bulk", app.base))
         .bearer_auth(&admin)
         .header("content-type", "application/x-ndjson")

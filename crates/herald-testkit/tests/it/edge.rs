@@ -156,7 +156,7 @@ async fn swagger_ui_loads_every_asset_from_herald_itself() {
     assert!(init.contains("/openapi.json"), "the UI loads Herald's own spec: {init}");
     assert!(!init.contains("petstore"), "no demo spec from the internet");
     // Where the to-do system's and the mailing service's users look for it.
-    let direct = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("client");
+    let direct = herald_testkit::http::builder().redirect(reqwest::redirect::Policy::none()).build().expect("client");
     for path in ["/swagger", "/api/v1/docs"] {
         let moved = direct.get(app.url(path)).send().await.expect("send");
         assert_eq!(moved.status(), StatusCode::PERMANENT_REDIRECT, "{path}");

@@ -34,7 +34,7 @@ async fn a_fresh_data_directory_is_private_to_herald() {
     ];
     let mut process = HeraldProcess::start("file_modes", &["serve"], &env);
     let base = format!("http://{}", process.http_addr().await);
-    let client = reqwest::Client::new();
+    let client = herald_testkit::http::client();
     wait_ready(&client, &base).await;
 
     // A user, a task and an uploaded file, so that every kind of file exists.

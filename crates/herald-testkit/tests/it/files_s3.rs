@@ -49,7 +49,7 @@ impl Deployment {
         let mut env = herald_testkit::processes::deployment_env(&store.url, &broker_url, data.path());
         env.extend(bucket.env());
         HeraldProcess::start("migrate", &["migrate"], &env).wait_success().await;
-        let client = reqwest::Client::builder().timeout(Duration::from_secs(120)).build().expect("client");
+        let client = herald_testkit::http::builder().timeout(Duration::from_secs(120)).build().expect("client");
         Some(Self { env, store, bucket, client, _data: data })
     }
 

@@ -91,7 +91,7 @@ async fn closed_sessions_leave_no_memory_behind() {
     .collect();
     let mut process = HeraldProcess::start("churn", &["serve"], &env);
     let base = format!("http://{}", process.http_addr().await);
-    let client = reqwest::Client::new();
+    let client = herald_testkit::http::client();
     wait_ready(&client, &base).await;
     let users = users(&client, &base, 10).await;
 
@@ -143,7 +143,7 @@ async fn ready_means_nats_commands_are_answered() {
     else {
         return;
     };
-    let client = reqwest::Client::new();
+    let client = herald_testkit::http::client();
     let nats_client = async_nats::connect(nats.as_str()).await.expect("connect to NATS");
     for attempt in 0..3 {
         let namespace = format!("t_{}", uuid::Uuid::now_v7().simple());

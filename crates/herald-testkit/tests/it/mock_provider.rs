@@ -10,7 +10,7 @@ const TOKEN: &str = "t0ken";
 const WAIT: Duration = Duration::from_secs(5);
 
 fn client() -> Client {
-    Client::builder().timeout(Duration::from_secs(5)).build().expect("a reqwest client builds")
+    herald_testkit::http::builder().timeout(Duration::from_secs(5)).build().expect("a reqwest client builds")
 }
 
 /// Sends message `id` as the contract wants it.
@@ -148,7 +148,8 @@ async fn an_outage_can_close_or_hang_instead() {
     assert_eq!(mock.stats().closed, 1);
 
     mock.set_outage_mode(OutageMode::Hang(Duration::from_secs(30)));
-    let impatient = Client::builder().timeout(Duration::from_millis(200)).build().expect("a client builds");
+    let impatient =
+        herald_testkit::http::builder().timeout(Duration::from_millis(200)).build().expect("a client builds");
     let hung = impatient.post(mock.send_url(2)).bearer_auth(TOKEN).json(&json!({ "id": 2, "phone": 1, "text": "b" }));
     let error = hung.send().await.expect_err("the request hangs past the client's timeout");
     assert!(error.is_timeout(), "{error}");

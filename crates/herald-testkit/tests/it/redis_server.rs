@@ -60,7 +60,7 @@ async fn serve_reaches_redis_over_tls_and_checks_its_certificate() {
 
     let mut serve = HeraldProcess::start("serve", &["serve"], &env(true));
     let addr = serve.http_addr().await;
-    let client = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().expect("client");
+    let client = herald_testkit::http::builder().timeout(Duration::from_secs(5)).build().expect("client");
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     loop {
         // Ready means the broker answered a ping and the gateway's subscription is up: both over TLS.

@@ -36,7 +36,7 @@ async fn serve(test: &str, extra: &[(&str, &str)]) -> (HeraldProcess, String, te
     env.extend(extra.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
     let mut process = HeraldProcess::start(test, &["serve"], &env);
     let base = format!("http://{}", process.http_addr().await);
-    let client = reqwest::Client::new();
+    let client = herald_testkit::http::client();
     wait_ready(&client, &base).await;
     (process, base, dir)
 }
@@ -71,7 +71,7 @@ fn ws_url(base: &str) -> String {
 async fn a_login_storm_stays_within_a_memory_bound() {
     let lifted = [("HERALD_AUTH_ACCOUNT_RATE", "unlimited"), ("HERALD_AUTH_ADDRESS_RATE", "unlimited")];
     let (process, base, _dir) = serve("login_storm", &lifted).await;
-    let client = reqwest::Client::new();
+    let client = herald_testkit::http::client();
     register(&client, &base, "ada@example.org").await;
     let token = login(&client, &base, "ada@example.org").await;
     let (start, _) = process.memory();
@@ -137,7 +137,7 @@ async fn a_login_storm_stays_within_a_memory_bound() {
 async fn memory_returns_after_ordinary_registrations() {
     let lifted = [("HERALD_AUTH_ACCOUNT_RATE", "unlimited"), ("HERALD_AUTH_ADDRESS_RATE", "unlimited")];
     let (process, base, _dir) = serve("registrations", &lifted).await;
-    let client = reqwest::Client::new();
+    let client = herald_testkit::http::client();
     let (start, _) = process.memory();
     for batch in 0..13 {
         let users = (batch * 8..(batch * 8 + 8).min(100)).map(|n| {
@@ -407,7 +407,7 @@ async fn a_gateway_holds_at_most_max_sessions_connections() {
     let first = WsClient::connect(&url, &ada, "a").await.expect("first");
     // A connection that has not said hello yet holds its place too.
     let (pending, _) = tokio_tungstenite::connect_async(url.as_str()).await.expect("upgrade");
-    let refused = reqwest::Client::new()
+    let refused = herald_testkit::http::client()
         .get(format!("{}/ws", app.base))
         .header("connection", "upgrade")
         .header("upgrade", "websocket")

@@ -2,179 +2,16 @@
 //! again when it is called, a user learns nothing about the network from `last_error`, and one
 //! user's dead webhook does not hold back another's.
 //!
-//! Nothing here leaves loopback: names resolve through [`Names`], and every refused address is
+//! Nothing here leaves loopback: names resolve through `Names`, and every refused address is
 //! refused before a connection is tried.
 
-use std::{
-    collections::{BTreeMap, HashMap},
-    net::IpAddr,
-    sync::{
-        Arc, Mutex,
-        atomic::{AtomicUsize, Ordering},
-    },
-    time::Duration,
-};
+use std::sync::Arc;
 
-use chrono::{DateTime, SubsecRound as _, Utc};
-use herald_core::net::Resolve;
-use herald_testkit::{Backend, TestApp};
-use reqwest::{Method, StatusCode};
+use reqwest::StatusCode;
 use serde_json::{Value, json};
-use tokio::{
-    io::{AsyncReadExt as _, AsyncWriteExt as _},
-    net::{TcpListener, TcpStream},
-    task::JoinHandle,
-};
+use tokio::net::TcpListener;
 
-const WEBHOOK: &str = "/api/v1/me/webhook";
-
-/// A public address (example.com's), which the checks let through; no test connects to it.
-const PUBLIC: &str = "93.184.216.34";
-
-/// Names as the test points them; any other name does not resolve. Counts the look-ups asked.
-#[derive(Debug, Default)]
-struct Names(Mutex<HashMap<String, Vec<IpAddr>>>, AtomicUsize);
-
-impl Names {
-    fn point(&self, name: &str, addrs: &[&str]) {
-        let addrs = addrs.iter().map(|a| a.parse().expect("address")).collect();
-        self.0.lock().expect("names").insert(name.to_owned(), addrs);
-    }
-}
-
-#[async_trait::async_trait]
-impl Resolve for Names {
-    async fn resolve(&self, host: &str, _port: u16) -> std::io::Result<Vec<IpAddr>> {
-        self.1.fetch_add(1, Ordering::SeqCst);
-        let found = self.0.lock().expect("names").get(host).cloned();
-        found.ok_or_else(|| std::io::Error::new(std::io::ErrorKind::NotFound, format!("{host} is not a test name")))
-    }
-}
-
-/// Starts an app on SQLite with production's destination policy (no allowed networks), a
-/// webhook secret and a fast scheduler; `tweak` changes settings after that.
-async fn start(test: &str, resolver: Option<Arc<Names>>, tweak: impl FnOnce(&mut BTreeMap<String, String>)) -> TestApp {
-    let mut parts = herald::app::Parts::default();
-    if let Some(names) = resolver {
-        parts.resolver = Some(names);
-    }
-    let settings = |env: &mut BTreeMap<String, String>| {
-        env.insert("HERALD_WEBHOOK_ALLOWED_NETWORKS".into(), String::new());
-        env.insert("HERALD_WEBHOOK_SECRET".into(), "a-webhook-secret-of-at-least-32-bytes".into());
-        env.insert("HERALD_SCHEDULER_INTERVAL".into(), "200ms".into());
-        tweak(env);
-    };
-    TestApp::start_with_parts(Backend::Sqlite, test, settings, parts).await.expect("SQLite always runs")
-}
-
-/// A loopback HTTP receiver that answers every request with `status`, counting the connections
-/// it accepts and noting when each request came.
-struct Receiver {
-    port: u16,
-    connections: Arc<AtomicUsize>,
-    arrivals: Arc<Mutex<Vec<DateTime<Utc>>>>,
-    task: JoinHandle<()>,
-}
-
-impl Receiver {
-    async fn start(status: u16) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let port = listener.local_addr().expect("addr").port();
-        let connections = Arc::new(AtomicUsize::new(0));
-        let arrivals = Arc::new(Mutex::new(Vec::new()));
-        let task = tokio::spawn({
-            let (connections, arrivals) = (connections.clone(), arrivals.clone());
-            async move {
-                while let Ok((mut conn, _)) = listener.accept().await {
-                    connections.fetch_add(1, Ordering::SeqCst);
-                    let arrivals = arrivals.clone();
-                    tokio::spawn(async move {
-                        if read_request(&mut conn).await {
-                            arrivals.lock().expect("arrivals").push(Utc::now());
-                            let answer =
-                                format!("HTTP/1.1 {status} X\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
-                            let _ = conn.write_all(answer.as_bytes()).await;
-                            let _ = conn.shutdown().await;
-                        }
-                    });
-                }
-            }
-        });
-        Self { port, connections, arrivals, task }
-    }
-
-    fn connections(&self) -> usize {
-        self.connections.load(Ordering::SeqCst)
-    }
-
-    fn arrivals(&self) -> Vec<DateTime<Utc>> {
-        self.arrivals.lock().expect("arrivals").clone()
-    }
-}
-
-impl Drop for Receiver {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-/// Reads one request, head and body; false if the connection ends first.
-async fn read_request(conn: &mut TcpStream) -> bool {
-    let mut buf = Vec::new();
-    let mut chunk = [0; 4096];
-    loop {
-        match conn.read(&mut chunk).await {
-            Ok(0) | Err(_) => return false,
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-        }
-        let mut headers = [httparse::EMPTY_HEADER; 32];
-        let mut request = httparse::Request::new(&mut headers);
-        if let Ok(httparse::Status::Complete(head)) = request.parse(&buf) {
-            let length = request
-                .headers
-                .iter()
-                .find(|h| h.name.eq_ignore_ascii_case("content-length"))
-                .and_then(|h| std::str::from_utf8(h.value).ok()?.trim().parse::<usize>().ok())
-                .unwrap_or(0);
-            if buf.len() >= head + length {
-                return true;
-            }
-        }
-    }
-}
-
-async fn set_webhook(app: &TestApp, token: &str, url: &str) -> herald_testkit::app::Reply {
-    app.send(Method::PUT, WEBHOOK, Some(token), Some(&json!({ "url": url }))).await
-}
-
-/// Creates an event whose reminder is due in one to two seconds; returns its id and due time.
-/// The `n`th of a user's events starts `n` minutes later and is reminded that much earlier, so
-/// their reminders fall due together without the events overlapping.
-async fn remind_soon(app: &TestApp, token: &str, n: i64) -> (String, DateTime<Utc>) {
-    let due = (Utc::now() + chrono::Duration::seconds(2)).trunc_subsecs(0);
-    let before = 60 * (n + 1);
-    let starts_at = due + chrono::Duration::seconds(before);
-    let body = json!({"title": "Call", "starts_at": starts_at, "duration": 30, "remind_before": before});
-    let reply = app.post("/api/v1/events", Some(token), &body).await;
-    assert_eq!(reply.status, StatusCode::CREATED, "{:?}", reply.body);
-    (reply.body["id"].as_str().expect("id").to_owned(), due)
-}
-
-/// Polls an event's webhook notification until `done` holds for it; returns it.
-async fn webhook_notification(app: &TestApp, token: &str, event: &str, done: impl Fn(&Value) -> bool) -> Value {
-    let path = format!("/api/v1/events/{event}/notifications");
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        let reply = app.get(&path, Some(token)).await;
-        assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.body);
-        let items = reply.body["items"].as_array().expect("items").clone();
-        if let Some(hook) = items.iter().find(|n| n["channel"] == "webhook" && done(n)) {
-            return hook.clone();
-        }
-        assert!(tokio::time::Instant::now() < deadline, "not yet: {items:?}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
+use crate::webhook_kit::{Names, PUBLIC, Receiver, WEBHOOK, remind_soon, set_webhook, start, webhook_notification};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn internal_addresses_are_refused_when_a_webhook_is_set() {
@@ -280,13 +117,13 @@ async fn webhook_names_are_looked_up_only_so_often_per_account() {
     assert_eq!((refused.status, refused.code()), (StatusCode::TOO_MANY_REQUESTS, "too_many_requests"));
     assert!(refused.headers.contains_key("retry-after"), "{:?}", refused.headers);
     assert_eq!(app.get(WEBHOOK, Some(&ada)).await.body["url"], "http://hooks.example/2", "nothing stored");
-    assert_eq!(names.1.load(Ordering::SeqCst), 3, "the refused name was never looked up");
+    assert_eq!(names.lookups(), 3, "the refused name was never looked up");
 
     let literal = format!("http://{PUBLIC}/hook");
     assert_eq!(set_webhook(&app, &ada, &literal).await.status, StatusCode::OK, "an address needs no look-up");
     let bob = app.user("bob@example.org").await;
     assert_eq!(set_webhook(&app, &bob, "http://hooks.example/bob").await.status, StatusCode::OK);
-    assert_eq!(names.1.load(Ordering::SeqCst), 4);
+    assert_eq!(names.lookups(), 4);
     app.stop().await;
 }
 

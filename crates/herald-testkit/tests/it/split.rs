@@ -128,7 +128,7 @@ async fn split_deployment(broker: BrokerKind, test: &str) {
     ];
     let mut senders =
         [HeraldProcess::start("sender-1", &["sender"], &env), HeraldProcess::start("sender-2", &["sender"], &env)];
-    let client = reqwest::Client::new();
+    let client = herald_testkit::http::client();
     let api_addr = api.http_addr().await;
     let gateway_addrs = [gateways[0].http_addr().await, gateways[1].http_addr().await];
     wait_ready(&client, &format!("http://{api_addr}")).await;

@@ -47,7 +47,7 @@ fn person(subject: &str, email: &str, verified: bool, groups: &[&str]) -> Person
 /// The browser's part, by hand: start, the provider's redirect, the callback with the cookie.
 /// `Ok` with where the browser lands, or the callback's status and problem.
 async fn sign_in(app: &herald_testkit::TestApp, to: &str) -> Result<String, (StatusCode, serde_json::Value)> {
-    let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("client");
+    let http = herald_testkit::http::builder().redirect(reqwest::redirect::Policy::none()).build().expect("client");
     let start = http.get(app.url(&format!("/api/v1/auth/oidc/start?to={to}"))).send().await.expect("start");
     assert_eq!(start.status(), StatusCode::FOUND);
     let cookie =
@@ -152,7 +152,7 @@ async fn forged_or_spoiled_sign_ins_are_refused_and_rotated_keys_are_followed() 
     assert_eq!(provider.jwks_fetches(), fetched + 2, "an unlisted key has the keys fetched once more, and no more");
 
     // A callback without this browser's cookie, with a forged one, or with another state.
-    let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("client");
+    let http = herald_testkit::http::builder().redirect(reqwest::redirect::Policy::none()).build().expect("client");
     let callback = app.url("/api/v1/auth/oidc/callback?code=x&state=y");
     for cookie in [None, Some("herald_oidc=e30.AAAA"), Some("herald_oidc=garbage")] {
         let mut req = http.get(&callback);
@@ -195,7 +195,7 @@ async fn callbacks_from_one_address_are_limited() {
     .await;
     provider.sign_in_next(person("lim-1", "lim@example.org", true, &[]));
     sign_in(&app, "/admin/").await.expect("a sign-in within the budget");
-    let http = reqwest::Client::new();
+    let http = herald_testkit::http::client();
     let callback = app.url("/api/v1/auth/oidc/callback?code=x&state=y");
     let statuses: Vec<u16> = futures::future::join_all((0..3).map(|_| http.get(&callback).send()))
         .await
@@ -217,7 +217,7 @@ async fn provider_answers_over_their_limit_are_refused() {
         env.insert("HERALD_OIDC_ANSWER_LIMIT".into(), "64".into());
     })
     .await;
-    let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("client");
+    let http = herald_testkit::http::builder().redirect(reqwest::redirect::Policy::none()).build().expect("client");
     let start = http.get(app.url("/api/v1/auth/oidc/start?to=/admin/")).send().await.expect("start");
     assert_eq!(start.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(start.json::<serde_json::Value>().await.expect("problem")["code"], "unavailable");

@@ -33,6 +33,9 @@ pub(super) fn check_together(config: &Config, raw: &BTreeMap<&'static str, Raw>,
     if let Err(err) = config.email() {
         errors.push(err);
     }
+    if let Err(err) = config.egress() {
+        errors.push(err);
+    }
     if config.smtp_url.0.is_some() && config.email_from.0.is_none() {
         errors.push(SettingError {
             setting: "email_from".to_owned(),

@@ -195,6 +195,8 @@ settings! {
         doc "Consecutive transient failures that open a circuit breaker (one per channel; for webhooks, one per destination host).";
     breaker_open: Span = "30s", env "HERALD_BREAKER_OPEN", flag "breaker-open", secret false,
         doc "How long an open breaker defers its channel before probing (doubles per failed probe, up to 10m).";
+    http_ca_file: Optional<FilePath> = "", env "HERALD_HTTP_CA_FILE", flag "http-ca-file", secret false,
+        doc "PEM certificates trusted for outbound HTTPS (the provider, webhooks) besides the system's roots: a private CA.";
     provider_url: Optional<HttpUrl> = "", env "HERALD_PROVIDER_URL", flag "provider-url", secret false,
         doc "Base URL of the SMS provider (POST {url}/v1/send/{id}); provider deliveries fail while unset.";
     provider_token: Optional<Token> = "", env "HERALD_PROVIDER_TOKEN", flag "provider-token", secret true,
@@ -367,6 +369,14 @@ impl Config {
     pub fn longest_channel_call(&self) -> std::time::Duration {
         let smtp = if self.smtp_url.0.is_some() { self.smtp_timeout.0 } else { std::time::Duration::ZERO };
         self.provider_timeout.0.max(self.webhook_timeout.0).max(smtp)
+    }
+
+    /// How outbound HTTP calls are made: TLS trusting the system's roots and `http_ca_file`.
+    /// `Err` when that file cannot be used.
+    pub fn egress(&self) -> Result<herald_egress::Egress, SettingError> {
+        let options = herald_egress::EgressOptions { ca_file: self.http_ca_file.0.as_ref().map(|f| f.0.clone()) };
+        herald_egress::Egress::new(&options)
+            .map_err(|e| SettingError { setting: "http_ca_file".to_owned(), message: e.to_string() })
     }
 
     /// The email channel's settings, when `smtp_url` and `email_from` are set; reads

@@ -158,6 +158,24 @@ fn email_settings_go_together_and_never_print_the_password() {
 }
 
 #[test]
+fn an_outbound_ca_file_that_cannot_be_used_stops_the_start() {
+    let missing = ("HERALD_HTTP_CA_FILE", "/nonexistent/ca.pem");
+    let err = load(None, &env(&[missing]), &Flags::default()).expect_err("no such file");
+    assert!(err.to_string().contains("http_ca_file"), "{err}");
+    let file = std::env::temp_dir().join(format!("herald-http-ca-{}.pem", std::process::id()));
+    std::fs::write(&file, "no certificate here\n").expect("write");
+    let path = file.display().to_string();
+    let err = load(None, &env(&[("HERALD_HTTP_CA_FILE", path.as_str())]), &Flags::default()).expect_err("empty");
+    assert!(err.to_string().contains("holds no PEM certificate"), "{err}");
+    std::fs::remove_file(&file).ok();
+    let provider = load(None, &env(&[("HERALD_PROVIDER_URL", "https://sms.example.org/")]), &Flags::default());
+    assert_eq!(
+        provider.expect("https is taken").config.provider_url.0.map(|u| u.0),
+        Some("https://sms.example.org".into())
+    );
+}
+
+#[test]
 fn files_live_in_a_directory_or_a_bucket_named_once() {
     let loaded = load(None, &env(&[("HERALD_DATA_DIR", "/var/lib/herald")]), &Flags::default()).expect("load");
     assert_eq!(loaded.config.files_url, FilesUrl::Local("/var/lib/herald/files".into()));

@@ -279,22 +279,18 @@ impl FromStr for Token {
     }
 }
 
-/// An `http://` base URL. (The HTTP channels do not originate TLS yet: `https://` is refused
-/// rather than failing at the first send.)
+/// An `https://` or `http://` base URL, without a trailing slash.
 #[derive(Clone, PartialEq, Eq)]
 pub struct HttpUrl(pub String);
 
 impl FromStr for HttpUrl {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        if s.starts_with("https://") {
-            return Err("https:// is not supported yet: use http:// (through a TLS-originating proxy if needed)".into());
-        }
-        match s.strip_prefix("http://") {
+        match s.strip_prefix("https://").or_else(|| s.strip_prefix("http://")) {
             Some(rest) if !rest.is_empty() && !rest.starts_with('/') && !s.contains(char::is_whitespace) => {
                 Ok(Self(s.trim_end_matches('/').to_owned()))
             }
-            _ => Err("must be an http:// URL with a host".into()),
+            _ => Err("must be an https:// or http:// URL with a host".into()),
         }
     }
 }
@@ -407,7 +403,8 @@ mod tests {
         assert!("100".parse::<RateLimit>().is_err());
         assert_eq!("http://sms.local:8080/".parse::<HttpUrl>(), Ok(HttpUrl("http://sms.local:8080".into())));
         assert!("ftp://x".parse::<HttpUrl>().is_err());
-        assert!("https://sms.example".parse::<HttpUrl>().is_err());
+        assert_eq!("https://sms.example/".parse::<HttpUrl>(), Ok(HttpUrl("https://sms.example".into())));
+        assert!("https://".parse::<HttpUrl>().is_err());
         assert!("http://".parse::<HttpUrl>().is_err());
         assert_eq!(
             format!("{}", "tok en".parse::<Token>().map(|_| ()).expect_err("a space")),

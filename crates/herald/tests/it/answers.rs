@@ -73,7 +73,7 @@ async fn a_gibibyte_webhook_answer_leaves_the_senders_memory_alone() {
         ],
     );
     let (port, written, hung_up) = huge_answers().await;
-    let client = reqwest::Client::new();
+    let client = crate::http();
     let base = format!("http://{addr}/api/v1");
     let token = register_ada(&client, &base).await;
     let hook = json!({"url": format!("http://127.0.0.1:{port}/hook")});

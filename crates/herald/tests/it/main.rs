@@ -107,7 +107,7 @@ async fn a_large_upload_streams_through_without_growing_the_server() {
     let size_mib: usize = std::env::var("HERALD_TEST_UPLOAD_MIB").ok().and_then(|v| v.parse().ok()).unwrap_or(256);
     let dir = tempfile::tempdir().expect("temp dir");
     let (child, addr, _lines, _) = serve(dir.path(), &[("HERALD_MAX_UPLOAD_SIZE", "2GiB")]);
-    let client = reqwest::Client::new();
+    let client = crate::http();
     let base = format!("http://{addr}/api/v1");
     let token = register_ada(&client, &base).await;
     let task: Value = client
@@ -209,7 +209,7 @@ async fn an_admin_made_by_the_cli_logs_in_to_a_served_herald_that_stops_on_sigte
     assert_eq!(mode(data.join("jwt-secret")), 0o600, "the secret is readable by its owner only");
     assert_eq!(mode(data.join("files")), 0o700, "uploaded files are private to the service user");
 
-    let client = reqwest::Client::new();
+    let client = crate::http();
     // Embedded, nothing waits on NATS: ready within moments of serving.
     let mut ready = None;
     for _ in 0..100 {
@@ -473,4 +473,10 @@ fn the_deployment_files_name_real_roles_and_scrape_each_one() {
     for var in ["HERALD_HTTP_ADDR=0.0.0.0:8080", "HERALD_GRPC_ADDR=0.0.0.0:50051", "HERALD_ADMIN_ADDR=0.0.0.0:9090"] {
         assert!(dockerfile.contains(var), "{var}");
     }
+}
+
+/// A reqwest client, ring installed first as the process's rustls provider (see `herald-egress`).
+fn http() -> reqwest::Client {
+    herald_egress::install_ring_provider();
+    reqwest::Client::new()
 }

@@ -135,7 +135,7 @@ async fn forwarded_commands_are_sealed_and_forged_replies_ignored() {
     });
     attacker.flush().await.expect("subscriptions in place");
 
-    let http = reqwest::Client::new();
+    let http = crate::http();
     let (email, password, token) = sign_in(&http, &pair.front).await;
     let me = http.get(format!("http://{}/api/v1/me", pair.front)).bearer_auth(&token).send().await.expect("me");
     assert_eq!(me.status(), 200);
@@ -179,7 +179,7 @@ async fn replayed_and_stale_forwarded_requests_are_dropped() {
     let subject = format!("{}.fwd.users.me", pair.namespace);
     let mut requests = attacker.subscribe(subject.clone()).await.expect("subscribe");
     attacker.flush().await.expect("subscribed");
-    let http = reqwest::Client::new();
+    let http = crate::http();
     let (email, _, token) = sign_in(&http, &pair.front).await;
     let me = http.get(format!("http://{}/api/v1/me", pair.front)).bearer_auth(&token).send().await.expect("me");
     assert_eq!(me.status(), 200);
@@ -241,7 +241,7 @@ async fn a_full_replay_cache_refuses_rather_than_forgets() {
     let Some(nats) = nats_or_skip("a_full_replay_cache_refuses_rather_than_forgets") else { return };
     let extra = [("HERALD_FORWARD_REPLAY_IDS", "1"), ("HERALD_FORWARD_REPLAY_WINDOW", "1s")];
     let pair = pair(&nats, "t_full", &extra).await;
-    let http = reqwest::Client::new();
+    let http = crate::http();
     let base = format!("http://{}/api/v1", pair.front);
     let login = json!({"email": "nobody@example.org", "password": "not a password"});
     let call = || async {

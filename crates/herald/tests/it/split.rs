@@ -120,7 +120,7 @@ async fn api_processes_hosting_different_command_groups_form_one_api() {
     wait_ready(&front).await;
     wait_ready(&back_addr).await;
 
-    let http = reqwest::Client::new();
+    let http = crate::http();
     let base = format!("http://{front}/api/v1");
     let token = super::register_ada(&http, &base).await;
     let send = |method: reqwest::Method, path: &str, body: Option<Value>| {

@@ -108,7 +108,7 @@ async fn one_trace_runs_from_the_request_through_the_relay_and_the_sender() {
     // Keep reading the log so the child never blocks on a full pipe.
     std::thread::spawn(move || lines.map_while(Result::ok).for_each(drop));
 
-    let client = reqwest::Client::new();
+    let client = crate::http();
     let base = format!("http://{addr}/api/v1");
     let token = super::register_ada(&client, &base).await;
     // Its reminder is due at once: the scheduler claims it, the sender publishes it, the router
@@ -188,7 +188,7 @@ async fn grpc_and_nats_commands_continue_the_callers_trace() {
     let (_child, addr, lines, logs) = super::serve(dir.path(), &env);
     std::thread::spawn(move || lines.map_while(Result::ok).for_each(drop));
     let grpc = logs.last().and_then(|l| l["grpc_addr"].as_str()).expect("grpc_addr").to_owned();
-    let token = super::register_ada(&reqwest::Client::new(), &format!("http://{addr}/api/v1")).await;
+    let token = super::register_ada(&crate::http(), &format!("http://{addr}/api/v1")).await;
     let traceparent = |(trace, span): (&str, &str)| format!("00-{trace}-{span}-01");
 
     let mut calendar =
