@@ -49,6 +49,7 @@ pub mod throttle;
 pub mod timeline;
 pub mod trace;
 pub mod user;
+pub mod webhook;
 pub mod wire;
 
 pub use herald::Herald;

@@ -129,6 +129,7 @@ pub const ROUTES: &[Route] = &[
     Route::new("DELETE", "/api/v1/users/{id}", "users.delete", Nothing, 204),
     Route::new("GET", "/api/v1/me/webhook", "users.webhook", Nothing, 200),
     Route::new("PUT", "/api/v1/me/webhook", "users.set_webhook", Body, 200),
+    Route::new("POST", "/api/v1/me/webhook/rotate-secret", "users.rotate_webhook_secret", Nothing, 200),
     Route::new("POST", "/api/v1/tasks", "tasks.create", Body, 201).versioned(),
     Route::new("GET", "/api/v1/tasks", "tasks.list", Query, 200),
     Route::new("GET", "/api/v1/tasks/{id}", "tasks.get", Nothing, 200).versioned(),

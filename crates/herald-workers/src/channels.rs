@@ -9,15 +9,17 @@ use herald_core::{
     delivery::{Attempt, DeliveryJob, Failure, classify_http},
     net::Destinations,
     redact::SecretString,
+    webhook::{self, WebhookKeys},
 };
 use herald_egress::{Egress, Outbound};
 use hmac::{Hmac, Mac};
 use reqwest::header;
 use sha2::Sha256;
 
-/// The header that carries a webhook's signature: `t=<unix seconds>,v1=<hex HMAC-SHA256>`, where
-/// the MAC is over `"<t>.<body>"` with the shared secret. Receivers recompute it and refuse
-/// timestamps too far from their clock (replays).
+/// The header that carries a webhook's signature under the server-wide `HERALD_WEBHOOK_SECRET`:
+/// `t=<unix seconds>,v1=<hex HMAC-SHA256>`, where the MAC is over `"<t>.<body>"`. Deprecated:
+/// sent only while that secret is set; receivers verify the Standard Webhooks headers (each
+/// webhook's own secret, see [`herald_core::webhook`]).
 pub const SIGNATURE_HEADER: &str = "Herald-Signature";
 
 /// The SMS-style provider: `POST {url}/v1/send/{number}` with a bearer token.
@@ -33,10 +35,11 @@ pub struct ProviderConfig {
     pub answer_limit: usize,
 }
 
-/// Signed webhooks.
+/// Webhooks.
 #[derive(Debug, Clone)]
 pub struct WebhookConfig {
-    /// The HMAC key; without one, webhook deliveries fail (never go out unsigned). Prints as `***`.
+    /// The server-wide key of the deprecated `Herald-Signature`, sent beside each webhook's own
+    /// signature while it is set. Prints as `***`.
     pub secret: Option<SecretString>,
     /// Longest wait for an answer, its body included.
     pub timeout: Duration,
@@ -127,15 +130,14 @@ impl Channels {
         }
     }
 
-    /// POSTs the payload to the recipient URL, signed, if the destination is one webhooks may
-    /// reach. A refused destination is a [`Failure::Connection`], like a host that is down; the
-    /// log says which.
-    pub async fn webhook(&self, job: &DeliveryJob, now: DateTime<Utc>) -> Attempt {
-        let Some(secret) = &self.webhook.secret else {
-            return Err(Failure::Malformed {
-                reason: "no webhook secret is configured (HERALD_WEBHOOK_SECRET)".into(),
-            });
-        };
+    /// POSTs the payload to the recipient URL, if the destination is one webhooks may reach,
+    /// signed to the Standard Webhooks specification with the recipient's `keys` (and with
+    /// `Herald-Signature` too while `HERALD_WEBHOOK_SECRET` is set). A refused destination is a
+    /// [`Failure::Connection`], like a host that is down; the log says which.
+    pub async fn webhook(&self, job: &DeliveryJob, keys: Option<&WebhookKeys>, now: DateTime<Utc>) -> Attempt {
+        if keys.is_none() && self.webhook.secret.is_none() {
+            return Err(Failure::Malformed { reason: "the recipient has no webhook any more".into() });
+        }
         let url = match reqwest::Url::parse(&job.recipient) {
             Ok(url) if matches!(url.scheme(), "http" | "https") && url.has_host() => url,
             _ => return Err(Failure::Malformed { reason: format!("{:?} is not an http(s) URL", job.recipient) }),
@@ -146,15 +148,25 @@ impl Channels {
             return Err(Failure::Connection);
         }
         let body = serde_json::to_vec(&job.payload).unwrap_or_default();
-        let request = self
+        let (id, timestamp) = (job.id.to_string(), now.timestamp());
+        let mut request = self
             .webhook_client
             .post(url)
             .header(header::CONTENT_TYPE, "application/json")
-            .header(SIGNATURE_HEADER, sign(secret.expose(), now.timestamp(), &body))
-            .header("Herald-Delivery", job.id.to_string())
+            .header("Herald-Delivery", &id)
             .header("Herald-Kind", &job.kind)
-            .timeout(self.webhook.timeout)
-            .body(body);
+            .timeout(self.webhook.timeout);
+        if let Some(keys) = keys {
+            request = request
+                .header(webhook::ID_HEADER, &id)
+                .header(webhook::TIMESTAMP_HEADER, timestamp.to_string())
+                .header(webhook::SIGNATURE_HEADER, keys.signature(&id, timestamp, &body));
+        }
+        if let Some(secret) = &self.webhook.secret {
+            // Deprecated, kept while the operator sets HERALD_WEBHOOK_SECRET.
+            request = request.header(SIGNATURE_HEADER, sign(secret.expose(), timestamp, &body));
+        }
+        let request = request.body(body);
         match call(request, self.webhook.answer_limit, now).await {
             Ok(outcome) => outcome,
             Err(e) => {

@@ -30,6 +30,7 @@ mod reports;
 mod slots;
 mod span;
 mod verdict;
+mod webhook;
 
 use parking_lot::Mutex;
 use std::{
@@ -452,7 +453,7 @@ impl Sender {
                 Ok(())
             }
             Channel::Provider => inner.channels.provider(&job, now).instrument(call).await,
-            Channel::Webhook => inner.channels.webhook(&job, now).instrument(call).await,
+            Channel::Webhook => self.webhook(&job, now).instrument(call).await,
             Channel::Email => inner.channels.email(&job).instrument(call).await,
             Channel::Realtime => return self.realtime(&job, now).instrument(call).await,
             Channel::Queue => self.publish(&job).instrument(call).await,

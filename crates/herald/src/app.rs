@@ -213,9 +213,9 @@ pub fn sender_with(
             "the provider channel is off (HERALD_PROVIDER_URL is unset): provider deliveries fail saying so"
         );
     }
-    if config.webhook_secret.0.is_none() {
+    if config.webhook_secret.0.is_some() {
         tracing::info!(
-            "the webhook channel is off (HERALD_WEBHOOK_SECRET is unset): webhook deliveries fail saying so"
+            "HERALD_WEBHOOK_SECRET is set: webhooks carry the deprecated Herald-Signature beside their own signature"
         );
     }
     if config.smtp_url.0.is_none() {

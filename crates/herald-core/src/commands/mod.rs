@@ -42,8 +42,9 @@ pub fn registry() -> Registry {
         .register(users::List)
         .register(users::accounts::SetRole)
         .register(users::accounts::Delete)
-        .register(users::Webhook)
-        .register(users::SetWebhook)
+        .register(users::webhook::Webhook)
+        .register(users::webhook::SetWebhook)
+        .register(users::webhook::RotateWebhookSecret)
         .register(users::profile::UpdateMe)
         .register(users::profile::GetPreferences)
         .register(users::profile::SetPreferences)
@@ -240,6 +241,7 @@ mod tests {
                 "users.list",
                 "users.me",
                 "users.preferences",
+                "users.rotate_webhook_secret",
                 "users.set_preferences",
                 "users.set_role",
                 "users.set_webhook",

@@ -21,6 +21,7 @@ mod rooms;
 mod streams;
 mod tasks;
 mod users;
+mod webhooks;
 
 pub use accounts::AccountStore;
 pub use calendar::{CalendarStore, EventDeleteEvents};
@@ -33,6 +34,7 @@ pub use rooms::RoomStore;
 pub use streams::StreamStore;
 pub use tasks::{AttachmentEvents, DeleteEvents, TaskStore};
 pub use users::UserStore;
+pub use webhooks::WebhookStore;
 
 pub use crate::store_error::{Constraint, StoreError};
 
@@ -50,6 +52,7 @@ pub trait Store:
     + RoomStore
     + NoticeStore
     + QuarantineStore
+    + WebhookStore
     + Send
     + Sync
     + std::fmt::Debug

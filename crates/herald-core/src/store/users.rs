@@ -1,4 +1,4 @@
-//! Accounts: users, linked identities, webhooks, preferences and API keys.
+//! Accounts: users, linked identities, preferences and API keys.
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -7,7 +7,7 @@ use crate::store_error::StoreError;
 use crate::{
     apikey::{ApiKey, ApiKeyId},
     notify::Preferences,
-    user::{Email, NewUser, ProfileChange, User, UserCredentials, UserId, WebhookUrl},
+    user::{Email, NewUser, ProfileChange, User, UserCredentials, UserId},
 };
 
 /// Accounts.
@@ -41,12 +41,6 @@ pub trait UserStore: super::accounts::AccountStore + Send + Sync {
 
     /// Users in id order, starting after `after`, at most `limit`.
     async fn list_users(&self, after: Option<UserId>, limit: u32) -> Result<Vec<User>, StoreError>;
-
-    /// Sets or clears (`None`) a user's webhook; `NotFound` when the user is gone.
-    async fn set_webhook(&self, user: UserId, url: Option<&WebhookUrl>) -> Result<(), StoreError>;
-
-    /// A user's webhook, if they set one (`None` too when the user is gone).
-    async fn webhook(&self, user: UserId) -> Result<Option<WebhookUrl>, StoreError>;
 
     /// Changes a user's own profile: the user as it is now; `NotFound` when the user is gone.
     async fn update_profile(&self, user: UserId, change: &ProfileChange) -> Result<User, StoreError>;

@@ -79,7 +79,13 @@ fn err(e: sqlx::Error) -> StoreError {
 impl Store for PgStore {
     async fn migrate(&self) -> Result<(), StoreError> {
         // sqlx holds a PostgreSQL advisory lock while migrating, so concurrent starts are safe.
-        MIGRATOR.run(&self.pool).await.map_err(|e| StoreError::Other(Box::new(e)))
+        MIGRATOR.run(&self.pool).await.map_err(|e| StoreError::Other(Box::new(e)))?;
+        // Webhooks set before they had secrets get one (no SQL way to make base64 on both).
+        let filled = herald_core::store::WebhookStore::fill_webhook_secrets(self).await?;
+        if filled > 0 {
+            tracing::info!(filled, "gave webhooks set before webhook secrets existed a secret each");
+        }
+        Ok(())
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

@@ -23,6 +23,7 @@ pub(crate) mod rooms;
 pub(crate) mod streams;
 pub(crate) mod tasks;
 pub(crate) mod users;
+pub(crate) mod webhooks;
 
 use std::time::Duration;
 
@@ -128,6 +129,7 @@ macro_rules! shared_ports {
         $crate::sql::escalate::escalation!($store);
         $crate::sql::campaigns::campaign_store!($store);
         $crate::sql::quarantine::quarantine_store!($store);
+        $crate::sql::webhooks::webhook_store!($store);
     };
 }
 pub(crate) use shared_ports;

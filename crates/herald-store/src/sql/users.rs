@@ -26,10 +26,6 @@ pub(crate) const CREDENTIALS: &str = concat!("SELECT ", user_columns!(), ", pass
 pub(crate) const LIST_USERS: &str =
     concat!("SELECT ", user_columns!(), " FROM users WHERE $1 IS NULL OR id > $1 ORDER BY id LIMIT $2");
 
-pub(crate) const SET_WEBHOOK: &str = "UPDATE users SET webhook_url = $1 WHERE id = $2";
-
-pub(crate) const WEBHOOK: &str = "SELECT webhook_url FROM users WHERE id = $1";
-
 /// Changes the name when `$2` is given, the phone when `$3` (to `$4`), the zone when `$5` (to `$6`).
 pub(crate) const UPDATE_PROFILE: &str = concat!(
     "UPDATE users SET name = COALESCE($2, name), ",
@@ -63,15 +59,12 @@ macro_rules! user_store {
                 apikey::{ApiKey, ApiKeyId},
                 notify::Preferences,
                 store::{StoreError, UserStore},
-                user::{
-                    ContactPhone, Email, NewUser, ProfileChange, Role, User, UserCredentials, UserId, UserName,
-                    WebhookUrl,
-                },
+                user::{ContactPhone, Email, NewUser, ProfileChange, Role, User, UserCredentials, UserId, UserName},
             };
             use sqlx::Row as _;
             use $crate::{
                 columns::Stamp,
-                decode, error,
+                decode,
                 sql::{Adapter, users::*},
             };
 
@@ -168,26 +161,6 @@ macro_rules! user_store {
                         .await
                         .map_err(Self::err)?;
                     rows.iter().map(decode::user).collect()
-                }
-
-                async fn set_webhook(&self, user: UserId, url: Option<&WebhookUrl>) -> Result<(), StoreError> {
-                    let done = sqlx::query(SET_WEBHOOK)
-                        .bind(url.map(WebhookUrl::as_str))
-                        .bind(user.0)
-                        .execute(self.writer())
-                        .await
-                        .map_err(Self::err)?;
-                    if done.rows_affected() == 0 { Err(StoreError::NotFound) } else { Ok(()) }
-                }
-
-                async fn webhook(&self, user: UserId) -> Result<Option<WebhookUrl>, StoreError> {
-                    let url: Option<Option<String>> = sqlx::query_scalar(WEBHOOK)
-                        .bind(user.0)
-                        .fetch_optional(self.reader())
-                        .await
-                        .map_err(Self::err)?;
-                    let parse = |u: String| WebhookUrl::parse(&u).map_err(|e| error::corrupt("webhook url", e));
-                    url.flatten().map(parse).transpose()
                 }
 
                 async fn update_profile(&self, user: UserId, change: &ProfileChange) -> Result<User, StoreError> {

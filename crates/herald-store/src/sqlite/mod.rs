@@ -124,7 +124,13 @@ fn values(rows: usize, columns: usize) -> String {
 #[async_trait]
 impl Store for SqliteStore {
     async fn migrate(&self) -> Result<(), StoreError> {
-        MIGRATOR.run(&self.writer).await.map_err(|e| StoreError::Other(Box::new(e)))
+        MIGRATOR.run(&self.writer).await.map_err(|e| StoreError::Other(Box::new(e)))?;
+        // Webhooks set before they had secrets get one (no SQL way to make base64 on both).
+        let filled = herald_core::store::WebhookStore::fill_webhook_secrets(self).await?;
+        if filled > 0 {
+            tracing::info!(filled, "gave webhooks set before webhook secrets existed a secret each");
+        }
+        Ok(())
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

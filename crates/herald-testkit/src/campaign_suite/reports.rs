@@ -73,8 +73,14 @@ pub async fn the_daily_report_sums_a_day_and_reaches_each_administrator_once(
     }
     // The administrators of the tokens above get no report.
     rig.forget_token_accounts().await;
-    store.set_webhook(with_hook.user.id, Some(&hook)).await.expect("webhook");
-    store.set_webhook(plain.user.id, Some(&hook)).await.expect("webhook");
+    store
+        .set_webhook(with_hook.user.id, Some(&hook), &herald_core::webhook::WebhookSecret::generate())
+        .await
+        .expect("webhook");
+    store
+        .set_webhook(plain.user.id, Some(&hook), &herald_core::webhook::WebhookSecret::generate())
+        .await
+        .expect("webhook");
     let utc = "UTC".parse().expect("zone");
     let now = rig.pipe.clock.now();
     let by_webhook = DailyReportJob::new(store.clone(), utc, false);

@@ -22,7 +22,10 @@ pub async fn calendar_reminders_go_out_once_at_their_time(store: Arc<dyn Store>,
     p.store.create_user(&user).await.expect("user");
     let (hook_url, hooks, hook_server) = webhook_receiver().await;
     let hook = herald_core::user::WebhookUrl::parse(&hook_url).expect("url");
-    p.store.set_webhook(user.user.id, Some(&hook)).await.expect("webhook");
+    p.store
+        .set_webhook(user.user.id, Some(&hook), &herald_core::webhook::WebhookSecret::generate())
+        .await
+        .expect("webhook");
     let sender = p.spawn(Pipeline::options());
     let router = ReminderRouter::new(p.store.clone(), p.broker.clone(), p.clock.clone(), p.metrics.clone());
     let stop_router = CancellationToken::new();

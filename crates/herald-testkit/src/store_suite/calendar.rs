@@ -8,7 +8,7 @@ use herald_core::{
     delivery::DeliveryStatus,
     store::{Constraint, Store, StoreError},
     task::{Description, Title},
-    user::{Role, UserId, WebhookUrl},
+    user::{Role, UserId},
 };
 
 use super::{new_user, now};
@@ -161,16 +161,4 @@ pub async fn events_past_retention_are_deleted(store: &dyn Store) {
     assert!(store.calendar_event(ada, old.id).await.expect("read").is_none());
     assert!(store.calendar_event(ada, recent.id).await.expect("read").is_some());
     assert_eq!(store.delete_calendar_events_ended_before(t - Duration::days(365), 100).await.expect("again"), 0);
-}
-
-pub async fn a_users_webhook_is_set_read_and_cleared(store: &dyn Store) {
-    let ada = owner(store, "ada@example.org").await;
-    assert_eq!(store.webhook(ada).await.expect("read"), None);
-    let url = WebhookUrl::parse("http://hooks.internal:8000/herald?k=1").expect("url");
-    store.set_webhook(ada, Some(&url)).await.expect("set");
-    assert_eq!(store.webhook(ada).await.expect("read"), Some(url));
-    store.set_webhook(ada, None).await.expect("clear");
-    assert_eq!(store.webhook(ada).await.expect("read"), None);
-    assert!(matches!(store.set_webhook(UserId::new(), None).await, Err(StoreError::NotFound)));
-    assert_eq!(store.webhook(UserId::new()).await.expect("read"), None);
 }

@@ -11,6 +11,7 @@ mod profiles;
 mod rooms;
 mod streams;
 mod timeline;
+mod webhooks;
 
 use chrono::{DateTime, SubsecRound as _, Utc};
 use herald_core::{
@@ -30,6 +31,7 @@ pub use profiles::*;
 pub use rooms::*;
 pub use streams::*;
 pub use timeline::*;
+pub use webhooks::*;
 
 /// A user with a unique email, created now.
 pub fn new_user(email: &str, role: Role) -> NewUser {

@@ -95,3 +95,4 @@ mod streams;
 mod tasks;
 mod upload_slots;
 mod webhook_kit;
+mod webhook_signatures;

@@ -136,7 +136,7 @@ async fn an_allowed_network_is_accepted() {
     let token = app.user("ada@example.org").await;
     let url = "http://127.0.0.1:18999/hook";
     let reply = set_webhook(&app, &token, url).await;
-    assert_eq!((reply.status, &reply.body), (StatusCode::OK, &json!({ "url": url })));
+    assert_eq!((reply.status, &reply.body["url"]), (StatusCode::OK, &json!(url)));
     assert_eq!(app.get(WEBHOOK, Some(&token)).await.body["url"], url);
     let v6 = set_webhook(&app, &token, "http://[::1]:18999/hook").await;
     assert_eq!(v6.status, StatusCode::UNPROCESSABLE_ENTITY, "::1 is not in 127.0.0.0/8");

@@ -83,6 +83,7 @@ store_suite! {
     reminders_follow_their_event,
     events_past_retention_are_deleted,
     a_users_webhook_is_set_read_and_cleared,
+    a_webhooks_secret_is_given_once_kept_across_urls_and_rotated,
     a_room_is_created_with_its_owner_as_first_member,
     a_member_is_added_once_and_unknown_ones_are_not_found,
     a_removed_member_is_gone_once_and_their_messages_stay,
