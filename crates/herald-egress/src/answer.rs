@@ -1,5 +1,32 @@
 //! Sending a request and reading what its status needs of the answer.
 
+/// Why an answer's body could not be read whole.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BodyError {
+    #[error("the answer is longer than {0} bytes")]
+    TooLong(usize),
+    #[error("the answer broke off: {0}")]
+    Broken(String),
+}
+
+/// Reads an answer's whole body, at most `limit` bytes, a chunk at a time; a longer one is
+/// refused as soon as it passes the limit (its connection dropped with it).
+pub async fn read_body(mut response: reqwest::Response, limit: usize) -> Result<Vec<u8>, BodyError> {
+    let mut body = Vec::new();
+    loop {
+        match response.chunk().await {
+            Ok(Some(chunk)) => {
+                if body.len().saturating_add(chunk.len()) > limit {
+                    return Err(BodyError::TooLong(limit));
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Ok(None) => return Ok(body),
+            Err(e) => return Err(BodyError::Broken(herald_core::quarantine::with_causes(&e))),
+        }
+    }
+}
+
 /// What an answer said: its status decides; the body is read only so the connection can be
 /// reused.
 #[derive(Debug, Clone, PartialEq, Eq)]

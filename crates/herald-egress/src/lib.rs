@@ -23,8 +23,10 @@ mod failure;
 mod guard;
 mod tls;
 
-pub use answer::{Answer, send};
+pub use answer::{Answer, BodyError, read_body, send};
 pub use client::{Egress, EgressOptions};
 pub use failure::Outbound;
 pub use guard::check_literal;
+/// The HTTP client library, for the types a caller of [`Egress`] handles.
+pub use reqwest;
 pub use tls::{TlsError, install_ring_provider};

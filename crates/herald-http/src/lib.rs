@@ -65,6 +65,8 @@ pub struct HttpOptions {
     pub oidc: Option<herald_core::oidc::OidcSettings>,
     /// Most bytes of an answer of the OpenID Connect provider read.
     pub oidc_answer_limit: usize,
+    /// How outbound calls (to the OpenID Connect provider) are made.
+    pub egress: herald_egress::Egress,
 }
 
 /// The whole HTTP application; `/readyz` also waits for every part registered in `readiness`.
@@ -100,7 +102,10 @@ pub fn router(herald: Arc<Herald>, options: &HttpOptions, readiness: Readiness) 
         .merge(admin::routes())
         .merge(oidc::routes(
             oidc_herald,
-            options.oidc.clone().map(|o| Arc::new(oidc::OidcClient::new(o, options.oidc_answer_limit))),
+            options
+                .oidc
+                .clone()
+                .map(|o| Arc::new(oidc::OidcClient::new(o, options.oidc_answer_limit, options.egress.open().clone()))),
             options.trusted_proxies.clone(),
         ))
         .merge(api)

@@ -15,7 +15,7 @@ use std::{sync::Arc, time::Duration};
 use axum::{
     Json, Router,
     extract::{Query, State},
-    http::{HeaderMap, HeaderValue, StatusCode, Uri, header},
+    http::{HeaderMap, HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
     routing::get,
 };
@@ -27,8 +27,6 @@ use herald_core::{
     oidc::{self, Discovery, IdTokenError, Jwks, OidcSettings, PENDING_PURPOSE, Pending},
     redact::url_password,
 };
-use http_body_util::{BodyExt as _, Full, Limited};
-use hyper_util::rt::TokioIo;
 use parking_lot::Mutex;
 use serde::Deserialize;
 use serde_json::json;
@@ -50,26 +48,19 @@ pub struct OidcClient {
     settings: OidcSettings,
     /// The longest answer read from the provider (`HERALD_OIDC_ANSWER_LIMIT`).
     max_answer: usize,
-    tls: Arc<tokio_rustls::rustls::ClientConfig>,
+    client: herald_egress::reqwest::Client,
     discovery: tokio::sync::Mutex<Option<(Instant, Discovery)>>,
     keys: Mutex<(Option<Instant>, Arc<Jwks>)>,
 }
 
 impl OidcClient {
-    pub fn new(settings: OidcSettings, max_answer: usize) -> Self {
-        let mut roots = tokio_rustls::rustls::RootCertStore::empty();
-        for cert in rustls_native_certs::load_native_certs().certs {
-            let _ = roots.add(cert);
-        }
-        let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
-        let tls = tokio_rustls::rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .map(|b| b.with_root_certificates(roots).with_no_client_auth())
-            .unwrap_or_else(|e| panic!("rustls with ring supports its default versions: {e}"));
+    /// The provider `settings` name, reached through `client` (the one outbound client's, see
+    /// `herald-egress`: TLS with the system roots and `HERALD_HTTP_CA_FILE`, no redirects).
+    pub fn new(settings: OidcSettings, max_answer: usize, client: herald_egress::reqwest::Client) -> Self {
         Self {
             settings,
             max_answer,
-            tls: Arc::new(tls),
+            client,
             discovery: tokio::sync::Mutex::new(None),
             keys: Mutex::new((None, Arc::new(Jwks::default()))),
         }
@@ -117,77 +108,34 @@ impl OidcClient {
 
     async fn fetch_once(&self, url: &str, form: Option<(String, String)>) -> Result<Bytes, ApiError> {
         let shown = url_password(url);
-        let uri: Uri = url.parse().map_err(|_| unavailable(format!("{shown:?} is not a URL")))?;
-        let https = match uri.scheme_str() {
-            Some("https") => true,
-            Some("http") => false,
-            _ => return Err(unavailable(format!("{shown:?} is neither http nor https"))),
+        let request = match form {
+            Some((body, basic)) => self
+                .client
+                .post(url)
+                .header(header::CONTENT_TYPE.as_str(), "application/x-www-form-urlencoded")
+                .header(header::AUTHORIZATION.as_str(), basic)
+                .body(body),
+            None => self.client.get(url),
         };
-        let host = uri.host().ok_or_else(|| unavailable(format!("{shown:?} has no host")))?.to_owned();
-        let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
-        let tcp = tokio::net::TcpStream::connect((host.trim_start_matches('[').trim_end_matches(']'), port))
+        let answer = request
+            .header(header::ACCEPT.as_str(), "application/json")
+            .timeout(FETCH_TIMEOUT)
+            .send()
             .await
-            .map_err(|e| unavailable(format!("could not connect to {host}:{port}: {e}")))?;
-        let authority = uri.authority().map(|a| a.as_str().to_owned()).unwrap_or(host.clone());
-        let path = uri.path_and_query().map_or("/", |p| p.as_str()).to_owned();
-        let (method, body, content_type, auth) = match form {
-            Some((body, basic)) => ("POST", body, Some("application/x-www-form-urlencoded"), Some(basic)),
-            None => ("GET", String::new(), None, None),
-        };
-        let mut request = hyper::Request::builder()
-            .method(method)
-            .uri(path)
-            .header(header::HOST, authority)
-            .header(header::ACCEPT, "application/json")
-            .header(header::USER_AGENT, concat!("herald/", env!("CARGO_PKG_VERSION")));
-        if let Some(ct) = content_type {
-            request = request.header(header::CONTENT_TYPE, ct);
-        }
-        if let Some(auth) = auth {
-            request = request.header(header::AUTHORIZATION, auth);
-        }
-        let request = request.body(Full::new(Bytes::from(body))).map_err(|e| unavailable(e.to_string()))?;
-        let answer = if https {
-            let name = tokio_rustls::rustls::pki_types::ServerName::try_from(host.clone())
-                .map_err(|_| unavailable(format!("{host:?} is not a server name")))?;
-            let tls = tokio_rustls::TlsConnector::from(self.tls.clone())
-                .connect(name, tcp)
-                .await
-                .map_err(|e| unavailable(format!("TLS with {host}: {e}")))?;
-            send(TokioIo::new(tls), request).await?
-        } else {
-            send(TokioIo::new(tcp), request).await?
-        };
-        let (parts, body) = answer.into_parts();
-        let body = Limited::new(body, self.max_answer)
-            .collect()
+            .map_err(|e| unavailable(format!("{shown}: {:?}", herald_egress::Outbound::of(&e))))?;
+        let status = answer.status();
+        let body = herald_egress::read_body(answer, self.max_answer)
             .await
-            .map_err(|e| unavailable(format!("{shown}: the answer could not be read: {e}")))?
-            .to_bytes();
-        if !parts.status.is_success() {
+            .map_err(|e| unavailable(format!("{shown}: the answer could not be read: {e}")))?;
+        if !status.is_success() {
             let text = String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned();
             return Err(ApiError::new(
                 ErrorCode::Unauthorized,
-                format!("single sign-on failed: the provider answered {} ({text})", parts.status),
+                format!("single sign-on failed: the provider answered {status} ({text})"),
             ));
         }
-        Ok(body)
+        Ok(Bytes::from(body))
     }
-}
-
-async fn send<T>(
-    io: T,
-    request: hyper::Request<Full<Bytes>>,
-) -> Result<hyper::Response<hyper::body::Incoming>, ApiError>
-where
-    T: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
-{
-    let (mut sender, connection) =
-        hyper::client::conn::http1::handshake(io).await.map_err(|e| unavailable(format!("HTTP: {e}")))?;
-    tokio::spawn(async move {
-        let _ = connection.await;
-    });
-    sender.send_request(request).await.map_err(|e| unavailable(format!("HTTP: {e}")))
 }
 
 fn unavailable(detail: String) -> ApiError {

@@ -126,6 +126,17 @@ impl TestOidcProvider {
         Self { addr, inner, stop }
     }
 
+    /// Names itself `issuer` from now on (a TLS front's `https://` URL, say), in discovery and in
+    /// the tokens it signs.
+    pub fn set_issuer(&self, issuer: &str) {
+        self.inner.lock().issuer = issuer.to_owned();
+    }
+
+    /// Where it listens, plain HTTP.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
     /// The issuer URL (`http://127.0.0.1:<port>`).
     pub fn issuer(&self) -> String {
         self.inner.lock().issuer.clone()

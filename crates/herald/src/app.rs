@@ -152,6 +152,15 @@ pub fn system_resolver(config: &Config) -> Arc<dyn Resolve> {
     Arc::new(herald_workers::net::SystemResolver::new(concurrency, names))
 }
 
+/// The outbound HTTP setup as configured. Checked when the configuration loaded; only a CA file
+/// changed since could fail here, and then the system's roots alone are trusted.
+pub fn egress(config: &Config) -> herald_egress::Egress {
+    config.egress().unwrap_or_else(|error| {
+        tracing::error!(%error, "outbound TLS trusts the system's roots only: the CA file no longer holds");
+        herald_egress::Egress::system()
+    })
+}
+
 /// The channels as configured, with webhooks limited to `destinations`.
 pub fn channels(config: &Config, destinations: Destinations) -> Channels {
     let provider = config.provider_url.0.as_ref().map(|url| ProviderConfig {
@@ -165,12 +174,7 @@ pub fn channels(config: &Config, destinations: Destinations) -> Channels {
         timeout: config.webhook_timeout.0,
         answer_limit: usize::try_from(config.webhook_answer_limit.0).unwrap_or(usize::MAX),
     };
-    // Checked when the configuration loaded; only a CA file changed since could fail here.
-    let egress = config.egress().unwrap_or_else(|error| {
-        tracing::error!(%error, "outbound TLS trusts the system's roots only: the CA file no longer holds");
-        herald_egress::Egress::system()
-    });
-    let channels = Channels::new(&egress, provider, webhook, destinations);
+    let channels = Channels::new(&egress(config), provider, webhook, destinations);
     // Checked when the configuration loaded; only a CA file changed since could fail here.
     match config
         .email()
@@ -377,6 +381,7 @@ async fn start_roles(config: &Config, roles: Roles, parts: Parts) -> anyhow::Res
         trusted_proxies: config.trusted_proxies.clone(),
         oidc: config.oidc(),
         oidc_answer_limit: usize::try_from(config.oidc_answer_limit.0).unwrap_or(usize::MAX),
+        egress: egress(config),
     };
     let shutdown = CancellationToken::new();
     let workers = tokio_util::task::TaskTracker::new();

@@ -88,6 +88,7 @@ impl Campaign {
             trusted_proxies: Default::default(),
             oidc: None,
             oidc_answer_limit: 1 << 20,
+            egress: herald_egress::Egress::system(),
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let base = format!("http://{}", listener.local_addr().expect("addr"));

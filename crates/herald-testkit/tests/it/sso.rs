@@ -47,7 +47,16 @@ fn person(subject: &str, email: &str, verified: bool, groups: &[&str]) -> Person
 /// The browser's part, by hand: start, the provider's redirect, the callback with the cookie.
 /// `Ok` with where the browser lands, or the callback's status and problem.
 async fn sign_in(app: &herald_testkit::TestApp, to: &str) -> Result<String, (StatusCode, serde_json::Value)> {
-    let http = herald_testkit::http::builder().redirect(reqwest::redirect::Policy::none()).build().expect("client");
+    sign_in_with(app, to, herald_testkit::http::builder()).await
+}
+
+/// [`sign_in`] with a browser of `browser`'s settings (one that trusts a test CA, say).
+async fn sign_in_with(
+    app: &herald_testkit::TestApp,
+    to: &str,
+    browser: reqwest::ClientBuilder,
+) -> Result<String, (StatusCode, serde_json::Value)> {
+    let http = browser.redirect(reqwest::redirect::Policy::none()).build().expect("client");
     let start = http.get(app.url(&format!("/api/v1/auth/oidc/start?to={to}"))).send().await.expect("start");
     assert_eq!(start.status(), StatusCode::FOUND);
     let cookie =
@@ -223,4 +232,33 @@ async fn provider_answers_over_their_limit_are_refused() {
     assert_eq!(start.json::<serde_json::Value>().await.expect("problem")["code"], "unavailable");
     app.stop().await;
     provider.stop();
+}
+
+/// The provider over HTTPS, its certificate from a CA the operator names in
+/// `HERALD_HTTP_CA_FILE`: discovery, the token exchange and the key set all go through the one
+/// outbound client (`herald-egress`) and its TLS.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn single_sign_on_reaches_a_provider_over_https_through_the_operators_ca() {
+    use herald_testkit::tls::{TestCa, TlsFront};
+    let provider = TestOidcProvider::start("herald", "s3cret/with&odd=chars").await;
+    let ca = TestCa::new();
+    let front = TlsFront::start(provider.addr(), &ca.issue(&["localhost"])).await;
+    provider.set_issuer(&format!("https://localhost:{}", front.addr.port()));
+    let ca_file = tempfile::NamedTempFile::new().expect("CA file");
+    ca.write(ca_file.path());
+    let path = ca_file.path().display().to_string();
+    let app = app_tweaked(&provider, "sso_over_https", |env| {
+        env.insert("HERALD_HTTP_CA_FILE".into(), path);
+    })
+    .await;
+    provider.sign_in_next(person("tls-subject", "tls@example.org", true, &[]));
+    let trusted = reqwest::Certificate::from_pem(ca.pem().as_bytes()).expect("the CA");
+    let browser = herald_testkit::http::builder().tls_certs_merge([trusted]);
+    let landing = sign_in_with(&app, "/demo", browser).await.expect("signed in over TLS");
+    let me = app.get("/api/v1/me", Some(&token_of(&landing))).await;
+    assert_eq!((me.status, &me.body["email"]), (StatusCode::OK, &serde_json::json!("tls@example.org")));
+    // The browser's visit, discovery, the token exchange and the key set: one handshake each at most.
+    assert!(front.handshakes() >= 2, "Herald reached the provider over TLS");
+    assert_eq!(front.failed_handshakes(), 0);
+    app.stop().await;
 }
