@@ -24,7 +24,7 @@ mod guard;
 mod tls;
 
 pub use answer::{Answer, BodyError, read_body, send};
-pub use client::{Egress, EgressOptions};
+pub use client::{Egress, EgressError, EgressOptions, ProxyError};
 pub use failure::Outbound;
 pub use guard::check_literal;
 /// The HTTP client library, for the types a caller of [`Egress`] handles.

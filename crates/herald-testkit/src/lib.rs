@@ -10,6 +10,7 @@ pub mod backend;
 pub mod broker_suite;
 pub mod campaign_suite;
 pub mod cluster;
+pub mod connect_proxy;
 pub mod delivery_suite;
 pub mod files_suite;
 pub mod http;

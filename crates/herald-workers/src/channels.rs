@@ -62,6 +62,8 @@ pub struct Channels {
     /// For user-aimed webhooks: names resolve through the destination check.
     webhook_client: reqwest::Client,
     destinations: Destinations,
+    /// Whether calls may go through a proxy, which resolves names itself.
+    proxied: bool,
     provider: Option<ProviderConfig>,
     webhook: WebhookConfig,
     email: Option<crate::email::EmailChannel>,
@@ -78,8 +80,9 @@ impl Channels {
     ) -> Self {
         let provider_client = egress.open().clone();
         let webhook_client = egress.guarded(destinations.clone());
+        let proxied = egress.proxied();
         let provider = provider.map(|p| ProviderConfig { url: p.url.trim_end_matches('/').to_owned(), ..p });
-        Self { provider_client, webhook_client, destinations, provider, webhook, email: None }
+        Self { provider_client, webhook_client, destinations, proxied, provider, webhook, email: None }
     }
 
     /// With the email channel; without it, email deliveries fail (`HERALD_SMTP_URL` is unset).
@@ -143,7 +146,7 @@ impl Channels {
             _ => return Err(Failure::Malformed { reason: format!("{:?} is not an http(s) URL", job.recipient) }),
         };
         let host = destination_host(&url);
-        if let Err(refusal) = herald_egress::check_literal(&self.destinations, &url) {
+        if let Err(refusal) = self.check_destination(&url).await {
             tracing::warn!(delivery = %job.id, %host, reason = %refusal, "refused a webhook destination");
             return Err(Failure::Connection);
         }
@@ -184,6 +187,20 @@ impl Channels {
                 Err(failure(outbound))
             }
         }
+    }
+}
+
+impl Channels {
+    /// The guard's check before a webhook call: an address in the URL always (no resolver sees
+    /// it); a name too when a proxy may carry the call, since the proxy resolves it, not Herald —
+    /// checked here first, so a refused destination is refused before the proxy is asked.
+    async fn check_destination(&self, url: &reqwest::Url) -> Result<(), herald_core::net::Refusal> {
+        herald_egress::check_literal(&self.destinations, url)?;
+        if self.proxied && url.scheme() == "https" {
+            let host = url.host_str().unwrap_or_default();
+            self.destinations.check_host(host, url.port_or_known_default().unwrap_or(443)).await?;
+        }
+        Ok(())
     }
 }
 

@@ -65,6 +65,7 @@ mod collector;
 mod delivery;
 mod edge;
 mod egress;
+mod egress_proxy;
 mod email;
 mod events;
 mod file_modes;

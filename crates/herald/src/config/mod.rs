@@ -197,6 +197,10 @@ settings! {
         doc "How long an open breaker defers its channel before probing (doubles per failed probe, up to 10m).";
     http_ca_file: Optional<FilePath> = "", env "HERALD_HTTP_CA_FILE", flag "http-ca-file", secret false,
         doc "PEM certificates trusted for outbound HTTPS (the provider, webhooks) besides the system's roots: a private CA.";
+    https_proxy: Optional<HttpUrl> = "", env "HERALD_HTTPS_PROXY", flag "https-proxy", secret true,
+        doc "Proxy outbound https:// calls go through, by CONNECT (http://[user:pass@]host:port); unset: none. The HTTPS_PROXY variable is not read.";
+    no_proxy: Optional<HeaderText> = "", env "HERALD_NO_PROXY", flag "no-proxy", secret false,
+        doc "Hosts reached directly although HERALD_HTTPS_PROXY is set: comma-separated names, .domain, addresses or CIDRs.";
     provider_url: Optional<HttpUrl> = "", env "HERALD_PROVIDER_URL", flag "provider-url", secret false,
         doc "Base URL of the SMS provider (POST {url}/v1/send/{id}); provider deliveries fail while unset.";
     provider_token: Optional<Token> = "", env "HERALD_PROVIDER_TOKEN", flag "provider-token", secret true,
@@ -374,9 +378,18 @@ impl Config {
     /// How outbound HTTP calls are made: TLS trusting the system's roots and `http_ca_file`.
     /// `Err` when that file cannot be used.
     pub fn egress(&self) -> Result<herald_egress::Egress, SettingError> {
-        let options = herald_egress::EgressOptions { ca_file: self.http_ca_file.0.as_ref().map(|f| f.0.clone()) };
-        herald_egress::Egress::new(&options)
-            .map_err(|e| SettingError { setting: "http_ca_file".to_owned(), message: e.to_string() })
+        let options = herald_egress::EgressOptions {
+            ca_file: self.http_ca_file.0.as_ref().map(|f| f.0.clone()),
+            https_proxy: self.https_proxy.0.as_ref().map(|u| u.0.clone()),
+            no_proxy: self.no_proxy.0.as_ref().map(|t| t.to_string()),
+        };
+        herald_egress::Egress::new(&options).map_err(|e| {
+            let setting = match e {
+                herald_egress::EgressError::Tls(_) => "http_ca_file",
+                herald_egress::EgressError::Proxy(_) => "https_proxy",
+            };
+            SettingError { setting: setting.to_owned(), message: e.to_string() }
+        })
     }
 
     /// The email channel's settings, when `smtp_url` and `email_from` are set; reads

@@ -13,6 +13,7 @@ use serde_json::{Value, json};
 
 mod accounts;
 mod answers;
+mod proxies;
 mod sealed;
 mod split;
 mod traces;
