@@ -48,14 +48,21 @@ pub struct Egress {
 }
 
 /// The proxy `https://` calls go through, and the host the guard lets it be.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 struct Proxy {
     proxy: reqwest::Proxy,
     host: String,
 }
 
+/// Only the host: the proxy's URL may hold a password.
+impl std::fmt::Debug for Proxy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Proxy").field("host", &self.host).finish_non_exhaustive()
+    }
+}
+
 impl Egress {
-    /// The setup `options` describe; fails on a CA file that cannot be used.
+    /// The setup `options` describe; fails on a CA file or a proxy URL that cannot be used.
     pub fn new(options: &EgressOptions) -> Result<Self, EgressError> {
         let mut roots = tls::system_roots();
         if let Some(ca_file) = &options.ca_file {
@@ -69,7 +76,7 @@ impl Egress {
                     .and_then(|u| u.host_str().map(str::to_owned))
                     .ok_or_else(|| ProxyError(format!("{:?} is not a URL with a host", redact(url))))?;
                 let proxy = reqwest::Proxy::https(url)
-                    .map_err(|e| ProxyError(e.to_string()))?
+                    .map_err(|_| ProxyError(format!("{:?} is not a proxy URL", redact(url))))?
                     .no_proxy(options.no_proxy.as_deref().and_then(reqwest::NoProxy::from_string));
                 Some(Proxy { proxy, host })
             }

@@ -15,7 +15,7 @@ use tokio::{
     net::TcpListener,
     task::JoinHandle,
 };
-use tokio_rustls::{TlsAcceptor, rustls};
+use tokio_rustls::TlsAcceptor;
 
 /// How the server secures its connections.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,20 +80,9 @@ impl SmtpServer {
     /// Starts a server on a free loopback port; `auth` is the one user and password it accepts
     /// (without it, no authentication is asked).
     pub async fn start(tls: SmtpTls, auth: Option<(&str, &str)>) -> Self {
-        let key = rcgen::generate_simple_self_signed(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
-            .expect("a test certificate");
-        let certificate_pem = key.cert.pem();
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let config = rustls::ServerConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .expect("TLS versions")
-            .with_no_client_auth()
-            .with_single_cert(
-                vec![key.cert.der().clone()],
-                rustls::pki_types::PrivateKeyDer::Pkcs8(key.signing_key.serialize_der().into()),
-            )
-            .expect("the test certificate");
-        let acceptor = TlsAcceptor::from(Arc::new(config));
+        let cert = crate::tls::ServerCert::self_signed(&["localhost", "127.0.0.1"]);
+        let certificate_pem = cert.pem.clone();
+        let acceptor = TlsAcceptor::from(Arc::new(cert.server_config()));
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let state = Arc::new(Mutex::new(State { mails: Vec::new(), answer: SmtpAnswer::Accept }));

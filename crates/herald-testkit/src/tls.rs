@@ -23,16 +23,12 @@ use tokio_rustls::{
 };
 
 /// A certificate and its key, for a server.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct ServerCert {
     pub cert: CertificateDer<'static>,
+    /// The certificate, PEM (what a client that trusts it exactly is given).
+    pub pem: String,
     key: Vec<u8>,
-}
-
-impl Clone for ServerCert {
-    fn clone(&self) -> Self {
-        Self { cert: self.cert.clone(), key: self.key.clone() }
-    }
 }
 
 impl ServerCert {
@@ -41,11 +37,22 @@ impl ServerCert {
         let key = KeyPair::generate().expect("a key");
         let params = CertificateParams::new(names.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>()).expect("names");
         let cert = params.self_signed(&key).expect("a certificate");
-        Self { cert: cert.der().clone(), key: key.serialize_der() }
+        Self { cert: cert.der().clone(), pem: cert.pem(), key: key.serialize_der() }
     }
 
     fn key(&self) -> PrivateKeyDer<'static> {
         PrivateKeyDer::Pkcs8(self.key.clone().into())
+    }
+
+    /// A server configuration (rustls with ring) that presents this certificate.
+    pub fn server_config(&self) -> rustls::ServerConfig {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("TLS versions")
+            .with_no_client_auth()
+            .with_single_cert(vec![self.cert.clone()], self.key())
+            .expect("the test certificate")
     }
 }
 
@@ -91,7 +98,7 @@ impl TestCa {
         let key = KeyPair::generate().expect("a key");
         let params = CertificateParams::new(names.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>()).expect("names");
         let cert = params.signed_by(&key, &self.issuer).expect("a certificate");
-        ServerCert { cert: cert.der().clone(), key: key.serialize_der() }
+        ServerCert { cert: cert.der().clone(), pem: cert.pem(), key: key.serialize_der() }
     }
 }
 
@@ -113,13 +120,7 @@ impl Drop for TlsFront {
 
 impl TlsFront {
     pub async fn start(upstream: SocketAddr, cert: &ServerCert) -> Self {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let mut config = rustls::ServerConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .expect("TLS versions")
-            .with_no_client_auth()
-            .with_single_cert(vec![cert.cert.clone()], cert.key())
-            .expect("the test certificate");
+        let mut config = cert.server_config();
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
         let acceptor = TlsAcceptor::from(Arc::new(config));
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");

@@ -131,7 +131,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let config = loaded.config;
     // Traces only from the long-running roles; one-shot commands have nothing to trace.
     let telemetry = match role_name(&cli.command) {
-        Some(role) => Telemetry::from_env(&env, role)?,
+        Some(role) => Telemetry::from_env(&env, role, crate::app::egress(&config).open().clone())?,
         None => None,
     };
     logging::init(config.log_format, &config.log_level, telemetry.as_ref());

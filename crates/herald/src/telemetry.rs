@@ -1,6 +1,8 @@
 //! OpenTelemetry traces: when `OTEL_EXPORTER_OTLP_ENDPOINT` (or `…_TRACES_ENDPOINT`) is set,
-//! Herald's spans are exported over OTLP/HTTP (protobuf) in batches from a tokio task. Unset,
-//! nothing is installed and the trace-only spans are never created.
+//! Herald's spans are exported over OTLP/HTTP (protobuf) in batches from a tokio task, through
+//! the one outbound client (`herald-egress`: `https://` with the system roots and
+//! `HERALD_HTTP_CA_FILE`, or `http://`). Unset, nothing is installed and the trace-only spans are
+//! never created.
 //!
 //! The other standard `OTEL_EXPORTER_OTLP_*` variables (headers, timeout, compression) apply as
 //! the exporter reads them, and `OTEL_BSP_*` tune the batches. The resource is
@@ -10,7 +12,7 @@ use std::collections::BTreeMap;
 
 use anyhow::Context as _;
 use opentelemetry::{KeyValue, trace::TracerProvider as _};
-use opentelemetry_otlp::SpanExporter;
+use opentelemetry_otlp::{SpanExporter, WithHttpConfig as _};
 use opentelemetry_sdk::{
     Resource, runtime,
     trace::{SdkTracerProvider, span_processor_with_async_runtime::BatchSpanProcessor},
@@ -30,11 +32,19 @@ pub struct Telemetry {
 impl Telemetry {
     /// The exporter the environment asks for, or `None` when no endpoint variable is set.
     /// Must be called within a tokio runtime (the batch exporter runs as a task).
-    pub fn from_env(env: &BTreeMap<String, String>, role: &str) -> anyhow::Result<Option<Self>> {
+    pub fn from_env(
+        env: &BTreeMap<String, String>,
+        role: &str,
+        client: herald_egress::reqwest::Client,
+    ) -> anyhow::Result<Option<Self>> {
         if !ENDPOINT_VARS.iter().any(|var| env.get(*var).is_some_and(|v| !v.trim().is_empty())) {
             return Ok(None);
         }
-        let exporter = SpanExporter::builder().with_http().build().context("configuring the OTLP span exporter")?;
+        let exporter = SpanExporter::builder()
+            .with_http()
+            .with_http_client(client)
+            .build()
+            .context("configuring the OTLP span exporter")?;
         let resource = Resource::builder()
             .with_service_name("herald")
             .with_attribute(KeyValue::new("herald.role", role.to_owned()))

@@ -47,6 +47,16 @@ impl Collector {
         url
     }
 
+    /// Serves behind TLS on a free loopback port, with a self-signed certificate for
+    /// `localhost`; returns the base URL and the certificate (PEM), for `HERALD_HTTP_CA_FILE`.
+    async fn start_tls(&self) -> (String, String, herald_testkit::tls::TlsFront) {
+        let plain = self.start().await;
+        let upstream = plain.trim_start_matches("http://").parse().expect("the collector's address");
+        let cert = herald_testkit::tls::ServerCert::self_signed(&["localhost"]);
+        let front = herald_testkit::tls::TlsFront::start(upstream, &cert).await;
+        (format!("https://localhost:{}", front.addr.port()), cert.pem, front)
+    }
+
     fn spans(&self) -> Vec<Span> {
         self.0.lock().unwrap_or_else(PoisonError::into_inner).clone()
     }
@@ -162,6 +172,33 @@ async fn one_trace_runs_from_the_request_through_the_relay_and_the_sender() {
     let relayed = child(&spans, realtime, "relay.publish");
     assert_eq!(relayed.attr("event.kind"), Some("event.reminder"));
     child(&spans, relayed, "gateway.fanout");
+}
+
+/// Spans reach a collector over `https://` through the one outbound client, trusting the
+/// operator's CA file.
+#[tokio::test]
+async fn spans_reach_an_https_collector_trusted_through_the_ca_file() {
+    let collector = Collector::default();
+    let (endpoint, certificate, _front) = collector.start_tls().await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let ca = dir.path().join("collector-ca.pem");
+    std::fs::write(&ca, certificate).expect("write the CA file");
+    let ca = ca.display().to_string();
+    let env = [
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+        ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+        ("HERALD_HTTP_CA_FILE", ca.as_str()),
+    ];
+    let (_child, addr, lines, _) = super::serve(dir.path(), &env);
+    std::thread::spawn(move || lines.map_while(Result::ok).for_each(drop));
+    let client = crate::http();
+    let base = format!("http://{addr}/api/v1");
+    super::register_ada(&client, &base).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !collector.spans().iter().any(|s| s.name == "POST /api/v1/auth/register") {
+        assert!(tokio::time::Instant::now() < deadline, "no span came over TLS: {:#?}", collector.spans());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// A gRPC call and a NATS command request that carry a `traceparent` are served in spans that
