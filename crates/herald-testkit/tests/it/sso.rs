@@ -6,10 +6,9 @@ use herald_testkit::oidc_provider::{Person, Spoil, TestOidcProvider};
 use reqwest::{StatusCode, header};
 use serde_json::json;
 
-/// A free loopback address for Herald, so its callback URL can be registered before it starts.
-fn free_addr() -> std::net::SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr")
-}
+/// The callback URL Herald registers with the provider. Its host is a placeholder (Herald
+/// listens on a port of its own choosing): the test's browser goes to the app's real address.
+const CALLBACK: &str = "http://herald.test/api/v1/auth/oidc/callback";
 
 async fn app_with(provider: &TestOidcProvider, test: &str) -> herald_testkit::TestApp {
     app_tweaked(provider, test, |_| {}).await
@@ -20,15 +19,13 @@ async fn app_tweaked(
     test: &str,
     tweak: impl FnOnce(&mut std::collections::BTreeMap<String, String>),
 ) -> herald_testkit::TestApp {
-    let addr = free_addr();
     let issuer = provider.issuer();
     herald_testkit::TestApp::start_with(herald_testkit::Backend::Sqlite, test, |env| {
         tweak(env);
-        env.insert("HERALD_HTTP_ADDR".into(), addr.to_string());
         env.insert("HERALD_OIDC_ISSUER".into(), issuer);
         env.insert("HERALD_OIDC_CLIENT_ID".into(), "herald".into());
         env.insert("HERALD_OIDC_CLIENT_SECRET".into(), "s3cret/with&odd=chars".into());
-        env.insert("HERALD_OIDC_REDIRECT_URL".into(), format!("http://{addr}/api/v1/auth/oidc/callback"));
+        env.insert("HERALD_OIDC_REDIRECT_URL".into(), CALLBACK.into());
     })
     .await
     .expect("SQLite")
@@ -67,6 +64,8 @@ async fn sign_in_with(
     let back = http.get(&authorize).send().await.expect("authorize");
     assert!(back.status().is_redirection(), "the provider sends the browser back: {}", back.status());
     let callback = back.headers()[header::LOCATION].to_str().expect("location").to_owned();
+    assert!(callback.starts_with(CALLBACK), "back to the registered callback: {callback}");
+    let callback = callback.replacen("http://herald.test", &app.base, 1);
     let done = http.get(&callback).header(header::COOKIE, &cookie).send().await.expect("callback");
     if done.status() != StatusCode::SEE_OTHER {
         let status = done.status();

@@ -11,8 +11,7 @@ use std::{
     time::Duration,
 };
 
-use chrono::{SubsecRound as _, Utc};
-use serde_json::{Value, json};
+use serde_json::Value;
 use tokio::{
     io::{AsyncReadExt as _, AsyncWriteExt as _},
     net::TcpListener,
@@ -76,26 +75,8 @@ async fn a_gibibyte_webhook_answer_leaves_the_senders_memory_alone() {
     let client = crate::http();
     let base = format!("http://{addr}/api/v1");
     let token = register_ada(&client, &base).await;
-    let hook = json!({"url": format!("http://127.0.0.1:{port}/hook")});
-    let set = client.put(format!("{base}/me/webhook")).bearer_auth(&token).json(&hook).send().await.expect("set");
-    assert_eq!(set.status(), 200);
-
-    // A reminder due in two seconds, sent to the webhook.
-    let due = (Utc::now() + chrono::Duration::seconds(2)).trunc_subsecs(0);
-    let event = json!({"title": "Call", "starts_at": due + chrono::Duration::seconds(60), "duration": 30,
-        "remind_before": 60});
-    let created: Value = client
-        .post(format!("{base}/events"))
-        .bearer_auth(&token)
-        .json(&event)
-        .send()
-        .await
-        .expect("event")
-        .json()
-        .await
-        .expect("json");
+    let path = super::remind_to_webhook(&client, &base, &token, &format!("http://127.0.0.1:{port}/hook")).await;
     let before = peak_rss_kib(child.id());
-    let path = format!("{base}/events/{}/notifications", created["id"].as_str().expect("id"));
     let mut hook = Value::Null;
     for _ in 0..300 {
         let listed: Value =

@@ -9,6 +9,7 @@ use std::{
     time::Duration,
 };
 
+use chrono::SubsecRound as _;
 use serde_json::{Value, json};
 
 mod accounts;
@@ -16,6 +17,7 @@ mod answers;
 mod proxies;
 mod sealed;
 mod split;
+mod tls_failures;
 mod traces;
 
 fn herald(data_dir: &std::path::Path, args: &[&str], env: &[(&str, &str)]) -> Command {
@@ -93,6 +95,28 @@ async fn register_ada(client: &reqwest::Client, base: &str) -> String {
     let login: Value =
         client.post(format!("{base}/auth/login")).json(&creds).send().await.expect("login").json().await.expect("json");
     login["access_token"].as_str().expect("token").to_owned()
+}
+
+/// Sets `url` as the caller's webhook and makes an event whose reminder, due in two seconds, goes
+/// to it; answers the path of that event's notifications.
+async fn remind_to_webhook(client: &reqwest::Client, base: &str, token: &str, url: &str) -> String {
+    let hook = json!({ "url": url });
+    let set = client.put(format!("{base}/me/webhook")).bearer_auth(token).json(&hook).send().await.expect("set");
+    assert_eq!(set.status(), 200);
+    let due = (chrono::Utc::now() + chrono::Duration::seconds(2)).trunc_subsecs(0);
+    let event = json!({"title": "Call", "starts_at": due + chrono::Duration::seconds(60), "duration": 30,
+        "remind_before": 60});
+    let created: Value = client
+        .post(format!("{base}/events"))
+        .bearer_auth(token)
+        .json(&event)
+        .send()
+        .await
+        .expect("event")
+        .json()
+        .await
+        .expect("json");
+    format!("{base}/events/{}/notifications", created["id"].as_str().expect("id"))
 }
 
 /// Peak resident set size of a process, in KiB.
