@@ -75,7 +75,8 @@ async fn a_gibibyte_webhook_answer_leaves_the_senders_memory_alone() {
     let client = crate::http();
     let base = format!("http://{addr}/api/v1");
     let token = register_ada(&client, &base).await;
-    let path = super::remind_to_webhook(&client, &base, &token, &format!("http://127.0.0.1:{port}/hook")).await;
+    let path =
+        super::support::remind_to_webhook(&client, &base, &token, &format!("http://127.0.0.1:{port}/hook")).await;
     let before = peak_rss_kib(child.id());
     let mut hook = Value::Null;
     for _ in 0..300 {

@@ -9,14 +9,15 @@ use std::{
     time::Duration,
 };
 
-use chrono::SubsecRound as _;
 use serde_json::{Value, json};
+use support::http;
 
 mod accounts;
 mod answers;
 mod proxies;
 mod sealed;
 mod split;
+mod support;
 mod tls_failures;
 mod traces;
 
@@ -95,28 +96,6 @@ async fn register_ada(client: &reqwest::Client, base: &str) -> String {
     let login: Value =
         client.post(format!("{base}/auth/login")).json(&creds).send().await.expect("login").json().await.expect("json");
     login["access_token"].as_str().expect("token").to_owned()
-}
-
-/// Sets `url` as the caller's webhook and makes an event whose reminder, due in two seconds, goes
-/// to it; answers the path of that event's notifications.
-async fn remind_to_webhook(client: &reqwest::Client, base: &str, token: &str, url: &str) -> String {
-    let hook = json!({ "url": url });
-    let set = client.put(format!("{base}/me/webhook")).bearer_auth(token).json(&hook).send().await.expect("set");
-    assert_eq!(set.status(), 200);
-    let due = (chrono::Utc::now() + chrono::Duration::seconds(2)).trunc_subsecs(0);
-    let event = json!({"title": "Call", "starts_at": due + chrono::Duration::seconds(60), "duration": 30,
-        "remind_before": 60});
-    let created: Value = client
-        .post(format!("{base}/events"))
-        .bearer_auth(token)
-        .json(&event)
-        .send()
-        .await
-        .expect("event")
-        .json()
-        .await
-        .expect("json");
-    format!("{base}/events/{}/notifications", created["id"].as_str().expect("id"))
 }
 
 /// Peak resident set size of a process, in KiB.
@@ -498,10 +477,4 @@ fn the_deployment_files_name_real_roles_and_scrape_each_one() {
     for var in ["HERALD_HTTP_ADDR=0.0.0.0:8080", "HERALD_GRPC_ADDR=0.0.0.0:50051", "HERALD_ADMIN_ADDR=0.0.0.0:9090"] {
         assert!(dockerfile.contains(var), "{var}");
     }
-}
-
-/// A reqwest client, ring installed first as the process's rustls provider (see `herald-egress`).
-fn http() -> reqwest::Client {
-    herald_egress::install_ring_provider();
-    reqwest::Client::new()
 }

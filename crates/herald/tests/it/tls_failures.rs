@@ -28,7 +28,7 @@ async fn a_tls_failure_tells_the_user_tls_and_the_operator_why() {
     let base = format!("http://{addr}/api/v1");
     let token = register_ada(&client, &base).await;
     let url = format!("https://127.0.0.1:{}/hook", front.addr.port());
-    let path = super::remind_to_webhook(&client, &base, &token, &url).await;
+    let path = super::support::remind_to_webhook(&client, &base, &token, &url).await;
 
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     let logged = loop {
