@@ -13,6 +13,7 @@ pub mod cluster;
 pub mod connect_proxy;
 pub mod delivery_suite;
 pub mod files_suite;
+pub mod h2_server;
 pub mod http;
 pub mod mock_provider;
 pub mod node;

@@ -23,15 +23,10 @@ fn ca_file(ca: &TestCa) -> tempfile::NamedTempFile {
     file
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn the_provider_is_reached_over_https_through_the_operators_ca() {
-    let ca = TestCa::new();
-    let ca_path = ca_file(&ca);
-    let provider = MockProvider::start("tls-token").await;
-    let front = TlsFront::start(provider.addr(), &ca.issue(&["localhost"])).await;
-    let url = format!("https://localhost:{}", front.addr.port());
-    let path = ca_path.path().display().to_string();
-    let app = TestApp::start_with(Backend::Sqlite, "provider_over_https", |env| {
+/// An app whose provider is `https://localhost:<port>`, trusted through `ca_file`.
+async fn provider_app(test: &str, port: u16, ca_file: &tempfile::NamedTempFile) -> TestApp {
+    let (url, path) = (format!("https://localhost:{port}"), ca_file.path().display().to_string());
+    TestApp::start_with(Backend::Sqlite, test, |env| {
         env.insert("HERALD_PROVIDER_URL".into(), url);
         env.insert("HERALD_PROVIDER_TOKEN".into(), "tls-token".into());
         env.insert("HERALD_HTTP_CA_FILE".into(), path);
@@ -39,7 +34,11 @@ async fn the_provider_is_reached_over_https_through_the_operators_ca() {
         env.insert("HERALD_MAILINGS_SCHEDULE".into(), "@every 1s".into());
     })
     .await
-    .expect("SQLite always runs");
+    .expect("SQLite always runs")
+}
+
+/// A mailing to one client that starts now: one provider call.
+async fn text_one_client(app: &TestApp) {
     let admin = app.admin("ops@example.org").await;
     let reply = app.post("/api/v1/clients", Some(&admin), &json!({"phone": "79160000001"})).await;
     assert_eq!(reply.status, StatusCode::CREATED, "{:?}", reply.body);
@@ -47,6 +46,16 @@ async fn the_provider_is_reached_over_https_through_the_operators_ca() {
     let body = json!({"start_at": start, "end_at": start + chrono::Duration::hours(1), "text": "over TLS"});
     let reply = app.post("/api/v1/mailings", Some(&admin), &body).await;
     assert_eq!(reply.status, StatusCode::CREATED, "{:?}", reply.body);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_provider_is_reached_over_https_through_the_operators_ca() {
+    let ca = TestCa::new();
+    let ca_path = ca_file(&ca);
+    let provider = MockProvider::start("tls-token").await;
+    let front = TlsFront::start(provider.addr(), &ca.issue(&["localhost"])).await;
+    let app = provider_app("provider_over_https", front.addr.port(), &ca_path).await;
+    text_one_client(&app).await;
     provider.wait_accepted(1, Duration::from_secs(20)).await.expect("the text reaches the provider over TLS");
     assert!(front.handshakes() >= 1, "it went through the TLS front");
     assert_eq!(front.failed_handshakes(), 0);
@@ -149,5 +158,24 @@ async fn the_destination_guard_holds_for_https() {
     let hook = webhook_notification(&app, &token, &event, |n| n["attempts"].as_u64() >= Some(1)).await;
     assert_eq!((&hook["status"], &hook["last_error"]), (&json!("pending"), &json!("unreachable")), "{hook}");
     assert_eq!((front.handshakes(), front.failed_handshakes()), (0, 0), "no connection was made");
+    app.stop().await;
+}
+
+/// A server that offers HTTP/2 by ALPN is called over HTTP/2.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_provider_is_called_over_http2_when_it_offers_it() {
+    let ca = TestCa::new();
+    let ca_path = ca_file(&ca);
+    let server = herald_testkit::h2_server::H2Server::start(&ca.issue(&["localhost"])).await;
+    let app = provider_app("provider_over_http2", server.addr.port(), &ca_path).await;
+    text_one_client(&app).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while server.seen().is_empty() {
+        assert!(tokio::time::Instant::now() < deadline, "the provider was never called");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (version, path) = server.seen()[0].clone();
+    assert_eq!(version, reqwest::Version::HTTP_2, "{path}");
+    assert!(path.starts_with("/v1/send/"), "{path}");
     app.stop().await;
 }
