@@ -48,8 +48,8 @@ pub struct WebhookConfig {
 }
 
 /// The channels that call out: the provider's client, the webhook client that connects only
-/// where [`Destinations`] allows (both from one [`Egress`]: TLS, no redirects, no proxy), and
-/// the SMTP transport when email is configured.
+/// where [`Destinations`] allows (both from one [`Egress`]: TLS, no redirects, a proxy only when
+/// the operator names one), and the SMTP transport when email is configured.
 ///
 /// A provider's or a receiver's answer is its status: the outcome of a call is decided by it
 /// alone (a 2xx is sent, whatever follows). Its body is read only so the connection can be
