@@ -119,11 +119,6 @@ impl Egress {
             // Never a default client in its place: that one would connect anywhere.
             .unwrap_or_else(|e| panic!("the guarded HTTP client: {e}"))
     }
-
-    /// The TLS configuration, for other clients that must trust the same roots.
-    pub fn tls_config(&self) -> Arc<ClientConfig> {
-        self.tls.clone()
-    }
 }
 
 /// A proxy URL without its password, for messages.

@@ -161,8 +161,9 @@ pub fn egress(config: &Config) -> herald_egress::Egress {
     })
 }
 
-/// The channels as configured, with webhooks limited to `destinations`.
-pub fn channels(config: &Config, destinations: Destinations) -> Channels {
+/// The channels as configured, calling out through `egress`, with webhooks limited to
+/// `destinations`.
+pub fn channels(config: &Config, destinations: Destinations, egress: &herald_egress::Egress) -> Channels {
     let provider = config.provider_url.0.as_ref().map(|url| ProviderConfig {
         url: url.0.clone(),
         token: config.provider_token.0.as_ref().map(|t| t.expose().into()).unwrap_or_default(),
@@ -174,7 +175,7 @@ pub fn channels(config: &Config, destinations: Destinations) -> Channels {
         timeout: config.webhook_timeout.0,
         answer_limit: usize::try_from(config.webhook_answer_limit.0).unwrap_or(usize::MAX),
     };
-    let channels = Channels::new(&egress(config), provider, webhook, destinations);
+    let channels = Channels::new(egress, provider, webhook, destinations);
     // Checked when the configuration loaded; only a CA file changed since could fail here.
     match config
         .email()
@@ -200,10 +201,10 @@ pub fn sender(
     metrics: Arc<Metrics>,
 ) -> Sender {
     let destinations = destinations(config, system_resolver(config));
-    sender_with(config, store, broker, clock, metrics, destinations)
+    sender_with(config, store, broker, clock, metrics, destinations, &egress(config))
 }
 
-/// Like [`sender`], with webhooks limited to `destinations`.
+/// Like [`sender`], with webhooks limited to `destinations` and calls made through `egress`.
 pub fn sender_with(
     config: &Config,
     store: Arc<dyn Store>,
@@ -211,6 +212,7 @@ pub fn sender_with(
     clock: Arc<dyn Clock>,
     metrics: Arc<Metrics>,
     destinations: Destinations,
+    egress: &herald_egress::Egress,
 ) -> Sender {
     if config.provider_url.0.is_none() {
         tracing::info!(
@@ -225,7 +227,7 @@ pub fn sender_with(
     if config.smtp_url.0.is_none() {
         tracing::info!("the email channel is off (HERALD_SMTP_URL is unset): email deliveries fail saying so");
     }
-    Sender::new(store, broker, clock, metrics, channels(config, destinations), sender_options(config))
+    Sender::new(store, broker, clock, metrics, channels(config, destinations, egress), sender_options(config))
 }
 
 /// The scheduler of [`scheduler`] with the orphan-file collector among its jobs, every
@@ -374,6 +376,8 @@ async fn start_roles(config: &Config, roles: Roles, parts: Parts) -> anyhow::Res
         })
         .with_hosting(hosting),
     );
+    // One outbound setup for the process's clients (the system roots are read once).
+    let egress = egress(config);
     let options = HttpOptions {
         body_limit: usize::try_from(config.body_limit.0).unwrap_or(usize::MAX),
         cors_origins: config.cors_origins.0.clone(),
@@ -381,7 +385,7 @@ async fn start_roles(config: &Config, roles: Roles, parts: Parts) -> anyhow::Res
         trusted_proxies: config.trusted_proxies.clone(),
         oidc: config.oidc(),
         oidc_answer_limit: usize::try_from(config.oidc_answer_limit.0).unwrap_or(usize::MAX),
-        egress: egress(config),
+        egress: egress.clone(),
     };
     let shutdown = CancellationToken::new();
     let workers = tokio_util::task::TaskTracker::new();
@@ -450,7 +454,7 @@ async fn start_roles(config: &Config, roles: Roles, parts: Parts) -> anyhow::Res
     workers.spawn(async move { router.run(stop).await });
     // The same destinations as the API checks webhooks against when they are set.
     let destinations = herald.services.destinations.clone();
-    let sender = sender_with(config, store.clone(), broker, clock, metrics.clone(), destinations);
+    let sender = sender_with(config, store.clone(), broker, clock, metrics.clone(), destinations, &egress);
     let stop = shutdown.clone();
     workers.spawn(async move { sender.run(stop).await });
     tracing::info!(%http_addr, grpc_addr = grpc_addr.map(tracing::field::display), store = %config.store_url, broker = %config.broker_url, "herald is serving");

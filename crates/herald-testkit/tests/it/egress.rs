@@ -14,7 +14,7 @@ use herald_testkit::{
 use reqwest::StatusCode;
 use serde_json::json;
 
-use crate::webhook_kit::{Names, PUBLIC, Receiver, remind_soon, set_webhook, start, webhook_notification};
+use crate::webhook_kit::{Names, PUBLIC, Receiver, remind_soon, set_webhook, start_trusting, webhook_notification};
 
 /// The test CA, written where `HERALD_HTTP_CA_FILE` can name it.
 fn ca_file(ca: &TestCa) -> tempfile::NamedTempFile {
@@ -66,15 +66,12 @@ async fn the_provider_is_reached_over_https_through_the_operators_ca() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_webhook_is_delivered_over_https_and_signed() {
     let ca = TestCa::new();
-    let ca_path = ca_file(&ca);
     let names = Arc::new(Names::default());
     names.point("hooks.example.test", &["127.0.0.1"]);
     let receiver = Receiver::start(200).await;
     let front = TlsFront::start(receiver.addr(), &ca.issue(&["hooks.example.test"])).await;
-    let path = ca_path.path().display().to_string();
-    let app = start("webhook_over_https", Some(names), |env| {
+    let (app, _ca_file) = start_trusting("webhook_over_https", Some(names), &ca, |env| {
         env.insert("HERALD_WEBHOOK_ALLOWED_NETWORKS".into(), "127.0.0.0/8".into());
-        env.insert("HERALD_HTTP_CA_FILE".into(), path);
     })
     .await;
     let token = app.user("ada@example.org").await;
@@ -106,16 +103,13 @@ async fn a_webhook_is_delivered_over_https_and_signed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_certificate_for_another_name_or_from_nobody_is_refused_as_tls() {
     let ca = TestCa::new();
-    let ca_path = ca_file(&ca);
     let names = Arc::new(Names::default());
     names.point("hooks.example.test", &["127.0.0.1"]);
     let receiver = Receiver::start(200).await;
     let other_name = TlsFront::start(receiver.addr(), &ca.issue(&["other.example.test"])).await;
     let unsigned = TlsFront::start(receiver.addr(), &ServerCert::self_signed(&["hooks.example.test"])).await;
-    let path = ca_path.path().display().to_string();
-    let app = start("webhook_tls_refused", Some(names), |env| {
+    let (app, _ca_file) = start_trusting("webhook_tls_refused", Some(names), &ca, |env| {
         env.insert("HERALD_WEBHOOK_ALLOWED_NETWORKS".into(), "127.0.0.0/8".into());
-        env.insert("HERALD_HTTP_CA_FILE".into(), path);
     })
     .await;
     for (who, front) in [("ada", &other_name), ("bob", &unsigned)] {
@@ -136,16 +130,11 @@ async fn a_certificate_for_another_name_or_from_nobody_is_refused_as_tls() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_destination_guard_holds_for_https() {
     let ca = TestCa::new();
-    let ca_path = ca_file(&ca);
     let names = Arc::new(Names::default());
     names.point("hooks.example.test", &[PUBLIC]);
     let receiver = Receiver::start(200).await;
     let front = TlsFront::start(receiver.addr(), &ca.issue(&["hooks.example.test", "127.0.0.1"])).await;
-    let path = ca_path.path().display().to_string();
-    let app = start("guard_over_https", Some(names.clone()), |env| {
-        env.insert("HERALD_HTTP_CA_FILE".into(), path);
-    })
-    .await;
+    let (app, _ca_file) = start_trusting("guard_over_https", Some(names.clone()), &ca, |_| {}).await;
     let token = app.user("ada@example.org").await;
     for host in ["127.0.0.1", "[::1]", "10.0.0.1", "169.254.169.254", "[::ffff:127.0.0.1]"] {
         let reply = set_webhook(&app, &token, &format!("https://{host}:{}/hook", front.addr.port())).await;

@@ -12,13 +12,11 @@ use herald_testkit::{
 use reqwest::StatusCode;
 use serde_json::json;
 
-use crate::webhook_kit::{Names, PUBLIC, Receiver, remind_soon, set_webhook, start, webhook_notification};
+use crate::webhook_kit::{Names, PUBLIC, Receiver, remind_soon, set_webhook, start_trusting, webhook_notification};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn https_webhooks_go_through_the_proxy_after_the_guard_checked_them() {
     let ca = TestCa::new();
-    let ca_file = tempfile::NamedTempFile::new().expect("CA file");
-    ca.write(ca_file.path());
     let receiver = Receiver::start(200).await;
     let front = TlsFront::start(receiver.addr(), &ca.issue(&["hooks.example.test", "inward.example.test"])).await;
     let loopback = "127.0.0.1".parse().expect("ip");
@@ -27,10 +25,9 @@ async fn https_webhooks_go_through_the_proxy_after_the_guard_checked_them() {
     let names = Arc::new(Names::default());
     names.point("hooks.example.test", &["127.0.0.1"]);
     names.point("inward.example.test", &[PUBLIC]);
-    let (proxy_url, path) = (proxy.url(), ca_file.path().display().to_string());
-    let app = start("webhooks_through_a_proxy", Some(names.clone()), |env| {
+    let proxy_url = proxy.url();
+    let (app, _ca_file) = start_trusting("webhooks_through_a_proxy", Some(names.clone()), &ca, |env| {
         env.insert("HERALD_WEBHOOK_ALLOWED_NETWORKS".into(), "127.0.0.0/8".into());
-        env.insert("HERALD_HTTP_CA_FILE".into(), path);
         env.insert("HERALD_HTTPS_PROXY".into(), proxy_url);
     })
     .await;
@@ -59,17 +56,14 @@ async fn https_webhooks_go_through_the_proxy_after_the_guard_checked_them() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hosts_in_no_proxy_are_reached_directly() {
     let ca = TestCa::new();
-    let ca_file = tempfile::NamedTempFile::new().expect("CA file");
-    ca.write(ca_file.path());
     let receiver = Receiver::start(200).await;
     let front = TlsFront::start(receiver.addr(), &ca.issue(&["hooks.example.test"])).await;
     let proxy = ConnectProxy::start(&[]).await;
     let names = Arc::new(Names::default());
     names.point("hooks.example.test", &["127.0.0.1"]);
-    let (proxy_url, path) = (proxy.url(), ca_file.path().display().to_string());
-    let app = start("no_proxy_hosts", Some(names), |env| {
+    let proxy_url = proxy.url();
+    let (app, _ca_file) = start_trusting("no_proxy_hosts", Some(names), &ca, |env| {
         env.insert("HERALD_WEBHOOK_ALLOWED_NETWORKS".into(), "127.0.0.0/8".into());
-        env.insert("HERALD_HTTP_CA_FILE".into(), path);
         env.insert("HERALD_HTTPS_PROXY".into(), proxy_url);
         env.insert("HERALD_NO_PROXY".into(), "intranet.example, .example.test".into());
     })

@@ -91,6 +91,25 @@ impl Received {
     }
 }
 
+/// [`start`], trusting `ca` for outbound TLS: its certificate is written to a file the app names
+/// in `HERALD_HTTP_CA_FILE` (kept while the returned file lives).
+pub(crate) async fn start_trusting(
+    test: &str,
+    resolver: Option<Arc<Names>>,
+    ca: &herald_testkit::tls::TestCa,
+    tweak: impl FnOnce(&mut BTreeMap<String, String>),
+) -> (TestApp, tempfile::NamedTempFile) {
+    let file = tempfile::NamedTempFile::new().expect("CA file");
+    ca.write(file.path());
+    let path = file.path().display().to_string();
+    let app = start(test, resolver, |env| {
+        env.insert("HERALD_HTTP_CA_FILE".into(), path);
+        tweak(env);
+    })
+    .await;
+    (app, file)
+}
+
 /// A loopback HTTP receiver that answers every request with `status`, counting the connections
 /// it accepts and keeping each request it reads, with when it came.
 pub(crate) struct Receiver {

@@ -9,8 +9,8 @@ use std::{
     time::Duration,
 };
 
+use herald_testkit::http::client as http;
 use serde_json::{Value, json};
-use support::http;
 
 mod accounts;
 mod answers;

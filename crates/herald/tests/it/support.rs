@@ -1,13 +1,8 @@
-//! Helpers the tests share: an HTTP client, and a reminder sent to a webhook.
+//! Helpers the tests share: a reminder sent to a webhook (the HTTP client is the test kit's,
+//! `herald_testkit::http::client`).
 
 use chrono::SubsecRound as _;
 use serde_json::{Value, json};
-
-/// A reqwest client, ring installed first as the process's rustls provider (see `herald-egress`).
-pub(crate) fn http() -> reqwest::Client {
-    herald_egress::install_ring_provider();
-    reqwest::Client::new()
-}
 
 /// Sets `url` as the caller's webhook and makes an event whose reminder, due in two seconds, goes
 /// to it; answers the path of that event's notifications.
